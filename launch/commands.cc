@@ -1,0 +1,19 @@
+#include "launch/commands.h"
+
+namespace sy::launch {
+namespace {
+int g_exit_code = 0;
+}
+
+int exit_code() {
+  return g_exit_code;
+}
+void set_exit_code(int code) {
+  g_exit_code = code;
+}
+
+void register_commands(CLI::App& app) {
+  add_routers_command(app);
+}
+
+}  // namespace sy::launch

@@ -1,0 +1,16 @@
+// Subcommands of the switchyard binary. Each cmd_<name>.cc adds one CLI11 subcommand whose
+// callback runs the command and records its exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace sy::launch {
+
+void register_commands(CLI::App& app);
+// Exit code of the subcommand that ran (set by its callback).
+int exit_code();
+void set_exit_code(int code);
+
+void add_routers_command(CLI::App& app);
+
+}  // namespace sy::launch

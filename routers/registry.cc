@@ -1,0 +1,30 @@
+#include "routers/registry.h"
+
+namespace sy {
+
+const std::vector<RouterInfo>& router_registry() {
+  static const std::vector<RouterInfo> kRouters = {
+      {"linear", "s = W x (Switch / Mixtral / Qwen-MoE gate)", make_linear_router, nullptr},
+  };
+  return kRouters;
+}
+
+std::vector<std::string> router_names() {
+  std::vector<std::string> names;
+  for (const RouterInfo& r : router_registry()) names.push_back(r.name);
+  return names;
+}
+
+StatusOr<std::unique_ptr<Router>> make_router(const RouterConfig& cfg) {
+  for (const RouterInfo& r : router_registry()) {
+    if (cfg.name != r.name) continue;
+    SY_RETURN_IF_ERROR(cfg.validate());
+    if (r.validate) SY_RETURN_IF_ERROR(r.validate(cfg));
+    return r.make(cfg);
+  }
+  std::string known;
+  for (const std::string& n : router_names()) known += (known.empty() ? "" : ", ") + n;
+  return InvalidArgument("unknown router '" + cfg.name + "' (known: " + known + ")");
+}
+
+}  // namespace sy

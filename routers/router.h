@@ -1,0 +1,113 @@
+// The router interface. A router maps hidden states x_TD (and, for hash routing, token ids)
+// to scores s_TE, probabilities p_TE = softmax(s) (fp32, max-subtraction), the top-k expert
+// ids (ties to the lower id) and their weights (the chosen p, renormalized only when
+// norm_topk_prob). Backward takes gradients of the weights, of the probabilities (auxiliary
+// losses) and of the scores (z-loss) and accumulates gradients of the parameters and of x.
+//
+// Adding a router = one file that subclasses Router + one line in registry.cc + one test.
+// Routers know nothing of MPI, files or models (shared/DESIGN.md).
+//
+// State: forward() caches what backward() needs, so a backward differentiates the most
+// recent forward of the same router object. One router object per MoE layer.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/core/status.h"
+#include "runtime/core/tensor.h"
+
+namespace sy {
+
+struct RouterConfig {
+  std::string name = "linear";
+  int64_t d_model = 0;      // D
+  int64_t num_experts = 0;  // E
+  int64_t top_k = 1;        // K
+  int64_t hidden = 0;       // H for attention/mlp/hybrid/mlp_hadamard; <= 0 picks kDefaultHidden
+  int64_t num_heads = 1;    // attention: H must be divisible by it
+  bool norm_topk_prob = false;
+  float init_std = 0.02f;
+  uint64_t seed = 1234;
+  int64_t vocab_size = 0;  // hash: token ids must be < vocab_size
+
+  static constexpr int64_t kDefaultHidden = 128;
+  int64_t router_hidden() const { return hidden > 0 ? hidden : kDefaultHidden; }
+  // Checks the fields every router needs; routers check their own extras in their factory.
+  Status validate() const;
+};
+
+// What forward() produces for T tokens.
+struct RouterOutput {
+  int64_t T = 0, E = 0, K = 0;
+  Tensor logits_TE;                  // scores s (hash: 0 for chosen, -inf elsewhere)
+  Tensor probs_TE;                   // softmax(s)
+  std::vector<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
+  Tensor topk_weights_TK;            // chosen p (renormalized when norm_topk_prob)
+  bool finite = true;                // false when any score was NaN/Inf (RELIABILITY C1)
+};
+
+// Inputs to backward(); every pointer may be null. Shapes follow the last forward.
+struct RouterGrads {
+  const float* dweights_TK = nullptr;  // d loss / d topk_weights
+  const float* dprobs_TE = nullptr;    // d loss / d probs (auxiliary balancing loss)
+  const float* dlogits_TE = nullptr;   // d loss / d scores (router z-loss)
+  float* dx_TD = nullptr;              // accumulated: dx_TD += d loss / d x
+};
+
+class Router {
+ public:
+  explicit Router(RouterConfig cfg) : cfg_(std::move(cfg)) {}
+  virtual ~Router() = default;
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  const RouterConfig& config() const { return cfg_; }
+  const std::string& name() const { return cfg_.name; }
+
+  // x_TD: [T, D] row-major; token_ids_T: [T] (required when needs_token_ids()).
+  void forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out);
+  // Accumulates parameter gradients (Param::grad) and, when g.dx_TD is set, dx.
+  void backward(const RouterGrads& g);
+
+  virtual bool needs_token_ids() const { return false; }
+  virtual bool differentiable() const { return true; }
+  // Multiply-adds x2 per token for computing the scores (softmax and top-k not included).
+  virtual int64_t flops_per_token() const = 0;
+  // Learned parameters (biases included). Hash routers report their table separately.
+  int64_t num_params() const;
+
+  std::deque<Param>& params() { return params_; }
+  const std::deque<Param>& params() const { return params_; }
+  Param* find_param(const std::string& name);
+  // Copies `value` into the parameter `name`; shape must match exactly.
+  Status set_param(const std::string& name, const Tensor& value);
+  void zero_grad();
+
+ protected:
+  // Subclasses create their parameters here (stable addresses: std::deque).
+  Param* add_param(const std::string& name, std::vector<int64_t> shape);
+  // Draws N(0, std^2) into p from (cfg.seed, name): the same on every rank.
+  void init_normal(Param* p, float std);
+
+  // Scores for T tokens; cache what backward_scores needs.
+  virtual void compute_scores(const float* x_TD, const int32_t* token_ids_T, int64_t T,
+                              float* s_TE) = 0;
+  // ds_TE -> parameter grads (+=) and dx_TD (+=, when non-null).
+  virtual void backward_scores(const float* ds_TE, float* dx_TD) = 0;
+  // Routers that do not choose by softmax + top-k (hash, expert choice) override this.
+  virtual void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out);
+
+  RouterConfig cfg_;
+  std::deque<Param> params_;
+  // Cached from the last forward for backward.
+  int64_t last_T_ = 0;
+  Tensor probs_TE_;
+  std::vector<int32_t> ids_TK_;
+  Tensor vals_TK_;  // chosen probabilities before renormalization
+};
+
+}  // namespace sy

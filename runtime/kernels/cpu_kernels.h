@@ -1,0 +1,40 @@
+// CPU kernels: raw pointers and sizes only (no Tensor, no MPI, no protobuf). Row-major.
+// GEMMs go through cblas (OpenBLAS); elementwise and per-row ops use math.h, the same code
+// the CUDA kernels call.
+#pragma once
+
+#include <cstdint>
+
+namespace sy {
+
+// C_MN = alpha * op(A) op(B) + beta * C_MN, row-major; op(A) is M x K, op(B) is K x N.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Linear layer in the Hugging Face weight layout (W is [out, in]):
+//   y_TO = x_TI W_OI^T (+ beta * y_TO)
+void linear_forward(const float* x_TI, const float* W_OI, float* y_TO, int64_t T, int64_t I,
+                    int64_t O, float beta = 0.0f);
+// Backward of linear_forward. dW_OI += dy^T x (always accumulates); dx_TI = dy W (+= when
+// accumulate_dx). Either output may be null to skip it.
+void linear_backward(const float* x_TI, const float* W_OI, const float* dy_TO, float* dW_OI,
+                     float* dx_TI, int64_t T, int64_t I, int64_t O, bool accumulate_dx);
+
+// Row-wise softmax / log-sum-exp / top-k over [rows, n] (math.h semantics).
+void softmax_rows(const float* s, float* p, int64_t rows, int64_t n);
+void logsumexp_rows(const float* s, float* out, int64_t rows, int64_t n);
+void topk_rows(const float* v, int64_t rows, int64_t n, int64_t k, int32_t* ids, float* vals);
+// Softmax backward: ds = p * (dp - sum(p * dp)) per row; accumulates into ds when accumulate.
+void softmax_backward_rows(const float* p, const float* dp, float* ds, int64_t rows, int64_t n,
+                           bool accumulate);
+
+// Elementwise activations in place and their backward (dx = dy * f'(x)).
+void silu_inplace(float* x, int64_t n);
+void gelu_inplace(float* x, int64_t n);
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n);
+void silu_backward(const float* x, const float* dy, float* dx, int64_t n);
+
+// True when every value is finite (no NaN, no Inf).
+bool all_finite(const float* x, int64_t n);
+
+}  // namespace sy
