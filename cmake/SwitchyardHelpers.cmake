@@ -2,11 +2,13 @@
 # are set in one place.
 #
 #   sy_library(NAME SRCS a.cc b.cc DEPS other_lib ...)
-#   sy_test(NAME SRCS a_test.cc DEPS lib ... LABELS cpu|mpi|gpu [NP 2 4] [TIMEOUT s])
+#   sy_test(NAME SRCS a_test.cc DEPS lib ... LABELS cpu|mpi|gpu [NP 2 4] [TIMEOUT s]
+#           [NO_GTEST_MAIN])
 #
 # A test with NP runs once per listed rank count under mpiexec (--oversubscribe, and
 # root is allowed, as in CI), named NAME_npN. Tests labelled gpu skip themselves (GTest
-# skip, exit 0) when no device is visible.
+# skip, exit 0) when no device is visible. NO_GTEST_MAIN: the test brings its own main()
+# (multi-rank tests that must call MPI_Init/MPI_Finalize around RUN_ALL_TESTS).
 
 function(sy_library name)
   cmake_parse_arguments(A "" "" "SRCS;DEPS" ${ARGN})
@@ -22,12 +24,15 @@ function(sy_library name)
 endfunction()
 
 function(sy_test name)
-  cmake_parse_arguments(A "" "TIMEOUT" "SRCS;DEPS;LABELS;NP" ${ARGN})
+  cmake_parse_arguments(A "NO_GTEST_MAIN" "TIMEOUT" "SRCS;DEPS;LABELS;NP" ${ARGN})
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 300)
   endif()
   add_executable(${name} ${A_SRCS})
-  target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest GTest::gtest_main)
+  target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest)
+  if(NOT A_NO_GTEST_MAIN)
+    target_link_libraries(${name} PRIVATE GTest::gtest_main)
+  endif()
   target_compile_definitions(${name} PRIVATE SY_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
                                              SY_DATA_DIR="${SY_DATA_DIR}")
   if(A_NP)

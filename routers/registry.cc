@@ -5,6 +5,13 @@ namespace sy {
 const std::vector<RouterInfo>& router_registry() {
   static const std::vector<RouterInfo> kRouters = {
       {"linear", "s = W x (Switch / Mixtral / Qwen-MoE gate)", make_linear_router, nullptr},
+      {"attention", "s = K (W_q x) / sqrt(H/heads): learned expert keys, heads summed",
+       make_attention_router, validate_attention_router},
+      {"mlp", "s = W_2 GELU(W_1 x + b_1) + b_2", make_mlp_router, nullptr},
+      {"hybrid", "s = W x + g * MLP(x), g learned from 0 (starts as the linear gate)",
+       make_hybrid_router, nullptr},
+      {"mlp_hadamard", "s = W_o (SiLU(W_g x) * W_u x): gated MLP", make_mlp_hadamard_router,
+       nullptr},
   };
   return kRouters;
 }

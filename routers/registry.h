@@ -26,5 +26,10 @@ StatusOr<std::unique_ptr<Router>> make_router(const RouterConfig& cfg);
 
 // One factory per router file.
 std::unique_ptr<Router> make_linear_router(const RouterConfig& cfg);
+std::unique_ptr<Router> make_attention_router(const RouterConfig& cfg);
+Status validate_attention_router(const RouterConfig& cfg);  // H % num_heads == 0
+std::unique_ptr<Router> make_mlp_router(const RouterConfig& cfg);
+std::unique_ptr<Router> make_hybrid_router(const RouterConfig& cfg);
+std::unique_ptr<Router> make_mlp_hadamard_router(const RouterConfig& cfg);
 
 }  // namespace sy

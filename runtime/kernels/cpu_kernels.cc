@@ -36,6 +36,12 @@ void linear_backward(const float* x_TI, const float* W_OI, const float* dy_TO, f
     gemm(false, false, T, I, O, 1.0f, dy_TO, O, W_OI, I, accumulate_dx ? 1.0f : 0.0f, dx_TI, I);
 }
 
+float dot_f32(const float* x, const float* y, int64_t n) {
+  if (n <= 0) return 0.0f;
+  SY_CHECK(n <= INT32_MAX) << "dot length exceeds int";
+  return cblas_sdot(static_cast<int>(n), x, 1, y, 1);
+}
+
 void softmax_rows(const float* s, float* p, int64_t rows, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) softmax_row(s + r * n, p + r * n, static_cast<int>(n));
 }
@@ -76,6 +82,20 @@ void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
 }
 void silu_backward(const float* x, const float* dy, float* dx, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * silu_grad(x[i]);
+}
+
+void swiglu_rows(const float* g, const float* u, float* a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) a[i] = silu(g[i]) * u[i];
+}
+
+void swiglu_backward_rows(const float* g, const float* u, const float* da, float* dg, float* du,
+                          int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i], d = da[i];
+    const float s = sigmoidf_(x);
+    du[i] = d * x * s;
+    dg[i] = d * u[i] * (s * (1.0f + x * (1.0f - s)));
+  }
 }
 
 bool all_finite(const float* x, int64_t n) {

@@ -20,6 +20,9 @@ void linear_forward(const float* x_TI, const float* W_OI, float* y_TO, int64_t T
 void linear_backward(const float* x_TI, const float* W_OI, const float* dy_TO, float* dW_OI,
                      float* dx_TI, int64_t T, int64_t I, int64_t O, bool accumulate_dx);
 
+// sum_i x[i] * y[i] (cblas_sdot: vectorized, fp32 accumulation).
+float dot_f32(const float* x, const float* y, int64_t n);
+
 // Row-wise softmax / log-sum-exp / top-k over [rows, n] (math.h semantics).
 void softmax_rows(const float* s, float* p, int64_t rows, int64_t n);
 void logsumexp_rows(const float* s, float* out, int64_t rows, int64_t n);
@@ -33,6 +36,12 @@ void silu_inplace(float* x, int64_t n);
 void gelu_inplace(float* x, int64_t n);
 void gelu_backward(const float* x, const float* dy, float* dx, int64_t n);
 void silu_backward(const float* x, const float* dy, float* dx, int64_t n);
+
+// SwiGLU's elementwise join: a = SiLU(g) * u over n values (one sigmoid per element).
+void swiglu_rows(const float* g, const float* u, float* a, int64_t n);
+// Its backward: du = da * SiLU(g), dg = da * u * SiLU'(g). dg may alias da (in place).
+void swiglu_backward_rows(const float* g, const float* u, const float* da, float* dg, float* du,
+                          int64_t n);
 
 // True when every value is finite (no NaN, no Inf).
 bool all_finite(const float* x, int64_t n);

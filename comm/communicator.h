@@ -1,0 +1,187 @@
+// The communicator interface: the collectives the expert-parallel MoE layer needs, behind one
+// small class so the MPI backend, the single-process backend (and later NCCL) are
+// interchangeable, and tests can check every backend against the single-process reference.
+//
+// Every call here is COLLECTIVE over the communicator's group: every rank must call it, in the
+// same order, with matching arguments (the same count, element size, op and dtype), or the job
+// hangs until the deadline. Every call BLOCKS until this rank's part is complete: on return the
+// receive buffer holds the result and the send buffer may be reused. The CALLER OWNS ALL
+// BUFFERS: the communicator never keeps a pointer past the call, and every buffer must stay
+// valid (and, for receive buffers, untouched by other threads) until the call returns.
+//
+// Each collective takes a CollectiveTag naming the operation, the MoE layer and the step, and
+// the communicator numbers its collectives (seq, starting at 0, the same on every rank), so a
+// timeout or a bad argument is reported as "<op> seq N layer L step S" on the rank that saw it.
+//
+// Errors: argument errors that come from data (alltoallv counts that do not fit MPI's `int`,
+// or that run past a buffer) are returned as a Status before anything is sent; the peers are
+// not told, so the caller must end the job (abort()) or agree on the decision first (allreduce
+// of an error flag). Argument errors that are bugs (negative fixed counts) are SY_CHECK
+// failures. A collective that does not finish before the deadline ends the whole job with exit
+// code 20 (kExitCollectiveTimeout); see mpi_communicator.h.
+//
+// Legend: P ranks (size()), r this rank.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "runtime/core/status.h"
+
+namespace sy {
+
+// Names one collective in messages. `op` must be a string literal (or outlive the call).
+struct CollectiveTag {
+  const char* op = "collective";
+  int layer = -1;     // MoE layer, -1 when not inside a layer
+  int64_t step = -1;  // training/inference step, -1 when not known
+};
+
+enum class DType { kInt32, kInt64, kFloat32, kFloat64 };
+enum class ReduceOp { kSum, kMin, kMax };
+
+const char* dtype_name(DType t);
+const char* reduce_op_name(ReduceOp op);
+int64_t dtype_bytes(DType t);
+
+template <typename T>
+struct DTypeOf;  // the reducible element types: int32_t, int64_t, float, double
+template <>
+struct DTypeOf<int32_t> {
+  static constexpr DType value = DType::kInt32;
+};
+template <>
+struct DTypeOf<int64_t> {
+  static constexpr DType value = DType::kInt64;
+};
+template <>
+struct DTypeOf<float> {
+  static constexpr DType value = DType::kFloat32;
+};
+template <>
+struct DTypeOf<double> {
+  static constexpr DType value = DType::kFloat64;
+};
+
+// One side of an alltoallv: for peer p, counts[p] elements starting at element displs[p] of a
+// buffer that holds `capacity` elements. counts and displs have size() entries. Counts and
+// displacements are in elements (of elem_bytes each, e.g. one row of D floats), not bytes, so
+// rows of a wide hidden size still fit MPI's `int` counts.
+struct VLayout {
+  const int64_t* counts = nullptr;  // [P]
+  const int64_t* displs = nullptr;  // [P]
+  int64_t capacity = 0;             // elements in the buffer
+};
+
+class Communicator {
+ public:
+  Communicator() = default;
+  virtual ~Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual const char* backend() const = 0;  // "mpi", "local"
+  // Collectives started so far; the seq of the next one. Equal on every rank.
+  int64_t seq() const { return seq_; }
+
+  // Deadline for every collective, in seconds; <= 0 waits forever. Backends that cannot block
+  // (local) ignore it. The MPI backend starts from SY_COLLECTIVE_TIMEOUT_S (default 600).
+  void set_timeout(double seconds) { timeout_s_ = seconds; }
+  double timeout() const { return timeout_s_; }
+
+  // ---- byte-level calls (the typed wrappers below are what most code uses) ----
+
+  // Collective, blocking. send: [P * count * elem_bytes] bytes, block p goes to rank p.
+  // recv: [P * count * elem_bytes] bytes, block p came from rank p. count is per peer.
+  void alltoall_bytes(const void* send, void* recv, int64_t count, int64_t elem_bytes,
+                      const CollectiveTag& tag);
+
+  // Collective, blocking. Sends send.counts[p] elements at send.displs[p] to rank p, and
+  // receives recv.counts[p] elements from rank p at recv.displs[p]. The receive counts must
+  // equal what each peer sends: MPI does not check a receiver that expects more than it gets
+  // (the rest is left unwritten), so exchange counts first with alltoall. Elements of recv
+  // outside every [displs[p], displs[p] + counts[p]) are left untouched. Returns
+  // InvalidArgument (before any communication) when a count or displacement is negative, does
+  // not fit an `int`, or runs past the capacity.
+  Status alltoallv_bytes(const void* send, const VLayout& send_layout, void* recv,
+                         const VLayout& recv_layout, int64_t elem_bytes, const CollectiveTag& tag);
+
+  // Collective, blocking. Element-wise reduction of `count` elements over all ranks; every
+  // rank gets the result in recv. send == recv means in place. Sums of floating point are in
+  // the backend's order (not bitwise reproducible across backends beyond P = 1).
+  void allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
+                 const CollectiveTag& tag);
+
+  // Collective, blocking. send: [count * elem_bytes]; recv: [P * count * elem_bytes], block p
+  // from rank p (this rank's block included).
+  void allgather_bytes(const void* send, void* recv, int64_t count, int64_t elem_bytes,
+                       const CollectiveTag& tag);
+
+  // Collective, blocking: returns once every rank has entered it.
+  void barrier(const CollectiveTag& tag);
+
+  // NOT collective, never returns: prints "[switchyard] rank r on HOST: <message>" to stderr
+  // and ends the whole job (every rank) with exit_code. Use it when one rank finds an error
+  // its peers cannot know about.
+  [[noreturn]] virtual void abort(int exit_code, const std::string& message) = 0;
+
+  // ---- typed wrappers; T is any trivially copyable type ----
+
+  template <typename T>
+  void alltoall(const T* send, T* recv, int64_t count, const CollectiveTag& tag) {
+    static_assert(std::is_trivially_copyable<T>::value, "alltoall copies bytes");
+    alltoall_bytes(send, recv, count, sizeof(T), tag);
+  }
+  // Counts and displacements are in rows of row_width T's (row_width 1 = single elements).
+  template <typename T>
+  Status alltoallv(const T* send, const VLayout& send_layout, T* recv, const VLayout& recv_layout,
+                   int64_t row_width, const CollectiveTag& tag) {
+    static_assert(std::is_trivially_copyable<T>::value, "alltoallv copies bytes");
+    return alltoallv_bytes(send, send_layout, recv, recv_layout,
+                           row_width * static_cast<int64_t>(sizeof(T)), tag);
+  }
+  template <typename T>
+  void allreduce(const T* send, T* recv, int64_t count, ReduceOp op, const CollectiveTag& tag) {
+    allreduce(send, recv, count, DTypeOf<T>::value, op, tag);
+  }
+  template <typename T>
+  void allreduce(T* buf, int64_t count, ReduceOp op, const CollectiveTag& tag) {
+    allreduce(buf, buf, count, DTypeOf<T>::value, op, tag);
+  }
+  template <typename T>
+  void allgather(const T* send, T* recv, int64_t count, const CollectiveTag& tag) {
+    static_assert(std::is_trivially_copyable<T>::value, "allgather copies bytes");
+    allgather_bytes(send, recv, count, sizeof(T), tag);
+  }
+
+  // "<op> seq N layer L step S", for messages.
+  static std::string describe(const CollectiveTag& tag, int64_t seq);
+
+ protected:
+  // Backends implement these; arguments are already validated, and seq is this call's number.
+  // Counts, displacements and element sizes here fit an `int`.
+  virtual void do_alltoall(const void* send, void* recv, int64_t count, int64_t elem_bytes,
+                           const CollectiveTag& tag, int64_t seq) = 0;
+  virtual void do_alltoallv(const void* send, const int64_t* send_counts,
+                            const int64_t* send_displs, void* recv, const int64_t* recv_counts,
+                            const int64_t* recv_displs, int64_t elem_bytes,
+                            const CollectiveTag& tag, int64_t seq) = 0;
+  virtual void do_allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
+                            const CollectiveTag& tag, int64_t seq) = 0;
+  virtual void do_allgather(const void* send, void* recv, int64_t count, int64_t elem_bytes,
+                            const CollectiveTag& tag, int64_t seq) = 0;
+  virtual void do_barrier(const CollectiveTag& tag, int64_t seq) = 0;
+
+ private:
+  int64_t seq_ = 0;
+  double timeout_s_ = 600.0;
+};
+
+// Parses a SY_COLLECTIVE_TIMEOUT_S value: seconds, a non-negative number (0 = no deadline).
+// nullptr or "" gives the default, 600.
+StatusOr<double> parse_collective_timeout(const char* value);
+
+}  // namespace sy

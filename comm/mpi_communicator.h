@@ -1,0 +1,95 @@
+// The MPI backend, and the process-wide MPI setup (MpiRuntime).
+//
+// Deadlines: every collective is started non-blocking (MPI_Ialltoall, MPI_Ialltoallv,
+// MPI_Iallreduce, MPI_Iallgather, MPI_Ibarrier) and completed by an MPI_Test loop that yields,
+// then sleeps with a growing back-off (at most 0.5 ms, so a hung peer does not steal a core
+// on a small machine). When timeout() seconds pass (SY_COLLECTIVE_TIMEOUT_S, default 600;
+// 0 = no deadline), the rank prints
+//   [switchyard] rank R on HOST: collective timeout: <op> seq N layer L step S exceeded T s
+// and calls MPI_Abort(MPI_COMM_WORLD, 20): a stuck or dead peer turns into a fast, named
+// teardown of the whole job (Open MPI 4.1 has no fault-tolerant MPI; shared/RELIABILITY.md A4).
+//
+// Failures: MpiRuntime installs (1) an abort hook so every failed SY_CHECK / SY_MPI_CHECK
+// ends every rank through MPI_Abort with the check's exit code, (2) a std::terminate handler
+// that prints the rank, the exception's what() and the last collective, then aborts the job
+// with exit code 1 (RELIABILITY A2), and (3) MPI_ERRORS_RETURN on MPI_COMM_WORLD, so MPI
+// errors reach SY_MPI_CHECK with MPI's error text.
+#pragma once
+
+#include <mpi.h>
+
+#include <map>
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace sy {
+
+// Owns MPI for the process: MPI_Init_thread (MPI_THREAD_FUNNELED: only the main thread calls
+// MPI; BLAS threads never do) in the constructor, MPI_Finalize in the destructor. Create one,
+// first thing in main(), before any MpiCommunicator; destroy it after all of them. It also
+// sets sy::set_log_rank, installs the failure handlers above, and reads SY_FAULT (so a
+// malformed value fails every rank at start-up).
+class MpiRuntime {
+ public:
+  MpiRuntime(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+  int world_rank() const { return world_rank_; }
+  int world_size() const { return world_size_; }
+
+ private:
+  bool owns_mpi_ = false;  // false when MPI was already initialized by someone else
+  int world_rank_ = 0;
+  int world_size_ = 1;
+};
+
+// Installs the abort hook and the terminate handler (MpiRuntime does this; exposed for
+// programs that initialize MPI themselves).
+void install_mpi_failure_handlers();
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Collective over `comm`: duplicates it, so switchyard's messages never match anyone
+  // else's. The deadline starts from SY_COLLECTIVE_TIMEOUT_S; a malformed value ends the job
+  // with exit code 21.
+  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD);
+  ~MpiCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const char* backend() const override { return "mpi"; }
+  // Prints the message, then MPI_Abort(MPI_COMM_WORLD, exit_code): every rank ends.
+  [[noreturn]] void abort(int exit_code, const std::string& message) override;
+
+  MPI_Comm comm() const { return comm_; }
+
+ protected:
+  void do_alltoall(const void* send, void* recv, int64_t count, int64_t elem_bytes,
+                   const CollectiveTag& tag, int64_t seq) override;
+  void do_alltoallv(const void* send, const int64_t* send_counts, const int64_t* send_displs,
+                    void* recv, const int64_t* recv_counts, const int64_t* recv_displs,
+                    int64_t elem_bytes, const CollectiveTag& tag, int64_t seq) override;
+  void do_allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
+                    const CollectiveTag& tag, int64_t seq) override;
+  void do_allgather(const void* send, void* recv, int64_t count, int64_t elem_bytes,
+                    const CollectiveTag& tag, int64_t seq) override;
+  void do_barrier(const CollectiveTag& tag, int64_t seq) override;
+
+ private:
+  // Records the collective for the terminate handler, then waits for `req` under the deadline.
+  void wait(MPI_Request* req, const CollectiveTag& tag, int64_t seq);
+  // MPI_BYTE, or a committed contiguous type of elem_bytes bytes (cached; freed with *this).
+  MPI_Datatype element_type(int64_t elem_bytes);
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  std::map<int64_t, MPI_Datatype> types_;
+  // alltoallv's int counts/displacements; MPI reads them until the request completes.
+  std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;
+};
+
+}  // namespace sy

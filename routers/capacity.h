@@ -1,0 +1,94 @@
+// The capacity plan: which (token, slot) assignments each expert keeps, and the order in which
+// kept rows are laid out grouped by expert. Pure (no MPI, no router state): the single-rank MoE
+// layer and the multi-rank dispatcher build their permutations from the same plan, so P ranks
+// drop exactly what 1 rank drops.
+//
+// Capacity (shared/ROUTERS.md): C = ceil(capacity_factor * T * K / E), the same for every
+// expert, where T is the number of (unmasked) tokens in the GROUP passed to one call. The caller
+// picks the group: the MoE layer passes the whole batch of one forward (all sequences
+// together), so tokens of the whole batch compete for an expert; a dispatcher must pass the same
+// global group on every rank (or plan per rank and say so). capacity_factor <= 0 is dropless.
+//
+// Drop rule, deterministic and independent of thread or rank count:
+//   kProbs (default): an expert over capacity keeps its C assignments with the HIGHEST ranking
+//     probability; the lowest are dropped first, ties dropped by higher token index first, then
+//     by higher slot (so among equals the earlier token is kept). NaN ranks lowest.
+//   kPosition: keeps the first C assignments in token order (token, then slot).
+// A dropped assignment contributes zero to the output (the residual still carries the token);
+// drops are counted per expert, never silent (RELIABILITY B3).
+//
+// Masked tokens (padding, RELIABILITY B5) take no capacity, are not counted as routed and are
+// never dispatched.
+//
+// Count overflow (RELIABILITY B6): T*K and the largest possible row payload (T*K rows * D
+// values) must fit an int, since MPI counts are ints. Larger problems are rejected with
+// InvalidArgument before anything is allocated.
+//
+// Legend: T tokens, K top-k, E experts, D hidden, A kept assignments.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/core/status.h"
+
+namespace sy {
+
+enum class DropPolicy { kProbs, kPosition };
+
+const char* drop_policy_name(DropPolicy p);
+// "probs" or "position"; anything else is InvalidArgument.
+StatusOr<DropPolicy> parse_drop_policy(const char* name);
+
+struct CapacityConfig {
+  double capacity_factor = 1.25;  // <= 0: dropless
+  DropPolicy policy = DropPolicy::kProbs;
+  bool dropless() const { return !(capacity_factor > 0.0); }
+};
+
+struct CapacityPlan {
+  int64_t T = 0, E = 0, K = 0;
+  int64_t capacity = 0;  // C per expert; for dropless, the number of assignments (never binds)
+  bool dropless = false;
+
+  std::vector<uint8_t> kept_TK;       // 1 kept, 0 dropped or masked
+  std::vector<int32_t> row_of_TK;     // row in the grouped layout, -1 when not kept
+  std::vector<int32_t> routed_E;      // assignments routed to e (unmasked tokens)
+  std::vector<int32_t> kept_E;        // kept_E[e] = min(routed_E[e], capacity)
+  std::vector<int32_t> dropped_E;     // routed_E - kept_E
+  std::vector<int32_t> offsets_E1;    // [E+1]: expert e owns rows [offsets[e], offsets[e+1])
+  std::vector<int32_t> order_A;       // row -> flat assignment t*K+k; within an expert, ascending
+                                      // (token, slot)
+  int64_t total_routed = 0, total_kept = 0, total_dropped = 0;
+
+  int64_t rows() const { return total_kept; }
+  int32_t token_of_row(int64_t r) const { return order_A[static_cast<size_t>(r)] / K; }
+  int32_t slot_of_row(int64_t r) const { return order_A[static_cast<size_t>(r)] % K; }
+
+  // Scratch reused across calls (no allocation in steady state).
+  std::vector<int32_t> scratch_routed_A_;  // every routed assignment, grouped by expert
+  std::vector<int32_t> scratch_offsets_E1_;
+};
+
+// Checks the sizes (non-negative, K <= E, overflow rules above) without allocating.
+Status check_capacity_sizes(int64_t T, int64_t E, int64_t K, int64_t D);
+
+// The capacity C for `tokens` unmasked tokens (dropless: tokens * K).
+int64_t expert_capacity(const CapacityConfig& cfg, int64_t tokens, int64_t E, int64_t K);
+
+// Builds the plan into *plan, reusing its buffers.
+//   topk_ids_TK:   [T, K] expert ids in [0, E) (checked; an out-of-range id is InvalidArgument)
+//   rank_probs_TK: [T, K] the probabilities used for ranking drops (the router's chosen p, not
+//                  renormalized weights); may be null for kPosition
+//   mask_T:        [T] 1 = real token, 0 = padding; null = all real
+//   D:             hidden size of one row, for the overflow check only
+Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK, int64_t T,
+                          int64_t E, int64_t K, int64_t D, const CapacityConfig& cfg,
+                          const uint8_t* mask_T, CapacityPlan* plan);
+
+// Same, returning a fresh plan.
+StatusOr<CapacityPlan> plan_capacity(const int32_t* topk_ids_TK, const float* rank_probs_TK,
+                                     int64_t T, int64_t E, int64_t K, int64_t D,
+                                     const CapacityConfig& cfg, const uint8_t* mask_T = nullptr);
+
+}  // namespace sy

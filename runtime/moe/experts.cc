@@ -1,0 +1,233 @@
+#include "runtime/moe/experts.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "runtime/core/rng.h"
+#include "runtime/kernels/cpu_kernels.h"
+
+namespace sy {
+namespace {
+
+// Grow-only scratch: keeps its contents and never shrinks, so steady state allocates nothing.
+float* ensure(std::vector<float>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+// N(0, std^2) per slice of `slice` values: slice i drawn from stream (name, i), so any subset of
+// experts is reproducible on its own.
+void init_slices(Param* p, int64_t slices, float std, uint64_t seed) {
+  const int64_t slice = slices > 0 ? p->value.numel() / slices : 0;
+  const uint64_t base = fnv1a64(p->name.c_str());
+  for (int64_t i = 0; i < slices; ++i)
+    fill_normal(p->value.ptr() + i * slice, slice, std, seed,
+                hash_combine(base, static_cast<uint64_t>(i)));
+}
+
+Param* add(std::deque<Param>* params, const std::string& name, std::vector<int64_t> shape,
+           bool grads) {
+  params->emplace_back(name, std::move(shape));
+  if (!grads) params->back().grad = Tensor();
+  return &params->back();
+}
+
+}  // namespace
+
+const char* expert_kind_name(ExpertKind k) {
+  return k == ExpertKind::kIdentity ? "identity" : "swiglu";
+}
+
+// ---- one SwiGLU ----------------------------------------------------------------------------
+
+void swiglu_forward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, const float* Wd_DF,
+                    int64_t R, int64_t D, int64_t F, float* g_RF, float* u_RF, float* a_RF,
+                    float* y_RD) {
+  if (R == 0) return;
+  linear_forward(x_RD, Wg_FD, g_RF, R, D, F);
+  linear_forward(x_RD, Wu_FD, u_RF, R, D, F);
+  swiglu_rows(g_RF, u_RF, a_RF, R * F);
+  linear_forward(a_RF, Wd_DF, y_RD, R, F, D);
+}
+
+void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD,
+                     const float* Wd_DF, const float* g_RF, const float* u_RF, const float* a_RF,
+                     const float* dy_RD, int64_t R, int64_t D, int64_t F, float* dWg_FD,
+                     float* dWu_FD, float* dWd_DF, float* dx_RD, bool accumulate_dx, float* da_RF,
+                     float* du_RF) {
+  if (R == 0) return;
+  // da = dy Wd; dWd += dy^T a.
+  linear_backward(a_RF, Wd_DF, dy_RD, dWd_DF, da_RF, R, F, D, /*accumulate_dx=*/false);
+  float* dg_RF = da_RF;  // in place: dg overwrites da
+  swiglu_backward_rows(g_RF, u_RF, da_RF, dg_RF, du_RF, R * F);
+  // The gate term writes (or accumulates) dx, the up term always accumulates onto it.
+  linear_backward(x_RD, Wg_FD, dg_RF, dWg_FD, dx_RD, R, D, F, accumulate_dx);
+  linear_backward(x_RD, Wu_FD, du_RF, dWu_FD, dx_RD, R, D, F, /*accumulate_dx=*/true);
+}
+
+// ---- routed experts ------------------------------------------------------------------------
+
+RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
+  SY_CHECK(cfg.d_model >= 1 && cfg.num_experts >= 1) << "experts need D >= 1 and E >= 1";
+  offsets_E1_.assign(static_cast<size_t>(cfg.num_experts + 1), 0);
+  if (cfg.kind == ExpertKind::kIdentity) return;
+  SY_CHECK(cfg.ffn_hidden >= 1) << "SwiGLU experts need ffn_hidden >= 1";
+  const int64_t E = cfg.num_experts, F = cfg.ffn_hidden, D = cfg.d_model;
+  gate_ = add(&params_, "experts.gate_proj", {E, F, D}, cfg.allocate_grads);
+  up_ = add(&params_, "experts.up_proj", {E, F, D}, cfg.allocate_grads);
+  down_ = add(&params_, "experts.down_proj", {E, D, F}, cfg.allocate_grads);
+  for (Param* p : {gate_, up_, down_}) init_slices(p, E, cfg.init_std, cfg.seed);
+}
+
+int64_t RoutedExperts::num_params() const {
+  int64_t n = 0;
+  for (const Param& p : params_) n += p.value.numel();
+  return n;
+}
+
+int64_t RoutedExperts::flops_per_row() const {
+  return cfg_.kind == ExpertKind::kIdentity ? 0 : 2 * 3 * cfg_.d_model * cfg_.ffn_hidden;
+}
+
+void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD) {
+  const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
+  std::memcpy(offsets_E1_.data(), row_offsets_E1, static_cast<size_t>(E + 1) * sizeof(int32_t));
+  x_RD_ = x_RD;
+  last_elementwise_s_ = 0.0;
+  const int64_t R = row_offsets_E1[E] - row_offsets_E1[0];
+  if (R == 0) return;
+  if (cfg_.kind == ExpertKind::kIdentity) {
+    std::memcpy(y_RD, x_RD, static_cast<size_t>(R * D) * sizeof(float));
+    return;
+  }
+  float* g = ensure(g_RF_, R * F);
+  float* u = ensure(u_RF_, R * F);
+  float* a = ensure(a_RF_, R * F);
+  // swiglu_forward inlined, to time the elementwise join apart from the GEMMs.
+  using Clock = std::chrono::steady_clock;
+  Clock::duration elementwise{0};
+  const int64_t o0 = row_offsets_E1[0];
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
+    if (n == 0) continue;
+    const float* x = x_RD + o * D;
+    float *ge = g + o * F, *ue = u + o * F, *ae = a + o * F;
+    linear_forward(x, gate_->value.ptr() + e * F * D, ge, n, D, F);
+    linear_forward(x, up_->value.ptr() + e * F * D, ue, n, D, F);
+    const Clock::time_point t0 = Clock::now();
+    swiglu_rows(ge, ue, ae, n * F);
+    elementwise += Clock::now() - t0;
+    linear_forward(ae, down_->value.ptr() + e * D * F, y_RD + o * D, n, F, D);
+  }
+  last_elementwise_s_ = std::chrono::duration<double>(elementwise).count();
+}
+
+void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads) {
+  const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
+  const int64_t R = offsets_E1_[static_cast<size_t>(E)] - offsets_E1_[0];
+  if (R == 0) return;
+  if (cfg_.kind == ExpertKind::kIdentity) {
+    if (dx_RD) std::memcpy(dx_RD, dy_RD, static_cast<size_t>(R * D) * sizeof(float));
+    return;
+  }
+  weight_grads = weight_grads && !gate_->grad.empty();
+  if (!weight_grads && !dx_RD) return;
+  float* da = ensure(da_RF_, R * F);
+  float* du = ensure(du_RF_, R * F);
+  const int64_t o0 = offsets_E1_[0];
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
+    if (n == 0) continue;
+    const int64_t wg = e * F * D, wd = e * D * F;
+    swiglu_backward(x_RD_ + o * D, gate_->value.ptr() + wg, up_->value.ptr() + wg,
+                    down_->value.ptr() + wd, g_RF_.data() + o * F, u_RF_.data() + o * F,
+                    a_RF_.data() + o * F, dy_RD + o * D, n, D, F,
+                    weight_grads ? gate_->grad.ptr() + wg : nullptr,
+                    weight_grads ? up_->grad.ptr() + wg : nullptr,
+                    weight_grads ? down_->grad.ptr() + wd : nullptr,
+                    dx_RD ? dx_RD + o * D : nullptr, /*accumulate_dx=*/false, da + o * F,
+                    du + o * F);
+  }
+}
+
+// ---- shared expert -------------------------------------------------------------------------
+
+SharedExpert::SharedExpert(int64_t d_model, int64_t hidden, bool allocate_grads, float init_std,
+                           uint64_t seed)
+    : D_(d_model), F_(hidden) {
+  SY_CHECK(d_model >= 1 && hidden >= 1) << "shared expert needs D >= 1 and hidden >= 1";
+  gate_proj_ = add(&params_, "shared_expert.gate_proj.weight", {F_, D_}, allocate_grads);
+  up_proj_ = add(&params_, "shared_expert.up_proj.weight", {F_, D_}, allocate_grads);
+  down_proj_ = add(&params_, "shared_expert.down_proj.weight", {D_, F_}, allocate_grads);
+  gate_ = add(&params_, "shared_expert_gate.weight", {1, D_}, allocate_grads);
+  for (Param* p : {gate_proj_, up_proj_, down_proj_, gate_}) init_slices(p, 1, init_std, seed);
+}
+
+int64_t SharedExpert::num_params() const {
+  int64_t n = 0;
+  for (const Param& p : params_) n += p.value.numel();
+  return n;
+}
+
+void SharedExpert::forward(const float* x_TD, int64_t T, float* y_TD, const uint8_t* mask_T) {
+  x_TD_ = x_TD;
+  mask_T_ = mask_T;
+  T_ = T;
+  if (T == 0) return;
+  float* g = ensure(g_TF_, T * F_);
+  float* u = ensure(u_TF_, T * F_);
+  float* a = ensure(a_TF_, T * F_);
+  float* s = ensure(s_TD_, T * D_);
+  float* gate = ensure(gate_T_, T);
+  swiglu_forward(x_TD, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(), T,
+                 D_, F_, g, u, a, s);
+  linear_forward(x_TD, gate_->value.ptr(), gate, T, D_, 1);
+  for (int64_t t = 0; t < T; ++t) {
+    const float gt = sigmoidf_(gate[t]);
+    gate[t] = gt;  // cache the gate value, not the logit
+    if (mask_T && !mask_T[t]) continue;
+    const float* st = s + t * D_;
+    float* yt = y_TD + t * D_;
+    for (int64_t d = 0; d < D_; ++d) yt[d] += gt * st[d];
+  }
+}
+
+void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads) {
+  const int64_t T = T_;
+  if (T == 0) return;
+  weight_grads = weight_grads && !gate_->grad.empty();
+  if (!weight_grads && !dx_TD) return;
+  float* ds = ensure(ds_TD_, T * D_);
+  float* dlogit = ensure(dlogit_T_, T);
+  const float* s = s_TD_.data();
+  const float* gate = gate_T_.data();
+  for (int64_t t = 0; t < T; ++t) {
+    const float* dyt = dy_TD + t * D_;
+    const float* st = s + t * D_;
+    float* dst = ds + t * D_;
+    if (mask_T_ && !mask_T_[t]) {
+      std::memset(dst, 0, static_cast<size_t>(D_) * sizeof(float));
+      dlogit[t] = 0.0f;
+      continue;
+    }
+    double dot = 0.0;
+    for (int64_t d = 0; d < D_; ++d) {
+      dot += static_cast<double>(dyt[d]) * st[d];
+      dst[d] = gate[t] * dyt[d];
+    }
+    dlogit[t] = static_cast<float>(dot) * gate[t] * (1.0f - gate[t]);
+  }
+  // Gate logit = w_gate x: dw += dlogit^T x, dx += dlogit w.
+  linear_backward(x_TD_, gate_->value.ptr(), dlogit, weight_grads ? gate_->grad.ptr() : nullptr,
+                  dx_TD, T, D_, 1, /*accumulate_dx=*/true);
+  float* da = ensure(da_TF_, T * F_);
+  float* du = ensure(du_TF_, T * F_);
+  swiglu_backward(x_TD_, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
+                  g_TF_.data(), u_TF_.data(), a_TF_.data(), ds, T, D_, F_,
+                  weight_grads ? gate_proj_->grad.ptr() : nullptr,
+                  weight_grads ? up_proj_->grad.ptr() : nullptr,
+                  weight_grads ? down_proj_->grad.ptr() : nullptr, dx_TD, /*accumulate_dx=*/true,
+                  da, du);
+}
+
+}  // namespace sy

@@ -1,0 +1,129 @@
+// Expert FFNs of an MoE layer: E routed SwiGLU experts that run on rows grouped by expert, and
+// the optional shared expert of Qwen1.5-MoE / Qwen2-MoE that runs on every token.
+//
+//   SwiGLU(x) = down( SiLU(gate x) ⊙ up x ),  gate/up: [F, D], down: [D, F]  (Hugging Face)
+//
+// Parameter names and layouts (stacked over experts; a checkpoint loader stacks the per-expert
+// Hugging Face tensors `mlp.experts.{e}.gate_proj.weight` [F, D] along a new first axis):
+//   experts.gate_proj  [E, F, D]     experts.up_proj  [E, F, D]     experts.down_proj  [E, D, F]
+//   shared_expert.gate_proj.weight [Fs, D], shared_expert.up_proj.weight [Fs, D],
+//   shared_expert.down_proj.weight [D, Fs], shared_expert_gate.weight [1, D]
+// (the shared names are Hugging Face's under the `mlp.` prefix). Initialization is N(0, std^2)
+// drawn per expert from (seed, name, expert), so a rank that holds a slice of the experts draws
+// the same values as one rank that holds them all.
+//
+// Frozen experts (allocate_grads = false) keep an EMPTY Param::grad: at Qwen1.5-MoE size the
+// gradients alone would be gigabytes.
+//
+// State: forward() caches pointers to its inputs (the caller keeps them alive and unchanged)
+// and the activations backward() needs; backward() differentiates the most recent forward.
+// Buffers grow to the largest row count seen and are reused: no allocation in steady state.
+//
+// Legend: R rows (grouped by expert), T tokens, D hidden, F expert hidden, Fs shared hidden,
+// E experts.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "runtime/core/tensor.h"
+
+namespace sy {
+
+enum class ExpertKind {
+  kSwiGLU,    // the real thing
+  kIdentity,  // y = x, no parameters: a test hook (the layer output becomes sum_k w_k x)
+};
+
+const char* expert_kind_name(ExpertKind k);
+
+struct ExpertsConfig {
+  int64_t d_model = 0;      // D
+  int64_t ffn_hidden = 0;   // F
+  int64_t num_experts = 0;  // E
+  ExpertKind kind = ExpertKind::kSwiGLU;
+  bool allocate_grads = true;
+  float init_std = 0.02f;
+  uint64_t seed = 1234;
+};
+
+// One SwiGLU over R rows with explicit weights. Writes the cache g = gate x, u = up x,
+// a = SiLU(g) ⊙ u (all [R, F]) and y_RD = down a.
+void swiglu_forward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, const float* Wd_DF,
+                    int64_t R, int64_t D, int64_t F, float* g_RF, float* u_RF, float* a_RF,
+                    float* y_RD);
+// Backward of swiglu_forward. dW* += (skipped when null); dx_RD written, or += when
+// accumulate_dx (skipped when null). da_RF and du_RF are [R, F] scratch.
+void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD,
+                     const float* Wd_DF, const float* g_RF, const float* u_RF, const float* a_RF,
+                     const float* dy_RD, int64_t R, int64_t D, int64_t F, float* dWg_FD,
+                     float* dWu_FD, float* dWd_DF, float* dx_RD, bool accumulate_dx, float* da_RF,
+                     float* du_RF);
+
+class RoutedExperts {
+ public:
+  explicit RoutedExperts(const ExpertsConfig& cfg);
+  RoutedExperts(const RoutedExperts&) = delete;
+  RoutedExperts& operator=(const RoutedExperts&) = delete;
+
+  const ExpertsConfig& config() const { return cfg_; }
+  // x_RD: rows grouped by expert, expert e owns rows [row_offsets_E1[e], row_offsets_E1[e+1]).
+  // y_RD written. x_RD and row_offsets_E1 must stay alive until backward().
+  void forward(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD);
+  // dy_RD -> dx_RD (written; skipped when null) and, when weight_grads, the expert weight
+  // gradients (+=).
+  void backward(const float* dy_RD, float* dx_RD, bool weight_grads);
+
+  // Seconds the last forward spent outside the GEMMs (the SwiGLU elementwise join).
+  double last_elementwise_seconds() const { return last_elementwise_s_; }
+
+  std::deque<Param>& params() { return params_; }  // empty for kIdentity
+  int64_t num_params() const;
+  // Multiply-adds x2 per routed row (one token-slot): 3 GEMMs of D x F.
+  int64_t flops_per_row() const;
+
+ private:
+  ExpertsConfig cfg_;
+  std::deque<Param> params_;
+  Param* gate_ = nullptr;  // [E, F, D]
+  Param* up_ = nullptr;    // [E, F, D]
+  Param* down_ = nullptr;  // [E, D, F]
+  // Cache of the last forward.
+  const float* x_RD_ = nullptr;
+  std::vector<int32_t> offsets_E1_;
+  std::vector<float> g_RF_, u_RF_, a_RF_;
+  std::vector<float> da_RF_, du_RF_;  // backward scratch
+  double last_elementwise_s_ = 0.0;
+};
+
+// The shared expert: y_TD (+)= sigmoid(w_gate · x_t) * SwiGLU_s(x_t) for every token.
+class SharedExpert {
+ public:
+  SharedExpert(int64_t d_model, int64_t hidden, bool allocate_grads, float init_std,
+               uint64_t seed);
+  SharedExpert(const SharedExpert&) = delete;
+  SharedExpert& operator=(const SharedExpert&) = delete;
+
+  // y_TD += gated shared output, except on rows where mask_T is 0 (mask may be null). x_TD
+  // and mask_T must stay alive until backward().
+  void forward(const float* x_TD, int64_t T, float* y_TD, const uint8_t* mask_T = nullptr);
+  // dx_TD += (skipped when null); weight grads += when weight_grads. Masked rows get nothing.
+  void backward(const float* dy_TD, float* dx_TD, bool weight_grads);
+
+  std::deque<Param>& params() { return params_; }
+  int64_t num_params() const;
+
+ private:
+  int64_t D_, F_;
+  std::deque<Param> params_;
+  Param *gate_proj_, *up_proj_, *down_proj_, *gate_;
+  const float* x_TD_ = nullptr;
+  const uint8_t* mask_T_ = nullptr;
+  int64_t T_ = 0;
+  std::vector<float> g_TF_, u_TF_, a_TF_, s_TD_, gate_T_;
+  std::vector<float> da_TF_, du_TF_, ds_TD_, dlogit_T_;
+};
+
+}  // namespace sy

@@ -1,0 +1,272 @@
+#include "runtime/moe/moe_layer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "routers/registry.h"
+#include "runtime/kernels/cpu_kernels.h"
+
+namespace sy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point* t) {
+  const Clock::time_point now = Clock::now();
+  const double s = std::chrono::duration<double>(now - *t).count();
+  *t = now;
+  return s;
+}
+
+float* ensure(std::vector<float>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+}  // namespace
+
+// ---- config --------------------------------------------------------------------------------
+
+RouterConfig MoeLayerConfig::resolved_router() const {
+  RouterConfig r = router;
+  r.d_model = d_model;
+  r.num_experts = num_experts;
+  r.top_k = top_k;
+  return r;
+}
+
+Status MoeLayerConfig::validate() const {
+  std::ostringstream err;
+  if (d_model < 1) err << "d_model must be >= 1 (got " << d_model << "); ";
+  if (num_experts < 1) err << "num_experts must be >= 1 (got " << num_experts << "); ";
+  if (top_k < 1) err << "top_k must be >= 1 (got " << top_k << "); ";
+  if (num_experts >= 1 && top_k > num_experts)
+    err << "top_k (" << top_k << ") must be <= num_experts (" << num_experts << "); ";
+  if (expert_kind == ExpertKind::kSwiGLU && ffn_hidden < 1)
+    err << "ffn_hidden must be >= 1 for SwiGLU experts (got " << ffn_hidden << "); ";
+  if (ffn_hidden < 0) err << "ffn_hidden must be >= 0 (got " << ffn_hidden << "); ";
+  if (shared_expert_hidden < 0)
+    err << "shared_expert_hidden must be >= 0 (got " << shared_expert_hidden << "; 0 = none); ";
+  if (std::isnan(capacity_factor) || std::isinf(capacity_factor))
+    err << "capacity_factor must be finite (got " << capacity_factor << "; <= 0 = dropless); ";
+  if (!(init_std >= 0.0f)) err << "init_std must be >= 0; ";
+  const std::string e = err.str();
+  if (!e.empty()) return InvalidArgument("moe layer: " + e.substr(0, e.size() - 2));
+  return resolved_router().validate();
+}
+
+// ---- construction --------------------------------------------------------------------------
+
+StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg) {
+  SY_RETURN_IF_ERROR(cfg.validate());
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<Router> router, make_router(cfg.resolved_router()));
+  std::unique_ptr<MoeLayer> layer(new MoeLayer(cfg));
+  layer->router_ = std::move(router);
+  ExpertsConfig ec;
+  ec.d_model = cfg.d_model;
+  ec.ffn_hidden = cfg.ffn_hidden;
+  ec.num_experts = cfg.num_experts;
+  ec.kind = cfg.expert_kind;
+  ec.allocate_grads = cfg.train_experts;
+  ec.init_std = cfg.init_std;
+  ec.seed = cfg.seed;
+  layer->experts_ = std::make_unique<RoutedExperts>(ec);
+  if (cfg.shared_expert_hidden > 0)
+    layer->shared_ = std::make_unique<SharedExpert>(cfg.d_model, cfg.shared_expert_hidden,
+                                                    cfg.train_experts, cfg.init_std, cfg.seed);
+  layer->reset_counters();
+  return layer;
+}
+
+void MoeLayer::reset_counters() {
+  const size_t E = static_cast<size_t>(cfg_.num_experts);
+  counters_ = MoeLayerCounters();
+  counters_.routed_E.assign(E, 0);
+  counters_.kept_E.assign(E, 0);
+  counters_.dropped_E.assign(E, 0);
+}
+
+// ---- forward -------------------------------------------------------------------------------
+
+Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, float* y_TD,
+                         const uint8_t* mask_T) {
+  const int64_t D = cfg_.d_model, E = cfg_.num_experts, K = cfg_.top_k;
+  // Validate everything before the first allocation (B6: overflow rejected up front).
+  SY_RETURN_IF_ERROR(check_capacity_sizes(T, E, K, D));
+  if (T > 0 && (x_TD == nullptr || y_TD == nullptr))
+    return InvalidArgument("moe layer: x and y must be non-null for T > 0");
+  if (T > 0 && router_->needs_token_ids() && token_ids_T == nullptr)
+    return InvalidArgument("moe layer: router '" + router_->name() + "' needs token ids");
+  has_forward_ = false;
+  MoePhaseTimes& tm = fwd_times_;
+  Clock::time_point clk = Clock::now();
+
+  router_->forward(x_TD, token_ids_T, T, &rout_);
+  tm.route_s = seconds_since(&clk);
+
+  // Rank drops by the chosen probabilities p, not the (possibly renormalized) weights.
+  float* rank_p = ensure(rank_p_TK_, T * K);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < K; ++k)
+      rank_p[t * K + k] = rout_.probs_TE.at(t, rout_.topk_ids_TK[static_cast<size_t>(t * K + k)]);
+  CapacityConfig cc;
+  cc.capacity_factor = cfg_.capacity_factor;
+  cc.policy = cfg_.drop_policy;
+  SY_RETURN_IF_ERROR(
+      plan_capacity_into(rout_.topk_ids_TK.data(), rank_p, T, E, K, D, cc, mask_T, &plan_));
+  tm.plan_s = seconds_since(&clk);
+
+  const int64_t R = plan_.rows();
+  float* xg = ensure(xg_RD_, R * D);
+  float* yg = ensure(yg_RD_, R * D);
+  const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
+  for (int64_t r = 0; r < R; ++r)
+    std::memcpy(xg + r * D, x_TD + static_cast<int64_t>(plan_.token_of_row(r)) * D, row_bytes);
+  tm.permute_s = seconds_since(&clk);
+
+  experts_->forward(xg, plan_.offsets_E1.data(), yg);
+  tm.experts_s = seconds_since(&clk);
+  tm.experts_elementwise_s = experts_->last_elementwise_seconds();
+
+  // Gather-combine per token: a fixed slot order, no write races, no zero-fill pass.
+  const float* w = rout_.topk_weights_TK.ptr();
+  const int32_t* row_of = plan_.row_of_TK.data();
+  for (int64_t t = 0; t < T; ++t) {
+    float* yt = y_TD + t * D;
+    bool first = true;
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t r = row_of[t * K + k];
+      if (r < 0) continue;
+      const float wk = w[t * K + k];
+      const float* src = yg + static_cast<int64_t>(r) * D;
+      if (first) {
+        for (int64_t d = 0; d < D; ++d) yt[d] = wk * src[d];
+        first = false;
+      } else {
+        for (int64_t d = 0; d < D; ++d) yt[d] += wk * src[d];
+      }
+    }
+    if (first) std::memset(yt, 0, row_bytes);
+  }
+  tm.combine_s = seconds_since(&clk);
+
+  if (shared_) shared_->forward(x_TD, T, y_TD, mask_T);
+  tm.shared_s = seconds_since(&clk);
+
+  T_ = T;
+  mask_T_ = mask_T;
+  has_forward_ = true;
+  counters_.forwards += 1;
+  for (int64_t t = 0; t < T; ++t) counters_.tokens += (mask_T && !mask_T[t]) ? 0 : 1;
+  counters_.routed += plan_.total_routed;
+  counters_.kept += plan_.total_kept;
+  counters_.dropped += plan_.total_dropped;
+  for (int64_t e = 0; e < E; ++e) {
+    counters_.routed_E[e] += plan_.routed_E[e];
+    counters_.kept_E[e] += plan_.kept_E[e];
+    counters_.dropped_E[e] += plan_.dropped_E[e];
+  }
+  return Status::Ok();
+}
+
+// ---- backward ------------------------------------------------------------------------------
+
+void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux) {
+  SY_CHECK(has_forward_) << "MoeLayer::backward without a successful forward";
+  const int64_t T = T_, D = cfg_.d_model, K = cfg_.top_k, R = plan_.rows();
+  SY_CHECK(T == 0 || dy_TD != nullptr);
+  MoePhaseTimes& tm = bwd_times_;
+  tm = MoePhaseTimes();
+  Clock::time_point clk = Clock::now();
+
+  // Combine backward: d w_tk = dy_t . expert_out_row (0 for dropped: they had no effect).
+  float* dw = ensure(dw_TK_, T * K);
+  const float* yg = yg_RD_.data();
+  const int32_t* row_of = plan_.row_of_TK.data();
+  for (int64_t i = 0; i < T * K; ++i) {
+    const int32_t r = row_of[i];
+    dw[i] = r < 0 ? 0.0f : dot_f32(dy_TD + (i / K) * D, yg + static_cast<int64_t>(r) * D, D);
+  }
+  tm.combine_s = seconds_since(&clk);
+
+  // Scatter dy to the expert rows, scaled by the combine weights.
+  float* dyg = ensure(dyg_RD_, R * D);
+  const float* w = rout_.topk_weights_TK.ptr();
+  for (int64_t r = 0; r < R; ++r) {
+    const int32_t a = plan_.order_A[static_cast<size_t>(r)];
+    const float wk = w[a];
+    const float* src = dy_TD + static_cast<int64_t>(a / K) * D;
+    float* dst = dyg + r * D;
+    for (int64_t d = 0; d < D; ++d) dst[d] = wk * src[d];
+  }
+  tm.permute_s = seconds_since(&clk);
+
+  float* dxg = dx_TD ? ensure(dxg_RD_, R * D) : nullptr;
+  experts_->backward(dyg, dxg, cfg_.train_experts);
+  tm.experts_s = seconds_since(&clk);
+
+  if (dx_TD) {
+    const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
+    for (int64_t t = 0; t < T; ++t) {
+      float* dxt = dx_TD + t * D;
+      bool first = true;
+      for (int64_t k = 0; k < K; ++k) {
+        const int32_t r = row_of[t * K + k];
+        if (r < 0) continue;
+        const float* src = dxg + static_cast<int64_t>(r) * D;
+        if (first) {
+          std::memcpy(dxt, src, row_bytes);
+          first = false;
+        } else {
+          for (int64_t d = 0; d < D; ++d) dxt[d] += src[d];
+        }
+      }
+      if (first) std::memset(dxt, 0, row_bytes);
+    }
+  }
+  tm.permute_s += seconds_since(&clk);
+
+  if (shared_) shared_->backward(dy_TD, dx_TD, cfg_.train_experts);
+  tm.shared_s = seconds_since(&clk);
+
+  RouterGrads g;
+  g.dweights_TK = dw;
+  if (aux) {
+    g.dprobs_TE = aux->dprobs_TE;
+    g.dlogits_TE = aux->dlogits_TE;
+  }
+  g.dx_TD = dx_TD;
+  router_->backward(g);
+  tm.route_s = seconds_since(&clk);
+}
+
+// ---- parameters ----------------------------------------------------------------------------
+
+std::vector<std::pair<std::string, Param*>> MoeLayer::named_params() {
+  std::vector<std::pair<std::string, Param*>> out;
+  for (Param& p : router_->params()) out.emplace_back("gate." + p.name, &p);
+  for (Param& p : experts_->params()) out.emplace_back(p.name, &p);
+  if (shared_)
+    for (Param& p : shared_->params()) out.emplace_back(p.name, &p);
+  return out;
+}
+
+Param* MoeLayer::find_param(const std::string& name) {
+  for (auto& [n, p] : named_params())
+    if (n == name) return p;
+  return nullptr;
+}
+
+int64_t MoeLayer::num_params() {
+  int64_t n = 0;
+  for (auto& [name, p] : named_params()) n += p->value.numel();
+  return n;
+}
+
+void MoeLayer::zero_grad() {
+  for (auto& [name, p] : named_params()) p->zero_grad();
+}
+
+}  // namespace sy

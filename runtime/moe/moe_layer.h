@@ -1,0 +1,148 @@
+// The single-rank MoE layer: router -> capacity plan -> gather kept rows grouped by expert ->
+// SwiGLU experts -> weighted combine (+ sigmoid-gated shared expert), and its backward.
+//
+//   y_t = sum_{k kept} w_tk * Expert_{id_tk}(x_t)  [+ sigmoid(w_s . x_t) * Shared(x_t)]
+//
+// A dropped assignment contributes zero (not w * x; the residual outside the layer carries the
+// token, RELIABILITY B3). Capacity is computed over the T tokens of one forward call (the
+// whole batch is one group, see routers/capacity.h). The capacity plan ranks drops by the
+// router's chosen probabilities p (before any norm_topk_prob renormalization).
+//
+// The multi-rank dispatcher reuses the same plan (plan()) and replaces the local gather/scatter
+// with all-to-alls; everything else here stays the same.
+//
+// State: forward() caches what backward() needs and reads x_TD again in backward() (router
+// and shared expert): the caller keeps x_TD alive and unchanged until backward() - a model
+// keeps the layer input for its own backward anyway, so the layer does not copy it. One
+// backward per forward; the parameter gradients accumulate until zero_grad().
+//
+// Non-finite router scores (RELIABILITY C1) do not stop the forward (ids stay in range); the
+// caller reads last_finite() and applies the skip/abort policy across ranks.
+//
+// Legend: T tokens, D hidden, F expert hidden, E experts, K top-k, R kept rows.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "routers/capacity.h"
+#include "routers/router.h"
+#include "runtime/core/status.h"
+#include "runtime/moe/experts.h"
+
+namespace sy {
+
+struct MoeLayerConfig {
+  int64_t d_model = 0;       // D
+  int64_t ffn_hidden = 0;    // F (per routed expert)
+  int64_t num_experts = 0;   // E
+  int64_t top_k = 1;         // K
+  double capacity_factor = 1.25;  // <= 0: dropless
+  DropPolicy drop_policy = DropPolicy::kProbs;
+  int64_t shared_expert_hidden = 0;  // Fs; 0 = no shared expert
+  ExpertKind expert_kind = ExpertKind::kSwiGLU;
+  bool train_experts = true;  // false: frozen experts, no weight grads (dx still flows)
+  float init_std = 0.02f;     // experts and shared expert
+  // The router (name, hidden, norm_topk_prob, seed, ...). Its d_model / num_experts / top_k
+  // are ignored: the layer's values are written over them (resolved_router()).
+  RouterConfig router;
+  uint64_t seed = 1234;  // experts; the router keeps router.seed
+
+  Status validate() const;
+  // The router config as the layer builds it (the layer's sizes written in).
+  RouterConfig resolved_router() const;
+};
+
+// Seconds per phase of the last forward (or backward) on this process, steady_clock.
+//   forward:  route = router, plan = capacity plan (incl. gathering the ranking p),
+//             permute = gather x rows by expert, experts = expert FFNs (GEMMs + SwiGLU),
+//             combine = weighted sum into y, shared = shared expert.
+//   backward: route = router backward, plan = 0, permute = scatter dy rows and sum dx rows,
+//             experts = expert backward, combine = d weights, shared = shared expert backward.
+//   experts_elementwise_s: the part of experts_s outside the expert GEMMs (forward only).
+struct MoePhaseTimes {
+  double route_s = 0, plan_s = 0, permute_s = 0, experts_s = 0, combine_s = 0, shared_s = 0;
+  double experts_elementwise_s = 0;
+  double total_s() const { return route_s + plan_s + permute_s + experts_s + combine_s + shared_s; }
+};
+
+// Cumulative since create() or reset_counters(); per-expert counts are assignments.
+struct MoeLayerCounters {
+  int64_t forwards = 0;
+  int64_t tokens = 0;  // unmasked tokens
+  int64_t routed = 0, kept = 0, dropped = 0;
+  std::vector<int64_t> routed_E, kept_E, dropped_E;
+};
+
+// Extra gradients for the router from auxiliary losses (routers/balance.h): null = none.
+struct MoeAuxGrads {
+  const float* dprobs_TE = nullptr;   // d loss / d probs (Switch aux loss)
+  const float* dlogits_TE = nullptr;  // d loss / d scores (router z-loss)
+};
+
+class MoeLayer {
+ public:
+  static StatusOr<std::unique_ptr<MoeLayer>> create(const MoeLayerConfig& cfg);
+  MoeLayer(const MoeLayer&) = delete;
+  MoeLayer& operator=(const MoeLayer&) = delete;
+
+  const MoeLayerConfig& config() const { return cfg_; }
+
+  // x_TD [T, D] -> y_TD [T, D] (written). token_ids_T [T] (needed by hash routers, else may be
+  // null). mask_T [T] (null = all real): masked tokens take no capacity, get y = 0 and no
+  // gradient. Errors: InvalidArgument for missing token ids or sizes over the int limits (B6).
+  Status forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, float* y_TD,
+                 const uint8_t* mask_T = nullptr);
+  // dy_TD [T, D] -> dx_TD [T, D] (written; may be null). Accumulates router parameter
+  // gradients, and expert / shared-expert weight gradients when train_experts. `aux` adds
+  // auxiliary-loss gradients to the router's.
+  void backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux = nullptr);
+
+  // ---- last forward, for reports and metrics ----
+  const RouterOutput& router_output() const { return rout_; }
+  const CapacityPlan& plan() const { return plan_; }
+  bool last_finite() const { return rout_.finite; }
+  const MoePhaseTimes& last_forward_times() const { return fwd_times_; }
+  const MoePhaseTimes& last_backward_times() const { return bwd_times_; }
+  const MoeLayerCounters& counters() const { return counters_; }
+  void reset_counters();
+
+  // ---- parameters ----
+  Router& router() { return *router_; }
+  RoutedExperts& experts() { return *experts_; }
+  SharedExpert* shared_expert() { return shared_.get(); }  // null when none
+  // Every parameter with its layer-local name: router ones as "gate.<name>" (Hugging Face's
+  // `mlp.gate.weight` for the linear router), then experts, then the shared expert.
+  std::vector<std::pair<std::string, Param*>> named_params();
+  Param* find_param(const std::string& name);
+  int64_t num_params();
+  void zero_grad();
+
+ private:
+  explicit MoeLayer(const MoeLayerConfig& cfg) : cfg_(cfg) {}
+
+  MoeLayerConfig cfg_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<RoutedExperts> experts_;
+  std::unique_ptr<SharedExpert> shared_;
+
+  // Last forward.
+  RouterOutput rout_;
+  CapacityPlan plan_;
+  int64_t T_ = 0;
+  bool has_forward_ = false;
+  const uint8_t* mask_T_ = nullptr;
+  std::vector<float> rank_p_TK_;  // chosen probabilities, for ranking drops
+  std::vector<float> xg_RD_;      // kept rows grouped by expert (experts' input, cached)
+  std::vector<float> yg_RD_;      // expert outputs (cached for d weights)
+  // Backward scratch.
+  std::vector<float> dyg_RD_, dxg_RD_, dw_TK_;
+
+  MoePhaseTimes fwd_times_, bwd_times_;
+  MoeLayerCounters counters_;
+};
+
+}  // namespace sy

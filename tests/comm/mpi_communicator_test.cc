@@ -1,0 +1,234 @@
+// Multi-rank tests of the MPI backend (ctest runs this under mpiexec with 1, 2 and 4 ranks).
+// Every rank runs every test; data is seeded by rank so each rank checks its own result; the
+// final verdict is the MAX over ranks, so the job fails when any rank failed. Only rank 0
+// prints the full GoogleTest output; other ranks print their failures, prefixed by the rank.
+//
+// Tests must reach the same collectives on every rank: use EXPECT (not ASSERT) between
+// collectives, or a failure on one rank leaves the others waiting until the deadline.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <climits>
+#include <cstring>
+#include <memory>
+
+#include "comm/local_communicator.h"
+#include "comm/mpi_communicator.h"
+#include "tests/comm/comm_test_util.h"
+
+namespace sy {
+namespace {
+
+using testutil::encode;
+
+MpiCommunicator* g_comm = nullptr;
+
+TEST(MpiCommunicator, RankAndSizeMatchWorld) {
+  int r = -1, p = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  MPI_Comm_size(MPI_COMM_WORLD, &p);
+  EXPECT_EQ(g_comm->rank(), r);
+  EXPECT_EQ(g_comm->size(), p);
+  EXPECT_STREQ(g_comm->backend(), "mpi");
+}
+
+TEST(MpiCommunicator, SequenceNumbersAgree) {
+  const int P = g_comm->size();
+  const int64_t mine = g_comm->seq();
+  std::vector<int64_t> all(P, -1);
+  g_comm->allgather(&mine, all.data(), 1, {"test.seq"});
+  for (int q = 0; q < P; ++q) EXPECT_EQ(all[q], mine) << "rank " << q;
+  EXPECT_EQ(g_comm->seq(), mine + 1);
+  g_comm->barrier({"test.barrier"});
+  EXPECT_EQ(g_comm->seq(), mine + 2);
+}
+
+TEST(MpiCommunicator, AlltoallInt64AndInt32) {
+  const int P = g_comm->size(), r = g_comm->rank();
+  for (int64_t count : {1, 5}) {
+    std::vector<int64_t> send(P * count), recv(P * count, -1);
+    std::vector<int32_t> send32(P * count), recv32(P * count, -1);
+    for (int p = 0; p < P; ++p) {
+      for (int64_t i = 0; i < count; ++i) {
+        send[p * count + i] = encode(r, p, i);
+        send32[p * count + i] = r * 1000 + p * 10 + static_cast<int32_t>(i);
+      }
+    }
+    g_comm->alltoall(send.data(), recv.data(), count, {"test.alltoall64"});
+    g_comm->alltoall(send32.data(), recv32.data(), count, {"test.alltoall32"});
+    for (int q = 0; q < P; ++q) {
+      for (int64_t i = 0; i < count; ++i) {
+        EXPECT_EQ(recv[q * count + i], encode(q, r, i)) << "from " << q;
+        EXPECT_EQ(recv32[q * count + i], q * 1000 + r * 10 + i) << "from " << q;
+      }
+    }
+  }
+}
+
+// 3-byte elements: exercises the contiguous datatype with an odd size.
+TEST(MpiCommunicator, AlltoallOddElementSize) {
+  struct Tri {
+    uint8_t b[3];
+  };
+  const int P = g_comm->size(), r = g_comm->rank();
+  std::vector<Tri> send(P), recv(P);
+  for (int p = 0; p < P; ++p) send[p] = {{uint8_t(r), uint8_t(p), uint8_t(r ^ p ^ 0x5a)}};
+  g_comm->alltoall(send.data(), recv.data(), 1, {"test.alltoall3"});
+  for (int q = 0; q < P; ++q) {
+    EXPECT_EQ(recv[q].b[0], q);
+    EXPECT_EQ(recv[q].b[1], r);
+    EXPECT_EQ(recv[q].b[2], q ^ r ^ 0x5a);
+  }
+}
+
+// Random counts per peer (0 included), seeded by rank; counts exchanged first, then rows.
+TEST(MpiCommunicator, AlltoallvRandomCounts) {
+  const int P = g_comm->size(), r = g_comm->rank();
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    const int64_t W = seed % 3 == 0 ? 1 : 4, max_rows = seed % 5 == 0 ? 1 : 9;
+    CollectiveTag tag{"test.alltoallv", static_cast<int>(seed % 4), static_cast<int64_t>(seed)};
+    const auto ex = testutil::exchange_rows(*g_comm, seed, max_rows, W, tag);
+    EXPECT_EQ(testutil::check_exchange(ex, P, r, seed, max_rows, W), "") << "seed " << seed;
+  }
+}
+
+TEST(MpiCommunicator, AlltoallvRejectsCountsBeyondInt) {
+  // Every rank makes the same bad call, so no rank waits for another.
+  const int P = g_comm->size();
+  std::vector<int64_t> counts(P, 0), displs(P, 0);
+  counts[P - 1] = int64_t{INT_MAX} + 1;
+  const std::vector<int64_t> zeros(P, 0);
+  int64_t send = 0, recv = 0;
+  const VLayout bad{counts.data(), displs.data(), int64_t{1} << 40};
+  const VLayout ok{zeros.data(), displs.data(), 1};
+  const int64_t before = g_comm->seq();
+  Status st = g_comm->alltoallv(&send, bad, &recv, ok, 1, {"moe.dispatch", 3, 17});
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("moe.dispatch seq " + std::to_string(before) + " layer 3 step 17"),
+            std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("does not fit an MPI int"), std::string::npos) << st.message();
+  g_comm->barrier({"test.after_bad_alltoallv"});  // the ranks are still in step
+}
+
+TEST(MpiCommunicator, AllreduceSumMinMax) {
+  const int P = g_comm->size(), r = g_comm->rank();
+  const int n = 6;
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMin, ReduceOp::kMax}) {
+    std::vector<double> d(n), d_out(n);
+    std::vector<float> f(n);
+    std::vector<int64_t> i64(n);
+    std::vector<int32_t> i32(n);
+    for (int i = 0; i < n; ++i) {
+      d[i] = (r + 1) * (i + 1) * 0.5;
+      f[i] = static_cast<float>((r + 1) * (i - 2));
+      i64[i] = (int64_t{r} - P / 2) * (int64_t{1} << 40) + i;  // needs all 64 bits
+      i32[i] = (r + 1) * (i + 1);
+    }
+    g_comm->allreduce(d.data(), d_out.data(), n, op, {"test.allreduce"});  // out of place
+    g_comm->allreduce(f.data(), n, op, {"test.allreduce"});                // in place
+    g_comm->allreduce(i64.data(), n, op, {"test.allreduce"});
+    g_comm->allreduce(i32.data(), n, op, {"test.allreduce"});
+    const int64_t tri = int64_t{P} * (P + 1) / 2;  // sum of (r + 1) over ranks
+    for (int i = 0; i < n; ++i) {
+      const int64_t base = int64_t{1} << 40;
+      if (op == ReduceOp::kSum) {
+        EXPECT_DOUBLE_EQ(d_out[i], tri * (i + 1) * 0.5);
+        EXPECT_FLOAT_EQ(f[i], static_cast<float>(tri * (i - 2)));
+        int64_t s = 0;
+        for (int q = 0; q < P; ++q) s += (int64_t{q} - P / 2) * base + i;
+        EXPECT_EQ(i64[i], s);
+        EXPECT_EQ(i32[i], tri * (i + 1));
+      } else {
+        const bool mn = op == ReduceOp::kMin;
+        // (r + 1) * (i - 2) is smallest at r = P - 1 when i < 2.
+        const int fr = (mn == (i - 2 < 0)) ? P : 1;
+        EXPECT_DOUBLE_EQ(d_out[i], (mn ? 1 : P) * (i + 1) * 0.5);
+        EXPECT_FLOAT_EQ(f[i], static_cast<float>(fr * (i - 2)));
+        EXPECT_EQ(i64[i], ((mn ? 0 : P - 1) - int64_t{P} / 2) * base + i);
+        EXPECT_EQ(i32[i], (mn ? 1 : P) * (i + 1));
+      }
+    }
+  }
+}
+
+TEST(MpiCommunicator, Allgather) {
+  const int P = g_comm->size(), r = g_comm->rank();
+  const int64_t count = 3;
+  std::vector<int64_t> mine(count), all(P * count, -1);
+  for (int64_t i = 0; i < count; ++i) mine[i] = encode(r, 0, i);
+  g_comm->allgather(mine.data(), all.data(), count, {"test.allgather"});
+  for (int q = 0; q < P; ++q) {
+    for (int64_t i = 0; i < count; ++i) EXPECT_EQ(all[q * count + i], encode(q, 0, i));
+  }
+}
+
+// The single-process backend is the reference: with one rank (MPI_COMM_SELF) the MPI backend
+// must give exactly the same bytes for the same calls.
+TEST(MpiCommunicator, LocalBackendMatchesMpiWithOneRank) {
+  MpiCommunicator self(MPI_COMM_SELF);
+  LocalCommunicator local;
+  ASSERT_EQ(self.size(), 1);
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    const int64_t W = 1 + seed % 3;
+    const auto a = testutil::exchange_rows(self, seed, 7, W, {"test.self", 0, int64_t(seed)});
+    const auto b = testutil::exchange_rows(local, seed, 7, W, {"test.self", 0, int64_t(seed)});
+    EXPECT_EQ(a.recv, b.recv) << "seed " << seed;
+    EXPECT_EQ(a.recv_rows, b.recv_rows) << "seed " << seed;
+    EXPECT_EQ(testutil::check_exchange(b, 1, 0, seed, 7, W), "");
+  }
+  std::vector<double> x = {1.5, -2.0, 3.25}, ya(3), yb(3);
+  self.allreduce(x.data(), ya.data(), 3, ReduceOp::kSum, {"test.self"});
+  local.allreduce(x.data(), yb.data(), 3, ReduceOp::kSum, {"test.self"});
+  EXPECT_EQ(ya, yb);
+  std::vector<int32_t> g = {4, 5}, ga(2), gb(2);
+  self.allgather(g.data(), ga.data(), 2, {"test.self"});
+  local.allgather(g.data(), gb.data(), 2, {"test.self"});
+  EXPECT_EQ(ga, gb);
+  self.barrier({"test.self"});
+  local.barrier({"test.self"});
+  EXPECT_EQ(self.seq(), local.seq());
+}
+
+// Prints only failures, prefixed by the rank (ranks other than 0).
+class RankFailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit RankFailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (!r.failed()) return;
+    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_,
+                 r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
+  }
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    if (info.result()->Failed()) {
+      std::fprintf(stderr, "[rank %d] FAILED %s.%s\n", rank_, info.test_suite_name(), info.name());
+    }
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
+}  // namespace sy
+
+int main(int argc, char** argv) {
+  sy::MpiRuntime mpi(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  if (mpi.world_rank() != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new sy::RankFailurePrinter(mpi.world_rank()));
+  }
+  int rc = 0;
+  {
+    auto comm = std::make_unique<sy::MpiCommunicator>();
+    // A test bug that leaves one rank behind ends the run quickly instead of at ctest's limit.
+    comm->set_timeout(30);
+    sy::g_comm = comm.get();
+    rc = RUN_ALL_TESTS();
+    sy::g_comm = nullptr;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return rc;
+}

@@ -1,0 +1,406 @@
+#include "runtime/moe/moe_layer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "runtime/core/rng.h"
+
+namespace sy {
+namespace {
+
+constexpr int64_t kD = 8, kF = 6, kE = 4, kK = 2, kT = 16;
+
+MoeLayerConfig SmallConfig() {
+  MoeLayerConfig c;
+  c.d_model = kD;
+  c.ffn_hidden = kF;
+  c.num_experts = kE;
+  c.top_k = kK;
+  c.capacity_factor = 0.0;  // dropless unless a test says otherwise
+  c.init_std = 0.5f;
+  c.router.name = "linear";
+  c.router.init_std = 1.0f;  // wide top-k margins for finite differences
+  c.seed = 42;
+  return c;
+}
+
+std::unique_ptr<MoeLayer> Make(const MoeLayerConfig& c) {
+  auto l = MoeLayer::create(c);
+  SY_CHECK(l.ok()) << l.status().ToString();
+  return std::move(l).value();
+}
+
+std::vector<float> Normal(int64_t n, uint64_t seed, float std = 1.0f) {
+  std::vector<float> v(static_cast<size_t>(n));
+  fill_normal(v.data(), n, std, seed, 7);
+  return v;
+}
+
+double MaxAbs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+// Naive SwiGLU of expert e (or of the shared expert when e < 0), scalar loops in double.
+void RefSwiGLU(MoeLayer& l, int64_t e, const float* x, double* out) {
+  const bool shared = e < 0;
+  const int64_t D = l.config().d_model;
+  const int64_t F = shared ? l.config().shared_expert_hidden : l.config().ffn_hidden;
+  const std::string p = shared ? "shared_expert." : "experts.";
+  const std::string s = shared ? ".weight" : "";
+  const int64_t off = shared ? 0 : e * F * D;
+  const float* Wg = l.find_param(p + "gate_proj" + s)->value.ptr() + off;
+  const float* Wu = l.find_param(p + "up_proj" + s)->value.ptr() + off;
+  const float* Wd = l.find_param(p + "down_proj" + s)->value.ptr() + off;
+  std::vector<double> a(static_cast<size_t>(F));
+  for (int64_t f = 0; f < F; ++f) {
+    double g = 0, u = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      g += static_cast<double>(Wg[f * D + d]) * x[d];
+      u += static_cast<double>(Wu[f * D + d]) * x[d];
+    }
+    a[f] = g / (1.0 + std::exp(-g)) * u;
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    double y = 0;
+    for (int64_t f = 0; f < F; ++f) y += static_cast<double>(Wd[d * F + f]) * a[f];
+    out[d] = y;
+  }
+}
+
+// y_t = sum over kept slots of w * expert(x_t) (+ gated shared expert), per token.
+std::vector<double> RefForward(MoeLayer& l, const float* x, int64_t T) {
+  const int64_t D = l.config().d_model, K = l.config().top_k;
+  const RouterOutput& ro = l.router_output();
+  const CapacityPlan& plan = l.plan();
+  std::vector<double> y(static_cast<size_t>(T * D), 0.0), o(static_cast<size_t>(D));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t k = 0; k < K; ++k) {
+      if (!plan.kept_TK[t * K + k]) continue;
+      RefSwiGLU(l, ro.topk_ids_TK[t * K + k], x + t * D, o.data());
+      for (int64_t d = 0; d < D; ++d) y[t * D + d] += ro.topk_weights_TK.at(t, k) * o[d];
+    }
+    if (l.shared_expert()) {
+      const float* wg = l.find_param("shared_expert_gate.weight")->value.ptr();
+      double z = 0;
+      for (int64_t d = 0; d < D; ++d) z += static_cast<double>(wg[d]) * x[t * D + d];
+      RefSwiGLU(l, -1, x + t * D, o.data());
+      for (int64_t d = 0; d < D; ++d) y[t * D + d] += o[d] / (1.0 + std::exp(-z));
+    }
+  }
+  return y;
+}
+
+void ExpectNearRef(const std::vector<float>& y, const std::vector<double>& ref) {
+  ASSERT_EQ(y.size(), ref.size());
+  const double tol = 1e-5 * (1.0 + MaxAbs(ref));
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], tol) << "index " << i;
+}
+
+TEST(MoeLayer, ForwardMatchesNaiveReference) {
+  for (int64_t shared : {0, 5}) {
+    for (double cf : {0.0, 1.0}) {
+      MoeLayerConfig c = SmallConfig();
+      c.shared_expert_hidden = shared;
+      c.capacity_factor = cf;
+      auto l = Make(c);
+      std::vector<float> x = Normal(kT * kD, 1), y(kT * kD, -7.0f);
+      ASSERT_TRUE(l->forward(x.data(), nullptr, kT, y.data()).ok());
+      // The linear router's choice, recomputed naively: top-k of W x in double.
+      const float* W = l->find_param("gate.weight")->value.ptr();
+      for (int64_t t = 0; t < kT; ++t) {
+        std::vector<std::pair<double, int>> s;
+        for (int e = 0; e < kE; ++e) {
+          double v = 0;
+          for (int64_t d = 0; d < kD; ++d) v += static_cast<double>(W[e * kD + d]) * x[t * kD + d];
+          s.push_back({-v, e});
+        }
+        std::sort(s.begin(), s.end());
+        for (int64_t k = 0; k < kK; ++k)
+          EXPECT_EQ(l->router_output().topk_ids_TK[t * kK + k], s[k].second);
+      }
+      ExpectNearRef(y, RefForward(*l, x.data(), kT));
+      if (cf > 0) {
+        EXPECT_EQ(l->plan().capacity, 8);  // ceil(16 * 2 / 4)
+      }
+    }
+  }
+}
+
+TEST(MoeLayer, IdentityExpertsGiveWeightedSumOfInputs) {
+  MoeLayerConfig c = SmallConfig();
+  c.expert_kind = ExpertKind::kIdentity;
+  c.ffn_hidden = 0;
+  c.router.norm_topk_prob = true;
+  auto l = Make(c);
+  EXPECT_TRUE(l->experts().params().empty());
+  std::vector<float> x = Normal(kT * kD, 2), y(kT * kD);
+  ASSERT_TRUE(l->forward(x.data(), nullptr, kT, y.data()).ok());
+  EXPECT_EQ(l->plan().total_dropped, 0);
+  for (int64_t t = 0; t < kT; ++t) {
+    const float* w = l->router_output().topk_weights_TK.row(t);
+    for (int64_t d = 0; d < kD; ++d) {
+      float ref = w[0] * x[t * kD + d];
+      for (int64_t k = 1; k < kK; ++k) ref += w[k] * x[t * kD + d];
+      EXPECT_NEAR(y[t * kD + d], ref, 1e-6f * std::fabs(ref)) << t << "," << d;
+      EXPECT_NEAR(y[t * kD + d], x[t * kD + d], 1e-5f * (1 + std::fabs(x[t * kD + d])));
+    }
+  }
+}
+
+// A linear router whose row 0 wins for every token: x[0] > 0 always and W[0][0] is large.
+struct Forced {
+  std::unique_ptr<MoeLayer> layer;
+  std::vector<float> x;
+  Forced(int64_t K, ExpertKind kind, uint64_t xseed) {
+    MoeLayerConfig c = SmallConfig();
+    c.top_k = K;
+    c.capacity_factor = 1.0;
+    c.expert_kind = kind;
+    layer = Make(c);
+    Tensor W({kE, kD});
+    fill_normal(W.ptr(), W.numel(), 0.1f, 5, 5);
+    W.at(0, 0) = 4.0f;  // wins clearly, yet p_0 still differs between tokens
+    SY_CHECK_OK(layer->router().set_param("weight", W));
+    x = Normal(kT * kD, xseed);
+    for (int64_t t = 0; t < kT; ++t) x[t * kD] = 1.0f + 0.05f * static_cast<float>(t % 7);
+  }
+};
+
+TEST(MoeLayer, ForcedSkewDropsRoutedMinusCapacityDeterministically) {
+  for (int64_t K : {1, 2}) {
+    std::vector<uint8_t> first_kept;
+    for (uint64_t run = 0; run < 3; ++run) {
+      Forced f(K, ExpertKind::kSwiGLU, 3);
+      MoeLayer& l = *f.layer;
+      std::vector<float> y(kT * kD);
+      ASSERT_TRUE(l.forward(f.x.data(), nullptr, kT, y.data()).ok());
+      const CapacityPlan& p = l.plan();
+      const int64_t C = (kT * K + kE - 1) / kE;  // capacity_factor 1.0
+      EXPECT_EQ(p.capacity, C);
+      EXPECT_EQ(p.routed_E[0], kT);
+      EXPECT_EQ(p.dropped_E[0], kT - C);
+      if (K == 1) {
+        EXPECT_EQ(p.total_dropped, kT - C);
+      }
+      for (int64_t t = 0; t < kT; ++t) ASSERT_EQ(l.router_output().topk_ids_TK[t * K], 0);
+      EXPECT_EQ(l.counters().dropped_E[0], kT - C);
+      if (run == 0)
+        first_kept = p.kept_TK;
+      else
+        EXPECT_EQ(p.kept_TK, first_kept) << "drop set must not change between runs";
+      ExpectNearRef(y, RefForward(l, f.x.data(), kT));  // the reference skips dropped slots
+      if (K == 1) {
+        for (int64_t t = 0; t < kT; ++t) {
+          if (p.kept_TK[t]) continue;
+          for (int64_t d = 0; d < kD; ++d)
+            EXPECT_EQ(y[t * kD + d], 0.0f) << "a dropped token's expert output is exactly 0";
+        }
+      }
+    }
+  }
+}
+
+TEST(MoeLayer, SharedExpertAddsSigmoidGatedOutput) {
+  MoeLayerConfig c = SmallConfig();
+  auto off = Make(c);
+  c.shared_expert_hidden = 5;
+  auto on = Make(c);
+  EXPECT_EQ(on->num_params() - off->num_params(), 3 * 5 * kD + kD);
+  std::vector<float> x = Normal(kT * kD, 4), y0(kT * kD), y1(kT * kD);
+  ASSERT_TRUE(off->forward(x.data(), nullptr, kT, y0.data()).ok());
+  ASSERT_TRUE(on->forward(x.data(), nullptr, kT, y1.data()).ok());
+  const float* wg = on->find_param("shared_expert_gate.weight")->value.ptr();
+  std::vector<double> o(kD);
+  for (int64_t t = 0; t < kT; ++t) {
+    double z = 0;
+    for (int64_t d = 0; d < kD; ++d) z += static_cast<double>(wg[d]) * x[t * kD + d];
+    RefSwiGLU(*on, -1, x.data() + t * kD, o.data());
+    for (int64_t d = 0; d < kD; ++d)
+      EXPECT_NEAR(y1[t * kD + d] - y0[t * kD + d], o[d] / (1 + std::exp(-z)), 1e-5);
+  }
+}
+
+// Loss = sum c.y + sum q.probs + sum z.logits, with the aux terms fed through MoeAuxGrads.
+struct FdCase {
+  std::vector<float> x, c, q, z;
+  double Loss(MoeLayer& l, std::vector<int32_t>* sig) {
+    std::vector<float> y(x.size());
+    SY_CHECK_OK(l.forward(x.data(), nullptr, kT, y.data()));
+    double L = 0;
+    for (size_t i = 0; i < y.size(); ++i) L += static_cast<double>(c[i]) * y[i];
+    for (size_t i = 0; i < q.size(); ++i)
+      L += static_cast<double>(q[i]) * l.router_output().probs_TE.data[i] +
+           static_cast<double>(z[i]) * l.router_output().logits_TE.data[i];
+    sig->assign(l.router_output().topk_ids_TK.begin(), l.router_output().topk_ids_TK.end());
+    sig->insert(sig->end(), l.plan().kept_TK.begin(), l.plan().kept_TK.end());
+    return L;
+  }
+  // Central difference at *v; NaN when the routing or the drop set flips within the step.
+  double Numeric(MoeLayer& l, float* v, const std::vector<int32_t>& sig0) {
+    const float h = 1e-2f, v0 = *v;
+    std::vector<int32_t> sp, sm;
+    *v = v0 + h;
+    const double lp = Loss(l, &sp);
+    *v = v0 - h;
+    const double lm = Loss(l, &sm);
+    *v = v0;
+    if (sp != sig0 || sm != sig0) return NAN;
+    return (lp - lm) / (2.0 * h);
+  }
+};
+
+void CheckGradients(double cf, int64_t shared, bool train_experts) {
+  MoeLayerConfig cfg = SmallConfig();
+  cfg.capacity_factor = cf;
+  cfg.shared_expert_hidden = shared;
+  cfg.train_experts = train_experts;
+  auto l = Make(cfg);
+  FdCase fc{Normal(kT * kD, 11), Normal(kT * kD, 12), Normal(kT * kE, 13),
+            Normal(kT * kE, 14, 0.1f)};
+  std::vector<int32_t> sig0;
+  fc.Loss(*l, &sig0);
+  if (cf > 0) {
+    EXPECT_GT(l->plan().total_dropped, 0) << "the case should exercise drops";
+  }
+  std::vector<float> dx(kT * kD, 123.0f);
+  MoeAuxGrads aux{fc.q.data(), fc.z.data()};
+  l->zero_grad();
+  l->backward(fc.c.data(), dx.data(), &aux);
+
+  int checked = 0, skipped = 0;
+  auto check = [&](float* v, double analytic, const std::string& what) {
+    const double num = fc.Numeric(*l, v, sig0);
+    if (std::isnan(num)) {
+      ++skipped;
+      return;
+    }
+    ++checked;
+    EXPECT_NEAR(analytic, num, 2e-3 * (1.0 + std::fabs(num))) << what;
+  };
+  for (int64_t i = 0; i < kT * kD; i += 3) check(&fc.x[i], dx[i], "dx[" + std::to_string(i) + "]");
+  std::vector<std::string> names = {"gate.weight"};
+  if (train_experts) {
+    for (const char* n : {"experts.gate_proj", "experts.up_proj", "experts.down_proj"})
+      names.push_back(n);
+    if (shared)
+      for (const char* n : {"shared_expert.gate_proj.weight", "shared_expert.up_proj.weight",
+                            "shared_expert.down_proj.weight", "shared_expert_gate.weight"})
+        names.push_back(n);
+  }
+  for (const std::string& n : names) {
+    Param* p = l->find_param(n);
+    ASSERT_NE(p, nullptr) << n;
+    ASSERT_EQ(p->grad.numel(), p->value.numel()) << n;
+    for (int64_t i = 0; i < p->value.numel(); i += std::max<int64_t>(1, p->value.numel() / 7))
+      check(&p->value.data[i], p->grad.data[i], n + "[" + std::to_string(i) + "]");
+  }
+  if (!train_experts) {
+    EXPECT_TRUE(l->find_param("experts.gate_proj")->grad.empty());
+  }
+  EXPECT_GT(checked, 5 * skipped + 20) << "too many coordinates flip the routing";
+}
+
+TEST(MoeLayer, BackwardMatchesFiniteDifferencesDropless) { CheckGradients(0.0, 0, true); }
+TEST(MoeLayer, BackwardMatchesFiniteDifferencesWithDrops) { CheckGradients(1.0, 0, true); }
+TEST(MoeLayer, BackwardMatchesFiniteDifferencesSharedExpert) { CheckGradients(1.0, 5, true); }
+TEST(MoeLayer, BackwardFrozenExpertsStillPropagatesDx) { CheckGradients(1.0, 5, false); }
+
+TEST(MoeLayer, FrozenExpertsGiveTheSameDx) {
+  MoeLayerConfig cfg = SmallConfig();
+  cfg.capacity_factor = 1.0;
+  auto a = Make(cfg);
+  cfg.train_experts = false;
+  auto b = Make(cfg);
+  std::vector<float> x = Normal(kT * kD, 21), dy = Normal(kT * kD, 22), y(kT * kD);
+  std::vector<float> dxa(kT * kD), dxb(kT * kD);
+  ASSERT_TRUE(a->forward(x.data(), nullptr, kT, y.data()).ok());
+  a->backward(dy.data(), dxa.data());
+  ASSERT_TRUE(b->forward(x.data(), nullptr, kT, y.data()).ok());
+  b->backward(dy.data(), dxb.data());
+  EXPECT_EQ(dxa, dxb);
+  EXPECT_EQ(a->find_param("gate.weight")->grad.data, b->find_param("gate.weight")->grad.data);
+}
+
+TEST(MoeLayer, ZeroTokens) {
+  MoeLayerConfig cfg = SmallConfig();
+  cfg.shared_expert_hidden = 3;
+  cfg.capacity_factor = 1.25;
+  auto l = Make(cfg);
+  ASSERT_TRUE(l->forward(nullptr, nullptr, 0, nullptr).ok());
+  EXPECT_EQ(l->plan().rows(), 0);
+  l->backward(nullptr, nullptr);
+  std::vector<float> x = Normal(kT * kD, 1), y(kT * kD);  // and it still works afterwards
+  ASSERT_TRUE(l->forward(x.data(), nullptr, kT, y.data()).ok());
+  ASSERT_TRUE(l->forward(x.data(), nullptr, 0, y.data()).ok());
+}
+
+TEST(MoeLayer, MaskedTokensGetZeroAndTakeNoCapacity) {
+  MoeLayerConfig cfg = SmallConfig();
+  cfg.capacity_factor = 1.0;
+  cfg.shared_expert_hidden = 3;
+  auto l = Make(cfg);
+  std::vector<float> x = Normal(kT * kD, 31), y(kT * kD), dx(kT * kD);
+  std::vector<uint8_t> mask(kT);
+  for (int64_t t = 0; t < kT; ++t) mask[t] = t % 2;
+  ASSERT_TRUE(l->forward(x.data(), nullptr, kT, y.data(), mask.data()).ok());
+  EXPECT_EQ(l->plan().total_routed, kT / 2 * kK);
+  EXPECT_EQ(l->plan().capacity, 4);  // ceil(8 * 2 / 4): only real tokens count
+  for (int64_t t = 0; t < kT; t += 2)
+    for (int64_t d = 0; d < kD; ++d) EXPECT_EQ(y[t * kD + d], 0.0f);
+  std::vector<float> dy = Normal(kT * kD, 32);
+  l->backward(dy.data(), dx.data());
+  // A padded row's x only reaches the router; with no kept slot its dweights are 0, so dx = 0.
+  for (int64_t t = 0; t < kT; t += 2)
+    for (int64_t d = 0; d < kD; ++d) EXPECT_EQ(dx[t * kD + d], 0.0f);
+}
+
+TEST(MoeLayer, ConfigErrorsAreClear) {
+  struct Case {
+    void (*edit)(MoeLayerConfig*);
+    const char* needle;
+  };
+  const Case cases[] = {
+      {[](MoeLayerConfig* c) { c->top_k = 5; }, "top_k (5) must be <= num_experts (4)"},
+      {[](MoeLayerConfig* c) { c->num_experts = 0; }, "num_experts must be >= 1"},
+      {[](MoeLayerConfig* c) { c->d_model = -3; }, "d_model must be >= 1"},
+      {[](MoeLayerConfig* c) { c->ffn_hidden = 0; }, "ffn_hidden must be >= 1"},
+      {[](MoeLayerConfig* c) { c->shared_expert_hidden = -1; }, "shared_expert_hidden"},
+      {[](MoeLayerConfig* c) { c->capacity_factor = NAN; }, "capacity_factor must be finite"},
+      {[](MoeLayerConfig* c) { c->router.name = "nope"; }, "unknown router 'nope'"},
+  };
+  for (const Case& k : cases) {
+    MoeLayerConfig c = SmallConfig();
+    k.edit(&c);
+    auto l = MoeLayer::create(c);
+    ASSERT_FALSE(l.ok()) << k.needle;
+    EXPECT_EQ(l.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(l.status().message().find(k.needle), std::string::npos) << l.status().message();
+  }
+  auto l = Make(SmallConfig());
+  Status st = l->forward(nullptr, nullptr, int64_t{1} << 40, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "B6: overflow rejected up front";
+}
+
+TEST(MoeLayer, CountersAndTimesAccumulate) {
+  MoeLayerConfig cfg = SmallConfig();
+  cfg.capacity_factor = 1.0;
+  auto l = Make(cfg);
+  std::vector<float> x = Normal(kT * kD, 41), y(kT * kD);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(l->forward(x.data(), nullptr, kT, y.data()).ok());
+  EXPECT_EQ(l->counters().forwards, 3);
+  EXPECT_EQ(l->counters().tokens, 3 * kT);
+  EXPECT_EQ(l->counters().routed, 3 * kT * kK);
+  EXPECT_EQ(l->counters().kept + l->counters().dropped, l->counters().routed);
+  EXPECT_GE(l->last_forward_times().total_s(), 0.0);
+  EXPECT_TRUE(l->last_finite());
+  l->reset_counters();
+  EXPECT_EQ(l->counters().routed, 0);
+}
+
+}  // namespace
+}  // namespace sy
