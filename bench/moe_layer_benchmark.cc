@@ -52,8 +52,14 @@ MoeLayer& layer_for(double capacity_factor) {
   c.capacity_factor = capacity_factor;
   c.train_experts = false;
   c.router.name = "linear";
+  // Later layers copy the first one's weights instead of drawing them again.
+  if (!layers.empty()) c.init_std = 0.0f;
   auto l = MoeLayer::create(c);
   SY_CHECK(l.ok()) << l.status().ToString();
+  if (!layers.empty()) {
+    MoeLayer& first = *layers.begin()->second;
+    for (auto& [name, p] : (*l)->named_params()) p->value.data = first.find_param(name)->value.data;
+  }
   return *(layers[capacity_factor] = std::move(l).value());
 }
 

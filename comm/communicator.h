@@ -7,7 +7,8 @@
 // hangs until the deadline. Every call BLOCKS until this rank's part is complete: on return the
 // receive buffer holds the result and the send buffer may be reused. The CALLER OWNS ALL
 // BUFFERS: the communicator never keeps a pointer past the call, and every buffer must stay
-// valid (and, for receive buffers, untouched by other threads) until the call returns.
+// valid (and, for receive buffers, untouched by other threads) until the call returns. Send
+// and receive buffers must not be the same, except for allreduce (send == recv: in place).
 //
 // Each collective takes a CollectiveTag naming the operation, the MoE layer and the step, and
 // the communicator numbers its collectives (seq, starting at 0, the same on every rank), so a

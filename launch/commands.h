@@ -12,5 +12,6 @@ int exit_code();
 void set_exit_code(int code);
 
 void add_routers_command(CLI::App& app);
+void add_infer_command(CLI::App& app);
 
 }  // namespace sy::launch

@@ -51,14 +51,14 @@ struct CapacityPlan {
   int64_t capacity = 0;  // C per expert; for dropless, the number of assignments (never binds)
   bool dropless = false;
 
-  std::vector<uint8_t> kept_TK;       // 1 kept, 0 dropped or masked
-  std::vector<int32_t> row_of_TK;     // row in the grouped layout, -1 when not kept
-  std::vector<int32_t> routed_E;      // assignments routed to e (unmasked tokens)
-  std::vector<int32_t> kept_E;        // kept_E[e] = min(routed_E[e], capacity)
-  std::vector<int32_t> dropped_E;     // routed_E - kept_E
-  std::vector<int32_t> offsets_E1;    // [E+1]: expert e owns rows [offsets[e], offsets[e+1])
-  std::vector<int32_t> order_A;       // row -> flat assignment t*K+k; within an expert, ascending
-                                      // (token, slot)
+  std::vector<uint8_t> kept_TK;     // 1 kept, 0 dropped or masked
+  std::vector<int32_t> row_of_TK;   // row in the grouped layout, -1 when not kept
+  std::vector<int32_t> routed_E;    // assignments routed to e (unmasked tokens)
+  std::vector<int32_t> kept_E;      // kept_E[e] = min(routed_E[e], capacity)
+  std::vector<int32_t> dropped_E;   // routed_E - kept_E
+  std::vector<int32_t> offsets_E1;  // [E+1]: expert e owns rows [offsets[e], offsets[e+1])
+  std::vector<int32_t> order_A;     // row -> flat assignment t*K+k; within an expert, ascending
+                                    // (token, slot)
   int64_t total_routed = 0, total_kept = 0, total_dropped = 0;
 
   int64_t rows() const { return total_kept; }

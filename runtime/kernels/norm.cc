@@ -10,8 +10,8 @@ void rmsnorm_forward(const float* x_TD, const float* w_D, float* y_TD, float* rs
   }
 }
 
-void rmsnorm_backward(const float* x_TD, const float* w_D, const float* rstd_T,
-                      const float* dy_TD, float* dx_TD, float* dw_D, int64_t T, int64_t D) {
+void rmsnorm_backward(const float* x_TD, const float* w_D, const float* rstd_T, const float* dy_TD,
+                      float* dx_TD, float* dw_D, int64_t T, int64_t D) {
   for (int64_t t = 0; t < T; ++t) {
     const float* x = x_TD + t * D;
     const float* dy = dy_TD + t * D;

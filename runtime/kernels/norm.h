@@ -20,7 +20,7 @@ SY_HD inline float rmsnorm_row(const float* x, const float* w, float* y, int64_t
 void rmsnorm_forward(const float* x_TD, const float* w_D, float* y_TD, float* rstd_T, int64_t T,
                      int64_t D, float eps);
 // dx_TD += d/dx, dw_D += d/dw (either may be null).
-void rmsnorm_backward(const float* x_TD, const float* w_D, const float* rstd_T,
-                      const float* dy_TD, float* dx_TD, float* dw_D, int64_t T, int64_t D);
+void rmsnorm_backward(const float* x_TD, const float* w_D, const float* rstd_T, const float* dy_TD,
+                      float* dx_TD, float* dw_D, int64_t T, int64_t D);
 
 }  // namespace sy

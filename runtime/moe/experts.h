@@ -10,7 +10,8 @@
 //   shared_expert.down_proj.weight [D, Fs], shared_expert_gate.weight [1, D]
 // (the shared names are Hugging Face's under the `mlp.` prefix). Initialization is N(0, std^2)
 // drawn per expert from (seed, name, expert), so a rank that holds a slice of the experts draws
-// the same values as one rank that holds them all.
+// the same values as one rank that holds them all; init_std = 0 leaves zeros (no draws: fast
+// when a checkpoint overwrites the weights anyway).
 //
 // Frozen experts (allocate_grads = false) keep an EMPTY Param::grad: at Qwen1.5-MoE size the
 // gradients alone would be gigabytes.
@@ -56,11 +57,10 @@ void swiglu_forward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, c
                     float* y_RD);
 // Backward of swiglu_forward. dW* += (skipped when null); dx_RD written, or += when
 // accumulate_dx (skipped when null). da_RF and du_RF are [R, F] scratch.
-void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD,
-                     const float* Wd_DF, const float* g_RF, const float* u_RF, const float* a_RF,
-                     const float* dy_RD, int64_t R, int64_t D, int64_t F, float* dWg_FD,
-                     float* dWu_FD, float* dWd_DF, float* dx_RD, bool accumulate_dx, float* da_RF,
-                     float* du_RF);
+void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, const float* Wd_DF,
+                     const float* g_RF, const float* u_RF, const float* a_RF, const float* dy_RD,
+                     int64_t R, int64_t D, int64_t F, float* dWg_FD, float* dWu_FD, float* dWd_DF,
+                     float* dx_RD, bool accumulate_dx, float* da_RF, float* du_RF);
 
 class RoutedExperts {
  public:
@@ -101,8 +101,7 @@ class RoutedExperts {
 // The shared expert: y_TD (+)= sigmoid(w_gate · x_t) * SwiGLU_s(x_t) for every token.
 class SharedExpert {
  public:
-  SharedExpert(int64_t d_model, int64_t hidden, bool allocate_grads, float init_std,
-               uint64_t seed);
+  SharedExpert(int64_t d_model, int64_t hidden, bool allocate_grads, float init_std, uint64_t seed);
   SharedExpert(const SharedExpert&) = delete;
   SharedExpert& operator=(const SharedExpert&) = delete;
 

@@ -36,10 +36,10 @@
 namespace sy {
 
 struct MoeLayerConfig {
-  int64_t d_model = 0;       // D
-  int64_t ffn_hidden = 0;    // F (per routed expert)
-  int64_t num_experts = 0;   // E
-  int64_t top_k = 1;         // K
+  int64_t d_model = 0;            // D
+  int64_t ffn_hidden = 0;         // F (per routed expert)
+  int64_t num_experts = 0;        // E
+  int64_t top_k = 1;              // K
   double capacity_factor = 1.25;  // <= 0: dropless
   DropPolicy drop_policy = DropPolicy::kProbs;
   int64_t shared_expert_hidden = 0;  // Fs; 0 = no shared expert

@@ -109,8 +109,8 @@ TEST(Capacity, TiesDropTheHigherTokenIndex) {
   const int64_t T = 12, E = 3, K = 1;
   std::vector<int32_t> ids(T, 1);
   std::vector<float> probs(T, 0.25f);
-  probs[5] = 0.9f;  // the one clear winner
-  probs[9] = 0.1f;  // the one clear loser
+  probs[5] = 0.9f;                                                         // the one clear winner
+  probs[9] = 0.1f;                                                         // the one clear loser
   auto p = plan_capacity(ids.data(), probs.data(), T, E, K, 4, Cfg(1.0));  // C = 4
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->capacity, 4);
@@ -144,8 +144,7 @@ TEST(Capacity, DroplessDropsNothing) {
 
 TEST(Capacity, PositionPolicyKeepsTokenOrder) {
   Skewed s(40, 8, 11);
-  auto p = plan_capacity(s.ids.data(), nullptr, s.T, s.E, s.K, 16,
-                         Cfg(1.0, DropPolicy::kPosition));
+  auto p = plan_capacity(s.ids.data(), nullptr, s.T, s.E, s.K, 16, Cfg(1.0, DropPolicy::kPosition));
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   for (int64_t t = 0; t < s.T; ++t) EXPECT_EQ(p->kept_TK[t * 2], t < 10 ? 1 : 0) << t;
   ExpectConsistent(*p, s.ids.data());
@@ -156,8 +155,8 @@ TEST(Capacity, PositionPolicyKeepsTokenOrder) {
 TEST(Capacity, OverflowRejectedWithoutAllocating) {
   CapacityPlan p;
   // Null pointers: any read of the inputs or write of outputs would crash.
-  Status st = plan_capacity_into(nullptr, nullptr, int64_t{1} << 40, 64, 8, 2048, Cfg(1.0),
-                                 nullptr, &p);
+  Status st =
+      plan_capacity_into(nullptr, nullptr, int64_t{1} << 40, 64, 8, 2048, Cfg(1.0), nullptr, &p);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("INT_MAX"), std::string::npos) << st.message();
   // T*K fits an int, rows * D does not.
@@ -242,7 +241,9 @@ TEST(Capacity, RandomRoutingMatchesBruteForce) {
     auto p = plan_capacity(ids.data(), probs.data(), T, E, K, 32, Cfg(cf));
     ASSERT_TRUE(p.ok()) << "seed " << seed;
     ExpectConsistent(*p, ids.data());
-    const int64_t C = cf > 0 ? static_cast<int64_t>(std::ceil(cf * static_cast<double>(T * K) / static_cast<double>(E))) : T * K;
+    const int64_t C = cf > 0 ? static_cast<int64_t>(std::ceil(cf * static_cast<double>(T * K) /
+                                                              static_cast<double>(E)))
+                             : T * K;
     for (int64_t e = 0; e < E; ++e) {
       std::vector<int32_t> all;
       for (int64_t a = 0; a < T * K; ++a)

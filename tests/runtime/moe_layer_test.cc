@@ -305,10 +305,18 @@ void CheckGradients(double cf, int64_t shared, bool train_experts) {
   EXPECT_GT(checked, 5 * skipped + 20) << "too many coordinates flip the routing";
 }
 
-TEST(MoeLayer, BackwardMatchesFiniteDifferencesDropless) { CheckGradients(0.0, 0, true); }
-TEST(MoeLayer, BackwardMatchesFiniteDifferencesWithDrops) { CheckGradients(1.0, 0, true); }
-TEST(MoeLayer, BackwardMatchesFiniteDifferencesSharedExpert) { CheckGradients(1.0, 5, true); }
-TEST(MoeLayer, BackwardFrozenExpertsStillPropagatesDx) { CheckGradients(1.0, 5, false); }
+TEST(MoeLayer, BackwardMatchesFiniteDifferencesDropless) {
+  CheckGradients(0.0, 0, true);
+}
+TEST(MoeLayer, BackwardMatchesFiniteDifferencesWithDrops) {
+  CheckGradients(1.0, 0, true);
+}
+TEST(MoeLayer, BackwardMatchesFiniteDifferencesSharedExpert) {
+  CheckGradients(1.0, 5, true);
+}
+TEST(MoeLayer, BackwardFrozenExpertsStillPropagatesDx) {
+  CheckGradients(1.0, 5, false);
+}
 
 TEST(MoeLayer, FrozenExpertsGiveTheSameDx) {
   MoeLayerConfig cfg = SmallConfig();

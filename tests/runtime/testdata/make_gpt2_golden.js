@@ -5,7 +5,28 @@
 const fs = require('fs');
 const path = require('path');
 const root = path.resolve(__dirname, '../../..');
-const {encode} = require(path.join(root, 'data/third_party/gpt-3-encoder/package/Encoder.js'));
+const encoderJs = path.join(root, 'data/third_party/gpt-3-encoder/package/Encoder.js');
+const {encode} = require(encoderJs);
+
+// For whole corpora: the same Encoder.js with its quadratic `bpe_tokens.concat(...)` turned
+// into pushes (identical ids; minutes -> seconds). Only a count and a hash are stored.
+function loadFastEncode() {
+  const Module = require('module');
+  const before = 'bpe_tokens = bpe_tokens.concat(new_tokens)';
+  const src = fs.readFileSync(encoderJs, 'utf8');
+  if (!src.includes(before)) throw new Error('Encoder.js changed: ' + before + ' not found');
+  const m = new Module(encoderJs);
+  m.filename = encoderJs;
+  m.paths = Module._nodeModulePaths(path.dirname(encoderJs));
+  m._compile(src.replace(before, 'for (const t of new_tokens) bpe_tokens.push(t)'), encoderJs);
+  return m.exports.encode;
+}
+// FNV-1a over 32-bit ids (not bytes): h = (h ^ id) * 16777619 mod 2^32.
+function hashIds(ids) {
+  let h = 2166136261;
+  for (const id of ids) h = Math.imul(h ^ id, 16777619) >>> 0;
+  return h;
+}
 
 const texts = {
   punctuation: 'Hello, world! (Really?) "Quoted" -- a;b:c... #hash @at $5 & 100% <|endoftext|>',
@@ -28,6 +49,20 @@ cases.push({
   bytes: cut,
   ids: encode(excerpt.subarray(0, cut).toString('utf8')),
 });
+const fastEncode = loadFastEncode();
+const third = 'data/third_party';
+const corpora = {
+  moby_dick_full: fs.readFileSync(path.join(root, third, 'moby-dick/package/data/data.txt')),
+  sotu_full: Buffer.concat(fs.readdirSync(path.join(root, third, 'sotu/package/data'))
+                               .filter(f => f.endsWith('.txt'))
+                               .sort()
+                               .map(f => fs.readFileSync(path.join(root, third, 'sotu/package/data', f)))),
+};
+for (const [name, bytes] of Object.entries(corpora)) {
+  const ids = fastEncode(bytes.toString('utf8'));
+  cases.push({name, corpus: name.replace('_full', ''), bytes: bytes.length, num_ids: ids.length,
+              fnv1a32_ids: hashIds(ids)});
+}
 const lines = cases.map(c => '  ' + JSON.stringify(c));
 process.stdout.write('{"generator": "tests/runtime/testdata/make_gpt2_golden.js", ' +
                      '"package": "gpt-3-encoder@1.1.4", "cases": [\n' + lines.join(',\n') +
