@@ -76,7 +76,8 @@ Status check_capacity_sizes(int64_t T, int64_t E, int64_t K, int64_t D);
 // The capacity C for `tokens` unmasked tokens (dropless: tokens * K).
 int64_t expert_capacity(const CapacityConfig& cfg, int64_t tokens, int64_t E, int64_t K);
 
-// Builds the plan into *plan, reusing its buffers.
+// Builds the plan into *plan, reusing its buffers. On error *plan is unspecified (the size
+// checks run first, so an overflow leaves it untouched).
 //   topk_ids_TK:   [T, K] expert ids in [0, E) (checked; an out-of-range id is InvalidArgument)
 //   rank_probs_TK: [T, K] the probabilities used for ranking drops (the router's chosen p, not
 //                  renormalized weights); may be null for kPosition

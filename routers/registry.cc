@@ -12,6 +12,8 @@ const std::vector<RouterInfo>& router_registry() {
        make_hybrid_router, nullptr},
       {"mlp_hadamard", "s = W_o (SiLU(W_g x) * W_u x): gated MLP", make_mlp_hadamard_router,
        nullptr},
+      {"hash", "token id -> K distinct experts by fixed hashes or a balanced table (no params)",
+       make_hash_router, validate_hash_router},
   };
   return kRouters;
 }

@@ -31,5 +31,7 @@ Status validate_attention_router(const RouterConfig& cfg);  // H % num_heads == 
 std::unique_ptr<Router> make_mlp_router(const RouterConfig& cfg);
 std::unique_ptr<Router> make_hybrid_router(const RouterConfig& cfg);
 std::unique_ptr<Router> make_mlp_hadamard_router(const RouterConfig& cfg);
+std::unique_ptr<Router> make_hash_router(const RouterConfig& cfg);  // class in routers/hash.h
+Status validate_hash_router(const RouterConfig& cfg);               // vocab_size >= 1
 
 }  // namespace sy

@@ -13,8 +13,8 @@
 //
 // State: forward() caches what backward() needs and reads x_TD again in backward() (router
 // and shared expert): the caller keeps x_TD alive and unchanged until backward() - a model
-// keeps the layer input for its own backward anyway, so the layer does not copy it. One
-// backward per forward; the parameter gradients accumulate until zero_grad().
+// keeps the layer input for its own backward anyway, so the layer does not copy it. Each
+// backward() differentiates the last forward; parameter gradients accumulate until zero_grad().
 //
 // Non-finite router scores (RELIABILITY C1) do not stop the forward (ids stay in range); the
 // caller reads last_finite() and applies the skip/abort policy across ranks.
@@ -44,7 +44,9 @@ struct MoeLayerConfig {
   DropPolicy drop_policy = DropPolicy::kProbs;
   int64_t shared_expert_hidden = 0;  // Fs; 0 = no shared expert
   ExpertKind expert_kind = ExpertKind::kSwiGLU;
-  bool train_experts = true;  // false: frozen experts, no weight grads (dx still flows)
+  // false: frozen routed and shared experts (no grad buffers, no weight grads; dx and the
+  // router's gradients still flow).
+  bool train_experts = true;
   float init_std = 0.02f;     // experts and shared expert
   // The router (name, hidden, norm_topk_prob, seed, ...). Its d_model / num_experts / top_k
   // are ignored: the layer's values are written over them (resolved_router()).
