@@ -10,12 +10,15 @@
 // transposed), with n = the expert's kept rows in the plan that forward just produced, on the
 // same weights, into preallocated buffers of their own.
 //
-// Counters (averages per forward):
-//   route_ms plan_ms permute_ms experts_ms combine_ms   MoePhaseTimes of the layer
+// Counters (the benchmark's Time is the mean forward; the counters are minima over the
+// iterations, because on a shared machine noise only adds time):
+//   route_ms plan_ms permute_ms combine_ms swiglu_ms   MoePhaseTimes of the fastest forward
+//   layer_ms          fastest forward;  experts_ms: fastest expert phase (GEMMs + SwiGLU)
 //   swiglu_ms         the elementwise SiLU(g)*u inside experts_ms
-//   openblas_ms       the baseline GEMMs
+//   openblas_ms       fastest baseline
 //   expert_gemm_vs_openblas = openblas_ms / experts_ms (target >= 0.9: the expert phase is
-//                     within 10% of calling OpenBLAS directly)
+//                     within 10% of calling OpenBLAS directly); ratio_of_means: the same
+//                     with means instead of minima
 //   non_gemm_share    1 - openblas_ms / layer_ms: the share of the layer's time that is not
 //                     the expert GEMMs (router, plan, permute, SwiGLU, combine)
 //   rows, dropped     kept and dropped assignments of the last forward
@@ -26,6 +29,7 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -101,40 +105,49 @@ void BM_MoeLayerForward(benchmark::State& state) {
   fill_normal(xg.data(), T * kK * kD, 1.0f, 7, 2);
   SY_CHECK_OK(layer.forward(x.data(), nullptr, T, y.data()));  // warm-up: buffers grow here
 
-  MoePhaseTimes sum;
-  double layer_s = 0, blas_s = 0;
+  // The machine may be shared: noise only ever adds time, so the counters come from the
+  // fastest iteration of each (layer, baseline); the reported time is the mean.
+  MoePhaseTimes best;
+  double best_layer_s = 1e30, best_experts_s = 1e30, best_blas_s = 1e30;
+  double sum_experts_s = 0, sum_blas_s = 0;
+  int64_t i = 0;
   for (auto _ : state) {
+    // Alternate which runs first, so neither always follows the other.
+    double blas_s = (i % 2) ? openblas_baseline(layer, xg, &h1, &h2, &yb) : 0.0;
     const Clock::time_point t0 = Clock::now();
     SY_CHECK_OK(layer.forward(x.data(), nullptr, T, y.data()));
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     state.SetIterationTime(s);
     benchmark::DoNotOptimize(y.data());
-    layer_s += s;
-    const MoePhaseTimes& t = layer.last_forward_times();
-    sum.route_s += t.route_s;
-    sum.plan_s += t.plan_s;
-    sum.permute_s += t.permute_s;
-    sum.experts_s += t.experts_s;
-    sum.experts_elementwise_s += t.experts_elementwise_s;
-    sum.combine_s += t.combine_s;
-    blas_s += openblas_baseline(layer, xg, &h1, &h2, &yb);
+    if (i % 2 == 0) blas_s = openblas_baseline(layer, xg, &h1, &h2, &yb);
     benchmark::DoNotOptimize(yb.data());
+    ++i;
+    const MoePhaseTimes& t = layer.last_forward_times();
+    if (s < best_layer_s) {
+      best_layer_s = s;
+      best = t;
+    }
+    best_experts_s = std::min(best_experts_s, t.experts_s);
+    best_blas_s = std::min(best_blas_s, blas_s);
+    sum_experts_s += t.experts_s;
+    sum_blas_s += blas_s;
   }
-  const double n = static_cast<double>(state.iterations());
   const CapacityPlan& plan = layer.plan();
-  state.counters["route_ms"] = 1e3 * sum.route_s / n;
-  state.counters["plan_ms"] = 1e3 * sum.plan_s / n;
-  state.counters["permute_ms"] = 1e3 * sum.permute_s / n;
-  state.counters["experts_ms"] = 1e3 * sum.experts_s / n;
-  state.counters["swiglu_ms"] = 1e3 * sum.experts_elementwise_s / n;
-  state.counters["combine_ms"] = 1e3 * sum.combine_s / n;
-  state.counters["openblas_ms"] = 1e3 * blas_s / n;
-  state.counters["expert_gemm_vs_openblas"] = blas_s / sum.experts_s;
-  state.counters["non_gemm_share"] = 1.0 - blas_s / layer_s;
+  state.counters["route_ms"] = 1e3 * best.route_s;
+  state.counters["plan_ms"] = 1e3 * best.plan_s;
+  state.counters["permute_ms"] = 1e3 * best.permute_s;
+  state.counters["experts_ms"] = 1e3 * best_experts_s;
+  state.counters["swiglu_ms"] = 1e3 * best.experts_elementwise_s;
+  state.counters["combine_ms"] = 1e3 * best.combine_s;
+  state.counters["layer_ms"] = 1e3 * best_layer_s;
+  state.counters["openblas_ms"] = 1e3 * best_blas_s;
+  state.counters["expert_gemm_vs_openblas"] = best_blas_s / best_experts_s;
+  state.counters["ratio_of_means"] = sum_blas_s / sum_experts_s;
+  state.counters["non_gemm_share"] = 1.0 - best_blas_s / best_layer_s;
   state.counters["rows"] = static_cast<double>(plan.rows());
   state.counters["dropped"] = static_cast<double>(plan.total_dropped);
   state.counters["gflops"] =
-      2.0 * 3.0 * kD * kF * static_cast<double>(plan.rows()) / (layer_s / n) * 1e-9;
+      2.0 * 3.0 * kD * kF * static_cast<double>(plan.rows()) / best_layer_s * 1e-9;
 }
 
 // Args: {T, capacity_factor * 100}; 0 = dropless.
@@ -142,11 +155,16 @@ BENCHMARK(BM_MoeLayerForward)
     ->ArgNames({"T", "cf_x100"})
     ->Args({512, 125})
     ->Args({512, 0})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(10);
+BENCHMARK(BM_MoeLayerForward)
+    ->ArgNames({"T", "cf_x100"})
     ->Args({2048, 125})
     ->Args({2048, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(2.0);
+    ->Iterations(4);
 
 }  // namespace
 }  // namespace sy

@@ -80,7 +80,7 @@ int64_t expert_capacity(const CapacityConfig& cfg, int64_t tokens, int64_t E, in
 // checks run first, so an overflow leaves it untouched).
 //   topk_ids_TK:   [T, K] expert ids in [0, E) (checked; an out-of-range id is InvalidArgument)
 //   rank_probs_TK: [T, K] the probabilities used for ranking drops (the router's chosen p, not
-//                  renormalized weights); may be null for kPosition
+//                  renormalized weights); may be null for kPosition or dropless
 //   mask_T:        [T] 1 = real token, 0 = padding; null = all real
 //   D:             hidden size of one row, for the overflow check only
 Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK, int64_t T,

@@ -35,8 +35,8 @@ Status HashRouter::check_token_ids(const int32_t* token_ids_T, int64_t T) const 
     const int32_t id = token_ids_T[t];
     if (id < 0 || id >= cfg_.vocab_size)
       return InvalidArgument("router 'hash': token " + std::to_string(t) + " has id " +
-                             std::to_string(id) + ", outside [0, vocab_size=" +
-                             std::to_string(cfg_.vocab_size) + ")");
+                             std::to_string(id) +
+                             ", outside [0, vocab_size=" + std::to_string(cfg_.vocab_size) + ")");
   }
   return Status::Ok();
 }
@@ -131,9 +131,9 @@ void HashRouter::route(const float* /*x_TD*/, const int32_t* token_ids_T, int64_
   out->probs_TE.zero();
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = token_ids_T[t];
-    SY_CHECK(id >= 0 && id < cfg_.vocab_size)
-        << "router 'hash': token " << t << " has id " << id << ", outside [0, vocab_size="
-        << cfg_.vocab_size << "); validate untrusted ids with check_token_ids()";
+    SY_CHECK(id >= 0 && id < cfg_.vocab_size) << "router 'hash': token " << t << " has id " << id
+                                              << ", outside [0, vocab_size=" << cfg_.vocab_size
+                                              << "); validate untrusted ids with check_token_ids()";
     int32_t* ids = out->topk_ids_TK.data() + t * K;
     experts_for(id, ids);
     for (int64_t k = 0; k < K; ++k) {

@@ -52,8 +52,7 @@ class HashRouter final : public Router {
   void experts_for(int32_t token, int32_t* ids_K) const;
 
  protected:
-  void route(const float* x_TD, const int32_t* token_ids_T, int64_t T,
-             RouterOutput* out) override;
+  void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) override;
   // Unused: route() is overridden and nothing is learned.
   void compute_scores(const float*, const int32_t*, int64_t, float*) override {}
   void backward_scores(const float*, float*) override {}

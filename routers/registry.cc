@@ -24,16 +24,29 @@ std::vector<std::string> router_names() {
   return names;
 }
 
-StatusOr<std::unique_ptr<Router>> make_router(const RouterConfig& cfg) {
-  for (const RouterInfo& r : router_registry()) {
-    if (cfg.name != r.name) continue;
-    SY_RETURN_IF_ERROR(cfg.validate());
-    if (r.validate) SY_RETURN_IF_ERROR(r.validate(cfg));
-    return r.make(cfg);
+namespace {
+const RouterInfo* find_router(const std::string& name) {
+  for (const RouterInfo& r : router_registry())
+    if (name == r.name) return &r;
+  return nullptr;
+}
+}  // namespace
+
+Status validate_router_config(const RouterConfig& cfg) {
+  const RouterInfo* r = find_router(cfg.name);
+  if (!r) {
+    std::string known;
+    for (const std::string& n : router_names()) known += (known.empty() ? "" : ", ") + n;
+    return InvalidArgument("unknown router '" + cfg.name + "' (known: " + known + ")");
   }
-  std::string known;
-  for (const std::string& n : router_names()) known += (known.empty() ? "" : ", ") + n;
-  return InvalidArgument("unknown router '" + cfg.name + "' (known: " + known + ")");
+  SY_RETURN_IF_ERROR(cfg.validate());
+  if (r->validate) SY_RETURN_IF_ERROR(r->validate(cfg));
+  return Status::Ok();
+}
+
+StatusOr<std::unique_ptr<Router>> make_router(const RouterConfig& cfg) {
+  SY_RETURN_IF_ERROR(validate_router_config(cfg));
+  return find_router(cfg.name)->make(cfg);
 }
 
 }  // namespace sy

@@ -22,6 +22,8 @@ struct RouterInfo {
 
 const std::vector<RouterInfo>& router_registry();
 std::vector<std::string> router_names();
+// Every check make_router() does, without building the router (config validation).
+Status validate_router_config(const RouterConfig& cfg);
 StatusOr<std::unique_ptr<Router>> make_router(const RouterConfig& cfg);
 
 // One factory per router file.

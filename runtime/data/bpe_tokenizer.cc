@@ -156,7 +156,9 @@ struct BpeTokenizer::Cache {
 
 BpeTokenizer::BpeTokenizer() : cache_(std::make_shared<Cache>()) {}
 
-uint32_t BpeTokenizer::byte_to_unicode(uint8_t b) { return byte_tables().to_unicode[b]; }
+uint32_t BpeTokenizer::byte_to_unicode(uint8_t b) {
+  return byte_tables().to_unicode[b];
+}
 
 StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
                                           const std::string& vocab_bpe) {

@@ -40,8 +40,7 @@ class BpeTokenizer {
   // written through GPT-2's byte-to-unicode table. vocab_bpe: an optional "#version" line,
   // then one merge "a b" per line. Every merge's parts and result must be in the vocabulary,
   // and so must all 256 single bytes (then encode() can never produce an unknown symbol).
-  static StatusOr<BpeTokenizer> load(const std::string& encoder_json,
-                                     const std::string& vocab_bpe);
+  static StatusOr<BpeTokenizer> load(const std::string& encoder_json, const std::string& vocab_bpe);
 
   std::vector<int32_t> encode(std::string_view text) const;
   // Ids outside [0, vocab_size) decode to U+FFFD (a sampled id from a padded vocabulary

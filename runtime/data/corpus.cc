@@ -18,7 +18,9 @@ Status missing(const std::string& name, const std::string& path) {
 
 }  // namespace
 
-std::vector<std::string> corpus_names() { return {"moby_dick", "sotu", "excerpt"}; }
+std::vector<std::string> corpus_names() {
+  return {"moby_dick", "sotu", "excerpt"};
+}
 
 StatusOr<std::string> read_file(const std::string& path) {
   std::error_code ec;

@@ -1,6 +1,6 @@
 // Generated tables for unicode_classes.h. Regenerate with
 //   node runtime/data/gen_unicode_classes.js
-// and paste its output between the markers below.
+// and paste its output between the markers below (clang-format leaves it alone).
 #include "runtime/data/unicode_classes.h"
 
 #include <algorithm>
@@ -14,6 +14,7 @@ struct Range {
 };
 
 // ---- generated: begin ----
+// clang-format off
 // Unicode 17.0 (node v20.20.2, ICU 78.2).
 const Range kLetter[] = {
     {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA}, {0xC0, 0xD6},
@@ -211,6 +212,7 @@ const Range kSpace[] = {
     {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000}, {0xFEFF, 0xFEFF},
 };
 
+// clang-format on
 // ---- generated: end ----
 
 template <size_t N>

@@ -71,9 +71,9 @@ std::vector<std::string> pieces_of(std::string_view text) {
 TEST(Gpt2Pretokenize, MatchesTheRegexOnAscii) {
   using V = std::vector<std::string>;
   EXPECT_EQ(pieces_of("Hello world"), (V{"Hello", " world"}));
-  EXPECT_EQ(pieces_of("a  b"), (V{"a", " ", " b"}));        // \s+(?!\S) leaves one space
+  EXPECT_EQ(pieces_of("a  b"), (V{"a", " ", " b"}));          // \s+(?!\S) leaves one space
   EXPECT_EQ(pieces_of("x \n\n y"), (V{"x", " \n\n", " y"}));  // ... to lead the next word
-  EXPECT_EQ(pieces_of("end  "), (V{"end", "  "}));          // all of it at the end
+  EXPECT_EQ(pieces_of("end  "), (V{"end", "  "}));            // all of it at the end
   EXPECT_EQ(pieces_of("I'm they'll X'S"), (V{"I", "'m", " they", "'ll", " X", "'", "S"}));
   EXPECT_EQ(pieces_of("a1b 22 !?x"), (V{"a", "1", "b", " 22", " !?", "x"}));
   EXPECT_EQ(pieces_of(" ' s"), (V{" '", " s"}));
@@ -124,8 +124,8 @@ TEST(BpeTokenizer, BadFilesGiveClearErrors) {
   };
   expect_error(BpeTokenizer::load("/nonexistent/encoder.json", good.bpe_path),
                StatusCode::kNotFound, "/nonexistent/encoder.json");
-  expect_error(BpeTokenizer::load(good.json_path, "/nonexistent/vocab.bpe"),
-               StatusCode::kNotFound, "/nonexistent/vocab.bpe");
+  expect_error(BpeTokenizer::load(good.json_path, "/nonexistent/vocab.bpe"), StatusCode::kNotFound,
+               "/nonexistent/vocab.bpe");
   expect_error(BpeTokenizer::load(write_temp("trunc.json", "{\"a\": 1"), good.bpe_path),
                StatusCode::kBadInput, "not valid JSON");
   expect_error(BpeTokenizer::load(write_temp("arr.json", "[1, 2]"), good.bpe_path),

@@ -1,0 +1,56 @@
+// The cluster report: every rank's load report (report_io.h) merged into one picture per MoE
+// layer, summed over steps (proto/report.proto ClusterReport):
+//   - load per expert: rows each expert received, from its owner's received_per_local_expert
+//     placed at local_expert_begin; routed and dropped per expert summed over senders
+//   - the P x P traffic matrix, bytes and rows, [i * P + j] = sent by rank i to rank j
+//     (dispatch payload; the diagonal is what a rank keeps for its own experts)
+//   - imbalance over experts' received load: max/mean and (max - mean)/mean (0 with no load)
+//   - time per phase: each rank's total over steps, then the mean and the max over ranks
+//   - routing metrics merged exactly from the per-rank sums (routers/metrics.h)
+//
+// Consistency (a violation is BadInput naming the layer, and the ranks or the expert):
+//   - sum over ranks of rows received == sum routed - sum dropped, per layer and per expert
+//   - rows_sent_to_peer of i -> j == rows_recv_from_peer of j <- i (and the same for bytes),
+//     summed over the layer's steps
+// plus everything check_rank_report / check_rank_report_set ask of the inputs.
+//
+// Renderers: a text table for the terminal and a self-contained HTML page (inline CSS and
+// hand-built SVG, no scripts, no external resources).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "proto/report.pb.h"
+#include "runtime/core/status.h"
+
+namespace sy {
+
+// Checks the reports (each, then as a set) and merges them. sources[i] names reports[i] in
+// messages (may be empty). The result's ranks are the inputs, sorted by rank; its layers are
+// sorted by layer (only layers with entries).
+StatusOr<switchyard::ClusterReport> merge_rank_reports(
+    const std::vector<switchyard::RankReport>& reports, const std::vector<std::string>& sources = {});
+
+// Plain-text tables, one block per layer: load per expert (one line with a bar per expert, or
+// a compact grid when E > 64), the traffic matrix in MiB (per-rank totals when P > 16),
+// imbalance, drops, routing metrics, and phase times mean / max over ranks.
+std::string render_cluster_text(const switchyard::ClusterReport& c);
+
+// A self-contained HTML page: summary table, per-rank stacked bars of phase time, and per
+// layer a bar chart of load per expert (kept vs dropped) and a heat map of the traffic matrix.
+std::string render_cluster_html(const switchyard::ClusterReport& c);
+
+// The seven phases of PhaseTimes, in pipeline order, as {name, seconds}.
+struct PhaseValue {
+  const char* name;
+  double seconds;
+};
+std::vector<PhaseValue> phase_values(const switchyard::PhaseTimes& t);
+
+// Each rank's seconds per phase summed over the steps of `layer` (every layer when -1), read
+// from c.ranks(): [P][7], phases in phase_values() order, ranks by position in c.ranks().
+std::vector<std::vector<double>> rank_phase_seconds(const switchyard::ClusterReport& c,
+                                                    int layer = -1);
+
+}  // namespace sy

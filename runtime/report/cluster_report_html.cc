@@ -1,0 +1,419 @@
+// Self-contained HTML page of a ClusterReport: inline CSS, SVG charts built by hand, no
+// scripts and no external resources, so report.html opens anywhere, offline, and can be
+// attached to a ticket. Every string from the reports (router, hosts, warnings) is escaped.
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "runtime/report/cluster_report.h"
+
+namespace sy {
+using switchyard::ClusterReport;
+using LayerSummary = switchyard::ClusterReport::LayerSummary;
+
+namespace {
+
+// Categorical colours (Tableau 10), one per phase in phase_values() order.
+const char* const kPhaseColors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2",
+                                    "#59a14f", "#edc948", "#b07aa1"};
+const char* const kKeptColor = "#4e79a7";
+const char* const kDroppedColor = "#e15759";
+
+__attribute__((format(printf, 1, 2))) std::string fmt(const char* f, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, f);
+  const int n = std::vsnprintf(buf, sizeof(buf), f, ap);
+  va_end(ap);
+  return n > 0 ? std::string(buf, static_cast<size_t>(std::min<int>(n, sizeof(buf) - 1))) : "";
+}
+
+std::string esc(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    switch (ch) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
+}
+
+// 12345678 -> "12,345,678".
+std::string grouped(int64_t v) {
+  std::string d = std::to_string(v < 0 ? -v : v), out;
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i > 0 && (d.size() - i) % 3 == 0) out += ',';
+    out += d[i];
+  }
+  return v < 0 ? "-" + out : out;
+}
+
+// Axis labels: 1500 -> "1.5k", 0.0025 -> "0.0025".
+std::string short_num(double v) {
+  const double a = std::fabs(v);
+  if (a >= 1e9) return fmt("%.3gG", v / 1e9);
+  if (a >= 1e6) return fmt("%.3gM", v / 1e6);
+  if (a >= 1e4) return fmt("%.3gk", v / 1e3);
+  return fmt("%.4g", v);
+}
+
+double to_mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+// 0 = max(v) .. a round number >= max in steps of 1, 2 or 5 x 10^k (at most ~10 ticks).
+std::vector<double> nice_ticks(double max) {
+  if (!(max > 0.0) || !std::isfinite(max)) return {0.0, 1.0};
+  const double raw = max / 5.0;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  const double r = raw / mag;
+  const double step = (r <= 1.0 ? 1.0 : r <= 2.0 ? 2.0 : r <= 5.0 ? 5.0 : 10.0) * mag;
+  std::vector<double> t;
+  for (int i = 0; i <= 12; ++i) {
+    t.push_back(step * i);
+    if (step * i >= max * (1.0 - 1e-12)) break;
+  }
+  return t;
+}
+
+// Sequential blues for the heat map; t in [0, 1].
+std::string blues(double t) {
+  static const int stops[5][3] = {
+      {247, 251, 255}, {198, 219, 239}, {107, 174, 214}, {33, 113, 181}, {8, 48, 107}};
+  t = std::min(1.0, std::max(0.0, std::isfinite(t) ? t : 0.0)) * 4.0;
+  const int i = std::min(3, static_cast<int>(t));
+  const double f = t - i;
+  int c[3];
+  for (int k = 0; k < 3; ++k)
+    c[k] = static_cast<int>(std::lround(stops[i][k] + f * (stops[i + 1][k] - stops[i][k])));
+  return fmt("#%02x%02x%02x", c[0], c[1], c[2]);
+}
+
+std::string svg_open(int w, int h, const std::string& label) {
+  return fmt("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+             "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"",
+             w, h, w, h) +
+         esc(label) + "\">\n";
+}
+
+std::string text(double x, double y, const std::string& s, const char* anchor = "middle",
+                 const char* extra = "") {
+  return fmt("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\" %s>", x, y, anchor, extra) + esc(s) +
+         "</text>\n";
+}
+
+std::string rect(double x, double y, double w, double h, const std::string& fill,
+                 const std::string& tip = "", const char* extra = "") {
+  std::string r = fmt("<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\" %s>",
+                      x, y, std::max(w, 0.0), std::max(h, 0.0), fill.c_str(), extra);
+  if (!tip.empty()) r += "<title>" + esc(tip) + "</title>";
+  return r + "</rect>\n";
+}
+
+// Horizontal gridlines with labels on the left, the y-axis title rotated.
+std::string y_axis(const std::vector<double>& ticks, double ml, double mt, double pw, double ph,
+                   const std::string& title) {
+  std::string s;
+  const double top = ticks.back();
+  for (double t : ticks) {
+    const double y = mt + ph - t / top * ph;
+    s += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", ml, y,
+             ml + pw, y, t == 0.0 ? "#57606a" : "#e5e7eb");
+    s += text(ml - 6, y + 4, short_num(t), "end", "class=\"tick\"");
+  }
+  s += fmt("<text transform=\"translate(14,%.1f) rotate(-90)\" text-anchor=\"middle\" "
+           "class=\"axis\">",
+           mt + ph / 2) +
+       esc(title) + "</text>\n";
+  return s;
+}
+
+// Swatches with labels in a row from (x, y).
+std::string legend(double x, double y, const std::vector<std::pair<std::string, std::string>>& items) {
+  std::string s;
+  for (const auto& [name, color] : items) {
+    s += rect(x, y - 9, 11, 11, color);
+    s += text(x + 15, y, name, "start", "class=\"legend\"");
+    x += 28 + 6.8 * static_cast<double>(name.size());
+  }
+  return s;
+}
+
+std::vector<int> expert_owners(const ClusterReport& c) {
+  std::vector<int> owner(static_cast<size_t>(std::max(c.num_experts(), 0)), 0);
+  for (const auto& r : c.ranks())
+    for (int j = 0; j < r.local_expert_count(); ++j) {
+      const int e = r.local_expert_begin() + j;
+      if (e >= 0 && e < c.num_experts()) owner[static_cast<size_t>(e)] = r.rank();
+    }
+  return owner;
+}
+
+// Stacked bars of rows per expert (kept = received, dropped on top), owner ranks as bands.
+std::string load_chart(const LayerSummary& s, const std::vector<int>& owner) {
+  const int E = s.load_per_expert_size();
+  const double W = 720, H = 300, ml = 64, mr = 16, mt = 40, mb = 46;
+  const double pw = W - ml - mr, ph = H - mt - mb, slot = pw / std::max(E, 1);
+  double top = 0.0;
+  for (int e = 0; e < E; ++e)
+    top = std::max(top, static_cast<double>(s.load_per_expert(e) + s.dropped_per_expert(e)));
+  const std::vector<double> ticks = nice_ticks(top);
+  const double ymax = ticks.back();
+  std::string g = svg_open(static_cast<int>(W), static_cast<int>(H),
+                           fmt("Load per expert, layer %d", s.layer()));
+  // Owner bands: alternate shading per rank, labelled when there is room.
+  for (int e = 0, band = 0; e < E; ++band) {
+    int f = e;
+    while (f < E && owner[static_cast<size_t>(f)] == owner[static_cast<size_t>(e)]) ++f;
+    if (band % 2 == 1) g += rect(ml + e * slot, mt, (f - e) * slot, ph, "#f3f4f6");
+    if ((f - e) * slot >= 24)
+      g += text(ml + (e + f) * slot / 2, mt + 12, fmt("r%d", owner[static_cast<size_t>(e)]),
+                "middle", "class=\"band\"");
+    e = f;
+  }
+  g += y_axis(ticks, ml, mt, pw, ph, "rows (assignments)");
+  const double bw = std::max(1.0, slot * 0.78);
+  for (int e = 0; e < E; ++e) {
+    const double kept = static_cast<double>(s.load_per_expert(e));
+    const double drop = static_cast<double>(s.dropped_per_expert(e));
+    const double x = ml + e * slot + (slot - bw) / 2;
+    const double hk = kept / ymax * ph, hd = drop / ymax * ph;
+    const std::string tip =
+        fmt("expert %d (rank %d): %s kept, %s dropped", e, owner[static_cast<size_t>(e)],
+            grouped(s.load_per_expert(e)).c_str(), grouped(s.dropped_per_expert(e)).c_str());
+    g += rect(x, mt + ph - hk, bw, hk, kKeptColor, tip);
+    if (drop > 0) g += rect(x, mt + ph - hk - hd, bw, hd, kDroppedColor, tip);
+  }
+  if (E > 0 && s.received() > 0) {
+    const double mean = static_cast<double>(s.received()) / E;
+    const double y = mt + ph - mean / ymax * ph;
+    g += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#111827\" "
+             "stroke-dasharray=\"5,4\"/>\n",
+             ml, y, ml + pw, y);
+    g += text(ml + pw - 4, y - 5, "mean " + short_num(mean), "end", "class=\"legend\"");
+  }
+  const int every = std::max(1, static_cast<int>(std::ceil(E / 32.0)));
+  for (int e = 0; e < E; e += every)
+    g += text(ml + (e + 0.5) * slot, mt + ph + 15, std::to_string(e), "middle", "class=\"tick\"");
+  g += text(ml + pw / 2, H - 8, "expert (shaded bands: owning rank)", "middle", "class=\"axis\"");
+  g += legend(ml, 20, {{"kept (rows received)", kKeptColor}, {"dropped by capacity", kDroppedColor}});
+  return g + "</svg>\n";
+}
+
+// P x P heat map of dispatch bytes, row = sender, column = receiver.
+std::string traffic_chart(const LayerSummary& s, int P) {
+  const int cell = std::max(4, std::min(44, 320 / std::max(P, 1)));
+  const double plot = static_cast<double>(cell) * P;
+  const double ml = 64, mt = 52, mr = 96, mb = 20;
+  const double W = ml + plot + mr, H = mt + plot + mb;
+  int64_t maxb = 0;
+  for (int64_t b : s.traffic_bytes()) maxb = std::max(maxb, b);
+  std::string g = svg_open(static_cast<int>(W), static_cast<int>(H),
+                           fmt("Traffic matrix, layer %d", s.layer()));
+  const int every = std::max(1, static_cast<int>(std::ceil(P / 16.0)));
+  for (int i = 0; i < P; ++i)
+    for (int j = 0; j < P; ++j) {
+      const int64_t b = s.traffic_bytes(i * P + j);
+      const double t = maxb > 0 ? static_cast<double>(b) / static_cast<double>(maxb) : 0.0;
+      const std::string tip =
+          fmt("rank %d -> rank %d: %.3f MiB, %s rows%s", i, j, to_mib(b),
+              grouped(s.traffic_rows(i * P + j)).c_str(), i == j ? " (stays on the rank)" : "");
+      g += rect(ml + j * cell, mt + i * cell, cell, cell, blues(t), tip,
+                i == j ? "stroke=\"#111827\" stroke-dasharray=\"3,2\"" : "stroke=\"#ffffff\"");
+      if (cell >= 40)
+        g += text(ml + (j + 0.5) * cell, mt + (i + 0.5) * cell + 4, short_num(to_mib(b)),
+                  "middle", t > 0.55 ? "class=\"cell\" fill=\"#ffffff\"" : "class=\"cell\"");
+    }
+  for (int k = 0; k < P; k += every) {
+    g += text(ml - 6, mt + (k + 0.5) * cell + 4, fmt("r%d", k), "end", "class=\"tick\"");
+    g += text(ml + (k + 0.5) * cell, mt - 6, fmt("r%d", k), "middle", "class=\"tick\"");
+  }
+  g += text(ml + plot / 2, 16, "to rank", "middle", "class=\"axis\"");
+  g += fmt("<text transform=\"translate(14,%.1f) rotate(-90)\" text-anchor=\"middle\" "
+           "class=\"axis\">from rank</text>\n",
+           mt + plot / 2);
+  // Colour legend: a vertical gradient, 0 at the bottom.
+  const std::string id = fmt("blues%d", s.layer());
+  g += "<defs><linearGradient id=\"" + id + "\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">";
+  for (int k = 0; k <= 4; ++k)
+    g += fmt("<stop offset=\"%d%%\" stop-color=\"%s\"/>", k * 25, blues(k / 4.0).c_str());
+  g += "</linearGradient></defs>\n";
+  const double lx = ml + plot + 20;
+  g += rect(lx, mt, 14, plot, "url(#" + id + ")", "", "stroke=\"#d0d7de\"");
+  g += text(lx + 20, mt + 9, short_num(to_mib(maxb)), "start", "class=\"tick\"");
+  g += text(lx + 20, mt + plot, "0", "start", "class=\"tick\"");
+  g += text(lx + 20, mt + plot / 2 + 4, "MiB", "start", "class=\"tick\"");
+  return g + "</svg>\n";
+}
+
+// Per rank, seconds per phase summed over every layer and step, stacked.
+std::string phase_chart(const ClusterReport& c) {
+  const std::vector<std::vector<double>> t = rank_phase_seconds(c, -1);
+  const int P = static_cast<int>(t.size());
+  const double W = 720, H = 300, ml = 64, mr = 16, mt = 44, mb = 40;
+  const double pw = W - ml - mr, ph = H - mt - mb, slot = pw / std::max(P, 1);
+  double top = 0.0;
+  for (const auto& r : t) {
+    double sum = 0.0;
+    for (double x : r) sum += x;
+    top = std::max(top, sum);
+  }
+  const std::vector<double> ticks = nice_ticks(top);
+  const double ymax = ticks.back();
+  std::string g = svg_open(static_cast<int>(W), static_cast<int>(H), "Time per phase per rank");
+  g += y_axis(ticks, ml, mt, pw, ph, "seconds");
+  const double bw = std::max(1.0, std::min(64.0, slot * 0.7));
+  const std::vector<PhaseValue> names = phase_values(switchyard::PhaseTimes());
+  for (int r = 0; r < P; ++r) {
+    double y = mt + ph;
+    const double x = ml + r * slot + (slot - bw) / 2;
+    for (size_t k = 0; k < names.size() && k < t[static_cast<size_t>(r)].size(); ++k) {
+      const double v = t[static_cast<size_t>(r)][k], h = v / ymax * ph;
+      y -= h;
+      g += rect(x, y, bw, h, kPhaseColors[k], fmt("rank %d %s: %.6f s", r, names[k].name, v));
+    }
+  }
+  const int every = std::max(1, static_cast<int>(std::ceil(P / 32.0)));
+  for (int r = 0; r < P; r += every)
+    g += text(ml + (r + 0.5) * slot, mt + ph + 15, fmt("r%d", r), "middle", "class=\"tick\"");
+  g += text(ml + pw / 2, H - 6, "rank", "middle", "class=\"axis\"");
+  std::vector<std::pair<std::string, std::string>> items;
+  for (size_t k = 0; k < names.size(); ++k) items.emplace_back(names[k].name, kPhaseColors[k]);
+  g += legend(ml, 18, items);
+  return g + "</svg>\n";
+}
+
+const char* const kStyle = R"(<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
+background:#f6f7f9;color:#1f2328}
+header{background:#1f2937;color:#f9fafb;padding:20px 32px}
+header h1{margin:0;font-size:22px;font-weight:600}
+header .sub{color:#d1d5db;margin-top:6px;font-size:14px}
+main{max-width:1180px;margin:0 auto;padding:8px 32px 40px}
+.card{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:16px 20px;margin:16px 0}
+h2{font-size:17px;margin:0 0 12px}
+h3{font-size:14px;margin:4px 0 6px;color:#374151}
+.tiles{display:flex;flex-wrap:wrap;gap:12px}
+.tile{flex:1 1 150px;background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:12px 16px}
+.tile .v{font-size:22px;font-weight:600}.tile .k{font-size:12px;color:#57606a}
+table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
+th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #eaecef}
+th{background:#f3f4f6;font-weight:600}td:first-child,th:first-child{text-align:left}
+.charts{display:flex;flex-wrap:wrap;gap:20px;align-items:flex-start}
+.tick{font-size:11px;fill:#57606a}.axis{font-size:12px;fill:#374151}
+.legend{font-size:12px;fill:#1f2328}.band{font-size:10px;fill:#9ca3af}.cell{font-size:10px}
+.note{color:#57606a;font-size:12px;margin:8px 0 0}.warn{color:#9a3412}
+</style>
+)";
+
+std::string tile(const std::string& value, const std::string& key) {
+  return "<div class=\"tile\"><div class=\"v\">" + esc(value) + "</div><div class=\"k\">" +
+         esc(key) + "</div></div>\n";
+}
+
+}  // namespace
+
+std::string render_cluster_html(const ClusterReport& c) {
+  const int P = c.world_size(), E = c.num_experts();
+  const std::vector<int> owner = expert_owners(c);
+  int64_t steps = 0, routed = 0, dropped = 0, remote = 0;
+  double worst = 0.0, time_mean = 0.0;
+  for (const auto& s : c.layers()) {
+    steps = std::max(steps, s.steps());
+    routed += s.routed();
+    dropped += s.dropped();
+    worst = std::max(worst, s.imbalance_max_over_mean());
+    for (int i = 0; i < P; ++i)
+      for (int j = 0; j < P; ++j)
+        if (i != j && i * P + j < s.traffic_bytes_size()) remote += s.traffic_bytes(i * P + j);
+    for (const PhaseValue& v : phase_values(s.mean_times())) time_mean += v.seconds;
+  }
+  std::string h = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                  "<title>switchyard report: router " + esc(c.router()) + "</title>\n";
+  h += kStyle;
+  h += "</head><body>\n<header><h1>switchyard cluster report</h1><div class=\"sub\">router <b>" +
+       esc(c.router()) + "</b> &middot; " +
+       fmt("%d ranks &middot; %d experts, top-%d &middot; %d layers &middot; %lld steps", P, E,
+           c.top_k(), c.num_layers(), static_cast<long long>(steps)) +
+       "</div></header>\n<main>\n";
+  for (const std::string& w : c.warnings())
+    h += "<p class=\"warn\">warning: " + esc(w) + "</p>\n";
+  h += "<div class=\"tiles\" style=\"margin-top:16px\">\n";
+  h += tile(grouped(routed), "assignments routed (all layers)");
+  h += tile(fmt("%.2f%%", routed > 0 ? 100.0 * dropped / routed : 0.0), "dropped by capacity");
+  h += tile(fmt("%.3f", worst), "worst layer imbalance (max/mean)");
+  h += tile(fmt("%.2f MiB", to_mib(remote)), "dispatched between ranks");
+  h += tile(fmt("%.4f s", time_mean), "MoE time per rank (mean)");
+  h += "</div>\n";
+
+  h += "<section class=\"card\"><h2>Summary by layer</h2>\n<table>\n<tr><th>layer</th>"
+       "<th>steps</th><th>routed</th><th>dropped</th><th>drop %</th><th>imbalance max/mean</th>"
+       "<th>(max&minus;mean)/mean</th><th>entropy / log E</th><th>utilization</th>"
+       "<th>MiB between ranks</th><th>time mean (s)</th><th>time max (s)</th></tr>\n";
+  for (const auto& s : c.layers()) {
+    int64_t rb = 0;
+    for (int i = 0; i < P; ++i)
+      for (int j = 0; j < P; ++j)
+        if (i != j && i * P + j < s.traffic_bytes_size()) rb += s.traffic_bytes(i * P + j);
+    double tmean = 0.0, tmax = 0.0;
+    for (const PhaseValue& v : phase_values(s.mean_times())) tmean += v.seconds;
+    for (const auto& r : rank_phase_seconds(c, s.layer())) {
+      double sum = 0.0;
+      for (double x : r) sum += x;
+      tmax = std::max(tmax, sum);
+    }
+    h += fmt("<tr><td>%d</td><td>%lld</td>", s.layer(), static_cast<long long>(s.steps())) +
+         "<td>" + grouped(s.routed()) + "</td><td>" + grouped(s.dropped()) + "</td>" +
+         fmt("<td>%.2f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.0f%%</td><td>%.3f</td>"
+             "<td>%.5f</td><td>%.5f</td></tr>\n",
+             s.routed() > 0 ? 100.0 * s.dropped() / s.routed() : 0.0,
+             s.imbalance_max_over_mean(), s.imbalance_excess(), s.metrics().entropy_norm(),
+             100.0 * s.metrics().utilization(), to_mib(rb), tmean, tmax);
+  }
+  h += "</table>\n<p class=\"note\">Counts are summed over steps and ranks. Imbalance is over "
+       "the rows each expert received. Times are each rank's total over steps: mean and max "
+       "over ranks.</p></section>\n";
+
+  h += "<section class=\"card\"><h2>Time per phase per rank (all layers)</h2>\n" + phase_chart(c);
+  h += "<p class=\"note\">A rank that spends long in count_exchange or dispatch is usually "
+       "waiting for a slower peer.</p></section>\n";
+
+  for (const auto& s : c.layers()) {
+    if (s.load_per_expert_size() != E || s.dropped_per_expert_size() != E ||
+        s.traffic_bytes_size() != P * P || s.traffic_rows_size() != P * P)
+      continue;
+    h += fmt("<section class=\"card\"><h2>Layer %d</h2>\n<div class=\"charts\">\n", s.layer());
+    h += "<div><h3>Load per expert</h3>\n" + load_chart(s, owner) + "</div>\n";
+    h += "<div><h3>Traffic matrix (dispatch, MiB)</h3>\n" + traffic_chart(s, P) + "</div>\n";
+    h += "</div>\n<table style=\"margin-top:10px\"><tr><th>phase (s)</th>";
+    const std::vector<PhaseValue> mean = phase_values(s.mean_times());
+    const std::vector<PhaseValue> max = phase_values(s.max_times());
+    for (const PhaseValue& v : mean) h += "<th>" + std::string(v.name) + "</th>";
+    h += "</tr>\n<tr><td>mean over ranks</td>";
+    for (const PhaseValue& v : mean) h += fmt("<td>%.5f</td>", v.seconds);
+    h += "</tr>\n<tr><td>max over ranks</td>";
+    for (const PhaseValue& v : max) h += fmt("<td>%.5f</td>", v.seconds);
+    h += fmt("</tr></table>\n<p class=\"note\">imbalance max/mean %.3f &middot; dropped %s of %s "
+             "&middot; routing entropy %.3f nats, %.2f effective experts, top-k mass %.3f%s</p>"
+             "</section>\n",
+             s.imbalance_max_over_mean(), grouped(s.dropped()).c_str(),
+             grouped(s.routed()).c_str(), s.metrics().entropy(), s.metrics().effective_experts(),
+             s.metrics().topk_mass(), s.metrics().collapsed() ? " &middot; <b>collapsed</b>" : "");
+  }
+  std::string version;
+  if (c.ranks_size() > 0) version = c.ranks(0).switchyard_version();
+  h += "<p class=\"note\">Generated by switchyard " + esc(version) +
+       ". Bytes are dispatch payload; the dashed diagonal of a traffic matrix stays on its rank. "
+       "Hover a bar or a cell for its numbers.</p>\n</main></body></html>\n";
+  return h;
+}
+
+}  // namespace sy

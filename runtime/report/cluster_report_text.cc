@@ -1,0 +1,164 @@
+// Plain-text rendering of a ClusterReport for the terminal (`switchyard report`).
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "runtime/report/cluster_report.h"
+
+namespace sy {
+using switchyard::ClusterReport;
+
+namespace {
+
+constexpr int kBarWidth = 40;
+constexpr int kMaxExpertLines = 64;  // above: a compact grid instead of one line per expert
+constexpr int kMaxMatrixRanks = 16;  // above: per-rank totals instead of the P x P matrix
+
+__attribute__((format(printf, 2, 3))) void appendf(std::string* out, const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  const int n = std::vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  if (n > 0) out->append(buf, static_cast<size_t>(std::min<int>(n, sizeof(buf) - 1)));
+}
+
+double to_mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+long long ll(int64_t v) { return static_cast<long long>(v); }
+
+void render_loads(const ClusterReport::LayerSummary& s, const std::vector<int>& owner,
+                  std::string* out) {
+  const int E = s.load_per_expert_size();
+  if (E > kMaxExpertLines) {
+    appendf(out, "  rows received per expert (dropped in brackets):\n");
+    for (int e = 0; e < E; ++e)
+      appendf(out, "%s e%-4d %9lld (%lld)%s", e % 6 == 0 ? "   " : "", e,
+              ll(s.load_per_expert(e)), ll(s.dropped_per_expert(e)),
+              e % 6 == 5 || e == E - 1 ? "\n" : "");
+    return;
+  }
+  int64_t top = 1;
+  for (int e = 0; e < E; ++e)
+    top = std::max(top, s.load_per_expert(e) + s.dropped_per_expert(e));
+  appendf(out, "  load per expert (# rows received, x dropped; bar full = %lld rows)\n", ll(top));
+  appendf(out, "    %-7s %-5s %10s %9s\n", "expert", "rank", "received", "dropped");
+  for (int e = 0; e < E; ++e) {
+    const int64_t kept = s.load_per_expert(e), drop = s.dropped_per_expert(e);
+    const double scale = static_cast<double>(kBarWidth) / static_cast<double>(top);
+    const int nk = static_cast<int>(static_cast<double>(kept) * scale + 0.5);
+    const int nd = std::min(kBarWidth - nk, static_cast<int>(static_cast<double>(drop) * scale + 0.5));
+    appendf(out, "    e%-6d r%-4d %10lld %9lld  |%s%s%*s|\n", e, owner[static_cast<size_t>(e)],
+            ll(kept), ll(drop), std::string(static_cast<size_t>(nk), '#').c_str(),
+            std::string(static_cast<size_t>(std::max(nd, 0)), 'x').c_str(),
+            kBarWidth - nk - std::max(nd, 0), "");
+  }
+}
+
+void render_traffic(const ClusterReport::LayerSummary& s, int P, std::string* out) {
+  if (s.traffic_bytes_size() != P * P) return;
+  std::vector<int64_t> sent(static_cast<size_t>(P), 0), recv(static_cast<size_t>(P), 0);
+  int64_t remote = 0, total = 0;
+  for (int i = 0; i < P; ++i)
+    for (int j = 0; j < P; ++j) {
+      const int64_t b = s.traffic_bytes(i * P + j);
+      sent[static_cast<size_t>(i)] += b;
+      recv[static_cast<size_t>(j)] += b;
+      total += b;
+      if (i != j) remote += b;
+    }
+  appendf(out, "  traffic: %.3f MiB dispatched, %.3f MiB of it between ranks (%lld rows)\n",
+          to_mib(total), to_mib(remote), ll([&] {
+            int64_t rows = 0;
+            for (int64_t r : s.traffic_rows()) rows += r;
+            return rows;
+          }()));
+  if (P > kMaxMatrixRanks) {
+    appendf(out, "    %-6s %12s %12s   (MiB)\n", "rank", "sent", "received");
+    for (int i = 0; i < P; ++i)
+      appendf(out, "    r%-5d %12.3f %12.3f\n", i, to_mib(sent[static_cast<size_t>(i)]),
+              to_mib(recv[static_cast<size_t>(i)]));
+    return;
+  }
+  appendf(out, "  traffic matrix, MiB (row = from rank, column = to rank)\n    %-6s", "");
+  for (int j = 0; j < P; ++j) appendf(out, " %9s", ("r" + std::to_string(j)).c_str());
+  appendf(out, " %9s\n", "sent");
+  for (int i = 0; i < P; ++i) {
+    appendf(out, "    r%-5d", i);
+    for (int j = 0; j < P; ++j) appendf(out, " %9.3f", to_mib(s.traffic_bytes(i * P + j)));
+    appendf(out, " %9.3f\n", to_mib(sent[static_cast<size_t>(i)]));
+  }
+  appendf(out, "    %-6s", "recv");
+  for (int j = 0; j < P; ++j) appendf(out, " %9.3f", to_mib(recv[static_cast<size_t>(j)]));
+  appendf(out, "\n");
+}
+
+void render_times(const ClusterReport& c, const ClusterReport::LayerSummary& s,
+                  std::string* out) {
+  const std::vector<PhaseValue> mean = phase_values(s.mean_times());
+  const std::vector<PhaseValue> max = phase_values(s.max_times());
+  appendf(out, "  time per phase, seconds per rank summed over steps\n");
+  appendf(out, "    %-15s %11s %11s\n", "phase", "mean", "max");
+  double total_mean = 0.0;
+  for (size_t k = 0; k < mean.size(); ++k) {
+    appendf(out, "    %-15s %11.6f %11.6f\n", mean[k].name, mean[k].seconds, max[k].seconds);
+    total_mean += mean[k].seconds;
+  }
+  // The max of the totals is not the sum of the per-phase maxima: take it from the ranks.
+  double total_max = 0.0;
+  for (const std::vector<double>& t : rank_phase_seconds(c, s.layer())) {
+    double sum = 0.0;
+    for (double x : t) sum += x;
+    total_max = std::max(total_max, sum);
+  }
+  appendf(out, "    %-15s %11.6f %11.6f\n", "total", total_mean, total_max);
+}
+
+}  // namespace
+
+std::string render_cluster_text(const ClusterReport& c) {
+  std::string out;
+  const int P = c.world_size(), E = c.num_experts();
+  int64_t steps = 0;
+  for (const auto& s : c.layers()) steps = std::max(steps, s.steps());
+  appendf(&out, "switchyard cluster report: router %s, %d ranks, %d experts, top-%d, %d layers\n",
+          c.router().c_str(), P, E, c.top_k(), c.num_layers());
+  appendf(&out, "counts are summed over %lld steps; times are each rank's total over steps\n",
+          ll(steps));
+  for (const std::string& w : c.warnings()) appendf(&out, "warning: %s\n", w.c_str());
+  // Owner rank of each expert.
+  std::vector<int> owner(static_cast<size_t>(std::max(E, 0)), 0);
+  for (const auto& r : c.ranks())
+    for (int j = 0; j < r.local_expert_count(); ++j) {
+      const int e = r.local_expert_begin() + j;
+      if (e >= 0 && e < E) owner[static_cast<size_t>(e)] = r.rank();
+    }
+  for (const auto& s : c.layers()) {
+    if (s.load_per_expert_size() != E || s.dropped_per_expert_size() != E) continue;
+    const auto& m = s.metrics();
+    appendf(&out, "\n== layer %d (%lld steps) ==\n", s.layer(), ll(s.steps()));
+    appendf(&out, "  assignments: routed %lld, dropped %lld (%.2f%%), received %lld\n",
+            ll(s.routed()), ll(s.dropped()),
+            s.routed() > 0 ? 100.0 * static_cast<double>(s.dropped()) / s.routed() : 0.0,
+            ll(s.received()));
+    appendf(&out, "  imbalance of received load: max/mean %.3f, (max-mean)/mean %.3f\n",
+            s.imbalance_max_over_mean(), s.imbalance_excess());
+    appendf(&out,
+            "  routing: %lld tokens, entropy %.3f nats (%.3f of log E), effective experts %.2f, "
+            "top-k mass %.3f\n",
+            ll(m.tokens()), m.entropy(), m.entropy_norm(), m.effective_experts(), m.topk_mass());
+    appendf(&out,
+            "           load entropy %.3f, utilization %.0f%%, routed max/mean %.3f, load cv %.3f, "
+            "collapsed %s\n",
+            m.load_entropy_norm(), 100.0 * m.utilization(), m.imbalance(), m.load_cv(),
+            m.collapsed() ? "YES" : "no");
+    render_loads(s, owner, &out);
+    render_traffic(s, P, &out);
+    render_times(c, s, &out);
+  }
+  return out;
+}
+
+}  // namespace sy
