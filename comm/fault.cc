@@ -123,6 +123,12 @@ StatusOr<FaultSpec> parse_one(const std::string& text) {
       return InvalidArgument(where + "exit arg must be an exit code in [0, 255]");
     }
   }
+  if (spec.kind == FaultKind::kCorruptCount && !spec.arg.empty()) {
+    int64_t delta = 0;
+    if (!parse_int(spec.arg, -1000000, 1000000, &delta) || delta == 0) {
+      return InvalidArgument(where + "corrupt_count arg must be a non-zero integer delta");
+    }
+  }
   return spec;
 }
 

@@ -81,11 +81,18 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
   p.dropped_E.assign(static_cast<size_t>(E), 0);
   p.offsets_E1.assign(static_cast<size_t>(E + 1), 0);
 
-  // Pass 1: count routed assignments per expert (unmasked tokens only) and validate ids.
-  int64_t valid_tokens = 0;
+  if (cfg.group_tokens < 0) return InvalidArgument("capacity plan: group_tokens must be >= 0");
+  const int64_t G = cfg.group_tokens > 0 ? std::min<int64_t>(cfg.group_tokens, std::max<int64_t>(T, 1))
+                                         : std::max<int64_t>(T, 1);
+  const int64_t num_groups = (T + G - 1) / G;
+
+  // Pass 1: count routed assignments per expert (unmasked tokens only), unmasked tokens per
+  // group, and validate ids.
+  std::vector<int64_t>& cap_g = p.scratch_capacity_G_;
+  cap_g.assign(static_cast<size_t>(num_groups), 0);
   for (int64_t t = 0; t < T; ++t) {
     if (mask_T && !mask_T[t]) continue;
-    ++valid_tokens;
+    ++cap_g[static_cast<size_t>(t / G)];
     for (int64_t k = 0; k < K; ++k) {
       const int32_t e = topk_ids_TK[t * K + k];
       if (e < 0 || e >= E) {
@@ -97,7 +104,11 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
       ++p.routed_E[static_cast<size_t>(e)];
     }
   }
-  p.capacity = expert_capacity(cfg, valid_tokens, E, K);
+  p.capacity = 0;
+  for (int64_t& c : cap_g) {
+    c = expert_capacity(cfg, c, E, K);  // tokens of the group -> its capacity
+    p.capacity = std::max(p.capacity, c);
+  }
 
   // Pass 2: counting sort of the routed assignments by expert; (token, slot) order within each
   // expert comes for free from the loop order.
@@ -119,39 +130,49 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
     }
   }
 
-  // Kept counts and the grouped row offsets.
-  p.offsets_E1[0] = 0;
+  // Pass 3: per expert and group (a contiguous run of the token-ordered segment), choose the
+  // kept set and compact it, in ascending (token, slot) order, to the front of the segment.
+  auto better = [rank_probs_TK](int32_t a, int32_t b) {
+    // Strict total order: higher probability first, then lower flat index (token, slot).
+    const float ka = rank_key(rank_probs_TK[a]), kb = rank_key(rank_probs_TK[b]);
+    return ka > kb || (ka == kb && a < b);
+  };
+  const int64_t GK = G * K;
   for (int64_t e = 0; e < E; ++e) {
-    const int32_t r = p.routed_E[e];
-    const int32_t kept = static_cast<int32_t>(std::min<int64_t>(r, p.capacity));
+    int32_t* seg = all.data() + ro[e];
+    const int32_t n = p.routed_E[e];
+    int32_t kept = 0;
+    for (int32_t i0 = 0; i0 < n;) {
+      const int64_t g = seg[i0] / GK;
+      int32_t i1 = i0 + 1;
+      while (i1 < n && seg[i1] / GK == g) ++i1;
+      const int32_t run = i1 - i0;
+      const int32_t keep = static_cast<int32_t>(std::min<int64_t>(run, cap_g[static_cast<size_t>(g)]));
+      int32_t* r = seg + i0;
+      if (keep < run && keep > 0 && cfg.policy == DropPolicy::kProbs) {
+        std::nth_element(r, r + keep - 1, r + run, better);
+        std::sort(r, r + keep);
+      }
+      // kPosition (or no overflow): the first `keep` of the token-ordered run.
+      std::memmove(seg + kept, r, static_cast<size_t>(keep) * sizeof(int32_t));
+      kept += keep;
+      i0 = i1;
+    }
     p.kept_E[e] = kept;
-    p.dropped_E[e] = r - kept;
-    p.offsets_E1[e + 1] = p.offsets_E1[e] + kept;
+    p.dropped_E[e] = n - kept;
   }
+
+  // Grouped row offsets and the kept rows in order.
+  p.offsets_E1[0] = 0;
+  for (int64_t e = 0; e < E; ++e) p.offsets_E1[e + 1] = p.offsets_E1[e] + p.kept_E[e];
   p.total_routed = routed;
   p.total_kept = p.offsets_E1[static_cast<size_t>(E)];
   p.total_dropped = routed - p.total_kept;
   p.order_A.resize(static_cast<size_t>(p.total_kept));
-
-  // Pass 3: per expert, choose the kept set and write it in ascending (token, slot) order.
   for (int64_t e = 0; e < E; ++e) {
-    int32_t* seg = all.data() + ro[e];
-    const int32_t n = p.routed_E[e], keep = p.kept_E[e];
-    if (keep < n && cfg.policy == DropPolicy::kProbs) {
-      // Strict total order: higher probability first, then lower flat index (token, slot).
-      auto better = [rank_probs_TK](int32_t a, int32_t b) {
-        const float ka = rank_key(rank_probs_TK[a]), kb = rank_key(rank_probs_TK[b]);
-        return ka > kb || (ka == kb && a < b);
-      };
-      if (keep > 0) {
-        std::nth_element(seg, seg + keep - 1, seg + n, better);
-        std::sort(seg, seg + keep);
-      }
-    }
-    // kPosition (or no overflow): the first `keep` of the token-ordered segment.
     int32_t* out = p.order_A.data() + p.offsets_E1[e];
-    std::memcpy(out, seg, static_cast<size_t>(keep) * sizeof(int32_t));
-    for (int32_t i = 0; i < keep; ++i) {
+    std::memcpy(out, all.data() + ro[e], static_cast<size_t>(p.kept_E[e]) * sizeof(int32_t));
+    for (int32_t i = 0; i < p.kept_E[e]; ++i) {
       p.kept_TK[static_cast<size_t>(out[i])] = 1;
       p.row_of_TK[static_cast<size_t>(out[i])] = p.offsets_E1[e] + i;
     }

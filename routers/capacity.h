@@ -43,12 +43,19 @@ StatusOr<DropPolicy> parse_drop_policy(const char* name);
 struct CapacityConfig {
   double capacity_factor = 1.25;  // <= 0: dropless
   DropPolicy policy = DropPolicy::kProbs;
+  // Tokens per capacity group (a sequence). Tokens [g*G, (g+1)*G) of one call form group g and
+  // compete only with each other, with C = ceil(capacity_factor * G_g * K / E) for the G_g
+  // unmasked tokens of the group (the last group may be shorter). 0: the whole call is one
+  // group. Ranks that hold whole groups then drop exactly what one rank holding every group
+  // drops, whatever the number of ranks.
+  int64_t group_tokens = 0;
   bool dropless() const { return !(capacity_factor > 0.0); }
 };
 
 struct CapacityPlan {
   int64_t T = 0, E = 0, K = 0;
-  int64_t capacity = 0;  // C per expert; for dropless, the number of assignments (never binds)
+  int64_t capacity = 0;  // C per expert of the largest group; for dropless, the number of
+                         // assignments (never binds)
   bool dropless = false;
 
   std::vector<uint8_t> kept_TK;     // 1 kept, 0 dropped or masked
@@ -68,6 +75,7 @@ struct CapacityPlan {
   // Scratch reused across calls (no allocation in steady state).
   std::vector<int32_t> scratch_routed_A_;  // every routed assignment, grouped by expert
   std::vector<int32_t> scratch_offsets_E1_;
+  std::vector<int64_t> scratch_capacity_G_;  // per group: unmasked tokens, then capacity
 };
 
 // Checks the sizes (non-negative, K <= E, overflow rules above) without allocating.

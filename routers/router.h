@@ -98,7 +98,9 @@ class Router {
                               float* s_TE) = 0;
   // ds_TE -> parameter grads (+=) and dx_TD (+=, when non-null).
   virtual void backward_scores(const float* ds_TE, float* dx_TD) = 0;
-  // Routers that do not choose by softmax + top-k (hash, expert choice) override this.
+  // Routers that do not choose by softmax + top-k (hash, expert choice) override this. It must
+  // write every entry of out's tensors and ids, and out->finite: forward() hands it the caller's
+  // buffers, sized but not cleared.
   virtual void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out);
 
   RouterConfig cfg_;

@@ -226,9 +226,13 @@ StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
       return BadInput(where + "a symbol has a character outside GPT-2's byte-to-unicode table");
     const int32_t a = tok.token_id(a_raw), b = tok.token_id(b_raw);
     const int32_t ab = tok.token_id(a_raw + b_raw);
-    if (a < 0 || b < 0 || ab < 0)
-      return BadInput(where + "merge of symbols that are not both in " + encoder_json +
-                      " or whose result is not");
+    if (a < 0 || b < 0 || ab < 0) {
+      const std::string_view missing = a < 0   ? line.substr(0, sp)
+                                       : b < 0 ? line.substr(sp + 1)
+                                               : std::string_view("their concatenation");
+      return BadInput(where + "merge \"" + std::string(line) + "\": " + std::string(missing) +
+                      " is not a token of " + encoder_json);
+    }
     if (rank == std::numeric_limits<int32_t>::max()) return BadInput(where + "too many merges");
     tok.merges_[pair_key(a, b)] = Merge{rank++, ab};  // a repeated pair keeps its last rank,
                                                       // like encoder.py's dict(zip(...))

@@ -17,13 +17,13 @@ float* ensure(std::vector<float>& v, int64_t n) {
 
 // N(0, std^2) per slice of `slice` values: slice i drawn from stream (name, i), so any subset of
 // experts is reproducible on its own.
-void init_slices(Param* p, int64_t slices, float std, uint64_t seed) {
+void init_slices(Param* p, int64_t slices, float std, uint64_t seed, int64_t first_slice = 0) {
   if (std == 0.0f) return;  // zeros as allocated; skips ~20 ns per weight at Qwen size
   const int64_t slice = slices > 0 ? p->value.numel() / slices : 0;
   const uint64_t base = fnv1a64(p->name.c_str());
   for (int64_t i = 0; i < slices; ++i)
     fill_normal(p->value.ptr() + i * slice, slice, std, seed,
-                hash_combine(base, static_cast<uint64_t>(i)));
+                hash_combine(base, static_cast<uint64_t>(first_slice + i)));
 }
 
 Param* add(std::deque<Param>* params, const std::string& name, std::vector<int64_t> shape,
@@ -76,7 +76,7 @@ RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
   gate_ = add(&params_, "experts.gate_proj", {E, F, D}, cfg.allocate_grads);
   up_ = add(&params_, "experts.up_proj", {E, F, D}, cfg.allocate_grads);
   down_ = add(&params_, "experts.down_proj", {E, D, F}, cfg.allocate_grads);
-  for (Param* p : {gate_, up_, down_}) init_slices(p, E, cfg.init_std, cfg.seed);
+  for (Param* p : {gate_, up_, down_}) init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert);
 }
 
 int64_t RoutedExperts::num_params() const {

@@ -19,9 +19,12 @@ using switchyard::RankReport;
 using switchyard::RoutingMetricsReport;
 
 std::vector<PhaseValue> phase_values(const PhaseTimes& t) {
-  return {{"route", t.route_s()},         {"plan", t.plan_s()},
-          {"count_exchange", t.count_exchange_s()}, {"dispatch", t.dispatch_s()},
-          {"experts", t.experts_s()},     {"combine", t.combine_s()},
+  return {{"route", t.route_s()},
+          {"plan", t.plan_s()},
+          {"count_exchange", t.count_exchange_s()},
+          {"dispatch", t.dispatch_s()},
+          {"experts", t.experts_s()},
+          {"combine", t.combine_s()},
           {"unpermute", t.unpermute_s()}};
 }
 
@@ -68,11 +71,20 @@ struct LayerAcc {
   RoutingMetrics metrics;
 
   LayerAcc(int64_t P, int64_t E)
-      : load_E(E), routed_E(E), dropped_E(E), rows_sent_PP(P * P), rows_recv_PP(P * P),
-        bytes_sent_PP(P * P), bytes_recv_PP(P * P), received_P(P), times_P(P, Phases{}) {}
+      : load_E(E),
+        routed_E(E),
+        dropped_E(E),
+        rows_sent_PP(P * P),
+        rows_recv_PP(P * P),
+        bytes_sent_PP(P * P),
+        bytes_recv_PP(P * P),
+        received_P(P),
+        times_P(P, Phases{}) {}
 };
 
-bool add(int64_t* acc, int64_t v) { return !__builtin_add_overflow(*acc, v, acc); }
+bool add(int64_t* acc, int64_t v) {
+  return !__builtin_add_overflow(*acc, v, acc);
+}
 
 template <typename... Args>
 Status layer_error(int layer, const Args&... parts) {
@@ -82,7 +94,9 @@ Status layer_error(int layer, const Args&... parts) {
   return BadInput(os.str());
 }
 
-Status overflow(int layer) { return layer_error(layer, "counts overflow int64"); }
+Status overflow(int layer) {
+  return layer_error(layer, "counts overflow int64");
+}
 
 // Adds one rank's entry into the layer's sums.
 Status accumulate(const RankReport& r, const LayerStepReport& e, LayerAcc* L) {
@@ -144,16 +158,17 @@ Status accumulate(const RankReport& r, const LayerStepReport& e, LayerAcc* L) {
 Status check_layer(int layer, int64_t P, const std::vector<const RankReport*>& by_rank,
                    const LayerAcc& L) {
   if (L.received != L.routed - L.dropped)
-    return layer_error(layer, "rows received by all ranks (", L.received, ") != routed (",
-                       L.routed, ") - dropped (", L.dropped, ") summed over ranks and steps");
+    return layer_error(layer, "rows received by all ranks (", L.received, ") != routed (", L.routed,
+                       ") - dropped (", L.dropped, ") summed over ranks and steps");
   if (L.per_expert_complete) {
     for (size_t x = 0; x < L.load_E.size(); ++x) {
       if (L.load_E[x] == L.routed_E[x] - L.dropped_E[x]) continue;
       int owner = 0;
       for (int64_t q = 0; q < P; ++q)
-        if (by_rank[q]->local_expert_begin() <= static_cast<int64_t>(x)) owner = static_cast<int>(q);
-      return layer_error(layer, "expert ", x, " (owned by rank ", owner, ") received ",
-                         L.load_E[x], " rows but the ranks routed ", L.routed_E[x], " - dropped ",
+        if (by_rank[q]->local_expert_begin() <= static_cast<int64_t>(x))
+          owner = static_cast<int>(q);
+      return layer_error(layer, "expert ", x, " (owned by rank ", owner, ") received ", L.load_E[x],
+                         " rows but the ranks routed ", L.routed_E[x], " - dropped ",
                          L.dropped_E[x], " to it");
     }
   }
@@ -162,9 +177,8 @@ Status check_layer(int layer, int64_t P, const std::vector<const RankReport*>& b
     for (int64_t i = 0; i < P; ++i)
       for (int64_t j = 0; j < P; ++j)
         if (sent[i * P + j] != recv[i * P + j])
-          return layer_error(layer, "rank ", i, " sent ", sent[i * P + j], " ", unit,
-                             " to rank ", j, " but rank ", j, " received ", recv[i * P + j],
-                             " from rank ", i);
+          return layer_error(layer, "rank ", i, " sent ", sent[i * P + j], " ", unit, " to rank ",
+                             j, " but rank ", j, " received ", recv[i * P + j], " from rank ", i);
     return Status::Ok();
   };
   if (L.any_rows_sent && L.any_rows_recv)

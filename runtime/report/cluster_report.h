@@ -30,7 +30,8 @@ namespace sy {
 // messages (may be empty). The result's ranks are the inputs, sorted by rank; its layers are
 // sorted by layer (only layers with entries).
 StatusOr<switchyard::ClusterReport> merge_rank_reports(
-    const std::vector<switchyard::RankReport>& reports, const std::vector<std::string>& sources = {});
+    const std::vector<switchyard::RankReport>& reports,
+    const std::vector<std::string>& sources = {});
 
 // Plain-text tables, one block per layer: load per expert (one line with a bar per expert, or
 // a compact grid when E > 64), the traffic matrix in MiB (per-rank totals when P > 16),

@@ -36,12 +36,23 @@ std::string esc(const std::string& s) {
   out.reserve(s.size());
   for (char ch : s) {
     switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += ch;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += ch;
     }
   }
   return out;
@@ -66,7 +77,9 @@ std::string short_num(double v) {
   return fmt("%.4g", v);
 }
 
-double to_mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+double to_mib(int64_t bytes) {
+  return static_cast<double>(bytes) / (1024.0 * 1024.0);
+}
 
 // 0 = max(v) .. a round number >= max in steps of 1, 2 or 5 x 10^k (at most ~10 ticks).
 std::vector<double> nice_ticks(double max) {
@@ -136,7 +149,8 @@ std::string y_axis(const std::vector<double>& ticks, double ml, double mt, doubl
 }
 
 // Swatches with labels in a row from (x, y).
-std::string legend(double x, double y, const std::vector<std::pair<std::string, std::string>>& items) {
+std::string legend(double x, double y,
+                   const std::vector<std::pair<std::string, std::string>>& items) {
   std::string s;
   for (const auto& [name, color] : items) {
     s += rect(x, y - 9, 11, 11, color);
@@ -159,7 +173,7 @@ std::vector<int> expert_owners(const ClusterReport& c) {
 // Stacked bars of rows per expert (kept = received, dropped on top), owner ranks as bands.
 std::string load_chart(const LayerSummary& s, const std::vector<int>& owner) {
   const int E = s.load_per_expert_size();
-  const double W = 720, H = 300, ml = 64, mr = 16, mt = 40, mb = 46;
+  const double W = 640, H = 300, ml = 64, mr = 48, mt = 40, mb = 46;
   const double pw = W - ml - mr, ph = H - mt - mb, slot = pw / std::max(E, 1);
   double top = 0.0;
   for (int e = 0; e < E; ++e)
@@ -194,27 +208,38 @@ std::string load_chart(const LayerSummary& s, const std::vector<int>& owner) {
   if (E > 0 && s.received() > 0) {
     const double mean = static_cast<double>(s.received()) / E;
     const double y = mt + ph - mean / ymax * ph;
-    g += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#111827\" "
-             "stroke-dasharray=\"5,4\"/>\n",
-             ml, y, ml + pw, y);
-    g += text(ml + pw - 4, y - 5, "mean " + short_num(mean), "end", "class=\"legend\"");
+    g +=
+        fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#111827\" "
+            "stroke-dasharray=\"5,4\"/>\n",
+            ml, y, ml + pw, y);
+    g += text(ml + pw + 4, y - 2, "mean", "start", "class=\"tick\"");
+    g += text(ml + pw + 4, y + 11, short_num(mean), "start", "class=\"tick\"");
   }
   const int every = std::max(1, static_cast<int>(std::ceil(E / 32.0)));
   for (int e = 0; e < E; e += every)
     g += text(ml + (e + 0.5) * slot, mt + ph + 15, std::to_string(e), "middle", "class=\"tick\"");
   g += text(ml + pw / 2, H - 8, "expert (shaded bands: owning rank)", "middle", "class=\"axis\"");
-  g += legend(ml, 20, {{"kept (rows received)", kKeptColor}, {"dropped by capacity", kDroppedColor}});
+  g += legend(ml, 20,
+              {{"kept (rows received)", kKeptColor}, {"dropped by capacity", kDroppedColor}});
   return g + "</svg>\n";
 }
 
 // P x P heat map of dispatch bytes, row = sender, column = receiver.
 std::string traffic_chart(const LayerSummary& s, int P) {
-  const int cell = std::max(4, std::min(44, 320 / std::max(P, 1)));
+  const int cell = std::max(4, std::min(56, 320 / std::max(P, 1)));
   const double plot = static_cast<double>(cell) * P;
-  const double ml = 64, mt = 52, mr = 96, mb = 20;
+  const double ml = 56, mt = 52, mr = 80, mb = 20;
   const double W = ml + plot + mr, H = mt + plot + mb;
   int64_t maxb = 0;
   for (int64_t b : s.traffic_bytes()) maxb = std::max(maxb, b);
+  // One unit for the whole matrix, so the cells read as short numbers.
+  const double kib = 1024.0;
+  const double mx = static_cast<double>(maxb);
+  const double div = mx >= kib * kib * kib ? kib * kib * kib
+                     : mx >= kib * kib     ? kib * kib
+                     : mx >= kib           ? kib
+                                           : 1.0;
+  const char* unit = div == 1.0 ? "bytes" : div == kib ? "KiB" : div == kib * kib ? "MiB" : "GiB";
   std::string g = svg_open(static_cast<int>(W), static_cast<int>(H),
                            fmt("Traffic matrix, layer %d", s.layer()));
   const int every = std::max(1, static_cast<int>(std::ceil(P / 16.0)));
@@ -223,22 +248,24 @@ std::string traffic_chart(const LayerSummary& s, int P) {
       const int64_t b = s.traffic_bytes(i * P + j);
       const double t = maxb > 0 ? static_cast<double>(b) / static_cast<double>(maxb) : 0.0;
       const std::string tip =
-          fmt("rank %d -> rank %d: %.3f MiB, %s rows%s", i, j, to_mib(b),
+          fmt("rank %d -> rank %d: %.4g %s, %s rows%s", i, j, static_cast<double>(b) / div, unit,
               grouped(s.traffic_rows(i * P + j)).c_str(), i == j ? " (stays on the rank)" : "");
       g += rect(ml + j * cell, mt + i * cell, cell, cell, blues(t), tip,
                 i == j ? "stroke=\"#111827\" stroke-dasharray=\"3,2\"" : "stroke=\"#ffffff\"");
       if (cell >= 40)
-        g += text(ml + (j + 0.5) * cell, mt + (i + 0.5) * cell + 4, short_num(to_mib(b)),
-                  "middle", t > 0.55 ? "class=\"cell\" fill=\"#ffffff\"" : "class=\"cell\"");
+        g += text(ml + (j + 0.5) * cell, mt + (i + 0.5) * cell + 4,
+                  short_num(static_cast<double>(b) / div), "middle",
+                  t > 0.55 ? "class=\"cell\" fill=\"#ffffff\"" : "class=\"cell\"");
     }
   for (int k = 0; k < P; k += every) {
     g += text(ml - 6, mt + (k + 0.5) * cell + 4, fmt("r%d", k), "end", "class=\"tick\"");
     g += text(ml + (k + 0.5) * cell, mt - 6, fmt("r%d", k), "middle", "class=\"tick\"");
   }
   g += text(ml + plot / 2, 16, "to rank", "middle", "class=\"axis\"");
-  g += fmt("<text transform=\"translate(14,%.1f) rotate(-90)\" text-anchor=\"middle\" "
-           "class=\"axis\">from rank</text>\n",
-           mt + plot / 2);
+  g +=
+      fmt("<text transform=\"translate(14,%.1f) rotate(-90)\" text-anchor=\"middle\" "
+          "class=\"axis\">from rank</text>\n",
+          mt + plot / 2);
   // Colour legend: a vertical gradient, 0 at the bottom.
   const std::string id = fmt("blues%d", s.layer());
   g += "<defs><linearGradient id=\"" + id + "\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">";
@@ -247,9 +274,9 @@ std::string traffic_chart(const LayerSummary& s, int P) {
   g += "</linearGradient></defs>\n";
   const double lx = ml + plot + 20;
   g += rect(lx, mt, 14, plot, "url(#" + id + ")", "", "stroke=\"#d0d7de\"");
-  g += text(lx + 20, mt + 9, short_num(to_mib(maxb)), "start", "class=\"tick\"");
+  g += text(lx + 20, mt + 9, short_num(mx / div), "start", "class=\"tick\"");
   g += text(lx + 20, mt + plot, "0", "start", "class=\"tick\"");
-  g += text(lx + 20, mt + plot / 2 + 4, "MiB", "start", "class=\"tick\"");
+  g += text(lx + 20, mt + plot / 2 + 4, unit, "start", "class=\"tick\"");
   return g + "</svg>\n";
 }
 
@@ -335,17 +362,18 @@ std::string render_cluster_html(const ClusterReport& c) {
         if (i != j && i * P + j < s.traffic_bytes_size()) remote += s.traffic_bytes(i * P + j);
     for (const PhaseValue& v : phase_values(s.mean_times())) time_mean += v.seconds;
   }
-  std::string h = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                  "<title>switchyard report: router " + esc(c.router()) + "</title>\n";
+  std::string h =
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      "<title>switchyard report: router " +
+      esc(c.router()) + "</title>\n";
   h += kStyle;
   h += "</head><body>\n<header><h1>switchyard cluster report</h1><div class=\"sub\">router <b>" +
        esc(c.router()) + "</b> &middot; " +
        fmt("%d ranks &middot; %d experts, top-%d &middot; %d layers &middot; %lld steps", P, E,
            c.top_k(), c.num_layers(), static_cast<long long>(steps)) +
        "</div></header>\n<main>\n";
-  for (const std::string& w : c.warnings())
-    h += "<p class=\"warn\">warning: " + esc(w) + "</p>\n";
+  for (const std::string& w : c.warnings()) h += "<p class=\"warn\">warning: " + esc(w) + "</p>\n";
   h += "<div class=\"tiles\" style=\"margin-top:16px\">\n";
   h += tile(grouped(routed), "assignments routed (all layers)");
   h += tile(fmt("%.2f%%", routed > 0 ? 100.0 * dropped / routed : 0.0), "dropped by capacity");
@@ -374,9 +402,9 @@ std::string render_cluster_html(const ClusterReport& c) {
          "<td>" + grouped(s.routed()) + "</td><td>" + grouped(s.dropped()) + "</td>" +
          fmt("<td>%.2f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.0f%%</td><td>%.3f</td>"
              "<td>%.5f</td><td>%.5f</td></tr>\n",
-             s.routed() > 0 ? 100.0 * s.dropped() / s.routed() : 0.0,
-             s.imbalance_max_over_mean(), s.imbalance_excess(), s.metrics().entropy_norm(),
-             100.0 * s.metrics().utilization(), to_mib(rb), tmean, tmax);
+             s.routed() > 0 ? 100.0 * s.dropped() / s.routed() : 0.0, s.imbalance_max_over_mean(),
+             s.imbalance_excess(), s.metrics().entropy_norm(), 100.0 * s.metrics().utilization(),
+             to_mib(rb), tmean, tmax);
   }
   h += "</table>\n<p class=\"note\">Counts are summed over steps and ranks. Imbalance is over "
        "the rows each expert received. Times are each rank's total over steps: mean and max "
@@ -384,7 +412,25 @@ std::string render_cluster_html(const ClusterReport& c) {
 
   h += "<section class=\"card\"><h2>Time per phase per rank (all layers)</h2>\n" + phase_chart(c);
   h += "<p class=\"note\">A rank that spends long in count_exchange or dispatch is usually "
-       "waiting for a slower peer.</p></section>\n";
+       "waiting for a slower peer.</p>\n";
+  if (c.ranks_size() <= 64) {
+    h += "<table><tr><th>rank</th><th>host</th><th>experts</th><th>MoE time (s)</th>"
+         "<th>wall (s)</th></tr>\n";
+    const std::vector<std::vector<double>> rt = rank_phase_seconds(c, -1);
+    for (int i = 0; i < c.ranks_size(); ++i) {
+      const auto& r = c.ranks(i);
+      double sum = 0.0;
+      for (double x : rt[static_cast<size_t>(i)]) sum += x;
+      const std::string experts = r.local_expert_count() == 0
+                                      ? "none"
+                                      : fmt("%d&ndash;%d", r.local_expert_begin(),
+                                            r.local_expert_begin() + r.local_expert_count() - 1);
+      h += fmt("<tr><td>%d</td><td>", r.rank()) + esc(r.host()) + "</td><td>" + experts +
+           fmt("</td><td>%.5f</td><td>%.2f</td></tr>\n", sum, r.wall_s());
+    }
+    h += "</table>\n";
+  }
+  h += "</section>\n";
 
   for (const auto& s : c.layers()) {
     if (s.load_per_expert_size() != E || s.dropped_per_expert_size() != E ||
@@ -392,7 +438,7 @@ std::string render_cluster_html(const ClusterReport& c) {
       continue;
     h += fmt("<section class=\"card\"><h2>Layer %d</h2>\n<div class=\"charts\">\n", s.layer());
     h += "<div><h3>Load per expert</h3>\n" + load_chart(s, owner) + "</div>\n";
-    h += "<div><h3>Traffic matrix (dispatch, MiB)</h3>\n" + traffic_chart(s, P) + "</div>\n";
+    h += "<div><h3>Traffic matrix (dispatch bytes)</h3>\n" + traffic_chart(s, P) + "</div>\n";
     h += "</div>\n<table style=\"margin-top:10px\"><tr><th>phase (s)</th>";
     const std::vector<PhaseValue> mean = phase_values(s.mean_times());
     const std::vector<PhaseValue> max = phase_values(s.max_times());
@@ -401,12 +447,13 @@ std::string render_cluster_html(const ClusterReport& c) {
     for (const PhaseValue& v : mean) h += fmt("<td>%.5f</td>", v.seconds);
     h += "</tr>\n<tr><td>max over ranks</td>";
     for (const PhaseValue& v : max) h += fmt("<td>%.5f</td>", v.seconds);
-    h += fmt("</tr></table>\n<p class=\"note\">imbalance max/mean %.3f &middot; dropped %s of %s "
-             "&middot; routing entropy %.3f nats, %.2f effective experts, top-k mass %.3f%s</p>"
-             "</section>\n",
-             s.imbalance_max_over_mean(), grouped(s.dropped()).c_str(),
-             grouped(s.routed()).c_str(), s.metrics().entropy(), s.metrics().effective_experts(),
-             s.metrics().topk_mass(), s.metrics().collapsed() ? " &middot; <b>collapsed</b>" : "");
+    h +=
+        fmt("</tr></table>\n<p class=\"note\">imbalance max/mean %.3f &middot; dropped %s of %s "
+            "&middot; routing entropy %.3f nats, %.2f effective experts, top-k mass %.3f%s</p>"
+            "</section>\n",
+            s.imbalance_max_over_mean(), grouped(s.dropped()).c_str(), grouped(s.routed()).c_str(),
+            s.metrics().entropy(), s.metrics().effective_experts(), s.metrics().topk_mass(),
+            s.metrics().collapsed() ? " &middot; <b>collapsed</b>" : "");
   }
   std::string version;
   if (c.ranks_size() > 0) version = c.ranks(0).switchyard_version();

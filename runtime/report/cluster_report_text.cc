@@ -25,9 +25,13 @@ __attribute__((format(printf, 2, 3))) void appendf(std::string* out, const char*
   if (n > 0) out->append(buf, static_cast<size_t>(std::min<int>(n, sizeof(buf) - 1)));
 }
 
-double to_mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+double to_mib(int64_t bytes) {
+  return static_cast<double>(bytes) / (1024.0 * 1024.0);
+}
 
-long long ll(int64_t v) { return static_cast<long long>(v); }
+long long ll(int64_t v) {
+  return static_cast<long long>(v);
+}
 
 void render_loads(const ClusterReport::LayerSummary& s, const std::vector<int>& owner,
                   std::string* out) {
@@ -35,21 +39,20 @@ void render_loads(const ClusterReport::LayerSummary& s, const std::vector<int>& 
   if (E > kMaxExpertLines) {
     appendf(out, "  rows received per expert (dropped in brackets):\n");
     for (int e = 0; e < E; ++e)
-      appendf(out, "%s e%-4d %9lld (%lld)%s", e % 6 == 0 ? "   " : "", e,
-              ll(s.load_per_expert(e)), ll(s.dropped_per_expert(e)),
-              e % 6 == 5 || e == E - 1 ? "\n" : "");
+      appendf(out, "%s e%-4d %9lld (%lld)%s", e % 6 == 0 ? "   " : "", e, ll(s.load_per_expert(e)),
+              ll(s.dropped_per_expert(e)), e % 6 == 5 || e == E - 1 ? "\n" : "");
     return;
   }
   int64_t top = 1;
-  for (int e = 0; e < E; ++e)
-    top = std::max(top, s.load_per_expert(e) + s.dropped_per_expert(e));
+  for (int e = 0; e < E; ++e) top = std::max(top, s.load_per_expert(e) + s.dropped_per_expert(e));
   appendf(out, "  load per expert (# rows received, x dropped; bar full = %lld rows)\n", ll(top));
   appendf(out, "    %-7s %-5s %10s %9s\n", "expert", "rank", "received", "dropped");
   for (int e = 0; e < E; ++e) {
     const int64_t kept = s.load_per_expert(e), drop = s.dropped_per_expert(e);
     const double scale = static_cast<double>(kBarWidth) / static_cast<double>(top);
     const int nk = static_cast<int>(static_cast<double>(kept) * scale + 0.5);
-    const int nd = std::min(kBarWidth - nk, static_cast<int>(static_cast<double>(drop) * scale + 0.5));
+    const int nd =
+        std::min(kBarWidth - nk, static_cast<int>(static_cast<double>(drop) * scale + 0.5));
     appendf(out, "    e%-6d r%-4d %10lld %9lld  |%s%s%*s|\n", e, owner[static_cast<size_t>(e)],
             ll(kept), ll(drop), std::string(static_cast<size_t>(nk), '#').c_str(),
             std::string(static_cast<size_t>(std::max(nd, 0)), 'x').c_str(),
@@ -95,8 +98,7 @@ void render_traffic(const ClusterReport::LayerSummary& s, int P, std::string* ou
   appendf(out, "\n");
 }
 
-void render_times(const ClusterReport& c, const ClusterReport::LayerSummary& s,
-                  std::string* out) {
+void render_times(const ClusterReport& c, const ClusterReport::LayerSummary& s, std::string* out) {
   const std::vector<PhaseValue> mean = phase_values(s.mean_times());
   const std::vector<PhaseValue> max = phase_values(s.max_times());
   appendf(out, "  time per phase, seconds per rank summed over steps\n");

@@ -56,7 +56,8 @@ StatusOr<std::string> read_file_capped(const std::string& path) {
 }
 
 bool has_suffix(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // An empty list stands for all zeros; otherwise it must have n values, each >= 0.
@@ -77,7 +78,9 @@ bool sum_counts(const google::protobuf::RepeatedField<int64_t>& v, int64_t* sum)
   return true;
 }
 
-bool finite_nonneg(double x) { return std::isfinite(x) && x >= 0.0; }
+bool finite_nonneg(double x) {
+  return std::isfinite(x) && x >= 0.0;
+}
 
 Status check_entry(const RankReport& r, const LayerStepReport& e, const std::string& source) {
   std::ostringstream w;
@@ -89,20 +92,20 @@ Status check_entry(const RankReport& r, const LayerStepReport& e, const std::str
   if (e.assignments_dropped() > e.assignments_routed())
     return bad(where, "assignments_dropped ", e.assignments_dropped(), " > assignments_routed ",
                e.assignments_routed());
-  SY_RETURN_IF_ERROR(check_counts(e.routed_per_expert(), E, where, "routed_per_expert",
-                                  "num_experts"));
-  SY_RETURN_IF_ERROR(check_counts(e.dropped_per_expert(), E, where, "dropped_per_expert",
-                                  "num_experts"));
+  SY_RETURN_IF_ERROR(
+      check_counts(e.routed_per_expert(), E, where, "routed_per_expert", "num_experts"));
+  SY_RETURN_IF_ERROR(
+      check_counts(e.dropped_per_expert(), E, where, "dropped_per_expert", "num_experts"));
   SY_RETURN_IF_ERROR(check_counts(e.received_per_local_expert(), r.local_expert_count(), where,
                                   "received_per_local_expert", "local_expert_count"));
-  SY_RETURN_IF_ERROR(check_counts(e.rows_sent_to_peer(), P, where, "rows_sent_to_peer",
-                                  "world_size"));
-  SY_RETURN_IF_ERROR(check_counts(e.rows_recv_from_peer(), P, where, "rows_recv_from_peer",
-                                  "world_size"));
-  SY_RETURN_IF_ERROR(check_counts(e.bytes_sent_to_peer(), P, where, "bytes_sent_to_peer",
-                                  "world_size"));
-  SY_RETURN_IF_ERROR(check_counts(e.bytes_recv_from_peer(), P, where, "bytes_recv_from_peer",
-                                  "world_size"));
+  SY_RETURN_IF_ERROR(
+      check_counts(e.rows_sent_to_peer(), P, where, "rows_sent_to_peer", "world_size"));
+  SY_RETURN_IF_ERROR(
+      check_counts(e.rows_recv_from_peer(), P, where, "rows_recv_from_peer", "world_size"));
+  SY_RETURN_IF_ERROR(
+      check_counts(e.bytes_sent_to_peer(), P, where, "bytes_sent_to_peer", "world_size"));
+  SY_RETURN_IF_ERROR(
+      check_counts(e.bytes_recv_from_peer(), P, where, "bytes_recv_from_peer", "world_size"));
   int64_t routed = 0, dropped = 0;
   if (!sum_counts(e.routed_per_expert(), &routed) || !sum_counts(e.dropped_per_expert(), &dropped))
     return bad(where, "per-expert counts overflow int64");
@@ -195,11 +198,10 @@ Status write_rank_report(const std::string& dir, const RankReport& report,
   Status first = Status::Ok();
   if (opt.write_pb) {
     std::string bytes;
-    Status st = report.SerializeToString(&bytes)
-                    ? write_file_atomic(rank_report_path(dir, report.rank(), "pb"), bytes,
-                                        opt.fail_enospc)
-                    : Internal("cannot serialize the report of rank " +
-                               std::to_string(report.rank()));
+    Status st =
+        report.SerializeToString(&bytes)
+            ? write_file_atomic(rank_report_path(dir, report.rank(), "pb"), bytes, opt.fail_enospc)
+            : Internal("cannot serialize the report of rank " + std::to_string(report.rank()));
     if (!st.ok() && first.ok()) first = st;
   }
   if (opt.write_json) {
@@ -332,9 +334,12 @@ StatusOr<RankReportSet> load_rank_reports(const std::string& dir) {
     const std::string name = it->path().filename().string();
     std::string ext;
     if (name.rfind("rank-", 0) != 0) continue;
-    if (has_suffix(name, ".pb")) ext = "pb";
-    else if (has_suffix(name, ".json")) ext = "json";
-    else continue;
+    if (has_suffix(name, ".pb"))
+      ext = "pb";
+    else if (has_suffix(name, ".json"))
+      ext = "json";
+    else
+      continue;
     const std::string digits = name.substr(5, name.size() - 5 - ext.size() - 1);
     if (digits.empty() || digits.size() > 9 ||
         !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
@@ -345,13 +350,12 @@ StatusOr<RankReportSet> load_rank_reports(const std::string& dir) {
       return BadInput(path + ": rank " + digits + " over the limit of " +
                       std::to_string(kMaxReportRanks) + " ranks");
     std::string& slot = ext == "pb" ? found[rank].first : found[rank].second;
-    if (!slot.empty()) return BadInput("two report files for rank " + digits + ": " + slot +
-                                       " and " + path);
+    if (!slot.empty())
+      return BadInput("two report files for rank " + digits + ": " + slot + " and " + path);
     slot = path;
   }
   if (ec) return BadInput("cannot list " + dir + ": " + ec.message());
-  if (found.empty())
-    return BadInput(dir + ": no rank-<r>.pb or rank-<r>.json report files");
+  if (found.empty()) return BadInput(dir + ": no rank-<r>.pb or rank-<r>.json report files");
   RankReportSet set;
   for (const auto& [rank, paths] : found) {
     const auto& [pb, json] = paths;
@@ -359,8 +363,7 @@ StatusOr<RankReportSet> load_rank_reports(const std::string& dir) {
     std::string used = pb.empty() ? json : pb;
     if (!r.ok() && !pb.empty() && !json.empty()) {
       StatusOr<RankReport> rj = read_rank_report(json);
-      if (!rj.ok())
-        return BadInput(r.status().message() + "; and " + rj.status().message());
+      if (!rj.ok()) return BadInput(r.status().message() + "; and " + rj.status().message());
       set.warnings.push_back(r.status().message() + "; read " + json + " instead");
       r = std::move(rj);
       used = json;

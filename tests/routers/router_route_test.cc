@@ -35,8 +35,9 @@ void expect_matches_reference(const RouterOutput& out, bool norm) {
 }
 
 TEST(RouterRoute, DefaultRoutingEqualsReferenceKernels) {
-  for (int64_t E : {1, 2, 16, 60}) {
-    for (int64_t K : {int64_t{1}, int64_t{2}, E}) {
+  // E >= 32 with 2 <= K <= 8 takes the lane-bound path; E = 130 spans two 64-bit masks.
+  for (int64_t E : {1, 2, 16, 33, 60, 130}) {
+    for (int64_t K : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, E}) {
       if (K > E) continue;
       for (float wscale : {0.0f, 0.02f, 1.0f, 100.0f}) {  // 0: all tied; 100: many p == 0
         RouterConfig cfg;
@@ -100,6 +101,41 @@ TEST(RouterRoute, RenormalizedWeightsUseTheSameChoice) {
     float s = 0.0f;
     for (int64_t k = 0; k < 4; ++k) s += out.topk_weights_TK.at(t, k);
     EXPECT_NEAR(s, 1.0f, 1e-6f);
+  }
+}
+
+// forward() reuses the caller's buffers without clearing them: a reused RouterOutput must end
+// up equal to a fresh one, for every registered router.
+TEST(RouterRoute, ReusedOutputEqualsFreshOutput) {
+  for (const RouterInfo& info : router_registry()) {
+    RouterConfig cfg;
+    cfg.name = info.name;
+    cfg.d_model = 8;
+    cfg.num_experts = 6;
+    cfg.top_k = 2;
+    cfg.vocab_size = 50;
+    cfg.init_std = 0.5f;
+    auto r = make_router(cfg);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const int64_t T = 9;
+    std::vector<float> x1(T * 8), x2(T * 8);
+    fill_normal(x1.data(), T * 8, 1.0f, 1, 1);
+    fill_normal(x2.data(), T * 8, 1.0f, 1, 2);
+    std::vector<int32_t> ids1(T), ids2(T);
+    for (int64_t t = 0; t < T; ++t) {
+      ids1[t] = static_cast<int32_t>(t * 5 % 50);
+      ids2[t] = static_cast<int32_t>(t * 7 % 50);
+    }
+    x1[3] = NAN;  // the first call leaves non-finite values and finite == false behind
+    RouterOutput reused, fresh;
+    (*r)->forward(x1.data(), ids1.data(), T, &reused);
+    (*r)->forward(x2.data(), ids2.data(), T, &reused);
+    (*r)->forward(x2.data(), ids2.data(), T, &fresh);
+    EXPECT_EQ(reused.logits_TE.data, fresh.logits_TE.data) << info.name;
+    EXPECT_EQ(reused.probs_TE.data, fresh.probs_TE.data) << info.name;
+    EXPECT_EQ(reused.topk_ids_TK, fresh.topk_ids_TK) << info.name;
+    EXPECT_EQ(reused.topk_weights_TK.data, fresh.topk_weights_TK.data) << info.name;
+    EXPECT_EQ(reused.finite, fresh.finite) << info.name;
   }
 }
 

@@ -19,7 +19,7 @@ namespace sy::testing {
 struct SyntheticTruth {
   std::vector<std::vector<int64_t>> load_LE, routed_LE, dropped_LE;  // [L][E]
   std::vector<std::vector<int64_t>> bytes_LPP, rows_LPP;             // [L][P * P], i sends to j
-  std::vector<std::vector<std::array<double, 7>>> times_LP;           // [L][P] per-rank totals
+  std::vector<std::vector<std::array<double, 7>>> times_LP;          // [L][P] per-rank totals
 };
 
 inline constexpr int64_t kSyntheticBytesPerRow = 64 * 2;  // d_model 64, bf16

@@ -142,8 +142,10 @@ TEST(BpeTokenizer, BadFilesGiveClearErrors) {
                StatusCode::kBadInput, "byte-to-unicode");
   expect_error(BpeTokenizer::load(good.json_path, write_temp("one.bpe", "#v\na b\nab\n")),
                StatusCode::kBadInput, ":3: expected two symbols");
-  expect_error(BpeTokenizer::load(good.json_path, write_temp("unk.bpe", "#v\nb c\n")),
-               StatusCode::kBadInput, ":2: merge of symbols");
+  expect_error(BpeTokenizer::load(good.json_path, write_temp("unk.bpe", "#v\nc d\n")),
+               StatusCode::kBadInput, ":2: merge \"c d\": their concatenation is not a token");
+  expect_error(BpeTokenizer::load(good.json_path, write_temp("sym.bpe", "#v\na b\nzz c\n")),
+               StatusCode::kBadInput, ":3: merge \"zz c\": zz is not a token");
   expect_error(BpeTokenizer::load(good.json_path, ::testing::TempDir()), StatusCode::kBadInput,
                "directory");
 }

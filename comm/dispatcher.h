@@ -1,0 +1,178 @@
+// The token exchange of one expert-parallel MoE layer, in DeepEP's shape: dispatch() sends each
+// kept (token, slot) row to the rank that owns its expert and returns a handle; combine() uses
+// the handle to bring the expert outputs back, in the sender's order. Backward reuses the same
+// handle: dispatch_rows() carries gradients of expert outputs out along the dispatch pattern
+// (no new count exchange), combine() brings gradients of expert inputs back.
+//
+// Experts are split contiguously: rank r owns global experts [r*e, (r+1)*e), e = E/P. The
+// caller's rows are in PLAN ORDER (routers/capacity.h: grouped by global expert ascending,
+// within an expert by ascending (token, slot)), so the rows for rank d are one contiguous block
+// of the plan order (no send-side permutation) and are themselves grouped by d's local experts.
+//
+// Order on receipt, EXPERT-MAJOR: local expert j's rows are source 0's rows for j, then source
+// 1's, ..., then source P-1's. When tokens are split contiguously over ranks in rank order, this
+// is GLOBAL token order within every expert: exactly the order a 1-rank plan over all tokens
+// gives that expert (as long as the P per-rank plans keep the same assignments as the global
+// plan, e.g. dropless). So the expert GEMMs see identical inputs in identical order and the
+// layer's output is bitwise equal to 1 rank. Keep it that way.
+//
+// Protocol of dispatch (every rank takes part in every step, also with zero rows):
+//   1. counts: alltoall of [P, e+1] int64: to rank d, kept rows for each of d's e local experts,
+//      plus the total rows this rank will send d, read from the very layout the payload uses.
+//   2. check, before any payload: for every source, counts >= 0, sum of its e counts == its
+//      declared total, and totals fit MPI's int and max_recv_rows. A mismatch (a corrupted or
+//      wrong count, RELIABILITY B1; SY_FAULT=corrupt_count) ends the job with exit 22
+//      (kExitBadInput) through Communicator::abort on the receiver, naming both ranks, the
+//      collective (op/seq/layer/step) and the two counts, so no garbage row is ever used.
+//   3. rows: alltoallv (see ExchangeMode for how), placed expert-major.
+// combine is the transpose (counts known from the handle; no count exchange).
+//
+// Memory: the receive side is sized by the rows actually received (R = sum over sources of the
+// counts from step 1), never by a worst case of all tokens; with a capacity factor R <= P * C.
+// The dispatcher keeps its scratch (count buffers, the staging buffer of kSingle) and each
+// handle keeps its layouts across calls: in steady state (same or smaller sizes) nothing is
+// allocated.
+//
+// Threads: one thread calls a Dispatcher (the communicator is MPI_THREAD_FUNNELED).
+//
+// Legend: P ranks, r this rank, E global experts, e = E/P local experts, D hidden (floats per
+// row), A rows this rank sends (its kept assignments, plan order), R rows this rank receives
+// (expert-major).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "runtime/core/status.h"
+
+namespace sy {
+
+// How the payload crosses. Both give the same bytes in the same places.
+enum class ExchangeMode {
+  // e alltoallv rounds, one per local expert j: round j carries, from every source, the rows
+  // for local expert j, received straight into their expert-major place and sent straight from
+  // the plan order. No copy besides MPI's own; e times the per-collective latency.
+  kPerExpert,
+  // One alltoallv into a source-major staging buffer, then a permutation to expert-major
+  // (memcpy of P*e contiguous runs); combine permutes back first. One latency, one extra copy
+  // of R rows each way. Better for tiny payloads or many local experts.
+  kSingle,
+};
+const char* exchange_mode_name(ExchangeMode m);
+
+struct DispatcherOptions {
+  ExchangeMode mode = ExchangeMode::kPerExpert;
+  // Upper bound on R (rows received in one dispatch), checked in step 2; 0 = only MPI's int
+  // limit. A layer sets P * capacity (or P * T_max * K for dropless).
+  int64_t max_recv_rows = 0;
+};
+
+// Load and timing of one exchange, for the per-rank load report. Rows and bytes include this
+// rank's own block (self); bandwidths exclude it.
+struct DispatchStats {
+  std::vector<int64_t> rows_sent_P, rows_recv_P;    // [P] rows to / from each rank
+  std::vector<int64_t> bytes_sent_P, bytes_recv_P;  // [P] rows * D * sizeof(float)
+  std::vector<int64_t> rows_recv_e;                 // [e] rows received per local expert
+  double count_exchange_s = 0;  // step 1 + 2 of the last dispatch
+  double dispatch_s = 0;        // rows out + permutation, last dispatch / dispatch_rows
+  double combine_s = 0;         // permutation + rows back, last combine
+  // (bytes sent to + received from OTHER ranks) / seconds, for the last dispatch_rows and
+  // combine: per-rank algorithm bandwidth, both directions counted; 0 when nothing moved.
+  double dispatch_bytes_per_s = 0, combine_bytes_per_s = 0;
+  int64_t remote_bytes() const;  // bytes sent + received excluding self
+};
+
+// What dispatch() learned and combine() / dispatch_rows() reuse. Owned by the caller (one per
+// layer, so a training step can hold every layer's handle until backward); valid until the
+// next exchange_counts() / dispatch() into it, and only with the Dispatcher that filled it.
+// Reusing a handle reuses its buffers.
+class DispatchHandle {
+ public:
+  bool valid() const { return owner_ != nullptr; }
+  int64_t send_rows() const { return A_; }  // A
+  int64_t recv_rows() const { return R_; }  // R
+  // [e+1]: local expert j owns expert-major rows [offsets[j], offsets[j+1]) of the receive
+  // side (what the expert GEMMs take).
+  const std::vector<int64_t>& local_offsets_e1() const { return local_offsets_e1_; }
+  // Rows from source s for local expert j, at [s * e + j].
+  const std::vector<int64_t>& recv_counts_Pe() const { return counts_Pe_; }
+  const DispatchStats& stats() const { return stats_; }
+
+ private:
+  friend class Dispatcher;
+  const void* owner_ = nullptr;
+  int64_t A_ = 0, R_ = 0;
+  std::vector<int64_t> local_offsets_e1_;  // [e+1]
+  std::vector<int64_t> counts_Pe_;         // [P, e]
+  // kSingle: whole blocks per peer; send side in plan order, receive side source-major.
+  std::vector<int64_t> send_counts_P_, send_displs_P_, recv_counts_P_, recv_displs_P_;
+  // kPerExpert round j at [j * P + p]: send side = the plan-order block of global expert
+  // p*e+j; receive side = the expert-major block of (local expert j, source p).
+  std::vector<int64_t> round_send_counts_eP_, round_send_displs_eP_;
+  std::vector<int64_t> round_recv_counts_eP_, round_recv_displs_eP_;
+  DispatchStats stats_;
+};
+
+class Dispatcher {
+ public:
+  // InvalidArgument unless E >= 1, P >= 1 and E % P == 0 (experts are split contiguously and
+  // evenly), with both numbers in the message.
+  static Status check_sizes(int64_t E, int P);
+  // Not collective. comm must outlive the Dispatcher. D: floats per row (>= 1).
+  static StatusOr<std::unique_ptr<Dispatcher>> create(Communicator* comm, int64_t E, int64_t D,
+                                                      const DispatcherOptions& options = {});
+
+  int64_t num_experts() const { return E_; }
+  int64_t local_experts() const { return e_; }
+  int64_t first_local_expert() const { return static_cast<int64_t>(r_) * e_; }
+  int64_t hidden() const { return D_; }
+  const DispatcherOptions& options() const { return opt_; }
+  Communicator& comm() { return *comm_; }
+
+  // Collective, blocking: steps 1-2 above. kept_E [E]: rows this rank keeps per GLOBAL expert
+  // (CapacityPlan::kept_E), summing to A = plan.rows(). Fills *handle (layouts, stats). A
+  // negative count or a sum != A is a bug of the caller (SY_CHECK). A bad count from a peer
+  // ends the job with exit 22. Only tag.layer and tag.step are used (messages, SY_FAULT); the
+  // collectives are named "dispatch.counts" and "dispatch.rows".
+  void exchange_counts(const int32_t* kept_E, int64_t A, const CollectiveTag& tag,
+                       DispatchHandle* handle);
+
+  // Collective, blocking: exchange_counts, then dispatch_rows into *recv_RD, resized to
+  // [R, D]. rows_AD [A, D] in plan order (may be null when A = 0); the caller owns both and
+  // keeps *recv_RD's capacity across calls (no allocation in steady state).
+  void dispatch(const int32_t* kept_E, const float* rows_AD, int64_t A, const CollectiveTag& tag,
+                DispatchHandle* handle, std::vector<float>* recv_RD);
+
+  // Collective, blocking: sends rows_AD [A, D] (plan order) along handle's pattern; out_RD
+  // [R, D] (caller's, written; null when R = 0) gets them expert-major. Forward payload after
+  // exchange_counts(), or gradients of expert outputs in backward.
+  void dispatch_rows(DispatchHandle* handle, const float* rows_AD, float* out_RD,
+                     const CollectiveTag& tag);
+
+  // Collective, blocking: the reverse of dispatch_rows. rows_RD [R, D] expert-major (the
+  // experts' outputs, or gradients of their inputs) go back to their senders; out_AD [A, D]
+  // (caller's, written) gets this rank's rows in plan order. No count exchange. The collectives
+  // are named "combine.rows".
+  void combine(DispatchHandle* handle, const float* rows_RD, float* out_AD,
+               const CollectiveTag& tag);
+
+ private:
+  Dispatcher(Communicator* comm, int64_t E, int64_t D, const DispatcherOptions& options);
+  // Step 2 for source s; aborts the job (exit 22) on a bad count.
+  void check_counts_from(int s, const int64_t* counts_e1, int64_t recv_so_far,
+                         const CollectiveTag& tag, int64_t seq) const;
+  // kSingle permutations between the staging buffer (source-major) and expert-major.
+  void source_to_expert_major(const DispatchHandle& h, const float* src, float* dst) const;
+  void expert_to_source_major(const DispatchHandle& h, const float* src, float* dst) const;
+
+  Communicator* comm_;
+  int64_t E_, e_, D_;
+  int P_, r_;
+  DispatcherOptions opt_;
+  std::vector<int64_t> count_send_Pe1_, count_recv_Pe1_;  // step 1 buffers, [P, e+1]
+  std::vector<float> staging_RD_;                         // kSingle only; grows, never shrinks
+};
+
+}  // namespace sy
