@@ -110,8 +110,8 @@ void Dispatcher::check_counts_from(int s, const int64_t* counts_e1, int64_t recv
     return;
   }
   std::ostringstream msg;
-  msg << "dispatch count check failed: rank " << s << " -> rank " << r_ << ": " << why.str()
-      << " (" << Communicator::describe({"dispatch.counts", tag.layer, tag.step}, seq)
+  msg << "dispatch count check failed: rank " << s << " -> rank " << r_ << ": " << why.str() << " ("
+      << Communicator::describe({"dispatch.counts", tag.layer, tag.step}, seq)
       << "); no payload was used";
   comm_->abort(kExitBadInput, msg.str());
 }
@@ -204,7 +204,7 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
   st.bytes_sent_P.assign(P, 0);
   st.bytes_recv_P.assign(P, 0);
   for (int p = 0; p < P; ++p) {
-    if (p == r_) continue;  // bandwidth counts what crosses between ranks
+    if (p == r_) continue;  // bytes count what crosses between ranks
     st.bytes_sent_P[p] = h.send_counts_P_[p] * row_bytes;
     st.bytes_recv_P[p] = h.recv_counts_P_[p] * row_bytes;
   }
@@ -266,16 +266,15 @@ void Dispatcher::dispatch_rows(DispatchHandle* handle, const float* rows_AD, flo
   if (opt_.mode == ExchangeMode::kPerExpert) {
     for (int64_t j = 0; j < e_; ++j) {
       SY_CHECK_OK(comm_->alltoallv(
-          rows_AD, {&h.round_send_counts_eP_[j * P], &h.round_send_displs_eP_[j * P], h.A_},
-          out_RD, {&h.round_recv_counts_eP_[j * P], &h.round_recv_displs_eP_[j * P], h.R_}, D_,
-          rows_tag));
+          rows_AD, {&h.round_send_counts_eP_[j * P], &h.round_send_displs_eP_[j * P], h.A_}, out_RD,
+          {&h.round_recv_counts_eP_[j * P], &h.round_recv_displs_eP_[j * P], h.R_}, D_, rows_tag));
     }
   } else {
-    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_) staging_RD_.resize(h.R_ * D_);
-    SY_CHECK_OK(comm_->alltoallv(rows_AD, {h.send_counts_P_.data(), h.send_displs_P_.data(), h.A_},
-                                 staging_RD_.data(),
-                                 {h.recv_counts_P_.data(), h.recv_displs_P_.data(), h.R_}, D_,
-                                 rows_tag));
+    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_)
+      staging_RD_.resize(static_cast<size_t>(h.R_ * D_));
+    SY_CHECK_OK(comm_->alltoallv(
+        rows_AD, {h.send_counts_P_.data(), h.send_displs_P_.data(), h.A_}, staging_RD_.data(),
+        {h.recv_counts_P_.data(), h.recv_displs_P_.data(), h.R_}, D_, rows_tag));
     for (int64_t j = 0; j < e_; ++j) {  // the self block, straight from the plan order
       copy_rows(out_RD, h.round_recv_displs_eP_[j * P + r_], rows_AD,
                 h.round_send_displs_eP_[j * P + r_], h.round_send_counts_eP_[j * P + r_], D_);
@@ -299,12 +298,12 @@ void Dispatcher::combine(DispatchHandle* handle, const float* rows_RD, float* ou
   if (opt_.mode == ExchangeMode::kPerExpert) {
     for (int64_t j = 0; j < e_; ++j) {
       SY_CHECK_OK(comm_->alltoallv(
-          rows_RD, {&h.round_recv_counts_eP_[j * P], &h.round_recv_displs_eP_[j * P], h.R_},
-          out_AD, {&h.round_send_counts_eP_[j * P], &h.round_send_displs_eP_[j * P], h.A_}, D_,
-          rows_tag));
+          rows_RD, {&h.round_recv_counts_eP_[j * P], &h.round_recv_displs_eP_[j * P], h.R_}, out_AD,
+          {&h.round_send_counts_eP_[j * P], &h.round_send_displs_eP_[j * P], h.A_}, D_, rows_tag));
     }
   } else {
-    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_) staging_RD_.resize(h.R_ * D_);
+    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_)
+      staging_RD_.resize(static_cast<size_t>(h.R_ * D_));
     expert_to_source_major(h, rows_RD, staging_RD_.data());
     SY_CHECK_OK(comm_->alltoallv(
         staging_RD_.data(), {h.recv_counts_P_.data(), h.recv_displs_P_.data(), h.R_}, out_AD,

@@ -69,19 +69,19 @@ struct DispatcherOptions {
   int64_t max_recv_rows = 0;
 };
 
-// Load and timing of one exchange, for the per-rank load report. Rows and bytes include this
-// rank's own block (self); bandwidths exclude it.
+// Load and timing of one exchange, for the per-rank load report. Rows include this rank's own
+// block (self); bytes and bandwidths count only what crosses between ranks (self entry 0).
 struct DispatchStats {
   std::vector<int64_t> rows_sent_P, rows_recv_P;    // [P] rows to / from each rank
-  std::vector<int64_t> bytes_sent_P, bytes_recv_P;  // [P] rows * D * sizeof(float)
+  std::vector<int64_t> bytes_sent_P, bytes_recv_P;  // [P] rows * D * sizeof(float), self 0
   std::vector<int64_t> rows_recv_e;                 // [e] rows received per local expert
-  double count_exchange_s = 0;  // step 1 + 2 of the last dispatch
-  double dispatch_s = 0;        // rows out + permutation, last dispatch / dispatch_rows
-  double combine_s = 0;         // permutation + rows back, last combine
+  double count_exchange_s = 0;                      // step 1 + 2 of the last dispatch
+  double dispatch_s = 0;  // rows out + permutation, last dispatch / dispatch_rows
+  double combine_s = 0;   // permutation + rows back, last combine
   // (bytes sent to + received from OTHER ranks) / seconds, for the last dispatch_rows and
   // combine: per-rank algorithm bandwidth, both directions counted; 0 when nothing moved.
   double dispatch_bytes_per_s = 0, combine_bytes_per_s = 0;
-  int64_t remote_bytes() const;  // bytes sent + received excluding self
+  int64_t remote_bytes() const;  // sum of bytes_sent_P and bytes_recv_P
 };
 
 // What dispatch() learned and combine() / dispatch_rows() reuse. Owned by the caller (one per
@@ -106,7 +106,8 @@ class DispatchHandle {
   int64_t A_ = 0, R_ = 0;
   std::vector<int64_t> local_offsets_e1_;  // [e+1]
   std::vector<int64_t> counts_Pe_;         // [P, e]
-  // kSingle: whole blocks per peer; send side in plan order, receive side source-major.
+  // kSingle: whole blocks per peer (self entry 0: the self block is copied directly); send side
+  // in plan order, receive side source-major.
   std::vector<int64_t> send_counts_P_, send_displs_P_, recv_counts_P_, recv_displs_P_;
   // kPerExpert round j at [j * P + p]: send side = the plan-order block of global expert
   // p*e+j; receive side = the expert-major block of (local expert j, source p).

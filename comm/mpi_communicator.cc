@@ -166,20 +166,24 @@ void MpiCommunicator::wait(MPI_Request* req, const CollectiveTag& tag, int64_t s
   using Clock = std::chrono::steady_clock;
   const double limit_s = timeout();
   const Clock::time_point start = Clock::now();
-  // Most collectives finish within microseconds: poll with yields first, then sleep with a
-  // doubling back-off so a long wait (a straggler, a hung peer) costs little CPU.
-  constexpr int kYieldPolls = 200;
+  // Poll with yields for the first kSpinS seconds, then sleep with a doubling back-off so a
+  // long wait (a straggler, a hung peer) costs little CPU. The spin is by time, not by a count
+  // of polls: a non-blocking collective only advances inside MPI_Test, and a large alltoallv
+  // needs several protocol round trips (rendezvous, single-copy get, fin) on both sides; a
+  // peer asleep in the back-off stalls each of them (measured: 4 MiB alltoallv 20x slower
+  // than MPI_Alltoallv with a 200-poll spin; see bench/exchange_bench.cc).
+  constexpr double kSpinS = 0.02;
   constexpr int64_t kMaxSleepUs = 500;
   int64_t sleep_us = 8;
-  for (int64_t polls = 0;; ++polls) {
+  for (;;) {
     int done = 0;
     SY_MPI_CHECK_IN(MPI_Test(req, &done, MPI_STATUS_IGNORE), tag, seq);
     if (done) return;
-    if (polls < kYieldPolls) {
+    const double waited_s = std::chrono::duration<double>(Clock::now() - start).count();
+    if (waited_s < kSpinS) {
       std::this_thread::yield();
       continue;
     }
-    const double waited_s = std::chrono::duration<double>(Clock::now() - start).count();
     if (limit_s > 0 && waited_s > limit_s) {
       std::fprintf(stderr,
                    "[switchyard] rank %d on %s: collective timeout: %s exceeded %g s (a peer "

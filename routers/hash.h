@@ -15,6 +15,10 @@
 // same K least-loaded experts (their load does not move) would pile all of them onto one
 // expert set. With a table, routing reads it; otherwise it hashes.
 //
+// Measured (tests/routers/hash_router_test.cc): GPT-2 tokens of Moby Dick, table from the
+// first 80%, max/mean expert load on the last 20%: E=16 K=2 hashed 1.42, table 1.04; E=60
+// K=4 hashed 2.45, table 1.12 (1.38 if unseen tokens also went through the greedy).
+//
 // Outputs, for the interface's softmax/top-k view: the K chosen experts (ascending ids, so
 // "descending probability, ties to the lower id" holds), weights 1/K, probs_TE 1/K on them
 // and 0 elsewhere, logits_TE 0 on them and -inf elsewhere (softmax of these logits is probs;

@@ -109,6 +109,13 @@ std::string blues(double t) {
   return fmt("#%02x%02x%02x", c[0], c[1], c[2]);
 }
 
+// Label every n-th slot, n a round number, so labels are at least `room` pixels apart.
+int label_step(double slot_px, double room) {
+  for (int n : {1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 200, 256, 500, 1000})
+    if (n * slot_px >= room) return n;
+  return 1 + static_cast<int>(room / std::max(slot_px, 1e-3));
+}
+
 std::string svg_open(int w, int h, const std::string& label) {
   return fmt("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
              "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"",
@@ -215,7 +222,7 @@ std::string load_chart(const LayerSummary& s, const std::vector<int>& owner) {
     g += text(ml + pw + 4, y - 2, "mean", "start", "class=\"tick\"");
     g += text(ml + pw + 4, y + 11, short_num(mean), "start", "class=\"tick\"");
   }
-  const int every = std::max(1, static_cast<int>(std::ceil(E / 32.0)));
+  const int every = label_step(slot, 28.0);
   for (int e = 0; e < E; e += every)
     g += text(ml + (e + 0.5) * slot, mt + ph + 15, std::to_string(e), "middle", "class=\"tick\"");
   g += text(ml + pw / 2, H - 8, "expert (shaded bands: owning rank)", "middle", "class=\"axis\"");
@@ -242,7 +249,7 @@ std::string traffic_chart(const LayerSummary& s, int P) {
   const char* unit = div == 1.0 ? "bytes" : div == kib ? "KiB" : div == kib * kib ? "MiB" : "GiB";
   std::string g = svg_open(static_cast<int>(W), static_cast<int>(H),
                            fmt("Traffic matrix, layer %d", s.layer()));
-  const int every = std::max(1, static_cast<int>(std::ceil(P / 16.0)));
+  const int every = label_step(cell, 24.0);
   for (int i = 0; i < P; ++i)
     for (int j = 0; j < P; ++j) {
       const int64_t b = s.traffic_bytes(i * P + j);
@@ -307,7 +314,7 @@ std::string phase_chart(const ClusterReport& c) {
       g += rect(x, y, bw, h, kPhaseColors[k], fmt("rank %d %s: %.6f s", r, names[k].name, v));
     }
   }
-  const int every = std::max(1, static_cast<int>(std::ceil(P / 32.0)));
+  const int every = label_step(slot, 28.0);
   for (int r = 0; r < P; r += every)
     g += text(ml + (r + 0.5) * slot, mt + ph + 15, fmt("r%d", r), "middle", "class=\"tick\"");
   g += text(ml + pw / 2, H - 6, "rank", "middle", "class=\"axis\"");

@@ -38,9 +38,11 @@ void render_loads(const ClusterReport::LayerSummary& s, const std::vector<int>& 
   const int E = s.load_per_expert_size();
   if (E > kMaxExpertLines) {
     appendf(out, "  rows received per expert (dropped in brackets):\n");
-    for (int e = 0; e < E; ++e)
-      appendf(out, "%s e%-4d %9lld (%lld)%s", e % 6 == 0 ? "   " : "", e, ll(s.load_per_expert(e)),
-              ll(s.dropped_per_expert(e)), e % 6 == 5 || e == E - 1 ? "\n" : "");
+    for (int e = 0; e < E; ++e) {
+      const std::string dropped = "(" + std::to_string(s.dropped_per_expert(e)) + ")";
+      appendf(out, "%s e%-4d %9lld %-8s%s", e % 6 == 0 ? "   " : "", e, ll(s.load_per_expert(e)),
+              dropped.c_str(), e % 6 == 5 || e == E - 1 ? "\n" : "");
+    }
     return;
   }
   int64_t top = 1;

@@ -398,8 +398,9 @@ TEST(ClusterReport, WriteSampleWhenAsked) {
   // SY_REPORT_SAMPLE_SHAPE="P,E,K,L,S,T" (default 4 ranks, 16 experts, top-2, 2 layers, 4 steps,
   // 256 tokens per rank and step).
   int P = 4, E = 16, K = 2, L = 2, S = 4, T = 256;
-  if (const char* shape = std::getenv("SY_REPORT_SAMPLE_SHAPE"))
+  if (const char* shape = std::getenv("SY_REPORT_SAMPLE_SHAPE")) {
     ASSERT_EQ(std::sscanf(shape, "%d,%d,%d,%d,%d,%d", &P, &E, &K, &L, &S, &T), 6) << shape;
+  }
   write_all(dir, make_synthetic_reports(P, E, K, L, S, T, 99));
 }
 

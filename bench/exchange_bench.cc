@@ -1,0 +1,193 @@
+// The dispatcher's exchange (count exchange + dispatch + combine) beside a raw MPI_Alltoallv of
+// exactly the same bytes, in the same run. A plain MPI program (not Google Benchmark: every
+// rank must take part in every timed call).
+//
+//   mpirun -np 2 build/bench/exchange_bench [--iters N] [--warmup W] [--experts E]
+//                                           [--mode per_expert|single|both]
+//
+// Shape: rows of D = 2048 floats; payload per rank 64 KiB .. 64 MiB = A rows of kept
+// assignments (T = A / K tokens, top-k K = 2); balanced routing: assignment t*K+k goes to
+// expert (t*K+k) % E (E = 8 by default), so every rank sends the same number of rows to every
+// expert and R = A on every rank.
+//
+// Measured per iteration, each after a barrier, alternating which goes first:
+//   dispatcher: exchange_counts + dispatch_rows + combine (what a forward MoE layer does)
+//   raw:        MPI_Alltoallv there and MPI_Alltoallv back (blocking, MPI_COMM_WORLD), with
+//               the same per-peer counts and a contiguous row datatype: the floor for moving
+//               these bytes with MPI. The dispatcher also exchanges counts and lays rows out
+//               expert-major; that overhead is what the ratio shows.
+// Each iteration's time is the MAX over ranks (a collective is as slow as its slowest rank);
+// the table shows the median over iterations and the ratio of the medians, and the ratio of
+// the minima (on a shared machine noise only adds time).
+// Bandwidth = (bytes sent to + received from OTHER ranks, both directions, by one rank) / time:
+// per-rank algorithm bandwidth of the round trip, self block excluded.
+//
+// Target: ratio <= 1.1 at >= 1 MiB per rank.
+#include <mpi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "comm/dispatcher.h"
+#include "comm/mpi_communicator.h"
+
+namespace {
+
+constexpr int64_t kD = 2048, kK = 2;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double max_over_ranks(double t) {
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return t;
+}
+
+struct Result {
+  double disp_med_s, raw_med_s, disp_min_s, raw_min_s;
+  int64_t remote_bytes;  // per rank, one direction (sent + received)
+};
+
+Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload_bytes, int E,
+                   int iters, int warmup) {
+  const int P = comm.size(), r = comm.rank();
+  const int64_t A =
+      std::max<int64_t>(1, payload_bytes / (kD * static_cast<int64_t>(sizeof(float))));
+  // Balanced routing of T = A / K tokens with top-k K: counts per global expert.
+  std::vector<int32_t> kept_E(E, 0);
+  for (int64_t a = 0; a < A; ++a) kept_E[a % E] += 1;
+  std::vector<float> x_AD(A * kD), y_AD(A * kD), recv_RD, raw_recv(A * kD), raw_out(A * kD);
+  for (int64_t i = 0; i < A * kD; ++i) x_AD[i] = static_cast<float>((i * 7 + r) % 1000) * 1e-3f;
+
+  sy::DispatchHandle h;
+  const int64_t e = E / P;
+  // Raw alltoallv layout: the same per-peer row counts as the dispatcher's (balanced: symmetric).
+  std::vector<int> cnt(P), dsp(P);
+  for (int d = 0, off = 0; d < P; ++d) {
+    int n = 0;
+    for (int64_t j = 0; j < e; ++j) n += kept_E[d * e + j];
+    cnt[d] = n;
+    dsp[d] = off;
+    off += n;
+  }
+  MPI_Datatype row;
+  MPI_Type_contiguous(static_cast<int>(kD), MPI_FLOAT, &row);
+  MPI_Type_commit(&row);
+
+  std::vector<double> td, tr;
+  for (int it = 0; it < warmup + iters; ++it) {
+    double t_disp = 0, t_raw = 0;
+    for (int half = 0; half < 2; ++half) {
+      const bool disp_now = (half == 0) == (it % 2 == 0);
+      MPI_Barrier(MPI_COMM_WORLD);
+      const double t0 = MPI_Wtime();
+      if (disp_now) {
+        const sy::CollectiveTag tag{"bench", 0, it};
+        disp.dispatch(kept_E.data(), x_AD.data(), A, tag, &h, &recv_RD);
+        disp.combine(&h, recv_RD.data(), y_AD.data(), tag);
+        t_disp = MPI_Wtime() - t0;
+      } else {
+        MPI_Alltoallv(x_AD.data(), cnt.data(), dsp.data(), row, raw_recv.data(), cnt.data(),
+                      dsp.data(), row, MPI_COMM_WORLD);
+        MPI_Alltoallv(raw_recv.data(), cnt.data(), dsp.data(), row, raw_out.data(), cnt.data(),
+                      dsp.data(), row, MPI_COMM_WORLD);
+        t_raw = MPI_Wtime() - t0;
+      }
+    }
+    t_disp = max_over_ranks(t_disp);
+    t_raw = max_over_ranks(t_raw);
+    if (it >= warmup) {
+      td.push_back(t_disp);
+      tr.push_back(t_raw);
+    }
+  }
+  MPI_Type_free(&row);
+  // The round trip with no transform must give the input back, bit for bit.
+  int bad = std::memcmp(x_AD.data(), y_AD.data(), x_AD.size() * sizeof(float)) != 0 ||
+            std::memcmp(x_AD.data(), raw_out.data(), x_AD.size() * sizeof(float)) != 0;
+  MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  SY_CHECK_EQ(bad, 0) << "round trip changed the rows";
+  return {median(td), median(tr), *std::min_element(td.begin(), td.end()),
+          *std::min_element(tr.begin(), tr.end()), h.stats().remote_bytes()};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sy::MpiRuntime mpi(&argc, &argv);
+  int iters = 20, warmup = 3, E = 8;
+  std::string mode_arg = "both";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 < argc && a == "--iters") {
+      iters = std::atoi(argv[++i]);
+    } else if (i + 1 < argc && a == "--warmup") {
+      warmup = std::atoi(argv[++i]);
+    } else if (i + 1 < argc && a == "--experts") {
+      E = std::atoi(argv[++i]);
+    } else if (i + 1 < argc && a == "--mode") {
+      mode_arg = argv[++i];
+    } else {
+      if (mpi.world_rank() == 0) {
+        std::fprintf(stderr,
+                     "usage: %s [--iters N] [--warmup W] [--experts E] "
+                     "[--mode per_expert|single|both]\n",
+                     argv[0]);
+      }
+      return sy::kExitUsage;
+    }
+  }
+  std::vector<sy::ExchangeMode> modes;
+  if (mode_arg == "per_expert" || mode_arg == "both") modes.push_back(sy::ExchangeMode::kPerExpert);
+  if (mode_arg == "single" || mode_arg == "both") modes.push_back(sy::ExchangeMode::kSingle);
+  if (modes.empty() || iters < 1 || warmup < 0) {
+    if (mpi.world_rank() == 0) std::fprintf(stderr, "bad --mode, --iters or --warmup\n");
+    return sy::kExitUsage;
+  }
+
+  sy::MpiCommunicator comm;
+  const int P = comm.size();
+  if (!sy::Dispatcher::check_sizes(E, P).ok()) {
+    if (comm.rank() == 0)
+      std::fprintf(stderr, "%s\n", sy::Dispatcher::check_sizes(E, P).ToString().c_str());
+    return sy::kExitConfig;
+  }
+  if (comm.rank() == 0) {
+    std::printf(
+        "exchange_bench: P=%d E=%d (e=%d per rank) K=%lld D=%lld, %d iterations after %d "
+        "warm-up; dispatcher = count exchange + dispatch + combine, raw = 2 x "
+        "MPI_Alltoallv of the same bytes\n",
+        P, E, E / P, static_cast<long long>(kK), static_cast<long long>(kD), iters, warmup);
+    std::printf("%-11s %9s %12s %10s %7s %9s %9s %10s\n", "mode", "payload", "dispatch_us",
+                "raw_us", "ratio", "disp_GB/s", "raw_GB/s", "ratio_min");
+  }
+  const int64_t kib = 1024;
+  for (sy::ExchangeMode mode : modes) {
+    sy::DispatcherOptions opt;
+    opt.mode = mode;
+    auto disp = sy::Dispatcher::create(&comm, E, kD, opt);
+    SY_CHECK_OK(disp.status());
+    for (int64_t payload :
+         {64 * kib, 256 * kib, 1024 * kib, 4096 * kib, 16384 * kib, 65536 * kib}) {
+      const Result res = run_payload(comm, **disp, payload, E, iters, warmup);
+      if (comm.rank() == 0) {
+        const double bytes = 2.0 * static_cast<double>(res.remote_bytes);  // there and back
+        std::printf("%-11s %6lldKiB %12.1f %10.1f %7.3f %9.2f %9.2f %10.3f\n",
+                    sy::exchange_mode_name(mode), static_cast<long long>(payload / kib),
+                    res.disp_med_s * 1e6, res.raw_med_s * 1e6, res.disp_med_s / res.raw_med_s,
+                    bytes / res.disp_med_s * 1e-9, bytes / res.raw_med_s * 1e-9,
+                    res.disp_min_s / res.raw_min_s);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,212 @@
+#include "launch/infer_run.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "launch/config.h"
+#include "launch/progress.h"
+#include "proto/report.pb.h"
+#include "runtime/io/npy.h"
+#include "runtime/model/moe_stack.h"
+#include "runtime/report/report_io.h"
+
+namespace sy::launch {
+
+TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, int P) {
+  SY_CHECK(G >= 1 && batch_groups >= 1 && P >= 1 && rank >= 0 && rank < P);
+  TokenShard s;
+  const int64_t n = (T + G - 1) / G;
+  s.group_begin = rank * n / P;
+  s.group_end = (rank + 1) * n / P;
+  s.token_begin = std::min(T, s.group_begin * G);
+  s.token_end = std::min(T, s.group_end * G);
+  const int64_t most = (n + P - 1) / P;  // the largest shard (r*n/P splits differ by <= 1)
+  s.steps = (most + batch_groups - 1) / batch_groups;
+  return s;
+}
+
+namespace {
+
+void fill_metrics(const RoutingMetrics& m, switchyard::RoutingMetricsReport* r) {
+  r->set_tokens(m.tokens);
+  r->set_entropy(m.entropy);
+  r->set_entropy_norm(m.entropy_norm);
+  r->set_effective_experts(m.effective_experts);
+  r->set_topk_mass(m.topk_mass);
+  r->set_load_entropy_norm(m.load_entropy_norm);
+  r->set_utilization(m.utilization);
+  r->set_imbalance(m.imbalance);
+  r->set_load_cv(m.load_cv);
+  r->set_drop_fraction(m.drop_fraction);
+  r->set_collapsed(m.collapsed);
+  r->set_entropy_sum(m.entropy_sum);
+  r->set_exp_entropy_sum(m.exp_entropy_sum);
+  r->set_topk_mass_sum(m.topk_mass_sum);
+}
+
+// One LayerStepReport from the layer's last forward.
+void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens,
+                     const RoutingMetrics& m, switchyard::LayerStepReport* r) {
+  const CapacityPlan& plan = layer.plan();
+  r->set_layer(l);
+  r->set_step(step);
+  r->set_tokens(tokens);
+  r->set_assignments_routed(plan.total_routed);
+  r->set_assignments_dropped(plan.total_dropped);
+  for (int32_t v : plan.routed_E) r->add_routed_per_expert(v);
+  for (int32_t v : plan.dropped_E) r->add_dropped_per_expert(v);
+  const MoeExchangeStats& x = layer.last_exchange();
+  for (int64_t v : x.received_per_local_expert) r->add_received_per_local_expert(v);
+  for (int64_t v : x.rows_sent_P) r->add_rows_sent_to_peer(v);
+  for (int64_t v : x.rows_recv_P) r->add_rows_recv_from_peer(v);
+  for (int64_t v : x.bytes_sent_P) r->add_bytes_sent_to_peer(v);
+  for (int64_t v : x.bytes_recv_P) r->add_bytes_recv_from_peer(v);
+  const MoePhaseTimes& t = layer.last_forward_times();
+  auto* pt = r->mutable_times();
+  pt->set_route_s(t.route_s);
+  pt->set_plan_s(t.plan_s);
+  pt->set_count_exchange_s(t.count_exchange_s);
+  pt->set_dispatch_s(t.permute_s + t.dispatch_s);
+  pt->set_experts_s(t.experts_s);
+  pt->set_combine_s(t.return_s);
+  pt->set_unpermute_s(t.combine_s + t.shared_s);
+  r->set_exchange_bandwidth_gbps(x.bandwidth_gbps);
+  fill_metrics(m, r->mutable_metrics());
+}
+
+Status gather_hidden(Communicator* comm, const std::vector<float>& mine, int64_t T, int64_t D,
+                     const std::string& path) {
+  const int P = comm->size(), me = comm->rank();
+  std::vector<int64_t> rows_P(static_cast<size_t>(P));
+  const int64_t my_rows = static_cast<int64_t>(mine.size()) / D;
+  comm->allgather(&my_rows, rows_P.data(), 1, {"dump.rows"});
+  VLayout send, recv;
+  send.counts.assign(static_cast<size_t>(P), 0);
+  send.displs.assign(static_cast<size_t>(P), 0);
+  send.counts[0] = my_rows;
+  send.capacity = my_rows;
+  recv.counts.assign(static_cast<size_t>(P), 0);
+  recv.displs.assign(static_cast<size_t>(P), 0);
+  std::vector<float> all;
+  if (me == 0) {
+    int64_t off = 0;
+    for (int p = 0; p < P; ++p) {
+      recv.counts[p] = rows_P[p];
+      recv.displs[p] = off;
+      off += rows_P[p];
+    }
+    SY_CHECK_EQ(off, T);
+    all.resize(static_cast<size_t>(T * D));
+  }
+  recv.capacity = me == 0 ? T : 0;
+  SY_RETURN_IF_ERROR(comm->alltoallv(mine.data(), send, all.data(), recv, D, {"dump.rows"}));
+  if (me != 0) return Status::Ok();
+  return npy_write_f32(path, all.data(), {T, D});
+}
+
+}  // namespace
+
+StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
+                                    const std::vector<int32_t>& ids, int64_t vocab_size,
+                                    Communicator* comm, const InferOptions& opt) {
+  const int P = comm->size(), me = comm->rank();
+  MoeStackConfig sc = to_stack_config(cfg, vocab_size);
+  sc.layer.group_tokens = cfg.data().group_tokens();
+  SY_ASSIGN_OR_RETURN(auto stack, MoeStack::create(sc, comm));
+  const int64_t T = static_cast<int64_t>(ids.size()), D = sc.layer.d_model;
+  const int64_t G = cfg.data().group_tokens(), B = cfg.data().batch_groups();
+  const TokenShard shard = shard_tokens(T, G, B, me, P);
+  const int L = static_cast<int>(stack->num_layers());
+
+  switchyard::RankReport report;
+  report.set_rank(me);
+  report.set_world_size(P);
+  report.set_host(host_name());
+  report.set_router(sc.layer.router.name);
+  report.set_num_experts(static_cast<int32_t>(sc.layer.num_experts));
+  report.set_top_k(static_cast<int32_t>(sc.layer.top_k));
+  report.set_d_model(static_cast<int32_t>(D));
+  report.set_local_expert_begin(static_cast<int32_t>(stack->layer(0).first_local_expert()));
+  report.set_local_expert_count(static_cast<int32_t>(stack->layer(0).num_local_experts()));
+  report.set_num_layers(L);
+  report.set_config_text(config_text(cfg));
+  report.set_switchyard_version("0.1.0");
+
+  InferResult res;
+  res.router = sc.layer.router.name;
+  res.tokens = T;
+  std::vector<RoutingMetrics> mine(static_cast<size_t>(L));
+  std::vector<float> h, hidden;
+  if (!opt.dump.empty()) hidden.reserve(static_cast<size_t>((shard.token_end - shard.token_begin) * D));
+  Progress progress(res.router + " x" + std::to_string(P) + " ranks", T);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < shard.steps; ++step) {
+    const int64_t b = std::min(shard.token_end, shard.token_begin + step * B * G);
+    const int64_t e = std::min(shard.token_end, b + B * G);
+    const int64_t n = e - b;
+    h.resize(static_cast<size_t>(n * D));
+    stack->set_step(step);
+    SY_RETURN_IF_ERROR(stack->forward(ids.data() + b, n, h.data()));
+    for (int l = 0; l < L; ++l) {
+      MoeLayer& layer = stack->layer(l);
+      int32_t bad = layer.last_finite() ? 0 : 1;
+      comm->allreduce(&bad, 1, ReduceOp::kMax, {"finite.flag", l, step});
+      if (bad)
+        return Status(StatusCode::kNonFinite, "non-finite router scores at layer " +
+                                                  std::to_string(l) + " step " +
+                                                  std::to_string(step) + " (on some rank)");
+      const RouterOutput& ro = layer.router_output();
+      RoutingMetrics part = routing_metrics_compute(
+          ro.probs_TE.ptr(), ro.topk_ids_TK.data(), layer.plan().kept_TK.data(), n,
+          sc.layer.num_experts, sc.layer.top_k);
+      routing_metrics_merge(part, &mine[static_cast<size_t>(l)]);
+      if (!opt.out_dir.empty()) fill_layer_step(layer, l, step, n, part, report.add_entries());
+    }
+    if (!opt.dump.empty()) hidden.insert(hidden.end(), h.begin(), h.end());
+    // Progress in global tokens: every rank advances by about the same share.
+    if (opt.progress && me == 0)
+      progress.update(std::min(T, (step + 1) * B * G * P), step + 1 == shard.steps);
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report.set_wall_s(res.seconds);
+
+  // Merge the metrics' sums over ranks (every rank gets the total).
+  res.per_layer.resize(static_cast<size_t>(L));
+  for (int l = 0; l < L; ++l) {
+    RoutingMetrics& m = mine[static_cast<size_t>(l)];
+    if (m.E == 0) {  // a rank with no tokens
+      m.E = sc.layer.num_experts;
+      m.K = sc.layer.top_k;
+      m.load_E.assign(static_cast<size_t>(m.E), 0);
+      m.dropped_E.assign(static_cast<size_t>(m.E), 0);
+    }
+    double sums[3] = {m.entropy_sum, m.exp_entropy_sum, m.topk_mass_sum};
+    comm->allreduce(sums, 3, ReduceOp::kSum, {"metrics.sums", l});
+    int64_t tokens = m.tokens;
+    comm->allreduce(&tokens, 1, ReduceOp::kSum, {"metrics.tokens", l});
+    comm->allreduce(m.load_E.data(), m.E, ReduceOp::kSum, {"metrics.load", l});
+    comm->allreduce(m.dropped_E.data(), m.E, ReduceOp::kSum, {"metrics.dropped", l});
+    m.entropy_sum = sums[0];
+    m.exp_entropy_sum = sums[1];
+    m.topk_mass_sum = sums[2];
+    m.tokens = tokens;
+    m.have_drops = true;
+    routing_metrics_finalize(&m);
+    res.per_layer[static_cast<size_t>(l)] = m;
+  }
+
+  if (!opt.out_dir.empty()) {
+    ::mkdir(opt.out_dir.c_str(), 0755);
+    Status s = write_rank_report(opt.out_dir, report);
+    if (!s.ok())  // reports are not critical (RELIABILITY G1): warn and go on
+      std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", me,
+                   s.ToString().c_str());
+  }
+  if (!opt.dump.empty()) SY_RETURN_IF_ERROR(gather_hidden(comm, hidden, T, D, opt.dump));
+  return res;
+}
+
+}  // namespace sy::launch

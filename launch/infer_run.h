@@ -1,0 +1,50 @@
+// The distributed inference run behind `switchyard infer`: real text -> GPT-2 tokens, split
+// across ranks in whole capacity groups -> a stack of MoE layers with experts sharded over the
+// ranks -> routing metrics, per-rank load reports, and (optionally) the final hidden states
+// gathered on rank 0 in global token order.
+//
+// Token split: the corpus' first max_tokens tokens form n = ceil(T / G) groups of G tokens
+// (the last may be shorter); rank r holds groups [r*n/P, (r+1)*n/P), a contiguous range of
+// tokens. Every step each rank runs its next batch_groups groups; ranks that ran out take part
+// with zero tokens. Because capacity is per group and each group lives on one rank, the drops
+// and the outputs do not depend on P.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "proto/config.pb.h"
+#include "routers/metrics.h"
+#include "runtime/core/status.h"
+
+namespace sy::launch {
+
+struct TokenShard {
+  int64_t group_begin = 0, group_end = 0;  // this rank's groups
+  int64_t token_begin = 0, token_end = 0;  // their tokens (global indices)
+  int64_t steps = 0;                       // the same on every rank
+};
+// Pure: the shard of `rank` of P for T tokens in groups of G, batch_groups groups per step.
+TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, int P);
+
+struct InferOptions {
+  std::string out_dir;   // per-rank reports; empty: none
+  std::string dump;      // .npy of the final hidden states (rank 0); empty: none
+  bool progress = true;  // rank 0 prints a progress line
+};
+
+struct InferResult {
+  std::string router;
+  int64_t tokens = 0;   // global
+  double seconds = 0;   // wall, rank 0
+  std::vector<RoutingMetrics> per_layer;  // merged over ranks and steps
+};
+
+// Collective over comm. `ids` are the global token ids (every rank holds the same list).
+StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
+                                    const std::vector<int32_t>& ids, int64_t vocab_size,
+                                    Communicator* comm, const InferOptions& opt);
+
+}  // namespace sy::launch
