@@ -53,7 +53,8 @@ double max_over_ranks(double t) {
 
 struct Result {
   double disp_med_s, raw_med_s, disp_min_s, raw_min_s;
-  int64_t remote_bytes;  // per rank, one direction (sent + received)
+  double counts_med_s, dispatch_med_s, combine_med_s;  // rank 0's phases (DispatchStats)
+  int64_t remote_bytes;                                // per rank, one direction (sent + received)
 };
 
 Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload_bytes, int E,
@@ -82,7 +83,7 @@ Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload
   MPI_Type_contiguous(static_cast<int>(kD), MPI_FLOAT, &row);
   MPI_Type_commit(&row);
 
-  std::vector<double> td, tr;
+  std::vector<double> td, tr, tcount, tdisp, tcomb;
   for (int it = 0; it < warmup + iters; ++it) {
     double t_disp = 0, t_raw = 0;
     for (int half = 0; half < 2; ++half) {
@@ -107,6 +108,9 @@ Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload
     if (it >= warmup) {
       td.push_back(t_disp);
       tr.push_back(t_raw);
+      tcount.push_back(h.stats().count_exchange_s);
+      tdisp.push_back(h.stats().dispatch_s);
+      tcomb.push_back(h.stats().combine_s);
     }
   }
   MPI_Type_free(&row);
@@ -115,8 +119,14 @@ Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload
             std::memcmp(x_AD.data(), raw_out.data(), x_AD.size() * sizeof(float)) != 0;
   MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   SY_CHECK_EQ(bad, 0) << "round trip changed the rows";
-  return {median(td), median(tr), *std::min_element(td.begin(), td.end()),
-          *std::min_element(tr.begin(), tr.end()), h.stats().remote_bytes()};
+  return {median(td),
+          median(tr),
+          *std::min_element(td.begin(), td.end()),
+          *std::min_element(tr.begin(), tr.end()),
+          median(tcount),
+          median(tdisp),
+          median(tcomb),
+          h.stats().remote_bytes()};
 }
 
 }  // namespace
@@ -124,7 +134,8 @@ Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload
 int main(int argc, char** argv) {
   sy::MpiRuntime mpi(&argc, &argv);
   int iters = 20, warmup = 3, E = 8;
-  std::string mode_arg = "both";
+  std::string mode_arg = "all";
+  std::vector<int64_t> payloads_kib;  // empty: the standard list
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 < argc && a == "--iters") {
@@ -135,20 +146,23 @@ int main(int argc, char** argv) {
       E = std::atoi(argv[++i]);
     } else if (i + 1 < argc && a == "--mode") {
       mode_arg = argv[++i];
+    } else if (i + 1 < argc && a == "--payload-kib") {
+      payloads_kib.push_back(std::atoll(argv[++i]));
     } else {
       if (mpi.world_rank() == 0) {
         std::fprintf(stderr,
                      "usage: %s [--iters N] [--warmup W] [--experts E] "
-                     "[--mode per_expert|single|both]\n",
+                     "[--mode blocks|single|all] [--payload-kib N]...\n",
                      argv[0]);
       }
       return sy::kExitUsage;
     }
   }
+  if (payloads_kib.empty()) payloads_kib = {64, 256, 1024, 4096, 16384, 65536};
   std::vector<sy::ExchangeMode> modes;
-  if (mode_arg == "per_expert" || mode_arg == "both") modes.push_back(sy::ExchangeMode::kPerExpert);
-  if (mode_arg == "single" || mode_arg == "both") modes.push_back(sy::ExchangeMode::kSingle);
-  if (modes.empty() || iters < 1 || warmup < 0) {
+  if (mode_arg == "blocks" || mode_arg == "all") modes.push_back(sy::ExchangeMode::kBlocks);
+  if (mode_arg == "single" || mode_arg == "all") modes.push_back(sy::ExchangeMode::kSingle);
+  if (modes.empty() || iters < 1 || warmup < 0 || payloads_kib.front() < 1) {
     if (mpi.world_rank() == 0) std::fprintf(stderr, "bad --mode, --iters or --warmup\n");
     return sy::kExitUsage;
   }
@@ -166,8 +180,9 @@ int main(int argc, char** argv) {
         "warm-up; dispatcher = count exchange + dispatch + combine, raw = 2 x "
         "MPI_Alltoallv of the same bytes\n",
         P, E, E / P, static_cast<long long>(kK), static_cast<long long>(kD), iters, warmup);
-    std::printf("%-11s %9s %12s %10s %7s %9s %9s %10s\n", "mode", "payload", "dispatch_us",
-                "raw_us", "ratio", "disp_GB/s", "raw_GB/s", "ratio_min");
+    std::printf("%-11s %9s %12s %10s %7s %9s %9s %10s %10s %10s %10s\n", "mode", "payload",
+                "dispatch_us", "raw_us", "ratio", "disp_GB/s", "raw_GB/s", "ratio_min", "counts_us",
+                "rows_us", "combine_us");
   }
   const int64_t kib = 1024;
   for (sy::ExchangeMode mode : modes) {
@@ -175,16 +190,17 @@ int main(int argc, char** argv) {
     opt.mode = mode;
     auto disp = sy::Dispatcher::create(&comm, E, kD, opt);
     SY_CHECK_OK(disp.status());
-    for (int64_t payload :
-         {64 * kib, 256 * kib, 1024 * kib, 4096 * kib, 16384 * kib, 65536 * kib}) {
+    for (int64_t payload_kib : payloads_kib) {
+      const int64_t payload = payload_kib * kib;
       const Result res = run_payload(comm, **disp, payload, E, iters, warmup);
       if (comm.rank() == 0) {
         const double bytes = 2.0 * static_cast<double>(res.remote_bytes);  // there and back
-        std::printf("%-11s %6lldKiB %12.1f %10.1f %7.3f %9.2f %9.2f %10.3f\n",
+        std::printf("%-11s %6lldKiB %12.1f %10.1f %7.3f %9.2f %9.2f %10.3f %10.1f %10.1f %10.1f\n",
                     sy::exchange_mode_name(mode), static_cast<long long>(payload / kib),
                     res.disp_med_s * 1e6, res.raw_med_s * 1e6, res.disp_med_s / res.raw_med_s,
                     bytes / res.disp_med_s * 1e-9, bytes / res.raw_med_s * 1e-9,
-                    res.disp_min_s / res.raw_min_s);
+                    res.disp_min_s / res.raw_min_s, res.counts_med_s * 1e6,
+                    res.dispatch_med_s * 1e6, res.combine_med_s * 1e6);
         std::fflush(stdout);
       }
     }

@@ -66,23 +66,43 @@ void Communicator::alltoall_bytes(const void* send, void* recv, int64_t count, i
 }
 
 namespace {
-// Checks one side of an alltoallv; `side` is "send" or "recv".
-Status check_layout(const VLayout& l, int P, const char* side, const std::string& where) {
-  if (P > 0 && (l.counts == nullptr || l.displs == nullptr)) {
-    return InvalidArgument(where + ": null " + side + " counts or displacements");
+// Checks one side of an alltoallv (blocks = 1) or a blocked alltoallv; `side` is "send" or
+// "recv". The message is built only on failure: this runs on every exchange.
+Status check_layout(const int64_t* counts, const int64_t* displs, int64_t capacity, int P,
+                    int64_t blocks, const char* side, const CollectiveTag& tag, int64_t seq) {
+  const int64_t n = P * blocks;
+  if (n > 0 && (counts == nullptr || displs == nullptr)) {
+    return InvalidArgument(Communicator::describe(tag, seq) + ": null " + side +
+                           " counts or displacements");
   }
-  if (l.capacity < 0) return InvalidArgument(where + ": negative " + side + " capacity");
-  for (int p = 0; p < P; ++p) {
-    const int64_t c = l.counts[p], d = l.displs[p];
+  if (capacity < 0) {
+    return InvalidArgument(Communicator::describe(tag, seq) + ": negative " + side + " capacity");
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = counts[i], d = displs[i];
+    const char* why = nullptr;
+    if (c < 0 || d < 0) {
+      why = "negative";
+    } else if (c > INT_MAX || d > INT_MAX) {
+      // MPI takes int counts and displacements; a wrapped one would move the wrong bytes.
+      why = "does not fit an MPI int";
+    } else if (d + c > capacity) {
+      why = "runs past the buffer";
+    }
+    if (why == nullptr) continue;
     std::ostringstream os;
-    os << where << ": " << side << " peer " << p << " count " << c << " displacement " << d
-       << " capacity " << l.capacity << ": ";
-    if (c < 0 || d < 0) return InvalidArgument(os.str() + "negative");
-    // MPI takes int counts and displacements; a wrapped one would move the wrong bytes.
-    if (c > INT_MAX || d > INT_MAX) return InvalidArgument(os.str() + "does not fit an MPI int");
-    if (d + c > l.capacity) return InvalidArgument(os.str() + "runs past the buffer");
+    os << Communicator::describe(tag, seq) << ": " << side << " peer " << i / blocks;
+    if (blocks > 1) os << " block " << i % blocks;
+    os << " count " << c << " displacement " << d << " capacity " << capacity << ": " << why;
+    return InvalidArgument(os.str());
   }
   return Status::Ok();
+}
+
+Status check_elem_bytes(int64_t elem_bytes, const CollectiveTag& tag, int64_t seq) {
+  if (elem_bytes >= 1 && elem_bytes <= INT_MAX) return Status::Ok();
+  return InvalidArgument(Communicator::describe(tag, seq) + ": element bytes " +
+                         std::to_string(elem_bytes) + " outside [1, INT_MAX]");
 }
 }  // namespace
 
@@ -90,16 +110,31 @@ Status Communicator::alltoallv_bytes(const void* send, const VLayout& send_layou
                                      const VLayout& recv_layout, int64_t elem_bytes,
                                      const CollectiveTag& tag) {
   const int64_t seq = seq_++;
-  const std::string where = describe(tag, seq);
-  if (elem_bytes < 1 || elem_bytes > INT_MAX) {
-    return InvalidArgument(where + ": element bytes " + std::to_string(elem_bytes) +
-                           " outside [1, INT_MAX]");
+  SY_RETURN_IF_ERROR(check_elem_bytes(elem_bytes, tag, seq));
+  SY_CHECK(send == nullptr || send != recv) << describe(tag, seq) << ": send and recv must differ";
+  const VLayout &sl = send_layout, &rl = recv_layout;
+  SY_RETURN_IF_ERROR(check_layout(sl.counts, sl.displs, sl.capacity, size(), 1, "send", tag, seq));
+  SY_RETURN_IF_ERROR(check_layout(rl.counts, rl.displs, rl.capacity, size(), 1, "recv", tag, seq));
+  do_alltoallv(send, sl.counts, sl.displs, recv, rl.counts, rl.displs, elem_bytes, tag, seq);
+  return Status::Ok();
+}
+
+Status Communicator::alltoallv_blocks_bytes(const void* send, const BlockLayout& send_layout,
+                                            void* recv, const BlockLayout& recv_layout,
+                                            int64_t elem_bytes, const CollectiveTag& tag) {
+  const int64_t seq = seq_++;
+  SY_RETURN_IF_ERROR(check_elem_bytes(elem_bytes, tag, seq));
+  const int64_t B = send_layout.blocks;
+  if (B != recv_layout.blocks || B < 1 || B > kMaxBlocks) {
+    return InvalidArgument(describe(tag, seq) + ": blocks per peer " + std::to_string(B) +
+                           " (send) and " + std::to_string(recv_layout.blocks) +
+                           " (recv) must be equal and in [1, " + std::to_string(kMaxBlocks) + "]");
   }
-  SY_CHECK(send == nullptr || send != recv) << where << ": send and recv must differ";
-  SY_RETURN_IF_ERROR(check_layout(send_layout, size(), "send", where));
-  SY_RETURN_IF_ERROR(check_layout(recv_layout, size(), "recv", where));
-  do_alltoallv(send, send_layout.counts, send_layout.displs, recv, recv_layout.counts,
-               recv_layout.displs, elem_bytes, tag, seq);
+  SY_CHECK(send == nullptr || send != recv) << describe(tag, seq) << ": send and recv must differ";
+  const BlockLayout &sl = send_layout, &rl = recv_layout;
+  SY_RETURN_IF_ERROR(check_layout(sl.counts, sl.displs, sl.capacity, size(), B, "send", tag, seq));
+  SY_RETURN_IF_ERROR(check_layout(rl.counts, rl.displs, rl.capacity, size(), B, "recv", tag, seq));
+  do_alltoallv_blocks(send, send_layout, recv, recv_layout, elem_bytes, tag, seq);
   return Status::Ok();
 }
 

@@ -75,6 +75,16 @@ struct VLayout {
   int64_t capacity = 0;             // elements in the buffer
 };
 
+// One side of a blocked alltoallv: the data for each peer is split into `blocks` blocks; block
+// b for peer p is counts[p * blocks + b] elements starting at element displs[p * blocks + b]
+// of a buffer of `capacity` elements. Both sides of a call use the same `blocks`.
+struct BlockLayout {
+  int64_t blocks = 1;
+  const int64_t* counts = nullptr;  // [P, blocks]
+  const int64_t* displs = nullptr;  // [P, blocks]
+  int64_t capacity = 0;             // elements in the buffer
+};
+
 class Communicator {
  public:
   Communicator() = default;
@@ -109,6 +119,21 @@ class Communicator {
   // not fit an `int`, or runs past the capacity.
   Status alltoallv_bytes(const void* send, const VLayout& send_layout, void* recv,
                          const VLayout& recv_layout, int64_t elem_bytes, const CollectiveTag& tag);
+
+  // Collective, blocking. alltoallv with every peer's data in `blocks` separate places on both
+  // sides: block b that rank q sends to rank p (send.counts[p * blocks + b] elements at
+  // send.displs[p * blocks + b] on q) lands in block b for peer q on p (recv.counts[q * blocks +
+  // b] elements at recv.displs[q * blocks + b]). It lets a caller scatter rows straight into
+  // their final order (the MoE dispatcher: expert-major) instead of receiving one block per
+  // peer and permuting: no staging copy, one round. The receive counts must equal what each
+  // peer sends (exchange counts first, as for alltoallv); a mismatch the backend can see ends
+  // the job with exit 22 (kExitBadInput), never a silent garbage block. Same argument checks as
+  // alltoallv, plus 1 <= blocks <= kMaxBlocks. A rank with nothing to receive may return
+  // before its peers have entered the call (the MPI backend uses point-to-point messages).
+  Status alltoallv_blocks_bytes(const void* send, const BlockLayout& send_layout, void* recv,
+                                const BlockLayout& recv_layout, int64_t elem_bytes,
+                                const CollectiveTag& tag);
+  static constexpr int64_t kMaxBlocks = 1024;
 
   // Collective, blocking. Element-wise reduction of `count` elements over all ranks; every
   // rank gets the result in recv. send == recv means in place. Sums of floating point are in
@@ -145,6 +170,14 @@ class Communicator {
                            row_width * static_cast<int64_t>(sizeof(T)), tag);
   }
   template <typename T>
+  Status alltoallv_blocks(const T* send, const BlockLayout& send_layout, T* recv,
+                          const BlockLayout& recv_layout, int64_t row_width,
+                          const CollectiveTag& tag) {
+    static_assert(std::is_trivially_copyable<T>::value, "alltoallv_blocks copies bytes");
+    return alltoallv_blocks_bytes(send, send_layout, recv, recv_layout,
+                                  row_width * static_cast<int64_t>(sizeof(T)), tag);
+  }
+  template <typename T>
   void allreduce(const T* send, T* recv, int64_t count, ReduceOp op, const CollectiveTag& tag) {
     allreduce(send, recv, count, DTypeOf<T>::value, op, tag);
   }
@@ -170,6 +203,10 @@ class Communicator {
                             const int64_t* send_displs, void* recv, const int64_t* recv_counts,
                             const int64_t* recv_displs, int64_t elem_bytes,
                             const CollectiveTag& tag, int64_t seq) = 0;
+  // Layouts as in alltoallv_blocks_bytes, already checked.
+  virtual void do_alltoallv_blocks(const void* send, const BlockLayout& send_layout, void* recv,
+                                   const BlockLayout& recv_layout, int64_t elem_bytes,
+                                   const CollectiveTag& tag, int64_t seq) = 0;
   virtual void do_allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
                             const CollectiveTag& tag, int64_t seq) = 0;
   virtual void do_allgather(const void* send, void* recv, int64_t count, int64_t elem_bytes,

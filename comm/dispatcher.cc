@@ -31,10 +31,10 @@ void copy_rows(float* dst, int64_t dst_row, const float* src, int64_t src_row, i
 
 const char* exchange_mode_name(ExchangeMode m) {
   switch (m) {
-    case ExchangeMode::kPerExpert:
-      return "per_expert";
     case ExchangeMode::kSingle:
       return "single";
+    case ExchangeMode::kBlocks:
+      return "blocks";
   }
   return "?";
 }
@@ -88,29 +88,26 @@ Dispatcher::Dispatcher(Communicator* comm, int64_t E, int64_t D, const Dispatche
 void Dispatcher::check_counts_from(int s, const int64_t* counts_e1, int64_t recv_so_far,
                                    const CollectiveTag& tag, int64_t seq) const {
   const int64_t declared = counts_e1[e_];
-  int64_t sum = 0;
-  std::ostringstream why;
-  for (int64_t j = 0; j < e_ && why.tellp() == 0; ++j) {
-    if (counts_e1[j] < 0 || counts_e1[j] > INT_MAX) {
-      why << "count for local expert " << j << " (global " << first_local_expert() + j << ") is "
-          << counts_e1[j];
-    }
-    sum += counts_e1[j];
-  }
   const int64_t bound = opt_.max_recv_rows > 0 ? opt_.max_recv_rows : INT_MAX;
-  if (why.tellp() != 0) {
-    // reported below
-  } else if (sum != declared) {
-    why << "its per-expert counts sum to " << sum << " rows but rank " << s << " declared "
-        << declared << " rows";
-  } else if (declared < 0 || recv_so_far + declared > bound) {
-    why << "declared " << declared << " rows; with the " << recv_so_far
-        << " rows from lower ranks that is over the receive bound " << bound;
-  } else {
-    return;
+  int64_t sum = 0, bad_j = -1;
+  for (int64_t j = 0; j < e_; ++j) {
+    if (counts_e1[j] < 0 || counts_e1[j] > INT_MAX) {
+      if (bad_j < 0) bad_j = j;
+    } else {
+      sum += counts_e1[j];  // at most e * INT_MAX: no overflow
+    }
   }
+  if (bad_j < 0 && sum == declared && recv_so_far + declared <= bound) return;
   std::ostringstream msg;
-  msg << "dispatch count check failed: rank " << s << " -> rank " << r_ << ": " << why.str() << " ("
+  msg << "dispatch count check failed: rank " << s << " -> rank " << r_ << ": ";
+  if (bad_j >= 0) {
+    msg << "count for local expert " << bad_j << " (global " << first_local_expert() + bad_j
+        << ") is " << counts_e1[bad_j] << "; ";
+  } else if (sum == declared) {
+    msg << "with the " << recv_so_far << " rows from lower ranks this is over the receive bound "
+        << bound << "; ";
+  }
+  msg << "per-expert counts sum to " << sum << " rows, declared total " << declared << " rows ("
       << Communicator::describe({"dispatch.counts", tag.layer, tag.step}, seq)
       << "); no payload was used";
   comm_->abort(kExitBadInput, msg.str());
@@ -118,24 +115,20 @@ void Dispatcher::check_counts_from(int s, const int64_t* counts_e1, int64_t recv
 
 void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const CollectiveTag& tag,
                                  DispatchHandle* handle) {
-  SY_CHECK(handle != nullptr);
-  SY_CHECK(kept_E != nullptr || E_ == 0);
+  SY_CHECK(handle != nullptr && kept_E != nullptr);
   const Clock::time_point t0 = Clock::now();
   DispatchHandle& h = *handle;
   const int P = P_;
-  const int64_t e = e_;
+  const int64_t e = e_, Pe = P * e_;
   h.owner_ = this;
   h.A_ = A;
-  h.counts_Pe_.assign(static_cast<size_t>(P * e), 0);
+  for (auto* v : {&h.send_counts_Pe_, &h.send_displs_Pe_, &h.recv_counts_Pe_, &h.recv_displs_Pe_}) {
+    v->assign(static_cast<size_t>(Pe), 0);
+  }
+  for (auto* v : {&h.send_counts_P_, &h.send_displs_P_, &h.recv_counts_P_, &h.recv_displs_P_}) {
+    v->assign(static_cast<size_t>(P), 0);
+  }
   h.local_offsets_e1_.assign(static_cast<size_t>(e + 1), 0);
-  h.send_counts_P_.assign(P, 0);
-  h.send_displs_P_.assign(P, 0);
-  h.recv_counts_P_.assign(P, 0);
-  h.recv_displs_P_.assign(P, 0);
-  h.round_send_counts_eP_.assign(static_cast<size_t>(e * P), 0);
-  h.round_send_displs_eP_.assign(static_cast<size_t>(e * P), 0);
-  h.round_recv_counts_eP_.assign(static_cast<size_t>(e * P), 0);
-  h.round_recv_displs_eP_.assign(static_cast<size_t>(e * P), 0);
 
   // Send side: d's rows are the plan-order block of global experts [d*e, (d+1)*e).
   int64_t off = 0;
@@ -144,8 +137,8 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
     for (int64_t j = 0; j < e; ++j) {
       const int64_t n = kept_E[d * e + j];
       SY_CHECK_GE(n, 0) << "kept_E[" << d * e + j << "]";
-      h.round_send_counts_eP_[j * P + d] = n;
-      h.round_send_displs_eP_[j * P + d] = off;
+      h.send_counts_Pe_[d * e + j] = n;
+      h.send_displs_Pe_[d * e + j] = off;
       count_send_Pe1_[d * (e + 1) + j] = n;
       off += n;
     }
@@ -181,7 +174,7 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
     h.recv_counts_P_[s] = c[e];
     R += c[e];
     for (int64_t j = 0; j < e; ++j) {
-      h.counts_Pe_[s * e + j] = c[j];
+      h.recv_counts_Pe_[s * e + j] = c[j];
       h.local_offsets_e1_[j + 1] += c[j];
     }
   }
@@ -190,9 +183,8 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
   for (int64_t j = 0; j < e; ++j) {
     int64_t at = h.local_offsets_e1_[j];
     for (int s = 0; s < P; ++s) {
-      h.round_recv_counts_eP_[j * P + s] = h.counts_Pe_[s * e + j];
-      h.round_recv_displs_eP_[j * P + s] = at;
-      at += h.counts_Pe_[s * e + j];
+      h.recv_displs_Pe_[s * e + j] = at;
+      at += h.recv_counts_Pe_[s * e + j];
     }
     h.local_offsets_e1_[j + 1] = at;
   }
@@ -212,8 +204,7 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
   for (int64_t j = 0; j < e; ++j) {
     st.rows_recv_e[j] = h.local_offsets_e1_[j + 1] - h.local_offsets_e1_[j];
   }
-  // kSingle moves the self block by memcpy, outside the alltoallv.
-  h.send_counts_P_[r_] = 0;
+  h.send_counts_P_[r_] = 0;  // kSingle copies the self block outside the alltoallv
   h.recv_counts_P_[r_] = 0;
   st.count_exchange_s = seconds_since(t0);
 }
@@ -227,33 +218,34 @@ void Dispatcher::dispatch(const int32_t* kept_E, const float* rows_AD, int64_t A
   dispatch_rows(handle, rows_AD, recv_RD->data(), tag);
 }
 
-void Dispatcher::source_to_expert_major(const DispatchHandle& h, const float* src,
-                                        float* dst) const {
-  const int P = P_;
-  for (int s = 0; s < P; ++s) {
+void Dispatcher::permute_remote(const DispatchHandle& h, const float* src, float* dst,
+                                bool to_expert_major) const {
+  for (int s = 0; s < P_; ++s) {
     if (s == r_) continue;
-    int64_t at = h.recv_displs_P_[s];
+    int64_t staged = h.recv_displs_P_[s];
     for (int64_t j = 0; j < e_; ++j) {
-      const int64_t n = h.counts_Pe_[s * e_ + j];
-      copy_rows(dst, h.round_recv_displs_eP_[j * P + s], src, at, n, D_);
-      at += n;
+      const int64_t n = h.recv_counts_Pe_[s * e_ + j], placed = h.recv_displs_Pe_[s * e_ + j];
+      copy_rows(dst, to_expert_major ? placed : staged, src, to_expert_major ? staged : placed, n,
+                D_);
+      staged += n;
     }
   }
 }
 
-void Dispatcher::expert_to_source_major(const DispatchHandle& h, const float* src,
-                                        float* dst) const {
-  const int P = P_;
-  for (int s = 0; s < P; ++s) {
-    if (s == r_) continue;
-    int64_t at = h.recv_displs_P_[s];
-    for (int64_t j = 0; j < e_; ++j) {
-      const int64_t n = h.counts_Pe_[s * e_ + j];
-      copy_rows(dst, at, src, h.round_recv_displs_eP_[j * P + s], n, D_);
-      at += n;
-    }
+void Dispatcher::copy_self(const DispatchHandle& h, const float* src, float* dst,
+                           bool to_expert_major) const {
+  for (int64_t j = 0; j < e_; ++j) {
+    const int64_t i = r_ * e_ + j, plan = h.send_displs_Pe_[i], placed = h.recv_displs_Pe_[i];
+    copy_rows(dst, to_expert_major ? placed : plan, src, to_expert_major ? plan : placed,
+              h.send_counts_Pe_[i], D_);
   }
 }
+
+namespace {
+double bytes_per_s(int64_t bytes, double s) {
+  return s > 0 && bytes > 0 ? static_cast<double>(bytes) / s : 0;
+}
+}  // namespace
 
 void Dispatcher::dispatch_rows(DispatchHandle* handle, const float* rows_AD, float* out_RD,
                                const CollectiveTag& tag) {
@@ -261,30 +253,23 @@ void Dispatcher::dispatch_rows(DispatchHandle* handle, const float* rows_AD, flo
       << "dispatch_rows needs a handle filled by this dispatcher's exchange_counts";
   const Clock::time_point t0 = Clock::now();
   DispatchHandle& h = *handle;
-  const int P = P_;
   const CollectiveTag rows_tag{"dispatch.rows", tag.layer, tag.step};
-  if (opt_.mode == ExchangeMode::kPerExpert) {
-    for (int64_t j = 0; j < e_; ++j) {
-      SY_CHECK_OK(comm_->alltoallv(
-          rows_AD, {&h.round_send_counts_eP_[j * P], &h.round_send_displs_eP_[j * P], h.A_}, out_RD,
-          {&h.round_recv_counts_eP_[j * P], &h.round_recv_displs_eP_[j * P], h.R_}, D_, rows_tag));
-    }
+  if (opt_.mode == ExchangeMode::kBlocks) {
+    SY_CHECK_OK(comm_->alltoallv_blocks(
+        rows_AD, {e_, h.send_counts_Pe_.data(), h.send_displs_Pe_.data(), h.A_}, out_RD,
+        {e_, h.recv_counts_Pe_.data(), h.recv_displs_Pe_.data(), h.R_}, D_, rows_tag));
   } else {
-    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_)
+    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_) {
       staging_RD_.resize(static_cast<size_t>(h.R_ * D_));
+    }
     SY_CHECK_OK(comm_->alltoallv(
         rows_AD, {h.send_counts_P_.data(), h.send_displs_P_.data(), h.A_}, staging_RD_.data(),
         {h.recv_counts_P_.data(), h.recv_displs_P_.data(), h.R_}, D_, rows_tag));
-    for (int64_t j = 0; j < e_; ++j) {  // the self block, straight from the plan order
-      copy_rows(out_RD, h.round_recv_displs_eP_[j * P + r_], rows_AD,
-                h.round_send_displs_eP_[j * P + r_], h.round_send_counts_eP_[j * P + r_], D_);
-    }
-    source_to_expert_major(h, staging_RD_.data(), out_RD);
+    copy_self(h, rows_AD, out_RD, /*to_expert_major=*/true);
+    permute_remote(h, staging_RD_.data(), out_RD, /*to_expert_major=*/true);
   }
   h.stats_.dispatch_s = seconds_since(t0);
-  const int64_t bytes = h.stats_.remote_bytes();
-  h.stats_.dispatch_bytes_per_s =
-      h.stats_.dispatch_s > 0 && bytes > 0 ? static_cast<double>(bytes) / h.stats_.dispatch_s : 0;
+  h.stats_.dispatch_bytes_per_s = bytes_per_s(h.stats_.remote_bytes(), h.stats_.dispatch_s);
 }
 
 void Dispatcher::combine(DispatchHandle* handle, const float* rows_RD, float* out_AD,
@@ -293,30 +278,23 @@ void Dispatcher::combine(DispatchHandle* handle, const float* rows_RD, float* ou
       << "combine needs a handle filled by this dispatcher's exchange_counts";
   const Clock::time_point t0 = Clock::now();
   DispatchHandle& h = *handle;
-  const int P = P_;
   const CollectiveTag rows_tag{"combine.rows", tag.layer, tag.step};
-  if (opt_.mode == ExchangeMode::kPerExpert) {
-    for (int64_t j = 0; j < e_; ++j) {
-      SY_CHECK_OK(comm_->alltoallv(
-          rows_RD, {&h.round_recv_counts_eP_[j * P], &h.round_recv_displs_eP_[j * P], h.R_}, out_AD,
-          {&h.round_send_counts_eP_[j * P], &h.round_send_displs_eP_[j * P], h.A_}, D_, rows_tag));
-    }
+  if (opt_.mode == ExchangeMode::kBlocks) {
+    SY_CHECK_OK(comm_->alltoallv_blocks(
+        rows_RD, {e_, h.recv_counts_Pe_.data(), h.recv_displs_Pe_.data(), h.R_}, out_AD,
+        {e_, h.send_counts_Pe_.data(), h.send_displs_Pe_.data(), h.A_}, D_, rows_tag));
   } else {
-    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_)
+    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_) {
       staging_RD_.resize(static_cast<size_t>(h.R_ * D_));
-    expert_to_source_major(h, rows_RD, staging_RD_.data());
+    }
+    permute_remote(h, rows_RD, staging_RD_.data(), /*to_expert_major=*/false);
     SY_CHECK_OK(comm_->alltoallv(
         staging_RD_.data(), {h.recv_counts_P_.data(), h.recv_displs_P_.data(), h.R_}, out_AD,
         {h.send_counts_P_.data(), h.send_displs_P_.data(), h.A_}, D_, rows_tag));
-    for (int64_t j = 0; j < e_; ++j) {
-      copy_rows(out_AD, h.round_send_displs_eP_[j * P + r_], rows_RD,
-                h.round_recv_displs_eP_[j * P + r_], h.round_recv_counts_eP_[j * P + r_], D_);
-    }
+    copy_self(h, rows_RD, out_AD, /*to_expert_major=*/false);
   }
   h.stats_.combine_s = seconds_since(t0);
-  const int64_t bytes = h.stats_.remote_bytes();
-  h.stats_.combine_bytes_per_s =
-      h.stats_.combine_s > 0 && bytes > 0 ? static_cast<double>(bytes) / h.stats_.combine_s : 0;
+  h.stats_.combine_bytes_per_s = bytes_per_s(h.stats_.remote_bytes(), h.stats_.combine_s);
 }
 
 }  // namespace sy

@@ -12,26 +12,26 @@
 // Order on receipt, EXPERT-MAJOR: local expert j's rows are source 0's rows for j, then source
 // 1's, ..., then source P-1's. When tokens are split contiguously over ranks in rank order, this
 // is GLOBAL token order within every expert: exactly the order a 1-rank plan over all tokens
-// gives that expert (as long as the P per-rank plans keep the same assignments as the global
-// plan, e.g. dropless). So the expert GEMMs see identical inputs in identical order and the
-// layer's output is bitwise equal to 1 rank. Keep it that way.
+// gives that expert, as long as the per-rank plans keep what the 1-rank plan keeps (dropless, or
+// ranks holding whole capacity groups, CapacityConfig::group_tokens). So the expert GEMMs see
+// identical inputs in identical order and the layer's output is bitwise equal to 1 rank (the
+// dispatcher only moves bytes). Keep it that way.
 //
 // Protocol of dispatch (every rank takes part in every step, also with zero rows):
 //   1. counts: alltoall of [P, e+1] int64: to rank d, kept rows for each of d's e local experts,
 //      plus the total rows this rank will send d, read from the very layout the payload uses.
 //   2. check, before any payload: for every source, counts >= 0, sum of its e counts == its
-//      declared total, and totals fit MPI's int and max_recv_rows. A mismatch (a corrupted or
-//      wrong count, RELIABILITY B1; SY_FAULT=corrupt_count) ends the job with exit 22
-//      (kExitBadInput) through Communicator::abort on the receiver, naming both ranks, the
-//      collective (op/seq/layer/step) and the two counts, so no garbage row is ever used.
-//   3. rows: alltoallv (see ExchangeMode for how), placed expert-major.
+//      declared total, and the running total fits MPI's int and max_recv_rows. A mismatch (a
+//      corrupted or wrong count, RELIABILITY B1; SY_FAULT=corrupt_count) ends the job with exit
+//      22 (kExitBadInput) through Communicator::abort on the receiver, naming both ranks, the
+//      collective (op/seq/layer/step) and the two counts, before any payload is sent.
+//   3. rows, placed expert-major (ExchangeMode says how).
 // combine is the transpose (counts known from the handle; no count exchange).
 //
 // Memory: the receive side is sized by the rows actually received (R = sum over sources of the
 // counts from step 1), never by a worst case of all tokens; with a capacity factor R <= P * C.
-// The dispatcher keeps its scratch (count buffers, the staging buffer of kSingle) and each
-// handle keeps its layouts across calls: in steady state (same or smaller sizes) nothing is
-// allocated.
+// The dispatcher keeps its scratch (count buffers, kSingle's staging buffer) and each handle
+// keeps its layouts across calls: in steady state (same or smaller sizes) nothing is allocated.
 //
 // Threads: one thread calls a Dispatcher (the communicator is MPI_THREAD_FUNNELED).
 //
@@ -49,21 +49,24 @@
 
 namespace sy {
 
-// How the payload crosses. Both give the same bytes in the same places.
+// How the rows cross (step 3). Both put the same bytes in the same places; only speed differs.
+// Measured on 2 cores (Open MPI 4.1, shared memory; bench/exchange_bench.cc): an extra message
+// costs ~4 us, a copy ~10 GB/s, so kBlocks wins once a block (rows per (peer, expert)) is
+// tens of KiB, kSingle below that.
 enum class ExchangeMode {
-  // e alltoallv rounds, one per local expert j: round j carries, from every source, the rows
-  // for local expert j, received straight into their expert-major place and sent straight from
-  // the plan order. No copy besides MPI's own; e times the per-collective latency.
-  kPerExpert,
-  // One alltoallv into a source-major staging buffer, then a permutation to expert-major
-  // (memcpy of P*e contiguous runs); combine permutes back first. One latency, one extra copy
-  // of R rows each way. Better for tiny payloads or many local experts.
+  // One Communicator::alltoallv_blocks with e blocks per peer: each (source, local expert)
+  // block is one message, received straight into its expert-major place and sent straight
+  // from the plan order. No copy; up to P*e messages.
+  kBlocks,
+  // One alltoallv (one message per peer) into a source-major staging buffer, then a
+  // permutation to expert-major (memcpy of (P-1)*e contiguous runs; the self block is copied
+  // straight into place); combine permutes back first. One extra copy of the remote rows.
   kSingle,
 };
 const char* exchange_mode_name(ExchangeMode m);
 
 struct DispatcherOptions {
-  ExchangeMode mode = ExchangeMode::kPerExpert;
+  ExchangeMode mode = ExchangeMode::kBlocks;
   // Upper bound on R (rows received in one dispatch), checked in step 2; 0 = only MPI's int
   // limit. A layer sets P * capacity (or P * T_max * K for dropless).
   int64_t max_recv_rows = 0;
@@ -97,7 +100,7 @@ class DispatchHandle {
   // side (what the expert GEMMs take).
   const std::vector<int64_t>& local_offsets_e1() const { return local_offsets_e1_; }
   // Rows from source s for local expert j, at [s * e + j].
-  const std::vector<int64_t>& recv_counts_Pe() const { return counts_Pe_; }
+  const std::vector<int64_t>& recv_counts_Pe() const { return recv_counts_Pe_; }
   const DispatchStats& stats() const { return stats_; }
 
  private:
@@ -105,14 +108,12 @@ class DispatchHandle {
   const void* owner_ = nullptr;
   int64_t A_ = 0, R_ = 0;
   std::vector<int64_t> local_offsets_e1_;  // [e+1]
-  std::vector<int64_t> counts_Pe_;         // [P, e]
-  // kSingle: whole blocks per peer (self entry 0: the self block is copied directly); send side
-  // in plan order, receive side source-major.
+  // Blocks at [p * e + j]. Send: the plan-order block of global expert p*e+j. Receive: the
+  // expert-major block of (source p, local expert j).
+  std::vector<int64_t> send_counts_Pe_, send_displs_Pe_, recv_counts_Pe_, recv_displs_Pe_;
+  // kSingle, whole blocks per peer (self count 0: the self block is copied straight into
+  // place). Send: plan order. Receive: the source-major staging buffer.
   std::vector<int64_t> send_counts_P_, send_displs_P_, recv_counts_P_, recv_displs_P_;
-  // kPerExpert round j at [j * P + p]: send side = the plan-order block of global expert
-  // p*e+j; receive side = the expert-major block of (local expert j, source p).
-  std::vector<int64_t> round_send_counts_eP_, round_send_displs_eP_;
-  std::vector<int64_t> round_recv_counts_eP_, round_recv_displs_eP_;
   DispatchStats stats_;
 };
 
@@ -164,9 +165,12 @@ class Dispatcher {
   // Step 2 for source s; aborts the job (exit 22) on a bad count.
   void check_counts_from(int s, const int64_t* counts_e1, int64_t recv_so_far,
                          const CollectiveTag& tag, int64_t seq) const;
-  // kSingle permutations between the staging buffer (source-major) and expert-major.
-  void source_to_expert_major(const DispatchHandle& h, const float* src, float* dst) const;
-  void expert_to_source_major(const DispatchHandle& h, const float* src, float* dst) const;
+  // kSingle: copies the remote rows from the staging buffer (source-major) to expert-major, or
+  // back when !to_expert_major.
+  void permute_remote(const DispatchHandle& h, const float* src, float* dst,
+                      bool to_expert_major) const;
+  // kSingle: copies the self block from plan order to expert-major, or back.
+  void copy_self(const DispatchHandle& h, const float* src, float* dst, bool to_expert_major) const;
 
   Communicator* comm_;
   int64_t E_, e_, D_;

@@ -36,6 +36,19 @@ void LocalCommunicator::do_alltoallv(const void* send, const int64_t* send_count
              send_counts[0] * elem_bytes);
 }
 
+void LocalCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& send_layout,
+                                            void* recv, const BlockLayout& recv_layout,
+                                            int64_t elem_bytes, const CollectiveTag& tag,
+                                            int64_t seq) {
+  for (int64_t b = 0; b < send_layout.blocks; ++b) {
+    const int64_t n = send_layout.counts[b];
+    SY_CHECK_EQ(n, recv_layout.counts[b])
+        << describe(tag, seq) << ": send/recv counts, block " << b;
+    copy_bytes(static_cast<char*>(recv) + recv_layout.displs[b] * elem_bytes,
+               static_cast<const char*>(send) + send_layout.displs[b] * elem_bytes, n * elem_bytes);
+  }
+}
+
 void LocalCommunicator::do_allreduce(const void* send, void* recv, int64_t count, DType dtype,
                                      ReduceOp, const CollectiveTag&, int64_t) {
   copy_bytes(recv, send, count * dtype_bytes(dtype));

@@ -1,9 +1,12 @@
 #include "comm/mpi_communicator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <sstream>
 #include <thread>
 
 #include "comm/fault.h"
@@ -162,28 +165,26 @@ MPI_Datatype MpiCommunicator::element_type(int64_t elem_bytes) {
   return t;
 }
 
-void MpiCommunicator::wait(MPI_Request* req, const CollectiveTag& tag, int64_t seq) {
+template <typename Test>
+void MpiCommunicator::wait_until(Test&& test, const CollectiveTag& tag, int64_t seq) {
   using Clock = std::chrono::steady_clock;
   const double limit_s = timeout();
   const Clock::time_point start = Clock::now();
-  // Poll with yields for the first kSpinS seconds, then sleep with a doubling back-off so a
-  // long wait (a straggler, a hung peer) costs little CPU. The spin is by time, not by a count
-  // of polls: a non-blocking collective only advances inside MPI_Test, and a large alltoallv
-  // needs several protocol round trips (rendezvous, single-copy get, fin) on both sides; a
-  // peer asleep in the back-off stalls each of them (measured: 4 MiB alltoallv 20x slower
-  // than MPI_Alltoallv with a 200-poll spin; see bench/exchange_bench.cc).
+  // Poll for the first kSpinS seconds, as MPI's own blocking wait does, then sleep with a
+  // doubling back-off so a long wait (a straggler, a hung peer) costs little CPU. Why poll by
+  // time and not yield: a non-blocking collective advances only inside MPI_Test, and a large
+  // alltoallv needs several protocol round trips (rendezvous, single-copy get, fin) on both
+  // sides; a peer asleep in the back-off, or one that yielded its core to another process,
+  // stalls each of them (bench/exchange_bench.cc measured 1-4 MiB exchanges 5-20x slower than
+  // MPI_Alltoallv with a short yield loop). MPI_Test yields by itself when Open MPI sees the
+  // node oversubscribed (mpi_yield_when_idle), like MPI_Alltoallv.
   constexpr double kSpinS = 0.02;
   constexpr int64_t kMaxSleepUs = 500;
   int64_t sleep_us = 8;
   for (;;) {
-    int done = 0;
-    SY_MPI_CHECK_IN(MPI_Test(req, &done, MPI_STATUS_IGNORE), tag, seq);
-    if (done) return;
+    if (test()) return;
     const double waited_s = std::chrono::duration<double>(Clock::now() - start).count();
-    if (waited_s < kSpinS) {
-      std::this_thread::yield();
-      continue;
-    }
+    if (waited_s < kSpinS) continue;
     if (limit_s > 0 && waited_s > limit_s) {
       std::fprintf(stderr,
                    "[switchyard] rank %d on %s: collective timeout: %s exceeded %g s (a peer "
@@ -196,6 +197,16 @@ void MpiCommunicator::wait(MPI_Request* req, const CollectiveTag& tag, int64_t s
     std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
     if (sleep_us < kMaxSleepUs) sleep_us *= 2;
   }
+}
+
+void MpiCommunicator::wait(MPI_Request* req, const CollectiveTag& tag, int64_t seq) {
+  wait_until(
+      [&] {
+        int done = 0;
+        SY_MPI_CHECK_IN(MPI_Test(req, &done, MPI_STATUS_IGNORE), tag, seq);
+        return done != 0;
+      },
+      tag, seq);
 }
 
 void MpiCommunicator::do_alltoall(const void* send, void* recv, int64_t count, int64_t elem_bytes,
@@ -227,6 +238,89 @@ void MpiCommunicator::do_alltoallv(const void* send, const int64_t* send_counts,
                                  recv_counts_.data(), recv_displs_.data(), t, comm_, &req),
                   tag, seq);
   wait(&req, tag, seq);
+}
+
+void MpiCommunicator::abort_block_mismatch(size_t i, const char* what, const CollectiveTag& tag,
+                                           int64_t seq) {
+  const PostedRecv& p = posted_[i];
+  std::ostringstream os;
+  os << "alltoallv_blocks count mismatch: rank " << p.peer << " -> rank " << rank_ << " block "
+     << p.block << ": expected " << p.count << " elements, " << what << " (" << describe(tag, seq)
+     << ")";
+  abort(kExitBadInput, os.str());
+}
+
+void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& sl, void* recv,
+                                          const BlockLayout& rl, int64_t elem_bytes,
+                                          const CollectiveTag& tag, int64_t seq) {
+  g_last = {true, tag, seq};
+  const MPI_Datatype t = element_type(elem_bytes);
+  const int64_t B = sl.blocks;
+  // MPI tag = block + B * (seq mod a window): a message from another call (possible only after
+  // a count mismatch) then matches no receive of this one and the deadline reports it, instead
+  // of landing as garbage. MPI guarantees tags up to 32767.
+  const int64_t window = std::max<int64_t>(1, 32767 / B);
+  const int64_t tag0 = (seq % window) * B;
+  reqs_.clear();
+  posted_.clear();
+  for (int p = 0; p < size_; ++p) {
+    for (int64_t b = 0; b < B && p != rank_; ++b) {
+      const int64_t n = rl.counts[p * B + b];
+      if (n == 0) continue;
+      reqs_.emplace_back();
+      posted_.push_back({p, b, n});
+      SY_MPI_CHECK_IN(
+          MPI_Irecv(static_cast<char*>(recv) + rl.displs[p * B + b] * elem_bytes,
+                    static_cast<int>(n), t, p, static_cast<int>(tag0 + b), comm_, &reqs_.back()),
+          tag, seq);
+    }
+  }
+  for (int p = 0; p < size_; ++p) {
+    for (int64_t b = 0; b < B && p != rank_; ++b) {
+      const int64_t n = sl.counts[p * B + b];
+      if (n == 0) continue;
+      reqs_.emplace_back();
+      SY_MPI_CHECK_IN(
+          MPI_Isend(static_cast<const char*>(send) + sl.displs[p * B + b] * elem_bytes,
+                    static_cast<int>(n), t, p, static_cast<int>(tag0 + b), comm_, &reqs_.back()),
+          tag, seq);
+    }
+  }
+  // The self blocks, while the peers' messages are in flight.
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = sl.counts[rank_ * B + b];
+    SY_CHECK_EQ(n, rl.counts[rank_ * B + b]) << describe(tag, seq) << ": self block " << b;
+    if (n > 0) {
+      std::memcpy(static_cast<char*>(recv) + rl.displs[rank_ * B + b] * elem_bytes,
+                  static_cast<const char*>(send) + sl.displs[rank_ * B + b] * elem_bytes,
+                  static_cast<size_t>(n * elem_bytes));
+    }
+  }
+  const int nreq = static_cast<int>(reqs_.size());
+  statuses_.resize(reqs_.size());
+  wait_until(
+      [&] {
+        int done = 0;
+        const int rc = MPI_Testall(nreq, reqs_.data(), &done, statuses_.data());
+        if (rc == MPI_ERR_IN_STATUS) {
+          for (size_t i = 0; i < posted_.size(); ++i) {
+            const int err = statuses_[i].MPI_ERROR;
+            if (err != MPI_SUCCESS && err != MPI_ERR_PENDING) {
+              abort_block_mismatch(i, ("MPI: " + mpi_error_text(err)).c_str(), tag, seq);
+            }
+          }
+        }
+        SY_MPI_CHECK_IN(rc, tag, seq);
+        return done != 0;
+      },
+      tag, seq);
+  for (size_t i = 0; i < posted_.size(); ++i) {
+    int got = 0;
+    SY_MPI_CHECK_IN(MPI_Get_count(&statuses_[i], t, &got), tag, seq);
+    if (got != posted_[i].count) {
+      abort_block_mismatch(i, ("received " + std::to_string(got)).c_str(), tag, seq);
+    }
+  }
 }
 
 void MpiCommunicator::do_allreduce(const void* send, void* recv, int64_t count, DType dtype,

@@ -72,6 +72,13 @@ class MpiCommunicator final : public Communicator {
   void do_alltoallv(const void* send, const int64_t* send_counts, const int64_t* send_displs,
                     void* recv, const int64_t* recv_counts, const int64_t* recv_displs,
                     int64_t elem_bytes, const CollectiveTag& tag, int64_t seq) override;
+  // Point-to-point: one message per non-empty (peer, block), all posted at once (receives
+  // first), the self blocks copied meanwhile, then one wait under the deadline. Each message
+  // is checked on arrival: fewer elements than posted, or more (MPI_ERR_TRUNCATE), ends the
+  // job with exit 22 naming the pair and the block.
+  void do_alltoallv_blocks(const void* send, const BlockLayout& send_layout, void* recv,
+                           const BlockLayout& recv_layout, int64_t elem_bytes,
+                           const CollectiveTag& tag, int64_t seq) override;
   void do_allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
                     const CollectiveTag& tag, int64_t seq) override;
   void do_allgather(const void* send, void* recv, int64_t count, int64_t elem_bytes,
@@ -79,8 +86,14 @@ class MpiCommunicator final : public Communicator {
   void do_barrier(const CollectiveTag& tag, int64_t seq) override;
 
  private:
-  // Records the collective for the terminate handler, then waits for `req` under the deadline.
+  // Waits for `req` under the deadline.
   void wait(MPI_Request* req, const CollectiveTag& tag, int64_t seq);
+  // Calls test() (true = done) until it is done or the deadline passes (then exit 20).
+  template <typename Test>
+  void wait_until(Test&& test, const CollectiveTag& tag, int64_t seq);
+  // For alltoallv_blocks: a message that did not carry the posted count (exit 22).
+  [[noreturn]] void abort_block_mismatch(size_t i, const char* what, const CollectiveTag& tag,
+                                         int64_t seq);
   // MPI_BYTE, or a committed contiguous type of elem_bytes bytes (cached; freed with *this).
   MPI_Datatype element_type(int64_t elem_bytes);
 
@@ -90,6 +103,14 @@ class MpiCommunicator final : public Communicator {
   std::map<int64_t, MPI_Datatype> types_;
   // alltoallv's int counts/displacements; MPI reads them until the request completes.
   std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;
+  // alltoallv_blocks: receives first (with what each expects), then sends.
+  struct PostedRecv {
+    int peer;
+    int64_t block, count;
+  };
+  std::vector<MPI_Request> reqs_;
+  std::vector<MPI_Status> statuses_;
+  std::vector<PostedRecv> posted_;
 };
 
 }  // namespace sy

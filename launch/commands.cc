@@ -15,6 +15,7 @@ void set_exit_code(int code) {
 void register_commands(CLI::App& app) {
   add_routers_command(app);
   add_infer_command(app);
+  add_compare_command(app);
   add_report_command(app);
 }
 

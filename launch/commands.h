@@ -13,6 +13,7 @@ void set_exit_code(int code);
 
 void add_routers_command(CLI::App& app);
 void add_infer_command(CLI::App& app);
+void add_compare_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 
 }  // namespace sy::launch

@@ -48,8 +48,8 @@ void fill_metrics(const RoutingMetrics& m, switchyard::RoutingMetricsReport* r) 
 }
 
 // One LayerStepReport from the layer's last forward.
-void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens,
-                     const RoutingMetrics& m, switchyard::LayerStepReport* r) {
+void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
+                     switchyard::LayerStepReport* r) {
   const CapacityPlan& plan = layer.plan();
   r->set_layer(l);
   r->set_step(step);
@@ -83,25 +83,24 @@ Status gather_hidden(Communicator* comm, const std::vector<float>& mine, int64_t
   std::vector<int64_t> rows_P(static_cast<size_t>(P));
   const int64_t my_rows = static_cast<int64_t>(mine.size()) / D;
   comm->allgather(&my_rows, rows_P.data(), 1, {"dump.rows"});
-  VLayout send, recv;
-  send.counts.assign(static_cast<size_t>(P), 0);
-  send.displs.assign(static_cast<size_t>(P), 0);
-  send.counts[0] = my_rows;
-  send.capacity = my_rows;
-  recv.counts.assign(static_cast<size_t>(P), 0);
-  recv.displs.assign(static_cast<size_t>(P), 0);
+  // Everyone sends its rows to rank 0 only; rank 0 lays them out in rank order, which is
+  // global token order (ranks hold contiguous token ranges).
+  std::vector<int64_t> sc(static_cast<size_t>(P), 0), sd(static_cast<size_t>(P), 0);
+  std::vector<int64_t> rc(static_cast<size_t>(P), 0), rd(static_cast<size_t>(P), 0);
+  sc[0] = my_rows;
   std::vector<float> all;
   if (me == 0) {
     int64_t off = 0;
     for (int p = 0; p < P; ++p) {
-      recv.counts[p] = rows_P[p];
-      recv.displs[p] = off;
+      rc[p] = rows_P[p];
+      rd[p] = off;
       off += rows_P[p];
     }
     SY_CHECK_EQ(off, T);
     all.resize(static_cast<size_t>(T * D));
   }
-  recv.capacity = me == 0 ? T : 0;
+  const VLayout send{sc.data(), sd.data(), my_rows};
+  const VLayout recv{rc.data(), rd.data(), me == 0 ? T : 0};
   SY_RETURN_IF_ERROR(comm->alltoallv(mine.data(), send, all.data(), recv, D, {"dump.rows"}));
   if (me != 0) return Status::Ok();
   return npy_write_f32(path, all.data(), {T, D});
@@ -140,7 +139,8 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   res.tokens = T;
   std::vector<RoutingMetrics> mine(static_cast<size_t>(L));
   std::vector<float> h, hidden;
-  if (!opt.dump.empty()) hidden.reserve(static_cast<size_t>((shard.token_end - shard.token_begin) * D));
+  if (!opt.dump.empty())
+    hidden.reserve(static_cast<size_t>((shard.token_end - shard.token_begin) * D));
   Progress progress(res.router + " x" + std::to_string(P) + " ranks", T);
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < shard.steps; ++step) {
@@ -159,9 +159,9 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
                                                   std::to_string(l) + " step " +
                                                   std::to_string(step) + " (on some rank)");
       const RouterOutput& ro = layer.router_output();
-      RoutingMetrics part = routing_metrics_compute(
-          ro.probs_TE.ptr(), ro.topk_ids_TK.data(), layer.plan().kept_TK.data(), n,
-          sc.layer.num_experts, sc.layer.top_k);
+      RoutingMetrics part = routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
+                                                    layer.plan().kept_TK.data(), n,
+                                                    sc.layer.num_experts, sc.layer.top_k);
       routing_metrics_merge(part, &mine[static_cast<size_t>(l)]);
       if (!opt.out_dir.empty()) fill_layer_step(layer, l, step, n, part, report.add_entries());
     }

@@ -37,8 +37,8 @@ struct InferOptions {
 
 struct InferResult {
   std::string router;
-  int64_t tokens = 0;   // global
-  double seconds = 0;   // wall, rank 0
+  int64_t tokens = 0;                     // global
+  double seconds = 0;                     // wall, rank 0
   std::vector<RoutingMetrics> per_layer;  // merged over ranks and steps
 };
 

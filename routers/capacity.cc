@@ -82,8 +82,9 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
   p.offsets_E1.assign(static_cast<size_t>(E + 1), 0);
 
   if (cfg.group_tokens < 0) return InvalidArgument("capacity plan: group_tokens must be >= 0");
-  const int64_t G = cfg.group_tokens > 0 ? std::min<int64_t>(cfg.group_tokens, std::max<int64_t>(T, 1))
-                                         : std::max<int64_t>(T, 1);
+  const int64_t G = cfg.group_tokens > 0
+                        ? std::min<int64_t>(cfg.group_tokens, std::max<int64_t>(T, 1))
+                        : std::max<int64_t>(T, 1);
   const int64_t num_groups = (T + G - 1) / G;
 
   // Pass 1: count routed assignments per expert (unmasked tokens only), unmasked tokens per
@@ -147,7 +148,8 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
       int32_t i1 = i0 + 1;
       while (i1 < n && seg[i1] / GK == g) ++i1;
       const int32_t run = i1 - i0;
-      const int32_t keep = static_cast<int32_t>(std::min<int64_t>(run, cap_g[static_cast<size_t>(g)]));
+      const int32_t keep =
+          static_cast<int32_t>(std::min<int64_t>(run, cap_g[static_cast<size_t>(g)]));
       int32_t* r = seg + i0;
       if (keep < run && keep > 0 && cfg.policy == DropPolicy::kProbs) {
         std::nth_element(r, r + keep - 1, r + run, better);

@@ -12,14 +12,16 @@ Status MoeStackConfig::validate() const {
   return layer.validate();
 }
 
-StatusOr<std::unique_ptr<MoeStack>> MoeStack::create(const MoeStackConfig& cfg) {
+StatusOr<std::unique_ptr<MoeStack>> MoeStack::create(const MoeStackConfig& cfg,
+                                                     Communicator* comm) {
   SY_RETURN_IF_ERROR(cfg.validate());
   std::unique_ptr<MoeStack> s(new MoeStack(cfg));
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     MoeLayerConfig lc = cfg.layer;
     lc.seed = hash_combine(cfg.layer.seed, static_cast<uint64_t>(l));
     lc.router.seed = hash_combine(cfg.layer.router.seed, static_cast<uint64_t>(l));
-    SY_ASSIGN_OR_RETURN(auto layer, MoeLayer::create(lc));
+    lc.layer_index = static_cast<int>(l);
+    SY_ASSIGN_OR_RETURN(auto layer, MoeLayer::create(lc, comm));
     s->layers_.push_back(std::move(layer));
     s->norm_w_.emplace_back(static_cast<size_t>(cfg.layer.d_model), 1.0f);
   }

@@ -29,11 +29,16 @@ struct MoeStackConfig {
 
 class MoeStack {
  public:
-  static StatusOr<std::unique_ptr<MoeStack>> create(const MoeStackConfig& cfg);
+  // comm: the expert-parallel group (null: one rank); forward is then collective over it.
+  static StatusOr<std::unique_ptr<MoeStack>> create(const MoeStackConfig& cfg,
+                                                    Communicator* comm = nullptr);
 
   const MoeStackConfig& config() const { return cfg_; }
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
   MoeLayer& layer(int64_t l) { return *layers_[static_cast<size_t>(l)]; }
+  void set_step(int64_t step) {
+    for (auto& l : layers_) l->set_step(step);
+  }
 
   // Writes the embedding rows of ids_T into x_TD.
   void embed(const int32_t* ids_T, int64_t T, float* x_TD) const;

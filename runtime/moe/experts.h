@@ -41,10 +41,10 @@ enum class ExpertKind {
 const char* expert_kind_name(ExpertKind k);
 
 struct ExpertsConfig {
-  int64_t d_model = 0;      // D
-  int64_t ffn_hidden = 0;   // F
-  int64_t num_experts = 0;  // E held here (E/P on an expert-parallel rank)
-  int64_t first_expert = 0; // global id of the first expert held (init streams use global ids)
+  int64_t d_model = 0;       // D
+  int64_t ffn_hidden = 0;    // F
+  int64_t num_experts = 0;   // E held here (E/P on an expert-parallel rank)
+  int64_t first_expert = 0;  // global id of the first expert held (init streams use global ids)
   ExpertKind kind = ExpertKind::kSwiGLU;
   bool allocate_grads = true;
   float init_std = 0.02f;

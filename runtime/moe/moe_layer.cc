@@ -59,15 +59,25 @@ Status MoeLayerConfig::validate() const {
 
 // ---- construction --------------------------------------------------------------------------
 
-StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg) {
+StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
+                                                     Communicator* comm) {
   SY_RETURN_IF_ERROR(cfg.validate());
+  if (cfg.group_tokens < 0) return InvalidArgument("moe layer: group_tokens must be >= 0");
   SY_ASSIGN_OR_RETURN(std::unique_ptr<Router> router, make_router(cfg.resolved_router()));
   std::unique_ptr<MoeLayer> layer(new MoeLayer(cfg));
   layer->router_ = std::move(router);
+  layer->comm_ = comm;
+  layer->local_experts_ = cfg.num_experts;
+  if (comm && comm->size() > 1) {
+    SY_ASSIGN_OR_RETURN(layer->disp_, Dispatcher::create(comm, cfg.num_experts, cfg.d_model));
+    layer->local_experts_ = layer->disp_->local_experts();
+    layer->first_expert_ = layer->disp_->first_local_expert();
+  }
   ExpertsConfig ec;
   ec.d_model = cfg.d_model;
   ec.ffn_hidden = cfg.ffn_hidden;
-  ec.num_experts = cfg.num_experts;
+  ec.num_experts = layer->local_experts_;
+  ec.first_expert = layer->first_expert_;
   ec.kind = cfg.expert_kind;
   ec.allocate_grads = cfg.train_experts;
   ec.init_std = cfg.init_std;
@@ -114,6 +124,7 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   CapacityConfig cc;
   cc.capacity_factor = cfg_.capacity_factor;
   cc.policy = cfg_.drop_policy;
+  cc.group_tokens = cfg_.group_tokens;
   SY_RETURN_IF_ERROR(
       plan_capacity_into(rout_.topk_ids_TK.data(), rank_p, T, E, K, D, cc, mask_T, &plan_));
   tm.plan_s = seconds_since(&clk);
@@ -126,9 +137,28 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
     std::memcpy(xg + r * D, x_TD + static_cast<int64_t>(plan_.token_of_row(r)) * D, row_bytes);
   tm.permute_s = seconds_since(&clk);
 
-  experts_->forward(xg, plan_.offsets_E1.data(), yg);
-  tm.experts_s = seconds_since(&clk);
-  tm.experts_elementwise_s = experts_->last_elementwise_seconds();
+  if (disp_) {
+    // Expert parallel: rows out to the expert owners, local experts, outputs back (plan order).
+    const CollectiveTag tag{"moe.forward", cfg_.layer_index, step_};
+    disp_->exchange_counts(plan_.kept_E.data(), R, tag, &handle_);
+    tm.count_exchange_s = seconds_since(&clk);
+    const int64_t Rr = handle_.recv_rows();
+    float* recv = ensure(recv_RD_, Rr * D);
+    float* out = ensure(out_RD_, Rr * D);
+    disp_->dispatch_rows(&handle_, xg, recv, tag);
+    tm.dispatch_s = seconds_since(&clk);
+    const std::vector<int64_t>& off = handle_.local_offsets_e1();
+    local_offsets_e1_.assign(off.begin(), off.end());
+    experts_->forward(recv, local_offsets_e1_.data(), out);
+    tm.experts_s = seconds_since(&clk);
+    tm.experts_elementwise_s = experts_->last_elementwise_seconds();
+    disp_->combine(&handle_, out, yg, tag);
+    tm.return_s = seconds_since(&clk);
+  } else {
+    experts_->forward(xg, plan_.offsets_E1.data(), yg);
+    tm.experts_s = seconds_since(&clk);
+    tm.experts_elementwise_s = experts_->last_elementwise_seconds();
+  }
 
   // Gather-combine per token: a fixed slot order, no write races, no zero-fill pass.
   const float* w = rout_.topk_weights_TK.ptr();
@@ -158,6 +188,7 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   T_ = T;
   mask_T_ = mask_T;
   has_forward_ = true;
+  fill_exchange_stats();
   counters_.forwards += 1;
   for (int64_t t = 0; t < T; ++t) counters_.tokens += (mask_T && !mask_T[t]) ? 0 : 1;
   counters_.routed += plan_.total_routed;
@@ -203,9 +234,23 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   }
   tm.permute_s = seconds_since(&clk);
 
-  float* dxg = dx_TD ? ensure(dxg_RD_, R * D) : nullptr;
-  experts_->backward(dyg, dxg, cfg_.train_experts);
-  tm.experts_s = seconds_since(&clk);
+  // With a dispatcher every rank takes part in both exchanges, so dx rows are always made.
+  float* dxg = (dx_TD || disp_) ? ensure(dxg_RD_, R * D) : nullptr;
+  if (disp_) {
+    const CollectiveTag tag{"moe.backward", cfg_.layer_index, step_};
+    const int64_t Rr = handle_.recv_rows();
+    float* drecv = ensure(drecv_RD_, Rr * D);
+    float* dxrecv = ensure(dxrecv_RD_, Rr * D);
+    disp_->dispatch_rows(&handle_, dyg, drecv, tag);
+    tm.dispatch_s = seconds_since(&clk);
+    experts_->backward(drecv, dxrecv, cfg_.train_experts);
+    tm.experts_s = seconds_since(&clk);
+    disp_->combine(&handle_, dxrecv, dxg, tag);
+    tm.return_s = seconds_since(&clk);
+  } else {
+    experts_->backward(dyg, dxg, cfg_.train_experts);
+    tm.experts_s = seconds_since(&clk);
+  }
 
   if (dx_TD) {
     const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
@@ -239,7 +284,38 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   }
   g.dx_TD = dx_TD;
   router_->backward(g);
+  allreduce_router_grads();
   tm.route_s = seconds_since(&clk);
+}
+
+void MoeLayer::allreduce_router_grads() {
+  if (!disp_) return;
+  // Replicated router: sum its gradients over the ranks (each rank's share covers its tokens).
+  const CollectiveTag tag{"moe.router_grads", cfg_.layer_index, step_};
+  for (Param& p : router_->params())
+    if (p.grad.numel() > 0) comm_->allreduce(p.grad.ptr(), p.grad.numel(), ReduceOp::kSum, tag);
+}
+
+void MoeLayer::fill_exchange_stats() {
+  MoeExchangeStats& x = xstats_;
+  if (disp_) {
+    const DispatchStats& d = handle_.stats();
+    x.rows_sent_P = d.rows_sent_P;
+    x.rows_recv_P = d.rows_recv_P;
+    x.bytes_sent_P = d.bytes_sent_P;
+    x.bytes_recv_P = d.bytes_recv_P;
+    x.received_per_local_expert = d.rows_recv_e;
+    const double secs = d.dispatch_s + d.combine_s;
+    // Both directions of dispatch and combine cross the wire: 2x the remote bytes.
+    x.bandwidth_gbps = secs > 0 ? 2.0 * static_cast<double>(d.remote_bytes()) / secs / 1e9 : 0.0;
+    return;
+  }
+  x.rows_sent_P.assign(1, plan_.total_kept);
+  x.rows_recv_P.assign(1, plan_.total_kept);
+  x.bytes_sent_P.assign(1, 0);
+  x.bytes_recv_P.assign(1, 0);
+  x.received_per_local_expert.assign(plan_.kept_E.begin(), plan_.kept_E.end());
+  x.bandwidth_gbps = 0.0;
 }
 
 // ---- parameters ----------------------------------------------------------------------------

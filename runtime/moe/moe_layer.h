@@ -28,6 +28,8 @@
 #include <utility>
 #include <vector>
 
+#include "comm/communicator.h"
+#include "comm/dispatcher.h"
 #include "routers/capacity.h"
 #include "routers/router.h"
 #include "runtime/core/status.h"
@@ -47,11 +49,15 @@ struct MoeLayerConfig {
   // false: frozen routed and shared experts (no grad buffers, no weight grads; dx and the
   // router's gradients still flow).
   bool train_experts = true;
-  float init_std = 0.02f;     // experts and shared expert
+  float init_std = 0.02f;  // experts and shared expert
   // The router (name, hidden, norm_topk_prob, seed, ...). Its d_model / num_experts / top_k
   // are ignored: the layer's values are written over them (resolved_router()).
   RouterConfig router;
   uint64_t seed = 1234;  // experts; the router keeps router.seed
+  // Capacity group (routers/capacity.h): tokens [g*G, (g+1)*G) of one forward compete for
+  // capacity; 0 = the whole forward is one group.
+  int64_t group_tokens = 0;
+  int layer_index = 0;  // names the layer in collective tags and messages
 
   Status validate() const;
   // The router config as the layer builds it (the layer's sizes written in).
@@ -65,10 +71,26 @@ struct MoeLayerConfig {
 //   backward: route = router backward, plan = 0, permute = scatter dy rows and sum dx rows,
 //             experts = expert backward, combine = d weights, shared = shared expert backward.
 //   experts_elementwise_s: the part of experts_s outside the expert GEMMs (forward only).
+//   expert parallel (P > 1) adds: count_exchange_s = the alltoall of counts and their check,
+//             dispatch_s = rows out to the expert owners, return_s = expert outputs back
+//             (backward: gradients out and back).
 struct MoePhaseTimes {
   double route_s = 0, plan_s = 0, permute_s = 0, experts_s = 0, combine_s = 0, shared_s = 0;
+  double count_exchange_s = 0, dispatch_s = 0, return_s = 0;
   double experts_elementwise_s = 0;
-  double total_s() const { return route_s + plan_s + permute_s + experts_s + combine_s + shared_s; }
+  double total_s() const {
+    return route_s + plan_s + permute_s + experts_s + combine_s + shared_s + count_exchange_s +
+           dispatch_s + return_s;
+  }
+};
+
+// What crossed the wire in the last forward, for load reports. One rank (no communicator)
+// reports its own rows as sent to and received from itself, with zero bytes.
+struct MoeExchangeStats {
+  std::vector<int64_t> rows_sent_P, rows_recv_P;    // [P] rows to / from each rank (self incl.)
+  std::vector<int64_t> bytes_sent_P, bytes_recv_P;  // [P] payload bytes to / from other ranks
+  std::vector<int64_t> received_per_local_expert;   // [E/P]
+  double bandwidth_gbps = 0;  // (bytes sent + received, other ranks) / exchange seconds / 1e9
 };
 
 // Cumulative since create() or reset_counters(); per-expert counts are assignments.
@@ -87,7 +109,13 @@ struct MoeAuxGrads {
 
 class MoeLayer {
  public:
-  static StatusOr<std::unique_ptr<MoeLayer>> create(const MoeLayerConfig& cfg);
+  // comm: the expert-parallel group (null or size 1: every expert is local). With P ranks each
+  // holds experts [r*E/P, (r+1)*E/P) (E % P != 0 is InvalidArgument) and forward/backward are
+  // COLLECTIVE over comm: every rank calls them the same number of times, also with T = 0.
+  // Routers are replicated (same seed on every rank); their gradients are all-reduced (summed)
+  // in backward. comm must outlive the layer.
+  static StatusOr<std::unique_ptr<MoeLayer>> create(const MoeLayerConfig& cfg,
+                                                    Communicator* comm = nullptr);
   MoeLayer(const MoeLayer&) = delete;
   MoeLayer& operator=(const MoeLayer&) = delete;
 
@@ -110,6 +138,11 @@ class MoeLayer {
   const MoePhaseTimes& last_forward_times() const { return fwd_times_; }
   const MoePhaseTimes& last_backward_times() const { return bwd_times_; }
   const MoeLayerCounters& counters() const { return counters_; }
+  const MoeExchangeStats& last_exchange() const { return xstats_; }
+  int64_t first_local_expert() const { return first_expert_; }
+  int64_t num_local_experts() const { return local_experts_; }
+  // The step named in collective tags and fault injection (SY_FAULT ... step=s).
+  void set_step(int64_t step) { step_ = step; }
   void reset_counters();
 
   // ---- parameters ----
@@ -125,8 +158,18 @@ class MoeLayer {
 
  private:
   explicit MoeLayer(const MoeLayerConfig& cfg) : cfg_(cfg) {}
+  void fill_exchange_stats();
+  void allreduce_router_grads();
 
   MoeLayerConfig cfg_;
+  Communicator* comm_ = nullptr;
+  std::unique_ptr<Dispatcher> disp_;  // null when every expert is local
+  DispatchHandle handle_;
+  int64_t first_expert_ = 0, local_experts_ = 0, step_ = -1;
+  std::vector<float> recv_RD_, out_RD_;      // expert-major rows on the expert owner
+  std::vector<float> drecv_RD_, dxrecv_RD_;  // backward
+  std::vector<int32_t> local_offsets_e1_;
+  MoeExchangeStats xstats_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<RoutedExperts> experts_;
   std::unique_ptr<SharedExpert> shared_;

@@ -155,11 +155,19 @@ Status accumulate(const RankReport& r, const LayerStepReport& e, LayerAcc* L) {
   return Status::Ok();
 }
 
+// The most specific check first, so the message points at the rank whose numbers disagree.
 Status check_layer(int layer, int64_t P, const std::vector<const RankReport*>& by_rank,
                    const LayerAcc& L) {
-  if (L.received != L.routed - L.dropped)
-    return layer_error(layer, "rows received by all ranks (", L.received, ") != routed (", L.routed,
-                       ") - dropped (", L.dropped, ") summed over ranks and steps");
+  if (L.any_rows_recv) {
+    for (int64_t j = 0; j < P; ++j) {
+      int64_t in = 0;
+      for (int64_t i = 0; i < P; ++i)
+        if (!add(&in, L.rows_recv_PP[i * P + j])) return overflow(layer);
+      if (in != L.received_P[j])
+        return layer_error(layer, "rank ", j, " received ", in,
+                           " rows from its peers but its experts received ", L.received_P[j]);
+    }
+  }
   if (L.per_expert_complete) {
     for (size_t x = 0; x < L.load_E.size(); ++x) {
       if (L.load_E[x] == L.routed_E[x] - L.dropped_E[x]) continue;
@@ -185,16 +193,9 @@ Status check_layer(int layer, int64_t P, const std::vector<const RankReport*>& b
     SY_RETURN_IF_ERROR(check_pairs(L.rows_sent_PP, L.rows_recv_PP, "rows"));
   if (L.any_bytes_sent && L.any_bytes_recv)
     SY_RETURN_IF_ERROR(check_pairs(L.bytes_sent_PP, L.bytes_recv_PP, "bytes"));
-  if (L.any_rows_recv) {
-    for (int64_t j = 0; j < P; ++j) {
-      int64_t in = 0;
-      for (int64_t i = 0; i < P; ++i)
-        if (!add(&in, L.rows_recv_PP[i * P + j])) return overflow(layer);
-      if (in != L.received_P[j])
-        return layer_error(layer, "rank ", j, " received ", in,
-                           " rows from its peers but its experts received ", L.received_P[j]);
-    }
-  }
+  if (L.received != L.routed - L.dropped)
+    return layer_error(layer, "rows received by all ranks (", L.received, ") != routed (", L.routed,
+                       ") - dropped (", L.dropped, ") summed over ranks and steps");
   return Status::Ok();
 }
 

@@ -377,8 +377,8 @@ std::string render_cluster_html(const ClusterReport& c) {
   h += kStyle;
   h += "</head><body>\n<header><h1>switchyard cluster report</h1><div class=\"sub\">router <b>" +
        esc(c.router()) + "</b> &middot; " +
-       fmt("%d ranks &middot; %d experts, top-%d &middot; %d layers &middot; %lld steps", P, E,
-           c.top_k(), c.num_layers(), static_cast<long long>(steps)) +
+       fmt("%d ranks &middot; %d experts, top-%d &middot; %d layers &middot; %lld step%s", P, E,
+           c.top_k(), c.num_layers(), static_cast<long long>(steps), steps == 1 ? "" : "s") +
        "</div></header>\n<main>\n";
   for (const std::string& w : c.warnings()) h += "<p class=\"warn\">warning: " + esc(w) + "</p>\n";
   h += "<div class=\"tiles\" style=\"margin-top:16px\">\n";

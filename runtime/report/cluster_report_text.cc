@@ -40,8 +40,9 @@ void render_loads(const ClusterReport::LayerSummary& s, const std::vector<int>& 
     appendf(out, "  rows received per expert (dropped in brackets):\n");
     for (int e = 0; e < E; ++e) {
       const std::string dropped = "(" + std::to_string(s.dropped_per_expert(e)) + ")";
-      appendf(out, "%s e%-4d %9lld %-8s%s", e % 6 == 0 ? "   " : "", e, ll(s.load_per_expert(e)),
-              dropped.c_str(), e % 6 == 5 || e == E - 1 ? "\n" : "");
+      const bool eol = e % 6 == 5 || e == E - 1;
+      appendf(out, "%s e%-4d %9lld %-*s%s", e % 6 == 0 ? "   " : "", e, ll(s.load_per_expert(e)),
+              eol ? 0 : 8, dropped.c_str(), eol ? "\n" : "");
     }
     return;
   }
@@ -129,8 +130,8 @@ std::string render_cluster_text(const ClusterReport& c) {
   for (const auto& s : c.layers()) steps = std::max(steps, s.steps());
   appendf(&out, "switchyard cluster report: router %s, %d ranks, %d experts, top-%d, %d layers\n",
           c.router().c_str(), P, E, c.top_k(), c.num_layers());
-  appendf(&out, "counts are summed over %lld steps; times are each rank's total over steps\n",
-          ll(steps));
+  appendf(&out, "counts are summed over %lld step%s; times are each rank's total over steps\n",
+          ll(steps), steps == 1 ? "" : "s");
   for (const std::string& w : c.warnings()) appendf(&out, "warning: %s\n", w.c_str());
   // Owner rank of each expert.
   std::vector<int> owner(static_cast<size_t>(std::max(E, 0)), 0);
@@ -142,7 +143,8 @@ std::string render_cluster_text(const ClusterReport& c) {
   for (const auto& s : c.layers()) {
     if (s.load_per_expert_size() != E || s.dropped_per_expert_size() != E) continue;
     const auto& m = s.metrics();
-    appendf(&out, "\n== layer %d (%lld steps) ==\n", s.layer(), ll(s.steps()));
+    appendf(&out, "\n== layer %d (%lld step%s) ==\n", s.layer(), ll(s.steps()),
+            s.steps() == 1 ? "" : "s");
     appendf(&out, "  assignments: routed %lld, dropped %lld (%.2f%%), received %lld\n",
             ll(s.routed()), ll(s.dropped()),
             s.routed() > 0 ? 100.0 * static_cast<double>(s.dropped()) / s.routed() : 0.0,

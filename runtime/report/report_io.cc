@@ -39,6 +39,8 @@ Status bad(const std::string& source, const Args&... parts) {
 StatusOr<std::string> read_file_capped(const std::string& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    return BadInput(path + ": cannot read: " + ec.message());
   if (ec || !fs::exists(st)) return NotFound(path + ": no such file");
   if (!fs::is_regular_file(st)) return BadInput(path + ": not a regular file");
   const uintmax_t size = fs::file_size(path, ec);

@@ -117,5 +117,77 @@ inline std::string check_exchange(const Exchange& ex, int P, int r, uint64_t see
   return err.str();
 }
 
+// The blocked exchange (alltoallv_blocks): rank r sends B blocks to each peer p; block b to p
+// has send_rows(P, r, seed * 31 + b, max_rows)[p] rows holding encode(r, p, b * 2^20 + j * W +
+// w). Send blocks are laid out in reverse order, receive blocks in reverse peer order with
+// reversed blocks inside and gaps of kSentinel, so a backend that mixes up blocks or peers, or
+// writes a gap, is caught.
+struct BlockExchange {
+  Status status;
+  std::vector<int64_t> recv, recv_counts, recv_displs;  // counts/displs [P, B], in rows
+};
+
+inline std::vector<int64_t> block_rows(int P, int src, uint64_t seed, int64_t B, int64_t max_rows) {
+  std::vector<int64_t> rows(static_cast<size_t>(P * B));
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int64_t> r =
+        send_rows(P, src, seed * 31 + static_cast<uint64_t>(b) + 2, max_rows);
+    for (int p = 0; p < P; ++p) rows[p * B + b] = r[p];
+  }
+  return rows;
+}
+
+inline BlockExchange exchange_blocks(Communicator& c, uint64_t seed, int64_t max_rows, int64_t W,
+                                     int64_t B, const CollectiveTag& tag) {
+  const int P = c.size(), r = c.rank();
+  const std::vector<int64_t> sc = block_rows(P, r, seed, B, max_rows);
+  std::vector<int64_t> sd;
+  const int64_t send_cap = reversed_displs(sc, 1, &sd);
+  std::vector<int64_t> send(send_cap * W, kSentinel);
+  for (int p = 0; p < P; ++p) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = 0; j < sc[p * B + b] * W; ++j) {
+        send[sd[p * B + b] * W + j] = encode(r, p, (b << 20) + j);
+      }
+    }
+  }
+  BlockExchange ex;
+  ex.recv_counts.assign(P * B, 0);
+  for (int q = 0; q < P; ++q) {
+    const std::vector<int64_t> from_q = block_rows(P, q, seed, B, max_rows);
+    for (int64_t b = 0; b < B; ++b) ex.recv_counts[q * B + b] = from_q[r * B + b];
+  }
+  const int64_t recv_cap = reversed_displs(ex.recv_counts, 2, &ex.recv_displs);
+  ex.recv.assign(recv_cap * W, kSentinel);
+  ex.status =
+      c.alltoallv_blocks(send.data(), {B, sc.data(), sd.data(), send_cap}, ex.recv.data(),
+                         {B, ex.recv_counts.data(), ex.recv_displs.data(), recv_cap}, W, tag);
+  return ex;
+}
+
+inline std::string check_blocks(const BlockExchange& ex, int P, int r, int64_t B, int64_t W) {
+  if (!ex.status.ok()) return ex.status.ToString();
+  std::ostringstream err;
+  int64_t bad = 0;
+  std::vector<bool> covered(ex.recv.size(), false);
+  for (int q = 0; q < P; ++q) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = 0; j < ex.recv_counts[q * B + b] * W; ++j) {
+        const size_t at = static_cast<size_t>(ex.recv_displs[q * B + b] * W + j);
+        covered[at] = true;
+        if (ex.recv[at] != encode(q, r, (b << 20) + j) && bad++ < 4) {
+          err << "rank " << r << ": from " << q << " block " << b << " element " << j << " is "
+              << ex.recv[at] << "; ";
+        }
+      }
+    }
+  }
+  for (size_t i = 0; i < ex.recv.size(); ++i) {
+    if (!covered[i] && ex.recv[i] != kSentinel && bad++ < 4)
+      err << "gap element " << i << " written; ";
+  }
+  return err.str();
+}
+
 }  // namespace testutil
 }  // namespace sy

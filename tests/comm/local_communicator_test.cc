@@ -95,6 +95,40 @@ TEST(Communicator, AlltoallvValidation) {
   }
 }
 
+TEST(Communicator, AlltoallvBlocksValidation) {
+  LocalCommunicator c;
+  int64_t send[4] = {1, 2, 3, 4}, recv[4] = {0, 0, 0, 0};
+  int64_t sc[2] = {1, 2}, sd[2] = {0, 1}, rc[2] = {1, 2}, rd[2] = {3, 0};
+  // Block 0 (one element) to the end, block 1 (two) to the front.
+  EXPECT_TRUE(c.alltoallv_blocks_bytes(send, {2, sc, sd, 4}, recv, {2, rc, rd, 4}, 8,
+                                       {"moe.dispatch", 1, 5})
+                  .ok());
+  EXPECT_EQ(recv[0], 2);
+  EXPECT_EQ(recv[1], 3);
+  EXPECT_EQ(recv[2], 0);
+  EXPECT_EQ(recv[3], 1);
+  int64_t past[2] = {0, 3};
+  const struct {
+    Status st;
+    const char* fragment;
+  } cases[] = {
+      {c.alltoallv_blocks_bytes(send, {2, sc, sd, 4}, recv, {1, rc, rd, 4}, 8,
+                                {"moe.dispatch", 1, 5}),
+       "must be equal"},
+      {c.alltoallv_blocks_bytes(send, {0, sc, sd, 4}, recv, {0, rc, rd, 4}, 8,
+                                {"moe.dispatch", 1, 5}),
+       "must be equal and in [1,"},
+      {c.alltoallv_blocks_bytes(send, {2, sc, sd, 4}, recv, {2, rc, past, 4}, 8,
+                                {"moe.dispatch", 1, 5}),
+       "recv peer 0 block 1 count 2 displacement 3 capacity 4: runs past the buffer"},
+  };
+  for (const auto& k : cases) {
+    EXPECT_EQ(k.st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(k.st.message().find("moe.dispatch seq"), std::string::npos) << k.st.message();
+    EXPECT_NE(k.st.message().find(k.fragment), std::string::npos) << k.st.message();
+  }
+}
+
 TEST(LocalCommunicatorDeathTest, MismatchedCountsAreABug) {
   LocalCommunicator c;
   int64_t send[4] = {}, recv[4] = {};

@@ -15,6 +15,7 @@
 #include "comm/local_communicator.h"
 #include "comm/mpi_communicator.h"
 #include "tests/comm/comm_test_util.h"
+#include "tests/comm/mpi_test_main.h"
 
 namespace sy {
 namespace {
@@ -111,6 +112,17 @@ TEST(MpiCommunicator, AlltoallvRejectsCountsBeyondInt) {
   g_comm->barrier({"test.after_bad_alltoallv"});  // the ranks are still in step
 }
 
+// The blocked exchange: every (peer, block) lands in its own place, gaps stay untouched, also
+// with empty blocks and peers (seed 0: all empty; seed 1: everything to rank 0).
+TEST(MpiCommunicator, AlltoallvBlocksRandomCounts) {
+  const int P = g_comm->size(), r = g_comm->rank();
+  for (uint64_t seed = 0; seed < 16; ++seed) {
+    const int64_t B = 1 + seed % 4, W = 1 + seed % 3;
+    const auto ex = testutil::exchange_blocks(*g_comm, seed, 9, W, B, {"test.blocks", 0, 0});
+    EXPECT_EQ(testutil::check_blocks(ex, P, r, B, W), "") << "seed " << seed;
+  }
+}
+
 TEST(MpiCommunicator, AllreduceSumMinMax) {
   const int P = g_comm->size(), r = g_comm->rank();
   const int n = 6;
@@ -177,6 +189,13 @@ TEST(MpiCommunicator, LocalBackendMatchesMpiWithOneRank) {
     EXPECT_EQ(a.recv_rows, b.recv_rows) << "seed " << seed;
     EXPECT_EQ(testutil::check_exchange(b, 1, 0, seed, 7, W), "");
   }
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    const int64_t B = 1 + seed % 3;
+    const auto a = testutil::exchange_blocks(self, seed, 5, 2, B, {"test.self", 0, 0});
+    const auto b = testutil::exchange_blocks(local, seed, 5, 2, B, {"test.self", 0, 0});
+    EXPECT_EQ(a.recv, b.recv) << "seed " << seed;
+    EXPECT_EQ(testutil::check_blocks(b, 1, 0, B, 2), "") << "seed " << seed;
+  }
   std::vector<double> x = {1.5, -2.0, 3.25}, ya(3), yb(3);
   self.allreduce(x.data(), ya.data(), 3, ReduceOp::kSum, {"test.self"});
   local.allreduce(x.data(), yb.data(), 3, ReduceOp::kSum, {"test.self"});
@@ -190,45 +209,9 @@ TEST(MpiCommunicator, LocalBackendMatchesMpiWithOneRank) {
   EXPECT_EQ(self.seq(), local.seq());
 }
 
-// Prints only failures, prefixed by the rank (ranks other than 0).
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (!r.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_,
-                 r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
-  }
-  void OnTestEnd(const ::testing::TestInfo& info) override {
-    if (info.result()->Failed()) {
-      std::fprintf(stderr, "[rank %d] FAILED %s.%s\n", rank_, info.test_suite_name(), info.name());
-    }
-  }
-
- private:
-  int rank_;
-};
-
 }  // namespace
 }  // namespace sy
 
 int main(int argc, char** argv) {
-  sy::MpiRuntime mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  if (mpi.world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new sy::RankFailurePrinter(mpi.world_rank()));
-  }
-  int rc = 0;
-  {
-    auto comm = std::make_unique<sy::MpiCommunicator>();
-    // A test bug that leaves one rank behind ends the run quickly instead of at ctest's limit.
-    comm->set_timeout(30);
-    sy::g_comm = comm.get();
-    rc = RUN_ALL_TESTS();
-    sy::g_comm = nullptr;
-  }
-  MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return rc;
+  return sy::testutil::run_all_tests_mpi(&argc, &argv, &sy::g_comm);
 }

@@ -20,7 +20,8 @@ TEST(CapacityGroups, OneCallEqualsEachGroupAlone) {
     std::vector<uint8_t> mask(T, 1);
     for (int64_t t = 0; t < T; ++t) {
       // Skewed: expert 0 is popular, and every token's K ids are distinct.
-      for (int64_t k = 0; k < K; ++k) ids[t * K + k] = static_cast<int32_t>((t % 3 == 0 ? 0 : t + k * 7) % E);
+      for (int64_t k = 0; k < K; ++k)
+        ids[t * K + k] = static_cast<int32_t>((t % 3 == 0 ? 0 : t + k * 7) % E);
       for (int64_t k = 0; k < K; ++k) ids[t * K + k] = static_cast<int32_t>((ids[t * K] + k) % E);
       for (int64_t k = 0; k < K; ++k) p[t * K + k] = static_cast<float>(rng.below(4)) / 4.0f;
       mask[t] = rng.below(8) != 0;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -26,12 +28,23 @@ using switchyard::RankReport;
 using testing::make_synthetic_reports;
 using testing::SyntheticTruth;
 
+// Removes the test folders when the test program ends.
+struct DirCleanup {
+  std::vector<fs::path> dirs;
+  ~DirCleanup() {
+    std::error_code ec;
+    for (const fs::path& d : dirs) fs::remove_all(d, ec);
+  }
+};
+DirCleanup g_cleanup;
+
 // A fresh folder per test under the system temp folder.
 std::string fresh_dir(const std::string& name) {
   const fs::path p =
       fs::temp_directory_path() / ("sy_report_test_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(p);
   fs::create_directories(p);
+  g_cleanup.dirs.push_back(p);
   return p.string();
 }
 
@@ -220,7 +233,25 @@ TEST(ClusterReport, SumsThatDisagreeAreRejectedNamingTheLayer) {
   StatusOr<ClusterReport> c = merge_rank_reports(reps);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), StatusCode::kBadInput);
-  EXPECT_NE(c.status().message().find("layer 1"), std::string::npos) << c.status().ToString();
+  EXPECT_NE(c.status().message().find("layer 1: rank 1"), std::string::npos)
+      << c.status().ToString();
+
+  // The same extra row, made consistent along the exchange (sender and receiver agree) and
+  // without per-expert lists: only the layer totals can tell.
+  reps = make_synthetic_reports(2, 4, 2, 1, 1, 16, 3);
+  for (RankReport& r : reps) {
+    LayerStepReport* e = r.mutable_entries(0);
+    e->clear_routed_per_expert();
+    e->clear_dropped_per_expert();
+  }
+  LayerStepReport* recv = reps[1].mutable_entries(0);
+  recv->set_received_per_local_expert(0, recv->received_per_local_expert(0) + 1);
+  recv->set_rows_recv_from_peer(0, recv->rows_recv_from_peer(0) + 1);
+  reps[0].mutable_entries(0)->set_rows_sent_to_peer(1, reps[0].entries(0).rows_sent_to_peer(1) + 1);
+  c = merge_rank_reports(reps);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("layer 0: rows received by all ranks"), std::string::npos)
+      << c.status().ToString();
 
   // rows_sent i -> j must equal rows_recv j <- i.
   reps = make_synthetic_reports(2, 4, 2, 1, 1, 16, 3);
@@ -371,6 +402,70 @@ TEST(ReportIo, MutatedFilesNeverCrash) {
   }
   EXPECT_GT(bad, 100);
   EXPECT_GT(ok, 10);  // many flips hit values, not structure
+}
+
+// Seeded changes of single values of a valid 2-rank set (extremes included: overflow, NaN,
+// out-of-range sizes): the merge returns a report or BadInput, never a crash or UB.
+TEST(ClusterReport, MutatedValuesNeverCrashTheMerge) {
+  const std::vector<RankReport> good = make_synthetic_reports(2, 4, 2, 2, 2, 16, 21);
+  std::mt19937_64 rng(77);
+  const int64_t extremes[] = {-1, 0, 1, 3, INT64_MAX, INT64_MAX / 2, INT64_MIN, 1 << 20};
+  const double bad_times[] = {-1.0, NAN, INFINITY, 1e300};
+  int ok = 0;
+  for (int it = 0; it < 600; ++it) {
+    std::vector<RankReport> v = good;
+    RankReport& r = v[rng() % 2];
+    const int64_t x = rng() % 3 == 0 ? static_cast<int64_t>(rng()) : extremes[rng() % 8];
+    const int32_t x32 = static_cast<int32_t>(x);
+    LayerStepReport* e = r.mutable_entries(static_cast<int>(rng() % r.entries_size()));
+    switch (rng() % 12) {
+      case 0:
+        r.set_world_size(x32);
+        break;
+      case 1:
+        r.set_num_experts(x32);
+        break;
+      case 2:
+        r.set_top_k(x32);
+        break;
+      case 3:
+        r.set_local_expert_begin(x32);
+        break;
+      case 4:
+        r.set_local_expert_count(x32);
+        break;
+      case 5:
+        r.set_num_layers(x32);
+        break;
+      case 6:
+        e->set_layer(x32);
+        break;
+      case 7:
+        e->set_routed_per_expert(static_cast<int>(rng() % 4), x);
+        break;
+      case 8:
+        e->set_received_per_local_expert(static_cast<int>(rng() % 2), x);
+        break;
+      case 9:
+        e->set_bytes_sent_to_peer(static_cast<int>(rng() % 2), x);
+        break;
+      case 10:
+        e->mutable_times()->set_experts_s(bad_times[rng() % 4]);
+        break;
+      case 11:
+        e->add_rows_recv_from_peer(x);
+        break;
+    }
+    StatusOr<ClusterReport> c = merge_rank_reports(v);
+    if (c.ok()) {
+      ++ok;
+      EXPECT_FALSE(render_cluster_html(*c).empty());
+      EXPECT_FALSE(render_cluster_text(*c).empty());
+    } else {
+      EXPECT_EQ(c.status().code(), StatusCode::kBadInput) << c.status().ToString();
+    }
+  }
+  EXPECT_GT(ok, 0);  // some changes are harmless (a big time, a matching value)
 }
 
 TEST(ClusterReport, HtmlHasOneSvgPerChartAndEscapes) {
