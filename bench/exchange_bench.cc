@@ -3,7 +3,7 @@
 // rank must take part in every timed call).
 //
 //   mpirun -np 2 build/bench/exchange_bench [--iters N] [--warmup W] [--experts E]
-//                                           [--mode per_expert|single|both]
+//                                           [--mode blocks|single|all] [--payload-kib N]...
 //
 // Shape: rows of D = 2048 floats; payload per rank 64 KiB .. 64 MiB = A rows of kept
 // assignments (T = A / K tokens, top-k K = 2); balanced routing: assignment t*K+k goes to
@@ -16,9 +16,12 @@
 //               the same per-peer counts and a contiguous row datatype: the floor for moving
 //               these bytes with MPI. The dispatcher also exchanges counts and lays rows out
 //               expert-major; that overhead is what the ratio shows.
-// Each iteration's time is the MAX over ranks (a collective is as slow as its slowest rank);
-// the table shows the median over iterations and the ratio of the medians, and the ratio of
-// the minima (on a shared machine noise only adds time).
+// Each iteration's time is the MAX over ranks (a collective is as slow as its slowest rank).
+// Columns: dispatch_us, raw_us = medians over iterations; ratio = the median over iterations
+// of dispatcher / raw within the same iteration (a pair run back to back sees the same load,
+// so this is the robust number on a shared machine); ratio_min = min / min (noise only adds
+// time); counts_us, rows_us, combine_us = rank 0's medians of DispatchStats' phases
+// (count_exchange_s, dispatch_s, combine_s).
 // Bandwidth = (bytes sent to + received from OTHER ranks, both directions, by one rank) / time:
 // per-rank algorithm bandwidth of the round trip, self block excluded.
 //
@@ -30,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,15 +55,18 @@ double max_over_ranks(double t) {
   return t;
 }
 
-struct Result {
-  double disp_med_s, raw_med_s, disp_min_s, raw_min_s;
+struct Result {  // one dispatcher mode at one payload
+  double disp_med_s, raw_med_s, paired_ratio, min_ratio;
   double counts_med_s, dispatch_med_s, combine_med_s;  // rank 0's phases (DispatchStats)
   int64_t remote_bytes;                                // per rank, one direction (sent + received)
 };
 
-Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload_bytes, int E,
-                   int iters, int warmup) {
+// Times raw and every dispatcher in `disps` back to back in each iteration (the order rotates
+// from one iteration to the next), so every ratio compares runs made under the same load.
+std::vector<Result> run_payload(sy::Communicator& comm, const std::vector<sy::Dispatcher*>& disps,
+                                int64_t payload_bytes, int E, int iters, int warmup) {
   const int P = comm.size(), r = comm.rank();
+  const int M = static_cast<int>(disps.size());
   const int64_t A =
       std::max<int64_t>(1, payload_bytes / (kD * static_cast<int64_t>(sizeof(float))));
   // Balanced routing of T = A / K tokens with top-k K: counts per global expert.
@@ -67,8 +74,8 @@ Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload
   for (int64_t a = 0; a < A; ++a) kept_E[a % E] += 1;
   std::vector<float> x_AD(A * kD), y_AD(A * kD), recv_RD, raw_recv(A * kD), raw_out(A * kD);
   for (int64_t i = 0; i < A * kD; ++i) x_AD[i] = static_cast<float>((i * 7 + r) % 1000) * 1e-3f;
+  std::vector<sy::DispatchHandle> h(M);
 
-  sy::DispatchHandle h;
   const int64_t e = E / P;
   // Raw alltoallv layout: the same per-peer row counts as the dispatcher's (balanced: symmetric).
   std::vector<int> cnt(P), dsp(P);
@@ -83,34 +90,34 @@ Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload
   MPI_Type_contiguous(static_cast<int>(kD), MPI_FLOAT, &row);
   MPI_Type_commit(&row);
 
-  std::vector<double> td, tr, tcount, tdisp, tcomb;
+  std::vector<double> tr;
+  std::vector<std::vector<double>> td(M), ratio(M), tcount(M), tdisp(M), tcomb(M);
+  std::vector<double> t(M + 1);  // [0, M): dispatchers, M: raw
   for (int it = 0; it < warmup + iters; ++it) {
-    double t_disp = 0, t_raw = 0;
-    for (int half = 0; half < 2; ++half) {
-      const bool disp_now = (half == 0) == (it % 2 == 0);
+    for (int k = 0; k <= M; ++k) {
+      const int m = (k + it) % (M + 1);
       MPI_Barrier(MPI_COMM_WORLD);
       const double t0 = MPI_Wtime();
-      if (disp_now) {
+      if (m < M) {
         const sy::CollectiveTag tag{"bench", 0, it};
-        disp.dispatch(kept_E.data(), x_AD.data(), A, tag, &h, &recv_RD);
-        disp.combine(&h, recv_RD.data(), y_AD.data(), tag);
-        t_disp = MPI_Wtime() - t0;
+        disps[m]->dispatch(kept_E.data(), x_AD.data(), A, tag, &h[m], &recv_RD);
+        disps[m]->combine(&h[m], recv_RD.data(), y_AD.data(), tag);
       } else {
         MPI_Alltoallv(x_AD.data(), cnt.data(), dsp.data(), row, raw_recv.data(), cnt.data(),
                       dsp.data(), row, MPI_COMM_WORLD);
         MPI_Alltoallv(raw_recv.data(), cnt.data(), dsp.data(), row, raw_out.data(), cnt.data(),
                       dsp.data(), row, MPI_COMM_WORLD);
-        t_raw = MPI_Wtime() - t0;
       }
+      t[m] = max_over_ranks(MPI_Wtime() - t0);
     }
-    t_disp = max_over_ranks(t_disp);
-    t_raw = max_over_ranks(t_raw);
-    if (it >= warmup) {
-      td.push_back(t_disp);
-      tr.push_back(t_raw);
-      tcount.push_back(h.stats().count_exchange_s);
-      tdisp.push_back(h.stats().dispatch_s);
-      tcomb.push_back(h.stats().combine_s);
+    if (it < warmup) continue;
+    tr.push_back(t[M]);
+    for (int m = 0; m < M; ++m) {
+      td[m].push_back(t[m]);
+      ratio[m].push_back(t[m] / t[M]);
+      tcount[m].push_back(h[m].stats().count_exchange_s);
+      tdisp[m].push_back(h[m].stats().dispatch_s);
+      tcomb[m].push_back(h[m].stats().combine_s);
     }
   }
   MPI_Type_free(&row);
@@ -119,14 +126,14 @@ Result run_payload(sy::Communicator& comm, sy::Dispatcher& disp, int64_t payload
             std::memcmp(x_AD.data(), raw_out.data(), x_AD.size() * sizeof(float)) != 0;
   MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   SY_CHECK_EQ(bad, 0) << "round trip changed the rows";
-  return {median(td),
-          median(tr),
-          *std::min_element(td.begin(), td.end()),
-          *std::min_element(tr.begin(), tr.end()),
-          median(tcount),
-          median(tdisp),
-          median(tcomb),
-          h.stats().remote_bytes()};
+  std::vector<Result> res;
+  const double raw_min = *std::min_element(tr.begin(), tr.end());
+  for (int m = 0; m < M; ++m) {
+    res.push_back({median(td[m]), median(tr), median(ratio[m]),
+                   *std::min_element(td[m].begin(), td[m].end()) / raw_min, median(tcount[m]),
+                   median(tdisp[m]), median(tcomb[m]), h[m].stats().remote_bytes()});
+  }
+  return res;
 }
 
 }  // namespace
@@ -180,29 +187,32 @@ int main(int argc, char** argv) {
         "warm-up; dispatcher = count exchange + dispatch + combine, raw = 2 x "
         "MPI_Alltoallv of the same bytes\n",
         P, E, E / P, static_cast<long long>(kK), static_cast<long long>(kD), iters, warmup);
-    std::printf("%-11s %9s %12s %10s %7s %9s %9s %10s %10s %10s %10s\n", "mode", "payload",
-                "dispatch_us", "raw_us", "ratio", "disp_GB/s", "raw_GB/s", "ratio_min", "counts_us",
+    std::printf("%-11s %9s %12s %10s %7s %9s %9s %9s %10s %10s %10s\n", "mode", "payload",
+                "dispatch_us", "raw_us", "ratio", "ratio_min", "disp_GB/s", "raw_GB/s", "counts_us",
                 "rows_us", "combine_us");
   }
   const int64_t kib = 1024;
+  std::vector<std::unique_ptr<sy::Dispatcher>> owned;
+  std::vector<sy::Dispatcher*> disps;
   for (sy::ExchangeMode mode : modes) {
     sy::DispatcherOptions opt;
     opt.mode = mode;
     auto disp = sy::Dispatcher::create(&comm, E, kD, opt);
     SY_CHECK_OK(disp.status());
-    for (int64_t payload_kib : payloads_kib) {
-      const int64_t payload = payload_kib * kib;
-      const Result res = run_payload(comm, **disp, payload, E, iters, warmup);
-      if (comm.rank() == 0) {
-        const double bytes = 2.0 * static_cast<double>(res.remote_bytes);  // there and back
-        std::printf("%-11s %6lldKiB %12.1f %10.1f %7.3f %9.2f %9.2f %10.3f %10.1f %10.1f %10.1f\n",
-                    sy::exchange_mode_name(mode), static_cast<long long>(payload / kib),
-                    res.disp_med_s * 1e6, res.raw_med_s * 1e6, res.disp_med_s / res.raw_med_s,
-                    bytes / res.disp_med_s * 1e-9, bytes / res.raw_med_s * 1e-9,
-                    res.disp_min_s / res.raw_min_s, res.counts_med_s * 1e6,
-                    res.dispatch_med_s * 1e6, res.combine_med_s * 1e6);
-        std::fflush(stdout);
-      }
+    owned.push_back(std::move(disp.value()));
+    disps.push_back(owned.back().get());
+  }
+  for (int64_t payload_kib : payloads_kib) {
+    const std::vector<Result> res = run_payload(comm, disps, payload_kib * kib, E, iters, warmup);
+    for (size_t m = 0; m < res.size() && comm.rank() == 0; ++m) {
+      const Result& x = res[m];
+      const double bytes = 2.0 * static_cast<double>(x.remote_bytes);  // there and back
+      std::printf("%-11s %6lldKiB %12.1f %10.1f %7.3f %9.3f %9.2f %9.2f %10.1f %10.1f %10.1f\n",
+                  sy::exchange_mode_name(modes[m]), static_cast<long long>(payload_kib),
+                  x.disp_med_s * 1e6, x.raw_med_s * 1e6, x.paired_ratio, x.min_ratio,
+                  bytes / x.disp_med_s * 1e-9, bytes / x.raw_med_s * 1e-9, x.counts_med_s * 1e6,
+                  x.dispatch_med_s * 1e6, x.combine_med_s * 1e6);
+      std::fflush(stdout);
     }
   }
   return 0;

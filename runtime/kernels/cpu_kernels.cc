@@ -5,9 +5,21 @@
 #include <cmath>
 
 #include "runtime/core/check.h"
+#include "runtime/kernels/gemm_rowstable.h"
 #include "runtime/kernels/math.h"
 
 namespace sy {
+
+namespace {
+bool g_deterministic_gemm = false;
+}  // namespace
+
+void set_deterministic_gemm(bool on) {
+  g_deterministic_gemm = on;
+}
+bool deterministic_gemm() {
+  return g_deterministic_gemm;
+}
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -16,6 +28,11 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
+  }
+  // Deterministic mode: token rows (op(A) = A, contiguous) go through the row-stable kernels.
+  if (g_deterministic_gemm && !trans_a && lda == K && alpha != 0.0f) {
+    if (trans_b && ldb == K && ldc == N) return gemm_nt_rowstable(A, B, C, M, N, K, alpha, beta);
+    if (!trans_b && ldb == N && ldc == N) return gemm_nn_rowstable(A, B, C, M, N, K, alpha, beta);
   }
   SY_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX) << "gemm dims exceed int";
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,

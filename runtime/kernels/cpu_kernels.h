@@ -7,6 +7,13 @@
 
 namespace sy {
 
+// Process-wide switch (like torch.use_deterministic_algorithms): when on, every GEMM whose A
+// is token rows (not transposed, contiguous) uses the row-stable kernels of gemm_rowstable.h,
+// so a token's forward result and its dx are bitwise independent of its batch, its rank and
+// the rank count. Off by default (OpenBLAS, several times faster). Set once at start-up.
+void set_deterministic_gemm(bool on);
+bool deterministic_gemm();
+
 // C_MN = alpha * op(A) op(B) + beta * C_MN, row-major; op(A) is M x K, op(B) is K x N.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
