@@ -32,7 +32,7 @@ enum class FaultKind {
   kSlow,            // sleep arg (a duration) at every matching step: a straggler
   kNanLogits,       // router logits become NaN
   kInfGrad,         // a router gradient becomes Inf
-  kCorruptCount,    // a dispatch send count is changed (arg: delta, default +1)
+  kCorruptCount,    // a reported dispatch count is changed, not the rows (arg: delta, default 1)
   kOom,             // an allocation throws std::bad_alloc
   kEnospc,          // a write fails with ENOSPC
   kCrashInSave,     // the process dies after arg bytes of a checkpoint shard

@@ -2,8 +2,8 @@
 // the MPI backend is tested against. A real implementation, not a mock: alltoall and allgather
 // copy the one block, alltoallv copies counts[0] elements from send.displs[0] to
 // recv.displs[0] (honouring both, and checking that the counts agree, which MPI cannot),
-// alltoallv_blocks does the same for each block,
-// allreduce copies (the reduction of one value is itself), barrier returns.
+// alltoallv_blocks does the same block by block, allreduce copies (the reduction of one value
+// is itself), barrier returns.
 //
 // Nothing here can wait on a peer, so the deadline does not apply.
 #pragma once

@@ -1,10 +1,11 @@
 // The MPI backend, and the process-wide MPI setup (MpiRuntime).
 //
 // Deadlines: every collective is started non-blocking (MPI_Ialltoall, MPI_Ialltoallv,
-// MPI_Iallreduce, MPI_Iallgather, MPI_Ibarrier) and completed by an MPI_Test loop that yields,
-// then sleeps with a growing back-off (at most 0.5 ms, so a hung peer does not steal a core
-// on a small machine). When timeout() seconds pass (SY_COLLECTIVE_TIMEOUT_S, default 600;
-// 0 = no deadline), the rank prints
+// MPI_Iallreduce, MPI_Iallgather, MPI_Ibarrier; alltoallv_blocks as MPI_Irecv/MPI_Isend) and
+// completed by an MPI_Test loop that polls for the first 20 ms (as a blocking MPI call does;
+// sleeping earlier stalls large transfers), then sleeps with a growing back-off (at most
+// 0.5 ms, so a hung peer does not steal a core on a small machine). When timeout() seconds
+// pass (SY_COLLECTIVE_TIMEOUT_S, default 600; 0 = no deadline), the rank prints
 //   [switchyard] rank R on HOST: collective timeout: <op> seq N layer L step S exceeded T s
 // and calls MPI_Abort(MPI_COMM_WORLD, 20): a stuck or dead peer turns into a fast, named
 // teardown of the whole job (Open MPI 4.1 has no fault-tolerant MPI; shared/RELIABILITY.md A4).

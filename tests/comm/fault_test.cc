@@ -88,6 +88,9 @@ TEST(FaultParse, Errors) {
   expect_error("slow@rank=0", "slow needs arg");
   expect_error("slow@rank=0,arg=3h", "bad duration unit");
   expect_error("exit@rank=0,arg=300", "exit arg");
+  expect_error("corrupt_count@rank=0,arg=x", "corrupt_count arg");
+  expect_error("corrupt_count@rank=0,arg=0", "non-zero integer delta");
+  EXPECT_TRUE(parse_faults("corrupt_count@rank=1,step=1,layer=0,arg=-3").ok());
   expect_error("kill@rank=0;bogus@rank=1", "unknown kind 'bogus'");
 }
 

@@ -91,8 +91,9 @@ std::string describe(const Case& c) {
     << " D=" << c.D << " F=" << c.F << " E=" << c.E << " K=" << c.K
     << " capacity_factor=" << c.capacity_factor << " policy=" << drop_policy_name(c.policy)
     << " shared_hidden=" << c.shared_hidden << " norm_topk_prob=" << c.norm_topk << " routing="
-    << (c.routing == Routing::kNatural ? "natural"
-                                       : c.routing == Routing::kSkewed ? "skewed" : "one_expert")
+    << (c.routing == Routing::kNatural  ? "natural"
+        : c.routing == Routing::kSkewed ? "skewed"
+                                        : "one_expert")
     << " (rank " << g_comm->rank() << " of " << g_comm->size() << ")";
   return s.str();
 }
@@ -159,7 +160,9 @@ void shape_router(const Case& c, MoeLayer* layer) {
     }
 }
 
-bool shapes_router(const std::string& router) { return router == "linear" || router == "hybrid"; }
+bool shapes_router(const std::string& router) {
+  return router == "linear" || router == "hybrid";
+}
 
 // [first, last) of tokens that rank r of P holds: whole groups, contiguous.
 std::pair<int64_t, int64_t> token_share(int64_t T, int64_t G, int r, int P) {
@@ -270,8 +273,8 @@ Result run_case(const Case& c) {
   res.y_par.assign(static_cast<size_t>(Tl * D), -2.0f);
   res.dx_par.assign(static_cast<size_t>(Tl * D), -2.0f);
   {
-    const Status st = par.forward(pb.x_TD.data() + t0 * D, pb.ids_T.data() + t0, Tl,
-                                  res.y_par.data());
+    const Status st =
+        par.forward(pb.x_TD.data() + t0 * D, pb.ids_T.data() + t0, Tl, res.y_par.data());
     // forward fails only on bad sizes, which are the same on every rank.
     EXPECT_TRUE(st.ok()) << "parallel forward: " << st.message();
     if (!st.ok()) return res;
@@ -311,9 +314,9 @@ Result run_case(const Case& c) {
     const int64_t per_expert = rp->grad.numel() / c.E;
     EXPECT_EQ(p.grad.numel(), per_expert * e) << p.name;
     if (p.grad.numel() != per_expert * e) continue;
-    EXPECT_EQ(bitwise_diff(p.grad.ptr(), rp->grad.ptr() + first * per_expert, p.grad.numel(),
-                           per_expert),
-              "")
+    EXPECT_EQ(
+        bitwise_diff(p.grad.ptr(), rp->grad.ptr() + first * per_expert, p.grad.numel(), per_expert),
+        "")
         << "gradient of " << p.name << " (local experts [" << first << ", " << first + e
         << ")) is not bitwise the reference's slice";
     EXPECT_EQ(bitwise_diff(p.value.ptr(), rp->value.ptr() + first * per_expert, p.value.numel(),
@@ -413,7 +416,9 @@ TEST(MoeParallel, EveryRouterMatchesOneRank) {
     for (const Case& c : variants_of(name, 7, 91)) {
       const Result res = run_case(c);
       if (c.capacity_factor == 1.0 && c.shared_hidden == 0) dropped_at_cap1 += res.dropped;
-      if (c.capacity_factor <= 0) EXPECT_EQ(res.dropped, 0) << describe(c);
+      if (c.capacity_factor <= 0) {
+        EXPECT_EQ(res.dropped, 0) << describe(c);
+      }
     }
     // Not vacuous: capacity 1.0 really dropped something.
     EXPECT_GT(dropped_at_cap1, 0) << "router " << name << ": no drops at capacity 1.0";
@@ -432,9 +437,10 @@ TEST(MoeParallel, MoreRanksThanGroups) {
       c.capacity_factor = 1.0;
       c.shared_hidden = T == 20 ? 8 : 0;
       const Result res = run_case(c);
-      if (res.ran && g_comm->size() == 4 && T > 0)
+      if (res.ran && g_comm->size() == 4 && T > 0) {
         EXPECT_EQ(res.local_T, g_comm->rank() % 2 == 0 ? 0 : (g_comm->rank() == 1 ? 16 : T - 16))
             << describe(c);
+      }
     }
   }
 }
@@ -469,7 +475,9 @@ TEST(MoeParallel, AllTokensToOneExpert) {
         EXPECT_EQ(pl.routed_E[e], e < K ? c.T : 0) << "expert " << e;
         EXPECT_EQ(pl.dropped_E[e], e < K ? expect_dropped : 0) << "expert " << e;
       }
-      if (cf > 0) EXPECT_GT(expect_dropped, 0);
+      if (cf > 0) {
+        EXPECT_GT(expect_dropped, 0);
+      }
       // Rows of tokens with every slot dropped are exactly zero, on every rank.
       int64_t zero_rows = 0;
       for (int64_t t = 0; t < res.local_T; ++t) {
@@ -487,7 +495,9 @@ TEST(MoeParallel, AllTokensToOneExpert) {
       g_comm->allreduce(&all_zero, 1, ReduceOp::kSum, {"test.zero_rows"});
       // With K = 2, slot 0 and slot 1 rank by different probabilities, so a token can keep one
       // slot and lose the other; with K = 1 every dropped token is a zero row.
-      if (K == 1) EXPECT_EQ(all_zero, expect_dropped);
+      if (K == 1) {
+        EXPECT_EQ(all_zero, expect_dropped);
+      }
     }
   }
 }

