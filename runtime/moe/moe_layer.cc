@@ -284,16 +284,20 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   }
   g.dx_TD = dx_TD;
   router_->backward(g);
-  allreduce_router_grads();
+  allreduce_replicated_grads();
   tm.route_s = seconds_since(&clk);
 }
 
-void MoeLayer::allreduce_router_grads() {
+void MoeLayer::allreduce_replicated_grads() {
   if (!disp_) return;
-  // Replicated router: sum its gradients over the ranks (each rank's share covers its tokens).
-  const CollectiveTag tag{"moe.router_grads", cfg_.layer_index, step_};
+  // The router and the shared expert are replicated: sum their gradients over the ranks (each
+  // rank's share covers its own tokens). Routed experts are not: each rank owns its slice.
+  const CollectiveTag tag{"moe.replicated_grads", cfg_.layer_index, step_};
   for (Param& p : router_->params())
     if (p.grad.numel() > 0) comm_->allreduce(p.grad.ptr(), p.grad.numel(), ReduceOp::kSum, tag);
+  if (shared_ && cfg_.train_experts)
+    for (Param& p : shared_->params())
+      if (p.grad.numel() > 0) comm_->allreduce(p.grad.ptr(), p.grad.numel(), ReduceOp::kSum, tag);
 }
 
 void MoeLayer::fill_exchange_stats() {

@@ -112,8 +112,8 @@ class MoeLayer {
   // comm: the expert-parallel group (null or size 1: every expert is local). With P ranks each
   // holds experts [r*E/P, (r+1)*E/P) (E % P != 0 is InvalidArgument) and forward/backward are
   // COLLECTIVE over comm: every rank calls them the same number of times, also with T = 0.
-  // Routers are replicated (same seed on every rank); their gradients are all-reduced (summed)
-  // in backward. comm must outlive the layer.
+  // Routers and the shared expert are replicated (same seed on every rank); their gradients are
+  // all-reduced (summed) in backward. comm must outlive the layer.
   static StatusOr<std::unique_ptr<MoeLayer>> create(const MoeLayerConfig& cfg,
                                                     Communicator* comm = nullptr);
   MoeLayer(const MoeLayer&) = delete;
@@ -159,7 +159,7 @@ class MoeLayer {
  private:
   explicit MoeLayer(const MoeLayerConfig& cfg) : cfg_(cfg) {}
   void fill_exchange_stats();
-  void allreduce_router_grads();
+  void allreduce_replicated_grads();
 
   MoeLayerConfig cfg_;
   Communicator* comm_ = nullptr;
