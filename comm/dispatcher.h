@@ -50,9 +50,18 @@
 namespace sy {
 
 // How the rows cross (step 3). Both put the same bytes in the same places; only speed differs.
-// Measured on 2 cores (Open MPI 4.1, shared memory; bench/exchange_bench.cc): an extra message
-// costs ~4 us, a copy ~10 GB/s, so kBlocks wins once a block (rows per (peer, expert)) is
-// tens of KiB, kSingle below that.
+// bench/exchange_bench.cc, 2 cores, Open MPI 4.1 shared memory (single-copy CMA), E = 8,
+// D = 2048, dispatch + combine against 2 x MPI_Alltoallv of the same bytes (paired medians):
+//   per rank   64 KiB  256 KiB  1 MiB  4 MiB  16 MiB  64 MiB
+//   P=2 blocks   2.8     1.9     1.25   1.05   1.04    1.01
+//   P=2 single   1.7     1.35    1.29   1.25   1.21    1.23
+//   P=4 blocks   1.8     1.5     1.22   1.04   1.02    1.02    (4 ranks on 2 cores)
+//   P=4 single   1.4     1.4     1.28   1.18   1.31    1.37
+// An extra message costs ~4.5 us here (rendezvous + CMA get), the permutation one extra copy
+// of the remote rows: kBlocks is the default and meets ratio <= 1.1 from 4 MiB per rank;
+// kSingle is the better choice for payloads of a few hundred KiB and below (tiny models).
+// Neither reaches 1.1 at 1 MiB with e = 4: the (e-1) extra messages per peer, or the copy,
+// cost ~20% of a 70 us transfer.
 enum class ExchangeMode {
   // One Communicator::alltoallv_blocks with e blocks per peer: each (source, local expert)
   // block is one message, received straight into its expert-major place and sent straight

@@ -34,6 +34,8 @@ install_deps() {
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   local missing=()
   for p in "${PACKAGES[@]}"; do
+    # npm may come from elsewhere (a Node.js distribution); any working npm will do.
+    [ "$p" = npm ] && command -v npm >/dev/null 2>&1 && continue
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
