@@ -156,7 +156,7 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
         std::sort(r, r + keep);
       }
       // kPosition (or no overflow): the first `keep` of the token-ordered run.
-      std::memmove(seg + kept, r, static_cast<size_t>(keep) * sizeof(int32_t));
+      if (keep > 0) std::memmove(seg + kept, r, static_cast<size_t>(keep) * sizeof(int32_t));
       kept += keep;
       i0 = i1;
     }
@@ -173,7 +173,8 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
   p.order_A.resize(static_cast<size_t>(p.total_kept));
   for (int64_t e = 0; e < E; ++e) {
     int32_t* out = p.order_A.data() + p.offsets_E1[e];
-    std::memcpy(out, all.data() + ro[e], static_cast<size_t>(p.kept_E[e]) * sizeof(int32_t));
+    if (p.kept_E[e] > 0)  // both pointers may be null when nothing is kept
+      std::memcpy(out, all.data() + ro[e], static_cast<size_t>(p.kept_E[e]) * sizeof(int32_t));
     for (int32_t i = 0; i < p.kept_E[e]; ++i) {
       p.kept_TK[static_cast<size_t>(out[i])] = 1;
       p.row_of_TK[static_cast<size_t>(out[i])] = p.offsets_E1[e] + i;
