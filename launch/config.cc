@@ -102,6 +102,8 @@ Status validate_run_config(const switchyard::RunConfig& cfg) {
     return InvalidArgument("comm.collective_timeout_s must be >= 0");
   const std::string& policy = cfg.moe().drop_policy();
   SY_RETURN_IF_ERROR(parse_drop_policy(policy.empty() ? "probs" : policy.c_str()).status());
+  if (cfg.moe().router().hash_balanced() && cfg.moe().router().name() != "hash")
+    return InvalidArgument("moe.router.hash_balanced needs moe.router.name: \"hash\"");
   const MoeStackConfig sc = to_stack_config(cfg, 1);
   SY_RETURN_IF_ERROR(sc.validate());
   return validate_router_config(sc.layer.resolved_router());

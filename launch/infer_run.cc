@@ -9,6 +9,7 @@
 #include "launch/config.h"
 #include "launch/progress.h"
 #include "proto/report.pb.h"
+#include "routers/hash.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/moe_stack.h"
 #include "runtime/report/report_io.h"
@@ -116,6 +117,16 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   sc.layer.group_tokens = cfg.data().group_tokens();
   SY_ASSIGN_OR_RETURN(auto stack, MoeStack::create(sc, comm));
   const int64_t T = static_cast<int64_t>(ids.size()), D = sc.layer.d_model;
+  if (cfg.moe().router().hash_balanced()) {
+    // Every rank counts the same global ids, so the replicated tables are identical.
+    std::vector<int64_t> freq(static_cast<size_t>(vocab_size), 0);
+    for (int32_t id : ids) ++freq[static_cast<size_t>(id)];
+    for (int64_t l = 0; l < stack->num_layers(); ++l) {
+      auto* hash = dynamic_cast<HashRouter*>(&stack->layer(l).router());
+      if (!hash) return InvalidArgument("moe.router.hash_balanced needs the hash router");
+      SY_RETURN_IF_ERROR(hash->build_balanced_table(freq));
+    }
+  }
   const int64_t G = cfg.data().group_tokens(), B = cfg.data().batch_groups();
   const TokenShard shard = shard_tokens(T, G, B, me, P);
   const int L = static_cast<int>(stack->num_layers());
