@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "comm/fault.h"
 #include "launch/config.h"
 #include "launch/progress.h"
 #include "proto/report.pb.h"
@@ -160,6 +161,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
     const int64_t n = e - b;
     h.resize(static_cast<size_t>(n * D));
     stack->set_step(step);
+    inject_process_faults(me, step);  // SY_FAULT=hang|kill|throw|exit|slow@rank=r,step=s
     SY_RETURN_IF_ERROR(stack->forward(ids.data() + b, n, h.data()));
     for (int l = 0; l < L; ++l) {
       MoeLayer& layer = stack->layer(l);

@@ -64,5 +64,21 @@ unset RUN_DATA
 expect 22 report-missing "$bin" report "$work/nowhere"
 grep -q "unknown router 'nope'" "$work/bad-router.log" || { echo "FAIL bad-router: message"; fail=1; }
 
+# A hung rank: every rank ends within the deadline with exit 20 (RELIABILITY A4); a throwing
+# rank ends the job fast with its message (A2).
+t0=$(date +%s)
+expect 20 hang-np2 env SY_FAULT=hang@rank=1,step=1 timeout 120 \
+  mpirun --oversubscribe -np 2 -x SY_FAULT -x SY_COLLECTIVE_TIMEOUT_S=4 "$bin" infer --data-dir "$data" \
+  --corpus excerpt --max-tokens 1536 --set data.group_tokens=128 --set data.batch_groups=1 \
+  --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.num_experts=4
+el=$(($(date +%s) - t0))
+[ $el -le 30 ] || { echo "FAIL hang-np2: took ${el}s"; fail=1; }
+grep -q "collective timeout" "$work/hang-np2.log" || { echo "FAIL hang-np2: no timeout message"; fail=1; }
+expect 1 throw-np2 env SY_FAULT=throw@rank=0,step=1 timeout 120 mpirun --oversubscribe -np 2 \
+  -x SY_FAULT "$bin" infer --data-dir "$data" --corpus excerpt --max-tokens 1536 \
+  --set data.group_tokens=128 --set data.batch_groups=1 --set moe.d_model=32 \
+  --set moe.ffn_hidden=32 --set moe.num_experts=4
+grep -q "rank 0.*injected fault" "$work/throw-np2.log" || { echo "FAIL throw-np2: no message"; fail=1; }
+
 [ $fail = 0 ] && echo "infer_e2e: all checks passed"
 exit $fail
