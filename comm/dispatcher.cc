@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "comm/fault.h"
+#include "runtime/core/scratch.h"
 
 namespace sy {
 
@@ -259,9 +260,7 @@ void Dispatcher::dispatch_rows(DispatchHandle* handle, const float* rows_AD, flo
         rows_AD, {e_, h.send_counts_Pe_.data(), h.send_displs_Pe_.data(), h.A_}, out_RD,
         {e_, h.recv_counts_Pe_.data(), h.recv_displs_Pe_.data(), h.R_}, D_, rows_tag));
   } else {
-    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_) {
-      staging_RD_.resize(static_cast<size_t>(h.R_ * D_));
-    }
+    scratch_grow(staging_RD_, h.R_ * D_);
     SY_CHECK_OK(comm_->alltoallv(
         rows_AD, {h.send_counts_P_.data(), h.send_displs_P_.data(), h.A_}, staging_RD_.data(),
         {h.recv_counts_P_.data(), h.recv_displs_P_.data(), h.R_}, D_, rows_tag));
@@ -284,9 +283,7 @@ void Dispatcher::combine(DispatchHandle* handle, const float* rows_RD, float* ou
         rows_RD, {e_, h.recv_counts_Pe_.data(), h.recv_displs_Pe_.data(), h.R_}, out_AD,
         {e_, h.send_counts_Pe_.data(), h.send_displs_Pe_.data(), h.A_}, D_, rows_tag));
   } else {
-    if (static_cast<int64_t>(staging_RD_.size()) < h.R_ * D_) {
-      staging_RD_.resize(static_cast<size_t>(h.R_ * D_));
-    }
+    scratch_grow(staging_RD_, h.R_ * D_);
     permute_remote(h, rows_RD, staging_RD_.data(), /*to_expert_major=*/false);
     SY_CHECK_OK(comm_->alltoallv(
         staging_RD_.data(), {h.recv_counts_P_.data(), h.recv_displs_P_.data(), h.R_}, out_AD,

@@ -4,16 +4,11 @@
 #include <cstring>
 
 #include "runtime/core/rng.h"
+#include "runtime/core/scratch.h"
 #include "runtime/kernels/cpu_kernels.h"
 
 namespace sy {
 namespace {
-
-// Grow-only scratch: keeps its contents and never shrinks, so steady state allocates nothing.
-float* ensure(std::vector<float>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  return v.data();
-}
 
 // N(0, std^2) per slice of `slice` values: slice i drawn from stream (name, i), so any subset of
 // experts is reproducible on its own.
@@ -100,9 +95,9 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
     std::memcpy(y_RD, x_RD, static_cast<size_t>(R * D) * sizeof(float));
     return;
   }
-  float* g = ensure(g_RF_, R * F);
-  float* u = ensure(u_RF_, R * F);
-  float* a = ensure(a_RF_, R * F);
+  float* g = scratch_grow(g_RF_, R * F);
+  float* u = scratch_grow(u_RF_, R * F);
+  float* a = scratch_grow(a_RF_, R * F);
   // swiglu_forward inlined, to time the elementwise join apart from the GEMMs.
   using Clock = std::chrono::steady_clock;
   Clock::duration elementwise{0};
@@ -132,8 +127,8 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
   }
   weight_grads = weight_grads && !gate_->grad.empty();
   if (!weight_grads && !dx_RD) return;
-  float* da = ensure(da_RF_, R * F);
-  float* du = ensure(du_RF_, R * F);
+  float* da = scratch_grow(da_RF_, R * F);
+  float* du = scratch_grow(du_RF_, R * F);
   const int64_t o0 = offsets_E1_[0];
   for (int64_t e = 0; e < E; ++e) {
     const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
@@ -173,11 +168,11 @@ void SharedExpert::forward(const float* x_TD, int64_t T, float* y_TD, const uint
   mask_T_ = mask_T;
   T_ = T;
   if (T == 0) return;
-  float* g = ensure(g_TF_, T * F_);
-  float* u = ensure(u_TF_, T * F_);
-  float* a = ensure(a_TF_, T * F_);
-  float* s = ensure(s_TD_, T * D_);
-  float* gate = ensure(gate_T_, T);
+  float* g = scratch_grow(g_TF_, T * F_);
+  float* u = scratch_grow(u_TF_, T * F_);
+  float* a = scratch_grow(a_TF_, T * F_);
+  float* s = scratch_grow(s_TD_, T * D_);
+  float* gate = scratch_grow(gate_T_, T);
   swiglu_forward(x_TD, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(), T,
                  D_, F_, g, u, a, s);
   linear_forward(x_TD, gate_->value.ptr(), gate, T, D_, 1);
@@ -196,8 +191,8 @@ void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads)
   if (T == 0) return;
   weight_grads = weight_grads && !gate_->grad.empty();
   if (!weight_grads && !dx_TD) return;
-  float* ds = ensure(ds_TD_, T * D_);
-  float* dlogit = ensure(dlogit_T_, T);
+  float* ds = scratch_grow(ds_TD_, T * D_);
+  float* dlogit = scratch_grow(dlogit_T_, T);
   const float* s = s_TD_.data();
   const float* gate = gate_T_.data();
   for (int64_t t = 0; t < T; ++t) {
@@ -219,8 +214,8 @@ void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads)
   // Gate logit = w_gate x: dw += dlogit^T x, dx += dlogit w.
   linear_backward(x_TD_, gate_->value.ptr(), dlogit, weight_grads ? gate_->grad.ptr() : nullptr,
                   dx_TD, T, D_, 1, /*accumulate_dx=*/true);
-  float* da = ensure(da_TF_, T * F_);
-  float* du = ensure(du_TF_, T * F_);
+  float* da = scratch_grow(da_TF_, T * F_);
+  float* du = scratch_grow(du_TF_, T * F_);
   swiglu_backward(
       x_TD_, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(), g_TF_.data(),
       u_TF_.data(), a_TF_.data(), ds, T, D_, F_, weight_grads ? gate_proj_->grad.ptr() : nullptr,

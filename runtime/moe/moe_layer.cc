@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "routers/registry.h"
+#include "runtime/core/scratch.h"
 #include "runtime/kernels/cpu_kernels.h"
 
 namespace sy {
@@ -18,11 +19,6 @@ double seconds_since(Clock::time_point* t) {
   const double s = std::chrono::duration<double>(now - *t).count();
   *t = now;
   return s;
-}
-
-float* ensure(std::vector<float>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  return v.data();
 }
 
 }  // namespace
@@ -117,7 +113,7 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   tm.route_s = seconds_since(&clk);
 
   // Rank drops by the chosen probabilities p, not the (possibly renormalized) weights.
-  float* rank_p = ensure(rank_p_TK_, T * K);
+  float* rank_p = scratch_grow(rank_p_TK_, T * K);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t k = 0; k < K; ++k)
       rank_p[t * K + k] = rout_.probs_TE.at(t, rout_.topk_ids_TK[static_cast<size_t>(t * K + k)]);
@@ -130,8 +126,8 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   tm.plan_s = seconds_since(&clk);
 
   const int64_t R = plan_.rows();
-  float* xg = ensure(xg_RD_, R * D);
-  float* yg = ensure(yg_RD_, R * D);
+  float* xg = scratch_grow(xg_RD_, R * D);
+  float* yg = scratch_grow(yg_RD_, R * D);
   const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
   for (int64_t r = 0; r < R; ++r)
     std::memcpy(xg + r * D, x_TD + static_cast<int64_t>(plan_.token_of_row(r)) * D, row_bytes);
@@ -143,8 +139,8 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
     disp_->exchange_counts(plan_.kept_E.data(), R, tag, &handle_);
     tm.count_exchange_s = seconds_since(&clk);
     const int64_t Rr = handle_.recv_rows();
-    float* recv = ensure(recv_RD_, Rr * D);
-    float* out = ensure(out_RD_, Rr * D);
+    float* recv = scratch_grow(recv_RD_, Rr * D);
+    float* out = scratch_grow(out_RD_, Rr * D);
     disp_->dispatch_rows(&handle_, xg, recv, tag);
     tm.dispatch_s = seconds_since(&clk);
     const std::vector<int64_t>& off = handle_.local_offsets_e1();
@@ -213,7 +209,7 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   Clock::time_point clk = Clock::now();
 
   // Combine backward: d w_tk = dy_t . expert_out_row (0 for dropped: they had no effect).
-  float* dw = ensure(dw_TK_, T * K);
+  float* dw = scratch_grow(dw_TK_, T * K);
   const float* yg = yg_RD_.data();
   const int32_t* row_of = plan_.row_of_TK.data();
   for (int64_t i = 0; i < T * K; ++i) {
@@ -223,7 +219,7 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   tm.combine_s = seconds_since(&clk);
 
   // Scatter dy to the expert rows, scaled by the combine weights.
-  float* dyg = ensure(dyg_RD_, R * D);
+  float* dyg = scratch_grow(dyg_RD_, R * D);
   const float* w = rout_.topk_weights_TK.ptr();
   for (int64_t r = 0; r < R; ++r) {
     const int32_t a = plan_.order_A[static_cast<size_t>(r)];
@@ -235,12 +231,12 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   tm.permute_s = seconds_since(&clk);
 
   // With a dispatcher every rank takes part in both exchanges, so dx rows are always made.
-  float* dxg = (dx_TD || disp_) ? ensure(dxg_RD_, R * D) : nullptr;
+  float* dxg = (dx_TD || disp_) ? scratch_grow(dxg_RD_, R * D) : nullptr;
   if (disp_) {
     const CollectiveTag tag{"moe.backward", cfg_.layer_index, step_};
     const int64_t Rr = handle_.recv_rows();
-    float* drecv = ensure(drecv_RD_, Rr * D);
-    float* dxrecv = ensure(dxrecv_RD_, Rr * D);
+    float* drecv = scratch_grow(drecv_RD_, Rr * D);
+    float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D);
     disp_->dispatch_rows(&handle_, dyg, drecv, tag);
     tm.dispatch_s = seconds_since(&clk);
     experts_->backward(drecv, dxrecv, cfg_.train_experts);
