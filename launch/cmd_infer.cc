@@ -2,8 +2,6 @@
 // sharded over the MPI ranks (mpirun -np P), for one router or every registered router. Prints
 // a progress line and a table of routing metrics per layer (shared/ROUTERS.md); --out writes
 // per-rank load reports, --dump the final hidden states (.npy, global token order, rank 0).
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

@@ -1,7 +1,5 @@
 #include "launch/infer_run.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -212,7 +210,6 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   }
 
   if (!opt.out_dir.empty()) {
-    ::mkdir(opt.out_dir.c_str(), 0755);
     Status s = write_rank_report(opt.out_dir, report);
     if (!s.ok())  // reports are not critical (RELIABILITY G1): warn and go on
       std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", me,
