@@ -104,6 +104,13 @@ Status validate_run_config(const switchyard::RunConfig& cfg) {
   SY_RETURN_IF_ERROR(parse_drop_policy(policy.empty() ? "probs" : policy.c_str()).status());
   if (cfg.moe().router().hash_balanced() && cfg.moe().router().name() != "hash")
     return InvalidArgument("moe.router.hash_balanced needs moe.router.name: \"hash\"");
+  const int bits = cfg.moe().expert_bits();
+  if (bits != 0 && bits != 32 && bits != 8 && bits != 4)
+    return InvalidArgument("moe.expert_bits must be 0 (= 32), 32, 8 or 4 (got " +
+                           std::to_string(bits) + ")");
+  if (cfg.moe().quant_group() < 0)
+    return InvalidArgument("moe.quant_group must be >= 1 (0 = 128), got " +
+                           std::to_string(cfg.moe().quant_group()));
   const MoeStackConfig sc = to_stack_config(cfg, 1);
   SY_RETURN_IF_ERROR(sc.validate());
   return validate_router_config(sc.layer.resolved_router());
@@ -125,6 +132,9 @@ MoeStackConfig to_stack_config(const switchyard::RunConfig& cfg, int64_t vocab_s
   lc.drop_policy = policy.ok() ? *policy : DropPolicy::kProbs;
   lc.shared_expert_hidden = m.shared_expert_hidden();
   lc.seed = m.seed();
+  lc.expert_bits = m.expert_bits() > 0 ? m.expert_bits() : 32;
+  lc.quant_group = m.quant_group() > 0 ? m.quant_group() : 128;
+  if (lc.expert_bits != 32) lc.train_experts = false;  // quantized experts: inference only
   lc.router.name = m.router().name().empty() ? "linear" : m.router().name();
   lc.router.hidden = m.router().hidden();
   lc.router.num_heads = m.router().num_heads() > 0 ? m.router().num_heads() : 1;

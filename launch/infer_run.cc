@@ -116,6 +116,20 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   sc.layer.group_tokens = cfg.data().group_tokens();
   SY_ASSIGN_OR_RETURN(auto stack, MoeStack::create(sc, comm));
   const int64_t T = static_cast<int64_t>(ids.size()), D = sc.layer.d_model;
+  if (me == 0 && sc.layer.expert_kind == ExpertKind::kSwiGLU) {
+    // Per rank (rank 0's share; every rank holds E/P experts of the same shape).
+    int64_t bytes = 0, fp32 = 0;
+    for (int64_t l = 0; l < stack->num_layers(); ++l) {
+      bytes += stack->layer(l).experts().weight_bytes();
+      fp32 += 4 * stack->layer(l).experts().num_params();
+    }
+    const int bits = sc.layer.expert_bits;
+    const std::string kind = bits == 32 ? "fp32" : "int" + std::to_string(bits);
+    std::printf("expert weights per rank: %.1f MiB (%s, %.3fx fp32)\n",
+                static_cast<double>(bytes) / (1 << 20), kind.c_str(),
+                fp32 > 0 ? static_cast<double>(bytes) / static_cast<double>(fp32) : 1.0);
+    std::fflush(stdout);
+  }
   if (cfg.moe().router().hash_balanced()) {
     // Every rank counts the same global ids, so the replicated tables are identical.
     std::vector<int64_t> freq(static_cast<size_t>(vocab_size), 0);

@@ -72,11 +72,46 @@ RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
   up_ = add(&params_, "experts.up_proj", {E, F, D}, cfg.allocate_grads);
   down_ = add(&params_, "experts.down_proj", {E, D, F}, cfg.allocate_grads);
   for (Param* p : {gate_, up_, down_}) init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert);
+  if (cfg.weight_bits != 32) quantize_weights();
+}
+
+void RoutedExperts::quantize_weights() {
+  if (cfg_.kind == ExpertKind::kIdentity || quantized()) return;
+  SY_CHECK(cfg_.weight_bits == 8 || cfg_.weight_bits == 4)
+      << "expert weight_bits must be 32, 8 or 4 (got " << cfg_.weight_bits << ")";
+  SY_CHECK(cfg_.quant_group >= 1) << "expert quant_group must be >= 1";
+  SY_CHECK(gate_->grad.empty() && up_->grad.empty() && down_->grad.empty())
+      << "quantized experts are frozen: allocate_grads must be false";
+  const int64_t E = cfg_.num_experts, F = cfg_.ffn_hidden, D = cfg_.d_model;
+  const int64_t G = cfg_.quant_group;
+  const int bits = cfg_.weight_bits;
+  q_gate_.reserve(static_cast<size_t>(E));
+  q_up_.reserve(static_cast<size_t>(E));
+  q_down_.reserve(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) {
+    q_gate_.push_back(quantize(gate_->value.ptr() + e * F * D, F, D, G, bits));
+    q_up_.push_back(quantize(up_->value.ptr() + e * F * D, F, D, G, bits));
+    q_down_.push_back(quantize(down_->value.ptr() + e * D * F, D, F, G, bits));
+  }
+  // Release the fp32 weights (swap, so the capacity goes too) and the Params themselves.
+  for (Param* p : {gate_, up_, down_}) {
+    std::vector<float>().swap(p->value.data);
+    std::vector<float>().swap(p->grad.data);
+  }
+  gate_ = up_ = down_ = nullptr;
+  params_.clear();
 }
 
 int64_t RoutedExperts::num_params() const {
+  if (cfg_.kind == ExpertKind::kIdentity) return 0;
+  return 3 * cfg_.num_experts * cfg_.ffn_hidden * cfg_.d_model;
+}
+
+int64_t RoutedExperts::weight_bytes() const {
+  if (!quantized()) return 4 * num_params();
   int64_t n = 0;
-  for (const Param& p : params_) n += p.value.numel();
+  for (const auto* qs : {&q_gate_, &q_up_, &q_down_})
+    for (const QuantizedMatrix& q : *qs) n += q.bytes();
   return n;
 }
 
@@ -107,12 +142,21 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
     if (n == 0) continue;
     const float* x = x_RD + o * D;
     float *ge = g + o * F, *ue = u + o * F, *ae = a + o * F;
-    linear_forward(x, gate_->value.ptr() + e * F * D, ge, n, D, F);
-    linear_forward(x, up_->value.ptr() + e * F * D, ue, n, D, F);
+    const size_t es = static_cast<size_t>(e);
+    if (quantized()) {
+      linear_forward_quantized(x, q_gate_[es], ge, n);
+      linear_forward_quantized(x, q_up_[es], ue, n);
+    } else {
+      linear_forward(x, gate_->value.ptr() + e * F * D, ge, n, D, F);
+      linear_forward(x, up_->value.ptr() + e * F * D, ue, n, D, F);
+    }
     const Clock::time_point t0 = Clock::now();
     swiglu_rows(ge, ue, ae, n * F);
     elementwise += Clock::now() - t0;
-    linear_forward(ae, down_->value.ptr() + e * D * F, y_RD + o * D, n, F, D);
+    if (quantized())
+      linear_forward_quantized(ae, q_down_[es], y_RD + o * D, n);
+    else
+      linear_forward(ae, down_->value.ptr() + e * D * F, y_RD + o * D, n, F, D);
   }
   last_elementwise_s_ = std::chrono::duration<double>(elementwise).count();
 }
@@ -123,6 +167,28 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
   if (R == 0) return;
   if (cfg_.kind == ExpertKind::kIdentity) {
     if (dx_RD) std::memcpy(dx_RD, dy_RD, static_cast<size_t>(R * D) * sizeof(float));
+    return;
+  }
+  if (quantized()) {
+    SY_CHECK(!weight_grads) << "quantized experts are frozen: no weight gradients";
+    if (!dx_RD) return;
+    float* da = scratch_grow(da_RF_, R * F);
+    float* du = scratch_grow(du_RF_, R * F);
+    float* wg = scratch_grow(wg_FD_, F * D);
+    float* wu = scratch_grow(wu_FD_, F * D);
+    float* wd = scratch_grow(wd_DF_, D * F);
+    const int64_t o0 = offsets_E1_[0];
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
+      if (n == 0) continue;
+      const size_t es = static_cast<size_t>(e);
+      dequantize_rows(q_gate_[es], 0, F, wg);
+      dequantize_rows(q_up_[es], 0, F, wu);
+      dequantize_rows(q_down_[es], 0, D, wd);
+      swiglu_backward(x_RD_ + o * D, wg, wu, wd, g_RF_.data() + o * F, u_RF_.data() + o * F,
+                      a_RF_.data() + o * F, dy_RD + o * D, n, D, F, nullptr, nullptr, nullptr,
+                      dx_RD + o * D, /*accumulate_dx=*/false, da + o * F, du + o * F);
+    }
     return;
   }
   weight_grads = weight_grads && !gate_->grad.empty();

@@ -16,6 +16,13 @@
 // Frozen experts (allocate_grads = false) keep an EMPTY Param::grad: at Qwen1.5-MoE size the
 // gradients alone would be gigabytes.
 //
+// Quantized experts (weight_bits 8 or 4, inference / router fine-tuning only): after init the
+// fp32 weights are quantized per expert and projection (runtime/kernels/quant.h, groups of
+// quant_group input columns) and the fp32 Params are RELEASED: params() is then empty and
+// weight_bytes() reports the quantized storage. forward() runs the quantized GEMM; backward()
+// still returns dx (the experts are frozen: weight gradients must not be requested), using
+// the dequantized weights of one expert at a time.
+//
 // State: forward() caches pointers to its inputs (the caller keeps them alive and unchanged)
 // and the activations backward() needs; backward() differentiates the most recent forward.
 // Buffers grow to the largest row count seen and are reused: no allocation in steady state.
@@ -30,6 +37,7 @@
 #include <vector>
 
 #include "runtime/core/tensor.h"
+#include "runtime/kernels/quant.h"
 
 namespace sy {
 
@@ -49,6 +57,8 @@ struct ExpertsConfig {
   bool allocate_grads = true;
   float init_std = 0.02f;
   uint64_t seed = 1234;
+  int weight_bits = 32;  // 32 (fp32), 8 or 4 (quantized, needs allocate_grads = false)
+  int64_t quant_group = kQuantDefaultGroup;  // input columns per scale when quantized
 };
 
 // One SwiGLU over R rows with explicit weights. Writes the cache g = gate x, u = up x,
@@ -74,13 +84,26 @@ class RoutedExperts {
   // y_RD written. x_RD and row_offsets_E1 must stay alive until backward().
   void forward(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD);
   // dy_RD -> dx_RD (written; skipped when null) and, when weight_grads, the expert weight
-  // gradients (+=).
+  // gradients (+=). Quantized experts: weight_grads must be false.
   void backward(const float* dy_RD, float* dx_RD, bool weight_grads);
+
+  // Quantizes the fp32 weights to cfg.weight_bits (8 or 4) and releases the fp32 Params. Done
+  // by the constructor when weight_bits != 32; a no-op when already quantized or kIdentity.
+  void quantize_weights();
+  bool quantized() const { return !q_gate_.empty(); }
+  // Per-expert quantized weights (empty unless quantized()): gate/up [F, D], down [D, F].
+  const std::vector<QuantizedMatrix>& quantized_gate() const { return q_gate_; }
+  const std::vector<QuantizedMatrix>& quantized_up() const { return q_up_; }
+  const std::vector<QuantizedMatrix>& quantized_down() const { return q_down_; }
+  // Bytes of expert weight storage held here: 4 per weight in fp32, else the quantized data
+  // plus scales.
+  int64_t weight_bytes() const;
 
   // Seconds the last forward spent outside the GEMMs (the SwiGLU elementwise join).
   double last_elementwise_seconds() const { return last_elementwise_s_; }
 
-  std::deque<Param>& params() { return params_; }  // empty for kIdentity
+  std::deque<Param>& params() { return params_; }  // empty for kIdentity and when quantized
+  // Logical weight count (also when quantized and params() is empty).
   int64_t num_params() const;
   // Multiply-adds x2 per routed row (one token-slot): 3 GEMMs of D x F.
   int64_t flops_per_row() const;
@@ -95,7 +118,9 @@ class RoutedExperts {
   const float* x_RD_ = nullptr;
   std::vector<int32_t> offsets_E1_;
   std::vector<float> g_RF_, u_RF_, a_RF_;
-  std::vector<float> da_RF_, du_RF_;  // backward scratch
+  std::vector<float> da_RF_, du_RF_;                     // backward scratch
+  std::vector<QuantizedMatrix> q_gate_, q_up_, q_down_;  // [E] when quantized
+  std::vector<float> wg_FD_, wu_FD_, wd_DF_;             // dequantized scratch (backward)
   double last_elementwise_s_ = 0.0;
 };
 

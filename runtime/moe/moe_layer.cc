@@ -48,6 +48,12 @@ Status MoeLayerConfig::validate() const {
   if (std::isnan(capacity_factor) || std::isinf(capacity_factor))
     err << "capacity_factor must be finite (got " << capacity_factor << "; <= 0 = dropless); ";
   if (!(init_std >= 0.0f)) err << "init_std must be >= 0; ";
+  if (expert_bits != 32 && expert_bits != 8 && expert_bits != 4)
+    err << "expert_bits must be 32, 8 or 4 (got " << expert_bits << "); ";
+  if (quant_group < 1) err << "quant_group must be >= 1 (got " << quant_group << "); ";
+  if (expert_bits != 32 && train_experts)
+    err << "quantized experts (expert_bits " << expert_bits
+        << ") are inference-only: train_experts must be false; ";
   const std::string e = err.str();
   if (!e.empty()) return InvalidArgument("moe layer: " + e.substr(0, e.size() - 2));
   return resolved_router().validate();
@@ -78,6 +84,8 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   ec.allocate_grads = cfg.train_experts;
   ec.init_std = cfg.init_std;
   ec.seed = cfg.seed;
+  ec.weight_bits = cfg.expert_bits;
+  ec.quant_group = cfg.quant_group;
   layer->experts_ = std::make_unique<RoutedExperts>(ec);
   if (cfg.shared_expert_hidden > 0)
     layer->shared_ = std::make_unique<SharedExpert>(cfg.d_model, cfg.shared_expert_hidden,
@@ -336,8 +344,11 @@ Param* MoeLayer::find_param(const std::string& name) {
 }
 
 int64_t MoeLayer::num_params() {
-  int64_t n = 0;
-  for (auto& [name, p] : named_params()) n += p->value.numel();
+  // The routed experts count their logical weights (their Params are released when quantized).
+  int64_t n = experts_->num_params();
+  for (Param& p : router_->params()) n += p.value.numel();
+  if (shared_)
+    for (Param& p : shared_->params()) n += p.value.numel();
   return n;
 }
 

@@ -49,6 +49,11 @@ struct MoeLayerConfig {
   // false: frozen routed and shared experts (no grad buffers, no weight grads; dx and the
   // router's gradients still flow).
   bool train_experts = true;
+  // Routed expert weights: 32 = fp32, 8 / 4 = group-wise quantized (runtime/kernels/quant.h)
+  // for inference; quantized experts are frozen (train_experts must be false). quant_group:
+  // input columns per scale.
+  int expert_bits = 32;
+  int64_t quant_group = 128;
   float init_std = 0.02f;  // experts and shared expert
   // The router (name, hidden, norm_topk_prob, seed, ...). Its d_model / num_experts / top_k
   // are ignored: the layer's values are written over them (resolved_router()).
@@ -148,6 +153,7 @@ class MoeLayer {
   // ---- parameters ----
   Router& router() { return *router_; }
   RoutedExperts& experts() { return *experts_; }
+  const RoutedExperts& experts() const { return *experts_; }
   SharedExpert* shared_expert() { return shared_.get(); }  // null when none
   // Every parameter with its layer-local name: router ones as "gate.<name>" (Hugging Face's
   // `mlp.gate.weight` for the linear router), then experts, then the shared expert.

@@ -55,6 +55,8 @@ for f in cluster.json report.html; do
   [ -s "$work/reports/$f" ] || { echo "FAIL report: no $f"; fail=1; }
 done
 
+expect 0 int4-np2 run 2 --router linear --set moe.expert_bits=4  # quantized experts (inference)
+grep -q "expert weights per rank: .*(int4, " "$work/int4-np2.log" || { echo "FAIL int4-np2: no memory line"; fail=1; }
 expect 21 bad-router run 2 --router nope
 expect 21 bad-experts-split run 4 --set moe.num_experts=6
 expect 21 bad-field run 2 --set moe.no_such_field=1
