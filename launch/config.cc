@@ -141,10 +141,7 @@ MoeStackConfig to_stack_config(const switchyard::RunConfig& cfg, int64_t vocab_s
   lc.router.norm_topk_prob = m.router().norm_topk_prob();
   lc.router.init_std = m.router().init_std() > 0 ? m.router().init_std() : 0.02f;
   lc.router.seed = m.router().seed();
-  lc.router.vocab_size = vocab_size;
-  lc.router.d_model = m.d_model();
-  lc.router.num_experts = m.num_experts();
-  lc.router.top_k = m.top_k();
+  lc.router.vocab_size = vocab_size;  // D, E, K: the layer writes its own (resolved_router)
   return sc;
 }
 

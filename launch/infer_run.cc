@@ -11,6 +11,7 @@
 #include "routers/hash.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/moe_stack.h"
+#include "runtime/report/cluster_report.h"
 #include "runtime/report/report_io.h"
 
 namespace sy::launch {
@@ -29,23 +30,6 @@ TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, in
 }
 
 namespace {
-
-void fill_metrics(const RoutingMetrics& m, switchyard::RoutingMetricsReport* r) {
-  r->set_tokens(m.tokens);
-  r->set_entropy(m.entropy);
-  r->set_entropy_norm(m.entropy_norm);
-  r->set_effective_experts(m.effective_experts);
-  r->set_topk_mass(m.topk_mass);
-  r->set_load_entropy_norm(m.load_entropy_norm);
-  r->set_utilization(m.utilization);
-  r->set_imbalance(m.imbalance);
-  r->set_load_cv(m.load_cv);
-  r->set_drop_fraction(m.drop_fraction);
-  r->set_collapsed(m.collapsed);
-  r->set_entropy_sum(m.entropy_sum);
-  r->set_exp_entropy_sum(m.exp_entropy_sum);
-  r->set_topk_mass_sum(m.topk_mass_sum);
-}
 
 // One LayerStepReport from the layer's last forward.
 void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
@@ -74,7 +58,7 @@ void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const
   pt->set_combine_s(t.return_s);
   pt->set_unpermute_s(t.combine_s + t.shared_s);
   r->set_exchange_bandwidth_gbps(x.bandwidth_gbps);
-  fill_metrics(m, r->mutable_metrics());
+  metrics_to_report(m, r->mutable_metrics());
 }
 
 Status gather_hidden(Communicator* comm, const std::vector<float>& mine, int64_t T, int64_t D,

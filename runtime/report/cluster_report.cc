@@ -199,23 +199,6 @@ Status check_layer(int layer, int64_t P, const std::vector<const RankReport*>& b
   return Status::Ok();
 }
 
-void metrics_to_report(const RoutingMetrics& m, RoutingMetricsReport* out) {
-  out->set_tokens(m.tokens);
-  out->set_entropy(m.entropy);
-  out->set_entropy_norm(m.entropy_norm);
-  out->set_effective_experts(m.effective_experts);
-  out->set_topk_mass(m.topk_mass);
-  out->set_load_entropy_norm(m.load_entropy_norm);
-  out->set_utilization(m.utilization);
-  out->set_imbalance(m.imbalance);
-  out->set_load_cv(m.load_cv);
-  out->set_drop_fraction(m.drop_fraction);
-  out->set_collapsed(m.collapsed);
-  out->set_entropy_sum(m.entropy_sum);
-  out->set_exp_entropy_sum(m.exp_entropy_sum);
-  out->set_topk_mass_sum(m.topk_mass_sum);
-}
-
 void fill_summary(int layer, int64_t P, const LayerAcc& L, ClusterReport::LayerSummary* s) {
   s->set_layer(layer);
   s->set_steps(static_cast<int64_t>(L.steps.size()));
@@ -246,6 +229,23 @@ void fill_summary(int layer, int64_t P, const LayerAcc& L, ClusterReport::LayerS
 }
 
 }  // namespace
+
+void metrics_to_report(const RoutingMetrics& m, RoutingMetricsReport* out) {
+  out->set_tokens(m.tokens);
+  out->set_entropy(m.entropy);
+  out->set_entropy_norm(m.entropy_norm);
+  out->set_effective_experts(m.effective_experts);
+  out->set_topk_mass(m.topk_mass);
+  out->set_load_entropy_norm(m.load_entropy_norm);
+  out->set_utilization(m.utilization);
+  out->set_imbalance(m.imbalance);
+  out->set_load_cv(m.load_cv);
+  out->set_drop_fraction(m.drop_fraction);
+  out->set_collapsed(m.collapsed);
+  out->set_entropy_sum(m.entropy_sum);
+  out->set_exp_entropy_sum(m.exp_entropy_sum);
+  out->set_topk_mass_sum(m.topk_mass_sum);
+}
 
 StatusOr<ClusterReport> merge_rank_reports(const std::vector<RankReport>& reports,
                                            const std::vector<std::string>& sources) {

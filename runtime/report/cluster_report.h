@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "proto/report.pb.h"
+#include "routers/metrics.h"
 #include "runtime/core/status.h"
 
 namespace sy {
@@ -37,6 +38,10 @@ StatusOr<switchyard::ClusterReport> merge_rank_reports(
 // a compact grid when E > 64), the traffic matrix in MiB (per-rank totals when P > 16),
 // imbalance, drops, routing metrics, and phase times mean / max over ranks.
 std::string render_cluster_text(const switchyard::ClusterReport& c);
+
+// Routing metrics (routers/metrics.h) into their report message, sums included so reports of
+// several ranks can be merged exactly.
+void metrics_to_report(const RoutingMetrics& m, switchyard::RoutingMetricsReport* out);
 
 // A self-contained HTML page: summary table, per-rank stacked bars of phase time, and per
 // layer a bar chart of load per expert (kept vs dropped) and a heat map of the traffic matrix.

@@ -7,9 +7,13 @@
 #include <vector>
 
 #include "runtime/core/rng.h"
+#include "tests/runtime/moe_test_util.h"
 
 namespace sy {
 namespace {
+
+using testing_util::Make;
+using testing_util::Normal;
 
 constexpr int64_t kD = 8, kF = 6, kE = 4, kK = 2, kT = 16;
 
@@ -25,18 +29,6 @@ MoeLayerConfig SmallConfig() {
   c.router.init_std = 1.0f;  // wide top-k margins for finite differences
   c.seed = 42;
   return c;
-}
-
-std::unique_ptr<MoeLayer> Make(const MoeLayerConfig& c) {
-  auto l = MoeLayer::create(c);
-  SY_CHECK(l.ok()) << l.status().ToString();
-  return std::move(l).value();
-}
-
-std::vector<float> Normal(int64_t n, uint64_t seed, float std = 1.0f) {
-  std::vector<float> v(static_cast<size_t>(n));
-  fill_normal(v.data(), n, std, seed, 7);
-  return v;
 }
 
 double MaxAbs(const std::vector<double>& v) {

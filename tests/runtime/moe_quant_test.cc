@@ -10,9 +10,13 @@
 #include "runtime/core/rng.h"
 #include "runtime/kernels/quant.h"
 #include "runtime/moe/moe_layer.h"
+#include "tests/runtime/moe_test_util.h"
 
 namespace sy {
 namespace {
+
+using testing_util::Make;
+using testing_util::Normal;
 
 // Multiples of the quantization group (128), Qwen-like init std.
 constexpr int64_t kD = 256, kF = 384, kE = 4, kK = 2, kT = 96;
@@ -31,19 +35,6 @@ MoeLayerConfig QuantConfig(int bits) {
   c.expert_bits = bits;
   c.quant_group = 128;
   return c;
-}
-
-std::unique_ptr<MoeLayer> Make(const MoeLayerConfig& c) {
-  auto l = MoeLayer::create(c);
-  SY_CHECK(l.ok()) << l.status().ToString();
-  return std::move(l).value();
-}
-
-// Layer inputs as after an RMSNorm: rows of unit RMS, N(0, 1) entries.
-std::vector<float> Normal(int64_t n, uint64_t seed, float std = 1.0f) {
-  std::vector<float> v(static_cast<size_t>(n));
-  fill_normal(v.data(), n, std, seed, 7);
-  return v;
 }
 
 double RelErr(const std::vector<float>& a, const std::vector<float>& ref) {
