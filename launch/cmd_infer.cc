@@ -14,6 +14,7 @@
 #include "launch/commands.h"
 #include "launch/config.h"
 #include "launch/infer_run.h"
+#include "launch/model_infer.h"
 #include "routers/registry.h"
 #include "runtime/core/rng.h"
 #include "runtime/data/bpe_tokenizer.h"
@@ -34,22 +35,12 @@ struct InferArgs {
   std::string dump;
   bool loads = false;
   bool print_config = false;
+  ModelInferArgs model;  // --model DIR and its options
 };
 
 std::string default_data_dir() {
   if (const char* env = std::getenv("SY_DATA_DIR")) return env;
   return SY_DATA_DIR;
-}
-
-// Every rank computes the same verdict from its own inputs; the worst code wins everywhere, so
-// all ranks leave together with the same exit code and nobody waits in a collective.
-int agree(Communicator& comm, const Status& s, const char* what) {
-  int32_t code = s.ok() ? 0 : s.exit_code();
-  if (!s.ok())
-    std::fprintf(stderr, "[switchyard] rank %d: infer: %s: %s\n", comm.rank(), what,
-                 s.ToString().c_str());
-  comm.allreduce(&code, 1, ReduceOp::kMax, {"infer.agree"});
-  return code;
 }
 
 void print_table(const std::vector<InferResult>& runs, int P) {
@@ -86,6 +77,13 @@ void print_loads(const InferResult& r) {
 int run_infer(InferArgs a) {
   MpiRuntime mpi(nullptr, nullptr);
   MpiCommunicator comm;
+  if (!a.model.model.empty()) {
+    ModelInferArgs m = a.model;
+    m.dump = a.dump;
+    m.router = a.router;
+    m.max_tokens = a.max_tokens;
+    return run_model_infer(m, comm);
+  }
   const int me = comm.rank(), P = comm.size();
   if (a.data_dir.empty()) a.data_dir = default_data_dir();
 
@@ -104,7 +102,7 @@ int run_infer(InferArgs a) {
       return InvalidArgument("--dump needs a single router, not --router all");
     return Dispatcher::check_sizes(cfg.moe().num_experts(), P);
   }();
-  if (int code = agree(comm, st, "config")) return code;
+  if (int code = agree_status(comm, st, "infer: config")) return code;
   // D1: every rank must run the same configuration.
   {
     const int64_t h = static_cast<int64_t>(fnv1a64(config_text(cfg).c_str()) >> 1);
@@ -136,7 +134,7 @@ int run_infer(InferArgs a) {
     vocab = tok.vocab_size();
     return Status::Ok();
   }();
-  if (int code = agree(comm, st, "data")) return code;
+  if (int code = agree_status(comm, st, "infer: data")) return code;
   all_tokens = static_cast<int64_t>(ids.size());
   if (cfg.data().max_tokens() > 0 && all_tokens > cfg.data().max_tokens())
     ids.resize(static_cast<size_t>(cfg.data().max_tokens()));
@@ -216,6 +214,34 @@ void add_infer_command(CLI::App& app) {
   cmd->add_option("--dump", a->dump, "write the final hidden states (global token order) as .npy");
   cmd->add_flag("--loads", a->loads, "print the per-expert load of the last layer");
   cmd->add_flag("--print-config", a->print_config, "print the resolved config");
+  // A Hugging Face checkpoint instead of the config's synthetic stack (launch/model_infer.h).
+  ModelInferArgs& m = a->model;
+  cmd->add_option("--model", m.model,
+                  "Hugging Face checkpoint folder (config.json + safetensors, e.g. from "
+                  "switchyard init): run it, experts split over the ranks; --dump then writes "
+                  "the logits [T, V]");
+  cmd->add_option("--token-ids", m.token_ids, "with --model: input token ids, e.g. 1,5,9");
+  cmd->add_option("--prompt", m.prompt, "with --model: input text, through the tokenizer");
+  cmd->add_option("--token-file", m.token_file,
+                  "with --model: a binary token file (switchyard tokenize); --max-tokens "
+                  "limits it");
+  cmd->add_option("--tokenizer", m.tokenizer,
+                  "tokenizer.json, or a folder with one (default: the --model folder)");
+  cmd->add_option("--quantize", m.quantize, "routed experts: none | int8 | int4 (weight-only, "
+                                            "group-wise scales)")
+      ->check(CLI::IsMember({"none", "int8", "int4"}));
+  cmd->add_option("--quant-group", m.quant_group, "input columns per quantization scale")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--capacity-factor", m.capacity_factor,
+                  "with --model: expert capacity factor; <= 0 (default) is dropless, as "
+                  "Hugging Face computes");
+  cmd->add_option("--max-new-tokens", m.max_new_tokens,
+                  "with --model: generate this many tokens with the KV cache");
+  cmd->add_option("--temperature", m.temperature, "sampling temperature; 0 (default) = greedy");
+  cmd->add_option("--top-k", m.top_k, "sample from the k most likely tokens (0 = all)");
+  cmd->add_option("--seed", m.seed, "sampling seed (and the seed of a replaced router)");
+  cmd->add_option("--repeat", m.repeat, "with --model: run the forward this many times, "
+                                        "report the best time");
   cmd->callback([a] { set_exit_code(run_infer(*a)); });
 }
 

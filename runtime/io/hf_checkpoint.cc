@@ -1,0 +1,358 @@
+#include "runtime/io/hf_checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace sy {
+namespace {
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr uint64_t kMaxJsonBytes = 64ull << 20;  // config.json / index: far above any real one
+constexpr size_t kMaxShards = 100000;
+constexpr size_t kMaxListedNames = 12;  // names quoted in one error message
+
+StatusOr<std::string> ReadSmallFile(const std::string& path) {
+  struct stat sb {};
+  if (::stat(path.c_str(), &sb) != 0) return NotFound(path + ": cannot open");
+  if (!S_ISREG(sb.st_mode)) return BadInput(path + ": not a regular file");
+  if (static_cast<uint64_t>(sb.st_size) > kMaxJsonBytes)
+    return BadInput(path + ": " + std::to_string(sb.st_size) + " bytes, over the " +
+                    std::to_string(kMaxJsonBytes >> 20) + " MiB limit for a JSON file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound(path + ": cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+StatusOr<json> ParseJsonObject(const std::string& path) {
+  SY_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return BadInput(path + ": not valid JSON");
+  if (!j.is_object()) return BadInput(path + ": not a JSON object");
+  return j;
+}
+
+// A shard name from the index must be a plain file name: no folders, no "..".
+bool PlainFileName(const std::string& s) {
+  return !s.empty() && s.size() < 256 && s.find('/') == std::string::npos &&
+         s.find('\\') == std::string::npos && s != "." && s != ".." && s[0] != '.';
+}
+
+std::string ShapeStr(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+std::string ListNames(const std::vector<std::string>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size() && i < kMaxListedNames; ++i) out += (i ? ", " : "") + v[i];
+  if (v.size() > kMaxListedNames) out += ", ... (" + std::to_string(v.size()) + " in all)";
+  return out;
+}
+}  // namespace
+
+StatusOr<HfCheckpoint> HfCheckpoint::Open(const std::string& dir) {
+  HfCheckpoint ck;
+  ck.dir_ = dir;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return NotFound(dir + ": not a checkpoint folder");
+  SY_ASSIGN_OR_RETURN(json cfg, ParseJsonObject(dir + "/config.json"));
+  ck.config_ = std::make_shared<json>(std::move(cfg));
+
+  std::vector<std::string> files;
+  const std::string single = dir + "/model.safetensors";
+  const std::string index = dir + "/model.safetensors.index.json";
+  std::map<std::string, std::string> weight_map;
+  if (fs::exists(index, ec)) {
+    SY_ASSIGN_OR_RETURN(json idx, ParseJsonObject(index));
+    auto it = idx.find("weight_map");
+    if (it == idx.end() || !it->is_object())
+      return BadInput(index + ": no \"weight_map\" object");
+    for (auto& [name, file] : it->items()) {
+      if (!file.is_string())
+        return BadInput(index + ": weight_map entry '" + name + "' is not a file name");
+      const std::string f = file.get<std::string>();
+      if (!PlainFileName(f))
+        return BadInput(index + ": weight_map entry '" + name + "' names '" + f +
+                        "', not a plain file name inside the folder");
+      weight_map[name] = f;
+      if (std::find(files.begin(), files.end(), f) == files.end()) {
+        if (files.size() >= kMaxShards) return BadInput(index + ": too many shard files");
+        files.push_back(f);
+      }
+    }
+    std::sort(files.begin(), files.end());
+  } else if (fs::exists(single, ec)) {
+    files.push_back("model.safetensors");
+  } else {
+    return NotFound(dir + ": neither model.safetensors nor model.safetensors.index.json");
+  }
+
+  for (size_t i = 0; i < files.size(); ++i) {
+    SY_ASSIGN_OR_RETURN(SafetensorsReader r, SafetensorsReader::Open(dir + "/" + files[i]));
+    ck.readers_.push_back(std::make_unique<SafetensorsReader>(std::move(r)));
+    for (const SafetensorsEntry& e : ck.readers_.back()->tensors()) {
+      if (ck.where_.count(e.name))
+        return BadInput(dir + ": tensor '" + e.name + "' is in both " +
+                        ck.readers_[ck.where_[e.name]]->path() + " and " + files[i]);
+      if (!weight_map.empty()) {
+        auto w = weight_map.find(e.name);
+        if (w == weight_map.end() || w->second != files[i])
+          return BadInput(index + ": tensor '" + e.name + "' found in " + files[i] +
+                          (w == weight_map.end() ? " but not listed in weight_map"
+                                                 : " but weight_map says " + w->second));
+      }
+      ck.where_[e.name] = i;
+    }
+  }
+  for (const auto& [name, file] : weight_map)
+    if (!ck.where_.count(name))
+      return BadInput(index + ": weight_map lists '" + name + "' in " + file +
+                      ", which does not hold it");
+  return ck;
+}
+
+// ---- config ----
+
+namespace {
+template <typename T>
+Status Range(const std::string& where, const std::string& key, T v, T lo, T hi) {
+  if (v < lo || v > hi) {
+    std::ostringstream m;
+    m << where << ": \"" << key << "\" is " << v << ", outside [" << lo << ", " << hi << "]";
+    return BadInput(m.str());
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+StatusOr<int64_t> JsonConfigReader::get_int(const std::string& key, int64_t lo, int64_t hi) const {
+  const std::string& where = where_;
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) return BadInput(where + ": missing \"" + key + "\"");
+  int64_t v = 0;
+  if (it->is_number_integer()) {
+    v = it->get<int64_t>();
+  } else if (it->is_number_unsigned()) {
+    if (it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      return BadInput(where + ": \"" + key + "\" is too large");
+    v = static_cast<int64_t>(it->get<uint64_t>());
+  } else {
+    return BadInput(where + ": \"" + key + "\" must be an integer, got " + it->dump());
+  }
+  SY_RETURN_IF_ERROR(Range(where, key, v, lo, hi));
+  return v;
+}
+
+StatusOr<int64_t> JsonConfigReader::get_int(const std::string& key, int64_t lo, int64_t hi,
+                                           int64_t def) const {
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) return def;
+  return get_int(key, lo, hi);
+}
+
+StatusOr<double> JsonConfigReader::get_float(const std::string& key, double lo, double hi) const {
+  const std::string& where = where_;
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) return BadInput(where + ": missing \"" + key + "\"");
+  if (!it->is_number()) return BadInput(where + ": \"" + key + "\" must be a number");
+  const double v = it->get<double>();
+  if (!std::isfinite(v)) return BadInput(where + ": \"" + key + "\" is not finite");
+  SY_RETURN_IF_ERROR(Range(where, key, v, lo, hi));
+  return v;
+}
+
+StatusOr<double> JsonConfigReader::get_float(const std::string& key, double lo, double hi,
+                                            double def) const {
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) return def;
+  return get_float(key, lo, hi);
+}
+
+StatusOr<bool> JsonConfigReader::get_bool(const std::string& key, bool def) const {
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) return def;
+  if (!it->is_boolean())
+    return BadInput(where_ + ": \"" + key + "\" must be true or false");
+  return it->get<bool>();
+}
+
+StatusOr<std::string> JsonConfigReader::get_string(const std::string& key,
+                                                  const std::string& def) const {
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) return def;
+  if (!it->is_string()) return BadInput(where_ + ": \"" + key + "\" must be a string");
+  return it->get<std::string>();
+}
+
+// ---- tensors ----
+
+bool HfCheckpoint::has(const std::string& name) const {
+  return where_.count(name) != 0;
+}
+
+std::vector<std::string> HfCheckpoint::names() const {
+  std::vector<std::string> out;
+  out.reserve(where_.size());
+  for (const auto& kv : where_) out.push_back(kv.first);
+  return out;
+}
+
+std::string HfCheckpoint::file_of(const std::string& name) const {
+  auto it = where_.find(name);
+  return it == where_.end() ? "" : readers_[it->second]->path();
+}
+
+Status HfCheckpoint::read_into(const std::string& name, const std::vector<int64_t>& shape,
+                               float* dst, bool allow_non_finite) const {
+  auto it = where_.find(name);
+  if (it == where_.end())
+    return BadInput(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
+  const SafetensorsReader& r = *readers_[it->second];
+  const SafetensorsEntry* e = r.Find(name);
+  if (e->shape != shape)
+    return BadInput(r.path() + ": tensor '" + name + "' has shape " + ShapeStr(e->shape) +
+                    ", the model expects " + ShapeStr(shape));
+  SY_ASSIGN_OR_RETURN(Tensor t, r.ReadF32(name, allow_non_finite));
+  std::memcpy(dst, t.data.data(), t.data.size() * sizeof(float));
+  return Status::Ok();
+}
+
+StatusOr<Tensor> HfCheckpoint::read(const std::string& name, const std::vector<int64_t>& shape,
+                                    bool allow_non_finite) const {
+  Tensor t(shape);
+  SY_RETURN_IF_ERROR(read_into(name, shape, t.data.data(), allow_non_finite));
+  return t;
+}
+
+Status HfCheckpoint::check_names(const std::vector<std::string>& required,
+                                 bool allow_extra) const {
+  std::vector<std::string> missing, extra;
+  for (const std::string& n : required)
+    if (!where_.count(n)) missing.push_back(n);
+  if (!allow_extra) {
+    std::vector<std::string> req = required;
+    std::sort(req.begin(), req.end());
+    for (const auto& kv : where_)
+      if (!std::binary_search(req.begin(), req.end(), kv.first)) extra.push_back(kv.first);
+  }
+  if (missing.empty() && extra.empty()) return Status::Ok();
+  std::string m = dir_ + ": checkpoint does not match the model:";
+  if (!missing.empty()) m += " missing " + ListNames(missing) + ";";
+  if (!extra.empty()) m += " unexpected " + ListNames(extra) + ";";
+  return BadInput(m);
+}
+
+// ---- writer ----
+
+void HfCheckpointWriter::add(const std::string& name, Tensor t) {
+  tensors_.emplace_back(name, std::move(t));
+}
+
+int64_t HfCheckpointWriter::total_bytes() const {
+  int64_t n = 0;
+  for (const auto& kv : tensors_)
+    n += kv.second.numel() * static_cast<int64_t>(safe_dtype_size(dtype_));
+  return n;
+}
+
+Status HfCheckpointWriter::write(const std::string& dir, const json& config,
+                                 int64_t max_shard_bytes) const {
+  if (dtype_ != SafeDtype::kF32 && dtype_ != SafeDtype::kBF16)
+    return InvalidArgument("checkpoint writer: dtype must be F32 or BF16");
+  if (max_shard_bytes <= 0) return InvalidArgument("checkpoint writer: max_shard_bytes <= 0");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return InvalidArgument(dir + ": cannot create folder: " + ec.message());
+
+  // Sorted by name, cut into shards of at most max_shard_bytes (a bigger tensor gets its own).
+  std::vector<const std::pair<std::string, Tensor>*> order;
+  for (const auto& kv : tensors_) order.push_back(&kv);
+  std::sort(order.begin(), order.end(),
+            [](const auto* a, const auto* b) { return a->first < b->first; });
+  for (size_t i = 1; i < order.size(); ++i)
+    if (order[i]->first == order[i - 1]->first)
+      return InvalidArgument("checkpoint writer: tensor '" + order[i]->first + "' added twice");
+  const int64_t esize = static_cast<int64_t>(safe_dtype_size(dtype_));
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t in_shard = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const int64_t b = order[i]->second.numel() * esize;
+    if (!shards.back().empty() && in_shard + b > max_shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(i);
+    in_shard += b;
+  }
+
+  const bool sharded = shards.size() > 1;
+  json weight_map = json::object();
+  std::set<std::string> written;
+  char fname[64];
+  for (size_t s = 0; s < shards.size(); ++s) {
+    if (sharded)
+      std::snprintf(fname, sizeof(fname), "model-%05zu-of-%05zu.safetensors", s + 1,
+                    shards.size());
+    else
+      std::snprintf(fname, sizeof(fname), "model.safetensors");
+    std::vector<std::vector<uint16_t>> bf16(shards[s].size());
+    std::vector<SafetensorsWriteTensor> ws;
+    for (size_t k = 0; k < shards[s].size(); ++k) {
+      const auto& [name, t] = *order[shards[s][k]];
+      SafetensorsWriteTensor w;
+      w.name = name;
+      w.dtype = dtype_;
+      w.shape = t.shape;
+      if (dtype_ == SafeDtype::kF32) {
+        w.data = t.data.data();
+        w.nbytes = t.data.size() * sizeof(float);
+      } else {
+        bf16[k].resize(t.data.size());
+        for (size_t i = 0; i < t.data.size(); ++i) bf16[k][i] = f32_to_bf16(t.data[i]);
+        w.data = bf16[k].data();
+        w.nbytes = bf16[k].size() * sizeof(uint16_t);
+      }
+      ws.push_back(std::move(w));
+      weight_map[name] = fname;
+    }
+    SY_RETURN_IF_ERROR(safetensors_write(dir + "/" + fname, ws, {{"format", "pt"}}));
+    written.insert(fname);
+  }
+  // Stale files of an earlier write would shadow or contradict this one.
+  for (const auto& de : fs::directory_iterator(dir, ec)) {
+    const std::string n = de.path().filename().string();
+    if (n.rfind("model-", 0) == 0 && n.find("-of-") != std::string::npos &&
+        !written.count(n))
+      fs::remove(de.path(), ec);
+  }
+  if (sharded) {
+    fs::remove(dir + "/model.safetensors", ec);
+    json idx = {{"metadata", {{"total_size", total_bytes()}}}, {"weight_map", weight_map}};
+    std::ofstream(dir + "/model.safetensors.index.json") << idx.dump(2) << "\n";
+  } else {
+    fs::remove(dir + "/model.safetensors.index.json", ec);
+  }
+  const std::string tmp = dir + "/config.json.tmp";
+  {
+    std::ofstream out(tmp);
+    out << config.dump(2) << "\n";
+    if (!out) return InvalidArgument(dir + "/config.json: write failed");
+  }
+  fs::rename(tmp, dir + "/config.json", ec);
+  if (ec) return InvalidArgument(dir + "/config.json: " + ec.message());
+  return Status::Ok();
+}
+
+}  // namespace sy

@@ -1,0 +1,55 @@
+// Multi-head scaled dot-product attention and rotary position embeddings (RoPE), forward.
+// Raw pointers, row-major; rows are tokens. Shared by the Qwen2-MoE decoder (causal, grouped-
+// query, KV cache) and the BERT encoder (bidirectional).
+//
+//   for query head h (kv head g = h / (nH / nKV)) and query row t at position pos0 + t:
+//     s_tj = (q_t,h . k_j,g) * scale           for key rows j < Tk
+//     s_tj = -inf  where causal and j > pos0 + t, or where key_mask[j] == 0
+//     o_t,h = sum_j softmax_j(s_t) v_j,g
+//
+// Legend: T query rows, Tk key rows (the KV cache holds keys of positions 0..Tk-1), nH query
+// heads, nKV key/value heads, hd head dim.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/kernels/math.h"
+
+namespace sy {
+
+// RoPE in the "rotate half" convention of Hugging Face Llama / Qwen2: within each head the
+// pair (x_i, x_{i+hd/2}) at position p turns by p * theta^(-2i/hd):
+//   x_i'        = x_i cos - x_{i+hd/2} sin
+//   x_{i+hd/2}' = x_{i+hd/2} cos + x_i sin
+// inv_freq[i] = theta^(-2i/hd) for i < hd/2 (computed once, in double, then rounded).
+std::vector<float> rope_inv_freq(int64_t head_dim, double theta);
+SY_HD inline void rope_rotate_head(float* x, const float* cos_h, const float* sin_h, int64_t hd) {
+  const int64_t half = hd / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = x[i], b = x[i + half];
+    x[i] = a * cos_h[i] - b * sin_h[i];
+    x[i + half] = b * cos_h[i] + a * sin_h[i];
+  }
+}
+// Rotates every head of T rows x_T[heads * hd] (row stride `ld` floats) in place; row t is at
+// position pos0 + t.
+void rope_apply(float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld, int64_t pos0,
+                const std::vector<float>& inv_freq);
+
+struct AttentionShape {
+  int64_t num_heads = 1;     // nH
+  int64_t num_kv_heads = 1;  // nKV (divides nH)
+  int64_t head_dim = 1;      // hd
+  bool causal = true;
+  float scale = 1.0f;  // usually 1 / sqrt(hd)
+};
+
+// q [T, nH*hd], k/v [Tk, nKV*hd] -> out [T, nH*hd] (written). pos0: position of query row 0
+// (causal only; keys are at positions 0..Tk-1). key_mask [Tk] may be null (all keys real).
+// scratch grows to T * Tk floats. A query row with no visible key gets zeros.
+void attention_forward(const float* q, const float* k, const float* v, float* out, int64_t T,
+                       int64_t Tk, int64_t pos0, const AttentionShape& s,
+                       const uint8_t* key_mask, std::vector<float>* scratch);
+
+}  // namespace sy

@@ -1,0 +1,464 @@
+#include "runtime/model/qwen2_moe.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/core/rng.h"
+#include "runtime/kernels/attention.h"
+#include "runtime/kernels/cpu_kernels.h"
+#include "runtime/kernels/norm.h"
+
+namespace sy {
+namespace {
+using json = nlohmann::json;
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string LayerName(int64_t i, const std::string& rest) {
+  return "model.layers." + std::to_string(i) + "." + rest;
+}
+std::string ExpertName(int64_t i, int64_t j, const std::string& proj) {
+  return LayerName(i, "mlp.experts." + std::to_string(j) + "." + proj + ".weight");
+}
+
+int64_t Bytes(const Tensor& t) {
+  return t.numel() * static_cast<int64_t>(sizeof(float));
+}
+}  // namespace
+
+// ---- config ----
+
+bool Qwen2MoeConfig::is_sparse(int64_t layer) const {
+  if (num_experts <= 0) return false;
+  if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end())
+    return false;
+  return (layer + 1) % decoder_sparse_step == 0;
+}
+
+StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
+  Qwen2MoeConfig c;
+  const std::string& where = r.where();
+  SY_ASSIGN_OR_RETURN(std::string type, r.get_string("model_type", "qwen2_moe"));
+  if (type != "qwen2_moe")
+    return BadInput(where + ": model_type is \"" + type + "\", expected \"qwen2_moe\"");
+  SY_ASSIGN_OR_RETURN(std::string act, r.get_string("hidden_act", "silu"));
+  if (act != "silu") return BadInput(where + ": hidden_act \"" + act + "\" (only silu)");
+  constexpr int64_t kBig = int64_t{1} << 24;
+  SY_ASSIGN_OR_RETURN(c.vocab_size, r.get_int("vocab_size", 1, kBig));
+  SY_ASSIGN_OR_RETURN(c.hidden_size, r.get_int("hidden_size", 1, 1 << 16));
+  SY_ASSIGN_OR_RETURN(c.num_hidden_layers, r.get_int("num_hidden_layers", 1, 1024));
+  SY_ASSIGN_OR_RETURN(c.num_attention_heads, r.get_int("num_attention_heads", 1, 1024));
+  SY_ASSIGN_OR_RETURN(c.num_key_value_heads,
+                      r.get_int("num_key_value_heads", 1, 1024, c.num_attention_heads));
+  SY_ASSIGN_OR_RETURN(c.intermediate_size, r.get_int("intermediate_size", 1, 1 << 20));
+  SY_ASSIGN_OR_RETURN(c.num_experts, r.get_int("num_experts", 0, 1 << 14, 0));
+  SY_ASSIGN_OR_RETURN(c.moe_intermediate_size,
+                      r.get_int("moe_intermediate_size", 1, 1 << 20, c.intermediate_size));
+  SY_ASSIGN_OR_RETURN(c.shared_expert_intermediate_size,
+                      r.get_int("shared_expert_intermediate_size", 0, 1 << 20, 0));
+  SY_ASSIGN_OR_RETURN(c.num_experts_per_tok,
+                      r.get_int("num_experts_per_tok", 1, std::max<int64_t>(1, c.num_experts), 1));
+  SY_ASSIGN_OR_RETURN(c.norm_topk_prob, r.get_bool("norm_topk_prob", false));
+  SY_ASSIGN_OR_RETURN(c.rms_norm_eps, r.get_float("rms_norm_eps", 0.0, 1.0, 1e-6));
+  SY_ASSIGN_OR_RETURN(c.rope_theta, r.get_float("rope_theta", 1.0, 1e12, 1e6));
+  SY_ASSIGN_OR_RETURN(c.max_position_embeddings,
+                      r.get_int("max_position_embeddings", 1, kBig, 32768));
+  SY_ASSIGN_OR_RETURN(c.decoder_sparse_step, r.get_int("decoder_sparse_step", 1, 1024, 1));
+  SY_ASSIGN_OR_RETURN(c.tie_word_embeddings, r.get_bool("tie_word_embeddings", false));
+  SY_ASSIGN_OR_RETURN(c.router_aux_loss_coef,
+                      r.get_float("router_aux_loss_coef", 0.0, 1e3, 0.001));
+  SY_ASSIGN_OR_RETURN(c.initializer_range, r.get_float("initializer_range", 0.0, 10.0, 0.02));
+  auto it = r.json().find("mlp_only_layers");
+  if (it != r.json().end() && !it->is_null()) {
+    if (!it->is_array() || it->size() > 1024)
+      return BadInput(where + ": \"mlp_only_layers\" must be a list of layer indices");
+    for (const json& v : *it) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+          v.get<int64_t>() >= c.num_hidden_layers)
+        return BadInput(where + ": \"mlp_only_layers\" holds " + v.dump() +
+                        ", not a layer index below num_hidden_layers");
+      c.mlp_only_layers.push_back(v.get<int64_t>());
+    }
+  }
+  if (c.hidden_size % c.num_attention_heads != 0)
+    return BadInput(where + ": hidden_size " + std::to_string(c.hidden_size) +
+                    " is not a multiple of num_attention_heads " +
+                    std::to_string(c.num_attention_heads));
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  SY_ASSIGN_OR_RETURN(c.head_dim, r.get_int("head_dim", 2, 4096, c.head_dim));
+  if (c.head_dim % 2 != 0) return BadInput(where + ": head_dim must be even for RoPE");
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    return BadInput(where + ": num_attention_heads " + std::to_string(c.num_attention_heads) +
+                    " is not a multiple of num_key_value_heads " +
+                    std::to_string(c.num_key_value_heads));
+  if (c.num_experts > 0 && c.num_experts_per_tok > c.num_experts)
+    return BadInput(where + ": num_experts_per_tok exceeds num_experts");
+  return c;
+}
+
+StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_checkpoint(const HfCheckpoint& ck) {
+  return from_json(ck.config_reader());
+}
+
+json Qwen2MoeConfig::to_json() const {
+  return json{{"architectures", {"Qwen2MoeForCausalLM"}},
+              {"model_type", "qwen2_moe"},
+              {"hidden_act", "silu"},
+              {"vocab_size", vocab_size},
+              {"hidden_size", hidden_size},
+              {"num_hidden_layers", num_hidden_layers},
+              {"num_attention_heads", num_attention_heads},
+              {"num_key_value_heads", num_key_value_heads},
+              {"intermediate_size", intermediate_size},
+              {"moe_intermediate_size", moe_intermediate_size},
+              {"shared_expert_intermediate_size", shared_expert_intermediate_size},
+              {"num_experts", num_experts},
+              {"num_experts_per_tok", num_experts_per_tok},
+              {"norm_topk_prob", norm_topk_prob},
+              {"rms_norm_eps", rms_norm_eps},
+              {"rope_theta", rope_theta},
+              {"max_position_embeddings", max_position_embeddings},
+              {"decoder_sparse_step", decoder_sparse_step},
+              {"mlp_only_layers", mlp_only_layers},
+              {"tie_word_embeddings", tie_word_embeddings},
+              {"router_aux_loss_coef", router_aux_loss_coef},
+              {"initializer_range", initializer_range},
+              {"torch_dtype", "float32"}};
+}
+
+json default_qwen2_moe_config() {
+  // Qwen1.5-MoE-A2.7B (hidden 2048, 24 layers, 16 heads, 60 experts of 1408, top-4, shared
+  // 5632) scaled down by 16 in width and 6 in depth; its vocabulary and RoPE are kept.
+  Qwen2MoeConfig c;
+  c.vocab_size = 151936;
+  c.hidden_size = 128;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 4;
+  c.head_dim = 32;
+  c.intermediate_size = 352;
+  c.moe_intermediate_size = 88;
+  c.shared_expert_intermediate_size = 352;
+  c.num_experts = 16;
+  c.num_experts_per_tok = 4;
+  c.norm_topk_prob = false;
+  c.max_position_embeddings = 8192;
+  return c.to_json();
+}
+
+// ---- random writer ----
+
+Status write_random_qwen2_moe_checkpoint(const std::string& dir, const json& config,
+                                         uint64_t seed, SafeDtype dtype,
+                                         int64_t max_shard_bytes) {
+  if (!config.is_object()) return InvalidArgument("init: the config must be a JSON object");
+  json merged = default_qwen2_moe_config();
+  merged.update(config);
+  SY_ASSIGN_OR_RETURN(Qwen2MoeConfig c,
+                      Qwen2MoeConfig::from_json(JsonConfigReader(merged, "init config")));
+  const float std_w = static_cast<float>(c.initializer_range);
+  const int64_t D = c.hidden_size, hd = c.head_dim, nH = c.num_attention_heads,
+                nKV = c.num_key_value_heads, V = c.vocab_size;
+  HfCheckpointWriter w(dtype);
+  auto normal = [&](const std::string& name, std::vector<int64_t> shape, float std) {
+    Tensor t(std::move(shape));
+    fill_normal(t.ptr(), t.numel(), std, seed, fnv1a64(name.c_str()));
+    w.add(name, std::move(t));
+  };
+  auto ones = [&](const std::string& name, int64_t n) { w.add(name, Tensor({n}, 1.0f)); };
+  normal("model.embed_tokens.weight", {V, D}, std_w);
+  ones("model.norm.weight", D);
+  if (!c.tie_word_embeddings) normal("lm_head.weight", {V, D}, std_w);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    ones(LayerName(i, "input_layernorm.weight"), D);
+    ones(LayerName(i, "post_attention_layernorm.weight"), D);
+    normal(LayerName(i, "self_attn.q_proj.weight"), {nH * hd, D}, std_w);
+    normal(LayerName(i, "self_attn.q_proj.bias"), {nH * hd}, std_w);
+    normal(LayerName(i, "self_attn.k_proj.weight"), {nKV * hd, D}, std_w);
+    normal(LayerName(i, "self_attn.k_proj.bias"), {nKV * hd}, std_w);
+    normal(LayerName(i, "self_attn.v_proj.weight"), {nKV * hd, D}, std_w);
+    normal(LayerName(i, "self_attn.v_proj.bias"), {nKV * hd}, std_w);
+    normal(LayerName(i, "self_attn.o_proj.weight"), {D, nH * hd}, std_w);
+    if (c.is_sparse(i)) {
+      const int64_t F = c.moe_intermediate_size, Fs = c.shared_expert_intermediate_size;
+      normal(LayerName(i, "mlp.gate.weight"), {c.num_experts, D}, std_w);
+      for (int64_t j = 0; j < c.num_experts; ++j) {
+        normal(ExpertName(i, j, "gate_proj"), {F, D}, std_w);
+        normal(ExpertName(i, j, "up_proj"), {F, D}, std_w);
+        normal(ExpertName(i, j, "down_proj"), {D, F}, std_w);
+      }
+      if (Fs > 0) {
+        normal(LayerName(i, "mlp.shared_expert.gate_proj.weight"), {Fs, D}, std_w);
+        normal(LayerName(i, "mlp.shared_expert.up_proj.weight"), {Fs, D}, std_w);
+        normal(LayerName(i, "mlp.shared_expert.down_proj.weight"), {D, Fs}, std_w);
+        normal(LayerName(i, "mlp.shared_expert_gate.weight"), {1, D}, std_w);
+      }
+    } else {
+      const int64_t F = c.intermediate_size;
+      normal(LayerName(i, "mlp.gate_proj.weight"), {F, D}, std_w);
+      normal(LayerName(i, "mlp.up_proj.weight"), {F, D}, std_w);
+      normal(LayerName(i, "mlp.down_proj.weight"), {D, F}, std_w);
+    }
+  }
+  return w.write(dir, c.to_json(), max_shard_bytes);
+}
+
+// ---- load ----
+
+StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint& ck,
+                                                             const Qwen2MoeOptions& opt,
+                                                             Communicator* comm) {
+  std::unique_ptr<Qwen2MoeModel> m(new Qwen2MoeModel());
+  SY_ASSIGN_OR_RETURN(m->cfg_, Qwen2MoeConfig::from_checkpoint(ck));
+  m->opt_ = opt;
+  m->comm_ = comm;
+  const Qwen2MoeConfig& c = m->cfg_;
+  const int P = comm ? comm->size() : 1;
+  const int64_t D = c.hidden_size, hd = c.head_dim, nH = c.num_attention_heads,
+                nKV = c.num_key_value_heads, V = c.vocab_size;
+  if (c.num_experts > 0 && c.num_experts % P != 0)
+    return InvalidArgument(ck.dir() + ": " + std::to_string(c.num_experts) +
+                           " experts do not split evenly over " + std::to_string(P) + " ranks");
+  if (opt.expert_bits != 32 && opt.expert_bits != 8 && opt.expert_bits != 4)
+    return InvalidArgument("expert bits must be 32, 8 or 4");
+
+  // Schema first (RELIABILITY F5): every tensor the model needs, and nothing unexpected.
+  std::vector<std::string> need = {"model.embed_tokens.weight", "model.norm.weight"};
+  if (!c.tie_word_embeddings || ck.has("lm_head.weight")) need.push_back("lm_head.weight");
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight",
+                          "self_attn.q_proj.weight", "self_attn.q_proj.bias",
+                          "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+                          "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+                          "self_attn.o_proj.weight"})
+      need.push_back(LayerName(i, n));
+    if (c.is_sparse(i)) {
+      need.push_back(LayerName(i, "mlp.gate.weight"));
+      for (int64_t j = 0; j < c.num_experts; ++j)
+        for (const char* p : {"gate_proj", "up_proj", "down_proj"})
+          need.push_back(ExpertName(i, j, p));
+      if (c.shared_expert_intermediate_size > 0)
+        for (const char* n : {"mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight",
+                              "mlp.shared_expert.down_proj.weight", "mlp.shared_expert_gate.weight"})
+          need.push_back(LayerName(i, n));
+    } else {
+      for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
+        need.push_back(LayerName(i, n));
+    }
+  }
+  SY_RETURN_IF_ERROR(ck.check_names(need, /*allow_extra=*/false));
+
+  SY_ASSIGN_OR_RETURN(m->embed_, ck.read("model.embed_tokens.weight", {V, D}));
+  SY_ASSIGN_OR_RETURN(m->final_norm_, ck.read("model.norm.weight", {D}));
+  if (ck.has("lm_head.weight")) {
+    SY_ASSIGN_OR_RETURN(m->lm_head_, ck.read("lm_head.weight", {V, D}));
+  }
+  m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    Layer& L = m->layers_[static_cast<size_t>(i)];
+    SY_ASSIGN_OR_RETURN(L.ln1, ck.read(LayerName(i, "input_layernorm.weight"), {D}));
+    SY_ASSIGN_OR_RETURN(L.ln2, ck.read(LayerName(i, "post_attention_layernorm.weight"), {D}));
+    SY_ASSIGN_OR_RETURN(L.wq, ck.read(LayerName(i, "self_attn.q_proj.weight"), {nH * hd, D}));
+    SY_ASSIGN_OR_RETURN(L.bq, ck.read(LayerName(i, "self_attn.q_proj.bias"), {nH * hd}));
+    SY_ASSIGN_OR_RETURN(L.wk, ck.read(LayerName(i, "self_attn.k_proj.weight"), {nKV * hd, D}));
+    SY_ASSIGN_OR_RETURN(L.bk, ck.read(LayerName(i, "self_attn.k_proj.bias"), {nKV * hd}));
+    SY_ASSIGN_OR_RETURN(L.wv, ck.read(LayerName(i, "self_attn.v_proj.weight"), {nKV * hd, D}));
+    SY_ASSIGN_OR_RETURN(L.bv, ck.read(LayerName(i, "self_attn.v_proj.bias"), {nKV * hd}));
+    SY_ASSIGN_OR_RETURN(L.wo, ck.read(LayerName(i, "self_attn.o_proj.weight"), {D, nH * hd}));
+    if (!c.is_sparse(i)) {
+      const int64_t F = c.intermediate_size;
+      SY_ASSIGN_OR_RETURN(L.mlp_gate, ck.read(LayerName(i, "mlp.gate_proj.weight"), {F, D}));
+      SY_ASSIGN_OR_RETURN(L.mlp_up, ck.read(LayerName(i, "mlp.up_proj.weight"), {F, D}));
+      SY_ASSIGN_OR_RETURN(L.mlp_down, ck.read(LayerName(i, "mlp.down_proj.weight"), {D, F}));
+      continue;
+    }
+    MoeLayerConfig lc;
+    lc.d_model = D;
+    lc.ffn_hidden = c.moe_intermediate_size;
+    lc.num_experts = c.num_experts;
+    lc.top_k = c.num_experts_per_tok;
+    lc.capacity_factor = opt.capacity_factor;
+    lc.shared_expert_hidden = c.shared_expert_intermediate_size;
+    lc.train_experts = false;
+    lc.expert_bits = 32;  // quantized below, after the fp32 weights are loaded
+    lc.quant_group = opt.quant_group;
+    lc.init_std = 0.0f;  // every weight comes from the checkpoint
+    lc.router.name = opt.router;
+    lc.router.norm_topk_prob = c.norm_topk_prob;
+    lc.router.seed = opt.seed + static_cast<uint64_t>(i);
+    lc.router.vocab_size = V;
+    lc.seed = opt.seed;
+    lc.layer_index = static_cast<int>(i);
+    SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm));
+    MoeLayer& moe = *L.moe;
+    if (opt.router == "linear") {
+      Param* g = moe.find_param("gate.weight");
+      SY_CHECK(g != nullptr) << "linear router without gate.weight";
+      SY_RETURN_IF_ERROR(ck.read_into(LayerName(i, "mlp.gate.weight"), {c.num_experts, D},
+                                      g->value.ptr()));
+    }
+    // This rank's experts only: slot e of the stacked [E/P, F, D] params is global expert
+    // first + e.
+    const int64_t F = c.moe_intermediate_size, first = moe.first_local_expert();
+    for (Param& p : moe.experts().params()) {
+      const bool down = p.name == "experts.down_proj";
+      const std::string proj = down ? "down_proj" : p.name == "experts.up_proj" ? "up_proj"
+                                                                               : "gate_proj";
+      const std::vector<int64_t> shape = down ? std::vector<int64_t>{D, F}
+                                              : std::vector<int64_t>{F, D};
+      for (int64_t e = 0; e < moe.num_local_experts(); ++e)
+        SY_RETURN_IF_ERROR(
+            ck.read_into(ExpertName(i, first + e, proj), shape, p.value.ptr() + e * F * D));
+    }
+    if (SharedExpert* s = moe.shared_expert()) {
+      for (Param& p : s->params())
+        SY_RETURN_IF_ERROR(ck.read_into(LayerName(i, "mlp." + p.name), p.value.shape,
+                                        p.value.ptr()));
+    }
+    if (opt.expert_bits != 32) {
+      moe.experts().quantize_weights(opt.expert_bits, opt.quant_group);
+    }
+  }
+  m->inv_freq_ = rope_inv_freq(hd, c.rope_theta);
+  m->max_cache_ = opt.max_cache_tokens > 0 ? opt.max_cache_tokens : c.max_position_embeddings;
+  m->sharded_ = std::make_unique<TokenShardedMoe>(comm);
+  return m;
+}
+
+std::vector<MoeLayer*> Qwen2MoeModel::moe_layers() {
+  std::vector<MoeLayer*> out;
+  for (Layer& L : layers_) out.push_back(L.moe.get());
+  return out;
+}
+
+Qwen2MoeMemory Qwen2MoeModel::memory() const {
+  Qwen2MoeMemory m;
+  m.replicated_bytes = Bytes(embed_) + Bytes(final_norm_) + Bytes(lm_head_);
+  for (const Layer& L : layers_) {
+    for (const Tensor* t : {&L.ln1, &L.ln2, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo,
+                            &L.mlp_gate, &L.mlp_up, &L.mlp_down})
+      m.replicated_bytes += Bytes(*t);
+    m.kv_cache_bytes += static_cast<int64_t>((L.k_cache.capacity() + L.v_cache.capacity()) *
+                                             sizeof(float));
+    if (!L.moe) continue;
+    MoeLayer& moe = *L.moe;
+    for (Param& p : moe.router().params()) m.replicated_bytes += Bytes(p.value) + Bytes(p.grad);
+    if (SharedExpert* s = moe.shared_expert())
+      for (Param& p : s->params()) m.replicated_bytes += Bytes(p.value);
+    m.expert_bytes += moe.experts().weight_bytes();
+    m.expert_bytes_fp32 += moe.experts().num_params() * static_cast<int64_t>(sizeof(float));
+  }
+  return m;
+}
+
+// ---- forward ----
+
+Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits) {
+  const Qwen2MoeConfig& c = cfg_;
+  const int64_t D = c.hidden_size, hd = c.head_dim, nH = c.num_attention_heads,
+                nKV = c.num_key_value_heads, V = c.vocab_size;
+  const int64_t Q = nH * hd, KV = nKV * hd;
+  if (T < 0 || (!all_logits && T == 0)) return InvalidArgument("forward: no tokens");
+  if (cache_len_ + T > max_cache_)
+    return InvalidArgument("forward: " + std::to_string(cache_len_ + T) +
+                           " tokens exceed the KV cache limit of " + std::to_string(max_cache_) +
+                           " (max_position_embeddings or --max-cache)");
+  for (int64_t t = 0; t < T; ++t)
+    if (ids[t] < 0 || ids[t] >= V)
+      return InvalidArgument("forward: token id " + std::to_string(ids[t]) + " at position " +
+                             std::to_string(cache_len_ + t) + " is outside the vocabulary [0, " +
+                             std::to_string(V) + ")");
+  times_ = Qwen2MoeTimes();
+  const double t0 = Now();
+  const int64_t pos0 = cache_len_, Tk = cache_len_ + T;
+  x_.resize(static_cast<size_t>(T * D));
+  a_.resize(static_cast<size_t>(T * D));
+  y_.resize(static_cast<size_t>(T * D));
+  q_.resize(static_cast<size_t>(T * Q));
+  att_.resize(static_cast<size_t>(T * Q));
+  for (int64_t t = 0; t < T; ++t)
+    std::memcpy(&x_[static_cast<size_t>(t * D)], embed_.row(ids[t]), D * sizeof(float));
+  double t1 = Now();
+  times_.embed_s = t1 - t0;
+
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  AttentionShape as;
+  as.num_heads = nH;
+  as.num_kv_heads = nKV;
+  as.head_dim = hd;
+  as.causal = true;
+  as.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    Layer& L = layers_[li];
+    // Grow the cache geometrically (amortized O(1) per token), never past max_cache_.
+    if (static_cast<int64_t>(L.k_cache.size()) < Tk * KV) {
+      const int64_t rows = std::min<int64_t>(max_cache_, std::max<int64_t>(Tk, 2 * cache_len_));
+      L.k_cache.resize(static_cast<size_t>(rows * KV));
+      L.v_cache.resize(static_cast<size_t>(rows * KV));
+    }
+    // Attention block.
+    rmsnorm_forward(x_.data(), L.ln1.ptr(), a_.data(), nullptr, T, D, eps);
+    float* kc = L.k_cache.data() + pos0 * KV;
+    float* vc = L.v_cache.data() + pos0 * KV;
+    linear_forward(a_.data(), L.wq.ptr(), q_.data(), T, D, Q);
+    linear_forward(a_.data(), L.wk.ptr(), kc, T, D, KV);
+    linear_forward(a_.data(), L.wv.ptr(), vc, T, D, KV);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t j = 0; j < Q; ++j) q_[static_cast<size_t>(t * Q + j)] += L.bq.data[j];
+      for (int64_t j = 0; j < KV; ++j) {
+        kc[t * KV + j] += L.bk.data[static_cast<size_t>(j)];
+        vc[t * KV + j] += L.bv.data[static_cast<size_t>(j)];
+      }
+    }
+    rope_apply(q_.data(), T, nH, hd, Q, pos0, inv_freq_);
+    rope_apply(kc, T, nKV, hd, KV, pos0, inv_freq_);
+    attention_forward(q_.data(), L.k_cache.data(), L.v_cache.data(), att_.data(), T, Tk, pos0,
+                      as, nullptr, &scratch_);
+    linear_forward(att_.data(), L.wo.ptr(), x_.data(), T, Q, D, /*beta=*/1.0f);  // residual
+    double t2 = Now();
+    times_.attention_s += t2 - t1;
+    t1 = t2;
+    // FFN block.
+    rmsnorm_forward(x_.data(), L.ln2.ptr(), a_.data(), nullptr, T, D, eps);
+    if (L.moe) {
+      L.moe->set_step(pos0);
+      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a_.data(), ids, T, D, y_.data()));
+      t2 = Now();
+      times_.moe_s += t2 - t1;
+    } else {
+      const int64_t F = c.intermediate_size;
+      g_.resize(static_cast<size_t>(T * F));
+      u_.resize(g_.size());
+      act_.resize(g_.size());
+      swiglu_forward(a_.data(), L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), T, D, F,
+                     g_.data(), u_.data(), act_.data(), y_.data());
+      t2 = Now();
+      times_.dense_mlp_s += t2 - t1;
+    }
+    for (int64_t i = 0; i < T * D; ++i) x_[static_cast<size_t>(i)] += y_[static_cast<size_t>(i)];
+    t1 = Now();
+  }
+  cache_len_ += T;
+
+  hidden_.resize({T, D});
+  rmsnorm_forward(x_.data(), final_norm_.ptr(), hidden_.ptr(), nullptr, T, D, eps);
+  const float* head = lm_head_.empty() ? embed_.ptr() : lm_head_.ptr();
+  if (all_logits) {
+    logits->resize({T, V});
+    linear_forward(hidden_.ptr(), head, logits->ptr(), T, D, V);
+  } else {
+    logits->resize({1, V});
+    linear_forward(hidden_.ptr() + (T - 1) * D, head, logits->ptr(), 1, D, V);
+  }
+  const double t3 = Now();
+  times_.head_s = t3 - t1;
+  times_.total_s = t3 - t0;
+  return Status::Ok();
+}
+
+}  // namespace sy

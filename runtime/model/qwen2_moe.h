@@ -1,0 +1,162 @@
+// The Qwen2-MoE decoder (the architecture of Qwen1.5-MoE-A2.7B), forward for prefill and for
+// decoding with a KV cache, loaded from a Hugging Face checkpoint folder with its tensor names,
+// experts split across the ranks of a Communicator.
+//
+//   h = embed[ids]
+//   per layer i:  h += o_proj( Attn( RoPE(q_proj a), RoPE(k_proj a), v_proj a ) ),
+//                     a = RMSNorm(h; input_layernorm)       (causal, grouped-query, q/k/v biased)
+//                 h += FFN_i(RMSNorm(h; post_attention_layernorm))
+//   logits = lm_head( RMSNorm(h; model.norm) )
+// FFN_i is the MoE block when num_experts > 0, i is not in mlp_only_layers and
+// (i + 1) % decoder_sparse_step == 0, else a dense SwiGLU MLP of intermediate_size:
+//   MoE(x) = sum_{k < K} w_k Expert_{e_k}(x) + sigmoid(shared_expert_gate . x) SharedExpert(x)
+//   with p = softmax(gate x), (e_k, w_k) its top-K, w renormalized only if norm_topk_prob.
+//
+// Hugging Face tensor names (config.json keys in Qwen2MoeConfig below):
+//   model.embed_tokens.weight [V, D]          model.norm.weight [D]       lm_head.weight [V, D]
+//   model.layers.{i}.input_layernorm.weight [D]  .post_attention_layernorm.weight [D]
+//   model.layers.{i}.self_attn.{q,k,v}_proj.{weight,bias}  [nH*hd | nKV*hd, D], o_proj.weight
+//   model.layers.{i}.mlp.gate.weight [E, D]
+//   model.layers.{i}.mlp.experts.{j}.{gate,up}_proj.weight [F, D], .down_proj.weight [D, F]
+//   model.layers.{i}.mlp.shared_expert.{gate,up,down}_proj.weight, .shared_expert_gate.weight
+//   model.layers.{i}.mlp.{gate,up,down}_proj.weight  (dense layers)
+//
+// Parallelism: attention, norms, embeddings, the router, the shared expert and the LM head are
+// replicated on every rank of `comm` (every rank runs the same tokens); the routed experts of
+// each MoE layer are split E/P per rank, and each rank reads ONLY its experts' tensors from the
+// checkpoint. The MoE FFN runs token-sharded (runtime/model/token_sharded_moe.h): dropless by
+// default, as Hugging Face computes it, so P ranks give the logits of 1 rank (bitwise with
+// set_deterministic_gemm(true)). forward() is COLLECTIVE over comm.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "comm/communicator.h"
+#include "runtime/core/status.h"
+#include "runtime/core/tensor.h"
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/token_sharded_moe.h"
+#include "runtime/moe/moe_layer.h"
+
+namespace sy {
+
+struct Qwen2MoeConfig {
+  int64_t vocab_size = 0;                 // V
+  int64_t hidden_size = 0;                // D
+  int64_t num_hidden_layers = 0;          // L
+  int64_t num_attention_heads = 0;        // nH
+  int64_t num_key_value_heads = 0;        // nKV
+  int64_t head_dim = 0;                   // D / nH
+  int64_t intermediate_size = 0;          // dense MLP hidden
+  int64_t moe_intermediate_size = 0;      // F per routed expert
+  int64_t shared_expert_intermediate_size = 0;  // Fs; 0 = no shared expert
+  int64_t num_experts = 0;                // E
+  int64_t num_experts_per_tok = 1;        // K
+  bool norm_topk_prob = false;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 1e6;
+  int64_t max_position_embeddings = 32768;
+  int64_t decoder_sparse_step = 1;
+  std::vector<int64_t> mlp_only_layers;
+  bool tie_word_embeddings = false;
+  double router_aux_loss_coef = 0.001;  // read and kept for training (issue 5)
+  double initializer_range = 0.02;      // used by the random writer only
+
+  bool is_sparse(int64_t layer) const;
+  // From config.json, every value type- and range-checked (kBadInput naming key and file).
+  static StatusOr<Qwen2MoeConfig> from_json(const JsonConfigReader& r);
+  static StatusOr<Qwen2MoeConfig> from_checkpoint(const HfCheckpoint& ck);
+  // The config.json object Hugging Face would write (model_type "qwen2_moe").
+  nlohmann::json to_json() const;
+};
+
+// A small default for `switchyard init --arch qwen2_moe` and tests: the Qwen1.5-MoE shape
+// scaled down (Qwen's vocabulary, so the real tokenizer fits).
+nlohmann::json default_qwen2_moe_config();
+
+// Writes a fresh random model (N(0, initializer_range^2) weights, unit norms, small biases) in
+// the Hugging Face layout: config.json + model.safetensors, or shards when the tensors exceed
+// max_shard_bytes. `config` is a (partial) config.json object over the defaults above.
+// Tensors are generated one at a time from (seed, tensor name), so any size can be written.
+Status write_random_qwen2_moe_checkpoint(const std::string& dir, const nlohmann::json& config,
+                                         uint64_t seed, SafeDtype dtype = SafeDtype::kF32,
+                                         int64_t max_shard_bytes = int64_t{2} << 30);
+
+struct Qwen2MoeOptions {
+  int expert_bits = 32;           // 32, or 8 / 4: routed experts quantized at load
+  int64_t quant_group = 128;      // input columns per scale when quantized
+  double capacity_factor = 0.0;   // <= 0: dropless (Hugging Face semantics)
+  int64_t max_cache_tokens = 0;   // KV cache limit in tokens; 0 = max_position_embeddings
+  // The router: "linear" (default) loads mlp.gate.weight; another registered router name
+  // replaces it with a freshly initialized one of that kind (router studies, fine-tuning).
+  std::string router = "linear";
+  uint64_t seed = 1234;  // for a replaced router
+};
+
+// Bytes this rank holds, by kind (for the memory report).
+struct Qwen2MoeMemory {
+  int64_t replicated_bytes = 0;  // embeddings, attention, norms, routers, shared experts, head
+  int64_t expert_bytes = 0;      // this rank's routed experts (quantized storage when quantized)
+  int64_t expert_bytes_fp32 = 0; // the same experts in fp32
+  int64_t kv_cache_bytes = 0;    // allocated KV cache
+};
+
+// Seconds spent per part of the last forward on this rank.
+struct Qwen2MoeTimes {
+  double embed_s = 0, attention_s = 0, moe_s = 0, dense_mlp_s = 0, head_s = 0, total_s = 0;
+};
+
+class Qwen2MoeModel {
+ public:
+  // Reads the replicated tensors and this rank's experts (E % P == 0 or kInvalidArgument).
+  // COLLECTIVE only in that every rank must call it; it does not communicate.
+  static StatusOr<std::unique_ptr<Qwen2MoeModel>> load(const HfCheckpoint& ck,
+                                                       const Qwen2MoeOptions& opt,
+                                                       Communicator* comm);
+
+  const Qwen2MoeConfig& config() const { return cfg_; }
+
+  // Runs T new tokens at positions cache_len() .. cache_len() + T - 1, appending their keys and
+  // values to the KV cache. logits: [T, V] when all_logits, else [1, V] for the last token (T
+  // must be >= 1 then). COLLECTIVE: every rank passes the same tokens.
+  Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits = true);
+  int64_t cache_len() const { return cache_len_; }
+  void reset_cache() { cache_len_ = 0; }
+
+  // Final hidden states of the last forward [T, D] (after model.norm).
+  const Tensor& last_hidden() const { return hidden_; }
+  // MoE layers (null for dense layers), for metrics and load reports.
+  std::vector<MoeLayer*> moe_layers();
+  Qwen2MoeMemory memory() const;
+  const Qwen2MoeTimes& last_times() const { return times_; }
+
+ private:
+  struct Layer {
+    Tensor ln1, ln2;                  // [D]
+    Tensor wq, bq, wk, bk, wv, bv, wo;
+    std::unique_ptr<MoeLayer> moe;    // sparse layers
+    Tensor mlp_gate, mlp_up, mlp_down;  // dense layers
+    std::vector<float> k_cache, v_cache;  // [rows, nKV*hd], rows [0, cache_len) valid; grows
+  };
+  Qwen2MoeModel() = default;
+
+  Qwen2MoeConfig cfg_;
+  Qwen2MoeOptions opt_;
+  Communicator* comm_ = nullptr;
+  Tensor embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
+  std::vector<Layer> layers_;
+  std::vector<float> inv_freq_;
+  int64_t cache_len_ = 0, max_cache_ = 0;
+  std::unique_ptr<TokenShardedMoe> sharded_;
+  // Activations of the last forward.
+  Tensor hidden_;
+  std::vector<float> x_, a_, q_, kv_k_, kv_v_, att_, y_, scratch_, g_, u_, act_;
+  Qwen2MoeTimes times_;
+};
+
+}  // namespace sy

@@ -1,0 +1,39 @@
+// Expert parallelism for models whose attention is replicated: every rank of the group holds
+// the same T tokens (the same hidden states, computed identically), and the MoE FFN must not
+// run all T on every rank. Rank r takes the contiguous slice [r*S, min(T, (r+1)*S)) of
+// S = ceil(T / P) tokens, the MoeLayer exchanges those rows with the experts' owners, and an
+// allgather returns all T outputs to every rank. The layer and the allgather are COLLECTIVE
+// over the layer's communicator: every rank calls this with the same T (also T = 0).
+//
+// The result equals the P = 1 forward of the same tokens exactly when the expert GEMMs are
+// row-stable (set_deterministic_gemm) and the capacity is dropless (a capacity limit would be
+// applied per slice, not per T): the Hugging Face semantics of a loaded checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/core/status.h"
+#include "runtime/moe/moe_layer.h"
+
+namespace sy {
+
+class TokenShardedMoe {
+ public:
+  // comm: the layer's expert-parallel group (null: one rank, the slice is everything).
+  explicit TokenShardedMoe(Communicator* comm) : comm_(comm) {}
+
+  // x_TD, ids_T (may be null for non-hash routers) -> y_TD [T, D] written on every rank.
+  Status forward(MoeLayer& layer, const float* x_TD, const int32_t* ids_T, int64_t T, int64_t D,
+                 float* y_TD);
+  // This rank's slice of the last forward: tokens [begin, begin + count).
+  int64_t slice_begin() const { return begin_; }
+  int64_t slice_count() const { return count_; }
+
+ private:
+  Communicator* comm_;
+  int64_t begin_ = 0, count_ = 0;
+  std::vector<float> y_slice_, y_all_;
+};
+
+}  // namespace sy
