@@ -209,6 +209,11 @@ std::vector<std::string> HfCheckpoint::names() const {
   return out;
 }
 
+const SafetensorsEntry* HfCheckpoint::entry(const std::string& name) const {
+  auto it = where_.find(name);
+  return it == where_.end() ? nullptr : readers_[it->second]->Find(name);
+}
+
 std::string HfCheckpoint::file_of(const std::string& name) const {
   auto it = where_.find(name);
   return it == where_.end() ? "" : readers_[it->second]->path();

@@ -86,6 +86,8 @@ class HfCheckpoint {
   bool has(const std::string& name) const;
   // All tensor names, sorted.
   std::vector<std::string> names() const;
+  // The header entry of `name` (dtype, shape) or null when absent.
+  const SafetensorsEntry* entry(const std::string& name) const;
   // The file holding `name` (for messages), or "" when absent.
   std::string file_of(const std::string& name) const;
   // A float tensor (F32 / F16 / BF16 on disk) converted to fp32; its shape must equal `shape`

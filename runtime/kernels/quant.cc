@@ -27,6 +27,38 @@ thread_local std::vector<float> tl_y_tile;  // deterministic mode only: [T, rt]
 
 }  // namespace
 
+namespace {
+// Sum of squared errors of a group quantized with scale s.
+double group_sse(const float* w, int64_t n, float s, int qmax) {
+  double e = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(w[i]) - quantize_value(w[i], s, qmax) * s;
+    e += d * d;
+  }
+  return e;
+}
+}  // namespace
+
+float choose_scale(const float* w, int64_t n, float amax, int bits) {
+  const int qmax = quant_qmax(bits);
+  const float s0 = amax / static_cast<float>(qmax);
+  if (bits != 4 || s0 == 0.0f) return s0;
+  // int4 has 15 levels: clipping the largest weights of a group buys a finer step for all the
+  // others. Try clip ratios 1.00, 0.95, ..., 0.70 and keep the least squared error (ties: the
+  // larger scale). Costs 7 passes over the group, once per load.
+  float best_s = s0;
+  double best = group_sse(w, n, s0, qmax);
+  for (int k = 1; k <= kQuantClipSteps; ++k) {
+    const float s = s0 * (1.0f - 0.05f * static_cast<float>(k));
+    const double e = group_sse(w, n, s, qmax);
+    if (e < best) {
+      best = e;
+      best_s = s;
+    }
+  }
+  return best_s;
+}
+
 QuantizedMatrix quantize(const float* W_OI, int64_t O, int64_t I, int64_t G, int bits) {
   SY_CHECK(bits == 8 || bits == 4) << "quantize: bits must be 8 or 4, got " << bits;
   SY_CHECK(G >= 1) << "quantize: group size must be >= 1, got " << G;
@@ -51,7 +83,7 @@ QuantizedMatrix quantize(const float* W_OI, int64_t O, int64_t I, int64_t G, int
             << "quantize: non-finite weight at [" << o << ", " << i << "]";
         amax = std::fabs(w[i]) > amax ? std::fabs(w[i]) : amax;
       }
-      const float s = amax / static_cast<float>(qmax);
+      const float s = choose_scale(w + c0, c1 - c0, amax, bits);
       q.scales[static_cast<size_t>(o * ng + g)] = s;
       for (int64_t i = c0; i < c1; ++i) {
         const int v = quantize_value(w[i], s, qmax);

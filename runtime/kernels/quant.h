@@ -3,10 +3,13 @@
 //
 // Format (arithmetic in quant_math.h, shared with a future CUDA kernel):
 //   groups of G consecutive input columns per output row (the last group of a row is shorter
-//   when I % G != 0); one fp32 scale per (row, group): scale = max|w| / 127 (int8) or / 7
-//   (int4); q = clamp(rint(w / scale), -qmax, qmax), so int8 uses [-127, 127] and int4 uses
-//   [-7, 7] (symmetric: -8 is decodable but never produced). w' = q * scale, and
-//   |w - w'| <= scale / 2 per element (up to fp32 rounding). All-zero groups: scale 0, w' = 0.
+//   when I % G != 0); one fp32 scale per (row, group): int8: scale = max|w| / 127; int4: the
+//   scale among c * max|w| / 7, c in {1.00, 0.95, ..., 0.70}, with the least squared error
+//   over the group (clipping a few large weights buys a finer step for the rest; the choice is
+//   choose_scale below). q = clamp(rint(w / scale), -qmax, qmax), so int8 uses [-127, 127] and
+//   int4 [-7, 7] (symmetric: -8 is decodable but never produced). w' = q * scale, and
+//   |w - w'| <= scale / 2 for every |w| <= qmax * scale (up to fp32 rounding); a clipped weight
+//   decodes to +-qmax * scale. All-zero groups: scale 0, w' = 0.
 //   data: [O, row_bytes] with row_bytes = I (int8, two's complement) or (I + 1) / 2 (int4: column
 //   2k in the low nibble, 2k + 1 in the high nibble); scales: [O, ceil(I / G)].
 //
@@ -39,6 +42,10 @@ struct QuantizedMatrix {
 
 constexpr int64_t kQuantDefaultGroup = 128;
 constexpr int64_t kQuantTileRows = 128;
+constexpr int kQuantClipSteps = 6;  // int4 clip ratios tried below 1: 0.95 ... 0.70
+
+// The scale of one group of n weights with max|w| = amax (see the format above).
+float choose_scale(const float* w, int64_t n, float amax, int bits);
 
 // Quantizes W_OI ([O, I], row-major). bits must be 8 or 4, G >= 1; W must be finite.
 QuantizedMatrix quantize(const float* W_OI, int64_t O, int64_t I, int64_t G = kQuantDefaultGroup,

@@ -51,15 +51,30 @@ void check_round_trip(const std::vector<float>& W, int64_t O, int64_t I, int64_t
       float amax = 0;
       for (int64_t i = c0; i < c1; ++i) amax = std::max(amax, std::fabs(W[o * I + i]));
       const float s = q.scales[o * q.groups() + g];
-      ASSERT_EQ(s, amax / static_cast<float>(qmax));
+      const float s0 = amax / static_cast<float>(qmax);
+      if (bits == 8) {
+        ASSERT_EQ(s, s0);
+      } else {  // int4: a clip ratio in [0.70, 1], never worse than no clipping
+        ASSERT_LE(s, s0);
+        ASSERT_GE(s, 0.69f * s0);
+      }
+      double sse = 0, sse0 = 0;
       for (int64_t i = c0; i < c1; ++i) {
+        const float w = W[o * I + i];
         const int v = quant_get(q.data.data() + o * q.row_bytes(), i, bits);
         ASSERT_LE(std::abs(v), qmax);
         ASSERT_EQ(d[o * I + i], static_cast<float>(v) * s);
-        // scale / 2, plus fp32 rounding of w / s and q * s (relative 2^-23 of |w| <= qmax s).
-        ASSERT_LE(std::fabs(W[o * I + i] - d[o * I + i]), s * (0.5f + qmax * 2.4e-7f))
-            << "at [" << o << ", " << i << "]";
+        if (std::fabs(w) <= qmax * s) {
+          // scale / 2, plus fp32 rounding of w / s and q * s (relative 2^-23 of |w| <= qmax s).
+          ASSERT_LE(std::fabs(w - d[o * I + i]), s * (0.5f + qmax * 2.4e-7f))
+              << "at [" << o << ", " << i << "]";
+        } else {  // clipped to the largest level of its sign
+          ASSERT_EQ(std::abs(v), qmax) << "at [" << o << ", " << i << "]";
+        }
+        sse += std::pow(w - d[o * I + i], 2.0);
+        if (s0 > 0) sse0 += std::pow(w - quantize_value(w, s0, qmax) * s0, 2.0);
       }
+      ASSERT_LE(sse, sse0 * (1 + 1e-6) + 1e-30);
     }
 }
 
