@@ -1,6 +1,7 @@
 #include "launch/model_infer.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,20 +17,8 @@
 #include "launch/infer_run.h"
 #include "launch/progress.h"
 #include "runtime/core/rng.h"
-#if __has_include("runtime/data/tokenizer.h")  // TEMP until the tokenizer lands
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
-#else
-namespace sy {
-struct Tokenizer {
-  std::vector<int32_t> encode(const std::string&) { return {}; }
-  std::string decode(const std::vector<int32_t>&) { return ""; }
-};
-inline StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string&) { return NotFound("x"); }
-struct TokenFile { std::vector<int32_t> ids; };
-inline StatusOr<TokenFile> read_token_file(const std::string&) { return NotFound("x"); }
-}
-#endif
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/npy.h"
 #include "runtime/kernels/cpu_kernels.h"
@@ -65,26 +54,38 @@ int64_t PeakRssBytes() {
   return static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
 }
 
+// Resident bytes now (/proc/self/statm), 0 when unknown.
+int64_t RssBytes() {
+  long long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%lld %lld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+
 double MiB(int64_t b) {
   return static_cast<double>(b) / (1024.0 * 1024.0);
 }
 
 // Rank 0 prints one line per rank: what it holds and its peak resident memory.
-void PrintMemory(Communicator& comm, const Qwen2MoeMemory& m) {
+// base_rss: resident bytes before the model was loaded (MPI, OpenBLAS, the tokenizer).
+void PrintMemory(Communicator& comm, const Qwen2MoeMemory& m, int64_t base_rss) {
   const int P = comm.size();
-  const int64_t mine[5] = {m.replicated_bytes, m.expert_bytes, m.expert_bytes_fp32,
-                           m.kv_cache_bytes, PeakRssBytes()};
-  std::vector<int64_t> all(static_cast<size_t>(5 * P));
-  comm.allgather(mine, all.data(), 5, {"infer.memory"});
+  constexpr int kN = 6;
+  const int64_t mine[kN] = {m.replicated_bytes, m.expert_bytes,  m.expert_bytes_fp32,
+                            m.kv_cache_bytes,   PeakRssBytes(), base_rss};
+  std::vector<int64_t> all(static_cast<size_t>(kN * P));
+  comm.allgather(mine, all.data(), kN, {"infer.memory"});
   if (comm.rank() != 0) return;
-  std::printf("memory per rank (MiB): replicated + experts (fp32 would be) + KV cache = held; "
-              "peak RSS\n");
+  std::printf("memory per rank (MiB): replicated + experts (as fp32, ratio) + KV cache = held; "
+              "peak RSS = before load + growth\n");
   for (int r = 0; r < P; ++r) {
-    const int64_t* v = &all[static_cast<size_t>(5 * r)];
-    std::printf("  rank %d: %.1f + %.1f (%.1f, %.3fx) + %.1f = %.1f; peak RSS %.1f\n", r,
-                MiB(v[0]), MiB(v[1]), MiB(v[2]),
+    const int64_t* v = &all[static_cast<size_t>(kN * r)];
+    std::printf("  rank %d: %.1f + %.2f (%.2f, %.3fx) + %.2f = %.1f; peak RSS %.1f = %.1f + %.1f\n",
+                r, MiB(v[0]), MiB(v[1]), MiB(v[2]),
                 v[2] > 0 ? static_cast<double>(v[1]) / static_cast<double>(v[2]) : 1.0,
-                MiB(v[3]), MiB(v[0] + v[1] + v[3]), MiB(v[4]));
+                MiB(v[3]), MiB(v[0] + v[1] + v[3]), MiB(v[4]), MiB(v[5]), MiB(v[4] - v[5]));
   }
 }
 
@@ -146,8 +147,7 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
       ids = tok->encode(a.prompt);
       if (ids.empty()) return InvalidArgument("--prompt: the text gives no tokens");
     } else {
-      SY_ASSIGN_OR_RETURN(TokenFile tf, read_token_file(a.token_file));
-      ids = std::move(tf.ids);
+      SY_ASSIGN_OR_RETURN(ids, read_token_file(a.token_file));
     }
     if (a.max_tokens > 0 && static_cast<int64_t>(ids.size()) > a.max_tokens)
       ids.resize(static_cast<size_t>(a.max_tokens));
@@ -161,6 +161,7 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   opt.capacity_factor = a.capacity_factor;
   if (!a.router.empty()) opt.router = a.router;
   opt.seed = a.seed;
+  const int64_t base_rss = RssBytes();
   const auto t_load = std::chrono::steady_clock::now();
   std::unique_ptr<Qwen2MoeModel> model;
   st = [&]() -> Status {
@@ -267,7 +268,7 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
       std::printf("\n");
     }
   }
-  PrintMemory(comm, model->memory());
+  PrintMemory(comm, model->memory(), base_rss);
   return 0;
 }
 

