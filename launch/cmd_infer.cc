@@ -227,8 +227,9 @@ void add_infer_command(CLI::App& app) {
                   "limits it");
   cmd->add_option("--tokenizer", m.tokenizer,
                   "tokenizer.json, or a folder with one (default: the --model folder)");
-  cmd->add_option("--quantize", m.quantize, "routed experts: none | int8 | int4 (weight-only, "
-                                            "group-wise scales)")
+  cmd->add_option("--quantize", m.quantize,
+                  "routed experts: none | int8 | int4 (weight-only, "
+                  "group-wise scales)")
       ->check(CLI::IsMember({"none", "int8", "int4"}));
   cmd->add_option("--quant-group", m.quant_group, "input columns per quantization scale")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
@@ -240,8 +241,19 @@ void add_infer_command(CLI::App& app) {
   cmd->add_option("--temperature", m.temperature, "sampling temperature; 0 (default) = greedy");
   cmd->add_option("--top-k", m.top_k, "sample from the k most likely tokens (0 = all)");
   cmd->add_option("--seed", m.seed, "sampling seed (and the seed of a replaced router)");
-  cmd->add_option("--repeat", m.repeat, "with --model: run the forward this many times, "
-                                        "report the best time");
+  cmd->add_option("--upcycle-experts", m.upcycle_experts,
+                  "BERT: turn each MoE layer's dense FFN into this many expert copies (sparse "
+                  "upcycling; a fresh router of --router)");
+  cmd->add_option("--moe-every", m.moe_every, "BERT upcycling: every n-th layer is MoE (1, 2)");
+  cmd->add_option("--experts-top-k", m.experts_top_k, "BERT: experts per token");
+  cmd->add_option("--upcycle-noise", m.upcycle_noise,
+                  "BERT upcycling: multiplicative N(0, s^2) noise on the expert copies");
+  cmd->add_flag("--deterministic", m.deterministic,
+                "with --model: row-stable GEMMs, so P ranks give the logits of 1 rank bitwise "
+                "(slower)");
+  cmd->add_option("--repeat", m.repeat,
+                  "with --model: run the forward this many times, "
+                  "report the best time");
   cmd->callback([a] { set_exit_code(run_infer(*a)); });
 }
 

@@ -3,6 +3,7 @@
 // layout the loader reads for real checkpoints, plus the tokenizer files when available.
 //
 //   switchyard init --arch qwen2_moe --set num_experts=8 --set hidden_size=64 --out ckpt/tiny
+//   switchyard init --arch bert --out ckpt/bert    (dense; infer --upcycle-experts 8 makes MoE)
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -13,6 +14,7 @@
 
 #include "launch/commands.h"
 #include "runtime/core/check.h"
+#include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
 
 namespace sy::launch {
@@ -62,6 +64,8 @@ int RunInit(const InitArgs& a) {
   Status st;
   if (a.arch == "qwen2_moe") {
     st = write_random_qwen2_moe_checkpoint(a.out, cfg, a.seed, dtype, shard_bytes);
+  } else if (a.arch == "bert" || a.arch == "bert_moe") {
+    st = write_random_bert_checkpoint(a.out, cfg, a.seed, a.arch == "bert_moe", dtype, shard_bytes);
   } else {
     st = InvalidArgument("--arch " + a.arch + " is not known");
   }
@@ -110,9 +114,11 @@ void add_init_command(CLI::App& app) {
   auto a = std::make_shared<InitArgs>();
   CLI::App* cmd = app.add_subcommand(
       "init", "Write a fresh random model as a Hugging Face checkpoint folder (any size)");
-  cmd->add_option("--arch", a->arch, "qwen2_moe | bert_moe")
+  cmd->add_option("--arch", a->arch,
+                  "qwen2_moe (decoder) | bert_moe (encoder with MoE FFNs) | bert (dense BERT, "
+                  "to upcycle with infer --upcycle-experts)")
       ->required()
-      ->check(CLI::IsMember({"qwen2_moe", "bert_moe"}));
+      ->check(CLI::IsMember({"qwen2_moe", "bert_moe", "bert"}));
   cmd->add_option("--set", a->sets,
                   "config.json key=value over the architecture's small default, e.g. "
                   "--set num_experts=8 --set mlp_only_layers=[0] (repeatable)");

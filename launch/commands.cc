@@ -17,6 +17,7 @@ void register_commands(CLI::App& app) {
   add_infer_command(app);
   add_compare_command(app);
   add_report_command(app);
+  add_tokenize_command(app);
   add_init_command(app);
 }
 

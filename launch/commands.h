@@ -15,6 +15,7 @@ void add_routers_command(CLI::App& app);
 void add_infer_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_report_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 void add_init_command(CLI::App& app);
 
 }  // namespace sy::launch

@@ -220,8 +220,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
 int agree_status(Communicator& comm, const Status& s, const char* what) {
   int32_t code = s.ok() ? 0 : s.exit_code();
   if (!s.ok())
-    std::fprintf(stderr, "[switchyard] rank %d: %s: %s\n", comm.rank(), what,
-                 s.ToString().c_str());
+    std::fprintf(stderr, "[switchyard] rank %d: %s: %s\n", comm.rank(), what, s.ToString().c_str());
   comm.allreduce(&code, 1, ReduceOp::kMax, {"agree"});
   return code;
 }

@@ -22,6 +22,7 @@
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/npy.h"
 #include "runtime/kernels/cpu_kernels.h"
+#include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
 
 namespace sy::launch {
@@ -73,27 +74,28 @@ double MiB(int64_t b) {
 void PrintMemory(Communicator& comm, const Qwen2MoeMemory& m, int64_t base_rss) {
   const int P = comm.size();
   constexpr int kN = 6;
-  const int64_t mine[kN] = {m.replicated_bytes, m.expert_bytes,  m.expert_bytes_fp32,
+  const int64_t mine[kN] = {m.replicated_bytes, m.expert_bytes, m.expert_bytes_fp32,
                             m.kv_cache_bytes,   PeakRssBytes(), base_rss};
   std::vector<int64_t> all(static_cast<size_t>(kN * P));
   comm.allgather(mine, all.data(), kN, {"infer.memory"});
   if (comm.rank() != 0) return;
-  std::printf("memory per rank (MiB): replicated + experts (as fp32, ratio) + KV cache = held; "
-              "peak RSS = before load + growth\n");
+  std::printf(
+      "memory per rank (MiB): replicated + experts (as fp32, ratio) + KV cache = held; "
+      "peak RSS = before load + growth\n");
   for (int r = 0; r < P; ++r) {
     const int64_t* v = &all[static_cast<size_t>(kN * r)];
     std::printf("  rank %d: %.1f + %.2f (%.2f, %.3fx) + %.2f = %.1f; peak RSS %.1f = %.1f + %.1f\n",
                 r, MiB(v[0]), MiB(v[1]), MiB(v[2]),
-                v[2] > 0 ? static_cast<double>(v[1]) / static_cast<double>(v[2]) : 1.0,
-                MiB(v[3]), MiB(v[0] + v[1] + v[3]), MiB(v[4]), MiB(v[5]), MiB(v[4] - v[5]));
+                v[2] > 0 ? static_cast<double>(v[1]) / static_cast<double>(v[2]) : 1.0, MiB(v[3]),
+                MiB(v[0] + v[1] + v[3]), MiB(v[4]), MiB(v[5]), MiB(v[4] - v[5]));
   }
 }
 
 // Picks the next token from logits [V]: greedy at temperature 0, else a sample from
 // softmax(logits / temperature) over the top_k most likely (all when 0). Deterministic in
 // (seed, step).
-int32_t PickToken(const float* logits, int64_t V, double temperature, int64_t top_k,
-                  uint64_t seed, int64_t step) {
+int32_t PickToken(const float* logits, int64_t V, double temperature, int64_t top_k, uint64_t seed,
+                  int64_t step) {
   if (temperature <= 0) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
   std::vector<int32_t> idx(static_cast<size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);
@@ -109,6 +111,114 @@ int32_t PickToken(const float* logits, int64_t V, double temperature, int64_t to
     if ((u -= p[i]) <= 0) return idx[i];
   return idx[k - 1];
 }
+
+// The two architectures behind one face for this command: a decoder (Qwen2-MoE: KV cache,
+// generation) or an encoder (BERT-MoE: logits of the whole sequence at once).
+class LoadedModel {
+ public:
+  static StatusOr<LoadedModel> Load(const HfCheckpoint& ck, const std::string& type,
+                                    const ModelInferArgs& a, Communicator* comm) {
+    LoadedModel m;
+    const int bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
+    if (type == "qwen2_moe") {
+      Qwen2MoeOptions opt;
+      opt.expert_bits = bits;
+      opt.quant_group = a.quant_group;
+      opt.capacity_factor = a.capacity_factor;
+      if (!a.router.empty()) opt.router = a.router;
+      opt.seed = a.seed;
+      SY_ASSIGN_OR_RETURN(m.qwen_, Qwen2MoeModel::load(ck, opt, comm));
+    } else {
+      BertMoeOptions opt;
+      opt.num_experts = a.upcycle_experts;
+      opt.moe_every = a.moe_every;
+      opt.top_k = a.experts_top_k;
+      if (!a.router.empty()) opt.router.name = a.router;
+      opt.router.seed = a.seed;
+      opt.upcycle_noise = static_cast<float>(a.upcycle_noise);
+      opt.capacity_factor = a.capacity_factor;
+      opt.expert_bits = bits;
+      opt.quant_group = a.quant_group;
+      opt.seed = a.seed;
+      SY_ASSIGN_OR_RETURN(m.bert_, BertMoeModel::load(ck, opt, comm));
+    }
+    return m;
+  }
+
+  bool decoder() const { return qwen_ != nullptr; }
+  int64_t vocab() const { return qwen_ ? qwen_->config().vocab_size : bert_->config().vocab_size; }
+  int64_t max_positions() const {
+    return qwen_ ? qwen_->config().max_position_embeddings
+                 : bert_->config().max_position_embeddings;
+  }
+  std::string describe(int P) const {
+    char b[512];
+    if (qwen_) {
+      const Qwen2MoeConfig& c = qwen_->config();
+      std::snprintf(b, sizeof(b),
+                    "qwen2_moe, %lld layers, hidden %lld, %lld heads (%lld kv), %lld experts "
+                    "(%lld per rank) of %lld, top-%lld%s, shared %lld, vocab %lld",
+                    (long long)c.num_hidden_layers, (long long)c.hidden_size,
+                    (long long)c.num_attention_heads, (long long)c.num_key_value_heads,
+                    (long long)c.num_experts, (long long)(c.num_experts / P),
+                    (long long)c.moe_intermediate_size, (long long)c.num_experts_per_tok,
+                    c.norm_topk_prob ? " (renormalized)" : "",
+                    (long long)c.shared_expert_intermediate_size, (long long)c.vocab_size);
+    } else {
+      const BertMoeConfig& c = bert_->config();
+      std::snprintf(b, sizeof(b),
+                    "bert%s encoder, %lld layers, hidden %lld, %lld heads, %lld experts (%lld "
+                    "per rank) every %lld layer(s), top-%lld, vocab %lld",
+                    c.num_experts > 0 ? "_moe" : "", (long long)c.num_hidden_layers,
+                    (long long)c.hidden_size, (long long)c.num_attention_heads,
+                    (long long)c.num_experts, (long long)(c.num_experts / P),
+                    (long long)c.moe_every, (long long)c.num_experts_per_tok,
+                    (long long)c.vocab_size);
+    }
+    return b;
+  }
+  // The whole sequence from position 0 (a decoder's cache is reset first).
+  Status forward(const std::vector<int32_t>& ids, Tensor* logits, bool all_logits) {
+    const int64_t T = static_cast<int64_t>(ids.size());
+    if (qwen_) {
+      qwen_->reset_cache();
+      return qwen_->forward(ids.data(), T, logits, all_logits);
+    }
+    return bert_->forward(ids.data(), nullptr, T, logits);
+  }
+  // Decoders only: one more token through the KV cache, logits [1, V].
+  Status decode(int32_t id, Tensor* logits) { return qwen_->forward(&id, 1, logits, false); }
+  int64_t cache_len() const { return qwen_ ? qwen_->cache_len() : 0; }
+  double last_seconds() const {
+    return qwen_ ? qwen_->last_times().total_s : bert_->last_times().total_s;
+  }
+  std::string last_split() const {
+    char b[256];
+    if (qwen_) {
+      const Qwen2MoeTimes& t = qwen_->last_times();
+      std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense mlp %.1f ms, head %.1f ms",
+                    t.attention_s * 1e3, t.moe_s * 1e3, t.dense_mlp_s * 1e3, t.head_s * 1e3);
+    } else {
+      const BertMoeTimes& t = bert_->last_times();
+      std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense ffn %.1f ms, head %.1f ms",
+                    t.attention_s * 1e3, t.moe_s * 1e3, t.dense_ffn_s * 1e3, t.head_s * 1e3);
+    }
+    return b;
+  }
+  Qwen2MoeMemory memory() const {
+    if (qwen_) return qwen_->memory();
+    const BertMoeMemory b = bert_->memory();
+    Qwen2MoeMemory m;
+    m.replicated_bytes = b.replicated_bytes;
+    m.expert_bytes = b.expert_bytes;
+    m.expert_bytes_fp32 = b.expert_bytes_fp32;
+    return m;
+  }
+
+ private:
+  std::unique_ptr<Qwen2MoeModel> qwen_;
+  std::unique_ptr<BertMoeModel> bert_;
+};
 
 }  // namespace
 
@@ -128,13 +238,14 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
     if (a.quantize != "none" && a.quantize != "int8" && a.quantize != "int4")
       return InvalidArgument("--quantize must be none, int8 or int4");
     if (a.max_new_tokens < 0 || a.repeat < 1 || a.temperature < 0)
-      return InvalidArgument("--max-new-tokens, --repeat and --temperature must be >= 0 (repeat >= 1)");
+      return InvalidArgument(
+          "--max-new-tokens, --repeat and --temperature must be >= 0 (repeat >= 1)");
     SY_ASSIGN_OR_RETURN(HfCheckpoint c, HfCheckpoint::Open(a.model));
     ck = std::make_unique<HfCheckpoint>(std::move(c));
     SY_ASSIGN_OR_RETURN(model_type, ck->config_string("model_type", ""));
-    if (model_type != "qwen2_moe")
+    if (model_type != "qwen2_moe" && model_type != "bert" && model_type != "bert_moe")
       return BadInput(a.model + "/config.json: model_type \"" + model_type +
-                      "\" is not supported by infer --model (qwen2_moe)");
+                      "\" is not supported by infer --model (qwen2_moe, bert, bert_moe)");
     const std::string tpath = a.tokenizer.empty() ? a.model : a.tokenizer;
     if (!a.prompt.empty() || a.max_new_tokens > 0 || !a.tokenizer.empty()) {
       auto t = load_tokenizer(tpath);
@@ -155,35 +266,29 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   }();
   if (int code = agree_status(comm, st, "infer --model")) return code;
 
-  Qwen2MoeOptions opt;
-  opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
-  opt.quant_group = a.quant_group;
-  opt.capacity_factor = a.capacity_factor;
-  if (!a.router.empty()) opt.router = a.router;
-  opt.seed = a.seed;
   const int64_t base_rss = RssBytes();
   const auto t_load = std::chrono::steady_clock::now();
-  std::unique_ptr<Qwen2MoeModel> model;
+  std::unique_ptr<LoadedModel> model;
   st = [&]() -> Status {
-    SY_ASSIGN_OR_RETURN(model, Qwen2MoeModel::load(*ck, opt, &comm));
+    SY_ASSIGN_OR_RETURN(LoadedModel m, LoadedModel::Load(*ck, model_type, a, &comm));
+    model = std::make_unique<LoadedModel>(std::move(m));
+    if (tok && tok->vocab_size() > model->vocab())
+      return InvalidArgument("tokenizer has " + std::to_string(tok->vocab_size()) +
+                             " tokens, the model's vocabulary only " +
+                             std::to_string(model->vocab()));
+    if (a.max_new_tokens > 0 && !model->decoder())
+      return InvalidArgument("--max-new-tokens needs a decoder (qwen2_moe), not an encoder");
     return Status::Ok();
   }();
   if (int code = agree_status(comm, st, "infer --model: load")) return code;
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  const Qwen2MoeConfig& c = model->config();
-  const int64_t T = static_cast<int64_t>(ids.size()), V = c.vocab_size;
+  const int64_t T = static_cast<int64_t>(ids.size()), V = model->vocab();
   if (me == 0) {
-    std::printf("switchyard infer: %s, %d rank%s; %lld layers, hidden %lld, %lld heads (%lld kv), "
-                "%lld experts (%lld per rank) of %lld, top-%lld%s, shared %lld, vocab %lld; "
-                "experts %s; loaded in %.2f s\n",
-                a.model.c_str(), P, P == 1 ? "" : "s", (long long)c.num_hidden_layers,
-                (long long)c.hidden_size, (long long)c.num_attention_heads,
-                (long long)c.num_key_value_heads, (long long)c.num_experts,
-                (long long)(c.num_experts / P), (long long)c.moe_intermediate_size,
-                (long long)c.num_experts_per_tok, c.norm_topk_prob ? " (renormalized)" : "",
-                (long long)c.shared_expert_intermediate_size, (long long)V,
-                a.quantize == "none" ? "fp32" : a.quantize.c_str(), load_s);
+    std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s; loaded in %.2f s\n",
+                a.model.c_str(), P, P == 1 ? "" : "s", model->describe(P).c_str(),
+                a.quantize == "none" ? "fp32" : a.quantize.c_str(),
+                a.deterministic ? ", deterministic" : "", load_s);
     std::fflush(stdout);
   }
 
@@ -191,23 +296,21 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   Tensor logits;
   double best = 1e30;
   for (int64_t r = 0; r < a.repeat; ++r) {
-    model->reset_cache();
     comm.barrier({"infer.forward"});
-    st = model->forward(ids.data(), T, &logits, /*all_logits=*/a.max_new_tokens == 0 ||
-                                                       !a.dump.empty());
+    st = model->forward(ids, &logits, /*all_logits=*/a.max_new_tokens == 0 || !a.dump.empty());
     if (int code = agree_status(comm, st, "infer --model: forward")) return code;
-    double slowest = model->last_times().total_s;
+    double slowest = model->last_seconds();
     comm.allreduce(&slowest, 1, ReduceOp::kMax, {"infer.time"});
     best = std::min(best, slowest);
   }
   if (!all_finite(logits.ptr(), logits.numel()) && me == 0)
     std::fprintf(stderr, "[switchyard] warning: non-finite logits\n");
   if (me == 0) {
-    const Qwen2MoeTimes& tm = model->last_times();
-    std::printf("forward of %lld tokens: %.1f ms (%.0f tok/s, best of %lld; slowest rank); "
-                "rank 0: attention %.1f ms, moe %.1f ms, dense mlp %.1f ms, head %.1f ms\n",
-                (long long)T, best * 1e3, static_cast<double>(T) / best, (long long)a.repeat,
-                tm.attention_s * 1e3, tm.moe_s * 1e3, tm.dense_mlp_s * 1e3, tm.head_s * 1e3);
+    std::printf(
+        "forward of %lld tokens: %.1f ms (%.0f tok/s, best of %lld; slowest rank); "
+        "rank 0: %s\n",
+        (long long)T, best * 1e3, static_cast<double>(T) / best, (long long)a.repeat,
+        model->last_split().c_str());
     if (!a.dump.empty()) {
       st = npy_write_f32(a.dump, logits.ptr(), logits.shape);
       if (!st.ok()) {
@@ -224,7 +327,8 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
     const int64_t k = std::min<int64_t>(5, V);
     std::partial_sort(top.begin(), top.begin() + k, top.end(),
                       [&](int32_t x, int32_t y) { return last[x] > last[y]; });
-    std::printf("next token after position %lld:", (long long)(T - 1));
+    std::printf("%s position %lld:", model->decoder() ? "next token after" : "top tokens at",
+                (long long)(T - 1));
     for (int64_t i = 0; i < k; ++i) {
       std::printf(" %d (%.3f)", top[i], last[top[i]]);
       if (tok) std::printf(" %s", ("\"" + tok->decode({top[i]}) + "\"").c_str());
@@ -251,8 +355,8 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
         std::printf("%s", tok->decode({next}).c_str());
         std::fflush(stdout);
       }
-      if (s + 1 == a.max_new_tokens || model->cache_len() >= c.max_position_embeddings) break;
-      st = model->forward(&next, 1, &logits, /*all_logits=*/false);
+      if (s + 1 == a.max_new_tokens || model->cache_len() >= model->max_positions()) break;
+      st = model->decode(next, &logits);
       if (int code = agree_status(comm, st, "infer --model: decode")) return code;
       last = logits.ptr();
       if (me == 0 && !tok) progress.update(s + 1);

@@ -1,5 +1,6 @@
-// `switchyard infer --model DIR`: a Hugging Face checkpoint folder (Qwen2-MoE, or a BERT-MoE
-// encoder) run expert-parallel over the MPI ranks: logits of given tokens (--token-ids,
+// `switchyard infer --model DIR`: a Hugging Face checkpoint folder (Qwen2-MoE, or a BERT /
+// BERT-MoE encoder, upcycled on load when asked) run expert-parallel over the MPI ranks: logits of
+// given tokens (--token-ids,
 // --prompt through the checkpoint's tokenizer, --token-file), optionally dumped as .npy
 // [T, V] on rank 0, and text generation with a KV cache (--max-new-tokens, greedy or sampled
 // with a seed). Prints the per-rank memory (replicated weights, this rank's experts, KV
@@ -14,23 +15,31 @@
 namespace sy::launch {
 
 struct ModelInferArgs {
-  std::string model;      // checkpoint folder
-  std::string token_ids;  // "1,5,9"
-  std::string prompt;     // text, through the tokenizer
-  std::string token_file; // binary token file (switchyard tokenize); --max-tokens limits it
+  std::string model;       // checkpoint folder
+  std::string token_ids;   // "1,5,9"
+  std::string prompt;      // text, through the tokenizer
+  std::string token_file;  // binary token file (switchyard tokenize); --max-tokens limits it
   int64_t max_tokens = -1;
-  std::string tokenizer;  // default: the model folder
-  std::string dump;       // .npy of the logits [T, V] (rank 0)
+  std::string tokenizer;          // default: the model folder
+  std::string dump;               // .npy of the logits [T, V] (rank 0)
   std::string quantize = "none";  // none | int8 | int4 (routed experts)
   int64_t quant_group = 128;
-  std::string router;             // empty: the checkpoint's (linear)
-  double capacity_factor = 0.0;   // <= 0: dropless (Hugging Face semantics)
+  std::string router;            // empty: the checkpoint's (linear)
+  double capacity_factor = 0.0;  // <= 0: dropless (Hugging Face semantics)
   int64_t max_new_tokens = 0;
   double temperature = 0.0;  // 0: greedy
   int64_t top_k = 0;         // sampling: keep the k most likely (0 = all)
   uint64_t seed = 1234;
-  int64_t repeat = 1;        // forward the same tokens this many times (timing)
-  bool deterministic = true; // row-stable GEMMs: P ranks give the logits of 1 rank bitwise
+  int64_t repeat = 1;  // forward the same tokens this many times (timing)
+  // BERT: a dense checkpoint is upcycled to this many experts per MoE layer (0 = keep it
+  // dense, or the bert_moe checkpoint's), every moe_every-th layer, top-k experts per token.
+  int64_t upcycle_experts = 0;
+  int64_t moe_every = 0;
+  int64_t experts_top_k = 0;
+  double upcycle_noise = 0.0;
+  // Row-stable GEMMs in the token-sharded parts (MoE, LM head): P ranks give the logits of
+  // 1 rank bitwise. Off: OpenBLAS, faster, P ranks agree with 1 rank to fp32 rounding.
+  bool deterministic = false;
 };
 
 // Collective over comm. Returns the process exit code (the same on every rank).

@@ -9,51 +9,15 @@
 
 #include "runtime/data/corpus.h"
 #include "runtime/data/unicode_classes.h"
+#include "runtime/data/utf8.h"
 
 namespace sy {
 namespace {
 
 enum CharClass : uint8_t { kLetter, kNumber, kSpace, kOther };
 
-constexpr uint32_t kInvalid = 0xFFFFFFFFu;
-
-// Decodes the UTF-8 character at s[i] strictly (no overlong forms, surrogates or code points
-// above U+10FFFF). Returns its length; an invalid byte is one character with *cp = kInvalid.
-size_t utf8_next(std::string_view s, size_t i, uint32_t* cp) {
-  const auto at = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
-  const uint8_t b0 = at(i);
-  *cp = kInvalid;
-  if (b0 < 0x80) {
-    *cp = b0;
-    return 1;
-  }
-  size_t len = 0;
-  uint8_t lo = 0x80, hi = 0xBF;  // allowed range of the first continuation byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 1;
-  }
-  if (i + len > s.size() || at(i + 1) < lo || at(i + 1) > hi) return 1;
-  uint32_t c = b0 & (0xFF >> (len + 1));
-  for (size_t k = 1; k < len; ++k) {
-    if (k > 1 && (at(i + k) & 0xC0) != 0x80) return 1;
-    c = (c << 6) | (at(i + k) & 0x3F);
-  }
-  *cp = c;
-  return len;
-}
-
 uint8_t classify(uint32_t cp) {
-  if (cp == kInvalid) return kOther;
+  if (cp == kInvalidCodePoint) return kOther;
   if (unicode_is_letter(cp)) return kLetter;
   if (unicode_is_number(cp)) return kNumber;
   if (unicode_is_space(cp)) return kSpace;
@@ -90,19 +54,6 @@ const ByteTables& byte_tables() {
   return t;
 }
 
-// encoder.json / vocab.bpe symbol (UTF-8 of mapped code points) -> raw bytes; false if any
-// character is not one of the 256 mapped code points.
-bool unmap_symbol(std::string_view sym, std::string* raw) {
-  raw->clear();
-  for (size_t i = 0; i < sym.size();) {
-    uint32_t cp;
-    i += utf8_next(sym, i, &cp);
-    if (cp >= byte_tables().to_byte.size() || byte_tables().to_byte[cp] < 0) return false;
-    raw->push_back(static_cast<char>(byte_tables().to_byte[cp]));
-  }
-  return !raw->empty();
-}
-
 uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
@@ -114,21 +65,11 @@ constexpr size_t kMaxCacheEntries = size_t{1} << 18;  // then the cache starts o
 
 void gpt2_pretokenize(std::string_view text, std::vector<std::string_view>* pieces) {
   pieces->clear();
-  std::vector<size_t> off;  // byte offset of each character, then text.size()
-  std::vector<uint8_t> cls;
-  for (size_t i = 0; i < text.size();) {
-    uint32_t cp;
-    const size_t len = utf8_next(text, i, &cp);
-    off.push_back(i);
-    cls.push_back(classify(cp));
-    i += len;
-  }
-  const size_t n = cls.size();
-  off.push_back(text.size());
-  const auto run_end = [&](size_t i, uint8_t c) {
-    while (i < n && cls[i] == c) ++i;
-    return i;
-  };
+  const Utf8Chars chars(text, classify);
+  const std::vector<size_t>& off = chars.off;
+  const std::vector<uint8_t>& cls = chars.cls;
+  const size_t n = chars.size();
+  const auto run_end = [&](size_t i, uint8_t c) { return chars.run_end(i, c); };
   // At each position the first alternative of the regex that matches wins, each one greedy.
   for (size_t i = 0, j = 0; i < n; i = j) {
     const char c0 = text[off[i]];
@@ -160,9 +101,49 @@ uint32_t BpeTokenizer::byte_to_unicode(uint8_t b) {
   return byte_tables().to_unicode[b];
 }
 
+bool BpeTokenizer::symbol_to_bytes(std::string_view sym, std::string* raw) {
+  raw->clear();
+  for (size_t i = 0; i < sym.size();) {
+    uint32_t cp;
+    i += utf8_next(sym, i, &cp);
+    if (cp >= byte_tables().to_byte.size() || byte_tables().to_byte[cp] < 0) return false;
+    raw->push_back(static_cast<char>(byte_tables().to_byte[cp]));
+  }
+  return !raw->empty();
+}
+
+StatusOr<BpeTokenizer> BpeTokenizer::from_vocab(std::vector<std::string> id_to_bytes,
+                                                const std::string& source, MergeOrder order) {
+  if (id_to_bytes.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+    return BadInput(source + ": too many tokens");
+  BpeTokenizer tok;
+  tok.order_ = order;
+  tok.id_to_bytes_ = std::move(id_to_bytes);
+  tok.bytes_to_id_.reserve(tok.id_to_bytes_.size());
+  for (size_t id = 0; id < tok.id_to_bytes_.size(); ++id) {
+    const std::string& t = tok.id_to_bytes_[id];
+    if (t.empty()) return BadInput(source + ": token " + std::to_string(id) + " is empty");
+    if (!tok.bytes_to_id_.emplace(t, static_cast<int32_t>(id)).second)
+      return BadInput(source + ": tokens " + std::to_string(tok.token_id(t)) + " and " +
+                      std::to_string(id) + " are the same bytes");
+  }
+  for (int b = 0; b < 256; ++b) {
+    const int32_t id = tok.token_id(std::string(1, static_cast<char>(b)));
+    if (id < 0)
+      return BadInput(source + ": no token for the single byte " + std::to_string(b) +
+                      " (a byte-level vocabulary has all 256)");
+    tok.byte_id_[b] = id;
+  }
+  return tok;
+}
+
+void BpeTokenizer::add_merge(int32_t a, int32_t b, int32_t merged) {
+  SY_CHECK_LT(num_merges_, std::numeric_limits<int32_t>::max());
+  merges_[pair_key(a, b)] = Merge{num_merges_++, merged};
+}
+
 StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
                                           const std::string& vocab_bpe) {
-  BpeTokenizer tok;
   SY_ASSIGN_OR_RETURN(std::string json_text, read_file(encoder_json));
   nlohmann::json j;
   try {
@@ -175,7 +156,7 @@ StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
   const size_t n = j.size();
   if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
     return BadInput(encoder_json + ": too many tokens");
-  tok.id_to_bytes_.resize(n);
+  std::vector<std::string> id_to_bytes(n);
   std::vector<bool> seen(n, false);
   std::string raw;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -188,25 +169,17 @@ StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
                       "\" is outside [0, " + std::to_string(n) + ")");
     if (seen[static_cast<size_t>(id)])
       return BadInput(encoder_json + ": id " + std::to_string(id) + " is used twice");
-    if (!unmap_symbol(key, &raw))
+    if (!symbol_to_bytes(key, &raw))
       return BadInput(encoder_json + ": token \"" + key +
                       "\" is empty or has a character outside GPT-2's byte-to-unicode table");
     seen[static_cast<size_t>(id)] = true;
-    tok.id_to_bytes_[static_cast<size_t>(id)] = raw;
-    tok.bytes_to_id_.emplace(raw, static_cast<int32_t>(id));
+    id_to_bytes[static_cast<size_t>(id)] = raw;
   }
-  // n distinct ids in [0, n) cover it. Distinct keys give distinct byte strings (the table
-  // is a bijection), so bytes_to_id_ has n entries too.
-  for (int b = 0; b < 256; ++b) {
-    const int32_t id = tok.token_id(std::string(1, static_cast<char>(b)));
-    if (id < 0)
-      return BadInput(encoder_json + ": no token for the single byte " + std::to_string(b) +
-                      " (a byte-level vocabulary has all 256)");
-    tok.byte_id_[b] = id;
-  }
+  // n distinct ids in [0, n) cover it.
+  SY_ASSIGN_OR_RETURN(BpeTokenizer tok,
+                      from_vocab(std::move(id_to_bytes), encoder_json, MergeOrder::kPassPerRank));
 
   SY_ASSIGN_OR_RETURN(std::string bpe_text, read_file(vocab_bpe));
-  int32_t rank = 0;
   size_t line_no = 0;
   std::string a_raw, b_raw;
   for (size_t pos = 0; pos < bpe_text.size();) {
@@ -222,7 +195,8 @@ StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
     if (sp == std::string_view::npos || sp == 0 || sp + 1 == line.size() ||
         line.find(' ', sp + 1) != std::string_view::npos)
       return BadInput(where + "expected two symbols separated by one space");
-    if (!unmap_symbol(line.substr(0, sp), &a_raw) || !unmap_symbol(line.substr(sp + 1), &b_raw))
+    if (!symbol_to_bytes(line.substr(0, sp), &a_raw) ||
+        !symbol_to_bytes(line.substr(sp + 1), &b_raw))
       return BadInput(where + "a symbol has a character outside GPT-2's byte-to-unicode table");
     const int32_t a = tok.token_id(a_raw), b = tok.token_id(b_raw);
     const int32_t ab = tok.token_id(a_raw + b_raw);
@@ -233,9 +207,9 @@ StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
       return BadInput(where + "merge \"" + std::string(line) + "\": " + std::string(missing) +
                       " is not a token of " + encoder_json);
     }
-    if (rank == std::numeric_limits<int32_t>::max()) return BadInput(where + "too many merges");
-    tok.merges_[pair_key(a, b)] = Merge{rank++, ab};  // a repeated pair keeps its last rank,
-                                                      // like encoder.py's dict(zip(...))
+    if (tok.num_merges() == std::numeric_limits<int32_t>::max())
+      return BadInput(where + "too many merges");
+    tok.add_merge(a, b, ab);
   }
   return tok;
 }
@@ -255,7 +229,9 @@ int32_t BpeTokenizer::token_id(std::string_view bytes) const {
 // (rank, position); all entries of the lowest rank are popped together and applied in
 // position order, skipping stale ones. A merge never creates a pair of the same rank (a+b
 // differs from both a and b), so each batch is exactly one pass of encoder.py's loop.
-void BpeTokenizer::bpe(std::string_view piece, std::vector<int32_t>* out) const {
+// MergeOrder::kLowestFirst pops one entry at a time instead (Hugging Face's Word::merge_all):
+// the two differ only when a merge creates a pair ranked below the batch it belongs to.
+void BpeTokenizer::encode_pretoken(std::string_view piece, std::vector<int32_t>* out) const {
   SY_CHECK_LE(piece.size(), static_cast<size_t>(std::numeric_limits<int32_t>::max()))
       << "a single pre-token of over 2 GiB";
   const int32_t n = static_cast<int32_t>(piece.size());
@@ -297,7 +273,8 @@ void BpeTokenizer::bpe(std::string_view piece, std::vector<int32_t>* out) const 
   while (!heap.empty()) {
     const int32_t rank = heap.front().first;
     batch.clear();
-    while (!heap.empty() && heap.front().first == rank) {
+    while (!heap.empty() && heap.front().first == rank &&
+           (batch.empty() || order_ == MergeOrder::kPassPerRank)) {
       std::pop_heap(heap.begin(), heap.end(), std::greater<Cand>());
       batch.push_back(heap.back());
       heap.pop_back();
@@ -329,7 +306,7 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
   gpt2_pretokenize(text, &pieces);
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3);
-  for (std::string_view p : pieces) bpe(p, &ids);
+  for (std::string_view p : pieces) encode_pretoken(p, &ids);
   return ids;
 }
 

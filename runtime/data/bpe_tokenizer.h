@@ -18,6 +18,10 @@
 // Files are untrusted: load() returns NotFound / BadInput with the path and what is wrong,
 // never aborts. A loaded tokenizer is immutable apart from its cache (mutex-guarded), so
 // encode() may be called from several threads.
+//
+// The byte-level BPE model (steps 2 and 3) is public for other file formats: HfTokenizer
+// (hf_tokenizer.h) builds one from a tokenizer.json with from_vocab() + add_merge() and runs
+// its own pre-tokenizer in front of encode_pretoken().
 #pragma once
 
 #include <cstdint>
@@ -36,11 +40,26 @@ void gpt2_pretokenize(std::string_view text, std::vector<std::string_view>* piec
 
 class BpeTokenizer {
  public:
+  // How merges of equal rank are applied: one pass over the piece per rank (encoder.py), or
+  // strictly the lowest-ranked, then leftmost, pair first (Hugging Face tokenizers).
+  enum class MergeOrder { kPassPerRank, kLowestFirst };
+
   // encoder_json: {"<token>": id, ...} with ids 0..n-1 each used once; keys are byte strings
   // written through GPT-2's byte-to-unicode table. vocab_bpe: an optional "#version" line,
   // then one merge "a b" per line. Every merge's parts and result must be in the vocabulary,
   // and so must all 256 single bytes (then encode() can never produce an unknown symbol).
   static StatusOr<BpeTokenizer> load(const std::string& encoder_json, const std::string& vocab_bpe);
+  // The model from raw-byte tokens (id = index): each non-empty and distinct, all 256 single
+  // bytes among them. `source` names the file in errors. No merges yet.
+  static StatusOr<BpeTokenizer> from_vocab(std::vector<std::string> id_to_bytes,
+                                           const std::string& source, MergeOrder order);
+  // Adds the merge (a, b) -> merged with the next rank (ids in range; the caller checks that
+  // merged is the token a+b). A pair added twice keeps its last rank, like encoder.py's dict
+  // and Hugging Face's HashMap. Loading only: not thread-safe, and it does not clear the cache.
+  void add_merge(int32_t a, int32_t b, int32_t merged);
+  int32_t num_merges() const { return num_merges_; }
+  // Appends the BPE ids of one pre-token given as raw bytes (step 3).
+  void encode_pretoken(std::string_view piece, std::vector<int32_t>* out) const;
 
   std::vector<int32_t> encode(std::string_view text) const;
   // Ids outside [0, vocab_size) decode to U+FFFD (a sampled id from a padded vocabulary
@@ -55,6 +74,9 @@ class BpeTokenizer {
   // The 256-entry GPT-2 table: byte -> a printable code point (bytes that are printable in
   // Latin-1 map to themselves, the rest to U+0100 and up, in order).
   static uint32_t byte_to_unicode(uint8_t b);
+  // Inverse for a whole symbol as encoder.json / tokenizer.json write it: its raw bytes, or
+  // false when it is empty or has a character outside the table.
+  static bool symbol_to_bytes(std::string_view symbol, std::string* raw);
 
  private:
   struct Merge {
@@ -64,13 +86,14 @@ class BpeTokenizer {
   struct Cache;
 
   BpeTokenizer();
-  void bpe(std::string_view piece, std::vector<int32_t>* out) const;
 
   std::vector<std::string> id_to_bytes_;
   std::unordered_map<std::string, int32_t> bytes_to_id_;
   int32_t byte_id_[256] = {};
   std::unordered_map<uint64_t, Merge> merges_;  // key: (left id << 32) | right id
-  std::shared_ptr<Cache> cache_;                // piece -> ids; shared by copies
+  int32_t num_merges_ = 0;
+  MergeOrder order_ = MergeOrder::kPassPerRank;
+  std::shared_ptr<Cache> cache_;  // piece -> ids; shared by copies
 };
 
 }  // namespace sy

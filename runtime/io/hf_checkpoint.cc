@@ -77,8 +77,7 @@ StatusOr<HfCheckpoint> HfCheckpoint::Open(const std::string& dir) {
   if (fs::exists(index, ec)) {
     SY_ASSIGN_OR_RETURN(json idx, ParseJsonObject(index));
     auto it = idx.find("weight_map");
-    if (it == idx.end() || !it->is_object())
-      return BadInput(index + ": no \"weight_map\" object");
+    if (it == idx.end() || !it->is_object()) return BadInput(index + ": no \"weight_map\" object");
     for (auto& [name, file] : it->items()) {
       if (!file.is_string())
         return BadInput(index + ": weight_map entry '" + name + "' is not a file name");
@@ -156,7 +155,7 @@ StatusOr<int64_t> JsonConfigReader::get_int(const std::string& key, int64_t lo, 
 }
 
 StatusOr<int64_t> JsonConfigReader::get_int(const std::string& key, int64_t lo, int64_t hi,
-                                           int64_t def) const {
+                                            int64_t def) const {
   auto it = j_.find(key);
   if (it == j_.end() || it->is_null()) return def;
   return get_int(key, lo, hi);
@@ -174,7 +173,7 @@ StatusOr<double> JsonConfigReader::get_float(const std::string& key, double lo, 
 }
 
 StatusOr<double> JsonConfigReader::get_float(const std::string& key, double lo, double hi,
-                                            double def) const {
+                                             double def) const {
   auto it = j_.find(key);
   if (it == j_.end() || it->is_null()) return def;
   return get_float(key, lo, hi);
@@ -183,13 +182,12 @@ StatusOr<double> JsonConfigReader::get_float(const std::string& key, double lo, 
 StatusOr<bool> JsonConfigReader::get_bool(const std::string& key, bool def) const {
   auto it = j_.find(key);
   if (it == j_.end() || it->is_null()) return def;
-  if (!it->is_boolean())
-    return BadInput(where_ + ": \"" + key + "\" must be true or false");
+  if (!it->is_boolean()) return BadInput(where_ + ": \"" + key + "\" must be true or false");
   return it->get<bool>();
 }
 
 StatusOr<std::string> JsonConfigReader::get_string(const std::string& key,
-                                                  const std::string& def) const {
+                                                   const std::string& def) const {
   auto it = j_.find(key);
   if (it == j_.end() || it->is_null()) return def;
   if (!it->is_string()) return BadInput(where_ + ": \"" + key + "\" must be a string");
@@ -239,9 +237,9 @@ Status HfCheckpoint::read_into(const std::string& name, const std::vector<int64_
   if (!allow_non_finite)
     for (size_t i = 0; i < n; ++i)
       if (!std::isfinite(dst[i]))
-        return Status(StatusCode::kNonFinite, r.path() + ": tensor '" + name +
-                                                  "' holds NaN/Inf at element " +
-                                                  std::to_string(i));
+        return Status(
+            StatusCode::kNonFinite,
+            r.path() + ": tensor '" + name + "' holds NaN/Inf at element " + std::to_string(i));
   return Status::Ok();
 }
 
@@ -252,8 +250,7 @@ StatusOr<Tensor> HfCheckpoint::read(const std::string& name, const std::vector<i
   return t;
 }
 
-Status HfCheckpoint::check_names(const std::vector<std::string>& required,
-                                 bool allow_extra) const {
+Status HfCheckpoint::check_names(const std::vector<std::string>& required, bool allow_extra) const {
   std::vector<std::string> missing, extra;
   for (const std::string& n : required)
     if (!where_.count(n)) missing.push_back(n);
@@ -319,8 +316,7 @@ Status HfCheckpointWriter::write(const std::string& dir, const json& config,
   char fname[64];
   for (size_t s = 0; s < shards.size(); ++s) {
     if (sharded)
-      std::snprintf(fname, sizeof(fname), "model-%05zu-of-%05zu.safetensors", s + 1,
-                    shards.size());
+      std::snprintf(fname, sizeof(fname), "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
     else
       std::snprintf(fname, sizeof(fname), "model.safetensors");
     std::vector<std::vector<uint16_t>> bf16(shards[s].size());
@@ -349,8 +345,7 @@ Status HfCheckpointWriter::write(const std::string& dir, const json& config,
   // Stale files of an earlier write would shadow or contradict this one.
   for (const auto& de : fs::directory_iterator(dir, ec)) {
     const std::string n = de.path().filename().string();
-    if (n.rfind("model-", 0) == 0 && n.find("-of-") != std::string::npos &&
-        !written.count(n))
+    if (n.rfind("model-", 0) == 0 && n.find("-of-") != std::string::npos && !written.count(n))
       fs::remove(de.path(), ec);
   }
   if (sharded) {

@@ -30,13 +30,14 @@ void rope_apply(float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld, int6
       c[i] = std::cos(ang);
       s[i] = std::sin(ang);
     }
-    for (int64_t h = 0; h < heads; ++h) rope_rotate_head(x + t * ld + h * hd, c.data(), s.data(), hd);
+    for (int64_t h = 0; h < heads; ++h)
+      rope_rotate_head(x + t * ld + h * hd, c.data(), s.data(), hd);
   }
 }
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, int64_t T,
-                       int64_t Tk, int64_t pos0, const AttentionShape& s,
-                       const uint8_t* key_mask, std::vector<float>* scratch) {
+                       int64_t Tk, int64_t pos0, const AttentionShape& s, const uint8_t* key_mask,
+                       std::vector<float>* scratch) {
   const int64_t nH = s.num_heads, nKV = s.num_kv_heads, hd = s.head_dim;
   SY_CHECK(nH >= 1 && nKV >= 1 && nH % nKV == 0 && hd >= 1)
       << "attention: " << nH << " heads, " << nKV << " kv heads";

@@ -49,7 +49,7 @@ struct AttentionShape {
 // (causal only; keys are at positions 0..Tk-1). key_mask [Tk] may be null (all keys real).
 // scratch grows to T * Tk floats. A query row with no visible key gets zeros.
 void attention_forward(const float* q, const float* k, const float* v, float* out, int64_t T,
-                       int64_t Tk, int64_t pos0, const AttentionShape& s,
-                       const uint8_t* key_mask, std::vector<float>* scratch);
+                       int64_t Tk, int64_t pos0, const AttentionShape& s, const uint8_t* key_mask,
+                       std::vector<float>* scratch);
 
 }  // namespace sy

@@ -13,6 +13,21 @@ namespace sy {
 // the rank count. Off by default (OpenBLAS, several times faster). Set once at start-up.
 void set_deterministic_gemm(bool on);
 bool deterministic_gemm();
+// Sets the switch for a scope and restores it after. Models use ScopedDeterministicGemm(false)
+// around GEMMs that every rank runs on the same rows (replicated attention, the LM head):
+// those are identical across ranks anyway, and OpenBLAS is several times faster.
+class ScopedDeterministicGemm {
+ public:
+  explicit ScopedDeterministicGemm(bool on) : prev_(deterministic_gemm()) {
+    set_deterministic_gemm(on);
+  }
+  ~ScopedDeterministicGemm() { set_deterministic_gemm(prev_); }
+  ScopedDeterministicGemm(const ScopedDeterministicGemm&) = delete;
+  ScopedDeterministicGemm& operator=(const ScopedDeterministicGemm&) = delete;
+
+ private:
+  bool prev_;
+};
 
 // C_MN = alpha * op(A) op(B) + beta * C_MN, row-major; op(A) is M x K, op(B) is K x N.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

@@ -15,8 +15,7 @@ namespace {
 using json = nlohmann::json;
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::string LayerName(int64_t i, const std::string& rest) {
@@ -70,16 +69,14 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
                       r.get_int("max_position_embeddings", 1, kBig, 32768));
   SY_ASSIGN_OR_RETURN(c.decoder_sparse_step, r.get_int("decoder_sparse_step", 1, 1024, 1));
   SY_ASSIGN_OR_RETURN(c.tie_word_embeddings, r.get_bool("tie_word_embeddings", false));
-  SY_ASSIGN_OR_RETURN(c.router_aux_loss_coef,
-                      r.get_float("router_aux_loss_coef", 0.0, 1e3, 0.001));
+  SY_ASSIGN_OR_RETURN(c.router_aux_loss_coef, r.get_float("router_aux_loss_coef", 0.0, 1e3, 0.001));
   SY_ASSIGN_OR_RETURN(c.initializer_range, r.get_float("initializer_range", 0.0, 10.0, 0.02));
   auto it = r.json().find("mlp_only_layers");
   if (it != r.json().end() && !it->is_null()) {
     if (!it->is_array() || it->size() > 1024)
       return BadInput(where + ": \"mlp_only_layers\" must be a list of layer indices");
     for (const json& v : *it) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
-          v.get<int64_t>() >= c.num_hidden_layers)
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.num_hidden_layers)
         return BadInput(where + ": \"mlp_only_layers\" holds " + v.dump() +
                         ", not a layer index below num_hidden_layers");
       c.mlp_only_layers.push_back(v.get<int64_t>());
@@ -153,9 +150,8 @@ json default_qwen2_moe_config() {
 
 // ---- random writer ----
 
-Status write_random_qwen2_moe_checkpoint(const std::string& dir, const json& config,
-                                         uint64_t seed, SafeDtype dtype,
-                                         int64_t max_shard_bytes) {
+Status write_random_qwen2_moe_checkpoint(const std::string& dir, const json& config, uint64_t seed,
+                                         SafeDtype dtype, int64_t max_shard_bytes) {
   if (!config.is_object()) return InvalidArgument("init: the config must be a JSON object");
   json merged = default_qwen2_moe_config();
   merged.update(config);
@@ -231,11 +227,10 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
   std::vector<std::string> need = {"model.embed_tokens.weight", "model.norm.weight"};
   if (!c.tie_word_embeddings || ck.has("lm_head.weight")) need.push_back("lm_head.weight");
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight",
-                          "self_attn.q_proj.weight", "self_attn.q_proj.bias",
-                          "self_attn.k_proj.weight", "self_attn.k_proj.bias",
-                          "self_attn.v_proj.weight", "self_attn.v_proj.bias",
-                          "self_attn.o_proj.weight"})
+    for (const char* n :
+         {"input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_proj.weight",
+          "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+          "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.o_proj.weight"})
       need.push_back(LayerName(i, n));
     if (c.is_sparse(i)) {
       need.push_back(LayerName(i, "mlp.gate.weight"));
@@ -243,8 +238,9 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
         for (const char* p : {"gate_proj", "up_proj", "down_proj"})
           need.push_back(ExpertName(i, j, p));
       if (c.shared_expert_intermediate_size > 0)
-        for (const char* n : {"mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight",
-                              "mlp.shared_expert.down_proj.weight", "mlp.shared_expert_gate.weight"})
+        for (const char* n :
+             {"mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight",
+              "mlp.shared_expert.down_proj.weight", "mlp.shared_expert_gate.weight"})
           need.push_back(LayerName(i, n));
     } else {
       for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
@@ -299,26 +295,27 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     if (opt.router == "linear") {
       Param* g = moe.find_param("gate.weight");
       SY_CHECK(g != nullptr) << "linear router without gate.weight";
-      SY_RETURN_IF_ERROR(ck.read_into(LayerName(i, "mlp.gate.weight"), {c.num_experts, D},
-                                      g->value.ptr()));
+      SY_RETURN_IF_ERROR(
+          ck.read_into(LayerName(i, "mlp.gate.weight"), {c.num_experts, D}, g->value.ptr()));
     }
     // This rank's experts only: slot e of the stacked [E/P, F, D] params is global expert
     // first + e.
     const int64_t F = c.moe_intermediate_size, first = moe.first_local_expert();
     for (Param& p : moe.experts().params()) {
       const bool down = p.name == "experts.down_proj";
-      const std::string proj = down ? "down_proj" : p.name == "experts.up_proj" ? "up_proj"
-                                                                               : "gate_proj";
-      const std::vector<int64_t> shape = down ? std::vector<int64_t>{D, F}
-                                              : std::vector<int64_t>{F, D};
+      const std::string proj = down                          ? "down_proj"
+                               : p.name == "experts.up_proj" ? "up_proj"
+                                                             : "gate_proj";
+      const std::vector<int64_t> shape =
+          down ? std::vector<int64_t>{D, F} : std::vector<int64_t>{F, D};
       for (int64_t e = 0; e < moe.num_local_experts(); ++e)
         SY_RETURN_IF_ERROR(
             ck.read_into(ExpertName(i, first + e, proj), shape, p.value.ptr() + e * F * D));
     }
     if (SharedExpert* s = moe.shared_expert()) {
       for (Param& p : s->params())
-        SY_RETURN_IF_ERROR(ck.read_into(LayerName(i, "mlp." + p.name), p.value.shape,
-                                        p.value.ptr()));
+        SY_RETURN_IF_ERROR(
+            ck.read_into(LayerName(i, "mlp." + p.name), p.value.shape, p.value.ptr()));
     }
     if (opt.expert_bits != 32) {
       moe.experts().quantize_weights(opt.expert_bits, opt.quant_group);
@@ -343,8 +340,8 @@ Qwen2MoeMemory Qwen2MoeModel::memory() const {
     for (const Tensor* t : {&L.ln1, &L.ln2, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo,
                             &L.mlp_gate, &L.mlp_up, &L.mlp_down})
       m.replicated_bytes += Bytes(*t);
-    m.kv_cache_bytes += static_cast<int64_t>((L.k_cache.capacity() + L.v_cache.capacity()) *
-                                             sizeof(float));
+    m.kv_cache_bytes +=
+        static_cast<int64_t>((L.k_cache.capacity() + L.v_cache.capacity()) * sizeof(float));
     if (!L.moe) continue;
     MoeLayer& moe = *L.moe;
     for (Param& p : moe.router().params()) m.replicated_bytes += Bytes(p.value) + Bytes(p.grad);
@@ -401,25 +398,29 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
       L.k_cache.resize(static_cast<size_t>(rows * KV));
       L.v_cache.resize(static_cast<size_t>(rows * KV));
     }
-    // Attention block.
-    rmsnorm_forward(x_.data(), L.ln1.ptr(), a_.data(), nullptr, T, D, eps);
-    float* kc = L.k_cache.data() + pos0 * KV;
-    float* vc = L.v_cache.data() + pos0 * KV;
-    linear_forward(a_.data(), L.wq.ptr(), q_.data(), T, D, Q);
-    linear_forward(a_.data(), L.wk.ptr(), kc, T, D, KV);
-    linear_forward(a_.data(), L.wv.ptr(), vc, T, D, KV);
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t j = 0; j < Q; ++j) q_[static_cast<size_t>(t * Q + j)] += L.bq.data[j];
-      for (int64_t j = 0; j < KV; ++j) {
-        kc[t * KV + j] += L.bk.data[static_cast<size_t>(j)];
-        vc[t * KV + j] += L.bv.data[static_cast<size_t>(j)];
+    // Attention block: every rank runs it on the same rows, so its GEMMs need no row-stable
+    // kernel to agree across ranks.
+    {
+      ScopedDeterministicGemm replicated(false);
+      rmsnorm_forward(x_.data(), L.ln1.ptr(), a_.data(), nullptr, T, D, eps);
+      float* kc = L.k_cache.data() + pos0 * KV;
+      float* vc = L.v_cache.data() + pos0 * KV;
+      linear_forward(a_.data(), L.wq.ptr(), q_.data(), T, D, Q);
+      linear_forward(a_.data(), L.wk.ptr(), kc, T, D, KV);
+      linear_forward(a_.data(), L.wv.ptr(), vc, T, D, KV);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t j = 0; j < Q; ++j) q_[static_cast<size_t>(t * Q + j)] += L.bq.data[j];
+        for (int64_t j = 0; j < KV; ++j) {
+          kc[t * KV + j] += L.bk.data[static_cast<size_t>(j)];
+          vc[t * KV + j] += L.bv.data[static_cast<size_t>(j)];
+        }
       }
+      rope_apply(q_.data(), T, nH, hd, Q, pos0, inv_freq_);
+      rope_apply(kc, T, nKV, hd, KV, pos0, inv_freq_);
+      attention_forward(q_.data(), L.k_cache.data(), L.v_cache.data(), att_.data(), T, Tk, pos0, as,
+                        nullptr, &scratch_);
+      linear_forward(att_.data(), L.wo.ptr(), x_.data(), T, Q, D, /*beta=*/1.0f);  // residual
     }
-    rope_apply(q_.data(), T, nH, hd, Q, pos0, inv_freq_);
-    rope_apply(kc, T, nKV, hd, KV, pos0, inv_freq_);
-    attention_forward(q_.data(), L.k_cache.data(), L.v_cache.data(), att_.data(), T, Tk, pos0,
-                      as, nullptr, &scratch_);
-    linear_forward(att_.data(), L.wo.ptr(), x_.data(), T, Q, D, /*beta=*/1.0f);  // residual
     double t2 = Now();
     times_.attention_s += t2 - t1;
     t1 = t2;
@@ -448,11 +449,25 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   hidden_.resize({T, D});
   rmsnorm_forward(x_.data(), final_norm_.ptr(), hidden_.ptr(), nullptr, T, D, eps);
   const float* head = lm_head_.empty() ? embed_.ptr() : lm_head_.ptr();
-  if (all_logits) {
+  const int P = comm_ ? comm_->size() : 1;
+  if (all_logits && P > 1) {
+    // Token-sharded LM head (the largest GEMM at Qwen's vocabulary): rank r computes the rows
+    // of its slice, an allgather gives every rank all T rows. Same slices as the MoE layers,
+    // so in deterministic mode the rows equal those of 1 rank bitwise.
+    const int64_t S = (T + P - 1) / P;
+    const int64_t b = std::min<int64_t>(T, comm_->rank() * S), n = std::min<int64_t>(T, b + S) - b;
+    head_slice_.assign(static_cast<size_t>(S * V), 0.0f);
+    linear_forward(hidden_.ptr() + b * D, head, head_slice_.data(), n, D, V);
+    logits->resize({P * S, V});
+    comm_->allgather(head_slice_.data(), logits->ptr(), S * V, {"lm_head.allgather"});
+    logits->shape[0] = T;
+    logits->data.resize(static_cast<size_t>(T * V));
+  } else if (all_logits) {
     logits->resize({T, V});
     linear_forward(hidden_.ptr(), head, logits->ptr(), T, D, V);
   } else {
     logits->resize({1, V});
+    ScopedDeterministicGemm replicated(false);  // one row, the same on every rank
     linear_forward(hidden_.ptr() + (T - 1) * D, head, logits->ptr(), 1, D, V);
   }
   const double t3 = Now();

@@ -46,17 +46,17 @@
 namespace sy {
 
 struct Qwen2MoeConfig {
-  int64_t vocab_size = 0;                 // V
-  int64_t hidden_size = 0;                // D
-  int64_t num_hidden_layers = 0;          // L
-  int64_t num_attention_heads = 0;        // nH
-  int64_t num_key_value_heads = 0;        // nKV
-  int64_t head_dim = 0;                   // D / nH
-  int64_t intermediate_size = 0;          // dense MLP hidden
-  int64_t moe_intermediate_size = 0;      // F per routed expert
+  int64_t vocab_size = 0;                       // V
+  int64_t hidden_size = 0;                      // D
+  int64_t num_hidden_layers = 0;                // L
+  int64_t num_attention_heads = 0;              // nH
+  int64_t num_key_value_heads = 0;              // nKV
+  int64_t head_dim = 0;                         // D / nH
+  int64_t intermediate_size = 0;                // dense MLP hidden
+  int64_t moe_intermediate_size = 0;            // F per routed expert
   int64_t shared_expert_intermediate_size = 0;  // Fs; 0 = no shared expert
-  int64_t num_experts = 0;                // E
-  int64_t num_experts_per_tok = 1;        // K
+  int64_t num_experts = 0;                      // E
+  int64_t num_experts_per_tok = 1;              // K
   bool norm_topk_prob = false;
   double rms_norm_eps = 1e-6;
   double rope_theta = 1e6;
@@ -88,10 +88,10 @@ Status write_random_qwen2_moe_checkpoint(const std::string& dir, const nlohmann:
                                          int64_t max_shard_bytes = int64_t{2} << 30);
 
 struct Qwen2MoeOptions {
-  int expert_bits = 32;           // 32, or 8 / 4: routed experts quantized at load
-  int64_t quant_group = 128;      // input columns per scale when quantized
-  double capacity_factor = 0.0;   // <= 0: dropless (Hugging Face semantics)
-  int64_t max_cache_tokens = 0;   // KV cache limit in tokens; 0 = max_position_embeddings
+  int expert_bits = 32;          // 32, or 8 / 4: routed experts quantized at load
+  int64_t quant_group = 128;     // input columns per scale when quantized
+  double capacity_factor = 0.0;  // <= 0: dropless (Hugging Face semantics)
+  int64_t max_cache_tokens = 0;  // KV cache limit in tokens; 0 = max_position_embeddings
   // The router: "linear" (default) loads mlp.gate.weight; another registered router name
   // replaces it with a freshly initialized one of that kind (router studies, fine-tuning).
   std::string router = "linear";
@@ -100,10 +100,10 @@ struct Qwen2MoeOptions {
 
 // Bytes this rank holds, by kind (for the memory report).
 struct Qwen2MoeMemory {
-  int64_t replicated_bytes = 0;  // embeddings, attention, norms, routers, shared experts, head
-  int64_t expert_bytes = 0;      // this rank's routed experts (quantized storage when quantized)
-  int64_t expert_bytes_fp32 = 0; // the same experts in fp32
-  int64_t kv_cache_bytes = 0;    // allocated KV cache
+  int64_t replicated_bytes = 0;   // embeddings, attention, norms, routers, shared experts, head
+  int64_t expert_bytes = 0;       // this rank's routed experts (quantized storage when quantized)
+  int64_t expert_bytes_fp32 = 0;  // the same experts in fp32
+  int64_t kv_cache_bytes = 0;     // allocated KV cache
 };
 
 // Seconds spent per part of the last forward on this rank.
@@ -122,8 +122,9 @@ class Qwen2MoeModel {
   const Qwen2MoeConfig& config() const { return cfg_; }
 
   // Runs T new tokens at positions cache_len() .. cache_len() + T - 1, appending their keys and
-  // values to the KV cache. logits: [T, V] when all_logits, else [1, V] for the last token (T
-  // must be >= 1 then). COLLECTIVE: every rank passes the same tokens.
+  // values to the KV cache. logits: [T, V] when all_logits (the LM head runs token-sharded
+  // and is allgathered: every rank gets all rows), else [1, V] for the last token (T must be
+  // >= 1 then). COLLECTIVE: every rank passes the same tokens.
   Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits = true);
   int64_t cache_len() const { return cache_len_; }
   void reset_cache() { cache_len_ = 0; }
@@ -137,10 +138,10 @@ class Qwen2MoeModel {
 
  private:
   struct Layer {
-    Tensor ln1, ln2;                  // [D]
+    Tensor ln1, ln2;  // [D]
     Tensor wq, bq, wk, bk, wv, bv, wo;
-    std::unique_ptr<MoeLayer> moe;    // sparse layers
-    Tensor mlp_gate, mlp_up, mlp_down;  // dense layers
+    std::unique_ptr<MoeLayer> moe;        // sparse layers
+    Tensor mlp_gate, mlp_up, mlp_down;    // dense layers
     std::vector<float> k_cache, v_cache;  // [rows, nKV*hd], rows [0, cache_len) valid; grows
   };
   Qwen2MoeModel() = default;
@@ -155,7 +156,7 @@ class Qwen2MoeModel {
   std::unique_ptr<TokenShardedMoe> sharded_;
   // Activations of the last forward.
   Tensor hidden_;
-  std::vector<float> x_, a_, q_, kv_k_, kv_v_, att_, y_, scratch_, g_, u_, act_;
+  std::vector<float> x_, a_, q_, att_, y_, scratch_, g_, u_, act_, head_slice_;
   Qwen2MoeTimes times_;
 };
 

@@ -5,8 +5,8 @@
 
 namespace sy {
 
-Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_t* ids_T,
-                                int64_t T, int64_t D, float* y_TD) {
+Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_t* ids_T, int64_t T,
+                                int64_t D, float* y_TD) {
   const int P = comm_ ? comm_->size() : 1;
   const int r = comm_ ? comm_->rank() : 0;
   if (P == 1) {
@@ -18,8 +18,8 @@ Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_
   begin_ = std::min<int64_t>(T, r * S);
   count_ = std::min<int64_t>(T, begin_ + S) - begin_;
   y_slice_.assign(static_cast<size_t>(S * D), 0.0f);
-  SY_RETURN_IF_ERROR(layer.forward(x_TD + begin_ * D, ids_T ? ids_T + begin_ : nullptr, count_,
-                                   y_slice_.data()));
+  SY_RETURN_IF_ERROR(
+      layer.forward(x_TD + begin_ * D, ids_T ? ids_T + begin_ : nullptr, count_, y_slice_.data()));
   y_all_.resize(static_cast<size_t>(P * S * D));
   comm_->allgather(y_slice_.data(), y_all_.data(), S * D,
                    {"moe.allgather", layer.config().layer_index, -1});

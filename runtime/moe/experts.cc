@@ -5,6 +5,7 @@
 
 #include "runtime/core/rng.h"
 #include "runtime/core/scratch.h"
+#include "runtime/kernels/bias.h"
 #include "runtime/kernels/cpu_kernels.h"
 
 namespace sy {
@@ -28,10 +29,34 @@ Param* add(std::deque<Param>* params, const std::string& name, std::vector<int64
   return &params->back();
 }
 
+// y_RO = x_RI W^T + b with W fp32 (W_OI) or quantized (q); the bias goes in first.
+void linear_bias_forward(const float* x_RI, const float* W_OI, const QuantizedMatrix* q,
+                         const float* b_O, int64_t R, int64_t I, int64_t O, float* y_RO) {
+  bias_broadcast_rows(b_O, R, O, y_RO);
+  if (q)
+    linear_forward_quantized(x_RI, *q, y_RO, R, /*beta=*/1.0f);
+  else
+    linear_forward(x_RI, W_OI, y_RO, R, I, O, /*beta=*/1.0f);
+}
+
+// a = GELU(pre) over n values.
+void gelu_copy(const float* pre, float* a, int64_t n) {
+  std::memcpy(a, pre, static_cast<size_t>(n) * sizeof(float));
+  gelu_inplace(a, n);
+}
+
 }  // namespace
 
 const char* expert_kind_name(ExpertKind k) {
-  return k == ExpertKind::kIdentity ? "identity" : "swiglu";
+  switch (k) {
+    case ExpertKind::kIdentity:
+      return "identity";
+    case ExpertKind::kGelu:
+      return "gelu";
+    case ExpertKind::kSwiGLU:
+      break;
+  }
+  return "swiglu";
 }
 
 // ---- one SwiGLU ----------------------------------------------------------------------------
@@ -60,14 +85,47 @@ void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, 
   linear_backward(x_RD, Wu_FD, du_RF, dWu_FD, dx_RD, R, D, F, /*accumulate_dx=*/true);
 }
 
+// ---- one GELU FFN --------------------------------------------------------------------------
+
+void gelu_ffn_forward(const float* x_RD, const float* W1_FD, const float* b1_F, const float* W2_DF,
+                      const float* b2_D, int64_t R, int64_t D, int64_t F, float* pre_RF,
+                      float* a_RF, float* y_RD) {
+  if (R == 0) return;
+  linear_bias_forward(x_RD, W1_FD, nullptr, b1_F, R, D, F, pre_RF);
+  gelu_copy(pre_RF, a_RF, R * F);
+  linear_bias_forward(a_RF, W2_DF, nullptr, b2_D, R, F, D, y_RD);
+}
+
+void gelu_ffn_backward(const float* x_RD, const float* W1_FD, const float* W2_DF,
+                       const float* pre_RF, const float* a_RF, const float* dy_RD, int64_t R,
+                       int64_t D, int64_t F, float* dW1_FD, float* db1_F, float* dW2_DF,
+                       float* db2_D, float* dx_RD, bool accumulate_dx, float* dpre_RF) {
+  if (R == 0) return;
+  if (db2_D) bias_backward_rows(dy_RD, R, D, db2_D);
+  // da = dy W2 (into dpre), dW2 += dy^T a; then dpre = da * GELU'(pre) in place.
+  linear_backward(a_RF, W2_DF, dy_RD, dW2_DF, dpre_RF, R, F, D, /*accumulate_dx=*/false);
+  gelu_backward(pre_RF, dpre_RF, dpre_RF, R * F);
+  if (db1_F) bias_backward_rows(dpre_RF, R, F, db1_F);
+  linear_backward(x_RD, W1_FD, dpre_RF, dW1_FD, dx_RD, R, D, F, accumulate_dx);
+}
+
 // ---- routed experts ------------------------------------------------------------------------
 
 RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
   SY_CHECK(cfg.d_model >= 1 && cfg.num_experts >= 1) << "experts need D >= 1 and E >= 1";
   offsets_E1_.assign(static_cast<size_t>(cfg.num_experts + 1), 0);
   if (cfg.kind == ExpertKind::kIdentity) return;
-  SY_CHECK(cfg.ffn_hidden >= 1) << "SwiGLU experts need ffn_hidden >= 1";
+  SY_CHECK(cfg.ffn_hidden >= 1) << expert_kind_name(cfg.kind) << " experts need ffn_hidden >= 1";
   const int64_t E = cfg.num_experts, F = cfg.ffn_hidden, D = cfg.d_model;
+  if (cfg.kind == ExpertKind::kGelu) {
+    fc1_ = add(&params_, "experts.fc1", {E, F, D}, cfg.allocate_grads);
+    fc1_bias_ = add(&params_, "experts.fc1_bias", {E, F}, cfg.allocate_grads);
+    fc2_ = add(&params_, "experts.fc2", {E, D, F}, cfg.allocate_grads);
+    fc2_bias_ = add(&params_, "experts.fc2_bias", {E, D}, cfg.allocate_grads);
+    for (Param* p : {fc1_, fc2_}) init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert);
+    if (cfg.weight_bits != 32) quantize_weights();
+    return;
+  }
   gate_ = add(&params_, "experts.gate_proj", {E, F, D}, cfg.allocate_grads);
   up_ = add(&params_, "experts.up_proj", {E, F, D}, cfg.allocate_grads);
   down_ = add(&params_, "experts.down_proj", {E, D, F}, cfg.allocate_grads);
@@ -75,11 +133,22 @@ RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
   if (cfg.weight_bits != 32) quantize_weights();
 }
 
+void RoutedExperts::quantize_weights(int bits, int64_t group) {
+  if (cfg_.kind == ExpertKind::kIdentity || quantized()) return;
+  cfg_.weight_bits = bits;
+  cfg_.quant_group = group;
+  quantize_weights();
+}
+
 void RoutedExperts::quantize_weights() {
   if (cfg_.kind == ExpertKind::kIdentity || quantized()) return;
   SY_CHECK(cfg_.weight_bits == 8 || cfg_.weight_bits == 4)
       << "expert weight_bits must be 32, 8 or 4 (got " << cfg_.weight_bits << ")";
   SY_CHECK(cfg_.quant_group >= 1) << "expert quant_group must be >= 1";
+  if (cfg_.kind == ExpertKind::kGelu) {
+    quantize_gelu();
+    return;
+  }
   SY_CHECK(gate_->grad.empty() && up_->grad.empty() && down_->grad.empty())
       << "quantized experts are frozen: allocate_grads must be false";
   const int64_t E = cfg_.num_experts, F = cfg_.ffn_hidden, D = cfg_.d_model;
@@ -102,21 +171,55 @@ void RoutedExperts::quantize_weights() {
   params_.clear();
 }
 
+void RoutedExperts::quantize_gelu() {
+  SY_CHECK(fc1_->grad.empty() && fc2_->grad.empty())
+      << "quantized experts are frozen: allocate_grads must be false";
+  const int64_t E = cfg_.num_experts, F = cfg_.ffn_hidden, D = cfg_.d_model;
+  q_fc1_.reserve(static_cast<size_t>(E));
+  q_fc2_.reserve(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) {
+    q_fc1_.push_back(
+        quantize(fc1_->value.ptr() + e * F * D, F, D, cfg_.quant_group, cfg_.weight_bits));
+    q_fc2_.push_back(
+        quantize(fc2_->value.ptr() + e * D * F, D, F, cfg_.quant_group, cfg_.weight_bits));
+  }
+  // Keep the fp32 biases (as frozen Params, same names and order), release everything else.
+  Tensor b1 = std::move(fc1_bias_->value), b2 = std::move(fc2_bias_->value);
+  params_.clear();
+  fc1_ = fc2_ = nullptr;
+  fc1_bias_ = add(&params_, "experts.fc1_bias", {}, /*grads=*/false);
+  fc2_bias_ = add(&params_, "experts.fc2_bias", {}, /*grads=*/false);
+  fc1_bias_->value = std::move(b1);
+  fc2_bias_->value = std::move(b2);
+}
+
 int64_t RoutedExperts::num_params() const {
-  if (cfg_.kind == ExpertKind::kIdentity) return 0;
-  return 3 * cfg_.num_experts * cfg_.ffn_hidden * cfg_.d_model;
+  const int64_t E = cfg_.num_experts, F = cfg_.ffn_hidden, D = cfg_.d_model;
+  switch (cfg_.kind) {
+    case ExpertKind::kIdentity:
+      return 0;
+    case ExpertKind::kGelu:
+      return E * (2 * F * D + F + D);
+    case ExpertKind::kSwiGLU:
+      break;
+  }
+  return 3 * E * F * D;
 }
 
 int64_t RoutedExperts::weight_bytes() const {
   if (!quantized()) return 4 * num_params();
   int64_t n = 0;
-  for (const auto* qs : {&q_gate_, &q_up_, &q_down_})
+  for (const auto* qs : {&q_gate_, &q_up_, &q_down_, &q_fc1_, &q_fc2_})
     for (const QuantizedMatrix& q : *qs) n += q.bytes();
+  if (cfg_.kind == ExpertKind::kGelu) n += 4 * cfg_.num_experts * (cfg_.ffn_hidden + cfg_.d_model);
   return n;
 }
 
 int64_t RoutedExperts::flops_per_row() const {
-  return cfg_.kind == ExpertKind::kIdentity ? 0 : 2 * 3 * cfg_.d_model * cfg_.ffn_hidden;
+  const int64_t gemms = cfg_.kind == ExpertKind::kIdentity ? 0
+                        : cfg_.kind == ExpertKind::kGelu   ? 2
+                                                           : 3;
+  return 2 * gemms * cfg_.d_model * cfg_.ffn_hidden;
 }
 
 void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD) {
@@ -128,6 +231,10 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
   if (R == 0) return;
   if (cfg_.kind == ExpertKind::kIdentity) {
     std::memcpy(y_RD, x_RD, static_cast<size_t>(R * D) * sizeof(float));
+    return;
+  }
+  if (cfg_.kind == ExpertKind::kGelu) {
+    forward_gelu(x_RD, row_offsets_E1, y_RD);
     return;
   }
   float* g = scratch_grow(g_RF_, R * F);
@@ -169,6 +276,10 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
     if (dx_RD) std::memcpy(dx_RD, dy_RD, static_cast<size_t>(R * D) * sizeof(float));
     return;
   }
+  if (cfg_.kind == ExpertKind::kGelu) {
+    backward_gelu(dy_RD, dx_RD, weight_grads);
+    return;
+  }
   if (quantized()) {
     SY_CHECK(!weight_grads) << "quantized experts are frozen: no weight gradients";
     if (!dx_RD) return;
@@ -207,6 +318,63 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
         weight_grads ? up_->grad.ptr() + wg : nullptr,
         weight_grads ? down_->grad.ptr() + wd : nullptr, dx_RD ? dx_RD + o * D : nullptr,
         /*accumulate_dx=*/false, da + o * F, du + o * F);
+  }
+}
+
+// GELU experts keep pre = fc1 x + b1 in g_RF_ and a = GELU(pre) in a_RF_.
+void RoutedExperts::forward_gelu(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD) {
+  const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
+  const int64_t R = row_offsets_E1[E] - row_offsets_E1[0];
+  float* pre = scratch_grow(g_RF_, R * F);
+  float* a = scratch_grow(a_RF_, R * F);
+  using Clock = std::chrono::steady_clock;
+  Clock::duration elementwise{0};
+  const int64_t o0 = row_offsets_E1[0];
+  const bool q = quantized();
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
+    if (n == 0) continue;
+    const size_t es = static_cast<size_t>(e);
+    float *pe = pre + o * F, *ae = a + o * F;
+    linear_bias_forward(x_RD + o * D, q ? nullptr : fc1_->value.ptr() + e * F * D,
+                        q ? &q_fc1_[es] : nullptr, fc1_bias_->value.ptr() + e * F, n, D, F, pe);
+    const Clock::time_point t0 = Clock::now();
+    gelu_copy(pe, ae, n * F);
+    elementwise += Clock::now() - t0;
+    linear_bias_forward(ae, q ? nullptr : fc2_->value.ptr() + e * D * F, q ? &q_fc2_[es] : nullptr,
+                        fc2_bias_->value.ptr() + e * D, n, F, D, y_RD + o * D);
+  }
+  last_elementwise_s_ = std::chrono::duration<double>(elementwise).count();
+}
+
+void RoutedExperts::backward_gelu(const float* dy_RD, float* dx_RD, bool weight_grads) {
+  const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
+  const int64_t R = offsets_E1_[static_cast<size_t>(E)] - offsets_E1_[0];
+  const bool q = quantized();
+  if (q) SY_CHECK(!weight_grads) << "quantized experts are frozen: no weight gradients";
+  weight_grads = weight_grads && !q && !fc1_->grad.empty();
+  if (!weight_grads && !dx_RD) return;
+  float* dpre = scratch_grow(da_RF_, R * F);
+  float* w1 = q ? scratch_grow(wg_FD_, F * D) : nullptr;
+  float* w2 = q ? scratch_grow(wd_DF_, D * F) : nullptr;
+  const int64_t o0 = offsets_E1_[0];
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
+    if (n == 0) continue;
+    const size_t es = static_cast<size_t>(e);
+    if (q) {
+      dequantize_rows(q_fc1_[es], 0, F, w1);
+      dequantize_rows(q_fc2_[es], 0, D, w2);
+    } else {
+      w1 = fc1_->value.ptr() + e * F * D;
+      w2 = fc2_->value.ptr() + e * D * F;
+    }
+    gelu_ffn_backward(x_RD_ + o * D, w1, w2, g_RF_.data() + o * F, a_RF_.data() + o * F,
+                      dy_RD + o * D, n, D, F, weight_grads ? fc1_->grad.ptr() + e * F * D : nullptr,
+                      weight_grads ? fc1_bias_->grad.ptr() + e * F : nullptr,
+                      weight_grads ? fc2_->grad.ptr() + e * D * F : nullptr,
+                      weight_grads ? fc2_bias_->grad.ptr() + e * D : nullptr,
+                      dx_RD ? dx_RD + o * D : nullptr, /*accumulate_dx=*/false, dpre + o * F);
   }
 }
 

@@ -1,17 +1,24 @@
-// Expert FFNs of an MoE layer: E routed SwiGLU experts that run on rows grouped by expert, and
-// the optional shared expert of Qwen1.5-MoE / Qwen2-MoE that runs on every token.
+// Expert FFNs of an MoE layer: E routed experts (SwiGLU, or BERT's GELU FFN) that run on rows
+// grouped by expert, and the optional shared expert of Qwen1.5-MoE / Qwen2-MoE that runs on
+// every token.
 //
 //   SwiGLU(x) = down( SiLU(gate x) ⊙ up x ),  gate/up: [F, D], down: [D, F]  (Hugging Face)
+//   GeluFFN(x) = fc2 GELU(fc1 x + b1) + b2,    fc1: [F, D], fc2: [D, F]      (BERT's FFN:
+//                intermediate.dense = fc1, output.dense = fc2; GELU is the exact erf form,
+//                Hugging Face's hidden_act "gelu")
 //
 // Parameter names and layouts (stacked over experts; a checkpoint loader stacks the per-expert
 // Hugging Face tensors `mlp.experts.{e}.gate_proj.weight` [F, D] along a new first axis):
 //   experts.gate_proj  [E, F, D]     experts.up_proj  [E, F, D]     experts.down_proj  [E, D, F]
+//   GELU experts (kGelu), in this order:
+//     experts.fc1 [E, F, D]  experts.fc1_bias [E, F]  experts.fc2 [E, D, F]  experts.fc2_bias
+//     [E, D]
 //   shared_expert.gate_proj.weight [Fs, D], shared_expert.up_proj.weight [Fs, D],
 //   shared_expert.down_proj.weight [D, Fs], shared_expert_gate.weight [1, D]
 // (the shared names are Hugging Face's under the `mlp.` prefix). Initialization is N(0, std^2)
 // drawn per expert from (seed, name, expert), so a rank that holds a slice of the experts draws
 // the same values as one rank that holds them all; init_std = 0 leaves zeros (no draws: fast
-// when a checkpoint overwrites the weights anyway).
+// when a checkpoint overwrites the weights anyway). GELU expert biases start at zero (BERT).
 //
 // Frozen experts (allocate_grads = false) keep an EMPTY Param::grad: at Qwen1.5-MoE size the
 // gradients alone would be gigabytes.
@@ -21,7 +28,10 @@
 // quant_group input columns) and the fp32 Params are RELEASED: params() is then empty and
 // weight_bytes() reports the quantized storage. forward() runs the quantized GEMM; backward()
 // still returns dx (the experts are frozen: weight gradients must not be requested), using
-// the dequantized weights of one expert at a time.
+// the dequantized weights of one expert at a time. GELU experts quantize fc1 and fc2; their
+// biases stay fp32 Params (experts.fc1_bias, experts.fc2_bias: then all that params() holds).
+// A loader builds the experts with weight_bits 32 and init_std 0, writes the checkpoint's
+// weights into params(), then calls quantize_weights(bits, group).
 //
 // State: forward() caches pointers to its inputs (the caller keeps them alive and unchanged)
 // and the activations backward() needs; backward() differentiates the most recent forward.
@@ -44,6 +54,7 @@ namespace sy {
 enum class ExpertKind {
   kSwiGLU,    // the real thing
   kIdentity,  // y = x, no parameters: a test hook (the layer output becomes sum_k w_k x)
+  kGelu,      // BERT's FFN: fc2 GELU(fc1 x + b1) + b2 (an upcycled BERT's experts)
 };
 
 const char* expert_kind_name(ExpertKind k);
@@ -73,6 +84,19 @@ void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, 
                      int64_t R, int64_t D, int64_t F, float* dWg_FD, float* dWu_FD, float* dWd_DF,
                      float* dx_RD, bool accumulate_dx, float* da_RF, float* du_RF);
 
+// One GELU FFN over R rows with explicit weights (b1_F / b2_D may be null: no bias). Writes
+// the cache pre = fc1 x + b1, a = GELU(pre) (both [R, F]) and y_RD. BERT's dense FFN uses it
+// too, so an expert that copies it computes the same arithmetic.
+void gelu_ffn_forward(const float* x_RD, const float* W1_FD, const float* b1_F, const float* W2_DF,
+                      const float* b2_D, int64_t R, int64_t D, int64_t F, float* pre_RF,
+                      float* a_RF, float* y_RD);
+// Backward of gelu_ffn_forward. dW*, db* += (skipped when null); dx_RD written, or += when
+// accumulate_dx (skipped when null). dpre_RF is [R, F] scratch.
+void gelu_ffn_backward(const float* x_RD, const float* W1_FD, const float* W2_DF,
+                       const float* pre_RF, const float* a_RF, const float* dy_RD, int64_t R,
+                       int64_t D, int64_t F, float* dW1_FD, float* db1_F, float* dW2_DF,
+                       float* db2_D, float* dx_RD, bool accumulate_dx, float* dpre_RF);
+
 class RoutedExperts {
  public:
   explicit RoutedExperts(const ExpertsConfig& cfg);
@@ -90,36 +114,52 @@ class RoutedExperts {
   // Quantizes the fp32 weights to cfg.weight_bits (8 or 4) and releases the fp32 Params. Done
   // by the constructor when weight_bits != 32; a no-op when already quantized or kIdentity.
   void quantize_weights();
-  bool quantized() const { return !q_gate_.empty(); }
+  // Same with these bits (8 or 4) and group, recorded in config(): for loaders that fill fp32
+  // weights first (see the top of this file).
+  void quantize_weights(int bits, int64_t group);
+  bool quantized() const { return !q_gate_.empty() || !q_fc1_.empty(); }
   // Per-expert quantized weights (empty unless quantized()): gate/up [F, D], down [D, F].
   const std::vector<QuantizedMatrix>& quantized_gate() const { return q_gate_; }
   const std::vector<QuantizedMatrix>& quantized_up() const { return q_up_; }
   const std::vector<QuantizedMatrix>& quantized_down() const { return q_down_; }
+  // GELU experts: fc1 [F, D], fc2 [D, F] per expert (empty unless quantized()).
+  const std::vector<QuantizedMatrix>& quantized_fc1() const { return q_fc1_; }
+  const std::vector<QuantizedMatrix>& quantized_fc2() const { return q_fc2_; }
   // Bytes of expert weight storage held here: 4 per weight in fp32, else the quantized data
-  // plus scales.
+  // plus scales (plus the fp32 biases of GELU experts).
   int64_t weight_bytes() const;
 
-  // Seconds the last forward spent outside the GEMMs (the SwiGLU elementwise join).
+  // Seconds the last forward spent outside the GEMMs (the SwiGLU join / the GELU).
   double last_elementwise_seconds() const { return last_elementwise_s_; }
 
-  std::deque<Param>& params() { return params_; }  // empty for kIdentity and when quantized
-  // Logical weight count (also when quantized and params() is empty).
+  // Empty for kIdentity and when quantized (GELU: the two biases stay).
+  std::deque<Param>& params() { return params_; }
+  // Logical weight count, biases included (also when quantized and params() is empty).
   int64_t num_params() const;
-  // Multiply-adds x2 per routed row (one token-slot): 3 GEMMs of D x F.
+  // Multiply-adds x2 per routed row (one token-slot): 3 GEMMs of D x F (SwiGLU), 2 (GELU).
   int64_t flops_per_row() const;
 
  private:
+  void forward_gelu(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD);
+  void backward_gelu(const float* dy_RD, float* dx_RD, bool weight_grads);
+  void quantize_gelu();
+
   ExpertsConfig cfg_;
   std::deque<Param> params_;
-  Param* gate_ = nullptr;  // [E, F, D]
-  Param* up_ = nullptr;    // [E, F, D]
-  Param* down_ = nullptr;  // [E, D, F]
+  Param* gate_ = nullptr;      // [E, F, D]
+  Param* up_ = nullptr;        // [E, F, D]
+  Param* down_ = nullptr;      // [E, D, F]
+  Param* fc1_ = nullptr;       // [E, F, D] (kGelu)
+  Param* fc1_bias_ = nullptr;  // [E, F]
+  Param* fc2_ = nullptr;       // [E, D, F]
+  Param* fc2_bias_ = nullptr;  // [E, D]
   // Cache of the last forward.
   const float* x_RD_ = nullptr;
   std::vector<int32_t> offsets_E1_;
   std::vector<float> g_RF_, u_RF_, a_RF_;
   std::vector<float> da_RF_, du_RF_;                     // backward scratch
   std::vector<QuantizedMatrix> q_gate_, q_up_, q_down_;  // [E] when quantized
+  std::vector<QuantizedMatrix> q_fc1_, q_fc2_;           // [E] when quantized (kGelu)
   std::vector<float> wg_FD_, wu_FD_, wd_DF_;             // dequantized scratch (backward)
   double last_elementwise_s_ = 0.0;
 };

@@ -40,8 +40,9 @@ Status MoeLayerConfig::validate() const {
   if (top_k < 1) err << "top_k must be >= 1 (got " << top_k << "); ";
   if (num_experts >= 1 && top_k > num_experts)
     err << "top_k (" << top_k << ") must be <= num_experts (" << num_experts << "); ";
-  if (expert_kind == ExpertKind::kSwiGLU && ffn_hidden < 1)
-    err << "ffn_hidden must be >= 1 for SwiGLU experts (got " << ffn_hidden << "); ";
+  if (expert_kind != ExpertKind::kIdentity && ffn_hidden < 1)
+    err << "ffn_hidden must be >= 1 for " << (expert_kind == ExpertKind::kGelu ? "GELU" : "SwiGLU")
+        << " experts (got " << ffn_hidden << "); ";
   if (ffn_hidden < 0) err << "ffn_hidden must be >= 0 (got " << ffn_hidden << "); ";
   if (shared_expert_hidden < 0)
     err << "shared_expert_hidden must be >= 0 (got " << shared_expert_hidden << "; 0 = none); ";

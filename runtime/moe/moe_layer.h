@@ -1,5 +1,6 @@
 // The single-rank MoE layer: router -> capacity plan -> gather kept rows grouped by expert ->
-// SwiGLU experts -> weighted combine (+ sigmoid-gated shared expert), and its backward.
+// routed experts (SwiGLU, or BERT's GELU FFN with expert_kind kGelu) -> weighted combine
+// (+ sigmoid-gated shared expert), and its backward.
 //
 //   y_t = sum_{k kept} w_tk * Expert_{id_tk}(x_t)  [+ sigmoid(w_s . x_t) * Shared(x_t)]
 //
@@ -45,6 +46,7 @@ struct MoeLayerConfig {
   double capacity_factor = 1.25;  // <= 0: dropless
   DropPolicy drop_policy = DropPolicy::kProbs;
   int64_t shared_expert_hidden = 0;  // Fs; 0 = no shared expert
+  // kGelu: BERT FFN experts (params experts.fc1, fc1_bias, fc2, fc2_bias; experts.h).
   ExpertKind expert_kind = ExpertKind::kSwiGLU;
   // false: frozen routed and shared experts (no grad buffers, no weight grads; dx and the
   // router's gradients still flow).

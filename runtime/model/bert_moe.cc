@@ -1,0 +1,536 @@
+#include "runtime/model/bert_moe.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "routers/registry.h"
+#include "runtime/core/rng.h"
+#include "runtime/core/scratch.h"
+#include "runtime/kernels/attention.h"
+#include "runtime/kernels/bias.h"
+#include "runtime/kernels/cpu_kernels.h"
+#include "runtime/kernels/layer_norm.h"
+
+namespace sy {
+namespace {
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point* t) {
+  const Clock::time_point now = Clock::now();
+  const double s = std::chrono::duration<double>(now - *t).count();
+  *t = now;
+  return s;
+}
+
+std::string LayerName(int64_t i, const std::string& rest) {
+  return "bert.encoder.layer." + std::to_string(i) + "." + rest;
+}
+// part: "intermediate.dense" or "output.dense"; what: "weight" or "bias".
+std::string ExpertName(int64_t i, int64_t j, const std::string& part, const std::string& what) {
+  return LayerName(i, "moe.experts." + std::to_string(j) + "." + part + "." + what);
+}
+
+// y_TO = x_TI W^T + b.
+void linear_bias(const float* x_TI, const Tensor& W_OI, const Tensor& b_O, int64_t T, int64_t I,
+                 int64_t O, float* y_TO) {
+  bias_broadcast_rows(b_O.ptr(), T, O, y_TO);
+  linear_forward(x_TI, W_OI.ptr(), y_TO, T, I, O, /*beta=*/1.0f);
+}
+
+int64_t Bytes(const Tensor& t) {
+  return t.numel() * static_cast<int64_t>(sizeof(float));
+}
+
+// The router of MoE layer i as the config describes it (sizes filled in by MoeLayer).
+RouterConfig RouterFor(const BertMoeConfig& c, const RouterConfig& base, int64_t i) {
+  RouterConfig r = base;
+  r.name = c.router;
+  r.hidden = c.router_hidden;
+  r.num_heads = c.router_num_heads;
+  r.norm_topk_prob = c.norm_topk_prob;
+  r.vocab_size = c.vocab_size;
+  r.seed = base.seed + static_cast<uint64_t>(i);
+  return r;
+}
+
+}  // namespace
+
+// ---- config --------------------------------------------------------------------------------
+
+StatusOr<BertMoeConfig> BertMoeConfig::from_json(const JsonConfigReader& r) {
+  BertMoeConfig c;
+  const std::string& where = r.where();
+  SY_ASSIGN_OR_RETURN(std::string type, r.get_string("model_type", "bert"));
+  if (type != "bert" && type != "bert_moe")
+    return BadInput(where + ": model_type is \"" + type + "\", expected \"bert\" or \"bert_moe\"");
+  SY_ASSIGN_OR_RETURN(std::string act, r.get_string("hidden_act", "gelu"));
+  if (act != "gelu")
+    return BadInput(where + ": hidden_act \"" + act + "\" (only \"gelu\", the exact erf GELU)");
+  SY_ASSIGN_OR_RETURN(std::string pos, r.get_string("position_embedding_type", "absolute"));
+  if (pos != "absolute")
+    return BadInput(where + ": position_embedding_type \"" + pos + "\" (only \"absolute\")");
+  constexpr int64_t kBig = int64_t{1} << 24;
+  SY_ASSIGN_OR_RETURN(c.vocab_size, r.get_int("vocab_size", 1, kBig));
+  SY_ASSIGN_OR_RETURN(c.hidden_size, r.get_int("hidden_size", 1, 1 << 16));
+  SY_ASSIGN_OR_RETURN(c.num_hidden_layers, r.get_int("num_hidden_layers", 1, 1024));
+  SY_ASSIGN_OR_RETURN(c.num_attention_heads, r.get_int("num_attention_heads", 1, 1024));
+  SY_ASSIGN_OR_RETURN(c.intermediate_size, r.get_int("intermediate_size", 1, 1 << 20));
+  SY_ASSIGN_OR_RETURN(c.max_position_embeddings,
+                      r.get_int("max_position_embeddings", 1, 1 << 20, 512));
+  SY_ASSIGN_OR_RETURN(c.type_vocab_size, r.get_int("type_vocab_size", 1, 1 << 16, 2));
+  SY_ASSIGN_OR_RETURN(c.layer_norm_eps, r.get_float("layer_norm_eps", 0.0, 1.0, 1e-12));
+  SY_ASSIGN_OR_RETURN(c.initializer_range, r.get_float("initializer_range", 0.0, 10.0, 0.02));
+  if (c.hidden_size % c.num_attention_heads != 0)
+    return BadInput(where + ": hidden_size " + std::to_string(c.hidden_size) +
+                    " is not a multiple of num_attention_heads " +
+                    std::to_string(c.num_attention_heads));
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.moe_intermediate_size = c.intermediate_size;
+  if (type == "bert") return c;
+  SY_ASSIGN_OR_RETURN(c.num_experts, r.get_int("num_experts", 1, 1 << 14));
+  SY_ASSIGN_OR_RETURN(c.moe_every, r.get_int("moe_every", 1, 1024, 1));
+  SY_ASSIGN_OR_RETURN(c.num_experts_per_tok, r.get_int("num_experts_per_tok", 1, c.num_experts, 1));
+  SY_ASSIGN_OR_RETURN(c.moe_intermediate_size,
+                      r.get_int("moe_intermediate_size", 1, 1 << 20, c.intermediate_size));
+  SY_ASSIGN_OR_RETURN(c.norm_topk_prob, r.get_bool("norm_topk_prob", false));
+  SY_ASSIGN_OR_RETURN(c.router, r.get_string("router", "linear"));
+  SY_ASSIGN_OR_RETURN(c.router_hidden, r.get_int("router_hidden", 0, 1 << 16, 0));
+  SY_ASSIGN_OR_RETURN(c.router_num_heads, r.get_int("router_num_heads", 1, 1024, 1));
+  RouterConfig rc = RouterFor(c, RouterConfig(), 0);
+  rc.d_model = c.hidden_size;
+  rc.num_experts = c.num_experts;
+  rc.top_k = c.num_experts_per_tok;
+  const Status st = validate_router_config(rc);
+  if (!st.ok()) return BadInput(where + ": router \"" + c.router + "\": " + st.message());
+  return c;
+}
+
+StatusOr<BertMoeConfig> BertMoeConfig::from_checkpoint(const HfCheckpoint& ck) {
+  return from_json(ck.config_reader());
+}
+
+json BertMoeConfig::to_json() const {
+  json j{{"architectures", {is_moe() ? "BertMoeForMaskedLM" : "BertForMaskedLM"}},
+         {"model_type", is_moe() ? "bert_moe" : "bert"},
+         {"hidden_act", "gelu"},
+         {"position_embedding_type", "absolute"},
+         {"vocab_size", vocab_size},
+         {"hidden_size", hidden_size},
+         {"num_hidden_layers", num_hidden_layers},
+         {"num_attention_heads", num_attention_heads},
+         {"intermediate_size", intermediate_size},
+         {"max_position_embeddings", max_position_embeddings},
+         {"type_vocab_size", type_vocab_size},
+         {"layer_norm_eps", layer_norm_eps},
+         {"initializer_range", initializer_range},
+         {"torch_dtype", "float32"}};
+  if (is_moe()) {
+    j["num_experts"] = num_experts;
+    j["moe_every"] = moe_every;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["moe_intermediate_size"] = moe_intermediate_size;
+    j["norm_topk_prob"] = norm_topk_prob;
+    j["router"] = router;
+    j["router_hidden"] = router_hidden;
+    j["router_num_heads"] = router_num_heads;
+  }
+  return j;
+}
+
+json default_bert_config(bool moe) {
+  BertMoeConfig c;
+  c.vocab_size = 30522;
+  c.hidden_size = 128;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.head_dim = 32;
+  c.intermediate_size = 512;
+  c.moe_intermediate_size = 512;
+  if (moe) {
+    c.num_experts = 8;
+    c.moe_every = 2;
+    c.num_experts_per_tok = 2;
+  }
+  json j = c.to_json();
+  j.erase("moe_intermediate_size");  // follows intermediate_size unless a config sets it
+  return j;
+}
+
+// ---- random writer -------------------------------------------------------------------------
+
+std::vector<std::pair<std::string, Tensor>> random_bert_tensors(const BertMoeConfig& c,
+                                                                uint64_t seed) {
+  const float s = static_cast<float>(c.initializer_range);
+  const int64_t D = c.hidden_size, V = c.vocab_size, F = c.intermediate_size;
+  std::vector<std::pair<std::string, Tensor>> out;
+  auto normal = [&](const std::string& name, std::vector<int64_t> shape, float mean = 0.0f) {
+    Tensor t(std::move(shape));
+    fill_normal(t.ptr(), t.numel(), s, seed, fnv1a64(name.c_str()));
+    for (float& v : t.data) v += mean;
+    out.emplace_back(name, std::move(t));
+  };
+  auto dense = [&](const std::string& p, int64_t O, int64_t I) {
+    normal(p + ".weight", {O, I});
+    normal(p + ".bias", {O});
+  };
+  auto norm = [&](const std::string& p) {
+    normal(p + ".weight", {D}, 1.0f);
+    normal(p + ".bias", {D});
+  };
+  normal("bert.embeddings.word_embeddings.weight", {V, D});
+  normal("bert.embeddings.position_embeddings.weight", {c.max_position_embeddings, D});
+  normal("bert.embeddings.token_type_embeddings.weight", {c.type_vocab_size, D});
+  norm("bert.embeddings.LayerNorm");
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    for (const char* qkv : {"query", "key", "value"})
+      dense(LayerName(i, std::string("attention.self.") + qkv), D, D);
+    dense(LayerName(i, "attention.output.dense"), D, D);
+    norm(LayerName(i, "attention.output.LayerNorm"));
+    if (c.is_moe_layer(i)) {
+      MoeLayerConfig lc;
+      lc.d_model = D;
+      lc.num_experts = c.num_experts;
+      lc.top_k = c.num_experts_per_tok;
+      RouterConfig base;
+      base.init_std = s;
+      base.seed = hash_combine(seed, 0x524f55544552ull);  // "ROUTER"
+      lc.router = RouterFor(c, base, i);
+      auto router = make_router(lc.resolved_router());
+      SY_CHECK(router.ok()) << router.status().ToString();  // the config was validated
+      for (Param& p : (*router)->params())
+        out.emplace_back(LayerName(i, "moe.gate." + p.name), std::move(p.value));
+      const int64_t Fe = c.moe_intermediate_size;
+      for (int64_t j = 0; j < c.num_experts; ++j) {
+        const std::string p = LayerName(i, "moe.experts." + std::to_string(j) + ".");
+        dense(p + "intermediate.dense", Fe, D);
+        dense(p + "output.dense", D, Fe);
+      }
+    } else {
+      dense(LayerName(i, "intermediate.dense"), F, D);
+      dense(LayerName(i, "output.dense"), D, F);
+    }
+    norm(LayerName(i, "output.LayerNorm"));
+  }
+  dense("cls.predictions.transform.dense", D, D);
+  norm("cls.predictions.transform.LayerNorm");
+  normal("cls.predictions.bias", {V});
+  return out;
+}
+
+Status write_random_bert_checkpoint(const std::string& dir, const json& config, uint64_t seed,
+                                    bool moe, SafeDtype dtype, int64_t max_shard_bytes) {
+  if (!config.is_object()) return InvalidArgument("init: the config must be a JSON object");
+  json merged = default_bert_config(moe);
+  merged.update(config);
+  merged["model_type"] = moe ? "bert_moe" : "bert";
+  SY_ASSIGN_OR_RETURN(BertMoeConfig c,
+                      BertMoeConfig::from_json(JsonConfigReader(merged, "init config")));
+  HfCheckpointWriter w(dtype);
+  for (auto& [name, t] : random_bert_tensors(c, seed)) w.add(name, std::move(t));
+  return w.write(dir, c.to_json(), max_shard_bytes);
+}
+
+// ---- load ----------------------------------------------------------------------------------
+
+StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& ck,
+                                                           const BertMoeOptions& opt,
+                                                           Communicator* comm) {
+  std::unique_ptr<BertMoeModel> m(new BertMoeModel());
+  SY_ASSIGN_OR_RETURN(m->cfg_, BertMoeConfig::from_checkpoint(ck));
+  m->comm_ = comm;
+  BertMoeConfig& c = m->cfg_;
+  if (opt.num_experts < 0 || opt.moe_every < 0 || opt.top_k < 0)
+    return InvalidArgument("bert_moe: num_experts, moe_every and top_k must be >= 0");
+  if (opt.expert_bits != 32 && opt.expert_bits != 8 && opt.expert_bits != 4)
+    return InvalidArgument("bert_moe: expert bits must be 32, 8 or 4 (got " +
+                           std::to_string(opt.expert_bits) + ")");
+  if (!(opt.upcycle_noise >= 0.0f) || !std::isfinite(opt.upcycle_noise))
+    return InvalidArgument("bert_moe: upcycle_noise must be finite and >= 0");
+  const bool upcycle = !c.is_moe() && opt.num_experts > 0;
+  if (c.is_moe()) {
+    if ((opt.num_experts != 0 && opt.num_experts != c.num_experts) ||
+        (opt.moe_every != 0 && opt.moe_every != c.moe_every))
+      return InvalidArgument(ck.dir() + ": the checkpoint has " + std::to_string(c.num_experts) +
+                             " experts every " + std::to_string(c.moe_every) +
+                             " layers; options ask for " + std::to_string(opt.num_experts) +
+                             " every " + std::to_string(opt.moe_every) + " (0 = as stored)");
+    if (opt.top_k > 0) c.num_experts_per_tok = opt.top_k;
+  } else if (upcycle) {
+    c.num_experts = opt.num_experts;
+    c.moe_every = opt.moe_every > 0 ? opt.moe_every : 1;
+    c.num_experts_per_tok = opt.top_k > 0 ? opt.top_k : 1;
+    c.moe_intermediate_size = c.intermediate_size;
+    c.norm_topk_prob = opt.router.norm_topk_prob;
+    c.router = opt.router.name;
+    c.router_hidden = opt.router.hidden;
+    c.router_num_heads = opt.router.num_heads;
+  }
+  const int P = comm ? comm->size() : 1;
+  if (c.is_moe() && c.num_experts % P != 0)
+    return InvalidArgument(ck.dir() + ": " + std::to_string(c.num_experts) +
+                           " experts do not split evenly over " + std::to_string(P) + " ranks");
+  if (c.is_moe() && c.num_experts_per_tok > c.num_experts)
+    return InvalidArgument("bert_moe: top_k " + std::to_string(c.num_experts_per_tok) +
+                           " exceeds num_experts " + std::to_string(c.num_experts));
+
+  // Schema first: every tensor the model reads (every expert, not only this rank's: a
+  // missing one is reported on every rank). Extras (pooler, NSP head, tied decoder) are fine.
+  const int64_t D = c.hidden_size, V = c.vocab_size;
+  std::vector<std::string> required = {
+      "bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
+      "bert.embeddings.token_type_embeddings.weight", "cls.predictions.bias"};
+  for (const char* p : {"bert.embeddings.LayerNorm", "cls.predictions.transform.dense",
+                        "cls.predictions.transform.LayerNorm"})
+    for (const char* w : {".weight", ".bias"}) required.push_back(std::string(p) + w);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    std::vector<std::string> parts = {"attention.self.query",       "attention.self.key",
+                                      "attention.self.value",       "attention.output.dense",
+                                      "attention.output.LayerNorm", "output.LayerNorm"};
+    const bool stored_moe = c.is_moe_layer(i) && !upcycle;
+    if (!stored_moe) {
+      parts.push_back("intermediate.dense");
+      parts.push_back("output.dense");
+    }
+    for (const std::string& p : parts)
+      for (const char* w : {".weight", ".bias"}) required.push_back(LayerName(i, p + w));
+    if (stored_moe)
+      for (int64_t j = 0; j < c.num_experts; ++j)
+        for (const char* p : {"intermediate.dense", "output.dense"})
+          for (const char* w : {"weight", "bias"}) required.push_back(ExpertName(i, j, p, w));
+  }
+  SY_RETURN_IF_ERROR(ck.check_names(required, /*allow_extra=*/true));
+
+  SY_ASSIGN_OR_RETURN(m->word_, ck.read("bert.embeddings.word_embeddings.weight", {V, D}));
+  SY_ASSIGN_OR_RETURN(m->pos_, ck.read("bert.embeddings.position_embeddings.weight",
+                                       {c.max_position_embeddings, D}));
+  SY_ASSIGN_OR_RETURN(
+      m->type_, ck.read("bert.embeddings.token_type_embeddings.weight", {c.type_vocab_size, D}));
+  SY_ASSIGN_OR_RETURN(m->emb_ln_w_, ck.read("bert.embeddings.LayerNorm.weight", {D}));
+  SY_ASSIGN_OR_RETURN(m->emb_ln_b_, ck.read("bert.embeddings.LayerNorm.bias", {D}));
+  SY_ASSIGN_OR_RETURN(m->head_w_, ck.read("cls.predictions.transform.dense.weight", {D, D}));
+  SY_ASSIGN_OR_RETURN(m->head_b_, ck.read("cls.predictions.transform.dense.bias", {D}));
+  SY_ASSIGN_OR_RETURN(m->head_ln_w_, ck.read("cls.predictions.transform.LayerNorm.weight", {D}));
+  SY_ASSIGN_OR_RETURN(m->head_ln_b_, ck.read("cls.predictions.transform.LayerNorm.bias", {D}));
+  SY_ASSIGN_OR_RETURN(m->head_bias_, ck.read("cls.predictions.bias", {V}));
+  m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    SY_RETURN_IF_ERROR(m->load_layer(ck, opt, upcycle, i));
+  m->sharded_ = std::make_unique<TokenShardedMoe>(comm);
+  return m;
+}
+
+Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& opt, bool upcycle,
+                                int64_t i) {
+  const BertMoeConfig& c = cfg_;
+  const int64_t D = c.hidden_size, F = c.intermediate_size;
+  Layer& L = layers_[static_cast<size_t>(i)];
+  auto read = [&](const std::string& rest, std::vector<int64_t> shape) {
+    return ck.read(LayerName(i, rest), shape);
+  };
+  SY_ASSIGN_OR_RETURN(L.wq, read("attention.self.query.weight", {D, D}));
+  SY_ASSIGN_OR_RETURN(L.bq, read("attention.self.query.bias", {D}));
+  SY_ASSIGN_OR_RETURN(L.wk, read("attention.self.key.weight", {D, D}));
+  SY_ASSIGN_OR_RETURN(L.bk, read("attention.self.key.bias", {D}));
+  SY_ASSIGN_OR_RETURN(L.wv, read("attention.self.value.weight", {D, D}));
+  SY_ASSIGN_OR_RETURN(L.bv, read("attention.self.value.bias", {D}));
+  SY_ASSIGN_OR_RETURN(L.wo, read("attention.output.dense.weight", {D, D}));
+  SY_ASSIGN_OR_RETURN(L.bo, read("attention.output.dense.bias", {D}));
+  SY_ASSIGN_OR_RETURN(L.ln1_w, read("attention.output.LayerNorm.weight", {D}));
+  SY_ASSIGN_OR_RETURN(L.ln1_b, read("attention.output.LayerNorm.bias", {D}));
+  SY_ASSIGN_OR_RETURN(L.ln2_w, read("output.LayerNorm.weight", {D}));
+  SY_ASSIGN_OR_RETURN(L.ln2_b, read("output.LayerNorm.bias", {D}));
+  if (!c.is_moe_layer(i) || upcycle) {
+    SY_ASSIGN_OR_RETURN(L.w1, read("intermediate.dense.weight", {F, D}));
+    SY_ASSIGN_OR_RETURN(L.b1, read("intermediate.dense.bias", {F}));
+    SY_ASSIGN_OR_RETURN(L.w2, read("output.dense.weight", {D, F}));
+    SY_ASSIGN_OR_RETURN(L.b2, read("output.dense.bias", {D}));
+  }
+  if (!c.is_moe_layer(i)) return Status::Ok();
+
+  MoeLayerConfig lc;
+  lc.d_model = D;
+  lc.ffn_hidden = c.moe_intermediate_size;
+  lc.num_experts = c.num_experts;
+  lc.top_k = c.num_experts_per_tok;
+  lc.capacity_factor = opt.capacity_factor;
+  lc.expert_kind = ExpertKind::kGelu;
+  lc.train_experts = false;
+  lc.expert_bits = 32;  // quantized below, after the fp32 weights are in
+  lc.quant_group = opt.quant_group;
+  lc.init_std = 0.0f;  // every expert weight comes from the checkpoint
+  lc.router = RouterFor(c, opt.router, i);
+  lc.seed = opt.seed;
+  lc.layer_index = static_cast<int>(i);
+  SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm_));
+  MoeLayer& moe = *L.moe;
+  const int64_t Fe = c.moe_intermediate_size, first = moe.first_local_expert();
+  const int64_t e_local = moe.num_local_experts();
+  Param* fc1 = moe.find_param("experts.fc1");
+  Param* fc1_b = moe.find_param("experts.fc1_bias");
+  Param* fc2 = moe.find_param("experts.fc2");
+  Param* fc2_b = moe.find_param("experts.fc2_bias");
+  SY_CHECK(fc1 && fc1_b && fc2 && fc2_b) << "GELU experts without their parameters";
+  if (upcycle) {
+    // Expert j = the dense FFN, weights times (1 + noise * n_j): only this rank's experts.
+    const std::string n1 = LayerName(i, "intermediate.dense.weight");
+    const std::string n2 = LayerName(i, "output.dense.weight");
+    std::vector<float> noise;
+    auto copy = [&](const Tensor& w, const std::string& name, int64_t j, float* dst) {
+      std::memcpy(dst, w.ptr(), static_cast<size_t>(w.numel()) * sizeof(float));
+      if (opt.upcycle_noise == 0.0f) return;
+      noise.resize(static_cast<size_t>(w.numel()));
+      fill_normal(noise.data(), w.numel(), opt.upcycle_noise, opt.seed,
+                  hash_combine(fnv1a64(name.c_str()), static_cast<uint64_t>(j)));
+      for (int64_t k = 0; k < w.numel(); ++k) dst[k] *= 1.0f + noise[static_cast<size_t>(k)];
+    };
+    for (int64_t e = 0; e < e_local; ++e) {
+      copy(L.w1, n1, first + e, fc1->value.ptr() + e * Fe * D);
+      copy(L.w2, n2, first + e, fc2->value.ptr() + e * D * Fe);
+      std::copy_n(L.b1.ptr(), Fe, fc1_b->value.ptr() + e * Fe);
+      std::copy_n(L.b2.ptr(), D, fc2_b->value.ptr() + e * D);
+    }
+    L.w1 = L.b1 = L.w2 = L.b2 = Tensor();  // the dense FFN lives on as the experts
+  } else {
+    for (Param& p : moe.router().params())
+      SY_RETURN_IF_ERROR(
+          ck.read_into(LayerName(i, "moe.gate." + p.name), p.value.shape, p.value.ptr()));
+    for (int64_t e = 0; e < e_local; ++e) {
+      const int64_t j = first + e;
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "weight"), {Fe, D},
+                                      fc1->value.ptr() + e * Fe * D));
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "bias"), {Fe},
+                                      fc1_b->value.ptr() + e * Fe));
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "output.dense", "weight"), {D, Fe},
+                                      fc2->value.ptr() + e * D * Fe));
+      SY_RETURN_IF_ERROR(
+          ck.read_into(ExpertName(i, j, "output.dense", "bias"), {D}, fc2_b->value.ptr() + e * D));
+    }
+  }
+  if (opt.expert_bits != 32) moe.experts().quantize_weights(opt.expert_bits, opt.quant_group);
+  return Status::Ok();
+}
+
+// ---- forward -------------------------------------------------------------------------------
+
+Status BertMoeModel::check_inputs(const int32_t* ids, const int32_t* type_ids, int64_t T) const {
+  const BertMoeConfig& c = cfg_;
+  if (T < 0 || T > c.max_position_embeddings)
+    return InvalidArgument("bert: " + std::to_string(T) + " tokens, max_position_embeddings is " +
+                           std::to_string(c.max_position_embeddings));
+  if (T > 0 && ids == nullptr) return InvalidArgument("bert: token ids are null");
+  for (int64_t t = 0; t < T; ++t) {
+    if (ids[t] < 0 || ids[t] >= c.vocab_size)
+      return InvalidArgument("bert: token id " + std::to_string(ids[t]) + " at position " +
+                             std::to_string(t) + " is outside [0, " + std::to_string(c.vocab_size) +
+                             ")");
+    if (type_ids && (type_ids[t] < 0 || type_ids[t] >= c.type_vocab_size))
+      return InvalidArgument("bert: token type id " + std::to_string(type_ids[t]) +
+                             " at position " + std::to_string(t) + " is outside [0, " +
+                             std::to_string(c.type_vocab_size) + ")");
+  }
+  return Status::Ok();
+}
+
+Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t T,
+                            const uint8_t* attention_mask) {
+  SY_RETURN_IF_ERROR(check_inputs(ids, type_ids, T));
+  const BertMoeConfig& c = cfg_;
+  const int64_t D = c.hidden_size, F = c.intermediate_size;
+  const float eps = static_cast<float>(c.layer_norm_eps);
+  times_ = BertMoeTimes();
+  const Clock::time_point start = Clock::now();
+  Clock::time_point clk = start;
+
+  hidden_.resize({T, D});
+  float* x = hidden_.ptr();
+  for (int64_t t = 0; t < T; ++t) {
+    const float* w = word_.row(ids[t]);
+    const float* p = pos_.row(t);
+    const float* ty = type_.row(type_ids ? type_ids[t] : 0);
+    float* xt = x + t * D;
+    for (int64_t d = 0; d < D; ++d) xt[d] = w[d] + ty[d] + p[d];  // HF's order: (word + type) + pos
+  }
+  layernorm_forward(x, emb_ln_w_.ptr(), emb_ln_b_.ptr(), x, T, D, eps);
+  times_.embed_s = seconds_since(&clk);
+
+  float* q = scratch_grow(q_, T * D);
+  float* k = scratch_grow(k_, T * D);
+  float* v = scratch_grow(v_, T * D);
+  float* ctx = scratch_grow(ctx_, T * D);
+  float* y = scratch_grow(y_, T * D);
+  AttentionShape as;
+  as.num_heads = as.num_kv_heads = c.num_attention_heads;
+  as.head_dim = c.head_dim;
+  as.causal = false;
+  as.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& L = layers_[i];
+    linear_bias(x, L.wq, L.bq, T, D, D, q);
+    linear_bias(x, L.wk, L.bk, T, D, D, k);
+    linear_bias(x, L.wv, L.bv, T, D, D, v);
+    attention_forward(q, k, v, ctx, T, T, 0, as, attention_mask, &att_scratch_);
+    linear_bias(ctx, L.wo, L.bo, T, D, D, y);
+    add_layernorm_forward(y, x, L.ln1_w.ptr(), L.ln1_b.ptr(), x, T, D, eps);
+    times_.attention_s += seconds_since(&clk);
+    if (L.moe) {
+      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, x, ids, T, D, y));
+      times_.moe_s += seconds_since(&clk);
+    } else {
+      gelu_ffn_forward(x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
+                       scratch_grow(pre_, T * F), scratch_grow(act_, T * F), y);
+      times_.dense_ffn_s += seconds_since(&clk);
+    }
+    add_layernorm_forward(y, x, L.ln2_w.ptr(), L.ln2_b.ptr(), x, T, D, eps);
+  }
+  times_.total_s = std::chrono::duration<double>(Clock::now() - start).count();
+  return Status::Ok();
+}
+
+Status BertMoeModel::forward(const int32_t* ids, const int32_t* type_ids, int64_t T, Tensor* logits,
+                             const uint8_t* attention_mask) {
+  SY_RETURN_IF_ERROR(encode(ids, type_ids, T, attention_mask));
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
+  Clock::time_point clk = Clock::now();
+  float* t = scratch_grow(y_, T * D);
+  linear_bias(hidden_.ptr(), head_w_, head_b_, T, D, D, t);
+  gelu_inplace(t, T * D);
+  layernorm_forward(t, head_ln_w_.ptr(), head_ln_b_.ptr(), t, T, D,
+                    static_cast<float>(cfg_.layer_norm_eps));
+  logits->resize({T, V});
+  linear_bias(t, word_, head_bias_, T, D, V, logits->ptr());
+  times_.head_s = seconds_since(&clk);
+  times_.total_s += times_.head_s;
+  return Status::Ok();
+}
+
+// ---- introspection -------------------------------------------------------------------------
+
+std::vector<MoeLayer*> BertMoeModel::moe_layers() {
+  std::vector<MoeLayer*> out;
+  for (Layer& L : layers_)
+    if (L.moe) out.push_back(L.moe.get());
+  return out;
+}
+
+BertMoeMemory BertMoeModel::memory() const {
+  BertMoeMemory mem;
+  for (const Tensor* t : {&word_, &pos_, &type_, &emb_ln_w_, &emb_ln_b_, &head_w_, &head_b_,
+                          &head_ln_w_, &head_ln_b_, &head_bias_})
+    mem.replicated_bytes += Bytes(*t);
+  for (const Layer& L : layers_) {
+    for (const Tensor* t : {&L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo, &L.bo, &L.ln1_w,
+                            &L.ln1_b, &L.w1, &L.b1, &L.w2, &L.b2, &L.ln2_w, &L.ln2_b})
+      mem.replicated_bytes += Bytes(*t);
+    if (!L.moe) continue;
+    const RoutedExperts& ex = L.moe->experts();
+    mem.expert_bytes += ex.weight_bytes();
+    mem.expert_bytes_fp32 += 4 * ex.num_params();
+    for (const Param& p : L.moe->router().params()) mem.replicated_bytes += Bytes(p.value);
+  }
+  return mem;
+}
+
+}  // namespace sy
