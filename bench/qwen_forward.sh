@@ -28,10 +28,13 @@ if [ ! -f "$work/model/config.json" ]; then
     --set shared_expert_intermediate_size=1408 --set intermediate_size=1408 "$@" --out "$work/model"
 fi
 [ -f "$work/moby.bin" ] || "$bin" tokenize --tokenizer "$tok" --corpus moby_dick --out "$work/moby.bin"
+cores=$(nproc)
 for quant in none int4; do
   for np in 1 2 4; do
-    echo "== P=$np, experts $quant"
-    mpirun --oversubscribe -np "$np" "$bin" infer --model "$work/model" --token-file "$work/moby.bin" \
+    # The machine's cores shared between the ranks (at least one OpenBLAS thread each).
+    threads=$(( cores / np > 0 ? cores / np : 1 ))
+    echo "== P=$np, experts $quant, $threads OpenBLAS thread(s) per rank on $cores cores"
+    OPENBLAS_NUM_THREADS=$threads mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS "$bin" infer --model "$work/model" --token-file "$work/moby.bin" \
       --max-tokens "$tokens" --quantize "$quant" --repeat 3 | grep -E "^forward|rank [0-9]:|^memory"
   done
 done

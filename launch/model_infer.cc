@@ -73,21 +73,23 @@ double MiB(int64_t b) {
 // base_rss: resident bytes before the model was loaded (MPI, OpenBLAS, the tokenizer).
 void PrintMemory(Communicator& comm, const Qwen2MoeMemory& m, int64_t base_rss) {
   const int P = comm.size();
-  constexpr int kN = 6;
-  const int64_t mine[kN] = {m.replicated_bytes, m.expert_bytes, m.expert_bytes_fp32,
-                            m.kv_cache_bytes,   PeakRssBytes(), base_rss};
+  constexpr int kN = 7;
+  const int64_t mine[kN] = {
+      m.replicated_bytes, m.expert_bytes, m.expert_bytes_fp32, m.kv_cache_bytes, m.activation_bytes,
+      PeakRssBytes(),     base_rss};
   std::vector<int64_t> all(static_cast<size_t>(kN * P));
   comm.allgather(mine, all.data(), kN, {"infer.memory"});
   if (comm.rank() != 0) return;
   std::printf(
-      "memory per rank (MiB): replicated + experts (as fp32, ratio) + KV cache = held; "
-      "peak RSS = before load + growth\n");
+      "memory per rank (MiB): replicated + experts (as fp32, ratio) + KV cache + activations "
+      "(logits incl.) = held; peak RSS = before load + growth\n");
   for (int r = 0; r < P; ++r) {
     const int64_t* v = &all[static_cast<size_t>(kN * r)];
-    std::printf("  rank %d: %.1f + %.2f (%.2f, %.3fx) + %.2f = %.1f; peak RSS %.1f = %.1f + %.1f\n",
-                r, MiB(v[0]), MiB(v[1]), MiB(v[2]),
-                v[2] > 0 ? static_cast<double>(v[1]) / static_cast<double>(v[2]) : 1.0, MiB(v[3]),
-                MiB(v[0] + v[1] + v[3]), MiB(v[4]), MiB(v[5]), MiB(v[4] - v[5]));
+    std::printf(
+        "  rank %d: %.1f + %.2f (%.2f, %.3fx) + %.2f + %.1f = %.1f; peak RSS %.1f = %.1f + %.1f\n",
+        r, MiB(v[0]), MiB(v[1]), MiB(v[2]),
+        v[2] > 0 ? static_cast<double>(v[1]) / static_cast<double>(v[2]) : 1.0, MiB(v[3]),
+        MiB(v[4]), MiB(v[0] + v[1] + v[3] + v[4]), MiB(v[5]), MiB(v[6]), MiB(v[5] - v[6]));
   }
 }
 
@@ -372,7 +374,9 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
       std::printf("\n");
     }
   }
-  PrintMemory(comm, model->memory(), base_rss);
+  Qwen2MoeMemory mem = model->memory();
+  mem.activation_bytes += static_cast<int64_t>(logits.data.capacity() * sizeof(float));
+  PrintMemory(comm, mem, base_rss);
   return 0;
 }
 

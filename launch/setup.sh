@@ -27,7 +27,8 @@ PACKAGES=(build-essential cmake pkg-config git ca-certificates npm
   openmpi-bin libopenmpi-dev libopenblas-dev
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev clang-format python3-numpy)
+  nlohmann-json3-dev libcli11-dev clang-format python3-numpy
+  clang libclang-rt-14-dev)
 
 install_deps() {
   local sudo=""

@@ -336,6 +336,10 @@ std::vector<MoeLayer*> Qwen2MoeModel::moe_layers() {
 Qwen2MoeMemory Qwen2MoeModel::memory() const {
   Qwen2MoeMemory m;
   m.replicated_bytes = Bytes(embed_) + Bytes(final_norm_) + Bytes(lm_head_);
+  for (const std::vector<float>* v :
+       {&x_, &a_, &q_, &att_, &y_, &scratch_, &g_, &u_, &act_, &head_slice_})
+    m.activation_bytes += static_cast<int64_t>(v->capacity() * sizeof(float));
+  m.activation_bytes += Bytes(hidden_);
   for (const Layer& L : layers_) {
     for (const Tensor* t : {&L.ln1, &L.ln2, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo,
                             &L.mlp_gate, &L.mlp_up, &L.mlp_down})
@@ -348,6 +352,7 @@ Qwen2MoeMemory Qwen2MoeModel::memory() const {
     if (SharedExpert* s = moe.shared_expert())
       for (Param& p : s->params()) m.replicated_bytes += Bytes(p.value);
     m.expert_bytes += moe.experts().weight_bytes();
+    m.activation_bytes += moe.buffer_bytes();
     m.expert_bytes_fp32 += moe.experts().num_params() * static_cast<int64_t>(sizeof(float));
   }
   return m;

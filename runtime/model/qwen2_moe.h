@@ -104,6 +104,7 @@ struct Qwen2MoeMemory {
   int64_t expert_bytes = 0;       // this rank's routed experts (quantized storage when quantized)
   int64_t expert_bytes_fp32 = 0;  // the same experts in fp32
   int64_t kv_cache_bytes = 0;     // allocated KV cache
+  int64_t activation_bytes = 0;   // the forward's buffers, MoE layers included (not the logits)
 };
 
 // Seconds spent per part of the last forward on this rank.

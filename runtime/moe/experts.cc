@@ -458,3 +458,23 @@ void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads)
 }
 
 }  // namespace sy
+
+namespace sy {
+namespace {
+int64_t CapacityBytes(std::initializer_list<const std::vector<float>*> vs) {
+  int64_t n = 0;
+  for (const std::vector<float>* v : vs) n += static_cast<int64_t>(v->capacity() * sizeof(float));
+  return n;
+}
+}  // namespace
+
+int64_t RoutedExperts::buffer_bytes() const {
+  return CapacityBytes({&g_RF_, &u_RF_, &a_RF_, &da_RF_, &du_RF_, &wg_FD_, &wu_FD_, &wd_DF_});
+}
+
+int64_t SharedExpert::buffer_bytes() const {
+  return CapacityBytes(
+      {&g_TF_, &u_TF_, &a_TF_, &s_TD_, &gate_T_, &da_TF_, &du_TF_, &ds_TD_, &dlogit_T_});
+}
+
+}  // namespace sy

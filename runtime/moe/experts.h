@@ -129,6 +129,9 @@ class RoutedExperts {
   // plus scales (plus the fp32 biases of GELU experts).
   int64_t weight_bytes() const;
 
+  // Bytes of the reusable activation buffers held now (capacity), for memory reports.
+  int64_t buffer_bytes() const;
+
   // Seconds the last forward spent outside the GEMMs (the SwiGLU join / the GELU).
   double last_elementwise_seconds() const { return last_elementwise_s_; }
 
@@ -179,6 +182,7 @@ class SharedExpert {
 
   std::deque<Param>& params() { return params_; }
   int64_t num_params() const;
+  int64_t buffer_bytes() const;  // activation buffers held now (capacity)
 
  private:
   int64_t D_, F_;

@@ -357,4 +357,12 @@ void MoeLayer::zero_grad() {
   for (auto& [name, p] : named_params()) p->zero_grad();
 }
 
+int64_t MoeLayer::buffer_bytes() const {
+  int64_t n = experts_->buffer_bytes() + (shared_ ? shared_->buffer_bytes() : 0);
+  for (const std::vector<float>* v : {&recv_RD_, &out_RD_, &drecv_RD_, &dxrecv_RD_, &rank_p_TK_,
+                                      &xg_RD_, &yg_RD_, &dyg_RD_, &dxg_RD_, &dw_TK_})
+    n += static_cast<int64_t>(v->capacity() * sizeof(float));
+  return n;
+}
+
 }  // namespace sy

@@ -163,6 +163,9 @@ class MoeLayer {
   Param* find_param(const std::string& name);
   int64_t num_params();
   void zero_grad();
+  // Bytes of activation buffers held now (the layer's, its experts' and shared expert's), for
+  // memory reports; they grow to the largest forward seen and are reused.
+  int64_t buffer_bytes() const;
 
  private:
   explicit MoeLayer(const MoeLayerConfig& cfg) : cfg_(cfg) {}
