@@ -43,22 +43,6 @@ std::string default_data_dir() {
   return SY_DATA_DIR;
 }
 
-void print_table(const std::vector<InferResult>& runs, int P) {
-  std::printf("\n%-13s %5s %7s %8s %9s %7s %6s %9s %6s %7s %10s\n", "router", "layer", "H/logE",
-              "eff.exp", "topk-mass", "load-H", "util", "max/mean", "CV", "drop%", "tok/s");
-  for (const InferResult& r : runs)
-    for (size_t l = 0; l < r.per_layer.size(); ++l) {
-      const RoutingMetrics& m = r.per_layer[l];
-      std::printf("%-13s %5zu %7.3f %8.2f %9.3f %7.3f %6.2f %9.2f %6.2f %6.2f%% %10.0f%s\n",
-                  r.router.c_str(), l, m.entropy_norm, m.effective_experts, m.topk_mass,
-                  m.load_entropy_norm, m.utilization, m.imbalance, m.load_cv,
-                  100.0 * m.drop_fraction, r.seconds > 0 ? r.tokens / r.seconds : 0.0,
-                  m.collapsed ? "  COLLAPSED" : "");
-    }
-  std::printf("(%d rank%s; metrics over all tokens of all ranks; tok/s is the whole job's)\n", P,
-              P == 1 ? "" : "s");
-}
-
 void print_loads(const InferResult& r) {
   const RoutingMetrics& m = r.per_layer.back();
   const int64_t mx = std::max<int64_t>(1, *std::max_element(m.load_E.begin(), m.load_E.end()));
@@ -80,6 +64,7 @@ int run_infer(InferArgs a) {
   if (!a.model.model.empty()) {
     ModelInferArgs m = a.model;
     m.dump = a.dump;
+    m.out = a.out;
     m.router = a.router;
     m.max_tokens = a.max_tokens;
     return run_model_infer(m, comm);
@@ -177,7 +162,7 @@ int run_infer(InferArgs a) {
     runs.push_back(std::move(run).value());
   }
   if (me == 0) {
-    print_table(runs, P);
+    print_routing_table(runs, P);
     if (a.loads)
       for (const InferResult& r : runs) print_loads(r);
     if (!a.out.empty())

@@ -29,8 +29,6 @@ TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, in
   return s;
 }
 
-namespace {
-
 // One LayerStepReport from the layer's last forward.
 void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
                      switchyard::LayerStepReport* r) {
@@ -60,6 +58,8 @@ void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const
   r->set_exchange_bandwidth_gbps(x.bandwidth_gbps);
   metrics_to_report(m, r->mutable_metrics());
 }
+
+namespace {
 
 Status gather_hidden(Communicator* comm, const std::vector<float>& mine, int64_t T, int64_t D,
                      const std::string& path) {
@@ -184,37 +184,59 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
 
   // Merge the metrics' sums over ranks (every rank gets the total).
   res.per_layer.resize(static_cast<size_t>(L));
-  for (int l = 0; l < L; ++l) {
-    RoutingMetrics& m = mine[static_cast<size_t>(l)];
-    if (m.E == 0) {  // a rank with no tokens
-      m.E = sc.layer.num_experts;
-      m.K = sc.layer.top_k;
-      m.load_E.assign(static_cast<size_t>(m.E), 0);
-      m.dropped_E.assign(static_cast<size_t>(m.E), 0);
-    }
-    double sums[3] = {m.entropy_sum, m.exp_entropy_sum, m.topk_mass_sum};
-    comm->allreduce(sums, 3, ReduceOp::kSum, {"metrics.sums", l});
-    int64_t tokens = m.tokens;
-    comm->allreduce(&tokens, 1, ReduceOp::kSum, {"metrics.tokens", l});
-    comm->allreduce(m.load_E.data(), m.E, ReduceOp::kSum, {"metrics.load", l});
-    comm->allreduce(m.dropped_E.data(), m.E, ReduceOp::kSum, {"metrics.dropped", l});
-    m.entropy_sum = sums[0];
-    m.exp_entropy_sum = sums[1];
-    m.topk_mass_sum = sums[2];
-    m.tokens = tokens;
-    m.have_drops = true;
-    routing_metrics_finalize(&m);
-    res.per_layer[static_cast<size_t>(l)] = m;
-  }
+  for (int l = 0; l < L; ++l)
+    res.per_layer[static_cast<size_t>(l)] = merge_routing_metrics(
+        comm, mine[static_cast<size_t>(l)], l, sc.layer.num_experts, sc.layer.top_k);
 
-  if (!opt.out_dir.empty()) {
-    Status s = write_rank_report(opt.out_dir, report);
-    if (!s.ok())  // reports are not critical (RELIABILITY G1): warn and go on
-      std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", me,
-                   s.ToString().c_str());
-  }
+  if (!opt.out_dir.empty()) write_report_or_warn(opt.out_dir, report, me);
   if (!opt.dump.empty()) SY_RETURN_IF_ERROR(gather_hidden(comm, hidden, T, D, opt.dump));
   return res;
+}
+
+RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,
+                                     int64_t K) {
+  if (m.E == 0) {  // a rank with no tokens
+    m.E = E;
+    m.K = K;
+    m.load_E.assign(static_cast<size_t>(m.E), 0);
+    m.dropped_E.assign(static_cast<size_t>(m.E), 0);
+  }
+  double sums[3] = {m.entropy_sum, m.exp_entropy_sum, m.topk_mass_sum};
+  comm->allreduce(sums, 3, ReduceOp::kSum, {"metrics.sums", layer});
+  int64_t tokens = m.tokens;
+  comm->allreduce(&tokens, 1, ReduceOp::kSum, {"metrics.tokens", layer});
+  comm->allreduce(m.load_E.data(), m.E, ReduceOp::kSum, {"metrics.load", layer});
+  comm->allreduce(m.dropped_E.data(), m.E, ReduceOp::kSum, {"metrics.dropped", layer});
+  m.entropy_sum = sums[0];
+  m.exp_entropy_sum = sums[1];
+  m.topk_mass_sum = sums[2];
+  m.tokens = tokens;
+  m.have_drops = true;
+  routing_metrics_finalize(&m);
+  return m;
+}
+
+void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank) {
+  Status s = write_rank_report(dir, report);
+  if (!s.ok())  // reports are not critical (RELIABILITY G1): warn and go on
+    std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", rank,
+                 s.ToString().c_str());
+}
+
+void print_routing_table(const std::vector<InferResult>& runs, int P) {
+  std::printf("\n%-13s %5s %7s %8s %9s %7s %6s %9s %6s %7s %10s\n", "router", "layer", "H/logE",
+              "eff.exp", "topk-mass", "load-H", "util", "max/mean", "CV", "drop%", "tok/s");
+  for (const InferResult& r : runs)
+    for (size_t l = 0; l < r.per_layer.size(); ++l) {
+      const RoutingMetrics& m = r.per_layer[l];
+      std::printf("%-13s %5zu %7.3f %8.2f %9.3f %7.3f %6.2f %9.2f %6.2f %6.2f%% %10.0f%s\n",
+                  r.router.c_str(), l, m.entropy_norm, m.effective_experts, m.topk_mass,
+                  m.load_entropy_norm, m.utilization, m.imbalance, m.load_cv,
+                  100.0 * m.drop_fraction, r.seconds > 0 ? r.tokens / r.seconds : 0.0,
+                  m.collapsed ? "  COLLAPSED" : "");
+    }
+  std::printf("(%d rank%s; metrics over all tokens of all ranks; tok/s is the whole job's)\n", P,
+              P == 1 ? "" : "s");
 }
 
 int agree_status(Communicator& comm, const Status& s, const char* what) {

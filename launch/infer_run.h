@@ -16,8 +16,10 @@
 
 #include "comm/communicator.h"
 #include "proto/config.pb.h"
+#include "proto/report.pb.h"
 #include "routers/metrics.h"
 #include "runtime/core/status.h"
+#include "runtime/moe/moe_layer.h"
 
 namespace sy::launch {
 
@@ -41,6 +43,19 @@ struct InferResult {
   double seconds = 0;                     // wall, rank 0
   std::vector<RoutingMetrics> per_layer;  // merged over ranks and steps
 };
+
+// One LayerStepReport (load report entry) from the layer's last forward of `tokens` tokens on
+// this rank, whose routing metrics are m.
+void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
+                     switchyard::LayerStepReport* r);
+// Sums this rank's routing metrics of layer `layer` with every other rank's and finalizes them
+// (every rank gets the total). A rank without tokens passes an empty RoutingMetrics. Collective.
+RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,
+                                     int64_t K);
+// Writes rank-<r>.{pb,json} under dir; a failure is a warning (reports are not critical).
+void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank);
+// The routing table infer prints at the end (rank 0).
+void print_routing_table(const std::vector<InferResult>& runs, int P);
 
 // Every rank computes the same verdict from its own status; the worst exit code wins everywhere
 // (allreduce max), so all ranks leave together with the same code and nobody waits in a

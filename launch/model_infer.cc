@@ -16,6 +16,7 @@
 
 #include "launch/infer_run.h"
 #include "launch/progress.h"
+#include "routers/metrics.h"
 #include "runtime/core/rng.h"
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
@@ -207,6 +208,16 @@ class LoadedModel {
     }
     return b;
   }
+  // MoE layers in layer order (dense layers left out).
+  std::vector<MoeLayer*> moe_layers() {
+    std::vector<MoeLayer*> out;
+    for (MoeLayer* l : qwen_ ? qwen_->moe_layers() : bert_->moe_layers())
+      if (l) out.push_back(l);
+    return out;
+  }
+  std::string config_json() const {
+    return (qwen_ ? qwen_->config().to_json() : bert_->config().to_json()).dump();
+  }
   Qwen2MoeMemory memory() const {
     if (qwen_) return qwen_->memory();
     const BertMoeMemory b = bert_->memory();
@@ -341,6 +352,55 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   int dump_code = st.ok() ? 0 : st.exit_code();
   comm.allreduce(&dump_code, 1, ReduceOp::kMax, {"infer.dump"});
   if (dump_code) return dump_code;
+
+  // ---- routing of the forward: metrics table (rank 0) and per-rank load reports ----
+  if (std::vector<MoeLayer*> moe = model->moe_layers(); !moe.empty()) {
+    const MoeLayerConfig& lc = moe[0]->config();
+    switchyard::RankReport report;
+    report.set_rank(me);
+    report.set_world_size(P);
+    report.set_host(host_name());
+    report.set_router(moe[0]->router().name());
+    report.set_num_experts(static_cast<int32_t>(lc.num_experts));
+    report.set_top_k(static_cast<int32_t>(lc.top_k));
+    report.set_d_model(static_cast<int32_t>(lc.d_model));
+    report.set_local_expert_begin(static_cast<int32_t>(moe[0]->first_local_expert()));
+    report.set_local_expert_count(static_cast<int32_t>(moe[0]->num_local_experts()));
+    report.set_num_layers(static_cast<int32_t>(moe.size()));
+    report.set_config_text(model->config_json());
+    report.set_switchyard_version("0.1.0");
+    report.set_wall_s(best);
+    InferResult res;
+    res.router = moe[0]->router().name();
+    res.tokens = T;
+    res.seconds = best;
+    for (size_t l = 0; l < moe.size(); ++l) {
+      MoeLayer& layer = *moe[l];
+      const RouterOutput& ro = layer.router_output();
+      // This rank's slice of the tokens (token-sharded MoE); a rank may have none.
+      RoutingMetrics part;
+      if (ro.T > 0)
+        part = routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
+                                       layer.plan().kept_TK.data(), ro.T, lc.num_experts, lc.top_k);
+      if (!a.out.empty())
+        fill_layer_step(layer, static_cast<int>(l), 0, ro.T, part, report.add_entries());
+      res.per_layer.push_back(
+          merge_routing_metrics(&comm, part, static_cast<int>(l), lc.num_experts, lc.top_k));
+    }
+    if (me == 0) {
+      std::printf("routing of the forward, per MoE layer:");
+      print_routing_table({res}, P);
+    }
+    if (!a.out.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(a.out, ec);
+      write_report_or_warn(a.out, report, me);
+      if (me == 0)
+        std::printf("load reports: %s/rank-<r>.{json,pb}; merge with: switchyard report %s\n",
+                    a.out.c_str(), a.out.c_str());
+    }
+    std::fflush(stdout);
+  }
 
   // ---- generation with the KV cache: prefill was the forward above ----
   if (a.max_new_tokens > 0) {

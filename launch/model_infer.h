@@ -20,8 +20,9 @@ struct ModelInferArgs {
   std::string prompt;      // text, through the tokenizer
   std::string token_file;  // binary token file (switchyard tokenize); --max-tokens limits it
   int64_t max_tokens = -1;
-  std::string tokenizer;          // default: the model folder
-  std::string dump;               // .npy of the logits [T, V] (rank 0)
+  std::string tokenizer;  // default: the model folder
+  std::string dump;       // .npy of the logits [T, V] (rank 0)
+  std::string out;        // per-rank load reports of the forward (switchyard report merges them)
   std::string quantize = "none";  // none | int8 | int4 (routed experts)
   int64_t quant_group = 128;
   std::string router;            // empty: the checkpoint's (linear)

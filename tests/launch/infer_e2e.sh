@@ -23,19 +23,8 @@ run() {  # run NP ARGS...: the small deterministic job
     --set data.batch_groups=2 --set moe.num_experts=8 --set moe.top_k=2 --set moe.d_model=64 \
     --set moe.ffn_hidden=96 --set deterministic=true "$@"
 }
-expect() {  # expect CODE NAME CMD...
-  local want=$1 name=$2
-  shift 2
-  "$@" >"$work/$name.log" 2>&1
-  local got=$?
-  if [ "$got" != "$want" ]; then
-    echo "FAIL $name: exit $got, expected $want"
-    tail -n 20 "$work/$name.log"
-    fail=1
-  else
-    echo "ok   $name (exit $got)"
-  fi
-}
+# shellcheck source=tests/launch/e2e_lib.sh
+source "$(dirname "$0")/e2e_lib.sh"
 
 routers=$("$bin" routers | awk 'NR > 2 { print $1 }')
 for r in $routers; do

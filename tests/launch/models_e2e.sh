@@ -4,6 +4,7 @@
 #      logits of 1, 2 and 4 ranks (experts split 8/4/2 per rank) are bitwise equal, and equal
 #      the independent NumPy reference (tests/reference/qwen2_moe_ref.py) within
 #      |diff| <= 1e-5 + 1e-4 * max|logit|;
+#      4 ranks write load reports that `switchyard report` merges;
 #   2. the same for a sharded BF16 checkpoint (index + several files), and norm_topk_prob;
 #   3. int4 experts: 4 ranks equal 1 rank bitwise; a prompt through the Qwen tokenizer with
 #      greedy generation (KV cache) gives the same tokens on 1 and 4 ranks;
@@ -17,19 +18,8 @@ bin=$1 work=$2 data=$3 src=$4
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 rm -rf "$work" && mkdir -p "$work"
 fail=0
-expect() {  # expect CODE NAME CMD...
-  local want=$1 name=$2
-  shift 2
-  "$@" >"$work/$name.log" 2>&1
-  local got=$?
-  if [ "$got" != "$want" ]; then
-    echo "FAIL $name: exit $got, expected $want"
-    tail -n 20 "$work/$name.log"
-    fail=1
-  else
-    echo "ok   $name (exit $got)"
-  fi
-}
+# shellcheck source=tests/launch/e2e_lib.sh
+source "$(dirname "$0")/e2e_lib.sh"
 mpi() {  # mpi NP ARGS...
   local np=$1
   shift
@@ -72,6 +62,14 @@ reference ref-tiny "$work/tiny" "$ids" "$work/tiny-np4.npy"
 # the default (OpenBLAS, not row-stable): 4 ranks still match the reference
 expect 0 tiny-fast-np4 mpi 4 infer --model "$work/tiny" --token-ids "$ids" --dump "$work/tiny-fast-np4.npy"
 reference ref-tiny-fast "$work/tiny" "$ids" "$work/tiny-fast-np4.npy"
+
+# load reports of a model run merge like the synthetic stack's
+expect 0 tiny-reports mpi 4 infer --model "$work/tiny" --token-ids "$ids" --out "$work/reports"
+n=$(ls "$work"/reports/rank-*.pb 2>/dev/null | wc -l)
+[ "$n" = 4 ] || { echo "FAIL tiny-reports: $n rank reports, expected 4"; fail=1; }
+expect 0 tiny-report-merge "$bin" report "$work/reports"
+grep -q "routed 32, dropped 0" "$work/tiny-report-merge.log" ||
+  { echo "FAIL tiny-report-merge: expected 16 tokens x top-2 = 32 routed, none dropped"; fail=1; }
 
 # 2. sharded BF16 files, renormalized top-k
 expect 0 init-sharded "$bin" init --arch qwen2_moe "${tiny[@]}" --set norm_topk_prob=true --set vocab_size=5000 \
