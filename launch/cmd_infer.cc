@@ -210,6 +210,10 @@ void add_infer_command(CLI::App& app) {
   cmd->add_option("--token-file", m.token_file,
                   "with --model: a binary token file (switchyard tokenize); --max-tokens "
                   "limits it");
+  cmd->add_option("--seq-len", m.seq_len,
+                  "with --token-file: run the file as sequences of this many tokens, each rank "
+                  "its own (data-parallel attention, expert-parallel MoE); routing table, load "
+                  "reports (--out) and tokens/s over the corpus");
   cmd->add_option("--tokenizer", m.tokenizer,
                   "tokenizer.json, or a folder with one (default: the --model folder)");
   cmd->add_option("--quantize", m.quantize,

@@ -189,6 +189,10 @@ class LoadedModel {
     }
     return bert_->forward(ids.data(), nullptr, T, logits);
   }
+  void set_replicated_tokens(bool r) {
+    if (qwen_) qwen_->set_replicated_tokens(r);
+    if (bert_) bert_->set_replicated_tokens(r);
+  }
   // Decoders only: one more token through the KV cache, logits [1, V].
   Status decode(int32_t id, Tensor* logits) { return qwen_->forward(&id, 1, logits, false); }
   int64_t cache_len() const { return qwen_ ? qwen_->cache_len() : 0; }
@@ -233,6 +237,146 @@ class LoadedModel {
   std::unique_ptr<BertMoeModel> bert_;
 };
 
+// Routing metrics and load reports of a model's MoE layers over one or more forwards:
+// add_step() after each forward (every rank, collective-free), finish() merges over the ranks
+// (collective), prints the table on rank 0 and writes each rank's report under `out`.
+class RoutingCollector {
+ public:
+  RoutingCollector(LoadedModel& model, Communicator& comm, std::string out)
+      : moe_(model.moe_layers()), comm_(comm), out_(std::move(out)) {
+    if (moe_.empty()) return;
+    const MoeLayerConfig& lc = moe_[0]->config();
+    report_.set_rank(comm.rank());
+    report_.set_world_size(comm.size());
+    report_.set_host(host_name());
+    report_.set_router(moe_[0]->router().name());
+    report_.set_num_experts(static_cast<int32_t>(lc.num_experts));
+    report_.set_top_k(static_cast<int32_t>(lc.top_k));
+    report_.set_d_model(static_cast<int32_t>(lc.d_model));
+    report_.set_local_expert_begin(static_cast<int32_t>(moe_[0]->first_local_expert()));
+    report_.set_local_expert_count(static_cast<int32_t>(moe_[0]->num_local_experts()));
+    report_.set_num_layers(static_cast<int32_t>(moe_.size()));
+    report_.set_config_text(model.config_json());
+    report_.set_switchyard_version("0.1.0");
+    mine_.resize(moe_.size());
+  }
+
+  // The last forward of every MoE layer: this rank's tokens (a slice, or its own sequence).
+  void add_step(int64_t step) {
+    for (size_t l = 0; l < moe_.size(); ++l) {
+      MoeLayer& layer = *moe_[l];
+      const MoeLayerConfig& lc = layer.config();
+      const RouterOutput& ro = layer.router_output();
+      if (ro.T == 0) continue;
+      RoutingMetrics part =
+          routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
+                                  layer.plan().kept_TK.data(), ro.T, lc.num_experts, lc.top_k);
+      routing_metrics_merge(part, &mine_[l]);
+      if (!out_.empty())
+        fill_layer_step(layer, static_cast<int>(l), step, ro.T, part, report_.add_entries());
+    }
+  }
+
+  // Collective. tokens: over all ranks; seconds: the wall time they took.
+  void finish(int64_t tokens, double seconds, const char* title) {
+    if (moe_.empty()) return;
+    InferResult res;
+    res.router = moe_[0]->router().name();
+    res.tokens = tokens;
+    res.seconds = seconds;
+    for (size_t l = 0; l < moe_.size(); ++l) {
+      const MoeLayerConfig& lc = moe_[l]->config();
+      res.per_layer.push_back(
+          merge_routing_metrics(&comm_, mine_[l], static_cast<int>(l), lc.num_experts, lc.top_k));
+    }
+    if (comm_.rank() == 0) {
+      std::printf("%s", title);
+      print_routing_table({res}, comm_.size());
+    }
+    if (!out_.empty()) {
+      report_.set_wall_s(seconds);
+      std::error_code ec;
+      std::filesystem::create_directories(out_, ec);
+      write_report_or_warn(out_, report_, comm_.rank());
+      if (comm_.rank() == 0)
+        std::printf("load reports: %s/rank-<r>.{json,pb}; merge with: switchyard report %s\n",
+                    out_.c_str(), out_.c_str());
+    }
+    std::fflush(stdout);
+  }
+
+ private:
+  std::vector<MoeLayer*> moe_;
+  Communicator& comm_;
+  std::string out_;
+  switchyard::RankReport report_;
+  std::vector<RoutingMetrics> mine_;
+};
+
+// --token-file with --seq-len: the file cut into sequences, rank r running sequences r, r+P,
+// ... (read_token_shard: each rank reads only its own), every rank its own sequence per step
+// (replicated_tokens off: the MoE layers exchange different tokens from every rank).
+// Collective. Returns the exit code.
+int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm,
+                 int64_t base_rss) {
+  const int me = comm.rank(), P = comm.size();
+  const int64_t L = a.seq_len;
+  SequenceShard shard;
+  int64_t S = 0;
+  Status st = [&]() -> Status {
+    if (L > model.max_positions())
+      return InvalidArgument("--seq-len " + std::to_string(L) + " exceeds the model's " +
+                             std::to_string(model.max_positions()) + " positions");
+    SY_ASSIGN_OR_RETURN(shard, read_token_shard(a.token_file, L, me, P));
+    S = shard.total_sequences;
+    if (a.max_tokens > 0) S = std::min<int64_t>(S, std::max<int64_t>(1, a.max_tokens / L));
+    if (S == 0) return InvalidArgument(a.token_file + ": fewer than --seq-len tokens");
+    // Ids are checked here, before any collective: each rank holds different ones.
+    for (int32_t id : shard.ids_NL)
+      if (id < 0 || id >= model.vocab())
+        return InvalidArgument(a.token_file + ": token id " + std::to_string(id) +
+                               " is outside the model's vocabulary");
+    return Status::Ok();
+  }();
+  if (int code = agree_status(comm, st, "infer --model --seq-len")) return code;
+  model.set_replicated_tokens(false);
+  const int64_t steps = (S + P - 1) / P, total = S * L;
+  if (me == 0) {
+    std::printf(
+        "%lld sequences of %lld tokens (%lld tokens), %lld step%s of one sequence per "
+        "rank\n",
+        (long long)S, (long long)L, (long long)total, (long long)steps, steps == 1 ? "" : "s");
+    std::fflush(stdout);
+  }
+  RoutingCollector routing(model, comm, a.out);
+  Progress progress("forward x" + std::to_string(P) + " ranks", total);
+  const auto t0 = std::chrono::steady_clock::now();
+  Tensor logits;
+  std::vector<int32_t> seq;
+  for (int64_t step = 0; step < steps; ++step) {
+    // This rank's step-th sequence is global sequence step * P + rank (read_token_shard order).
+    const size_t k = static_cast<size_t>(step);
+    const bool have = k < shard.sequences.size() && shard.sequences[k] < S;
+    seq.assign(
+        have ? shard.ids_NL.begin() + static_cast<std::ptrdiff_t>(k * L) : shard.ids_NL.end(),
+        have ? shard.ids_NL.begin() + static_cast<std::ptrdiff_t>((k + 1) * L)
+             : shard.ids_NL.end());
+    st = model.forward(seq, &logits, /*all_logits=*/false);
+    if (int code = agree_status(comm, st, "infer --model: forward")) return code;
+    routing.add_step(step);
+    if (me == 0) progress.update(std::min(total, (step + 1) * P * L), step + 1 == steps);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (me == 0)
+    std::printf("%lld tokens in %.2f s: %.0f tok/s over %d rank%s\n", (long long)total, secs,
+                static_cast<double>(total) / secs, P, P == 1 ? "" : "s");
+  routing.finish(total, secs, "routing over the corpus, per MoE layer:");
+  Qwen2MoeMemory mem = model.memory();
+  mem.activation_bytes += static_cast<int64_t>(logits.data.capacity() * sizeof(float));
+  PrintMemory(comm, mem, base_rss);
+  return 0;
+}
+
 }  // namespace
 
 int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
@@ -248,6 +392,8 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
     int given = !a.token_ids.empty() + !a.prompt.empty() + !a.token_file.empty();
     if (given != 1)
       return InvalidArgument("--model needs exactly one of --token-ids, --prompt, --token-file");
+    if (a.seq_len < 0 || (a.seq_len > 0 && a.token_file.empty()))
+      return InvalidArgument("--seq-len needs --token-file (and must be > 0)");
     if (a.quantize != "none" && a.quantize != "int8" && a.quantize != "int4")
       return InvalidArgument("--quantize must be none, int8 or int4");
     if (a.max_new_tokens < 0 || a.repeat < 1 || a.temperature < 0)
@@ -270,6 +416,9 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
     } else if (!a.prompt.empty()) {
       ids = tok->encode(a.prompt);
       if (ids.empty()) return InvalidArgument("--prompt: the text gives no tokens");
+    } else if (a.seq_len > 0) {  // read per rank later (RunSequences)
+      if (!a.dump.empty() || a.max_new_tokens > 0)
+        return InvalidArgument("--seq-len runs a corpus: no --dump or --max-new-tokens");
     } else {
       SY_ASSIGN_OR_RETURN(ids, read_token_file(a.token_file));
     }
@@ -304,6 +453,8 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
                 a.deterministic ? ", deterministic" : "", load_s);
     std::fflush(stdout);
   }
+
+  if (a.seq_len > 0) return RunSequences(a, *model, comm, base_rss);
 
   // ---- forward of the given tokens (all logits) ----
   Tensor logits;
@@ -354,52 +505,10 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   if (dump_code) return dump_code;
 
   // ---- routing of the forward: metrics table (rank 0) and per-rank load reports ----
-  if (std::vector<MoeLayer*> moe = model->moe_layers(); !moe.empty()) {
-    const MoeLayerConfig& lc = moe[0]->config();
-    switchyard::RankReport report;
-    report.set_rank(me);
-    report.set_world_size(P);
-    report.set_host(host_name());
-    report.set_router(moe[0]->router().name());
-    report.set_num_experts(static_cast<int32_t>(lc.num_experts));
-    report.set_top_k(static_cast<int32_t>(lc.top_k));
-    report.set_d_model(static_cast<int32_t>(lc.d_model));
-    report.set_local_expert_begin(static_cast<int32_t>(moe[0]->first_local_expert()));
-    report.set_local_expert_count(static_cast<int32_t>(moe[0]->num_local_experts()));
-    report.set_num_layers(static_cast<int32_t>(moe.size()));
-    report.set_config_text(model->config_json());
-    report.set_switchyard_version("0.1.0");
-    report.set_wall_s(best);
-    InferResult res;
-    res.router = moe[0]->router().name();
-    res.tokens = T;
-    res.seconds = best;
-    for (size_t l = 0; l < moe.size(); ++l) {
-      MoeLayer& layer = *moe[l];
-      const RouterOutput& ro = layer.router_output();
-      // This rank's slice of the tokens (token-sharded MoE); a rank may have none.
-      RoutingMetrics part;
-      if (ro.T > 0)
-        part = routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
-                                       layer.plan().kept_TK.data(), ro.T, lc.num_experts, lc.top_k);
-      if (!a.out.empty())
-        fill_layer_step(layer, static_cast<int>(l), 0, ro.T, part, report.add_entries());
-      res.per_layer.push_back(
-          merge_routing_metrics(&comm, part, static_cast<int>(l), lc.num_experts, lc.top_k));
-    }
-    if (me == 0) {
-      std::printf("routing of the forward, per MoE layer:");
-      print_routing_table({res}, P);
-    }
-    if (!a.out.empty()) {
-      std::error_code ec;
-      std::filesystem::create_directories(a.out, ec);
-      write_report_or_warn(a.out, report, me);
-      if (me == 0)
-        std::printf("load reports: %s/rank-<r>.{json,pb}; merge with: switchyard report %s\n",
-                    a.out.c_str(), a.out.c_str());
-    }
-    std::fflush(stdout);
+  {
+    RoutingCollector routing(*model, comm, a.out);
+    routing.add_step(0);
+    routing.finish(T, best, "routing of the forward, per MoE layer:");
   }
 
   // ---- generation with the KV cache: prefill was the forward above ----

@@ -20,6 +20,9 @@ struct ModelInferArgs {
   std::string prompt;      // text, through the tokenizer
   std::string token_file;  // binary token file (switchyard tokenize); --max-tokens limits it
   int64_t max_tokens = -1;
+  // With --token-file: cut it into sequences of seq_len tokens, each rank running its own
+  // (rank r: sequences r, r+P, ...), for throughput and routing over a whole corpus.
+  int64_t seq_len = 0;
   std::string tokenizer;  // default: the model folder
   std::string dump;       // .npy of the logits [T, V] (rank 0)
   std::string out;        // per-rank load reports of the forward (switchyard report merges them)

@@ -151,13 +151,14 @@ StatusOr<std::vector<int32_t>> read_token_file(const std::string& path, TokenFil
   return ids;
 }
 
-StatusOr<TokenShard> read_token_shard(const std::string& path, int64_t seq_len, int rank, int P) {
+StatusOr<SequenceShard> read_token_shard(const std::string& path, int64_t seq_len, int rank,
+                                         int P) {
   if (seq_len < 1 || P < 1 || rank < 0 || rank >= P)
     return InvalidArgument("read_token_shard " + path + ": need seq_len >= 1 and 0 <= rank < P " +
                            "(seq_len " + std::to_string(seq_len) + ", rank " +
                            std::to_string(rank) + ", P " + std::to_string(P) + ")");
   Fd fd;
-  TokenShard shard;
+  SequenceShard shard;
   SY_RETURN_IF_ERROR(open_checked(path, &fd, &shard.header));
   shard.total_sequences = static_cast<int64_t>(shard.header.count / static_cast<uint64_t>(seq_len));
   for (int64_t s = rank; s < shard.total_sequences; s += P) shard.sequences.push_back(s);

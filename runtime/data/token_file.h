@@ -49,7 +49,7 @@ StatusOr<TokenFileHeader> read_token_file_header(const std::string& path);
 StatusOr<std::vector<int32_t>> read_token_file(const std::string& path,
                                                TokenFileHeader* header = nullptr);
 
-struct TokenShard {
+struct SequenceShard {
   TokenFileHeader header;
   int64_t total_sequences = 0;     // S, over all ranks
   std::vector<int64_t> sequences;  // global index of each of this rank's sequences, ascending
@@ -57,6 +57,6 @@ struct TokenShard {
 };
 // Rank `rank` of P's sequences (see the header). InvalidArgument for seq_len < 1, P < 1 or a
 // rank outside [0, P).
-StatusOr<TokenShard> read_token_shard(const std::string& path, int64_t seq_len, int rank, int P);
+StatusOr<SequenceShard> read_token_shard(const std::string& path, int64_t seq_len, int rank, int P);
 
 }  // namespace sy

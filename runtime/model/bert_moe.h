@@ -186,6 +186,10 @@ class BertMoeModel {
   // Final hidden states of the last forward / encode [T, D] (after the last output.LayerNorm).
   const Tensor& last_hidden() const { return hidden_; }
 
+  // false: every rank runs its OWN sequence (any T, also 0); the MoE layers exchange those
+  // tokens as they are (token_sharded_moe.h). Default true: every rank passes the same tokens.
+  void set_replicated_tokens(bool r) { sharded_->set_replicated(r); }
+
   bool is_moe_layer(int64_t i) const { return cfg_.is_moe_layer(i); }
   // MoE layers in layer order (dense layers skipped), for metrics and reports.
   std::vector<MoeLayer*> moe_layers();

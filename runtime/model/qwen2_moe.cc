@@ -365,7 +365,7 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   const int64_t D = c.hidden_size, hd = c.head_dim, nH = c.num_attention_heads,
                 nKV = c.num_key_value_heads, V = c.vocab_size;
   const int64_t Q = nH * hd, KV = nKV * hd;
-  if (T < 0 || (!all_logits && T == 0)) return InvalidArgument("forward: no tokens");
+  if (T < 0) return InvalidArgument("forward: negative token count");
   if (cache_len_ + T > max_cache_)
     return InvalidArgument("forward: " + std::to_string(cache_len_ + T) +
                            " tokens exceed the KV cache limit of " + std::to_string(max_cache_) +
@@ -454,7 +454,7 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   hidden_.resize({T, D});
   rmsnorm_forward(x_.data(), final_norm_.ptr(), hidden_.ptr(), nullptr, T, D, eps);
   const float* head = lm_head_.empty() ? embed_.ptr() : lm_head_.ptr();
-  const int P = comm_ ? comm_->size() : 1;
+  const int P = comm_ && sharded_->replicated() ? comm_->size() : 1;
   if (all_logits && P > 1) {
     // Token-sharded LM head (the largest GEMM at Qwen's vocabulary): rank r computes the rows
     // of its slice, an allgather gives every rank all T rows. Same slices as the MoE layers,
@@ -470,10 +470,12 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   } else if (all_logits) {
     logits->resize({T, V});
     linear_forward(hidden_.ptr(), head, logits->ptr(), T, D, V);
-  } else {
+  } else if (T > 0) {
     logits->resize({1, V});
     ScopedDeterministicGemm replicated(false);  // one row, the same on every rank
     linear_forward(hidden_.ptr() + (T - 1) * D, head, logits->ptr(), 1, D, V);
+  } else {
+    logits->resize({0, V});  // a rank without tokens this step (replicated_tokens false)
   }
   const double t3 = Now();
   times_.head_s = t3 - t1;

@@ -124,10 +124,14 @@ class Qwen2MoeModel {
 
   // Runs T new tokens at positions cache_len() .. cache_len() + T - 1, appending their keys and
   // values to the KV cache. logits: [T, V] when all_logits (the LM head runs token-sharded
-  // and is allgathered: every rank gets all rows), else [1, V] for the last token (T must be
-  // >= 1 then). COLLECTIVE: every rank passes the same tokens.
+  // and is allgathered: every rank gets all rows), else [1, V] for the last token ([0, V]
+  // when T = 0). COLLECTIVE: every rank passes the same tokens.
   Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits = true);
   int64_t cache_len() const { return cache_len_; }
+  // false: every rank runs its OWN tokens (different sequences, any T, also 0), the MoE layers
+  // exchange them with the experts' owners as they are and the LM head stays local. Default
+  // true: every rank passes the same tokens (see the header comment).
+  void set_replicated_tokens(bool r) { sharded_->set_replicated(r); }
   void reset_cache() { cache_len_ = 0; }
 
   // Final hidden states of the last forward [T, D] (after model.norm).

