@@ -2,7 +2,8 @@
 # Forward time of N tokens (default 1,024) of Moby Dick through a Qwen2-MoE checkpoint written
 # by `switchyard init`, at P = 1, 2, 4 ranks, fp32 and int4 experts. Every run prints the
 # slowest rank's best-of-3 forward time and its split (attention / MoE / LM head), and the
-# memory per rank.
+# memory per rank. Then the corpus mode (--seq-len): 8 sequences of N tokens, each rank its
+# own, tokens/s over all ranks.
 #
 #   bash bench/qwen_forward.sh [BUILD_DIR] [TOKENS] [-- extra `init --set` arguments]
 #
@@ -37,4 +38,11 @@ for quant in none int4; do
     OPENBLAS_NUM_THREADS=$threads mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS "$bin" infer --model "$work/model" --token-file "$work/moby.bin" \
       --max-tokens "$tokens" --quantize "$quant" --repeat 3 | grep -E "^forward|rank [0-9]:|^memory"
   done
+done
+for np in 1 2 4; do
+  threads=$(( cores / np > 0 ? cores / np : 1 ))
+  echo "== corpus mode: 8 sequences of $tokens, P=$np, int4 experts, $threads thread(s) per rank"
+  OPENBLAS_NUM_THREADS=$threads mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS "$bin" infer \
+    --model "$work/model" --token-file "$work/moby.bin" --seq-len "$tokens" \
+    --max-tokens $((8 * tokens)) --quantize int4 2>/dev/null | grep -E "tok/s over"
 done

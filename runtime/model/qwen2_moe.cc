@@ -45,6 +45,12 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
   SY_ASSIGN_OR_RETURN(std::string type, r.get_string("model_type", "qwen2_moe"));
   if (type != "qwen2_moe")
     return BadInput(where + ": model_type is \"" + type + "\", expected \"qwen2_moe\"");
+  // Features of Qwen2MoeConfig this implementation does not have: refuse rather than compute
+  // something else.
+  if (auto it = r.json().find("rope_scaling"); it != r.json().end() && !it->is_null())
+    return BadInput(where + ": rope_scaling " + it->dump() + " is not supported (plain RoPE only)");
+  SY_ASSIGN_OR_RETURN(bool sliding, r.get_bool("use_sliding_window", false));
+  if (sliding) return BadInput(where + ": use_sliding_window true is not supported");
   SY_ASSIGN_OR_RETURN(std::string act, r.get_string("hidden_act", "silu"));
   if (act != "silu") return BadInput(where + ": hidden_act \"" + act + "\" (only silu)");
   constexpr int64_t kBig = int64_t{1} << 24;

@@ -318,6 +318,16 @@ TEST(Qwen2Moe, MalformedCheckpointsAreRejected) {
        {{"mlp_only_layers", {7}}},
        StatusCode::kBadInput,
        "mlp_only_layers"},
+      {"rope scaling",
+       [](auto*) {},
+       {{"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}}}},
+       StatusCode::kBadInput,
+       "rope_scaling"},
+      {"sliding window",
+       [](auto*) {},
+       {{"use_sliding_window", true}},
+       StatusCode::kBadInput,
+       "use_sliding_window"},
   };
   for (const Case& c : cases) {
     fs::remove_all(bad);
