@@ -27,25 +27,39 @@ PACKAGES=(build-essential cmake pkg-config git ca-certificates npm
   openmpi-bin libopenmpi-dev libopenblas-dev
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev clang-format python3-numpy
-  clang libclang-rt-14-dev)
+  nlohmann-json3-dev libcli11-dev clang-format python3-numpy)
+# Optional: the libFuzzer smoke test (tests/launch/fuzz_smoke.sh) skips without them, so a
+# failure to install them does not stop the setup.
+OPTIONAL_PACKAGES=(clang libclang-rt-14-dev)
+
+missing_of() {  # prints the packages of "$@" that are not installed
+  for p in "$@"; do
+    # npm may come from elsewhere (a Node.js distribution); any working npm will do.
+    [ "$p" = npm ] && command -v npm >/dev/null 2>&1 && continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
 
 install_deps() {
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  local missing=()
-  for p in "${PACKAGES[@]}"; do
-    # npm may come from elsewhere (a Node.js distribution); any working npm will do.
-    [ "$p" = npm ] && command -v npm >/dev/null 2>&1 && continue
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -eq 0 ]; then
+  local missing optional
+  mapfile -t missing < <(missing_of "${PACKAGES[@]}")
+  mapfile -t optional < <(missing_of "${OPTIONAL_PACKAGES[@]}")
+  if [ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ]; then
     echo "setup: Debian packages present"
     return
   fi
-  echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  if [ ${#optional[@]} -gt 0 ]; then
+    echo "setup: installing optional ${optional[*]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      "${optional[@]}" || echo "setup: WARNING: optional packages not installed (the fuzz test skips)" >&2
+  fi
 }
 
 # name  npm-spec  sha256 (shared/DATA.md)
