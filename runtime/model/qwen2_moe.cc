@@ -287,7 +287,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     lc.capacity_factor = opt.capacity_factor;
     lc.shared_expert_hidden = c.shared_expert_intermediate_size;
     lc.train_experts = false;
-    lc.expert_bits = 32;  // quantized below, after the fp32 weights are loaded
+    lc.expert_bits = opt.expert_bits;  // with init_std 0: quantized zeros until loaded
     lc.quant_group = opt.quant_group;
     lc.init_std = 0.0f;  // every weight comes from the checkpoint
     lc.router.name = opt.router;
@@ -304,27 +304,21 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
       SY_RETURN_IF_ERROR(
           ck.read_into(LayerName(i, "mlp.gate.weight"), {c.num_experts, D}, g->value.ptr()));
     }
-    // This rank's experts only: slot e of the stacked [E/P, F, D] params is global expert
-    // first + e.
+    // This rank's experts only (local expert e is global first + e), one at a time: quantized
+    // experts go straight from the file to int8/int4, so no rank ever holds even its own
+    // experts in fp32.
     const int64_t F = c.moe_intermediate_size, first = moe.first_local_expert();
-    for (Param& p : moe.experts().params()) {
-      const bool down = p.name == "experts.down_proj";
-      const std::string proj = down                          ? "down_proj"
-                               : p.name == "experts.up_proj" ? "up_proj"
-                                                             : "gate_proj";
-      const std::vector<int64_t> shape =
-          down ? std::vector<int64_t>{D, F} : std::vector<int64_t>{F, D};
-      for (int64_t e = 0; e < moe.num_local_experts(); ++e)
-        SY_RETURN_IF_ERROR(
-            ck.read_into(ExpertName(i, first + e, proj), shape, p.value.ptr() + e * F * D));
+    std::vector<float> wg(static_cast<size_t>(F * D)), wu(wg.size()), wd(wg.size());
+    for (int64_t e = 0; e < moe.num_local_experts(); ++e) {
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, first + e, "gate_proj"), {F, D}, wg.data()));
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, first + e, "up_proj"), {F, D}, wu.data()));
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, first + e, "down_proj"), {D, F}, wd.data()));
+      moe.experts().set_expert_weights(e, wg.data(), wu.data(), wd.data());
     }
     if (SharedExpert* s = moe.shared_expert()) {
       for (Param& p : s->params())
         SY_RETURN_IF_ERROR(
             ck.read_into(LayerName(i, "mlp." + p.name), p.value.shape, p.value.ptr()));
-    }
-    if (opt.expert_bits != 32) {
-      moe.experts().quantize_weights(opt.expert_bits, opt.quant_group);
     }
   }
   m->inv_freq_ = rope_inv_freq(hd, c.rope_theta);

@@ -126,11 +126,50 @@ RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
     if (cfg.weight_bits != 32) quantize_weights();
     return;
   }
+  if (cfg.weight_bits != 32 && cfg.init_std == 0.0f) {
+    // Quantized zeros from the start, filled expert by expert with set_expert_weights(): no
+    // fp32 copy of the experts is ever allocated (what a checkpoint loader wants).
+    SY_CHECK(!cfg.allocate_grads) << "quantized experts are frozen: allocate_grads must be false";
+    SY_CHECK(cfg.weight_bits == 8 || cfg.weight_bits == 4)
+        << "expert weight_bits must be 32, 8 or 4 (got " << cfg.weight_bits << ")";
+    auto zeros = [&](int64_t O, int64_t I) {
+      QuantizedMatrix q;
+      q.O = O;
+      q.I = I;
+      q.G = cfg.quant_group;
+      q.bits = cfg.weight_bits;
+      q.data.assign(static_cast<size_t>(O * q.row_bytes()), 0);
+      q.scales.assign(static_cast<size_t>(O * q.groups()), 0.0f);
+      return q;
+    };
+    q_gate_.assign(static_cast<size_t>(E), zeros(F, D));
+    q_up_.assign(static_cast<size_t>(E), zeros(F, D));
+    q_down_.assign(static_cast<size_t>(E), zeros(D, F));
+    return;
+  }
   gate_ = add(&params_, "experts.gate_proj", {E, F, D}, cfg.allocate_grads);
   up_ = add(&params_, "experts.up_proj", {E, F, D}, cfg.allocate_grads);
   down_ = add(&params_, "experts.down_proj", {E, D, F}, cfg.allocate_grads);
   for (Param* p : {gate_, up_, down_}) init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert);
   if (cfg.weight_bits != 32) quantize_weights();
+}
+
+void RoutedExperts::set_expert_weights(int64_t e, const float* gate_FD, const float* up_FD,
+                                       const float* down_DF) {
+  SY_CHECK(cfg_.kind == ExpertKind::kSwiGLU) << "set_expert_weights: SwiGLU experts only";
+  SY_CHECK(e >= 0 && e < cfg_.num_experts)
+      << "set_expert_weights: expert " << e << " of " << cfg_.num_experts;
+  const int64_t F = cfg_.ffn_hidden, D = cfg_.d_model;
+  if (quantized()) {
+    const size_t i = static_cast<size_t>(e);
+    q_gate_[i] = quantize(gate_FD, F, D, cfg_.quant_group, cfg_.weight_bits);
+    q_up_[i] = quantize(up_FD, F, D, cfg_.quant_group, cfg_.weight_bits);
+    q_down_[i] = quantize(down_DF, D, F, cfg_.quant_group, cfg_.weight_bits);
+    return;
+  }
+  std::copy(gate_FD, gate_FD + F * D, gate_->value.ptr() + e * F * D);
+  std::copy(up_FD, up_FD + F * D, up_->value.ptr() + e * F * D);
+  std::copy(down_DF, down_DF + D * F, down_->value.ptr() + e * D * F);
 }
 
 void RoutedExperts::quantize_weights(int bits, int64_t group) {

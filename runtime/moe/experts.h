@@ -118,6 +118,12 @@ class RoutedExperts {
   // weights first (see the top of this file).
   void quantize_weights(int bits, int64_t group);
   bool quantized() const { return !q_gate_.empty() || !q_fc1_.empty(); }
+  // SwiGLU: sets local expert e's weights from fp32 matrices (gate/up [F, D], down [D, F]):
+  // copied into the fp32 Params, or, when quantized, quantized straight into the expert's
+  // storage. Experts built with weight_bits 8/4 and init_std 0 start as quantized zeros and
+  // never hold fp32 weights: a checkpoint loader fills them one expert at a time.
+  void set_expert_weights(int64_t e, const float* gate_FD, const float* up_FD,
+                          const float* down_DF);
   // Per-expert quantized weights (empty unless quantized()): gate/up [F, D], down [D, F].
   const std::vector<QuantizedMatrix>& quantized_gate() const { return q_gate_; }
   const std::vector<QuantizedMatrix>& quantized_up() const { return q_up_; }

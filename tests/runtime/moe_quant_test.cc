@@ -165,3 +165,45 @@ TEST(MoeQuant, RunConfigMapping) {
 
 }  // namespace
 }  // namespace sy
+
+namespace sy {
+namespace {
+
+// A loader's path: experts built as quantized zeros (weight_bits 4/8, init_std 0) and filled one
+// expert at a time with set_expert_weights() equal, bit for bit, experts quantized from fp32
+// Params after init; and they never hold fp32 weights.
+TEST(MoeQuant, SetExpertWeightsQuantizesStraightIntoStorage) {
+  for (int bits : {8, 4}) {
+    ExpertsConfig c;
+    c.d_model = 256;
+    c.ffn_hidden = 128;
+    c.num_experts = 3;
+    c.allocate_grads = false;
+    c.init_std = 0.02f;
+    c.seed = 5;
+    RoutedExperts fp32(c);  // fp32 reference weights
+    ExpertsConfig qc = c;
+    qc.weight_bits = bits;
+    RoutedExperts after(qc);  // init, then quantize_weights()
+    qc.init_std = 0.0f;
+    RoutedExperts loaded(qc);  // quantized zeros, then filled
+    ASSERT_TRUE(loaded.quantized());
+    EXPECT_TRUE(loaded.params().empty());
+    const int64_t F = 128, D = 256;
+    const float* g = fp32.params()[0].value.ptr();
+    const float* u = fp32.params()[1].value.ptr();
+    const float* d = fp32.params()[2].value.ptr();
+    for (int64_t e = 0; e < 3; ++e)
+      loaded.set_expert_weights(e, g + e * F * D, u + e * F * D, d + e * D * F);
+    EXPECT_EQ(loaded.weight_bytes(), after.weight_bytes());
+    for (int64_t e = 0; e < 3; ++e) {
+      EXPECT_EQ(loaded.quantized_gate()[e].data, after.quantized_gate()[e].data);
+      EXPECT_EQ(loaded.quantized_gate()[e].scales, after.quantized_gate()[e].scales);
+      EXPECT_EQ(loaded.quantized_down()[e].data, after.quantized_down()[e].data);
+      EXPECT_EQ(loaded.quantized_up()[e].scales, after.quantized_up()[e].scales);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sy
