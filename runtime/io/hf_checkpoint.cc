@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 
 constexpr uint64_t kMaxJsonBytes = 64ull << 20;  // config.json / index: far above any real one
 constexpr size_t kMaxShards = 100000;
-constexpr size_t kMaxListedNames = 12;  // names quoted in one error message
+constexpr size_t kMaxListedNames = 12;         // names quoted in one error message
+constexpr size_t kReadBlockBytes = 16u << 20;  // tensors are read in blocks of rows this big
 
 StatusOr<std::string> ReadSmallFile(const std::string& path) {
   struct stat sb {};
@@ -230,16 +231,38 @@ Status HfCheckpoint::read_into(const std::string& name, const std::vector<int64_
   if (e->dtype != SafeDtype::kF32 && e->dtype != SafeDtype::kF16 && e->dtype != SafeDtype::kBF16)
     return BadInput(r.path() + ": tensor '" + name + "' has dtype " + safe_dtype_name(e->dtype) +
                     ", not F32/F16/BF16");
-  // Straight from the file bytes into dst: one transient copy of this tensor's bytes at most.
-  SY_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, r.ReadBytes(name));
+  // Straight from the file into dst, a block of rows at a time through one reused buffer of at
+  // most kReadBlockBytes: no transient copy of the whole tensor, no fresh pages per tensor.
+  const size_t esize = safe_dtype_size(e->dtype);
   const size_t n = static_cast<size_t>(e->numel());
-  SY_RETURN_IF_ERROR(safetensors_to_f32(e->dtype, raw.data(), n, dst));
-  if (!allow_non_finite)
-    for (size_t i = 0; i < n; ++i)
+  thread_local std::vector<uint8_t> block;
+  auto finite = [&](size_t begin, size_t count) -> Status {
+    if (allow_non_finite) return Status::Ok();
+    for (size_t i = begin; i < begin + count; ++i)
       if (!std::isfinite(dst[i]))
         return Status(
             StatusCode::kNonFinite,
             r.path() + ": tensor '" + name + "' holds NaN/Inf at element " + std::to_string(i));
+    return Status::Ok();
+  };
+  if (e->shape.empty() || e->shape[0] == 0 || n == 0) {  // scalars and empty tensors
+    SY_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, r.ReadBytes(name));
+    SY_RETURN_IF_ERROR(safetensors_to_f32(e->dtype, raw.data(), n, dst));
+    return finite(0, n);
+  }
+  const int64_t lead = e->shape[0];
+  const size_t row_elems = n / static_cast<size_t>(lead), row_bytes = row_elems * esize;
+  const int64_t rows_per_block =
+      std::max<int64_t>(1, static_cast<int64_t>(kReadBlockBytes / std::max<size_t>(1, row_bytes)));
+  block.resize(static_cast<size_t>(std::min<int64_t>(rows_per_block, lead)) * row_bytes);
+  for (int64_t r0 = 0; r0 < lead; r0 += rows_per_block) {
+    const int64_t rows = std::min<int64_t>(rows_per_block, lead - r0);
+    SY_RETURN_IF_ERROR(r.ReadRowsInto(name, r0, rows, block.data(), block.size()));
+    const size_t begin = static_cast<size_t>(r0) * row_elems,
+                 count = static_cast<size_t>(rows) * row_elems;
+    SY_RETURN_IF_ERROR(safetensors_to_f32(e->dtype, block.data(), count, dst + begin));
+    SY_RETURN_IF_ERROR(finite(begin, count));
+  }
   return Status::Ok();
 }
 

@@ -364,19 +364,37 @@ StatusOr<std::vector<uint8_t>> SafetensorsReader::ReadRowsBytes(const std::strin
                                                                 int64_t row_begin,
                                                                 int64_t rows) const {
   SY_ASSIGN_OR_RETURN(const SafetensorsEntry* e, Lookup(name));
-  const std::string what = "tensor '" + name + "'";
-  if (e->shape.empty()) return InvalidArgument(path_ + ": " + what + " is a scalar: no rows");
-  const int64_t lead = e->shape[0];
+  uint64_t off = 0, n = 0;
+  SY_RETURN_IF_ERROR(RowRange(*e, row_begin, rows, &off, &n));
+  std::vector<uint8_t> out(n);
+  SY_RETURN_IF_ERROR(ReadAt(data_start_ + e->begin + off, n, out.data(), "tensor '" + name + "'"));
+  return out;
+}
+
+Status SafetensorsReader::RowRange(const SafetensorsEntry& e, int64_t row_begin, int64_t rows,
+                                   uint64_t* offset, uint64_t* nbytes) const {
+  const std::string what = "tensor '" + e.name + "'";
+  if (e.shape.empty()) return InvalidArgument(path_ + ": " + what + " is a scalar: no rows");
+  const int64_t lead = e.shape[0];
   if (row_begin < 0 || rows < 0 || row_begin > lead || rows > lead - row_begin)
     return InvalidArgument(path_ + ": " + what + ": rows [" + std::to_string(row_begin) + ", +" +
                            std::to_string(rows) + ") outside its " + std::to_string(lead) +
                            " rows");
-  const uint64_t row_bytes = lead == 0 ? 0 : e->nbytes() / static_cast<uint64_t>(lead);
-  const uint64_t off = static_cast<uint64_t>(row_begin) * row_bytes;
-  const uint64_t n = static_cast<uint64_t>(rows) * row_bytes;
-  std::vector<uint8_t> out(n);
-  SY_RETURN_IF_ERROR(ReadAt(data_start_ + e->begin + off, n, out.data(), what));
-  return out;
+  const uint64_t row_bytes = lead == 0 ? 0 : e.nbytes() / static_cast<uint64_t>(lead);
+  *offset = static_cast<uint64_t>(row_begin) * row_bytes;
+  *nbytes = static_cast<uint64_t>(rows) * row_bytes;
+  return Status::Ok();
+}
+
+Status SafetensorsReader::ReadRowsInto(const std::string& name, int64_t row_begin, int64_t rows,
+                                       uint8_t* dst, size_t capacity) const {
+  SY_ASSIGN_OR_RETURN(const SafetensorsEntry* e, Lookup(name));
+  uint64_t off = 0, n = 0;
+  SY_RETURN_IF_ERROR(RowRange(*e, row_begin, rows, &off, &n));
+  if (n > capacity)
+    return InvalidArgument(path_ + ": tensor '" + name + "': " + std::to_string(n) +
+                           " bytes do not fit " + std::to_string(capacity));
+  return ReadAt(data_start_ + e->begin + off, n, dst, "tensor '" + name + "'");
 }
 
 StatusOr<Tensor> SafetensorsReader::ReadF32(const std::string& name, bool allow_non_finite) const {

@@ -91,6 +91,9 @@ class SafetensorsReader {
   StatusOr<std::vector<uint8_t>> ReadBytes(const std::string& name) const;
   StatusOr<std::vector<uint8_t>> ReadRowsBytes(const std::string& name, int64_t row_begin,
                                                int64_t rows) const;
+  // The same bytes into caller memory of `capacity` bytes (no allocation).
+  Status ReadRowsInto(const std::string& name, int64_t row_begin, int64_t rows, uint8_t* dst,
+                      size_t capacity) const;
   // F32 / F16 / BF16 converted to float32. NaN or Inf is a kNonFinite error unless
   // allow_non_finite (RELIABILITY F6: the format does not check this, the loader does).
   StatusOr<Tensor> ReadF32(const std::string& name, bool allow_non_finite = false) const;
@@ -109,6 +112,9 @@ class SafetensorsReader {
  private:
   SafetensorsReader() = default;
   Status ReadAt(uint64_t offset, uint64_t n, uint8_t* dst, const std::string& what) const;
+  // Byte offset (in the tensor) and size of rows [row_begin, row_begin + rows), checked.
+  Status RowRange(const SafetensorsEntry& e, int64_t row_begin, int64_t rows, uint64_t* offset,
+                  uint64_t* nbytes) const;
   StatusOr<const SafetensorsEntry*> Lookup(const std::string& name) const;
 
   std::string path_;

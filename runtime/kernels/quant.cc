@@ -28,14 +28,28 @@ thread_local std::vector<float> tl_y_tile;  // deterministic mode only: [T, rt]
 }  // namespace
 
 namespace {
-// Sum of squared errors of a group quantized with scale s.
-double group_sse(const float* w, int64_t n, float s, int qmax) {
-  double e = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(w[i]) - quantize_value(w[i], s, qmax) * s;
-    e += d * d;
+// Sum of squared errors of a group quantized with scale s (an estimate for choosing s: rounds
+// w / s by multiplying with 1 / s and the 1.5 * 2^23 trick, branch-free so it vectorizes; it
+// can differ from quantize_value() only at exact ties).
+float group_sse(const float* w, int64_t n, float s, int qmax) {
+  const float inv = 1.0f / s, lim = static_cast<float>(qmax), magic = 12582912.0f;
+  // Eight partial sums: the compiler may vectorize them without reassociating one sum.
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      float q = (w[i + j] * inv + magic) - magic;  // round to nearest even, |w / s| < 2^22
+      q = q < -lim ? -lim : (q > lim ? lim : q);
+      const float d = w[i + j] - q * s;
+      acc[j] += d * d;
+    }
+  for (; i < n; ++i) {
+    float q = (w[i] * inv + magic) - magic;
+    q = q < -lim ? -lim : (q > lim ? lim : q);
+    const float d = w[i] - q * s;
+    acc[0] += d * d;
   }
-  return e;
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 }  // namespace
 
@@ -47,10 +61,10 @@ float choose_scale(const float* w, int64_t n, float amax, int bits) {
   // others. Try clip ratios 1.00, 0.95, ..., 0.70 and keep the least squared error (ties: the
   // larger scale). Costs 7 passes over the group, once per load.
   float best_s = s0;
-  double best = group_sse(w, n, s0, qmax);
+  float best = group_sse(w, n, s0, qmax);
   for (int k = 1; k <= kQuantClipSteps; ++k) {
     const float s = s0 * (1.0f - 0.05f * static_cast<float>(k));
-    const double e = group_sse(w, n, s, qmax);
+    const float e = group_sse(w, n, s, qmax);
     if (e < best) {
       best = e;
       best_s = s;
