@@ -11,7 +11,8 @@
 #      run as sequences (each rank its own) gives the same per-expert loads on 1 and 4 ranks;
 #   4. BERT: a dense checkpoint upcycled to 8 experts every other layer, and a bert_moe
 #      checkpoint with int8 experts: 4 ranks equal 1 rank bitwise;
-#   5. bad checkpoints end every rank with the exit code of their class and a message naming
+#   5. each rank reads only its own experts (a NaN in rank 3's expert fails rank 3 alone);
+#      bad checkpoints end every rank with the exit code of their class and a message naming
 #      the file, never a signal.
 # Usage: models_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
@@ -142,6 +143,25 @@ cp -r "$work/tiny" "$work/badcfg"
 sed -i 's/"num_experts_per_tok": 2/"num_experts_per_tok": 99/' "$work/badcfg/config.json"
 expect 22 bad-config mpi 2 infer --model "$work/badcfg" --token-ids 1,2
 grep -q "num_experts_per_tok" "$work/bad-config.log" || { echo "FAIL bad-config: key not named"; fail=1; }
+# each rank reads only its own experts: a NaN in expert 7 (rank 3's of 4) fails rank 3 alone,
+# and every rank leaves with exit 24
+cp -r "$work/tiny" "$work/nan7"
+python3 - "$work/nan7/model.safetensors" model.layers.0.mlp.experts.7.up_proj.weight <<'PY'
+import json, struct, sys
+path, name = sys.argv[1], sys.argv[2]
+with open(path, "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    entry = json.loads(f.read(n))[name]
+    f.seek(8 + n + entry["data_offsets"][0])
+    f.write(struct.pack("<I", 0x7FC00000))  # a float32 NaN as the first element
+PY
+expect 24 nan-expert7-np4 mpi 4 infer --model "$work/nan7" --token-ids 1,2
+grep -q "rank 3: .*experts.7.up_proj.*NaN" "$work/nan-expert7-np4.log" ||
+  { echo "FAIL nan-expert7-np4: rank 3 did not name the tensor"; fail=1; }
+if grep -q "rank [012]: .*NaN" "$work/nan-expert7-np4.log"; then
+  echo "FAIL nan-expert7-np4: a rank that does not own expert 7 read it"
+  fail=1
+fi
 expect 21 bad-split mpi 3 infer --model "$work/tiny" --token-ids 1,2
 expect 21 bad-token mpi 2 infer --model "$work/tiny" --token-ids 1,1000
 expect 21 bad-ids mpi 2 infer --model "$work/tiny" --token-ids 1,x
