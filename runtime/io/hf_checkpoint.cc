@@ -293,13 +293,18 @@ Status HfCheckpoint::check_names(const std::vector<std::string>& required, bool 
 // ---- writer ----
 
 void HfCheckpointWriter::add(const std::string& name, Tensor t) {
-  tensors_.emplace_back(name, std::move(t));
+  std::vector<int64_t> shape = t.shape;
+  tensors_.push_back({name, std::move(shape), std::move(t), nullptr});
+}
+
+void HfCheckpointWriter::add_lazy(const std::string& name, std::vector<int64_t> shape, Fill fill) {
+  tensors_.push_back({name, std::move(shape), Tensor(), std::move(fill)});
 }
 
 int64_t HfCheckpointWriter::total_bytes() const {
   int64_t n = 0;
-  for (const auto& kv : tensors_)
-    n += kv.second.numel() * static_cast<int64_t>(safe_dtype_size(dtype_));
+  for (const Entry& e : tensors_)
+    n += Tensor::numel_of(e.shape) * static_cast<int64_t>(safe_dtype_size(dtype_));
   return n;
 }
 
@@ -313,18 +318,18 @@ Status HfCheckpointWriter::write(const std::string& dir, const json& config,
   if (ec) return InvalidArgument(dir + ": cannot create folder: " + ec.message());
 
   // Sorted by name, cut into shards of at most max_shard_bytes (a bigger tensor gets its own).
-  std::vector<const std::pair<std::string, Tensor>*> order;
-  for (const auto& kv : tensors_) order.push_back(&kv);
+  std::vector<const Entry*> order;
+  for (const Entry& e : tensors_) order.push_back(&e);
   std::sort(order.begin(), order.end(),
-            [](const auto* a, const auto* b) { return a->first < b->first; });
+            [](const Entry* a, const Entry* b) { return a->name < b->name; });
   for (size_t i = 1; i < order.size(); ++i)
-    if (order[i]->first == order[i - 1]->first)
-      return InvalidArgument("checkpoint writer: tensor '" + order[i]->first + "' added twice");
+    if (order[i]->name == order[i - 1]->name)
+      return InvalidArgument("checkpoint writer: tensor '" + order[i]->name + "' added twice");
   const int64_t esize = static_cast<int64_t>(safe_dtype_size(dtype_));
   std::vector<std::vector<size_t>> shards(1);
   int64_t in_shard = 0;
   for (size_t i = 0; i < order.size(); ++i) {
-    const int64_t b = order[i]->second.numel() * esize;
+    const int64_t b = Tensor::numel_of(order[i]->shape) * esize;
     if (!shards.back().empty() && in_shard + b > max_shard_bytes) {
       shards.emplace_back();
       in_shard = 0;
@@ -343,13 +348,22 @@ Status HfCheckpointWriter::write(const std::string& dir, const json& config,
     else
       std::snprintf(fname, sizeof(fname), "model.safetensors");
     std::vector<std::vector<uint16_t>> bf16(shards[s].size());
+    std::vector<Tensor> made(shards[s].size());  // this shard's lazy tensors, made now
     std::vector<SafetensorsWriteTensor> ws;
     for (size_t k = 0; k < shards[s].size(); ++k) {
-      const auto& [name, t] = *order[shards[s][k]];
+      const Entry& e = *order[shards[s][k]];
+      const std::string& name = e.name;
+      const Tensor* tp = &e.value;
+      if (e.fill) {
+        made[k] = Tensor(e.shape);
+        e.fill(made[k].ptr());
+        tp = &made[k];
+      }
+      const Tensor& t = *tp;
       SafetensorsWriteTensor w;
       w.name = name;
       w.dtype = dtype_;
-      w.shape = t.shape;
+      w.shape = e.shape;
       if (dtype_ == SafeDtype::kF32) {
         w.data = t.data.data();
         w.nbytes = t.data.size() * sizeof(float);

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -121,13 +122,23 @@ class HfCheckpointWriter {
   explicit HfCheckpointWriter(SafeDtype dtype = SafeDtype::kF32) : dtype_(dtype) {}
   // Takes the tensor by value (move in to avoid a copy). A repeated name is an error on write.
   void add(const std::string& name, Tensor t);
+  // A tensor made only when its shard is written: fill(dst) writes numel(shape) floats. The
+  // writer then holds one shard's tensors at a time, so a model of any size can be written.
+  using Fill = std::function<void(float* dst)>;
+  void add_lazy(const std::string& name, std::vector<int64_t> shape, Fill fill);
   int64_t total_bytes() const;  // on disk, tensor data only
   Status write(const std::string& dir, const nlohmann::json& config,
                int64_t max_shard_bytes = int64_t{5} << 30) const;
 
  private:
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    Tensor value;  // eager tensors
+    Fill fill;     // lazy ones
+  };
   SafeDtype dtype_;
-  std::vector<std::pair<std::string, Tensor>> tensors_;
+  std::vector<Entry> tensors_;
 };
 
 }  // namespace sy

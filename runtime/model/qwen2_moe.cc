@@ -168,9 +168,10 @@ Status write_random_qwen2_moe_checkpoint(const std::string& dir, const json& con
                 nKV = c.num_key_value_heads, V = c.vocab_size;
   HfCheckpointWriter w(dtype);
   auto normal = [&](const std::string& name, std::vector<int64_t> shape, float std) {
-    Tensor t(std::move(shape));
-    fill_normal(t.ptr(), t.numel(), std, seed, fnv1a64(name.c_str()));
-    w.add(name, std::move(t));
+    const int64_t n = Tensor::numel_of(shape);
+    w.add_lazy(name, std::move(shape), [n, std, seed, name](float* dst) {
+      fill_normal(dst, n, std, seed, fnv1a64(name.c_str()));
+    });
   };
   auto ones = [&](const std::string& name, int64_t n) { w.add(name, Tensor({n}, 1.0f)); };
   normal("model.embed_tokens.weight", {V, D}, std_w);

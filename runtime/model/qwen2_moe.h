@@ -82,7 +82,8 @@ nlohmann::json default_qwen2_moe_config();
 // Writes a fresh random model (N(0, initializer_range^2) weights, unit norms, small biases) in
 // the Hugging Face layout: config.json + model.safetensors, or shards when the tensors exceed
 // max_shard_bytes. `config` is a (partial) config.json object over the defaults above.
-// Tensors are generated one at a time from (seed, tensor name), so any size can be written.
+// Tensors are drawn from (seed, tensor name) when their shard is written, so the writer holds
+// one shard at a time (max_shard_bytes) and a model of any size can be written.
 Status write_random_qwen2_moe_checkpoint(const std::string& dir, const nlohmann::json& config,
                                          uint64_t seed, SafeDtype dtype = SafeDtype::kF32,
                                          int64_t max_shard_bytes = int64_t{2} << 30);
