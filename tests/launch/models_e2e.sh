@@ -5,7 +5,8 @@
 #      the independent NumPy reference (tests/reference/qwen2_moe_ref.py) within
 #      |diff| <= 1e-5 + 1e-4 * max|logit|;
 #      4 ranks write load reports that `switchyard report` merges;
-#   2. the same for a sharded BF16 checkpoint (index + several files), and norm_topk_prob;
+#   2. the same for a sharded BF16 checkpoint (index + several files), and norm_topk_prob; and
+#      for a checkpoint the NumPy reference writes itself (BF16/F16, 6 experts on 1/2/3/6 ranks);
 #   3. int4 experts: 4 ranks equal 1 rank bitwise; a prompt through the Qwen tokenizer with
 #      greedy generation (KV cache) gives the same tokens on 1 and 4 ranks; a tokenized corpus
 #      run as sequences (each rank its own) gives the same per-expert loads on 1 and 4 ranks;
@@ -64,6 +65,19 @@ reference ref-tiny "$work/tiny" "$ids" "$work/tiny-np4.npy"
 # the default (OpenBLAS, not row-stable): 4 ranks still match the reference
 expect 0 tiny-fast-np4 mpi 4 infer --model "$work/tiny" --token-ids "$ids" --dump "$work/tiny-fast-np4.npy"
 reference ref-tiny-fast "$work/tiny" "$ids" "$work/tiny-fast-np4.npy"
+
+# a checkpoint written by the NumPy reference itself (an independent writer: 3 shards, BF16 and
+# F16 tensors, GQA, a dense layer, 6 experts): 1, 2, 3 and 6 ranks, bitwise, and the reference
+if [ -n "$py" ]; then
+  expect 0 py-write "$py" "$src/tests/reference/qwen2_moe_ref.py" --write-tiny "$work/pytiny"
+  pids=1,5,9,50,7,3,44,12
+  for np in 1 2 3 6; do
+    expect 0 "py-np$np" mpi "$np" infer --model "$work/pytiny" --token-ids "$pids" --deterministic \
+      --dump "$work/py-np$np.npy"
+  done
+  for np in 2 3 6; do same "py-np$np-vs-np1" "$work/py-np$np.npy" "$work/py-np1.npy"; done
+  reference ref-py "$work/pytiny" "$pids" "$work/py-np6.npy"
+fi
 
 # load reports of a model run merge like the synthetic stack's
 expect 0 tiny-reports mpi 4 infer --model "$work/tiny" --token-ids "$ids" --out "$work/reports"
