@@ -33,9 +33,10 @@ SY_HD inline void rope_rotate_head(float* x, const float* cos_h, const float* si
   }
 }
 // Rotates every head of T rows x_T[heads * hd] (row stride `ld` floats) in place; row t is at
-// position pos0 + t.
+// position pos0 + t. inverse: rotate by the negative angle (the rotation is orthogonal, so this
+// is also the backward: dx = R^T dy).
 void rope_apply(float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld, int64_t pos0,
-                const std::vector<float>& inv_freq);
+                const std::vector<float>& inv_freq, bool inverse = false);
 
 struct AttentionShape {
   int64_t num_heads = 1;     // nH
@@ -51,5 +52,14 @@ struct AttentionShape {
 void attention_forward(const float* q, const float* k, const float* v, float* out, int64_t T,
                        int64_t Tk, int64_t pos0, const AttentionShape& s, const uint8_t* key_mask,
                        std::vector<float>* scratch);
+
+// Backward of attention_forward with the same arguments (the probabilities are recomputed
+// from q and k, nothing is cached): given dout [T, nH*hd], writes dq [T, nH*hd] and ADDS into
+// dk, dv [Tk, nKV*hd] (grouped-query heads sum into their kv head). scratch grows to
+// 2 * T * Tk floats.
+void attention_backward(const float* q, const float* k, const float* v, const float* dout,
+                        float* dq, float* dk, float* dv, int64_t T, int64_t Tk, int64_t pos0,
+                        const AttentionShape& s, const uint8_t* key_mask,
+                        std::vector<float>* scratch);
 
 }  // namespace sy

@@ -7,6 +7,7 @@
 
 #include "runtime/core/rng.h"
 #include "runtime/kernels/attention.h"
+#include "runtime/kernels/bias.h"
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/kernels/norm.h"
 
@@ -229,6 +230,8 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
                            " experts do not split evenly over " + std::to_string(P) + " ranks");
   if (opt.expert_bits != 32 && opt.expert_bits != 8 && opt.expert_bits != 4)
     return InvalidArgument("expert bits must be 32, 8 or 4");
+  if (opt.train == Qwen2MoeTrain::kAll && opt.expert_bits != 32)
+    return InvalidArgument("training every weight needs fp32 experts (quantized ones are frozen)");
 
   // Schema first (RELIABILITY F5): every tensor the model needs, and nothing unexpected.
   std::vector<std::string> need = {"model.embed_tokens.weight", "model.norm.weight"};
@@ -287,7 +290,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     lc.top_k = c.num_experts_per_tok;
     lc.capacity_factor = opt.capacity_factor;
     lc.shared_expert_hidden = c.shared_expert_intermediate_size;
-    lc.train_experts = false;
+    lc.train_experts = opt.train == Qwen2MoeTrain::kAll;
     lc.expert_bits = opt.expert_bits;  // with init_std 0: quantized zeros until loaded
     lc.quant_group = opt.quant_group;
     lc.init_std = 0.0f;  // every weight comes from the checkpoint
@@ -320,6 +323,28 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
       for (Param& p : s->params())
         SY_RETURN_IF_ERROR(
             ck.read_into(LayerName(i, "mlp." + p.name), p.value.shape, p.value.ptr()));
+    }
+  }
+  if (opt.train == Qwen2MoeTrain::kAll) {  // gradients of every replicated tensor
+    auto like = [](const Tensor& t) { return Tensor(t.shape); };
+    m->d_embed_ = like(m->embed_);
+    m->d_final_norm_ = like(m->final_norm_);
+    if (!m->lm_head_.empty()) m->d_lm_head_ = like(m->lm_head_);
+    for (Layer& L : m->layers_) {
+      L.d_ln1 = like(L.ln1);
+      L.d_ln2 = like(L.ln2);
+      L.d_wq = like(L.wq);
+      L.d_bq = like(L.bq);
+      L.d_wk = like(L.wk);
+      L.d_bk = like(L.bk);
+      L.d_wv = like(L.wv);
+      L.d_bv = like(L.bv);
+      L.d_wo = like(L.wo);
+      if (!L.moe) {
+        L.d_mlp_gate = like(L.mlp_gate);
+        L.d_mlp_up = like(L.mlp_up);
+        L.d_mlp_down = like(L.mlp_down);
+      }
     }
   }
   m->inv_freq_ = rope_inv_freq(hd, c.rope_theta);
@@ -386,6 +411,11 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   att_.resize(static_cast<size_t>(T * Q));
   for (int64_t t = 0; t < T; ++t)
     std::memcpy(&x_[static_cast<size_t>(t * D)], embed_.row(ids[t]), D * sizeof(float));
+  const bool save = training();
+  if (save) {
+    ids_.assign(ids, ids + T);
+    last_from_zero_ = pos0 == 0;
+  }
   double t1 = Now();
   times_.embed_s = t1 - t0;
 
@@ -398,6 +428,19 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   as.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (size_t li = 0; li < layers_.size(); ++li) {
     Layer& L = layers_[li];
+    Saved& S = L.saved;
+    // Training keeps this layer's activations (a1, q, att, a2, ... are its own buffers then).
+    auto keep = [&](std::vector<float>& v, int64_t n) -> float* {
+      v.resize(static_cast<size_t>(n));
+      return v.data();
+    };
+    float* a1 = save ? keep(S.a1, T * D) : a_.data();
+    float* rstd1 = save ? keep(S.rstd1, T) : nullptr;
+    float* qb = save ? keep(S.q, T * Q) : q_.data();
+    float* att = save ? keep(S.att, T * Q) : att_.data();
+    float* a2 = save ? keep(S.a2, T * D) : a_.data();
+    float* rstd2 = save ? keep(S.rstd2, T) : nullptr;
+    if (save) S.x_in.assign(x_.begin(), x_.begin() + T * D);
     // Grow the cache geometrically (amortized O(1) per token), never past max_cache_.
     if (static_cast<int64_t>(L.k_cache.size()) < Tk * KV) {
       const int64_t rows = std::min<int64_t>(max_cache_, std::max<int64_t>(Tk, 2 * cache_len_));
@@ -408,42 +451,44 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     // kernel to agree across ranks.
     {
       ScopedDeterministicGemm replicated(false);
-      rmsnorm_forward(x_.data(), L.ln1.ptr(), a_.data(), nullptr, T, D, eps);
+      rmsnorm_forward(x_.data(), L.ln1.ptr(), a1, rstd1, T, D, eps);
       float* kc = L.k_cache.data() + pos0 * KV;
       float* vc = L.v_cache.data() + pos0 * KV;
-      linear_forward(a_.data(), L.wq.ptr(), q_.data(), T, D, Q);
-      linear_forward(a_.data(), L.wk.ptr(), kc, T, D, KV);
-      linear_forward(a_.data(), L.wv.ptr(), vc, T, D, KV);
+      linear_forward(a1, L.wq.ptr(), qb, T, D, Q);
+      linear_forward(a1, L.wk.ptr(), kc, T, D, KV);
+      linear_forward(a1, L.wv.ptr(), vc, T, D, KV);
       for (int64_t t = 0; t < T; ++t) {
-        for (int64_t j = 0; j < Q; ++j) q_[static_cast<size_t>(t * Q + j)] += L.bq.data[j];
+        for (int64_t j = 0; j < Q; ++j) qb[t * Q + j] += L.bq.data[static_cast<size_t>(j)];
         for (int64_t j = 0; j < KV; ++j) {
           kc[t * KV + j] += L.bk.data[static_cast<size_t>(j)];
           vc[t * KV + j] += L.bv.data[static_cast<size_t>(j)];
         }
       }
-      rope_apply(q_.data(), T, nH, hd, Q, pos0, inv_freq_);
+      rope_apply(qb, T, nH, hd, Q, pos0, inv_freq_);
       rope_apply(kc, T, nKV, hd, KV, pos0, inv_freq_);
-      attention_forward(q_.data(), L.k_cache.data(), L.v_cache.data(), att_.data(), T, Tk, pos0, as,
-                        nullptr, &scratch_);
-      linear_forward(att_.data(), L.wo.ptr(), x_.data(), T, Q, D, /*beta=*/1.0f);  // residual
+      attention_forward(qb, L.k_cache.data(), L.v_cache.data(), att, T, Tk, pos0, as, nullptr,
+                        &scratch_);
+      linear_forward(att, L.wo.ptr(), x_.data(), T, Q, D, /*beta=*/1.0f);  // residual
     }
     double t2 = Now();
     times_.attention_s += t2 - t1;
     t1 = t2;
     // FFN block.
-    rmsnorm_forward(x_.data(), L.ln2.ptr(), a_.data(), nullptr, T, D, eps);
+    if (save) S.x_mid.assign(x_.begin(), x_.begin() + T * D);
+    rmsnorm_forward(x_.data(), L.ln2.ptr(), a2, rstd2, T, D, eps);
     if (L.moe) {
       L.moe->set_step(pos0);
-      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a_.data(), ids, T, D, y_.data()));
+      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a2, ids, T, D, y_.data()));
       t2 = Now();
       times_.moe_s += t2 - t1;
     } else {
       const int64_t F = c.intermediate_size;
-      g_.resize(static_cast<size_t>(T * F));
-      u_.resize(g_.size());
-      act_.resize(g_.size());
-      swiglu_forward(a_.data(), L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), T, D, F,
-                     g_.data(), u_.data(), act_.data(), y_.data());
+      float* g = save ? keep(S.g, T * F) : (g_.resize(static_cast<size_t>(T * F)), g_.data());
+      float* u = save ? keep(S.u, T * F) : (u_.resize(static_cast<size_t>(T * F)), u_.data());
+      float* act =
+          save ? keep(S.act, T * F) : (act_.resize(static_cast<size_t>(T * F)), act_.data());
+      swiglu_forward(a2, L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), T, D, F, g, u, act,
+                     y_.data());
       t2 = Now();
       times_.dense_mlp_s += t2 - t1;
     }
@@ -453,7 +498,12 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   cache_len_ += T;
 
   hidden_.resize({T, D});
-  rmsnorm_forward(x_.data(), final_norm_.ptr(), hidden_.ptr(), nullptr, T, D, eps);
+  if (save) {
+    x_final_.assign(x_.begin(), x_.begin() + T * D);
+    rstd_final_.resize(static_cast<size_t>(T));
+  }
+  rmsnorm_forward(x_.data(), final_norm_.ptr(), hidden_.ptr(), save ? rstd_final_.data() : nullptr,
+                  T, D, eps);
   const float* head = lm_head_.empty() ? embed_.ptr() : lm_head_.ptr();
   const int P = comm_ && sharded_->replicated() ? comm_->size() : 1;
   if (all_logits && P > 1) {
@@ -481,6 +531,116 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   const double t3 = Now();
   times_.head_s = t3 - t1;
   times_.total_s = t3 - t0;
+  return Status::Ok();
+}
+
+// ---- training ----
+
+std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
+  std::vector<Qwen2MoeParam> out;
+  auto add = [&](const std::string& name, Tensor& v, Tensor& g) {
+    out.push_back({name, &v, g.empty() ? nullptr : &g, false});
+  };
+  add("model.embed_tokens.weight", embed_, d_embed_);
+  add("model.norm.weight", final_norm_, d_final_norm_);
+  if (!lm_head_.empty()) add("lm_head.weight", lm_head_, d_lm_head_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& L = layers_[i];
+    const int64_t li = static_cast<int64_t>(i);
+    add(LayerName(li, "input_layernorm.weight"), L.ln1, L.d_ln1);
+    add(LayerName(li, "post_attention_layernorm.weight"), L.ln2, L.d_ln2);
+    add(LayerName(li, "self_attn.q_proj.weight"), L.wq, L.d_wq);
+    add(LayerName(li, "self_attn.q_proj.bias"), L.bq, L.d_bq);
+    add(LayerName(li, "self_attn.k_proj.weight"), L.wk, L.d_wk);
+    add(LayerName(li, "self_attn.k_proj.bias"), L.bk, L.d_bk);
+    add(LayerName(li, "self_attn.v_proj.weight"), L.wv, L.d_wv);
+    add(LayerName(li, "self_attn.v_proj.bias"), L.bv, L.d_bv);
+    add(LayerName(li, "self_attn.o_proj.weight"), L.wo, L.d_wo);
+    if (!L.moe) {
+      add(LayerName(li, "mlp.gate_proj.weight"), L.mlp_gate, L.d_mlp_gate);
+      add(LayerName(li, "mlp.up_proj.weight"), L.mlp_up, L.d_mlp_up);
+      add(LayerName(li, "mlp.down_proj.weight"), L.mlp_down, L.d_mlp_down);
+      continue;
+    }
+    // MoE parameters under their layer-local names: gate.<router param>, experts.<stacked>,
+    // shared_expert.*, shared_expert_gate.weight.
+    for (auto& [name, p] : L.moe->named_params())
+      out.push_back({LayerName(li, "mlp." + name), &p->value, p->grad.empty() ? nullptr : &p->grad,
+                     name.rfind("experts.", 0) == 0});
+  }
+  return out;
+}
+
+void Qwen2MoeModel::zero_grad() {
+  for (Qwen2MoeParam& p : parameters())
+    if (p.grad) p.grad->zero();
+}
+
+Status Qwen2MoeModel::backward(const float* dlogits_TV) {
+  if (!training()) return InvalidArgument("backward: the model was loaded without training");
+  if (!last_from_zero_ || cache_len_ != static_cast<int64_t>(ids_.size()))
+    return InvalidArgument("backward: the last forward must start at position 0 (reset_cache)");
+  const Qwen2MoeConfig& c = cfg_;
+  const int64_t T = static_cast<int64_t>(ids_.size()), D = c.hidden_size, hd = c.head_dim,
+                nH = c.num_attention_heads, nKV = c.num_key_value_heads, V = c.vocab_size;
+  const int64_t Q = nH * hd, KV = nKV * hd;
+  auto grad = [](Tensor& g) -> float* { return g.empty() ? nullptr : g.ptr(); };
+  const bool tied = lm_head_.empty();
+  const float* head = tied ? embed_.ptr() : lm_head_.ptr();
+  std::vector<float> dh(static_cast<size_t>(T * D)), dx(static_cast<size_t>(T * D), 0.0f);
+  std::vector<float> da(static_cast<size_t>(T * D)), datt(static_cast<size_t>(T * Q));
+  std::vector<float> dq(static_cast<size_t>(T * Q)), dk(static_cast<size_t>(T * KV)),
+      dv(static_cast<size_t>(T * KV));
+  // logits = hidden head^T; hidden = RMSNorm(x_final)
+  linear_backward(hidden_.ptr(), head, dlogits_TV, tied ? grad(d_embed_) : grad(d_lm_head_),
+                  dh.data(), T, D, V, /*accumulate_dx=*/false);
+  rmsnorm_backward(x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh.data(), dx.data(),
+                   grad(d_final_norm_), T, D);
+  AttentionShape as;
+  as.num_heads = nH;
+  as.num_kv_heads = nKV;
+  as.head_dim = hd;
+  as.causal = true;
+  as.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (size_t li = layers_.size(); li-- > 0;) {
+    Layer& L = layers_[li];
+    Saved& S = L.saved;
+    // FFN block: x_out = x_mid + FFN(RMSNorm(x_mid)); dx holds d x_out.
+    if (L.moe) {
+      sharded_->backward(*L.moe, dx.data(), T, D, da.data());
+    } else {
+      const int64_t F = c.intermediate_size;
+      g_.resize(static_cast<size_t>(T * F));
+      u_.resize(g_.size());
+      swiglu_backward(S.a2.data(), L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), S.g.data(),
+                      S.u.data(), S.act.data(), dx.data(), T, D, F, grad(L.d_mlp_gate),
+                      grad(L.d_mlp_up), grad(L.d_mlp_down), da.data(), false, g_.data(), u_.data());
+    }
+    rmsnorm_backward(S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da.data(), dx.data(),
+                     grad(L.d_ln2), T, D);  // dx += : now d x_mid
+    // Attention block: x_mid = x_in + o_proj(Attn(...)).
+    linear_backward(S.att.data(), L.wo.ptr(), dx.data(), grad(L.d_wo), datt.data(), T, Q, D, false);
+    std::fill(dk.begin(), dk.end(), 0.0f);
+    std::fill(dv.begin(), dv.end(), 0.0f);
+    attention_backward(S.q.data(), L.k_cache.data(), L.v_cache.data(), datt.data(), dq.data(),
+                       dk.data(), dv.data(), T, T, 0, as, nullptr, &scratch_);
+    rope_apply(dq.data(), T, nH, hd, Q, 0, inv_freq_, /*inverse=*/true);
+    rope_apply(dk.data(), T, nKV, hd, KV, 0, inv_freq_, /*inverse=*/true);
+    if (!L.d_bq.empty()) bias_backward_rows(dq.data(), T, Q, L.d_bq.ptr());
+    if (!L.d_bk.empty()) bias_backward_rows(dk.data(), T, KV, L.d_bk.ptr());
+    if (!L.d_bv.empty()) bias_backward_rows(dv.data(), T, KV, L.d_bv.ptr());
+    linear_backward(S.a1.data(), L.wq.ptr(), dq.data(), grad(L.d_wq), da.data(), T, D, Q, false);
+    linear_backward(S.a1.data(), L.wk.ptr(), dk.data(), grad(L.d_wk), da.data(), T, D, KV, true);
+    linear_backward(S.a1.data(), L.wv.ptr(), dv.data(), grad(L.d_wv), da.data(), T, D, KV, true);
+    rmsnorm_backward(S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da.data(), dx.data(),
+                     grad(L.d_ln1), T, D);  // dx += : now d x_in
+  }
+  if (!d_embed_.empty())
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = d_embed_.row(ids_[static_cast<size_t>(t)]);
+      const float* g = dx.data() + t * D;
+      for (int64_t j = 0; j < D; ++j) row[j] += g[j];
+    }
   return Status::Ok();
 }
 

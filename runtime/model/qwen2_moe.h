@@ -88,10 +88,24 @@ Status write_random_qwen2_moe_checkpoint(const std::string& dir, const nlohmann:
                                          uint64_t seed, SafeDtype dtype = SafeDtype::kF32,
                                          int64_t max_shard_bytes = int64_t{2} << 30);
 
+// What a training run updates: nothing (inference), the routers only (every other weight
+// frozen; experts may stay quantized), or everything (fp32 experts).
+enum class Qwen2MoeTrain { kNone, kRouters, kAll };
+
+// A parameter by its Hugging Face name. grad is null when the parameter is not trained.
+// expert: a routed expert tensor (stacked [E/P, ...] on this rank: local, never all-reduced).
+struct Qwen2MoeParam {
+  std::string name;
+  Tensor* value = nullptr;
+  Tensor* grad = nullptr;
+  bool expert = false;
+};
+
 struct Qwen2MoeOptions {
-  int expert_bits = 32;          // 32, or 8 / 4: routed experts quantized at load
-  int64_t quant_group = 128;     // input columns per scale when quantized
-  double capacity_factor = 0.0;  // <= 0: dropless (Hugging Face semantics)
+  Qwen2MoeTrain train = Qwen2MoeTrain::kNone;  // kAll needs expert_bits 32
+  int expert_bits = 32;                        // 32, or 8 / 4: routed experts quantized at load
+  int64_t quant_group = 128;                   // input columns per scale when quantized
+  double capacity_factor = 0.0;                // <= 0: dropless (Hugging Face semantics)
   int64_t max_cache_tokens = 0;  // KV cache limit in tokens; 0 = max_position_embeddings
   // The router: "linear" (default) loads mlp.gate.weight; another registered router name
   // replaces it with a freshly initialized one of that kind (router studies, fine-tuning).
@@ -135,6 +149,17 @@ class Qwen2MoeModel {
   void set_replicated_tokens(bool r) { sharded_->set_replicated(r); }
   void reset_cache() { cache_len_ = 0; }
 
+  // ---- training (Qwen2MoeOptions::train != kNone) ----
+  // Backward of the last forward, which must have started at position 0 (reset_cache() first)
+  // with all_logits: dlogits [T, V] -> parameter gradients (+=) of every trained parameter.
+  // COLLECTIVE like forward(). In replicated-tokens mode every rank gets the full gradient of
+  // the replicated parameters; with set_replicated_tokens(false) each rank's gradient covers
+  // its own tokens and the caller all-reduces them (the MoE layers all-reduce their routers'
+  // and shared experts' gradients themselves).
+  Status backward(const float* dlogits_TV);
+  std::vector<Qwen2MoeParam> parameters();
+  void zero_grad();
+
   // Final hidden states of the last forward [T, D] (after model.norm).
   const Tensor& last_hidden() const { return hidden_; }
   // MoE layers (null for dense layers), for metrics and load reports.
@@ -143,11 +168,18 @@ class Qwen2MoeModel {
   const Qwen2MoeTimes& last_times() const { return times_; }
 
  private:
+  // Activations of one layer's last forward, kept for backward when training.
+  struct Saved {
+    std::vector<float> x_in, a1, rstd1, q, att, x_mid, a2, rstd2, g, u, act;
+  };
   struct Layer {
     Tensor ln1, ln2;  // [D]
     Tensor wq, bq, wk, bk, wv, bv, wo;
-    std::unique_ptr<MoeLayer> moe;        // sparse layers
-    Tensor mlp_gate, mlp_up, mlp_down;    // dense layers
+    std::unique_ptr<MoeLayer> moe;      // sparse layers
+    Tensor mlp_gate, mlp_up, mlp_down;  // dense layers
+    // Gradients of the replicated tensors (allocated when they are trained).
+    Tensor d_ln1, d_ln2, d_wq, d_bq, d_wk, d_bk, d_wv, d_bv, d_wo, d_mlp_gate, d_mlp_up, d_mlp_down;
+    Saved saved;
     std::vector<float> k_cache, v_cache;  // [rows, nKV*hd], rows [0, cache_len) valid; grows
   };
   Qwen2MoeModel() = default;
@@ -156,6 +188,11 @@ class Qwen2MoeModel {
   Qwen2MoeOptions opt_;
   Communicator* comm_ = nullptr;
   Tensor embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
+  Tensor d_embed_, d_final_norm_, d_lm_head_;
+  std::vector<float> x_final_, rstd_final_;  // saved for backward
+  std::vector<int32_t> ids_;                 // the last forward's tokens (training)
+  bool last_from_zero_ = false;
+  bool training() const { return opt_.train != Qwen2MoeTrain::kNone; }
   std::vector<Layer> layers_;
   std::vector<float> inv_freq_;
   int64_t cache_len_ = 0, max_cache_ = 0;

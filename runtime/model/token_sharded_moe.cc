@@ -29,4 +29,20 @@ Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_
   return Status::Ok();
 }
 
+void TokenShardedMoe::backward(MoeLayer& layer, const float* dy_TD, int64_t T, int64_t D,
+                               float* dx_TD) {
+  const int P = comm_ ? comm_->size() : 1;
+  if (P == 1 || !replicated_) {
+    layer.backward(dy_TD, dx_TD);
+    return;
+  }
+  const int64_t S = (T + P - 1) / P;
+  y_slice_.assign(static_cast<size_t>(S * D), 0.0f);  // this rank's dx rows (padded to S)
+  layer.backward(dy_TD + begin_ * D, y_slice_.data());
+  y_all_.resize(static_cast<size_t>(P * S * D));
+  comm_->allgather(y_slice_.data(), y_all_.data(), S * D,
+                   {"moe.backward.allgather", layer.config().layer_index, -1});
+  std::memcpy(dx_TD, y_all_.data(), static_cast<size_t>(T * D) * sizeof(float));
+}
+
 }  // namespace sy

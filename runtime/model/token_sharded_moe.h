@@ -33,6 +33,10 @@ class TokenShardedMoe {
   // x_TD, ids_T (may be null for non-hash routers) -> y_TD [T, D] written on every rank.
   Status forward(MoeLayer& layer, const float* x_TD, const int32_t* ids_T, int64_t T, int64_t D,
                  float* y_TD);
+  // Backward of the last forward: dy_TD [T, D] (the same on every rank when replicated) ->
+  // dx_TD [T, D] written on every rank. Accumulates the layer's parameter gradients (the layer
+  // all-reduces its replicated ones). COLLECTIVE like forward().
+  void backward(MoeLayer& layer, const float* dy_TD, int64_t T, int64_t D, float* dx_TD);
   // This rank's slice of the last forward: tokens [begin, begin + count).
   int64_t slice_begin() const { return begin_; }
   int64_t slice_count() const { return count_; }

@@ -1,0 +1,193 @@
+// Backward through the whole Qwen2-MoE decoder (issue 5, item 1): the language-model loss's
+// gradient of every parameter kind against central finite differences, and which parameters a
+// router-only run trains.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/kernels/loss.h"
+#include "runtime/model/qwen2_moe.h"
+
+namespace sy {
+namespace {
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string TinyCheckpoint(const std::string& tag) {
+  const std::string dir =
+      (fs::temp_directory_path() / ("sy_qgrad_" + tag + "_" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  json cfg = {{"vocab_size", 40},           {"hidden_size", 16},
+              {"num_hidden_layers", 2},     {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},   {"intermediate_size", 20},
+              {"moe_intermediate_size", 8}, {"shared_expert_intermediate_size", 12},
+              {"num_experts", 4},           {"num_experts_per_tok", 2},
+              {"mlp_only_layers", {1}},     {"initializer_range", 0.3}};
+  EXPECT_TRUE(write_random_qwen2_moe_checkpoint(dir, cfg, 21).ok());
+  return dir;
+}
+
+std::unique_ptr<Qwen2MoeModel> Load(const std::string& dir, Qwen2MoeTrain train) {
+  auto ck = HfCheckpoint::Open(dir);
+  EXPECT_TRUE(ck.ok());
+  Qwen2MoeOptions opt;
+  opt.train = train;
+  auto m = Qwen2MoeModel::load(*ck, opt, nullptr);
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  return std::move(m).value();
+}
+
+struct Batch {
+  std::vector<int32_t> ids, targets;  // targets: the next token, -1 for the last
+};
+
+Batch MakeBatch(int64_t T, int64_t V) {
+  Batch b;
+  for (int64_t t = 0; t < T; ++t) b.ids.push_back(static_cast<int32_t>((t * 7 + 3) % V));
+  for (int64_t t = 0; t + 1 < T; ++t) b.targets.push_back(b.ids[static_cast<size_t>(t + 1)]);
+  b.targets.push_back(-1);
+  return b;
+}
+
+// Mean loss of one forward, and the top-k choices of every MoE layer (to skip a finite
+// difference whose perturbation changed the routing: the loss is not differentiable there).
+double Loss(Qwen2MoeModel& m, const Batch& b, std::vector<int32_t>* routing) {
+  m.reset_cache();
+  Tensor logits;
+  EXPECT_TRUE(m.forward(b.ids.data(), static_cast<int64_t>(b.ids.size()), &logits).ok());
+  int64_t n = 0;
+  const double sum =
+      cross_entropy_sum(logits.ptr(), b.targets.data(), logits.shape[0], logits.shape[1], &n);
+  routing->clear();
+  for (MoeLayer* l : m.moe_layers())
+    if (l)
+      routing->insert(routing->end(), l->router_output().topk_ids_TK.begin(),
+                      l->router_output().topk_ids_TK.end());
+  return sum / static_cast<double>(n);
+}
+
+// The kind of a parameter: its name without layer and expert indices.
+std::string Kind(const std::string& name) {
+  std::string k;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (std::isdigit(static_cast<unsigned char>(name[i]))) {
+      k += '#';
+      while (i + 1 < name.size() && std::isdigit(static_cast<unsigned char>(name[i + 1]))) ++i;
+    } else {
+      k += name[i];
+    }
+  }
+  return k;
+}
+
+TEST(Qwen2MoeGrad, EveryParameterKindMatchesFiniteDifferences) {
+  const std::string dir = TinyCheckpoint("fd");
+  auto m = Load(dir, Qwen2MoeTrain::kAll);
+  const Batch b = MakeBatch(12, 40);
+  std::vector<int32_t> routing0, routing;
+  // Analytic gradient of the mean loss.
+  m->zero_grad();
+  m->reset_cache();
+  Tensor logits;
+  ASSERT_TRUE(m->forward(b.ids.data(), 12, &logits).ok());
+  int64_t n = 0;
+  cross_entropy_sum(logits.ptr(), b.targets.data(), 12, 40, &n);
+  std::vector<float> dlogits(logits.data.size());
+  cross_entropy_backward(logits.ptr(), b.targets.data(), 12, 40, 1.0f / static_cast<float>(n),
+                         dlogits.data());
+  ASSERT_TRUE(m->backward(dlogits.data()).ok());
+  const double base = Loss(*m, b, &routing0);
+  ASSERT_GT(base, 1.0);
+
+  std::map<std::string, int> checked;
+  int skipped = 0;
+  const float eps = 1e-2f;
+  for (Qwen2MoeParam& p : m->parameters()) {
+    ASSERT_NE(p.grad, nullptr) << p.name << " has no gradient in kAll";
+    const int64_t numel = p.value->numel();
+    for (int64_t s = 0; s < 3; ++s) {
+      const int64_t i = (s * 7919 + 13) % numel;
+      float& w = p.value->data[static_cast<size_t>(i)];
+      const float w0 = w;
+      w = w0 + eps;
+      const double lp = Loss(*m, b, &routing);
+      const bool same_p = routing == routing0;
+      w = w0 - eps;
+      const double lm = Loss(*m, b, &routing);
+      const bool same_m = routing == routing0;
+      w = w0;
+      if (!same_p || !same_m) {  // the perturbation flipped a top-k choice
+        ++skipped;
+        continue;
+      }
+      const double fd = (lp - lm) / (2.0 * eps);
+      const double g = p.grad->data[static_cast<size_t>(i)];
+      EXPECT_NEAR(g, fd, 2e-3 + 3e-2 * std::fabs(fd)) << p.name << "[" << i << "]";
+      ++checked[Kind(p.name)];
+    }
+  }
+  // Every kind was checked at least once (a routing flip may skip single coordinates).
+  for (const char* kind : {"model.embed_tokens.weight",
+                           "model.norm.weight",
+                           "lm_head.weight",
+                           "model.layers.#.input_layernorm.weight",
+                           "model.layers.#.self_attn.q_proj.weight",
+                           "model.layers.#.self_attn.q_proj.bias",
+                           "model.layers.#.self_attn.k_proj.weight",
+                           "model.layers.#.self_attn.k_proj.bias",
+                           "model.layers.#.self_attn.v_proj.weight",
+                           "model.layers.#.self_attn.v_proj.bias",
+                           "model.layers.#.self_attn.o_proj.weight",
+                           "model.layers.#.post_attention_layernorm.weight",
+                           "model.layers.#.mlp.gate.weight",
+                           "model.layers.#.mlp.experts.gate_proj",
+                           "model.layers.#.mlp.experts.up_proj",
+                           "model.layers.#.mlp.experts.down_proj",
+                           "model.layers.#.mlp.shared_expert.gate_proj.weight",
+                           "model.layers.#.mlp.shared_expert.up_proj.weight",
+                           "model.layers.#.mlp.shared_expert.down_proj.weight",
+                           "model.layers.#.mlp.shared_expert_gate.weight",
+                           "model.layers.#.mlp.gate_proj.weight",
+                           "model.layers.#.mlp.up_proj.weight",
+                           "model.layers.#.mlp.down_proj.weight"})
+    EXPECT_GT(checked[kind], 0) << kind << " never checked";
+  EXPECT_LT(skipped, 20);
+  fs::remove_all(dir);
+}
+
+TEST(Qwen2MoeGrad, RouterOnlyTrainsTheGatesAndNothingElse) {
+  const std::string dir = TinyCheckpoint("routers");
+  auto m = Load(dir, Qwen2MoeTrain::kRouters);
+  const Batch b = MakeBatch(12, 40);
+  m->zero_grad();
+  m->reset_cache();
+  Tensor logits;
+  ASSERT_TRUE(m->forward(b.ids.data(), 12, &logits).ok());
+  int64_t n = 0;
+  cross_entropy_sum(logits.ptr(), b.targets.data(), 12, 40, &n);
+  std::vector<float> dlogits(logits.data.size());
+  cross_entropy_backward(logits.ptr(), b.targets.data(), 12, 40, 1.0f / static_cast<float>(n),
+                         dlogits.data());
+  ASSERT_TRUE(m->backward(dlogits.data()).ok());
+  int gates = 0;
+  for (Qwen2MoeParam& p : m->parameters()) {
+    const bool is_gate = Kind(p.name) == "model.layers.#.mlp.gate.weight";
+    EXPECT_EQ(p.grad != nullptr, is_gate) << p.name;
+    if (!is_gate) continue;
+    ++gates;
+    double norm = 0;
+    for (float g : p.grad->data) norm += static_cast<double>(g) * g;
+    EXPECT_GT(norm, 0.0) << p.name << ": the loss does not reach the router";
+  }
+  EXPECT_EQ(gates, 1);  // layer 0 is the only MoE layer
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sy
