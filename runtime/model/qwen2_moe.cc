@@ -571,6 +571,16 @@ std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
   return out;
 }
 
+void Qwen2MoeModel::set_defer_moe_grad_allreduce(bool defer) {
+  for (Layer& L : layers_)
+    if (L.moe) L.moe->set_defer_grad_allreduce(defer);
+}
+
+void Qwen2MoeModel::allreduce_moe_grads() {
+  for (Layer& L : layers_)
+    if (L.moe) L.moe->allreduce_replicated_grads();
+}
+
 void Qwen2MoeModel::zero_grad() {
   for (Qwen2MoeParam& p : parameters())
     if (p.grad) p.grad->zero();

@@ -159,6 +159,11 @@ class Qwen2MoeModel {
   Status backward(const float* dlogits_TV);
   std::vector<Qwen2MoeParam> parameters();
   void zero_grad();
+  // Several backward() calls per step (several sequences): defer the MoE layers' cross-rank
+  // gradient sums (MoeLayer::set_defer_grad_allreduce) and call allreduce_moe_grads() once
+  // after the last backward (COLLECTIVE).
+  void set_defer_moe_grad_allreduce(bool defer);
+  void allreduce_moe_grads();
 
   // Final hidden states of the last forward [T, D] (after model.norm).
   const Tensor& last_hidden() const { return hidden_; }

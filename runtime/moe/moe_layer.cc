@@ -289,7 +289,7 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   }
   g.dx_TD = dx_TD;
   router_->backward(g);
-  allreduce_replicated_grads();
+  if (!defer_allreduce_) allreduce_replicated_grads();
   tm.route_s = seconds_since(&clk);
 }
 

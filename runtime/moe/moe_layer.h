@@ -150,6 +150,13 @@ class MoeLayer {
   int64_t num_local_experts() const { return local_experts_; }
   // The step named in collective tags and fault injection (SY_FAULT ... step=s).
   void set_step(int64_t step) { step_ = step; }
+  // By default backward() sums the router's and shared expert's gradients over the ranks at its
+  // end, which is right for ONE backward per zero_grad(). A caller that accumulates several
+  // backward() calls (several sequences per step) defers it and calls
+  // allreduce_replicated_grads() once after the last (COLLECTIVE); otherwise the earlier
+  // contributions would be summed again at every call.
+  void set_defer_grad_allreduce(bool defer) { defer_allreduce_ = defer; }
+  void allreduce_replicated_grads();
   void reset_counters();
 
   // ---- parameters ----
@@ -170,7 +177,7 @@ class MoeLayer {
  private:
   explicit MoeLayer(const MoeLayerConfig& cfg) : cfg_(cfg) {}
   void fill_exchange_stats();
-  void allreduce_replicated_grads();
+  bool defer_allreduce_ = false;
 
   MoeLayerConfig cfg_;
   Communicator* comm_ = nullptr;

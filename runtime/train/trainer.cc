@@ -9,6 +9,7 @@ namespace sy {
 Trainer::Trainer(Qwen2MoeModel& model, Communicator* comm, const AdamWConfig& cfg)
     : model_(model), comm_(comm), opt_(cfg) {
   model_.set_replicated_tokens(false);
+  model_.set_defer_moe_grad_allreduce(true);  // several backward() calls per step
 }
 
 Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum,
@@ -41,6 +42,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   double loss_sum = 0;
   int64_t count = 0;
   for (const auto& s : seqs) SY_RETURN_IF_ERROR(run(s, scale, &loss_sum, &count));
+  model_.allreduce_moe_grads();  // routers and shared experts: summed over the ranks once
   if (comm_) comm_->allreduce(&loss_sum, 1, ReduceOp::kSum, {"train.loss"});
 
   // Gradients: sum the replicated ones over the ranks, then the job-wide norm.
