@@ -38,11 +38,6 @@ struct InferArgs {
   ModelInferArgs model;  // --model DIR and its options
 };
 
-std::string default_data_dir() {
-  if (const char* env = std::getenv("SY_DATA_DIR")) return env;
-  return SY_DATA_DIR;
-}
-
 void print_loads(const InferResult& r) {
   const RoutingMetrics& m = r.per_layer.back();
   const int64_t mx = std::max<int64_t>(1, *std::max_element(m.load_E.begin(), m.load_E.end()));

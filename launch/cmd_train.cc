@@ -72,10 +72,7 @@ int RunTrain(const TrainArgs& a) {
       SY_ASSIGN_OR_RETURN(ids, read_token_file(a.token_file));
     } else {
       SY_ASSIGN_OR_RETURN(auto tok, load_tokenizer(a.model));
-      const std::string data_dir =
-          !a.data_dir.empty()
-              ? a.data_dir
-              : (std::getenv("SY_DATA_DIR") ? std::getenv("SY_DATA_DIR") : SY_DATA_DIR);
+      const std::string data_dir = a.data_dir.empty() ? default_data_dir() : a.data_dir;
       SY_ASSIGN_OR_RETURN(std::string text, load_corpus(a.corpus, data_dir));
       ids = tok->encode(text);
     }

@@ -1,8 +1,15 @@
 #include "launch/commands.h"
 
+#include <cstdlib>
+
 namespace sy::launch {
 namespace {
 int g_exit_code = 0;
+}
+
+std::string default_data_dir() {
+  if (const char* env = std::getenv("SY_DATA_DIR")) return env;
+  return SY_DATA_DIR;
 }
 
 int exit_code() {

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
 
 namespace sy::launch {
 
 void register_commands(CLI::App& app);
 // Exit code of the subcommand that ran (set by its callback).
 int exit_code();
+// The data folder: $SY_DATA_DIR, else the repository's data/ (fixed at build time).
+std::string default_data_dir();
 void set_exit_code(int code);
 
 void add_routers_command(CLI::App& app);

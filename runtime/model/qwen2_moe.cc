@@ -564,9 +564,11 @@ std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
     }
     // MoE parameters under their layer-local names: gate.<router param>, experts.<stacked>,
     // shared_expert.*, shared_expert_gate.weight.
-    for (auto& [name, p] : L.moe->named_params())
+    for (auto& [name, p] : L.moe->named_params()) {
+      const bool expert = name.rfind("experts.", 0) == 0;
       out.push_back({LayerName(li, "mlp." + name), &p->value, p->grad.empty() ? nullptr : &p->grad,
-                     name.rfind("experts.", 0) == 0});
+                     expert, !expert});
+    }
   }
   return out;
 }

@@ -94,11 +94,14 @@ enum class Qwen2MoeTrain { kNone, kRouters, kAll };
 
 // A parameter by its Hugging Face name. grad is null when the parameter is not trained.
 // expert: a routed expert tensor (stacked [E/P, ...] on this rank: local, never all-reduced).
+// moe_summed: a router or shared-expert tensor, whose gradient the MoE layer itself sums over
+// the ranks (MoeLayer::allreduce_replicated_grads); the caller must not sum it again.
 struct Qwen2MoeParam {
   std::string name;
   Tensor* value = nullptr;
   Tensor* grad = nullptr;
   bool expert = false;
+  bool moe_summed = false;
 };
 
 struct Qwen2MoeOptions {

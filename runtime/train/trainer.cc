@@ -50,9 +50,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   double sq_replicated = 0, sq_expert = 0;
   for (Qwen2MoeParam& p : model_.parameters()) {
     if (!p.grad) continue;
-    const bool moe_internal = p.name.find(".mlp.gate.") != std::string::npos ||
-                              p.name.find(".mlp.shared_expert") != std::string::npos;
-    if (comm_ && !p.expert && !moe_internal)
+    if (comm_ && !p.expert && !p.moe_summed)
       comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum, {"train.grad"});
     const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}});
     (p.expert ? sq_expert : sq_replicated) += sq;

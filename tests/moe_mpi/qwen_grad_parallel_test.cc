@@ -80,11 +80,9 @@ void CompareGrads(Qwen2MoeModel& par, Qwen2MoeModel& ref, bool sum_replicated_ov
     }
     std::vector<float> g = pp[i].grad->data;
     const std::vector<float>& r = rp[i].grad->data;
-    const bool moe_internal = pp[i].name.find(".mlp.gate.") != std::string::npos ||
-                              pp[i].name.find(".mlp.shared_expert") != std::string::npos;
     // Data parallel: replicated gradients cover this rank's tokens; the MoE layer has already
     // summed its routers' and shared expert's over the ranks.
-    if (sum_replicated_over_ranks && !pp[i].expert && !moe_internal)
+    if (sum_replicated_over_ranks && !pp[i].expert && !pp[i].moe_summed)
       g_comm->allreduce(g.data(), static_cast<int64_t>(g.size()), ReduceOp::kSum,
                         {"test.grad_sum"});
     // Experts: this rank's stacked slice is rows [first, first + E/P) of the reference's.

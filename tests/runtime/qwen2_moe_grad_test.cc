@@ -72,6 +72,21 @@ double Loss(Qwen2MoeModel& m, const Batch& b, std::vector<int32_t>* routing) {
   return sum / static_cast<double>(n);
 }
 
+// Fresh gradients of the mean next-token loss of the batch.
+Status Backprop(Qwen2MoeModel& m, const Batch& b) {
+  const int64_t T = static_cast<int64_t>(b.ids.size()), V = m.config().vocab_size;
+  m.zero_grad();
+  m.reset_cache();
+  Tensor logits;
+  SY_RETURN_IF_ERROR(m.forward(b.ids.data(), T, &logits));
+  int64_t n = 0;
+  cross_entropy_sum(logits.ptr(), b.targets.data(), T, V, &n);
+  std::vector<float> dlogits(logits.data.size());
+  cross_entropy_backward(logits.ptr(), b.targets.data(), T, V, 1.0f / static_cast<float>(n),
+                         dlogits.data());
+  return m.backward(dlogits.data());
+}
+
 // The kind of a parameter: its name without layer and expert indices.
 std::string Kind(const std::string& name) {
   std::string k;
@@ -92,16 +107,7 @@ TEST(Qwen2MoeGrad, EveryParameterKindMatchesFiniteDifferences) {
   const Batch b = MakeBatch(12, 40);
   std::vector<int32_t> routing0, routing;
   // Analytic gradient of the mean loss.
-  m->zero_grad();
-  m->reset_cache();
-  Tensor logits;
-  ASSERT_TRUE(m->forward(b.ids.data(), 12, &logits).ok());
-  int64_t n = 0;
-  cross_entropy_sum(logits.ptr(), b.targets.data(), 12, 40, &n);
-  std::vector<float> dlogits(logits.data.size());
-  cross_entropy_backward(logits.ptr(), b.targets.data(), 12, 40, 1.0f / static_cast<float>(n),
-                         dlogits.data());
-  ASSERT_TRUE(m->backward(dlogits.data()).ok());
+  ASSERT_TRUE(Backprop(*m, b).ok());
   const double base = Loss(*m, b, &routing0);
   ASSERT_GT(base, 1.0);
 
@@ -165,16 +171,7 @@ TEST(Qwen2MoeGrad, RouterOnlyTrainsTheGatesAndNothingElse) {
   const std::string dir = TinyCheckpoint("routers");
   auto m = Load(dir, Qwen2MoeTrain::kRouters);
   const Batch b = MakeBatch(12, 40);
-  m->zero_grad();
-  m->reset_cache();
-  Tensor logits;
-  ASSERT_TRUE(m->forward(b.ids.data(), 12, &logits).ok());
-  int64_t n = 0;
-  cross_entropy_sum(logits.ptr(), b.targets.data(), 12, 40, &n);
-  std::vector<float> dlogits(logits.data.size());
-  cross_entropy_backward(logits.ptr(), b.targets.data(), 12, 40, 1.0f / static_cast<float>(n),
-                         dlogits.data());
-  ASSERT_TRUE(m->backward(dlogits.data()).ok());
+  ASSERT_TRUE(Backprop(*m, b).ok());
   int gates = 0;
   for (Qwen2MoeParam& p : m->parameters()) {
     const bool is_gate = Kind(p.name) == "model.layers.#.mlp.gate.weight";
