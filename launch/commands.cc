@@ -12,6 +12,11 @@ std::string default_data_dir() {
   return SY_DATA_DIR;
 }
 
+std::string default_model_dir() {
+  if (const char* env = std::getenv("SY_DEFAULT_MODEL")) return env;
+  return SY_DEFAULT_MODEL_DIR;
+}
+
 int exit_code() {
   return g_exit_code;
 }

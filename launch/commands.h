@@ -12,6 +12,9 @@ void register_commands(CLI::App& app);
 int exit_code();
 // The data folder: $SY_DATA_DIR, else the repository's data/ (fixed at build time).
 std::string default_data_dir();
+// The embedded default model: $SY_DEFAULT_MODEL, else the repository's models/default (built by
+// launch/train_default.sh).
+std::string default_model_dir();
 void set_exit_code(int code);
 
 void add_routers_command(CLI::App& app);

@@ -16,6 +16,7 @@
 
 #include "launch/infer_run.h"
 #include "launch/progress.h"
+#include "launch/routing_collector.h"
 #include "routers/metrics.h"
 #include "runtime/core/rng.h"
 #include "runtime/data/token_file.h"
@@ -237,82 +238,6 @@ class LoadedModel {
   std::unique_ptr<BertMoeModel> bert_;
 };
 
-// Routing metrics and load reports of a model's MoE layers over one or more forwards:
-// add_step() after each forward (every rank, collective-free), finish() merges over the ranks
-// (collective), prints the table on rank 0 and writes each rank's report under `out`.
-class RoutingCollector {
- public:
-  RoutingCollector(LoadedModel& model, Communicator& comm, std::string out)
-      : moe_(model.moe_layers()), comm_(comm), out_(std::move(out)) {
-    if (moe_.empty()) return;
-    const MoeLayerConfig& lc = moe_[0]->config();
-    report_.set_rank(comm.rank());
-    report_.set_world_size(comm.size());
-    report_.set_host(host_name());
-    report_.set_router(moe_[0]->router().name());
-    report_.set_num_experts(static_cast<int32_t>(lc.num_experts));
-    report_.set_top_k(static_cast<int32_t>(lc.top_k));
-    report_.set_d_model(static_cast<int32_t>(lc.d_model));
-    report_.set_local_expert_begin(static_cast<int32_t>(moe_[0]->first_local_expert()));
-    report_.set_local_expert_count(static_cast<int32_t>(moe_[0]->num_local_experts()));
-    report_.set_num_layers(static_cast<int32_t>(moe_.size()));
-    report_.set_config_text(model.config_json());
-    report_.set_switchyard_version("0.1.0");
-    mine_.resize(moe_.size());
-  }
-
-  // The last forward of every MoE layer: this rank's tokens (a slice, or its own sequence).
-  void add_step(int64_t step) {
-    for (size_t l = 0; l < moe_.size(); ++l) {
-      MoeLayer& layer = *moe_[l];
-      const MoeLayerConfig& lc = layer.config();
-      const RouterOutput& ro = layer.router_output();
-      if (ro.T == 0) continue;
-      RoutingMetrics part =
-          routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
-                                  layer.plan().kept_TK.data(), ro.T, lc.num_experts, lc.top_k);
-      routing_metrics_merge(part, &mine_[l]);
-      if (!out_.empty())
-        fill_layer_step(layer, static_cast<int>(l), step, ro.T, part, report_.add_entries());
-    }
-  }
-
-  // Collective. tokens: over all ranks; seconds: the wall time they took.
-  void finish(int64_t tokens, double seconds, const char* title) {
-    if (moe_.empty()) return;
-    InferResult res;
-    res.router = moe_[0]->router().name();
-    res.tokens = tokens;
-    res.seconds = seconds;
-    for (size_t l = 0; l < moe_.size(); ++l) {
-      const MoeLayerConfig& lc = moe_[l]->config();
-      res.per_layer.push_back(
-          merge_routing_metrics(&comm_, mine_[l], static_cast<int>(l), lc.num_experts, lc.top_k));
-    }
-    if (comm_.rank() == 0) {
-      std::printf("%s", title);
-      print_routing_table({res}, comm_.size());
-    }
-    if (!out_.empty()) {
-      report_.set_wall_s(seconds);
-      std::error_code ec;
-      std::filesystem::create_directories(out_, ec);
-      write_report_or_warn(out_, report_, comm_.rank());
-      if (comm_.rank() == 0)
-        std::printf("load reports: %s/rank-<r>.{json,pb}; merge with: switchyard report %s\n",
-                    out_.c_str(), out_.c_str());
-    }
-    std::fflush(stdout);
-  }
-
- private:
-  std::vector<MoeLayer*> moe_;
-  Communicator& comm_;
-  std::string out_;
-  switchyard::RankReport report_;
-  std::vector<RoutingMetrics> mine_;
-};
-
 // --token-file with --seq-len: the file cut into sequences, rank r running sequences r, r+P,
 // ... (read_token_shard: each rank reads only its own), every rank its own sequence per step
 // (replicated_tokens off: the MoE layers exchange different tokens from every rank).
@@ -348,7 +273,7 @@ int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm
         (long long)S, (long long)L, (long long)total, (long long)steps, steps == 1 ? "" : "s");
     std::fflush(stdout);
   }
-  RoutingCollector routing(model, comm, a.out);
+  RoutingCollector routing(model.moe_layers(), model.config_json(), comm, a.out);
   Progress progress("forward x" + std::to_string(P) + " ranks", total);
   const auto t0 = std::chrono::steady_clock::now();
   Tensor logits;
@@ -403,9 +328,9 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
     ck = std::make_unique<HfCheckpoint>(std::move(c));
     SY_ASSIGN_OR_RETURN(model_type, ck->config_string("model_type", ""));
     if (model_type != "qwen2_moe" && model_type != "bert" && model_type != "bert_moe")
-      return BadInput(a.model + "/config.json: model_type \"" + model_type +
+      return BadInput(ck->dir() + "/config.json: model_type \"" + model_type +
                       "\" is not supported by infer --model (qwen2_moe, bert, bert_moe)");
-    const std::string tpath = a.tokenizer.empty() ? a.model : a.tokenizer;
+    const std::string tpath = a.tokenizer.empty() ? ck->dir() : a.tokenizer;  // the step folder
     if (!a.prompt.empty() || a.max_new_tokens > 0 || !a.tokenizer.empty()) {
       auto t = load_tokenizer(tpath);
       if (!t.ok() && (!a.prompt.empty() || !a.tokenizer.empty())) return t.status();
@@ -448,7 +373,7 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   const int64_t T = static_cast<int64_t>(ids.size()), V = model->vocab();
   if (me == 0) {
     std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s; loaded in %.2f s\n",
-                a.model.c_str(), P, P == 1 ? "" : "s", model->describe(P).c_str(),
+                ck->dir().c_str(), P, P == 1 ? "" : "s", model->describe(P).c_str(),
                 a.quantize == "none" ? "fp32" : a.quantize.c_str(),
                 a.deterministic ? ", deterministic" : "", load_s);
     std::fflush(stdout);
@@ -506,7 +431,7 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
 
   // ---- routing of the forward: metrics table (rank 0) and per-rank load reports ----
   {
-    RoutingCollector routing(*model, comm, a.out);
+    RoutingCollector routing(model->moe_layers(), model->config_json(), comm, a.out);
     routing.add_step(0);
     routing.finish(T, best, "routing of the forward, per MoE layer:");
   }

@@ -1,5 +1,7 @@
 #include "runtime/io/hf_checkpoint.h"
 
+#include "runtime/io/checkpoint_dir.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -63,7 +65,16 @@ std::string ListNames(const std::vector<std::string>& v) {
 }
 }  // namespace
 
-StatusOr<HfCheckpoint> HfCheckpoint::Open(const std::string& dir) {
+StatusOr<nlohmann::json> read_json_object_file(const std::string& path) {
+  return ParseJsonObject(path);
+}
+bool is_plain_file_name(const std::string& s) {
+  return PlainFileName(s);
+}
+
+StatusOr<HfCheckpoint> HfCheckpoint::Open(const std::string& root) {
+  // A training checkpoint folder opens its latest complete, verified checkpoint.
+  SY_ASSIGN_OR_RETURN(const std::string dir, resolve_model_dir(root));
   HfCheckpoint ck;
   ck.dir_ = dir;
   std::error_code ec;

@@ -32,6 +32,11 @@
 
 namespace sy {
 
+// A JSON object from a file of at most 64 MiB (kBadInput when not valid JSON / not an object).
+StatusOr<nlohmann::json> read_json_object_file(const std::string& path);
+// A plain file name inside a folder: no '/', '\\', "..", and not hidden.
+bool is_plain_file_name(const std::string& s);
+
 // Typed, range-checked reads from a config.json object. `where` names the file in messages.
 class JsonConfigReader {
  public:
@@ -54,7 +59,9 @@ class JsonConfigReader {
 
 class HfCheckpoint {
  public:
-  // dir: a folder with config.json and model.safetensors or model.safetensors.index.json.
+  // dir: a folder with config.json and model.safetensors or model.safetensors.index.json, or
+  // a training checkpoint root (runtime/io/checkpoint_dir.h): its latest complete checkpoint,
+  // verified against its manifest; dir() is then that step folder.
   static StatusOr<HfCheckpoint> Open(const std::string& dir);
 
   const std::string& dir() const { return dir_; }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -145,8 +146,10 @@ struct SafetensorsWriteTensor {
 
 // Writes tensors (sorted by name, laid out in that order) and string metadata. The header is
 // padded with spaces to a multiple of 8 bytes, like huggingface/safetensors. Atomic: writes
-// path.tmp.<pid> then renames it over path.
+// path.tmp.<pid> then renames it over path. on_bytes, when set, sees every byte of the file in
+// order just before it is written (checksums of what was meant to be written; fault injection).
 Status safetensors_write(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
-                         const std::map<std::string, std::string>& metadata = {});
+                         const std::map<std::string, std::string>& metadata = {},
+                         const std::function<void(const void*, size_t)>& on_bytes = nullptr);
 
 }  // namespace sy

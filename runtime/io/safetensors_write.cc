@@ -71,7 +71,8 @@ uint16_t f32_to_bf16(float f) {
 // ---- writer ----
 
 Status safetensors_write(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
-                         const std::map<std::string, std::string>& metadata) {
+                         const std::map<std::string, std::string>& metadata,
+                         const std::function<void(const void*, size_t)>& on_bytes) {
   std::vector<const SafetensorsWriteTensor*> sorted;
   for (const auto& t : ts) sorted.push_back(&t);
   std::sort(sorted.begin(), sorted.end(),
@@ -106,7 +107,8 @@ Status safetensors_write(const std::string& path, const std::vector<SafetensorsW
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return InvalidArgument("cannot create " + tmp + ": " + ErrnoText());
-  auto write_all = [fd](const void* p, size_t n) {
+  auto write_all = [fd, &on_bytes](const void* p, size_t n) {
+    if (on_bytes) on_bytes(p, n);
     const uint8_t* c = static_cast<const uint8_t*>(p);
     while (n > 0) {
       const ssize_t w = ::write(fd, c, std::min<size_t>(n, 1u << 30));

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "routers/registry.h"
 #include "runtime/core/rng.h"
 #include "runtime/kernels/attention.h"
 #include "runtime/kernels/bias.h"
@@ -78,6 +79,20 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
   SY_ASSIGN_OR_RETURN(c.tie_word_embeddings, r.get_bool("tie_word_embeddings", false));
   SY_ASSIGN_OR_RETURN(c.router_aux_loss_coef, r.get_float("router_aux_loss_coef", 0.0, 1e3, 0.001));
   SY_ASSIGN_OR_RETURN(c.initializer_range, r.get_float("initializer_range", 0.0, 10.0, 0.02));
+  SY_ASSIGN_OR_RETURN(c.router, r.get_string("switchyard_router", "linear"));
+  {
+    const std::vector<std::string> known = router_names();
+    if (std::find(known.begin(), known.end(), c.router) == known.end()) {
+      std::string list;
+      for (const std::string& n : known) list += (list.empty() ? "" : ", ") + n;
+      return BadInput(where + ": switchyard_router \"" + c.router +
+                      "\" is not a router (known: " + list + ")");
+    }
+  }
+  SY_ASSIGN_OR_RETURN(c.router_hidden, r.get_int("switchyard_router_hidden", 0, 1 << 20, 0));
+  SY_ASSIGN_OR_RETURN(int64_t router_seed,
+                      r.get_int("switchyard_router_seed", 0, int64_t{1} << 53, 0));
+  c.router_seed = static_cast<uint64_t>(router_seed);
   auto it = r.json().find("mlp_only_layers");
   if (it != r.json().end() && !it->is_null()) {
     if (!it->is_array() || it->size() > 1024)
@@ -110,29 +125,35 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_checkpoint(const HfCheckpoint& ck)
 }
 
 json Qwen2MoeConfig::to_json() const {
-  return json{{"architectures", {"Qwen2MoeForCausalLM"}},
-              {"model_type", "qwen2_moe"},
-              {"hidden_act", "silu"},
-              {"vocab_size", vocab_size},
-              {"hidden_size", hidden_size},
-              {"num_hidden_layers", num_hidden_layers},
-              {"num_attention_heads", num_attention_heads},
-              {"num_key_value_heads", num_key_value_heads},
-              {"intermediate_size", intermediate_size},
-              {"moe_intermediate_size", moe_intermediate_size},
-              {"shared_expert_intermediate_size", shared_expert_intermediate_size},
-              {"num_experts", num_experts},
-              {"num_experts_per_tok", num_experts_per_tok},
-              {"norm_topk_prob", norm_topk_prob},
-              {"rms_norm_eps", rms_norm_eps},
-              {"rope_theta", rope_theta},
-              {"max_position_embeddings", max_position_embeddings},
-              {"decoder_sparse_step", decoder_sparse_step},
-              {"mlp_only_layers", mlp_only_layers},
-              {"tie_word_embeddings", tie_word_embeddings},
-              {"router_aux_loss_coef", router_aux_loss_coef},
-              {"initializer_range", initializer_range},
-              {"torch_dtype", "float32"}};
+  json j{{"architectures", {"Qwen2MoeForCausalLM"}},
+         {"model_type", "qwen2_moe"},
+         {"hidden_act", "silu"},
+         {"vocab_size", vocab_size},
+         {"hidden_size", hidden_size},
+         {"num_hidden_layers", num_hidden_layers},
+         {"num_attention_heads", num_attention_heads},
+         {"num_key_value_heads", num_key_value_heads},
+         {"intermediate_size", intermediate_size},
+         {"moe_intermediate_size", moe_intermediate_size},
+         {"shared_expert_intermediate_size", shared_expert_intermediate_size},
+         {"num_experts", num_experts},
+         {"num_experts_per_tok", num_experts_per_tok},
+         {"norm_topk_prob", norm_topk_prob},
+         {"rms_norm_eps", rms_norm_eps},
+         {"rope_theta", rope_theta},
+         {"max_position_embeddings", max_position_embeddings},
+         {"decoder_sparse_step", decoder_sparse_step},
+         {"mlp_only_layers", mlp_only_layers},
+         {"tie_word_embeddings", tie_word_embeddings},
+         {"router_aux_loss_coef", router_aux_loss_coef},
+         {"initializer_range", initializer_range},
+         {"torch_dtype", "float32"}};
+  if (router != "linear") {
+    j["switchyard_router"] = router;
+    j["switchyard_router_hidden"] = router_hidden;
+    if (router == "hash") j["switchyard_router_seed"] = router_seed;
+  }
+  return j;
 }
 
 json default_qwen2_moe_config() {
@@ -233,6 +254,32 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
   if (opt.train == Qwen2MoeTrain::kAll && opt.expert_bits != 32)
     return InvalidArgument("training every weight needs fp32 experts (quantized ones are frozen)");
 
+  // The checkpoint's router (config.json), built once here for its parameter names and shapes.
+  auto ck_router = [&](int64_t i) {
+    RouterConfig rc;
+    rc.name = c.router;
+    rc.d_model = D;
+    rc.num_experts = c.num_experts;
+    rc.top_k = c.num_experts_per_tok;
+    rc.hidden = c.router_hidden;
+    rc.norm_topk_prob = c.norm_topk_prob;
+    rc.init_std = 0.0f;  // every parameter comes from the checkpoint
+    rc.seed = c.router_seed + static_cast<uint64_t>(i);
+    rc.vocab_size = V;
+    return rc;
+  };
+  std::vector<std::string> gate_params;  // its parameters' names (under mlp.gate.)
+  if (c.num_experts > 0) {
+    SY_ASSIGN_OR_RETURN(std::unique_ptr<Router> probe, make_router(ck_router(0)));
+    for (const Param& p : probe->params()) gate_params.push_back(p.name);
+  }
+  if (!opt.router.empty() && opt.router != c.router) {  // validated before any tensor is read
+    RouterConfig rc = ck_router(0);
+    rc.name = opt.router;
+    rc.hidden = opt.router_hidden;
+    SY_RETURN_IF_ERROR(validate_router_config(rc));
+  }
+
   // Schema first (RELIABILITY F5): every tensor the model needs, and nothing unexpected.
   std::vector<std::string> need = {"model.embed_tokens.weight", "model.norm.weight"};
   if (!c.tie_word_embeddings || ck.has("lm_head.weight")) need.push_back("lm_head.weight");
@@ -243,7 +290,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
           "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.o_proj.weight"})
       need.push_back(LayerName(i, n));
     if (c.is_sparse(i)) {
-      need.push_back(LayerName(i, "mlp.gate.weight"));
+      for (const std::string& name : gate_params) need.push_back(LayerName(i, "mlp.gate." + name));
       for (int64_t j = 0; j < c.num_experts; ++j)
         for (const char* p : {"gate_proj", "up_proj", "down_proj"})
           need.push_back(ExpertName(i, j, p));
@@ -294,20 +341,14 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     lc.expert_bits = opt.expert_bits;  // with init_std 0: quantized zeros until loaded
     lc.quant_group = opt.quant_group;
     lc.init_std = 0.0f;  // every weight comes from the checkpoint
-    lc.router.name = opt.router;
-    lc.router.norm_topk_prob = c.norm_topk_prob;
-    lc.router.seed = opt.seed + static_cast<uint64_t>(i);
-    lc.router.vocab_size = V;
+    lc.router = ck_router(i);
     lc.seed = opt.seed;
     lc.layer_index = static_cast<int>(i);
     SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm));
     MoeLayer& moe = *L.moe;
-    if (opt.router == "linear") {
-      Param* g = moe.find_param("gate.weight");
-      SY_CHECK(g != nullptr) << "linear router without gate.weight";
+    for (Param& p : moe.router().params())
       SY_RETURN_IF_ERROR(
-          ck.read_into(LayerName(i, "mlp.gate.weight"), {c.num_experts, D}, g->value.ptr()));
-    }
+          ck.read_into(LayerName(i, "mlp.gate." + p.name), p.value.shape, p.value.ptr()));
     // This rank's experts only (local expert e is global first + e), one at a time: quantized
     // experts go straight from the file to int8/int4, so no rank ever holds even its own
     // experts in fp32.
@@ -347,10 +388,50 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
       }
     }
   }
+  if (!opt.router.empty() && opt.router != c.router) {
+    // The checkpoint's routers are dropped: a caller that wants them as teachers calls
+    // replace_routers itself (runtime/train/distill.h).
+    SY_RETURN_IF_ERROR(m->replace_routers(opt.router, opt.seed, opt.router_hidden).status());
+  }
   m->inv_freq_ = rope_inv_freq(hd, c.rope_theta);
   m->max_cache_ = opt.max_cache_tokens > 0 ? opt.max_cache_tokens : c.max_position_embeddings;
   m->sharded_ = std::make_unique<TokenShardedMoe>(comm);
   return m;
+}
+
+StatusOr<std::vector<std::unique_ptr<Router>>> Qwen2MoeModel::replace_routers(
+    const std::string& name, uint64_t seed, int64_t hidden) {
+  const Qwen2MoeConfig& c = cfg_;
+  std::vector<std::unique_ptr<Router>> fresh(layers_.size());
+  // Build every router first, so a bad name or size changes nothing.
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    RouterConfig rc;
+    rc.name = name;
+    rc.d_model = c.hidden_size;
+    rc.num_experts = c.num_experts;
+    rc.top_k = c.num_experts_per_tok;
+    rc.hidden = hidden;
+    rc.norm_topk_prob = c.norm_topk_prob;
+    rc.seed = seed + static_cast<uint64_t>(i);
+    rc.vocab_size = c.vocab_size;
+    SY_ASSIGN_OR_RETURN(fresh[i], make_router(rc));
+    Router& old = layers_[i].moe->router();
+    if (name == "hybrid" && old.name() == "linear") {
+      // W x + 0 * MLP(x): the gate's routing, bitwise (routers/hybrid.cc).
+      SY_RETURN_IF_ERROR(fresh[i]->set_param("weight", old.find_param("weight")->value));
+      SY_CHECK(fresh[i]->find_param("mix")->value.data[0] == 0.0f);
+    }
+  }
+  std::vector<std::unique_ptr<Router>> old(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    SY_ASSIGN_OR_RETURN(old[i], layers_[i].moe->replace_router(std::move(fresh[i])));
+  }
+  cfg_.router = name;
+  cfg_.router_hidden = hidden > 0 ? hidden : RouterConfig::kDefaultHidden;  // explicit in files
+  cfg_.router_seed = seed;
+  return old;
 }
 
 std::vector<MoeLayer*> Qwen2MoeModel::moe_layers() {
@@ -476,6 +557,8 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     // FFN block.
     if (save) S.x_mid.assign(x_.begin(), x_.begin() + T * D);
     rmsnorm_forward(x_.data(), L.ln2.ptr(), a2, rstd2, T, D, eps);
+    if (L.moe && capture_ && li < capture_->size())
+      (*capture_)[li].insert((*capture_)[li].end(), a2, a2 + T * D);
     if (L.moe) {
       L.moe->set_step(pos0);
       SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a2, ids, T, D, y_.data()));

@@ -16,7 +16,9 @@
 //   model.embed_tokens.weight [V, D]          model.norm.weight [D]       lm_head.weight [V, D]
 //   model.layers.{i}.input_layernorm.weight [D]  .post_attention_layernorm.weight [D]
 //   model.layers.{i}.self_attn.{q,k,v}_proj.{weight,bias}  [nH*hd | nKV*hd, D], o_proj.weight
-//   model.layers.{i}.mlp.gate.weight [E, D]
+//   model.layers.{i}.mlp.gate.weight [E, D]   (linear router; another router kind persisted by
+//                                              switchyard stores its parameters as
+//                                              model.layers.{i}.mlp.gate.<router param name>)
 //   model.layers.{i}.mlp.experts.{j}.{gate,up}_proj.weight [F, D], .down_proj.weight [D, F]
 //   model.layers.{i}.mlp.shared_expert.{gate,up,down}_proj.weight, .shared_expert_gate.weight
 //   model.layers.{i}.mlp.{gate,up,down}_proj.weight  (dense layers)
@@ -66,6 +68,14 @@ struct Qwen2MoeConfig {
   bool tie_word_embeddings = false;
   double router_aux_loss_coef = 0.001;  // read and kept for training (issue 5)
   double initializer_range = 0.02;      // used by the random writer only
+  // The router kind of every MoE layer (switchyard's own config.json keys; Hugging Face
+  // configs have none and mean "linear"): "switchyard_router" (a registered router name),
+  // "switchyard_router_hidden" (H, > 0 for attention / mlp / hybrid / mlp_hadamard; 0 =
+  // RouterConfig::kDefaultHidden) and, for hash, "switchyard_router_seed" (its hash functions'
+  // seed, layer i uses router_seed + i). to_json() writes them only when router != "linear".
+  std::string router = "linear";
+  int64_t router_hidden = 0;
+  uint64_t router_seed = 0;
 
   bool is_sparse(int64_t layer) const;
   // From config.json, every value type- and range-checked (kBadInput naming key and file).
@@ -110,10 +120,13 @@ struct Qwen2MoeOptions {
   int64_t quant_group = 128;                   // input columns per scale when quantized
   double capacity_factor = 0.0;                // <= 0: dropless (Hugging Face semantics)
   int64_t max_cache_tokens = 0;  // KV cache limit in tokens; 0 = max_position_embeddings
-  // The router: "linear" (default) loads mlp.gate.weight; another registered router name
-  // replaces it with a freshly initialized one of that kind (router studies, fine-tuning).
-  std::string router = "linear";
-  uint64_t seed = 1234;  // for a replaced router
+  // The router: "" (default) = the checkpoint's (Qwen2MoeConfig::router, "linear" for Hugging
+  // Face checkpoints), every parameter read from mlp.gate.*. Another registered router name
+  // loads the checkpoint's router and then replaces it with a fresh one of that kind
+  // (Qwen2MoeModel::replace_routers: router studies, fine-tuning); config() then describes it.
+  std::string router;
+  int64_t router_hidden = 0;  // H of a replaced router; 0 = RouterConfig::kDefaultHidden
+  uint64_t seed = 1234;       // for a replaced router (layer i: seed + i)
 };
 
 // Bytes this rank holds, by kind (for the memory report).
@@ -168,6 +181,21 @@ class Qwen2MoeModel {
   void set_defer_moe_grad_allreduce(bool defer);
   void allreduce_moe_grads();
 
+  // ---- routers ----
+  // Swaps every MoE layer's router for a fresh `name` router (RouterConfig: hidden, seed + layer
+  // index, the layer's D / E / K and norm_topk_prob) and returns the old ones, indexed by layer
+  // (null for dense layers): the teachers of a distillation warm start (runtime/train/distill.h).
+  // A hybrid replacing a linear gate starts as that gate: its `weight` is the gate's W and its
+  // mix g is 0, so it routes bitwise like it until trained. config().router / router_hidden /
+  // router_seed describe the new routers afterwards (config().to_json() records them). Not
+  // collective; every rank must make the same call (routers are replicated).
+  StatusOr<std::vector<std::unique_ptr<Router>>> replace_routers(const std::string& name,
+                                                                 uint64_t seed, int64_t hidden);
+  // While set, every forward() appends each MoE layer's router input (the RMS-normalized x of
+  // its T tokens, [T, D] row-major) to (*sink)[layer]; the caller sizes sink to
+  // num_hidden_layers (dense layers' entries stay empty). Null stops capturing.
+  void set_moe_input_capture(std::vector<std::vector<float>>* sink) { capture_ = sink; }
+
   // Final hidden states of the last forward [T, D] (after model.norm).
   const Tensor& last_hidden() const { return hidden_; }
   // MoE layers (null for dense layers), for metrics and load reports.
@@ -209,6 +237,7 @@ class Qwen2MoeModel {
   Tensor hidden_;
   std::vector<float> x_, a_, q_, att_, y_, scratch_, g_, u_, act_, head_slice_;
   Qwen2MoeTimes times_;
+  std::vector<std::vector<float>>* capture_ = nullptr;  // set_moe_input_capture
 };
 
 }  // namespace sy

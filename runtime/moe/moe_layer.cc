@@ -338,6 +338,21 @@ std::vector<std::pair<std::string, Param*>> MoeLayer::named_params() {
   return out;
 }
 
+StatusOr<std::unique_ptr<Router>> MoeLayer::replace_router(std::unique_ptr<Router> r) {
+  if (!r) return InvalidArgument("moe layer: replace_router got no router");
+  const RouterConfig& rc = r->config();
+  if (rc.d_model != cfg_.d_model || rc.num_experts != cfg_.num_experts || rc.top_k != cfg_.top_k)
+    return InvalidArgument(
+        "moe layer " + std::to_string(cfg_.layer_index) + ": router '" + rc.name +
+        "' has D=" + std::to_string(rc.d_model) + " E=" + std::to_string(rc.num_experts) +
+        " K=" + std::to_string(rc.top_k) + ", the layer D=" + std::to_string(cfg_.d_model) +
+        " E=" + std::to_string(cfg_.num_experts) + " K=" + std::to_string(cfg_.top_k));
+  cfg_.router = rc;
+  has_forward_ = false;  // backward() differentiates a forward of the router in place
+  std::swap(router_, r);
+  return r;
+}
+
 Param* MoeLayer::find_param(const std::string& name) {
   for (auto& [n, p] : named_params())
     if (n == name) return p;

@@ -161,6 +161,11 @@ class MoeLayer {
 
   // ---- parameters ----
   Router& router() { return *router_; }
+  // Swaps in `r` (router replacement, distillation) and returns the old router. r's d_model,
+  // num_experts and top_k must be the layer's (else InvalidArgument, nothing changed). The
+  // next backward() needs a forward() with the new router first. Not collective: every rank
+  // must swap in an equal router (routers are replicated).
+  StatusOr<std::unique_ptr<Router>> replace_router(std::unique_ptr<Router> r);
   RoutedExperts& experts() { return *experts_; }
   const RoutedExperts& experts() const { return *experts_; }
   SharedExpert* shared_expert() { return shared_.get(); }  // null when none

@@ -1,10 +1,43 @@
 #include "runtime/train/trainer.h"
 
 #include <cmath>
+#include <cstdio>
+#include <limits>
 
+#include "runtime/kernels/cpu_kernels.h"
 #include "runtime/kernels/loss.h"
 
 namespace sy {
+
+namespace {
+
+// The model layer of a parameter ("model.layers.{i}." names), -1 for embeddings, final norm and
+// LM head.
+int64_t param_layer(const std::string& name) {
+  const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0) return -1;
+  return std::strtoll(name.c_str() + prefix.size(), nullptr, 10);
+}
+
+void say_fault(int rank, int64_t step, const char* kind, int layer, const std::string& what) {
+  std::fprintf(stderr, "[switchyard] rank %d on %s: injected fault %s at step %lld layer %d: %s\n",
+               rank, host_name().c_str(), kind, static_cast<long long>(step), layer, what.c_str());
+  std::fflush(stderr);
+}
+
+constexpr int64_t kItemBits = 24;  // rank and item each < 2^24; stage above them
+
+}  // namespace
+
+const char* nonfinite_policy_name(NonFinitePolicy p) {
+  return p == NonFinitePolicy::kStop ? "stop" : "skip";
+}
+
+StatusOr<NonFinitePolicy> parse_nonfinite_policy(const std::string& text) {
+  if (text == "skip") return NonFinitePolicy::kSkip;
+  if (text == "stop") return NonFinitePolicy::kStop;
+  return InvalidArgument("non-finite policy must be skip or stop (got '" + text + "')");
+}
 
 Trainer::Trainer(Qwen2MoeModel& model, Communicator* comm, const AdamWConfig& cfg)
     : model_(model), comm_(comm), opt_(cfg) {
@@ -12,17 +45,124 @@ Trainer::Trainer(Qwen2MoeModel& model, Communicator* comm, const AdamWConfig& cf
   model_.set_defer_moe_grad_allreduce(true);  // several backward() calls per step
 }
 
+int64_t Trainer::nonfinite_code(Stage stage, int rank, int64_t item) {
+  constexpr int64_t kMax = (int64_t{1} << kItemBits) - 1;
+  SY_CHECK(rank >= 0 && rank <= kMax && item >= 0 && item <= kMax)
+      << "non-finite record: rank " << rank << " item " << item;
+  return (static_cast<int64_t>(stage) << (2 * kItemBits)) |
+         (static_cast<int64_t>(rank) << kItemBits) | item;
+}
+
+std::string Trainer::describe_nonfinite(int64_t code,
+                                        const std::vector<Qwen2MoeParam>& params) const {
+  constexpr int64_t kMask = (int64_t{1} << kItemBits) - 1;
+  const auto stage = static_cast<Stage>(code >> (2 * kItemBits));
+  const int64_t rank = (code >> kItemBits) & kMask, item = code & kMask;
+  const char* what = "gradient";
+  int64_t layer = -1;
+  std::string detail;
+  switch (stage) {
+    case kRouter:
+      what = "router scores";
+      layer = item;
+      break;
+    case kLogits:
+      what = "logits";
+      break;
+    case kLoss:
+      what = "loss";
+      break;
+    case kTotals:
+      what = "loss or gradient norm";
+      detail = " (after the all-reduce)";
+      break;
+    case kGradLocal:
+    case kGradSummed: {
+      // Parameter indices agree across ranks: every rank lists the same names in the same order.
+      const std::string name =
+          item < static_cast<int64_t>(params.size()) ? params[static_cast<size_t>(item)].name : "?";
+      layer = param_layer(name);
+      detail = " (" + name + (stage == kGradSummed ? ", after the all-reduce)" : ")");
+      break;
+    }
+  }
+  return std::string("non-finite ") + what + " on rank " + std::to_string(rank) + ", layer " +
+         std::to_string(layer) + ", step " + std::to_string(step_index_) + detail;
+}
+
+const FaultSpec* Trainer::fault(FaultKind kind) const {
+  for (const FaultSpec& f : faults_set_ ? faults_ : active_faults())
+    if (f.kind == kind && f.rank == rank() && (f.step < 0 || f.step == step_index_)) return &f;
+  return nullptr;
+}
+
+void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<Qwen2MoeParam>& params) {
+  const std::vector<MoeLayer*> moe = model_.moe_layers();
+  int64_t layer = f.layer;
+  if (layer < 0)
+    for (size_t i = 0; i < moe.size() && layer < 0; ++i)
+      if (moe[i]) layer = static_cast<int64_t>(i);
+  const std::string router = "model.layers." + std::to_string(layer) + ".mlp.gate.";
+  for (Qwen2MoeParam& p : params) {
+    if (!p.grad || p.grad->numel() == 0 || p.name.compare(0, router.size(), router) != 0) continue;
+    p.grad->data[0] = std::numeric_limits<float>::infinity();
+    say_fault(rank(), step_index_, "inf_grad", static_cast<int>(layer), p.name + "[0] = +inf");
+    return;
+  }
+  say_fault(rank(), step_index_, "inf_grad", static_cast<int>(layer),
+            "no trained router gradient in that layer: nothing injected");
+}
+
 Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum,
-                    int64_t* count) {
+                    int64_t* count, bool check) {
   const int64_t T = static_cast<int64_t>(ids.size()), V = model_.config().vocab_size;
   targets_.assign(ids.begin() + (T > 0 ? 1 : 0), ids.end());
   if (T > 0) targets_.push_back(-1);
   model_.reset_cache();
-  SY_RETURN_IF_ERROR(model_.forward(ids.data(), T, &logits_, /*all_logits=*/true));
+
+  const FaultSpec* nan = check ? fault(FaultKind::kNanLogits) : nullptr;
+  float* poisoned = nullptr;  // a router weight of this rank's replica, NaN for this forward
+  float saved = 0.0f;
+  if (nan && nan->layer >= 0) {
+    const std::vector<MoeLayer*> moe = model_.moe_layers();
+    MoeLayer* L = nan->layer < static_cast<int>(moe.size()) ? moe[nan->layer] : nullptr;
+    for (auto& [name, p] : L ? L->named_params() : std::vector<std::pair<std::string, Param*>>{})
+      if (name.rfind("gate.", 0) == 0 && p->value.numel() > 0) {
+        poisoned = p->value.ptr();
+        break;
+      }
+    say_fault(rank(), step_index_, "nan_logits", nan->layer,
+              poisoned ? "router scores NaN" : "layer has no router weight: nothing injected");
+    if (poisoned) {
+      saved = *poisoned;
+      *poisoned = std::numeric_limits<float>::quiet_NaN();
+    }
+  }
+  const Status fwd = model_.forward(ids.data(), T, &logits_, /*all_logits=*/true);
+  if (poisoned) *poisoned = saved;  // bitwise: the weights never change through the fault
+  SY_RETURN_IF_ERROR(fwd);
+  if (nan && nan->layer < 0 && T > 0) {
+    logits_.data[0] = std::numeric_limits<float>::quiet_NaN();
+    say_fault(rank(), step_index_, "nan_logits", -1, "logits[0, 0] = NaN");
+  }
+
+  if (check && after_forward_) after_forward_();
+  if (check) {
+    const std::vector<MoeLayer*> moe = model_.moe_layers();
+    for (size_t i = 0; i < moe.size(); ++i)
+      if (moe[i] && !moe[i]->last_finite()) note_nonfinite(kRouter, static_cast<int64_t>(i));
+    if (T > 0 && !all_finite(logits_.ptr(), T * V)) note_nonfinite(kLogits, 0);
+  }
   int64_t n = 0;
-  if (T > 0) *loss_sum += cross_entropy_sum(logits_.ptr(), targets_.data(), T, V, &n);
+  if (T > 0) {
+    const double loss = cross_entropy_sum(logits_.ptr(), targets_.data(), T, V, &n);
+    if (check && !std::isfinite(loss)) note_nonfinite(kLoss, 0);
+    *loss_sum += loss;
+  }
   *count += n;
   if (grad_scale <= 0) return Status::Ok();
+  // The backward runs on every rank even after a finding: it is collective (the MoE layers'
+  // exchanges), and its gradients are thrown away by the decision below.
   dlogits_.resize(logits_.data.size());
   if (T > 0)
     cross_entropy_backward(logits_.ptr(), targets_.data(), T, V, grad_scale, dlogits_.data());
@@ -34,35 +174,79 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   int64_t mine = 0;
   for (const auto& s : seqs) mine += s.empty() ? 0 : static_cast<int64_t>(s.size()) - 1;
   int64_t total = mine;
-  if (comm_) comm_->allreduce(&total, 1, ReduceOp::kSum, {"train.tokens"});
+  if (comm_) comm_->allreduce(&total, 1, ReduceOp::kSum, {"train.tokens", -1, step_index_});
   if (total == 0) return InvalidArgument("train step: no target tokens on any rank");
   const float scale = 1.0f / static_cast<float>(total);
 
   model_.zero_grad();
+  nonfinite_ = kNoFinding;
   double loss_sum = 0;
   int64_t count = 0;
-  for (const auto& s : seqs) SY_RETURN_IF_ERROR(run(s, scale, &loss_sum, &count));
-  model_.allreduce_moe_grads();  // routers and shared experts: summed over the ranks once
-  if (comm_) comm_->allreduce(&loss_sum, 1, ReduceOp::kSum, {"train.loss"});
+  for (const auto& s : seqs) SY_RETURN_IF_ERROR(run(s, scale, &loss_sum, &count, true));
 
-  // Gradients: sum the replicated ones over the ranks, then the job-wide norm.
+  // Local gradients, before any cross-rank sum: a NaN spreads to every rank there, and the rank
+  // that made it is the one to name. Expert gradients are never summed: this is their check.
+  std::vector<Qwen2MoeParam> all = model_.parameters();
+  if (const FaultSpec* f = fault(FaultKind::kInfGrad)) inject_inf_grad(*f, all);
+  if (nonfinite_ == kNoFinding)
+    for (size_t i = 0; i < all.size(); ++i)
+      if (all[i].grad && !all_finite(all[i].grad->ptr(), all[i].grad->numel())) {
+        note_nonfinite(kGradLocal, static_cast<int64_t>(i));
+        break;
+      }
+
+  model_.allreduce_moe_grads();  // routers and shared experts: summed over the ranks once
+  if (comm_) comm_->allreduce(&loss_sum, 1, ReduceOp::kSum, {"train.loss", -1, step_index_});
+
+  // Gradients: sum the replicated ones over the ranks, then the job-wide norm. A sum of finite
+  // gradients can still overflow: checked here when nothing was found before.
   std::vector<TrainParam> params;
   double sq_replicated = 0, sq_expert = 0;
-  for (Qwen2MoeParam& p : model_.parameters()) {
+  for (size_t i = 0; i < all.size(); ++i) {
+    Qwen2MoeParam& p = all[i];
     if (!p.grad) continue;
     if (comm_ && !p.expert && !p.moe_summed)
-      comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum, {"train.grad"});
+      comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum,
+                       {"train.grad", static_cast<int>(param_layer(p.name)), step_index_});
     const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}});
+    if (!std::isfinite(sq)) note_nonfinite(kGradSummed, static_cast<int64_t>(i));
     (p.expert ? sq_expert : sq_replicated) += sq;
     params.push_back({p.name, p.value, p.grad});
   }
-  if (comm_) comm_->allreduce(&sq_expert, 1, ReduceOp::kSum, {"train.grad_norm"});
+  if (comm_) comm_->allreduce(&sq_expert, 1, ReduceOp::kSum, {"train.grad_norm", -1, step_index_});
+
+  // Agreement: every rank learns the same first offender, whatever it found itself.
+  int64_t code = nonfinite_;
+  if (comm_) comm_->allreduce(&code, 1, ReduceOp::kMin, {"train.nonfinite", -1, step_index_});
   TrainStepResult r;
+  r.step = step_index_;
   r.loss = loss_sum / static_cast<double>(total);
   r.tokens = total;
   r.grad_norm = std::sqrt(sq_replicated + sq_expert);
   r.lr = opt_.lr_at(opt_.step());
+  // The loss and the norm are all-reduce results, the same on every rank: a fallback only
+  // (the local checks above see every non-finite value first).
+  if (code == kNoFinding && !(std::isfinite(r.loss) && std::isfinite(r.grad_norm)))
+    code = nonfinite_code(kTotals, 0, 0);
+  if (code != kNoFinding) {
+    const std::string what = describe_nonfinite(code, all);
+    if (policy_ == NonFinitePolicy::kStop) return Status(StatusCode::kNonFinite, what);
+    ++skipped_in_row_;
+    if (max_consecutive_skips_ > 0 && skipped_in_row_ >= max_consecutive_skips_)
+      return Status(StatusCode::kNonFinite, what + ": " + std::to_string(skipped_in_row_) +
+                                                " consecutive steps skipped (limit " +
+                                                std::to_string(max_consecutive_skips_) + ")");
+    model_.zero_grad();
+    ++skipped_total_;
+    ++step_index_;
+    r.skipped = true;
+    r.nonfinite = what;
+    r.clip = 1;
+    return r;
+  }
+  skipped_in_row_ = 0;
   r.clip = opt_.update(params, sq_replicated + sq_expert);
+  ++step_index_;
   return r;
 }
 

@@ -10,12 +10,49 @@
 //   clipping:  by the job-wide norm (replicated parts once, expert parts summed over ranks);
 //   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched.
 // Targets are the next token of each sequence (the last position has none).
+//
+// Non-finite values (RELIABILITY C1, C3). Before the optimizer update every rank checks, in the
+// order the data flows: each MoE layer's router scores and the logits after every forward, the
+// loss of every sequence, every trained gradient BEFORE the cross-rank sums (so the rank that
+// produced a NaN is the one named, not every rank it spread to) and, when nothing was found
+// locally, the summed gradients after them. Each rank keeps its first finding as one int64
+// (stage, rank, item); one kMin all-reduce per step ("train.nonfinite") gives every rank the
+// same first offender: the earliest stage, then the lowest rank, then the first layer or
+// parameter. The decision depends on that record only (a NaN loss or norm after the sums is
+// a fallback, identical on every rank), so all ranks decide the same at the same step:
+//   kSkip: no update on any rank: gradients zeroed, AdamW's step count and moments NOT advanced
+//          (the learning-rate schedule follows updates done, so it does not advance either);
+//          TrainStepResult::skipped with the description. After max_consecutive_skips skipped
+//          steps in a row (0 = no limit) the step fails as kStop does.
+//   kStop:  step() returns kNonFinite (exit code 24) with the same message on every rank:
+//          "non-finite <what> on rank R, layer L, step S[ (<parameter>[, after the all-reduce])]"
+//          what: router scores | logits | loss | gradient (| "loss or gradient norm", the
+//          fallback, rank 0); layer: the model layer (MoE router, experts, "model.layers.{i}."
+//          parameters), -1 for logits, loss, embeddings, final norm and LM head.
+//
+// Fault injection (comm/fault.h, SY_FAULT; or set_faults() in tests), at step index s on rank r:
+//   nan_logits@rank=r,step=s           the LM logits of every forward of the step become NaN
+//                                      (first entry), after the forward, before the loss.
+//   nan_logits@rank=r,step=s,layer=l   MoE layer l's router scores become NaN on rank r: one
+//                                      router weight of rank r's replica is NaN during the
+//                                      step's forwards and restored bitwise after each, so the
+//                                      NaN scores take the real path (top-k, exchange) and
+//                                      weights are unchanged when the step is skipped.
+//   inf_grad@rank=r,step=s[,layer=l]   after the last backward and BEFORE the all-reduces, the
+//                                      first entry of MoE layer l's first router gradient (no
+//                                      layer: the first MoE layer) on rank r becomes +Inf, so it
+//                                      spreads to every rank as a real one would.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/fault.h"
 #include "runtime/core/status.h"
 #include "runtime/model/qwen2_moe.h"
 #include "runtime/train/adamw.h"
@@ -27,8 +64,18 @@ struct TrainStepResult {
   int64_t tokens = 0;    // target tokens over all ranks
   double grad_norm = 0;  // before clipping
   double lr = 0;
-  double clip = 1;  // factor applied
+  double clip = 1;   // factor applied
+  int64_t step = 0;  // this step's index (Trainer::step_index() when it was called)
+  // Non-finite values were found (on some rank) and the policy is kSkip: no update was made on
+  // any rank. nonfinite describes the first offender (the message kStop would return).
+  bool skipped = false;
+  std::string nonfinite;
 };
+
+enum class NonFinitePolicy { kSkip, kStop };
+const char* nonfinite_policy_name(NonFinitePolicy p);  // "skip", "stop"
+// "skip" or "stop" (kInvalidArgument otherwise), for --on-nonfinite.
+StatusOr<NonFinitePolicy> parse_nonfinite_policy(const std::string& text);
 
 class Trainer {
  public:
@@ -42,13 +89,57 @@ class Trainer {
   StatusOr<double> eval(const std::vector<std::vector<int32_t>>& seqs);
 
   AdamW& optimizer() { return opt_; }
+  // Called after every training forward (each sequence of a step, on this rank), while the MoE
+  // layers still hold that forward's routing: load reports and routing metrics.
+  void set_after_forward(std::function<void()> f) { after_forward_ = std::move(f); }
+
+  // What a step with non-finite values does (see the top of this file); default kSkip with no
+  // limit on consecutive skips. Set the same on every rank.
+  void set_nonfinite_policy(NonFinitePolicy p, int64_t max_consecutive_skips = 0) {
+    policy_ = p;
+    max_consecutive_skips_ = max_consecutive_skips;
+  }
+  NonFinitePolicy nonfinite_policy() const { return policy_; }
+  // The index the next step() gets (faults and messages name it). It advances on every step()
+  // that returns OK, skipped or not; set it when resuming (the checkpoint's step count).
+  int64_t step_index() const { return step_index_; }
+  void set_step_index(int64_t s) { step_index_ = s; }
+  int64_t skipped_steps() const { return skipped_total_; }  // since construction
+  // Tests: use these faults instead of SY_FAULT's (active_faults()) for this trainer.
+  void set_faults(std::vector<FaultSpec> faults) {
+    faults_ = std::move(faults);
+    faults_set_ = true;
+  }
 
  private:
+  // This rank's first non-finite finding of the step, packed so that kMin over the ranks picks
+  // the earliest stage, then the lowest rank, then the first layer / parameter.
+  enum Stage : int64_t { kRouter = 0, kLogits, kLoss, kGradLocal, kGradSummed, kTotals };
+  static constexpr int64_t kNoFinding = INT64_MAX;
+  static int64_t nonfinite_code(Stage stage, int rank, int64_t item);
+  void note_nonfinite(Stage stage, int64_t item) {
+    nonfinite_ = std::min(nonfinite_, nonfinite_code(stage, rank(), item));
+  }
+  std::string describe_nonfinite(int64_t code, const std::vector<Qwen2MoeParam>& params) const;
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  // The first fault of `kind` for this rank at this step, any layer; nullptr when none.
+  const FaultSpec* fault(FaultKind kind) const;
+  void inject_inf_grad(const FaultSpec& f, std::vector<Qwen2MoeParam>& params);
+
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
-  Status run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum, int64_t* count);
+  // check: record non-finite router scores, logits and loss (training steps).
+  Status run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum, int64_t* count,
+             bool check = false);
   Qwen2MoeModel& model_;
   Communicator* comm_;
   AdamW opt_;
+  NonFinitePolicy policy_ = NonFinitePolicy::kSkip;
+  int64_t max_consecutive_skips_ = 0;
+  int64_t step_index_ = 0, skipped_total_ = 0, skipped_in_row_ = 0;
+  int64_t nonfinite_ = kNoFinding;  // this step's local finding (nonfinite_code)
+  std::vector<FaultSpec> faults_;
+  bool faults_set_ = false;
+  std::function<void()> after_forward_;
   Tensor logits_;
   std::vector<float> dlogits_;
   std::vector<int32_t> targets_;

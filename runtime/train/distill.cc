@@ -1,0 +1,296 @@
+#include "runtime/train/distill.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+#include "runtime/train/adamw.h"
+
+namespace sy {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double LogSumExp(const float* s, int64_t n) {
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t e = 0; e < n; ++e) mx = std::max(mx, static_cast<double>(s[e]));
+  if (std::isinf(mx)) return mx;
+  double z = 0;
+  for (int64_t e = 0; e < n; ++e) z += std::exp(static_cast<double>(s[e]) - mx);
+  return mx + std::log(z);
+}
+
+// Sums of the agreement terms over this rank's tokens: KL, top-1 matches, top-K overlaps.
+struct AgreementSums {
+  double kl = 0, top1 = 0, overlap = 0, tokens = 0;
+};
+
+AgreementSums SumAgreement(const RouterOutput& t, const RouterOutput& s) {
+  AgreementSums a;
+  const int64_t T = t.T, E = t.E, K = t.K;
+  for (int64_t i = 0; i < T; ++i) {
+    const float* lt = t.logits_TE.row(i);
+    const float* ls = s.logits_TE.row(i);
+    // log p and log q by log-softmax of the scores in double, so a student with the teacher's
+    // scores has KL exactly 0; a teacher score of -inf (hash: an expert it never picks) is p = 0.
+    const double lse_t = LogSumExp(lt, E), lse_s = LogSumExp(ls, E);
+    double kl = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      if (std::isinf(lt[e]) && lt[e] < 0) continue;
+      const double log_p = lt[e] - lse_t;
+      kl += std::exp(log_p) * (log_p - (ls[e] - lse_s));
+    }
+    a.kl += kl;
+    const int32_t* ti = t.topk_ids_TK.data() + i * K;
+    const int32_t* si = s.topk_ids_TK.data() + i * K;
+    a.top1 += ti[0] == si[0] ? 1.0 : 0.0;
+    int64_t common = 0;
+    for (int64_t k = 0; k < K; ++k) common += std::count(ti, ti + K, si[k]) > 0 ? 1 : 0;
+    a.overlap += static_cast<double>(common) / static_cast<double>(K);
+  }
+  a.tokens = static_cast<double>(T);
+  return a;
+}
+
+RoutingAgreement Finish(AgreementSums a, Communicator* comm, int layer) {
+  double v[4] = {a.kl, a.top1, a.overlap, a.tokens};
+  if (comm) comm->allreduce(v, 4, ReduceOp::kSum, {"distill.agreement", layer});
+  RoutingAgreement r;
+  if (v[3] > 0) {
+    r.kl = v[0] / v[3];
+    r.top1 = v[1] / v[3];
+    r.topk_overlap = v[2] / v[3];
+  }
+  return r;
+}
+
+// A hybrid student that is its linear teacher (W copied, mix 0) routes exactly like it.
+bool IsExactHybridOf(Router& teacher, Router& student) {
+  if (teacher.name() != "linear" || student.name() != "hybrid") return false;
+  const Param* w = teacher.find_param("weight");
+  const Param* sw = student.find_param("weight");
+  const Param* mix = student.find_param("mix");
+  return w && sw && mix && mix->value.data[0] == 0.0f && w->value.data == sw->value.data;
+}
+
+}  // namespace
+
+Status DistillConfig::validate() const {
+  if (iterations < 0) return InvalidArgument("distill: iterations must be >= 0");
+  if (!(lr > 0) || !std::isfinite(lr)) return InvalidArgument("distill: lr must be > 0");
+  if (max_tokens < 0) return InvalidArgument("distill: max_tokens must be >= 0 (0 = all)");
+  return Status::Ok();
+}
+
+RoutingAgreement measure_agreement(Router& teacher, Router& student, const float* x_TD,
+                                   const int32_t* token_ids_T, int64_t T, Communicator* comm,
+                                   int layer) {
+  RouterOutput t, s;
+  teacher.forward(x_TD, token_ids_T, T, &t);
+  student.forward(x_TD, token_ids_T, T, &s);
+  return Finish(SumAgreement(t, s), comm, layer);
+}
+
+StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, const float* x_TD,
+                                            const int32_t* token_ids_T, int64_t T,
+                                            Communicator* comm, const DistillConfig& cfg,
+                                            int layer) {
+  SY_RETURN_IF_ERROR(cfg.validate());
+  const RouterConfig &tc = teacher.config(), &sc = student.config();
+  if (tc.d_model != sc.d_model || tc.num_experts != sc.num_experts || tc.top_k != sc.top_k)
+    return InvalidArgument("distill: teacher '" + tc.name + "' and student '" + sc.name +
+                           "' differ in D, E or K");
+  const int64_t E = sc.num_experts;
+  DistillLayerReport rep;
+  rep.layer = layer;
+  RouterOutput t, s;
+  teacher.forward(x_TD, token_ids_T, T, &t);
+  student.forward(x_TD, token_ids_T, T, &s);
+  rep.before = Finish(SumAgreement(t, s), comm, layer);
+  rep.after = rep.before;
+  if (IsExactHybridOf(teacher, student)) {
+    rep.skipped = "hybrid made from the linear gate routes exactly like it (mix g = 0)";
+    return rep;
+  }
+  if (!student.differentiable()) {
+    rep.skipped = "'" + sc.name + "' has no gradient";
+    return rep;
+  }
+  if (cfg.iterations == 0) {
+    rep.skipped = "0 iterations";
+    return rep;
+  }
+  int64_t N = T;
+  if (comm) comm->allreduce(&N, 1, ReduceOp::kSum, {"distill.tokens", layer});
+  if (N == 0) return InvalidArgument("distill: no router inputs on any rank");
+
+  AdamWConfig ac;
+  ac.lr = cfg.lr;
+  ac.beta1 = 0.9;
+  ac.beta2 = 0.999;
+  ac.weight_decay = 0.0;
+  ac.clip_norm = 0.0;  // full-batch KL gradients are well scaled; Adam normalizes them anyway
+  ac.total_steps = cfg.iterations;
+  ac.min_lr_ratio = 0.1;
+  SY_RETURN_IF_ERROR(ac.validate());
+  AdamW opt(ac);
+  std::vector<TrainParam> params;
+  int64_t n_params = 0;
+  for (Param& p : student.params()) {
+    params.push_back({p.name, &p.value, &p.grad});
+    n_params += p.grad.numel();
+  }
+  std::vector<float> packed(static_cast<size_t>(n_params));
+  Tensor dlogits({T, E});
+  const float inv_n = 1.0f / static_cast<float>(N);
+  const float* p_TE = t.probs_TE.ptr();
+  for (int64_t it = 0; it < cfg.iterations; ++it) {
+    student.zero_grad();
+    student.forward(x_TD, token_ids_T, T, &s);
+    const float* q_TE = s.probs_TE.ptr();
+    for (int64_t i = 0; i < T * E; ++i)
+      dlogits.data[static_cast<size_t>(i)] = (q_TE[i] - p_TE[i]) * inv_n;
+    RouterGrads g;
+    g.dlogits_TE = dlogits.ptr();
+    student.backward(g);
+    if (comm && comm->size() > 1) {  // replicated parameters: every rank the same update
+      size_t off = 0;
+      for (Param& p : student.params()) {
+        std::memcpy(packed.data() + off, p.grad.ptr(), p.grad.data.size() * sizeof(float));
+        off += p.grad.data.size();
+      }
+      comm->allreduce(packed.data(), n_params, ReduceOp::kSum, {"distill.grad", layer, it});
+      off = 0;
+      for (Param& p : student.params()) {
+        std::memcpy(p.grad.ptr(), packed.data() + off, p.grad.data.size() * sizeof(float));
+        off += p.grad.data.size();
+      }
+    }
+    opt.update(params, 0.0);
+  }
+  student.zero_grad();
+  student.forward(x_TD, token_ids_T, T, &s);
+  rep.after = Finish(SumAgreement(t, s), comm, layer);
+  rep.iterations = cfg.iterations;
+  return rep;
+}
+
+StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* comm,
+                                           const std::string& router, uint64_t seed, int64_t hidden,
+                                           const std::vector<std::vector<int32_t>>& my_seqs,
+                                           const DistillConfig& cfg) {
+  const double t0 = Now();
+  SY_RETURN_IF_ERROR(cfg.validate());
+  const Qwen2MoeConfig& c = model.config();
+  // Checks that could fail on one rank only are agreed on first, so no rank is left waiting in
+  // a collective: token ids, sequence lengths, the number of sequences.
+  std::string bad;
+  for (const auto& seq : my_seqs) {
+    if (static_cast<int64_t>(seq.size()) > c.max_position_embeddings)
+      bad = "warm start: a sequence of " + std::to_string(seq.size()) +
+            " tokens exceeds max_position_embeddings";
+    for (int32_t id : seq)
+      if (id < 0 || id >= c.vocab_size)
+        bad = "warm start: token id " + std::to_string(id) + " outside the vocabulary";
+  }
+  int64_t flags[3] = {bad.empty() ? 0 : 1, static_cast<int64_t>(my_seqs.size()),
+                      -static_cast<int64_t>(my_seqs.size())};
+  if (comm) comm->allreduce(flags, 3, ReduceOp::kMax, {"distill.check"});
+  if (flags[0] != 0)
+    return InvalidArgument(bad.empty() ? "warm start: bad input on another rank" : bad);
+  if (flags[1] != -flags[2])
+    return InvalidArgument("warm start: ranks pass different numbers of sequences");
+
+  // Sequences needed to reach max_tokens on this rank; every rank runs the largest count.
+  int64_t need = 0, have = 0;
+  for (const auto& seq : my_seqs) {
+    if (cfg.max_tokens > 0 && have >= cfg.max_tokens) break;
+    have += static_cast<int64_t>(seq.size());
+    ++need;
+  }
+  if (comm) comm->allreduce(&need, 1, ReduceOp::kMax, {"distill.seqs"});
+
+  // The teachers' inputs: what the checkpoint's routers see in the model's own forward.
+  std::vector<std::vector<float>> x_L(static_cast<size_t>(c.num_hidden_layers));
+  std::vector<int32_t> ids;
+  model.set_replicated_tokens(false);  // every rank its own sequences, as in training
+  model.set_moe_input_capture(&x_L);
+  Tensor logits;
+  for (int64_t i = 0; i < need; ++i) {
+    const std::vector<int32_t>& seq = my_seqs[static_cast<size_t>(i)];
+    model.reset_cache();
+    Status st = model.forward(seq.data(), static_cast<int64_t>(seq.size()), &logits,
+                              /*all_logits=*/false);
+    if (!st.ok()) {
+      model.set_moe_input_capture(nullptr);
+      return st;
+    }
+    ids.insert(ids.end(), seq.begin(), seq.end());
+  }
+  model.set_moe_input_capture(nullptr);
+  model.reset_cache();
+  const int64_t T = cfg.max_tokens > 0 ? std::min<int64_t>(cfg.max_tokens, ids.size())
+                                       : static_cast<int64_t>(ids.size());
+
+  DistillReport rep;
+  rep.student = router;
+  rep.config = cfg;
+  rep.ranks = comm ? comm->size() : 1;
+  rep.tokens = T;
+  if (comm) comm->allreduce(&rep.tokens, 1, ReduceOp::kSum, {"distill.tokens"});
+  std::vector<MoeLayer*> layers = model.moe_layers();
+  for (MoeLayer* l : layers)
+    if (l) rep.teacher = l->router().name();
+  SY_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Router>> teachers,
+                      model.replace_routers(router, seed, hidden));
+  for (size_t l = 0; l < layers.size(); ++l) {
+    if (!layers[l]) continue;
+    SY_ASSIGN_OR_RETURN(DistillLayerReport lr,
+                        distill_router(*teachers[l], layers[l]->router(), x_L[l].data(), ids.data(),
+                                       T, comm, cfg, static_cast<int>(l)));
+    rep.layers.push_back(std::move(lr));
+  }
+  rep.seconds = Now() - t0;
+  return rep;
+}
+
+std::string format_distill_report(const DistillReport& r) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "router warm start: %s -> %s, distilled on %lld router inputs (%d rank%s), "
+                "%lld Adam iterations at lr %.3g, %.1f s\n",
+                r.teacher.c_str(), r.student.c_str(), (long long)r.tokens, r.ranks,
+                r.ranks == 1 ? "" : "s", (long long)r.config.iterations, r.config.lr, r.seconds);
+  out += line;
+  for (const DistillLayerReport& l : r.layers) {
+    if (!l.skipped.empty()) {
+      std::snprintf(line, sizeof(line),
+                    "  layer %d: not fitted (%s): KL %.4f, top-1 agreement %.1f%%, top-k overlap "
+                    "%.1f%%\n",
+                    l.layer, l.skipped.c_str(), l.before.kl, 100 * l.before.top1,
+                    100 * l.before.topk_overlap);
+    } else {
+      std::snprintf(line, sizeof(line),
+                    "  layer %d: KL %.4f -> %.4f, top-1 agreement %.1f%% -> %.1f%%, top-k overlap "
+                    "%.1f%% -> %.1f%%\n",
+                    l.layer, l.before.kl, l.after.kl, 100 * l.before.top1, 100 * l.after.top1,
+                    100 * l.before.topk_overlap, 100 * l.after.topk_overlap);
+    }
+    out += line;
+  }
+  return out;
+}
+
+void print_distill_report(const DistillReport& r, Communicator* comm) {
+  if (comm && comm->rank() != 0) return;
+  std::fputs(format_distill_report(r).c_str(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace sy
