@@ -27,7 +27,8 @@ namespace {
 struct InferArgs {
   std::string config;  // empty: the embedded default
   std::vector<std::string> sets;
-  std::string router;  // empty: the config's; "all": every registered router
+  bool synthetic = false;  // the configured stack even when the default model exists
+  std::string router;      // empty: the config's; "all": every registered router
   std::string corpus;
   int64_t max_tokens = -1;
   std::string data_dir;
@@ -56,6 +57,25 @@ void print_loads(const InferResult& r) {
 int run_infer(InferArgs a) {
   MpiRuntime mpi(nullptr, nullptr);
   MpiCommunicator comm;
+  // With nothing chosen, the main job runs the embedded default model (launch/train_default.sh)
+  // when it has been built: the corpus as sequences, its loss, routing and load reports.
+  std::error_code ec;
+  const bool plain = a.model.model.empty() && a.config.empty() && a.sets.empty() &&
+                     a.router.empty() && !a.synthetic && a.model.token_file.empty() &&
+                     a.model.prompt.empty() && a.model.token_ids.empty();
+  if (plain && std::filesystem::is_directory(default_model_dir(), ec)) {
+    a.model.model = default_model_dir();
+    a.model.corpus = a.corpus.empty() ? "moby_dick" : a.corpus;
+    a.model.data_dir = a.data_dir;
+    if (a.model.seq_len <= 0) a.model.seq_len = 256;
+    if (a.max_tokens < 0) a.max_tokens = 32768;
+    a.model.loss = true;
+    if (comm.rank() == 0)
+      std::printf(
+          "switchyard infer: the embedded default model %s (--synthetic runs the "
+          "configured MoE stack instead), %s as sequences of %lld tokens\n",
+          a.model.model.c_str(), a.model.corpus.c_str(), static_cast<long long>(a.model.seq_len));
+  }
   if (!a.model.model.empty()) {
     ModelInferArgs m = a.model;
     m.dump = a.dump;
@@ -193,6 +213,10 @@ void add_infer_command(CLI::App& app) {
   cmd->add_option("--out", a->out, "write per-rank load reports rank-<r>.{json,pb} here");
   cmd->add_option("--dump", a->dump, "write the final hidden states (global token order) as .npy");
   cmd->add_flag("--loads", a->loads, "print the per-expert load of the last layer");
+  cmd->add_flag("--synthetic", a->synthetic,
+                "run the configured MoE stack even when the default model is built");
+  cmd->add_flag("--loss", a->model.loss,
+                "with --model --seq-len: next-token loss and perplexity over the sequences");
   cmd->add_flag("--print-config", a->print_config, "print the resolved config");
   // A Hugging Face checkpoint instead of the config's synthetic stack (launch/model_infer.h).
   ModelInferArgs& m = a->model;

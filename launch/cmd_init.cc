@@ -24,6 +24,7 @@ namespace fs = std::filesystem;
 
 struct InitArgs {
   std::string arch;
+  std::string config;  // a JSON file of config.json keys (those starting with '_' are comments)
   std::vector<std::string> sets;
   std::string out;
   uint64_t seed = 1234;
@@ -51,6 +52,15 @@ std::string DefaultTokenizer(const std::string& arch) {
 
 int RunInit(const InitArgs& a) {
   json cfg = json::object();
+  if (!a.config.empty()) {
+    StatusOr<json> file = read_json_object_file(a.config);
+    if (!file.ok()) {
+      std::fprintf(stderr, "[switchyard] init: %s\n", file.status().ToString().c_str());
+      return file.status().exit_code();
+    }
+    for (auto& [k, v] : file->items())
+      if (k.empty() || k[0] != '_') cfg[k] = v;
+  }
   for (const std::string& s : a.sets) {
     Status st = ApplySet(&cfg, s);
     if (!st.ok()) {
@@ -80,7 +90,8 @@ int RunInit(const InitArgs& a) {
     const fs::path src = fs::is_directory(tok, ec) ? fs::path(tok) : fs::path(tok).parent_path();
     const std::vector<std::string> names =
         fs::is_directory(tok, ec)
-            ? std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"}
+            ? std::vector<std::string>{"tokenizer.json", "tokenizer_config.json", "encoder.json",
+                                       "vocab.bpe"}
             : std::vector<std::string>{fs::path(tok).filename().string()};
     for (const std::string& n : names) {
       if (!fs::exists(src / n, ec)) continue;
@@ -118,6 +129,9 @@ void add_init_command(CLI::App& app) {
                   "to upcycle with infer --upcycle-experts)")
       ->required()
       ->check(CLI::IsMember({"qwen2_moe", "bert_moe", "bert"}));
+  cmd->add_option("--config", a->config,
+                  "a JSON file of config.json keys (keys starting with '_' are comments); --set "
+                  "overrides them");
   cmd->add_option("--set", a->sets,
                   "config.json key=value over the architecture's small default, e.g. "
                   "--set num_experts=8 --set mlp_only_layers=[0] (repeatable)");
@@ -127,8 +141,10 @@ void add_init_command(CLI::App& app) {
   cmd->add_option("--shard-mb", a->shard_mb,
                   "largest safetensors file in MiB; a bigger model is sharded with an index")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  cmd->add_option("--tokenizer", a->tokenizer,
-                  "tokenizer.json (or folder) to copy in; default: Qwen's from the data folder");
+  cmd->add_option(
+      "--tokenizer", a->tokenizer,
+      "tokenizer.json, or a folder with it or with GPT-2's encoder.json + vocab.bpe, to copy "
+      "in; default: Qwen's from the data folder");
   cmd->callback([a] { set_exit_code(RunInit(*a)); });
 }
 

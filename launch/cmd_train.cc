@@ -38,6 +38,7 @@
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/model/qwen2_moe.h"
 #include "runtime/train/checkpoint.h"
+#include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
 
 namespace sy::launch {
@@ -55,6 +56,7 @@ struct TrainArgs {
   int64_t warmup = 0;
   double weight_decay = 0.0;
   double clip = 1.0;
+  double aux_loss = -1;  // < 0: the checkpoint's router_aux_loss_coef
   int64_t eval_every = 10;
   int64_t eval_tokens = 8192;
   std::string corpus = "sotu";
@@ -71,6 +73,8 @@ struct TrainArgs {
   int keep_last = 3;
   std::string out;
   int64_t log_every = 1;
+  bool distill = true;
+  DistillConfig distill_cfg;
   std::string on_nonfinite = "skip";
   int64_t max_skips = 0;
 };
@@ -229,7 +233,7 @@ int RunTrain(const TrainArgs& a) {
                              " tokens are fewer than --eval-tokens + --seq-len");
     Qwen2MoeOptions opt;
     opt.train = a.what == "all" ? Qwen2MoeTrain::kAll : Qwen2MoeTrain::kRouters;
-    opt.router = router;
+    opt.router = "";  // the checkpoint's: the teacher of a replaced router (below)
     opt.seed = a.seed;
     opt.expert_bits = expert_bits;
     opt.capacity_factor = a.capacity_factor;
@@ -245,7 +249,7 @@ int RunTrain(const TrainArgs& a) {
   const int64_t L = a.seq_len, n_eval = a.eval_tokens;
   const int64_t n_train = static_cast<int64_t>(ids.size()) - n_eval;
   const int64_t train_seqs = n_train / L;
-  DataOrder order(train_seqs, a.data_seed);
+  DataOrder order(train_seqs, is_resume ? resumed.data_seed : a.data_seed);
   auto sequence = [&](int64_t position) {  // the training sequence at a data position
     const int64_t b = order.at(position) * L;
     return std::vector<int32_t>(ids.begin() + b, ids.begin() + b + L);
@@ -265,6 +269,27 @@ int RunTrain(const TrainArgs& a) {
     eval_seqs.emplace_back(ids.begin() + b, ids.begin() + e);
   }
 
+  // A replaced router starts from the checkpoint's gate: distilled on this rank's first
+  // training sequences (real activations), or hybrid set equal to a linear gate; --no-distill
+  // starts it at random.
+  if (!is_resume && router != model->config().router) {
+    const std::string teacher = model->config().router;
+    if (a.distill) {
+      std::vector<std::vector<int32_t>> seqs;
+      const int64_t n = std::max<int64_t>(1, (a.distill_cfg.max_tokens + L - 1) / L);
+      for (int64_t b = 0; b < n; ++b) seqs.push_back(sequence(b * P + me));
+      auto rep = warm_start_routers(*model, &comm, router, a.seed, 0, seqs, a.distill_cfg);
+      if (int code = agree_status(comm, rep.status(), "train: router warm start")) return code;
+      print_distill_report(*rep, &comm);
+    } else {
+      auto old = model->replace_routers(router, a.seed, 0);
+      if (int code = agree_status(comm, old.status(), "train: --router")) return code;
+      if (me == 0)
+        std::printf("replaced the %s gates by fresh %s routers (no warm start)\n", teacher.c_str(),
+                    router.c_str());
+    }
+  }
+
   AdamWConfig ac;
   ac.lr = a.lr;
   ac.warmup_steps = a.warmup;
@@ -279,6 +304,8 @@ int RunTrain(const TrainArgs& a) {
     if (int code = agree_status(comm, policy.status(), "train: --on-nonfinite")) return code;
     trainer.set_nonfinite_policy(*policy, a.max_skips);
   }
+  const double aux_coef = a.aux_loss >= 0 ? a.aux_loss : model->config().router_aux_loss_coef;
+  trainer.set_router_aux_loss(aux_coef);
   TrainState state;
   state.run = RunSettings(a, router);
   state.data_seed = a.data_seed;
@@ -289,7 +316,6 @@ int RunTrain(const TrainArgs& a) {
     state.step = resumed.step;
     state.data_position = resumed.data_position;
     state.data_seed = resumed.data_seed;
-    order = DataOrder(train_seqs, state.data_seed);
   }
   const Qwen2MoeConfig& c = model->config();
   if (me == 0) {
@@ -381,9 +407,9 @@ int RunTrain(const TrainArgs& a) {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double done = static_cast<double>(s + 1 - first_step);
         std::printf(
-            "step %lld/%lld loss %.4f lr %.2e grad-norm %.3f%s drops %.2f%% imbalance %.2f "
-            "%.0f tok/s ETA %.0fs\n",
-            (long long)(s + 1), (long long)a.steps, r->loss, r->lr, r->grad_norm,
+            "step %lld/%lld loss %.4f aux %.4f lr %.2e grad-norm %.3f%s drops %.2f%% imbalance "
+            "%.2f %.0f tok/s ETA %.0fs\n",
+            (long long)(s + 1), (long long)a.steps, r->loss, r->aux_loss, r->lr, r->grad_norm,
             r->clip < 1 ? " (clipped)" : "", 100.0 * routing.drop_fraction, routing.imbalance,
             done * static_cast<double>(tokens_per_step) / el,
             el / done * static_cast<double>(a.steps - s - 1));
@@ -437,6 +463,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--warmup", a->warmup, "linear warm-up steps");
   cmd->add_option("--weight-decay", a->weight_decay, "AdamW weight decay (matrices)");
   cmd->add_option("--clip", a->clip, "global gradient-norm clip (<= 0: none)");
+  cmd->add_option("--aux-loss", a->aux_loss,
+                  "Switch load-balancing loss coefficient (default: the checkpoint's "
+                  "router_aux_loss_coef; 0: none)");
   cmd->add_option("--eval-every", a->eval_every, "held-out loss every M steps (0: start and end)");
   cmd->add_option("--eval-tokens", a->eval_tokens, "tokens held out at the end of the data");
   cmd->add_option("--corpus", a->corpus, "moby_dick | sotu | excerpt | a text file");
@@ -449,6 +478,13 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--capacity-factor", a->capacity_factor, "expert capacity (<= 0: dropless)");
   cmd->add_option("--out", a->out, "per-rank load reports (switchyard report reads them)");
   cmd->add_option("--log-every", a->log_every, "progress line and load report every N steps");
+  cmd->add_flag("--distill,!--no-distill", a->distill,
+                "warm-start a replaced router by distillation from the checkpoint's gate "
+                "(default on)");
+  cmd->add_option("--distill-iters", a->distill_cfg.iterations, "Adam steps per layer");
+  cmd->add_option("--distill-lr", a->distill_cfg.lr, "distillation learning rate");
+  cmd->add_option("--distill-tokens", a->distill_cfg.max_tokens,
+                  "router inputs per rank to distill on");
   cmd->add_option("--on-nonfinite", a->on_nonfinite,
                   "NaN/Inf in logits, loss or gradients on any rank: skip the step on every "
                   "rank, or stop the job (exit 24)")

@@ -14,16 +14,19 @@
 #include <string>
 #include <vector>
 
+#include "launch/commands.h"
 #include "launch/infer_run.h"
 #include "launch/progress.h"
 #include "launch/routing_collector.h"
 #include "routers/metrics.h"
 #include "runtime/core/rng.h"
+#include "runtime/data/corpus.h"
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/npy.h"
 #include "runtime/kernels/cpu_kernels.h"
+#include "runtime/kernels/loss.h"
 #include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
 
@@ -242,8 +245,8 @@ class LoadedModel {
 // ... (read_token_shard: each rank reads only its own), every rank its own sequence per step
 // (replicated_tokens off: the MoE layers exchange different tokens from every rank).
 // Collective. Returns the exit code.
-int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm,
-                 int64_t base_rss) {
+int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm, int64_t base_rss,
+                 const std::vector<int32_t>& corpus_ids) {
   const int me = comm.rank(), P = comm.size();
   const int64_t L = a.seq_len;
   SequenceShard shard;
@@ -252,15 +255,28 @@ int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm
     if (L > model.max_positions())
       return InvalidArgument("--seq-len " + std::to_string(L) + " exceeds the model's " +
                              std::to_string(model.max_positions()) + " positions");
-    SY_ASSIGN_OR_RETURN(shard, read_token_shard(a.token_file, L, me, P));
+    if (!a.token_file.empty()) {
+      SY_ASSIGN_OR_RETURN(shard, read_token_shard(a.token_file, L, me, P));
+    } else {  // the tokenized corpus, dealt the same way: sequence g to rank g % P
+      shard.total_sequences = static_cast<int64_t>(corpus_ids.size()) / L;
+      for (int64_t g = me; g < shard.total_sequences; g += P) {
+        shard.sequences.push_back(g);
+        shard.ids_NL.insert(shard.ids_NL.end(), corpus_ids.begin() + g * L,
+                            corpus_ids.begin() + (g + 1) * L);
+      }
+    }
+    if (a.loss && !model.decoder())
+      return InvalidArgument("--loss: next-token loss needs a decoder (qwen2_moe)");
     S = shard.total_sequences;
     if (a.max_tokens > 0) S = std::min<int64_t>(S, std::max<int64_t>(1, a.max_tokens / L));
-    if (S == 0) return InvalidArgument(a.token_file + ": fewer than --seq-len tokens");
+    if (S == 0)
+      return InvalidArgument((a.token_file.empty() ? a.corpus : a.token_file) +
+                             ": fewer than --seq-len tokens");
     // Ids are checked here, before any collective: each rank holds different ones.
     for (int32_t id : shard.ids_NL)
       if (id < 0 || id >= model.vocab())
-        return InvalidArgument(a.token_file + ": token id " + std::to_string(id) +
-                               " is outside the model's vocabulary");
+        return InvalidArgument((a.token_file.empty() ? a.corpus : a.token_file) + ": token id " +
+                               std::to_string(id) + " is outside the model's vocabulary");
     return Status::Ok();
   }();
   if (int code = agree_status(comm, st, "infer --model --seq-len")) return code;
@@ -278,6 +294,8 @@ int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm
   const auto t0 = std::chrono::steady_clock::now();
   Tensor logits;
   std::vector<int32_t> seq;
+  double loss_sum = 0;
+  int64_t loss_count = 0;
   for (int64_t step = 0; step < steps; ++step) {
     // This rank's step-th sequence is global sequence step * P + rank (read_token_shard order).
     const size_t k = static_cast<size_t>(step);
@@ -286,8 +304,15 @@ int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm
         have ? shard.ids_NL.begin() + static_cast<std::ptrdiff_t>(k * L) : shard.ids_NL.end(),
         have ? shard.ids_NL.begin() + static_cast<std::ptrdiff_t>((k + 1) * L)
              : shard.ids_NL.end());
-    st = model.forward(seq, &logits, /*all_logits=*/false);
+    st = model.forward(seq, &logits, /*all_logits=*/a.loss);
     if (int code = agree_status(comm, st, "infer --model: forward")) return code;
+    if (a.loss && !seq.empty()) {
+      std::vector<int32_t> targets(seq.begin() + 1, seq.end());
+      targets.push_back(-1);  // the last position has no next token here
+      int64_t n = 0;
+      loss_sum += cross_entropy_sum(logits.ptr(), targets.data(), L, model.vocab(), &n);
+      loss_count += n;
+    }
     routing.add_step(step);
     if (me == 0) progress.update(std::min(total, (step + 1) * P * L), step + 1 == steps);
   }
@@ -295,6 +320,14 @@ int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm
   if (me == 0)
     std::printf("%lld tokens in %.2f s: %.0f tok/s over %d rank%s\n", (long long)total, secs,
                 static_cast<double>(total) / secs, P, P == 1 ? "" : "s");
+  if (a.loss) {
+    comm.allreduce(&loss_sum, 1, ReduceOp::kSum, {"infer.loss"});
+    comm.allreduce(&loss_count, 1, ReduceOp::kSum, {"infer.loss_tokens"});
+    if (me == 0 && loss_count > 0)
+      std::printf("next-token loss over %lld targets: %.4f (perplexity %.2f)\n",
+                  (long long)loss_count, loss_sum / static_cast<double>(loss_count),
+                  std::exp(loss_sum / static_cast<double>(loss_count)));
+  }
   routing.finish(total, secs, "routing over the corpus, per MoE layer:");
   Qwen2MoeMemory mem = model.memory();
   mem.activation_bytes += static_cast<int64_t>(logits.data.capacity() * sizeof(float));
@@ -314,10 +347,11 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   std::vector<int32_t> ids;
   std::string model_type;
   Status st = [&]() -> Status {
-    int given = !a.token_ids.empty() + !a.prompt.empty() + !a.token_file.empty();
+    const bool corpus = a.seq_len > 0 && a.token_file.empty() && !a.corpus.empty();
+    int given = !a.token_ids.empty() + !a.prompt.empty() + !a.token_file.empty() + corpus;
     if (given != 1)
       return InvalidArgument("--model needs exactly one of --token-ids, --prompt, --token-file");
-    if (a.seq_len < 0 || (a.seq_len > 0 && a.token_file.empty()))
+    if (a.seq_len < 0 || (a.seq_len > 0 && a.token_file.empty() && !corpus))
       return InvalidArgument("--seq-len needs --token-file (and must be > 0)");
     if (a.quantize != "none" && a.quantize != "int8" && a.quantize != "int4")
       return InvalidArgument("--quantize must be none, int8 or int4");
@@ -331,10 +365,16 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
       return BadInput(ck->dir() + "/config.json: model_type \"" + model_type +
                       "\" is not supported by infer --model (qwen2_moe, bert, bert_moe)");
     const std::string tpath = a.tokenizer.empty() ? ck->dir() : a.tokenizer;  // the step folder
-    if (!a.prompt.empty() || a.max_new_tokens > 0 || !a.tokenizer.empty()) {
+    if (!a.prompt.empty() || a.max_new_tokens > 0 || !a.tokenizer.empty() || corpus) {
       auto t = load_tokenizer(tpath);
-      if (!t.ok() && (!a.prompt.empty() || !a.tokenizer.empty())) return t.status();
+      if (!t.ok() && (!a.prompt.empty() || !a.tokenizer.empty() || corpus)) return t.status();
       if (t.ok()) tok = std::move(t).value();
+    }
+    if (corpus) {  // every rank tokenizes the text (cheap next to the model) and keeps its part
+      SY_ASSIGN_OR_RETURN(
+          std::string text,
+          load_corpus(a.corpus, a.data_dir.empty() ? default_data_dir() : a.data_dir));
+      ids = tok->encode(text);
     }
     if (!a.token_ids.empty()) {
       SY_ASSIGN_OR_RETURN(ids, ParseIds(a.token_ids));
@@ -379,7 +419,7 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
     std::fflush(stdout);
   }
 
-  if (a.seq_len > 0) return RunSequences(a, *model, comm, base_rss);
+  if (a.seq_len > 0) return RunSequences(a, *model, comm, base_rss, ids);
 
   // ---- forward of the given tokens (all logits) ----
   Tensor logits;

@@ -23,6 +23,11 @@ struct ModelInferArgs {
   // With --token-file: cut it into sequences of seq_len tokens, each rank running its own
   // (rank r: sequences r, r+P, ...), for throughput and routing over a whole corpus.
   int64_t seq_len = 0;
+  // With seq_len and no token_file: this corpus (load_corpus name or text file, from data_dir)
+  // through the model's tokenizer, cut into sequences the same way.
+  std::string corpus;
+  std::string data_dir;
+  bool loss = false;      // with seq_len: next-token loss over the sequences (decoders)
   std::string tokenizer;  // default: the model folder
   std::string dump;       // .npy of the logits [T, V] (rank 0)
   std::string out;        // per-rank load reports of the forward (switchyard report merges them)

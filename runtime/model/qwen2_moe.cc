@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "routers/balance.h"
 #include "routers/registry.h"
 #include "runtime/core/rng.h"
 #include "runtime/kernels/attention.h"
@@ -671,10 +672,11 @@ void Qwen2MoeModel::zero_grad() {
     if (p.grad) p.grad->zero();
 }
 
-Status Qwen2MoeModel::backward(const float* dlogits_TV) {
+Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   if (!training()) return InvalidArgument("backward: the model was loaded without training");
   if (!last_from_zero_ || cache_len_ != static_cast<int64_t>(ids_.size()))
     return InvalidArgument("backward: the last forward must start at position 0 (reset_cache)");
+  aux_loss_ = 0;
   const Qwen2MoeConfig& c = cfg_;
   const int64_t T = static_cast<int64_t>(ids_.size()), D = c.hidden_size, hd = c.head_dim,
                 nH = c.num_attention_heads, nKV = c.num_key_value_heads, V = c.vocab_size;
@@ -702,7 +704,15 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV) {
     Saved& S = L.saved;
     // FFN block: x_out = x_mid + FFN(RMSNorm(x_mid)); dx holds d x_out.
     if (L.moe) {
-      sharded_->backward(*L.moe, dx.data(), T, D, da.data());
+      MoeAuxGrads aux;
+      const RouterOutput& ro = L.moe->router_output();
+      if (aux_alpha > 0 && ro.T > 0 && L.moe->router().differentiable()) {
+        aux_dprobs_.resize(static_cast<size_t>(ro.T * ro.E));
+        aux_loss_ += switch_aux_loss(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E, ro.K,
+                                     aux_alpha, aux_dprobs_.data(), /*accumulate=*/false);
+        aux.dprobs_TE = aux_dprobs_.data();
+      }
+      sharded_->backward(*L.moe, dx.data(), T, D, da.data(), aux.dprobs_TE ? &aux : nullptr);
     } else {
       const int64_t F = c.intermediate_size;
       g_.resize(static_cast<size_t>(T * F));

@@ -172,7 +172,11 @@ class Qwen2MoeModel {
   // the replicated parameters; with set_replicated_tokens(false) each rank's gradient covers
   // its own tokens and the caller all-reduces them (the MoE layers all-reduce their routers'
   // and shared experts' gradients themselves).
-  Status backward(const float* dlogits_TV);
+  // aux_alpha > 0 adds the Switch load-balancing loss of every MoE layer (routers/balance.h,
+  // alpha * E * sum_e f_e P_e over the tokens each rank routed in the last forward) to the
+  // gradient; last_aux_loss() is its value summed over the layers (this rank's tokens).
+  Status backward(const float* dlogits_TV, float aux_alpha = 0.0f);
+  double last_aux_loss() const { return aux_loss_; }
   std::vector<Qwen2MoeParam> parameters();
   void zero_grad();
   // Several backward() calls per step (several sequences): defer the MoE layers' cross-rank
@@ -238,6 +242,8 @@ class Qwen2MoeModel {
   std::vector<float> x_, a_, q_, att_, y_, scratch_, g_, u_, act_, head_slice_;
   Qwen2MoeTimes times_;
   std::vector<std::vector<float>>* capture_ = nullptr;  // set_moe_input_capture
+  double aux_loss_ = 0;
+  std::vector<float> aux_dprobs_;
 };
 
 }  // namespace sy

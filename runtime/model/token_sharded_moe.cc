@@ -30,15 +30,15 @@ Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_
 }
 
 void TokenShardedMoe::backward(MoeLayer& layer, const float* dy_TD, int64_t T, int64_t D,
-                               float* dx_TD) {
+                               float* dx_TD, const MoeAuxGrads* aux) {
   const int P = comm_ ? comm_->size() : 1;
   if (P == 1 || !replicated_) {
-    layer.backward(dy_TD, dx_TD);
+    layer.backward(dy_TD, dx_TD, aux);
     return;
   }
   const int64_t S = (T + P - 1) / P;
   y_slice_.assign(static_cast<size_t>(S * D), 0.0f);  // this rank's dx rows (padded to S)
-  layer.backward(dy_TD + begin_ * D, y_slice_.data());
+  layer.backward(dy_TD + begin_ * D, y_slice_.data(), aux);
   y_all_.resize(static_cast<size_t>(P * S * D));
   comm_->allgather(y_slice_.data(), y_all_.data(), S * D,
                    {"moe.backward.allgather", layer.config().layer_index, -1});

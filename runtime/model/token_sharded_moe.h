@@ -36,7 +36,10 @@ class TokenShardedMoe {
   // Backward of the last forward: dy_TD [T, D] (the same on every rank when replicated) ->
   // dx_TD [T, D] written on every rank. Accumulates the layer's parameter gradients (the layer
   // all-reduces its replicated ones). COLLECTIVE like forward().
-  void backward(MoeLayer& layer, const float* dy_TD, int64_t T, int64_t D, float* dx_TD);
+  // aux: auxiliary-loss gradients of the layer's router over the tokens it routed on this rank
+  // (its router_output(): the slice when replicated), or null.
+  void backward(MoeLayer& layer, const float* dy_TD, int64_t T, int64_t D, float* dx_TD,
+                const MoeAuxGrads* aux = nullptr);
   // This rank's slice of the last forward: tokens [begin, begin + count).
   int64_t slice_begin() const { return begin_; }
   int64_t slice_count() const { return count_; }

@@ -166,7 +166,11 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
   dlogits_.resize(logits_.data.size());
   if (T > 0)
     cross_entropy_backward(logits_.ptr(), targets_.data(), T, V, grad_scale, dlogits_.data());
-  return model_.backward(dlogits_.data());
+  // The balancing loss of this sequence, weighted like its tokens' share of the step's loss.
+  const float aux_alpha = static_cast<float>(aux_coef_ * static_cast<double>(T) * grad_scale);
+  SY_RETURN_IF_ERROR(model_.backward(dlogits_.data(), aux_alpha));
+  aux_sum_ += model_.last_aux_loss();
+  return Status::Ok();
 }
 
 StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>& seqs) {
@@ -179,6 +183,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   const float scale = 1.0f / static_cast<float>(total);
 
   model_.zero_grad();
+  aux_sum_ = 0;
   nonfinite_ = kNoFinding;
   double loss_sum = 0;
   int64_t count = 0;
@@ -197,6 +202,9 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
 
   model_.allreduce_moe_grads();  // routers and shared experts: summed over the ranks once
   if (comm_) comm_->allreduce(&loss_sum, 1, ReduceOp::kSum, {"train.loss", -1, step_index_});
+  double aux = aux_sum_;
+  if (comm_ && aux_coef_ > 0)
+    comm_->allreduce(&aux, 1, ReduceOp::kSum, {"train.aux", -1, step_index_});
 
   // Gradients: sum the replicated ones over the ranks, then the job-wide norm. A sum of finite
   // gradients can still overflow: checked here when nothing was found before.
@@ -221,6 +229,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   TrainStepResult r;
   r.step = step_index_;
   r.loss = loss_sum / static_cast<double>(total);
+  r.aux_loss = aux;
   r.tokens = total;
   r.grad_norm = std::sqrt(sq_replicated + sq_expert);
   r.lr = opt_.lr_at(opt_.step());

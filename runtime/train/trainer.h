@@ -60,7 +60,8 @@
 namespace sy {
 
 struct TrainStepResult {
-  double loss = 0;       // mean over all ranks' target tokens
+  double loss = 0;       // mean over all ranks' target tokens (language-model loss only)
+  double aux_loss = 0;   // the load-balancing loss added to it (set_router_aux_loss), all ranks
   int64_t tokens = 0;    // target tokens over all ranks
   double grad_norm = 0;  // before clipping
   double lr = 0;
@@ -89,6 +90,9 @@ class Trainer {
   StatusOr<double> eval(const std::vector<std::vector<int32_t>>& seqs);
 
   AdamW& optimizer() { return opt_; }
+  // Switch load-balancing loss (routers/balance.h) with this coefficient in every MoE layer,
+  // per sequence, weighted by its share of the step's tokens; 0 (default): none.
+  void set_router_aux_loss(double coef) { aux_coef_ = coef; }
   // Called after every training forward (each sequence of a step, on this rank), while the MoE
   // layers still hold that forward's routing: load reports and routing metrics.
   void set_after_forward(std::function<void()> f) { after_forward_ = std::move(f); }
@@ -140,6 +144,7 @@ class Trainer {
   std::vector<FaultSpec> faults_;
   bool faults_set_ = false;
   std::function<void()> after_forward_;
+  double aux_coef_ = 0, aux_sum_ = 0;
   Tensor logits_;
   std::vector<float> dlogits_;
   std::vector<int32_t> targets_;

@@ -13,6 +13,7 @@
 #   6. NaN logits injected on rank 1 at step 2: both ranks skip that step (skip policy), or
 #      an Inf router gradient stops both ranks with exit 24 and the same message naming rank 1,
 #      layer 1, step 1 (stop policy);
+#   7. without --model, train and infer use the default model ($SY_DEFAULT_MODEL here);
 #   5. router-only fine-tuning with a replaced router (mlp_hadamard) on 4 ranks with int4
 #      experts: every non-router tensor of the saved model is bitwise the source's, every
 #      router tensor changed, router.safetensors holds exactly model.layers.{i}.mlp.gate.*.
@@ -29,14 +30,14 @@ st="python3 $src/tests/launch/st_tool.py"
 mpi() {  # mpi NP ARGS...
   local np=$1
   shift
-  timeout 300 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_FAULT \
+  timeout 300 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_FAULT -x SY_DEFAULT_MODEL \
     -x SY_COLLECTIVE_TIMEOUT_S=60 "$bin" "$@"
 }
 has() {  # has NAME PATTERN: the log of NAME contains PATTERN
   if grep -q -- "$2" "$work/$1.log"; then echo "ok   $1 says '$2'"; else
     echo "FAIL $1: no '$2' in its log"; tail -n 15 "$work/$1.log"; fail=1; fi
 }
-export SY_FAULT=
+export SY_FAULT= SY_DEFAULT_MODEL=$work/no-default-model
 m=$work/model
 expect 0 init "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
   --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=64 \
@@ -118,7 +119,9 @@ done
 # 5. Router-only with a replaced router, int4 experts, 4 ranks: only routers change.
 expect 0 routers_mlp_hadamard mpi 4 train --what routers --router mlp_hadamard --model "$m" \
   --steps 4 --seq-len 32 --batch 1 --token-file "$work/tokens.bin" --eval-tokens 256 --eval-every 2 \
-  --quantize int4 --checkpoint-dir "$work/cr" --out "$work/cr_reports"
+  --quantize int4 --checkpoint-dir "$work/cr" --out "$work/cr_reports" --distill-iters 60 \
+  --distill-tokens 256
+has routers_mlp_hadamard "router warm start: linear -> mlp_hadamard"
 has routers_mlp_hadamard "eval loss"
 if $st compare "$m" "$work/cr" --except .mlp.gate. >"$work/compare.log" 2>&1; then
   echo "ok   router-only: $(tail -n 1 "$work/compare.log")"
@@ -132,4 +135,15 @@ n_reports=$(ls "$work/cr_reports"/rank-*.pb 2>/dev/null | wc -l)
 if [ "$n_reports" = 4 ]; then echo "ok   4 load reports"; else
   echo "FAIL load reports: $n_reports"; fail=1; fi
 expect 0 report "$bin" report "$work/cr_reports"
+
+# 7. The default model: train and infer without --model use it (here: this test's model).
+SY_DEFAULT_MODEL=$m expect 0 default_train mpi 2 train --what routers --steps 1 --seq-len 32 \
+  --batch 1 --token-file "$work/tokens.bin" --eval-tokens 256
+has default_train "switchyard train: $m"
+SY_DEFAULT_MODEL=$work/cr expect 0 default_infer mpi 2 infer --corpus excerpt --max-tokens 512 \
+  --out "$work/default_reports"
+has default_infer "the embedded default model"
+has default_infer "next-token loss over"
+SY_DEFAULT_MODEL=$work/absent expect 22 default_absent mpi 2 train --what routers --steps 1
+has default_absent "launch/train_default.sh"
 exit $fail

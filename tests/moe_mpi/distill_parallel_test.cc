@@ -3,7 +3,8 @@
 // tiny checkpoint (written by each rank into its own folder) expert-parallel; the reference loads
 // it alone and sees all 4 sequences. The fitted students must agree with the reference within float
 // rounding of the cross-rank gradient sums (the order of the sums differs with P), amplified over
-// the Adam iterations: parameters within 2e-3 of the largest one, KL within 1e-3 relative.
+// the Adam iterations: parameters within 1e-4 of the largest one (measured up to 6e-6 on 2 and
+// 4 ranks), KL within 1e-4 relative.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -68,9 +69,10 @@ TEST(DistillParallel, PRanksMatchOneRank) {
     for (size_t l = 0; l < a->layers.size(); ++l) {
       const DistillLayerReport &x = a->layers[l], &y = b->layers[l];
       EXPECT_NEAR(x.before.kl, y.before.kl, 1e-6 * x.before.kl) << router << " layer " << l;
-      EXPECT_NEAR(x.after.kl, y.after.kl, 1e-3 * x.after.kl) << router << " layer " << l;
+      EXPECT_NEAR(x.after.kl, y.after.kl, 1e-4 * x.after.kl) << router << " layer " << l;
       EXPECT_LT(y.after.kl, 0.5 * y.before.kl) << router << " layer " << l;
     }
+    double worst_ratio = 0;
     std::vector<MoeLayer*> la = (*ref)->moe_layers(), lb = (*par)->moe_layers();
     for (size_t l = 0; l < la.size(); ++l) {
       auto& pa = la[l]->router().params();
@@ -82,9 +84,13 @@ TEST(DistillParallel, PRanksMatchOneRank) {
           worst = std::max(worst, std::fabs(double{pa[i].value.data[j]} - pb[i].value.data[j]));
           scale = std::max(scale, std::fabs(double{pa[i].value.data[j]}));
         }
-        EXPECT_LE(worst, 2e-3 * scale) << router << " layer " << l << " " << pa[i].name;
+        EXPECT_LE(worst, 1e-4 * scale) << router << " layer " << l << " " << pa[i].name;
+        worst_ratio = std::max(worst_ratio, worst / scale);
       }
     }
+    if (r == 0)
+      std::printf("P=%d %s: largest parameter difference from 1 rank %.2e of the largest value\n",
+                  P, router, worst_ratio);
   }
   fs::remove_all(dir);
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "routers/balance.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/kernels/loss.h"
 #include "runtime/model/qwen2_moe.h"
@@ -164,6 +165,67 @@ TEST(Qwen2MoeGrad, EveryParameterKindMatchesFiniteDifferences) {
                            "model.layers.#.mlp.down_proj.weight"})
     EXPECT_GT(checked[kind], 0) << kind << " never checked";
   EXPECT_LT(skipped, 20);
+  fs::remove_all(dir);
+}
+
+// The Switch load-balancing loss (backward's aux_alpha) through the model: d(loss + aux) for the
+// router, the attention before it and the embeddings against finite differences, where aux is
+// recomputed from each MoE layer's router output (f constant: routing flips are skipped).
+TEST(Qwen2MoeGrad, LoadBalancingLossMatchesFiniteDifferences) {
+  const std::string dir = TinyCheckpoint("aux");
+  auto m = Load(dir, Qwen2MoeTrain::kAll);
+  const Batch b = MakeBatch(12, 40);
+  const float alpha = 0.5f;
+  auto objective = [&](std::vector<int32_t>* routing) {
+    double j = Loss(*m, b, routing);
+    for (MoeLayer* l : m->moe_layers())
+      if (l) {
+        const RouterOutput& ro = l->router_output();
+        j += switch_aux_loss(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E, ro.K, alpha,
+                             nullptr, false);
+      }
+    return j;
+  };
+  // Analytic: the mean cross-entropy's dlogits plus the aux term inside backward().
+  const int64_t T = static_cast<int64_t>(b.ids.size()), V = m->config().vocab_size;
+  m->zero_grad();
+  m->reset_cache();
+  Tensor logits;
+  ASSERT_TRUE(m->forward(b.ids.data(), T, &logits).ok());
+  int64_t n = 0;
+  cross_entropy_sum(logits.ptr(), b.targets.data(), T, V, &n);
+  std::vector<float> dlogits(logits.data.size());
+  cross_entropy_backward(logits.ptr(), b.targets.data(), T, V, 1.0f / static_cast<float>(n),
+                         dlogits.data());
+  ASSERT_TRUE(m->backward(dlogits.data(), alpha).ok());
+  EXPECT_GT(m->last_aux_loss(), 0.0);
+  std::vector<int32_t> routing0, routing;
+  objective(&routing0);
+  int checked = 0;
+  const float eps = 1e-2f;
+  for (Qwen2MoeParam& p : m->parameters()) {
+    if (p.name != "model.layers.0.mlp.gate.weight" && p.name != "model.embed_tokens.weight" &&
+        p.name != "model.layers.0.self_attn.q_proj.weight")
+      continue;
+    for (int64_t s = 0; s < 6; ++s) {
+      const int64_t i = (s * 7919 + 13) % p.value->numel();
+      float& w = p.value->data[static_cast<size_t>(i)];
+      const float w0 = w;
+      w = w0 + eps;
+      const double jp = objective(&routing);
+      const bool same_p = routing == routing0;
+      w = w0 - eps;
+      const double jm = objective(&routing);
+      const bool same_m = routing == routing0;
+      w = w0;
+      if (!same_p || !same_m) continue;
+      const double fd = (jp - jm) / (2.0 * eps);
+      EXPECT_NEAR(p.grad->data[static_cast<size_t>(i)], fd, 2e-3 + 3e-2 * std::fabs(fd))
+          << p.name << "[" << i << "]";
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 10);
   fs::remove_all(dir);
 }
 
