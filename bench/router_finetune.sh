@@ -7,11 +7,11 @@
 # of the saved model is bitwise the source's.
 #
 #   bash bench/router_finetune.sh [MODEL] [RANKS] [STEPS]
-#       MODEL default models/default (launch/train_default.sh), RANKS 4, STEPS 40
+#       MODEL default models/default (launch/train_default.sh), RANKS 4, STEPS 20
 #   env: CORPUS (moby_dick), QUANT (int8), LR (3e-3), BATCH (2)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-model=${1:-$root/models/default} ranks=${2:-4} steps=${3:-40}
+model=${1:-$root/models/default} ranks=${2:-4} steps=${3:-20}
 corpus=${CORPUS:-moby_dick} quant=${QUANT:-int8} lr=${LR:-3e-3} batch=${BATCH:-2}
 work=${TMPDIR:-/tmp}/sy_router_finetune
 rm -rf "$work" && mkdir -p "$work"
@@ -20,8 +20,9 @@ echo "|---|---|---|---|---|---|"
 for r in linear attention mlp hybrid mlp_hadamard; do
   log=$work/$r.log
   bash "$root/launch/mpirun.sh" "$ranks" train --what routers --router "$r" --model "$model" \
-    --quantize "$quant" --corpus "$corpus" --eval-tokens 16384 --seq-len 256 --batch "$batch" \
-    --steps "$steps" --lr "$lr" --warmup 5 --eval-every 0 --log-every 10 \
+    --quantize "$quant" --corpus "$corpus" --eval-tokens 8192 --seq-len 256 --batch "$batch" \
+    --steps "$steps" --lr "$lr" --warmup 5 --eval-every 0 --log-every 10 --distill-iters 200 \
+    --distill-tokens 1024 \
     --checkpoint-dir "$work/ckpt_$r" >"$log" 2>&1
   before=$(grep -m1 '^eval loss' "$log" | awk '{print $3}')
   after=$(grep '^eval loss' "$log" | tail -n 1 | awk '{print $3}')

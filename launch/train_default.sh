@@ -17,10 +17,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-steps=600 ranks=2 out=models/default force=0
+steps=600 warmup=30 ranks=2 out=models/default force=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) steps=30 ;;
+    --quick) steps=30 warmup=10 ;;
     --steps) steps=$2; shift ;;
     --ranks) ranks=$2; shift ;;
     --out) out=$2; shift ;;
@@ -51,7 +51,7 @@ fi
 # 2. Training, resumable: the checkpoint folder is the model.
 bash launch/mpirun.sh "$ranks" train --what all --model "$work/init" \
   --token-file "$work/sotu.tokens" --eval-tokens 65536 --seq-len 256 --batch 4 \
-  --steps "$steps" --lr 2e-3 --warmup 30 --weight-decay 0.01 --aux-loss 0.01 --eval-every 100 \
+  --steps "$steps" --lr 2e-3 --warmup "$warmup" --weight-decay 0.01 --aux-loss 0.01 --eval-every 100 \
   --checkpoint-dir "$work/ckpt" --save-every 50 --keep-last 1 --resume --log-every 10
 # 3. Publish: the finished checkpoint folder becomes the model.
 rm -rf "$out"
