@@ -19,6 +19,7 @@
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/train/trainer.h"
 #include "tests/comm/mpi_test_main.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -73,19 +74,8 @@ std::vector<std::vector<int32_t>> Batch(int step, int rank) {
 class NonFinite : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = (fs::temp_directory_path() / ("sy_trainnan_" + std::to_string(::getpid()))).string();
-    fs::remove_all(dir_);
-    json cfg = {{"vocab_size", 64},
-                {"hidden_size", 32},
-                {"num_hidden_layers", 2},
-                {"num_attention_heads", 4},
-                {"num_key_value_heads", 2},
-                {"intermediate_size", 24},
-                {"moe_intermediate_size", 16},
-                {"shared_expert_intermediate_size", 16},
-                {"num_experts", 8},
-                {"num_experts_per_tok", 2},
-                {"initializer_range", 0.1}};
+    dir_ = TempModelDir("trainnan");
+    json cfg = SmallTrainConfig();
     ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir_, cfg, 61).ok());
   }
   void TearDown() override { fs::remove_all(dir_); }

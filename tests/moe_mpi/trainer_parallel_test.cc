@@ -12,6 +12,7 @@
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/train/trainer.h"
 #include "tests/comm/mpi_test_main.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -21,20 +22,8 @@ namespace fs = std::filesystem;
 MpiCommunicator* g_comm = nullptr;
 
 TEST(TrainerParallel, StepsOnPRanksMatchOneRank) {
-  const std::string dir =
-      (fs::temp_directory_path() / ("sy_trainpar_" + std::to_string(::getpid()))).string();
-  fs::remove_all(dir);
-  json cfg = {{"vocab_size", 64},
-              {"hidden_size", 32},
-              {"num_hidden_layers", 2},
-              {"num_attention_heads", 4},
-              {"num_key_value_heads", 2},
-              {"intermediate_size", 24},
-              {"moe_intermediate_size", 16},
-              {"shared_expert_intermediate_size", 16},
-              {"num_experts", 8},
-              {"num_experts_per_tok", 2},
-              {"initializer_range", 0.1}};
+  const std::string dir = TempModelDir("trainpar");
+  json cfg = SmallTrainConfig();
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, cfg, 51).ok());
   auto ck = HfCheckpoint::Open(dir);
   ASSERT_TRUE(ck.ok());

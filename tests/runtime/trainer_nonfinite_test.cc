@@ -12,6 +12,7 @@
 
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/train/trainer.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -46,19 +47,8 @@ FaultSpec Fault(FaultKind kind, int64_t step, int layer) {
 class TrainerNonFinite : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = (fs::temp_directory_path() / ("sy_trainnan1_" + std::to_string(::getpid()))).string();
-    fs::remove_all(dir_);
-    json cfg = {{"vocab_size", 64},
-                {"hidden_size", 32},
-                {"num_hidden_layers", 2},
-                {"num_attention_heads", 4},
-                {"num_key_value_heads", 2},
-                {"intermediate_size", 24},
-                {"moe_intermediate_size", 16},
-                {"shared_expert_intermediate_size", 16},
-                {"num_experts", 8},
-                {"num_experts_per_tok", 2},
-                {"initializer_range", 0.1}};
+    dir_ = TempModelDir("trainnan1");
+    json cfg = SmallTrainConfig();
     ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir_, cfg, 71).ok());
   }
   void TearDown() override { fs::remove_all(dir_); }
