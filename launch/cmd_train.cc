@@ -3,8 +3,8 @@
 // expert parallel (each rank its E/P experts), with AdamW (runtime/train/trainer.h), saved and
 // resumed without losing a step (runtime/train/checkpoint.h).
 //
-//   mpirun -np 4 switchyard train --what routers --router mlp_hadamard --model DIR --steps 50 \
-//       --checkpoint-dir C --save-every 10 [--resume]
+//   mpirun -np 4 switchyard train --what routers --router mlp_hadamard --model DIR
+//       --steps 50 --checkpoint-dir C --save-every 10 [--resume]
 //
 // Without --model it starts from the embedded default model (default_model_dir()).
 // Data: the corpus (--corpus, default sotu) through the model's tokenizer, or a token file; the
@@ -123,27 +123,33 @@ struct StepRouting {
   double imbalance = 0;
 };
 StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step) {
-  StepRouting r;
-  int64_t routed = 0, dropped = 0;
-  int layer = 0;
+  // One all-reduce: every MoE layer's routed-per-expert counts, then its dropped count.
+  std::vector<int64_t> v;
+  size_t layers = 0, E = 0;
   for (MoeLayer* l : model.moe_layers()) {
     if (!l) continue;
     const MoeLayerCounters& c = l->counters();
-    std::vector<int64_t> v(c.routed_E.begin(), c.routed_E.end());
+    E = c.routed_E.size();
+    v.insert(v.end(), c.routed_E.begin(), c.routed_E.end());
     v.push_back(c.dropped);
-    comm.allreduce(v.data(), static_cast<int64_t>(v.size()), ReduceOp::kSum,
-                   {"train.routing", layer++, step});
-    dropped += v.back();
-    v.pop_back();
+    ++layers;
+  }
+  comm.allreduce(v.data(), static_cast<int64_t>(v.size()), ReduceOp::kSum,
+                 {"train.routing", -1, step});
+  StepRouting r;
+  int64_t routed = 0, dropped = 0;
+  for (size_t k = 0; k < layers; ++k) {
+    const int64_t* row = v.data() + k * (E + 1);
     int64_t sum = 0, mx = 0;
-    for (int64_t x : v) {
-      sum += x;
-      mx = std::max(mx, x);
+    for (size_t e = 0; e < E; ++e) {
+      sum += row[e];
+      mx = std::max(mx, row[e]);
     }
     routed += sum;
+    dropped += row[E];
     if (sum > 0)
-      r.imbalance = std::max(r.imbalance, static_cast<double>(mx) * static_cast<double>(v.size()) /
-                                              static_cast<double>(sum));
+      r.imbalance = std::max(
+          r.imbalance, static_cast<double>(mx) * static_cast<double>(E) / static_cast<double>(sum));
   }
   r.drop_fraction = routed > 0 ? static_cast<double>(dropped) / static_cast<double>(routed) : 0;
   return r;

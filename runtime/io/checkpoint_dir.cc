@@ -14,6 +14,7 @@
 
 #include "runtime/core/check.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/io/safetensors.h"
 
 namespace sy {
 namespace {
@@ -40,30 +41,7 @@ std::string ErrnoText() {
 }
 
 Status WriteAtomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Internal("cannot create " + tmp + ": " + ErrnoText());
-  const char* p = text.data();
-  size_t left = text.size();
-  bool ok = true;
-  while (ok && left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    ok = w > 0;
-    if (ok) {
-      p += w;
-      left -= static_cast<size_t>(w);
-    }
-  }
-  ok = ok && ::fsync(fd) == 0;
-  const std::string err = ok ? "" : ErrnoText();
-  ok = (::close(fd) == 0) && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string e = err.empty() ? ErrnoText() : err;
-    ::unlink(tmp.c_str());
-    return Internal("writing " + path + " failed: " + e);
-  }
-  return Status::Ok();
+  return write_file_atomic(path, {{text.data(), text.size()}});
 }
 }  // namespace
 

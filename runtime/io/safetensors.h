@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/core/status.h"
@@ -143,6 +144,13 @@ struct SafetensorsWriteTensor {
   const void* data = nullptr;  // numel * dtype size bytes, little-endian
   size_t nbytes = 0;
 };
+
+// Writes `pieces` one after the other to path atomically: path.tmp.<pid>, fsync, rename over
+// path (the tmp file is removed on failure). on_bytes, when set, sees each piece just before it
+// is written.
+Status write_file_atomic(const std::string& path,
+                         const std::vector<std::pair<const void*, size_t>>& pieces,
+                         const std::function<void(const void*, size_t)>& on_bytes = nullptr);
 
 // Writes tensors (sorted by name, laid out in that order) and string metadata. The header is
 // padded with spaces to a multiple of 8 bytes, like huggingface/safetensors. Atomic: writes

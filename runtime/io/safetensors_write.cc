@@ -104,6 +104,14 @@ Status safetensors_write(const std::string& path, const std::vector<SafetensorsW
   uint8_t len_le[8];
   for (int i = 0; i < 8; ++i) len_le[i] = static_cast<uint8_t>(uint64_t{text.size()} >> (8 * i));
 
+  std::vector<std::pair<const void*, size_t>> pieces = {{len_le, 8}, {text.data(), text.size()}};
+  for (const auto* t : sorted) pieces.emplace_back(t->data, t->nbytes);
+  return write_file_atomic(path, pieces, on_bytes);
+}
+
+Status write_file_atomic(const std::string& path,
+                         const std::vector<std::pair<const void*, size_t>>& pieces,
+                         const std::function<void(const void*, size_t)>& on_bytes) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return InvalidArgument("cannot create " + tmp + ": " + ErrnoText());
@@ -119,9 +127,9 @@ Status safetensors_write(const std::string& path, const std::vector<SafetensorsW
     }
     return true;
   };
-  bool ok = write_all(len_le, 8) && write_all(text.data(), text.size());
-  for (size_t i = 0; ok && i < sorted.size(); ++i)
-    ok = write_all(sorted[i]->data, sorted[i]->nbytes);
+  bool ok = true;
+  for (size_t i = 0; ok && i < pieces.size(); ++i)
+    ok = write_all(pieces[i].first, pieces[i].second);
   ok = ok && ::fsync(fd) == 0;
   const std::string err = ok ? "" : ErrnoText();
   ok = (::close(fd) == 0) && ok;

@@ -17,6 +17,7 @@
 #include "runtime/model/qwen2_moe.h"
 #include "runtime/train/distill.h"
 #include "tests/comm/mpi_test_main.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -26,20 +27,9 @@ namespace fs = std::filesystem;
 MpiCommunicator* g_comm = nullptr;
 
 TEST(DistillParallel, PRanksMatchOneRank) {
-  const std::string dir =
-      (fs::temp_directory_path() / ("sy_distillpar_" + std::to_string(::getpid()))).string();
-  json cfg = {{"vocab_size", 64},
-              {"hidden_size", 32},
-              {"num_hidden_layers", 2},
-              {"num_attention_heads", 4},
-              {"num_key_value_heads", 2},
-              {"intermediate_size", 24},
-              {"moe_intermediate_size", 16},
-              {"shared_expert_intermediate_size", 16},
-              {"num_experts", 8},
-              {"num_experts_per_tok", 2},
-              {"initializer_range", 0.2}};
-  fs::remove_all(dir);
+  const std::string dir = TempModelDir("distillpar");
+  json cfg = SmallTrainConfig();
+  cfg["initializer_range"] = 0.2;
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, cfg, 61).ok());
   auto ck = HfCheckpoint::Open(dir);
   ASSERT_TRUE(ck.ok());
