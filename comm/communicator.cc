@@ -8,20 +8,6 @@
 
 namespace sy {
 
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::kInt32:
-      return "int32";
-    case DType::kInt64:
-      return "int64";
-    case DType::kFloat32:
-      return "float32";
-    case DType::kFloat64:
-      return "float64";
-  }
-  return "?";
-}
-
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
@@ -32,18 +18,6 @@ const char* reduce_op_name(ReduceOp op) {
       return "max";
   }
   return "?";
-}
-
-int64_t dtype_bytes(DType t) {
-  switch (t) {
-    case DType::kInt32:
-    case DType::kFloat32:
-      return 4;
-    case DType::kInt64:
-    case DType::kFloat64:
-      return 8;
-  }
-  return 0;
 }
 
 std::string Communicator::describe(const CollectiveTag& tag, int64_t seq) {

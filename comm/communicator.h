@@ -28,6 +28,7 @@
 #include <string>
 #include <type_traits>
 
+#include "runtime/core/dtype.h"
 #include "runtime/core/status.h"
 
 namespace sy {
@@ -39,12 +40,9 @@ struct CollectiveTag {
   int64_t step = -1;  // training/inference step, -1 when not known
 };
 
-enum class DType { kInt32, kInt64, kFloat32, kFloat64 };
 enum class ReduceOp { kSum, kMin, kMax };
 
-const char* dtype_name(DType t);
 const char* reduce_op_name(ReduceOp op);
-int64_t dtype_bytes(DType t);
 
 template <typename T>
 struct DTypeOf;  // the reducible element types: int32_t, int64_t, float, double

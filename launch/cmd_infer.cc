@@ -19,7 +19,6 @@
 #include "runtime/core/rng.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/corpus.h"
-#include "runtime/kernels/cpu_kernels.h"
 
 namespace sy::launch {
 namespace {
@@ -117,7 +116,6 @@ int run_infer(InferArgs a) {
   }
   if (comm.size() > 1 && cfg.comm().collective_timeout_s() > 0)
     comm.set_timeout(cfg.comm().collective_timeout_s());
-  set_deterministic_gemm(cfg.deterministic());
   if (a.print_config && me == 0) std::printf("%s", config_text(cfg).c_str());
 
   // ---- data: every rank tokenizes the same text (deterministic) ----

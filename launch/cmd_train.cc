@@ -35,7 +35,6 @@
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/checkpoint_dir.h"
 #include "runtime/io/hf_checkpoint.h"
-#include "runtime/kernels/cpu_kernels.h"
 #include "runtime/model/qwen2_moe.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/distill.h"
@@ -159,7 +158,6 @@ int RunTrain(const TrainArgs& a) {
   MpiRuntime mpi(nullptr, nullptr);
   MpiCommunicator comm;
   const int me = comm.rank(), P = comm.size();
-  set_deterministic_gemm(a.deterministic);
   std::vector<int32_t> ids;
   std::unique_ptr<Qwen2MoeModel> model;
   std::unique_ptr<HfCheckpoint> ck;
@@ -243,6 +241,7 @@ int RunTrain(const TrainArgs& a) {
     opt.seed = a.seed;
     opt.expert_bits = expert_bits;
     opt.capacity_factor = a.capacity_factor;
+    opt.exec = make_context("cpu", a.deterministic);
     SY_ASSIGN_OR_RETURN(model, Qwen2MoeModel::load(*ck, opt, &comm));
     for (int32_t id : ids)
       if (id < 0 || id >= model->config().vocab_size)

@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "launch/default_config.h"  // generated: kDefaultConfigText
-#include "routers/capacity.h"
 #include "routers/registry.h"
+#include "runtime/kernels/capacity.h"
 
 namespace sy::launch {
 namespace {

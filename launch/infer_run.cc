@@ -98,6 +98,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   const int P = comm->size(), me = comm->rank();
   MoeStackConfig sc = to_stack_config(cfg, vocab_size);
   sc.layer.group_tokens = cfg.data().group_tokens();
+  sc.layer.exec = make_context("cpu", cfg.deterministic());
   SY_ASSIGN_OR_RETURN(auto stack, MoeStack::create(sc, comm));
   const int64_t T = static_cast<int64_t>(ids.size()), D = sc.layer.d_model;
   if (me == 0 && sc.layer.expert_kind == ExpertKind::kSwiGLU) {

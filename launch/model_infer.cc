@@ -19,14 +19,13 @@
 #include "launch/progress.h"
 #include "launch/routing_collector.h"
 #include "routers/metrics.h"
+#include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/npy.h"
-#include "runtime/kernels/cpu_kernels.h"
-#include "runtime/kernels/loss.h"
 #include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
 
@@ -134,6 +133,7 @@ class LoadedModel {
       opt.capacity_factor = a.capacity_factor;
       if (!a.router.empty()) opt.router = a.router;
       opt.seed = a.seed;
+      opt.exec = make_context("cpu", a.deterministic);
       SY_ASSIGN_OR_RETURN(m.qwen_, Qwen2MoeModel::load(ck, opt, comm));
     } else {
       BertMoeOptions opt;
@@ -147,6 +147,7 @@ class LoadedModel {
       opt.expert_bits = bits;
       opt.quant_group = a.quant_group;
       opt.seed = a.seed;
+      opt.exec = make_context("cpu", a.deterministic);
       SY_ASSIGN_OR_RETURN(m.bert_, BertMoeModel::load(ck, opt, comm));
     }
     return m;
@@ -310,7 +311,8 @@ int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm
       std::vector<int32_t> targets(seq.begin() + 1, seq.end());
       targets.push_back(-1);  // the last position has no next token here
       int64_t n = 0;
-      loss_sum += cross_entropy_sum(logits.ptr(), targets.data(), L, model.vocab(), &n);
+      loss_sum += ops::cross_entropy_sum(default_context(), logits.ptr(), targets.data(), L,
+                                         model.vocab(), &n);
       loss_count += n;
     }
     routing.add_step(step);
@@ -339,7 +341,6 @@ int RunSequences(const ModelInferArgs& a, LoadedModel& model, Communicator& comm
 
 int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
   const int me = comm.rank(), P = comm.size();
-  set_deterministic_gemm(a.deterministic);
 
   // ---- checkpoint, tokenizer, tokens: every rank reads the same, verdicts agreed ----
   std::unique_ptr<HfCheckpoint> ck;
@@ -432,7 +433,7 @@ int run_model_infer(const ModelInferArgs& a, Communicator& comm) {
     comm.allreduce(&slowest, 1, ReduceOp::kMax, {"infer.time"});
     best = std::min(best, slowest);
   }
-  if (!all_finite(logits.ptr(), logits.numel()) && me == 0)
+  if (!ops::all_finite(default_context(), logits.ptr(), logits.numel()) && me == 0)
     std::fprintf(stderr, "[switchyard] warning: non-finite logits\n");
   if (me == 0) {
     std::printf(

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "routers/registry.h"
-#include "runtime/kernels/cpu_kernels.h"
+#include "runtime/backend/ops.h"
 
 namespace sy {
 namespace {
@@ -36,18 +36,22 @@ class AttentionRouter final : public Router {
     T_ = T;
     const int64_t E = cfg_.num_experts;
     q_TH_.resize({T, H_});
-    linear_forward(x_TD, Wq_->value.ptr(), q_TH_.ptr(), T, cfg_.d_model, H_);
+    ops::linear_forward(ctx(), x_TD, Wq_->value.ptr(), q_TH_.ptr(), T, cfg_.d_model, H_);
     // s_TE = scale * q_TH K_EH^T
-    gemm(false, true, T, E, H_, scale_, q_TH_.ptr(), H_, K_->value.ptr(), H_, 0.0f, s_TE, E);
+    ops::gemm(ctx(), false, true, T, E, H_, scale_, q_TH_.ptr(), H_, K_->value.ptr(), H_, 0.0f,
+              s_TE, E);
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
     const int64_t E = cfg_.num_experts;
     // dK_EH += scale * ds^T q ;  dq_TH = scale * ds K
-    gemm(true, false, E, H_, T_, scale_, ds_TE, E, q_TH_.ptr(), H_, 1.0f, K_->grad.ptr(), H_);
+    ops::gemm(ctx(), true, false, E, H_, T_, scale_, ds_TE, E, q_TH_.ptr(), H_, 1.0f,
+              K_->grad.ptr(), H_);
     Tensor dq_TH({T_, H_});
-    gemm(false, false, T_, H_, E, scale_, ds_TE, E, K_->value.ptr(), H_, 0.0f, dq_TH.ptr(), H_);
-    linear_backward(x_, Wq_->value.ptr(), dq_TH.ptr(), Wq_->grad.ptr(), dx_TD, T_, cfg_.d_model, H_,
-                    /*accumulate_dx=*/true);
+    ops::gemm(ctx(), false, false, T_, H_, E, scale_, ds_TE, E, K_->value.ptr(), H_, 0.0f,
+              dq_TH.ptr(), H_);
+    ops::linear_backward(ctx(), x_, Wq_->value.ptr(), dq_TH.ptr(), Wq_->grad.ptr(), dx_TD, T_,
+                         cfg_.d_model, H_,
+                         /*accumulate_dx=*/true);
   }
 
  private:

@@ -7,7 +7,7 @@
 // (while g == 0 the MLP parameters receive zero gradient).
 #include "routers/mlp_block.h"
 #include "routers/registry.h"
-#include "runtime/kernels/cpu_kernels.h"
+#include "runtime/backend/ops.h"
 
 namespace sy {
 namespace {
@@ -39,16 +39,17 @@ class HybridRouter final : public Router {
     T_ = T;
     const int64_t E = cfg_.num_experts;
     m_TE_.resize({T, E});
-    mlp_.forward(x_TD, T, m_TE_.ptr());
-    linear_forward(x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, E);
+    mlp_.forward(ctx(), x_TD, T, m_TE_.ptr());
+    ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, E);
     const float g = mix_->value.data[0];
     for (int64_t i = 0; i < T * E; ++i) s_TE[i] += g * m_TE_.data[static_cast<size_t>(i)];
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
     const int64_t E = cfg_.num_experts, n = T_ * E;
     const float g = mix_->value.data[0];
-    linear_backward(x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, cfg_.d_model, E,
-                    /*accumulate_dx=*/true);
+    ops::linear_backward(ctx(), x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, cfg_.d_model,
+                         E,
+                         /*accumulate_dx=*/true);
     double dg = 0.0;  // a sum over T*E terms: accumulate in double
     Tensor dm_TE({T_, E});
     for (int64_t i = 0; i < n; ++i) {
@@ -56,7 +57,7 @@ class HybridRouter final : public Router {
       dm_TE.data[static_cast<size_t>(i)] = g * ds_TE[i];
     }
     mix_->grad.data[0] += static_cast<float>(dg);
-    mlp_.backward(x_, dm_TE.ptr(), dx_TD);
+    mlp_.backward(ctx(), x_, dm_TE.ptr(), dx_TD);
   }
 
  private:

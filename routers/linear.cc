@@ -1,7 +1,7 @@
 // linear: s = W x, W in R^{E x D}. The gate of Switch, Mixtral and Qwen-MoE; the parameter
 // `weight` has the layout of Hugging Face's `mlp.gate.weight` ([E, D]) and loads as is.
 #include "routers/registry.h"
-#include "runtime/kernels/cpu_kernels.h"
+#include "runtime/backend/ops.h"
 
 namespace sy {
 namespace {
@@ -18,11 +18,11 @@ class LinearRouter final : public Router {
   void compute_scores(const float* x_TD, const int32_t*, int64_t T, float* s_TE) override {
     x_ = x_TD;
     T_ = T;
-    linear_forward(x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, cfg_.num_experts);
+    ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, cfg_.num_experts);
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
-    linear_backward(x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, cfg_.d_model,
-                    cfg_.num_experts, /*accumulate_dx=*/true);
+    ops::linear_backward(ctx(), x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, cfg_.d_model,
+                         cfg_.num_experts, /*accumulate_dx=*/true);
   }
 
  private:

@@ -25,10 +25,10 @@ class MlpRouter final : public Router {
  protected:
   void compute_scores(const float* x_TD, const int32_t*, int64_t T, float* s_TE) override {
     x_ = x_TD;
-    mlp_.forward(x_TD, T, s_TE);
+    mlp_.forward(ctx(), x_TD, T, s_TE);
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
-    mlp_.backward(x_, ds_TE, dx_TD);
+    mlp_.backward(ctx(), x_, ds_TE, dx_TD);
   }
 
  private:

@@ -7,11 +7,10 @@
 // Internal to routers/: not part of the router interface.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
+#include "runtime/backend/ops.h"
 #include "runtime/core/tensor.h"
-#include "runtime/kernels/cpu_kernels.h"
 
 namespace sy {
 
@@ -31,40 +30,35 @@ class MlpBlock {
   int64_t madds_per_token() const { return D_ * H_ + H_ * E_; }
 
   // y_TE = MLP(x) (overwrites y). Caches the pre-activation and the activation.
-  void forward(const float* x_TD, int64_t T, float* y_TE) {
+  void forward(const ExecContext& c, const float* x_TD, int64_t T, float* y_TE) {
     T_ = T;
     pre_TH_.resize({T, H_});
     act_TH_.resize({T, H_});
     // The biases go in first and the GEMMs accumulate onto them (beta = 1).
-    for (int64_t t = 0; t < T; ++t) std::copy_n(b1_->value.ptr(), H_, pre_TH_.row(t));
-    linear_forward(x_TD, w1_->value.ptr(), pre_TH_.ptr(), T, D_, H_, /*beta=*/1.0f);
-    act_TH_.data = pre_TH_.data;
-    gelu_inplace(act_TH_.ptr(), T * H_);
-    for (int64_t t = 0; t < T; ++t) std::copy_n(b2_->value.ptr(), E_, y_TE + t * E_);
-    linear_forward(act_TH_.ptr(), w2_->value.ptr(), y_TE, T, H_, E_, /*beta=*/1.0f);
+    ops::bias_broadcast_rows(c, b1_->value.ptr(), T, H_, pre_TH_.ptr());
+    ops::linear_forward(c, x_TD, w1_->value.ptr(), pre_TH_.ptr(), T, D_, H_, /*beta=*/1.0f);
+    ops::copy(c, act_TH_.ptr(), pre_TH_.ptr(), T * H_ * static_cast<int64_t>(sizeof(float)));
+    ops::gelu_inplace(c, act_TH_.ptr(), T * H_);
+    ops::bias_broadcast_rows(c, b2_->value.ptr(), T, E_, y_TE);
+    ops::linear_forward(c, act_TH_.ptr(), w2_->value.ptr(), y_TE, T, H_, E_, /*beta=*/1.0f);
   }
 
   // dy_TE of the last forward -> parameter grads (+=) and dx_TD (+=, when non-null).
-  void backward(const float* x_TD, const float* dy_TE, float* dx_TD) {
+  void backward(const ExecContext& c, const float* x_TD, const float* dy_TE, float* dx_TD) {
     const int64_t T = T_;
     Tensor dact_TH({T, H_});
-    add_column_sums(dy_TE, T, E_, b2_->grad.ptr());
-    linear_backward(act_TH_.ptr(), w2_->value.ptr(), dy_TE, w2_->grad.ptr(), dact_TH.ptr(), T, H_,
-                    E_, /*accumulate_dx=*/false);
+    ops::bias_backward_rows(c, dy_TE, T, E_, b2_->grad.ptr());
+    ops::linear_backward(c, act_TH_.ptr(), w2_->value.ptr(), dy_TE, w2_->grad.ptr(), dact_TH.ptr(),
+                         T, H_, E_, /*accumulate_dx=*/false);
     Tensor dpre_TH({T, H_});
-    gelu_backward(pre_TH_.ptr(), dact_TH.ptr(), dpre_TH.ptr(), T * H_);
-    add_column_sums(dpre_TH.ptr(), T, H_, b1_->grad.ptr());
-    linear_backward(x_TD, w1_->value.ptr(), dpre_TH.ptr(), w1_->grad.ptr(), dx_TD, T, D_, H_,
-                    /*accumulate_dx=*/true);
+    ops::gelu_backward(c, pre_TH_.ptr(), dact_TH.ptr(), dpre_TH.ptr(), T * H_);
+    ops::bias_backward_rows(c, dpre_TH.ptr(), T, H_, b1_->grad.ptr());
+    ops::linear_backward(c, x_TD, w1_->value.ptr(), dpre_TH.ptr(), w1_->grad.ptr(), dx_TD, T, D_,
+                         H_,
+                         /*accumulate_dx=*/true);
   }
 
  private:
-  // out_N += sum over rows of a_RN (the gradient of a bias broadcast over rows).
-  static void add_column_sums(const float* a_RN, int64_t R, int64_t N, float* out_N) {
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t n = 0; n < N; ++n) out_N[n] += a_RN[r * N + n];
-  }
-
   Param* w1_ = nullptr;  // [H, D]
   Param* b1_ = nullptr;  // [H]
   Param* w2_ = nullptr;  // [E, H]

@@ -4,8 +4,7 @@
 // ROUTERS.md: the paper reports structured, sparse routing for this router; the metrics
 // measure that, nothing here assumes it.
 #include "routers/registry.h"
-#include "runtime/kernels/cpu_kernels.h"
-#include "runtime/kernels/math.h"
+#include "runtime/backend/ops.h"
 
 namespace sy {
 namespace {
@@ -33,31 +32,26 @@ class MlpHadamardRouter final : public Router {
     gate_TH_.resize({T, H_});
     up_TH_.resize({T, H_});
     act_TH_.resize({T, H_});
-    linear_forward(x_TD, Wg_->value.ptr(), gate_TH_.ptr(), T, D, H_);
-    linear_forward(x_TD, Wu_->value.ptr(), up_TH_.ptr(), T, D, H_);
-    for (int64_t i = 0; i < n; ++i) {
-      const size_t j = static_cast<size_t>(i);
-      act_TH_.data[j] = silu(gate_TH_.data[j]) * up_TH_.data[j];
-    }
-    linear_forward(act_TH_.ptr(), Wo_->value.ptr(), s_TE, T, H_, cfg_.num_experts);
+    ops::linear_forward(ctx(), x_TD, Wg_->value.ptr(), gate_TH_.ptr(), T, D, H_);
+    ops::linear_forward(ctx(), x_TD, Wu_->value.ptr(), up_TH_.ptr(), T, D, H_);
+    ops::swiglu(ctx(), gate_TH_.ptr(), up_TH_.ptr(), act_TH_.ptr(), n);
+    ops::linear_forward(ctx(), act_TH_.ptr(), Wo_->value.ptr(), s_TE, T, H_, cfg_.num_experts);
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
     const int64_t D = cfg_.d_model, n = T_ * H_;
     Tensor dact_TH({T_, H_});
-    linear_backward(act_TH_.ptr(), Wo_->value.ptr(), ds_TE, Wo_->grad.ptr(), dact_TH.ptr(), T_, H_,
-                    cfg_.num_experts, /*accumulate_dx=*/false);
+    ops::linear_backward(ctx(), act_TH_.ptr(), Wo_->value.ptr(), ds_TE, Wo_->grad.ptr(),
+                         dact_TH.ptr(), T_, H_, cfg_.num_experts, /*accumulate_dx=*/false);
     // a = SiLU(g) * u:  dg = da * u * SiLU'(g),  du = da * SiLU(g)
     Tensor dgate_TH({T_, H_}), dup_TH({T_, H_});
-    for (int64_t i = 0; i < n; ++i) {
-      const size_t j = static_cast<size_t>(i);
-      const float g = gate_TH_.data[j], da = dact_TH.data[j];
-      dgate_TH.data[j] = da * up_TH_.data[j] * silu_grad(g);
-      dup_TH.data[j] = da * silu(g);
-    }
-    linear_backward(x_, Wg_->value.ptr(), dgate_TH.ptr(), Wg_->grad.ptr(), dx_TD, T_, D, H_,
-                    /*accumulate_dx=*/true);
-    linear_backward(x_, Wu_->value.ptr(), dup_TH.ptr(), Wu_->grad.ptr(), dx_TD, T_, D, H_,
-                    /*accumulate_dx=*/true);
+    ops::swiglu_backward(ctx(), gate_TH_.ptr(), up_TH_.ptr(), dact_TH.ptr(), dgate_TH.ptr(),
+                         dup_TH.ptr(), n);
+    ops::linear_backward(ctx(), x_, Wg_->value.ptr(), dgate_TH.ptr(), Wg_->grad.ptr(), dx_TD, T_, D,
+                         H_,
+                         /*accumulate_dx=*/true);
+    ops::linear_backward(ctx(), x_, Wu_->value.ptr(), dup_TH.ptr(), Wu_->grad.ptr(), dx_TD, T_, D,
+                         H_,
+                         /*accumulate_dx=*/true);
   }
 
  private:

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <sstream>
 
+#include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
-#include "runtime/kernels/cpu_kernels.h"
 
 namespace sy {
 
@@ -123,8 +123,8 @@ void topk_row_no_nan(const float* v, int n, int k, int32_t* ids, float* vals) {
 void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) {
   const int64_t E = cfg_.num_experts, K = cfg_.top_k;
   compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
-  out->finite = all_finite(out->logits_TE.ptr(), T * E);
-  softmax_rows(out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
+  out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
+  ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
   if (out->finite) {
     // Softmax of finite scores is finite (max-subtraction: every exp is in [0, 1], the sum >= 1).
     SY_CHECK(K >= 1 && K <= E) << "top-k " << K << " of " << E;
@@ -132,7 +132,8 @@ void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, Rou
       topk_row_no_nan(out->probs_TE.row(t), static_cast<int>(E), static_cast<int>(K),
                       out->topk_ids_TK.data() + t * K, out->topk_weights_TK.row(t));
   } else {
-    topk_rows(out->probs_TE.ptr(), T, E, K, out->topk_ids_TK.data(), out->topk_weights_TK.ptr());
+    ops::topk_rows(ctx(), out->probs_TE.ptr(), T, E, K, out->topk_ids_TK.data(),
+                   out->topk_weights_TK.ptr());
   }
   vals_TK_ = out->topk_weights_TK;
   if (cfg_.norm_topk_prob) {
@@ -171,7 +172,8 @@ void Router::backward(const RouterGrads& g) {
     }
   }
   Tensor ds({T, E});
-  softmax_backward_rows(probs_TE_.ptr(), dp.ptr(), ds.ptr(), T, E, /*accumulate=*/false);
+  ops::softmax_backward_rows(ctx(), probs_TE_.ptr(), dp.ptr(), ds.ptr(), T, E,
+                             /*accumulate=*/false);
   if (g.dlogits_TE)
     for (int64_t i = 0; i < T * E; ++i) ds.data[static_cast<size_t>(i)] += g.dlogits_TE[i];
   backward_scores(ds.ptr(), g.dx_TD);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend/backend.h"
 #include "runtime/core/status.h"
 #include "runtime/core/tensor.h"
 
@@ -66,6 +67,9 @@ class Router {
   Router& operator=(const Router&) = delete;
 
   const RouterConfig& config() const { return cfg_; }
+  // Where its operations run: default_context() until set (MoeLayer hands down its own).
+  void set_context(const ExecContext* c) { exec_ = c ? c : &default_context(); }
+  const ExecContext& ctx() const { return *exec_; }
   const std::string& name() const { return cfg_.name; }
 
   // x_TD: [T, D] row-major; token_ids_T: [T] (required when needs_token_ids()).
@@ -104,6 +108,7 @@ class Router {
   virtual void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out);
 
   RouterConfig cfg_;
+  const ExecContext* exec_ = &default_context();
   std::deque<Param> params_;
   // Cached from the last forward for backward.
   int64_t last_T_ = 0;

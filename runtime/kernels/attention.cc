@@ -69,7 +69,7 @@ void rope_apply(float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld, int6
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, int64_t T,
                        int64_t Tk, int64_t pos0, const AttentionShape& s, const uint8_t* key_mask,
-                       std::vector<float>* scratch) {
+                       float* scratch) {
   const int64_t nH = s.num_heads, nKV = s.num_kv_heads, hd = s.head_dim;
   SY_CHECK(nH >= 1 && nKV >= 1 && nH % nKV == 0 && hd >= 1)
       << "attention: " << nH << " heads, " << nKV << " kv heads";
@@ -79,8 +79,7 @@ void attention_forward(const float* q, const float* k, const float* v, float* ou
     std::fill(out, out + T * ldq, 0.0f);
     return;
   }
-  if (static_cast<int64_t>(scratch->size()) < T * Tk) scratch->resize(static_cast<size_t>(T * Tk));
-  float* S = scratch->data();
+  float* S = scratch;
   for (int64_t h = 0; h < nH; ++h) {
     const int64_t g = h / (nH / nKV);
     // S = scale * Q_h K_g^T   [T, Tk]
@@ -93,8 +92,7 @@ void attention_forward(const float* q, const float* k, const float* v, float* ou
 
 void attention_backward(const float* q, const float* k, const float* v, const float* dout,
                         float* dq, float* dk, float* dv, int64_t T, int64_t Tk, int64_t pos0,
-                        const AttentionShape& s, const uint8_t* key_mask,
-                        std::vector<float>* scratch) {
+                        const AttentionShape& s, const uint8_t* key_mask, float* scratch) {
   const int64_t nH = s.num_heads, nKV = s.num_kv_heads, hd = s.head_dim;
   SY_CHECK(nH >= 1 && nKV >= 1 && nH % nKV == 0 && hd >= 1)
       << "attention: " << nH << " heads, " << nKV << " kv heads";
@@ -104,9 +102,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
     std::fill(dq, dq + T * ldq, 0.0f);
     return;
   }
-  if (static_cast<int64_t>(scratch->size()) < 2 * T * Tk)
-    scratch->resize(static_cast<size_t>(2 * T * Tk));
-  float* P = scratch->data();  // [T, Tk]
+  float* P = scratch;          // [T, Tk]
   float* dS = P + T * Tk;      // [T, Tk], holds dP first
   for (int64_t h = 0; h < nH; ++h) {
     const int64_t g = h / (nH / nKV);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runtime/kernels/math.h"
+#include "runtime/kernels/op_types.h"
 
 namespace sy {
 
@@ -22,8 +23,6 @@ namespace sy {
 // pair (x_i, x_{i+hd/2}) at position p turns by p * theta^(-2i/hd):
 //   x_i'        = x_i cos - x_{i+hd/2} sin
 //   x_{i+hd/2}' = x_{i+hd/2} cos + x_i sin
-// inv_freq[i] = theta^(-2i/hd) for i < hd/2 (computed once, in double, then rounded).
-std::vector<float> rope_inv_freq(int64_t head_dim, double theta);
 SY_HD inline void rope_rotate_head(float* x, const float* cos_h, const float* sin_h, int64_t hd) {
   const int64_t half = hd / 2;
   for (int64_t i = 0; i < half; ++i) {
@@ -38,28 +37,19 @@ SY_HD inline void rope_rotate_head(float* x, const float* cos_h, const float* si
 void rope_apply(float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld, int64_t pos0,
                 const std::vector<float>& inv_freq, bool inverse = false);
 
-struct AttentionShape {
-  int64_t num_heads = 1;     // nH
-  int64_t num_kv_heads = 1;  // nKV (divides nH)
-  int64_t head_dim = 1;      // hd
-  bool causal = true;
-  float scale = 1.0f;  // usually 1 / sqrt(hd)
-};
-
 // q [T, nH*hd], k/v [Tk, nKV*hd] -> out [T, nH*hd] (written). pos0: position of query row 0
 // (causal only; keys are at positions 0..Tk-1). key_mask [Tk] may be null (all keys real).
-// scratch grows to T * Tk floats. A query row with no visible key gets zeros.
+// scratch: T * Tk floats. A query row with no visible key gets zeros.
 void attention_forward(const float* q, const float* k, const float* v, float* out, int64_t T,
                        int64_t Tk, int64_t pos0, const AttentionShape& s, const uint8_t* key_mask,
-                       std::vector<float>* scratch);
+                       float* scratch);
 
 // Backward of attention_forward with the same arguments (the probabilities are recomputed
 // from q and k, nothing is cached): given dout [T, nH*hd], writes dq [T, nH*hd] and ADDS into
-// dk, dv [Tk, nKV*hd] (grouped-query heads sum into their kv head). scratch grows to
-// 2 * T * Tk floats.
+// dk, dv [Tk, nKV*hd] (grouped-query heads sum into their kv head). scratch: 2 * T * Tk
+// floats.
 void attention_backward(const float* q, const float* k, const float* v, const float* dout,
                         float* dq, float* dk, float* dv, int64_t T, int64_t Tk, int64_t pos0,
-                        const AttentionShape& s, const uint8_t* key_mask,
-                        std::vector<float>* scratch);
+                        const AttentionShape& s, const uint8_t* key_mask, float* scratch);
 
 }  // namespace sy

@@ -10,19 +10,9 @@
 
 namespace sy {
 
-namespace {
-bool g_deterministic_gemm = false;
-}  // namespace
-
-void set_deterministic_gemm(bool on) {
-  g_deterministic_gemm = on;
-}
-bool deterministic_gemm() {
-  return g_deterministic_gemm;
-}
-
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+          bool deterministic) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // cblas leaves C untouched for K == 0 only in some builds: make it explicit
     for (int64_t i = 0; i < M; ++i)
@@ -30,7 +20,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
     return;
   }
   // Deterministic mode: token rows (op(A) = A, contiguous) go through the row-stable kernels.
-  if (g_deterministic_gemm && !trans_a && lda == K && alpha != 0.0f) {
+  if (deterministic && !trans_a && lda == K && alpha != 0.0f) {
     if (trans_b && ldb == K && ldc == N) return gemm_nt_rowstable(A, B, C, M, N, K, alpha, beta);
     if (!trans_b && ldb == N && ldc == N) return gemm_nn_rowstable(A, B, C, M, N, K, alpha, beta);
   }
@@ -42,15 +32,17 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 }
 
 void linear_forward(const float* x_TI, const float* W_OI, float* y_TO, int64_t T, int64_t I,
-                    int64_t O, float beta) {
-  gemm(false, true, T, O, I, 1.0f, x_TI, I, W_OI, I, beta, y_TO, O);
+                    int64_t O, float beta, bool deterministic) {
+  gemm(false, true, T, O, I, 1.0f, x_TI, I, W_OI, I, beta, y_TO, O, deterministic);
 }
 
 void linear_backward(const float* x_TI, const float* W_OI, const float* dy_TO, float* dW_OI,
-                     float* dx_TI, int64_t T, int64_t I, int64_t O, bool accumulate_dx) {
-  if (dW_OI) gemm(true, false, O, I, T, 1.0f, dy_TO, O, x_TI, I, 1.0f, dW_OI, I);
+                     float* dx_TI, int64_t T, int64_t I, int64_t O, bool accumulate_dx,
+                     bool deterministic) {
+  if (dW_OI) gemm(true, false, O, I, T, 1.0f, dy_TO, O, x_TI, I, 1.0f, dW_OI, I, deterministic);
   if (dx_TI)
-    gemm(false, false, T, I, O, 1.0f, dy_TO, O, W_OI, I, accumulate_dx ? 1.0f : 0.0f, dx_TI, I);
+    gemm(false, false, T, I, O, 1.0f, dy_TO, O, W_OI, I, accumulate_dx ? 1.0f : 0.0f, dx_TI, I,
+         deterministic);
 }
 
 float dot_f32(const float* x, const float* y, int64_t n) {

@@ -7,40 +7,24 @@
 
 namespace sy {
 
-// Process-wide switch (like torch.use_deterministic_algorithms): when on, every GEMM whose A
-// is token rows (not transposed, contiguous) uses the row-stable kernels of gemm_rowstable.h,
-// so a token's forward result and its dx are bitwise independent of its batch, its rank and
-// the rank count. Off by default (OpenBLAS, several times faster). Set once at start-up.
-void set_deterministic_gemm(bool on);
-bool deterministic_gemm();
-// Sets the switch for a scope and restores it after. Models use ScopedDeterministicGemm(false)
-// around GEMMs that every rank runs on the same rows (replicated attention, the LM head):
-// those are identical across ranks anyway, and OpenBLAS is several times faster.
-class ScopedDeterministicGemm {
- public:
-  explicit ScopedDeterministicGemm(bool on) : prev_(deterministic_gemm()) {
-    set_deterministic_gemm(on);
-  }
-  ~ScopedDeterministicGemm() { set_deterministic_gemm(prev_); }
-  ScopedDeterministicGemm(const ScopedDeterministicGemm&) = delete;
-  ScopedDeterministicGemm& operator=(const ScopedDeterministicGemm&) = delete;
-
- private:
-  bool prev_;
-};
-
 // C_MN = alpha * op(A) op(B) + beta * C_MN, row-major; op(A) is M x K, op(B) is K x N.
+// deterministic (ExecContext::deterministic): a GEMM whose A is token rows (op(A) = A,
+// contiguous) uses the row-stable kernels of gemm_rowstable.h, so a token's forward result and
+// its dx are bitwise independent of its batch, its rank and the rank count. Off: OpenBLAS,
+// several times faster.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+          bool deterministic = false);
 
 // Linear layer in the Hugging Face weight layout (W is [out, in]):
 //   y_TO = x_TI W_OI^T (+ beta * y_TO)
 void linear_forward(const float* x_TI, const float* W_OI, float* y_TO, int64_t T, int64_t I,
-                    int64_t O, float beta = 0.0f);
+                    int64_t O, float beta = 0.0f, bool deterministic = false);
 // Backward of linear_forward. dW_OI += dy^T x (always accumulates); dx_TI = dy W (+= when
 // accumulate_dx). Either output may be null to skip it.
 void linear_backward(const float* x_TI, const float* W_OI, const float* dy_TO, float* dW_OI,
-                     float* dx_TI, int64_t T, int64_t I, int64_t O, bool accumulate_dx);
+                     float* dx_TI, int64_t T, int64_t I, int64_t O, bool accumulate_dx,
+                     bool deterministic = false);
 
 // sum_i x[i] * y[i] (cblas_sdot: vectorized, fp32 accumulation).
 float dot_f32(const float* x, const float* y, int64_t n);

@@ -7,7 +7,7 @@
 // OpenBLAS does not promise that: it picks kernels by matrix size (and OPENBLAS_CORETYPE), so a
 // row's result changes with M (measured here: for N=512, K=256 most batch sizes give
 // different bits). The price is speed: this kernel is plain C++ (the compiler vectorizes the
-// 8 lanes), several times slower than OpenBLAS. set_deterministic_gemm(true) switches every
+// 8 lanes), several times slower than OpenBLAS. A deterministic ExecContext switches every
 // GEMM whose rows are tokens (op(A) = A: forward, and dx in backward) to it; weight gradients still
 // use OpenBLAS (their sum over tokens differs with P anyway and is compared within a tolerance).
 #pragma once

@@ -125,13 +125,13 @@ void dequantize_rows(const QuantizedMatrix& q, int64_t row0, int64_t rows, float
 }
 
 void linear_forward_quantized(const float* x_TI, const QuantizedMatrix& q, float* y_TO, int64_t T,
-                              float beta, int64_t tile_rows) {
+                              float beta, int64_t tile_rows, bool deterministic) {
   SY_CHECK(tile_rows >= 1) << "linear_forward_quantized: tile_rows must be >= 1";
   const int64_t O = q.O, I = q.I;
   if (T == 0 || O == 0) return;
   const int64_t rt_max = tile_rows < O ? tile_rows : O;
   float* w = thread_scratch(&tl_w_tile, rt_max * I);
-  const bool det = deterministic_gemm();
+  const bool det = deterministic;
   float* yt = det ? thread_scratch(&tl_y_tile, T * rt_max) : nullptr;
   for (int64_t r0 = 0; r0 < O; r0 += rt_max) {
     const int64_t rt = r0 + rt_max < O ? rt_max : O - r0;
@@ -143,7 +143,7 @@ void linear_forward_quantized(const float* x_TI, const QuantizedMatrix& q, float
     }
     // Deterministic mode: gemm() uses the row-stable kernel only for a contiguous C (ldc = N),
     // so compute the tile into scratch and merge it.
-    gemm(false, true, T, rt, I, 1.0f, x_TI, I, w, I, 0.0f, yt, rt);
+    gemm(false, true, T, rt, I, 1.0f, x_TI, I, w, I, 0.0f, yt, rt, /*deterministic=*/true);
     for (int64_t t = 0; t < T; ++t) {
       float* yrow = y_TO + t * O + r0;
       const float* trow = yt + t * rt;

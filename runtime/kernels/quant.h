@@ -54,9 +54,10 @@ QuantizedMatrix quantize(const float* W_OI, int64_t O, int64_t I, int64_t G = kQ
 // out_RI ([rows, I]) = dequantized rows [row0, row0 + rows) of q.
 void dequantize_rows(const QuantizedMatrix& q, int64_t row0, int64_t rows, float* out_RI);
 
-// y_TO = x_TI deq(q)^T (+ beta * y_TO), with q of shape [O, I]. In deterministic-GEMM mode each
+// y_TO = x_TI deq(q)^T (+ beta * y_TO), with q of shape [O, I]. In deterministic mode each
 // tile goes through the row-stable kernel (a token's output bits do not depend on its batch).
 void linear_forward_quantized(const float* x_TI, const QuantizedMatrix& q, float* y_TO, int64_t T,
-                              float beta = 0.0f, int64_t tile_rows = kQuantTileRows);
+                              float beta = 0.0f, int64_t tile_rows = kQuantTileRows,
+                              bool deterministic = false);
 
 }  // namespace sy

@@ -6,12 +6,9 @@
 #include <cstring>
 
 #include "routers/registry.h"
+#include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
 #include "runtime/core/scratch.h"
-#include "runtime/kernels/attention.h"
-#include "runtime/kernels/bias.h"
-#include "runtime/kernels/cpu_kernels.h"
-#include "runtime/kernels/layer_norm.h"
 
 namespace sy {
 namespace {
@@ -34,10 +31,10 @@ std::string ExpertName(int64_t i, int64_t j, const std::string& part, const std:
 }
 
 // y_TO = x_TI W^T + b.
-void linear_bias(const float* x_TI, const Tensor& W_OI, const Tensor& b_O, int64_t T, int64_t I,
-                 int64_t O, float* y_TO) {
-  bias_broadcast_rows(b_O.ptr(), T, O, y_TO);
-  linear_forward(x_TI, W_OI.ptr(), y_TO, T, I, O, /*beta=*/1.0f);
+void linear_bias(const ExecContext& ex, const float* x_TI, const Tensor& W_OI, const Tensor& b_O,
+                 int64_t T, int64_t I, int64_t O, float* y_TO) {
+  ops::bias_broadcast_rows(ex, b_O.ptr(), T, O, y_TO);
+  ops::linear_forward(ex, x_TI, W_OI.ptr(), y_TO, T, I, O, /*beta=*/1.0f);
 }
 
 int64_t Bytes(const Tensor& t) {
@@ -241,6 +238,7 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
   std::unique_ptr<BertMoeModel> m(new BertMoeModel());
   SY_ASSIGN_OR_RETURN(m->cfg_, BertMoeConfig::from_checkpoint(ck));
   m->comm_ = comm;
+  if (opt.exec) m->exec_ = opt.exec;
   BertMoeConfig& c = m->cfg_;
   if (opt.num_experts < 0 || opt.moe_every < 0 || opt.top_k < 0)
     return InvalidArgument("bert_moe: num_experts, moe_every and top_k must be >= 0");
@@ -364,6 +362,7 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
   lc.router = RouterFor(c, opt.router, i);
   lc.seed = opt.seed;
   lc.layer_index = static_cast<int>(i);
+  lc.exec = exec_;
   SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm_));
   MoeLayer& moe = *L.moe;
   const int64_t Fe = c.moe_intermediate_size, first = moe.first_local_expert();
@@ -437,6 +436,7 @@ Status BertMoeModel::check_inputs(const int32_t* ids, const int32_t* type_ids, i
 Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t T,
                             const uint8_t* attention_mask) {
   SY_RETURN_IF_ERROR(check_inputs(ids, type_ids, T));
+  const ExecContext& ex = *exec_;
   const BertMoeConfig& c = cfg_;
   const int64_t D = c.hidden_size, F = c.intermediate_size;
   const float eps = static_cast<float>(c.layer_norm_eps);
@@ -453,7 +453,7 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
     float* xt = x + t * D;
     for (int64_t d = 0; d < D; ++d) xt[d] = w[d] + ty[d] + p[d];  // HF's order: (word + type) + pos
   }
-  layernorm_forward(x, emb_ln_w_.ptr(), emb_ln_b_.ptr(), x, T, D, eps);
+  ops::layernorm_forward(ex, x, emb_ln_w_.ptr(), emb_ln_b_.ptr(), x, T, D, eps);
   times_.embed_s = seconds_since(&clk);
 
   float* q = scratch_grow(q_, T * D);
@@ -468,22 +468,22 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
   as.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& L = layers_[i];
-    linear_bias(x, L.wq, L.bq, T, D, D, q);
-    linear_bias(x, L.wk, L.bk, T, D, D, k);
-    linear_bias(x, L.wv, L.bv, T, D, D, v);
-    attention_forward(q, k, v, ctx, T, T, 0, as, attention_mask, &att_scratch_);
-    linear_bias(ctx, L.wo, L.bo, T, D, D, y);
-    add_layernorm_forward(y, x, L.ln1_w.ptr(), L.ln1_b.ptr(), x, T, D, eps);
+    linear_bias(ex, x, L.wq, L.bq, T, D, D, q);
+    linear_bias(ex, x, L.wk, L.bk, T, D, D, k);
+    linear_bias(ex, x, L.wv, L.bv, T, D, D, v);
+    ops::attention_forward(ex, q, k, v, ctx, T, T, 0, as, attention_mask);
+    linear_bias(ex, ctx, L.wo, L.bo, T, D, D, y);
+    ops::add_layernorm_forward(ex, y, x, L.ln1_w.ptr(), L.ln1_b.ptr(), x, T, D, eps);
     times_.attention_s += seconds_since(&clk);
     if (L.moe) {
       SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, x, ids, T, D, y));
       times_.moe_s += seconds_since(&clk);
     } else {
-      gelu_ffn_forward(x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
+      gelu_ffn_forward(ex, x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
                        scratch_grow(pre_, T * F), scratch_grow(act_, T * F), y);
       times_.dense_ffn_s += seconds_since(&clk);
     }
-    add_layernorm_forward(y, x, L.ln2_w.ptr(), L.ln2_b.ptr(), x, T, D, eps);
+    ops::add_layernorm_forward(ex, y, x, L.ln2_w.ptr(), L.ln2_b.ptr(), x, T, D, eps);
   }
   times_.total_s = std::chrono::duration<double>(Clock::now() - start).count();
   return Status::Ok();
@@ -492,15 +492,16 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
 Status BertMoeModel::forward(const int32_t* ids, const int32_t* type_ids, int64_t T, Tensor* logits,
                              const uint8_t* attention_mask) {
   SY_RETURN_IF_ERROR(encode(ids, type_ids, T, attention_mask));
+  const ExecContext& ex = *exec_;
   const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
   Clock::time_point clk = Clock::now();
   float* t = scratch_grow(y_, T * D);
-  linear_bias(hidden_.ptr(), head_w_, head_b_, T, D, D, t);
-  gelu_inplace(t, T * D);
-  layernorm_forward(t, head_ln_w_.ptr(), head_ln_b_.ptr(), t, T, D,
-                    static_cast<float>(cfg_.layer_norm_eps));
+  linear_bias(ex, hidden_.ptr(), head_w_, head_b_, T, D, D, t);
+  ops::gelu_inplace(ex, t, T * D);
+  ops::layernorm_forward(ex, t, head_ln_w_.ptr(), head_ln_b_.ptr(), t, T, D,
+                         static_cast<float>(cfg_.layer_norm_eps));
   logits->resize({T, V});
-  linear_bias(t, word_, head_bias_, T, D, V, logits->ptr());
+  linear_bias(ex, t, word_, head_bias_, T, D, V, logits->ptr());
   times_.head_s = seconds_since(&clk);
   times_.total_s += times_.head_s;
   return Status::Ok();

@@ -54,7 +54,7 @@
 // replicated on every rank of `comm` (same weights, same tokens); each MoE layer's experts are
 // split E/P per rank and each rank holds (and reads, or copies when upcycling) only its own
 // E/P experts. The MoE FFN runs token-sharded (runtime/model/token_sharded_moe.h); with the
-// default dropless capacity and set_deterministic_gemm(true), P ranks give bitwise the logits
+// default dropless capacity and a deterministic ExecContext, P ranks give bitwise the logits
 // of 1 rank. forward() is COLLECTIVE over comm.
 //
 // Legend: T tokens, D hidden, F dense FFN hidden, Fe expert hidden, V vocabulary, E experts,
@@ -147,6 +147,9 @@ struct BertMoeOptions {
   int expert_bits = 32;       // 32, or 8 / 4: expert fc1/fc2 quantized at load (biases fp32)
   int64_t quant_group = 128;  // input columns per scale when quantized
   uint64_t seed = 1234;       // upcycling noise
+  // Where the model runs (backend, deterministic flag: make_context()); null =
+  // default_context(). Must outlive the model.
+  const ExecContext* exec = nullptr;
 };
 
 // Bytes this rank holds, by kind.
@@ -212,13 +215,14 @@ class BertMoeModel {
 
   BertMoeConfig cfg_;
   Communicator* comm_ = nullptr;
+  const ExecContext* exec_ = &default_context();
   Tensor word_, pos_, type_, emb_ln_w_, emb_ln_b_;              // embeddings
   Tensor head_w_, head_b_, head_ln_w_, head_ln_b_, head_bias_;  // MLM head
   std::vector<Layer> layers_;
   std::unique_ptr<TokenShardedMoe> sharded_;
   // Activations of the last forward.
   Tensor hidden_;
-  std::vector<float> q_, k_, v_, ctx_, y_, pre_, act_, att_scratch_;
+  std::vector<float> q_, k_, v_, ctx_, y_, pre_, act_;
   BertMoeTimes times_;
 };
 

@@ -1,7 +1,7 @@
 #include "runtime/model/moe_stack.h"
 
+#include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
-#include "runtime/kernels/norm.h"
 
 namespace sy {
 
@@ -40,7 +40,8 @@ Status MoeStack::forward(const int32_t* ids_T, int64_t T, float* h_TD) {
   xn_TD_.resize(static_cast<size_t>(T * D));
   y_TD_.resize(static_cast<size_t>(T * D));
   for (size_t l = 0; l < layers_.size(); ++l) {
-    rmsnorm_forward(h_TD, norm_w_[l].data(), xn_TD_.data(), nullptr, T, D, cfg_.rms_eps);
+    ops::rmsnorm_forward(layers_[l]->ctx(), h_TD, norm_w_[l].data(), xn_TD_.data(), nullptr, T, D,
+                         cfg_.rms_eps);
     SY_RETURN_IF_ERROR(layers_[l]->forward(xn_TD_.data(), ids_T, T, y_TD_.data()));
     for (int64_t i = 0; i < T * D; ++i) h_TD[i] += y_TD_[static_cast<size_t>(i)];
   }

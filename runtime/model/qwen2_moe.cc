@@ -7,11 +7,8 @@
 
 #include "routers/balance.h"
 #include "routers/registry.h"
+#include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
-#include "runtime/kernels/attention.h"
-#include "runtime/kernels/bias.h"
-#include "runtime/kernels/cpu_kernels.h"
-#include "runtime/kernels/norm.h"
 
 namespace sy {
 namespace {
@@ -243,6 +240,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
   SY_ASSIGN_OR_RETURN(m->cfg_, Qwen2MoeConfig::from_checkpoint(ck));
   m->opt_ = opt;
   m->comm_ = comm;
+  if (opt.exec) m->exec_ = opt.exec;
   const Qwen2MoeConfig& c = m->cfg_;
   const int P = comm ? comm->size() : 1;
   const int64_t D = c.hidden_size, hd = c.head_dim, nH = c.num_attention_heads,
@@ -345,6 +343,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     lc.router = ck_router(i);
     lc.seed = opt.seed;
     lc.layer_index = static_cast<int>(i);
+    lc.exec = m->exec_;
     SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm));
     MoeLayer& moe = *L.moe;
     for (Param& p : moe.router().params())
@@ -444,10 +443,10 @@ std::vector<MoeLayer*> Qwen2MoeModel::moe_layers() {
 Qwen2MoeMemory Qwen2MoeModel::memory() const {
   Qwen2MoeMemory m;
   m.replicated_bytes = Bytes(embed_) + Bytes(final_norm_) + Bytes(lm_head_);
-  for (const std::vector<float>* v :
-       {&x_, &a_, &q_, &att_, &y_, &scratch_, &g_, &u_, &act_, &head_slice_})
+  for (const std::vector<float>* v : {&x_, &a_, &q_, &att_, &y_, &g_, &u_, &act_, &head_slice_})
     m.activation_bytes += static_cast<int64_t>(v->capacity() * sizeof(float));
   m.activation_bytes += Bytes(hidden_);
+  if (exec_->workspace) m.activation_bytes += exec_->workspace->bytes();  // attention scratch
   for (const Layer& L : layers_) {
     for (const Tensor* t : {&L.ln1, &L.ln2, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo,
                             &L.mlp_gate, &L.mlp_up, &L.mlp_down})
@@ -491,8 +490,8 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   y_.resize(static_cast<size_t>(T * D));
   q_.resize(static_cast<size_t>(T * Q));
   att_.resize(static_cast<size_t>(T * Q));
-  for (int64_t t = 0; t < T; ++t)
-    std::memcpy(&x_[static_cast<size_t>(t * D)], embed_.row(ids[t]), D * sizeof(float));
+  const ExecContext& ex = *exec_;
+  ops::gather_rows(ex, embed_.ptr(), ids, T, /*K=*/1, D, x_.data());  // embedding lookup
   const bool save = training();
   if (save) {
     ids_.assign(ids, ids + T);
@@ -532,32 +531,28 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     // Attention block: every rank runs it on the same rows, so its GEMMs need no row-stable
     // kernel to agree across ranks.
     {
-      ScopedDeterministicGemm replicated(false);
-      rmsnorm_forward(x_.data(), L.ln1.ptr(), a1, rstd1, T, D, eps);
+      const ExecContext rep = ex.replicated();
+      ops::rmsnorm_forward(rep, x_.data(), L.ln1.ptr(), a1, rstd1, T, D, eps);
       float* kc = L.k_cache.data() + pos0 * KV;
       float* vc = L.v_cache.data() + pos0 * KV;
-      linear_forward(a1, L.wq.ptr(), qb, T, D, Q);
-      linear_forward(a1, L.wk.ptr(), kc, T, D, KV);
-      linear_forward(a1, L.wv.ptr(), vc, T, D, KV);
-      for (int64_t t = 0; t < T; ++t) {
-        for (int64_t j = 0; j < Q; ++j) qb[t * Q + j] += L.bq.data[static_cast<size_t>(j)];
-        for (int64_t j = 0; j < KV; ++j) {
-          kc[t * KV + j] += L.bk.data[static_cast<size_t>(j)];
-          vc[t * KV + j] += L.bv.data[static_cast<size_t>(j)];
-        }
-      }
-      rope_apply(qb, T, nH, hd, Q, pos0, inv_freq_);
-      rope_apply(kc, T, nKV, hd, KV, pos0, inv_freq_);
-      attention_forward(qb, L.k_cache.data(), L.v_cache.data(), att, T, Tk, pos0, as, nullptr,
-                        &scratch_);
-      linear_forward(att, L.wo.ptr(), x_.data(), T, Q, D, /*beta=*/1.0f);  // residual
+      ops::linear_forward(rep, a1, L.wq.ptr(), qb, T, D, Q);
+      ops::linear_forward(rep, a1, L.wk.ptr(), kc, T, D, KV);
+      ops::linear_forward(rep, a1, L.wv.ptr(), vc, T, D, KV);
+      ops::add_bias_rows(rep, L.bq.ptr(), T, Q, qb);
+      ops::add_bias_rows(rep, L.bk.ptr(), T, KV, kc);
+      ops::add_bias_rows(rep, L.bv.ptr(), T, KV, vc);
+      ops::rope_apply(rep, qb, T, nH, hd, Q, pos0, inv_freq_);
+      ops::rope_apply(rep, kc, T, nKV, hd, KV, pos0, inv_freq_);
+      ops::attention_forward(rep, qb, L.k_cache.data(), L.v_cache.data(), att, T, Tk, pos0, as,
+                             nullptr);
+      ops::linear_forward(rep, att, L.wo.ptr(), x_.data(), T, Q, D, /*beta=*/1.0f);  // residual
     }
     double t2 = Now();
     times_.attention_s += t2 - t1;
     t1 = t2;
     // FFN block.
     if (save) S.x_mid.assign(x_.begin(), x_.begin() + T * D);
-    rmsnorm_forward(x_.data(), L.ln2.ptr(), a2, rstd2, T, D, eps);
+    ops::rmsnorm_forward(ex, x_.data(), L.ln2.ptr(), a2, rstd2, T, D, eps);
     if (L.moe && capture_ && li < capture_->size())
       (*capture_)[li].insert((*capture_)[li].end(), a2, a2 + T * D);
     if (L.moe) {
@@ -571,12 +566,12 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
       float* u = save ? keep(S.u, T * F) : (u_.resize(static_cast<size_t>(T * F)), u_.data());
       float* act =
           save ? keep(S.act, T * F) : (act_.resize(static_cast<size_t>(T * F)), act_.data());
-      swiglu_forward(a2, L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), T, D, F, g, u, act,
+      swiglu_forward(ex, a2, L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), T, D, F, g, u, act,
                      y_.data());
       t2 = Now();
       times_.dense_mlp_s += t2 - t1;
     }
-    for (int64_t i = 0; i < T * D; ++i) x_[static_cast<size_t>(i)] += y_[static_cast<size_t>(i)];
+    ops::add_inplace(ex, x_.data(), y_.data(), T * D);  // residual
     t1 = Now();
   }
   cache_len_ += T;
@@ -586,8 +581,8 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     x_final_.assign(x_.begin(), x_.begin() + T * D);
     rstd_final_.resize(static_cast<size_t>(T));
   }
-  rmsnorm_forward(x_.data(), final_norm_.ptr(), hidden_.ptr(), save ? rstd_final_.data() : nullptr,
-                  T, D, eps);
+  ops::rmsnorm_forward(ex, x_.data(), final_norm_.ptr(), hidden_.ptr(),
+                       save ? rstd_final_.data() : nullptr, T, D, eps);
   const float* head = lm_head_.empty() ? embed_.ptr() : lm_head_.ptr();
   const int P = comm_ && sharded_->replicated() ? comm_->size() : 1;
   if (all_logits && P > 1) {
@@ -597,18 +592,18 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     const int64_t S = (T + P - 1) / P;
     const int64_t b = std::min<int64_t>(T, comm_->rank() * S), n = std::min<int64_t>(T, b + S) - b;
     head_slice_.assign(static_cast<size_t>(S * V), 0.0f);
-    linear_forward(hidden_.ptr() + b * D, head, head_slice_.data(), n, D, V);
+    ops::linear_forward(ex, hidden_.ptr() + b * D, head, head_slice_.data(), n, D, V);
     logits->resize({P * S, V});
     comm_->allgather(head_slice_.data(), logits->ptr(), S * V, {"lm_head.allgather"});
     logits->shape[0] = T;
     logits->data.resize(static_cast<size_t>(T * V));
   } else if (all_logits) {
     logits->resize({T, V});
-    linear_forward(hidden_.ptr(), head, logits->ptr(), T, D, V);
+    ops::linear_forward(ex, hidden_.ptr(), head, logits->ptr(), T, D, V);
   } else if (T > 0) {
     logits->resize({1, V});
-    ScopedDeterministicGemm replicated(false);  // one row, the same on every rank
-    linear_forward(hidden_.ptr() + (T - 1) * D, head, logits->ptr(), 1, D, V);
+    // One row, the same on every rank: no row-stable kernel needed to agree.
+    ops::linear_forward(ex.replicated(), hidden_.ptr() + (T - 1) * D, head, logits->ptr(), 1, D, V);
   } else {
     logits->resize({0, V});  // a rank without tokens this step (replicated_tokens false)
   }
@@ -682,6 +677,7 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
                 nH = c.num_attention_heads, nKV = c.num_key_value_heads, V = c.vocab_size;
   const int64_t Q = nH * hd, KV = nKV * hd;
   auto grad = [](Tensor& g) -> float* { return g.empty() ? nullptr : g.ptr(); };
+  const ExecContext& ex = *exec_;
   const bool tied = lm_head_.empty();
   const float* head = tied ? embed_.ptr() : lm_head_.ptr();
   std::vector<float> dh(static_cast<size_t>(T * D)), dx(static_cast<size_t>(T * D), 0.0f);
@@ -689,10 +685,11 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   std::vector<float> dq(static_cast<size_t>(T * Q)), dk(static_cast<size_t>(T * KV)),
       dv(static_cast<size_t>(T * KV));
   // logits = hidden head^T; hidden = RMSNorm(x_final)
-  linear_backward(hidden_.ptr(), head, dlogits_TV, tied ? grad(d_embed_) : grad(d_lm_head_),
-                  dh.data(), T, D, V, /*accumulate_dx=*/false);
-  rmsnorm_backward(x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh.data(), dx.data(),
-                   grad(d_final_norm_), T, D);
+  ops::linear_backward(ex, hidden_.ptr(), head, dlogits_TV,
+                       tied ? grad(d_embed_) : grad(d_lm_head_), dh.data(), T, D, V,
+                       /*accumulate_dx=*/false);
+  ops::rmsnorm_backward(ex, x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh.data(),
+                        dx.data(), grad(d_final_norm_), T, D);
   AttentionShape as;
   as.num_heads = nH;
   as.num_kv_heads = nKV;
@@ -717,35 +714,34 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
       const int64_t F = c.intermediate_size;
       g_.resize(static_cast<size_t>(T * F));
       u_.resize(g_.size());
-      swiglu_backward(S.a2.data(), L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), S.g.data(),
-                      S.u.data(), S.act.data(), dx.data(), T, D, F, grad(L.d_mlp_gate),
+      swiglu_backward(ex, S.a2.data(), L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(),
+                      S.g.data(), S.u.data(), S.act.data(), dx.data(), T, D, F, grad(L.d_mlp_gate),
                       grad(L.d_mlp_up), grad(L.d_mlp_down), da.data(), false, g_.data(), u_.data());
     }
-    rmsnorm_backward(S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da.data(), dx.data(),
-                     grad(L.d_ln2), T, D);  // dx += : now d x_mid
+    ops::rmsnorm_backward(ex, S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da.data(), dx.data(),
+                          grad(L.d_ln2), T, D);  // dx += : now d x_mid
     // Attention block: x_mid = x_in + o_proj(Attn(...)).
-    linear_backward(S.att.data(), L.wo.ptr(), dx.data(), grad(L.d_wo), datt.data(), T, Q, D, false);
+    ops::linear_backward(ex, S.att.data(), L.wo.ptr(), dx.data(), grad(L.d_wo), datt.data(), T, Q,
+                         D, false);
     std::fill(dk.begin(), dk.end(), 0.0f);
     std::fill(dv.begin(), dv.end(), 0.0f);
-    attention_backward(S.q.data(), L.k_cache.data(), L.v_cache.data(), datt.data(), dq.data(),
-                       dk.data(), dv.data(), T, T, 0, as, nullptr, &scratch_);
-    rope_apply(dq.data(), T, nH, hd, Q, 0, inv_freq_, /*inverse=*/true);
-    rope_apply(dk.data(), T, nKV, hd, KV, 0, inv_freq_, /*inverse=*/true);
-    if (!L.d_bq.empty()) bias_backward_rows(dq.data(), T, Q, L.d_bq.ptr());
-    if (!L.d_bk.empty()) bias_backward_rows(dk.data(), T, KV, L.d_bk.ptr());
-    if (!L.d_bv.empty()) bias_backward_rows(dv.data(), T, KV, L.d_bv.ptr());
-    linear_backward(S.a1.data(), L.wq.ptr(), dq.data(), grad(L.d_wq), da.data(), T, D, Q, false);
-    linear_backward(S.a1.data(), L.wk.ptr(), dk.data(), grad(L.d_wk), da.data(), T, D, KV, true);
-    linear_backward(S.a1.data(), L.wv.ptr(), dv.data(), grad(L.d_wv), da.data(), T, D, KV, true);
-    rmsnorm_backward(S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da.data(), dx.data(),
-                     grad(L.d_ln1), T, D);  // dx += : now d x_in
+    ops::attention_backward(ex, S.q.data(), L.k_cache.data(), L.v_cache.data(), datt.data(),
+                            dq.data(), dk.data(), dv.data(), T, T, 0, as, nullptr);
+    ops::rope_apply(ex, dq.data(), T, nH, hd, Q, 0, inv_freq_, /*inverse=*/true);
+    ops::rope_apply(ex, dk.data(), T, nKV, hd, KV, 0, inv_freq_, /*inverse=*/true);
+    if (!L.d_bq.empty()) ops::bias_backward_rows(ex, dq.data(), T, Q, L.d_bq.ptr());
+    if (!L.d_bk.empty()) ops::bias_backward_rows(ex, dk.data(), T, KV, L.d_bk.ptr());
+    if (!L.d_bv.empty()) ops::bias_backward_rows(ex, dv.data(), T, KV, L.d_bv.ptr());
+    ops::linear_backward(ex, S.a1.data(), L.wq.ptr(), dq.data(), grad(L.d_wq), da.data(), T, D, Q,
+                         false);
+    ops::linear_backward(ex, S.a1.data(), L.wk.ptr(), dk.data(), grad(L.d_wk), da.data(), T, D, KV,
+                         true);
+    ops::linear_backward(ex, S.a1.data(), L.wv.ptr(), dv.data(), grad(L.d_wv), da.data(), T, D, KV,
+                         true);
+    ops::rmsnorm_backward(ex, S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da.data(), dx.data(),
+                          grad(L.d_ln1), T, D);  // dx += : now d x_in
   }
-  if (!d_embed_.empty())
-    for (int64_t t = 0; t < T; ++t) {
-      float* row = d_embed_.row(ids_[static_cast<size_t>(t)]);
-      const float* g = dx.data() + t * D;
-      for (int64_t j = 0; j < D; ++j) row[j] += g[j];
-    }
+  if (!d_embed_.empty()) ops::scatter_add_rows(ex, dx.data(), ids_.data(), T, D, d_embed_.ptr());
   return Status::Ok();
 }
 

@@ -28,7 +28,7 @@
 // each MoE layer are split E/P per rank, and each rank reads ONLY its experts' tensors from the
 // checkpoint. The MoE FFN runs token-sharded (runtime/model/token_sharded_moe.h): dropless by
 // default, as Hugging Face computes it, so P ranks give the logits of 1 rank (bitwise with
-// set_deterministic_gemm(true)). forward() is COLLECTIVE over comm.
+// a deterministic ExecContext). forward() is COLLECTIVE over comm.
 #pragma once
 
 #include <cstdint>
@@ -127,6 +127,9 @@ struct Qwen2MoeOptions {
   std::string router;
   int64_t router_hidden = 0;  // H of a replaced router; 0 = RouterConfig::kDefaultHidden
   uint64_t seed = 1234;       // for a replaced router (layer i: seed + i)
+  // Where the model runs (backend, deterministic flag: make_context()); null =
+  // default_context(). Must outlive the model.
+  const ExecContext* exec = nullptr;
 };
 
 // Bytes this rank holds, by kind (for the memory report).
@@ -152,6 +155,7 @@ class Qwen2MoeModel {
                                                        Communicator* comm);
 
   const Qwen2MoeConfig& config() const { return cfg_; }
+  const ExecContext& ctx() const { return *exec_; }
 
   // Runs T new tokens at positions cache_len() .. cache_len() + T - 1, appending their keys and
   // values to the KV cache. logits: [T, V] when all_logits (the LM head runs token-sharded
@@ -226,6 +230,7 @@ class Qwen2MoeModel {
 
   Qwen2MoeConfig cfg_;
   Qwen2MoeOptions opt_;
+  const ExecContext* exec_ = &default_context();
   Communicator* comm_ = nullptr;
   Tensor embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
   Tensor d_embed_, d_final_norm_, d_lm_head_;
@@ -239,7 +244,7 @@ class Qwen2MoeModel {
   std::unique_ptr<TokenShardedMoe> sharded_;
   // Activations of the last forward.
   Tensor hidden_;
-  std::vector<float> x_, a_, q_, att_, y_, scratch_, g_, u_, act_, head_slice_;
+  std::vector<float> x_, a_, q_, att_, y_, g_, u_, act_, head_slice_;
   Qwen2MoeTimes times_;
   std::vector<std::vector<float>>* capture_ = nullptr;  // set_moe_input_capture
   double aux_loss_ = 0;

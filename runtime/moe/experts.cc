@@ -3,10 +3,9 @@
 #include <chrono>
 #include <cstring>
 
+#include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
 #include "runtime/core/scratch.h"
-#include "runtime/kernels/bias.h"
-#include "runtime/kernels/cpu_kernels.h"
 
 namespace sy {
 namespace {
@@ -30,19 +29,20 @@ Param* add(std::deque<Param>* params, const std::string& name, std::vector<int64
 }
 
 // y_RO = x_RI W^T + b with W fp32 (W_OI) or quantized (q); the bias goes in first.
-void linear_bias_forward(const float* x_RI, const float* W_OI, const QuantizedMatrix* q,
-                         const float* b_O, int64_t R, int64_t I, int64_t O, float* y_RO) {
-  bias_broadcast_rows(b_O, R, O, y_RO);
+void linear_bias_forward(const ExecContext& c, const float* x_RI, const float* W_OI,
+                         const QuantizedMatrix* q, const float* b_O, int64_t R, int64_t I,
+                         int64_t O, float* y_RO) {
+  ops::bias_broadcast_rows(c, b_O, R, O, y_RO);
   if (q)
-    linear_forward_quantized(x_RI, *q, y_RO, R, /*beta=*/1.0f);
+    ops::linear_forward_quantized(c, x_RI, *q, y_RO, R, /*beta=*/1.0f);
   else
-    linear_forward(x_RI, W_OI, y_RO, R, I, O, /*beta=*/1.0f);
+    ops::linear_forward(c, x_RI, W_OI, y_RO, R, I, O, /*beta=*/1.0f);
 }
 
 // a = GELU(pre) over n values.
-void gelu_copy(const float* pre, float* a, int64_t n) {
-  std::memcpy(a, pre, static_cast<size_t>(n) * sizeof(float));
-  gelu_inplace(a, n);
+void gelu_copy(const ExecContext& c, const float* pre, float* a, int64_t n) {
+  ops::copy(c, a, pre, n * static_cast<int64_t>(sizeof(float)));
+  ops::gelu_inplace(c, a, n);
 }
 
 }  // namespace
@@ -61,52 +61,54 @@ const char* expert_kind_name(ExpertKind k) {
 
 // ---- one SwiGLU ----------------------------------------------------------------------------
 
-void swiglu_forward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, const float* Wd_DF,
-                    int64_t R, int64_t D, int64_t F, float* g_RF, float* u_RF, float* a_RF,
-                    float* y_RD) {
+void swiglu_forward(const ExecContext& c, const float* x_RD, const float* Wg_FD, const float* Wu_FD,
+                    const float* Wd_DF, int64_t R, int64_t D, int64_t F, float* g_RF, float* u_RF,
+                    float* a_RF, float* y_RD) {
   if (R == 0) return;
-  linear_forward(x_RD, Wg_FD, g_RF, R, D, F);
-  linear_forward(x_RD, Wu_FD, u_RF, R, D, F);
-  swiglu_rows(g_RF, u_RF, a_RF, R * F);
-  linear_forward(a_RF, Wd_DF, y_RD, R, F, D);
+  ops::linear_forward(c, x_RD, Wg_FD, g_RF, R, D, F);
+  ops::linear_forward(c, x_RD, Wu_FD, u_RF, R, D, F);
+  ops::swiglu(c, g_RF, u_RF, a_RF, R * F);
+  ops::linear_forward(c, a_RF, Wd_DF, y_RD, R, F, D);
 }
 
-void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, const float* Wd_DF,
-                     const float* g_RF, const float* u_RF, const float* a_RF, const float* dy_RD,
-                     int64_t R, int64_t D, int64_t F, float* dWg_FD, float* dWu_FD, float* dWd_DF,
-                     float* dx_RD, bool accumulate_dx, float* da_RF, float* du_RF) {
+void swiglu_backward(const ExecContext& c, const float* x_RD, const float* Wg_FD,
+                     const float* Wu_FD, const float* Wd_DF, const float* g_RF, const float* u_RF,
+                     const float* a_RF, const float* dy_RD, int64_t R, int64_t D, int64_t F,
+                     float* dWg_FD, float* dWu_FD, float* dWd_DF, float* dx_RD, bool accumulate_dx,
+                     float* da_RF, float* du_RF) {
   if (R == 0) return;
   // da = dy Wd; dWd += dy^T a.
-  linear_backward(a_RF, Wd_DF, dy_RD, dWd_DF, da_RF, R, F, D, /*accumulate_dx=*/false);
+  ops::linear_backward(c, a_RF, Wd_DF, dy_RD, dWd_DF, da_RF, R, F, D, /*accumulate_dx=*/false);
   float* dg_RF = da_RF;  // in place: dg overwrites da
-  swiglu_backward_rows(g_RF, u_RF, da_RF, dg_RF, du_RF, R * F);
+  ops::swiglu_backward(c, g_RF, u_RF, da_RF, dg_RF, du_RF, R * F);
   // The gate term writes (or accumulates) dx, the up term always accumulates onto it.
-  linear_backward(x_RD, Wg_FD, dg_RF, dWg_FD, dx_RD, R, D, F, accumulate_dx);
-  linear_backward(x_RD, Wu_FD, du_RF, dWu_FD, dx_RD, R, D, F, /*accumulate_dx=*/true);
+  ops::linear_backward(c, x_RD, Wg_FD, dg_RF, dWg_FD, dx_RD, R, D, F, accumulate_dx);
+  ops::linear_backward(c, x_RD, Wu_FD, du_RF, dWu_FD, dx_RD, R, D, F, /*accumulate_dx=*/true);
 }
 
 // ---- one GELU FFN --------------------------------------------------------------------------
 
-void gelu_ffn_forward(const float* x_RD, const float* W1_FD, const float* b1_F, const float* W2_DF,
-                      const float* b2_D, int64_t R, int64_t D, int64_t F, float* pre_RF,
-                      float* a_RF, float* y_RD) {
+void gelu_ffn_forward(const ExecContext& c, const float* x_RD, const float* W1_FD,
+                      const float* b1_F, const float* W2_DF, const float* b2_D, int64_t R,
+                      int64_t D, int64_t F, float* pre_RF, float* a_RF, float* y_RD) {
   if (R == 0) return;
-  linear_bias_forward(x_RD, W1_FD, nullptr, b1_F, R, D, F, pre_RF);
-  gelu_copy(pre_RF, a_RF, R * F);
-  linear_bias_forward(a_RF, W2_DF, nullptr, b2_D, R, F, D, y_RD);
+  linear_bias_forward(c, x_RD, W1_FD, nullptr, b1_F, R, D, F, pre_RF);
+  gelu_copy(c, pre_RF, a_RF, R * F);
+  linear_bias_forward(c, a_RF, W2_DF, nullptr, b2_D, R, F, D, y_RD);
 }
 
-void gelu_ffn_backward(const float* x_RD, const float* W1_FD, const float* W2_DF,
-                       const float* pre_RF, const float* a_RF, const float* dy_RD, int64_t R,
-                       int64_t D, int64_t F, float* dW1_FD, float* db1_F, float* dW2_DF,
-                       float* db2_D, float* dx_RD, bool accumulate_dx, float* dpre_RF) {
+void gelu_ffn_backward(const ExecContext& c, const float* x_RD, const float* W1_FD,
+                       const float* W2_DF, const float* pre_RF, const float* a_RF,
+                       const float* dy_RD, int64_t R, int64_t D, int64_t F, float* dW1_FD,
+                       float* db1_F, float* dW2_DF, float* db2_D, float* dx_RD, bool accumulate_dx,
+                       float* dpre_RF) {
   if (R == 0) return;
-  if (db2_D) bias_backward_rows(dy_RD, R, D, db2_D);
+  if (db2_D) ops::bias_backward_rows(c, dy_RD, R, D, db2_D);
   // da = dy W2 (into dpre), dW2 += dy^T a; then dpre = da * GELU'(pre) in place.
-  linear_backward(a_RF, W2_DF, dy_RD, dW2_DF, dpre_RF, R, F, D, /*accumulate_dx=*/false);
-  gelu_backward(pre_RF, dpre_RF, dpre_RF, R * F);
-  if (db1_F) bias_backward_rows(dpre_RF, R, F, db1_F);
-  linear_backward(x_RD, W1_FD, dpre_RF, dW1_FD, dx_RD, R, D, F, accumulate_dx);
+  ops::linear_backward(c, a_RF, W2_DF, dy_RD, dW2_DF, dpre_RF, R, F, D, /*accumulate_dx=*/false);
+  ops::gelu_backward(c, pre_RF, dpre_RF, dpre_RF, R * F);
+  if (db1_F) ops::bias_backward_rows(c, dpre_RF, R, F, db1_F);
+  ops::linear_backward(c, x_RD, W1_FD, dpre_RF, dW1_FD, dx_RD, R, D, F, accumulate_dx);
 }
 
 // ---- routed experts ------------------------------------------------------------------------
@@ -262,6 +264,7 @@ int64_t RoutedExperts::flops_per_row() const {
 }
 
 void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD) {
+  const ExecContext& c = *exec_;
   const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
   std::memcpy(offsets_E1_.data(), row_offsets_E1, static_cast<size_t>(E + 1) * sizeof(int32_t));
   x_RD_ = x_RD;
@@ -269,7 +272,7 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
   const int64_t R = row_offsets_E1[E] - row_offsets_E1[0];
   if (R == 0) return;
   if (cfg_.kind == ExpertKind::kIdentity) {
-    std::memcpy(y_RD, x_RD, static_cast<size_t>(R * D) * sizeof(float));
+    ops::copy(c, y_RD, x_RD, R * D * static_cast<int64_t>(sizeof(float)));
     return;
   }
   if (cfg_.kind == ExpertKind::kGelu) {
@@ -290,29 +293,30 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
     float *ge = g + o * F, *ue = u + o * F, *ae = a + o * F;
     const size_t es = static_cast<size_t>(e);
     if (quantized()) {
-      linear_forward_quantized(x, q_gate_[es], ge, n);
-      linear_forward_quantized(x, q_up_[es], ue, n);
+      ops::linear_forward_quantized(c, x, q_gate_[es], ge, n);
+      ops::linear_forward_quantized(c, x, q_up_[es], ue, n);
     } else {
-      linear_forward(x, gate_->value.ptr() + e * F * D, ge, n, D, F);
-      linear_forward(x, up_->value.ptr() + e * F * D, ue, n, D, F);
+      ops::linear_forward(c, x, gate_->value.ptr() + e * F * D, ge, n, D, F);
+      ops::linear_forward(c, x, up_->value.ptr() + e * F * D, ue, n, D, F);
     }
     const Clock::time_point t0 = Clock::now();
-    swiglu_rows(ge, ue, ae, n * F);
+    ops::swiglu(c, ge, ue, ae, n * F);
     elementwise += Clock::now() - t0;
     if (quantized())
-      linear_forward_quantized(ae, q_down_[es], y_RD + o * D, n);
+      ops::linear_forward_quantized(c, ae, q_down_[es], y_RD + o * D, n);
     else
-      linear_forward(ae, down_->value.ptr() + e * D * F, y_RD + o * D, n, F, D);
+      ops::linear_forward(c, ae, down_->value.ptr() + e * D * F, y_RD + o * D, n, F, D);
   }
   last_elementwise_s_ = std::chrono::duration<double>(elementwise).count();
 }
 
 void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads) {
+  const ExecContext& c = *exec_;
   const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
   const int64_t R = offsets_E1_[static_cast<size_t>(E)] - offsets_E1_[0];
   if (R == 0) return;
   if (cfg_.kind == ExpertKind::kIdentity) {
-    if (dx_RD) std::memcpy(dx_RD, dy_RD, static_cast<size_t>(R * D) * sizeof(float));
+    if (dx_RD) ops::copy(c, dx_RD, dy_RD, R * D * static_cast<int64_t>(sizeof(float)));
     return;
   }
   if (cfg_.kind == ExpertKind::kGelu) {
@@ -332,10 +336,10 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
       const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
       if (n == 0) continue;
       const size_t es = static_cast<size_t>(e);
-      dequantize_rows(q_gate_[es], 0, F, wg);
-      dequantize_rows(q_up_[es], 0, F, wu);
-      dequantize_rows(q_down_[es], 0, D, wd);
-      swiglu_backward(x_RD_ + o * D, wg, wu, wd, g_RF_.data() + o * F, u_RF_.data() + o * F,
+      ops::dequantize_rows(c, q_gate_[es], 0, F, wg);
+      ops::dequantize_rows(c, q_up_[es], 0, F, wu);
+      ops::dequantize_rows(c, q_down_[es], 0, D, wd);
+      swiglu_backward(c, x_RD_ + o * D, wg, wu, wd, g_RF_.data() + o * F, u_RF_.data() + o * F,
                       a_RF_.data() + o * F, dy_RD + o * D, n, D, F, nullptr, nullptr, nullptr,
                       dx_RD + o * D, /*accumulate_dx=*/false, da + o * F, du + o * F);
     }
@@ -351,7 +355,7 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
     if (n == 0) continue;
     const int64_t wg = e * F * D, wd = e * D * F;
     swiglu_backward(
-        x_RD_ + o * D, gate_->value.ptr() + wg, up_->value.ptr() + wg, down_->value.ptr() + wd,
+        c, x_RD_ + o * D, gate_->value.ptr() + wg, up_->value.ptr() + wg, down_->value.ptr() + wd,
         g_RF_.data() + o * F, u_RF_.data() + o * F, a_RF_.data() + o * F, dy_RD + o * D, n, D, F,
         weight_grads ? gate_->grad.ptr() + wg : nullptr,
         weight_grads ? up_->grad.ptr() + wg : nullptr,
@@ -362,6 +366,7 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
 
 // GELU experts keep pre = fc1 x + b1 in g_RF_ and a = GELU(pre) in a_RF_.
 void RoutedExperts::forward_gelu(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD) {
+  const ExecContext& c = *exec_;
   const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
   const int64_t R = row_offsets_E1[E] - row_offsets_E1[0];
   float* pre = scratch_grow(g_RF_, R * F);
@@ -375,18 +380,20 @@ void RoutedExperts::forward_gelu(const float* x_RD, const int32_t* row_offsets_E
     if (n == 0) continue;
     const size_t es = static_cast<size_t>(e);
     float *pe = pre + o * F, *ae = a + o * F;
-    linear_bias_forward(x_RD + o * D, q ? nullptr : fc1_->value.ptr() + e * F * D,
+    linear_bias_forward(c, x_RD + o * D, q ? nullptr : fc1_->value.ptr() + e * F * D,
                         q ? &q_fc1_[es] : nullptr, fc1_bias_->value.ptr() + e * F, n, D, F, pe);
     const Clock::time_point t0 = Clock::now();
-    gelu_copy(pe, ae, n * F);
+    gelu_copy(c, pe, ae, n * F);
     elementwise += Clock::now() - t0;
-    linear_bias_forward(ae, q ? nullptr : fc2_->value.ptr() + e * D * F, q ? &q_fc2_[es] : nullptr,
-                        fc2_bias_->value.ptr() + e * D, n, F, D, y_RD + o * D);
+    linear_bias_forward(c, ae, q ? nullptr : fc2_->value.ptr() + e * D * F,
+                        q ? &q_fc2_[es] : nullptr, fc2_bias_->value.ptr() + e * D, n, F, D,
+                        y_RD + o * D);
   }
   last_elementwise_s_ = std::chrono::duration<double>(elementwise).count();
 }
 
 void RoutedExperts::backward_gelu(const float* dy_RD, float* dx_RD, bool weight_grads) {
+  const ExecContext& c = *exec_;
   const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
   const int64_t R = offsets_E1_[static_cast<size_t>(E)] - offsets_E1_[0];
   const bool q = quantized();
@@ -402,13 +409,13 @@ void RoutedExperts::backward_gelu(const float* dy_RD, float* dx_RD, bool weight_
     if (n == 0) continue;
     const size_t es = static_cast<size_t>(e);
     if (q) {
-      dequantize_rows(q_fc1_[es], 0, F, w1);
-      dequantize_rows(q_fc2_[es], 0, D, w2);
+      ops::dequantize_rows(c, q_fc1_[es], 0, F, w1);
+      ops::dequantize_rows(c, q_fc2_[es], 0, D, w2);
     } else {
       w1 = fc1_->value.ptr() + e * F * D;
       w2 = fc2_->value.ptr() + e * D * F;
     }
-    gelu_ffn_backward(x_RD_ + o * D, w1, w2, g_RF_.data() + o * F, a_RF_.data() + o * F,
+    gelu_ffn_backward(c, x_RD_ + o * D, w1, w2, g_RF_.data() + o * F, a_RF_.data() + o * F,
                       dy_RD + o * D, n, D, F, weight_grads ? fc1_->grad.ptr() + e * F * D : nullptr,
                       weight_grads ? fc1_bias_->grad.ptr() + e * F : nullptr,
                       weight_grads ? fc2_->grad.ptr() + e * D * F : nullptr,
@@ -437,6 +444,7 @@ int64_t SharedExpert::num_params() const {
 }
 
 void SharedExpert::forward(const float* x_TD, int64_t T, float* y_TD, const uint8_t* mask_T) {
+  const ExecContext& c = *exec_;
   x_TD_ = x_TD;
   mask_T_ = mask_T;
   T_ = T;
@@ -446,20 +454,14 @@ void SharedExpert::forward(const float* x_TD, int64_t T, float* y_TD, const uint
   float* a = scratch_grow(a_TF_, T * F_);
   float* s = scratch_grow(s_TD_, T * D_);
   float* gate = scratch_grow(gate_T_, T);
-  swiglu_forward(x_TD, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(), T,
-                 D_, F_, g, u, a, s);
-  linear_forward(x_TD, gate_->value.ptr(), gate, T, D_, 1);
-  for (int64_t t = 0; t < T; ++t) {
-    const float gt = sigmoidf_(gate[t]);
-    gate[t] = gt;  // cache the gate value, not the logit
-    if (mask_T && !mask_T[t]) continue;
-    const float* st = s + t * D_;
-    float* yt = y_TD + t * D_;
-    for (int64_t d = 0; d < D_; ++d) yt[d] += gt * st[d];
-  }
+  swiglu_forward(c, x_TD, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
+                 T, D_, F_, g, u, a, s);
+  ops::linear_forward(c, x_TD, gate_->value.ptr(), gate, T, D_, 1);
+  ops::gated_add_rows(c, gate, s, mask_T, T, D_, y_TD);  // gate: logits -> sigmoid values
 }
 
 void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads) {
+  const ExecContext& c = *exec_;
   const int64_t T = T_;
   if (T == 0) return;
   weight_grads = weight_grads && !gate_->grad.empty();
@@ -468,32 +470,19 @@ void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads)
   float* dlogit = scratch_grow(dlogit_T_, T);
   const float* s = s_TD_.data();
   const float* gate = gate_T_.data();
-  for (int64_t t = 0; t < T; ++t) {
-    const float* dyt = dy_TD + t * D_;
-    const float* st = s + t * D_;
-    float* dst = ds + t * D_;
-    if (mask_T_ && !mask_T_[t]) {
-      std::memset(dst, 0, static_cast<size_t>(D_) * sizeof(float));
-      dlogit[t] = 0.0f;
-      continue;
-    }
-    double dot = 0.0;
-    for (int64_t d = 0; d < D_; ++d) {
-      dot += static_cast<double>(dyt[d]) * st[d];
-      dst[d] = gate[t] * dyt[d];
-    }
-    dlogit[t] = static_cast<float>(dot) * gate[t] * (1.0f - gate[t]);
-  }
+  ops::gated_add_rows_backward(c, dy_TD, s, gate, mask_T_, T, D_, ds, dlogit);
   // Gate logit = w_gate x: dw += dlogit^T x, dx += dlogit w.
-  linear_backward(x_TD_, gate_->value.ptr(), dlogit, weight_grads ? gate_->grad.ptr() : nullptr,
-                  dx_TD, T, D_, 1, /*accumulate_dx=*/true);
+  ops::linear_backward(c, x_TD_, gate_->value.ptr(), dlogit,
+                       weight_grads ? gate_->grad.ptr() : nullptr, dx_TD, T, D_, 1,
+                       /*accumulate_dx=*/true);
   float* da = scratch_grow(da_TF_, T * F_);
   float* du = scratch_grow(du_TF_, T * F_);
-  swiglu_backward(
-      x_TD_, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(), g_TF_.data(),
-      u_TF_.data(), a_TF_.data(), ds, T, D_, F_, weight_grads ? gate_proj_->grad.ptr() : nullptr,
-      weight_grads ? up_proj_->grad.ptr() : nullptr,
-      weight_grads ? down_proj_->grad.ptr() : nullptr, dx_TD, /*accumulate_dx=*/true, da, du);
+  swiglu_backward(c, x_TD_, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
+                  g_TF_.data(), u_TF_.data(), a_TF_.data(), ds, T, D_, F_,
+                  weight_grads ? gate_proj_->grad.ptr() : nullptr,
+                  weight_grads ? up_proj_->grad.ptr() : nullptr,
+                  weight_grads ? down_proj_->grad.ptr() : nullptr, dx_TD, /*accumulate_dx=*/true,
+                  da, du);
 }
 
 }  // namespace sy

@@ -46,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend/backend.h"
 #include "runtime/core/tensor.h"
 #include "runtime/kernels/quant.h"
 
@@ -74,28 +75,30 @@ struct ExpertsConfig {
 
 // One SwiGLU over R rows with explicit weights. Writes the cache g = gate x, u = up x,
 // a = SiLU(g) ⊙ u (all [R, F]) and y_RD = down a.
-void swiglu_forward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, const float* Wd_DF,
-                    int64_t R, int64_t D, int64_t F, float* g_RF, float* u_RF, float* a_RF,
-                    float* y_RD);
+void swiglu_forward(const ExecContext& c, const float* x_RD, const float* Wg_FD, const float* Wu_FD,
+                    const float* Wd_DF, int64_t R, int64_t D, int64_t F, float* g_RF, float* u_RF,
+                    float* a_RF, float* y_RD);
 // Backward of swiglu_forward. dW* += (skipped when null); dx_RD written, or += when
 // accumulate_dx (skipped when null). da_RF and du_RF are [R, F] scratch.
-void swiglu_backward(const float* x_RD, const float* Wg_FD, const float* Wu_FD, const float* Wd_DF,
-                     const float* g_RF, const float* u_RF, const float* a_RF, const float* dy_RD,
-                     int64_t R, int64_t D, int64_t F, float* dWg_FD, float* dWu_FD, float* dWd_DF,
-                     float* dx_RD, bool accumulate_dx, float* da_RF, float* du_RF);
+void swiglu_backward(const ExecContext& c, const float* x_RD, const float* Wg_FD,
+                     const float* Wu_FD, const float* Wd_DF, const float* g_RF, const float* u_RF,
+                     const float* a_RF, const float* dy_RD, int64_t R, int64_t D, int64_t F,
+                     float* dWg_FD, float* dWu_FD, float* dWd_DF, float* dx_RD, bool accumulate_dx,
+                     float* da_RF, float* du_RF);
 
 // One GELU FFN over R rows with explicit weights (b1_F / b2_D may be null: no bias). Writes
 // the cache pre = fc1 x + b1, a = GELU(pre) (both [R, F]) and y_RD. BERT's dense FFN uses it
 // too, so an expert that copies it computes the same arithmetic.
-void gelu_ffn_forward(const float* x_RD, const float* W1_FD, const float* b1_F, const float* W2_DF,
-                      const float* b2_D, int64_t R, int64_t D, int64_t F, float* pre_RF,
-                      float* a_RF, float* y_RD);
+void gelu_ffn_forward(const ExecContext& c, const float* x_RD, const float* W1_FD,
+                      const float* b1_F, const float* W2_DF, const float* b2_D, int64_t R,
+                      int64_t D, int64_t F, float* pre_RF, float* a_RF, float* y_RD);
 // Backward of gelu_ffn_forward. dW*, db* += (skipped when null); dx_RD written, or += when
 // accumulate_dx (skipped when null). dpre_RF is [R, F] scratch.
-void gelu_ffn_backward(const float* x_RD, const float* W1_FD, const float* W2_DF,
-                       const float* pre_RF, const float* a_RF, const float* dy_RD, int64_t R,
-                       int64_t D, int64_t F, float* dW1_FD, float* db1_F, float* dW2_DF,
-                       float* db2_D, float* dx_RD, bool accumulate_dx, float* dpre_RF);
+void gelu_ffn_backward(const ExecContext& c, const float* x_RD, const float* W1_FD,
+                       const float* W2_DF, const float* pre_RF, const float* a_RF,
+                       const float* dy_RD, int64_t R, int64_t D, int64_t F, float* dW1_FD,
+                       float* db1_F, float* dW2_DF, float* db2_D, float* dx_RD, bool accumulate_dx,
+                       float* dpre_RF);
 
 class RoutedExperts {
  public:
@@ -104,6 +107,8 @@ class RoutedExperts {
   RoutedExperts& operator=(const RoutedExperts&) = delete;
 
   const ExpertsConfig& config() const { return cfg_; }
+  // Where the expert GEMMs run: default_context() until set (MoeLayer hands down its own).
+  void set_context(const ExecContext* c) { exec_ = c ? c : &default_context(); }
   // x_RD: rows grouped by expert, expert e owns rows [row_offsets_E1[e], row_offsets_E1[e+1]).
   // y_RD written. x_RD and row_offsets_E1 must stay alive until backward().
   void forward(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD);
@@ -154,6 +159,7 @@ class RoutedExperts {
   void quantize_gelu();
 
   ExpertsConfig cfg_;
+  const ExecContext* exec_ = &default_context();
   std::deque<Param> params_;
   Param* gate_ = nullptr;      // [E, F, D]
   Param* up_ = nullptr;        // [E, F, D]
@@ -180,6 +186,7 @@ class SharedExpert {
   SharedExpert(const SharedExpert&) = delete;
   SharedExpert& operator=(const SharedExpert&) = delete;
 
+  void set_context(const ExecContext* c) { exec_ = c ? c : &default_context(); }
   // y_TD += gated shared output, except on rows where mask_T is 0 (mask may be null). x_TD
   // and mask_T must stay alive until backward().
   void forward(const float* x_TD, int64_t T, float* y_TD, const uint8_t* mask_T = nullptr);
@@ -191,6 +198,7 @@ class SharedExpert {
   int64_t buffer_bytes() const;  // activation buffers held now (capacity)
 
  private:
+  const ExecContext* exec_ = &default_context();
   int64_t D_, F_;
   std::deque<Param> params_;
   Param *gate_proj_, *up_proj_, *down_proj_, *gate_;

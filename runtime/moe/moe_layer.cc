@@ -6,8 +6,8 @@
 #include <sstream>
 
 #include "routers/registry.h"
+#include "runtime/backend/ops.h"
 #include "runtime/core/scratch.h"
-#include "runtime/kernels/cpu_kernels.h"
 
 namespace sy {
 namespace {
@@ -69,6 +69,8 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   SY_ASSIGN_OR_RETURN(std::unique_ptr<Router> router, make_router(cfg.resolved_router()));
   std::unique_ptr<MoeLayer> layer(new MoeLayer(cfg));
   layer->router_ = std::move(router);
+  if (cfg.exec) layer->exec_ = cfg.exec;
+  layer->router_->set_context(layer->exec_);
   layer->comm_ = comm;
   layer->local_experts_ = cfg.num_experts;
   if (comm && comm->size() > 1) {
@@ -88,9 +90,12 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   ec.weight_bits = cfg.expert_bits;
   ec.quant_group = cfg.quant_group;
   layer->experts_ = std::make_unique<RoutedExperts>(ec);
-  if (cfg.shared_expert_hidden > 0)
+  layer->experts_->set_context(layer->exec_);
+  if (cfg.shared_expert_hidden > 0) {
     layer->shared_ = std::make_unique<SharedExpert>(cfg.d_model, cfg.shared_expert_hidden,
                                                     cfg.train_experts, cfg.init_std, cfg.seed);
+    layer->shared_->set_context(layer->exec_);
+  }
   layer->reset_counters();
   return layer;
 }
@@ -122,24 +127,21 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   tm.route_s = seconds_since(&clk);
 
   // Rank drops by the chosen probabilities p, not the (possibly renormalized) weights.
+  const ExecContext& c = *exec_;
   float* rank_p = scratch_grow(rank_p_TK_, T * K);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t k = 0; k < K; ++k)
-      rank_p[t * K + k] = rout_.probs_TE.at(t, rout_.topk_ids_TK[static_cast<size_t>(t * K + k)]);
+  ops::gather_topk_probs(c, rout_.probs_TE.ptr(), rout_.topk_ids_TK.data(), T, E, K, rank_p);
   CapacityConfig cc;
   cc.capacity_factor = cfg_.capacity_factor;
   cc.policy = cfg_.drop_policy;
   cc.group_tokens = cfg_.group_tokens;
   SY_RETURN_IF_ERROR(
-      plan_capacity_into(rout_.topk_ids_TK.data(), rank_p, T, E, K, D, cc, mask_T, &plan_));
+      ops::capacity_plan(c, rout_.topk_ids_TK.data(), rank_p, T, E, K, D, cc, mask_T, &plan_));
   tm.plan_s = seconds_since(&clk);
 
   const int64_t R = plan_.rows();
   float* xg = scratch_grow(xg_RD_, R * D);
   float* yg = scratch_grow(yg_RD_, R * D);
-  const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
-  for (int64_t r = 0; r < R; ++r)
-    std::memcpy(xg + r * D, x_TD + static_cast<int64_t>(plan_.token_of_row(r)) * D, row_bytes);
+  ops::gather_rows(c, x_TD, plan_.order_A.data(), R, K, D, xg);
   tm.permute_s = seconds_since(&clk);
 
   if (disp_) {
@@ -165,26 +167,7 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
     tm.experts_elementwise_s = experts_->last_elementwise_seconds();
   }
 
-  // Gather-combine per token: a fixed slot order, no write races, no zero-fill pass.
-  const float* w = rout_.topk_weights_TK.ptr();
-  const int32_t* row_of = plan_.row_of_TK.data();
-  for (int64_t t = 0; t < T; ++t) {
-    float* yt = y_TD + t * D;
-    bool first = true;
-    for (int64_t k = 0; k < K; ++k) {
-      const int32_t r = row_of[t * K + k];
-      if (r < 0) continue;
-      const float wk = w[t * K + k];
-      const float* src = yg + static_cast<int64_t>(r) * D;
-      if (first) {
-        for (int64_t d = 0; d < D; ++d) yt[d] = wk * src[d];
-        first = false;
-      } else {
-        for (int64_t d = 0; d < D; ++d) yt[d] += wk * src[d];
-      }
-    }
-    if (first) std::memset(yt, 0, row_bytes);
-  }
+  ops::combine_rows(c, yg, plan_.row_of_TK.data(), rout_.topk_weights_TK.ptr(), T, K, D, y_TD);
   tm.combine_s = seconds_since(&clk);
 
   if (shared_) shared_->forward(x_TD, T, y_TD, mask_T);
@@ -218,25 +201,16 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   Clock::time_point clk = Clock::now();
 
   // Combine backward: d w_tk = dy_t . expert_out_row (0 for dropped: they had no effect).
+  const ExecContext& c = *exec_;
   float* dw = scratch_grow(dw_TK_, T * K);
-  const float* yg = yg_RD_.data();
   const int32_t* row_of = plan_.row_of_TK.data();
-  for (int64_t i = 0; i < T * K; ++i) {
-    const int32_t r = row_of[i];
-    dw[i] = r < 0 ? 0.0f : dot_f32(dy_TD + (i / K) * D, yg + static_cast<int64_t>(r) * D, D);
-  }
+  ops::combine_weights_backward(c, dy_TD, yg_RD_.data(), row_of, T, K, D, dw);
   tm.combine_s = seconds_since(&clk);
 
   // Scatter dy to the expert rows, scaled by the combine weights.
   float* dyg = scratch_grow(dyg_RD_, R * D);
-  const float* w = rout_.topk_weights_TK.ptr();
-  for (int64_t r = 0; r < R; ++r) {
-    const int32_t a = plan_.order_A[static_cast<size_t>(r)];
-    const float wk = w[a];
-    const float* src = dy_TD + static_cast<int64_t>(a / K) * D;
-    float* dst = dyg + r * D;
-    for (int64_t d = 0; d < D; ++d) dst[d] = wk * src[d];
-  }
+  ops::scatter_rows_weighted(c, dy_TD, plan_.order_A.data(), rout_.topk_weights_TK.ptr(), R, K, D,
+                             dyg);
   tm.permute_s = seconds_since(&clk);
 
   // With a dispatcher every rank takes part in both exchanges, so dx rows are always made.
@@ -257,25 +231,8 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
     tm.experts_s = seconds_since(&clk);
   }
 
-  if (dx_TD) {
-    const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
-    for (int64_t t = 0; t < T; ++t) {
-      float* dxt = dx_TD + t * D;
-      bool first = true;
-      for (int64_t k = 0; k < K; ++k) {
-        const int32_t r = row_of[t * K + k];
-        if (r < 0) continue;
-        const float* src = dxg + static_cast<int64_t>(r) * D;
-        if (first) {
-          std::memcpy(dxt, src, row_bytes);
-          first = false;
-        } else {
-          for (int64_t d = 0; d < D; ++d) dxt[d] += src[d];
-        }
-      }
-      if (first) std::memset(dxt, 0, row_bytes);
-    }
-  }
+  // The permute's backward: each token sums its kept rows' dx (unweighted combine).
+  if (dx_TD) ops::combine_rows(c, dxg, row_of, nullptr, T, K, D, dx_TD);
   tm.permute_s += seconds_since(&clk);
 
   if (shared_) shared_->backward(dy_TD, dx_TD, cfg_.train_experts);
@@ -348,6 +305,7 @@ StatusOr<std::unique_ptr<Router>> MoeLayer::replace_router(std::unique_ptr<Route
         " K=" + std::to_string(rc.top_k) + ", the layer D=" + std::to_string(cfg_.d_model) +
         " E=" + std::to_string(cfg_.num_experts) + " K=" + std::to_string(cfg_.top_k));
   cfg_.router = rc;
+  r->set_context(exec_);
   has_forward_ = false;  // backward() differentiates a forward of the router in place
   std::swap(router_, r);
   return r;

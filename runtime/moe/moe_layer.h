@@ -31,9 +31,9 @@
 
 #include "comm/communicator.h"
 #include "comm/dispatcher.h"
-#include "routers/capacity.h"
 #include "routers/router.h"
 #include "runtime/core/status.h"
+#include "runtime/kernels/capacity.h"
 #include "runtime/moe/experts.h"
 
 namespace sy {
@@ -65,6 +65,9 @@ struct MoeLayerConfig {
   // capacity; 0 = the whole forward is one group.
   int64_t group_tokens = 0;
   int layer_index = 0;  // names the layer in collective tags and messages
+  // Where the layer, its router and its experts run (backend, stream, deterministic flag);
+  // null = default_context(). Must outlive the layer.
+  const ExecContext* exec = nullptr;
 
   Status validate() const;
   // The router config as the layer builds it (the layer's sizes written in).
@@ -127,6 +130,7 @@ class MoeLayer {
   MoeLayer& operator=(const MoeLayer&) = delete;
 
   const MoeLayerConfig& config() const { return cfg_; }
+  const ExecContext& ctx() const { return *exec_; }
 
   // x_TD [T, D] -> y_TD [T, D] (written). token_ids_T [T] (needed by hash routers, else may be
   // null). mask_T [T] (null = all real): masked tokens take no capacity, get y = 0 and no
@@ -185,6 +189,7 @@ class MoeLayer {
   bool defer_allreduce_ = false;
 
   MoeLayerConfig cfg_;
+  const ExecContext* exec_ = &default_context();
   Communicator* comm_ = nullptr;
   std::unique_ptr<Dispatcher> disp_;  // null when every expert is local
   DispatchHandle handle_;

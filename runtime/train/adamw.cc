@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "runtime/backend/ops.h"
+
 namespace sy {
 
 Status AdamWConfig::validate() const {
@@ -28,10 +30,9 @@ double AdamW::lr_at(int64_t step) const {
   return cfg_.lr * (cfg_.min_lr_ratio + (1.0 - cfg_.min_lr_ratio) * cosine);
 }
 
-double AdamW::grad_sq_sum(const std::vector<TrainParam>& params) {
+double AdamW::grad_sq_sum(const std::vector<TrainParam>& params, const ExecContext& c) {
   double s = 0;
-  for (const TrainParam& p : params)
-    for (float g : p.grad->data) s += static_cast<double>(g) * g;
+  for (const TrainParam& p : params) s += ops::sum_squares(c, p.grad->ptr(), p.grad->numel());
   return s;
 }
 
@@ -42,7 +43,14 @@ double AdamW::update(const std::vector<TrainParam>& params, double global_grad_s
   const double lr = lr_at(s);
   const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(s + 1));
   const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(s + 1));
-  const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
+  AdamWStep st;
+  st.lr = lr;
+  st.eps = cfg_.eps;
+  st.clip = clip;
+  st.bc1 = bc1;
+  st.bc2 = bc2;
+  st.beta1 = static_cast<float>(cfg_.beta1);
+  st.beta2 = static_cast<float>(cfg_.beta2);
   for (const TrainParam& p : params) {
     SY_CHECK(p.value && p.grad && p.value->numel() == p.grad->numel())
         << "adamw: parameter " << p.name << " without a matching gradient";
@@ -55,18 +63,10 @@ double AdamW::update(const std::vector<TrainParam>& params, double global_grad_s
     SY_CHECK(m.size() == n && v.size() == n)
         << "adamw: saved moments of " << p.name << " have " << m.size() << " values, the "
         << "parameter " << n;
-    const bool decay = cfg_.weight_decay > 0 && p.value->ndim() >= 2;
-    float* w = p.value->data.data();
-    const float* g = p.grad->data.data();
-    for (size_t i = 0; i < n; ++i) {
-      const float gi = static_cast<float>(g[i] * clip);
-      m[i] = b1 * m[i] + (1.0f - b1) * gi;
-      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-      const double mhat = m[i] / bc1, vhat = v[i] / bc2;
-      double upd = mhat / (std::sqrt(vhat) + cfg_.eps);
-      if (decay) upd += cfg_.weight_decay * w[i];
-      w[i] = static_cast<float>(w[i] - lr * upd);
-    }
+    // Decay on matrices only (norm weights and biases are not decayed).
+    st.weight_decay = cfg_.weight_decay > 0 && p.value->ndim() >= 2 ? cfg_.weight_decay : 0.0;
+    ops::adamw_update(*exec_, p.value->ptr(), p.grad->ptr(), m.data(), v.data(),
+                      static_cast<int64_t>(n), st);
   }
   ++st_.step;
   return clip;

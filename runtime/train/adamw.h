@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend/backend.h"
 #include "runtime/core/status.h"
 #include "runtime/core/tensor.h"
 
@@ -52,7 +53,8 @@ class AdamW {
 
   // Sum of squared gradient entries of `params` (double), for the global norm: the caller adds
   // the parts that other ranks hold (all-reduce) before calling update().
-  static double grad_sq_sum(const std::vector<TrainParam>& params);
+  static double grad_sq_sum(const std::vector<TrainParam>& params,
+                            const ExecContext& c = default_context());
   // One optimizer step with the job-wide gradient norm sqrt(global_grad_sq). Returns the clip
   // factor applied (1 when no clipping happened).
   double update(const std::vector<TrainParam>& params, double global_grad_sq);
@@ -67,7 +69,11 @@ class AdamW {
   // next update() (kInvalidArgument there would be too late, so update() SY_CHECKs it).
   void set_state(State s) { st_ = std::move(s); }
 
+  // Where the update runs: default_context() until set (the Trainer hands down the model's).
+  void set_context(const ExecContext* c) { exec_ = c ? c : &default_context(); }
+
  private:
+  const ExecContext* exec_ = &default_context();
   AdamWConfig cfg_;
   State st_;
 };

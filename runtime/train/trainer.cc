@@ -4,8 +4,7 @@
 #include <cstdio>
 #include <limits>
 
-#include "runtime/kernels/cpu_kernels.h"
-#include "runtime/kernels/loss.h"
+#include "runtime/backend/ops.h"
 
 namespace sy {
 
@@ -43,6 +42,7 @@ Trainer::Trainer(Qwen2MoeModel& model, Communicator* comm, const AdamWConfig& cf
     : model_(model), comm_(comm), opt_(cfg) {
   model_.set_replicated_tokens(false);
   model_.set_defer_moe_grad_allreduce(true);  // several backward() calls per step
+  opt_.set_context(&model_.ctx());
 }
 
 int64_t Trainer::nonfinite_code(Stage stage, int rank, int64_t item) {
@@ -151,11 +151,12 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
     const std::vector<MoeLayer*> moe = model_.moe_layers();
     for (size_t i = 0; i < moe.size(); ++i)
       if (moe[i] && !moe[i]->last_finite()) note_nonfinite(kRouter, static_cast<int64_t>(i));
-    if (T > 0 && !all_finite(logits_.ptr(), T * V)) note_nonfinite(kLogits, 0);
+    if (T > 0 && !ops::all_finite(model_.ctx(), logits_.ptr(), T * V)) note_nonfinite(kLogits, 0);
   }
   int64_t n = 0;
   if (T > 0) {
-    const double loss = cross_entropy_sum(logits_.ptr(), targets_.data(), T, V, &n);
+    const double loss =
+        ops::cross_entropy_sum(model_.ctx(), logits_.ptr(), targets_.data(), T, V, &n);
     if (check && !std::isfinite(loss)) note_nonfinite(kLoss, 0);
     *loss_sum += loss;
   }
@@ -165,7 +166,8 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
   // exchanges), and its gradients are thrown away by the decision below.
   dlogits_.resize(logits_.data.size());
   if (T > 0)
-    cross_entropy_backward(logits_.ptr(), targets_.data(), T, V, grad_scale, dlogits_.data());
+    ops::cross_entropy_backward(model_.ctx(), logits_.ptr(), targets_.data(), T, V, grad_scale,
+                                dlogits_.data());
   // The balancing loss of this sequence, weighted like its tokens' share of the step's loss.
   const float aux_alpha = static_cast<float>(aux_coef_ * static_cast<double>(T) * grad_scale);
   SY_RETURN_IF_ERROR(model_.backward(dlogits_.data(), aux_alpha));
@@ -195,7 +197,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   if (const FaultSpec* f = fault(FaultKind::kInfGrad)) inject_inf_grad(*f, all);
   if (nonfinite_ == kNoFinding)
     for (size_t i = 0; i < all.size(); ++i)
-      if (all[i].grad && !all_finite(all[i].grad->ptr(), all[i].grad->numel())) {
+      if (all[i].grad && !ops::all_finite(model_.ctx(), all[i].grad->ptr(), all[i].grad->numel())) {
         note_nonfinite(kGradLocal, static_cast<int64_t>(i));
         break;
       }
@@ -216,7 +218,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
     if (comm_ && !p.expert && !p.moe_summed)
       comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum,
                        {"train.grad", static_cast<int>(param_layer(p.name)), step_index_});
-    const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}});
+    const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}}, model_.ctx());
     if (!std::isfinite(sq)) note_nonfinite(kGradSummed, static_cast<int64_t>(i));
     (p.expert ? sq_expert : sq_replicated) += sq;
     params.push_back({p.name, p.value, p.grad});

@@ -18,7 +18,7 @@
 
 #include "comm/dispatcher.h"
 #include "comm/local_communicator.h"
-#include "routers/capacity.h"
+#include "runtime/kernels/capacity.h"
 #include "tests/comm/mpi_test_main.h"
 
 namespace sy {

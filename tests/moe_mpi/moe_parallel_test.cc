@@ -12,7 +12,7 @@
 // What must hold, and why (the strongest property that holds is asserted):
 //   * routing and the capacity plan: the same top-k ids and the same kept/dropped set (capacity
 //     is per group and a group lives on one rank; routers/capacity.h);
-//   * forward output y: BITWISE equal (memcmp). main() turns on sy::set_deterministic_gemm
+//   * forward output y: BITWISE equal (memcmp). the layers run on a deterministic ExecContext
 //     (row-stable GEMMs: a token row's result does not depend on the batch it is in), so the
 //     router and the shared expert give every token the bits it gets in the 1-rank batch; the
 //     routed experts see exactly the 1-rank inputs in the 1-rank order (comm/dispatcher.h:
@@ -100,6 +100,7 @@ std::string describe(const Case& c) {
 
 MoeLayerConfig layer_config(const Case& c) {
   MoeLayerConfig cfg;
+  cfg.exec = sy::make_context("cpu", /*deterministic=*/true);  // row-stable GEMMs
   cfg.d_model = c.D;
   cfg.ffn_hidden = c.F;
   cfg.num_experts = c.E;
@@ -548,8 +549,5 @@ TEST(MoeParallel, ReportGradientMargin) {
 }  // namespace sy
 
 int main(int argc, char** argv) {
-  // Row-stable GEMMs: the forward output and dx of a token do not depend on its batch, so P
-  // ranks are compared with 1 rank bitwise.
-  sy::set_deterministic_gemm(true);
   return sy::testutil::run_all_tests_mpi(&argc, &argv, &sy::g_comm);
 }

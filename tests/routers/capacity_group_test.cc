@@ -4,8 +4,8 @@
 
 #include <vector>
 
-#include "routers/capacity.h"
 #include "runtime/core/rng.h"
+#include "runtime/kernels/capacity.h"
 
 namespace sy {
 namespace {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <vector>
 
+#include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
 #include "runtime/kernels/loss.h"
 
@@ -70,27 +71,27 @@ struct AttentionCase {
   std::vector<uint8_t> key_mask;  // empty = all keys real
 };
 
-// Checks dq, dk, dv of L = <attention_forward(q, k, v), W> by finite differences. dk and dv
-// start at a nonzero value (they accumulate), dq at garbage (it is written).
+// Checks dq, dk, dv of L = <ops::attention_forward(default_context(), q, k, v), W> by finite
+// differences. dk and dv start at a nonzero value (they accumulate), dq at garbage (it is written).
 void check_attention_backward(const AttentionCase& c, uint64_t seed) {
   const AttentionShape& s = c.shape;
   const int64_t ldq = s.num_heads * s.head_dim, ldk = s.num_kv_heads * s.head_dim;
   std::vector<float> q = randn(c.T * ldq, 1.0f, seed), k = randn(c.Tk * ldk, 1.0f, seed + 1),
                      v = randn(c.Tk * ldk, 1.0f, seed + 2), w = randn(c.T * ldq, 1.0f, seed + 3);
   const uint8_t* mask = c.key_mask.empty() ? nullptr : c.key_mask.data();
-  std::vector<float> out(static_cast<size_t>(c.T * ldq)), scratch;
+  std::vector<float> out(static_cast<size_t>(c.T * ldq));
   auto loss = [&] {
-    attention_forward(q.data(), k.data(), v.data(), out.data(), c.T, c.Tk, c.pos0, s, mask,
-                      &scratch);
+    ops::attention_forward(default_context(), q.data(), k.data(), v.data(), out.data(), c.T, c.Tk,
+                           c.pos0, s, mask);
     return dot(out, w);
   };
 
   const float dq_garbage = 7.0f, dkv_init = 0.25f;
   std::vector<float> dq(q.size(), dq_garbage), dk(k.size(), dkv_init), dv(v.size(), dkv_init);
-  scratch.clear();
-  attention_backward(q.data(), k.data(), v.data(), w.data(), dq.data(), dk.data(), dv.data(), c.T,
-                     c.Tk, c.pos0, s, mask, &scratch);
-  EXPECT_GE(static_cast<int64_t>(scratch.size()), 2 * c.T * c.Tk);
+  ops::attention_backward(default_context(), q.data(), k.data(), v.data(), w.data(), dq.data(),
+                          dk.data(), dv.data(), c.T, c.Tk, c.pos0, s, mask);
+  // The backend takes the scratch from the context's workspace: 2 T Tk floats.
+  EXPECT_GE(default_context().workspace->bytes(), 2 * c.T * c.Tk * 4);
   for (float& x : dk) x -= dkv_init;
   for (float& x : dv) x -= dkv_init;
 
@@ -127,9 +128,9 @@ TEST(AttentionBackward, BidirectionalWithKeyMask) {
   const int64_t ldq = s.num_heads * s.head_dim, ldk = s.num_kv_heads * s.head_dim;
   const std::vector<float> q = randn(c.T * ldq, 1.0f, 1), k = randn(c.Tk * ldk, 1.0f, 2),
                            v = randn(c.Tk * ldk, 1.0f, 3), w = randn(c.T * ldq, 1.0f, 4);
-  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size()), scratch;
-  attention_backward(q.data(), k.data(), v.data(), w.data(), dq.data(), dk.data(), dv.data(), c.T,
-                     c.Tk, c.pos0, s, c.key_mask.data(), &scratch);
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+  ops::attention_backward(default_context(), q.data(), k.data(), v.data(), w.data(), dq.data(),
+                          dk.data(), dv.data(), c.T, c.Tk, c.pos0, s, c.key_mask.data());
   for (int64_t j = 0; j < c.Tk; ++j) {
     if (c.key_mask[static_cast<size_t>(j)]) continue;
     for (int64_t i = 0; i < ldk; ++i) {
@@ -156,9 +157,9 @@ TEST(AttentionBackward, RowWithNoVisibleKey) {
   const int64_t ldq = s.num_heads * s.head_dim, ldk = s.num_kv_heads * s.head_dim;
   const std::vector<float> q = randn(c.T * ldq, 1.0f, 5), k = randn(c.Tk * ldk, 1.0f, 6),
                            v = randn(c.Tk * ldk, 1.0f, 7), w = randn(c.T * ldq, 1.0f, 8);
-  std::vector<float> dq(q.size(), 7.0f), dk(k.size()), dv(v.size()), scratch;
-  attention_backward(q.data(), k.data(), v.data(), w.data(), dq.data(), dk.data(), dv.data(), c.T,
-                     c.Tk, c.pos0, s, c.key_mask.data(), &scratch);
+  std::vector<float> dq(q.size(), 7.0f), dk(k.size()), dv(v.size());
+  ops::attention_backward(default_context(), q.data(), k.data(), v.data(), w.data(), dq.data(),
+                          dk.data(), dv.data(), c.T, c.Tk, c.pos0, s, c.key_mask.data());
   for (int64_t i = 0; i < ldq; ++i) EXPECT_EQ(dq[static_cast<size_t>(i)], 0.0f) << i;
   bool rest_nonzero = false;
   for (size_t i = static_cast<size_t>(ldq); i < dq.size(); ++i) rest_nonzero |= dq[i] != 0.0f;
@@ -167,9 +168,9 @@ TEST(AttentionBackward, RowWithNoVisibleKey) {
 
 TEST(AttentionBackward, EmptyKeysWriteZeroDq) {
   const AttentionShape s = make_shape(2, 1, 4, true);
-  std::vector<float> q(2 * 8, 1.0f), w(2 * 8, 1.0f), dq(2 * 8, 7.0f), scratch;
-  attention_backward(q.data(), nullptr, nullptr, w.data(), dq.data(), nullptr, nullptr, 2, 0, 0, s,
-                     nullptr, &scratch);
+  std::vector<float> q(2 * 8, 1.0f), w(2 * 8, 1.0f), dq(2 * 8, 7.0f);
+  ops::attention_backward(default_context(), q.data(), nullptr, nullptr, w.data(), dq.data(),
+                          nullptr, nullptr, 2, 0, 0, s, nullptr);
   for (float x : dq) EXPECT_EQ(x, 0.0f);
 }
 

@@ -288,16 +288,18 @@ TEST(BertMoe, UpcycledIdenticalCopiesEqualDense) {
     }
   }
   // Top-1, row-stable GEMMs: bitwise.
-  set_deterministic_gemm(true);
+  const ExecContext* det = make_context("cpu", /*deterministic=*/true);
+  BertMoeOptions dense_opt;
+  dense_opt.exec = det;
   Tensor l1, l2;
-  ASSERT_TRUE(dense->forward(ids.data(), nullptr, T, &l1).ok());
+  ASSERT_TRUE(Load(ck, dense_opt)->forward(ids.data(), nullptr, T, &l1).ok());
   BertMoeOptions opt;
+  opt.exec = det;
   opt.num_experts = 4;
   opt.router.norm_topk_prob = true;
   opt.router.init_std = 0.5f;
   auto m = Load(ck, opt);
   ASSERT_TRUE(m->forward(ids.data(), nullptr, T, &l2).ok());
-  set_deterministic_gemm(false);
   EXPECT_EQ(l1.data, l2.data);
 
   // Without renormalization top-1 scales the FFN by p < 1: the outputs differ. With noise the

@@ -113,7 +113,7 @@ TEST(GeluExperts, FreeFunctionMatchesExpertZero) {
   const std::vector<float> x = Normal(kR * kD, 4);
   std::vector<float> y(kR * kD), y1(5 * kD), pre(5 * kF), act(5 * kF);
   ex.forward(x.data(), kOffsets.data(), y.data());
-  gelu_ffn_forward(x.data(), Find(ex, "experts.fc1")->value.ptr(),
+  gelu_ffn_forward(default_context(), x.data(), Find(ex, "experts.fc1")->value.ptr(),
                    Find(ex, "experts.fc1_bias")->value.ptr(), Find(ex, "experts.fc2")->value.ptr(),
                    Find(ex, "experts.fc2_bias")->value.ptr(), 5, kD, kF, pre.data(), act.data(),
                    y1.data());

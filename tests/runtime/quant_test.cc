@@ -183,11 +183,9 @@ TEST(Quant, GemmMatchesFp32GemmOnDequantizedWeights) {
               ASSERT_NEAR(got[t * O + o], ref[t * O + o], 1e-6 * mag + 1e-7);
             }
         }
-      set_deterministic_gemm(true);
       auto ref = y0, got = y0;
-      linear_forward(x.data(), d.data(), ref.data(), T, I, O, 0.5f);
-      linear_forward_quantized(x.data(), q, got.data(), T, 0.5f, 64);
-      set_deterministic_gemm(false);
+      linear_forward(x.data(), d.data(), ref.data(), T, I, O, 0.5f, /*deterministic=*/true);
+      linear_forward_quantized(x.data(), q, got.data(), T, 0.5f, 64, /*deterministic=*/true);
       for (int64_t k = 0; k < T * O; ++k) ASSERT_EQ(got[k], ref[k]) << "deterministic, k=" << k;
     }
   }

@@ -1,4 +1,4 @@
-#include "routers/capacity.h"
+#include "runtime/kernels/capacity.h"
 
 #include <algorithm>
 #include <climits>

@@ -1,0 +1,137 @@
+#include "runtime/backend/backend.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "runtime/core/check.h"
+
+namespace sy {
+
+std::string Device::str() const {
+  return kind == DeviceKind::kCpu ? "cpu" : "cuda:" + std::to_string(index);
+}
+
+// ---- Buffer ----------------------------------------------------------------------------------
+
+Buffer::Buffer(Backend* backend, DType dtype, int64_t numel)
+    : backend_(backend), dtype_(dtype), numel_(numel) {
+  SY_CHECK(backend != nullptr) << "Buffer without a backend";
+  SY_CHECK_GE(numel, 0) << "Buffer of negative size";
+  ptr_ = numel > 0 ? backend->alloc(bytes()) : nullptr;
+}
+
+Buffer::~Buffer() {
+  release();
+}
+
+Buffer::Buffer(Buffer&& o) noexcept
+    : backend_(o.backend_), dtype_(o.dtype_), numel_(o.numel_), ptr_(o.ptr_) {
+  o.ptr_ = nullptr;
+  o.numel_ = 0;
+}
+
+Buffer& Buffer::operator=(Buffer&& o) noexcept {
+  if (this != &o) {
+    release();
+    backend_ = o.backend_;
+    dtype_ = o.dtype_;
+    numel_ = o.numel_;
+    ptr_ = o.ptr_;
+    o.ptr_ = nullptr;
+    o.numel_ = 0;
+  }
+  return *this;
+}
+
+void Buffer::release() {
+  if (ptr_ && backend_) backend_->free(ptr_);
+  ptr_ = nullptr;
+  numel_ = 0;
+}
+
+Device Buffer::device() const {
+  return backend_ ? backend_->device() : Device();
+}
+
+void Buffer::copy_from_host(const void* src) {
+  if (bytes() > 0) backend_->copy_from_host(ptr_, src, bytes());
+}
+
+void Buffer::copy_to_host(void* dst) const {
+  if (bytes() > 0) backend_->copy_to_host(dst, ptr_, bytes());
+}
+
+float* Workspace::floats(int64_t n) {
+  if (buf_.numel() < n) {
+    buf_ = Buffer();  // free the old block first: never hold both
+    buf_ = Buffer(backend_, DType::kFloat32, n + n / 4);
+  }
+  return buf_.as<float>();
+}
+
+// ---- registry --------------------------------------------------------------------------------
+
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, BackendFactory> factories;
+  std::map<std::string, std::unique_ptr<Backend>> made;
+  std::vector<std::unique_ptr<Workspace>> workspaces;
+  std::vector<std::unique_ptr<ExecContext>> contexts;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry();  // never destroyed: backends outlive static destructors
+  return *r;
+}
+
+}  // namespace
+
+bool register_backend(const char* name, BackendFactory make) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  SY_CHECK(r.factories.count(name) == 0) << "backend '" << name << "' is registered twice";
+  r.factories[name] = make;
+  return true;
+}
+
+Backend* find_backend(const std::string& name) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto made = r.made.find(name);
+  if (made != r.made.end()) return made->second.get();
+  auto f = r.factories.find(name);
+  if (f == r.factories.end()) return nullptr;
+  std::unique_ptr<Backend> b = f->second();
+  Backend* out = b.get();
+  r.made[name] = std::move(b);
+  return out;
+}
+
+std::vector<std::string> backend_names() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  std::vector<std::string> names;
+  for (const auto& [name, f] : r.factories) names.push_back(name);
+  return names;
+}
+
+const ExecContext* make_context(const std::string& backend, bool deterministic) {
+  Backend* b = find_backend(backend);
+  if (!b) return nullptr;
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (const auto& c : r.contexts)  // one context per (backend, deterministic)
+    if (c->backend == b && c->deterministic == deterministic) return c.get();
+  r.workspaces.push_back(std::make_unique<Workspace>(b));
+  auto c = std::make_unique<ExecContext>();
+  c->backend = b;
+  c->deterministic = deterministic;
+  c->workspace = r.workspaces.back().get();
+  r.contexts.push_back(std::move(c));
+  return r.contexts.back().get();
+}
+
+}  // namespace sy
