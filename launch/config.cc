@@ -116,8 +116,8 @@ Status validate_run_config(const switchyard::RunConfig& cfg) {
   if (cfg.moe().router().hash_balanced()) {  // ask the router itself (no names here)
     SY_ASSIGN_OR_RETURN(std::unique_ptr<Router> probe, make_router(rc));
     if (!probe->fits_token_table())
-      return InvalidArgument("moe.router.hash_balanced needs a router with a token table, as "
-                             "hash has; router '" + rc.name + "' has none");
+      return InvalidArgument("moe.router.hash_balanced: router '" + rc.name +
+                             "' has no token table to fit (the hash router has)");
   }
   return Status::Ok();
 }
