@@ -105,9 +105,7 @@ StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, co
   rep.before = Finish(SumAgreement(t, s), comm, layer);
   rep.after = rep.before;
   if (student.routes_like(teacher)) {
-    rep.skipped =
-        "the student routes exactly like the teacher (e.g. a hybrid made from the "
-        "linear gate, mix g = 0)";
+    rep.skipped = "the student already routes exactly like the teacher";
     return rep;
   }
   if (!student.differentiable()) {
