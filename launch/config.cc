@@ -102,8 +102,6 @@ Status validate_run_config(const switchyard::RunConfig& cfg) {
     return InvalidArgument("comm.collective_timeout_s must be >= 0");
   const std::string& policy = cfg.moe().drop_policy();
   SY_RETURN_IF_ERROR(parse_drop_policy(policy.empty() ? "probs" : policy.c_str()).status());
-  if (cfg.moe().router().hash_balanced() && cfg.moe().router().name() != "hash")
-    return InvalidArgument("moe.router.hash_balanced needs moe.router.name: \"hash\"");
   const int bits = cfg.moe().expert_bits();
   if (bits != 0 && bits != 32 && bits != 8 && bits != 4)
     return InvalidArgument("moe.expert_bits must be 0 (= 32), 32, 8 or 4 (got " +
@@ -113,7 +111,15 @@ Status validate_run_config(const switchyard::RunConfig& cfg) {
                            std::to_string(cfg.moe().quant_group()));
   const MoeStackConfig sc = to_stack_config(cfg, 1);
   SY_RETURN_IF_ERROR(sc.validate());
-  return validate_router_config(sc.layer.resolved_router());
+  const RouterConfig rc = sc.layer.resolved_router();
+  SY_RETURN_IF_ERROR(validate_router_config(rc));
+  if (cfg.moe().router().hash_balanced()) {  // ask the router itself (no names here)
+    SY_ASSIGN_OR_RETURN(std::unique_ptr<Router> probe, make_router(rc));
+    if (!probe->fits_token_table())
+      return InvalidArgument("moe.router.hash_balanced: router '" + rc.name +
+                             "' has no token table to fit (the hash router has)");
+  }
+  return Status::Ok();
 }
 
 MoeStackConfig to_stack_config(const switchyard::RunConfig& cfg, int64_t vocab_size) {
@@ -135,7 +141,7 @@ MoeStackConfig to_stack_config(const switchyard::RunConfig& cfg, int64_t vocab_s
   lc.expert_bits = m.expert_bits() > 0 ? m.expert_bits() : 32;
   lc.quant_group = m.quant_group() > 0 ? m.quant_group() : 128;
   if (lc.expert_bits != 32) lc.train_experts = false;  // quantized experts: inference only
-  lc.router.name = m.router().name().empty() ? "linear" : m.router().name();
+  lc.router.name = m.router().name().empty() ? kDefaultRouterName : m.router().name();
   lc.router.hidden = m.router().hidden();
   lc.router.num_heads = m.router().num_heads() > 0 ? m.router().num_heads() : 1;
   lc.router.norm_topk_prob = m.router().norm_topk_prob();

@@ -8,7 +8,6 @@
 #include "launch/config.h"
 #include "launch/progress.h"
 #include "proto/report.pb.h"
-#include "routers/hash.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/moe_stack.h"
 #include "runtime/report/cluster_report.h"
@@ -119,11 +118,8 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
     // Every rank counts the same global ids, so the replicated tables are identical.
     std::vector<int64_t> freq(static_cast<size_t>(vocab_size), 0);
     for (int32_t id : ids) ++freq[static_cast<size_t>(id)];
-    for (int64_t l = 0; l < stack->num_layers(); ++l) {
-      auto* hash = dynamic_cast<HashRouter*>(&stack->layer(l).router());
-      if (!hash) return InvalidArgument("moe.router.hash_balanced needs the hash router");
-      SY_RETURN_IF_ERROR(hash->build_balanced_table(freq));
-    }
+    for (int64_t l = 0; l < stack->num_layers(); ++l)  // validate_run_config: they fit one
+      SY_RETURN_IF_ERROR(stack->layer(l).router().fit_token_table(freq));
   }
   const int64_t G = cfg.data().group_tokens(), B = cfg.data().batch_groups();
   const TokenShard shard = shard_tokens(T, G, B, me, P);

@@ -15,6 +15,8 @@
 namespace sy {
 namespace {
 
+Status validate_attention_router(const RouterConfig& cfg);  // H % num_heads == 0
+
 class AttentionRouter final : public Router {
  public:
   explicit AttentionRouter(const RouterConfig& cfg) : Router(cfg), H_(cfg.router_hidden()) {
@@ -65,8 +67,6 @@ class AttentionRouter final : public Router {
   Tensor q_TH_;  // queries of the last forward
 };
 
-}  // namespace
-
 Status validate_attention_router(const RouterConfig& cfg) {
   const int64_t H = cfg.router_hidden();
   if (cfg.num_heads < 1)
@@ -82,5 +82,11 @@ Status validate_attention_router(const RouterConfig& cfg) {
 std::unique_ptr<Router> make_attention_router(const RouterConfig& cfg) {
   return std::make_unique<AttentionRouter>(cfg);
 }
+
+}  // namespace
+
+SY_REGISTER_ROUTER(attention, 20,
+                   "s = K (W_q x) / sqrt(H/heads): learned expert keys, heads summed",
+                   make_attention_router, validate_attention_router);
 
 }  // namespace sy

@@ -13,6 +13,8 @@ namespace sy {
 
 HashRouter::HashRouter(const RouterConfig& cfg) : Router(cfg) {}
 
+namespace {
+
 Status validate_hash_router(const RouterConfig& cfg) {
   const int64_t kMaxIds = int64_t{std::numeric_limits<int32_t>::max()} + 1;
   if (cfg.vocab_size < 1 || cfg.vocab_size > kMaxIds)
@@ -26,6 +28,12 @@ Status validate_hash_router(const RouterConfig& cfg) {
 std::unique_ptr<Router> make_hash_router(const RouterConfig& cfg) {
   return std::make_unique<HashRouter>(cfg);
 }
+
+}  // namespace
+
+SY_REGISTER_ROUTER(hash, 60,
+                   "token id -> K distinct experts by fixed hashes or a balanced table (no params)",
+                   make_hash_router, validate_hash_router);
 
 Status HashRouter::check_token_ids(const int32_t* token_ids_T, int64_t T) const {
   if (T > 0 && token_ids_T == nullptr)

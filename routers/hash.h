@@ -49,6 +49,11 @@ class HashRouter final : public Router {
   Status check_token_ids(const int32_t* token_ids_T, int64_t T) const;
   // freq_V: [V] counts >= 0, V = vocab_size. Replaces any previous table.
   Status build_balanced_table(const std::vector<int64_t>& freq_V);
+  // The balanced table is the token table of Router::fit_token_table.
+  bool fits_token_table() const override { return true; }
+  Status fit_token_table(const std::vector<int64_t>& freq_V) override {
+    return build_balanced_table(freq_V);
+  }
   bool has_table() const { return !table_VK_.empty(); }
   // [V, K] expert ids when has_table(), else empty. Reported apart from num_params().
   const std::vector<int32_t>& table_VK() const { return table_VK_; }

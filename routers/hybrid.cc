@@ -1,7 +1,7 @@
 // hybrid: s = W x + g * MLP(x), MLP(x) = W_2 GELU(W_1 x + b_1) + b_2 (mlp_block.h).
 // `weight` [E, D] has the name and layout of the linear router's weight, and the scalar
-// g = `mix` [1] starts at 0, so a hybrid made from a trained linear gate
-// (set_param("weight", W)) routes exactly like it at step 0: W x + 0 * m == W x bitwise for
+// g = `mix` [1] starts at 0, so a hybrid made from a trained linear gate (init_from(gate), or
+// set_param("weight", W)) routes exactly like it at step 0: W x + 0 * m == W x bitwise for
 // finite m, computed by the same linear_forward call as the linear router. The MLP weights
 // are still drawn at random, so dL/dg = sum ds * MLP(x) is nonzero and g can move off 0
 // (while g == 0 the MLP parameters receive zero gradient).
@@ -31,6 +31,18 @@ class HybridRouter final : public Router {
   // biases and GELU are not counted.
   int64_t flops_per_token() const override {
     return 2 * (cfg_.num_experts * cfg_.d_model + mlp_.madds_per_token());
+  }
+  // From a linear gate: its W, g = 0 (the header comment: bitwise its routing).
+  bool init_from(const Router& other) override {
+    const Param* w = other.linear_gate();
+    if (!w || w->value.shape != W_->value.shape) return false;
+    W_->value = w->value;
+    mix_->value.data[0] = 0.0f;
+    return true;
+  }
+  bool routes_like(const Router& other) const override {
+    const Param* w = other.linear_gate();
+    return w && mix_->value.data[0] == 0.0f && w->value.data == W_->value.data;
   }
 
  protected:
@@ -70,10 +82,13 @@ class HybridRouter final : public Router {
   Tensor m_TE_;  // MLP(x) of the last forward
 };
 
-}  // namespace
-
 std::unique_ptr<Router> make_hybrid_router(const RouterConfig& cfg) {
   return std::make_unique<HybridRouter>(cfg);
 }
+
+}  // namespace
+
+SY_REGISTER_ROUTER(hybrid, 40, "s = W x + g * MLP(x), g learned from 0 (starts as the linear gate)",
+                   make_hybrid_router, nullptr);
 
 }  // namespace sy

@@ -13,6 +13,7 @@ class LinearRouter final : public Router {
     init_normal(W_, cfg.init_std);
   }
   int64_t flops_per_token() const override { return 2 * cfg_.num_experts * cfg_.d_model; }
+  const Param* linear_gate() const override { return W_; }
 
  protected:
   void compute_scores(const float* x_TD, const int32_t*, int64_t T, float* s_TE) override {
@@ -32,10 +33,13 @@ class LinearRouter final : public Router {
   int64_t T_ = 0;
 };
 
-}  // namespace
-
 std::unique_ptr<Router> make_linear_router(const RouterConfig& cfg) {
   return std::make_unique<LinearRouter>(cfg);
 }
+
+}  // namespace
+
+SY_REGISTER_ROUTER(linear, 10, "s = W x (Switch / Mixtral / Qwen-MoE gate)", make_linear_router,
+                   nullptr);
 
 }  // namespace sy

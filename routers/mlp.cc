@@ -37,10 +37,12 @@ class MlpRouter final : public Router {
   const float* x_ = nullptr;
 };
 
-}  // namespace
-
 std::unique_ptr<Router> make_mlp_router(const RouterConfig& cfg) {
   return std::make_unique<MlpRouter>(cfg);
 }
+
+}  // namespace
+
+SY_REGISTER_ROUTER(mlp, 30, "s = W_2 GELU(W_1 x + b_1) + b_2", make_mlp_router, nullptr);
 
 }  // namespace sy

@@ -67,10 +67,13 @@ class MlpHadamardRouter final : public Router {
   Tensor act_TH_;   // SiLU(gate) * up
 };
 
-}  // namespace
-
 std::unique_ptr<Router> make_mlp_hadamard_router(const RouterConfig& cfg) {
   return std::make_unique<MlpHadamardRouter>(cfg);
 }
+
+}  // namespace
+
+SY_REGISTER_ROUTER(mlp_hadamard, 50, "s = W_o (SiLU(W_g x) * W_u x): gated MLP",
+                   make_mlp_hadamard_router, nullptr);
 
 }  // namespace sy

@@ -1,21 +1,50 @@
 #include "routers/registry.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace sy {
+namespace {
+
+// Function-local, so registrations from any file's static initializers find it constructed.
+std::vector<RouterInfo>& mutable_registry() {
+  static std::vector<RouterInfo> routers;
+  return routers;
+}
+
+const RouterInfo* find_router(const std::string& name) {
+  for (const RouterInfo& r : router_registry())
+    if (name == r.name) return &r;
+  return nullptr;
+}
+
+}  // namespace
+
+Status register_router(const RouterInfo& info) {
+  const std::string file = info.file ? info.file : "?";
+  if (!info.name || !*info.name)
+    return InvalidArgument("router registered without a name in " + file);
+  if (!info.make)
+    return InvalidArgument("router '" + std::string(info.name) +
+                           "' registered without a factory in " + file);
+  if (const RouterInfo* had = find_router(info.name))
+    return InvalidArgument("router '" + std::string(info.name) + "' registered twice: in " +
+                           (had->file ? had->file : "?") + " and in " + file);
+  std::vector<RouterInfo>& routers = mutable_registry();
+  const auto before = [](const RouterInfo& a, const RouterInfo& b) {
+    return a.order != b.order ? a.order < b.order : std::strcmp(a.name, b.name) < 0;
+  };
+  routers.insert(std::upper_bound(routers.begin(), routers.end(), info, before), info);
+  return Status::Ok();
+}
+
+bool register_router_or_die(const RouterInfo& info) {
+  SY_CHECK_OK(register_router(info));
+  return true;
+}
 
 const std::vector<RouterInfo>& router_registry() {
-  static const std::vector<RouterInfo> kRouters = {
-      {"linear", "s = W x (Switch / Mixtral / Qwen-MoE gate)", make_linear_router, nullptr},
-      {"attention", "s = K (W_q x) / sqrt(H/heads): learned expert keys, heads summed",
-       make_attention_router, validate_attention_router},
-      {"mlp", "s = W_2 GELU(W_1 x + b_1) + b_2", make_mlp_router, nullptr},
-      {"hybrid", "s = W x + g * MLP(x), g learned from 0 (starts as the linear gate)",
-       make_hybrid_router, nullptr},
-      {"mlp_hadamard", "s = W_o (SiLU(W_g x) * W_u x): gated MLP", make_mlp_hadamard_router,
-       nullptr},
-      {"hash", "token id -> K distinct experts by fixed hashes or a balanced table (no params)",
-       make_hash_router, validate_hash_router},
-  };
-  return kRouters;
+  return mutable_registry();
 }
 
 std::vector<std::string> router_names() {
@@ -23,14 +52,6 @@ std::vector<std::string> router_names() {
   for (const RouterInfo& r : router_registry()) names.push_back(r.name);
   return names;
 }
-
-namespace {
-const RouterInfo* find_router(const std::string& name) {
-  for (const RouterInfo& r : router_registry())
-    if (name == r.name) return &r;
-  return nullptr;
-}
-}  // namespace
 
 Status validate_router_config(const RouterConfig& cfg) {
   const RouterInfo* r = find_router(cfg.name);

@@ -201,6 +201,10 @@ Status Router::set_param(const std::string& name, const Tensor& value) {
   return Status::Ok();
 }
 
+Status Router::fit_token_table(const std::vector<int64_t>&) {
+  return InvalidArgument("router '" + name() + "' does not route by a token table");
+}
+
 void Router::zero_grad() {
   for (Param& p : params_) p.zero_grad();
 }

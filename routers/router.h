@@ -4,7 +4,8 @@
 // norm_topk_prob). Backward takes gradients of the weights, of the probabilities (auxiliary
 // losses) and of the scores (z-loss) and accumulates gradients of the parameters and of x.
 //
-// Adding a router = one file that subclasses Router + one line in registry.cc + one test.
+// Adding a router = one file that subclasses Router and registers it with one line
+// (SY_REGISTER_ROUTER, routers/registry.h) + a test case; docs/routers.md.
 // Routers know nothing of MPI, files or models (shared/DESIGN.md).
 //
 // State: forward() caches what backward() needs, so a backward differentiates the most
@@ -23,8 +24,11 @@
 
 namespace sy {
 
+// The router configs default to: the gate of Switch, Mixtral and Qwen-MoE (routers/linear.cc).
+inline constexpr char kDefaultRouterName[] = "linear";
+
 struct RouterConfig {
-  std::string name = "linear";
+  std::string name = kDefaultRouterName;
   int64_t d_model = 0;      // D
   int64_t num_experts = 0;  // E
   int64_t top_k = 1;        // K
@@ -83,6 +87,21 @@ class Router {
   virtual int64_t flops_per_token() const = 0;
   // Learned parameters (biases included). Hash routers report their table separately.
   int64_t num_params() const;
+
+  // Hooks through which model and trainer code treat every router alike, never by name.
+  // The gate W [E, D] when this router's scores are exactly s = W x (linear_forward), else
+  // null: what another router can start from.
+  virtual const Param* linear_gate() const { return nullptr; }
+  // Copies what it can from `other` (same D and E) so that it routes like it; true when it
+  // now routes bitwise the same. Default: copies nothing, false.
+  virtual bool init_from(const Router& other) { return false; }
+  // True when this router, as it stands, routes bitwise like `other`. Default: false.
+  virtual bool routes_like(const Router& other) const { return false; }
+  // Routers that route by a table fitted to token statistics say so here and fit it with
+  // fit_token_table(freq_V), freq_V [vocab_size] token counts >= 0. Default: no table,
+  // InvalidArgument.
+  virtual bool fits_token_table() const { return false; }
+  virtual Status fit_token_table(const std::vector<int64_t>& freq_V);
 
   std::deque<Param>& params() { return params_; }
   const std::deque<Param>& params() const { return params_; }

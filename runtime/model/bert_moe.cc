@@ -93,7 +93,7 @@ StatusOr<BertMoeConfig> BertMoeConfig::from_json(const JsonConfigReader& r) {
   SY_ASSIGN_OR_RETURN(c.moe_intermediate_size,
                       r.get_int("moe_intermediate_size", 1, 1 << 20, c.intermediate_size));
   SY_ASSIGN_OR_RETURN(c.norm_topk_prob, r.get_bool("norm_topk_prob", false));
-  SY_ASSIGN_OR_RETURN(c.router, r.get_string("router", "linear"));
+  SY_ASSIGN_OR_RETURN(c.router, r.get_string("router", kDefaultRouterName));
   SY_ASSIGN_OR_RETURN(c.router_hidden, r.get_int("router_hidden", 0, 1 << 16, 0));
   SY_ASSIGN_OR_RETURN(c.router_num_heads, r.get_int("router_num_heads", 1, 1024, 1));
   RouterConfig rc = RouterFor(c, RouterConfig(), 0);

@@ -96,7 +96,7 @@ struct BertMoeConfig {
   int64_t num_experts_per_tok = 1;    // K
   int64_t moe_intermediate_size = 0;  // Fe
   bool norm_topk_prob = false;
-  std::string router = "linear";
+  std::string router = kDefaultRouterName;
   int64_t router_hidden = 0;
   int64_t router_num_heads = 1;
 

@@ -77,7 +77,7 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
   SY_ASSIGN_OR_RETURN(c.tie_word_embeddings, r.get_bool("tie_word_embeddings", false));
   SY_ASSIGN_OR_RETURN(c.router_aux_loss_coef, r.get_float("router_aux_loss_coef", 0.0, 1e3, 0.001));
   SY_ASSIGN_OR_RETURN(c.initializer_range, r.get_float("initializer_range", 0.0, 10.0, 0.02));
-  SY_ASSIGN_OR_RETURN(c.router, r.get_string("switchyard_router", "linear"));
+  SY_ASSIGN_OR_RETURN(c.router, r.get_string("switchyard_router", kDefaultRouterName));
   {
     const std::vector<std::string> known = router_names();
     if (std::find(known.begin(), known.end(), c.router) == known.end()) {
@@ -146,10 +146,10 @@ json Qwen2MoeConfig::to_json() const {
          {"router_aux_loss_coef", router_aux_loss_coef},
          {"initializer_range", initializer_range},
          {"torch_dtype", "float32"}};
-  if (router != "linear") {
+  if (router != kDefaultRouterName) {
     j["switchyard_router"] = router;
     j["switchyard_router_hidden"] = router_hidden;
-    if (router == "hash") j["switchyard_router_seed"] = router_seed;
+    j["switchyard_router_seed"] = router_seed;
   }
   return j;
 }
@@ -416,12 +416,9 @@ StatusOr<std::vector<std::unique_ptr<Router>>> Qwen2MoeModel::replace_routers(
     rc.seed = seed + static_cast<uint64_t>(i);
     rc.vocab_size = c.vocab_size;
     SY_ASSIGN_OR_RETURN(fresh[i], make_router(rc));
-    Router& old = layers_[i].moe->router();
-    if (name == "hybrid" && old.name() == "linear") {
-      // W x + 0 * MLP(x): the gate's routing, bitwise (routers/hybrid.cc).
-      SY_RETURN_IF_ERROR(fresh[i]->set_param("weight", old.find_param("weight")->value));
-      SY_CHECK(fresh[i]->find_param("mix")->value.data[0] == 0.0f);
-    }
+    // A router that can start from the old one does (hybrid from the linear gate: W x + 0 *
+    // MLP(x), the gate's routing bitwise; routers/hybrid.cc).
+    fresh[i]->init_from(layers_[i].moe->router());
   }
   std::vector<std::unique_ptr<Router>> old(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {

@@ -71,9 +71,10 @@ struct Qwen2MoeConfig {
   // The router kind of every MoE layer (switchyard's own config.json keys; Hugging Face
   // configs have none and mean "linear"): "switchyard_router" (a registered router name),
   // "switchyard_router_hidden" (H, > 0 for attention / mlp / hybrid / mlp_hadamard; 0 =
-  // RouterConfig::kDefaultHidden) and, for hash, "switchyard_router_seed" (its hash functions'
-  // seed, layer i uses router_seed + i). to_json() writes them only when router != "linear".
-  std::string router = "linear";
+  // RouterConfig::kDefaultHidden) and "switchyard_router_seed" (layer i uses router_seed + i:
+  // what defines a router without parameters, such as hash's hash functions). to_json() writes
+  // them only when router != kDefaultRouterName.
+  std::string router = kDefaultRouterName;
   int64_t router_hidden = 0;
   uint64_t router_seed = 0;
 

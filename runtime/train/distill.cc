@@ -69,15 +69,6 @@ RoutingAgreement Finish(AgreementSums a, Communicator* comm, int layer) {
   return r;
 }
 
-// A hybrid student that is its linear teacher (W copied, mix 0) routes exactly like it.
-bool IsExactHybridOf(Router& teacher, Router& student) {
-  if (teacher.name() != "linear" || student.name() != "hybrid") return false;
-  const Param* w = teacher.find_param("weight");
-  const Param* sw = student.find_param("weight");
-  const Param* mix = student.find_param("mix");
-  return w && sw && mix && mix->value.data[0] == 0.0f && w->value.data == sw->value.data;
-}
-
 }  // namespace
 
 Status DistillConfig::validate() const {
@@ -113,8 +104,8 @@ StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, co
   student.forward(x_TD, token_ids_T, T, &s);
   rep.before = Finish(SumAgreement(t, s), comm, layer);
   rep.after = rep.before;
-  if (IsExactHybridOf(teacher, student)) {
-    rep.skipped = "hybrid made from the linear gate routes exactly like it (mix g = 0)";
+  if (student.routes_like(teacher)) {
+    rep.skipped = "the student already routes exactly like the teacher";
     return rep;
   }
   if (!student.differentiable()) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -11,7 +12,8 @@
 namespace sy {
 namespace {
 
-const char* const kLearned[] = {"linear", "attention", "mlp", "hybrid", "mlp_hadamard"};
+// The built-in routers (routers/*.cc), in their listing order.
+const char* const kBuiltins[] = {"linear", "attention", "mlp", "hybrid", "mlp_hadamard", "hash"};
 
 RouterConfig config(const std::string& name, int64_t D, int64_t E, int64_t K, int64_t H = 0) {
   RouterConfig cfg;
@@ -89,7 +91,7 @@ void expect_rejected(const RouterConfig& cfg, const std::string& needle) {
 }
 
 TEST(RouterConfig, BadConfigsAreRejectedWithAClearMessage) {
-  for (const char* name : kLearned) {
+  for (const std::string& name : router_names()) {
     SCOPED_TRACE(name);
     expect_rejected(config(name, 8, 4, 5), "top_k (5) must be <= num_experts (4)");
     expect_rejected(config(name, 8, 0, 1), "num_experts must be >= 1");
@@ -111,11 +113,34 @@ TEST(RouterConfig, BadConfigsAreRejectedWithAClearMessage) {
   EXPECT_TRUE(make_router(attn).ok());
 }
 
-TEST(RouterConfig, RegistryListsTheLearnedRouters) {
+// Every built-in registered itself (the linker kept every router file: routers/CMakeLists.txt),
+// first and in this order, whatever the static-initialization order.
+TEST(RouterConfig, RegistryListsTheBuiltinsInOrder) {
   const std::vector<std::string> names = router_names();
-  for (const char* name : kLearned)
-    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+  ASSERT_GE(names.size(), std::size(kBuiltins));
+  for (size_t i = 0; i < std::size(kBuiltins); ++i) EXPECT_EQ(names[i], kBuiltins[i]) << i;
   for (const RouterInfo& r : router_registry()) EXPECT_GT(std::string(r.summary).size(), 0u);
+}
+
+TEST(RouterConfig, DuplicateOrIncompleteRegistrationIsAClearError) {
+  const size_t before = router_registry().size();
+  const RouterInfo linear = router_registry().front();
+  RouterInfo again = linear;
+  again.file = "elsewhere.cc";
+  const Status st = register_router(again);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("router 'linear' registered twice"), std::string::npos)
+      << st.ToString();
+  EXPECT_NE(st.message().find("routers/linear.cc"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("elsewhere.cc"), std::string::npos) << st.ToString();
+  RouterInfo unnamed = linear;
+  unnamed.name = "";
+  EXPECT_EQ(register_router(unnamed).code(), StatusCode::kInvalidArgument);
+  RouterInfo no_factory = linear;
+  no_factory.name = "no_factory";
+  no_factory.make = nullptr;
+  EXPECT_EQ(register_router(no_factory).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(router_registry().size(), before);  // nothing was added
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "routers/registry.h"
 #include "runtime/core/rng.h"
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/kernels/layer_norm.h"
@@ -266,7 +267,7 @@ TEST(BertMoe, UpcycledIdenticalCopiesEqualDense) {
   Tensor ld;
   ASSERT_TRUE(dense->forward(ids.data(), nullptr, T, &ld).ok());
   const std::vector<float> hd = dense->last_hidden().data;
-  for (const char* router : {"linear", "mlp", "attention", "hash"}) {
+  for (const std::string& router : router_names()) {
     for (int64_t K : {1, 2}) {
       SCOPED_TRACE(std::string(router) + " top_k " + std::to_string(K));
       BertMoeOptions opt;

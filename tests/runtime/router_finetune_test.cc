@@ -29,6 +29,7 @@
 #include "runtime/model/qwen2_moe.h"
 #include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
+#include "tests/routers/router_test_util.h"
 
 namespace sy {
 namespace {
@@ -295,7 +296,9 @@ TEST(RouterDistill, WarmStartMatchesTheGate) {
   if (!TextIds(&ids)) GTEST_SKIP() << "GPT-2 tokenizer absent (run launch/setup.sh --data)";
   const std::string& dir = TrainedModel();
   ASSERT_FALSE(dir.empty());
-  for (const char* router : {"attention", "mlp", "mlp_hadamard", "hybrid"}) {
+  // Every learned router but the gate itself.
+  for (const std::string& router : testing::learned_router_names()) {
+    if (router == kDefaultRouterName) continue;
     Qwen2MoeOptions opt;
     opt.train = Qwen2MoeTrain::kRouters;
     auto m = Load(dir, opt);
@@ -311,7 +314,7 @@ TEST(RouterDistill, WarmStartMatchesTheGate) {
     EXPECT_EQ(m->config().router, router);
     ASSERT_EQ(rep->layers.size(), 2u);
     for (const DistillLayerReport& l : rep->layers) {
-      if (std::string(router) == "hybrid") {
+      if (router == "hybrid") {
         EXPECT_FALSE(l.skipped.empty());
         EXPECT_EQ(l.before.kl, 0.0);  // the same scores bitwise
         EXPECT_EQ(l.before.top1, 1.0);
@@ -337,7 +340,7 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
   const std::string& dir = TrainedModel();
   ASSERT_FALSE(dir.empty());
   const auto held_out = HeldOut(ids);
-  for (const char* router : {"linear", "attention", "mlp", "hybrid", "mlp_hadamard"}) {
+  for (const std::string& router : testing::learned_router_names()) {
     Qwen2MoeOptions opt;
     opt.train = Qwen2MoeTrain::kRouters;
     auto m = Load(dir, opt);
@@ -353,7 +356,7 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
       Trainer probe(*m, nullptr, ac);
       gate_loss = *probe.eval(held_out);
     }
-    if (std::string(router) != "linear") {
+    if (router != kDefaultRouterName) {
       Qwen2MoeOptions f = opt;  // the same router, freshly initialized, without warm start
       f.router = router;
       f.router_hidden = 32;
@@ -382,9 +385,9 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
     std::printf(
         "router-only fine-tuning, %-12s held-out loss %.4f -> %.4f (trained linear gate %.4f, "
         "fresh router without warm start %s)\n",
-        router, *before, *after, gate_loss, fresh_str);
+        router.c_str(), *before, *after, gate_loss, fresh_str);
     EXPECT_LT(*after, *before) << router;
-    if (std::string(router) != "linear") {  // the warm start gave back the gate's routing
+    if (router != kDefaultRouterName) {  // the warm start gave back the gate's routing
       EXPECT_LT(*before, gate_loss + 0.01) << router;
       EXPECT_LE(*before, fresh_loss) << router;
     }
