@@ -5,7 +5,7 @@
 // losses) and of the scores (z-loss) and accumulates gradients of the parameters and of x.
 //
 // Adding a router = one file that subclasses Router + one line in registry.cc + one test.
-// Routers know nothing of MPI, files or models (shared/DESIGN.md).
+// Routers know nothing of MPI, files or models (they sit below runtime/ and beside comm/).
 //
 // State: forward() caches what backward() needs, so a backward differentiates the most
 // recent forward of the same router object. One router object per MoE layer.
@@ -47,7 +47,7 @@ struct RouterOutput {
   Tensor probs_TE;                   // softmax(s)
   std::vector<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
   Tensor topk_weights_TK;            // chosen p (renormalized when norm_topk_prob)
-  bool finite = true;                // false when any score was NaN/Inf (RELIABILITY C1)
+  bool finite = true;                // false when any score was NaN/Inf (ids stay in range)
 };
 
 // Inputs to backward(); every pointer may be null. Shapes follow the last forward.

@@ -1,4 +1,4 @@
-// Non-finite values in training on P ranks (RELIABILITY C1, C3; issue 5 item 5): a NaN or Inf
+// Non-finite values in training on P ranks (router scores, gradients): a NaN or Inf
 // injected on ONE rank (the last) at step 2 is seen by every rank at step 2.
 //   skip: every rank reports step 2 skipped with the same description naming rank, layer and
 //         step; weights are bitwise unchanged by it, replicated weights bitwise equal across

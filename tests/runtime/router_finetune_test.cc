@@ -27,6 +27,7 @@
 #include "runtime/data/corpus.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/model/qwen2_moe.h"
+#include "runtime/model/qwen2_moe_names.h"
 #include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
 
@@ -119,15 +120,15 @@ Status Save(Qwen2MoeModel& m, const std::string& dir, const std::string& skip = 
       w.add(p.name, *p.value);
       continue;
     }
-    // model.layers.{i}.mlp.experts.{proj} [E, a, b] ->
-    // model.layers.{i}.mlp.experts.{j}.{proj}.weight
-    const size_t cut = p.name.rfind('.');
-    const std::string prefix = p.name.substr(0, cut), proj = p.name.substr(cut + 1);
+    int64_t layer = 0;
+    std::string proj;
+    if (!qwen2_moe_parse_stacked_expert(p.name, &layer, &proj))
+      return Internal("not a stacked expert parameter: " + p.name);
     const int64_t E = p.value->dim(0), n = p.value->numel() / E;
     for (int64_t j = 0; j < E; ++j) {
       Tensor t({p.value->dim(1), p.value->dim(2)});
       std::copy_n(p.value->ptr() + j * n, n, t.ptr());
-      w.add(prefix + "." + std::to_string(j) + "." + proj + ".weight", std::move(t));
+      w.add(qwen2_moe_expert_name(layer, j, proj), std::move(t));
     }
   }
   return w.write(dir, m.config().to_json());
