@@ -80,15 +80,7 @@ class NonFinite : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::unique_ptr<Qwen2MoeModel> Load() {
-    auto ck = HfCheckpoint::Open(dir_);
-    EXPECT_TRUE(ck.ok());
-    Qwen2MoeOptions opt;
-    opt.train = Qwen2MoeTrain::kAll;
-    auto m = Qwen2MoeModel::load(*ck, opt, g_comm);
-    EXPECT_TRUE(m.ok()) << m.status().ToString();
-    return std::move(m).value();
-  }
+  std::unique_ptr<Qwen2MoeModel> Load() { return LoadQwen(dir_, Qwen2MoeTrain::kAll, g_comm); }
   static AdamWConfig Adam() {
     AdamWConfig ac;
     ac.lr = 1e-2;

@@ -30,6 +30,7 @@
 #include "runtime/model/qwen2_moe_names.h"
 #include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -37,13 +38,6 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr int64_t kVocab = 1024, kLen = 64;
-
-std::string TmpDir(const std::string& tag) {
-  const std::string d =
-      (fs::temp_directory_path() / ("sy_rft_" + tag + "_" + std::to_string(::getpid()))).string();
-  fs::remove_all(d);
-  return d;
-}
 
 json TinyConfig() {
   return json{{"vocab_size", kVocab},
@@ -102,14 +96,6 @@ std::vector<std::vector<int32_t>> HeldOut(const std::vector<int32_t>& ids) {
   return Seqs(ids, 10500, 8);
 }
 
-std::unique_ptr<Qwen2MoeModel> Load(const std::string& dir, Qwen2MoeOptions opt) {
-  auto ck = HfCheckpoint::Open(dir);
-  EXPECT_TRUE(ck.ok()) << ck.status().ToString();
-  auto m = Qwen2MoeModel::load(*ck, opt, nullptr);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
-  return m.ok() ? std::move(m).value() : nullptr;
-}
-
 // Writes a one-rank model in the Hugging Face layout (stacked experts split per expert) with
 // config().to_json(); `skip` names a tensor to leave out.
 Status Save(Qwen2MoeModel& m, const std::string& dir, const std::string& skip = "") {
@@ -151,11 +137,11 @@ const std::string& TrainedModel() {
   if (!dir.empty()) return dir;
   std::vector<int32_t> ids;
   if (!TextIds(&ids)) return dir;
-  const std::string init = TmpDir("init");
+  const std::string init = TempModelDir("rft_init");
   SY_CHECK_OK(write_random_qwen2_moe_checkpoint(init, TinyConfig(), 77));
   Qwen2MoeOptions opt;
   opt.train = Qwen2MoeTrain::kAll;
-  auto m = Load(init, opt);
+  auto m = LoadQwen(init, opt);
   AdamWConfig ac;
   ac.lr = 1e-2;
   ac.warmup_steps = 5;
@@ -165,7 +151,7 @@ const std::string& TrainedModel() {
   for (int s = 0; s < 60; ++s) SY_CHECK_OK(tr.step(TrainBatch(ids, s)).status());
   std::printf("fixture: full training 60 steps, held-out loss %.3f -> %.3f\n", before,
               *tr.eval(HeldOut(ids)));
-  dir = TmpDir("trained");
+  dir = TempModelDir("rft_trained");
   SY_CHECK_OK(Save(*m, dir));
   fs::remove_all(init);
   return dir;
@@ -174,12 +160,12 @@ const std::string& TrainedModel() {
 // ---- (a) persistence ----
 
 TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
-  const std::string dir = TmpDir("persist"), saved = TmpDir("persist_saved");
+  const std::string dir = TempModelDir("rft_persist"), saved = TempModelDir("rft_persist_saved");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 5).ok());
   Qwen2MoeOptions opt;
   opt.router = "mlp_hadamard";
   opt.router_hidden = 24;
-  auto m = Load(dir, opt);
+  auto m = LoadQwen(dir, opt);
   ASSERT_TRUE(m);
   EXPECT_EQ(m->config().router, "mlp_hadamard");
   EXPECT_EQ(m->config().router_hidden, 24);
@@ -191,7 +177,7 @@ TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
   std::vector<int32_t> ids;
   for (int t = 0; t < 40; ++t) ids.push_back((t * 31 + 7) % kVocab);
   const Tensor want = Logits(*m, ids);
-  auto back = Load(saved, Qwen2MoeOptions());  // router "": the checkpoint's
+  auto back = LoadQwen(saved, Qwen2MoeOptions());  // router "": the checkpoint's
   ASSERT_TRUE(back);
   EXPECT_EQ(back->config().router, "mlp_hadamard");
   EXPECT_EQ(back->config().router_hidden, 24);
@@ -200,13 +186,13 @@ TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
   // Naming the checkpoint's router explicitly loads it too (no replacement).
   Qwen2MoeOptions same;
   same.router = "mlp_hadamard";
-  auto again = Load(saved, same);
+  auto again = LoadQwen(saved, same);
   ASSERT_TRUE(again);
   EXPECT_TRUE(BitwiseEqual(Logits(*again, ids), want));
 
   // A Hugging Face checkpoint (no switchyard keys) still means the linear gate, and its
   // config.json has none of them.
-  auto hf = Load(dir, Qwen2MoeOptions());
+  auto hf = LoadQwen(dir, Qwen2MoeOptions());
   ASSERT_TRUE(hf);
   EXPECT_EQ(hf->config().router, "linear");
   EXPECT_FALSE(hf->config().to_json().contains("switchyard_router"));
@@ -215,11 +201,11 @@ TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
 }
 
 TEST(RouterPersistence, MissingGateTensorAndUnknownRouterAreRefused) {
-  const std::string dir = TmpDir("missing"), saved = TmpDir("missing_saved");
+  const std::string dir = TempModelDir("rft_missing"), saved = TempModelDir("rft_missing_saved");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 6).ok());
   Qwen2MoeOptions opt;
   opt.router = "mlp_hadamard";
-  auto m = Load(dir, opt);
+  auto m = LoadQwen(dir, opt);
   ASSERT_TRUE(m);
   const std::string gone = "model.layers.1.mlp.gate.out.weight";
   ASSERT_TRUE(Save(*m, saved, gone).ok());
@@ -246,11 +232,11 @@ TEST(RouterPersistence, MissingGateTensorAndUnknownRouterAreRefused) {
 // ---- (b) hybrid from linear ----
 
 TEST(RouterReplacement, HybridFromLinearIsBitwiseTheGate) {
-  const std::string dir = TmpDir("hybrid");
+  const std::string dir = TempModelDir("rft_hybrid");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 8).ok());
   Qwen2MoeOptions opt;
   opt.train = Qwen2MoeTrain::kRouters;
-  auto m = Load(dir, opt);
+  auto m = LoadQwen(dir, opt);
   ASSERT_TRUE(m);
   std::vector<int32_t> ids;
   for (int t = 0; t < 48; ++t) ids.push_back((t * 17 + 3) % kVocab);
@@ -274,7 +260,7 @@ TEST(RouterReplacement, HybridFromLinearIsBitwiseTheGate) {
   // The same through load().
   Qwen2MoeOptions h = opt;
   h.router = "hybrid";
-  auto loaded = Load(dir, h);
+  auto loaded = LoadQwen(dir, h);
   ASSERT_TRUE(loaded);
   EXPECT_TRUE(BitwiseEqual(Logits(*loaded, ids), want));
   // Mismatched sizes are refused by the layer.
@@ -299,7 +285,7 @@ TEST(RouterDistill, WarmStartMatchesTheGate) {
   for (const char* router : {"attention", "mlp", "mlp_hadamard", "hybrid"}) {
     Qwen2MoeOptions opt;
     opt.train = Qwen2MoeTrain::kRouters;
-    auto m = Load(dir, opt);
+    auto m = LoadQwen(dir, opt);
     ASSERT_TRUE(m);
     DistillConfig dc;
     dc.iterations = 300;
@@ -341,7 +327,7 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
   for (const char* router : {"linear", "attention", "mlp", "hybrid", "mlp_hadamard"}) {
     Qwen2MoeOptions opt;
     opt.train = Qwen2MoeTrain::kRouters;
-    auto m = Load(dir, opt);
+    auto m = LoadQwen(dir, opt);
     ASSERT_TRUE(m);
     std::map<std::string, std::vector<float>> frozen;
     for (Qwen2MoeParam& p : m->parameters())
@@ -359,7 +345,7 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
       f.router = router;
       f.router_hidden = 32;
       f.seed = 11;
-      auto fresh = Load(dir, f);
+      auto fresh = LoadQwen(dir, f);
       ASSERT_TRUE(fresh);
       Trainer probe(*fresh, nullptr, ac);
       fresh_loss = *probe.eval(held_out);
