@@ -30,12 +30,12 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <chrono>
 #include <map>
 #include <memory>
 #include <vector>
 
 #include "runtime/core/rng.h"
+#include "runtime/core/timing.h"
 #include "runtime/moe/moe_layer.h"
 
 namespace sy {
@@ -67,7 +67,7 @@ MoeLayer& layer_for(double capacity_factor) {
   return *(layers[capacity_factor] = std::move(l).value());
 }
 
-using Clock = std::chrono::steady_clock;
+using Clock = SteadyClock;
 
 // The layer's expert GEMMs, called directly. Returns seconds.
 double openblas_baseline(MoeLayer& layer, const std::vector<float>& xg, std::vector<float>* h1,
@@ -90,7 +90,7 @@ double openblas_baseline(MoeLayer& layer, const std::vector<float>& xg, std::vec
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, kD, kF, 1.0f, g, kF, Wd + e * kD * kF,
                 kF, 0.0f, y->data() + static_cast<int64_t>(o) * kD, kD);
   }
-  return std::chrono::duration<double>(Clock::now() - t0).count();
+  return seconds_since(t0);
 }
 
 void BM_MoeLayerForward(benchmark::State& state) {
@@ -116,7 +116,7 @@ void BM_MoeLayerForward(benchmark::State& state) {
     double blas_s = (i % 2) ? openblas_baseline(layer, xg, &h1, &h2, &yb) : 0.0;
     const Clock::time_point t0 = Clock::now();
     SY_CHECK_OK(layer.forward(x.data(), nullptr, T, y.data()));
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double s = seconds_since(t0);
     state.SetIterationTime(s);
     benchmark::DoNotOptimize(y.data());
     if (i % 2 == 0) blas_s = openblas_baseline(layer, xg, &h1, &h2, &yb);

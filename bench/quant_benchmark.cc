@@ -20,14 +20,12 @@
 //      OPENBLAS_NUM_THREADS=1 SY_BENCH_CLOCK=cpu build/bench/quant_benchmark  (shared machine)
 #include <benchmark/benchmark.h>
 
-#include <time.h>
-
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "bench/bench_clock.h"
 #include "runtime/core/rng.h"
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/kernels/quant.h"
@@ -45,21 +43,6 @@ const Shape kShapes[] = {
     {"gate_up_small", 32, 2048, 1408},  // a lightly loaded expert: dequantization dominates
 };
 
-// Wall clock by default; SY_BENCH_CLOCK=cpu uses the process CPU clock (with one BLAS thread
-// that is the work done, unaffected by time spent descheduled on a shared machine).
-double now_s() {
-  static const bool cpu = [] {
-    const char* c = std::getenv("SY_BENCH_CLOCK");
-    return c != nullptr && std::string(c) == "cpu";
-  }();
-  if (cpu) {
-    timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 void bm_quant(benchmark::State& state, Shape s, int bits, int64_t tile_rows) {
   std::vector<float> W(static_cast<size_t>(s.O * s.I)), x(static_cast<size_t>(s.T * s.I));
   fill_normal(W.data(), s.O * s.I, 0.02f, 7, 0);
@@ -74,23 +57,23 @@ void bm_quant(benchmark::State& state, Shape s, int bits, int64_t tile_rows) {
   double t_deq = 0.0;
   if (bits != 32) {
     std::vector<float> tile(static_cast<size_t>(tile_rows * s.I));
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     for (int rep = 0; rep < 5; ++rep)
       for (int64_t r0 = 0; r0 < s.O; r0 += tile_rows)
         dequantize_rows(q, r0, std::min(tile_rows, s.O - r0), tile.data());
-    t_deq = (now_s() - t0) / 5;
+    t_deq = (bench_now_s() - t0) / 5;
   }
   double t_fp32 = 0.0, t_q = 0.0;
   for (auto _ : state) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     linear_forward(x.data(), W.data(), y.data(), s.T, s.I, s.O);
-    const double dt_fp32 = now_s() - t0;
+    const double dt_fp32 = bench_now_s() - t0;
     t_fp32 += dt_fp32;
     double dt = dt_fp32;
     if (bits != 32) {
-      t0 = now_s();
+      t0 = bench_now_s();
       linear_forward_quantized(x.data(), q, yq.data(), s.T, 0.0f, tile_rows);
-      dt = now_s() - t0;
+      dt = bench_now_s() - t0;
       t_q += dt;
     }
     state.SetIterationTime(dt);

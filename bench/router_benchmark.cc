@@ -31,15 +31,13 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
-#include <time.h>
-
-#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "bench/bench_clock.h"
 #include "routers/registry.h"
 #include "runtime/core/rng.h"
 
@@ -82,26 +80,6 @@ const std::vector<float>& input_TD(int64_t T, int64_t D) {
     fill_normal(x.data(), T * D, 1.0f, /*seed=*/42, /*stream=*/static_cast<uint64_t>(D));
   }
   return x;
-}
-
-// Wall clock by default. SY_BENCH_CLOCK=cpu times with the process CPU clock instead: with
-// OPENBLAS_NUM_THREADS=1 that is the work done, unaffected by other processes on a shared
-// machine (time spent descheduled is not counted).
-bool use_cpu_clock() {
-  static const bool cpu = [] {
-    const char* c = std::getenv("SY_BENCH_CLOCK");
-    return c != nullptr && std::string(c) == "cpu";
-  }();
-  return cpu;
-}
-
-double now_s() {
-  if (use_cpu_clock()) {
-    timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct GemmBuffers {
@@ -160,18 +138,18 @@ void bm_router(benchmark::State& state, std::string name, LayerShape shape) {
     const bool gemm_first = (iters & 1) != 0;
     double g = 0.0;
     if (gemm_first) {
-      const double t0 = now_s();
+      const double t0 = bench_now_s();
       run_gemms();
-      g = now_s() - t0;
+      g = bench_now_s() - t0;
     }
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     router->forward(x.data(), ids.data(), T, &out);
-    const double r = now_s() - t0;
+    const double r = bench_now_s() - t0;
     benchmark::DoNotOptimize(out.topk_ids_TK.data());
     if (!gemm_first) {
-      const double t1 = now_s();
+      const double t1 = bench_now_s();
       run_gemms();
-      g = now_s() - t1;
+      g = bench_now_s() - t1;
     }
     benchmark::ClobberMemory();
     state.SetIterationTime(r);
@@ -206,7 +184,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   const char* core = std::getenv("OPENBLAS_CORETYPE");
   benchmark::AddCustomContext("OPENBLAS_CORETYPE", core ? core : "(unset)");
-  benchmark::AddCustomContext("clock", sy::use_cpu_clock() ? "process cpu" : "wall");
+  benchmark::AddCustomContext("clock", sy::bench_use_cpu_clock() ? "process cpu" : "wall");
   benchmark::AddCustomContext("openblas_config", openblas_get_config());
   benchmark::AddCustomContext("openblas_core", openblas_get_corename());
   benchmark::RunSpecifiedBenchmarks();

@@ -1,6 +1,5 @@
 #include "comm/dispatcher.h"
 
-#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -9,16 +8,13 @@
 
 #include "comm/fault.h"
 #include "runtime/core/scratch.h"
+#include "runtime/core/timing.h"
 
 namespace sy {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using Clock = SteadyClock;
 
 // The rows [first, first + n) of a [*, D] float buffer; D >= 1.
 void copy_rows(float* dst, int64_t dst_row, const float* src, int64_t src_row, int64_t n,

@@ -22,7 +22,7 @@
 //      plus the total rows this rank will send d, read from the very layout the payload uses.
 //   2. check, before any payload: for every source, counts >= 0, sum of its e counts == its
 //      declared total, and the running total fits MPI's int and max_recv_rows. A mismatch (a
-//      corrupted or wrong count, RELIABILITY B1; SY_FAULT=corrupt_count) ends the job with exit
+//      corrupted or wrong count; the fault SY_FAULT=corrupt_count makes one) ends the job with exit
 //      22 (kExitBadInput) through Communicator::abort on the receiver, naming both ranks, the
 //      collective (op/seq/layer/step) and the two counts, before any payload is sent.
 //   3. rows, placed expert-major (ExchangeMode says how).

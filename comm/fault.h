@@ -1,4 +1,4 @@
-// Fault injection for the reliability tests (shared/RELIABILITY.md). Compiled into every
+// Fault injection for the reliability tests (tests/comm, tests/launch). Compiled into every
 // build: when SY_FAULT is unset, a check is one comparison.
 //
 //   SY_FAULT=<kind>@rank=<r>[,step=<s>][,layer=<l>][,arg=<x>][;<kind>@...]

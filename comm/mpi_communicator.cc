@@ -11,6 +11,7 @@
 
 #include "comm/fault.h"
 #include "comm/mpi_check.h"
+#include "runtime/core/timing.h"
 
 // SY_MPI_CHECK that also names the collective.
 #define SY_MPI_CHECK_IN(call, tag, seq)  \
@@ -167,9 +168,8 @@ MPI_Datatype MpiCommunicator::element_type(int64_t elem_bytes) {
 
 template <typename Test>
 void MpiCommunicator::wait_until(Test&& test, const CollectiveTag& tag, int64_t seq) {
-  using Clock = std::chrono::steady_clock;
   const double limit_s = timeout();
-  const Clock::time_point start = Clock::now();
+  const SteadyClock::time_point start = SteadyClock::now();
   // Poll for the first kSpinS seconds, as MPI's own blocking wait does, then sleep with a
   // doubling back-off so a long wait (a straggler, a hung peer) costs little CPU. Why poll by
   // time and not yield: a non-blocking collective advances only inside MPI_Test, and a large
@@ -183,7 +183,7 @@ void MpiCommunicator::wait_until(Test&& test, const CollectiveTag& tag, int64_t 
   int64_t sleep_us = 8;
   for (;;) {
     if (test()) return;
-    const double waited_s = std::chrono::duration<double>(Clock::now() - start).count();
+    const double waited_s = seconds_since(start);
     if (waited_s < kSpinS) continue;
     if (limit_s > 0 && waited_s > limit_s) {
       std::fprintf(stderr,

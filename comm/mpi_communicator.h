@@ -8,12 +8,12 @@
 // pass (SY_COLLECTIVE_TIMEOUT_S, default 600; 0 = no deadline), the rank prints
 //   [switchyard] rank R on HOST: collective timeout: <op> seq N layer L step S exceeded T s
 // and calls MPI_Abort(MPI_COMM_WORLD, 20): a stuck or dead peer turns into a fast, named
-// teardown of the whole job (Open MPI 4.1 has no fault-tolerant MPI; shared/RELIABILITY.md A4).
+// teardown of the whole job (Open MPI 4.1 has no fault-tolerant MPI to survive a lost rank).
 //
 // Failures: MpiRuntime installs (1) an abort hook so every failed SY_CHECK / SY_MPI_CHECK
 // ends every rank through MPI_Abort with the check's exit code, (2) a std::terminate handler
 // that prints the rank, the exception's what() and the last collective, then aborts the job
-// with exit code 1 (RELIABILITY A2), and (3) MPI_ERRORS_RETURN on MPI_COMM_WORLD, so MPI
+// with exit code 1 (never a silent hang), and (3) MPI_ERRORS_RETURN on MPI_COMM_WORLD, so MPI
 // errors reach SY_MPI_CHECK with MPI's error text.
 #pragma once
 

@@ -1,4 +1,4 @@
-// libFuzzer target for the safetensors reader (shared/RELIABILITY.md F8): any bytes give a
+// libFuzzer target for the safetensors reader (untrusted weight files): any bytes give a
 // Status, never a crash, leak or UB. Built only with clang (fuzz/CMakeLists.txt).
 //
 // Run (separate build dir; ~60 s):

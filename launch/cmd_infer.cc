@@ -1,6 +1,6 @@
 // `switchyard infer`: real text -> GPT-2 BPE tokens -> a stack of MoE layers with experts
 // sharded over the MPI ranks (mpirun -np P), for one router or every registered router. Prints
-// a progress line and a table of routing metrics per layer (shared/ROUTERS.md); --out writes
+// a progress line and a table of routing metrics per layer (docs/routers.md); --out writes
 // per-rank load reports, --dump the final hidden states (.npy, global token order, rank 0).
 #include <algorithm>
 #include <cstdio>
@@ -102,7 +102,7 @@ int run_infer(InferArgs a) {
     return Dispatcher::check_sizes(cfg.moe().num_experts(), P);
   }();
   if (int code = agree_status(comm, st, "infer: config")) return code;
-  // D1: every rank must run the same configuration.
+  // Every rank must run the same configuration: a differing one is refused before any data moves.
   {
     const int64_t h = static_cast<int64_t>(fnv1a64(config_text(cfg).c_str()) >> 1);
     int64_t lo = h, hi = h;

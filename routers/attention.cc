@@ -1,7 +1,7 @@
 // attention: the token asks a query of learned expert keys.
 //   q_TH = x_TD W_q^T          query.weight W_q [H, D]
 //   s_TE = sum over heads h of (K_e,h . q_h) / sqrt(H / num_heads)      keys K [E, H]
-// The head split follows ROUTERS.md ("H heads of h/H, scores summed"). Because every head
+// The head split: H heads of H/num_heads each, their scores summed. Because every head
 // shares the same scale, the sum of per-head dot products is the full dot product K_e . q:
 // s = K q / sqrt(H / num_heads). So the heads change only the temperature of the scores, not
 // what the router can express; we compute it as one GEMM (identical in exact arithmetic to

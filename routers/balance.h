@@ -1,4 +1,4 @@
-// Balancing and regularization losses for learned routers (shared/ROUTERS.md): the Switch
+// Balancing and regularization losses for learned routers (docs/routers.md): the Switch
 // auxiliary loss, its sequence-level form, and the router z-loss. Each returns the loss and
 // writes its gradient with respect to the router's probabilities (aux losses) or scores
 // (z-loss), ready for RouterGrads::dprobs_TE / RouterGrads::dlogits_TE.
@@ -54,7 +54,7 @@ double switch_aux_loss_seq(const float* probs_TE, const int32_t* topk_ids_TK, in
 // (~1e8 * coef) and gradient. -inf entries get zero gradient. A row that is entirely -inf (a
 // fully masked token) has no finite score to regularize: it contributes 0 to the loss and gets
 // zero gradient, but still counts in T. NaN or +inf logits propagate NaN/Inf: callers check
-// finiteness first (RELIABILITY C1).
+// finiteness first (before routing, as MoeLayer does).
 // logits_TE: [T, E]; dlogits_TE: [T, E], may be null; written, or added to when accumulate.
 double router_z_loss(const float* logits_TE, int64_t T, int64_t E, float coef, float* dlogits_TE,
                      bool accumulate);

@@ -1,7 +1,7 @@
-// Routing metrics that every run reports per layer and step (shared/ROUTERS.md, RELIABILITY
-// C5): how sure the router is (entropy, effective experts, top-k mass), how the load spreads
-// over experts (load entropy, utilization, max/mean, coefficient of variation), how much was
-// dropped, and a collapse flag.
+// Routing metrics that every run reports per layer and step (docs/routers.md; a collapsed
+// router shows here): how sure the router is (entropy, effective experts, top-k mass), how the
+// load spreads over experts (load entropy, utilization, max/mean, coefficient of variation), how
+// much was dropped, and a collapse flag.
 //
 // Raw pointers in, a plain struct out; no MPI. For several ranks, each rank computes its own
 // RoutingMetrics, the sums (the `*_sum` fields, `tokens`, `load_E`, `dropped_E`) are added up

@@ -1,7 +1,7 @@
 // mlp_hadamard: s = W_o (SiLU(W_g x) ⊙ (W_u x)), hidden H: two branches joined by an
 // element-wise product (a gated MLP, as in the SwiGLU feed-forward). Parameters:
 // gate_proj.weight W_g [H, D], up_proj.weight W_u [H, D], out.weight W_o [E, H]; no biases.
-// ROUTERS.md: the paper reports structured, sparse routing for this router; the metrics
+// The paper (docs/routers.md) reports structured, sparse routing for this router; the metrics
 // measure that, nothing here assumes it.
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"

@@ -52,7 +52,7 @@ struct RouterOutput {
   Tensor probs_TE;                   // softmax(s)
   std::vector<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
   Tensor topk_weights_TK;            // chosen p (renormalized when norm_topk_prob)
-  bool finite = true;                // false when any score was NaN/Inf (RELIABILITY C1)
+  bool finite = true;                // false when any score was NaN/Inf (ids stay in range)
 };
 
 // Inputs to backward(); every pointer may be null. Shapes follow the last forward.

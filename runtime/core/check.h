@@ -26,7 +26,8 @@ using AbortHook = void (*)(int exit_code);
 void set_abort_hook(AbortHook hook);
 [[noreturn]] void fatal_abort(int exit_code);
 
-// Exit codes name the failure class (shared/RELIABILITY.md). Used by checks, Status and main.
+// Exit codes name the failure class, so a job's status says what went wrong. Used by checks,
+// Status and main.
 enum ExitCode : int {
   kExitOk = 0,
   kExitBug = 1,    // failed SY_CHECK: a bug, not bad input

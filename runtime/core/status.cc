@@ -1,6 +1,12 @@
 #include "runtime/core/status.h"
 
+#include <cstring>
+
 namespace sy {
+
+std::string ErrnoText(int err) {
+  return std::strerror(err);
+}
 
 std::string Status::ToString() const {
   const char* name = "OK";

@@ -3,6 +3,7 @@
 // launcher can end every rank with the code that names what went wrong.
 #pragma once
 
+#include <cerrno>
 #include <optional>
 #include <string>
 #include <utility>
@@ -52,6 +53,10 @@ inline Status NotFound(std::string m) {
 inline Status Internal(std::string m) {
   return {StatusCode::kInternal, std::move(m)};
 }
+
+// strerror(err) as a string, for the message of a Status about a failed system call. Read
+// errno before anything else can change it (the default argument does so at the call).
+std::string ErrnoText(int err = errno);
 
 template <typename T>
 class [[nodiscard]] StatusOr {

@@ -13,7 +13,7 @@ namespace fs = std::filesystem;
 
 Status missing(const std::string& name, const std::string& path) {
   return NotFound("corpus '" + name + "': " + path +
-                  " not found; run launch/setup.sh to fetch data/third_party (shared/DATA.md)");
+                  " not found; run launch/setup.sh to fetch data/third_party");
 }
 
 }  // namespace

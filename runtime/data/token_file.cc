@@ -14,10 +14,6 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "token files are little-endian; a big-endian host needs byte swaps here");
 
-std::string errno_text() {
-  return std::strerror(errno);
-}
-
 // Closes on scope exit.
 struct Fd {
   int fd = -1;
@@ -31,7 +27,7 @@ Status write_all(int fd, const void* data, size_t n, const std::string& path) {
   while (n > 0) {
     const ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return BadInput(path + ": write failed: " + errno_text());
+    if (w <= 0) return BadInput(path + ": write failed: " + ErrnoText());
     p += w;
     n -= static_cast<size_t>(w);
   }
@@ -44,7 +40,7 @@ Status pread_all(int fd, void* data, size_t n, int64_t offset, const std::string
   while (n > 0) {
     const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return BadInput(path + ": read failed: " + errno_text());
+    if (r < 0) return BadInput(path + ": read failed: " + ErrnoText());
     if (r == 0)
       return BadInput(path + ": unexpected end of file at byte " + std::to_string(offset));
     p += r;
@@ -58,9 +54,9 @@ Status open_checked(const std::string& path, Fd* fd, TokenFileHeader* h) {
   fd->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd->fd < 0)
     return errno == ENOENT ? NotFound(path + ": no such token file")
-                           : BadInput(path + ": cannot open: " + errno_text());
+                           : BadInput(path + ": cannot open: " + ErrnoText());
   struct stat st;
-  if (::fstat(fd->fd, &st) != 0) return BadInput(path + ": cannot stat: " + errno_text());
+  if (::fstat(fd->fd, &st) != 0) return BadInput(path + ": cannot stat: " + ErrnoText());
   if (!S_ISREG(st.st_mode)) return BadInput(path + ": not a regular file");
   const int64_t size = st.st_size;
   if (size < kTokenFileHeaderBytes)
@@ -120,15 +116,15 @@ Status write_token_file(const std::string& path, const std::vector<int32_t>& ids
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   Fd fd;
   fd.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd.fd < 0) return BadInput(tmp + ": cannot create: " + errno_text());
+  if (fd.fd < 0) return BadInput(tmp + ": cannot create: " + ErrnoText());
   Status st = write_all(fd.fd, raw, sizeof(raw), tmp);
   if (st.ok()) st = write_all(fd.fd, ids.data(), ids.size() * sizeof(int32_t), tmp);
-  if (st.ok() && ::fsync(fd.fd) != 0) st = BadInput(tmp + ": fsync failed: " + errno_text());
+  if (st.ok() && ::fsync(fd.fd) != 0) st = BadInput(tmp + ": fsync failed: " + ErrnoText());
   const int close_rc = ::close(fd.fd);
   fd.fd = -1;
-  if (st.ok() && close_rc != 0) st = BadInput(tmp + ": close failed: " + errno_text());
+  if (st.ok() && close_rc != 0) st = BadInput(tmp + ": close failed: " + ErrnoText());
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
-    st = BadInput(path + ": cannot rename " + tmp + " to it: " + errno_text());
+    st = BadInput(path + ": cannot rename " + tmp + " to it: " + ErrnoText());
   if (!st.ok()) ::unlink(tmp.c_str());
   return st;
 }

@@ -36,10 +36,6 @@ int64_t StepOf(const std::string& name) {
   return v;
 }
 
-std::string ErrnoText() {
-  return std::strerror(errno);
-}
-
 Status WriteAtomic(const std::string& path, const std::string& text) {
   return write_file_atomic(path, {{text.data(), text.size()}});
 }

@@ -5,7 +5,7 @@
 // Everything in the folder is untrusted: config.json is parsed with nlohmann::json and every
 // value read through the typed getters below (type and range checked, the key and the file in
 // the message); the index may only name plain file names inside the folder; each shard is
-// opened with the hostile-file SafetensorsReader (F1-F8), and every tensor read is checked
+// opened with the hostile-file SafetensorsReader (safetensors.h), and every tensor read is checked
 // against the dtype class and shape the model expects. Errors are kBadInput (exit 22) naming
 // the file and the tensor; a missing folder or file is kNotFound.
 //
@@ -99,7 +99,7 @@ class HfCheckpoint {
   // The file holding `name` (for messages), or "" when absent.
   std::string file_of(const std::string& name) const;
   // A float tensor (F32 / F16 / BF16 on disk) converted to fp32; its shape must equal `shape`
-  // exactly. NaN/Inf is an error (RELIABILITY F6) unless allow_non_finite.
+  // exactly. NaN/Inf is an error (the format does not check it) unless allow_non_finite.
   StatusOr<Tensor> read(const std::string& name, const std::vector<int64_t>& shape,
                         bool allow_non_finite = false) const;
   // Same, into caller memory of numel(shape) floats (e.g. one expert's slot of a stacked

@@ -114,7 +114,7 @@ uint64_t LoadLe64(const uint8_t* p) {
   return v;
 }
 
-// F1: the header length against the file size, before anything is allocated.
+// The header length against the file size, before anything is allocated.
 Status CheckHeaderLength(uint64_t n, uint64_t file_size, const std::string& file) {
   if (file_size < 8)
     return BadInput(file + ": HeaderTooSmall: file has " + std::to_string(file_size) +
@@ -129,7 +129,7 @@ Status CheckHeaderLength(uint64_t n, uint64_t file_size, const std::string& file
   return Status::Ok();
 }
 
-// F2-F5 on the header text; data_len = file size - 8 - N.
+// The header text: JSON object, entries, dtypes, shapes, byte counts; data_len = file size - 8 - N.
 Status ParseHeader(const uint8_t* hdr, size_t n, uint64_t data_len, const std::string& file,
                    std::vector<SafetensorsEntry>* entries,
                    std::map<std::string, std::string>* metadata) {
@@ -203,7 +203,7 @@ Status ParseHeader(const uint8_t* hdr, size_t n, uint64_t data_len, const std::s
                       safe_dtype_name(e.dtype) + " " + sh->dump() + " != end - begin of " + range);
     entries->push_back(std::move(e));
   }
-  // F3: the tensors must tile the data buffer exactly.
+  // The tensors must tile the data buffer exactly: no overlap, no gap, no trailing bytes.
   std::vector<const SafetensorsEntry*> by_off;
   for (const auto& e : *entries) by_off.push_back(&e);
   std::sort(by_off.begin(), by_off.end(), [](const auto* a, const auto* b) {
@@ -226,10 +226,6 @@ Status ParseHeader(const uint8_t* hdr, size_t n, uint64_t data_len, const std::s
   std::sort(entries->begin(), entries->end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
   return Status::Ok();
-}
-
-std::string ErrnoText() {
-  return std::strerror(errno);
 }
 
 }  // namespace
@@ -314,7 +310,8 @@ StatusOr<SafetensorsReader> SafetensorsReader::Open(const std::string& path) {
   return r;
 }
 
-// F7: the file must still be the one whose header we validated; reads never run short.
+// The file must still be the one whose header we validated (not truncated or replaced while
+// loading); reads never run short.
 Status SafetensorsReader::ReadAt(uint64_t offset, uint64_t n, uint8_t* dst,
                                  const std::string& what) const {
   struct stat st;

@@ -1,5 +1,6 @@
-// Hugging Face .safetensors files: a reader that treats every byte as hostile
-// (shared/RELIABILITY.md F1-F8) and a writer for the same layout.
+// Hugging Face .safetensors files: a reader that treats every byte as hostile (header length,
+// JSON, offsets, overflow, dtypes, truncation while reading; fuzzed by fuzz/) and a writer for
+// the same layout.
 //
 // Format: u64 little-endian header length N, N bytes of UTF-8 JSON
 //   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
@@ -97,12 +98,12 @@ class SafetensorsReader {
   Status ReadRowsInto(const std::string& name, int64_t row_begin, int64_t rows, uint8_t* dst,
                       size_t capacity) const;
   // F32 / F16 / BF16 converted to float32. NaN or Inf is a kNonFinite error unless
-  // allow_non_finite (RELIABILITY F6: the format does not check this, the loader does).
+  // allow_non_finite (the format does not check this, the loader does).
   StatusOr<Tensor> ReadF32(const std::string& name, bool allow_non_finite = false) const;
   StatusOr<Tensor> ReadRowsF32(const std::string& name, int64_t row_begin, int64_t rows,
                                bool allow_non_finite = false) const;
 
-  // Schema check (RELIABILITY F5): every expected tensor present with this dtype and shape;
+  // Schema check: every expected tensor present with this dtype and shape;
   // with !allow_extra, no other tensors. The error lists every offending name.
   struct Expect {
     std::string name;

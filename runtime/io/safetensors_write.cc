@@ -13,9 +13,6 @@
 namespace sy {
 namespace {
 using json = nlohmann::json;
-std::string ErrnoText() {
-  return std::strerror(errno);
-}
 }  // namespace
 
 // ---- conversion ----

@@ -3,7 +3,7 @@
 // layer and the multi-rank dispatcher build their permutations from the same plan, so P ranks
 // drop exactly what 1 rank drops.
 //
-// Capacity (shared/ROUTERS.md): C = ceil(capacity_factor * T * K / E), the same for every
+// Capacity (docs/routers.md): C = ceil(capacity_factor * T * K / E), the same for every
 // expert, where T is the number of (unmasked) tokens in the GROUP passed to one call. The caller
 // picks the group: the MoE layer passes the whole batch of one forward (all sequences
 // together), so tokens of the whole batch compete for an expert; a dispatcher must pass the same
@@ -15,12 +15,12 @@
 //     by higher slot (so among equals the earlier token is kept). NaN ranks lowest.
 //   kPosition: keeps the first C assignments in token order (token, then slot).
 // A dropped assignment contributes zero to the output (the residual still carries the token);
-// drops are counted per expert, never silent (RELIABILITY B3).
+// drops are counted per expert, never silent.
 //
-// Masked tokens (padding, RELIABILITY B5) take no capacity, are not counted as routed and are
+// Masked tokens (padding) take no capacity, are not counted as routed and are
 // never dispatched.
 //
-// Count overflow (RELIABILITY B6): T*K and the largest possible row payload (T*K rows * D
+// Count overflow: T*K and the largest possible row payload (T*K rows * D
 // values) must fit an int, since MPI counts are ints. Larger problems are rejected with
 // InvalidArgument before anything is allocated.
 //

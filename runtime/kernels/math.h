@@ -40,7 +40,7 @@ SY_HD inline float softplus(float x) {
 
 // p = softmax(s) over n entries, fp32, max-subtraction. -inf entries get probability 0; a row
 // that is entirely -inf gets the uniform distribution (no NaN from 0/0). NaN in s propagates
-// to p: callers check finiteness before routing (RELIABILITY C1).
+// to p: callers check finiteness before routing, so a NaN never picks an expert.
 SY_HD inline void softmax_row(const float* s, float* p, int n) {
   float m = -INFINITY;
   for (int i = 0; i < n; ++i) m = s[i] > m ? s[i] : m;

@@ -1,7 +1,6 @@
 #include "runtime/model/bert_moe.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -9,18 +8,12 @@
 #include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
 #include "runtime/core/scratch.h"
+#include "runtime/core/timing.h"
 
 namespace sy {
 namespace {
 using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point* t) {
-  const Clock::time_point now = Clock::now();
-  const double s = std::chrono::duration<double>(now - *t).count();
-  *t = now;
-  return s;
-}
+using Clock = SteadyClock;
 
 std::string LayerName(int64_t i, const std::string& rest) {
   return "bert.encoder.layer." + std::to_string(i) + "." + rest;
@@ -485,7 +478,7 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
     }
     ops::add_layernorm_forward(ex, y, x, L.ln2_w.ptr(), L.ln2_b.ptr(), x, T, D, eps);
   }
-  times_.total_s = std::chrono::duration<double>(Clock::now() - start).count();
+  times_.total_s = seconds_since(start);
   return Status::Ok();
 }
 

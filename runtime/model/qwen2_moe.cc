@@ -1,7 +1,6 @@
 #include "runtime/model/qwen2_moe.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -9,20 +8,28 @@
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
+#include "runtime/core/timing.h"
+#include "runtime/model/qwen2_moe_names.h"
 
 namespace sy {
 namespace {
 using json = nlohmann::json;
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+constexpr auto Now = now_seconds;
 
-std::string LayerName(int64_t i, const std::string& rest) {
-  return "model.layers." + std::to_string(i) + "." + rest;
+// A layer's attention-block tensors (value, gradient) in qwen2_moe_attention_tensors order, and
+// its dense MLP's in qwen2_moe_dense_mlp_tensors order. (A template, so it can take the model's
+// private Layer.)
+using TensorSlots = std::vector<std::pair<Tensor*, Tensor*>>;
+template <typename LayerT>
+TensorSlots AttentionSlots(LayerT& L) {
+  return {{&L.ln1, &L.d_ln1}, {&L.ln2, &L.d_ln2}, {&L.wq, &L.d_wq},
+          {&L.bq, &L.d_bq},   {&L.wk, &L.d_wk},   {&L.bk, &L.d_bk},
+          {&L.wv, &L.d_wv},   {&L.bv, &L.d_bv},   {&L.wo, &L.d_wo}};
 }
-std::string ExpertName(int64_t i, int64_t j, const std::string& proj) {
-  return LayerName(i, "mlp.experts." + std::to_string(j) + "." + proj + ".weight");
+template <typename LayerT>
+TensorSlots DenseMlpSlots(LayerT& L) {
+  return {{&L.mlp_gate, &L.d_mlp_gate}, {&L.mlp_up, &L.d_mlp_up}, {&L.mlp_down, &L.d_mlp_down}};
 }
 
 int64_t Bytes(const Tensor& t) {
@@ -184,8 +191,7 @@ Status write_random_qwen2_moe_checkpoint(const std::string& dir, const json& con
   SY_ASSIGN_OR_RETURN(Qwen2MoeConfig c,
                       Qwen2MoeConfig::from_json(JsonConfigReader(merged, "init config")));
   const float std_w = static_cast<float>(c.initializer_range);
-  const int64_t D = c.hidden_size, hd = c.head_dim, nH = c.num_attention_heads,
-                nKV = c.num_key_value_heads, V = c.vocab_size;
+  const int64_t D = c.hidden_size, V = c.vocab_size;
   HfCheckpointWriter w(dtype);
   auto normal = [&](const std::string& name, std::vector<int64_t> shape, float std) {
     const int64_t n = Tensor::numel_of(shape);
@@ -193,39 +199,25 @@ Status write_random_qwen2_moe_checkpoint(const std::string& dir, const json& con
       fill_normal(dst, n, std, seed, fnv1a64(name.c_str()));
     });
   };
-  auto ones = [&](const std::string& name, int64_t n) { w.add(name, Tensor({n}, 1.0f)); };
-  normal("model.embed_tokens.weight", {V, D}, std_w);
-  ones("model.norm.weight", D);
-  if (!c.tie_word_embeddings) normal("lm_head.weight", {V, D}, std_w);
+  auto add = [&](const std::vector<Qwen2MoeTensor>& ts) {
+    for (const Qwen2MoeTensor& t : ts) {
+      if (t.norm)
+        w.add(t.name, Tensor(t.shape, 1.0f));
+      else
+        normal(t.name, t.shape, std_w);
+    }
+  };
+  normal(kQwen2MoeEmbedName, {V, D}, std_w);
+  w.add(kQwen2MoeFinalNormName, Tensor({D}, 1.0f));
+  if (!c.tie_word_embeddings) normal(kQwen2MoeLmHeadName, {V, D}, std_w);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    ones(LayerName(i, "input_layernorm.weight"), D);
-    ones(LayerName(i, "post_attention_layernorm.weight"), D);
-    normal(LayerName(i, "self_attn.q_proj.weight"), {nH * hd, D}, std_w);
-    normal(LayerName(i, "self_attn.q_proj.bias"), {nH * hd}, std_w);
-    normal(LayerName(i, "self_attn.k_proj.weight"), {nKV * hd, D}, std_w);
-    normal(LayerName(i, "self_attn.k_proj.bias"), {nKV * hd}, std_w);
-    normal(LayerName(i, "self_attn.v_proj.weight"), {nKV * hd, D}, std_w);
-    normal(LayerName(i, "self_attn.v_proj.bias"), {nKV * hd}, std_w);
-    normal(LayerName(i, "self_attn.o_proj.weight"), {D, nH * hd}, std_w);
+    add(qwen2_moe_attention_tensors(c, i));
     if (c.is_sparse(i)) {
-      const int64_t F = c.moe_intermediate_size, Fs = c.shared_expert_intermediate_size;
-      normal(LayerName(i, "mlp.gate.weight"), {c.num_experts, D}, std_w);
-      for (int64_t j = 0; j < c.num_experts; ++j) {
-        normal(ExpertName(i, j, "gate_proj"), {F, D}, std_w);
-        normal(ExpertName(i, j, "up_proj"), {F, D}, std_w);
-        normal(ExpertName(i, j, "down_proj"), {D, F}, std_w);
-      }
-      if (Fs > 0) {
-        normal(LayerName(i, "mlp.shared_expert.gate_proj.weight"), {Fs, D}, std_w);
-        normal(LayerName(i, "mlp.shared_expert.up_proj.weight"), {Fs, D}, std_w);
-        normal(LayerName(i, "mlp.shared_expert.down_proj.weight"), {D, Fs}, std_w);
-        normal(LayerName(i, "mlp.shared_expert_gate.weight"), {1, D}, std_w);
-      }
+      normal(qwen2_moe_router_prefix(i) + "weight", {c.num_experts, D}, std_w);
+      for (int64_t j = 0; j < c.num_experts; ++j) add(qwen2_moe_expert_tensors(c, i, j));
+      add(qwen2_moe_shared_expert_tensors(c, i));
     } else {
-      const int64_t F = c.intermediate_size;
-      normal(LayerName(i, "mlp.gate_proj.weight"), {F, D}, std_w);
-      normal(LayerName(i, "mlp.up_proj.weight"), {F, D}, std_w);
-      normal(LayerName(i, "mlp.down_proj.weight"), {D, F}, std_w);
+      add(qwen2_moe_dense_mlp_tensors(c, i));
     }
   }
   return w.write(dir, c.to_json(), max_shard_bytes);
@@ -243,8 +235,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
   if (opt.exec) m->exec_ = opt.exec;
   const Qwen2MoeConfig& c = m->cfg_;
   const int P = comm ? comm->size() : 1;
-  const int64_t D = c.hidden_size, hd = c.head_dim, nH = c.num_attention_heads,
-                nKV = c.num_key_value_heads, V = c.vocab_size;
+  const int64_t D = c.hidden_size, hd = c.head_dim, V = c.vocab_size;
   if (c.num_experts > 0 && c.num_experts % P != 0)
     return InvalidArgument(ck.dir() + ": " + std::to_string(c.num_experts) +
                            " experts do not split evenly over " + std::to_string(P) + " ranks");
@@ -279,54 +270,44 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     SY_RETURN_IF_ERROR(validate_router_config(rc));
   }
 
-  // Schema first (RELIABILITY F5): every tensor the model needs, and nothing unexpected.
-  std::vector<std::string> need = {"model.embed_tokens.weight", "model.norm.weight"};
-  if (!c.tie_word_embeddings || ck.has("lm_head.weight")) need.push_back("lm_head.weight");
+  // Schema first, before any tensor is read: every tensor the model needs, and nothing else.
+  std::vector<std::string> need = {kQwen2MoeEmbedName, kQwen2MoeFinalNormName};
+  if (!c.tie_word_embeddings || ck.has(kQwen2MoeLmHeadName)) need.push_back(kQwen2MoeLmHeadName);
+  auto add_need = [&need](const std::vector<Qwen2MoeTensor>& ts) {
+    for (const Qwen2MoeTensor& t : ts) need.push_back(t.name);
+  };
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    for (const char* n :
-         {"input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_proj.weight",
-          "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
-          "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.o_proj.weight"})
-      need.push_back(LayerName(i, n));
+    add_need(qwen2_moe_attention_tensors(c, i));
     if (c.is_sparse(i)) {
-      for (const std::string& name : gate_params) need.push_back(LayerName(i, "mlp.gate." + name));
-      for (int64_t j = 0; j < c.num_experts; ++j)
-        for (const char* p : {"gate_proj", "up_proj", "down_proj"})
-          need.push_back(ExpertName(i, j, p));
-      if (c.shared_expert_intermediate_size > 0)
-        for (const char* n :
-             {"mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight",
-              "mlp.shared_expert.down_proj.weight", "mlp.shared_expert_gate.weight"})
-          need.push_back(LayerName(i, n));
+      for (const std::string& name : gate_params) need.push_back(qwen2_moe_router_prefix(i) + name);
+      for (int64_t j = 0; j < c.num_experts; ++j) add_need(qwen2_moe_expert_tensors(c, i, j));
+      add_need(qwen2_moe_shared_expert_tensors(c, i));
     } else {
-      for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
-        need.push_back(LayerName(i, n));
+      add_need(qwen2_moe_dense_mlp_tensors(c, i));
     }
   }
   SY_RETURN_IF_ERROR(ck.check_names(need, /*allow_extra=*/false));
 
-  SY_ASSIGN_OR_RETURN(m->embed_, ck.read("model.embed_tokens.weight", {V, D}));
-  SY_ASSIGN_OR_RETURN(m->final_norm_, ck.read("model.norm.weight", {D}));
-  if (ck.has("lm_head.weight")) {
-    SY_ASSIGN_OR_RETURN(m->lm_head_, ck.read("lm_head.weight", {V, D}));
+  SY_ASSIGN_OR_RETURN(m->embed_, ck.read(kQwen2MoeEmbedName, {V, D}));
+  SY_ASSIGN_OR_RETURN(m->final_norm_, ck.read(kQwen2MoeFinalNormName, {D}));
+  if (ck.has(kQwen2MoeLmHeadName)) {
+    SY_ASSIGN_OR_RETURN(m->lm_head_, ck.read(kQwen2MoeLmHeadName, {V, D}));
   }
+  // Reads the tensors `ts` into the values of `slots`, in order.
+  auto read_slots = [&ck](const std::vector<Qwen2MoeTensor>& ts,
+                          const TensorSlots& slots) -> Status {
+    SY_CHECK_EQ(ts.size(), slots.size());
+    for (size_t k = 0; k < ts.size(); ++k) {
+      SY_ASSIGN_OR_RETURN(*slots[k].first, ck.read(ts[k].name, ts[k].shape));
+    }
+    return Status::Ok();
+  };
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     Layer& L = m->layers_[static_cast<size_t>(i)];
-    SY_ASSIGN_OR_RETURN(L.ln1, ck.read(LayerName(i, "input_layernorm.weight"), {D}));
-    SY_ASSIGN_OR_RETURN(L.ln2, ck.read(LayerName(i, "post_attention_layernorm.weight"), {D}));
-    SY_ASSIGN_OR_RETURN(L.wq, ck.read(LayerName(i, "self_attn.q_proj.weight"), {nH * hd, D}));
-    SY_ASSIGN_OR_RETURN(L.bq, ck.read(LayerName(i, "self_attn.q_proj.bias"), {nH * hd}));
-    SY_ASSIGN_OR_RETURN(L.wk, ck.read(LayerName(i, "self_attn.k_proj.weight"), {nKV * hd, D}));
-    SY_ASSIGN_OR_RETURN(L.bk, ck.read(LayerName(i, "self_attn.k_proj.bias"), {nKV * hd}));
-    SY_ASSIGN_OR_RETURN(L.wv, ck.read(LayerName(i, "self_attn.v_proj.weight"), {nKV * hd, D}));
-    SY_ASSIGN_OR_RETURN(L.bv, ck.read(LayerName(i, "self_attn.v_proj.bias"), {nKV * hd}));
-    SY_ASSIGN_OR_RETURN(L.wo, ck.read(LayerName(i, "self_attn.o_proj.weight"), {D, nH * hd}));
+    SY_RETURN_IF_ERROR(read_slots(qwen2_moe_attention_tensors(c, i), AttentionSlots(L)));
     if (!c.is_sparse(i)) {
-      const int64_t F = c.intermediate_size;
-      SY_ASSIGN_OR_RETURN(L.mlp_gate, ck.read(LayerName(i, "mlp.gate_proj.weight"), {F, D}));
-      SY_ASSIGN_OR_RETURN(L.mlp_up, ck.read(LayerName(i, "mlp.up_proj.weight"), {F, D}));
-      SY_ASSIGN_OR_RETURN(L.mlp_down, ck.read(LayerName(i, "mlp.down_proj.weight"), {D, F}));
+      SY_RETURN_IF_ERROR(read_slots(qwen2_moe_dense_mlp_tensors(c, i), DenseMlpSlots(L)));
       continue;
     }
     MoeLayerConfig lc;
@@ -348,22 +329,23 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     MoeLayer& moe = *L.moe;
     for (Param& p : moe.router().params())
       SY_RETURN_IF_ERROR(
-          ck.read_into(LayerName(i, "mlp.gate." + p.name), p.value.shape, p.value.ptr()));
+          ck.read_into(qwen2_moe_router_prefix(i) + p.name, p.value.shape, p.value.ptr()));
     // This rank's experts only (local expert e is global first + e), one at a time: quantized
     // experts go straight from the file to int8/int4, so no rank ever holds even its own
     // experts in fp32.
     const int64_t F = c.moe_intermediate_size, first = moe.first_local_expert();
-    std::vector<float> wg(static_cast<size_t>(F * D)), wu(wg.size()), wd(wg.size());
+    std::vector<float> w[3];  // gate_proj, up_proj, down_proj of one expert
+    for (std::vector<float>& v : w) v.resize(static_cast<size_t>(F * D));
     for (int64_t e = 0; e < moe.num_local_experts(); ++e) {
-      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, first + e, "gate_proj"), {F, D}, wg.data()));
-      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, first + e, "up_proj"), {F, D}, wu.data()));
-      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, first + e, "down_proj"), {D, F}, wd.data()));
-      moe.experts().set_expert_weights(e, wg.data(), wu.data(), wd.data());
+      const std::vector<Qwen2MoeTensor> ts = qwen2_moe_expert_tensors(c, i, first + e);
+      for (size_t k = 0; k < ts.size(); ++k)
+        SY_RETURN_IF_ERROR(ck.read_into(ts[k].name, ts[k].shape, w[k].data()));
+      moe.experts().set_expert_weights(e, w[0].data(), w[1].data(), w[2].data());
     }
     if (SharedExpert* s = moe.shared_expert()) {
       for (Param& p : s->params())
         SY_RETURN_IF_ERROR(
-            ck.read_into(LayerName(i, "mlp." + p.name), p.value.shape, p.value.ptr()));
+            ck.read_into(qwen2_moe_layer_name(i, "mlp." + p.name), p.value.shape, p.value.ptr()));
     }
   }
   if (opt.train == Qwen2MoeTrain::kAll) {  // gradients of every replicated tensor
@@ -372,20 +354,9 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     m->d_final_norm_ = like(m->final_norm_);
     if (!m->lm_head_.empty()) m->d_lm_head_ = like(m->lm_head_);
     for (Layer& L : m->layers_) {
-      L.d_ln1 = like(L.ln1);
-      L.d_ln2 = like(L.ln2);
-      L.d_wq = like(L.wq);
-      L.d_bq = like(L.bq);
-      L.d_wk = like(L.wk);
-      L.d_bk = like(L.bk);
-      L.d_wv = like(L.wv);
-      L.d_bv = like(L.bv);
-      L.d_wo = like(L.wo);
-      if (!L.moe) {
-        L.d_mlp_gate = like(L.mlp_gate);
-        L.d_mlp_up = like(L.mlp_up);
-        L.d_mlp_down = like(L.mlp_down);
-      }
+      for (auto [value, grad] : AttentionSlots(L)) *grad = like(*value);
+      if (!L.moe)
+        for (auto [value, grad] : DenseMlpSlots(L)) *grad = like(*value);
     }
   }
   if (!opt.router.empty() && opt.router != c.router) {
@@ -617,33 +588,28 @@ std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
   auto add = [&](const std::string& name, Tensor& v, Tensor& g) {
     out.push_back({name, &v, g.empty() ? nullptr : &g, false});
   };
-  add("model.embed_tokens.weight", embed_, d_embed_);
-  add("model.norm.weight", final_norm_, d_final_norm_);
-  if (!lm_head_.empty()) add("lm_head.weight", lm_head_, d_lm_head_);
+  // The named tensors `ts` with the values and gradients of `slots`, in order.
+  auto add_slots = [&](const std::vector<Qwen2MoeTensor>& ts, const TensorSlots& slots) {
+    SY_CHECK_EQ(ts.size(), slots.size());
+    for (size_t k = 0; k < ts.size(); ++k) add(ts[k].name, *slots[k].first, *slots[k].second);
+  };
+  add(kQwen2MoeEmbedName, embed_, d_embed_);
+  add(kQwen2MoeFinalNormName, final_norm_, d_final_norm_);
+  if (!lm_head_.empty()) add(kQwen2MoeLmHeadName, lm_head_, d_lm_head_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& L = layers_[i];
     const int64_t li = static_cast<int64_t>(i);
-    add(LayerName(li, "input_layernorm.weight"), L.ln1, L.d_ln1);
-    add(LayerName(li, "post_attention_layernorm.weight"), L.ln2, L.d_ln2);
-    add(LayerName(li, "self_attn.q_proj.weight"), L.wq, L.d_wq);
-    add(LayerName(li, "self_attn.q_proj.bias"), L.bq, L.d_bq);
-    add(LayerName(li, "self_attn.k_proj.weight"), L.wk, L.d_wk);
-    add(LayerName(li, "self_attn.k_proj.bias"), L.bk, L.d_bk);
-    add(LayerName(li, "self_attn.v_proj.weight"), L.wv, L.d_wv);
-    add(LayerName(li, "self_attn.v_proj.bias"), L.bv, L.d_bv);
-    add(LayerName(li, "self_attn.o_proj.weight"), L.wo, L.d_wo);
+    add_slots(qwen2_moe_attention_tensors(cfg_, li), AttentionSlots(L));
     if (!L.moe) {
-      add(LayerName(li, "mlp.gate_proj.weight"), L.mlp_gate, L.d_mlp_gate);
-      add(LayerName(li, "mlp.up_proj.weight"), L.mlp_up, L.d_mlp_up);
-      add(LayerName(li, "mlp.down_proj.weight"), L.mlp_down, L.d_mlp_down);
+      add_slots(qwen2_moe_dense_mlp_tensors(cfg_, li), DenseMlpSlots(L));
       continue;
     }
     // MoE parameters under their layer-local names: gate.<router param>, experts.<stacked>,
     // shared_expert.*, shared_expert_gate.weight.
     for (auto& [name, p] : L.moe->named_params()) {
       const bool expert = name.rfind("experts.", 0) == 0;
-      out.push_back({LayerName(li, "mlp." + name), &p->value, p->grad.empty() ? nullptr : &p->grad,
-                     expert, !expert});
+      out.push_back({qwen2_moe_layer_name(li, "mlp." + name), &p->value,
+                     p->grad.empty() ? nullptr : &p->grad, expert, !expert});
     }
   }
   return out;

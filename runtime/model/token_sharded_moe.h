@@ -6,7 +6,7 @@
 // over the layer's communicator: every rank calls this with the same T (also T = 0).
 //
 // The result equals the P = 1 forward of the same tokens exactly when the expert GEMMs are
-// row-stable (set_deterministic_gemm) and the capacity is dropless (a capacity limit would be
+// row-stable (a deterministic ExecContext) and the capacity is dropless (a capacity limit would be
 // applied per slice, not per T): the Hugging Face semantics of a loaded checkpoint.
 //
 // With replicated = false the ranks hold DIFFERENT tokens (each its own sequences: data

@@ -1,6 +1,5 @@
 #include "runtime/moe/moe_layer.h"
 
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -8,18 +7,12 @@
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
 #include "runtime/core/scratch.h"
+#include "runtime/core/timing.h"
 
 namespace sy {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point* t) {
-  const Clock::time_point now = Clock::now();
-  const double s = std::chrono::duration<double>(now - *t).count();
-  *t = now;
-  return s;
-}
+using Clock = SteadyClock;
 
 }  // namespace
 
@@ -113,7 +106,7 @@ void MoeLayer::reset_counters() {
 Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, float* y_TD,
                          const uint8_t* mask_T) {
   const int64_t D = cfg_.d_model, E = cfg_.num_experts, K = cfg_.top_k;
-  // Validate everything before the first allocation (B6: overflow rejected up front).
+  // Validate everything before the first allocation (int overflow of MPI counts rejected here).
   SY_RETURN_IF_ERROR(check_capacity_sizes(T, E, K, D));
   if (T > 0 && (x_TD == nullptr || y_TD == nullptr))
     return InvalidArgument("moe layer: x and y must be non-null for T > 0");

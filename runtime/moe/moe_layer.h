@@ -5,7 +5,7 @@
 //   y_t = sum_{k kept} w_tk * Expert_{id_tk}(x_t)  [+ sigmoid(w_s . x_t) * Shared(x_t)]
 //
 // A dropped assignment contributes zero (not w * x; the residual outside the layer carries the
-// token, RELIABILITY B3). Capacity is computed over the T tokens of one forward call (the
+// token). Capacity is computed over the T tokens of one forward call (the
 // whole batch is one group, see routers/capacity.h). The capacity plan ranks drops by the
 // router's chosen probabilities p (before any norm_topk_prob renormalization).
 //
@@ -17,7 +17,7 @@
 // keeps the layer input for its own backward anyway, so the layer does not copy it. Each
 // backward() differentiates the last forward; parameter gradients accumulate until zero_grad().
 //
-// Non-finite router scores (RELIABILITY C1) do not stop the forward (ids stay in range); the
+// Non-finite router scores do not stop the forward (ids stay in range); the
 // caller reads last_finite() and applies the skip/abort policy across ranks.
 //
 // Legend: T tokens, D hidden, F expert hidden, E experts, K top-k, R kept rows.
@@ -134,7 +134,7 @@ class MoeLayer {
 
   // x_TD [T, D] -> y_TD [T, D] (written). token_ids_T [T] (needed by hash routers, else may be
   // null). mask_T [T] (null = all real): masked tokens take no capacity, get y = 0 and no
-  // gradient. Errors: InvalidArgument for missing token ids or sizes over the int limits (B6).
+  // gradient. Errors: InvalidArgument for missing token ids or sizes over MPI's int counts.
   Status forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, float* y_TD,
                  const uint8_t* mask_T = nullptr);
   // dy_TD [T, D] -> dx_TD [T, D] (written; may be null). Accumulates router parameter

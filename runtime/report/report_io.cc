@@ -24,7 +24,7 @@ using switchyard::RankReport;
 namespace {
 
 Status os_error(const std::string& what, const std::string& path, int err) {
-  return BadInput(what + " " + path + ": " + std::strerror(err));
+  return BadInput(what + " " + path + ": " + ErrnoText(err));
 }
 
 // A Status that names the report and what is wrong with it.

@@ -4,7 +4,7 @@
 //
 // Writing is atomic per file (a temp file in DIR, fsync, rename), so a reader never sees half a
 // report; a crash leaves at most a hidden ".rank-<r>.pb.tmp.<pid>" behind. Reports are not
-// critical (RELIABILITY G1): a failed write returns a Status, and the caller warns, counts it
+// critical to a run: a failed write returns a Status, and the caller warns, counts it
 // and carries on.
 //
 // JSON: MessageToJsonString with always_print_primitive_fields (zeros and empty lists are

@@ -14,6 +14,7 @@
 #include "comm/fault.h"
 #include "runtime/io/checkpoint_dir.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/model/qwen2_moe_names.h"
 
 namespace sy {
 namespace {
@@ -25,7 +26,6 @@ constexpr const char* kRouterFile = "router.safetensors";
 constexpr const char* kOptReplicatedFile = "optimizer-replicated.safetensors";
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kIndexFile = "model.safetensors.index.json";
-constexpr const char* kExpertProjs[] = {"gate_proj", "up_proj", "down_proj"};
 constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json",
                                            "encoder.json", "vocab.bpe"};
 constexpr int kFilesPerRank = 2;  // the experts' weights and their moments
@@ -34,22 +34,6 @@ std::string RankFile(const char* kind, int r, int P) {
   char b[96];
   std::snprintf(b, sizeof(b), "%s-experts-%05d-of-%05d.safetensors", kind, r, P);
   return b;
-}
-std::string ExpertName(int64_t layer, int64_t j, const std::string& proj) {
-  return "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(j) + "." +
-         proj + ".weight";
-}
-// "model.layers.{i}.mlp.experts.{proj}" (a stacked [E/P, ...] parameter) -> i and proj.
-bool ParseStackedExpert(const std::string& name, int64_t* layer, std::string* proj) {
-  const std::string pre = "model.layers.";
-  const size_t mid = name.find(".mlp.experts.");
-  if (name.rfind(pre, 0) != 0 || mid == std::string::npos) return false;
-  *layer = std::stoll(name.substr(pre.size(), mid - pre.size()));
-  *proj = name.substr(mid + std::strlen(".mlp.experts."));
-  return true;
-}
-bool IsRouterParam(const std::string& name) {
-  return name.find(".mlp.gate.") != std::string::npos;
 }
 
 // The tensors of one file, pointing into memory that lives as long as the builder.
@@ -138,15 +122,15 @@ Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilde
   for (size_t i = 0; i < moe.size(); ++i) {
     if (!moe[i]) continue;
     const int64_t li = static_cast<int64_t>(i), first = moe[i]->first_local_expert();
-    for (const char* proj : kExpertProjs) {
+    for (const char* proj : kQwen2MoeExpertProjs) {
       const std::vector<int64_t> shape = std::string(proj) == "down_proj"
                                              ? std::vector<int64_t>{D, F}
                                              : std::vector<int64_t>{F, D};
       const int64_t n = F * D;
-      const std::string sname = "model.layers." + std::to_string(li) + ".mlp.experts." + proj;
+      const std::string sname = qwen2_moe_stacked_expert_name(li, proj);
       auto it = stacked.find(sname);
       for (int64_t e = 0; e < moe[i]->num_local_experts(); ++e) {
-        const std::string g = ExpertName(li, first + e, proj);
+        const std::string g = qwen2_moe_expert_name(li, first + e, proj);
         if (it != stacked.end()) {
           weights->add(g, shape, it->second.value->ptr() + e * n);
         } else {  // frozen and quantized here: the source file has them
@@ -181,7 +165,7 @@ Status WriteRankZeroFiles(const SaveRequest& req, const std::string& tmp, int P,
     rep.add(p.name, p.value->shape, p.value->ptr());
     weight_map[p.name] = kReplicatedFile;
     total += p.value->numel() * 4;
-    if (IsRouterParam(p.name)) router.add(p.name, p.value->shape, p.value->ptr());
+    if (qwen2_moe_is_router_param(p.name)) router.add(p.name, p.value->shape, p.value->ptr());
     auto m = moments.find(p.name);
     if (m != moments.end()) {
       opt.add("exp_avg." + p.name, p.value->shape, m->second.first.data());
@@ -193,8 +177,8 @@ Status WriteRankZeroFiles(const SaveRequest& req, const std::string& tmp, int P,
     if (!moe[i]) continue;
     const int64_t per = c.num_experts / P;
     for (int64_t j = 0; j < c.num_experts; ++j)
-      for (const char* proj : kExpertProjs) {
-        weight_map[ExpertName(static_cast<int64_t>(i), j, proj)] =
+      for (const char* proj : kQwen2MoeExpertProjs) {
+        weight_map[qwen2_moe_expert_name(static_cast<int64_t>(i), j, proj)] =
             RankFile("model", static_cast<int>(j / per), P);
         total += c.moe_intermediate_size * c.hidden_size * 4;
       }
@@ -398,11 +382,11 @@ Status load_optimizer_state(const std::string& dir, Qwen2MoeModel& model, int64_
       std::vector<float> m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
       int64_t layer = 0;
       std::string proj;
-      if (p.expert && ParseStackedExpert(p.name, &layer, &proj)) {
+      if (p.expert && qwen2_moe_parse_stacked_expert(p.name, &layer, &proj)) {
         MoeLayer* l = moe.at(static_cast<size_t>(layer));
         const int64_t E = l->num_local_experts(), per = n / E;
         for (int64_t e = 0; e < E; ++e) {
-          const std::string g = ExpertName(layer, l->first_local_expert() + e, proj);
+          const std::string g = qwen2_moe_expert_name(layer, l->first_local_expert() + e, proj);
           SY_RETURN_IF_ERROR(read_into("exp_avg." + g, m.data() + e * per, per));
           SY_RETURN_IF_ERROR(read_into("exp_avg_sq." + g, v.data() + e * per, per));
         }

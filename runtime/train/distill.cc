@@ -1,20 +1,16 @@
 #include "runtime/train/distill.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 
+#include "runtime/core/timing.h"
 #include "runtime/train/adamw.h"
 
 namespace sy {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 double LogSumExp(const float* s, int64_t n) {
   double mx = -std::numeric_limits<double>::infinity();
@@ -175,7 +171,7 @@ StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* c
                                            const std::string& router, uint64_t seed, int64_t hidden,
                                            const std::vector<std::vector<int32_t>>& my_seqs,
                                            const DistillConfig& cfg) {
-  const double t0 = Now();
+  const double t0 = now_seconds();
   SY_RETURN_IF_ERROR(cfg.validate());
   const Qwen2MoeConfig& c = model.config();
   // Checks that could fail on one rank only are agreed on first, so no rank is left waiting in
@@ -246,7 +242,7 @@ StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* c
                                        T, comm, cfg, static_cast<int>(l)));
     rep.layers.push_back(std::move(lr));
   }
-  rep.seconds = Now() - t0;
+  rep.seconds = now_seconds() - t0;
   return rep;
 }
 

@@ -5,18 +5,11 @@
 #include <limits>
 
 #include "runtime/backend/ops.h"
+#include "runtime/model/qwen2_moe_names.h"
 
 namespace sy {
 
 namespace {
-
-// The model layer of a parameter ("model.layers.{i}." names), -1 for embeddings, final norm and
-// LM head.
-int64_t param_layer(const std::string& name) {
-  const std::string prefix = "model.layers.";
-  if (name.compare(0, prefix.size(), prefix) != 0) return -1;
-  return std::strtoll(name.c_str() + prefix.size(), nullptr, 10);
-}
 
 void say_fault(int rank, int64_t step, const char* kind, int layer, const std::string& what) {
   std::fprintf(stderr, "[switchyard] rank %d on %s: injected fault %s at step %lld layer %d: %s\n",
@@ -81,7 +74,7 @@ std::string Trainer::describe_nonfinite(int64_t code,
       // Parameter indices agree across ranks: every rank lists the same names in the same order.
       const std::string name =
           item < static_cast<int64_t>(params.size()) ? params[static_cast<size_t>(item)].name : "?";
-      layer = param_layer(name);
+      layer = qwen2_moe_layer_of(name);
       detail = " (" + name + (stage == kGradSummed ? ", after the all-reduce)" : ")");
       break;
     }
@@ -102,7 +95,7 @@ void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<Qwen2MoeParam>& pa
   if (layer < 0)
     for (size_t i = 0; i < moe.size() && layer < 0; ++i)
       if (moe[i]) layer = static_cast<int64_t>(i);
-  const std::string router = "model.layers." + std::to_string(layer) + ".mlp.gate.";
+  const std::string router = qwen2_moe_router_prefix(layer);
   for (Qwen2MoeParam& p : params) {
     if (!p.grad || p.grad->numel() == 0 || p.name.compare(0, router.size(), router) != 0) continue;
     p.grad->data[0] = std::numeric_limits<float>::infinity();
@@ -217,7 +210,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
     if (!p.grad) continue;
     if (comm_ && !p.expert && !p.moe_summed)
       comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum,
-                       {"train.grad", static_cast<int>(param_layer(p.name)), step_index_});
+                       {"train.grad", static_cast<int>(qwen2_moe_layer_of(p.name)), step_index_});
     const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}}, model_.ctx());
     if (!std::isfinite(sq)) note_nonfinite(kGradSummed, static_cast<int64_t>(i));
     (p.expert ? sq_expert : sq_replicated) += sq;

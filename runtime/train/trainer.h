@@ -11,7 +11,7 @@
 //   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched.
 // Targets are the next token of each sequence (the last position has none).
 //
-// Non-finite values (RELIABILITY C1, C3). Before the optimizer update every rank checks, in the
+// Non-finite values (NaN, Inf). Before the optimizer update every rank checks, in the
 // order the data flows: each MoE layer's router scores and the logits after every forward, the
 // loss of every sequence, every trained gradient BEFORE the cross-rank sums (so the rank that
 // produced a NaN is the one named, not every rank it spread to) and, when nothing was found

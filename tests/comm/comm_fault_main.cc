@@ -9,7 +9,7 @@
 // rank with exit code 1). --abort-rank: that rank calls Communicator::abort(C) at step 1.
 // --dispatch: each step is a comm::Dispatcher round trip instead (E = 2P experts, D = 4,
 // layer 0; SY_FAULT=corrupt_count applies); --zero-rank R: rank R has no tokens and every
-// token goes to rank 0's experts (RELIABILITY B2). --blocks-mismatch: at step 1, rank 0 posts
+// token goes to rank 0's experts (no hang). --blocks-mismatch: at step 1, rank 0 posts
 // one row more (or less) than rank 1 sends it in an alltoallv_blocks with no count exchange
 // (the backend's own per-message check must end the job with exit 22).
 // Prints "comm_fault_main: rank r done after N steps" on success.
@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
           sy::testutil::exchange_rows(comm, seed, 6, 4, {"fault_test.dispatch", 0, step});
       err = sy::testutil::check_exchange(ex, P, r, seed, 6, 4);
     }
-    // Agree on the verdict first, so every rank fails together (RELIABILITY A6).
+    // Agree on the verdict first, so every rank fails together (no rank left waiting).
     int64_t bad = err.empty() ? 0 : 1;
     comm.allreduce(&bad, 1, sy::ReduceOp::kSum, {"fault_test.verdict", 0, step});
     SY_CHECK_EQ(bad, 0) << "exchange check failed at step " << step << ": " << err;

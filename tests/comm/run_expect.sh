@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a multi-rank command and asserts how it ended (shared/RELIABILITY.md, ulfm-testing
+# Runs a multi-rank command and asserts how it ended (fault-injection tests, ulfm-testing
 # style): the exit code, the wall time and a pattern in stderr.
 #
 #   run_expect.sh NP EXPECTED_EXIT MAX_SECONDS GREP_PATTERN -- CMD [ARGS...]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RELIABILITY F8 in CI: builds the libFuzzer target fuzz_safetensors with clang (ASan + UBSan)
+# Fuzzing in CI: builds the libFuzzer target fuzz_safetensors with clang (ASan + UBSan)
 # in its own build folder, replays the committed corpus, then fuzzes for FUZZ_SECONDS (default
 # 30) from it with the dictionary. Any crash, leak or UB report fails the test; the reproducer
 # is left in WORK_DIR (copy it into fuzz/corpus/safetensors/ to keep it as a regression case).

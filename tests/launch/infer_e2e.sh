@@ -55,8 +55,8 @@ unset RUN_DATA
 expect 22 report-missing "$bin" report "$work/nowhere"
 grep -q "unknown router 'nope'" "$work/bad-router.log" || { echo "FAIL bad-router: message"; fail=1; }
 
-# A hung rank: every rank ends within the deadline with exit 20 (RELIABILITY A4); a throwing
-# rank ends the job fast with its message (A2).
+# A hung rank: every rank ends within the deadline with exit 20; a throwing
+# rank ends the job fast with its message.
 t0=$(date +%s)
 expect 20 hang-np2 env SY_FAULT=hang@rank=1,step=1 timeout 120 \
   mpirun --oversubscribe -np 2 -x SY_FAULT -x SY_COLLECTIVE_TIMEOUT_S=4 "$bin" infer --data-dir "$data" \

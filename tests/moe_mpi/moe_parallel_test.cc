@@ -446,7 +446,7 @@ TEST(MoeParallel, MoreRanksThanGroups) {
   }
 }
 
-// RELIABILITY B3: every token's top-1 is expert 0 (and with K = 2 every second slot expert 1).
+// Worst skew: every token's top-1 is expert 0 (and with K = 2 every second slot expert 1).
 // Per group exactly routed - capacity assignments per expert are dropped, the same set as one
 // rank, and a token whose assignments are all dropped gets y = 0 and dx = 0 (no residual
 // inside the layer, no gradient through a dropped slot).
@@ -503,7 +503,7 @@ TEST(MoeParallel, AllTokensToOneExpert) {
   }
 }
 
-// RELIABILITY B4, property test: 20 seeds of random layouts (group size, token count with a
+// Property test of the exchange: 20 seeds of random layouts (group size, token count with a
 // short last group or none at all), top_k in [1, E], E in {4, 8}, capacity (dropless, 1.0,
 // 1.25, both drop rules), shared expert, norm_topk_prob, skew, cycling through the routers.
 TEST(MoeParallel, RandomizedProperty) {

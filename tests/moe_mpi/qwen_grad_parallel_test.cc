@@ -18,6 +18,7 @@
 #include "runtime/kernels/loss.h"
 #include "runtime/model/qwen2_moe.h"
 #include "tests/comm/mpi_test_main.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -28,10 +29,7 @@ MpiCommunicator* g_comm = nullptr;
 constexpr int64_t kV = 48, kE = 8;
 
 std::string Checkpoint(const std::string& tag) {
-  const std::string dir =
-      (fs::temp_directory_path() / ("sy_qgradpar_" + tag + "_" + std::to_string(::getpid())))
-          .string();
-  fs::remove_all(dir);
+  const std::string dir = TempModelDir("qgradpar_" + tag);
   json cfg = {{"vocab_size", kV},
               {"hidden_size", 32},
               {"num_hidden_layers", 2},

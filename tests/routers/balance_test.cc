@@ -1,6 +1,6 @@
 // Balancing losses: gradients against central finite differences (losses are returned in
 // double, so the checks are limited by the step), the uniform and degenerate corners
-// (RELIABILITY C4, C5), and a descent step that lowers the load imbalance.
+// (zero-initialized router, collapsed router), and a descent step that lowers the load imbalance.
 #include "routers/balance.h"
 
 #include <gtest/gtest.h>
@@ -190,7 +190,7 @@ TEST(RouterZLoss, HugeAndInfiniteLogitsStayFinite) {
 }
 
 // A linear router whose weights are all zero: uniform probabilities, every token on experts
-// 0..K-1 (ties to the lower id). Losses and gradients must be finite (RELIABILITY C4).
+// 0..K-1 (ties to the lower id). Losses and gradients must be finite.
 TEST(BalanceLosses, ZeroInitializedRouterIsFinite) {
   RouterConfig cfg;
   cfg.d_model = 8;
@@ -253,7 +253,7 @@ TEST(BalanceLosses, ZLossThroughLinearRouterMatchesFiniteDifferences) {
                 2e-5 + 1e-3 * std::fabs(grad[i]));
 }
 
-// RELIABILITY C5: starting from a router that sends every token to expert 0, steps along the
+// Router collapse: starting from a router that sends every token to expert 0, steps along the
 // aux-loss gradient (through the router's backward) lower the aux loss and the max/mean load.
 TEST(BalanceLosses, AuxGradientStepLowersImbalance) {
   RouterConfig cfg;

@@ -1,4 +1,4 @@
-// Router configuration: parameter counts and FLOPs against the ROUTERS.md formulas, and
+// Router configuration: parameter counts and FLOPs against the docs/routers.md formulas, and
 // make_router() rejecting bad configurations with a message that names the problem.
 #include <gtest/gtest.h>
 

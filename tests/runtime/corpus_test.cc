@@ -27,7 +27,7 @@ TEST(Corpus, ExcerptIsThePrefixOfMobyDick) {
 TEST(Corpus, SotuIsAllAddressesInFileNameOrder) {
   auto text = load_corpus("sotu", kData);
   if (!text.ok()) GTEST_SKIP() << text.status().ToString();
-  EXPECT_EQ(text->size(), 10761413u);  // shared/DATA.md
+  EXPECT_EQ(text->size(), 10761413u);  // the pinned package (launch/setup.sh)
   // 1790 George Washington first, 2021 last.
   EXPECT_EQ(text->rfind("Fellow-Citizens of the Senate and House of Representatives:", 0), 0u);
 }

@@ -1,5 +1,5 @@
-// CPU kernels against simple references: softmax / top-k under hostile logits (RELIABILITY
-// C1, C2), activations and their gradients against finite differences, and the GEMM family
+// CPU kernels against simple references: softmax / top-k under hostile logits (NaN, Inf,
+// huge values), activations and their gradients against finite differences, and the GEMM family
 // against naive loops, including empty dimensions.
 #include "runtime/kernels/cpu_kernels.h"
 

@@ -383,7 +383,7 @@ TEST(MoeLayer, ConfigErrorsAreClear) {
   }
   auto l = Make(SmallConfig());
   Status st = l->forward(nullptr, nullptr, int64_t{1} << 40, nullptr);
-  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "B6: overflow rejected up front";
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "overflow rejected up front";
 }
 
 TEST(MoeLayer, CountersAndTimesAccumulate) {

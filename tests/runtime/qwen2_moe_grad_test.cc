@@ -14,6 +14,7 @@
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/kernels/loss.h"
 #include "runtime/model/qwen2_moe.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -21,9 +22,7 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 std::string TinyCheckpoint(const std::string& tag) {
-  const std::string dir =
-      (fs::temp_directory_path() / ("sy_qgrad_" + tag + "_" + std::to_string(::getpid()))).string();
-  fs::remove_all(dir);
+  const std::string dir = TempModelDir("qgrad_" + tag);
   json cfg = {{"vocab_size", 40},           {"hidden_size", 16},
               {"num_hidden_layers", 2},     {"num_attention_heads", 4},
               {"num_key_value_heads", 2},   {"intermediate_size", 20},
@@ -32,16 +31,6 @@ std::string TinyCheckpoint(const std::string& tag) {
               {"mlp_only_layers", {1}},     {"initializer_range", 0.3}};
   EXPECT_TRUE(write_random_qwen2_moe_checkpoint(dir, cfg, 21).ok());
   return dir;
-}
-
-std::unique_ptr<Qwen2MoeModel> Load(const std::string& dir, Qwen2MoeTrain train) {
-  auto ck = HfCheckpoint::Open(dir);
-  EXPECT_TRUE(ck.ok());
-  Qwen2MoeOptions opt;
-  opt.train = train;
-  auto m = Qwen2MoeModel::load(*ck, opt, nullptr);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
-  return std::move(m).value();
 }
 
 struct Batch {
@@ -104,7 +93,7 @@ std::string Kind(const std::string& name) {
 
 TEST(Qwen2MoeGrad, EveryParameterKindMatchesFiniteDifferences) {
   const std::string dir = TinyCheckpoint("fd");
-  auto m = Load(dir, Qwen2MoeTrain::kAll);
+  auto m = LoadQwen(dir, Qwen2MoeTrain::kAll);
   const Batch b = MakeBatch(12, 40);
   std::vector<int32_t> routing0, routing;
   // Analytic gradient of the mean loss.
@@ -173,7 +162,7 @@ TEST(Qwen2MoeGrad, EveryParameterKindMatchesFiniteDifferences) {
 // recomputed from each MoE layer's router output (f constant: routing flips are skipped).
 TEST(Qwen2MoeGrad, LoadBalancingLossMatchesFiniteDifferences) {
   const std::string dir = TinyCheckpoint("aux");
-  auto m = Load(dir, Qwen2MoeTrain::kAll);
+  auto m = LoadQwen(dir, Qwen2MoeTrain::kAll);
   const Batch b = MakeBatch(12, 40);
   const float alpha = 0.5f;
   auto objective = [&](std::vector<int32_t>* routing) {
@@ -231,7 +220,7 @@ TEST(Qwen2MoeGrad, LoadBalancingLossMatchesFiniteDifferences) {
 
 TEST(Qwen2MoeGrad, RouterOnlyTrainsTheGatesAndNothingElse) {
   const std::string dir = TinyCheckpoint("routers");
-  auto m = Load(dir, Qwen2MoeTrain::kRouters);
+  auto m = LoadQwen(dir, Qwen2MoeTrain::kRouters);
   const Batch b = MakeBatch(12, 40);
   ASSERT_TRUE(Backprop(*m, b).ok());
   int gates = 0;

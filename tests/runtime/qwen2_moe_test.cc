@@ -19,18 +19,12 @@
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/model/qwen2_moe.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
-
-std::string TmpDir(const std::string& name) {
-  const std::string d =
-      (fs::temp_directory_path() / ("sy_qwen_" + name + "_" + std::to_string(::getpid()))).string();
-  fs::remove_all(d);
-  return d;
-}
 
 json TinyConfig() {
   return json{{"vocab_size", 500},
@@ -48,14 +42,6 @@ json TinyConfig() {
               {"norm_topk_prob", true}};
 }
 
-std::unique_ptr<Qwen2MoeModel> Load(const std::string& dir, Qwen2MoeOptions opt = {}) {
-  auto ck = HfCheckpoint::Open(dir);
-  EXPECT_TRUE(ck.ok()) << ck.status().ToString();
-  auto m = Qwen2MoeModel::load(*ck, opt, nullptr);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
-  return std::move(m).value();
-}
-
 std::vector<int32_t> Ids(int64_t T, int64_t V) {
   std::vector<int32_t> ids(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t)
@@ -70,9 +56,9 @@ double MaxAbs(const float* x, int64_t n) {
 }
 
 TEST(Qwen2Moe, KvCacheDecodingEqualsFullForward) {
-  const std::string dir = TmpDir("kv");
+  const std::string dir = TempModelDir("qwen_kv");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 7).ok());
-  auto m = Load(dir);
+  auto m = LoadQwen(dir);
   const int64_t T = 24, V = 500, prefill = 9;
   const std::vector<int32_t> ids = Ids(T, V);
   Tensor full, step;
@@ -100,11 +86,11 @@ TEST(Qwen2Moe, KvCacheDecodingEqualsFullForward) {
 
 TEST(Qwen2Moe, CausalPrefixIsUnchangedByLaterTokens) {
   // Row-stable GEMMs: a token's expert rows give the same bits whatever else is in the batch.
-  const std::string dir = TmpDir("causal");
+  const std::string dir = TempModelDir("qwen_causal");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 8).ok());
   Qwen2MoeOptions opt;
   opt.exec = make_context("cpu", /*deterministic=*/true);
-  auto m = Load(dir, opt);
+  auto m = LoadQwen(dir, opt);
   std::vector<int32_t> a = Ids(12, 500), b = a;
   for (size_t t = 6; t < b.size(); ++t) b[t] = (b[t] + 101) % 500;
   Tensor la, lb;
@@ -120,7 +106,7 @@ TEST(Qwen2Moe, CausalPrefixIsUnchangedByLaterTokens) {
 }
 
 TEST(Qwen2Moe, ShardedAndSingleFileGiveTheSameLogits) {
-  const std::string one = TmpDir("one"), many = TmpDir("many");
+  const std::string one = TempModelDir("qwen_one"), many = TempModelDir("qwen_many");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(one, TinyConfig(), 9).ok());
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(many, TinyConfig(), 9, SafeDtype::kF32,
                                                 /*max_shard_bytes=*/64 << 10)
@@ -132,15 +118,15 @@ TEST(Qwen2Moe, ShardedAndSingleFileGiveTheSameLogits) {
   EXPECT_GT(ck->num_files(), 3u);
   const std::vector<int32_t> ids = Ids(10, 500);
   Tensor l1, l2;
-  ASSERT_TRUE(Load(one)->forward(ids.data(), 10, &l1).ok());
-  ASSERT_TRUE(Load(many)->forward(ids.data(), 10, &l2).ok());
+  ASSERT_TRUE(LoadQwen(one)->forward(ids.data(), 10, &l1).ok());
+  ASSERT_TRUE(LoadQwen(many)->forward(ids.data(), 10, &l2).ok());
   EXPECT_EQ(l1.data, l2.data);
   fs::remove_all(one);
   fs::remove_all(many);
 }
 
 TEST(Qwen2Moe, Bf16CheckpointLoads) {
-  const std::string f32 = TmpDir("f32"), bf16 = TmpDir("bf16");
+  const std::string f32 = TempModelDir("qwen_f32"), bf16 = TempModelDir("qwen_bf16");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(f32, TinyConfig(), 10).ok());
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(bf16, TinyConfig(), 10, SafeDtype::kBF16).ok());
   auto ck = HfCheckpoint::Open(bf16);
@@ -148,8 +134,8 @@ TEST(Qwen2Moe, Bf16CheckpointLoads) {
   EXPECT_EQ(ck->entry("model.embed_tokens.weight")->dtype, SafeDtype::kBF16);
   const std::vector<int32_t> ids = Ids(10, 500);
   Tensor a, b;
-  ASSERT_TRUE(Load(f32)->forward(ids.data(), 10, &a).ok());
-  ASSERT_TRUE(Load(bf16)->forward(ids.data(), 10, &b).ok());
+  ASSERT_TRUE(LoadQwen(f32)->forward(ids.data(), 10, &a).ok());
+  ASSERT_TRUE(LoadQwen(bf16)->forward(ids.data(), 10, &b).ok());
   double num = 0, den = 0;
   for (size_t i = 0; i < a.data.size(); ++i) {
     num += (a.data[i] - b.data[i]) * (a.data[i] - b.data[i]);
@@ -171,7 +157,7 @@ TEST(Qwen2Moe, QuantizedExpertsOnRealText) {
   if (!tok.ok()) GTEST_SKIP() << "GPT-2 tokenizer files absent (run launch/setup.sh --data)";
   std::vector<int32_t> ids = tok->encode(*text);
   ids.resize(256);
-  const std::string dir = TmpDir("quant");
+  const std::string dir = TempModelDir("qwen_quant");
   // Group size 128 needs D and F to be multiples of it for whole groups.
   json cfg = {{"vocab_size", 50257},
               {"hidden_size", 256},
@@ -185,7 +171,7 @@ TEST(Qwen2Moe, QuantizedExpertsOnRealText) {
               {"initializer_range", 0.05}};
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, cfg, 11).ok());
   Tensor ref;
-  auto m32 = Load(dir);
+  auto m32 = LoadQwen(dir);
   ASSERT_TRUE(m32->forward(ids.data(), 256, &ref).ok());
   const Qwen2MoeMemory mem32 = m32->memory();
   EXPECT_EQ(mem32.expert_bytes, mem32.expert_bytes_fp32);
@@ -198,7 +184,7 @@ TEST(Qwen2Moe, QuantizedExpertsOnRealText) {
   for (const Case& c : {Case{8, 0.01, 0.55, 0.95}, Case{4, 0.16, 0.30, 0.70}}) {
     Qwen2MoeOptions opt;
     opt.expert_bits = c.bits;
-    auto mq = Load(dir, opt);
+    auto mq = LoadQwen(dir, opt);
     Tensor q;
     ASSERT_TRUE(mq->forward(ids.data(), 256, &q).ok());
     double num = 0, den = 0;
@@ -259,7 +245,7 @@ Status LoadStatus(const std::string& dir, int P = 1) {
 }
 
 TEST(Qwen2Moe, MalformedCheckpointsAreRejected) {
-  const std::string good = TmpDir("good"), bad = TmpDir("bad");
+  const std::string good = TempModelDir("qwen_good"), bad = TempModelDir("qwen_bad");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(good, TinyConfig(), 12).ok());
   ASSERT_TRUE(LoadStatus(good).ok());
   struct Case {
@@ -341,7 +327,7 @@ TEST(Qwen2Moe, MalformedCheckpointsAreRejected) {
 }
 
 TEST(Qwen2Moe, HostileIndexFilesAreRejected) {
-  const std::string dir = TmpDir("index");
+  const std::string dir = TempModelDir("qwen_index");
   ASSERT_TRUE(
       write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 13, SafeDtype::kF32, 64 << 10).ok());
   const std::string idx = dir + "/model.safetensors.index.json";
@@ -380,11 +366,11 @@ TEST(Qwen2Moe, HostileIndexFilesAreRejected) {
 }
 
 TEST(Qwen2Moe, ForwardRejectsBadTokensAndCacheOverflow) {
-  const std::string dir = TmpDir("tok");
+  const std::string dir = TempModelDir("qwen_tok");
   json cfg = TinyConfig();
   cfg["max_position_embeddings"] = 16;
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, cfg, 14).ok());
-  auto m = Load(dir);
+  auto m = LoadQwen(dir);
   Tensor l;
   const int32_t bad[2] = {3, 500};
   Status s = m->forward(bad, 2, &l);

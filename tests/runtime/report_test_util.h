@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proto/report.pb.h"
+#include "runtime/core/version.h"
 
 namespace sy::testing {
 
@@ -45,7 +46,7 @@ inline std::vector<switchyard::RankReport> make_synthetic_reports(
     rep.set_num_layers(L);
     rep.set_config_text("moe { num_experts: " + std::to_string(E) + " }");
     rep.set_wall_s(1.5 + r);
-    rep.set_switchyard_version("0.1.0");
+    rep.set_switchyard_version(sy::kVersion);
   }
   SyntheticTruth t;
   t.load_LE.assign(L, std::vector<int64_t>(E, 0));

@@ -27,9 +27,11 @@
 #include "runtime/data/corpus.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/model/qwen2_moe.h"
+#include "runtime/model/qwen2_moe_names.h"
 #include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
 #include "tests/routers/router_test_util.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -37,13 +39,6 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr int64_t kVocab = 1024, kLen = 64;
-
-std::string TmpDir(const std::string& tag) {
-  const std::string d =
-      (fs::temp_directory_path() / ("sy_rft_" + tag + "_" + std::to_string(::getpid()))).string();
-  fs::remove_all(d);
-  return d;
-}
 
 json TinyConfig() {
   return json{{"vocab_size", kVocab},
@@ -102,14 +97,6 @@ std::vector<std::vector<int32_t>> HeldOut(const std::vector<int32_t>& ids) {
   return Seqs(ids, 10500, 8);
 }
 
-std::unique_ptr<Qwen2MoeModel> Load(const std::string& dir, Qwen2MoeOptions opt) {
-  auto ck = HfCheckpoint::Open(dir);
-  EXPECT_TRUE(ck.ok()) << ck.status().ToString();
-  auto m = Qwen2MoeModel::load(*ck, opt, nullptr);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
-  return m.ok() ? std::move(m).value() : nullptr;
-}
-
 // Writes a one-rank model in the Hugging Face layout (stacked experts split per expert) with
 // config().to_json(); `skip` names a tensor to leave out.
 Status Save(Qwen2MoeModel& m, const std::string& dir, const std::string& skip = "") {
@@ -120,15 +107,15 @@ Status Save(Qwen2MoeModel& m, const std::string& dir, const std::string& skip = 
       w.add(p.name, *p.value);
       continue;
     }
-    // model.layers.{i}.mlp.experts.{proj} [E, a, b] ->
-    // model.layers.{i}.mlp.experts.{j}.{proj}.weight
-    const size_t cut = p.name.rfind('.');
-    const std::string prefix = p.name.substr(0, cut), proj = p.name.substr(cut + 1);
+    int64_t layer = 0;
+    std::string proj;
+    if (!qwen2_moe_parse_stacked_expert(p.name, &layer, &proj))
+      return Internal("not a stacked expert parameter: " + p.name);
     const int64_t E = p.value->dim(0), n = p.value->numel() / E;
     for (int64_t j = 0; j < E; ++j) {
       Tensor t({p.value->dim(1), p.value->dim(2)});
       std::copy_n(p.value->ptr() + j * n, n, t.ptr());
-      w.add(prefix + "." + std::to_string(j) + "." + proj + ".weight", std::move(t));
+      w.add(qwen2_moe_expert_name(layer, j, proj), std::move(t));
     }
   }
   return w.write(dir, m.config().to_json());
@@ -151,11 +138,11 @@ const std::string& TrainedModel() {
   if (!dir.empty()) return dir;
   std::vector<int32_t> ids;
   if (!TextIds(&ids)) return dir;
-  const std::string init = TmpDir("init");
+  const std::string init = TempModelDir("rft_init");
   SY_CHECK_OK(write_random_qwen2_moe_checkpoint(init, TinyConfig(), 77));
   Qwen2MoeOptions opt;
   opt.train = Qwen2MoeTrain::kAll;
-  auto m = Load(init, opt);
+  auto m = LoadQwen(init, opt);
   AdamWConfig ac;
   ac.lr = 1e-2;
   ac.warmup_steps = 5;
@@ -165,7 +152,7 @@ const std::string& TrainedModel() {
   for (int s = 0; s < 60; ++s) SY_CHECK_OK(tr.step(TrainBatch(ids, s)).status());
   std::printf("fixture: full training 60 steps, held-out loss %.3f -> %.3f\n", before,
               *tr.eval(HeldOut(ids)));
-  dir = TmpDir("trained");
+  dir = TempModelDir("rft_trained");
   SY_CHECK_OK(Save(*m, dir));
   fs::remove_all(init);
   return dir;
@@ -174,12 +161,12 @@ const std::string& TrainedModel() {
 // ---- (a) persistence ----
 
 TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
-  const std::string dir = TmpDir("persist"), saved = TmpDir("persist_saved");
+  const std::string dir = TempModelDir("rft_persist"), saved = TempModelDir("rft_persist_saved");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 5).ok());
   Qwen2MoeOptions opt;
   opt.router = "mlp_hadamard";
   opt.router_hidden = 24;
-  auto m = Load(dir, opt);
+  auto m = LoadQwen(dir, opt);
   ASSERT_TRUE(m);
   EXPECT_EQ(m->config().router, "mlp_hadamard");
   EXPECT_EQ(m->config().router_hidden, 24);
@@ -191,7 +178,7 @@ TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
   std::vector<int32_t> ids;
   for (int t = 0; t < 40; ++t) ids.push_back((t * 31 + 7) % kVocab);
   const Tensor want = Logits(*m, ids);
-  auto back = Load(saved, Qwen2MoeOptions());  // router "": the checkpoint's
+  auto back = LoadQwen(saved, Qwen2MoeOptions());  // router "": the checkpoint's
   ASSERT_TRUE(back);
   EXPECT_EQ(back->config().router, "mlp_hadamard");
   EXPECT_EQ(back->config().router_hidden, 24);
@@ -200,13 +187,13 @@ TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
   // Naming the checkpoint's router explicitly loads it too (no replacement).
   Qwen2MoeOptions same;
   same.router = "mlp_hadamard";
-  auto again = Load(saved, same);
+  auto again = LoadQwen(saved, same);
   ASSERT_TRUE(again);
   EXPECT_TRUE(BitwiseEqual(Logits(*again, ids), want));
 
   // A Hugging Face checkpoint (no switchyard keys) still means the linear gate, and its
   // config.json has none of them.
-  auto hf = Load(dir, Qwen2MoeOptions());
+  auto hf = LoadQwen(dir, Qwen2MoeOptions());
   ASSERT_TRUE(hf);
   EXPECT_EQ(hf->config().router, "linear");
   EXPECT_FALSE(hf->config().to_json().contains("switchyard_router"));
@@ -215,11 +202,11 @@ TEST(RouterPersistence, ReplacedRouterRoundTripsBitwise) {
 }
 
 TEST(RouterPersistence, MissingGateTensorAndUnknownRouterAreRefused) {
-  const std::string dir = TmpDir("missing"), saved = TmpDir("missing_saved");
+  const std::string dir = TempModelDir("rft_missing"), saved = TempModelDir("rft_missing_saved");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 6).ok());
   Qwen2MoeOptions opt;
   opt.router = "mlp_hadamard";
-  auto m = Load(dir, opt);
+  auto m = LoadQwen(dir, opt);
   ASSERT_TRUE(m);
   const std::string gone = "model.layers.1.mlp.gate.out.weight";
   ASSERT_TRUE(Save(*m, saved, gone).ok());
@@ -246,11 +233,11 @@ TEST(RouterPersistence, MissingGateTensorAndUnknownRouterAreRefused) {
 // ---- (b) hybrid from linear ----
 
 TEST(RouterReplacement, HybridFromLinearIsBitwiseTheGate) {
-  const std::string dir = TmpDir("hybrid");
+  const std::string dir = TempModelDir("rft_hybrid");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 8).ok());
   Qwen2MoeOptions opt;
   opt.train = Qwen2MoeTrain::kRouters;
-  auto m = Load(dir, opt);
+  auto m = LoadQwen(dir, opt);
   ASSERT_TRUE(m);
   std::vector<int32_t> ids;
   for (int t = 0; t < 48; ++t) ids.push_back((t * 17 + 3) % kVocab);
@@ -274,7 +261,7 @@ TEST(RouterReplacement, HybridFromLinearIsBitwiseTheGate) {
   // The same through load().
   Qwen2MoeOptions h = opt;
   h.router = "hybrid";
-  auto loaded = Load(dir, h);
+  auto loaded = LoadQwen(dir, h);
   ASSERT_TRUE(loaded);
   EXPECT_TRUE(BitwiseEqual(Logits(*loaded, ids), want));
   // Mismatched sizes are refused by the layer.
@@ -301,7 +288,7 @@ TEST(RouterDistill, WarmStartMatchesTheGate) {
     if (router == kDefaultRouterName) continue;
     Qwen2MoeOptions opt;
     opt.train = Qwen2MoeTrain::kRouters;
-    auto m = Load(dir, opt);
+    auto m = LoadQwen(dir, opt);
     ASSERT_TRUE(m);
     DistillConfig dc;
     dc.iterations = 300;
@@ -343,7 +330,7 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
   for (const std::string& router : testing::learned_router_names()) {
     Qwen2MoeOptions opt;
     opt.train = Qwen2MoeTrain::kRouters;
-    auto m = Load(dir, opt);
+    auto m = LoadQwen(dir, opt);
     ASSERT_TRUE(m);
     std::map<std::string, std::vector<float>> frozen;
     for (Qwen2MoeParam& p : m->parameters())
@@ -361,7 +348,7 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
       f.router = router;
       f.router_hidden = 32;
       f.seed = 11;
-      auto fresh = Load(dir, f);
+      auto fresh = LoadQwen(dir, f);
       ASSERT_TRUE(fresh);
       Trainer probe(*fresh, nullptr, ac);
       fresh_loss = *probe.eval(held_out);

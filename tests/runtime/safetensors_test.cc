@@ -1,4 +1,4 @@
-// safetensors reader/writer: round trip, row slices, and hostile files (RELIABILITY F1-F8).
+// safetensors reader/writer: round trip, row slices, and hostile files.
 #include "runtime/io/safetensors.h"
 
 #include <dirent.h>
@@ -177,14 +177,14 @@ std::vector<HostileCase> HostileCases() {
   const std::string ok_entry = Entry("a", "F32", "[1]", "[0,4]");
   auto one = [](const std::string& e, size_t data) { return Image("{" + e + "}", data); };
   return {
-      // F1: header length
+      // header length
       {"empty file", "", "HeaderTooSmall"},
       {"7 bytes", std::string(7, '\0'), "HeaderTooSmall"},
       {"len past end", Le64(1000) + "{}", "InvalidHeaderLength"},
       {"len > 100 MiB", Le64(200ull << 20) + "{}", "HeaderTooLarge"},
       {"8+N overflows", Le64(~0ull - 3) + "{}", "HeaderTooLarge"},
       {"len zero", Le64(0) + "{}", "InvalidHeaderLength"},
-      // F2: header text
+      // header text
       {"not utf8", Image("{\"a\xff\":1}", 0), "UTF-8"},
       {"overlong utf8", Image("{\"\xc0\xaf\":1}", 0), "UTF-8"},
       {"surrogate utf8", Image("{\"\xed\xa0\x80\":1}", 0), "UTF-8"},
@@ -199,7 +199,7 @@ std::vector<HostileCase> HostileCases() {
       {"deep nesting",
        Image("{\"__metadata__\":" + std::string(64, '[') + std::string(64, ']') + "}", 0),
        "nested deeper"},
-      // F5: entries
+      // entries
       {"entry not object", Image("{\"a\":1}", 0), "tensor 'a': entry is not an object"},
       {"missing dtype", one("\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}", 4), "missing field"},
       {"missing offsets", one("\"a\":{\"dtype\":\"F32\",\"shape\":[1]}", 4), "missing field"},
@@ -221,7 +221,7 @@ std::vector<HostileCase> HostileCases() {
       {"offsets huge float", one(Entry("a", "F32", "[1]", "[0,1e30]"), 4), "data_offsets"},
       {"metadata not object", Image("{\"__metadata__\":[]}", 0), "__metadata__"},
       {"metadata value int", Image("{\"__metadata__\":{\"k\":1}}", 0), "__metadata__ value 'k'"},
-      // F4: overflow and byte counts
+      // overflow and byte counts
       {"shape 2^32 x 2^32", one(Entry("a", "F32", "[4294967296,4294967296]", "[0,4]"), 4),
        "overflows the element count"},
       {"dim > int64", one(Entry("a", "U8", "[9223372036854775808]", "[0,4]"), 4),
@@ -229,7 +229,7 @@ std::vector<HostileCase> HostileCases() {
       {"bytes overflow", one(Entry("a", "F32", "[4611686018427387904]", "[0,4]"), 4),
        "overflows the byte count"},
       {"bytes != end-begin", one(Entry("a", "F32", "[2]", "[0,4]"), 4), "!= end - begin"},
-      // F3: offsets
+      // offsets
       {"end < begin", one(Entry("a", "F32", "[1]", "[8,4]"), 8), "end < begin"},
       {"out of range", one(Entry("a", "F32", "[2]", "[0,8]"), 4), "out of range"},
       {"huge offsets",

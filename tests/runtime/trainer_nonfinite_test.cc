@@ -54,13 +54,7 @@ class TrainerNonFinite : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   std::unique_ptr<Qwen2MoeModel> Load(Qwen2MoeTrain what = Qwen2MoeTrain::kAll) {
-    auto ck = HfCheckpoint::Open(dir_);
-    EXPECT_TRUE(ck.ok());
-    Qwen2MoeOptions opt;
-    opt.train = what;
-    auto m = Qwen2MoeModel::load(*ck, opt, nullptr);
-    EXPECT_TRUE(m.ok()) << m.status().ToString();
-    return std::move(m).value();
+    return LoadQwen(dir_, what);
   }
   static AdamWConfig Adam() {
     AdamWConfig ac;

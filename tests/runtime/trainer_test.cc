@@ -12,6 +12,7 @@
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/corpus.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -30,9 +31,7 @@ bool MakeFixture(const std::string& tag, Fixture* f) {
   auto tok = BpeTokenizer::load(enc + "encoder.json", enc + "vocab.bpe");
   if (!text.ok() || !tok.ok()) return false;
   f->ids = tok->encode(*text);
-  f->dir = (fs::temp_directory_path() / ("sy_trainer_" + tag + "_" + std::to_string(::getpid())))
-               .string();
-  fs::remove_all(f->dir);
+  f->dir = TempModelDir("trainer_" + tag);
   json cfg = {{"vocab_size", 50257},
               {"hidden_size", 32},
               {"num_hidden_layers", 2},
@@ -57,21 +56,11 @@ std::vector<std::vector<int32_t>> Seqs(const std::vector<int32_t>& ids, int64_t 
   return out;
 }
 
-std::unique_ptr<Qwen2MoeModel> Load(const std::string& dir, Qwen2MoeTrain what) {
-  auto ck = HfCheckpoint::Open(dir);
-  EXPECT_TRUE(ck.ok());
-  Qwen2MoeOptions opt;
-  opt.train = what;
-  auto m = Qwen2MoeModel::load(*ck, opt, nullptr);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
-  return std::move(m).value();
-}
-
 TEST(Trainer, FullTrainingLowersHeldOutLoss) {
   Fixture f;
   if (!MakeFixture("all", &f))
     GTEST_SKIP() << "GPT-2 tokenizer absent (run launch/setup.sh --data)";
-  auto m = Load(f.dir, Qwen2MoeTrain::kAll);
+  auto m = LoadQwen(f.dir, Qwen2MoeTrain::kAll);
   AdamWConfig ac;
   ac.lr = 3e-3;
   ac.warmup_steps = 3;
@@ -100,7 +89,7 @@ TEST(Trainer, RouterOnlyChangesOnlyTheRouters) {
   Fixture f;
   if (!MakeFixture("routers", &f))
     GTEST_SKIP() << "GPT-2 tokenizer absent (run launch/setup.sh --data)";
-  auto m = Load(f.dir, Qwen2MoeTrain::kRouters);
+  auto m = LoadQwen(f.dir, Qwen2MoeTrain::kRouters);
   std::map<std::string, std::vector<float>> before;
   for (Qwen2MoeParam& p : m->parameters()) before[p.name] = p.value->data;
   AdamWConfig ac;
