@@ -204,14 +204,16 @@ void add_infer_command(CLI::App& app) {
   cmd->add_option("--config", a->config,
                   "run config, protobuf text format (default: the embedded "
                   "launch/configs/default.pbtxt)");
-  cmd->add_option("--set", a->sets, "override a config field: --set moe.top_k=4 (repeatable)");
+  cmd->add_option("--set", a->sets, "override a config field: --set moe.top_k=4 (repeatable)")
+      ->default_str("");  // none: an empty list would show as "[]"
   cmd->add_option("--router", a->router,
                   "router of every MoE layer (sets moe.router.name), or 'all' for each "
                   "registered router in turn");
   cmd->add_option("--corpus", a->corpus,
                   "moby_dick | sotu | excerpt (sets data.corpus); with --model: that corpus "
                   "through the model's tokenizer, as sequences of --seq-len tokens");
-  cmd->add_option("--max-tokens", a->max_tokens, "tokens to run, 0 = all (sets data.max_tokens)");
+  cmd->add_option("--max-tokens", a->max_tokens,
+                  "tokens to run, 0 = all (sets data.max_tokens; -1: the config's)");
   cmd->add_option("--data-dir", a->data_dir,
                   "data folder (default: $SY_DATA_DIR or the repo's data/)");
   cmd->add_option("--out", a->out, "write per-rank load reports rank-<r>.{json,pb} here");

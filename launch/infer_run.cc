@@ -9,6 +9,7 @@
 #include "launch/progress.h"
 #include "proto/report.pb.h"
 #include "routers/hash.h"
+#include "runtime/core/rng.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/moe_stack.h"
 #include "runtime/report/cluster_report.h"
@@ -152,9 +153,19 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
 
 int agree_status(Communicator& comm, const Status& s, const char* what) {
   int32_t code = s.ok() ? 0 : s.exit_code();
-  if (!s.ok())
-    std::fprintf(stderr, "[switchyard] rank %d: %s: %s\n", comm.rank(), what, s.ToString().c_str());
   comm.allreduce(&code, 1, ReduceOp::kMax, {"agree"});
+  if (code == 0) return 0;
+  // Only on failure: did every rank fail with the same message? Then rank 0 says it once.
+  const std::string text = s.ToString();
+  const int64_t h = s.ok() ? -1 : static_cast<int64_t>(fnv1a64(text.c_str()) >> 1);
+  int64_t lo_hi[2] = {h, -h};  // kMin of both: the smallest hash and minus the largest
+  comm.allreduce(lo_hi, 2, ReduceOp::kMin, {"agree.same"});
+  const bool same_everywhere = lo_hi[0] >= 0 && lo_hi[0] == -lo_hi[1];
+  if (same_everywhere) {
+    if (comm.rank() == 0) std::fprintf(stderr, "[switchyard] %s: %s\n", what, text.c_str());
+  } else if (!s.ok()) {
+    std::fprintf(stderr, "[switchyard] rank %d: %s: %s\n", comm.rank(), what, text.c_str());
+  }
   return code;
 }
 

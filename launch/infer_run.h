@@ -28,8 +28,9 @@ struct InferOptions {
 
 // Every rank computes the same verdict from its own status; the worst exit code wins everywhere
 // (allreduce max), so all ranks leave together with the same code and nobody waits in a
-// collective. A failed status is printed as "[switchyard] rank r: <what>: <status>". Returns 0
-// when every rank is OK. Collective over comm.
+// collective. An error every rank hit alike is printed once, by rank 0, as "[switchyard] <what>:
+// <status>"; otherwise each failing rank prints "[switchyard] rank r: <what>: <status>". Returns
+// 0 when every rank is OK. Collective over comm.
 int agree_status(Communicator& comm, const Status& s, const char* what);
 
 // Collective over comm. `ids` are the global token ids (every rank holds the same list).
