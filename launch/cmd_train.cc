@@ -35,8 +35,8 @@
 #include "runtime/io/checkpoint_dir.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/kernels/cpu_kernels.h"
-#include "runtime/report/load_report.h"
 #include "runtime/model/qwen2_moe.h"
+#include "runtime/report/load_report.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
@@ -190,8 +190,7 @@ Status CheckResume(const TrainArgs& a, const Qwen2MoeConfig& cfg, int P, TrainSe
   for (auto& [k, v] : want.items())
     if (t->resumed.run.value(k, json()) != v)
       return InvalidArgument("train --resume: " + dir + " was saved by a run with " + k + " = " +
-                             t->resumed.run.value(k, json()).dump() + ", this run has " +
-                             v.dump());
+                             t->resumed.run.value(k, json()).dump() + ", this run has " + v.dump());
   if (cfg.num_experts % P != 0)
     return InvalidArgument("train --resume: " + dir + " was saved with " +
                            std::to_string(t->resumed.world_size) + " ranks; its " +
@@ -328,8 +327,8 @@ class TrainRun {
     state_.data_seed = a_.data_seed;
     state_.world_size = P_;
     if (t_.is_resume) {
-      Status st = load_optimizer_state(t_.ck->dir(), *t_.model, t_.optimizer_step,
-                                       &trainer_->optimizer());
+      Status st =
+          load_optimizer_state(t_.ck->dir(), *t_.model, t_.optimizer_step, &trainer_->optimizer());
       if (int code = agree_status(comm_, st, "train --resume: optimizer state")) return code;
       state_.step = t_.resumed.step;
       state_.data_position = t_.resumed.data_position;

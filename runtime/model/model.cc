@@ -56,8 +56,8 @@ StatusOr<std::vector<int32_t>> Model::generate(const float* last_logits_V, int64
     comm.allreduce(&code, 1, ReduceOp::kMax, {"infer.decode", -1, s});
     if (!st.ok()) return st;
     if (code != 0)
-      return Status(StatusCode::kInternal, "decode failed on another rank at step " +
-                                               std::to_string(s));
+      return Status(StatusCode::kInternal,
+                    "decode failed on another rank at step " + std::to_string(s));
     last = logits.ptr();
   }
   return out;

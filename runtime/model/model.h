@@ -82,8 +82,8 @@ class Model {
 
   // ---- what it is ----
   virtual std::string model_type() const = 0;  // config.json's: qwen2_moe | bert | bert_moe
-  virtual bool is_decoder() const = 0;          // KV cache, generation, next-token loss
-  virtual int64_t vocab_size() const = 0;       // V
+  virtual bool is_decoder() const = 0;         // KV cache, generation, next-token loss
+  virtual int64_t vocab_size() const = 0;      // V
   virtual int64_t max_positions() const = 0;
   virtual nlohmann::json config_json() const = 0;  // the config.json it would write
   // One line for the start-up banner: layers, widths, experts (and per rank of P), vocabulary.

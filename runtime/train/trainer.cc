@@ -53,8 +53,7 @@ int64_t Trainer::nonfinite_code(Stage stage, int rank, int64_t item) {
          (static_cast<int64_t>(rank) << kItemBits) | item;
 }
 
-std::string Trainer::describe_nonfinite(int64_t code,
-                                        const std::vector<ModelParam>& params) const {
+std::string Trainer::describe_nonfinite(int64_t code, const std::vector<ModelParam>& params) const {
   constexpr int64_t kMask = (int64_t{1} << kItemBits) - 1;
   const auto stage = static_cast<Stage>(code >> (2 * kItemBits));
   const int64_t rank = (code >> kItemBits) & kMask, item = code & kMask;

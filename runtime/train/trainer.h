@@ -1,6 +1,6 @@
 // One data-parallel + expert-parallel optimizer step of a decoder (model.h; today Qwen2-MoE),
-// and the held-out loss. Every rank of `comm` passes its OWN sequences (the same count on every rank;
-// an empty sequence is allowed as padding); the model runs with replicated tokens off, so the
+// and the held-out loss. Every rank of `comm` passes its OWN sequences (the same count on every
+// rank; an empty sequence is allowed as padding); the model runs with replicated tokens off, so the
 // MoE layers exchange every rank's tokens with the experts' owners.
 //
 //   loss      = sum over all ranks' target tokens of cross-entropy / their number
