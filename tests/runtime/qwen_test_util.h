@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/model/qwen2_moe.h"
+
 namespace sy {
 
 inline nlohmann::json SmallTrainConfig() {
