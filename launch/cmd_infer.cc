@@ -77,6 +77,8 @@ int run_infer(InferArgs a) {
   }
   if (!a.model.model.empty()) {
     ModelInferArgs m = a.model;
+    if (m.corpus.empty()) m.corpus = a.corpus;
+    if (m.data_dir.empty()) m.data_dir = a.data_dir;
     m.dump = a.dump;
     m.out = a.out;
     m.router = a.router;
@@ -200,12 +202,16 @@ void add_infer_command(CLI::App& app) {
   cmd->add_option("--config", a->config,
                   "run config, protobuf text format (default: the embedded "
                   "launch/configs/default.pbtxt)");
-  cmd->add_option("--set", a->sets, "override a config field: --set moe.top_k=4 (repeatable)");
+  cmd->add_option("--set", a->sets, "override a config field: --set moe.top_k=4 (repeatable)")
+      ->default_str("");  // none: an empty list would show as "[]"
   cmd->add_option("--router", a->router,
                   "router of every MoE layer (sets moe.router.name), or 'all' for each "
                   "registered router in turn");
-  cmd->add_option("--corpus", a->corpus, "moby_dick | sotu | excerpt (sets data.corpus)");
-  cmd->add_option("--max-tokens", a->max_tokens, "tokens to run, 0 = all (sets data.max_tokens)");
+  cmd->add_option("--corpus", a->corpus,
+                  "moby_dick | sotu | excerpt (sets data.corpus); with --model: that corpus "
+                  "through the model's tokenizer, as sequences of --seq-len tokens");
+  cmd->add_option("--max-tokens", a->max_tokens,
+                  "tokens to run, 0 = all (sets data.max_tokens; -1: the config's)");
   cmd->add_option("--data-dir", a->data_dir,
                   "data folder (default: $SY_DATA_DIR or the repo's data/)");
   cmd->add_option("--out", a->out, "write per-rank load reports rank-<r>.{json,pb} here");
@@ -228,11 +234,12 @@ void add_infer_command(CLI::App& app) {
                   "with --model: a binary token file (switchyard tokenize); --max-tokens "
                   "limits it");
   cmd->add_option("--seq-len", m.seq_len,
-                  "with --token-file: run the file as sequences of this many tokens, each rank "
-                  "its own (data-parallel attention, expert-parallel MoE); routing table, load "
-                  "reports (--out) and tokens/s over the corpus");
+                  "with --token-file or --corpus: run it as sequences of this many tokens, each "
+                  "rank its own (data-parallel attention, expert-parallel MoE); routing table, "
+                  "load reports (--out) and tokens/s over the corpus (0: 256 with --corpus)");
   cmd->add_option("--tokenizer", m.tokenizer,
-                  "tokenizer.json, or a folder with one (default: the --model folder)");
+                  "tokenizer.json, or a model or checkpoint folder with one (default: the "
+                  "--model folder)");
   cmd->add_option("--quantize", m.quantize,
                   "routed experts: none | int8 | int4 (weight-only, "
                   "group-wise scales)")

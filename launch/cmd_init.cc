@@ -134,7 +134,8 @@ void add_init_command(CLI::App& app) {
                   "overrides them");
   cmd->add_option("--set", a->sets,
                   "config.json key=value over the architecture's small default, e.g. "
-                  "--set num_experts=8 --set mlp_only_layers=[0] (repeatable)");
+                  "--set num_experts=8 --set mlp_only_layers=[0] (repeatable)")
+      ->default_str("");  // none: an empty list would show as "[]"
   cmd->add_option("--out", a->out, "output folder")->required();
   cmd->add_option("--seed", a->seed, "weights are drawn from (seed, tensor name)");
   cmd->add_option("--dtype", a->dtype, "f32 | bf16")->check(CLI::IsMember({"f32", "bf16"}));

@@ -12,6 +12,7 @@
 #include "runtime/data/corpus.h"
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
+#include "runtime/io/checkpoint_dir.h"
 
 namespace sy::launch {
 namespace {
@@ -43,7 +44,10 @@ int run_tokenize(TokenizeArgs a) {
     return fail(InvalidArgument("--max-tokens " + std::to_string(a.max_tokens) + " < 0"));
   using Clock = std::chrono::steady_clock;
   const auto t_load = Clock::now();
-  StatusOr<std::unique_ptr<Tokenizer>> tok = load_tokenizer(a.tokenizer);
+  // A checkpoint folder (models/default): its newest published step holds the tokenizer.
+  StatusOr<std::string> path = resolve_model_dir_unverified(a.tokenizer);
+  if (!path.ok()) return fail(path.status());
+  StatusOr<std::unique_ptr<Tokenizer>> tok = load_tokenizer(*path);
   if (!tok.ok()) return fail(tok.status());
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
   StatusOr<std::string> text =
@@ -77,7 +81,8 @@ void add_tokenize_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "tokenize", "Tokenize a corpus into a binary token file (runtime/data/token_file.h)");
   cmd->add_option("--tokenizer", args->tokenizer,
-                  "tokenizer.json, or a folder with tokenizer.json or encoder.json + vocab.bpe")
+                  "tokenizer.json, a folder with tokenizer.json or encoder.json + vocab.bpe, or a "
+                  "model or checkpoint folder (e.g. models/default)")
       ->required();
   cmd->add_option("--corpus", args->corpus, "moby_dick | sotu | excerpt | a text file")->required();
   cmd->add_option("--out", args->out, "token file to write (e.g. tokens.bin)")->required();

@@ -28,14 +28,14 @@
 #include "comm/mpi_communicator.h"
 #include "launch/commands.h"
 #include "launch/infer_run.h"
-#include "launch/routing_collector.h"
-#include "runtime/core/rng.h"
 #include "runtime/data/corpus.h"
+#include "runtime/data/sequence_shard.h"
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/checkpoint_dir.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/model/qwen2_moe.h"
+#include "runtime/report/load_report.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
@@ -89,33 +89,6 @@ json RunSettings(const TrainArgs& a, const std::string& router) {
           {"quantize", a.quantize}};
 }
 
-// Epoch e visits the n training sequences in a permutation drawn from (seed, e).
-class DataOrder {
- public:
-  DataOrder(int64_t n, uint64_t seed) : n_(n), seed_(seed) {}
-  int64_t at(int64_t position) {
-    const int64_t epoch = position / n_;
-    if (epoch != epoch_) {
-      perm_.resize(static_cast<size_t>(n_));
-      for (int64_t i = 0; i < n_; ++i) perm_[static_cast<size_t>(i)] = i;
-      for (int64_t i = n_ - 1; i > 0; --i) {  // Fisher-Yates
-        const auto j = static_cast<int64_t>(
-            uniform_at(seed_, static_cast<uint64_t>(epoch), static_cast<uint64_t>(i)) *
-            static_cast<double>(i + 1));
-        std::swap(perm_[static_cast<size_t>(i)], perm_[static_cast<size_t>(std::min(j, i))]);
-      }
-      epoch_ = epoch;
-    }
-    return perm_[static_cast<size_t>(position % n_)];
-  }
-
- private:
-  int64_t n_;
-  uint64_t seed_;
-  int64_t epoch_ = -1;
-  std::vector<int64_t> perm_;
-};
-
 // Global routing of the step over all ranks: drops and the worst layer's max/mean expert load.
 struct StepRouting {
   double drop_fraction = 0;
@@ -154,10 +127,8 @@ StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step
   return r;
 }
 
-int RunTrain(const TrainArgs& a) {
-  MpiRuntime mpi(nullptr, nullptr);
-  MpiCommunicator comm;
-  const int me = comm.rank(), P = comm.size();
+// What RunTrain prepares before the first step: the weights' source, the tokens, the model.
+struct TrainSetup {
   std::vector<int32_t> ids;
   std::unique_ptr<Qwen2MoeModel> model;
   std::unique_ptr<HfCheckpoint> ck;
@@ -165,278 +136,358 @@ int RunTrain(const TrainArgs& a) {
   int64_t optimizer_step = 0;
   bool is_resume = false;
   std::string router;  // the router being trained
-  Status st = [&]() -> Status {
-    if (a.what != "routers" && a.what != "all")
-      return InvalidArgument("train: --what must be routers or all");
-    if (a.steps < 1 || a.seq_len < 2 || a.batch < 1 || a.eval_every < 0 || a.eval_tokens < 2 ||
-        a.save_every < 0 || a.log_every < 1 || a.keep_last < 0)
-      return InvalidArgument(
-          "train: --steps, --batch, --log-every >= 1, --seq-len, --eval-tokens >= 2, "
-          "--save-every, --eval-every, --keep-last >= 0");
-    if ((a.save_every > 0 || a.resume) && a.checkpoint_dir.empty())
-      return InvalidArgument("train: --save-every and --resume need --checkpoint-dir");
-    int expert_bits = 32;
-    if (a.quantize == "int8") expert_bits = 8;
-    if (a.quantize == "int4") expert_bits = 4;
-    if (expert_bits != 32 && a.what == "all")
-      return InvalidArgument(
-          "train: --what all trains the experts: they must stay fp32 "
-          "(--quantize none)");
-    // Where the weights come from: the latest checkpoint (resume) or the model.
-    std::string source = a.model.empty() ? default_model_dir() : a.model;
-    if (!a.checkpoint_dir.empty()) {
-      const auto saved = list_checkpoints(a.checkpoint_dir);
-      if (!saved.empty() && !a.resume)
-        return InvalidArgument("train: " + a.checkpoint_dir + " already holds checkpoints (up to " +
-                               "step " + std::to_string(saved.back().first) +
-                               "): pass --resume to continue that run, or another " +
-                               "--checkpoint-dir");
-      if (!saved.empty()) {
-        source = a.checkpoint_dir;
-        is_resume = true;
-      }
-    }
-    if (!std::filesystem::exists(source))
-      return NotFound("train: no model at " + source +
-                      (a.model.empty() ? " (the embedded default model; build it with "
-                                         "`bash launch/train_default.sh`, or pass --model DIR)"
-                                       : ""));
-    SY_ASSIGN_OR_RETURN(HfCheckpoint opened, HfCheckpoint::Open(source));
-    ck = std::make_unique<HfCheckpoint>(std::move(opened));
-    SY_ASSIGN_OR_RETURN(Qwen2MoeConfig cfg, Qwen2MoeConfig::from_checkpoint(*ck));
-    router = a.router.empty() ? cfg.router : a.router;
-    if (is_resume) {
-      SY_ASSIGN_OR_RETURN(resumed, read_train_state(ck->dir(), &optimizer_step));
-      const json want = RunSettings(a, router);
-      for (auto& [k, v] : want.items())
-        if (resumed.run.value(k, json()) != v)
-          return InvalidArgument("train --resume: " + ck->dir() + " was saved by a run with " + k +
-                                 " = " + resumed.run.value(k, json()).dump() + ", this run has " +
-                                 v.dump());
-      if (cfg.num_experts % P != 0)
-        return InvalidArgument("train --resume: " + ck->dir() + " was saved with " +
-                               std::to_string(resumed.world_size) + " ranks; its " +
-                               std::to_string(cfg.num_experts) + " experts do not split over " +
-                               std::to_string(P) + " ranks (use a P that divides " +
-                               std::to_string(cfg.num_experts) + ")");
-      if (resumed.step >= a.steps)
-        return InvalidArgument("train --resume: " + ck->dir() + " is at step " +
-                               std::to_string(resumed.step) + ", not below --steps " +
-                               std::to_string(a.steps));
-    }
-    if (!a.token_file.empty()) {
-      SY_ASSIGN_OR_RETURN(ids, read_token_file(a.token_file));
-    } else {
-      SY_ASSIGN_OR_RETURN(auto tok, load_tokenizer(ck->dir()));
-      const std::string data_dir = a.data_dir.empty() ? default_data_dir() : a.data_dir;
-      SY_ASSIGN_OR_RETURN(std::string text, load_corpus(a.corpus, data_dir));
-      ids = tok->encode(text);
-    }
-    if (static_cast<int64_t>(ids.size()) < a.eval_tokens + a.seq_len)
-      return InvalidArgument("train: " + std::to_string(ids.size()) +
-                             " tokens are fewer than --eval-tokens + --seq-len");
-    Qwen2MoeOptions opt;
-    opt.train = a.what == "all" ? Qwen2MoeTrain::kAll : Qwen2MoeTrain::kRouters;
-    opt.router = "";  // the checkpoint's: the teacher of a replaced router (below)
-    opt.seed = a.seed;
-    opt.expert_bits = expert_bits;
-    opt.capacity_factor = a.capacity_factor;
-    opt.exec = make_context("cpu", a.deterministic);
-    SY_ASSIGN_OR_RETURN(model, Qwen2MoeModel::load(*ck, opt, &comm));
-    for (int32_t id : ids)
-      if (id < 0 || id >= model->config().vocab_size)
-        return InvalidArgument("train: token id " + std::to_string(id) +
-                               " outside the model's vocabulary");
-    return Status::Ok();
-  }();
-  if (int code = agree_status(comm, st, "train")) return code;
+};
 
-  const int64_t L = a.seq_len, n_eval = a.eval_tokens;
-  const int64_t n_train = static_cast<int64_t>(ids.size()) - n_eval;
-  const int64_t train_seqs = n_train / L;
-  DataOrder order(train_seqs, is_resume ? resumed.data_seed : a.data_seed);
-  auto sequence = [&](int64_t position) {  // the training sequence at a data position
-    const int64_t b = order.at(position) * L;
-    return std::vector<int32_t>(ids.begin() + b, ids.begin() + b + L);
-  };
-  // Held-out: the last n_eval tokens in sequences of L, dealt round-robin to the ranks (empty
-  // padding where a rank has one fewer).
-  std::vector<std::vector<int32_t>> eval_seqs;
-  const int64_t n_eval_seqs = std::max<int64_t>(1, n_eval / L);
-  for (int64_t k = 0; k < (n_eval_seqs + P - 1) / P; ++k) {
-    const int64_t g = k * P + me;
-    if (g >= n_eval_seqs) {
-      eval_seqs.emplace_back();
-      continue;
+Status CheckTrainArgs(const TrainArgs& a) {
+  if (a.what != "routers" && a.what != "all")
+    return InvalidArgument("train: --what must be routers or all");
+  if (a.steps < 1 || a.seq_len < 2 || a.batch < 1 || a.eval_every < 0 || a.eval_tokens < 2 ||
+      a.save_every < 0 || a.log_every < 1 || a.keep_last < 0)
+    return InvalidArgument(
+        "train: --steps, --batch, --log-every >= 1, --seq-len, --eval-tokens >= 2, "
+        "--save-every, --eval-every, --keep-last >= 0");
+  if ((a.save_every > 0 || a.resume) && a.checkpoint_dir.empty())
+    return InvalidArgument("train: --save-every and --resume need --checkpoint-dir");
+  if (a.quantize != "none" && a.what == "all")
+    return InvalidArgument(
+        "train: --what all trains the experts: they must stay fp32 "
+        "(--quantize none)");
+  return Status::Ok();
+}
+
+// Where the weights come from: the latest checkpoint (resume) or the model; opens it.
+Status OpenSource(const TrainArgs& a, TrainSetup* t) {
+  std::string source = a.model.empty() ? default_model_dir() : a.model;
+  if (!a.checkpoint_dir.empty()) {
+    const auto saved = list_checkpoints(a.checkpoint_dir);
+    if (!saved.empty() && !a.resume)
+      return InvalidArgument("train: " + a.checkpoint_dir + " already holds checkpoints (up to " +
+                             "step " + std::to_string(saved.back().first) +
+                             "): pass --resume to continue that run, or another " +
+                             "--checkpoint-dir");
+    if (!saved.empty()) {
+      source = a.checkpoint_dir;
+      t->is_resume = true;
     }
-    const int64_t b = n_train + g * L;
-    const int64_t e = std::min<int64_t>(static_cast<int64_t>(ids.size()), b + L);
-    eval_seqs.emplace_back(ids.begin() + b, ids.begin() + e);
+  }
+  if (!std::filesystem::exists(source))
+    return NotFound("train: no model at " + source +
+                    (a.model.empty() ? " (the embedded default model; build it with "
+                                       "`bash launch/train_default.sh`, or pass --model DIR)"
+                                     : ""));
+  SY_ASSIGN_OR_RETURN(HfCheckpoint opened, HfCheckpoint::Open(source));
+  t->ck = std::make_unique<HfCheckpoint>(std::move(opened));
+  return Status::Ok();
+}
+
+// A resumed run must continue the run that saved: same settings, experts that split over P,
+// steps left to take.
+Status CheckResume(const TrainArgs& a, const Qwen2MoeConfig& cfg, int P, TrainSetup* t) {
+  const std::string& dir = t->ck->dir();
+  SY_ASSIGN_OR_RETURN(t->resumed, read_train_state(dir, &t->optimizer_step));
+  const json want = RunSettings(a, t->router);
+  for (auto& [k, v] : want.items())
+    if (t->resumed.run.value(k, json()) != v)
+      return InvalidArgument("train --resume: " + dir + " was saved by a run with " + k + " = " +
+                             t->resumed.run.value(k, json()).dump() + ", this run has " + v.dump());
+  if (cfg.num_experts % P != 0)
+    return InvalidArgument("train --resume: " + dir + " was saved with " +
+                           std::to_string(t->resumed.world_size) + " ranks; its " +
+                           std::to_string(cfg.num_experts) + " experts do not split over " +
+                           std::to_string(P) + " ranks (use a P that divides " +
+                           std::to_string(cfg.num_experts) + ")");
+  if (t->resumed.step >= a.steps)
+    return InvalidArgument("train --resume: " + dir + " is at step " +
+                           std::to_string(t->resumed.step) + ", not below --steps " +
+                           std::to_string(a.steps));
+  return Status::Ok();
+}
+
+// The training and held-out tokens: a token file, or the corpus through the model's tokenizer.
+Status ReadTrainTokens(const TrainArgs& a, TrainSetup* t) {
+  if (!a.token_file.empty()) {
+    SY_ASSIGN_OR_RETURN(t->ids, read_token_file(a.token_file));
+  } else {
+    SY_ASSIGN_OR_RETURN(auto tok, load_tokenizer(t->ck->dir()));
+    const std::string data_dir = a.data_dir.empty() ? default_data_dir() : a.data_dir;
+    SY_ASSIGN_OR_RETURN(std::string text, load_corpus(a.corpus, data_dir));
+    t->ids = tok->encode(text);
+  }
+  if (static_cast<int64_t>(t->ids.size()) < a.eval_tokens + a.seq_len)
+    return InvalidArgument("train: " + std::to_string(t->ids.size()) +
+                           " tokens are fewer than --eval-tokens + --seq-len");
+  return Status::Ok();
+}
+
+Status PrepareTrain(const TrainArgs& a, Communicator& comm, TrainSetup* t) {
+  SY_RETURN_IF_ERROR(CheckTrainArgs(a));
+  SY_RETURN_IF_ERROR(OpenSource(a, t));
+  SY_ASSIGN_OR_RETURN(Qwen2MoeConfig cfg, Qwen2MoeConfig::from_checkpoint(*t->ck));
+  t->router = a.router.empty() ? cfg.router : a.router;
+  if (t->is_resume) SY_RETURN_IF_ERROR(CheckResume(a, cfg, comm.size(), t));
+  SY_RETURN_IF_ERROR(ReadTrainTokens(a, t));
+  Qwen2MoeOptions opt;
+  opt.train = a.what == "all" ? Qwen2MoeTrain::kAll : Qwen2MoeTrain::kRouters;
+  opt.router = "";  // the checkpoint's: the teacher of a replaced router (WarmStartRouter)
+  opt.seed = a.seed;
+  opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
+  opt.capacity_factor = a.capacity_factor;
+  opt.exec = make_context("cpu", a.deterministic);
+  SY_ASSIGN_OR_RETURN(t->model, Qwen2MoeModel::load(*t->ck, opt, &comm));
+  for (int32_t id : t->ids)
+    if (id < 0 || id >= t->model->vocab_size())
+      return InvalidArgument("train: token id " + std::to_string(id) +
+                             " outside the model's vocabulary");
+  return Status::Ok();
+}
+
+// One training run after PrepareTrain: the data order, the trainer, eval, saves, the steps.
+class TrainRun {
+ public:
+  TrainRun(const TrainArgs& a, Communicator& comm, TrainSetup& t)
+      : a_(a),
+        comm_(comm),
+        t_(t),
+        me_(comm.rank()),
+        P_(comm.size()),
+        L_(a.seq_len),
+        n_train_(static_cast<int64_t>(t.ids.size()) - a.eval_tokens),
+        order_(n_train_ / L_, t.is_resume ? t.resumed.data_seed : a.data_seed) {}
+
+  int run() {
+    DealEvalSequences();
+    if (int code = WarmStartRouter()) return code;
+    if (int code = MakeTrainer()) return code;
+    PrintBanner();
+    return Train();
+  }
+
+ private:
+  // The training sequence at a data position.
+  std::vector<int32_t> sequence(int64_t position) {
+    const int64_t b = order_.at(position) * L_;
+    return std::vector<int32_t>(t_.ids.begin() + b, t_.ids.begin() + b + L_);
+  }
+
+  // Held-out: the last eval_tokens tokens in sequences of L, dealt round-robin to the ranks
+  // (empty padding where a rank has one fewer).
+  void DealEvalSequences() {
+    const int64_t n_eval_seqs = std::max<int64_t>(1, a_.eval_tokens / L_);
+    for (int64_t k = 0; k < (n_eval_seqs + P_ - 1) / P_; ++k) {
+      const int64_t g = k * P_ + me_;
+      if (g >= n_eval_seqs) {
+        eval_seqs_.emplace_back();
+        continue;
+      }
+      const int64_t b = n_train_ + g * L_;
+      const int64_t e = std::min<int64_t>(static_cast<int64_t>(t_.ids.size()), b + L_);
+      eval_seqs_.emplace_back(t_.ids.begin() + b, t_.ids.begin() + e);
+    }
   }
 
   // A replaced router starts from the checkpoint's gate: distilled on this rank's first
   // training sequences (real activations), or hybrid set equal to a linear gate; --no-distill
   // starts it at random.
-  if (!is_resume && router != model->config().router) {
-    const std::string teacher = model->config().router;
-    if (a.distill) {
+  int WarmStartRouter() {
+    Qwen2MoeModel& model = *t_.model;
+    if (t_.is_resume || t_.router == model.config().router) return 0;
+    const std::string teacher = model.config().router;
+    if (a_.distill) {
       std::vector<std::vector<int32_t>> seqs;
-      const int64_t n = std::max<int64_t>(1, (a.distill_cfg.max_tokens + L - 1) / L);
-      for (int64_t b = 0; b < n; ++b) seqs.push_back(sequence(b * P + me));
-      auto rep = warm_start_routers(*model, &comm, router, a.seed, 0, seqs, a.distill_cfg);
-      if (int code = agree_status(comm, rep.status(), "train: router warm start")) return code;
-      print_distill_report(*rep, &comm);
+      const int64_t n = std::max<int64_t>(1, (a_.distill_cfg.max_tokens + L_ - 1) / L_);
+      for (int64_t b = 0; b < n; ++b) seqs.push_back(sequence(b * P_ + me_));
+      auto rep = warm_start_routers(model, &comm_, t_.router, a_.seed, 0, seqs, a_.distill_cfg);
+      if (int code = agree_status(comm_, rep.status(), "train: router warm start")) return code;
+      print_distill_report(*rep, &comm_);
     } else {
-      auto old = model->replace_routers(router, a.seed, 0);
-      if (int code = agree_status(comm, old.status(), "train: --router")) return code;
-      if (me == 0)
+      auto old = model.replace_routers(t_.router, a_.seed, 0);
+      if (int code = agree_status(comm_, old.status(), "train: --router")) return code;
+      if (me_ == 0)
         std::printf("replaced the %s gates by fresh %s routers (no warm start)\n", teacher.c_str(),
-                    router.c_str());
+                    t_.router.c_str());
     }
+    return 0;
   }
 
-  AdamWConfig ac;
-  ac.lr = a.lr;
-  ac.warmup_steps = a.warmup;
-  ac.total_steps = a.steps;
-  ac.weight_decay = a.weight_decay;
-  ac.clip_norm = a.clip;
-  st = ac.validate();
-  if (int code = agree_status(comm, st, "train: optimizer")) return code;
-  Trainer trainer(*model, &comm, ac);
-  {
-    auto policy = parse_nonfinite_policy(a.on_nonfinite);
-    if (int code = agree_status(comm, policy.status(), "train: --on-nonfinite")) return code;
-    trainer.set_nonfinite_policy(*policy, a.max_skips);
+  int MakeTrainer() {
+    AdamWConfig ac;
+    ac.lr = a_.lr;
+    ac.warmup_steps = a_.warmup;
+    ac.total_steps = a_.steps;
+    ac.weight_decay = a_.weight_decay;
+    ac.clip_norm = a_.clip;
+    if (int code = agree_status(comm_, ac.validate(), "train: optimizer")) return code;
+    trainer_ = std::make_unique<Trainer>(*t_.model, &comm_, ac);
+    auto policy = parse_nonfinite_policy(a_.on_nonfinite);
+    if (int code = agree_status(comm_, policy.status(), "train: --on-nonfinite")) return code;
+    trainer_->set_nonfinite_policy(*policy, a_.max_skips);
+    trainer_->set_router_aux_loss(a_.aux_loss >= 0 ? a_.aux_loss
+                                                   : t_.model->config().router_aux_loss_coef);
+    state_.run = RunSettings(a_, t_.router);
+    state_.data_seed = a_.data_seed;
+    state_.world_size = P_;
+    if (t_.is_resume) {
+      Status st =
+          load_optimizer_state(t_.ck->dir(), *t_.model, t_.optimizer_step, &trainer_->optimizer());
+      if (int code = agree_status(comm_, st, "train --resume: optimizer state")) return code;
+      state_.step = t_.resumed.step;
+      state_.data_position = t_.resumed.data_position;
+      state_.data_seed = t_.resumed.data_seed;
+    }
+    last_saved_ = t_.is_resume ? state_.step : -1;
+    return 0;
   }
-  const double aux_coef = a.aux_loss >= 0 ? a.aux_loss : model->config().router_aux_loss_coef;
-  trainer.set_router_aux_loss(aux_coef);
-  TrainState state;
-  state.run = RunSettings(a, router);
-  state.data_seed = a.data_seed;
-  state.world_size = P;
-  if (is_resume) {
-    st = load_optimizer_state(ck->dir(), *model, optimizer_step, &trainer.optimizer());
-    if (int code = agree_status(comm, st, "train --resume: optimizer state")) return code;
-    state.step = resumed.step;
-    state.data_position = resumed.data_position;
-    state.data_seed = resumed.data_seed;
-  }
-  const Qwen2MoeConfig& c = model->config();
-  if (me == 0) {
+
+  void PrintBanner() const {
+    if (me_ != 0) return;
+    const Qwen2MoeConfig& c = t_.model->config();
     std::printf(
         "switchyard train: %s, %d rank%s, what=%s, router %s; %lld layers, %lld experts "
         "(%lld per rank, %s), top-%lld; %lld training tokens (%lld sequences of %lld), %lld "
         "held out; batch %lld x %d ranks x %lld tokens per step\n",
-        ck->dir().c_str(), P, P == 1 ? "" : "s", a.what.c_str(), router.c_str(),
-        (long long)c.num_hidden_layers, (long long)c.num_experts, (long long)(c.num_experts / P),
-        a.quantize == "none" ? "fp32" : a.quantize.c_str(), (long long)c.num_experts_per_tok,
-        (long long)n_train, (long long)train_seqs, (long long)L, (long long)n_eval,
-        (long long)a.batch, P, (long long)L);
-    if (is_resume)
+        t_.ck->dir().c_str(), P_, P_ == 1 ? "" : "s", a_.what.c_str(), t_.router.c_str(),
+        (long long)c.num_hidden_layers, (long long)c.num_experts, (long long)(c.num_experts / P_),
+        a_.quantize == "none" ? "fp32" : a_.quantize.c_str(), (long long)c.num_experts_per_tok,
+        (long long)n_train_, (long long)(n_train_ / L_), (long long)L_, (long long)a_.eval_tokens,
+        (long long)a_.batch, P_, (long long)L_);
+    if (t_.is_resume)
       std::printf(
           "resuming at step %lld (data position %lld, optimizer step %lld) from %s, saved by %d "
           "rank%s%s\n",
-          (long long)state.step, (long long)state.data_position, (long long)optimizer_step,
-          ck->dir().c_str(), resumed.world_size, resumed.world_size == 1 ? "" : "s",
-          resumed.world_size == P ? "" : " (experts regrouped by global id)");
+          (long long)state_.step, (long long)state_.data_position, (long long)t_.optimizer_step,
+          t_.ck->dir().c_str(), t_.resumed.world_size, t_.resumed.world_size == 1 ? "" : "s",
+          t_.resumed.world_size == P_ ? "" : " (experts regrouped by global id)");
     std::fflush(stdout);
   }
-  auto eval = [&](int64_t step) -> int {
-    auto loss = trainer.eval(eval_seqs);
-    if (int code = agree_status(comm, loss.status(), "train: eval")) return code;
-    if (me == 0) {
+
+  int Eval(int64_t step) {
+    auto loss = trainer_->eval(eval_seqs_);
+    if (int code = agree_status(comm_, loss.status(), "train: eval")) return code;
+    if (me_ == 0) {
       std::printf("eval loss %.4f (perplexity %.2f) at step %lld\n", *loss, std::exp(*loss),
                   (long long)step);
       std::fflush(stdout);
     }
     return 0;
-  };
-  int64_t last_saved = is_resume ? state.step : -1;
-  auto save = [&]() -> int {
+  }
+
+  int Save() {
     SaveRequest req;
-    req.root = a.checkpoint_dir;
-    req.model = model.get();
-    req.optimizer = &trainer.optimizer();
-    req.state = state;
-    req.source = ck.get();
-    req.keep_last = a.keep_last;
+    req.root = a_.checkpoint_dir;
+    req.model = t_.model.get();
+    req.optimizer = &trainer_->optimizer();
+    req.state = state_;
+    req.source = t_.ck.get();
+    req.keep_last = a_.keep_last;
     const auto t = std::chrono::steady_clock::now();
-    st = save_checkpoint(req, &comm);
-    if (int code = agree_status(comm, st, "train: checkpoint")) return code;
-    last_saved = state.step;
-    if (me == 0) {
-      std::printf("saved %s/%s in %.2f s\n", a.checkpoint_dir.c_str(),
-                  checkpoint_folder_name(state.step).c_str(),
+    Status st = save_checkpoint(req, &comm_);
+    if (int code = agree_status(comm_, st, "train: checkpoint")) return code;
+    last_saved_ = state_.step;
+    if (me_ == 0) {
+      std::printf("saved %s/%s in %.2f s\n", a_.checkpoint_dir.c_str(),
+                  checkpoint_folder_name(state_.step).c_str(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count());
       std::fflush(stdout);
     }
     return 0;
-  };
+  }
 
-  std::vector<MoeLayer*> moe;
-  for (MoeLayer* l : model->moe_layers())
-    if (l) moe.push_back(l);
-  RoutingCollector reports(moe, c.to_json().dump(), comm, a.out);
-  int64_t report_step = -1;  // >= 0 while a logged step runs: its forwards go into the reports
-  trainer.set_after_forward([&] {
-    if (report_step >= 0) reports.add_step(report_step);
-  });
-  if (int code = eval(state.step)) return code;
-  const int64_t tokens_per_step = a.batch * P * (L - 1);
-  const int64_t first_step = state.step;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t s = first_step; s < a.steps; ++s) {
+  // Rank 0's progress line of a logged step (after the routing all-reduce every rank makes).
+  void LogStep(int64_t s, const TrainStepResult& r, int64_t first_step, double elapsed_s) {
+    const StepRouting routing = GlobalRouting(*t_.model, comm_, s);
+    if (me_ != 0) return;
+    const double done = static_cast<double>(s + 1 - first_step);
+    std::printf(
+        "step %lld/%lld loss %.4f aux %.4f lr %.2e grad-norm %.3f%s drops %.2f%% imbalance "
+        "%.2f %.0f tok/s ETA %.0fs\n",
+        (long long)(s + 1), (long long)a_.steps, r.loss, r.aux_loss, r.lr, r.grad_norm,
+        r.clip < 1 ? " (clipped)" : "", 100.0 * routing.drop_fraction, routing.imbalance,
+        done * static_cast<double>(tokens_per_step()) / elapsed_s,
+        elapsed_s / done * static_cast<double>(a_.steps - s - 1));
+    std::fflush(stdout);
+  }
+
+  int64_t tokens_per_step() const { return a_.batch * P_ * (L_ - 1); }
+
+  // Step s: this rank's batch through the trainer, the data position advanced. Every
+  // collective of the step is tagged s (Trainer::step, Model::set_step).
+  int Step(int64_t s, int64_t first_step, std::chrono::steady_clock::time_point t0) {
     std::vector<std::vector<int32_t>> mine;
-    for (int64_t b = 0; b < a.batch; ++b)
-      mine.push_back(sequence(state.data_position + b * P + me));
-    for (MoeLayer* l : moe) l->reset_counters();
-    const bool logged = (s + 1) % a.log_every == 0 || s + 1 == a.steps;
-    report_step = logged && !a.out.empty() ? s : -1;
-    inject_process_faults(me, s);  // SY_FAULT=kill|hang|exit|...@rank=r,step=s
-    trainer.set_step_index(s);
-    auto r = trainer.step(mine);
-    if (int code = agree_status(comm, r.status(), "train: step")) return code;
+    for (int64_t b = 0; b < a_.batch; ++b)
+      mine.push_back(sequence(state_.data_position + b * P_ + me_));
+    for (MoeLayer* l : t_.model->sparse_layers()) l->reset_counters();
+    const bool logged = (s + 1) % a_.log_every == 0 || s + 1 == a_.steps;
+    report_step_ = logged && !a_.out.empty() ? s : -1;
+    inject_process_faults(me_, s);  // SY_FAULT=kill|hang|exit|...@rank=r,step=s
+    trainer_->set_step_index(s);
+    auto r = trainer_->step(mine);
+    if (int code = agree_status(comm_, r.status(), "train: step")) return code;
     // A skipped step (non-finite values, --on-nonfinite skip) still consumes its batch.
-    state.step = s + 1;
-    state.data_position += a.batch * P;
-    if (r->skipped && me == 0) {
-      std::printf("step %lld/%lld skipped: %s\n", (long long)(s + 1), (long long)a.steps,
+    state_.step = s + 1;
+    state_.data_position += a_.batch * P_;
+    if (r->skipped && me_ == 0) {
+      std::printf("step %lld/%lld skipped: %s\n", (long long)(s + 1), (long long)a_.steps,
                   r->nonfinite.c_str());
       std::fflush(stdout);
     }
-    if (logged && !r->skipped) {
-      const StepRouting routing = GlobalRouting(*model, comm, s);
-      if (me == 0) {
-        const double el =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const double done = static_cast<double>(s + 1 - first_step);
-        std::printf(
-            "step %lld/%lld loss %.4f aux %.4f lr %.2e grad-norm %.3f%s drops %.2f%% imbalance "
-            "%.2f %.0f tok/s ETA %.0fs\n",
-            (long long)(s + 1), (long long)a.steps, r->loss, r->aux_loss, r->lr, r->grad_norm,
-            r->clip < 1 ? " (clipped)" : "", 100.0 * routing.drop_fraction, routing.imbalance,
-            done * static_cast<double>(tokens_per_step) / el,
-            el / done * static_cast<double>(a.steps - s - 1));
-        std::fflush(stdout);
-      }
-    }
-    if (a.eval_every > 0 && (s + 1) % a.eval_every == 0 && s + 1 < a.steps)
-      if (int code = eval(s + 1)) return code;
-    if (a.save_every > 0 && (s + 1) % a.save_every == 0 && s + 1 < a.steps)
-      if (int code = save()) return code;
+    if (logged && !r->skipped)
+      LogStep(s, *r, first_step,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return 0;
   }
-  if (int code = eval(a.steps)) return code;
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (me == 0)
-    std::printf("trained %lld steps (%lld skipped) in %.1f s: %.0f tok/s over %d rank%s\n",
-                (long long)(a.steps - first_step), (long long)trainer.skipped_steps(), secs,
-                static_cast<double>((a.steps - first_step) * tokens_per_step) / secs, P,
-                P == 1 ? "" : "s");
-  if (!a.checkpoint_dir.empty() && last_saved != state.step)
-    if (int code = save()) return code;
-  if (!a.out.empty()) reports.finish((a.steps - first_step) * tokens_per_step, secs, "");
-  return 0;
+
+  int Train() {
+    RoutingCollector reports(t_.model->sparse_layers(), t_.model->config_json().dump(), comm_,
+                             a_.out);
+    // While a logged step runs (report_step_ >= 0) its forwards go into the reports.
+    trainer_->set_after_forward([&] {
+      if (report_step_ >= 0) reports.add_step(report_step_);
+    });
+    if (int code = Eval(state_.step)) return code;
+    const int64_t first_step = state_.step;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t s = first_step; s < a_.steps; ++s) {
+      if (int code = Step(s, first_step, t0)) return code;
+      if (a_.eval_every > 0 && (s + 1) % a_.eval_every == 0 && s + 1 < a_.steps)
+        if (int code = Eval(s + 1)) return code;
+      if (a_.save_every > 0 && (s + 1) % a_.save_every == 0 && s + 1 < a_.steps)
+        if (int code = Save()) return code;
+    }
+    if (int code = Eval(a_.steps)) return code;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (me_ == 0)
+      std::printf("trained %lld steps (%lld skipped) in %.1f s: %.0f tok/s over %d rank%s\n",
+                  (long long)(a_.steps - first_step), (long long)trainer_->skipped_steps(), secs,
+                  static_cast<double>((a_.steps - first_step) * tokens_per_step()) / secs, P_,
+                  P_ == 1 ? "" : "s");
+    if (!a_.checkpoint_dir.empty() && last_saved_ != state_.step)
+      if (int code = Save()) return code;
+    if (!a_.out.empty()) reports.finish((a_.steps - first_step) * tokens_per_step(), secs, "");
+    return 0;
+  }
+
+  const TrainArgs& a_;
+  Communicator& comm_;
+  TrainSetup& t_;
+  const int me_, P_;
+  const int64_t L_, n_train_;
+  DataOrder order_;
+  std::vector<std::vector<int32_t>> eval_seqs_;
+  std::unique_ptr<Trainer> trainer_;
+  TrainState state_;
+  int64_t last_saved_ = -1;
+  int64_t report_step_ = -1;
+};
+
+int RunTrain(const TrainArgs& a) {
+  MpiRuntime mpi(nullptr, nullptr);
+  MpiCommunicator comm;
+  TrainSetup setup;
+  Status st = PrepareTrain(a, comm, &setup);
+  if (int code = agree_status(comm, st, "train")) return code;
+  TrainRun run(a, comm, setup);
+  return run.run();
 }
 
 }  // namespace

@@ -17,6 +17,12 @@ std::string default_model_dir() {
   return SY_DEFAULT_MODEL_DIR;
 }
 
+int launcher_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  return 0;
+}
+
 int exit_code() {
   return g_exit_code;
 }

@@ -16,6 +16,9 @@ std::string default_data_dir();
 // launch/train_default.sh).
 std::string default_model_dir();
 void set_exit_code(int code);
+// This process's rank as the MPI launcher set it in the environment (Open MPI, MPICH / PMI,
+// Slurm), before MPI is initialized; 0 when started without a launcher.
+int launcher_rank();
 
 void add_routers_command(CLI::App& app);
 void add_infer_command(CLI::App& app);

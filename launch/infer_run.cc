@@ -8,6 +8,7 @@
 #include "launch/config.h"
 #include "launch/progress.h"
 #include "proto/report.pb.h"
+#include "runtime/core/rng.h"
 #include "runtime/core/version.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/moe_stack.h"
@@ -15,49 +16,6 @@
 #include "runtime/report/report_io.h"
 
 namespace sy::launch {
-
-TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, int P) {
-  SY_CHECK(G >= 1 && batch_groups >= 1 && P >= 1 && rank >= 0 && rank < P);
-  TokenShard s;
-  const int64_t n = (T + G - 1) / G;
-  s.group_begin = rank * n / P;
-  s.group_end = (rank + 1) * n / P;
-  s.token_begin = std::min(T, s.group_begin * G);
-  s.token_end = std::min(T, s.group_end * G);
-  const int64_t most = (n + P - 1) / P;  // the largest shard (r*n/P splits differ by <= 1)
-  s.steps = (most + batch_groups - 1) / batch_groups;
-  return s;
-}
-
-// One LayerStepReport from the layer's last forward.
-void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
-                     switchyard::LayerStepReport* r) {
-  const CapacityPlan& plan = layer.plan();
-  r->set_layer(l);
-  r->set_step(step);
-  r->set_tokens(tokens);
-  r->set_assignments_routed(plan.total_routed);
-  r->set_assignments_dropped(plan.total_dropped);
-  for (int32_t v : plan.routed_E) r->add_routed_per_expert(v);
-  for (int32_t v : plan.dropped_E) r->add_dropped_per_expert(v);
-  const MoeExchangeStats& x = layer.last_exchange();
-  for (int64_t v : x.received_per_local_expert) r->add_received_per_local_expert(v);
-  for (int64_t v : x.rows_sent_P) r->add_rows_sent_to_peer(v);
-  for (int64_t v : x.rows_recv_P) r->add_rows_recv_from_peer(v);
-  for (int64_t v : x.bytes_sent_P) r->add_bytes_sent_to_peer(v);
-  for (int64_t v : x.bytes_recv_P) r->add_bytes_recv_from_peer(v);
-  const MoePhaseTimes& t = layer.last_forward_times();
-  auto* pt = r->mutable_times();
-  pt->set_route_s(t.route_s);
-  pt->set_plan_s(t.plan_s);
-  pt->set_count_exchange_s(t.count_exchange_s);
-  pt->set_dispatch_s(t.permute_s + t.dispatch_s);
-  pt->set_experts_s(t.experts_s);
-  pt->set_combine_s(t.return_s);
-  pt->set_unpermute_s(t.combine_s + t.shared_s);
-  r->set_exchange_bandwidth_gbps(x.bandwidth_gbps);
-  metrics_to_report(m, r->mutable_metrics());
-}
 
 namespace {
 
@@ -191,57 +149,21 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   return res;
 }
 
-RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,
-                                     int64_t K) {
-  if (m.E == 0) {  // a rank with no tokens
-    m.E = E;
-    m.K = K;
-    m.load_E.assign(static_cast<size_t>(m.E), 0);
-    m.dropped_E.assign(static_cast<size_t>(m.E), 0);
-  }
-  double sums[3] = {m.entropy_sum, m.exp_entropy_sum, m.topk_mass_sum};
-  comm->allreduce(sums, 3, ReduceOp::kSum, {"metrics.sums", layer});
-  int64_t tokens = m.tokens;
-  comm->allreduce(&tokens, 1, ReduceOp::kSum, {"metrics.tokens", layer});
-  comm->allreduce(m.load_E.data(), m.E, ReduceOp::kSum, {"metrics.load", layer});
-  comm->allreduce(m.dropped_E.data(), m.E, ReduceOp::kSum, {"metrics.dropped", layer});
-  m.entropy_sum = sums[0];
-  m.exp_entropy_sum = sums[1];
-  m.topk_mass_sum = sums[2];
-  m.tokens = tokens;
-  m.have_drops = true;
-  routing_metrics_finalize(&m);
-  return m;
-}
-
-void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank) {
-  Status s = write_rank_report(dir, report);
-  if (!s.ok())  // a report is not worth losing the run for: warn and go on
-    std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", rank,
-                 s.ToString().c_str());
-}
-
-void print_routing_table(const std::vector<InferResult>& runs, int P) {
-  std::printf("\n%-13s %5s %7s %8s %9s %7s %6s %9s %6s %7s %10s\n", "router", "layer", "H/logE",
-              "eff.exp", "topk-mass", "load-H", "util", "max/mean", "CV", "drop%", "tok/s");
-  for (const InferResult& r : runs)
-    for (size_t l = 0; l < r.per_layer.size(); ++l) {
-      const RoutingMetrics& m = r.per_layer[l];
-      std::printf("%-13s %5zu %7.3f %8.2f %9.3f %7.3f %6.2f %9.2f %6.2f %6.2f%% %10.0f%s\n",
-                  r.router.c_str(), l, m.entropy_norm, m.effective_experts, m.topk_mass,
-                  m.load_entropy_norm, m.utilization, m.imbalance, m.load_cv,
-                  100.0 * m.drop_fraction, r.seconds > 0 ? r.tokens / r.seconds : 0.0,
-                  m.collapsed ? "  COLLAPSED" : "");
-    }
-  std::printf("(%d rank%s; metrics over all tokens of all ranks; tok/s is the whole job's)\n", P,
-              P == 1 ? "" : "s");
-}
-
 int agree_status(Communicator& comm, const Status& s, const char* what) {
   int32_t code = s.ok() ? 0 : s.exit_code();
-  if (!s.ok())
-    std::fprintf(stderr, "[switchyard] rank %d: %s: %s\n", comm.rank(), what, s.ToString().c_str());
   comm.allreduce(&code, 1, ReduceOp::kMax, {"agree"});
+  if (code == 0) return 0;
+  // Only on failure: did every rank fail with the same message? Then rank 0 says it once.
+  const std::string text = s.ToString();
+  const int64_t h = s.ok() ? -1 : static_cast<int64_t>(fnv1a64(text.c_str()) >> 1);
+  int64_t lo_hi[2] = {h, -h};  // kMin of both: the smallest hash and minus the largest
+  comm.allreduce(lo_hi, 2, ReduceOp::kMin, {"agree.same"});
+  const bool same_everywhere = lo_hi[0] >= 0 && lo_hi[0] == -lo_hi[1];
+  if (same_everywhere) {
+    if (comm.rank() == 0) std::fprintf(stderr, "[switchyard] %s: %s\n", what, text.c_str());
+  } else if (!s.ok()) {
+    std::fprintf(stderr, "[switchyard] rank %d: %s: %s\n", comm.rank(), what, text.c_str());
+  }
   return code;
 }
 

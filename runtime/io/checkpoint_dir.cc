@@ -183,12 +183,18 @@ StatusOr<std::string> latest_checkpoint(const std::string& root) {
 }
 
 StatusOr<std::string> resolve_model_dir(const std::string& dir) {
+  SY_ASSIGN_OR_RETURN(std::string latest, resolve_model_dir_unverified(dir));
+  if (latest != dir) SY_RETURN_IF_ERROR(verify_checkpoint(latest).status());
+  return latest;
+}
+
+StatusOr<std::string> resolve_model_dir_unverified(const std::string& dir) {
   if (!is_checkpoint_root(dir)) return dir;
-  SY_ASSIGN_OR_RETURN(std::string latest, latest_checkpoint(dir));
-  if (latest.empty())
+  const auto published = list_checkpoints(dir);
+  if (published.empty())
     return NotFound(dir + ": a checkpoint folder without a complete checkpoint (no step-* " +
                     "folder with a manifest; a save may have been interrupted)");
-  return latest;
+  return published.back().second;
 }
 
 }  // namespace sy

@@ -75,5 +75,8 @@ StatusOr<std::string> latest_checkpoint(const std::string& root);
 // `dir` itself when it is a model folder, else the latest verified checkpoint of the root
 // (kNotFound when a root holds none).
 StatusOr<std::string> resolve_model_dir(const std::string& dir);
+// Like resolve_model_dir, but the newest published step folder is not verified: for side files
+// (the tokenizer) that must not cost a checksum pass over every weight.
+StatusOr<std::string> resolve_model_dir_unverified(const std::string& dir);
 
 }  // namespace sy

@@ -74,6 +74,7 @@
 #include "runtime/core/status.h"
 #include "runtime/core/tensor.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/model.h"
 #include "runtime/model/token_sharded_moe.h"
 #include "runtime/moe/moe_layer.h"
 
@@ -152,19 +153,15 @@ struct BertMoeOptions {
   const ExecContext* exec = nullptr;
 };
 
-// Bytes this rank holds, by kind.
-struct BertMoeMemory {
-  int64_t replicated_bytes = 0;   // embeddings, attention, norms, dense FFNs, routers, head
-  int64_t expert_bytes = 0;       // this rank's experts (quantized storage when quantized)
-  int64_t expert_bytes_fp32 = 0;  // the same experts in fp32
-};
+// Bytes this rank holds, by kind (no KV cache or activations counted).
+using BertMoeMemory = ModelMemory;
 
 // Seconds per part of the last forward on this rank.
 struct BertMoeTimes {
   double embed_s = 0, attention_s = 0, dense_ffn_s = 0, moe_s = 0, head_s = 0, total_s = 0;
 };
 
-class BertMoeModel {
+class BertMoeModel : public Model {
  public:
   // Reads the replicated tensors and this rank's experts (E % P == 0 or kInvalidArgument).
   // Every rank must call it; it does not communicate. Errors: kBadInput naming the tensor or
@@ -191,15 +188,32 @@ class BertMoeModel {
 
   // false: every rank runs its OWN sequence (any T, also 0); the MoE layers exchange those
   // tokens as they are (token_sharded_moe.h). Default true: every rank passes the same tokens.
-  void set_replicated_tokens(bool r) { sharded_->set_replicated(r); }
+  void set_replicated_tokens(bool r) override { sharded_->set_replicated(r); }
 
   bool is_moe_layer(int64_t i) const { return cfg_.is_moe_layer(i); }
   // MoE layers in layer order (dense layers skipped), for metrics and reports.
   std::vector<MoeLayer*> moe_layers();
   // Layer i's MoE layer, or null when it is dense.
-  MoeLayer* moe_layer(int64_t i) { return layers_[static_cast<size_t>(i)].moe.get(); }
-  BertMoeMemory memory() const;
+  MoeLayer* moe_layer(int64_t i) override { return layers_[static_cast<size_t>(i)].moe.get(); }
+  BertMoeMemory memory() const override;
+  const ExecContext& ctx() const override { return *exec_; }
   const BertMoeTimes& last_times() const { return times_; }
+
+  // ---- the rest of the Model interface (model.h): an encoder, inference only ----
+  // The whole sequence at positions 0..T-1, token types 0, no padding; logits [T, V] always.
+  Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits) override {
+    (void)all_logits;
+    return forward(ids, nullptr, T, logits);
+  }
+  std::string model_type() const override { return cfg_.is_moe() ? "bert_moe" : "bert"; }
+  bool is_decoder() const override { return false; }
+  int64_t vocab_size() const override { return cfg_.vocab_size; }
+  int64_t max_positions() const override { return cfg_.max_position_embeddings; }
+  nlohmann::json config_json() const override { return cfg_.to_json(); }
+  std::string describe(int P) const override;
+  double last_forward_seconds() const override { return times_.total_s; }
+  std::string last_forward_split() const override;
+  int64_t num_layers() const override { return static_cast<int64_t>(layers_.size()); }
 
  private:
   struct Layer {

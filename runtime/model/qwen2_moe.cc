@@ -523,8 +523,7 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     ops::rmsnorm_forward(ex, x_.data(), L.ln2.ptr(), a2, rstd2, T, D, eps);
     if (L.moe && capture_ && li < capture_->size())
       (*capture_)[li].insert((*capture_)[li].end(), a2, a2 + T * D);
-    if (L.moe) {
-      L.moe->set_step(pos0);
+    if (L.moe) {  // its collectives carry the step set by Model::set_step
       SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a2, ids, T, D, y_.data()));
       t2 = Now();
       times_.moe_s += t2 - t1;

@@ -42,6 +42,7 @@
 #include "runtime/core/status.h"
 #include "runtime/core/tensor.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/model.h"
 #include "runtime/model/token_sharded_moe.h"
 #include "runtime/moe/moe_layer.h"
 
@@ -99,21 +100,10 @@ Status write_random_qwen2_moe_checkpoint(const std::string& dir, const nlohmann:
                                          uint64_t seed, SafeDtype dtype = SafeDtype::kF32,
                                          int64_t max_shard_bytes = int64_t{2} << 30);
 
-// What a training run updates: nothing (inference), the routers only (every other weight
-// frozen; experts may stay quantized), or everything (fp32 experts).
-enum class Qwen2MoeTrain { kNone, kRouters, kAll };
-
-// A parameter by its Hugging Face name. grad is null when the parameter is not trained.
-// expert: a routed expert tensor (stacked [E/P, ...] on this rank: local, never all-reduced).
-// moe_summed: a router or shared-expert tensor, whose gradient the MoE layer itself sums over
-// the ranks (MoeLayer::allreduce_replicated_grads); the caller must not sum it again.
-struct Qwen2MoeParam {
-  std::string name;
-  Tensor* value = nullptr;
-  Tensor* grad = nullptr;
-  bool expert = false;
-  bool moe_summed = false;
-};
+// What a training run updates, a parameter, the bytes held: the model interface's (model.h).
+using Qwen2MoeTrain = ModelTrain;
+using Qwen2MoeParam = ModelParam;
+using Qwen2MoeMemory = ModelMemory;
 
 struct Qwen2MoeOptions {
   Qwen2MoeTrain train = Qwen2MoeTrain::kNone;  // kAll needs expert_bits 32
@@ -133,21 +123,12 @@ struct Qwen2MoeOptions {
   const ExecContext* exec = nullptr;
 };
 
-// Bytes this rank holds, by kind (for the memory report).
-struct Qwen2MoeMemory {
-  int64_t replicated_bytes = 0;   // embeddings, attention, norms, routers, shared experts, head
-  int64_t expert_bytes = 0;       // this rank's routed experts (quantized storage when quantized)
-  int64_t expert_bytes_fp32 = 0;  // the same experts in fp32
-  int64_t kv_cache_bytes = 0;     // allocated KV cache
-  int64_t activation_bytes = 0;   // the forward's buffers, MoE layers included (not the logits)
-};
-
 // Seconds spent per part of the last forward on this rank.
 struct Qwen2MoeTimes {
   double embed_s = 0, attention_s = 0, moe_s = 0, dense_mlp_s = 0, head_s = 0, total_s = 0;
 };
 
-class Qwen2MoeModel {
+class Qwen2MoeModel : public Model {
  public:
   // Reads the replicated tensors and this rank's experts (E % P == 0 or kInvalidArgument).
   // COLLECTIVE only in that every rank must call it; it does not communicate.
@@ -156,19 +137,19 @@ class Qwen2MoeModel {
                                                        Communicator* comm);
 
   const Qwen2MoeConfig& config() const { return cfg_; }
-  const ExecContext& ctx() const { return *exec_; }
+  const ExecContext& ctx() const override { return *exec_; }
 
   // Runs T new tokens at positions cache_len() .. cache_len() + T - 1, appending their keys and
   // values to the KV cache. logits: [T, V] when all_logits (the LM head runs token-sharded
   // and is allgathered: every rank gets all rows), else [1, V] for the last token ([0, V]
   // when T = 0). COLLECTIVE: every rank passes the same tokens.
-  Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits = true);
-  int64_t cache_len() const { return cache_len_; }
+  Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits = true) override;
+  int64_t cache_len() const override { return cache_len_; }
   // false: every rank runs its OWN tokens (different sequences, any T, also 0), the MoE layers
   // exchange them with the experts' owners as they are and the LM head stays local. Default
   // true: every rank passes the same tokens (see the header comment).
-  void set_replicated_tokens(bool r) { sharded_->set_replicated(r); }
-  void reset_cache() { cache_len_ = 0; }
+  void set_replicated_tokens(bool r) override { sharded_->set_replicated(r); }
+  void reset_cache() override { cache_len_ = 0; }
 
   // ---- training (Qwen2MoeOptions::train != kNone) ----
   // Backward of the last forward, which must have started at position 0 (reset_cache() first)
@@ -180,15 +161,15 @@ class Qwen2MoeModel {
   // aux_alpha > 0 adds the Switch load-balancing loss of every MoE layer (routers/balance.h,
   // alpha * E * sum_e f_e P_e over the tokens each rank routed in the last forward) to the
   // gradient; last_aux_loss() is its value summed over the layers (this rank's tokens).
-  Status backward(const float* dlogits_TV, float aux_alpha = 0.0f);
-  double last_aux_loss() const { return aux_loss_; }
-  std::vector<Qwen2MoeParam> parameters();
-  void zero_grad();
+  Status backward(const float* dlogits_TV, float aux_alpha = 0.0f) override;
+  double last_aux_loss() const override { return aux_loss_; }
+  std::vector<Qwen2MoeParam> parameters() override;
+  void zero_grad() override;
   // Several backward() calls per step (several sequences): defer the MoE layers' cross-rank
   // gradient sums (MoeLayer::set_defer_grad_allreduce) and call allreduce_moe_grads() once
   // after the last backward (COLLECTIVE).
-  void set_defer_moe_grad_allreduce(bool defer);
-  void allreduce_moe_grads();
+  void set_defer_moe_grad_allreduce(bool defer) override;
+  void allreduce_moe_grads() override;
 
   // ---- routers ----
   // Swaps every MoE layer's router for a fresh `name` router (RouterConfig: hidden, seed + layer
@@ -199,7 +180,8 @@ class Qwen2MoeModel {
   // router_seed describe the new routers afterwards (config().to_json() records them). Not
   // collective; every rank must make the same call (routers are replicated).
   StatusOr<std::vector<std::unique_ptr<Router>>> replace_routers(const std::string& name,
-                                                                 uint64_t seed, int64_t hidden);
+                                                                 uint64_t seed,
+                                                                 int64_t hidden) override;
   // While set, every forward() appends each MoE layer's router input (the RMS-normalized x of
   // its T tokens, [T, D] row-major) to (*sink)[layer]; the caller sizes sink to
   // num_hidden_layers (dense layers' entries stay empty). Null stops capturing.
@@ -209,8 +191,21 @@ class Qwen2MoeModel {
   const Tensor& last_hidden() const { return hidden_; }
   // MoE layers (null for dense layers), for metrics and load reports.
   std::vector<MoeLayer*> moe_layers();
-  Qwen2MoeMemory memory() const;
+  Qwen2MoeMemory memory() const override;
   const Qwen2MoeTimes& last_times() const { return times_; }
+
+  // ---- the rest of the Model interface (model.h) ----
+  std::string model_type() const override { return "qwen2_moe"; }
+  bool is_decoder() const override { return true; }
+  int64_t vocab_size() const override { return cfg_.vocab_size; }
+  int64_t max_positions() const override { return cfg_.max_position_embeddings; }
+  nlohmann::json config_json() const override { return cfg_.to_json(); }
+  std::string describe(int P) const override;
+  double last_forward_seconds() const override { return times_.total_s; }
+  std::string last_forward_split() const override;
+  bool trainable() const override { return training(); }
+  int64_t num_layers() const override { return static_cast<int64_t>(layers_.size()); }
+  MoeLayer* moe_layer(int64_t i) override { return layers_[static_cast<size_t>(i)].moe.get(); }
 
  private:
   // Activations of one layer's last forward, kept for backward when training.

@@ -31,7 +31,7 @@ StatusOr<NonFinitePolicy> parse_nonfinite_policy(const std::string& text) {
   return InvalidArgument("non-finite policy must be skip or stop (got '" + text + "')");
 }
 
-Trainer::Trainer(Qwen2MoeModel& model, Communicator* comm, const AdamWConfig& cfg)
+Trainer::Trainer(Model& model, Communicator* comm, const AdamWConfig& cfg)
     : model_(model), comm_(comm), opt_(cfg) {
   model_.set_replicated_tokens(false);
   model_.set_defer_moe_grad_allreduce(true);  // several backward() calls per step
@@ -46,8 +46,7 @@ int64_t Trainer::nonfinite_code(Stage stage, int rank, int64_t item) {
          (static_cast<int64_t>(rank) << kItemBits) | item;
 }
 
-std::string Trainer::describe_nonfinite(int64_t code,
-                                        const std::vector<Qwen2MoeParam>& params) const {
+std::string Trainer::describe_nonfinite(int64_t code, const std::vector<ModelParam>& params) const {
   constexpr int64_t kMask = (int64_t{1} << kItemBits) - 1;
   const auto stage = static_cast<Stage>(code >> (2 * kItemBits));
   const int64_t rank = (code >> kItemBits) & kMask, item = code & kMask;
@@ -89,14 +88,13 @@ const FaultSpec* Trainer::fault(FaultKind kind) const {
   return nullptr;
 }
 
-void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<Qwen2MoeParam>& params) {
-  const std::vector<MoeLayer*> moe = model_.moe_layers();
+void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<ModelParam>& params) {
   int64_t layer = f.layer;
   if (layer < 0)
-    for (size_t i = 0; i < moe.size() && layer < 0; ++i)
-      if (moe[i]) layer = static_cast<int64_t>(i);
+    for (int64_t i = 0; i < model_.num_layers() && layer < 0; ++i)
+      if (model_.moe_layer(i)) layer = i;
   const std::string router = qwen2_moe_router_prefix(layer);
-  for (Qwen2MoeParam& p : params) {
+  for (ModelParam& p : params) {
     if (!p.grad || p.grad->numel() == 0 || p.name.compare(0, router.size(), router) != 0) continue;
     p.grad->data[0] = std::numeric_limits<float>::infinity();
     say_fault(rank(), step_index_, "inf_grad", static_cast<int>(layer), p.name + "[0] = +inf");
@@ -108,7 +106,7 @@ void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<Qwen2MoeParam>& pa
 
 Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum,
                     int64_t* count, bool check) {
-  const int64_t T = static_cast<int64_t>(ids.size()), V = model_.config().vocab_size;
+  const int64_t T = static_cast<int64_t>(ids.size()), V = model_.vocab_size();
   targets_.assign(ids.begin() + (T > 0 ? 1 : 0), ids.end());
   if (T > 0) targets_.push_back(-1);
   model_.reset_cache();
@@ -117,8 +115,7 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
   float* poisoned = nullptr;  // a router weight of this rank's replica, NaN for this forward
   float saved = 0.0f;
   if (nan && nan->layer >= 0) {
-    const std::vector<MoeLayer*> moe = model_.moe_layers();
-    MoeLayer* L = nan->layer < static_cast<int>(moe.size()) ? moe[nan->layer] : nullptr;
+    MoeLayer* L = nan->layer < model_.num_layers() ? model_.moe_layer(nan->layer) : nullptr;
     for (auto& [name, p] : L ? L->named_params() : std::vector<std::pair<std::string, Param*>>{})
       if (name.rfind("gate.", 0) == 0 && p->value.numel() > 0) {
         poisoned = p->value.ptr();
@@ -141,9 +138,8 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
 
   if (check && after_forward_) after_forward_();
   if (check) {
-    const std::vector<MoeLayer*> moe = model_.moe_layers();
-    for (size_t i = 0; i < moe.size(); ++i)
-      if (moe[i] && !moe[i]->last_finite()) note_nonfinite(kRouter, static_cast<int64_t>(i));
+    for (int64_t i = 0; i < model_.num_layers(); ++i)
+      if (MoeLayer* l = model_.moe_layer(i); l && !l->last_finite()) note_nonfinite(kRouter, i);
     if (T > 0 && !ops::all_finite(model_.ctx(), logits_.ptr(), T * V)) note_nonfinite(kLogits, 0);
   }
   int64_t n = 0;
@@ -177,6 +173,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   if (total == 0) return InvalidArgument("train step: no target tokens on any rank");
   const float scale = 1.0f / static_cast<float>(total);
 
+  model_.set_step(step_index_);
   model_.zero_grad();
   aux_sum_ = 0;
   nonfinite_ = kNoFinding;
@@ -186,7 +183,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
 
   // Local gradients, before any cross-rank sum: a NaN spreads to every rank there, and the rank
   // that made it is the one to name. Expert gradients are never summed: this is their check.
-  std::vector<Qwen2MoeParam> all = model_.parameters();
+  std::vector<ModelParam> all = model_.parameters();
   if (const FaultSpec* f = fault(FaultKind::kInfGrad)) inject_inf_grad(*f, all);
   if (nonfinite_ == kNoFinding)
     for (size_t i = 0; i < all.size(); ++i)
@@ -206,7 +203,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   std::vector<TrainParam> params;
   double sq_replicated = 0, sq_expert = 0;
   for (size_t i = 0; i < all.size(); ++i) {
-    Qwen2MoeParam& p = all[i];
+    ModelParam& p = all[i];
     if (!p.grad) continue;
     if (comm_ && !p.expert && !p.moe_summed)
       comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum,
@@ -257,6 +254,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
 StatusOr<double> Trainer::eval(const std::vector<std::vector<int32_t>>& seqs) {
   double loss_sum = 0;
   int64_t count = 0;
+  model_.set_step(-1);
   for (const auto& s : seqs) SY_RETURN_IF_ERROR(run(s, 0.0f, &loss_sum, &count));
   if (comm_) {
     comm_->allreduce(&loss_sum, 1, ReduceOp::kSum, {"eval.loss"});

@@ -1,6 +1,6 @@
-// One data-parallel + expert-parallel optimizer step of a Qwen2-MoE model (issue 5), and the
-// held-out loss. Every rank of `comm` passes its OWN sequences (the same count on every rank;
-// an empty sequence is allowed as padding); the model runs with replicated tokens off, so the
+// One data-parallel + expert-parallel optimizer step of a decoder (model.h; today Qwen2-MoE),
+// and the held-out loss. Every rank of `comm` passes its OWN sequences (the same count on every
+// rank; an empty sequence is allowed as padding); the model runs with replicated tokens off, so the
 // MoE layers exchange every rank's tokens with the experts' owners.
 //
 //   loss      = sum over all ranks' target tokens of cross-entropy / their number
@@ -54,7 +54,7 @@
 #include "comm/communicator.h"
 #include "comm/fault.h"
 #include "runtime/core/status.h"
-#include "runtime/model/qwen2_moe.h"
+#include "runtime/model/model.h"
 #include "runtime/train/adamw.h"
 
 namespace sy {
@@ -80,13 +80,15 @@ StatusOr<NonFinitePolicy> parse_nonfinite_policy(const std::string& text);
 
 class Trainer {
  public:
-  // comm may be null (one rank). The model must have been loaded with train != kNone and
+  // comm may be null (one rank). The model must be a decoder loaded with train != kNone and
   // comm (the same communicator).
-  Trainer(Qwen2MoeModel& model, Communicator* comm, const AdamWConfig& cfg);
+  Trainer(Model& model, Communicator* comm, const AdamWConfig& cfg);
 
-  // COLLECTIVE. seqs: this rank's sequences for the step (the same count on every rank).
+  // COLLECTIVE. seqs: this rank's sequences for the step (the same count on every rank). Every
+  // collective of the step, the MoE layers' included (Model::set_step), is tagged step_index().
   StatusOr<TrainStepResult> step(const std::vector<std::vector<int32_t>>& seqs);
-  // COLLECTIVE. Mean next-token loss over every rank's sequences, no gradients kept.
+  // COLLECTIVE. Mean next-token loss over every rank's sequences, no gradients kept. Its
+  // collectives are tagged step -1 (not a training step).
   StatusOr<double> eval(const std::vector<std::vector<int32_t>>& seqs);
 
   AdamW& optimizer() { return opt_; }
@@ -124,17 +126,17 @@ class Trainer {
   void note_nonfinite(Stage stage, int64_t item) {
     nonfinite_ = std::min(nonfinite_, nonfinite_code(stage, rank(), item));
   }
-  std::string describe_nonfinite(int64_t code, const std::vector<Qwen2MoeParam>& params) const;
+  std::string describe_nonfinite(int64_t code, const std::vector<ModelParam>& params) const;
   int rank() const { return comm_ ? comm_->rank() : 0; }
   // The first fault of `kind` for this rank at this step, any layer; nullptr when none.
   const FaultSpec* fault(FaultKind kind) const;
-  void inject_inf_grad(const FaultSpec& f, std::vector<Qwen2MoeParam>& params);
+  void inject_inf_grad(const FaultSpec& f, std::vector<ModelParam>& params);
 
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
   // check: record non-finite router scores, logits and loss (training steps).
   Status run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum, int64_t* count,
              bool check = false);
-  Qwen2MoeModel& model_;
+  Model& model_;
   Communicator* comm_;
   AdamW opt_;
   NonFinitePolicy policy_ = NonFinitePolicy::kSkip;

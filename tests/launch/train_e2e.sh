@@ -112,9 +112,10 @@ has nan_skip "step 3/4 skipped: non-finite logits on rank 1, layer -1, step 2"
 has nan_skip "(1 skipped)"
 SY_FAULT="inf_grad@rank=1,step=1,layer=1" expect 24 nan_stop mpi 2 "${args[@]}" --steps 4 \
   --on-nonfinite stop
-for r in 0 1; do
-  has nan_stop "rank $r: train: step: .*non-finite gradient on rank 1, layer 1, step 1"
-done
+# Both ranks stop (exit 24) with the same agreed message, which rank 0 prints once.
+has nan_stop "\[switchyard\] train: step: .*non-finite gradient on rank 1, layer 1, step 1"
+if [ "$(grep -c "train: step: .*non-finite gradient" "$work/nan_stop.log")" != 1 ]; then
+  echo "FAIL nan_stop: the agreed message is not printed exactly once"; fail=1; fi
 
 # 5. Router-only with a replaced router, int4 experts, 4 ranks: only routers change.
 expect 0 routers_mlp_hadamard mpi 4 train --what routers --router mlp_hadamard --model "$m" \

@@ -6,8 +6,8 @@
 // fixed random c [T, D]. Every rank computes the 1-rank REFERENCE itself (MoeLayer::create(cfg,
 // nullptr) over all T tokens, group_tokens = G), then runs the expert-parallel layer
 // (create(cfg, comm)) over its own share: the n = ceil(T / G) groups are split contiguously,
-// rank r holding groups [r*n/P, (r+1)*n/P) (launch/infer_run.h shard_tokens; a rank may hold
-// none), and compares its slice with the reference's.
+// rank r holding groups [r*n/P, (r+1)*n/P) (shard_tokens, runtime/data/sequence_shard.h; a
+// rank may hold none), and compares its slice with the reference's.
 //
 // What must hold, and why (the strongest property that holds is asserted):
 //   * routing and the capacity plan: the same top-k ids and the same kept/dropped set (capacity
@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "routers/registry.h"
+#include "runtime/data/sequence_shard.h"
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/moe/moe_layer.h"
 #include "tests/comm/mpi_test_main.h"
@@ -165,11 +166,10 @@ bool shapes_router(const std::string& router) {
   return router == "linear" || router == "hybrid";
 }
 
-// [first, last) of tokens that rank r of P holds: whole groups, contiguous.
+// [first, last) of tokens that rank r of P holds: whole groups, contiguous (as infer deals them).
 std::pair<int64_t, int64_t> token_share(int64_t T, int64_t G, int r, int P) {
-  const int64_t n = (T + G - 1) / G;
-  const int64_t g0 = r * n / P, g1 = (r + 1) * n / P;
-  return {std::min(T, g0 * G), std::min(T, g1 * G)};
+  const TokenShard s = shard_tokens(T, G, /*batch_groups=*/1, r, P);
+  return {s.token_begin, s.token_end};
 }
 
 // "" when a and b are bitwise equal, else where and by how much they differ.

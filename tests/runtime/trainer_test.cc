@@ -12,6 +12,7 @@
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/corpus.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/qwen2_moe.h"
 #include "tests/runtime/qwen_test_util.h"
 
 namespace sy {

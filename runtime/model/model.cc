@@ -1,0 +1,153 @@
+// The Model interface's shared parts, the factory, and the small adapters by which Qwen2-MoE
+// and BERT-MoE fill it (their compute lives in qwen2_moe.cc and bert_moe.cc).
+#include "runtime/model/model.h"
+
+#include <cstdio>
+
+#include "runtime/model/bert_moe.h"
+#include "runtime/model/qwen2_moe.h"
+
+namespace sy {
+
+Status Model::backward(const float* dlogits_TV, float aux_alpha) {
+  (void)dlogits_TV;
+  (void)aux_alpha;
+  return InvalidArgument(model_type() + ": training is not supported");
+}
+
+StatusOr<std::vector<std::unique_ptr<Router>>> Model::replace_routers(const std::string& name,
+                                                                      uint64_t seed,
+                                                                      int64_t hidden) {
+  (void)seed;
+  (void)hidden;
+  return InvalidArgument(model_type() + ": replacing the routers by " + name +
+                         " is not supported after load");
+}
+
+std::vector<MoeLayer*> Model::sparse_layers() {
+  std::vector<MoeLayer*> out;
+  for (int64_t i = 0; i < num_layers(); ++i)
+    if (MoeLayer* l = moe_layer(i)) out.push_back(l);
+  return out;
+}
+
+void Model::set_step(int64_t step) {
+  for (int64_t i = 0; i < num_layers(); ++i)
+    if (MoeLayer* l = moe_layer(i)) l->set_step(step);
+}
+
+StatusOr<std::vector<int32_t>> Model::generate(const float* last_logits_V, int64_t max_new_tokens,
+                                               const SamplingConfig& sampling, Communicator& comm,
+                                               const std::function<void(int32_t)>& on_token) {
+  if (!is_decoder()) return InvalidArgument(model_type() + ": generation needs a decoder");
+  std::vector<int32_t> out;
+  Tensor logits;
+  const float* last = last_logits_V;
+  for (int64_t s = 0; s < max_new_tokens; ++s) {
+    int32_t next = comm.rank() == 0 ? sample_token(last, vocab_size(), sampling, s) : -1;
+    comm.allreduce(&next, 1, ReduceOp::kMax, {"infer.next_token", -1, s});  // rank 0 decides
+    out.push_back(next);
+    if (on_token) on_token(next);
+    if (s + 1 == max_new_tokens || cache_len() >= max_positions()) break;
+    set_step(s);
+    Status st = forward(&next, 1, &logits, /*all_logits=*/false);
+    // Every rank leaves together: the next step's collectives must not meet a rank that quit.
+    int32_t code = st.ok() ? 0 : st.exit_code();
+    comm.allreduce(&code, 1, ReduceOp::kMax, {"infer.decode", -1, s});
+    if (!st.ok()) return st;
+    if (code != 0)
+      return Status(StatusCode::kInternal,
+                    "decode failed on another rank at step " + std::to_string(s));
+    last = logits.ptr();
+  }
+  return out;
+}
+
+// ---- Qwen2-MoE ----
+
+std::string Qwen2MoeModel::describe(int P) const {
+  const Qwen2MoeConfig& c = cfg_;
+  char b[512];
+  std::snprintf(b, sizeof(b),
+                "qwen2_moe, %lld layers, hidden %lld, %lld heads (%lld kv), %lld experts "
+                "(%lld per rank) of %lld, top-%lld%s, shared %lld, vocab %lld",
+                (long long)c.num_hidden_layers, (long long)c.hidden_size,
+                (long long)c.num_attention_heads, (long long)c.num_key_value_heads,
+                (long long)c.num_experts, (long long)(c.num_experts / P),
+                (long long)c.moe_intermediate_size, (long long)c.num_experts_per_tok,
+                c.norm_topk_prob ? " (renormalized)" : "",
+                (long long)c.shared_expert_intermediate_size, (long long)c.vocab_size);
+  return b;
+}
+
+std::string Qwen2MoeModel::last_forward_split() const {
+  const Qwen2MoeTimes& t = times_;
+  char b[256];
+  std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense mlp %.1f ms, head %.1f ms",
+                t.attention_s * 1e3, t.moe_s * 1e3, t.dense_mlp_s * 1e3, t.head_s * 1e3);
+  return b;
+}
+
+// ---- BERT-MoE ----
+
+std::string BertMoeModel::describe(int P) const {
+  const BertMoeConfig& c = cfg_;
+  char b[512];
+  std::snprintf(b, sizeof(b),
+                "bert%s encoder, %lld layers, hidden %lld, %lld heads, %lld experts (%lld "
+                "per rank) every %lld layer(s), top-%lld, vocab %lld",
+                c.num_experts > 0 ? "_moe" : "", (long long)c.num_hidden_layers,
+                (long long)c.hidden_size, (long long)c.num_attention_heads,
+                (long long)c.num_experts, (long long)(c.num_experts / P), (long long)c.moe_every,
+                (long long)c.num_experts_per_tok, (long long)c.vocab_size);
+  return b;
+}
+
+std::string BertMoeModel::last_forward_split() const {
+  const BertMoeTimes& t = times_;
+  char b[256];
+  std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense ffn %.1f ms, head %.1f ms",
+                t.attention_s * 1e3, t.moe_s * 1e3, t.dense_ffn_s * 1e3, t.head_s * 1e3);
+  return b;
+}
+
+// ---- the factory ----
+
+StatusOr<std::unique_ptr<Model>> load_model(const HfCheckpoint& ck, const ModelOptions& opt,
+                                            Communicator* comm) {
+  SY_ASSIGN_OR_RETURN(std::string type, ck.config_string("model_type", ""));
+  if (type == "qwen2_moe") {
+    Qwen2MoeOptions q;
+    q.train = opt.train;
+    q.expert_bits = opt.expert_bits;
+    q.quant_group = opt.quant_group;
+    q.capacity_factor = opt.capacity_factor;
+    q.router = opt.router;
+    q.seed = opt.seed;
+    q.exec = opt.exec;
+    SY_ASSIGN_OR_RETURN(auto m, Qwen2MoeModel::load(ck, q, comm));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  if (type == "bert" || type == "bert_moe") {
+    if (opt.train != ModelTrain::kNone)
+      return InvalidArgument(ck.dir() + ": " + type + " models are inference only");
+    BertMoeOptions b;
+    b.num_experts = opt.upcycle_experts;
+    b.moe_every = opt.moe_every;
+    b.top_k = opt.experts_top_k;
+    if (!opt.router.empty()) b.router.name = opt.router;
+    b.router.seed = opt.seed;
+    b.upcycle_noise = static_cast<float>(opt.upcycle_noise);
+    b.capacity_factor = opt.capacity_factor;
+    b.expert_bits = opt.expert_bits;
+    b.quant_group = opt.quant_group;
+    b.seed = opt.seed;
+    b.exec = opt.exec;
+    SY_ASSIGN_OR_RETURN(auto m, BertMoeModel::load(ck, b, comm));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  return BadInput(ck.dir() + "/config.json: model_type \"" + type +
+                  "\" is not supported (qwen2_moe, bert, bert_moe)");
+}
+
+}  // namespace sy

@@ -1,0 +1,156 @@
+// One interface for every model the runtime runs (Qwen2-MoE decoders, BERT / BERT-MoE
+// encoders), so that the commands, the trainer and the load reports never ask which model it
+// is. A new model is one class implementing Model plus one line in load_model() (model.cc).
+//
+//   load_model(checkpoint)  -> reads config.json's model_type and loads that class
+//   forward(ids)            -> logits; a decoder continues its KV cache (reset_cache() first to
+//                              start at position 0), an encoder always starts at position 0
+//   backward(dlogits)       -> parameter gradients, where the model trains (trainable())
+//   moe_layer(i)            -> layer i's MoE layer (null for a dense layer)
+//   set_step(s)             -> the step every MoE collective is tagged with (faults, messages)
+//   generate(...)           -> decoders: new tokens through the KV cache
+//
+// Parallelism as in each model's header: replicated weights, experts split E/P over the ranks
+// of the communicator it was loaded with; forward(), backward() and generate() are COLLECTIVE.
+//
+// Legend: T tokens, V vocabulary.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "comm/communicator.h"
+#include "routers/router.h"
+#include "runtime/core/status.h"
+#include "runtime/core/tensor.h"
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/sampling.h"
+#include "runtime/moe/moe_layer.h"
+
+namespace sy {
+
+// What a training run updates: nothing (inference), the routers only (every other weight
+// frozen; experts may stay quantized), or everything (fp32 experts).
+enum class ModelTrain { kNone, kRouters, kAll };
+
+// A parameter by its Hugging Face name. grad is null when the parameter is not trained.
+// expert: a routed expert tensor (stacked [E/P, ...] on this rank: local, never all-reduced).
+// moe_summed: a router or shared-expert tensor, whose gradient the MoE layer itself sums over
+// the ranks (MoeLayer::allreduce_replicated_grads); the caller must not sum it again.
+struct ModelParam {
+  std::string name;
+  Tensor* value = nullptr;
+  Tensor* grad = nullptr;
+  bool expert = false;
+  bool moe_summed = false;
+};
+
+// Bytes this rank holds, by kind (for the memory report). Encoders have no KV cache.
+struct ModelMemory {
+  int64_t replicated_bytes = 0;   // embeddings, attention, norms, routers, shared experts, head
+  int64_t expert_bytes = 0;       // this rank's routed experts (quantized storage when quantized)
+  int64_t expert_bytes_fp32 = 0;  // the same experts in fp32
+  int64_t kv_cache_bytes = 0;     // allocated KV cache
+  int64_t activation_bytes = 0;   // the forward's buffers, MoE layers included (not the logits)
+};
+
+// The load options every model understands; those of one architecture are ignored by others.
+struct ModelOptions {
+  ModelTrain train = ModelTrain::kNone;  // kAll needs expert_bits 32; encoders: kNone only
+  int expert_bits = 32;                  // 32, or 8 / 4: routed experts quantized at load
+  int64_t quant_group = 128;             // input columns per scale when quantized
+  double capacity_factor = 0.0;          // <= 0: dropless (Hugging Face semantics)
+  std::string router;                    // "": the checkpoint's; else replace every router
+  uint64_t seed = 1234;                  // a replaced router's (layer i: seed + i), upcycling noise
+  // BERT: a dense checkpoint is upcycled to this many experts per MoE layer (0 = keep it dense,
+  // or the bert_moe checkpoint's), every moe_every-th layer, top-k experts per token, copies
+  // with multiplicative N(0, upcycle_noise^2) noise.
+  int64_t upcycle_experts = 0;
+  int64_t moe_every = 0;
+  int64_t experts_top_k = 0;
+  double upcycle_noise = 0.0;
+  // Where the model runs (backend, deterministic flag: make_context()); null =
+  // default_context(). Must outlive the model.
+  const ExecContext* exec = nullptr;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // ---- what it is ----
+  virtual std::string model_type() const = 0;  // config.json's: qwen2_moe | bert | bert_moe
+  virtual bool is_decoder() const = 0;         // KV cache, generation, next-token loss
+  virtual int64_t vocab_size() const = 0;      // V
+  virtual int64_t max_positions() const = 0;
+  virtual nlohmann::json config_json() const = 0;  // the config.json it would write
+  // One line for the start-up banner: layers, widths, experts (and per rank of P), vocabulary.
+  virtual std::string describe(int P) const = 0;
+
+  // ---- forward ----
+  // T tokens -> logits: [T, V] when all_logits (every rank gets all rows), else [1, V] for the
+  // last token. A decoder runs them at positions cache_len() .. cache_len() + T - 1; an encoder
+  // (no cache) at 0 .. T - 1. COLLECTIVE: every rank passes the same tokens, or its own with
+  // set_replicated_tokens(false).
+  virtual Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits = true) = 0;
+  virtual void reset_cache() {}
+  virtual int64_t cache_len() const { return 0; }
+  // false: every rank runs its OWN tokens (any T, also 0); default true: the same tokens.
+  virtual void set_replicated_tokens(bool r) = 0;
+  // The last forward on this rank: its wall time, and its split by part as one line.
+  virtual double last_forward_seconds() const = 0;
+  virtual std::string last_forward_split() const = 0;
+
+  // ---- training (loaded with ModelOptions::train != kNone) ----
+  virtual bool trainable() const { return false; }
+  // Backward of the last forward (from position 0, all_logits): dlogits [T, V] -> gradients
+  // (+=) of every trained parameter. aux_alpha > 0 adds the MoE layers' load-balancing loss.
+  virtual Status backward(const float* dlogits_TV, float aux_alpha = 0.0f);
+  virtual double last_aux_loss() const { return 0.0; }
+  virtual std::vector<ModelParam> parameters() { return {}; }
+  virtual void zero_grad() {}
+  // Several backward() calls per step: defer the MoE layers' cross-rank gradient sums and call
+  // allreduce_moe_grads() once after the last one (COLLECTIVE).
+  virtual void set_defer_moe_grad_allreduce(bool defer) { (void)defer; }
+  virtual void allreduce_moe_grads() {}
+
+  // ---- MoE layers ----
+  virtual int64_t num_layers() const = 0;
+  virtual MoeLayer* moe_layer(int64_t layer) = 0;  // null for a dense layer
+  // The MoE layers in layer order, dense layers left out (metrics, load reports).
+  std::vector<MoeLayer*> sparse_layers();
+  // Swaps every MoE layer's router for a fresh `name` router and returns the old ones, indexed
+  // by layer (null for dense layers). Not collective; every rank makes the same call.
+  virtual StatusOr<std::vector<std::unique_ptr<Router>>> replace_routers(const std::string& name,
+                                                                         uint64_t seed,
+                                                                         int64_t hidden);
+  // The step every MoE layer's collectives are tagged with from now on: the training step, or
+  // the inference step (sequence batch, generated token). SY_FAULT's step=s matches it.
+  void set_step(int64_t step);
+
+  virtual ModelMemory memory() const = 0;
+  // The execution context the model's operations run on (its backend and deterministic flag).
+  virtual const ExecContext& ctx() const = 0;
+
+  // ---- generation (decoders) ----
+  // Continues after a forward whose last row of logits is last_logits_V: up to max_new_tokens
+  // tokens, each picked on rank 0 (sample_token) and shared, then run through the KV cache
+  // (not the last one). Generated token s is tagged step s. Stops early when the cache is
+  // full. on_token(id) runs on every rank after each token. COLLECTIVE over comm; a failed
+  // decode on any rank fails every rank.
+  StatusOr<std::vector<int32_t>> generate(const float* last_logits_V, int64_t max_new_tokens,
+                                          const SamplingConfig& sampling, Communicator& comm,
+                                          const std::function<void(int32_t)>& on_token);
+};
+
+// Opens the model of a checkpoint by its config.json model_type (qwen2_moe, bert, bert_moe;
+// kBadInput naming the file otherwise). COLLECTIVE only in that every rank must call it.
+StatusOr<std::unique_ptr<Model>> load_model(const HfCheckpoint& ck, const ModelOptions& opt,
+                                            Communicator* comm);
+
+}  // namespace sy

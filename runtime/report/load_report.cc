@@ -1,0 +1,152 @@
+#include "runtime/report/load_report.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <utility>
+
+#include "runtime/core/check.h"
+#include "runtime/core/version.h"
+#include "runtime/report/cluster_report.h"
+#include "runtime/report/report_io.h"
+
+namespace sy {
+
+// One LayerStepReport from the layer's last forward.
+void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
+                     switchyard::LayerStepReport* r) {
+  const CapacityPlan& plan = layer.plan();
+  r->set_layer(l);
+  r->set_step(step);
+  r->set_tokens(tokens);
+  r->set_assignments_routed(plan.total_routed);
+  r->set_assignments_dropped(plan.total_dropped);
+  for (int32_t v : plan.routed_E) r->add_routed_per_expert(v);
+  for (int32_t v : plan.dropped_E) r->add_dropped_per_expert(v);
+  const MoeExchangeStats& x = layer.last_exchange();
+  for (int64_t v : x.received_per_local_expert) r->add_received_per_local_expert(v);
+  for (int64_t v : x.rows_sent_P) r->add_rows_sent_to_peer(v);
+  for (int64_t v : x.rows_recv_P) r->add_rows_recv_from_peer(v);
+  for (int64_t v : x.bytes_sent_P) r->add_bytes_sent_to_peer(v);
+  for (int64_t v : x.bytes_recv_P) r->add_bytes_recv_from_peer(v);
+  const MoePhaseTimes& t = layer.last_forward_times();
+  auto* pt = r->mutable_times();
+  pt->set_route_s(t.route_s);
+  pt->set_plan_s(t.plan_s);
+  pt->set_count_exchange_s(t.count_exchange_s);
+  pt->set_dispatch_s(t.permute_s + t.dispatch_s);
+  pt->set_experts_s(t.experts_s);
+  pt->set_combine_s(t.return_s);
+  pt->set_unpermute_s(t.combine_s + t.shared_s);
+  r->set_exchange_bandwidth_gbps(x.bandwidth_gbps);
+  metrics_to_report(m, r->mutable_metrics());
+}
+
+RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,
+                                     int64_t K) {
+  if (m.E == 0) {  // a rank with no tokens
+    m.E = E;
+    m.K = K;
+    m.load_E.assign(static_cast<size_t>(m.E), 0);
+    m.dropped_E.assign(static_cast<size_t>(m.E), 0);
+  }
+  double sums[3] = {m.entropy_sum, m.exp_entropy_sum, m.topk_mass_sum};
+  comm->allreduce(sums, 3, ReduceOp::kSum, {"metrics.sums", layer});
+  int64_t tokens = m.tokens;
+  comm->allreduce(&tokens, 1, ReduceOp::kSum, {"metrics.tokens", layer});
+  comm->allreduce(m.load_E.data(), m.E, ReduceOp::kSum, {"metrics.load", layer});
+  comm->allreduce(m.dropped_E.data(), m.E, ReduceOp::kSum, {"metrics.dropped", layer});
+  m.entropy_sum = sums[0];
+  m.exp_entropy_sum = sums[1];
+  m.topk_mass_sum = sums[2];
+  m.tokens = tokens;
+  m.have_drops = true;
+  routing_metrics_finalize(&m);
+  return m;
+}
+
+void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank) {
+  Status s = write_rank_report(dir, report);
+  if (!s.ok())  // a report is not worth losing the run for: warn and go on
+    std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", rank,
+                 s.ToString().c_str());
+}
+
+void print_routing_table(const std::vector<InferResult>& runs, int P) {
+  std::printf("\n%-13s %5s %7s %8s %9s %7s %6s %9s %6s %7s %10s\n", "router", "layer", "H/logE",
+              "eff.exp", "topk-mass", "load-H", "util", "max/mean", "CV", "drop%", "tok/s");
+  for (const InferResult& r : runs)
+    for (size_t l = 0; l < r.per_layer.size(); ++l) {
+      const RoutingMetrics& m = r.per_layer[l];
+      std::printf("%-13s %5zu %7.3f %8.2f %9.3f %7.3f %6.2f %9.2f %6.2f %6.2f%% %10.0f%s\n",
+                  r.router.c_str(), l, m.entropy_norm, m.effective_experts, m.topk_mass,
+                  m.load_entropy_norm, m.utilization, m.imbalance, m.load_cv,
+                  100.0 * m.drop_fraction, r.seconds > 0 ? r.tokens / r.seconds : 0.0,
+                  m.collapsed ? "  COLLAPSED" : "");
+    }
+  std::printf("(%d rank%s; metrics over all tokens of all ranks; tok/s is the whole job's)\n", P,
+              P == 1 ? "" : "s");
+}
+
+RoutingCollector::RoutingCollector(std::vector<MoeLayer*> moe, const std::string& config_text,
+                                   Communicator& comm, std::string out)
+    : moe_(std::move(moe)), comm_(comm), out_(std::move(out)) {
+  if (moe_.empty()) return;
+  const MoeLayerConfig& lc = moe_[0]->config();
+  report_.set_rank(comm.rank());
+  report_.set_world_size(comm.size());
+  report_.set_host(host_name());
+  report_.set_router(moe_[0]->router().name());
+  report_.set_num_experts(static_cast<int32_t>(lc.num_experts));
+  report_.set_top_k(static_cast<int32_t>(lc.top_k));
+  report_.set_d_model(static_cast<int32_t>(lc.d_model));
+  report_.set_local_expert_begin(static_cast<int32_t>(moe_[0]->first_local_expert()));
+  report_.set_local_expert_count(static_cast<int32_t>(moe_[0]->num_local_experts()));
+  report_.set_num_layers(static_cast<int32_t>(moe_.size()));
+  report_.set_config_text(config_text);
+  report_.set_switchyard_version(kVersion);
+  mine_.resize(moe_.size());
+}
+
+void RoutingCollector::add_step(int64_t step) {
+  for (size_t l = 0; l < moe_.size(); ++l) {
+    MoeLayer& layer = *moe_[l];
+    const MoeLayerConfig& lc = layer.config();
+    const RouterOutput& ro = layer.router_output();
+    if (ro.T == 0) continue;
+    RoutingMetrics part =
+        routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
+                                layer.plan().kept_TK.data(), ro.T, lc.num_experts, lc.top_k);
+    routing_metrics_merge(part, &mine_[l]);
+    if (!out_.empty())
+      fill_layer_step(layer, static_cast<int>(l), step, ro.T, part, report_.add_entries());
+  }
+}
+
+void RoutingCollector::finish(int64_t tokens, double seconds, const char* title) {
+  if (moe_.empty()) return;
+  InferResult res;
+  res.router = moe_[0]->router().name();
+  res.tokens = tokens;
+  res.seconds = seconds;
+  for (size_t l = 0; l < moe_.size(); ++l) {
+    const MoeLayerConfig& lc = moe_[l]->config();
+    res.per_layer.push_back(
+        merge_routing_metrics(&comm_, mine_[l], static_cast<int>(l), lc.num_experts, lc.top_k));
+  }
+  if (comm_.rank() == 0) {
+    std::printf("%s", title);
+    print_routing_table({res}, comm_.size());
+  }
+  if (!out_.empty()) {
+    report_.set_wall_s(seconds);
+    std::error_code ec;
+    std::filesystem::create_directories(out_, ec);
+    write_report_or_warn(out_, report_, comm_.rank());
+    if (comm_.rank() == 0)
+      std::printf("load reports: %s/rank-<r>.{json,pb}; merge with: switchyard report %s\n",
+                  out_.c_str(), out_.c_str());
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace sy

@@ -1,0 +1,61 @@
+// Assembling load reports (proto/report.proto) and routing metrics from the MoE layers of a
+// run: one LayerStepReport per layer and step from the layer's last forward, the metrics merged
+// over the ranks, and the table `switchyard infer` and `train` print. The synthetic stack
+// (launch/infer_run.h) and the models (RoutingCollector over Model::sparse_layers()) both fill
+// them here, so a report means the same whoever wrote it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "proto/report.pb.h"
+#include "routers/metrics.h"
+#include "runtime/moe/moe_layer.h"
+
+namespace sy {
+
+// The routing of one run (one router) over all ranks.
+struct InferResult {
+  std::string router;
+  int64_t tokens = 0;                     // global
+  double seconds = 0;                     // wall, rank 0
+  std::vector<RoutingMetrics> per_layer;  // merged over ranks and steps
+};
+
+// One LayerStepReport (load report entry) from the layer's last forward of `tokens` tokens on
+// this rank, whose routing metrics are m.
+void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
+                     switchyard::LayerStepReport* r);
+// Sums this rank's routing metrics of layer `layer` with every other rank's and finalizes them
+// (every rank gets the total). A rank without tokens passes an empty RoutingMetrics. Collective.
+RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,
+                                     int64_t K);
+// Writes rank-<r>.{pb,json} under dir; a failure is a warning (reports are not critical).
+void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank);
+// The routing table infer prints at the end (rank 0).
+void print_routing_table(const std::vector<InferResult>& runs, int P);
+
+// Routing metrics and load reports of a model's MoE layers over one or more forwards:
+// add_step() after each forward (every rank, collective-free), finish() merges over the ranks
+// (collective), prints the table on rank 0 and writes each rank's report under `out`.
+class RoutingCollector {
+ public:
+  // moe: the model's MoE layers (no nulls); config_text goes into each report.
+  RoutingCollector(std::vector<MoeLayer*> moe, const std::string& config_text, Communicator& comm,
+                   std::string out);
+  // The last forward of every MoE layer: this rank's tokens (a slice, or its own sequence).
+  void add_step(int64_t step);
+  // Collective. tokens: over all ranks; seconds: the wall time they took.
+  void finish(int64_t tokens, double seconds, const char* title);
+
+ private:
+  std::vector<MoeLayer*> moe_;
+  Communicator& comm_;
+  std::string out_;
+  switchyard::RankReport report_;
+  std::vector<RoutingMetrics> mine_;
+};
+
+}  // namespace sy
