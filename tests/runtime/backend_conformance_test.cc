@@ -23,9 +23,9 @@
 //   sums of n fp32 terms (GEMMs, linear, dot, combine, norms, bias gradients, scatter-add with
 //     repeats): (n + 2) u mag, the worst-case bound of fp32 summation in any order. TF32 or
 //     fp16 accumulation fails it, on purpose;
-//   elementwise and transcendental (SiLU, GELU, sigmoid, softmax, RoPE, LayerNorm, AdamW,
-//     cross-entropy gradient): 2e-6 mag (~32 ulp: libm's expf/erff differ by a few ulp, while a
-//     wrong formula, e.g. tanh-GELU for erf-GELU, is off by ~1e-4);
+//   elementwise and transcendental (SiLU, GELU, sigmoid, softmax, RoPE, LayerNorm, AdamW (its
+//     fp32 weight also one ulp), cross-entropy gradient): 2e-6 mag (~32 ulp: libm's expf/erff
+//     differ by a few ulp, while a wrong formula, e.g. tanh-GELU for erf-GELU, is off by ~1e-4);
 //   attention (scores pass through exp, so no simple per-element bound): 2e-5 x max |ref| of
 //     each output tensor;
 //   double results (sum_squares, cross_entropy_sum): 1e-10 relative;
@@ -35,7 +35,8 @@
 //     operation or a copy), the capacity plan, copy, fill_zero, Buffer and alloc round trips,
 //     and the deterministic row-stability promise.
 //
-// Ops covered (EveryOpHasACase checks this list against the table in backend.h): alloc, free,
+// Ops covered (covered_ops() at the bottom holds the same list, and EveryOpHasACase checks it
+// against the table declared in backend.h): alloc, free,
 // copy_from_host, copy_to_host, copy, fill_zero, synchronize (Memory); gemm (Gemm);
 // linear_forward, linear_backward (Linear); linear_forward_quantized, dequantize_rows
 // (LinearQuantized); softmax_rows, logsumexp_rows, softmax_backward_rows (Softmax); topk_rows
