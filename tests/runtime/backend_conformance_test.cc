@@ -1,0 +1,1487 @@
+// Backend conformance, in the spirit of ggml's test-backend-ops: every operation of the Backend
+// table (runtime/backend/backend.h) on every registered backend, on seeded random inputs, against
+// simple references written here in plain loops with double accumulation. Inputs are copied into
+// Buffers on the backend, the op runs through ops::, outputs come back to the host. The suite is
+// instantiated over backend_names(), so a backend registered later (CUDA) runs the same cases.
+// GEMM-family ops run in a fast and a deterministic context; the deterministic one must also keep
+// its promise: a token row's output bits do not depend on the batch it is computed in.
+//
+// Independence: no reference calls runtime/kernels/ (the CPU backend's code under test), except
+// quantize() (runtime/kernels/quant.h), which only prepares the host QuantizedMatrix input; the
+// test decodes the documented int8/int4 format itself. The capacity plan reference is a plain
+// re-implementation of the drop rule documented in runtime/kernels/capacity.h, compared field by
+// field.
+//
+// Contracts read from the kernel headers where backend.h is terse: beta = 0 means C is not read
+// (BLAS; callers pass uninitialized workspace), so such outputs start as NaN here, as do outputs
+// documented as written; rmsnorm_backward and bias_backward_rows accumulate; attention_backward
+// writes dq and adds into dk, dv; softmax of an all -inf row is uniform; top-k ranks NaN as -inf
+// (ties to the lower index, so a NaN before a -inf wins).
+//
+// Tolerances (u = 2^-24, fp32 unit roundoff; "mag" = the sum of |terms| that make one output,
+// computed alongside the reference, so every bound scales with the data):
+//   sums of n fp32 terms (GEMMs, linear, dot, combine, norms, bias gradients, scatter-add with
+//     repeats): (n + 2) u mag, the worst-case bound of fp32 summation in any order. TF32 or
+//     fp16 accumulation fails it, on purpose;
+//   elementwise and transcendental (SiLU, GELU, sigmoid, softmax, RoPE, LayerNorm, AdamW (its
+//     fp32 weight also one ulp), cross-entropy gradient): 2e-6 mag (~32 ulp: libm's expf/erff
+//     differ by a few ulp, while a wrong formula, e.g. tanh-GELU for erf-GELU, is off by ~1e-4);
+//   attention (scores pass through exp, so no simple per-element bound): 2e-5 x max |ref| of
+//     each output tensor;
+//   double results (sum_squares, cross_entropy_sum): 1e-10 relative;
+//   bitwise (memcmp): top-k ids and values, gather_rows, hash_route_table, gather_topk_probs,
+//     dequantize_rows, scatter_rows_weighted, add_inplace, add_bias_rows, bias_broadcast_rows,
+//     scatter_add_rows with one contributor per row (each a single correctly rounded fp32
+//     operation or a copy), the capacity plan, copy, fill_zero, Buffer and alloc round trips,
+//     and the deterministic row-stability promise.
+//
+// Ops covered (covered_ops() at the bottom holds the same list, and EveryOpHasACase checks it
+// against the table declared in backend.h): alloc, free,
+// copy_from_host, copy_to_host, copy, fill_zero, synchronize (Memory); gemm (Gemm);
+// linear_forward, linear_backward (Linear); linear_forward_quantized, dequantize_rows
+// (LinearQuantized); softmax_rows, logsumexp_rows, softmax_backward_rows (Softmax); topk_rows
+// (TopK); silu_inplace, gelu_inplace, silu_backward, gelu_backward, swiglu, swiglu_backward
+// (Activations); add_inplace, add_bias_rows, bias_broadcast_rows, bias_backward_rows,
+// scatter_add_rows (AddAndBias); rmsnorm_forward, rmsnorm_backward, layernorm_forward,
+// add_layernorm_forward (Norms); rope_apply (Rope); attention_forward, attention_backward
+// (Attention); cross_entropy_sum, cross_entropy_backward (CrossEntropy); capacity_plan
+// (CapacityPlan); gather_topk_probs, hash_route_table (Routing); gather_rows, combine_rows,
+// scatter_rows_weighted, combine_weights_backward (PermuteCombine); gated_add_rows,
+// gated_add_rows_backward (GatedShared); adamw_update (AdamW); sum_squares, dot, all_finite
+// (Reductions). Row stability of gemm, linear_forward, linear_backward's dx and
+// linear_forward_quantized: DeterministicRowsDoNotDependOnTheBatch.
+//
+// Legend: T tokens, D hidden, I/O linear in/out, E experts, K top-k, R rows, V vocabulary.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+#include "runtime/backend/ops.h"
+#include "runtime/core/rng.h"
+#include "runtime/kernels/capacity.h"  // CapacityConfig, CapacityPlan: the plan's host types
+#include "runtime/kernels/quant.h"     // QuantizedMatrix and quantize(): host weight preparation
+
+namespace sy {
+namespace {
+
+constexpr double kU = 1.0 / 16777216.0;  // 2^-24
+constexpr double kElemRel = 2e-6;
+constexpr double kAttnRel = 2e-5;
+constexpr double kDoubleRel = 1e-10;
+constexpr double kTiny = 1e-30;  // so that an exact 0 must come out as 0
+constexpr double kPi = 3.14159265358979323846;
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
+
+double sum_tol(int64_t n, double mag) {
+  return static_cast<double>(n + 2) * kU * mag + kTiny;
+}
+double elem_tol(double mag) {
+  return kElemRel * mag + kTiny;
+}
+double sigmoid(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
+
+// ---- host data and comparisons ---------------------------------------------------------------
+
+std::vector<float> randn(int64_t n, double scale, uint64_t seed, double offset = 0.0) {
+  std::vector<float> v(static_cast<size_t>(n));
+  Rng rng(seed);
+  for (float& x : v) x = static_cast<float>(offset + scale * rng.normal());
+  return v;
+}
+std::vector<int32_t> randint(int64_t n, int32_t lo, int32_t hi, uint64_t seed) {  // [lo, hi)
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  Rng rng(seed);
+  for (int32_t& x : v) x = lo + static_cast<int32_t>(rng.below(static_cast<uint64_t>(hi - lo)));
+  return v;
+}
+std::vector<float> nans(int64_t n) {
+  return std::vector<float>(static_cast<size_t>(n), kNaN);
+}
+using Span = std::pair<int64_t, int64_t>;  // first row, row count
+template <typename T>
+std::vector<T> slice(const std::vector<T>& v, int64_t row0, int64_t rows, int64_t width) {
+  return std::vector<T>(v.begin() + row0 * width, v.begin() + (row0 + rows) * width);
+}
+
+// Reference values with an allowed error per element.
+struct Ref {
+  std::vector<double> v, tol;
+  void add(double value, double t) {
+    v.push_back(value);
+    tol.push_back(t);
+  }
+};
+
+void expect_close(const std::vector<float>& got, const Ref& ref, const std::string& what) {
+  ASSERT_EQ(got.size(), ref.v.size()) << what;
+  int64_t bad = 0;
+  std::ostringstream first;
+  first << std::setprecision(9);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = got[i], r = ref.v[i];
+    const bool ok = g == r || (std::isnan(g) && std::isnan(r)) || std::fabs(g - r) <= ref.tol[i];
+    if (!ok && bad++ < 3)
+      first << "\n  [" << i << "] got " << g << ", want " << r << " +- " << ref.tol[i];
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " outside tolerance"
+                    << first.str();
+}
+
+template <typename T>
+void expect_bitwise(const std::vector<T>& got, const std::vector<T>& want,
+                    const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0) {
+      ADD_FAILURE() << what << ": first bitwise difference at [" << i << "]: got " << +got[i]
+                    << ", want " << +want[i];
+      return;
+    }
+}
+
+// ---- buffers ---------------------------------------------------------------------------------
+
+template <typename T>
+DType dtype_of() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t> ||
+                std::is_same_v<T, int8_t> || std::is_same_v<T, uint8_t>);
+  if (std::is_same_v<T, float>) return DType::kFloat32;
+  if (std::is_same_v<T, double>) return DType::kFloat64;
+  if (std::is_same_v<T, int32_t>) return DType::kInt32;
+  if (std::is_same_v<T, int64_t>) return DType::kInt64;
+  return std::is_same_v<T, int8_t> ? DType::kInt8 : DType::kUInt8;
+}
+
+template <typename T>
+std::vector<T> down(const Buffer& b) {
+  std::vector<T> h(static_cast<size_t>(b.numel()));
+  b.copy_to_host(h.data());
+  return h;
+}
+
+class BackendConformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  Backend* backend() const { return find_backend(GetParam()); }
+  const ExecContext& ctx(bool deterministic = false) const {
+    return *make_context(GetParam(), deterministic);
+  }
+  // A buffer on the backend holding a copy of host.
+  template <typename T>
+  Buffer up(const std::vector<T>& host) const {
+    Buffer b(backend(), dtype_of<T>(), static_cast<int64_t>(host.size()));
+    b.copy_from_host(host.data());
+    return b;
+  }
+};
+
+const char* mode_name(bool deterministic) {
+  return deterministic ? "deterministic context" : "fast context";
+}
+
+// ---- memory ----------------------------------------------------------------------------------
+
+template <typename T>
+void expect_round_trip(Backend* be, int64_t n, uint64_t seed) {
+  std::vector<T> h(static_cast<size_t>(n));
+  for (size_t i = 0; i < h.size(); ++i) {
+    const uint64_t bits = splitmix64(seed * 1000003 + i);  // any bit pattern, NaNs included
+    std::memcpy(&h[i], &bits, sizeof(T));
+  }
+  Buffer b(be, dtype_of<T>(), n);
+  EXPECT_EQ(b.numel(), n);
+  EXPECT_EQ(b.bytes(), n * static_cast<int64_t>(sizeof(T)));
+  EXPECT_EQ(b.dtype(), dtype_of<T>());
+  EXPECT_TRUE(b.device() == be->device());
+  b.copy_from_host(h.data());
+  expect_bitwise(down<T>(b), h, std::string("Buffer round trip of ") + dtype_name(dtype_of<T>()));
+}
+
+TEST_P(BackendConformance, Memory) {
+  Backend* be = backend();
+  const ExecContext& c = ctx();
+  for (int64_t n : {37, 1, 0}) {
+    SCOPED_TRACE("numel " + std::to_string(n));
+    expect_round_trip<float>(be, n, 1);
+    expect_round_trip<double>(be, n, 2);
+    expect_round_trip<int32_t>(be, n, 3);
+    expect_round_trip<int64_t>(be, n, 4);
+    expect_round_trip<int8_t>(be, n, 5);
+    expect_round_trip<uint8_t>(be, n, 6);
+  }
+
+  // Raw alloc/free (an alloc of 0 bytes may return null).
+  const std::vector<float> h = randn(1001, 1.0, 7);
+  void* p = be->alloc(static_cast<int64_t>(h.size() * sizeof(float)));
+  ASSERT_NE(p, nullptr);
+  be->copy_from_host(p, h.data(), static_cast<int64_t>(h.size() * sizeof(float)));
+  std::vector<float> back(h.size());
+  be->copy_to_host(back.data(), p, static_cast<int64_t>(h.size() * sizeof(float)));
+  be->free(p);
+  expect_bitwise(back, h, "alloc round trip");
+  if (void* z = be->alloc(0)) be->free(z);
+
+  // A move leaves the source empty and the contents with the destination.
+  Buffer a = up(h);
+  Buffer moved = std::move(a);
+  EXPECT_EQ(a.numel(), 0);
+  EXPECT_EQ(a.data(), nullptr);
+  expect_bitwise(down<float>(moved), h, "moved Buffer");
+
+  // copy: floats [3, 20) of src to [5, 22) of dst; everything else of dst untouched.
+  const std::vector<float> d0 = randn(64, 1.0, 8);
+  Buffer src = up(h), dst = up(d0);
+  ops::copy(c, dst.as<float>() + 5, src.as<float>() + 3, 17 * sizeof(float));
+  ops::copy(c, dst.as<float>(), src.as<float>(), 0);
+  ops::synchronize(c);
+  std::vector<float> want = d0;
+  std::copy(h.begin() + 3, h.begin() + 20, want.begin() + 5);
+  expect_bitwise(down<float>(dst), want, "copy");
+
+  // fill_zero: bytes [12, 12 + 4*31) of dst; a 0-byte fill is a no-op.
+  ops::fill_zero(c, dst.as<uint8_t>() + 12, 4 * 31);
+  ops::fill_zero(c, dst.as<uint8_t>(), 0);
+  ops::synchronize(c);
+  std::fill(want.begin() + 3, want.begin() + 34, 0.0f);
+  expect_bitwise(down<float>(dst), want, "fill_zero");
+}
+
+// ---- GEMMs -----------------------------------------------------------------------------------
+
+// out_ij = alpha sum_k a(i, k) b(k, j) + beta c0_ij over the M x N block of the ldc-strided
+// c0 (beta == 0: c0 is not read); elements outside the block must stay exactly c0.
+Ref matmul_ref(int64_t M, int64_t N, int64_t K, const std::function<double(int64_t, int64_t)>& a,
+               const std::function<double(int64_t, int64_t)>& b, double alpha, double beta,
+               const std::vector<float>& c0, int64_t ldc) {
+  Ref ref;
+  for (float x : c0) ref.add(x, 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0.0, mag = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double p = a(i, k) * b(k, j);
+        s += p;
+        mag += std::fabs(p);
+      }
+      const double c = beta == 0.0 ? 0.0 : beta * c0[static_cast<size_t>(i * ldc + j)];
+      ref.v[static_cast<size_t>(i * ldc + j)] = alpha * s + c;
+      ref.tol[static_cast<size_t>(i * ldc + j)] = sum_tol(K, std::fabs(alpha) * mag + std::fabs(c));
+    }
+  return ref;
+}
+
+TEST_P(BackendConformance, Gemm) {
+  struct Case {
+    bool ta, tb;
+    int64_t M, N, K, pad;  // pad: extra leading-dimension floats on A, B and C
+    float alpha, beta;
+  };
+  const Case cases[] = {
+      {false, false, 13, 11, 17, 0, 1.0f, 0.0f}, {false, true, 13, 11, 17, 0, 0.75f, 0.5f},
+      {true, false, 13, 11, 17, 3, 1.0f, 1.0f},  {true, true, 9, 21, 33, 2, -1.25f, 0.0f},
+      {false, true, 1, 7, 5, 0, 1.0f, 0.0f},     {false, false, 6, 5, 70, 1, 0.5f, -1.0f},
+      {false, true, 0, 7, 5, 1, 1.0f, 0.5f},     {false, false, 6, 0, 5, 1, 1.0f, 0.5f},
+      {false, true, 6, 7, 0, 1, 1.0f, 0.5f},     {false, false, 6, 7, 0, 1, 1.0f, 0.0f},
+  };
+  for (bool det : {false, true}) {
+    SCOPED_TRACE(mode_name(det));
+    uint64_t seed = 100;
+    for (const Case& k : cases) {
+      const std::string what = std::string("gemm ") + (k.ta ? "T" : "N") + (k.tb ? "T" : "N") +
+                               " M=" + std::to_string(k.M) + " N=" + std::to_string(k.N) +
+                               " K=" + std::to_string(k.K) + " beta=" + std::to_string(k.beta);
+      const int64_t lda = (k.ta ? k.M : k.K) + k.pad, ldb = (k.tb ? k.K : k.N) + k.pad;
+      const int64_t ldc = k.N + k.pad;
+      const std::vector<float> A = randn((k.ta ? k.K : k.M) * lda, 1.0, ++seed);
+      const std::vector<float> B = randn((k.tb ? k.N : k.K) * ldb, 1.0, ++seed);
+      const std::vector<float> C0 =
+          k.beta == 0.0f ? nans(k.M * ldc) : randn(k.M * ldc, 1.0, ++seed);
+      Buffer a = up(A), b = up(B), cbuf = up(C0);
+      ops::gemm(ctx(det), k.ta, k.tb, k.M, k.N, k.K, k.alpha, a.as<float>(), lda, b.as<float>(),
+                ldb, k.beta, cbuf.as<float>(), ldc);
+      const auto ea = [&](int64_t i, int64_t kk) { return A[k.ta ? kk * lda + i : i * lda + kk]; };
+      const auto eb = [&](int64_t kk, int64_t j) { return B[k.tb ? j * ldb + kk : kk * ldb + j]; };
+      expect_close(down<float>(cbuf), matmul_ref(k.M, k.N, k.K, ea, eb, k.alpha, k.beta, C0, ldc),
+                   what);
+    }
+  }
+}
+
+TEST_P(BackendConformance, Linear) {
+  const int64_t I = 29, O = 23;
+  for (bool det : {false, true}) {
+    SCOPED_TRACE(mode_name(det));
+    const ExecContext& c = ctx(det);
+    for (int64_t T : {13, 1, 0}) {
+      const std::string at = " T=" + std::to_string(T);
+      const std::vector<float> x = randn(T * I, 1.0, 200 + T), W = randn(O * I, 0.3, 201);
+      const auto ex = [&](int64_t t, int64_t i) { return x[t * I + i]; };
+      const auto eWt = [&](int64_t i, int64_t o) { return W[o * I + i]; };  // W^T
+      const auto eW = [&](int64_t o, int64_t i) { return W[o * I + i]; };
+      Buffer xb = up(x), Wb = up(W);
+      for (float beta : {0.0f, 1.0f}) {
+        const std::vector<float> y0 = beta == 0.0f ? nans(T * O) : randn(T * O, 1.0, 202);
+        Buffer y = up(y0);
+        ops::linear_forward(c, xb.as<float>(), Wb.as<float>(), y.as<float>(), T, I, O, beta);
+        expect_close(down<float>(y), matmul_ref(T, O, I, ex, eWt, 1.0, beta, y0, O),
+                     "linear_forward beta=" + std::to_string(beta) + at);
+      }
+
+      // dW += dy^T x; dx = dy W (+= when accumulating); either output may be null.
+      const std::vector<float> dy = randn(T * O, 1.0, 203), dW0 = randn(O * I, 1.0, 204);
+      const auto edy = [&](int64_t t, int64_t o) { return dy[t * O + o]; };
+      const auto edyT = [&](int64_t o, int64_t t) { return dy[t * O + o]; };
+      const Ref dW_ref = matmul_ref(O, I, T, edyT, ex, 1.0, 1.0, dW0, I);
+      Buffer dyb = up(dy);
+      for (bool acc : {false, true}) {
+        const std::vector<float> dx0 = acc ? randn(T * I, 1.0, 205) : nans(T * I);
+        const Ref dx_ref = matmul_ref(T, I, O, edy, eW, 1.0, acc ? 1.0 : 0.0, dx0, I);
+        const std::string what = std::string(acc ? " accumulate_dx" : "") + at;
+        Buffer dW = up(dW0), dx = up(dx0);
+        ops::linear_backward(c, xb.as<float>(), Wb.as<float>(), dyb.as<float>(), dW.as<float>(),
+                             dx.as<float>(), T, I, O, acc);
+        expect_close(down<float>(dW), dW_ref, "linear_backward dW" + what);
+        expect_close(down<float>(dx), dx_ref, "linear_backward dx" + what);
+        Buffer dx_only = up(dx0), dW_only = up(dW0);
+        ops::linear_backward(c, xb.as<float>(), Wb.as<float>(), dyb.as<float>(), nullptr,
+                             dx_only.as<float>(), T, I, O, acc);
+        ops::linear_backward(c, xb.as<float>(), Wb.as<float>(), dyb.as<float>(),
+                             dW_only.as<float>(), nullptr, T, I, O, acc);
+        expect_close(down<float>(dx_only), dx_ref, "linear_backward dx (dW null)" + what);
+        expect_close(down<float>(dW_only), dW_ref, "linear_backward dW (dx null)" + what);
+      }
+    }
+  }
+}
+
+// deq(q) from the documented format (runtime/kernels/quant.h): q * scale of its (row, group);
+// int8 two's complement, int4 column 2k in the low nibble and 2k + 1 in the high one.
+std::vector<float> decode_quantized(const QuantizedMatrix& q) {
+  std::vector<float> w(static_cast<size_t>(q.O * q.I));
+  const int64_t row_bytes = q.bits == 4 ? (q.I + 1) / 2 : q.I, groups = (q.I + q.G - 1) / q.G;
+  for (int64_t o = 0; o < q.O; ++o)
+    for (int64_t i = 0; i < q.I; ++i) {
+      int v;
+      if (q.bits == 8) {
+        v = static_cast<int8_t>(q.data[static_cast<size_t>(o * row_bytes + i)]);
+      } else {
+        const uint8_t byte = q.data[static_cast<size_t>(o * row_bytes + i / 2)];
+        const int nibble = i % 2 ? byte >> 4 : byte & 0xF;
+        v = nibble >= 8 ? nibble - 16 : nibble;
+      }
+      w[static_cast<size_t>(o * q.I + i)] =
+          static_cast<float>(v) * q.scales[static_cast<size_t>(o * groups + i / q.G)];
+    }
+  return w;
+}
+
+TEST_P(BackendConformance, LinearQuantized) {
+  struct Shape {
+    int64_t O, I, G;
+  };
+  // G = 5: groups start on odd columns (an int4 group opening on a high nibble); O = 133 spans
+  // more than one dequantization tile of the CPU backend.
+  for (const Shape s : {Shape{19, 37, 5}, Shape{133, 37, 16}}) {
+    for (int bits : {8, 4}) {
+      const std::string at = " int" + std::to_string(bits) + " O=" + std::to_string(s.O) +
+                             " I=" + std::to_string(s.I) + " G=" + std::to_string(s.G);
+      const std::vector<float> W = randn(s.O * s.I, 0.1, 300 + bits);
+      const QuantizedMatrix q = quantize(W.data(), s.O, s.I, s.G, bits);
+      const std::vector<float> Wq = decode_quantized(q);
+      const Span spans[] = {{0, s.O}, {3, 7}, {s.O - 1, 1}};
+      for (const auto& [row0, rows] : spans) {
+        Buffer out = up(nans(rows * s.I));
+        ops::dequantize_rows(ctx(), q, row0, rows, out.as<float>());
+        expect_bitwise(
+            down<float>(out), slice(Wq, row0, rows, s.I),
+            "dequantize_rows [" + std::to_string(row0) + ", +" + std::to_string(rows) + ")" + at);
+      }
+      for (bool det : {false, true}) {
+        SCOPED_TRACE(mode_name(det));
+        for (int64_t T : {13, 0}) {
+          for (float beta : {0.0f, 0.5f}) {
+            const std::vector<float> x = randn(T * s.I, 1.0, 301);
+            const std::vector<float> y0 = beta == 0.0f ? nans(T * s.O) : randn(T * s.O, 1.0, 302);
+            Buffer xb = up(x), y = up(y0);
+            ops::linear_forward_quantized(ctx(det), xb.as<float>(), q, y.as<float>(), T, beta);
+            const auto ex = [&](int64_t t, int64_t i) { return x[t * s.I + i]; };
+            const auto eWt = [&](int64_t i, int64_t o) { return Wq[o * s.I + i]; };
+            expect_close(down<float>(y), matmul_ref(T, s.O, s.I, ex, eWt, 1.0, beta, y0, s.O),
+                         "linear_forward_quantized T=" + std::to_string(T) +
+                             " beta=" + std::to_string(beta) + at);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The deterministic context's promise: a token row's bits do not depend on the rest of its
+// batch. Every GEMM whose rows are tokens is computed for all T rows, then for sub-batches.
+TEST_P(BackendConformance, DeterministicRowsDoNotDependOnTheBatch) {
+  const ExecContext& c = ctx(/*deterministic=*/true);
+  const int64_t T = 19, I = 37, O = 23;
+  const std::vector<float> x = randn(T * I, 1.0, 400), W_OI = randn(O * I, 0.3, 401);
+  const std::vector<float> W_IO = randn(I * O, 0.3, 402), dy = randn(T * O, 1.0, 403);
+  const QuantizedMatrix q = quantize(randn(133 * I, 0.1, 404).data(), 133, I, 16, 4);
+  Buffer Wb = up(W_OI), Wnn = up(W_IO);
+  // run(rows of the input, their count) -> [count, width] output rows.
+  using Run = std::function<std::vector<float>(const std::vector<float>&, int64_t)>;
+  const auto check = [&](const std::string& what, const std::vector<float>& in, int64_t in_w,
+                         int64_t out_w, const Run& run) {
+    const std::vector<float> all = run(in, T);
+    for (const auto& [r0, n] : {Span{5, 7}, Span{18, 1}, Span{0, 1}})
+      expect_bitwise(run(slice(in, r0, n, in_w), n), slice(all, r0, n, out_w),
+                     what + ": rows [" + std::to_string(r0) + ", +" + std::to_string(n) + ")");
+  };
+  check("gemm NT", x, I, O, [&](const std::vector<float>& in, int64_t n) {
+    Buffer a = up(in), y = up(nans(n * O));
+    ops::gemm(c, false, true, n, O, I, 1.0f, a.as<float>(), I, Wb.as<float>(), I, 0.0f,
+              y.as<float>(), O);
+    return down<float>(y);
+  });
+  check("gemm NN", x, I, O, [&](const std::vector<float>& in, int64_t n) {
+    Buffer a = up(in), y = up(nans(n * O));
+    ops::gemm(c, false, false, n, O, I, 0.5f, a.as<float>(), I, Wnn.as<float>(), O, 0.0f,
+              y.as<float>(), O);
+    return down<float>(y);
+  });
+  check("linear_forward", x, I, O, [&](const std::vector<float>& in, int64_t n) {
+    Buffer a = up(in), y = up(nans(n * O));
+    ops::linear_forward(c, a.as<float>(), Wb.as<float>(), y.as<float>(), n, I, O);
+    return down<float>(y);
+  });
+  check("linear_backward dx", dy, O, I, [&](const std::vector<float>& in, int64_t n) {
+    Buffer d = up(in), xb = up(x), dx = up(nans(n * I));  // x only feeds dW, which is off
+    ops::linear_backward(c, xb.as<float>(), Wb.as<float>(), d.as<float>(), nullptr, dx.as<float>(),
+                         n, I, O, false);
+    return down<float>(dx);
+  });
+  check("linear_forward_quantized", x, I, q.O, [&](const std::vector<float>& in, int64_t n) {
+    Buffer a = up(in), y = up(nans(n * q.O));
+    ops::linear_forward_quantized(c, a.as<float>(), q, y.as<float>(), n);
+    return down<float>(y);
+  });
+}
+
+// ---- per-row ops -----------------------------------------------------------------------------
+
+// Rows of n scores: random ones, then -inf mixed with numbers, all -inf, and huge tied values.
+std::vector<float> score_rows(int64_t random_rows, int64_t n, uint64_t seed) {
+  std::vector<float> s = randn(random_rows * n, 2.0, seed);
+  for (int64_t i = 0; i < n; ++i) s.push_back(i % 3 == 0 ? -kInf : static_cast<float>(i) - 4.0f);
+  for (int64_t i = 0; i < n; ++i) s.push_back(-kInf);
+  for (int64_t i = 0; i < n; ++i) s.push_back(i % 2 ? 1e4f : -1e4f);
+  return s;
+}
+
+TEST_P(BackendConformance, Softmax) {
+  const ExecContext& c = ctx();
+  const int64_t n = 13;
+  const std::vector<float> s = score_rows(7, n, 500);
+  const int64_t rows = static_cast<int64_t>(s.size()) / n;
+  Ref p_ref, lse_ref;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = s.data() + r * n;
+    const double m = *std::max_element(row, row + n);
+    double z = 0.0;
+    for (int64_t i = 0; i < n; ++i) z += m == -kInf ? 0.0 : std::exp(row[i] - m);
+    for (int64_t i = 0; i < n; ++i) {
+      if (m == -kInf) {  // every entry -inf: uniform
+        p_ref.add(1.0 / n, elem_tol(1.0 / n));
+        continue;
+      }
+      const double p = std::exp(row[i] - m) / z;
+      p_ref.add(p, elem_tol(p * (1.0 + std::fabs(row[i] - m))));
+    }
+    lse_ref.add(m == -kInf ? m : m + std::log(z), elem_tol(std::fabs(m) + 1.0) + sum_tol(n, 1.0));
+  }
+  Buffer sb = up(s), p = up(nans(rows * n)), lse = up(nans(rows));
+  ops::softmax_rows(c, sb.as<float>(), p.as<float>(), rows, n);
+  ops::logsumexp_rows(c, sb.as<float>(), lse.as<float>(), rows, n);
+  expect_close(down<float>(p), p_ref, "softmax_rows");
+  expect_close(down<float>(lse), lse_ref, "logsumexp_rows");
+  ops::softmax_rows(c, nullptr, nullptr, 0, n);
+  ops::logsumexp_rows(c, nullptr, nullptr, 0, n);
+
+  // ds = p (dp - sum p dp) (+ ds0).
+  const std::vector<float> pf = down<float>(p), dp = randn(rows * n, 1.0, 501);
+  for (bool acc : {false, true}) {
+    const std::vector<float> ds0 = acc ? randn(rows * n, 1.0, 502) : nans(rows * n);
+    Ref ref;
+    for (int64_t r = 0; r < rows; ++r) {
+      double dot = 0.0, dot_mag = 0.0;
+      for (int64_t i = r * n; i < (r + 1) * n; ++i) {
+        dot += static_cast<double>(pf[i]) * dp[i];
+        dot_mag += std::fabs(static_cast<double>(pf[i]) * dp[i]);
+      }
+      for (int64_t i = r * n; i < (r + 1) * n; ++i) {
+        const double base = acc ? ds0[i] : 0.0;
+        ref.add(base + pf[i] * (dp[i] - dot),
+                sum_tol(n, pf[i] * (std::fabs(dp[i]) + dot_mag) + std::fabs(base)));
+      }
+    }
+    Buffer pb = up(pf), dpb = up(dp), ds = up(ds0);
+    ops::softmax_backward_rows(c, pb.as<float>(), dpb.as<float>(), ds.as<float>(), rows, n, acc);
+    expect_close(down<float>(ds), ref,
+                 acc ? "softmax_backward_rows accumulate" : "softmax_backward_rows");
+  }
+}
+
+TEST_P(BackendConformance, TopK) {
+  const ExecContext& c = ctx();
+  const int64_t n = 13;
+  std::vector<float> v;  // small integers (many ties), then the hostile rows
+  for (int32_t x : randint(6 * n, -2, 3, 600)) v.push_back(static_cast<float>(x));
+  const std::vector<float> hostile = {
+      kNaN, -kInf, 1.0f, kNaN,  2.0f, 1.0f, -kInf, kInf, 0.0f, -0.0f, kNaN, 3.0f, kInf,
+      kNaN, kNaN,  kNaN, kNaN,  kNaN, kNaN, kNaN,  kNaN, kNaN, kNaN,  kNaN, kNaN, kNaN,
+      kNaN, -kInf, kNaN, -kInf, kNaN, kNaN, kNaN,  kNaN, kNaN, kNaN,  kNaN, kNaN, kNaN};
+  v.insert(v.end(), hostile.begin(), hostile.end());
+  const std::vector<float> normal = randn(n, 1.0, 601);
+  v.insert(v.end(), normal.begin(), normal.end());
+  const int64_t rows = static_cast<int64_t>(v.size()) / n;
+  Buffer vb = up(v);
+  for (int64_t k : {int64_t{1}, int64_t{3}, n}) {
+    // Reference: a stable sort by value, descending, NaN ranked as -inf.
+    std::vector<int32_t> ids_ref;
+    std::vector<float> vals_ref;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = v.data() + r * n;
+      std::vector<int32_t> idx(static_cast<size_t>(n));
+      std::iota(idx.begin(), idx.end(), 0);
+      const auto key = [&](int32_t i) { return std::isnan(row[i]) ? -kInf : row[i]; };
+      std::stable_sort(idx.begin(), idx.end(),
+                       [&](int32_t a, int32_t b) { return key(a) > key(b); });
+      for (int64_t j = 0; j < k; ++j) {
+        ids_ref.push_back(idx[j]);
+        vals_ref.push_back(row[idx[j]]);
+      }
+    }
+    Buffer ids = up(std::vector<int32_t>(static_cast<size_t>(rows * k), -7)),
+           vals = up(nans(rows * k));
+    ops::topk_rows(c, vb.as<float>(), rows, n, k, ids.as<int32_t>(), vals.as<float>());
+    expect_bitwise(down<int32_t>(ids), ids_ref, "topk_rows ids k=" + std::to_string(k));
+    expect_bitwise(down<float>(vals), vals_ref, "topk_rows vals k=" + std::to_string(k));
+  }
+  ops::topk_rows(c, nullptr, 0, n, 2, nullptr, nullptr);
+}
+
+// ---- elementwise -----------------------------------------------------------------------------
+
+TEST_P(BackendConformance, Activations) {
+  const ExecContext& c = ctx();
+  std::vector<float> x = {0.0f, -0.0f, -30.0f, 30.0f, -1.2785f, 1e-3f, -9.0f, 6.0f};
+  const std::vector<float> rest = randn(1001 - static_cast<int64_t>(x.size()), 3.0, 700);
+  x.insert(x.end(), rest.begin(), rest.end());
+  const int64_t n = static_cast<int64_t>(x.size());
+  const std::vector<float> dy = randn(n, 1.0, 701), u = randn(n, 1.0, 702);
+  Ref silu, gelu, dsilu, dgelu, swiglu, du, dg;
+  for (int64_t i = 0; i < n; ++i) {
+    const double xi = x[i], s = sigmoid(xi), e = std::erf(xi / std::sqrt(2.0));
+    const double pdf = std::exp(-0.5 * xi * xi) / std::sqrt(2.0 * kPi);
+    const double sg = s * (1.0 + xi * (1.0 - s)), sg_mag = s * (1.0 + std::fabs(xi) * (1.0 - s));
+    silu.add(xi * s, elem_tol(std::fabs(xi) * s));
+    gelu.add(0.5 * xi * (1.0 + e), elem_tol(0.5 * std::fabs(xi) * (1.0 + std::fabs(e))));
+    dsilu.add(dy[i] * sg, elem_tol(std::fabs(dy[i]) * sg_mag));
+    dgelu.add(dy[i] * (0.5 * (1.0 + e) + xi * pdf),
+              elem_tol(std::fabs(dy[i]) * (0.5 * (1.0 + std::fabs(e)) + std::fabs(xi) * pdf)));
+    swiglu.add(xi * s * u[i], elem_tol(std::fabs(xi * s * u[i])));
+    du.add(dy[i] * xi * s, elem_tol(std::fabs(dy[i] * xi * s)));  // da = dy
+    dg.add(dy[i] * u[i] * sg, elem_tol(std::fabs(dy[i] * u[i]) * sg_mag));
+  }
+  Buffer xb = up(x), dyb = up(dy), ub = up(u);
+  Buffer a = up(x), b = up(x), out = up(nans(n)), out2 = up(nans(n));
+  ops::silu_inplace(c, a.as<float>(), n);
+  ops::gelu_inplace(c, b.as<float>(), n);
+  expect_close(down<float>(a), silu, "silu_inplace");
+  expect_close(down<float>(b), gelu, "gelu_inplace");
+  ops::silu_backward(c, xb.as<float>(), dyb.as<float>(), out.as<float>(), n);
+  ops::gelu_backward(c, xb.as<float>(), dyb.as<float>(), out2.as<float>(), n);
+  expect_close(down<float>(out), dsilu, "silu_backward");
+  expect_close(down<float>(out2), dgelu, "gelu_backward");
+  ops::swiglu(c, xb.as<float>(), ub.as<float>(), out.as<float>(), n);
+  expect_close(down<float>(out), swiglu, "swiglu");
+  Buffer dgb = up(nans(n)), dub = up(nans(n)), da_in_place = up(dy), du2 = up(nans(n));
+  ops::swiglu_backward(c, xb.as<float>(), ub.as<float>(), dyb.as<float>(), dgb.as<float>(),
+                       dub.as<float>(), n);
+  expect_close(down<float>(dgb), dg, "swiglu_backward dg");
+  expect_close(down<float>(dub), du, "swiglu_backward du");
+  ops::swiglu_backward(c, xb.as<float>(), ub.as<float>(), da_in_place.as<float>(),
+                       da_in_place.as<float>(), du2.as<float>(), n);  // dg aliases da
+  expect_close(down<float>(da_in_place), dg, "swiglu_backward dg in place");
+  expect_close(down<float>(du2), du, "swiglu_backward du (dg in place)");
+  for (auto op : {ops::silu_inplace, ops::gelu_inplace}) op(c, nullptr, 0);
+}
+
+TEST_P(BackendConformance, AddAndBias) {
+  const ExecContext& c = ctx();
+  const int64_t R = 7, N = 29;
+  const std::vector<float> y0 = randn(R * N, 1.0, 800), x = randn(R * N, 1.0, 801);
+  const std::vector<float> bias = randn(N, 1.0, 802);
+  std::vector<float> sum(y0.size()), biased(y0.size()), broadcast(y0.size());
+  for (int64_t i = 0; i < R * N; ++i) {
+    sum[i] = y0[i] + x[i];
+    biased[i] = y0[i] + bias[i % N];
+    broadcast[i] = bias[i % N];
+  }
+  Buffer y = up(y0), xb = up(x), bb = up(bias), yb = up(y0), bc = up(nans(R * N));
+  ops::add_inplace(c, y.as<float>(), xb.as<float>(), R * N);
+  ops::add_bias_rows(c, bb.as<float>(), R, N, yb.as<float>());
+  ops::bias_broadcast_rows(c, bb.as<float>(), R, N, bc.as<float>());
+  expect_bitwise(down<float>(y), sum, "add_inplace");
+  expect_bitwise(down<float>(yb), biased, "add_bias_rows");
+  expect_bitwise(down<float>(bc), broadcast, "bias_broadcast_rows");
+  ops::bias_broadcast_rows(c, nullptr, R, N, bc.as<float>());
+  expect_bitwise(down<float>(bc), std::vector<float>(static_cast<size_t>(R * N), 0.0f),
+                 "bias_broadcast_rows without a bias");
+
+  // db += sum over rows of dy.
+  const std::vector<float> db0 = randn(N, 1.0, 803);
+  Ref db_ref;
+  for (int64_t j = 0; j < N; ++j) {
+    double s = db0[j], mag = std::fabs(db0[j]);
+    for (int64_t r = 0; r < R; ++r) {
+      s += x[r * N + j];
+      mag += std::fabs(x[r * N + j]);
+    }
+    db_ref.add(s, sum_tol(R, mag));
+  }
+  Buffer db = up(db0);
+  ops::bias_backward_rows(c, xb.as<float>(), R, N, db.as<float>());
+  expect_close(down<float>(db), db_ref, "bias_backward_rows");
+
+  // scatter_add_rows: dst[index[t]] += src[t]. Distinct rows (one fp32 add each): bitwise;
+  // repeated rows: a sum, within tolerance.
+  const int64_t V = 23, D = 19, T = 13;
+  const std::vector<float> dst0 = randn(V * D, 1.0, 804), src = randn(T * D, 1.0, 805);
+  std::vector<int32_t> distinct(static_cast<size_t>(V));
+  std::iota(distinct.begin(), distinct.end(), 0);
+  std::reverse(distinct.begin(), distinct.end());
+  std::rotate(distinct.begin(), distinct.begin() + 5, distinct.end());
+  distinct.resize(static_cast<size_t>(T));
+  std::vector<float> single = dst0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < D; ++d) single[distinct[t] * D + d] += src[t * D + d];
+  Buffer dst = up(dst0), sb = up(src), ib = up(distinct);
+  ops::scatter_add_rows(c, sb.as<float>(), ib.as<int32_t>(), T, D, dst.as<float>());
+  expect_bitwise(down<float>(dst), single, "scatter_add_rows, one contributor per row");
+
+  const std::vector<int32_t> repeated = randint(T, 0, 5, 806);
+  std::vector<double> acc(dst0.begin(), dst0.end()), mag(dst0.size()), count(dst0.size(), 0.0);
+  for (size_t i = 0; i < dst0.size(); ++i) mag[i] = std::fabs(dst0[i]);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < D; ++d) {
+      const size_t i = static_cast<size_t>(repeated[t] * D + d);
+      acc[i] += src[t * D + d];
+      mag[i] += std::fabs(src[t * D + d]);
+      count[i] += 1.0;
+    }
+  Ref rep_ref;
+  for (size_t i = 0; i < acc.size(); ++i)
+    rep_ref.add(acc[i], sum_tol(static_cast<int64_t>(count[i]), mag[i]));
+  Buffer dst2 = up(dst0), ib2 = up(repeated);
+  ops::scatter_add_rows(c, sb.as<float>(), ib2.as<int32_t>(), T, D, dst2.as<float>());
+  ops::scatter_add_rows(c, nullptr, nullptr, 0, D, dst2.as<float>());
+  expect_close(down<float>(dst2), rep_ref, "scatter_add_rows, repeated rows");
+}
+
+// ---- norms -----------------------------------------------------------------------------------
+
+TEST_P(BackendConformance, Norms) {
+  const ExecContext& c = ctx();
+  const int64_t T = 7, D = 67;
+  const float eps = 1e-6f;
+  const std::vector<float> x = randn(T * D, 1.0, 900, 0.5), r = randn(T * D, 1.0, 901);
+  const std::vector<float> w = randn(D, 0.2, 902, 1.0), b = randn(D, 0.1, 903);
+
+  // RMSNorm: y = x rstd w, rstd = 1 / sqrt(mean x^2 + eps).
+  Ref y_ref, rstd_ref;
+  std::vector<float> rstd_f(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(x[t * D + i]) * x[t * D + i];
+    const double rstd = 1.0 / std::sqrt(ss / D + eps);
+    rstd_f[t] = static_cast<float>(rstd);
+    rstd_ref.add(rstd, sum_tol(D + 4, rstd));
+    for (int64_t i = 0; i < D; ++i)
+      y_ref.add(x[t * D + i] * rstd * w[i], sum_tol(D + 8, std::fabs(x[t * D + i] * rstd * w[i])));
+  }
+  Buffer xb = up(x), wb = up(w), bb = up(b), y = up(nans(T * D)), rstd = up(nans(T));
+  ops::rmsnorm_forward(c, xb.as<float>(), wb.as<float>(), y.as<float>(), rstd.as<float>(), T, D,
+                       eps);
+  expect_close(down<float>(y), y_ref, "rmsnorm_forward y");
+  expect_close(down<float>(rstd), rstd_ref, "rmsnorm_forward rstd");
+  Buffer y2 = up(nans(T * D));
+  ops::rmsnorm_forward(c, xb.as<float>(), wb.as<float>(), y2.as<float>(), nullptr, T, D, eps);
+  expect_close(down<float>(y2), y_ref, "rmsnorm_forward without rstd");
+
+  // Backward from the given rstd r: dx_j += r w_j dy_j - r^3 / D x_j sum_i dy_i w_i x_i;
+  // dw_i += sum_t dy_ti x_ti r_t.
+  const std::vector<float> dy = randn(T * D, 1.0, 904), dx0 = randn(T * D, 1.0, 905);
+  const std::vector<float> dw0 = randn(D, 1.0, 906);
+  Ref dx_ref, dw_ref;
+  std::vector<double> dw(dw0.begin(), dw0.end()), dw_mag(dw.size());
+  for (int64_t i = 0; i < D; ++i) dw_mag[i] = std::fabs(dw0[i]);
+  for (int64_t t = 0; t < T; ++t) {
+    const double rt = rstd_f[t];
+    double dot = 0.0, dot_mag = 0.0;
+    for (int64_t i = 0; i < D; ++i) {
+      const double p = static_cast<double>(dy[t * D + i]) * w[i] * x[t * D + i];
+      dot += p;
+      dot_mag += std::fabs(p);
+    }
+    for (int64_t i = 0; i < D; ++i) {
+      const double xi = x[t * D + i], gi = dy[t * D + i];
+      const double k = rt * rt * rt / D;
+      dx_ref.add(dx0[t * D + i] + rt * w[i] * gi - k * xi * dot,
+                 sum_tol(D + 8, std::fabs(dx0[t * D + i]) + std::fabs(rt * w[i] * gi) +
+                                    k * std::fabs(xi) * dot_mag));
+      dw[i] += gi * xi * rt;
+      dw_mag[i] += std::fabs(gi * xi * rt);
+    }
+  }
+  for (int64_t i = 0; i < D; ++i) dw_ref.add(dw[i], sum_tol(T + 4, dw_mag[i]));
+  Buffer rb = up(rstd_f), dyb = up(dy), dxb = up(dx0), dwb = up(dw0);
+  ops::rmsnorm_backward(c, xb.as<float>(), wb.as<float>(), rb.as<float>(), dyb.as<float>(),
+                        dxb.as<float>(), dwb.as<float>(), T, D);
+  expect_close(down<float>(dxb), dx_ref, "rmsnorm_backward dx");
+  expect_close(down<float>(dwb), dw_ref, "rmsnorm_backward dw");
+  Buffer dx_only = up(dx0), dw_only = up(dw0);
+  ops::rmsnorm_backward(c, xb.as<float>(), wb.as<float>(), rb.as<float>(), dyb.as<float>(),
+                        dx_only.as<float>(), nullptr, T, D);
+  ops::rmsnorm_backward(c, xb.as<float>(), wb.as<float>(), rb.as<float>(), dyb.as<float>(), nullptr,
+                        dw_only.as<float>(), T, D);
+  expect_close(down<float>(dx_only), dx_ref, "rmsnorm_backward dx (dw null)");
+  expect_close(down<float>(dw_only), dw_ref, "rmsnorm_backward dw (dx null)");
+
+  // LayerNorm with the biased variance; add_layernorm normalizes the fp32 sum a + r.
+  const auto layernorm_ref = [&](const std::vector<float>& s) {
+    Ref ref;
+    for (int64_t t = 0; t < T; ++t) {
+      double mean = 0.0, var = 0.0;
+      for (int64_t i = 0; i < D; ++i) mean += s[t * D + i];
+      mean /= D;
+      for (int64_t i = 0; i < D; ++i) var += (s[t * D + i] - mean) * (s[t * D + i] - mean);
+      const double rs = 1.0 / std::sqrt(var / D + eps);
+      for (int64_t i = 0; i < D; ++i) {
+        const double si = s[t * D + i];
+        ref.add(
+            (si - mean) * rs * w[i] + b[i],
+            elem_tol((std::fabs(si) + std::fabs(mean)) * rs * std::fabs(w[i]) + std::fabs(b[i])));
+      }
+    }
+    return ref;
+  };
+  std::vector<float> a_plus_r(x.size());
+  for (size_t i = 0; i < x.size(); ++i) a_plus_r[i] = x[i] + r[i];
+  const Ref ln_ref = layernorm_ref(x), add_ln_ref = layernorm_ref(a_plus_r);
+  Buffer ln = up(nans(T * D)), ln_in_place = up(x);
+  ops::layernorm_forward(c, xb.as<float>(), wb.as<float>(), bb.as<float>(), ln.as<float>(), T, D,
+                         eps);
+  ops::layernorm_forward(c, ln_in_place.as<float>(), wb.as<float>(), bb.as<float>(),
+                         ln_in_place.as<float>(), T, D, eps);
+  expect_close(down<float>(ln), ln_ref, "layernorm_forward");
+  expect_close(down<float>(ln_in_place), ln_ref, "layernorm_forward in place");
+  for (int alias : {0, 1, 2}) {  // y separate, y aliases a, y aliases r
+    Buffer ab = up(x), rb2 = up(r), out = up(nans(T * D));
+    float* yp = alias == 0 ? out.as<float>() : alias == 1 ? ab.as<float>() : rb2.as<float>();
+    ops::add_layernorm_forward(c, ab.as<float>(), rb2.as<float>(), wb.as<float>(), bb.as<float>(),
+                               yp, T, D, eps);
+    const Buffer& yb = alias == 0 ? out : alias == 1 ? ab : rb2;
+    expect_close(down<float>(yb), add_ln_ref,
+                 std::string("add_layernorm_forward") + (alias == 0   ? ""
+                                                         : alias == 1 ? " (y aliases a)"
+                                                                      : " (y aliases r)"));
+  }
+}
+
+// ---- attention -------------------------------------------------------------------------------
+
+TEST_P(BackendConformance, Rope) {
+  const ExecContext& c = ctx();
+  const int64_t T = 7, heads = 3, hd = 8, ld = 3 * heads * hd + 5, pos0 = 5;
+  std::vector<float> inv_freq(static_cast<size_t>(hd / 2));  // theta^(-2i/hd), theta = 1e4
+  for (int64_t i = 0; i < hd / 2; ++i)
+    inv_freq[i] = static_cast<float>(std::pow(1e4, -2.0 * static_cast<double>(i) / hd));
+  const std::vector<float> x = randn(T * ld, 1.0, 1000);
+  for (bool inverse : {false, true}) {
+    // Pairs (i, i + hd/2) of each head turn by (pos * inv_freq[i]), the angle taken in fp32 as
+    // Hugging Face does; the rest of the ld-wide row (here: k, v and padding) is untouched.
+    Ref ref;
+    for (float v : x) ref.add(v, 0.0);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i = 0; i < hd / 2; ++i) {
+          const double ang = static_cast<float>(pos0 + t) * inv_freq[i];
+          const double cs = std::cos(ang), sn = inverse ? -std::sin(ang) : std::sin(ang);
+          const size_t lo = static_cast<size_t>(t * ld + h * hd + i), hi = lo + hd / 2;
+          const double a = x[lo], b = x[hi], tol = elem_tol(std::fabs(a) + std::fabs(b));
+          ref.v[lo] = a * cs - b * sn;
+          ref.v[hi] = b * cs + a * sn;
+          ref.tol[lo] = ref.tol[hi] = tol;
+        }
+    Buffer xb = up(x);
+    ops::rope_apply(c, xb.as<float>(), T, heads, hd, ld, pos0, inv_freq, inverse);
+    ops::rope_apply(c, nullptr, 0, heads, hd, ld, pos0, inv_freq, inverse);
+    expect_close(down<float>(xb), ref, inverse ? "rope_apply inverse" : "rope_apply");
+  }
+}
+
+struct AttentionCase {
+  std::string name;
+  int64_t T, Tk, pos0;
+  AttentionShape s;
+  std::vector<uint8_t> key_mask;  // empty: null
+};
+
+struct AttentionRef {
+  std::vector<double> out, dq, dk, dv;
+};
+
+// Plain attention (runtime/kernels/attention.h): s_tj = scale q_t,h . k_j,g over visible keys
+// (causal: j <= pos0 + t; key_mask[j] != 0); a row with none visible gives 0. Backward with
+// the same visibility: dq written, dk and dv added to dk0, dv0.
+AttentionRef attention_ref(const AttentionCase& a, const std::vector<float>& q,
+                           const std::vector<float>& k, const std::vector<float>& v,
+                           const std::vector<float>& dout, const std::vector<float>& dk0,
+                           const std::vector<float>& dv0) {
+  const int64_t nH = a.s.num_heads, nKV = a.s.num_kv_heads, hd = a.s.head_dim;
+  const int64_t ldq = nH * hd, ldk = nKV * hd;
+  AttentionRef r;
+  r.out.assign(static_cast<size_t>(a.T * ldq), 0.0);
+  r.dq.assign(r.out.size(), 0.0);
+  r.dk.assign(dk0.begin(), dk0.end());
+  r.dv.assign(dv0.begin(), dv0.end());
+  for (int64_t h = 0; h < nH; ++h) {
+    const int64_t g = h / (nH / nKV);
+    for (int64_t t = 0; t < a.T; ++t) {
+      std::vector<double> p(static_cast<size_t>(a.Tk), 0.0), dp(p.size(), 0.0);
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < a.Tk; ++j) {
+        const bool visible =
+            (!a.s.causal || j <= a.pos0 + t) && (a.key_mask.empty() || a.key_mask[j]);
+        if (!visible) {
+          p[j] = -INFINITY;
+          continue;
+        }
+        double sc = 0.0;
+        for (int64_t d = 0; d < hd; ++d)
+          sc += static_cast<double>(q[t * ldq + h * hd + d]) * k[j * ldk + g * hd + d];
+        p[j] = a.s.scale * sc;
+        mx = std::max(mx, p[j]);
+      }
+      if (mx == -INFINITY) continue;  // nothing visible: out and dq stay 0
+      double z = 0.0;
+      for (double& pj : p) {
+        pj = pj == -INFINITY ? 0.0 : std::exp(pj - mx);
+        z += pj;
+      }
+      double dot = 0.0;
+      for (int64_t j = 0; j < a.Tk; ++j) {
+        p[j] /= z;
+        for (int64_t d = 0; d < hd; ++d) {
+          const double vj = v[j * ldk + g * hd + d], go = dout[t * ldq + h * hd + d];
+          r.out[t * ldq + h * hd + d] += p[j] * vj;
+          dp[j] += go * vj;
+          r.dv[j * ldk + g * hd + d] += p[j] * go;
+        }
+        dot += p[j] * dp[j];
+      }
+      for (int64_t j = 0; j < a.Tk; ++j) {
+        const double ds = p[j] * (dp[j] - dot) * a.s.scale;
+        for (int64_t d = 0; d < hd; ++d) {
+          r.dq[t * ldq + h * hd + d] += ds * k[j * ldk + g * hd + d];
+          r.dk[j * ldk + g * hd + d] += ds * q[t * ldq + h * hd + d];
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// Attention outputs: within kAttnRel of the largest |ref| of that output.
+void expect_attention_close(const std::vector<float>& got, const std::vector<double>& want,
+                            const std::string& what) {
+  double scale = 0.0;
+  for (double x : want) scale = std::max(scale, std::fabs(x));
+  Ref ref;
+  for (double x : want) ref.add(x, kAttnRel * scale + kTiny);
+  expect_close(got, ref, what);
+}
+
+TEST_P(BackendConformance, Attention) {
+  const ExecContext& c = ctx();
+  const auto shape = [](int64_t nH, int64_t nKV, int64_t hd, bool causal) {
+    AttentionShape s;
+    s.num_heads = nH;
+    s.num_kv_heads = nKV;
+    s.head_dim = hd;
+    s.causal = causal;
+    s.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    return s;
+  };
+  const AttentionCase cases[] = {
+      {"causal grouped-query, KV cache", 5, 11, 6, shape(4, 2, 8, true), {}},
+      {"bidirectional, masked keys", 9, 9, 0, shape(2, 2, 7, false), {1, 0, 1, 1, 0, 1, 1, 1, 0}},
+      {"causal, first row sees nothing", 6, 6, 0, shape(2, 1, 4, true), {0, 1, 1, 0, 1, 1}},
+      {"no keys", 3, 0, 0, shape(2, 1, 4, false), {}},
+      {"no queries", 0, 4, 0, shape(2, 1, 4, false), {}},
+  };
+  uint64_t seed = 1100;
+  for (const AttentionCase& a : cases) {
+    const int64_t ldq = a.s.num_heads * a.s.head_dim, ldk = a.s.num_kv_heads * a.s.head_dim;
+    const std::vector<float> q = randn(a.T * ldq, 1.0, ++seed), k = randn(a.Tk * ldk, 1.0, ++seed);
+    const std::vector<float> v = randn(a.Tk * ldk, 1.0, ++seed),
+                             dout = randn(a.T * ldq, 1.0, ++seed);
+    const std::vector<float> dk0 = randn(a.Tk * ldk, 1.0, ++seed),
+                             dv0 = randn(a.Tk * ldk, 1.0, ++seed);
+    const AttentionRef ref = attention_ref(a, q, k, v, dout, dk0, dv0);
+    Buffer qb = up(q), kb = up(k), vb = up(v), dob = up(dout), mask = up(a.key_mask);
+    const uint8_t* mp = a.key_mask.empty() ? nullptr : mask.as<uint8_t>();
+    Buffer out = up(nans(a.T * ldq)), dq = up(nans(a.T * ldq)), dk = up(dk0), dv = up(dv0);
+    ops::attention_forward(c, qb.as<float>(), kb.as<float>(), vb.as<float>(), out.as<float>(), a.T,
+                           a.Tk, a.pos0, a.s, mp);
+    ops::attention_backward(c, qb.as<float>(), kb.as<float>(), vb.as<float>(), dob.as<float>(),
+                            dq.as<float>(), dk.as<float>(), dv.as<float>(), a.T, a.Tk, a.pos0, a.s,
+                            mp);
+    expect_attention_close(down<float>(out), ref.out, "attention_forward: " + a.name);
+    expect_attention_close(down<float>(dq), ref.dq, "attention_backward dq: " + a.name);
+    expect_attention_close(down<float>(dk), ref.dk, "attention_backward dk: " + a.name);
+    expect_attention_close(down<float>(dv), ref.dv, "attention_backward dv: " + a.name);
+  }
+}
+
+// ---- loss ------------------------------------------------------------------------------------
+
+TEST_P(BackendConformance, CrossEntropy) {
+  const ExecContext& c = ctx();
+  const int64_t T = 11, V = 29;
+  std::vector<float> logits = randn(T * V, 3.0, 1200);
+  for (int64_t j = 0; j < V; ++j) logits[2 * V + j] += 1e3f;  // a row far from 0
+  std::vector<int32_t> target = randint(T, 0, static_cast<int32_t>(V), 1201);
+  target[1] = target[7] = -1;  // ignored rows
+  const float scale = 1.0f / 9.0f;
+  double sum = 0.0, sum_mag = 0.0;
+  int64_t count = 0;
+  Ref grad;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = logits.data() + t * V;
+    const double m = *std::max_element(row, row + V);
+    double z = 0.0;
+    for (int64_t j = 0; j < V; ++j) z += std::exp(row[j] - m);
+    for (int64_t j = 0; j < V; ++j) {
+      const double p = std::exp(row[j] - m) / z, onehot = j == target[t] ? 1.0 : 0.0;
+      if (target[t] < 0)
+        grad.add(0.0, 0.0);
+      else
+        grad.add((p - onehot) * scale,
+                 elem_tol((p * (1.0 + std::fabs(row[j] - m)) + onehot) * scale));
+    }
+    if (target[t] < 0) continue;
+    sum += m + std::log(z) - row[target[t]];
+    sum_mag += std::fabs(m + std::log(z)) + std::fabs(row[target[t]]);
+    ++count;
+  }
+  Buffer lb = up(logits), tb = up(target), dl = up(nans(T * V));
+  int64_t got_count = -1;
+  const double got = ops::cross_entropy_sum(c, lb.as<float>(), tb.as<int32_t>(), T, V, &got_count);
+  EXPECT_EQ(got_count, count);
+  EXPECT_NEAR(got, sum, kDoubleRel * sum_mag) << "cross_entropy_sum";
+  ops::cross_entropy_backward(c, lb.as<float>(), tb.as<int32_t>(), T, V, scale, dl.as<float>());
+  expect_close(down<float>(dl), grad, "cross_entropy_backward");
+  int64_t empty_count = -1;
+  EXPECT_EQ(ops::cross_entropy_sum(c, nullptr, nullptr, 0, V, &empty_count), 0.0);
+  EXPECT_EQ(empty_count, 0);
+}
+
+// ---- routing and the MoE data path -----------------------------------------------------------
+
+// The drop rule of runtime/kernels/capacity.h, re-implemented plainly: per expert and capacity
+// group, the routed (unmasked) assignments in (token, slot) order; over capacity C_g =
+// min(G_g K, ceil(capacity_factor G_g K / E)) (dropless: G_g K), keep the C_g with the highest
+// ranking probability (NaN as -inf; ties keep the lower flat index) or, for kPosition, the first
+// C_g. Kept rows are grouped by expert, ascending (token, slot) within an expert.
+CapacityPlan plan_reference(const std::vector<int32_t>& ids, const std::vector<float>& rank_p,
+                            int64_t T, int64_t E, int64_t K, const CapacityConfig& cfg,
+                            const std::vector<uint8_t>& mask) {
+  CapacityPlan p;
+  p.T = T;
+  p.E = E;
+  p.K = K;
+  p.dropless = cfg.dropless();
+  p.kept_TK.assign(static_cast<size_t>(T * K), 0);
+  p.row_of_TK.assign(static_cast<size_t>(T * K), -1);
+  p.routed_E.assign(static_cast<size_t>(E), 0);
+  p.kept_E.assign(static_cast<size_t>(E), 0);
+  p.dropped_E.assign(static_cast<size_t>(E), 0);
+  p.offsets_E1.assign(static_cast<size_t>(E + 1), 0);
+  const int64_t G = cfg.group_tokens > 0 ? cfg.group_tokens : std::max<int64_t>(T, 1);
+  const int64_t groups = (T + G - 1) / G;
+  const auto real = [&](int64_t t) { return mask.empty() || mask[t] != 0; };
+  std::vector<int64_t> cap(static_cast<size_t>(groups), 0);
+  for (int64_t t = 0; t < T; ++t) cap[t / G] += real(t) ? K : 0;  // G_g K first
+  for (int64_t& cg : cap) {
+    if (!cfg.dropless())
+      cg = std::min<int64_t>(cg, static_cast<int64_t>(std::ceil(cfg.capacity_factor * cg / E)));
+    p.capacity = std::max(p.capacity, cg);
+  }
+  const auto key = [&](int32_t a) { return std::isnan(rank_p[a]) ? -INFINITY : rank_p[a]; };
+  for (int64_t e = 0; e < E; ++e) {
+    for (int64_t g = 0; g < groups; ++g) {
+      std::vector<int32_t> cand;
+      for (int64_t t = g * G; t < std::min(T, (g + 1) * G); ++t)
+        for (int64_t k = 0; k < K; ++k)
+          if (real(t) && ids[t * K + k] == e) cand.push_back(static_cast<int32_t>(t * K + k));
+      p.routed_E[e] += static_cast<int32_t>(cand.size());
+      if (static_cast<int64_t>(cand.size()) > cap[g]) {
+        if (cfg.policy == DropPolicy::kProbs)
+          std::stable_sort(cand.begin(), cand.end(),
+                           [&](int32_t a, int32_t b) { return key(a) > key(b); });
+        cand.resize(static_cast<size_t>(cap[g]));
+        std::sort(cand.begin(), cand.end());
+      }
+      p.order_A.insert(p.order_A.end(), cand.begin(), cand.end());
+      p.kept_E[e] += static_cast<int32_t>(cand.size());
+    }
+    p.dropped_E[e] = p.routed_E[e] - p.kept_E[e];
+    p.offsets_E1[e + 1] = p.offsets_E1[e] + p.kept_E[e];
+  }
+  for (size_t r = 0; r < p.order_A.size(); ++r) {
+    p.kept_TK[p.order_A[r]] = 1;
+    p.row_of_TK[p.order_A[r]] = static_cast<int32_t>(r);
+  }
+  p.total_kept = static_cast<int64_t>(p.order_A.size());
+  p.total_routed = std::accumulate(p.routed_E.begin(), p.routed_E.end(), int64_t{0});
+  p.total_dropped = p.total_routed - p.total_kept;
+  return p;
+}
+
+void expect_same_plan(const CapacityPlan& got, const CapacityPlan& want, const std::string& what) {
+  EXPECT_EQ(got.T, want.T) << what;
+  EXPECT_EQ(got.E, want.E) << what;
+  EXPECT_EQ(got.K, want.K) << what;
+  EXPECT_EQ(got.capacity, want.capacity) << what;
+  EXPECT_EQ(got.dropless, want.dropless) << what;
+  EXPECT_EQ(got.total_routed, want.total_routed) << what;
+  EXPECT_EQ(got.total_kept, want.total_kept) << what;
+  EXPECT_EQ(got.total_dropped, want.total_dropped) << what;
+  expect_bitwise(got.kept_TK, want.kept_TK, what + " kept_TK");
+  expect_bitwise(got.row_of_TK, want.row_of_TK, what + " row_of_TK");
+  expect_bitwise(got.routed_E, want.routed_E, what + " routed_E");
+  expect_bitwise(got.kept_E, want.kept_E, what + " kept_E");
+  expect_bitwise(got.dropped_E, want.dropped_E, what + " dropped_E");
+  expect_bitwise(got.offsets_E1, want.offsets_E1, what + " offsets_E1");
+  expect_bitwise(got.order_A, want.order_A, what + " order_A");
+}
+
+// Routing that overflows expert 0: distinct experts per token, ranking probabilities from a
+// few values (ties) with one NaN, and padding tokens.
+struct Routing {
+  int64_t T, E, K;
+  std::vector<int32_t> ids;
+  std::vector<float> rank_p;
+  std::vector<uint8_t> mask;
+};
+
+Routing make_routing(int64_t T, int64_t E, int64_t K, uint64_t seed) {
+  Routing r{T, E, K, {}, {}, {}};
+  Rng rng(seed);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> picked;
+    while (static_cast<int64_t>(picked.size()) < K) {
+      const int32_t e = rng.uniform() < 0.4 ? 0 : static_cast<int32_t>(rng.below(E));
+      if (std::find(picked.begin(), picked.end(), e) == picked.end()) picked.push_back(e);
+    }
+    r.ids.insert(r.ids.end(), picked.begin(), picked.end());
+    for (int64_t k = 0; k < K; ++k) r.rank_p.push_back(0.1f * static_cast<float>(1 + rng.below(3)));
+    r.mask.push_back(t % 7 == 3 ? 0 : 1);
+  }
+  if (T > 4) r.rank_p[4 * K] = kNaN;
+  return r;
+}
+
+TEST_P(BackendConformance, CapacityPlan) {
+  const ExecContext& c = ctx();
+  const Routing r = make_routing(37, 6, 2, 1300);
+  const auto cfg = [](double factor, DropPolicy policy, int64_t group) {
+    CapacityConfig k;
+    k.capacity_factor = factor;
+    k.policy = policy;
+    k.group_tokens = group;
+    return k;
+  };
+  struct Case {
+    std::string name;
+    CapacityConfig cfg;
+    bool masked;
+    int64_t T;
+  };
+  const Case cases[] = {
+      {"probs", cfg(1.0, DropPolicy::kProbs, 0), true, r.T},
+      {"probs, no mask", cfg(1.25, DropPolicy::kProbs, 0), false, r.T},
+      {"probs, groups of 8", cfg(1.0, DropPolicy::kProbs, 8), true, r.T},
+      {"position", cfg(0.75, DropPolicy::kPosition, 0), true, r.T},
+      {"position, groups of 8", cfg(1.0, DropPolicy::kPosition, 8), false, r.T},
+      {"dropless", cfg(0.0, DropPolicy::kProbs, 0), true, r.T},
+      {"no tokens", cfg(1.0, DropPolicy::kProbs, 0), true, 0},
+  };
+  Buffer ids = up(r.ids), rank_p = up(r.rank_p), mask = up(r.mask);
+  for (const Case& k : cases) {
+    const std::vector<uint8_t> no_mask;
+    const CapacityPlan want =
+        plan_reference(r.ids, r.rank_p, k.T, r.E, r.K, k.cfg, k.masked ? r.mask : no_mask);
+    CapacityPlan got;
+    got.order_A.assign(3, 99);  // stale contents of a reused plan must not leak through
+    const Status st = ops::capacity_plan(c, ids.as<int32_t>(), rank_p.as<float>(), k.T, r.E, r.K,
+                                         64, k.cfg, k.masked ? mask.as<uint8_t>() : nullptr, &got);
+    ASSERT_TRUE(st.ok()) << k.name << ": " << st.ToString();
+    expect_same_plan(got, want, "capacity_plan " + k.name);
+  }
+  // An expert id out of range is an error, not a plan.
+  std::vector<int32_t> bad = r.ids;
+  bad[5] = static_cast<int32_t>(r.E);
+  Buffer bad_ids = up(bad);
+  CapacityPlan plan;
+  EXPECT_FALSE(ops::capacity_plan(c, bad_ids.as<int32_t>(), rank_p.as<float>(), r.T, r.E, r.K, 64,
+                                  cfg(1.0, DropPolicy::kProbs, 0), nullptr, &plan)
+                   .ok());
+}
+
+TEST_P(BackendConformance, Routing) {
+  const ExecContext& c = ctx();
+  const int64_t T = 17, E = 9, K = 3, V = 31;
+  const Routing r = make_routing(T, E, K, 1400);
+  const std::vector<float> probs = randn(T * E, 1.0, 1401);
+  std::vector<float> want;
+  for (int64_t i = 0; i < T * K; ++i) want.push_back(probs[(i / K) * E + r.ids[i]]);
+  Buffer pb = up(probs), ids = up(r.ids), out = up(nans(T * K));
+  ops::gather_topk_probs(c, pb.as<float>(), ids.as<int32_t>(), T, E, K, out.as<float>());
+  ops::gather_topk_probs(c, nullptr, nullptr, 0, E, K, nullptr);
+  expect_bitwise(down<float>(out), want, "gather_topk_probs");
+
+  const std::vector<int32_t> table = randint(V * K, 0, static_cast<int32_t>(E), 1402);
+  const std::vector<int32_t> tokens = randint(T, 0, static_cast<int32_t>(V), 1403);  // repeats
+  std::vector<int32_t> routed;
+  for (int32_t tok : tokens)
+    routed.insert(routed.end(), table.begin() + tok * K, table.begin() + (tok + 1) * K);
+  Buffer tab = up(table), tb = up(tokens),
+         got = up(std::vector<int32_t>(static_cast<size_t>(T * K), -7));
+  ops::hash_route_table(c, tab.as<int32_t>(), tb.as<int32_t>(), T, K, got.as<int32_t>());
+  ops::hash_route_table(c, tab.as<int32_t>(), nullptr, 0, K, nullptr);
+  expect_bitwise(down<int32_t>(got), routed, "hash_route_table");
+}
+
+TEST_P(BackendConformance, PermuteCombine) {
+  const ExecContext& c = ctx();
+  const int64_t D = 19;
+  CapacityConfig cfg;
+  cfg.capacity_factor = 1.0;
+  for (int64_t T : {37, 0}) {
+    // A plan with dropped slots and padding tokens (row_of = -1), from the reference above.
+    const Routing rt = make_routing(T, 6, 2, 1500);
+    const int64_t K = rt.K;
+    const CapacityPlan plan = plan_reference(rt.ids, rt.rank_p, T, rt.E, K, cfg, rt.mask);
+    const int64_t R = plan.rows();
+    const std::string at = " T=" + std::to_string(T);
+    const std::vector<float> x = randn(T * D, 1.0, 1501), rows = randn(R * D, 1.0, 1502);
+    const std::vector<float> w = randn(T * K, 0.5, 1503), dy = randn(T * D, 1.0, 1504);
+    Buffer xb = up(x), rb = up(rows), wb = up(w), dyb = up(dy);
+    Buffer order = up(plan.order_A), row_of = up(plan.row_of_TK);
+
+    // gather_rows and scatter_rows_weighted: a copy and one fp32 product per element.
+    std::vector<float> gathered, scattered;
+    for (int64_t r = 0; r < R; ++r) {
+      const int32_t a = plan.order_A[r];
+      for (int64_t d = 0; d < D; ++d) {
+        gathered.push_back(x[(a / K) * D + d]);
+        scattered.push_back(w[a] * dy[(a / K) * D + d]);
+      }
+    }
+    Buffer g = up(nans(R * D)), s = up(nans(R * D));
+    ops::gather_rows(c, xb.as<float>(), order.as<int32_t>(), R, K, D, g.as<float>());
+    ops::scatter_rows_weighted(c, dyb.as<float>(), order.as<int32_t>(), wb.as<float>(), R, K, D,
+                               s.as<float>());
+    expect_bitwise(down<float>(g), gathered, "gather_rows" + at);
+    expect_bitwise(down<float>(s), scattered, "scatter_rows_weighted" + at);
+
+    // combine_rows (weighted and not): sums of at most K rows; tokens with every slot
+    // dropped get exact zeros. combine_weights_backward: a dot of length D per kept slot.
+    for (bool weighted : {true, false}) {
+      Ref y_ref;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t d = 0; d < D; ++d) {
+          double acc = 0.0, mag = 0.0;
+          for (int64_t k = 0; k < K; ++k) {
+            const int32_t r = plan.row_of_TK[t * K + k];
+            if (r < 0) continue;
+            const double term = (weighted ? w[t * K + k] : 1.0) * rows[r * D + d];
+            acc += term;
+            mag += std::fabs(term);
+          }
+          y_ref.add(acc, sum_tol(K, mag));
+        }
+      Buffer y = up(nans(T * D));
+      ops::combine_rows(c, rb.as<float>(), row_of.as<int32_t>(),
+                        weighted ? wb.as<float>() : nullptr, T, K, D, y.as<float>());
+      expect_close(down<float>(y), y_ref,
+                   std::string("combine_rows") + (weighted ? "" : " unweighted") + at);
+    }
+    Ref dw_ref;
+    for (int64_t i = 0; i < T * K; ++i) {
+      const int32_t r = plan.row_of_TK[i];
+      double acc = 0.0, mag = 0.0;
+      for (int64_t d = 0; r >= 0 && d < D; ++d) {
+        acc += static_cast<double>(dy[(i / K) * D + d]) * rows[r * D + d];
+        mag += std::fabs(static_cast<double>(dy[(i / K) * D + d]) * rows[r * D + d]);
+      }
+      dw_ref.add(acc, sum_tol(D, mag));
+    }
+    Buffer dw = up(nans(T * K));
+    ops::combine_weights_backward(c, dyb.as<float>(), rb.as<float>(), row_of.as<int32_t>(), T, K, D,
+                                  dw.as<float>());
+    expect_close(down<float>(dw), dw_ref, "combine_weights_backward" + at);
+  }
+}
+
+TEST_P(BackendConformance, GatedShared) {
+  const ExecContext& c = ctx();
+  const int64_t T = 21, D = 19;
+  const std::vector<float> logits = randn(T, 2.0, 1600), s = randn(T * D, 1.0, 1601);
+  const std::vector<float> y0 = randn(T * D, 1.0, 1602), dy = randn(T * D, 1.0, 1603);
+  std::vector<uint8_t> mask(static_cast<size_t>(T), 1);
+  mask[0] = mask[4] = mask[T - 1] = 0;
+  Buffer sb = up(s), dyb = up(dy), mb = up(mask);
+  for (bool masked : {true, false}) {
+    const auto real = [&](int64_t t) { return !masked || mask[t] != 0; };
+    const std::string at = masked ? " (masked)" : "";
+    // y += sigmoid(g) s for real tokens; g becomes sigmoid(g) for every token.
+    Ref g_ref, y_ref;
+    std::vector<float> gate(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      const double gt = sigmoid(logits[t]);
+      gate[t] = static_cast<float>(gt);
+      g_ref.add(gt, elem_tol(gt));
+      for (int64_t d = 0; d < D; ++d) {
+        const double add = real(t) ? gt * s[t * D + d] : 0.0;
+        y_ref.add(y0[t * D + d] + add,
+                  real(t) ? elem_tol(std::fabs(y0[t * D + d]) + std::fabs(add)) : 0.0);
+      }
+    }
+    Buffer g = up(logits), y = up(y0);
+    const uint8_t* mp = masked ? mb.as<uint8_t>() : nullptr;
+    ops::gated_add_rows(c, g.as<float>(), sb.as<float>(), mp, T, D, y.as<float>());
+    expect_close(down<float>(g), g_ref, "gated_add_rows gate" + at);
+    expect_close(down<float>(y), y_ref, "gated_add_rows y" + at);
+
+    // ds = g dy, dlogit = (dy . s) g (1 - g); both 0 for masked tokens.
+    Ref ds_ref, dl_ref;
+    for (int64_t t = 0; t < T; ++t) {
+      const double gt = gate[t];
+      double dot = 0.0, mag = 0.0;
+      for (int64_t d = 0; d < D; ++d) {
+        const double p = static_cast<double>(dy[t * D + d]) * s[t * D + d];
+        dot += p;
+        mag += std::fabs(p);
+        ds_ref.add(real(t) ? gt * dy[t * D + d] : 0.0,
+                   real(t) ? elem_tol(std::fabs(gt * dy[t * D + d])) : 0.0);
+      }
+      dl_ref.add(real(t) ? dot * gt * (1.0 - gt) : 0.0,
+                 real(t) ? elem_tol(mag * gt * (1.0 - gt)) : 0.0);
+    }
+    Buffer gb = up(gate), ds = up(nans(T * D)), dl = up(nans(T));
+    ops::gated_add_rows_backward(c, dyb.as<float>(), sb.as<float>(), gb.as<float>(), mp, T, D,
+                                 ds.as<float>(), dl.as<float>());
+    expect_close(down<float>(ds), ds_ref, "gated_add_rows_backward ds" + at);
+    expect_close(down<float>(dl), dl_ref, "gated_add_rows_backward dlogit" + at);
+  }
+}
+
+// ---- optimizer, reductions -------------------------------------------------------------------
+
+TEST_P(BackendConformance, AdamW) {
+  const ExecContext& c = ctx();
+  const int64_t n = 1001;
+  const std::vector<float> w0 = randn(n, 1.0, 1700), g = randn(n, 2.0, 1701);
+  const std::vector<float> m0 = randn(n, 0.1, 1702);
+  std::vector<float> v0 = randn(n, 0.1, 1703);
+  for (float& x : v0) x = x * x;
+  v0[0] = 0.0f;
+  for (double wd : {0.1, 0.0}) {
+    AdamWStep st;
+    st.lr = 1e-2;
+    st.eps = 1e-8;
+    st.weight_decay = wd;
+    st.clip = wd > 0 ? 0.5 : 1.0;
+    st.bc1 = 1.0 - std::pow(0.9, 3);
+    st.bc2 = 1.0 - std::pow(0.999, 3);
+    Ref w_ref, m_ref, v_ref;
+    for (int64_t i = 0; i < n; ++i) {
+      const double gi = static_cast<float>(g[i] * st.clip), b1 = st.beta1, b2 = st.beta2;
+      const double m = b1 * m0[i] + (1.0 - b1) * gi, v = b2 * v0[i] + (1.0 - b2) * gi * gi;
+      m_ref.add(m, elem_tol(std::fabs(b1 * m0[i]) + std::fabs((1.0 - b1) * gi)));
+      v_ref.add(v, elem_tol(b2 * v0[i] + (1.0 - b2) * gi * gi));
+      const double adam = m / st.bc1 / (std::sqrt(v / st.bc2) + st.eps);
+      const double upd = adam + wd * w0[i], upd_mag = std::fabs(adam) + wd * std::fabs(w0[i]);
+      // w: one ulp (a double computed in another order may round to the other neighbour) plus
+      // the fp32 rounding that m and v carry into the update.
+      w_ref.add(w0[i] - st.lr * upd,
+                2 * kU * std::fabs(w0[i] - st.lr * upd) + elem_tol(st.lr * upd_mag));
+    }
+    Buffer w = up(w0), gb = up(g), m = up(m0), v = up(v0);
+    ops::adamw_update(c, w.as<float>(), gb.as<float>(), m.as<float>(), v.as<float>(), n, st);
+    ops::adamw_update(c, nullptr, nullptr, nullptr, nullptr, 0, st);
+    const std::string at = wd > 0 ? " (decay, clip)" : "";
+    expect_close(down<float>(m), m_ref, "adamw_update m" + at);
+    expect_close(down<float>(v), v_ref, "adamw_update v" + at);
+    expect_close(down<float>(w), w_ref, "adamw_update w" + at);
+  }
+}
+
+TEST_P(BackendConformance, Reductions) {
+  const ExecContext& c = ctx();
+  const int64_t n = 1001;
+  const std::vector<float> x = randn(n, 1.0, 1800), y = randn(n, 1.0, 1801);
+  double ss = 0.0, dot = 0.0, dot_mag = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    ss += static_cast<double>(x[i]) * x[i];
+    dot += static_cast<double>(x[i]) * y[i];
+    dot_mag += std::fabs(static_cast<double>(x[i]) * y[i]);
+  }
+  Buffer xb = up(x), yb = up(y);
+  EXPECT_NEAR(ops::sum_squares(c, xb.as<float>(), n), ss, kDoubleRel * ss) << "sum_squares";
+  EXPECT_NEAR(ops::dot(c, xb.as<float>(), yb.as<float>(), n), dot, sum_tol(n, dot_mag)) << "dot";
+  EXPECT_EQ(ops::sum_squares(c, nullptr, 0), 0.0);
+  EXPECT_EQ(ops::dot(c, nullptr, nullptr, 0), 0.0f);
+
+  EXPECT_TRUE(ops::all_finite(c, xb.as<float>(), n));
+  EXPECT_TRUE(ops::all_finite(c, nullptr, 0));
+  for (float bad : {kNaN, kInf, -kInf}) {
+    for (int64_t at : {int64_t{0}, n / 2, n - 1}) {
+      std::vector<float> z = x;
+      z[at] = bad;
+      Buffer zb = up(z);
+      EXPECT_FALSE(ops::all_finite(c, zb.as<float>(), n)) << bad << " at " << at;
+      EXPECT_TRUE(ops::all_finite(c, zb.as<float>(), at)) << "the first " << at << " values";
+    }
+  }
+}
+
+std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
+  return info.param;
+}
+INSTANTIATE_TEST_SUITE_P(AllBackends, BackendConformance, ::testing::ValuesIn(backend_names()),
+                         param_name);
+
+// ---- coverage --------------------------------------------------------------------------------
+
+// Every operation of the Backend table, by the TEST_P above that checks it. Adding an op to
+// Backend fails EveryOpHasACase until a case for it is written and the op is listed here.
+const std::map<std::string, std::string>& covered_ops() {  // op -> test
+  static const std::pair<const char*, const char*> kByTest[] = {
+      {"Memory", "alloc free copy_from_host copy_to_host copy fill_zero synchronize"},
+      {"Gemm", "gemm"},
+      {"Linear", "linear_forward linear_backward"},
+      {"LinearQuantized", "linear_forward_quantized dequantize_rows"},
+      {"Softmax", "softmax_rows logsumexp_rows softmax_backward_rows"},
+      {"TopK", "topk_rows"},
+      {"Activations",
+       "silu_inplace gelu_inplace silu_backward gelu_backward swiglu swiglu_backward"},
+      {"AddAndBias",
+       "add_inplace add_bias_rows scatter_add_rows bias_broadcast_rows "
+       "bias_backward_rows"},
+      {"Norms", "rmsnorm_forward rmsnorm_backward layernorm_forward add_layernorm_forward"},
+      {"Rope", "rope_apply"},
+      {"Attention", "attention_forward attention_backward"},
+      {"CrossEntropy", "cross_entropy_sum cross_entropy_backward"},
+      {"CapacityPlan", "capacity_plan"},
+      {"Routing", "gather_topk_probs hash_route_table"},
+      {"PermuteCombine", "gather_rows combine_rows scatter_rows_weighted combine_weights_backward"},
+      {"GatedShared", "gated_add_rows gated_add_rows_backward"},
+      {"AdamW", "adamw_update"},
+      {"Reductions", "sum_squares dot all_finite"},
+  };
+  static const std::map<std::string, std::string> ops = [] {
+    std::map<std::string, std::string> m;
+    for (const auto& [test, names] : kByTest) {
+      std::istringstream in(names);
+      for (std::string op; in >> op;) EXPECT_TRUE(m.emplace(op, test).second) << op << " twice";
+    }
+    return m;
+  }();
+  return ops;
+}
+
+// The operations declared in class Backend, read from backend.h itself: every
+// "virtual <type> <name>(" in the class body, minus name() and device() (identity, not ops).
+std::set<std::string> declared_ops() {
+  std::ifstream f(std::string(SY_SOURCE_DIR) + "/runtime/backend/backend.h");
+  std::stringstream text;
+  text << f.rdbuf();
+  const std::string src = text.str();
+  const size_t begin = src.find("class Backend {"), end = src.find("\n};", begin);
+  if (begin == std::string::npos || end == std::string::npos) return {};
+  const std::string body = src.substr(begin, end - begin);
+  const std::regex decl(R"(virtual\s+(?:const\s+)?[\w:<>]+\s*[*&]?\s*(\w+)\s*\()");
+  std::set<std::string> names;
+  for (auto it = std::sregex_iterator(body.begin(), body.end(), decl); it != std::sregex_iterator();
+       ++it)
+    names.insert((*it)[1]);
+  names.erase("name");
+  names.erase("device");
+  return names;
+}
+
+// What this checks: the op names declared in backend.h equal the names listed in covered_ops(),
+// both ways, and each listed test exists for every registered backend. What it cannot check: that
+// the listed test really exercises the op; that is the promise a reviewer reads in the list.
+TEST(BackendConformanceCoverage, EveryOpHasACase) {
+  const std::set<std::string> declared = declared_ops();
+  ASSERT_GE(declared.size(), 40u) << "could not read the Backend table from backend.h";
+  for (const std::string& op : declared)
+    EXPECT_EQ(covered_ops().count(op), 1u)
+        << "Backend::" << op << " has no conformance case: add one and list it in covered_ops()";
+  for (const auto& [op, test] : covered_ops()) {
+    EXPECT_EQ(declared.count(op), 1u) << "covered_ops() lists '" << op << "', not in Backend";
+    for (const std::string& backend : backend_names()) {
+      const std::string full = "AllBackends/BackendConformance." + test + "/" + backend;
+      bool found = false;
+      const ::testing::UnitTest& ut = *::testing::UnitTest::GetInstance();
+      for (int i = 0; i < ut.total_test_suite_count() && !found; ++i) {
+        const ::testing::TestSuite& s = *ut.GetTestSuite(i);
+        for (int j = 0; j < s.total_test_count() && !found; ++j)
+          found = std::string(s.name()) + "." + s.GetTestInfo(j)->name() == full;
+      }
+      EXPECT_TRUE(found) << op << ": no test " << full;
+    }
+  }
+}
+
+// The CPU backend is always there (the reference every later backend is held to), and
+// referencing default_context() links its registration into this binary.
+TEST(BackendConformanceCoverage, CpuIsRegistered) {
+  EXPECT_STREQ(default_context().backend->name(), "cpu");
+  const std::vector<std::string> names = backend_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), "cpu"), names.end());
+}
+
+}  // namespace
+}  // namespace sy
