@@ -23,6 +23,18 @@ function(sy_library name)
   target_link_libraries(${name} PUBLIC ${A_DEPS})
 endfunction()
 
+# sy_registry_library(NAME SRCS ... DEPS ...): a library whose files register themselves from
+# static initializers (routers, models, backends, communicators: SY_REGISTER_*). Nothing else
+# references those files, so linked as a plain archive the linker would drop them and their
+# registrations. NAME is an interface target that pulls NAME_archive in whole; consumers link
+# NAME, never NAME_archive.
+function(sy_registry_library name)
+  cmake_parse_arguments(A "" "" "SRCS;DEPS" ${ARGN})
+  sy_library(${name}_archive SRCS ${A_SRCS} DEPS ${A_DEPS})
+  add_library(${name} INTERFACE)
+  target_link_libraries(${name} INTERFACE "$<LINK_LIBRARY:WHOLE_ARCHIVE,${name}_archive>")
+endfunction()
+
 function(sy_test name)
   cmake_parse_arguments(A "NO_GTEST_MAIN" "TIMEOUT" "SRCS;DEPS;LABELS;NP" ${ARGN})
   if(NOT A_TIMEOUT)

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <sstream>
 
 namespace sy {
@@ -142,6 +143,38 @@ StatusOr<double> parse_collective_timeout(const char* value) {
                            "': expected a non-negative number of seconds (0 = no deadline)");
   }
   return s;
+}
+
+// ---- registry ----
+
+namespace {
+std::map<std::string, CommunicatorFactory>& communicator_registry() {
+  static auto* r = new std::map<std::string, CommunicatorFactory>();  // outlives destructors
+  return *r;
+}
+}  // namespace
+
+bool register_communicator(const char* name, CommunicatorFactory make) {
+  SY_CHECK(make != nullptr) << "communicator '" << name << "' registered without a factory";
+  SY_CHECK(communicator_registry().emplace(name, make).second)
+      << "communicator '" << name << "' is registered twice";
+  return true;
+}
+
+std::vector<std::string> communicator_names() {
+  std::vector<std::string> out;
+  for (const auto& [name, make] : communicator_registry()) out.push_back(name);
+  return out;
+}
+
+StatusOr<std::unique_ptr<Communicator>> make_communicator(const std::string& name) {
+  auto it = communicator_registry().find(name);
+  if (it == communicator_registry().end()) {
+    std::string known;
+    for (const std::string& n : communicator_names()) known += (known.empty() ? "" : ", ") + n;
+    return InvalidArgument("unknown communicator '" + name + "' (known: " + known + ")");
+  }
+  return it->second();
 }
 
 }  // namespace sy

@@ -25,8 +25,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "runtime/core/dtype.h"
 #include "runtime/core/status.h"
@@ -219,5 +221,19 @@ class Communicator {
 // Parses a SY_COLLECTIVE_TIMEOUT_S value: seconds, a non-negative number (0 = no deadline).
 // nullptr or "" gives the default, 600.
 StatusOr<double> parse_collective_timeout(const char* value);
+
+// Communicators by name ("mpi", "local"; a NCCL one is a file in comm/ plus one line). Each
+// implementation registers a factory from its own file:
+//   SY_REGISTER_COMMUNICATOR(mpi, "mpi", MakeMpiCommunicator);
+// A factory may require process-wide setup first (MpiRuntime for "mpi"); it returns an error
+// when that is missing. make_communicator() of an unknown name: kInvalidArgument naming the
+// known ones.
+using CommunicatorFactory = StatusOr<std::unique_ptr<Communicator>> (*)();
+bool register_communicator(const char* name, CommunicatorFactory make);  // fatal on a duplicate
+std::vector<std::string> communicator_names();                           // sorted
+StatusOr<std::unique_ptr<Communicator>> make_communicator(const std::string& name);
+
+#define SY_REGISTER_COMMUNICATOR(ident, name, factory) \
+  static const bool sy_communicator_registered_##ident = ::sy::register_communicator(name, factory)
 
 }  // namespace sy

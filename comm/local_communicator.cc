@@ -59,4 +59,12 @@ void LocalCommunicator::do_allgather(const void* send, void* recv, int64_t count
   copy_bytes(recv, send, count * elem_bytes);
 }
 
+namespace {
+StatusOr<std::unique_ptr<Communicator>> MakeLocalCommunicator() {
+  return std::unique_ptr<Communicator>(new LocalCommunicator());
+}
+}  // namespace
+
+SY_REGISTER_COMMUNICATOR(local, "local", MakeLocalCommunicator);
+
 }  // namespace sy

@@ -351,4 +351,16 @@ void MpiCommunicator::do_barrier(const CollectiveTag& tag, int64_t seq) {
   wait(&req, tag, seq);
 }
 
+namespace {
+// MPI_COMM_WORLD of a process whose MpiRuntime is up (launch/ creates it first).
+StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
+  int init = 0;
+  MPI_Initialized(&init);
+  if (!init) return Internal("communicator 'mpi': MPI is not initialized (MpiRuntime)");
+  return std::unique_ptr<Communicator>(new MpiCommunicator());
+}
+}  // namespace
+
+SY_REGISTER_COMMUNICATOR(mpi, "mpi", MakeMpiCommunicator);
+
 }  // namespace sy

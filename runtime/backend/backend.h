@@ -143,8 +143,8 @@ class Backend {
   virtual void synchronize(const ExecContext& c) = 0;
 
   // ---- GEMMs (row-major) ----
-  // C_MN = alpha op(A) op(B) + beta C; op(A) is M x K. With c.deterministic, a GEMM whose A is
-  // token rows (trans_a false, lda == K) is row-stable.
+  // C_MN = alpha op(A) op(B) + beta C; op(A) is M x K; beta = 0: C is not read (may hold NaN).
+  // With c.deterministic, a GEMM whose A is token rows (trans_a false, lda == K) is row-stable.
   virtual void gemm(const ExecContext& c, bool trans_a, bool trans_b, int64_t M, int64_t N,
                     int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                     int64_t ldb, float beta, float* C, int64_t ldc) = 0;
@@ -164,11 +164,13 @@ class Backend {
                                int64_t rows, float* out_RI) = 0;
 
   // ---- per-row ops ([rows, n]) ----
+  // Max-subtracted; a row of all -inf gets the uniform distribution; NaN propagates.
   virtual void softmax_rows(const ExecContext& c, const float* s, float* p, int64_t rows,
                             int64_t n) = 0;
   virtual void logsumexp_rows(const ExecContext& c, const float* s, float* out, int64_t rows,
                               int64_t n) = 0;
-  // The k largest per row, descending, ties to the lower index, NaN below every number.
+  // The k largest per row, descending, ties to the lower index; NaN ranks as -inf (so ids stay
+  // in range for a broken row). Requires 1 <= k <= n.
   virtual void topk_rows(const ExecContext& c, const float* v, int64_t rows, int64_t n, int64_t k,
                          int32_t* ids, float* vals) = 0;
   // ds = p * (dp - sum(p * dp)) per row (+= when accumulate).
@@ -197,12 +199,15 @@ class Backend {
                                 int64_t T, int64_t D, float* dst) = 0;
 
   // ---- bias, norms ----
+  // y_RN[r] = b_N (b_N null: zeros), before a GEMM that accumulates (beta = 1).
   virtual void bias_broadcast_rows(const ExecContext& c, const float* b_N, int64_t R, int64_t N,
                                    float* y_RN) = 0;
+  // db_N += column sums of dy_RN.
   virtual void bias_backward_rows(const ExecContext& c, const float* dy_RN, int64_t R, int64_t N,
                                   float* db_N) = 0;
   virtual void rmsnorm_forward(const ExecContext& c, const float* x_TD, const float* w_D,
                                float* y_TD, float* rstd_T, int64_t T, int64_t D, float eps) = 0;
+  // dx_TD += and dw_D += (either may be null).
   virtual void rmsnorm_backward(const ExecContext& c, const float* x_TD, const float* w_D,
                                 const float* rstd_T, const float* dy_TD, float* dx_TD, float* dw_D,
                                 int64_t T, int64_t D) = 0;
@@ -215,13 +220,18 @@ class Backend {
                                      int64_t D, float eps) = 0;
 
   // ---- attention (runtime/kernels/op_types.h) ----
-  // inv_freq: [hd/2] host table (rope_inv_freq).
+  // Rotates every head of T rows (row stride ld) at positions pos0.. in place ("rotate half"
+  // convention); inverse rotates back (also its backward). inv_freq: [hd/2] host table.
   virtual void rope_apply(const ExecContext& c, float* x, int64_t T, int64_t heads, int64_t hd,
                           int64_t ld, int64_t pos0, const std::vector<float>& inv_freq,
                           bool inverse) = 0;
+  // q [T, nH*hd], k/v [Tk, nKV*hd] -> out [T, nH*hd] (written); causal rows see keys up to
+  // pos0 + t; key_mask [Tk] may be null; a row with no visible key gets zeros. Scratch: the
+  // context's workspace.
   virtual void attention_forward(const ExecContext& c, const float* q, const float* k,
                                  const float* v, float* out, int64_t T, int64_t Tk, int64_t pos0,
                                  const AttentionShape& s, const uint8_t* key_mask) = 0;
+  // Backward of attention_forward (probabilities recomputed): writes dq, ADDS into dk and dv.
   virtual void attention_backward(const ExecContext& c, const float* q, const float* k,
                                   const float* v, const float* dout, float* dq, float* dk,
                                   float* dv, int64_t T, int64_t Tk, int64_t pos0,
@@ -232,6 +242,7 @@ class Backend {
   virtual double cross_entropy_sum(const ExecContext& c, const float* logits_TV,
                                    const int32_t* target_T, int64_t T, int64_t V,
                                    int64_t* count) = 0;
+  // dlogits = (softmax - onehot) * scale for counted rows, zeros for ignored ones (written).
   virtual void cross_entropy_backward(const ExecContext& c, const float* logits_TV,
                                       const int32_t* target_T, int64_t T, int64_t V, float scale,
                                       float* dlogits_TV) = 0;

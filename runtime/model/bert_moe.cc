@@ -527,4 +527,31 @@ BertMoeMemory BertMoeModel::memory() const {
   return mem;
 }
 
+// ---- registration (runtime/model/model.h): dense BERT and BERT-MoE checkpoints ----
+
+namespace {
+StatusOr<std::unique_ptr<Model>> LoadBert(const HfCheckpoint& ck, const ModelOptions& opt,
+                                          Communicator* comm) {
+  if (opt.train != ModelTrain::kNone)
+    return InvalidArgument(ck.dir() + ": BERT models are inference only");
+  BertMoeOptions b;
+  b.num_experts = opt.upcycle_experts;
+  b.moe_every = opt.moe_every;
+  b.top_k = opt.experts_top_k;
+  if (!opt.router.empty()) b.router.name = opt.router;
+  b.router.seed = opt.seed;
+  b.upcycle_noise = static_cast<float>(opt.upcycle_noise);
+  b.capacity_factor = opt.capacity_factor;
+  b.expert_bits = opt.expert_bits;
+  b.quant_group = opt.quant_group;
+  b.seed = opt.seed;
+  b.exec = opt.exec;
+  SY_ASSIGN_OR_RETURN(auto m, BertMoeModel::load(ck, b, comm));
+  return std::unique_ptr<Model>(std::move(m));
+}
+}  // namespace
+
+SY_REGISTER_MODEL(bert, "bert", LoadBert);
+SY_REGISTER_MODEL(bert_moe, "bert_moe", LoadBert);
+
 }  // namespace sy

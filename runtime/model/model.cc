@@ -3,6 +3,7 @@
 #include "runtime/model/model.h"
 
 #include <cstdio>
+#include <map>
 
 #include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
@@ -111,43 +112,39 @@ std::string BertMoeModel::last_forward_split() const {
   return b;
 }
 
-// ---- the factory ----
+// ---- the registry ----
+
+namespace {
+std::map<std::string, ModelLoader>& model_registry() {
+  static auto* r = new std::map<std::string, ModelLoader>();  // outlives static destructors
+  return *r;
+}
+}  // namespace
+
+bool register_model(const char* model_type, ModelLoader load) {
+  SY_CHECK(load != nullptr) << "model '" << model_type << "' registered without a loader";
+  SY_CHECK(model_registry().emplace(model_type, load).second)
+      << "model_type '" << model_type << "' is registered twice";
+  return true;
+}
+
+std::vector<std::string> model_types() {
+  std::vector<std::string> out;
+  for (const auto& [type, load] : model_registry()) out.push_back(type);
+  return out;
+}
 
 StatusOr<std::unique_ptr<Model>> load_model(const HfCheckpoint& ck, const ModelOptions& opt,
                                             Communicator* comm) {
   SY_ASSIGN_OR_RETURN(std::string type, ck.config_string("model_type", ""));
-  if (type == "qwen2_moe") {
-    Qwen2MoeOptions q;
-    q.train = opt.train;
-    q.expert_bits = opt.expert_bits;
-    q.quant_group = opt.quant_group;
-    q.capacity_factor = opt.capacity_factor;
-    q.router = opt.router;
-    q.seed = opt.seed;
-    q.exec = opt.exec;
-    SY_ASSIGN_OR_RETURN(auto m, Qwen2MoeModel::load(ck, q, comm));
-    return std::unique_ptr<Model>(std::move(m));
+  auto it = model_registry().find(type);
+  if (it == model_registry().end()) {
+    std::string known;
+    for (const std::string& t : model_types()) known += (known.empty() ? "" : ", ") + t;
+    return BadInput(ck.dir() + "/config.json: model_type \"" + type + "\" is not supported (" +
+                    known + ")");
   }
-  if (type == "bert" || type == "bert_moe") {
-    if (opt.train != ModelTrain::kNone)
-      return InvalidArgument(ck.dir() + ": " + type + " models are inference only");
-    BertMoeOptions b;
-    b.num_experts = opt.upcycle_experts;
-    b.moe_every = opt.moe_every;
-    b.top_k = opt.experts_top_k;
-    if (!opt.router.empty()) b.router.name = opt.router;
-    b.router.seed = opt.seed;
-    b.upcycle_noise = static_cast<float>(opt.upcycle_noise);
-    b.capacity_factor = opt.capacity_factor;
-    b.expert_bits = opt.expert_bits;
-    b.quant_group = opt.quant_group;
-    b.seed = opt.seed;
-    b.exec = opt.exec;
-    SY_ASSIGN_OR_RETURN(auto m, BertMoeModel::load(ck, b, comm));
-    return std::unique_ptr<Model>(std::move(m));
-  }
-  return BadInput(ck.dir() + "/config.json: model_type \"" + type +
-                  "\" is not supported (qwen2_moe, bert, bert_moe)");
+  return it->second(ck, opt, comm);
 }
 
 }  // namespace sy

@@ -1,8 +1,8 @@
 // One interface for every model the runtime runs (Qwen2-MoE decoders, BERT / BERT-MoE
 // encoders), so that the commands, the trainer and the load reports never ask which model it
-// is. A new model is one class implementing Model plus one line in load_model() (model.cc).
+// is. A new model is one file: a class implementing Model plus one SY_REGISTER_MODEL line.
 //
-//   load_model(checkpoint)  -> reads config.json's model_type and loads that class
+//   load_model(checkpoint)  -> the loader registered for config.json's model_type
 //   forward(ids)            -> logits; a decoder continues its KV cache (reset_cache() first to
 //                              start at position 0), an encoder always starts at position 0
 //   backward(dlogits)       -> parameter gradients, where the model trains (trainable())
@@ -148,9 +148,19 @@ class Model {
                                           const std::function<void(int32_t)>& on_token);
 };
 
-// Opens the model of a checkpoint by its config.json model_type (qwen2_moe, bert, bert_moe;
-// kBadInput naming the file otherwise). COLLECTIVE only in that every rank must call it.
+// Models by config.json's model_type. Each model file registers its loader with one line,
+//   SY_REGISTER_MODEL(qwen2_moe, "qwen2_moe", LoadQwen2Moe);
+// and load_model() opens a checkpoint with the loader of its model_type (kBadInput naming the
+// file and the known types otherwise). COLLECTIVE only in that every rank must call it.
+using ModelLoader = StatusOr<std::unique_ptr<Model>> (*)(const HfCheckpoint& ck,
+                                                         const ModelOptions& opt,
+                                                         Communicator* comm);
+bool register_model(const char* model_type, ModelLoader load);  // fatal on a duplicate type
+std::vector<std::string> model_types();                         // sorted
 StatusOr<std::unique_ptr<Model>> load_model(const HfCheckpoint& ck, const ModelOptions& opt,
                                             Communicator* comm);
+
+#define SY_REGISTER_MODEL(ident, model_type, loader) \
+  static const bool sy_model_registered_##ident = ::sy::register_model(model_type, loader)
 
 }  // namespace sy

@@ -707,4 +707,24 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   return Status::Ok();
 }
 
+// ---- registration (runtime/model/model.h) ----
+
+namespace {
+StatusOr<std::unique_ptr<Model>> LoadQwen2Moe(const HfCheckpoint& ck, const ModelOptions& opt,
+                                              Communicator* comm) {
+  Qwen2MoeOptions q;
+  q.train = opt.train;
+  q.expert_bits = opt.expert_bits;
+  q.quant_group = opt.quant_group;
+  q.capacity_factor = opt.capacity_factor;
+  q.router = opt.router;
+  q.seed = opt.seed;
+  q.exec = opt.exec;
+  SY_ASSIGN_OR_RETURN(auto m, Qwen2MoeModel::load(ck, q, comm));
+  return std::unique_ptr<Model>(std::move(m));
+}
+}  // namespace
+
+SY_REGISTER_MODEL(qwen2_moe, "qwen2_moe", LoadQwen2Moe);
+
 }  // namespace sy
