@@ -43,7 +43,7 @@ Status MoeStack::forward(const int32_t* ids_T, int64_t T, float* h_TD) {
     ops::rmsnorm_forward(layers_[l]->ctx(), h_TD, norm_w_[l].data(), xn_TD_.data(), nullptr, T, D,
                          cfg_.rms_eps);
     SY_RETURN_IF_ERROR(layers_[l]->forward(xn_TD_.data(), ids_T, T, y_TD_.data()));
-    for (int64_t i = 0; i < T * D; ++i) h_TD[i] += y_TD_[static_cast<size_t>(i)];
+    ops::add_inplace(layers_[l]->ctx(), h_TD, y_TD_.data(), T * D);  // residual
   }
   return Status::Ok();
 }
