@@ -99,7 +99,7 @@ struct ExchangeLoad {
 // Load and timing of the last exchanges through one handle. The times are the only clock of
 // the exchange phases: the MoE layer reads them rather than timing the calls again.
 struct DispatchStats {
-  ExchangeLoad load;           // set by exchange_counts
+  ExchangeLoad load;            // set by exchange_counts
   double count_exchange_s = 0;  // steps 1 + 2 of the last exchange_counts
   double dispatch_s = 0;        // rows out (+ kSingle's permutation), last dispatch_rows
   double return_s = 0;          // (kSingle's permutation +) rows back, last return_rows

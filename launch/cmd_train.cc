@@ -112,8 +112,8 @@ StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step
   const int64_t* row = v.data();
   for (MoeLayer* l : layers) {
     const int64_t E = l->config().num_experts;
-    const RoutingMetrics m = routing_metrics_from_counts(nullptr, nullptr, 0, E,
-                                                         l->config().top_k, row, row + E);
+    const RoutingMetrics m =
+        routing_metrics_from_counts(nullptr, nullptr, 0, E, l->config().top_k, row, row + E);
     row += 2 * E;
     routed += m.routed;
     dropped += m.dropped;

@@ -86,10 +86,9 @@ RoutingMetrics routing_metrics_compute(const float* probs_TE, const int32_t* top
 }
 
 RoutingMetrics routing_metrics_from_counts(const float* probs_TE, const int32_t* topk_ids_TK,
-                                           int64_t T, int64_t E, int64_t K,
-                                           const int64_t* routed_E, const int64_t* dropped_E,
-                                           const RoutingMetricsConfig& cfg,
-                                           const uint8_t* mask_T) {
+                                           int64_t T, int64_t E, int64_t K, const int64_t* routed_E,
+                                           const int64_t* dropped_E,
+                                           const RoutingMetricsConfig& cfg, const uint8_t* mask_T) {
   RoutingMetrics m = empty_metrics(probs_TE, topk_ids_TK, T, E, K);
   SY_CHECK(routed_E != nullptr);
   m.have_drops = dropped_E != nullptr;

@@ -83,8 +83,8 @@ RoutingMetrics routing_metrics_compute(const float* probs_TE, const int32_t* top
 // tokens; dropped_E may be null: nothing dropped). With the plan's counts of the same tokens
 // this equals routing_metrics_compute with the plan's kept_TK.
 RoutingMetrics routing_metrics_from_counts(const float* probs_TE, const int32_t* topk_ids_TK,
-                                           int64_t T, int64_t E, int64_t K,
-                                           const int64_t* routed_E, const int64_t* dropped_E,
+                                           int64_t T, int64_t E, int64_t K, const int64_t* routed_E,
+                                           const int64_t* dropped_E,
                                            const RoutingMetricsConfig& cfg = {},
                                            const uint8_t* mask_T = nullptr);
 

@@ -15,9 +15,9 @@ RoutingMetrics layer_step_metrics(const MoeLayer& layer) {
   const MoeStepStats& st = layer.last_stats();
   const RouterOutput& ro = layer.router_output();
   const MoeLayerConfig& lc = layer.config();
-  return routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), st.T,
-                                     lc.num_experts, lc.top_k, st.routed_E.data(),
-                                     st.dropped_E.data(), {}, layer.last_mask());
+  return routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), st.T, lc.num_experts,
+                                     lc.top_k, st.routed_E.data(), st.dropped_E.data(), {},
+                                     layer.last_mask());
 }
 
 void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMetrics& m,
@@ -129,7 +129,8 @@ void RoutingCollector::add_step(int64_t step) {
     if (layer.last_stats().T == 0) continue;
     const RoutingMetrics part = layer_step_metrics(layer);
     routing_metrics_merge(part, &mine_[l]);
-    if (!out_.empty()) fill_layer_step(layer, static_cast<int>(l), step, part, report_.add_entries());
+    if (!out_.empty())
+      fill_layer_step(layer, static_cast<int>(l), step, part, report_.add_entries());
   }
 }
 

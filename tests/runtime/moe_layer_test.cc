@@ -451,9 +451,9 @@ TEST(MoeLayer, StepStatsAreThePlansCounts) {
   EXPECT_EQ(xl.bytes_recv_P, std::vector<int64_t>{0});
   EXPECT_EQ(xl.rows_recv_e, st.kept_E);
   EXPECT_EQ(st.bandwidth_gbps, 0.0);
-  EXPECT_EQ(st.forward.count_exchange_s + st.forward.dispatch_exchange_s +
-                st.forward.return_exchange_s,
-            0.0);
+  EXPECT_EQ(
+      st.forward.count_exchange_s + st.forward.dispatch_exchange_s + st.forward.return_exchange_s,
+      0.0);
   EXPECT_GE(st.forward.total_s(), 0.0);
   EXPECT_EQ(st.backward.total_s(), 0.0) << "no backward yet";
 
@@ -462,9 +462,8 @@ TEST(MoeLayer, StepStatsAreThePlansCounts) {
   const RoutingMetrics a =
       routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), kT, kE, kK,
                                   st.routed_E.data(), st.dropped_E.data(), {}, l->last_mask());
-  const RoutingMetrics b = routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
-                                                   plan.kept_TK.data(), kT, kE, kK, {},
-                                                   mask.data());
+  const RoutingMetrics b = routing_metrics_compute(
+      ro.probs_TE.ptr(), ro.topk_ids_TK.data(), plan.kept_TK.data(), kT, kE, kK, {}, mask.data());
   EXPECT_EQ(a.load_E, b.load_E);
   EXPECT_EQ(a.dropped_E, b.dropped_E);
   EXPECT_EQ(a.tokens, b.tokens);
