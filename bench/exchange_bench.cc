@@ -1,4 +1,4 @@
-// The dispatcher's exchange (count exchange + dispatch + combine) beside a raw MPI_Alltoallv of
+// The dispatcher's exchange (count exchange + dispatch + return) beside a raw MPI_Alltoallv of
 // exactly the same bytes, in the same run. A plain MPI program (not Google Benchmark: every
 // rank must take part in every timed call).
 //
@@ -12,7 +12,7 @@
 //
 // Measured per iteration, each after a barrier, back to back (the order rotates every
 // iteration), on the same buffers (so both find the same data in cache):
-//   dispatcher: dispatch() (count exchange + rows out) + combine(), once per ExchangeMode
+//   dispatcher: dispatch() (count exchange + rows out) + return_rows(), once per ExchangeMode
 //               (what a forward MoE layer does)
 //   raw:        MPI_Alltoallv there and MPI_Alltoallv back (blocking, MPI_COMM_WORLD), with
 //               the same per-peer counts and a contiguous row datatype: the floor for moving
@@ -22,8 +22,8 @@
 // Columns: dispatch_us, raw_us = medians over iterations; ratio = the median over iterations
 // of dispatcher / raw within the same iteration (a pair run back to back sees the same load,
 // so this is the robust number on a shared machine); ratio_min = min / min (noise only adds
-// time); counts_us, rows_us, combine_us = rank 0's medians of DispatchStats' phases
-// (count_exchange_s, dispatch_s, combine_s).
+// time); counts_us, rows_us, return_us = rank 0's medians of DispatchStats' phases
+// (count_exchange_s, dispatch_s, return_s).
 // Bandwidth = (bytes sent to + received from OTHER ranks, both directions, by one rank) / time:
 // per-rank algorithm bandwidth of the round trip, self block excluded.
 //
@@ -59,7 +59,7 @@ double max_over_ranks(double t) {
 
 struct Result {  // one dispatcher mode at one payload
   double disp_med_s, raw_med_s, paired_ratio, min_ratio;
-  double counts_med_s, dispatch_med_s, combine_med_s;  // rank 0's phases (DispatchStats)
+  double counts_med_s, dispatch_med_s, return_med_s;   // rank 0's phases (DispatchStats)
   int64_t remote_bytes;                                // per rank, one direction (sent + received)
 };
 
@@ -95,7 +95,7 @@ std::vector<Result> run_payload(sy::Communicator& comm, const std::vector<sy::Di
   MPI_Type_commit(&row);
 
   std::vector<double> tr;
-  std::vector<std::vector<double>> td(M), ratio(M), tcount(M), tdisp(M), tcomb(M);
+  std::vector<std::vector<double>> td(M), ratio(M), tcount(M), tdisp(M), tret(M);
   std::vector<double> t(M + 1);  // [0, M): dispatchers, M: raw
   for (int it = 0; it < warmup + iters; ++it) {
     for (int k = 0; k <= M; ++k) {
@@ -105,7 +105,7 @@ std::vector<Result> run_payload(sy::Communicator& comm, const std::vector<sy::Di
       if (m < M) {
         const sy::CollectiveTag tag{"bench", 0, it};
         disps[m]->dispatch(kept_E.data(), x_AD.data(), A, tag, &h[m], &recv_RD);
-        disps[m]->combine(&h[m], recv_RD.data(), y_AD.data(), tag);
+        disps[m]->return_rows(&h[m], recv_RD.data(), y_AD.data(), tag);
       } else {
         MPI_Alltoallv(x_AD.data(), cnt.data(), dsp.data(), row, recv_RD.data(), cnt.data(),
                       dsp.data(), row, MPI_COMM_WORLD);
@@ -121,7 +121,7 @@ std::vector<Result> run_payload(sy::Communicator& comm, const std::vector<sy::Di
       ratio[m].push_back(t[m] / t[M]);
       tcount[m].push_back(h[m].stats().count_exchange_s);
       tdisp[m].push_back(h[m].stats().dispatch_s);
-      tcomb[m].push_back(h[m].stats().combine_s);
+      tret[m].push_back(h[m].stats().return_s);
     }
   }
   MPI_Type_free(&row);
@@ -134,7 +134,7 @@ std::vector<Result> run_payload(sy::Communicator& comm, const std::vector<sy::Di
   for (int m = 0; m < M; ++m) {
     res.push_back({median(td[m]), median(tr), median(ratio[m]),
                    *std::min_element(td[m].begin(), td[m].end()) / raw_min, median(tcount[m]),
-                   median(tdisp[m]), median(tcomb[m]), h[m].stats().remote_bytes()});
+                   median(tdisp[m]), median(tret[m]), h[m].stats().load.remote_bytes()});
   }
   return res;
 }
@@ -187,12 +187,12 @@ int main(int argc, char** argv) {
   if (comm.rank() == 0) {
     std::printf(
         "exchange_bench: P=%d E=%d (e=%d per rank) K=%lld D=%lld, %d iterations after %d "
-        "warm-up; dispatcher = count exchange + dispatch + combine, raw = 2 x "
+        "warm-up; dispatcher = count exchange + dispatch + return, raw = 2 x "
         "MPI_Alltoallv of the same bytes\n",
         P, E, E / P, static_cast<long long>(kK), static_cast<long long>(kD), iters, warmup);
     std::printf("%-11s %9s %12s %10s %7s %9s %9s %9s %10s %10s %10s\n", "mode", "payload",
                 "dispatch_us", "raw_us", "ratio", "ratio_min", "disp_GB/s", "raw_GB/s", "counts_us",
-                "rows_us", "combine_us");
+                "rows_us", "return_us");
   }
   const int64_t kib = 1024;
   std::vector<std::unique_ptr<sy::Dispatcher>> owned;
@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
                   sy::exchange_mode_name(modes[m]), static_cast<long long>(payload_kib),
                   x.disp_med_s * 1e6, x.raw_med_s * 1e6, x.paired_ratio, x.min_ratio,
                   bytes / x.disp_med_s * 1e-9, bytes / x.raw_med_s * 1e-9, x.counts_med_s * 1e6,
-                  x.dispatch_med_s * 1e6, x.combine_med_s * 1e6);
+                  x.dispatch_med_s * 1e6, x.return_med_s * 1e6);
       std::fflush(stdout);
     }
   }

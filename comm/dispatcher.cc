@@ -36,7 +36,7 @@ const char* exchange_mode_name(ExchangeMode m) {
   return "?";
 }
 
-int64_t DispatchStats::remote_bytes() const {
+int64_t ExchangeLoad::remote_bytes() const {
   int64_t b = 0;
   for (size_t p = 0; p < bytes_sent_P.size(); ++p) b += bytes_sent_P[p] + bytes_recv_P[p];
   return b;
@@ -186,7 +186,7 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
     h.local_offsets_e1_[j + 1] = at;
   }
 
-  DispatchStats& st = h.stats_;
+  ExchangeLoad& st = h.stats_.load;
   const int64_t row_bytes = D_ * static_cast<int64_t>(sizeof(float));
   st.rows_sent_P = h.send_counts_P_;
   st.rows_recv_P = h.recv_counts_P_;
@@ -203,7 +203,7 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
   }
   h.send_counts_P_[r_] = 0;  // kSingle copies the self block outside the alltoallv
   h.recv_counts_P_[r_] = 0;
-  st.count_exchange_s = seconds_since(t0);
+  h.stats_.count_exchange_s = seconds_since(t0);
 }
 
 void Dispatcher::dispatch(const int32_t* kept_E, const float* rows_AD, int64_t A,
@@ -264,16 +264,16 @@ void Dispatcher::dispatch_rows(DispatchHandle* handle, const float* rows_AD, flo
     permute_remote(h, staging_RD_.data(), out_RD, /*to_expert_major=*/true);
   }
   h.stats_.dispatch_s = seconds_since(t0);
-  h.stats_.dispatch_bytes_per_s = bytes_per_s(h.stats_.remote_bytes(), h.stats_.dispatch_s);
+  h.stats_.dispatch_bytes_per_s = bytes_per_s(h.stats_.load.remote_bytes(), h.stats_.dispatch_s);
 }
 
-void Dispatcher::combine(DispatchHandle* handle, const float* rows_RD, float* out_AD,
-                         const CollectiveTag& tag) {
+void Dispatcher::return_rows(DispatchHandle* handle, const float* rows_RD, float* out_AD,
+                             const CollectiveTag& tag) {
   SY_CHECK(handle != nullptr && handle->owner_ == this)
-      << "combine needs a handle filled by this dispatcher's exchange_counts";
+      << "return_rows needs a handle filled by this dispatcher's exchange_counts";
   const Clock::time_point t0 = Clock::now();
   DispatchHandle& h = *handle;
-  const CollectiveTag rows_tag{"combine.rows", tag.layer, tag.step};
+  const CollectiveTag rows_tag{"return.rows", tag.layer, tag.step};
   if (opt_.mode == ExchangeMode::kBlocks) {
     SY_CHECK_OK(comm_->alltoallv_blocks(
         rows_RD, {e_, h.recv_counts_Pe_.data(), h.recv_displs_Pe_.data(), h.R_}, out_AD,
@@ -286,8 +286,8 @@ void Dispatcher::combine(DispatchHandle* handle, const float* rows_RD, float* ou
         {h.send_counts_P_.data(), h.send_displs_P_.data(), h.A_}, D_, rows_tag));
     copy_self(h, rows_RD, out_AD, /*to_expert_major=*/false);
   }
-  h.stats_.combine_s = seconds_since(t0);
-  h.stats_.combine_bytes_per_s = bytes_per_s(h.stats_.remote_bytes(), h.stats_.combine_s);
+  h.stats_.return_s = seconds_since(t0);
+  h.stats_.return_bytes_per_s = bytes_per_s(h.stats_.load.remote_bytes(), h.stats_.return_s);
 }
 
 }  // namespace sy

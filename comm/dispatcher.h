@@ -1,8 +1,13 @@
 // The token exchange of one expert-parallel MoE layer, in DeepEP's shape: dispatch() sends each
-// kept (token, slot) row to the rank that owns its expert and returns a handle; combine() uses
-// the handle to bring the expert outputs back, in the sender's order. Backward reuses the same
-// handle: dispatch_rows() carries gradients of expert outputs out along the dispatch pattern
-// (no new count exchange), combine() brings gradients of expert inputs back.
+// kept (token, slot) row to the rank that owns its expert and returns a handle; return_rows()
+// uses the handle to bring the expert outputs back, in the sender's order. Backward reuses the
+// same handle: dispatch_rows() carries gradients of expert outputs out along the dispatch
+// pattern (no new count exchange), return_rows() brings gradients of expert inputs back.
+//
+// Names: DeepEP calls the way back "combine" because its kernel also sums each token's rows;
+// here that sum is a separate step of the MoE layer (the weighted combine, runtime/moe/
+// moe_layer.h), so the exchange back is "return" (return_rows, DispatchStats::return_s, the
+// collective "return.rows") and "combine" means only the weighted sum.
 //
 // Experts are split contiguously: rank r owns global experts [r*e, (r+1)*e), e = E/P. The
 // caller's rows are in PLAN ORDER (routers/capacity.h: grouped by global expert ascending,
@@ -26,7 +31,7 @@
 //      22 (kExitBadInput) through Communicator::abort on the receiver, naming both ranks, the
 //      collective (op/seq/layer/step) and the two counts, before any payload is sent.
 //   3. rows, placed expert-major (ExchangeMode says how).
-// combine is the transpose (counts known from the handle; no count exchange).
+// return_rows is the transpose (counts known from the handle; no count exchange).
 //
 // Memory: the receive side is sized by the rows actually received (R = sum over sources of the
 // counts from step 1), never by a worst case of all tokens; with a capacity factor R <= P * C.
@@ -51,7 +56,7 @@ namespace sy {
 
 // How the rows cross (step 3). Both put the same bytes in the same places; only speed differs.
 // bench/exchange_bench.cc, 2 cores, Open MPI 4.1 shared memory (single-copy CMA), E = 8,
-// D = 2048, dispatch + combine against 2 x MPI_Alltoallv of the same bytes (paired medians):
+// D = 2048, dispatch + return_rows against 2 x MPI_Alltoallv of the same bytes (paired medians):
 //   per rank   64 KiB  256 KiB  1 MiB  4 MiB  16 MiB  64 MiB
 //   P=2 blocks   2.8     1.9     1.25   1.05   1.04    1.01
 //   P=2 single   1.7     1.35    1.29   1.25   1.21    1.23
@@ -69,7 +74,7 @@ enum class ExchangeMode {
   kBlocks,
   // One alltoallv (one message per peer) into a source-major staging buffer, then a
   // permutation to expert-major (memcpy of (P-1)*e contiguous runs; the self block is copied
-  // straight into place); combine permutes back first. One extra copy of the remote rows.
+  // straight into place); return_rows permutes back first. One extra copy of the remote rows.
   kSingle,
 };
 const char* exchange_mode_name(ExchangeMode m);
@@ -81,22 +86,29 @@ struct DispatcherOptions {
   int64_t max_recv_rows = 0;
 };
 
-// Load and timing of one exchange, for the per-rank load report. Rows include this rank's own
-// block (self); bytes and bandwidths count only what crosses between ranks (self entry 0).
-struct DispatchStats {
+// What one exchange moves, for load reports (the MoE layer publishes it in its MoeStepStats).
+// Rows include this rank's own block (self); bytes count only what crosses between ranks (self
+// entry 0): bytes = rows * D * sizeof(float) for every other rank.
+struct ExchangeLoad {
   std::vector<int64_t> rows_sent_P, rows_recv_P;    // [P] rows to / from each rank
   std::vector<int64_t> bytes_sent_P, bytes_recv_P;  // [P] rows * D * sizeof(float), self 0
   std::vector<int64_t> rows_recv_e;                 // [e] rows received per local expert
-  double count_exchange_s = 0;                      // step 1 + 2 of the last dispatch
-  double dispatch_s = 0;  // rows out + permutation, last dispatch / dispatch_rows
-  double combine_s = 0;   // permutation + rows back, last combine
-  // (bytes sent to + received from OTHER ranks) / seconds, for the last dispatch_rows and
-  // combine: per-rank algorithm bandwidth, both directions counted; 0 when nothing moved.
-  double dispatch_bytes_per_s = 0, combine_bytes_per_s = 0;
-  int64_t remote_bytes() const;  // sum of bytes_sent_P and bytes_recv_P
+  int64_t remote_bytes() const;                     // sum of bytes_sent_P and bytes_recv_P
 };
 
-// What dispatch() learned and combine() / dispatch_rows() reuse. Owned by the caller (one per
+// Load and timing of the last exchanges through one handle. The times are the only clock of
+// the exchange phases: the MoE layer reads them rather than timing the calls again.
+struct DispatchStats {
+  ExchangeLoad load;            // set by exchange_counts
+  double count_exchange_s = 0;  // steps 1 + 2 of the last exchange_counts
+  double dispatch_s = 0;        // rows out (+ kSingle's permutation), last dispatch_rows
+  double return_s = 0;          // (kSingle's permutation +) rows back, last return_rows
+  // load.remote_bytes() / seconds of the last dispatch_rows and return_rows: per-rank
+  // algorithm bandwidth, both directions counted; 0 when nothing moved.
+  double dispatch_bytes_per_s = 0, return_bytes_per_s = 0;
+};
+
+// What dispatch() learned and return_rows() / dispatch_rows() reuse. Owned by the caller (one per
 // layer, so a training step can hold every layer's handle until backward); valid until the
 // next exchange_counts() / dispatch() into it, and only with the Dispatcher that filled it.
 // Reusing a handle reuses its buffers.
@@ -165,9 +177,9 @@ class Dispatcher {
   // Collective, blocking: the reverse of dispatch_rows. rows_RD [R, D] expert-major (the
   // experts' outputs, or gradients of their inputs) go back to their senders; out_AD [A, D]
   // (caller's, written) gets this rank's rows in plan order. No count exchange. The collectives
-  // are named "combine.rows".
-  void combine(DispatchHandle* handle, const float* rows_RD, float* out_AD,
-               const CollectiveTag& tag);
+  // are named "return.rows".
+  void return_rows(DispatchHandle* handle, const float* rows_RD, float* out_AD,
+                   const CollectiveTag& tag);
 
  private:
   Dispatcher(Communicator* comm, int64_t E, int64_t D, const DispatcherOptions& options);

@@ -89,39 +89,35 @@ json RunSettings(const TrainArgs& a, const std::string& router) {
           {"quantize", a.quantize}};
 }
 
-// Global routing of the step over all ranks: drops and the worst layer's max/mean expert load.
+// Global routing of the step over all ranks: drops and the worst layer's max/mean expert load,
+// from each MoE layer's counters (its MoeStepStats summed over the step's forwards) through the
+// routing metrics' math.
 struct StepRouting {
   double drop_fraction = 0;
   double imbalance = 0;
 };
 StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step) {
-  // One all-reduce: every MoE layer's routed-per-expert counts, then its dropped count.
+  // One all-reduce: every MoE layer's routed-per-expert counts, then its dropped-per-expert.
+  const std::vector<MoeLayer*> layers = model.sparse_layers();
   std::vector<int64_t> v;
-  size_t layers = 0, E = 0;
-  for (MoeLayer* l : model.moe_layers()) {
-    if (!l) continue;
+  for (MoeLayer* l : layers) {
     const MoeLayerCounters& c = l->counters();
-    E = c.routed_E.size();
     v.insert(v.end(), c.routed_E.begin(), c.routed_E.end());
-    v.push_back(c.dropped);
-    ++layers;
+    v.insert(v.end(), c.dropped_E.begin(), c.dropped_E.end());
   }
   comm.allreduce(v.data(), static_cast<int64_t>(v.size()), ReduceOp::kSum,
                  {"train.routing", -1, step});
   StepRouting r;
   int64_t routed = 0, dropped = 0;
-  for (size_t k = 0; k < layers; ++k) {
-    const int64_t* row = v.data() + k * (E + 1);
-    int64_t sum = 0, mx = 0;
-    for (size_t e = 0; e < E; ++e) {
-      sum += row[e];
-      mx = std::max(mx, row[e]);
-    }
-    routed += sum;
-    dropped += row[E];
-    if (sum > 0)
-      r.imbalance = std::max(
-          r.imbalance, static_cast<double>(mx) * static_cast<double>(E) / static_cast<double>(sum));
+  const int64_t* row = v.data();
+  for (MoeLayer* l : layers) {
+    const int64_t E = l->config().num_experts;
+    const RoutingMetrics m =
+        routing_metrics_from_counts(nullptr, nullptr, 0, E, l->config().top_k, row, row + E);
+    row += 2 * E;
+    routed += m.routed;
+    dropped += m.dropped;
+    r.imbalance = std::max(r.imbalance, m.imbalance);
   }
   r.drop_fraction = routed > 0 ? static_cast<double>(dropped) / static_cast<double>(routed) : 0;
   return r;

@@ -9,7 +9,6 @@
 #include "launch/progress.h"
 #include "proto/report.pb.h"
 #include "runtime/core/rng.h"
-#include "runtime/core/version.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/moe_stack.h"
 #include "runtime/report/cluster_report.h"
@@ -85,18 +84,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   const int L = static_cast<int>(stack->num_layers());
 
   switchyard::RankReport report;
-  report.set_rank(me);
-  report.set_world_size(P);
-  report.set_host(host_name());
-  report.set_router(sc.layer.router.name);
-  report.set_num_experts(static_cast<int32_t>(sc.layer.num_experts));
-  report.set_top_k(static_cast<int32_t>(sc.layer.top_k));
-  report.set_d_model(static_cast<int32_t>(D));
-  report.set_local_expert_begin(static_cast<int32_t>(stack->layer(0).first_local_expert()));
-  report.set_local_expert_count(static_cast<int32_t>(stack->layer(0).num_local_experts()));
-  report.set_num_layers(L);
-  report.set_config_text(config_text(cfg));
-  report.set_switchyard_version(kVersion);
+  fill_rank_header(stack->layer(0), L, config_text(cfg), *comm, &report);
 
   InferResult res;
   res.router = sc.layer.router.name;
@@ -123,12 +111,9 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
         return Status(StatusCode::kNonFinite, "non-finite router scores at layer " +
                                                   std::to_string(l) + " step " +
                                                   std::to_string(step) + " (on some rank)");
-      const RouterOutput& ro = layer.router_output();
-      RoutingMetrics part = routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
-                                                    layer.plan().kept_TK.data(), n,
-                                                    sc.layer.num_experts, sc.layer.top_k);
+      const RoutingMetrics part = layer_step_metrics(layer);
       routing_metrics_merge(part, &mine[static_cast<size_t>(l)]);
-      if (!opt.out_dir.empty()) fill_layer_step(layer, l, step, n, part, report.add_entries());
+      if (!opt.out_dir.empty()) fill_layer_step(layer, l, step, part, report.add_entries());
     }
     if (!opt.dump.empty()) hidden.insert(hidden.end(), h.begin(), h.end());
     // Progress in global tokens: every rank advances by about the same share.

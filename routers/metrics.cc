@@ -25,18 +25,13 @@ double RoutingMetricsConfig::collapse_threshold(int64_t E, int64_t K) const {
   return 1.0 + collapse_fraction * (static_cast<double>(E) / static_cast<double>(K) - 1.0);
 }
 
-RoutingMetrics routing_metrics_compute(const float* probs_TE, const int32_t* topk_ids_TK,
-                                       const uint8_t* kept_TK, int64_t T, int64_t E, int64_t K,
-                                       const RoutingMetricsConfig& cfg, const uint8_t* mask_T) {
-  SY_CHECK(T >= 0 && E >= 1 && K >= 1 && K <= E)
-      << "routing metrics sizes T=" << T << " E=" << E << " K=" << K;
-  SY_CHECK(T == 0 || (probs_TE != nullptr && topk_ids_TK != nullptr));
-  RoutingMetrics m;
-  m.E = E;
-  m.K = K;
-  m.load_E.assign(static_cast<size_t>(E), 0);
-  m.dropped_E.assign(static_cast<size_t>(E), 0);
-  m.have_drops = kept_TK != nullptr;
+namespace {
+
+// Per-token sums of the unmasked tokens into *m (E, K, load_E, dropped_E set up). With
+// count_load, also counts each assignment into load_E (and dropped_E where kept_TK says so).
+void add_token_sums(const float* probs_TE, const int32_t* topk_ids_TK, const uint8_t* kept_TK,
+                    int64_t T, const uint8_t* mask_T, bool count_load, RoutingMetrics* m) {
+  const int64_t E = m->E, K = m->K;
   for (int64_t t = 0; t < T; ++t) {
     if (mask_T && !mask_T[t]) continue;
     const float* p = probs_TE + t * E;
@@ -48,20 +43,58 @@ RoutingMetrics routing_metrics_compute(const float* probs_TE, const int32_t* top
     }
     // Rounding can make H a hair negative for a one-hot row; entropy is never below 0.
     H = std::max(H, 0.0);
-    m.entropy_sum += H;
-    m.exp_entropy_sum += std::exp(H);
+    m->entropy_sum += H;
+    m->exp_entropy_sum += std::exp(H);
     double mass = 0.0;
     for (int64_t k = 0; k < K; ++k) {
       const int32_t e = ids[k];
       SY_CHECK(e >= 0 && e < E) << "expert id " << e << " out of range [0, " << E << ") at token "
                                 << t << " slot " << k;
       mass += p[e];
-      ++m.load_E[static_cast<size_t>(e)];
-      if (kept_TK && !kept_TK[t * K + k]) ++m.dropped_E[static_cast<size_t>(e)];
+      if (!count_load) continue;
+      ++m->load_E[static_cast<size_t>(e)];
+      if (kept_TK && !kept_TK[t * K + k]) ++m->dropped_E[static_cast<size_t>(e)];
     }
-    m.topk_mass_sum += mass;
-    ++m.tokens;
+    m->topk_mass_sum += mass;
+    ++m->tokens;
   }
+}
+
+RoutingMetrics empty_metrics(const float* probs_TE, const int32_t* topk_ids_TK, int64_t T,
+                             int64_t E, int64_t K) {
+  SY_CHECK(T >= 0 && E >= 1 && K >= 1 && K <= E)
+      << "routing metrics sizes T=" << T << " E=" << E << " K=" << K;
+  SY_CHECK(T == 0 || (probs_TE != nullptr && topk_ids_TK != nullptr));
+  RoutingMetrics m;
+  m.E = E;
+  m.K = K;
+  m.load_E.assign(static_cast<size_t>(E), 0);
+  m.dropped_E.assign(static_cast<size_t>(E), 0);
+  return m;
+}
+
+}  // namespace
+
+RoutingMetrics routing_metrics_compute(const float* probs_TE, const int32_t* topk_ids_TK,
+                                       const uint8_t* kept_TK, int64_t T, int64_t E, int64_t K,
+                                       const RoutingMetricsConfig& cfg, const uint8_t* mask_T) {
+  RoutingMetrics m = empty_metrics(probs_TE, topk_ids_TK, T, E, K);
+  m.have_drops = kept_TK != nullptr;
+  add_token_sums(probs_TE, topk_ids_TK, kept_TK, T, mask_T, /*count_load=*/true, &m);
+  routing_metrics_finalize(&m, cfg);
+  return m;
+}
+
+RoutingMetrics routing_metrics_from_counts(const float* probs_TE, const int32_t* topk_ids_TK,
+                                           int64_t T, int64_t E, int64_t K, const int64_t* routed_E,
+                                           const int64_t* dropped_E,
+                                           const RoutingMetricsConfig& cfg, const uint8_t* mask_T) {
+  RoutingMetrics m = empty_metrics(probs_TE, topk_ids_TK, T, E, K);
+  SY_CHECK(routed_E != nullptr);
+  m.have_drops = dropped_E != nullptr;
+  m.load_E.assign(routed_E, routed_E + E);
+  if (dropped_E) m.dropped_E.assign(dropped_E, dropped_E + E);
+  add_token_sums(probs_TE, topk_ids_TK, nullptr, T, mask_T, /*count_load=*/false, &m);
   routing_metrics_finalize(&m, cfg);
   return m;
 }

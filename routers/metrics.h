@@ -77,6 +77,17 @@ RoutingMetrics routing_metrics_compute(const float* probs_TE, const int32_t* top
                                        const RoutingMetricsConfig& cfg = {},
                                        const uint8_t* mask_T = nullptr);
 
+// Metrics of one batch whose per-expert counts are known already (an MoE layer's step stats,
+// which take them from the capacity plan): the per-token sums from probs_TE and topk_ids_TK as
+// above, load_E and dropped_E copied from routed_E and dropped_E [E] (counted over the unmasked
+// tokens; dropped_E may be null: nothing dropped). With the plan's counts of the same tokens
+// this equals routing_metrics_compute with the plan's kept_TK.
+RoutingMetrics routing_metrics_from_counts(const float* probs_TE, const int32_t* topk_ids_TK,
+                                           int64_t T, int64_t E, int64_t K, const int64_t* routed_E,
+                                           const int64_t* dropped_E,
+                                           const RoutingMetricsConfig& cfg = {},
+                                           const uint8_t* mask_T = nullptr);
+
 // Recomputes the derived fields of *m from its sums.
 void routing_metrics_finalize(RoutingMetrics* m, const RoutingMetricsConfig& cfg = {});
 

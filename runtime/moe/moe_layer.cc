@@ -101,6 +101,19 @@ void MoeLayer::reset_counters() {
   counters_.dropped_E.assign(E, 0);
 }
 
+void MoeLayerCounters::add(const MoeStepStats& s) {
+  forwards += 1;
+  tokens += s.tokens;
+  routed += s.routed;
+  kept += s.kept;
+  dropped += s.dropped;
+  for (size_t e = 0; e < s.routed_E.size(); ++e) {
+    routed_E[e] += s.routed_E[e];
+    kept_E[e] += s.kept_E[e];
+    dropped_E[e] += s.dropped_E[e];
+  }
+}
+
 // ---- forward -------------------------------------------------------------------------------
 
 Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, float* y_TD,
@@ -113,7 +126,8 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   if (T > 0 && router_->needs_token_ids() && token_ids_T == nullptr)
     return InvalidArgument("moe layer: router '" + router_->name() + "' needs token ids");
   has_forward_ = false;
-  MoePhaseTimes& tm = fwd_times_;
+  MoePhaseTimes& tm = stats_.forward;
+  tm = MoePhaseTimes();
   Clock::time_point clk = Clock::now();
 
   router_->forward(x_TD, token_ids_T, T, &rout_);
@@ -139,21 +153,25 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
 
   if (disp_) {
     // Expert parallel: rows out to the expert owners, local experts, outputs back (plan order).
+    // The exchange phases take the dispatcher's clock; the layer's restarts after each.
     const CollectiveTag tag{"moe.forward", cfg_.layer_index, step_};
+    const DispatchStats& ds = handle_.stats();
     disp_->exchange_counts(plan_.kept_E.data(), R, tag, &handle_);
-    tm.count_exchange_s = seconds_since(&clk);
     const int64_t Rr = handle_.recv_rows();
     float* recv = scratch_grow(recv_RD_, Rr * D);
     float* out = scratch_grow(out_RD_, Rr * D);
     disp_->dispatch_rows(&handle_, xg, recv, tag);
-    tm.dispatch_s = seconds_since(&clk);
+    clk = Clock::now();
+    tm.count_exchange_s = ds.count_exchange_s;
+    tm.dispatch_exchange_s = ds.dispatch_s;
     const std::vector<int64_t>& off = handle_.local_offsets_e1();
     local_offsets_e1_.assign(off.begin(), off.end());
     experts_->forward(recv, local_offsets_e1_.data(), out);
     tm.experts_s = seconds_since(&clk);
     tm.experts_elementwise_s = experts_->last_elementwise_seconds();
-    disp_->combine(&handle_, out, yg, tag);
-    tm.return_s = seconds_since(&clk);
+    disp_->return_rows(&handle_, out, yg, tag);
+    clk = Clock::now();
+    tm.return_exchange_s = ds.return_s;
   } else {
     experts_->forward(xg, plan_.offsets_E1.data(), yg);
     tm.experts_s = seconds_since(&clk);
@@ -161,25 +179,16 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   }
 
   ops::combine_rows(c, yg, plan_.row_of_TK.data(), rout_.topk_weights_TK.ptr(), T, K, D, y_TD);
-  tm.combine_s = seconds_since(&clk);
+  tm.weighted_combine_s = seconds_since(&clk);
 
   if (shared_) shared_->forward(x_TD, T, y_TD, mask_T);
-  tm.shared_s = seconds_since(&clk);
+  tm.shared_expert_s = seconds_since(&clk);
 
   T_ = T;
   mask_T_ = mask_T;
   has_forward_ = true;
-  fill_exchange_stats();
-  counters_.forwards += 1;
-  for (int64_t t = 0; t < T; ++t) counters_.tokens += (mask_T && !mask_T[t]) ? 0 : 1;
-  counters_.routed += plan_.total_routed;
-  counters_.kept += plan_.total_kept;
-  counters_.dropped += plan_.total_dropped;
-  for (int64_t e = 0; e < E; ++e) {
-    counters_.routed_E[e] += plan_.routed_E[e];
-    counters_.kept_E[e] += plan_.kept_E[e];
-    counters_.dropped_E[e] += plan_.dropped_E[e];
-  }
+  fill_step_stats();
+  counters_.add(stats_);
   return Status::Ok();
 }
 
@@ -189,16 +198,16 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   SY_CHECK(has_forward_) << "MoeLayer::backward without a successful forward";
   const int64_t T = T_, D = cfg_.d_model, K = cfg_.top_k, R = plan_.rows();
   SY_CHECK(T == 0 || dy_TD != nullptr);
-  MoePhaseTimes& tm = bwd_times_;
+  MoePhaseTimes& tm = stats_.backward;
   tm = MoePhaseTimes();
   Clock::time_point clk = Clock::now();
 
-  // Combine backward: d w_tk = dy_t . expert_out_row (0 for dropped: they had no effect).
+  // Weighted combine backward: d w_tk = dy_t . expert_out_row (0 for dropped: no effect).
   const ExecContext& c = *exec_;
   float* dw = scratch_grow(dw_TK_, T * K);
   const int32_t* row_of = plan_.row_of_TK.data();
   ops::combine_weights_backward(c, dy_TD, yg_RD_.data(), row_of, T, K, D, dw);
-  tm.combine_s = seconds_since(&clk);
+  tm.weighted_combine_s = seconds_since(&clk);
 
   // Scatter dy to the expert rows, scaled by the combine weights.
   float* dyg = scratch_grow(dyg_RD_, R * D);
@@ -210,26 +219,30 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   float* dxg = (dx_TD || disp_) ? scratch_grow(dxg_RD_, R * D) : nullptr;
   if (disp_) {
     const CollectiveTag tag{"moe.backward", cfg_.layer_index, step_};
+    const DispatchStats& ds = handle_.stats();
     const int64_t Rr = handle_.recv_rows();
     float* drecv = scratch_grow(drecv_RD_, Rr * D);
     float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D);
     disp_->dispatch_rows(&handle_, dyg, drecv, tag);
-    tm.dispatch_s = seconds_since(&clk);
+    clk = Clock::now();
+    tm.dispatch_exchange_s = ds.dispatch_s;
     experts_->backward(drecv, dxrecv, cfg_.train_experts);
     tm.experts_s = seconds_since(&clk);
-    disp_->combine(&handle_, dxrecv, dxg, tag);
-    tm.return_s = seconds_since(&clk);
+    disp_->return_rows(&handle_, dxrecv, dxg, tag);
+    clk = Clock::now();
+    tm.return_exchange_s = ds.return_s;
   } else {
     experts_->backward(dyg, dxg, cfg_.train_experts);
     tm.experts_s = seconds_since(&clk);
   }
 
-  // The permute's backward: each token sums its kept rows' dx (unweighted combine).
+  // The permute's backward: each token sums its kept rows' dx (combine_rows unweighted, the
+  // gather's transpose: timed as permute, not as the weighted combine).
   if (dx_TD) ops::combine_rows(c, dxg, row_of, nullptr, T, K, D, dx_TD);
   tm.permute_s += seconds_since(&clk);
 
   if (shared_) shared_->backward(dy_TD, dx_TD, cfg_.train_experts);
-  tm.shared_s = seconds_since(&clk);
+  tm.shared_expert_s = seconds_since(&clk);
 
   RouterGrads g;
   g.dweights_TK = dw;
@@ -255,26 +268,35 @@ void MoeLayer::allreduce_replicated_grads() {
       if (p.grad.numel() > 0) comm_->allreduce(p.grad.ptr(), p.grad.numel(), ReduceOp::kSum, tag);
 }
 
-void MoeLayer::fill_exchange_stats() {
-  MoeExchangeStats& x = xstats_;
+void MoeLayer::fill_step_stats() {
+  MoeStepStats& st = stats_;
+  const int64_t E = cfg_.num_experts;
+  st.T = T_;
+  st.tokens = T_;
+  if (mask_T_)
+    for (int64_t t = 0; t < T_; ++t) st.tokens -= mask_T_[t] ? 0 : 1;
+  st.routed = plan_.total_routed;
+  st.kept = plan_.total_kept;
+  st.dropped = plan_.total_dropped;
+  st.routed_E.assign(plan_.routed_E.begin(), plan_.routed_E.begin() + E);
+  st.kept_E.assign(plan_.kept_E.begin(), plan_.kept_E.begin() + E);
+  st.dropped_E.assign(plan_.dropped_E.begin(), plan_.dropped_E.begin() + E);
+  const MoePhaseTimes& tm = st.forward;
   if (disp_) {
-    const DispatchStats& d = handle_.stats();
-    x.rows_sent_P = d.rows_sent_P;
-    x.rows_recv_P = d.rows_recv_P;
-    x.bytes_sent_P = d.bytes_sent_P;
-    x.bytes_recv_P = d.bytes_recv_P;
-    x.received_per_local_expert = d.rows_recv_e;
-    const double secs = d.dispatch_s + d.combine_s;
-    // Both directions of dispatch and combine cross the wire: 2x the remote bytes.
-    x.bandwidth_gbps = secs > 0 ? 2.0 * static_cast<double>(d.remote_bytes()) / secs / 1e9 : 0.0;
+    st.exchange = handle_.stats().load;
+    const double secs = tm.dispatch_exchange_s + tm.return_exchange_s;
+    // The return exchange moves the dispatch's bytes back: 2x the remote bytes in all.
+    st.bandwidth_gbps =
+        secs > 0 ? 2.0 * static_cast<double>(st.exchange.remote_bytes()) / secs / 1e9 : 0.0;
     return;
   }
+  ExchangeLoad& x = st.exchange;
   x.rows_sent_P.assign(1, plan_.total_kept);
   x.rows_recv_P.assign(1, plan_.total_kept);
   x.bytes_sent_P.assign(1, 0);
   x.bytes_recv_P.assign(1, 0);
-  x.received_per_local_expert.assign(plan_.kept_E.begin(), plan_.kept_E.end());
-  x.bandwidth_gbps = 0.0;
+  x.rows_recv_e = st.kept_E;
+  st.bandwidth_gbps = 0.0;
 }
 
 // ---- parameters ----------------------------------------------------------------------------

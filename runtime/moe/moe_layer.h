@@ -74,41 +74,67 @@ struct MoeLayerConfig {
   RouterConfig resolved_router() const;
 };
 
-// Seconds per phase of the last forward (or backward) on this process, steady_clock.
-//   forward:  route = router, plan = capacity plan (incl. gathering the ranking p),
-//             permute = gather x rows by expert, experts = expert FFNs (GEMMs + SwiGLU),
-//             combine = weighted sum into y, shared = shared expert.
-//   backward: route = router backward, plan = 0, permute = scatter dy rows and sum dx rows,
-//             experts = expert backward, combine = d weights, shared = shared expert backward.
-//   experts_elementwise_s: the part of experts_s outside the expert GEMMs (forward only).
-//   expert parallel (P > 1) adds: count_exchange_s = the alltoall of counts and their check,
-//             dispatch_s = rows out to the expert owners, return_s = expert outputs back
-//             (backward: gradients out and back).
+// Seconds per phase of one forward or one backward on this process (steady_clock). Each name
+// means one thing; "combine" is only the weighted sum of a token's expert rows.
+//   phase               forward                            backward
+//   route_s             router forward                     router backward + the all-reduce
+//                                                          of replicated gradients
+//   plan_s              chosen probabilities + capacity    0
+//                       plan
+//   permute_s           gather x rows into plan order      scatter dy rows (weighted) into plan
+//                       (grouped by expert)                order + sum each token's dx rows
+//   count_exchange_s    alltoall of the counts + check     0
+//   dispatch_exchange_s rows out to the expert owners      gradients of expert outputs out
+//   experts_s           local expert FFNs                  their backward
+//   return_exchange_s   expert outputs back to the         gradients of expert inputs back
+//                       senders
+//   weighted_combine_s  y_t = sum_k w_tk * row_tk          d weights (dy_t . row_tk)
+//   shared_expert_s     gated shared expert                its backward
+// The three *_exchange_s are 0 with one rank; they are comm/dispatcher.h's own clock
+// (DispatchStats count_exchange_s, dispatch_s, return_s), not timed again here.
+// experts_elementwise_s: the part of experts_s outside the expert GEMMs (forward only; not
+// added into total_s()).
 struct MoePhaseTimes {
-  double route_s = 0, plan_s = 0, permute_s = 0, experts_s = 0, combine_s = 0, shared_s = 0;
-  double count_exchange_s = 0, dispatch_s = 0, return_s = 0;
+  double route_s = 0, plan_s = 0, permute_s = 0;
+  double count_exchange_s = 0, dispatch_exchange_s = 0;
+  double experts_s = 0;
+  double return_exchange_s = 0;
+  double weighted_combine_s = 0, shared_expert_s = 0;
   double experts_elementwise_s = 0;
   double total_s() const {
-    return route_s + plan_s + permute_s + experts_s + combine_s + shared_s + count_exchange_s +
-           dispatch_s + return_s;
+    return route_s + plan_s + permute_s + count_exchange_s + dispatch_exchange_s + experts_s +
+           return_exchange_s + weighted_combine_s + shared_expert_s;
   }
 };
 
-// What crossed the wire in the last forward, for load reports. One rank (no communicator)
-// reports its own rows as sent to and received from itself, with zero bytes.
-struct MoeExchangeStats {
-  std::vector<int64_t> rows_sent_P, rows_recv_P;    // [P] rows to / from each rank (self incl.)
-  std::vector<int64_t> bytes_sent_P, bytes_recv_P;  // [P] payload bytes to / from other ranks
-  std::vector<int64_t> received_per_local_expert;   // [E/P]
-  double bandwidth_gbps = 0;  // (bytes sent + received, other ranks) / exchange seconds / 1e9
+// The one record of a layer's last forward (and backward times of its last backward): what the
+// load reports, routing metrics, progress lines and counters read, so each number is computed
+// once, here. Counts are (token, slot) assignments of this rank's unmasked tokens, straight
+// from the capacity plan; per expert over the GLOBAL experts [E].
+struct MoeStepStats {
+  int64_t T = 0;                                     // tokens passed to forward()
+  int64_t tokens = 0;                                // of those, unmasked (routed = tokens * K)
+  int64_t routed = 0, kept = 0, dropped = 0;         // kept + dropped = routed
+  std::vector<int64_t> routed_E, kept_E, dropped_E;  // [E]
+  // What crossed the wire (comm/dispatcher.h): rows and bytes per peer, rows received per local
+  // expert. One rank (no dispatcher) reports its own kept rows as sent to and received from
+  // itself, with zero bytes; its local experts are all E.
+  ExchangeLoad exchange;
+  // (bytes sent + received, other ranks) * 2 / (dispatch + return exchange seconds) / 1e9: both
+  // exchanges move the same bytes. 0 with one rank.
+  double bandwidth_gbps = 0;
+  MoePhaseTimes forward;   // the last forward
+  MoePhaseTimes backward;  // the last backward (all 0 before the first)
 };
 
-// Cumulative since create() or reset_counters(); per-expert counts are assignments.
+// Cumulative since create() or reset_counters(): the sum of every forward's MoeStepStats (a
+// training step's totals over its sequences, when reset at each step).
 struct MoeLayerCounters {
   int64_t forwards = 0;
   int64_t tokens = 0;  // unmasked tokens
   int64_t routed = 0, kept = 0, dropped = 0;
   std::vector<int64_t> routed_E, kept_E, dropped_E;
+  void add(const MoeStepStats& s);
 };
 
 // Extra gradients for the router from auxiliary losses (routers/balance.h): null = none.
@@ -146,10 +172,11 @@ class MoeLayer {
   const RouterOutput& router_output() const { return rout_; }
   const CapacityPlan& plan() const { return plan_; }
   bool last_finite() const { return rout_.finite; }
-  const MoePhaseTimes& last_forward_times() const { return fwd_times_; }
-  const MoePhaseTimes& last_backward_times() const { return bwd_times_; }
+  // Counts, exchange and phase times of the last forward; backward times of the last backward.
+  const MoeStepStats& last_stats() const { return stats_; }
+  // The mask of the last forward (the caller's; null = all real tokens).
+  const uint8_t* last_mask() const { return mask_T_; }
   const MoeLayerCounters& counters() const { return counters_; }
-  const MoeExchangeStats& last_exchange() const { return xstats_; }
   int64_t first_local_expert() const { return first_expert_; }
   int64_t num_local_experts() const { return local_experts_; }
   // The step named in collective tags and fault injection (SY_FAULT ... step=s).
@@ -185,7 +212,8 @@ class MoeLayer {
 
  private:
   explicit MoeLayer(const MoeLayerConfig& cfg) : cfg_(cfg) {}
-  void fill_exchange_stats();
+  // The counts and exchange of stats_ from the plan and the dispatch handle (after forward).
+  void fill_step_stats();
   bool defer_allreduce_ = false;
 
   MoeLayerConfig cfg_;
@@ -197,7 +225,6 @@ class MoeLayer {
   std::vector<float> recv_RD_, out_RD_;      // expert-major rows on the expert owner
   std::vector<float> drecv_RD_, dxrecv_RD_;  // backward
   std::vector<int32_t> local_offsets_e1_;
-  MoeExchangeStats xstats_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<RoutedExperts> experts_;
   std::unique_ptr<SharedExpert> shared_;
@@ -214,7 +241,7 @@ class MoeLayer {
   // Backward scratch.
   std::vector<float> dyg_RD_, dxg_RD_, dw_TK_;
 
-  MoePhaseTimes fwd_times_, bwd_times_;
+  MoeStepStats stats_;
   MoeLayerCounters counters_;
 };
 

@@ -11,34 +11,62 @@
 
 namespace sy {
 
-// One LayerStepReport from the layer's last forward.
-void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
+RoutingMetrics layer_step_metrics(const MoeLayer& layer) {
+  const MoeStepStats& st = layer.last_stats();
+  const RouterOutput& ro = layer.router_output();
+  const MoeLayerConfig& lc = layer.config();
+  return routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), st.T, lc.num_experts,
+                                     lc.top_k, st.routed_E.data(), st.dropped_E.data(), {},
+                                     layer.last_mask());
+}
+
+void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMetrics& m,
                      switchyard::LayerStepReport* r) {
-  const CapacityPlan& plan = layer.plan();
+  const MoeStepStats& st = layer.last_stats();
   r->set_layer(l);
   r->set_step(step);
-  r->set_tokens(tokens);
-  r->set_assignments_routed(plan.total_routed);
-  r->set_assignments_dropped(plan.total_dropped);
-  for (int32_t v : plan.routed_E) r->add_routed_per_expert(v);
-  for (int32_t v : plan.dropped_E) r->add_dropped_per_expert(v);
-  const MoeExchangeStats& x = layer.last_exchange();
-  for (int64_t v : x.received_per_local_expert) r->add_received_per_local_expert(v);
+  r->set_tokens(st.tokens);
+  r->set_assignments_routed(st.routed);
+  r->set_assignments_dropped(st.dropped);
+  for (int64_t v : st.routed_E) r->add_routed_per_expert(v);
+  for (int64_t v : st.dropped_E) r->add_dropped_per_expert(v);
+  const ExchangeLoad& x = st.exchange;
+  for (int64_t v : x.rows_recv_e) r->add_received_per_local_expert(v);
   for (int64_t v : x.rows_sent_P) r->add_rows_sent_to_peer(v);
   for (int64_t v : x.rows_recv_P) r->add_rows_recv_from_peer(v);
   for (int64_t v : x.bytes_sent_P) r->add_bytes_sent_to_peer(v);
   for (int64_t v : x.bytes_recv_P) r->add_bytes_recv_from_peer(v);
-  const MoePhaseTimes& t = layer.last_forward_times();
+  // The report's phases (proto/report.proto, a fixed format) are coarser than the layer's:
+  // its dispatch_s includes the permute, its combine_s is the return exchange and its
+  // unpermute_s the weighted combine plus the shared expert.
+  const MoePhaseTimes& t = st.forward;
   auto* pt = r->mutable_times();
   pt->set_route_s(t.route_s);
   pt->set_plan_s(t.plan_s);
   pt->set_count_exchange_s(t.count_exchange_s);
-  pt->set_dispatch_s(t.permute_s + t.dispatch_s);
+  pt->set_dispatch_s(t.permute_s + t.dispatch_exchange_s);
   pt->set_experts_s(t.experts_s);
-  pt->set_combine_s(t.return_s);
-  pt->set_unpermute_s(t.combine_s + t.shared_s);
-  r->set_exchange_bandwidth_gbps(x.bandwidth_gbps);
+  pt->set_combine_s(t.return_exchange_s);
+  pt->set_unpermute_s(t.weighted_combine_s + t.shared_expert_s);
+  r->set_exchange_bandwidth_gbps(st.bandwidth_gbps);
   metrics_to_report(m, r->mutable_metrics());
+}
+
+void fill_rank_header(const MoeLayer& first, int num_layers, const std::string& config_text,
+                      const Communicator& comm, switchyard::RankReport* r) {
+  const MoeLayerConfig& lc = first.config();
+  r->set_rank(comm.rank());
+  r->set_world_size(comm.size());
+  r->set_host(host_name());
+  r->set_router(lc.router.name);
+  r->set_num_experts(static_cast<int32_t>(lc.num_experts));
+  r->set_top_k(static_cast<int32_t>(lc.top_k));
+  r->set_d_model(static_cast<int32_t>(lc.d_model));
+  r->set_local_expert_begin(static_cast<int32_t>(first.first_local_expert()));
+  r->set_local_expert_count(static_cast<int32_t>(first.num_local_experts()));
+  r->set_num_layers(num_layers);
+  r->set_config_text(config_text);
+  r->set_switchyard_version(kVersion);
 }
 
 RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,
@@ -91,34 +119,18 @@ RoutingCollector::RoutingCollector(std::vector<MoeLayer*> moe, const std::string
                                    Communicator& comm, std::string out)
     : moe_(std::move(moe)), comm_(comm), out_(std::move(out)) {
   if (moe_.empty()) return;
-  const MoeLayerConfig& lc = moe_[0]->config();
-  report_.set_rank(comm.rank());
-  report_.set_world_size(comm.size());
-  report_.set_host(host_name());
-  report_.set_router(moe_[0]->router().name());
-  report_.set_num_experts(static_cast<int32_t>(lc.num_experts));
-  report_.set_top_k(static_cast<int32_t>(lc.top_k));
-  report_.set_d_model(static_cast<int32_t>(lc.d_model));
-  report_.set_local_expert_begin(static_cast<int32_t>(moe_[0]->first_local_expert()));
-  report_.set_local_expert_count(static_cast<int32_t>(moe_[0]->num_local_experts()));
-  report_.set_num_layers(static_cast<int32_t>(moe_.size()));
-  report_.set_config_text(config_text);
-  report_.set_switchyard_version(kVersion);
+  fill_rank_header(*moe_[0], static_cast<int>(moe_.size()), config_text, comm, &report_);
   mine_.resize(moe_.size());
 }
 
 void RoutingCollector::add_step(int64_t step) {
   for (size_t l = 0; l < moe_.size(); ++l) {
-    MoeLayer& layer = *moe_[l];
-    const MoeLayerConfig& lc = layer.config();
-    const RouterOutput& ro = layer.router_output();
-    if (ro.T == 0) continue;
-    RoutingMetrics part =
-        routing_metrics_compute(ro.probs_TE.ptr(), ro.topk_ids_TK.data(),
-                                layer.plan().kept_TK.data(), ro.T, lc.num_experts, lc.top_k);
+    const MoeLayer& layer = *moe_[l];
+    if (layer.last_stats().T == 0) continue;
+    const RoutingMetrics part = layer_step_metrics(layer);
     routing_metrics_merge(part, &mine_[l]);
     if (!out_.empty())
-      fill_layer_step(layer, static_cast<int>(l), step, ro.T, part, report_.add_entries());
+      fill_layer_step(layer, static_cast<int>(l), step, part, report_.add_entries());
   }
 }
 

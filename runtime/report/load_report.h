@@ -24,10 +24,17 @@ struct InferResult {
   std::vector<RoutingMetrics> per_layer;  // merged over ranks and steps
 };
 
-// One LayerStepReport (load report entry) from the layer's last forward of `tokens` tokens on
-// this rank, whose routing metrics are m.
-void fill_layer_step(MoeLayer& layer, int l, int64_t step, int64_t tokens, const RoutingMetrics& m,
+// The routing metrics of the layer's last forward on this rank: per-token sums from its router
+// output, per-expert load and drops from its MoeStepStats (the capacity plan's counts).
+RoutingMetrics layer_step_metrics(const MoeLayer& layer);
+// One LayerStepReport (load report entry) from the layer's last forward on this rank (its
+// MoeStepStats), whose routing metrics are m.
+void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMetrics& m,
                      switchyard::LayerStepReport* r);
+// The header of this rank's report: rank, world size, host, router and sizes and this rank's
+// experts (from the first MoE layer), the number of MoE layers, config_text and the version.
+void fill_rank_header(const MoeLayer& first, int num_layers, const std::string& config_text,
+                      const Communicator& comm, switchyard::RankReport* r);
 // Sums this rank's routing metrics of layer `layer` with every other rank's and finalizes them
 // (every rank gets the total). A rank without tokens passes an empty RoutingMetrics. Collective.
 RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,

@@ -51,7 +51,7 @@ bool dispatch_step(sy::Communicator& comm, sy::Dispatcher& disp, int64_t step, i
       recv[i] *= static_cast<float>(disp.first_local_expert() + j + 1);
     }
   }
-  disp.combine(&h, recv.data(), y.data(), tag);
+  disp.return_rows(&h, recv.data(), y.data(), tag);
   bool ok = true;
   for (int64_t g = 0, a = 0; g < E; ++g) {
     for (int64_t end = a + kept_E[g]; a < end; ++a) {

@@ -175,7 +175,7 @@ std::string check_seed(Dispatcher& disp, const Problem& pb, uint64_t seed, int64
   if (recv_RD != want) err << "received order differs; ";
 
   // Stats agree with the counts.
-  const DispatchStats& st = h.stats();
+  const ExchangeLoad& st = h.stats().load;
   int64_t sent = 0, recvd = 0, per_e = 0;
   for (int p = 0; p < pb.P; ++p) {
     sent += st.rows_sent_P[p];
@@ -186,7 +186,7 @@ std::string check_seed(Dispatcher& disp, const Problem& pb, uint64_t seed, int64
   for (int64_t j = 0; j < e; ++j) per_e += st.rows_recv_e[j];
   if (sent != A || recvd != R || per_e != R) err << "stats rows " << sent << "/" << recvd << "; ";
 
-  // Experts: row * (global expert + 1); combine must give each row back transformed, in plan
+  // Experts: row * (global expert + 1); return_rows must give each row back transformed, in plan
   // order.
   std::vector<float> y_RD(recv_RD.size()), y_AD(A * D, -1.f);
   for (int64_t j = 0; j < e; ++j) {
@@ -195,12 +195,12 @@ std::string check_seed(Dispatcher& disp, const Problem& pb, uint64_t seed, int64
       y_RD[i] = recv_RD[i] * f;
     }
   }
-  disp.combine(&h, y_RD.data(), y_AD.data(), tag);
+  disp.return_rows(&h, y_RD.data(), y_AD.data(), tag);
   for (int64_t g = 0, bad = 0; g < pb.E; ++g) {
     for (int64_t a = plan.offsets_E1[g]; a < plan.offsets_E1[g + 1]; ++a) {
       for (int64_t d = 0; d < D; ++d) {
         if (y_AD[a * D + d] != x_AD[a * D + d] * static_cast<float>(g + 1) && bad++ < 3) {
-          err << "combine row " << a << " col " << d << "; ";
+          err << "return row " << a << " col " << d << "; ";
         }
       }
     }
@@ -217,7 +217,7 @@ std::string check_seed(Dispatcher& disp, const Problem& pb, uint64_t seed, int64
       break;
     }
   }
-  disp.combine(&h, g_RD.data(), dx_AD.data(), tag);
+  disp.return_rows(&h, g_RD.data(), dx_AD.data(), tag);
   if (dx_AD != g_AD) err << "backward round trip differs; ";
   if (g_comm->seq() - seq_before != 2)
     err << "backward used " << g_comm->seq() - seq_before << " collectives; ";
@@ -322,9 +322,9 @@ TEST(Dispatcher, ZeroTokensEverywhere) {
   std::vector<float> recv;
   for (int step = 0; step < 5; ++step) {
     (*disp)->dispatch(kept.data(), nullptr, 0, {"test.zero", 0, step}, &h, &recv);
-    (*disp)->combine(&h, nullptr, nullptr, {"test.zero", 0, step});
+    (*disp)->return_rows(&h, nullptr, nullptr, {"test.zero", 0, step});
     EXPECT_EQ(h.recv_rows(), 0);
-    EXPECT_EQ(h.stats().remote_bytes(), 0);
+    EXPECT_EQ(h.stats().load.remote_bytes(), 0);
   }
 }
 

@@ -32,7 +32,9 @@
 //     tokens here: ~1e-6 * scale), so 1e-5 leaves a safety factor and still catches a missing or
 //     double-counted token (an error of order scale / T).
 //   * the exchange: every expert owner receives exactly the rows the 1-rank plan keeps for its
-//     experts, and sum over ranks of received rows == sum routed - sum dropped.
+//     experts, and sum over ranks of received rows == sum routed - sum dropped;
+//   * the layer's step stats (MoeStepStats) say the same as the plan and the other ranks:
+//     check_step_stats.
 //
 // Shared expert: the layer all-reduces only the router's gradients; the (replicated) shared
 // expert's weight gradients stay per-rank partial sums (moe_layer.h says nothing else). The test
@@ -235,6 +237,61 @@ struct Result {
   std::vector<uint8_t> par_kept;  // this rank's kept_TK
 };
 
+// The expert-parallel layer's step stats against its plan and the other ranks' stats (one
+// source per number): counts are the plan's (kept + dropped = routed), rows sent to rank d are
+// the plan's kept rows for d's experts, rows received from s are what s says it sent here,
+// bytes = rows * D * 4 for every other rank and 0 for self, and each local expert receives
+// what the 1-rank plan keeps for it. Collective (one allgather); EXPECT only.
+void check_step_stats(const MoeLayer& par, const CapacityPlan& ref_plan, const Case& c) {
+  const int P = g_comm->size(), r = g_comm->rank();
+  const MoeStepStats& st = par.last_stats();
+  const CapacityPlan& plan = par.plan();
+  const int64_t e = c.E / P, row_bytes = c.D * static_cast<int64_t>(sizeof(float));
+  EXPECT_EQ(st.routed, plan.total_routed);
+  EXPECT_EQ(st.kept, plan.total_kept);
+  EXPECT_EQ(st.dropped, plan.total_dropped);
+  EXPECT_EQ(st.kept + st.dropped, st.routed);
+  int64_t routed_sum = 0;
+  for (int64_t g = 0; g < c.E && static_cast<size_t>(g) < st.routed_E.size(); ++g) {
+    routed_sum += st.routed_E[g];
+    EXPECT_EQ(st.kept_E[g], plan.kept_E[g]) << "kept of expert " << g;
+    EXPECT_EQ(st.kept_E[g] + st.dropped_E[g], st.routed_E[g]) << "expert " << g;
+  }
+  EXPECT_EQ(routed_sum, st.routed);
+
+  const ExchangeLoad& x = st.exchange;
+  std::vector<int64_t> sent(static_cast<size_t>(P), 0), sent_PP(static_cast<size_t>(P * P), 0);
+  EXPECT_EQ(x.rows_sent_P.size(), static_cast<size_t>(P));
+  EXPECT_EQ(x.rows_recv_P.size(), static_cast<size_t>(P));
+  for (int d = 0; d < P && static_cast<size_t>(d) < x.rows_sent_P.size(); ++d) {
+    sent[d] = x.rows_sent_P[d];
+    int64_t want = 0;
+    for (int64_t j = 0; j < e; ++j) want += plan.kept_E[d * e + j];
+    EXPECT_EQ(x.rows_sent_P[d], want) << "rows sent to rank " << d;
+    EXPECT_EQ(x.bytes_sent_P[d], d == r ? 0 : x.rows_sent_P[d] * row_bytes) << "to rank " << d;
+    EXPECT_EQ(x.bytes_recv_P[d], d == r ? 0 : x.rows_recv_P[d] * row_bytes) << "from " << d;
+  }
+  g_comm->allgather(sent.data(), sent_PP.data(), P, {"test.stats_rows"});
+  int64_t recv_sum = 0, per_expert_sum = 0;
+  for (int s = 0; s < P && static_cast<size_t>(s) < x.rows_recv_P.size(); ++s) {
+    recv_sum += x.rows_recv_P[s];
+    EXPECT_EQ(x.rows_recv_P[s], sent_PP[s * P + r]) << "rows received from rank " << s;
+  }
+  EXPECT_EQ(x.rows_recv_e.size(), static_cast<size_t>(e));
+  for (size_t j = 0; j < x.rows_recv_e.size(); ++j) {
+    per_expert_sum += x.rows_recv_e[j];
+    EXPECT_EQ(x.rows_recv_e[j], ref_plan.kept_E[r * e + static_cast<int64_t>(j)])
+        << "rows received for global expert " << r * e + static_cast<int64_t>(j);
+  }
+  EXPECT_EQ(per_expert_sum, recv_sum);
+  EXPECT_GE(st.bandwidth_gbps, 0.0);
+  if (P == 1) {
+    EXPECT_EQ(st.bandwidth_gbps, 0.0);
+  }
+  EXPECT_GE(st.forward.total_s(), 0.0);
+  EXPECT_GE(st.backward.total_s(), 0.0);
+}
+
 // Runs one case on every rank and checks everything listed at the top of the file.
 Result run_case(const Case& c) {
   SCOPED_TRACE(describe(c));
@@ -362,12 +419,12 @@ Result run_case(const Case& c) {
 
   // Exchange: the owner receives exactly what the 1-rank plan keeps for its experts, and the
   // rows received over all ranks are the routed minus the dropped assignments.
-  const MoeExchangeStats& xs = par.last_exchange();
-  EXPECT_EQ(static_cast<int64_t>(xs.received_per_local_expert.size()), e);
+  const ExchangeLoad& xs = par.last_stats().exchange;
+  EXPECT_EQ(static_cast<int64_t>(xs.rows_recv_e.size()), e);
   int64_t sums[4] = {0, par.plan().total_routed, par.plan().total_dropped, par.plan().total_kept};
-  for (size_t j = 0; j < xs.received_per_local_expert.size(); ++j) {
-    sums[0] += xs.received_per_local_expert[j];
-    EXPECT_EQ(xs.received_per_local_expert[j], res.ref_plan.kept_E[first + j])
+  for (size_t j = 0; j < xs.rows_recv_e.size(); ++j) {
+    sums[0] += xs.rows_recv_e[j];
+    EXPECT_EQ(xs.rows_recv_e[j], res.ref_plan.kept_E[first + j])
         << "rows received for global expert " << first + j;
   }
   g_comm->allreduce(sums, 4, ReduceOp::kSum, {"test.exchange_sums"});
@@ -375,6 +432,7 @@ Result run_case(const Case& c) {
   EXPECT_EQ(sums[1], res.routed) << "sum over ranks of routed assignments";
   EXPECT_EQ(sums[2], res.dropped) << "sum over ranks of dropped assignments";
   EXPECT_EQ(sums[3], res.ref_plan.total_kept) << "sum over ranks of kept assignments";
+  check_step_stats(par, res.ref_plan, c);
   return res;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "routers/metrics.h"
 #include "runtime/core/rng.h"
 #include "tests/runtime/moe_test_util.h"
 
@@ -396,10 +397,101 @@ TEST(MoeLayer, CountersAndTimesAccumulate) {
   EXPECT_EQ(l->counters().tokens, 3 * kT);
   EXPECT_EQ(l->counters().routed, 3 * kT * kK);
   EXPECT_EQ(l->counters().kept + l->counters().dropped, l->counters().routed);
-  EXPECT_GE(l->last_forward_times().total_s(), 0.0);
+  EXPECT_GE(l->last_stats().forward.total_s(), 0.0);
   EXPECT_TRUE(l->last_finite());
   l->reset_counters();
   EXPECT_EQ(l->counters().routed, 0);
+}
+
+// One source per number: a forward's MoeStepStats are the capacity plan's counts, one rank
+// reports its own kept rows as its exchange, the counters are the stats summed, and routing
+// metrics fed the stats' counts equal metrics counted from the plan's kept flags.
+TEST(MoeLayer, StepStatsAreThePlansCounts) {
+  MoeLayerConfig cfg = SmallConfig();
+  cfg.capacity_factor = 0.5;  // C = ceil(0.5 * 14 * 2 / 4) = 4 of 28 assignments: drops
+  cfg.shared_expert_hidden = 5;
+  auto l = Make(cfg);
+  std::vector<float> x = Normal(kT * kD, 43), y(kT * kD), dx(kT * kD);
+  std::vector<uint8_t> mask(kT, 1);
+  mask[3] = mask[10] = 0;
+  ASSERT_TRUE(l->forward(x.data(), nullptr, kT, y.data(), mask.data()).ok());
+  const MoeStepStats& st = l->last_stats();
+  const CapacityPlan& plan = l->plan();
+  EXPECT_EQ(st.T, kT);
+  EXPECT_EQ(st.tokens, kT - 2);
+  EXPECT_EQ(st.routed, st.tokens * kK);
+  EXPECT_EQ(st.routed, plan.total_routed);
+  EXPECT_EQ(st.kept, plan.total_kept);
+  EXPECT_EQ(st.dropped, plan.total_dropped);
+  EXPECT_EQ(st.kept + st.dropped, st.routed);
+  EXPECT_GT(st.dropped, 0);
+  ASSERT_EQ(st.routed_E.size(), static_cast<size_t>(kE));
+  ASSERT_EQ(st.kept_E.size(), static_cast<size_t>(kE));
+  ASSERT_EQ(st.dropped_E.size(), static_cast<size_t>(kE));
+  int64_t sums[3] = {0, 0, 0};
+  for (int64_t e = 0; e < kE; ++e) {
+    EXPECT_EQ(st.routed_E[e], plan.routed_E[e]) << e;
+    EXPECT_EQ(st.kept_E[e], plan.kept_E[e]) << e;
+    EXPECT_EQ(st.dropped_E[e], plan.dropped_E[e]) << e;
+    EXPECT_EQ(st.kept_E[e] + st.dropped_E[e], st.routed_E[e]) << e;
+    sums[0] += st.routed_E[e];
+    sums[1] += st.kept_E[e];
+    sums[2] += st.dropped_E[e];
+  }
+  EXPECT_EQ(sums[0], st.routed);
+  EXPECT_EQ(sums[1], st.kept);
+  EXPECT_EQ(sums[2], st.dropped);
+
+  // One rank: its kept rows "sent to" and "received from" itself, no bytes on the wire, and its
+  // local experts (all E) receive what the plan keeps.
+  const ExchangeLoad& xl = st.exchange;
+  EXPECT_EQ(xl.rows_sent_P, std::vector<int64_t>{st.kept});
+  EXPECT_EQ(xl.rows_recv_P, std::vector<int64_t>{st.kept});
+  EXPECT_EQ(xl.bytes_sent_P, std::vector<int64_t>{0});
+  EXPECT_EQ(xl.bytes_recv_P, std::vector<int64_t>{0});
+  EXPECT_EQ(xl.rows_recv_e, st.kept_E);
+  EXPECT_EQ(st.bandwidth_gbps, 0.0);
+  EXPECT_EQ(
+      st.forward.count_exchange_s + st.forward.dispatch_exchange_s + st.forward.return_exchange_s,
+      0.0);
+  EXPECT_GE(st.forward.total_s(), 0.0);
+  EXPECT_EQ(st.backward.total_s(), 0.0) << "no backward yet";
+
+  // Metrics from the stats' counts = metrics counted from the plan's kept flags.
+  const RouterOutput& ro = l->router_output();
+  const RoutingMetrics a =
+      routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), kT, kE, kK,
+                                  st.routed_E.data(), st.dropped_E.data(), {}, l->last_mask());
+  const RoutingMetrics b = routing_metrics_compute(
+      ro.probs_TE.ptr(), ro.topk_ids_TK.data(), plan.kept_TK.data(), kT, kE, kK, {}, mask.data());
+  EXPECT_EQ(a.load_E, b.load_E);
+  EXPECT_EQ(a.dropped_E, b.dropped_E);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.entropy_sum, b.entropy_sum);
+  EXPECT_EQ(a.topk_mass_sum, b.topk_mass_sum);
+  EXPECT_EQ(a.imbalance, b.imbalance);
+  EXPECT_EQ(a.drop_fraction, b.drop_fraction);
+
+  // Backward fills the backward times and leaves the forward's record alone.
+  const MoeStepStats before = st;
+  std::vector<float> dy = Normal(kT * kD, 44);
+  l->backward(dy.data(), dx.data());
+  EXPECT_EQ(st.forward.total_s(), before.forward.total_s());
+  EXPECT_EQ(st.routed_E, before.routed_E);
+  EXPECT_GE(st.backward.total_s(), 0.0);
+
+  // Counters: the sum of the forwards' stats.
+  ASSERT_TRUE(l->forward(x.data(), nullptr, kT, y.data()).ok());
+  const MoeLayerCounters& c = l->counters();
+  EXPECT_EQ(c.forwards, 2);
+  EXPECT_EQ(c.tokens, before.tokens + st.tokens);
+  EXPECT_EQ(c.routed, before.routed + st.routed);
+  EXPECT_EQ(c.dropped, before.dropped + st.dropped);
+  for (int64_t e = 0; e < kE; ++e) {
+    EXPECT_EQ(c.routed_E[e], before.routed_E[e] + st.routed_E[e]) << e;
+    EXPECT_EQ(c.kept_E[e], before.kept_E[e] + st.kept_E[e]) << e;
+    EXPECT_EQ(c.dropped_E[e], before.dropped_E[e] + st.dropped_E[e]) << e;
+  }
 }
 
 }  // namespace
