@@ -90,14 +90,14 @@ Status ResolveConfig(const InferArgs& a, const CommandConfig& mflags, bool defau
           "(model.model)");
     return validate_run_config(*cfg);
   }
-  if (a.router == "all") return InvalidArgument("--router all runs the synthetic stack, not --model");
+  if (a.router == "all")
+    return InvalidArgument("--router all runs the synthetic stack, not --model");
   switchyard::RunConfig only;
   *only.mutable_model() = cfg->model();
   fill_defaults(only.mutable_model());
   *cfg = std::move(only);
   return validate_model_infer_config(cfg->model());
 }
-
 
 void print_loads(const InferResult& r) {
   const RoutingMetrics& m = r.per_layer.back();
@@ -275,8 +275,8 @@ void add_infer_command(CLI::App& app) {
   cmd->footer(kConfigPrecedence);
   // A Hugging Face checkpoint instead of the config's synthetic stack (launch/model_infer.h):
   // shortcuts into the `model` section, defaults from proto/commands.proto.
-  auto m = std::make_shared<CommandConfig>(
-      cmd, switchyard::ModelInferConfig::default_instance(), "model.");
+  auto m = std::make_shared<CommandConfig>(cmd, switchyard::ModelInferConfig::default_instance(),
+                                           "model.");
   m->flag("--loss", "loss",
           "with --model --seq-len: next-token loss and perplexity over the sequences");
   m->option("--model", "model",

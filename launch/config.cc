@@ -93,8 +93,7 @@ Status find_field(pb::Message* msg, const std::string& path, const std::string& 
         path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     const pb::FieldDescriptor* field = msg->GetDescriptor()->FindFieldByName(name);
     if (!field)
-      return InvalidArgument(what + ": no field '" + name + "' in " +
-                             msg->GetDescriptor()->name());
+      return InvalidArgument(what + ": no field '" + name + "' in " + msg->GetDescriptor()->name());
     if (dot == std::string::npos) {
       if (field->is_repeated() || field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE)
         return InvalidArgument(what + ": not a scalar field");
@@ -156,11 +155,15 @@ std::string config_field_kind(const pb::Message& cfg, const std::string& path) {
     case pb::FieldDescriptor::CPPTYPE_INT32:
     case pb::FieldDescriptor::CPPTYPE_INT64:
     case pb::FieldDescriptor::CPPTYPE_UINT32:
-    case pb::FieldDescriptor::CPPTYPE_UINT64: return "INT";
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return "INT";
     case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-    case pb::FieldDescriptor::CPPTYPE_FLOAT: return "FLOAT";
-    case pb::FieldDescriptor::CPPTYPE_BOOL: return "BOOL";
-    default: return "TEXT";
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return "FLOAT";
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return "BOOL";
+    default:
+      return "TEXT";
   }
 }
 
@@ -176,8 +179,12 @@ void fill_defaults(pb::Message* msg) {
     }
     if (!f->has_presence() || r->HasField(*msg, f)) continue;
     switch (f->cpp_type()) {
-      case pb::FieldDescriptor::CPPTYPE_INT32: r->SetInt32(msg, f, f->default_value_int32()); break;
-      case pb::FieldDescriptor::CPPTYPE_INT64: r->SetInt64(msg, f, f->default_value_int64()); break;
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        r->SetInt32(msg, f, f->default_value_int32());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        r->SetInt64(msg, f, f->default_value_int64());
+        break;
       case pb::FieldDescriptor::CPPTYPE_UINT32:
         r->SetUInt32(msg, f, f->default_value_uint32());
         break;
@@ -187,13 +194,20 @@ void fill_defaults(pb::Message* msg) {
       case pb::FieldDescriptor::CPPTYPE_DOUBLE:
         r->SetDouble(msg, f, f->default_value_double());
         break;
-      case pb::FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(msg, f, f->default_value_float()); break;
-      case pb::FieldDescriptor::CPPTYPE_BOOL: r->SetBool(msg, f, f->default_value_bool()); break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT:
+        r->SetFloat(msg, f, f->default_value_float());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL:
+        r->SetBool(msg, f, f->default_value_bool());
+        break;
       case pb::FieldDescriptor::CPPTYPE_STRING:
         r->SetString(msg, f, f->default_value_string());
         break;
-      case pb::FieldDescriptor::CPPTYPE_ENUM: r->SetEnum(msg, f, f->default_value_enum()); break;
-      default: break;
+      case pb::FieldDescriptor::CPPTYPE_ENUM:
+        r->SetEnum(msg, f, f->default_value_enum());
+        break;
+      default:
+        break;
     }
   }
 }
@@ -344,8 +358,7 @@ Status validate_tokenize_config(const switchyard::TokenizeConfig& t) {
         std::make_pair(&t.corpus(), "corpus (--corpus)"), std::make_pair(&t.out(), "out (--out)")})
     if (value->empty()) return InvalidArgument(std::string(name) + " is required");
   if (t.max_tokens() < 0)
-    return InvalidArgument("--max-tokens " + std::to_string(t.max_tokens()) +
-                           " < 0 (max_tokens)");
+    return InvalidArgument("--max-tokens " + std::to_string(t.max_tokens()) + " < 0 (max_tokens)");
   return Status::Ok();
 }
 

@@ -8,8 +8,8 @@
 // shortcut's --help default is the field's default in the .proto (the one source).
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <google/protobuf/message.h>
+#include <CLI/CLI.hpp>
 
 #include <deque>
 #include <memory>
@@ -32,8 +32,7 @@ class CommandConfig {
   // --config, --set and --print-config (a command that has its own leaves this out).
   void add_config_options();
   // A shortcut option setting `field` (relative to the prefix) to its value.
-  CLI::Option* option(const std::string& flags, const std::string& field,
-                      const std::string& help);
+  CLI::Option* option(const std::string& flags, const std::string& field, const std::string& help);
   // A shortcut flag: `field` = true (false through a CLI11 "!--no-x" name).
   CLI::Option* flag(const std::string& flags, const std::string& field, const std::string& help);
 
