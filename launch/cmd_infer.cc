@@ -17,7 +17,6 @@
 #include "launch/infer_run.h"
 #include "launch/model_infer.h"
 #include "routers/registry.h"
-#include "runtime/core/rng.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/corpus.h"
 
@@ -135,6 +134,7 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
     return Dispatcher::check_sizes(cfg.moe().num_experts(), P);
   }();
   if (int code = agree_status(comm, st, "infer: config")) return code;
+  if (int code = agree_config(comm, config_text(cfg))) return code;
   if (a.print_config) {
     if (me == 0) std::printf("%s", config_text(cfg).c_str());
     return 0;
@@ -150,18 +150,6 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
   }
   if (a.data_dir.empty()) a.data_dir = default_data_dir();
 
-  // Every rank must run the same configuration: a differing one is refused before any data moves.
-  {
-    const int64_t h = static_cast<int64_t>(fnv1a64(config_text(cfg).c_str()) >> 1);
-    int64_t lo = h, hi = h;
-    comm.allreduce(&lo, 1, ReduceOp::kMin, {"config.hash"});
-    comm.allreduce(&hi, 1, ReduceOp::kMax, {"config.hash"});
-    if (lo != hi) {
-      std::fprintf(stderr, "[switchyard] rank %d: config differs between ranks (hash %lld)\n", me,
-                   static_cast<long long>(h));
-      return kExitConfig;
-    }
-  }
   if (comm.size() > 1 && cfg.comm().collective_timeout_s() > 0)
     comm.set_timeout(cfg.comm().collective_timeout_s());
 

@@ -512,6 +512,7 @@ int RunTrain(const CommandConfig& cc) {
   Status st = cc.resolve(&cfg);
   if (st.ok()) st = validate_train_config(cfg);
   if (int code = agree_status(comm, st, "train: config")) return code;
+  if (int code = agree_config(comm, config_text(cfg))) return code;
   if (cc.print_config()) {
     if (comm.rank() == 0) std::printf("%s", config_text(cfg).c_str());
     return 0;
