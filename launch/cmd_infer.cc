@@ -13,16 +13,19 @@
 #include "comm/mpi_communicator.h"
 #include "launch/commands.h"
 #include "launch/config.h"
+#include "launch/config_cli.h"
 #include "launch/infer_run.h"
 #include "launch/model_infer.h"
 #include "routers/registry.h"
-#include "runtime/core/rng.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/corpus.h"
 
 namespace sy::launch {
 namespace {
 
+// The flags that are not shortcuts into the `model` section (CommandConfig, "model."): the
+// synthetic stack's, and those both runs share (--router, --corpus, --max-tokens, --data-dir,
+// --out, --dump), which ResolveConfig writes into the section of the run that was chosen.
 struct InferArgs {
   std::string config;  // empty: the embedded default
   std::vector<std::string> sets;
@@ -35,8 +38,65 @@ struct InferArgs {
   std::string dump;
   bool loads = false;
   bool print_config = false;
-  ModelInferArgs model;  // --model DIR and its options
 };
+
+// The embedded default model (launch/train_default.sh) runs when nothing else is chosen: the
+// corpus as sequences, its loss, routing and load reports.
+void PresetDefaultModel(switchyard::ModelInferConfig* m) {
+  m->set_model(default_model_dir());
+  m->set_corpus("moby_dick");
+  m->set_seq_len(256);
+  m->set_max_tokens(32768);
+  m->set_loss(true);
+}
+
+// The infer config: the file (or the embedded default), the default model's preset, the
+// shortcut flags, then --set. A `model.model` (--model, or in the file or a --set) chooses the
+// checkpoint run: only the `model` section is kept, with every default written out. Otherwise
+// the synthetic stack, and no `model` section may be set.
+Status ResolveConfig(const InferArgs& a, const CommandConfig& mflags, bool default_model,
+                     switchyard::RunConfig* cfg) {
+  auto layer = [&](bool model_run, switchyard::RunConfig* c) -> Status {
+    SY_ASSIGN_OR_RETURN(*c, load_run_config(a.config));
+    if (default_model) PresetDefaultModel(c->mutable_model());
+    if (model_run) {
+      switchyard::ModelInferConfig* m = c->mutable_model();
+      if (!a.router.empty()) m->set_router(a.router);
+      if (!a.corpus.empty()) m->set_corpus(a.corpus);
+      if (a.max_tokens >= 0) m->set_max_tokens(a.max_tokens);
+      if (!a.data_dir.empty()) m->set_data_dir(a.data_dir);
+      if (!a.out.empty()) m->set_out(a.out);
+      if (!a.dump.empty()) m->set_dump(a.dump);
+    } else {
+      if (!a.router.empty() && a.router != "all")
+        SY_RETURN_IF_ERROR(apply_override(c, "moe.router.name=" + a.router));
+      if (!a.corpus.empty()) SY_RETURN_IF_ERROR(apply_override(c, "data.corpus=" + a.corpus));
+      if (a.max_tokens >= 0)
+        SY_RETURN_IF_ERROR(apply_override(c, "data.max_tokens=" + std::to_string(a.max_tokens)));
+    }
+    SY_RETURN_IF_ERROR(mflags.apply_shortcuts(c));
+    for (const std::string& s : a.sets) SY_RETURN_IF_ERROR(apply_override(c, s));
+    return Status::Ok();
+  };
+  switchyard::RunConfig probe;
+  SY_RETURN_IF_ERROR(layer(false, &probe));
+  const bool model_run = !probe.model().model().empty();
+  SY_RETURN_IF_ERROR(layer(model_run, cfg));
+  if (!model_run) {
+    if (cfg->has_model())
+      return InvalidArgument(
+          "the model section (--token-ids, --seq-len, --quantize, ...) needs --model "
+          "(model.model)");
+    return validate_run_config(*cfg);
+  }
+  if (a.router == "all")
+    return InvalidArgument("--router all runs the synthetic stack, not --model");
+  switchyard::RunConfig only;
+  *only.mutable_model() = cfg->model();
+  fill_defaults(only.mutable_model());
+  *cfg = std::move(only);
+  return validate_model_infer_config(cfg->model());
+}
 
 void print_loads(const InferResult& r) {
   const RoutingMetrics& m = r.per_layer.back();
@@ -53,72 +113,45 @@ void print_loads(const InferResult& r) {
   }
 }
 
-int run_infer(InferArgs a) {
+int run_infer(InferArgs a, const CommandConfig& mflags) {
   MpiRuntime mpi(nullptr, nullptr);
   MpiCommunicator comm;
-  // With nothing chosen, the main job runs the embedded default model (launch/train_default.sh)
-  // when it has been built: the corpus as sequences, its loss, routing and load reports.
+  // With nothing chosen, the main job runs the embedded default model when it has been built.
   std::error_code ec;
-  const bool plain = a.model.model.empty() && a.config.empty() && a.sets.empty() &&
-                     a.router.empty() && !a.synthetic && a.model.token_file.empty() &&
-                     a.model.prompt.empty() && a.model.token_ids.empty();
-  if (plain && std::filesystem::is_directory(default_model_dir(), ec)) {
-    a.model.model = default_model_dir();
-    a.model.corpus = a.corpus.empty() ? "moby_dick" : a.corpus;
-    a.model.data_dir = a.data_dir;
-    if (a.model.seq_len <= 0) a.model.seq_len = 256;
-    if (a.max_tokens < 0) a.max_tokens = 32768;
-    a.model.loss = true;
-    if (comm.rank() == 0)
-      std::printf(
-          "switchyard infer: the embedded default model %s (--synthetic runs the "
-          "configured MoE stack instead), %s as sequences of %lld tokens\n",
-          a.model.model.c_str(), a.model.corpus.c_str(), static_cast<long long>(a.model.seq_len));
-  }
-  if (!a.model.model.empty()) {
-    ModelInferArgs m = a.model;
-    if (m.corpus.empty()) m.corpus = a.corpus;
-    if (m.data_dir.empty()) m.data_dir = a.data_dir;
-    m.dump = a.dump;
-    m.out = a.out;
-    m.router = a.router;
-    m.max_tokens = a.max_tokens;
-    return run_model_infer(m, comm);
-  }
+  const bool plain = a.config.empty() && a.sets.empty() && a.router.empty() && !a.synthetic &&
+                     !mflags.given("model") && !mflags.given("token_file") &&
+                     !mflags.given("prompt") && !mflags.given("token_ids");
+  const bool default_model = plain && std::filesystem::is_directory(default_model_dir(), ec);
   const int me = comm.rank(), P = comm.size();
-  if (a.data_dir.empty()) a.data_dir = default_data_dir();
 
   // ---- configuration: file or default, then shortcuts, then --set, then checks ----
   switchyard::RunConfig cfg;
   Status st = [&]() -> Status {
-    SY_ASSIGN_OR_RETURN(cfg, load_run_config(a.config));
-    if (!a.router.empty() && a.router != "all")
-      SY_RETURN_IF_ERROR(apply_override(&cfg, "moe.router.name=" + a.router));
-    if (!a.corpus.empty()) SY_RETURN_IF_ERROR(apply_override(&cfg, "data.corpus=" + a.corpus));
-    if (a.max_tokens >= 0)
-      SY_RETURN_IF_ERROR(apply_override(&cfg, "data.max_tokens=" + std::to_string(a.max_tokens)));
-    for (const std::string& s : a.sets) SY_RETURN_IF_ERROR(apply_override(&cfg, s));
-    SY_RETURN_IF_ERROR(validate_run_config(cfg));
+    SY_RETURN_IF_ERROR(ResolveConfig(a, mflags, default_model, &cfg));
+    if (cfg.has_model()) return Status::Ok();
     if (a.router == "all" && !a.dump.empty())
       return InvalidArgument("--dump needs a single router, not --router all");
     return Dispatcher::check_sizes(cfg.moe().num_experts(), P);
   }();
   if (int code = agree_status(comm, st, "infer: config")) return code;
-  // Every rank must run the same configuration: a differing one is refused before any data moves.
-  {
-    const int64_t h = static_cast<int64_t>(fnv1a64(config_text(cfg).c_str()) >> 1);
-    int64_t lo = h, hi = h;
-    comm.allreduce(&lo, 1, ReduceOp::kMin, {"config.hash"});
-    comm.allreduce(&hi, 1, ReduceOp::kMax, {"config.hash"});
-    if (lo != hi) {
-      std::fprintf(stderr, "[switchyard] rank %d: config differs between ranks (hash %lld)\n", me,
-                   static_cast<long long>(h));
-      return kExitConfig;
-    }
+  if (int code = agree_config(comm, config_text(cfg))) return code;
+  if (a.print_config) {
+    if (me == 0) std::printf("%s", config_text(cfg).c_str());
+    return 0;
   }
+  if (cfg.has_model()) {
+    if (default_model && me == 0)
+      std::printf(
+          "switchyard infer: the embedded default model %s (--synthetic runs the "
+          "configured MoE stack instead), %s as sequences of %lld tokens\n",
+          cfg.model().model().c_str(), cfg.model().corpus().c_str(),
+          static_cast<long long>(cfg.model().seq_len()));
+    return run_model_infer(ModelInferArgs::FromConfig(cfg.model()), comm);
+  }
+  if (a.data_dir.empty()) a.data_dir = default_data_dir();
+
   if (comm.size() > 1 && cfg.comm().collective_timeout_s() > 0)
     comm.set_timeout(cfg.comm().collective_timeout_s());
-  if (a.print_config && me == 0) std::printf("%s", config_text(cfg).c_str());
 
   // ---- data: every rank tokenizes the same text (deterministic) ----
   std::vector<int32_t> ids;
@@ -200,74 +233,84 @@ void add_infer_command(CLI::App& app) {
       "Run real text through a stack of MoE layers, experts sharded over the MPI ranks "
       "(mpirun -np P switchyard infer ...), and report routing and load");
   cmd->add_option("--config", a->config,
-                  "run config, protobuf text format (default: the embedded "
-                  "launch/configs/default.pbtxt)");
-  cmd->add_option("--set", a->sets, "override a config field: --set moe.top_k=4 (repeatable)")
+                  "run config, protobuf text format (switchyard.RunConfig, proto/config.proto; "
+                  "default: the embedded launch/configs/default.pbtxt); a `model { ... }` "
+                  "section (proto/commands.proto) runs a checkpoint instead");
+  cmd->add_option("--set", a->sets,
+                  "override a config field: --set moe.top_k=4, --set model.seq_len=64 "
+                  "(repeatable)")
       ->default_str("");  // none: an empty list would show as "[]"
   cmd->add_option("--router", a->router,
-                  "router of every MoE layer (sets moe.router.name), or 'all' for each "
-                  "registered router in turn");
+                  "router of every MoE layer (sets moe.router.name, or model.router), or 'all' "
+                  "for each registered router in turn");
   cmd->add_option("--corpus", a->corpus,
-                  "moby_dick | sotu | excerpt (sets data.corpus); with --model: that corpus "
-                  "through the model's tokenizer, as sequences of --seq-len tokens");
+                  "moby_dick | sotu | excerpt (sets data.corpus); with --model (model.corpus): "
+                  "that corpus through the model's tokenizer, as sequences of --seq-len tokens");
   cmd->add_option("--max-tokens", a->max_tokens,
-                  "tokens to run, 0 = all (sets data.max_tokens; -1: the config's)");
+                  "tokens to run, 0 = all (sets data.max_tokens or model.max_tokens; -1: the "
+                  "config's)");
   cmd->add_option("--data-dir", a->data_dir,
-                  "data folder (default: $SY_DATA_DIR or the repo's data/)");
-  cmd->add_option("--out", a->out, "write per-rank load reports rank-<r>.{json,pb} here");
-  cmd->add_option("--dump", a->dump, "write the final hidden states (global token order) as .npy");
+                  "data folder (default: $SY_DATA_DIR or the repo's data/; model.data_dir)");
+  cmd->add_option("--out", a->out,
+                  "write per-rank load reports rank-<r>.{json,pb} here (model.out)");
+  cmd->add_option("--dump", a->dump,
+                  "write the final hidden states (global token order) as .npy (model.dump)");
   cmd->add_flag("--loads", a->loads, "print the per-expert load of the last layer");
   cmd->add_flag("--synthetic", a->synthetic,
                 "run the configured MoE stack even when the default model is built");
-  cmd->add_flag("--loss", a->model.loss,
-                "with --model --seq-len: next-token loss and perplexity over the sequences");
-  cmd->add_flag("--print-config", a->print_config, "print the resolved config");
-  // A Hugging Face checkpoint instead of the config's synthetic stack (launch/model_infer.h).
-  ModelInferArgs& m = a->model;
-  cmd->add_option("--model", m.model,
-                  "Hugging Face checkpoint folder (config.json + safetensors, e.g. from "
-                  "switchyard init): run it, experts split over the ranks; --dump then writes "
-                  "the logits [T, V]");
-  cmd->add_option("--token-ids", m.token_ids, "with --model: input token ids, e.g. 1,5,9");
-  cmd->add_option("--prompt", m.prompt, "with --model: input text, through the tokenizer");
-  cmd->add_option("--token-file", m.token_file,
-                  "with --model: a binary token file (switchyard tokenize); --max-tokens "
-                  "limits it");
-  cmd->add_option("--seq-len", m.seq_len,
-                  "with --token-file or --corpus: run it as sequences of this many tokens, each "
-                  "rank its own (data-parallel attention, expert-parallel MoE); routing table, "
-                  "load reports (--out) and tokens/s over the corpus (0: 256 with --corpus)");
-  cmd->add_option("--tokenizer", m.tokenizer,
-                  "tokenizer.json, or a model or checkpoint folder with one (default: the "
-                  "--model folder)");
-  cmd->add_option("--quantize", m.quantize,
-                  "routed experts: none | int8 | int4 (weight-only, "
-                  "group-wise scales)")
+  cmd->add_flag("--print-config", a->print_config,
+                "print the effective config (protobuf text, for --config) and exit");
+  cmd->footer(kConfigPrecedence);
+  // A Hugging Face checkpoint instead of the config's synthetic stack (launch/model_infer.h):
+  // shortcuts into the `model` section, defaults from proto/commands.proto.
+  auto m = std::make_shared<CommandConfig>(cmd, switchyard::ModelInferConfig::default_instance(),
+                                           "model.");
+  m->flag("--loss", "loss",
+          "with --model --seq-len: next-token loss and perplexity over the sequences");
+  m->option("--model", "model",
+            "Hugging Face checkpoint folder (config.json + safetensors, e.g. from "
+            "switchyard init): run it, experts split over the ranks; --dump then writes "
+            "the logits [T, V]");
+  m->option("--token-ids", "token_ids", "with --model: input token ids, e.g. 1,5,9");
+  m->option("--prompt", "prompt", "with --model: input text, through the tokenizer");
+  m->option("--token-file", "token_file",
+            "with --model: a binary token file (switchyard tokenize); --max-tokens "
+            "limits it");
+  m->option("--seq-len", "seq_len",
+            "with --token-file or --corpus: run it as sequences of this many tokens, each "
+            "rank its own (data-parallel attention, expert-parallel MoE); routing table, "
+            "load reports (--out) and tokens/s over the corpus (0: 256 with --corpus)");
+  m->option("--tokenizer", "tokenizer",
+            "tokenizer.json, or a model or checkpoint folder with one (default: the "
+            "--model folder)");
+  m->option("--quantize", "quantize",
+            "routed experts: none | int8 | int4 (weight-only, "
+            "group-wise scales)")
       ->check(CLI::IsMember({"none", "int8", "int4"}));
-  cmd->add_option("--quant-group", m.quant_group, "input columns per quantization scale")
+  m->option("--quant-group", "quant_group", "input columns per quantization scale")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  cmd->add_option("--capacity-factor", m.capacity_factor,
-                  "with --model: expert capacity factor; <= 0 (default) is dropless, as "
-                  "Hugging Face computes");
-  cmd->add_option("--max-new-tokens", m.max_new_tokens,
-                  "with --model: generate this many tokens with the KV cache");
-  cmd->add_option("--temperature", m.temperature, "sampling temperature; 0 (default) = greedy");
-  cmd->add_option("--top-k", m.top_k, "sample from the k most likely tokens (0 = all)");
-  cmd->add_option("--seed", m.seed, "sampling seed (and the seed of a replaced router)");
-  cmd->add_option("--upcycle-experts", m.upcycle_experts,
-                  "BERT: turn each MoE layer's dense FFN into this many expert copies (sparse "
-                  "upcycling; a fresh router of --router)");
-  cmd->add_option("--moe-every", m.moe_every, "BERT upcycling: every n-th layer is MoE (1, 2)");
-  cmd->add_option("--experts-top-k", m.experts_top_k, "BERT: experts per token");
-  cmd->add_option("--upcycle-noise", m.upcycle_noise,
-                  "BERT upcycling: multiplicative N(0, s^2) noise on the expert copies");
-  cmd->add_flag("--deterministic", m.deterministic,
-                "with --model: row-stable GEMMs, so P ranks give the logits of 1 rank bitwise "
-                "(slower)");
-  cmd->add_option("--repeat", m.repeat,
-                  "with --model: run the forward this many times, "
-                  "report the best time");
-  cmd->callback([a] { set_exit_code(run_infer(*a)); });
+  m->option("--capacity-factor", "capacity_factor",
+            "with --model: expert capacity factor; <= 0 (default) is dropless, as "
+            "Hugging Face computes");
+  m->option("--max-new-tokens", "max_new_tokens",
+            "with --model: generate this many tokens with the KV cache");
+  m->option("--temperature", "temperature", "sampling temperature; 0 (default) = greedy");
+  m->option("--top-k", "top_k", "sample from the k most likely tokens (0 = all)");
+  m->option("--seed", "seed", "sampling seed (and the seed of a replaced router)");
+  m->option("--upcycle-experts", "upcycle_experts",
+            "BERT: turn each MoE layer's dense FFN into this many expert copies (sparse "
+            "upcycling; a fresh router of --router)");
+  m->option("--moe-every", "moe_every", "BERT upcycling: every n-th layer is MoE (1, 2)");
+  m->option("--experts-top-k", "experts_top_k", "BERT: experts per token");
+  m->option("--upcycle-noise", "upcycle_noise",
+            "BERT upcycling: multiplicative N(0, s^2) noise on the expert copies");
+  m->flag("--deterministic", "deterministic",
+          "with --model: row-stable GEMMs, so P ranks give the logits of 1 rank bitwise "
+          "(slower)");
+  m->option("--repeat", "repeat",
+            "with --model: run the forward this many times, "
+            "report the best time");
+  cmd->callback([a, m] { set_exit_code(run_infer(*a, *m)); });
 }
 
 }  // namespace sy::launch

@@ -5,33 +5,38 @@
 #include <string>
 
 #include "launch/commands.h"
+#include "launch/config.h"
+#include "launch/config_cli.h"
 #include "routers/registry.h"
 
 namespace sy::launch {
 namespace {
 
-struct RoutersArgs {
-  int64_t d_model = 2048;
-  int64_t experts = 60;
-  int64_t top_k = 4;
-  int64_t hidden = 0;
-  int64_t vocab = 151936;
-};
-
-int run_routers(const RoutersArgs& a) {
+int run_routers(const CommandConfig& cc) {
+  switchyard::RoutersConfig a;
+  Status st = cc.resolve(&a);
+  if (st.ok()) st = validate_routers_config(a);
+  if (!st.ok()) {
+    std::fprintf(stderr, "switchyard routers: %s\n", st.ToString().c_str());
+    return st.exit_code();
+  }
+  if (cc.print_config()) {
+    std::printf("%s", config_text(a).c_str());
+    return 0;
+  }
   std::printf("routers for d_model=%lld experts=%lld top_k=%lld router_hidden=%lld\n",
-              static_cast<long long>(a.d_model), static_cast<long long>(a.experts),
-              static_cast<long long>(a.top_k),
-              static_cast<long long>(a.hidden > 0 ? a.hidden : RouterConfig::kDefaultHidden));
+              static_cast<long long>(a.d_model()), static_cast<long long>(a.experts()),
+              static_cast<long long>(a.top_k()),
+              static_cast<long long>(a.hidden() > 0 ? a.hidden() : RouterConfig::kDefaultHidden));
   std::printf("%-14s %14s %16s  %s\n", "router", "parameters", "FLOPs/token", "scores");
   for (const RouterInfo& info : router_registry()) {
     RouterConfig cfg;
     cfg.name = info.name;
-    cfg.d_model = a.d_model;
-    cfg.num_experts = a.experts;
-    cfg.top_k = a.top_k;
-    cfg.hidden = a.hidden;
-    cfg.vocab_size = a.vocab;
+    cfg.d_model = a.d_model();
+    cfg.num_experts = a.experts();
+    cfg.top_k = a.top_k();
+    cfg.hidden = a.hidden();
+    cfg.vocab_size = a.vocab();
     cfg.init_std = 0.0f;  // only counting: skip drawing random weights
     auto router = make_router(cfg);
     if (!router.ok()) {
@@ -48,18 +53,17 @@ int run_routers(const RoutersArgs& a) {
 }  // namespace
 
 void add_routers_command(CLI::App& app) {
-  auto args = std::make_shared<RoutersArgs>();
   CLI::App* cmd = app.add_subcommand(
       "routers", "List the registered routers with parameter counts and FLOPs per token");
-  cmd->add_option("--d-model", args->d_model, "hidden size D")->capture_default_str();
-  cmd->add_option("--experts", args->experts, "number of experts E")->capture_default_str();
-  cmd->add_option("--top-k", args->top_k, "experts per token K")->capture_default_str();
-  cmd->add_option("--router-hidden", args->hidden,
-                  "hidden size of attention/mlp/hybrid/mlp_hadamard routers (0: default)")
-      ->capture_default_str();
-  cmd->add_option("--vocab", args->vocab, "vocabulary size (hash router table)")
-      ->capture_default_str();
-  cmd->callback([args] { set_exit_code(run_routers(*args)); });
+  auto c = std::make_shared<CommandConfig>(cmd, switchyard::RoutersConfig::default_instance());
+  c->add_config_options();
+  c->option("--d-model", "d_model", "hidden size D");
+  c->option("--experts", "experts", "number of experts E");
+  c->option("--top-k", "top_k", "experts per token K");
+  c->option("--router-hidden", "hidden",
+            "hidden size of attention/mlp/hybrid/mlp_hadamard routers (0: default)");
+  c->option("--vocab", "vocab", "vocabulary size (hash router table)");
+  cmd->callback([c] { set_exit_code(run_routers(*c)); });
 }
 
 }  // namespace sy::launch

@@ -9,6 +9,8 @@
 #include <string>
 
 #include "launch/commands.h"
+#include "launch/config.h"
+#include "launch/config_cli.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
@@ -17,6 +19,8 @@
 namespace sy::launch {
 namespace {
 
+// The settings as the run reads them, filled from a validated TokenizeConfig (the defaults
+// live in proto/commands.proto).
 struct TokenizeArgs {
   std::string tokenizer;
   std::string corpus;
@@ -36,12 +40,17 @@ bool is_corpus_name(const std::string& s) {
   return false;
 }
 
-int run_tokenize(TokenizeArgs a) {
-  if (a.data_dir.empty()) {
-    a.data_dir = default_data_dir();
+int run_tokenize(const CommandConfig& cc) {
+  switchyard::TokenizeConfig cfg;
+  Status checked = cc.resolve(&cfg);
+  if (checked.ok()) checked = validate_tokenize_config(cfg);
+  if (!checked.ok()) return fail(checked);
+  if (cc.print_config()) {
+    std::printf("%s", config_text(cfg).c_str());
+    return 0;
   }
-  if (a.max_tokens < 0)
-    return fail(InvalidArgument("--max-tokens " + std::to_string(a.max_tokens) + " < 0"));
+  TokenizeArgs a{cfg.tokenizer(), cfg.corpus(), cfg.out(), cfg.max_tokens(), cfg.data_dir()};
+  if (a.data_dir.empty()) a.data_dir = default_data_dir();
   using Clock = std::chrono::steady_clock;
   const auto t_load = Clock::now();
   // A checkpoint folder (models/default): its newest published step holds the tokenizer.
@@ -77,20 +86,19 @@ int run_tokenize(TokenizeArgs a) {
 }  // namespace
 
 void add_tokenize_command(CLI::App& app) {
-  auto args = std::make_shared<TokenizeArgs>();
   CLI::App* cmd = app.add_subcommand(
       "tokenize", "Tokenize a corpus into a binary token file (runtime/data/token_file.h)");
-  cmd->add_option("--tokenizer", args->tokenizer,
-                  "tokenizer.json, a folder with tokenizer.json or encoder.json + vocab.bpe, or a "
-                  "model or checkpoint folder (e.g. models/default)")
-      ->required();
-  cmd->add_option("--corpus", args->corpus, "moby_dick | sotu | excerpt | a text file")->required();
-  cmd->add_option("--out", args->out, "token file to write (e.g. tokens.bin)")->required();
-  cmd->add_option("--max-tokens", args->max_tokens, "keep the first N tokens, 0 = all")
-      ->capture_default_str();
-  cmd->add_option("--data-dir", args->data_dir,
-                  "data folder for corpus names (default: $SY_DATA_DIR or the repo's data/)");
-  cmd->callback([args] { set_exit_code(run_tokenize(*args)); });
+  auto c = std::make_shared<CommandConfig>(cmd, switchyard::TokenizeConfig::default_instance());
+  c->add_config_options();
+  c->option("--tokenizer", "tokenizer",
+            "tokenizer.json, a folder with tokenizer.json or encoder.json + vocab.bpe, or a "
+            "model or checkpoint folder (e.g. models/default); required");
+  c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file; required");
+  c->option("--out", "out", "token file to write (e.g. tokens.bin); required");
+  c->option("--max-tokens", "max_tokens", "keep the first N tokens, 0 = all");
+  c->option("--data-dir", "data_dir",
+            "data folder for corpus names (default: $SY_DATA_DIR or the repo's data/)");
+  cmd->callback([c] { set_exit_code(run_tokenize(*c)); });
 }
 
 }  // namespace sy::launch

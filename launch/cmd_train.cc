@@ -27,6 +27,8 @@
 #include "comm/fault.h"
 #include "comm/mpi_communicator.h"
 #include "launch/commands.h"
+#include "launch/config.h"
+#include "launch/config_cli.h"
 #include "launch/infer_run.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
@@ -44,39 +46,79 @@ namespace sy::launch {
 namespace {
 using json = nlohmann::json;
 
+// The settings as the run reads them, filled from a validated TrainConfig (FromConfig): the
+// defaults live in proto/commands.proto alone.
 struct TrainArgs {
   std::string model;
-  std::string what = "routers";
+  std::string what;
   std::string router;  // empty: keep the checkpoint's gate
-  int64_t steps = 20;
-  int64_t seq_len = 128;
-  int64_t batch = 2;  // sequences per rank per step
-  double lr = 1e-3;
+  int64_t steps = 0;
+  int64_t seq_len = 0;
+  int64_t batch = 0;  // sequences per rank per step
+  double lr = 0;
   int64_t warmup = 0;
-  double weight_decay = 0.0;
-  double clip = 1.0;
-  double aux_loss = -1;  // < 0: the checkpoint's router_aux_loss_coef
-  int64_t eval_every = 10;
-  int64_t eval_tokens = 8192;
-  std::string corpus = "sotu";
+  double weight_decay = 0;
+  double clip = 0;
+  double aux_loss = 0;  // < 0: the checkpoint's router_aux_loss_coef
+  int64_t eval_every = 0;
+  int64_t eval_tokens = 0;
+  std::string corpus;
   std::string token_file;
   std::string data_dir;
-  uint64_t seed = 1234;
-  uint64_t data_seed = 1;
-  std::string quantize = "none";
-  double capacity_factor = 0.0;
+  uint64_t seed = 0;
+  uint64_t data_seed = 0;
+  std::string quantize;
+  double capacity_factor = 0;
   bool deterministic = false;
   std::string checkpoint_dir;
   int64_t save_every = 0;
   bool resume = false;
-  int keep_last = 3;
+  int keep_last = 0;
   std::string out;
-  int64_t log_every = 1;
-  bool distill = true;
+  int64_t log_every = 0;
+  bool distill = false;
   DistillConfig distill_cfg;
-  std::string on_nonfinite = "skip";
+  std::string on_nonfinite;
   int64_t max_skips = 0;
 };
+
+TrainArgs FromConfig(const switchyard::TrainConfig& c) {
+  TrainArgs a;
+  a.model = c.model();
+  a.what = c.what();
+  a.router = c.router();
+  a.steps = c.steps();
+  a.seq_len = c.seq_len();
+  a.batch = c.batch();
+  a.lr = c.lr();
+  a.warmup = c.warmup();
+  a.weight_decay = c.weight_decay();
+  a.clip = c.clip();
+  a.aux_loss = c.aux_loss();
+  a.eval_every = c.eval_every();
+  a.eval_tokens = c.eval_tokens();
+  a.corpus = c.corpus();
+  a.token_file = c.token_file();
+  a.data_dir = c.data_dir();
+  a.seed = c.seed();
+  a.data_seed = c.data_seed();
+  a.quantize = c.quantize();
+  a.capacity_factor = c.capacity_factor();
+  a.deterministic = c.deterministic();
+  a.checkpoint_dir = c.checkpoint_dir();
+  a.save_every = c.save_every();
+  a.resume = c.resume();
+  a.keep_last = c.keep_last();
+  a.out = c.out();
+  a.log_every = c.log_every();
+  a.distill = c.distill().enabled();
+  a.distill_cfg.iterations = c.distill().iterations();
+  a.distill_cfg.lr = c.distill().lr();
+  a.distill_cfg.max_tokens = c.distill().max_tokens();
+  a.on_nonfinite = c.on_nonfinite();
+  a.max_skips = c.max_skips();
+  return a;
+}
 
 // The settings a resumed run must share with the run that saved (the data and what is trained).
 json RunSettings(const TrainArgs& a, const std::string& router) {
@@ -133,23 +175,6 @@ struct TrainSetup {
   bool is_resume = false;
   std::string router;  // the router being trained
 };
-
-Status CheckTrainArgs(const TrainArgs& a) {
-  if (a.what != "routers" && a.what != "all")
-    return InvalidArgument("train: --what must be routers or all");
-  if (a.steps < 1 || a.seq_len < 2 || a.batch < 1 || a.eval_every < 0 || a.eval_tokens < 2 ||
-      a.save_every < 0 || a.log_every < 1 || a.keep_last < 0)
-    return InvalidArgument(
-        "train: --steps, --batch, --log-every >= 1, --seq-len, --eval-tokens >= 2, "
-        "--save-every, --eval-every, --keep-last >= 0");
-  if ((a.save_every > 0 || a.resume) && a.checkpoint_dir.empty())
-    return InvalidArgument("train: --save-every and --resume need --checkpoint-dir");
-  if (a.quantize != "none" && a.what == "all")
-    return InvalidArgument(
-        "train: --what all trains the experts: they must stay fp32 "
-        "(--quantize none)");
-  return Status::Ok();
-}
 
 // Where the weights come from: the latest checkpoint (resume) or the model; opens it.
 Status OpenSource(const TrainArgs& a, TrainSetup* t) {
@@ -216,7 +241,6 @@ Status ReadTrainTokens(const TrainArgs& a, TrainSetup* t) {
 }
 
 Status PrepareTrain(const TrainArgs& a, Communicator& comm, TrainSetup* t) {
-  SY_RETURN_IF_ERROR(CheckTrainArgs(a));
   SY_RETURN_IF_ERROR(OpenSource(a, t));
   SY_ASSIGN_OR_RETURN(Qwen2MoeConfig cfg, Qwen2MoeConfig::from_checkpoint(*t->ck));
   t->router = a.router.empty() ? cfg.router : a.router;
@@ -476,11 +500,22 @@ class TrainRun {
   int64_t report_step_ = -1;
 };
 
-int RunTrain(const TrainArgs& a) {
+// The settings (checked once here, agreed by every rank), then the run.
+int RunTrain(const CommandConfig& cc) {
   MpiRuntime mpi(nullptr, nullptr);
   MpiCommunicator comm;
+  switchyard::TrainConfig cfg;
+  Status st = cc.resolve(&cfg);
+  if (st.ok()) st = validate_train_config(cfg);
+  if (int code = agree_status(comm, st, "train: config")) return code;
+  if (int code = agree_config(comm, config_text(cfg))) return code;
+  if (cc.print_config()) {
+    if (comm.rank() == 0) std::printf("%s", config_text(cfg).c_str());
+    return 0;
+  }
+  const TrainArgs a = FromConfig(cfg);
   TrainSetup setup;
-  Status st = PrepareTrain(a, comm, &setup);
+  st = PrepareTrain(a, comm, &setup);
   if (int code = agree_status(comm, st, "train")) return code;
   TrainRun run(a, comm, setup);
   return run.run();
@@ -489,63 +524,62 @@ int RunTrain(const TrainArgs& a) {
 }  // namespace
 
 void add_train_command(CLI::App& app) {
-  auto a = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand(
       "train",
       "Fine-tune the routers (or train everything) of a Qwen2-MoE checkpoint across the "
       "MPI ranks: data + expert parallel, AdamW, checkpoints that resume bitwise");
-  cmd->add_option("--model", a->model,
-                  "Hugging Face checkpoint folder (qwen2_moe) or a checkpoint folder; default: "
-                  "the embedded default model");
-  cmd->add_option("--what", a->what, "routers (everything else frozen) | all")
+  auto c = std::make_shared<CommandConfig>(cmd, switchyard::TrainConfig::default_instance());
+  c->add_config_options();
+  c->option("--model", "model",
+            "Hugging Face checkpoint folder (qwen2_moe) or a checkpoint folder; default: "
+            "the embedded default model");
+  c->option("--what", "what", "routers (everything else frozen) | all")
       ->check(CLI::IsMember({"routers", "all"}));
-  cmd->add_option("--router", a->router,
-                  "replace every MoE layer's gate with a router of this kind");
-  cmd->add_option("--steps", a->steps, "optimizer steps of the whole run (resume included)");
-  cmd->add_option("--checkpoint-dir", a->checkpoint_dir,
-                  "checkpoint folder (step-N sub-folders; itself a model folder)");
-  cmd->add_option("--save-every", a->save_every, "save every K steps (and always at the end)");
-  cmd->add_flag("--resume", a->resume,
-                "continue from the latest complete checkpoint in --checkpoint-dir (start fresh "
-                "when it holds none)");
-  cmd->add_option("--keep-last", a->keep_last, "checkpoints kept (0: all)");
-  cmd->add_option("--seq-len", a->seq_len, "tokens per sequence");
-  cmd->add_option("--batch", a->batch, "sequences per rank per step");
-  cmd->add_option("--lr", a->lr, "peak learning rate (AdamW, cosine decay to 0.1x)");
-  cmd->add_option("--warmup", a->warmup, "linear warm-up steps");
-  cmd->add_option("--weight-decay", a->weight_decay, "AdamW weight decay (matrices)");
-  cmd->add_option("--clip", a->clip, "global gradient-norm clip (<= 0: none)");
-  cmd->add_option("--aux-loss", a->aux_loss,
-                  "Switch load-balancing loss coefficient (default: the checkpoint's "
-                  "router_aux_loss_coef; 0: none)");
-  cmd->add_option("--eval-every", a->eval_every, "held-out loss every M steps (0: start and end)");
-  cmd->add_option("--eval-tokens", a->eval_tokens, "tokens held out at the end of the data");
-  cmd->add_option("--corpus", a->corpus, "moby_dick | sotu | excerpt | a text file");
-  cmd->add_option("--token-file", a->token_file, "a binary token file instead of --corpus");
-  cmd->add_option("--data-dir", a->data_dir, "data folder (default: $SY_DATA_DIR or data/)");
-  cmd->add_option("--data-seed", a->data_seed, "seed of the data order");
-  cmd->add_option("--seed", a->seed, "seed of a replaced router");
-  cmd->add_option("--quantize", a->quantize, "routed experts: none | int8 | int4 (--what routers)")
+  c->option("--router", "router", "replace every MoE layer's gate with a router of this kind");
+  c->option("--steps", "steps", "optimizer steps of the whole run (resume included)");
+  c->option("--checkpoint-dir", "checkpoint_dir",
+            "checkpoint folder (step-N sub-folders; itself a model folder)");
+  c->option("--save-every", "save_every", "save every K steps (and always at the end)");
+  c->flag("--resume", "resume",
+          "continue from the latest complete checkpoint in --checkpoint-dir (start fresh "
+          "when it holds none)");
+  c->option("--keep-last", "keep_last", "checkpoints kept (0: all)");
+  c->option("--seq-len", "seq_len", "tokens per sequence");
+  c->option("--batch", "batch", "sequences per rank per step");
+  c->option("--lr", "lr", "peak learning rate (AdamW, cosine decay to 0.1x)");
+  c->option("--warmup", "warmup", "linear warm-up steps");
+  c->option("--weight-decay", "weight_decay", "AdamW weight decay (matrices)");
+  c->option("--clip", "clip", "global gradient-norm clip (<= 0: none)");
+  c->option("--aux-loss", "aux_loss",
+            "Switch load-balancing loss coefficient (< 0: the checkpoint's "
+            "router_aux_loss_coef; 0: none)");
+  c->option("--eval-every", "eval_every", "held-out loss every M steps (0: start and end)");
+  c->option("--eval-tokens", "eval_tokens", "tokens held out at the end of the data");
+  c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");
+  c->option("--token-file", "token_file", "a binary token file instead of --corpus");
+  c->option("--data-dir", "data_dir", "data folder (default: $SY_DATA_DIR or data/)");
+  c->option("--data-seed", "data_seed", "seed of the data order");
+  c->option("--seed", "seed", "seed of a replaced router");
+  c->option("--quantize", "quantize", "routed experts: none | int8 | int4 (--what routers)")
       ->check(CLI::IsMember({"none", "int8", "int4"}));
-  cmd->add_option("--capacity-factor", a->capacity_factor, "expert capacity (<= 0: dropless)");
-  cmd->add_option("--out", a->out, "per-rank load reports (switchyard report reads them)");
-  cmd->add_option("--log-every", a->log_every, "progress line and load report every N steps");
-  cmd->add_flag("--distill,!--no-distill", a->distill,
-                "warm-start a replaced router by distillation from the checkpoint's gate "
-                "(default on)");
-  cmd->add_option("--distill-iters", a->distill_cfg.iterations, "Adam steps per layer");
-  cmd->add_option("--distill-lr", a->distill_cfg.lr, "distillation learning rate");
-  cmd->add_option("--distill-tokens", a->distill_cfg.max_tokens,
-                  "router inputs per rank to distill on");
-  cmd->add_option("--on-nonfinite", a->on_nonfinite,
-                  "NaN/Inf in logits, loss or gradients on any rank: skip the step on every "
-                  "rank, or stop the job (exit 24)")
+  c->option("--capacity-factor", "capacity_factor", "expert capacity (<= 0: dropless)");
+  c->option("--out", "out", "per-rank load reports (switchyard report reads them)");
+  c->option("--log-every", "log_every", "progress line and load report every N steps");
+  c->flag("--distill,!--no-distill", "distill.enabled",
+          "warm-start a replaced router by distillation from the checkpoint's gate "
+          "(default on)");
+  c->option("--distill-iters", "distill.iterations", "Adam steps per layer");
+  c->option("--distill-lr", "distill.lr", "distillation learning rate");
+  c->option("--distill-tokens", "distill.max_tokens", "router inputs per rank to distill on");
+  c->option("--on-nonfinite", "on_nonfinite",
+            "NaN/Inf in logits, loss or gradients on any rank: skip the step on every "
+            "rank, or stop the job (exit 24)")
       ->check(CLI::IsMember({"skip", "stop"}));
-  cmd->add_option("--max-skips", a->max_skips,
-                  "stop after this many skipped steps in a row (0: "
-                  "no limit)");
-  cmd->add_flag("--deterministic", a->deterministic, "row-stable GEMMs");
-  cmd->callback([a] { set_exit_code(RunTrain(*a)); });
+  c->option("--max-skips", "max_skips",
+            "stop after this many skipped steps in a row (0: "
+            "no limit)");
+  c->flag("--deterministic", "deterministic", "row-stable GEMMs");
+  cmd->callback([c] { set_exit_code(RunTrain(*c)); });
 }
 
 }  // namespace sy::launch

@@ -4,6 +4,7 @@
 #include <google/protobuf/text_format.h>
 
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "launch/default_config.h"  // generated: kDefaultConfigText
@@ -38,34 +39,53 @@ const std::string& default_config_text() {
   return kText;
 }
 
-StatusOr<switchyard::RunConfig> parse_run_config(const std::string& text,
-                                                 const std::string& origin) {
-  switchyard::RunConfig cfg;
+Status parse_text_config(const std::string& text, const std::string& origin, pb::Message* msg) {
   pb::TextFormat::Parser parser;
   Collector errors(origin);
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &cfg))
+  if (!parser.ParseFromString(text, msg))
     return InvalidArgument("config " + (errors.first().empty() ? origin : errors.first()));
-  return cfg;
+  return Status::Ok();
 }
 
-StatusOr<switchyard::RunConfig> load_run_config(const std::string& path) {
-  if (path.empty()) return parse_run_config(default_config_text(), "<default>");
+Status load_text_config(const std::string& path, pb::Message* msg) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return InvalidArgument("cannot open config " + path);
   std::ostringstream ss;
   ss << f.rdbuf();
   if (ss.str().size() > (16u << 20)) return InvalidArgument("config " + path + " is over 16 MiB");
-  return parse_run_config(ss.str(), path);
+  return parse_text_config(ss.str(), path, msg);
 }
 
-Status apply_override(switchyard::RunConfig* cfg, const std::string& assignment) {
+StatusOr<switchyard::RunConfig> parse_run_config(const std::string& text,
+                                                 const std::string& origin) {
+  switchyard::RunConfig cfg;
+  SY_RETURN_IF_ERROR(parse_text_config(text, origin, &cfg));
+  return cfg;
+}
+
+StatusOr<switchyard::RunConfig> load_run_config(const std::string& path) {
+  if (path.empty()) return parse_run_config(default_config_text(), "<default>");
+  switchyard::RunConfig cfg;
+  SY_RETURN_IF_ERROR(load_text_config(path, &cfg));
+  return cfg;
+}
+
+Status apply_override(pb::Message* cfg, const std::string& assignment) {
   const size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
     return InvalidArgument("--set expects a.b=value, got '" + assignment + "'");
   const std::string path = assignment.substr(0, eq);
-  std::string value = assignment.substr(eq + 1);
-  pb::Message* msg = cfg;
+  return set_config_field(cfg, path, assignment.substr(eq + 1), "--set " + path,
+                          /*literal=*/false);
+}
+
+namespace {
+
+// The message holding the last component of `path`, and that component's field; sub-messages
+// are created on the way when `create`.
+Status find_field(pb::Message* msg, const std::string& path, const std::string& what,
+                  pb::Message** holder, const pb::FieldDescriptor** leaf) {
   size_t start = 0;
   while (true) {
     const size_t dot = path.find('.', start);
@@ -73,23 +93,122 @@ Status apply_override(switchyard::RunConfig* cfg, const std::string& assignment)
         path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     const pb::FieldDescriptor* field = msg->GetDescriptor()->FindFieldByName(name);
     if (!field)
-      return InvalidArgument("--set " + path + ": no field '" + name + "' in " +
-                             msg->GetDescriptor()->name());
+      return InvalidArgument(what + ": no field '" + name + "' in " + msg->GetDescriptor()->name());
     if (dot == std::string::npos) {
       if (field->is_repeated() || field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE)
-        return InvalidArgument("--set " + path + ": not a scalar field");
-      if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING &&
-          (value.empty() || value.front() != '"'))
-        value = "\"" + value + "\"";
-      if (!pb::TextFormat::ParseFieldValueFromString(value, field, msg))
-        return InvalidArgument("--set " + path + ": '" + assignment.substr(eq + 1) +
-                               "' is not a valid " + field->type_name());
+        return InvalidArgument(what + ": not a scalar field");
+      *holder = msg;
+      *leaf = field;
       return Status::Ok();
     }
     if (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE || field->is_repeated())
-      return InvalidArgument("--set " + path + ": '" + name + "' is not a message");
+      return InvalidArgument(what + ": '" + name + "' is not a message");
     msg = msg->GetReflection()->MutableMessage(msg, field);
     start = dot + 1;
+  }
+}
+
+}  // namespace
+
+Status set_config_field(pb::Message* cfg, const std::string& path, const std::string& value,
+                        const std::string& what, bool literal) {
+  pb::Message* msg = nullptr;
+  const pb::FieldDescriptor* field = nullptr;
+  SY_RETURN_IF_ERROR(find_field(cfg, path, what, &msg, &field));
+  std::string text = value;
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING &&
+      (literal || text.empty() || text.front() != '"')) {
+    text = "\"";
+    for (char c : value) {
+      if (c == '"' || c == '\\') text += '\\';
+      text += c == '\n' ? std::string("\\n") : std::string(1, c);
+    }
+    text += '"';
+  }
+  pb::TextFormat::Parser parser;
+  Collector quiet(what);  // the error below is the message: protobuf's own log stays quiet
+  parser.RecordErrorsTo(&quiet);
+  if (!parser.ParseFieldValueFromString(text, field, msg))
+    return InvalidArgument(what + ": '" + value + "' is not a valid " + field->type_name());
+  return Status::Ok();
+}
+
+std::string config_field_text(const pb::Message& cfg, const std::string& path) {
+  std::unique_ptr<pb::Message> copy(cfg.New());
+  copy->CopyFrom(cfg);
+  pb::Message* msg = nullptr;
+  const pb::FieldDescriptor* field = nullptr;
+  if (!find_field(copy.get(), path, path, &msg, &field).ok()) return "";
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING)
+    return msg->GetReflection()->GetString(*msg, field);
+  std::string out;
+  pb::TextFormat::PrintFieldValueToString(*msg, field, -1, &out);
+  return out;
+}
+
+std::string config_field_kind(const pb::Message& cfg, const std::string& path) {
+  std::unique_ptr<pb::Message> copy(cfg.New());
+  pb::Message* msg = nullptr;
+  const pb::FieldDescriptor* field = nullptr;
+  if (!find_field(copy.get(), path, path, &msg, &field).ok()) return "TEXT";
+  switch (field->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return "INT";
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return "FLOAT";
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return "BOOL";
+    default:
+      return "TEXT";
+  }
+}
+
+void fill_defaults(pb::Message* msg) {
+  const pb::Reflection* r = msg->GetReflection();
+  const pb::Descriptor* d = msg->GetDescriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    if (f->is_repeated()) continue;
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      fill_defaults(r->MutableMessage(msg, f));
+      continue;
+    }
+    if (!f->has_presence() || r->HasField(*msg, f)) continue;
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        r->SetInt32(msg, f, f->default_value_int32());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        r->SetInt64(msg, f, f->default_value_int64());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+        r->SetUInt32(msg, f, f->default_value_uint32());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT64:
+        r->SetUInt64(msg, f, f->default_value_uint64());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        r->SetDouble(msg, f, f->default_value_double());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT:
+        r->SetFloat(msg, f, f->default_value_float());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL:
+        r->SetBool(msg, f, f->default_value_bool());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        r->SetString(msg, f, f->default_value_string());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_ENUM:
+        r->SetEnum(msg, f, f->default_value_enum());
+        break;
+      default:
+        break;
+    }
   }
 }
 
@@ -151,10 +270,104 @@ MoeStackConfig to_stack_config(const switchyard::RunConfig& cfg, int64_t vocab_s
   return sc;
 }
 
-std::string config_text(const switchyard::RunConfig& cfg) {
+std::string config_text(const pb::Message& cfg) {
   std::string out;
   pb::TextFormat::PrintToString(cfg, &out);
   return out;
+}
+
+}  // namespace sy::launch
+
+namespace sy::launch {
+namespace {
+
+bool one_of(const std::string& v, std::initializer_list<const char*> allowed) {
+  for (const char* a : allowed)
+    if (v == a) return true;
+  return false;
+}
+
+}  // namespace
+
+Status validate_model_infer_config(const switchyard::ModelInferConfig& m) {
+  if (m.model().empty()) return InvalidArgument("model.model (--model): a checkpoint folder");
+  const bool corpus = m.token_file().empty() && !m.corpus().empty();
+  const int given = !m.token_ids().empty() + !m.prompt().empty() + !m.token_file().empty() + corpus;
+  if (given != 1)
+    return InvalidArgument(
+        "--model needs exactly one of --token-ids, --prompt, --token-file, --corpus "
+        "(model.token_ids, prompt, token_file, corpus)");
+  if (m.seq_len() < 0 || (m.seq_len() > 0 && m.token_file().empty() && !corpus))
+    return InvalidArgument(
+        "model.seq_len (--seq-len) needs --token-file or --corpus (and must be > 0)");
+  if (!one_of(m.quantize(), {"none", "int8", "int4"}))
+    return InvalidArgument("model.quantize (--quantize) must be none, int8 or int4, not '" +
+                           m.quantize() + "'");
+  if (m.quant_group() < 1 || m.quant_group() > (int64_t{1} << 20))
+    return InvalidArgument("model.quant_group (--quant-group) must be in [1, 2^20]");
+  if (m.max_new_tokens() < 0 || m.repeat() < 1 || m.temperature() < 0)
+    return InvalidArgument(
+        "--max-new-tokens, --repeat and --temperature must be >= 0 (repeat >= 1) "
+        "(model.max_new_tokens, repeat, temperature)");
+  if (m.seq_len() > 0 && (!m.dump().empty() || m.max_new_tokens() > 0))
+    return InvalidArgument(
+        "--seq-len runs a corpus: no --dump or --max-new-tokens (model.seq_len with "
+        "model.dump, max_new_tokens)");
+  if (m.top_k() < 0 || m.upcycle_experts() < 0 || m.moe_every() < 0 || m.experts_top_k() < 0 ||
+      m.upcycle_noise() < 0)
+    return InvalidArgument(
+        "model.top_k, upcycle_experts, moe_every, experts_top_k, upcycle_noise must be >= 0");
+  return Status::Ok();
+}
+
+Status validate_train_config(const switchyard::TrainConfig& t) {
+  if (!one_of(t.what(), {"routers", "all"}))
+    return InvalidArgument("train: what (--what) must be routers or all, not '" + t.what() + "'");
+  if (t.steps() < 1 || t.seq_len() < 2 || t.batch() < 1 || t.eval_every() < 0 ||
+      t.eval_tokens() < 2 || t.save_every() < 0 || t.log_every() < 1 || t.keep_last() < 0)
+    return InvalidArgument(
+        "train: --steps, --batch, --log-every >= 1, --seq-len, --eval-tokens >= 2, "
+        "--save-every, --eval-every, --keep-last >= 0 (fields steps, batch, log_every, seq_len, "
+        "eval_tokens, save_every, eval_every, keep_last)");
+  if ((t.save_every() > 0 || t.resume()) && t.checkpoint_dir().empty())
+    return InvalidArgument(
+        "train: --save-every and --resume need --checkpoint-dir (save_every, resume, "
+        "checkpoint_dir)");
+  if (!one_of(t.quantize(), {"none", "int8", "int4"}))
+    return InvalidArgument("train: quantize (--quantize) must be none, int8 or int4, not '" +
+                           t.quantize() + "'");
+  if (t.quantize() != "none" && t.what() == "all")
+    return InvalidArgument(
+        "train: --what all trains the experts: they must stay fp32 "
+        "(--quantize none)");
+  if (!one_of(t.on_nonfinite(), {"skip", "stop"}))
+    return InvalidArgument("train: on_nonfinite (--on-nonfinite) must be skip or stop, not '" +
+                           t.on_nonfinite() + "'");
+  if (t.max_skips() < 0) return InvalidArgument("train: max_skips (--max-skips) must be >= 0");
+  const auto& d = t.distill();
+  if (d.iterations() < 0 || !(d.lr() > 0) || d.max_tokens() < 0)
+    return InvalidArgument(
+        "train: distill.iterations (--distill-iters) >= 0, distill.lr (--distill-lr) > 0, "
+        "distill.max_tokens (--distill-tokens) >= 0");
+  return Status::Ok();
+}
+
+Status validate_tokenize_config(const switchyard::TokenizeConfig& t) {
+  for (const auto& [value, name] :
+       {std::make_pair(&t.tokenizer(), "tokenizer (--tokenizer)"),
+        std::make_pair(&t.corpus(), "corpus (--corpus)"), std::make_pair(&t.out(), "out (--out)")})
+    if (value->empty()) return InvalidArgument(std::string(name) + " is required");
+  if (t.max_tokens() < 0)
+    return InvalidArgument("--max-tokens " + std::to_string(t.max_tokens()) + " < 0 (max_tokens)");
+  return Status::Ok();
+}
+
+Status validate_routers_config(const switchyard::RoutersConfig& r) {
+  if (r.d_model() < 1 || r.experts() < 1 || r.top_k() < 1 || r.top_k() > r.experts() ||
+      r.hidden() < 0 || r.vocab() < 1)
+    return InvalidArgument(
+        "d_model, experts, vocab must be >= 1, top_k in [1, experts], hidden >= 0");
+  return Status::Ok();
 }
 
 }  // namespace sy::launch

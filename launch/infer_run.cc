@@ -134,6 +134,17 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   return res;
 }
 
+int agree_config(Communicator& comm, const std::string& config_text) {
+  const int64_t h = static_cast<int64_t>(fnv1a64(config_text.c_str()) >> 1);
+  int64_t lo = h, hi = h;
+  comm.allreduce(&lo, 1, ReduceOp::kMin, {"config.hash"});
+  comm.allreduce(&hi, 1, ReduceOp::kMax, {"config.hash"});
+  if (lo == hi) return 0;
+  std::fprintf(stderr, "[switchyard] rank %d: config differs between ranks (hash %lld)\n",
+               comm.rank(), static_cast<long long>(h));
+  return kExitConfig;
+}
+
 int agree_status(Communicator& comm, const Status& s, const char* what) {
   int32_t code = s.ok() ? 0 : s.exit_code();
   comm.allreduce(&code, 1, ReduceOp::kMax, {"agree"});

@@ -33,6 +33,11 @@ struct InferOptions {
 // 0 when every rank is OK. Collective over comm.
 int agree_status(Communicator& comm, const Status& s, const char* what);
 
+// Every rank must run the same configuration: the hash of `config_text` all-reduced; a
+// differing one is refused (exit 21 on every rank, each naming its rank) before any data moves.
+// Returns 0 when all agree. Collective over comm.
+int agree_config(Communicator& comm, const std::string& config_text);
+
 // Collective over comm. `ids` are the global token ids (every rank holds the same list).
 StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
                                     const std::vector<int32_t>& ids, int64_t vocab_size,

@@ -112,27 +112,9 @@ bool RunsCorpus(const ModelInferArgs& a) {
   return a.token_file.empty() && !a.corpus.empty();
 }
 
-Status CheckArgs(const ModelInferArgs& a) {
-  const int given = !a.token_ids.empty() + !a.prompt.empty() + !a.token_file.empty() +
-                    (a.token_file.empty() && !a.corpus.empty());
-  if (given != 1)
-    return InvalidArgument(
-        "--model needs exactly one of --token-ids, --prompt, --token-file, --corpus");
-  if (a.seq_len < 0 || (a.seq_len > 0 && a.token_file.empty() && !RunsCorpus(a)))
-    return InvalidArgument("--seq-len needs --token-file or --corpus (and must be > 0)");
-  if (a.quantize != "none" && a.quantize != "int8" && a.quantize != "int4")
-    return InvalidArgument("--quantize must be none, int8 or int4");
-  if (a.max_new_tokens < 0 || a.repeat < 1 || a.temperature < 0)
-    return InvalidArgument(
-        "--max-new-tokens, --repeat and --temperature must be >= 0 (repeat >= 1)");
-  if (a.seq_len > 0 && (!a.dump.empty() || a.max_new_tokens > 0))
-    return InvalidArgument("--seq-len runs a corpus: no --dump or --max-new-tokens");
-  return Status::Ok();
-}
-
-// Every rank reads the same; the verdict is agreed by the caller.
+// Every rank reads the same; the verdict is agreed by the caller. The settings were checked
+// at the boundary (validate_model_infer_config).
 Status ReadInputs(const ModelInferArgs& a, Inputs* in) {
-  SY_RETURN_IF_ERROR(CheckArgs(a));
   SY_ASSIGN_OR_RETURN(HfCheckpoint c, HfCheckpoint::Open(a.model));
   in->ck = std::make_unique<HfCheckpoint>(std::move(c));
   const bool corpus = RunsCorpus(a);
@@ -394,6 +376,37 @@ int RunGenerate(const ModelInferArgs& a, Model& model, Communicator& comm, const
 }
 
 }  // namespace
+
+ModelInferArgs ModelInferArgs::FromConfig(const switchyard::ModelInferConfig& c) {
+  ModelInferArgs a;
+  a.model = c.model();
+  a.token_ids = c.token_ids();
+  a.prompt = c.prompt();
+  a.token_file = c.token_file();
+  a.max_tokens = c.max_tokens();
+  a.seq_len = c.seq_len();
+  a.corpus = c.corpus();
+  a.data_dir = c.data_dir();
+  a.loss = c.loss();
+  a.tokenizer = c.tokenizer();
+  a.dump = c.dump();
+  a.out = c.out();
+  a.quantize = c.quantize();
+  a.quant_group = c.quant_group();
+  a.router = c.router();
+  a.capacity_factor = c.capacity_factor();
+  a.max_new_tokens = c.max_new_tokens();
+  a.temperature = c.temperature();
+  a.top_k = c.top_k();
+  a.seed = c.seed();
+  a.repeat = c.repeat();
+  a.upcycle_experts = c.upcycle_experts();
+  a.moe_every = c.moe_every();
+  a.experts_top_k = c.experts_top_k();
+  a.upcycle_noise = c.upcycle_noise();
+  a.deterministic = c.deterministic();
+  return a;
+}
 
 int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
   const int P = comm.size();

@@ -11,16 +11,20 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "proto/commands.pb.h"
 
 namespace sy::launch {
 
+// The settings as the run reads them, filled from a validated ModelInferConfig (the `model`
+// section of an infer config, validate_model_infer_config) by FromConfig: the defaults live in
+// proto/commands.proto alone.
 struct ModelInferArgs {
   std::string model;       // checkpoint folder
   std::string token_ids;   // "1,5,9"
   std::string prompt;      // text, through the tokenizer
-  std::string token_file;  // binary token file (switchyard tokenize); --max-tokens limits it
-  int64_t max_tokens = -1;
-  // With --token-file: cut it into sequences of seq_len tokens, each rank running its own
+  std::string token_file;  // binary token file (switchyard tokenize); max_tokens limits it
+  int64_t max_tokens = 0;  // <= 0: all
+  // With token_file: cut it into sequences of seq_len tokens, each rank running its own
   // (rank r: sequences r, r+P, ...), for throughput and routing over a whole corpus.
   int64_t seq_len = 0;
   // With seq_len and no token_file: this corpus (load_corpus name or text file, from data_dir)
@@ -31,15 +35,15 @@ struct ModelInferArgs {
   std::string tokenizer;  // default: the model folder
   std::string dump;       // .npy of the logits [T, V] (rank 0)
   std::string out;        // per-rank load reports of the forward (switchyard report merges them)
-  std::string quantize = "none";  // none | int8 | int4 (routed experts)
-  int64_t quant_group = 128;
+  std::string quantize;   // none | int8 | int4 (routed experts)
+  int64_t quant_group = 0;
   std::string router;            // empty: the checkpoint's (linear)
   double capacity_factor = 0.0;  // <= 0: dropless (Hugging Face semantics)
   int64_t max_new_tokens = 0;
   double temperature = 0.0;  // 0: greedy
   int64_t top_k = 0;         // sampling: keep the k most likely (0 = all)
-  uint64_t seed = 1234;
-  int64_t repeat = 1;  // forward the same tokens this many times (timing)
+  uint64_t seed = 0;
+  int64_t repeat = 0;  // forward the same tokens this many times (timing)
   // BERT: a dense checkpoint is upcycled to this many experts per MoE layer (0 = keep it
   // dense, or the bert_moe checkpoint's), every moe_every-th layer, top-k experts per token.
   int64_t upcycle_experts = 0;
@@ -49,6 +53,8 @@ struct ModelInferArgs {
   // Row-stable GEMMs in the token-sharded parts (MoE, LM head): P ranks give the logits of
   // 1 rank bitwise. Off: OpenBLAS, faster, P ranks agree with 1 rank to fp32 rounding.
   bool deterministic = false;
+
+  static ModelInferArgs FromConfig(const switchyard::ModelInferConfig& c);
 };
 
 // Collective over comm. Returns the process exit code (the same on every rank).

@@ -63,5 +63,79 @@ TEST(RunConfig, InvalidValuesAreRejected) {
   }
 }
 
+// The commands' own configs (proto/commands.proto): the same parsing and overriding, proto2
+// defaults written out for printing, and a printed config reads back to the same message.
+TEST(CommandConfigs, DefaultsComeFromTheProtoAndPrintedConfigsReadBack) {
+  switchyard::TrainConfig t;
+  ASSERT_TRUE(parse_text_config("steps: 5 distill { lr: 0.5 }", "t.pbtxt", &t).ok());
+  EXPECT_EQ(t.steps(), 5);
+  EXPECT_EQ(t.seq_len(), 128);  // absent: the .proto default
+  EXPECT_FALSE(t.has_seq_len());
+  fill_defaults(&t);
+  EXPECT_TRUE(t.has_seq_len());
+  EXPECT_TRUE(t.distill().has_iterations());
+  EXPECT_EQ(t.distill().lr(), 0.5);
+  const std::string text = config_text(t);
+  EXPECT_NE(text.find("seq_len: 128"), std::string::npos) << text;
+  EXPECT_NE(text.find("corpus: \"sotu\""), std::string::npos) << text;
+  switchyard::TrainConfig back;
+  ASSERT_TRUE(parse_text_config(text, "printed", &back).ok());
+  EXPECT_EQ(config_text(back), text);
+  EXPECT_TRUE(validate_train_config(back).ok());
+  EXPECT_EQ(config_field_text(switchyard::TrainConfig::default_instance(), "corpus"), "sotu");
+  EXPECT_EQ(config_field_text(switchyard::TrainConfig::default_instance(), "distill.iterations"),
+            "300");
+  EXPECT_EQ(config_field_kind(switchyard::TrainConfig::default_instance(), "lr"), "FLOAT");
+}
+
+TEST(CommandConfigs, FieldsAreSetByPathWithErrorsNamingTheSource) {
+  switchyard::TrainConfig t;
+  ASSERT_TRUE(apply_override(&t, "distill.enabled=false").ok());
+  ASSERT_TRUE(set_config_field(&t, "corpus", "\"quoted\" \\ text", "--corpus").ok());
+  EXPECT_FALSE(t.distill().enabled());
+  EXPECT_EQ(t.corpus(), "\"quoted\" \\ text");  // a flag's text is taken as it is
+  Status s = set_config_field(&t, "steps", "x", "--steps");
+  EXPECT_EQ(s.exit_code(), kExitConfig);
+  EXPECT_EQ(s.message(), "--steps: 'x' is not a valid int64");
+  s = apply_override(&t, "no_such=1");
+  EXPECT_EQ(s.exit_code(), kExitConfig);
+  EXPECT_EQ(s.message(), "--set no_such: no field 'no_such' in TrainConfig");
+  auto bad = parse_run_config("model { model: \"m\" seq_lenn: 4 }", "m.pbtxt");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("m.pbtxt:1:"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("seq_lenn"), std::string::npos);
+}
+
+TEST(CommandConfigs, ValidationNamesTheField) {
+  struct Case {
+    const char* set;
+    const char* names;
+  };
+  for (const Case& c :
+       {Case{"steps=0", "steps"}, Case{"what=some", "what"}, Case{"quantize=int3", "quantize"},
+        Case{"on_nonfinite=go", "on_nonfinite"}, Case{"save_every=2", "checkpoint_dir"},
+        Case{"distill.lr=0", "distill.lr"}}) {
+    switchyard::TrainConfig t;
+    ASSERT_TRUE(apply_override(&t, c.set).ok()) << c.set;
+    Status s = validate_train_config(t);
+    EXPECT_EQ(s.exit_code(), kExitConfig) << c.set;
+    EXPECT_NE(s.message().find(c.names), std::string::npos) << c.set << ": " << s.message();
+  }
+  switchyard::ModelInferConfig m;
+  m.set_model("dir");
+  m.set_token_ids("1,2");
+  EXPECT_TRUE(validate_model_infer_config(m).ok());
+  for (const char* set : {"prompt=hi", "quantize=int3", "repeat=0", "seq_len=4", "quant_group=0"}) {
+    switchyard::ModelInferConfig bad = m;
+    ASSERT_TRUE(apply_override(&bad, set).ok()) << set;
+    Status s = validate_model_infer_config(bad);
+    EXPECT_EQ(s.exit_code(), kExitConfig) << set;
+    const std::string field = std::string(set).substr(0, std::string(set).find('='));
+    EXPECT_NE(s.message().find(field), std::string::npos) << set << ": " << s.message();
+  }
+  switchyard::TokenizeConfig tk;
+  EXPECT_NE(validate_tokenize_config(tk).message().find("tokenizer"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace sy::launch

@@ -4,7 +4,9 @@
 #      logits of 1, 2 and 4 ranks (experts split 8/4/2 per rank) are bitwise equal, and equal
 #      the independent NumPy reference (tests/reference/qwen2_moe_ref.py) within
 #      |diff| <= 1e-5 + 1e-4 * max|logit|;
-#      4 ranks write load reports that `switchyard report` merges;
+#      4 ranks write load reports that `switchyard report` merges; the same run from a
+#      --config file plus --set prints the flags' config and gives the same logits, the printed
+#      config reads back to itself, a bad field is exit 21 on one line;
 #   2. the same for a sharded BF16 checkpoint (index + several files), and norm_topk_prob; and
 #      for a checkpoint the NumPy reference writes itself (BF16/F16, 6 experts on 1/2/3/6 ranks);
 #   3. int4 experts: 4 ranks equal 1 rank bitwise; a prompt through the Qwen tokenizer with
@@ -65,6 +67,22 @@ reference ref-tiny "$work/tiny" "$ids" "$work/tiny-np4.npy"
 # the default (OpenBLAS, not row-stable): 4 ranks still match the reference
 expect 0 tiny-fast-np4 mpi 4 infer --model "$work/tiny" --token-ids "$ids" --dump "$work/tiny-fast-np4.npy"
 reference ref-tiny-fast "$work/tiny" "$ids" "$work/tiny-fast-np4.npy"
+
+# one config: the flags, and a --config file with --set, give the same config and logits
+mpi 1 infer --model "$work/tiny" --token-ids "$ids" --deterministic --dump "$work/cfg-np2.npy" \
+  --print-config >"$work/flags.pbtxt"
+printf 'model { model: "%s" deterministic: true token_ids: "1,2" }\n' "$work/tiny" >"$work/partial.pbtxt"
+mpi 1 infer --config "$work/partial.pbtxt" --token-ids 3 --set "model.token_ids=$ids" \
+  --set "model.dump=$work/cfg-np2.npy" --print-config >"$work/set.pbtxt"
+same config-vs-flags "$work/set.pbtxt" "$work/flags.pbtxt"
+mpi 1 infer --config "$work/flags.pbtxt" --print-config >"$work/again.pbtxt"
+same print-config-round-trip "$work/again.pbtxt" "$work/flags.pbtxt"
+expect 0 cfg-np2 mpi 2 infer --config "$work/set.pbtxt"
+same cfg-np2-vs-flags "$work/cfg-np2.npy" "$work/tiny-np2.npy"
+expect 21 cfg-bad-field mpi 2 infer --config "$work/set.pbtxt" --set model.no_such=1
+grep -q "infer: config: .*--set model.no_such: no field 'no_such' in ModelInferConfig" \
+  "$work/cfg-bad-field.log" && [ "$(grep -c '^\[switchyard\]' "$work/cfg-bad-field.log")" = 1 ] ||
+  { echo "FAIL cfg-bad-field: not one line naming the field"; cat "$work/cfg-bad-field.log"; fail=1; }
 
 # a checkpoint written by the NumPy reference itself (an independent writer: 3 shards, BF16 and
 # F16 tensors, GQA, a dense layer, 6 experts): 1, 2, 3 and 6 ranks, bitwise, and the reference

@@ -14,6 +14,9 @@
 #      an Inf router gradient stops both ranks with exit 24 and the same message naming rank 1,
 #      layer 1, step 1 (stop policy);
 #   7. without --model, train and infer use the default model ($SY_DEFAULT_MODEL here);
+#   8. one config: a --config file plus --set give the flags' config (--print-config output
+#      identical) and the same run (same losses), the printed config reads back to itself,
+#      and a bad field is exit 21 with one line naming it;
 #   5. router-only fine-tuning with a replaced router (mlp_hadamard) on 4 ranks with int4
 #      experts: every non-router tensor of the saved model is bitwise the source's, every
 #      router tensor changed, router.safetensors holds exactly model.layers.{i}.mlp.gate.*.
@@ -147,4 +150,29 @@ has default_infer "the embedded default model"
 has default_infer "next-token loss over"
 SY_DEFAULT_MODEL=$work/absent expect 22 default_absent mpi 2 train --what routers --steps 1
 has default_absent "launch/train_default.sh"
+
+# 8. One config system: flags == --config + --set, --print-config round trip, a bad field.
+same() {  # same NAME A B: identical files
+  if cmp -s "$2" "$3"; then echo "ok   $1"; else echo "FAIL $1: $2 and $3 differ"; diff "$2" "$3" | head; fail=1; fi
+}
+mpi 1 "${args[@]}" --steps 2 --print-config >"$work/flags.pbtxt"
+printf 'model: "%s"\nwhat: "all"\nseq_len: 32\nbatch: 2\nsteps: 9\n' "$m" >"$work/partial.pbtxt"
+mpi 1 train --config "$work/partial.pbtxt" --set "token_file=$work/tokens.bin" --set eval_tokens=256 \
+  --set eval_every=0 --lr 3e-3 --steps 7 --set steps=2 --print-config >"$work/set.pbtxt"
+same config-vs-flags "$work/set.pbtxt" "$work/flags.pbtxt"
+mpi 1 train --config "$work/flags.pbtxt" --print-config >"$work/again.pbtxt"
+same print-config-round-trip "$work/again.pbtxt" "$work/flags.pbtxt"
+expect 0 run_flags mpi 2 "${args[@]}" --steps 2
+expect 0 run_config mpi 2 train --config "$work/set.pbtxt"
+for r in run_flags run_config; do
+  grep -o -e '^eval loss .*' -e '^step [0-9]*/[0-9]* loss [0-9.]*' "$work/$r.log" >"$work/$r.losses"
+done
+if [ -s "$work/run_flags.losses" ]; then same config-run-vs-flags-run "$work/run_config.losses" \
+  "$work/run_flags.losses"; else echo "FAIL run_flags: no losses"; fail=1; fi
+expect 21 bad_field mpi 2 train --config "$work/flags.pbtxt" --set no_such=1
+has bad_field "train: config: .*--set no_such: no field 'no_such' in TrainConfig"
+if [ "$(grep -c '^\[switchyard\]' "$work/bad_field.log")" != 1 ]; then  # mpirun adds its own
+  echo "FAIL bad_field: not one line"; cat "$work/bad_field.log"; fail=1; fi
+expect 21 bad_value mpi 2 "${args[@]}" --steps two
+has bad_value "\-\-steps: 'two' is not a valid int64"
 exit $fail
