@@ -115,7 +115,8 @@ void print_loads(const InferResult& r) {
 
 int run_infer(InferArgs a, const CommandConfig& mflags) {
   MpiRuntime mpi(nullptr, nullptr);
-  MpiCommunicator comm;
+  const std::unique_ptr<Communicator> world = open_world_communicator();
+  Communicator& comm = *world;
   // With nothing chosen, the main job runs the embedded default model when it has been built.
   std::error_code ec;
   const bool plain = a.config.empty() && a.sets.empty() && a.router.empty() && !a.synthetic &&

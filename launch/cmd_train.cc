@@ -503,7 +503,8 @@ class TrainRun {
 // The settings (checked once here, agreed by every rank), then the run.
 int RunTrain(const CommandConfig& cc) {
   MpiRuntime mpi(nullptr, nullptr);
-  MpiCommunicator comm;
+  const std::unique_ptr<Communicator> world = open_world_communicator();
+  Communicator& comm = *world;
   switchyard::TrainConfig cfg;
   Status st = cc.resolve(&cfg);
   if (st.ok()) st = validate_train_config(cfg);

@@ -1,6 +1,9 @@
 #include "launch/commands.h"
 
 #include <cstdlib>
+#include <utility>
+
+#include "runtime/core/check.h"
 
 namespace sy::launch {
 namespace {
@@ -15,6 +18,12 @@ std::string default_data_dir() {
 std::string default_model_dir() {
   if (const char* env = std::getenv("SY_DEFAULT_MODEL")) return env;
   return SY_DEFAULT_MODEL_DIR;
+}
+
+std::unique_ptr<Communicator> open_world_communicator(const std::string& name) {
+  StatusOr<std::unique_ptr<Communicator>> c = make_communicator(name);
+  SY_CHECK(c.ok()) << c.status().ToString();
+  return std::move(c).value();
 }
 
 int launcher_rank() {

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <string>
+
+#include "comm/communicator.h"
 
 namespace sy::launch {
 
@@ -16,6 +19,10 @@ std::string default_data_dir();
 // launch/train_default.sh).
 std::string default_model_dir();
 void set_exit_code(int code);
+// The job's communicator over every rank, by name from the communicator registry
+// (comm/communicator.h): "mpi" (MpiRuntime must be up). A failure here is a bug or a broken MPI
+// installation: fatal, with the registry's message.
+std::unique_ptr<Communicator> open_world_communicator(const std::string& name = "mpi");
 // This process's rank as the MPI launcher set it in the environment (Open MPI, MPICH / PMI,
 // Slurm), before MPI is initialized; 0 when started without a launcher.
 int launcher_rank();

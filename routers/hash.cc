@@ -138,18 +138,24 @@ void HashRouter::route(const float* /*x_TD*/, const int32_t* token_ids_T, int64_
   const float w = 1.0f / static_cast<float>(K);
   std::fill(out->logits_TE.data.begin(), out->logits_TE.data.end(), -INFINITY);
   out->probs_TE.zero();
-  for (int64_t t = 0; t < T; ++t) {
+  // With a balanced table routing is a table lookup (a backend op); without, fixed hashes.
+  const bool table = has_table();
+  auto check_id = [&](int64_t t) {
     const int32_t id = token_ids_T[t];
     SY_CHECK(id >= 0 && id < cfg_.vocab_size) << "router 'hash': token " << t << " has id " << id
                                               << ", outside [0, vocab_size=" << cfg_.vocab_size
                                               << "); validate untrusted ids with check_token_ids()";
-  }
-  // With a balanced table routing is a table lookup (a backend op); without, fixed hashes.
-  if (has_table())
+  };
+  if (table) {
+    for (int64_t t = 0; t < T; ++t) check_id(t);
     ops::hash_route_table(ctx(), table_VK_.data(), token_ids_T, T, K, out->topk_ids_TK.data());
+  }
   for (int64_t t = 0; t < T; ++t) {
     int32_t* ids = out->topk_ids_TK.data() + t * K;
-    if (!has_table()) experts_for(token_ids_T[t], ids);
+    if (!table) {
+      check_id(t);
+      experts_for(token_ids_T[t], ids);
+    }
     for (int64_t k = 0; k < K; ++k) {
       out->logits_TE.at(t, ids[k]) = 0.0f;
       out->probs_TE.at(t, ids[k]) = w;

@@ -131,15 +131,19 @@ void scatter_add_rows(const float* src_TD, const int32_t* index_T, int64_t T, in
 }
 
 void adamw_update(float* w, const float* g, float* m, float* v, int64_t n, const AdamWStep& s) {
+  // Scalars in locals: the loop then has no loads the stores to w, m, v could alias.
   const float b1 = s.beta1, b2 = s.beta2;
+  const double clip = s.clip, bc1 = s.bc1, bc2 = s.bc2, eps = s.eps, lr = s.lr;
+  const double wd = s.weight_decay;
+  const bool decay = wd > 0;
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = static_cast<float>(g[i] * s.clip);
+    const float gi = static_cast<float>(g[i] * clip);
     m[i] = b1 * m[i] + (1.0f - b1) * gi;
     v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-    const double mhat = m[i] / s.bc1, vhat = v[i] / s.bc2;
-    double upd = mhat / (std::sqrt(vhat) + s.eps);
-    if (s.weight_decay > 0) upd += s.weight_decay * w[i];
-    w[i] = static_cast<float>(w[i] - s.lr * upd);
+    const double mhat = m[i] / bc1, vhat = v[i] / bc2;
+    double upd = mhat / (std::sqrt(vhat) + eps);
+    if (decay) upd += wd * w[i];
+    w[i] = static_cast<float>(w[i] - lr * upd);
   }
 }
 
