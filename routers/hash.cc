@@ -164,7 +164,6 @@ void HashRouter::route(const float* /*x_TD*/, const int32_t* token_ids_T, int64_
   }
   // The -inf logits are the encoding of "not chosen", not an overflow.
   out->finite = true;
-  vals_TK_ = out->topk_weights_TK;
 }
 
 }  // namespace sy

@@ -49,93 +49,24 @@ void Router::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, R
   out->topk_ids_TK.resize(static_cast<size_t>(T * K));
   reshape(&out->topk_weights_TK, T, K);
   route(x_TD, token_ids_T, T, out);
+  // The chosen probabilities before any renormalization: what the capacity plan ranks drops
+  // by, and what backward needs. One gather here, for every router (route() may be overridden).
+  reshape(&out->chosen_probs_TK, T, K);
+  ops::gather_topk_probs(ctx(), out->probs_TE.ptr(), out->topk_ids_TK.data(), T, E, K,
+                         out->chosen_probs_TK.ptr());
+  vals_TK_ = out->chosen_probs_TK;
   last_T_ = T;
   probs_TE_ = out->probs_TE;
   ids_TK_ = out->topk_ids_TK;
 }
-
-namespace {
-
-// Top-k of a row that holds no NaN (the softmax of finite scores), with exactly topk_row's
-// result (math.h): the k largest in descending order, ties to the lower id. topk_row pays for
-// its NaN handling on every element, and its insertion scan mispredicts a branch each time the
-// running threshold rises: at E=60, K=4 it cost more than the softmax. This one is ~2.3x faster
-// there (bench/router_benchmark.cc). tests/routers/router_route_test.cc checks it against
-// topk_rows.
-
-// Inserts (x, e) into the descending list of `*count` <= k entries after every entry >= x,
-// dropping the last one when full. *last is vals[*count - 1].
-inline void topk_insert(float x, int e, int k, int* count, float* last, int32_t* ids, float* vals) {
-  if (*count == k) {
-    if (!(x > *last)) return;
-    --*count;
-  }
-  int pos = *count;
-  while (pos > 0 && vals[pos - 1] < x) {
-    ids[pos] = ids[pos - 1];
-    vals[pos] = vals[pos - 1];
-    --pos;
-  }
-  ids[pos] = e;
-  vals[pos] = x;
-  *last = vals[*count];
-  ++*count;
-}
-
-void topk_row_no_nan(const float* v, int n, int k, int32_t* ids, float* vals) {
-  int count = 0;
-  float last = 0.0f;
-  // Short rows and k = 1 (measured): the plain insertion scan.
-  if (n < 32 || k < 2 || k > 8) {
-    for (int e = 0; e < n; ++e) topk_insert(v[e], e, k, &count, &last, ids, vals);
-    return;
-  }
-  // Split the row into 8 disjoint strided lanes. The k largest lane maxima are k distinct
-  // elements, so the k-th largest lane maximum is a lower bound on the row's k-th largest value:
-  // nothing below it can be chosen. A branch-free pass marks the elements >= the bound, and the
-  // insertion runs on those only, in index order, so ties resolve as in the full scan.
-  float m[8];
-  for (int j = 0; j < 8; ++j) m[j] = v[j];
-  int e = 8;
-  for (; e + 8 <= n; e += 8)  // 8 independent chains: no loop-carried dependency
-    for (int j = 0; j < 8; ++j) m[j] = v[e + j] > m[j] ? v[e + j] : m[j];
-  for (; e < n; ++e) m[e & 7] = v[e] > m[e & 7] ? v[e] : m[e & 7];
-  for (int i = 1; i < 8; ++i) {  // sort the 8 maxima descending
-    const float x = m[i];
-    int j = i;
-    for (; j > 0 && m[j - 1] < x; --j) m[j] = m[j - 1];
-    m[j] = x;
-  }
-  const float bound = m[k - 1];
-  for (int base = 0; base < n; base += 64) {
-    const int len = std::min(64, n - base);
-    uint64_t mask = 0;
-    for (int j = 0; j < len; ++j) mask |= static_cast<uint64_t>(v[base + j] >= bound) << j;
-    for (; mask != 0; mask &= mask - 1) {
-      const int i = base + __builtin_ctzll(mask);
-      topk_insert(v[i], i, k, &count, &last, ids, vals);
-    }
-  }
-}
-
-}  // namespace
 
 void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) {
   const int64_t E = cfg_.num_experts, K = cfg_.top_k;
   compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
   out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
   ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
-  if (out->finite) {
-    // Softmax of finite scores is finite (max-subtraction: every exp is in [0, 1], the sum >= 1).
-    SY_CHECK(K >= 1 && K <= E) << "top-k " << K << " of " << E;
-    for (int64_t t = 0; t < T; ++t)
-      topk_row_no_nan(out->probs_TE.row(t), static_cast<int>(E), static_cast<int>(K),
-                      out->topk_ids_TK.data() + t * K, out->topk_weights_TK.row(t));
-  } else {
-    ops::topk_rows(ctx(), out->probs_TE.ptr(), T, E, K, out->topk_ids_TK.data(),
-                   out->topk_weights_TK.ptr());
-  }
-  vals_TK_ = out->topk_weights_TK;
+  ops::topk_rows(ctx(), out->probs_TE.ptr(), T, E, K, out->topk_ids_TK.data(),
+                 out->topk_weights_TK.ptr());
   if (cfg_.norm_topk_prob) {
     for (int64_t t = 0; t < T; ++t) {
       float* w = out->topk_weights_TK.row(t);

@@ -52,6 +52,7 @@ struct RouterOutput {
   Tensor probs_TE;                   // softmax(s)
   std::vector<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
   Tensor topk_weights_TK;            // chosen p (renormalized when norm_topk_prob)
+  Tensor chosen_probs_TK;            // chosen p before renormalization (ranks capacity drops)
   bool finite = true;                // false when any score was NaN/Inf (ids stay in range)
 };
 

@@ -135,8 +135,7 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
 
   // Rank drops by the chosen probabilities p, not the (possibly renormalized) weights.
   const ExecContext& c = *exec_;
-  float* rank_p = scratch_grow(rank_p_TK_, T * K);
-  ops::gather_topk_probs(c, rout_.probs_TE.ptr(), rout_.topk_ids_TK.data(), T, E, K, rank_p);
+  const float* rank_p = rout_.chosen_probs_TK.ptr();  // the router gathered them once
   CapacityConfig cc;
   cc.capacity_factor = cfg_.capacity_factor;
   cc.policy = cfg_.drop_policy;
@@ -347,8 +346,8 @@ void MoeLayer::zero_grad() {
 
 int64_t MoeLayer::buffer_bytes() const {
   int64_t n = experts_->buffer_bytes() + (shared_ ? shared_->buffer_bytes() : 0);
-  for (const std::vector<float>* v : {&recv_RD_, &out_RD_, &drecv_RD_, &dxrecv_RD_, &rank_p_TK_,
-                                      &xg_RD_, &yg_RD_, &dyg_RD_, &dxg_RD_, &dw_TK_})
+  for (const std::vector<float>* v : {&recv_RD_, &out_RD_, &drecv_RD_, &dxrecv_RD_, &xg_RD_,
+                                      &yg_RD_, &dyg_RD_, &dxg_RD_, &dw_TK_})
     n += static_cast<int64_t>(v->capacity() * sizeof(float));
   return n;
 }
