@@ -370,4 +370,18 @@ Status validate_routers_config(const switchyard::RoutersConfig& r) {
   return Status::Ok();
 }
 
+Status validate_compare_config(const switchyard::CompareConfig& c) {
+  for (const auto& [value, name] : {std::make_pair(&c.a(), "a (first positional)"),
+                                    std::make_pair(&c.b(), "b (second positional)")})
+    if (value->empty()) return InvalidArgument(std::string(name) + " is required");
+  if (!(c.atol() >= 0) || !(c.rtol() >= 0))
+    return InvalidArgument("atol (--atol) and rtol (--rtol) must be >= 0");
+  return Status::Ok();
+}
+
+Status validate_report_config(const switchyard::ReportConfig& r) {
+  if (r.dir().empty()) return InvalidArgument("dir (positional DIR) is required");
+  return Status::Ok();
+}
+
 }  // namespace sy::launch

@@ -60,5 +60,7 @@ Status validate_model_infer_config(const switchyard::ModelInferConfig& m);
 Status validate_train_config(const switchyard::TrainConfig& t);
 Status validate_tokenize_config(const switchyard::TokenizeConfig& t);
 Status validate_routers_config(const switchyard::RoutersConfig& r);
+Status validate_compare_config(const switchyard::CompareConfig& c);
+Status validate_report_config(const switchyard::ReportConfig& r);
 
 }  // namespace sy::launch

@@ -135,6 +135,48 @@ TEST(CommandConfigs, ValidationNamesTheField) {
   }
   switchyard::TokenizeConfig tk;
   EXPECT_NE(validate_tokenize_config(tk).message().find("tokenizer"), std::string::npos);
+  switchyard::CompareConfig cmp;
+  cmp.set_a("a.npy");
+  EXPECT_NE(validate_compare_config(cmp).message().find("b ("), std::string::npos);
+  cmp.set_b("b.npy");
+  EXPECT_TRUE(validate_compare_config(cmp).ok());
+  ASSERT_TRUE(apply_override(&cmp, "atol=-1").ok());
+  EXPECT_EQ(validate_compare_config(cmp).exit_code(), kExitConfig);
+  switchyard::ReportConfig rep;
+  EXPECT_EQ(validate_report_config(rep).exit_code(), kExitConfig);
+  EXPECT_NE(validate_report_config(rep).message().find("dir"), std::string::npos);
+}
+
+// compare and report: their positional arguments are fields too; defaults from the .proto and
+// the printed config reads back.
+TEST(CommandConfigs, CompareAndReportPrintAndReadBack) {
+  switchyard::CompareConfig c;
+  ASSERT_TRUE(parse_text_config("a: \"x.npy\" rtol: 1e-5", "c.pbtxt", &c).ok());
+  ASSERT_TRUE(apply_override(&c, "b=y.npy").ok());  // a bare string
+  EXPECT_EQ(c.b(), "y.npy");
+  EXPECT_EQ(c.atol(), 0.0);
+  EXPECT_FALSE(c.has_atol());
+  fill_defaults(&c);
+  const std::string text = config_text(c);
+  EXPECT_NE(text.find("atol: 0"), std::string::npos) << text;
+  switchyard::CompareConfig back;
+  ASSERT_TRUE(parse_text_config(text, "printed", &back).ok());
+  EXPECT_EQ(config_text(back), text);
+  EXPECT_TRUE(validate_compare_config(back).ok());
+  EXPECT_EQ(config_field_kind(switchyard::CompareConfig::default_instance(), "atol"), "FLOAT");
+
+  switchyard::ReportConfig r;
+  ASSERT_TRUE(apply_override(&r, "dir=out/run").ok());
+  ASSERT_TRUE(set_config_field(&r, "quiet", "true", "--quiet").ok());
+  fill_defaults(&r);
+  const std::string rtext = config_text(r);
+  EXPECT_NE(rtext.find("out: \"\""), std::string::npos) << rtext;
+  EXPECT_NE(rtext.find("quiet: true"), std::string::npos) << rtext;
+  switchyard::ReportConfig rback;
+  ASSERT_TRUE(parse_text_config(rtext, "printed", &rback).ok());
+  EXPECT_EQ(config_text(rback), rtext);
+  EXPECT_TRUE(validate_report_config(rback).ok());
+  EXPECT_EQ(config_field_text(switchyard::ReportConfig::default_instance(), "quiet"), "false");
 }
 
 }  // namespace
