@@ -4,8 +4,9 @@
 #include <climits>
 #include <cmath>
 #include <cstdlib>
-#include <map>
 #include <sstream>
+
+#include "runtime/core/named_registry.h"
 
 namespace sy {
 
@@ -148,33 +149,26 @@ StatusOr<double> parse_collective_timeout(const char* value) {
 // ---- registry ----
 
 namespace {
-std::map<std::string, CommunicatorFactory>& communicator_registry() {
-  static auto* r = new std::map<std::string, CommunicatorFactory>();  // outlives destructors
+NamedRegistry<CommunicatorFactory>& communicator_registry() {
+  static auto* r = new NamedRegistry<CommunicatorFactory>("communicator");
   return *r;
 }
 }  // namespace
 
 bool register_communicator(const char* name, CommunicatorFactory make) {
-  SY_CHECK(make != nullptr) << "communicator '" << name << "' registered without a factory";
-  SY_CHECK(communicator_registry().emplace(name, make).second)
-      << "communicator '" << name << "' is registered twice";
-  return true;
+  return communicator_registry().add(name, make);
 }
 
 std::vector<std::string> communicator_names() {
-  std::vector<std::string> out;
-  for (const auto& [name, make] : communicator_registry()) out.push_back(name);
-  return out;
+  return communicator_registry().names();
 }
 
 StatusOr<std::unique_ptr<Communicator>> make_communicator(const std::string& name) {
-  auto it = communicator_registry().find(name);
-  if (it == communicator_registry().end()) {
-    std::string known;
-    for (const std::string& n : communicator_names()) known += (known.empty() ? "" : ", ") + n;
-    return InvalidArgument("unknown communicator '" + name + "' (known: " + known + ")");
-  }
-  return it->second();
+  CommunicatorFactory make = communicator_registry().find(name);
+  if (!make)
+    return InvalidArgument("unknown communicator '" + name +
+                           "' (known: " + communicator_registry().known() + ")");
+  return make();
 }
 
 }  // namespace sy

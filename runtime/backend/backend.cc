@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "runtime/core/check.h"
+#include "runtime/core/named_registry.h"
 
 namespace sy {
 
@@ -76,7 +77,7 @@ namespace {
 
 struct Registry {
   std::mutex mu;
-  std::map<std::string, BackendFactory> factories;
+  NamedRegistry<BackendFactory> factories{"backend"};
   std::map<std::string, std::unique_ptr<Backend>> made;
   std::vector<std::unique_ptr<Workspace>> workspaces;
   std::vector<std::unique_ptr<ExecContext>> contexts;
@@ -92,9 +93,7 @@ Registry& registry() {
 bool register_backend(const char* name, BackendFactory make) {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
-  SY_CHECK(r.factories.count(name) == 0) << "backend '" << name << "' is registered twice";
-  r.factories[name] = make;
-  return true;
+  return r.factories.add(name, make);
 }
 
 Backend* find_backend(const std::string& name) {
@@ -102,9 +101,9 @@ Backend* find_backend(const std::string& name) {
   std::lock_guard<std::mutex> lock(r.mu);
   auto made = r.made.find(name);
   if (made != r.made.end()) return made->second.get();
-  auto f = r.factories.find(name);
-  if (f == r.factories.end()) return nullptr;
-  std::unique_ptr<Backend> b = f->second();
+  BackendFactory make = r.factories.find(name);
+  if (!make) return nullptr;
+  std::unique_ptr<Backend> b = make();
   Backend* out = b.get();
   r.made[name] = std::move(b);
   return out;
@@ -113,9 +112,7 @@ Backend* find_backend(const std::string& name) {
 std::vector<std::string> backend_names() {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
-  std::vector<std::string> names;
-  for (const auto& [name, f] : r.factories) names.push_back(name);
-  return names;
+  return r.factories.names();
 }
 
 const ExecContext* make_context(const std::string& backend, bool deterministic) {

@@ -3,8 +3,8 @@
 #include "runtime/model/model.h"
 
 #include <cstdio>
-#include <map>
 
+#include "runtime/core/named_registry.h"
 #include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
 
@@ -115,36 +115,28 @@ std::string BertMoeModel::last_forward_split() const {
 // ---- the registry ----
 
 namespace {
-std::map<std::string, ModelLoader>& model_registry() {
-  static auto* r = new std::map<std::string, ModelLoader>();  // outlives static destructors
+NamedRegistry<ModelLoader>& model_registry() {
+  static auto* r = new NamedRegistry<ModelLoader>("model_type");
   return *r;
 }
 }  // namespace
 
 bool register_model(const char* model_type, ModelLoader load) {
-  SY_CHECK(load != nullptr) << "model '" << model_type << "' registered without a loader";
-  SY_CHECK(model_registry().emplace(model_type, load).second)
-      << "model_type '" << model_type << "' is registered twice";
-  return true;
+  return model_registry().add(model_type, load);
 }
 
 std::vector<std::string> model_types() {
-  std::vector<std::string> out;
-  for (const auto& [type, load] : model_registry()) out.push_back(type);
-  return out;
+  return model_registry().names();
 }
 
 StatusOr<std::unique_ptr<Model>> load_model(const HfCheckpoint& ck, const ModelOptions& opt,
                                             Communicator* comm) {
   SY_ASSIGN_OR_RETURN(std::string type, ck.config_string("model_type", ""));
-  auto it = model_registry().find(type);
-  if (it == model_registry().end()) {
-    std::string known;
-    for (const std::string& t : model_types()) known += (known.empty() ? "" : ", ") + t;
+  ModelLoader load = model_registry().find(type);
+  if (!load)
     return BadInput(ck.dir() + "/config.json: model_type \"" + type + "\" is not supported (" +
-                    known + ")");
-  }
-  return it->second(ck, opt, comm);
+                    model_registry().known() + ")");
+  return load(ck, opt, comm);
 }
 
 }  // namespace sy
