@@ -59,8 +59,8 @@ double max_over_ranks(double t) {
 
 struct Result {  // one dispatcher mode at one payload
   double disp_med_s, raw_med_s, paired_ratio, min_ratio;
-  double counts_med_s, dispatch_med_s, return_med_s;   // rank 0's phases (DispatchStats)
-  int64_t remote_bytes;                                // per rank, one direction (sent + received)
+  double counts_med_s, dispatch_med_s, return_med_s;  // rank 0's phases (DispatchStats)
+  int64_t remote_bytes;                               // per rank, one direction (sent + received)
 };
 
 // Times raw and every dispatcher in `disps` back to back in each iteration (the order rotates

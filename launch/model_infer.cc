@@ -18,6 +18,7 @@
 #include "launch/infer_run.h"
 #include "launch/progress.h"
 #include "routers/metrics.h"
+#include "runtime/backend/ops.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
 #include "runtime/data/token_file.h"
@@ -25,7 +26,6 @@
 #include "runtime/io/checkpoint_dir.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/npy.h"
-#include "runtime/backend/ops.h"
 #include "runtime/model/model.h"
 #include "runtime/report/load_report.h"
 
@@ -244,7 +244,8 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
       std::vector<int32_t> targets(seq.begin() + 1, seq.end());
       targets.push_back(-1);  // the last position has no next token here
       int64_t n = 0;
-      loss_sum += ops::cross_entropy_sum(model.ctx(), logits.ptr(), targets.data(), L, model.vocab_size(), &n);
+      loss_sum += ops::cross_entropy_sum(model.ctx(), logits.ptr(), targets.data(), L,
+                                         model.vocab_size(), &n);
       loss_count += n;
     }
     routing.add_step(step);
@@ -323,7 +324,7 @@ int RunForward(const ModelInferArgs& a, Model& model, Communicator& comm, const 
     comm.allreduce(&slowest, 1, ReduceOp::kMax, {"infer.time"});
     best = std::min(best, slowest);
   }
-  if (!ops::all_finite(default_context(), logits->ptr(), logits->numel()) && comm.rank() == 0)
+  if (!ops::all_finite(model.ctx(), logits->ptr(), logits->numel()) && comm.rank() == 0)
     std::fprintf(stderr, "[switchyard] warning: non-finite logits\n");
   Status st;
   if (comm.rank() == 0) st = PrintForward(a, model, in.tok.get(), *logits, T, best);

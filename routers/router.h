@@ -6,7 +6,7 @@
 //
 // Adding a router = one file that subclasses Router and registers it with one line
 // (SY_REGISTER_ROUTER, routers/registry.h) + a test case; docs/routers.md.
-// Routers know nothing of MPI, files or models (shared/DESIGN.md).
+// Routers know nothing of MPI, files or models: they sit below runtime/ and beside comm/.
 //
 // State: forward() caches what backward() needs, so a backward differentiates the most
 // recent forward of the same router object. One router object per MoE layer.

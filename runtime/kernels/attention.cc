@@ -102,8 +102,8 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
     std::fill(dq, dq + T * ldq, 0.0f);
     return;
   }
-  float* P = scratch;          // [T, Tk]
-  float* dS = P + T * Tk;      // [T, Tk], holds dP first
+  float* P = scratch;      // [T, Tk]
+  float* dS = P + T * Tk;  // [T, Tk], holds dP first
   for (int64_t h = 0; h < nH; ++h) {
     const int64_t g = h / (nH / nKV);
     const float* q_h = q + h * hd;

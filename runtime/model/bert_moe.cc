@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "routers/registry.h"
@@ -525,6 +526,29 @@ BertMoeMemory BertMoeModel::memory() const {
     for (const Param& p : L.moe->router().params()) mem.replicated_bytes += Bytes(p.value);
   }
   return mem;
+}
+
+// ---- the Model interface's one-line summaries ----
+
+std::string BertMoeModel::describe(int P) const {
+  const BertMoeConfig& c = cfg_;
+  char b[512];
+  std::snprintf(b, sizeof(b),
+                "bert%s encoder, %lld layers, hidden %lld, %lld heads, %lld experts (%lld "
+                "per rank) every %lld layer(s), top-%lld, vocab %lld",
+                c.num_experts > 0 ? "_moe" : "", (long long)c.num_hidden_layers,
+                (long long)c.hidden_size, (long long)c.num_attention_heads,
+                (long long)c.num_experts, (long long)(c.num_experts / P), (long long)c.moe_every,
+                (long long)c.num_experts_per_tok, (long long)c.vocab_size);
+  return b;
+}
+
+std::string BertMoeModel::last_forward_split() const {
+  const BertMoeTimes& t = times_;
+  char b[256];
+  std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense ffn %.1f ms, head %.1f ms",
+                t.attention_s * 1e3, t.moe_s * 1e3, t.dense_ffn_s * 1e3, t.head_s * 1e3);
+  return b;
 }
 
 // ---- registration (runtime/model/model.h): dense BERT and BERT-MoE checkpoints ----

@@ -1,12 +1,10 @@
-// The Model interface's shared parts, the factory, and the small adapters by which Qwen2-MoE
-// and BERT-MoE fill it (their compute lives in qwen2_moe.cc and bert_moe.cc).
+// The Model interface's shared parts (generation, the MoE-layer helpers) and the registry of
+// models by model_type. Concrete models live in their own files and register there.
 #include "runtime/model/model.h"
 
 #include <cstdio>
 
 #include "runtime/core/named_registry.h"
-#include "runtime/model/bert_moe.h"
-#include "runtime/model/qwen2_moe.h"
 
 namespace sy {
 
@@ -62,54 +60,6 @@ StatusOr<std::vector<int32_t>> Model::generate(const float* last_logits_V, int64
     last = logits.ptr();
   }
   return out;
-}
-
-// ---- Qwen2-MoE ----
-
-std::string Qwen2MoeModel::describe(int P) const {
-  const Qwen2MoeConfig& c = cfg_;
-  char b[512];
-  std::snprintf(b, sizeof(b),
-                "qwen2_moe, %lld layers, hidden %lld, %lld heads (%lld kv), %lld experts "
-                "(%lld per rank) of %lld, top-%lld%s, shared %lld, vocab %lld",
-                (long long)c.num_hidden_layers, (long long)c.hidden_size,
-                (long long)c.num_attention_heads, (long long)c.num_key_value_heads,
-                (long long)c.num_experts, (long long)(c.num_experts / P),
-                (long long)c.moe_intermediate_size, (long long)c.num_experts_per_tok,
-                c.norm_topk_prob ? " (renormalized)" : "",
-                (long long)c.shared_expert_intermediate_size, (long long)c.vocab_size);
-  return b;
-}
-
-std::string Qwen2MoeModel::last_forward_split() const {
-  const Qwen2MoeTimes& t = times_;
-  char b[256];
-  std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense mlp %.1f ms, head %.1f ms",
-                t.attention_s * 1e3, t.moe_s * 1e3, t.dense_mlp_s * 1e3, t.head_s * 1e3);
-  return b;
-}
-
-// ---- BERT-MoE ----
-
-std::string BertMoeModel::describe(int P) const {
-  const BertMoeConfig& c = cfg_;
-  char b[512];
-  std::snprintf(b, sizeof(b),
-                "bert%s encoder, %lld layers, hidden %lld, %lld heads, %lld experts (%lld "
-                "per rank) every %lld layer(s), top-%lld, vocab %lld",
-                c.num_experts > 0 ? "_moe" : "", (long long)c.num_hidden_layers,
-                (long long)c.hidden_size, (long long)c.num_attention_heads,
-                (long long)c.num_experts, (long long)(c.num_experts / P), (long long)c.moe_every,
-                (long long)c.num_experts_per_tok, (long long)c.vocab_size);
-  return b;
-}
-
-std::string BertMoeModel::last_forward_split() const {
-  const BertMoeTimes& t = times_;
-  char b[256];
-  std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense ffn %.1f ms, head %.1f ms",
-                t.attention_s * 1e3, t.moe_s * 1e3, t.dense_ffn_s * 1e3, t.head_s * 1e3);
-  return b;
 }
 
 // ---- the registry ----

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "routers/balance.h"
@@ -705,6 +706,31 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   }
   if (!d_embed_.empty()) ops::scatter_add_rows(ex, dx.data(), ids_.data(), T, D, d_embed_.ptr());
   return Status::Ok();
+}
+
+// ---- the Model interface's one-line summaries ----
+
+std::string Qwen2MoeModel::describe(int P) const {
+  const Qwen2MoeConfig& c = cfg_;
+  char b[512];
+  std::snprintf(b, sizeof(b),
+                "qwen2_moe, %lld layers, hidden %lld, %lld heads (%lld kv), %lld experts "
+                "(%lld per rank) of %lld, top-%lld%s, shared %lld, vocab %lld",
+                (long long)c.num_hidden_layers, (long long)c.hidden_size,
+                (long long)c.num_attention_heads, (long long)c.num_key_value_heads,
+                (long long)c.num_experts, (long long)(c.num_experts / P),
+                (long long)c.moe_intermediate_size, (long long)c.num_experts_per_tok,
+                c.norm_topk_prob ? " (renormalized)" : "",
+                (long long)c.shared_expert_intermediate_size, (long long)c.vocab_size);
+  return b;
+}
+
+std::string Qwen2MoeModel::last_forward_split() const {
+  const Qwen2MoeTimes& t = times_;
+  char b[256];
+  std::snprintf(b, sizeof(b), "attention %.1f ms, moe %.1f ms, dense mlp %.1f ms, head %.1f ms",
+                t.attention_s * 1e3, t.moe_s * 1e3, t.dense_mlp_s * 1e3, t.head_s * 1e3);
+  return b;
 }
 
 // ---- registration (runtime/model/model.h) ----

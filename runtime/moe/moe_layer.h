@@ -235,8 +235,8 @@ class MoeLayer {
   int64_t T_ = 0;
   bool has_forward_ = false;
   const uint8_t* mask_T_ = nullptr;
-  std::vector<float> xg_RD_;      // kept rows grouped by expert (experts' input, cached)
-  std::vector<float> yg_RD_;      // expert outputs (cached for d weights)
+  std::vector<float> xg_RD_;  // kept rows grouped by expert (experts' input, cached)
+  std::vector<float> yg_RD_;  // expert outputs (cached for d weights)
   // Backward scratch.
   std::vector<float> dyg_RD_, dxg_RD_, dw_TK_;
 
