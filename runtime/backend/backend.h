@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runtime/core/dtype.h"
+#include "runtime/core/memory.h"
 #include "runtime/kernels/op_types.h"
 
 namespace sy {
@@ -127,17 +128,16 @@ const ExecContext* make_context(const std::string& backend, bool deterministic);
 
 // ---- the operation table -------------------------------------------------------------------
 
-class Backend {
+// A backend is also the Memory its ops read and write (runtime/core/memory.h: alloc, free,
+// synchronous host copies, copy_within, zero, host_accessible): layers allocate their tensors
+// in it (Tensor(shape, ctx.backend)).
+class Backend : public Memory {
  public:
-  virtual ~Backend() = default;
   virtual const char* name() const = 0;
   virtual Device device() const = 0;
+  const char* memory_name() const override { return name(); }
 
-  // Memory (bytes). alloc of 0 bytes may return null.
-  virtual void* alloc(int64_t bytes) = 0;
-  virtual void free(void* p) = 0;
-  virtual void copy_from_host(void* dst, const void* src, int64_t bytes) = 0;
-  virtual void copy_to_host(void* dst, const void* src, int64_t bytes) = 0;
+  // Memory on the context's stream (bytes).
   virtual void copy(const ExecContext& c, void* dst, const void* src, int64_t bytes) = 0;
   virtual void fill_zero(const ExecContext& c, void* dst, int64_t bytes) = 0;
   virtual void synchronize(const ExecContext& c) = 0;

@@ -1,5 +1,7 @@
-// Plain fp32 tensors with explicit shapes. Row-major, owning, no strides: views are raw
-// pointers plus sizes passed to kernels (kernels never see this struct).
+// fp32 tensors with explicit shapes, in one device's memory (runtime/core/memory.h; host memory
+// unless a Memory is given: layers allocate theirs on their backend). Row-major, owning, no
+// strides: views are raw pointers plus sizes passed to backend ops (ops never see this struct).
+// Element access from host code (at(), row(), data[i]) needs host-accessible memory.
 //
 // Dimension legend used across switchyard (names like x_TD, topk_ids_TK):
 //   T tokens, D hidden (d_model), F expert hidden, E experts, e local experts, K top-k,
@@ -12,21 +14,35 @@
 #include <vector>
 
 #include "runtime/core/check.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/memory.h"
 
 namespace sy {
 
 struct Tensor {
   std::vector<int64_t> shape;
-  std::vector<float> data;
+  DeviceArray<float> data;
 
   Tensor() = default;
-  explicit Tensor(std::vector<int64_t> shp, float fill = 0.0f) : shape(std::move(shp)) {
+  explicit Tensor(std::vector<int64_t> shp, float fill = 0.0f, Memory* mem = host_memory())
+      : shape(std::move(shp)), data(mem) {
     data.assign(static_cast<size_t>(numel_of(shape)), fill);
+  }
+  Tensor(std::vector<int64_t> shp, Memory* mem) : Tensor(std::move(shp), 0.0f, mem) {}
+  // A tensor of that shape holding host values (in mem).
+  static Tensor from_host(std::vector<int64_t> shp, const std::vector<float>& values,
+                          Memory* mem = host_memory()) {
+    Tensor t(std::move(shp), mem);
+    SY_CHECK_EQ(static_cast<int64_t>(values.size()), t.numel()) << "values for " << t.shape_str();
+    t.data = values;
+    return t;
   }
   static Tensor zeros(std::initializer_list<int64_t> shp) {
     return Tensor(std::vector<int64_t>(shp));
   }
 
+  DType dtype() const { return DType::kFloat32; }
+  Memory* memory() const { return data.memory(); }
   int64_t ndim() const { return static_cast<int64_t>(shape.size()); }
   int64_t dim(int i) const {
     SY_CHECK(i >= 0 && i < ndim()) << "dim " << i << " of a " << ndim() << "-d tensor";
@@ -46,7 +62,7 @@ struct Tensor {
     shape = std::move(shp);
     data.assign(static_cast<size_t>(numel_of(shape)), 0.0f);
   }
-  void zero() { std::fill(data.begin(), data.end(), 0.0f); }
+  void zero() { data.fill(0.0f); }
   std::string shape_str() const;
 
   static int64_t numel_of(const std::vector<int64_t>& shp) {
@@ -67,8 +83,8 @@ struct Param {
   Tensor grad;
 
   Param() = default;
-  Param(std::string n, std::vector<int64_t> shape)
-      : name(std::move(n)), value(shape), grad(shape) {}
+  Param(std::string n, std::vector<int64_t> shape, Memory* mem = host_memory())
+      : name(std::move(n)), value(shape, mem), grad(shape, mem) {}
   void zero_grad() { grad.zero(); }
 };
 

@@ -205,8 +205,8 @@ void RoutedExperts::quantize_weights() {
   }
   // Release the fp32 weights (swap, so the capacity goes too) and the Params themselves.
   for (Param* p : {gate_, up_, down_}) {
-    std::vector<float>().swap(p->value.data);
-    std::vector<float>().swap(p->grad.data);
+    p->value.data.release();
+    p->grad.data.release();
   }
   gate_ = up_ = down_ = nullptr;
   params_.clear();

@@ -137,7 +137,7 @@ Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilde
           if (!req.source)
             return InvalidArgument("checkpoint: quantized experts need the source checkpoint");
           SY_ASSIGN_OR_RETURN(Tensor t, req.source->read(g, shape));
-          weights->add_copy(g, shape, std::move(t.data));
+          weights->add_copy(g, shape, t.data.to_host());
         }
         auto m = moments_by_name.find(sname);
         if (m != moments_by_name.end()) {

@@ -40,7 +40,8 @@ Routed route(const std::vector<float>& logits, int64_t T, int64_t E, int64_t K) 
 }
 
 // Central difference of f at x[i], using the step actually representable in float.
-double central_diff(std::vector<float>* x, size_t i, double h, const std::function<double()>& f) {
+template <typename Vec>
+double central_diff(Vec* x, size_t i, double h, const std::function<double()>& f) {
   const float x0 = (*x)[i];
   (*x)[i] = static_cast<float>(x0 + h);
   const double up = (*x)[i];
@@ -242,7 +243,7 @@ TEST(BalanceLosses, ZLossThroughLinearRouterMatchesFiniteDifferences) {
   r.zero_grad();
   r.backward(g);
   Param& W = r.params().front();
-  const std::vector<float> grad = W.grad.data;
+  const std::vector<float> grad = W.grad.data.to_host();
   auto loss = [&] {
     RouterOutput o;
     r.forward(x.data(), nullptr, T, &o);

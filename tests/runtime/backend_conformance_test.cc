@@ -63,6 +63,8 @@
 #include <set>
 #include <sstream>
 
+#include "runtime/core/tensor.h"
+
 namespace sy {
 namespace conformance {
 namespace {
@@ -132,6 +134,25 @@ TEST_P(BackendConformance, Memory) {
   ops::synchronize(c);
   std::fill(want.begin() + 3, want.begin() + 34, 0.0f);
   expect_bitwise(down<float>(dst), want, "fill_zero");
+
+  // The Memory side (synchronous, no context): copy_within and zero, as DeviceArray and Tensor
+  // use them; the array's elements are read back only through copies.
+  DeviceArray<float> arr(be, h);
+  DeviceArray<float> arr2 = arr;  // copy_within
+  EXPECT_EQ(arr2.memory(), static_cast<Memory*>(be));
+  expect_bitwise(arr2.to_host(), h, "DeviceArray copy");
+  arr2.resize(h.size() + 5);  // keeps the values, zeros the tail
+  std::vector<float> grown = h;
+  grown.resize(h.size() + 5, 0.0f);
+  expect_bitwise(arr2.to_host(), grown, "DeviceArray resize");
+  be->zero(arr2.data() + 2, 3 * sizeof(float));
+  std::fill(grown.begin() + 2, grown.begin() + 5, 0.0f);
+  expect_bitwise(arr2.to_host(), grown, "Memory::zero");
+  be->copy_within(arr2.data(), arr.data() + 10, 4 * sizeof(float));
+  std::copy(h.begin() + 10, h.begin() + 14, grown.begin());
+  expect_bitwise(arr2.to_host(), grown, "Memory::copy_within");
+  Tensor t({3, 4}, 2.5f, be);  // a non-zero fill crosses over from the host
+  expect_bitwise(t.data.to_host(), std::vector<float>(12, 2.5f), "Tensor fill");
 }
 
 // ---- GEMMs -----------------------------------------------------------------------------------
@@ -895,7 +916,7 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, BackendConformance, ::testing::ValuesIn(ba
 // Backend fails EveryOpHasACase until a case for it is written and the op is listed here.
 const std::map<std::string, std::string>& covered_ops() {  // op -> test
   static const std::pair<const char*, const char*> kByTest[] = {
-      {"Memory", "alloc free copy_from_host copy_to_host copy fill_zero synchronize"},
+      {"Memory", "alloc free copy_from_host copy_to_host copy fill_zero synchronize copy_within zero"},
       {"Gemm", "gemm"},
       {"Linear", "linear_forward linear_backward"},
       {"LinearQuantized", "linear_forward_quantized dequantize_rows"},
@@ -928,14 +949,14 @@ const std::map<std::string, std::string>& covered_ops() {  // op -> test
   return ops;
 }
 
-// The operations declared in class Backend, read from backend.h itself: every
-// "virtual <type> <name>(" in the class body, minus name() and device() (identity, not ops).
-std::set<std::string> declared_ops() {
-  std::ifstream f(std::string(SY_SOURCE_DIR) + "/runtime/backend/backend.h");
+// The "virtual <type> <name>(" declarations in the body of the class that `opening` starts, in
+// the source file `path`.
+std::set<std::string> virtuals_of(const std::string& path, const std::string& opening) {
+  std::ifstream f(std::string(SY_SOURCE_DIR) + "/" + path);
   std::stringstream text;
   text << f.rdbuf();
   const std::string src = text.str();
-  const size_t begin = src.find("class Backend {"), end = src.find("\n};", begin);
+  const size_t begin = src.find(opening), end = src.find("\n};", begin);
   if (begin == std::string::npos || end == std::string::npos) return {};
   const std::string body = src.substr(begin, end - begin);
   const std::regex decl(R"(virtual\s+(?:const\s+)?[\w:<>]+\s*[*&]?\s*(\w+)\s*\()");
@@ -943,8 +964,18 @@ std::set<std::string> declared_ops() {
   for (auto it = std::sregex_iterator(body.begin(), body.end(), decl); it != std::sregex_iterator();
        ++it)
     names.insert((*it)[1]);
-  names.erase("name");
-  names.erase("device");
+  return names;
+}
+
+// The operations a backend implements, read from the headers themselves: class Backend's
+// virtuals and those of the Memory it is (runtime/core/memory.h), minus the identity ones
+// (name, device, memory_name, host_accessible), which are not ops.
+std::set<std::string> declared_ops() {
+  std::set<std::string> names = virtuals_of("runtime/backend/backend.h", "class Backend : public Memory {");
+  const std::set<std::string> memory = virtuals_of("runtime/core/memory.h", "class Memory {");
+  if (names.empty() || memory.empty()) return {};
+  names.insert(memory.begin(), memory.end());
+  for (const char* id : {"name", "device", "memory_name", "host_accessible"}) names.erase(id);
   return names;
 }
 

@@ -31,20 +31,22 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
   Device device() const override { return Device(); }
 
-  void* alloc(int64_t bytes) override {
-    if (bytes <= 0) return nullptr;
-    // 64-byte alignment: whole cache lines, and what AVX-512 loads prefer.
-    void* p = std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64));
-    SY_CHECK(p != nullptr) << "cpu backend: out of memory allocating " << bytes << " bytes";
-    return p;
-  }
-  void free(void* p) override { std::free(p); }
+  // Host memory: the same allocator as host_memory(), so host tensors and CPU tensors mix.
+  void* alloc(int64_t bytes) override { return host_memory()->alloc(bytes); }
+  void free(void* p) override { host_memory()->free(p); }
   void copy_from_host(void* dst, const void* src, int64_t bytes) override {
     if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   }
   void copy_to_host(void* dst, const void* src, int64_t bytes) override {
     if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   }
+  void copy_within(void* dst, const void* src, int64_t bytes) override {
+    if (bytes > 0) std::memmove(dst, src, static_cast<size_t>(bytes));
+  }
+  void zero(void* dst, int64_t bytes) override {
+    if (bytes > 0) std::memset(dst, 0, static_cast<size_t>(bytes));
+  }
+  bool host_accessible() const override { return true; }
   void copy(const ExecContext&, void* dst, const void* src, int64_t bytes) override {
     if (bytes > 0) std::memmove(dst, src, static_cast<size_t>(bytes));
   }
