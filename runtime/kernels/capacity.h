@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/core/memory.h"
+
 #include "runtime/core/status.h"
 
 namespace sy {
@@ -52,19 +54,26 @@ struct CapacityConfig {
   bool dropless() const { return !(capacity_factor > 0.0); }
 };
 
+// Counts are host vectors (the exchange and the stats read them on the host). The two index
+// arrays the data-path ops consume (row_of_TK, order_A) live in the memory given at
+// construction: the backend's, so a device backend's gather/combine read them in place (its
+// capacity_plan copies them over; host memory by default).
 struct CapacityPlan {
+  CapacityPlan() = default;
+  explicit CapacityPlan(Memory* index_memory) : row_of_TK(index_memory), order_A(index_memory) {}
+
   int64_t T = 0, E = 0, K = 0;
   int64_t capacity = 0;  // C per expert of the largest group; for dropless, the number of
                          // assignments (never binds)
   bool dropless = false;
 
   std::vector<uint8_t> kept_TK;     // 1 kept, 0 dropped or masked
-  std::vector<int32_t> row_of_TK;   // row in the grouped layout, -1 when not kept
+  DeviceArray<int32_t> row_of_TK;   // row in the grouped layout, -1 when not kept
   std::vector<int32_t> routed_E;    // assignments routed to e (unmasked tokens)
   std::vector<int32_t> kept_E;      // kept_E[e] = min(routed_E[e], capacity)
   std::vector<int32_t> dropped_E;   // routed_E - kept_E
   std::vector<int32_t> offsets_E1;  // [E+1]: expert e owns rows [offsets[e], offsets[e+1])
-  std::vector<int32_t> order_A;     // row -> flat assignment t*K+k; within an expert, ascending
+  DeviceArray<int32_t> order_A;     // row -> flat assignment t*K+k; within an expert, ascending
                                     // (token, slot)
   int64_t total_routed = 0, total_kept = 0, total_dropped = 0;
 

@@ -28,6 +28,7 @@ CapacityPlan plan_reference(const std::vector<int32_t>& ids, const std::vector<f
   p.kept_E.assign(static_cast<size_t>(E), 0);
   p.dropped_E.assign(static_cast<size_t>(E), 0);
   p.offsets_E1.assign(static_cast<size_t>(E + 1), 0);
+  std::vector<int32_t> order;
   const int64_t G = cfg.group_tokens > 0 ? cfg.group_tokens : std::max<int64_t>(T, 1);
   const int64_t groups = (T + G - 1) / G;
   const auto real = [&](int64_t t) { return mask.empty() || mask[t] != 0; };
@@ -53,12 +54,13 @@ CapacityPlan plan_reference(const std::vector<int32_t>& ids, const std::vector<f
         cand.resize(static_cast<size_t>(cap[g]));
         std::sort(cand.begin(), cand.end());
       }
-      p.order_A.insert(p.order_A.end(), cand.begin(), cand.end());
+      order.insert(order.end(), cand.begin(), cand.end());
       p.kept_E[e] += static_cast<int32_t>(cand.size());
     }
     p.dropped_E[e] = p.routed_E[e] - p.kept_E[e];
     p.offsets_E1[e + 1] = p.offsets_E1[e] + p.kept_E[e];
   }
+  p.order_A = order;
   for (size_t r = 0; r < p.order_A.size(); ++r) {
     p.kept_TK[p.order_A[r]] = 1;
     p.row_of_TK[p.order_A[r]] = static_cast<int32_t>(r);
@@ -79,12 +81,12 @@ void expect_same_plan(const CapacityPlan& got, const CapacityPlan& want, const s
   EXPECT_EQ(got.total_kept, want.total_kept) << what;
   EXPECT_EQ(got.total_dropped, want.total_dropped) << what;
   expect_bitwise(got.kept_TK, want.kept_TK, what + " kept_TK");
-  expect_bitwise(got.row_of_TK, want.row_of_TK, what + " row_of_TK");
+  expect_bitwise(got.row_of_TK.to_host(), want.row_of_TK.to_host(), what + " row_of_TK");
   expect_bitwise(got.routed_E, want.routed_E, what + " routed_E");
   expect_bitwise(got.kept_E, want.kept_E, what + " kept_E");
   expect_bitwise(got.dropped_E, want.dropped_E, what + " dropped_E");
   expect_bitwise(got.offsets_E1, want.offsets_E1, what + " offsets_E1");
-  expect_bitwise(got.order_A, want.order_A, what + " order_A");
+  expect_bitwise(got.order_A.to_host(), want.order_A.to_host(), what + " order_A");
 }
 
 // Routing that overflows expert 0: distinct experts per token, ranking probabilities from a
@@ -143,7 +145,7 @@ TEST_P(BackendConformance, CapacityPlan) {
     const std::vector<uint8_t> no_mask;
     const CapacityPlan want =
         plan_reference(r.ids, r.rank_p, k.T, r.E, r.K, k.cfg, k.masked ? r.mask : no_mask);
-    CapacityPlan got;
+    CapacityPlan got(backend());  // the index arrays in the backend's memory
     got.order_A.assign(3, 99);  // stale contents of a reused plan must not leak through
     const Status st = ops::capacity_plan(c, ids.as<int32_t>(), rank_p.as<float>(), k.T, r.E, r.K,
                                          64, k.cfg, k.masked ? mask.as<uint8_t>() : nullptr, &got);
@@ -154,7 +156,7 @@ TEST_P(BackendConformance, CapacityPlan) {
   std::vector<int32_t> bad = r.ids;
   bad[5] = static_cast<int32_t>(r.E);
   Buffer bad_ids = up(bad);
-  CapacityPlan plan;
+  CapacityPlan plan(backend());
   EXPECT_FALSE(ops::capacity_plan(c, bad_ids.as<int32_t>(), rank_p.as<float>(), r.T, r.E, r.K, 64,
                                   cfg(1.0, DropPolicy::kProbs, 0), nullptr, &plan)
                    .ok());
@@ -199,7 +201,7 @@ TEST_P(BackendConformance, PermuteCombine) {
     const std::vector<float> x = randn(T * D, 1.0, 1501), rows = randn(R * D, 1.0, 1502);
     const std::vector<float> w = randn(T * K, 0.5, 1503), dy = randn(T * D, 1.0, 1504);
     Buffer xb = up(x), rb = up(rows), wb = up(w), dyb = up(dy);
-    Buffer order = up(plan.order_A), row_of = up(plan.row_of_TK);
+    Buffer order = up(plan.order_A.to_host()), row_of = up(plan.row_of_TK.to_host());
 
     // gather_rows and scatter_rows_weighted: a copy and one fp32 product per element.
     std::vector<float> gathered, scattered;
