@@ -37,7 +37,7 @@ class AttentionRouter final : public Router {
     x_ = x_TD;
     T_ = T;
     const int64_t E = cfg_.num_experts;
-    q_TH_.resize({T, H_});
+    q_TH_.resize({T, H_}, mem());
     ops::linear_forward(ctx(), x_TD, Wq_->value.ptr(), q_TH_.ptr(), T, cfg_.d_model, H_);
     // s_TE = scale * q_TH K_EH^T
     ops::gemm(ctx(), false, true, T, E, H_, scale_, q_TH_.ptr(), H_, K_->value.ptr(), H_, 0.0f,
@@ -48,7 +48,7 @@ class AttentionRouter final : public Router {
     // dK_EH += scale * ds^T q ;  dq_TH = scale * ds K
     ops::gemm(ctx(), true, false, E, H_, T_, scale_, ds_TE, E, q_TH_.ptr(), H_, 1.0f,
               K_->grad.ptr(), H_);
-    Tensor dq_TH({T_, H_});
+    Tensor dq_TH({T_, H_}, mem());
     ops::gemm(ctx(), false, false, T_, H_, E, scale_, ds_TE, E, K_->value.ptr(), H_, 0.0f,
               dq_TH.ptr(), H_);
     ops::linear_backward(ctx(), x_, Wq_->value.ptr(), dq_TH.ptr(), Wq_->grad.ptr(), dx_TD, T_,

@@ -8,7 +8,7 @@
 
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
-#include "runtime/core/rng.h"
+#include "runtime/kernels/hash_route.h"
 
 namespace sy {
 
@@ -51,25 +51,7 @@ Status HashRouter::check_token_ids(const int32_t* token_ids_T, int64_t T) const 
 }
 
 void HashRouter::hash_experts(int32_t token, int32_t* ids_K) const {
-  const int64_t E = cfg_.num_experts, K = cfg_.top_k;
-  const int64_t max_probes = 64 * E;
-  for (int64_t k = 0; k < K; ++k) {
-    const uint64_t h = hash_combine(hash_combine(cfg_.seed, static_cast<uint64_t>(k)),
-                                    static_cast<uint64_t>(static_cast<uint32_t>(token)));
-    const auto held = [&](int32_t e) { return std::find(ids_K, ids_K + k, e) != ids_K + k; };
-    int32_t e = -1;
-    for (int64_t probe = 0; probe < max_probes; ++probe) {
-      const uint64_t hp = probe == 0 ? h : hash_combine(h, static_cast<uint64_t>(probe));
-      const auto cand = static_cast<int32_t>(hp % static_cast<uint64_t>(E));
-      if (!held(cand)) {
-        e = cand;
-        break;
-      }
-    }
-    for (int32_t c = 0; e < 0; ++c)  // unreachable in practice; keeps termination certain
-      if (!held(c)) e = c;
-    ids_K[k] = e;
-  }
+  hash_route_experts(cfg_.seed, cfg_.num_experts, cfg_.top_k, token, /*sorted=*/false, ids_K);
 }
 
 void HashRouter::experts_for(int32_t token, int32_t* ids_K) const {
@@ -129,39 +111,24 @@ Status HashRouter::build_balanced_table(const std::vector<int64_t>& freq_V) {
     std::sort(row, row + K);
   }
   table_VK_ = std::move(table);
+  table_stale_ = true;
   return Status::Ok();
 }
 
 void HashRouter::route(const float* /*x_TD*/, const int32_t* token_ids_T, int64_t T,
                        RouterOutput* out) {
-  const int64_t K = cfg_.top_k;
-  const float w = 1.0f / static_cast<float>(K);
-  std::fill(out->logits_TE.data.begin(), out->logits_TE.data.end(), -INFINITY);
-  out->probs_TE.zero();
-  // With a balanced table routing is a table lookup (a backend op); without, fixed hashes.
-  const bool table = has_table();
-  auto check_id = [&](int64_t t) {
-    const int32_t id = token_ids_T[t];
-    SY_CHECK(id >= 0 && id < cfg_.vocab_size) << "router 'hash': token " << t << " has id " << id
-                                              << ", outside [0, vocab_size=" << cfg_.vocab_size
-                                              << "); validate untrusted ids with check_token_ids()";
-  };
-  if (table) {
-    for (int64_t t = 0; t < T; ++t) check_id(t);
-    ops::hash_route_table(ctx(), table_VK_.data(), token_ids_T, T, K, out->topk_ids_TK.data());
-  }
-  for (int64_t t = 0; t < T; ++t) {
-    int32_t* ids = out->topk_ids_TK.data() + t * K;
-    if (!table) {
-      check_id(t);
-      experts_for(token_ids_T[t], ids);
+  // Routing is one backend op: a table lookup with a balanced table, fixed hashes without.
+  const int32_t* table = nullptr;
+  if (has_table()) {
+    if (table_stale_ || table_dev_.memory() != mem()) {
+      table_dev_ = DeviceArray<int32_t>(mem(), table_VK_);
+      table_stale_ = false;
     }
-    for (int64_t k = 0; k < K; ++k) {
-      out->logits_TE.at(t, ids[k]) = 0.0f;
-      out->probs_TE.at(t, ids[k]) = w;
-      out->topk_weights_TK.at(t, k) = w;
-    }
+    table = table_dev_.data();
   }
+  ops::hash_route(ctx(), table, cfg_.vocab_size, cfg_.seed, token_ids_T, T, cfg_.num_experts,
+                  cfg_.top_k, out->topk_ids_TK.data(), out->logits_TE.ptr(), out->probs_TE.ptr(),
+                  out->topk_weights_TK.ptr());
   // The -inf logits are the encoding of "not chosen", not an overflow.
   out->finite = true;
 }

@@ -36,13 +36,13 @@ class HybridRouter final : public Router {
   bool init_from(const Router& other) override {
     const Param* w = other.linear_gate();
     if (!w || w->value.shape != W_->value.shape) return false;
-    W_->value = w->value;
-    mix_->value.data[0] = 0.0f;
+    W_->value.data = w->value.data;  // keeps this router's memory
+    mix_->value.zero();
     return true;
   }
   bool routes_like(const Router& other) const override {
     const Param* w = other.linear_gate();
-    return w && mix_->value.data[0] == 0.0f && w->value.data == W_->value.data;
+    return w && mix_->value.data.to_host()[0] == 0.0f && w->value.data == W_->value.data;
   }
 
  protected:
@@ -50,25 +50,21 @@ class HybridRouter final : public Router {
     x_ = x_TD;
     T_ = T;
     const int64_t E = cfg_.num_experts;
-    m_TE_.resize({T, E});
+    m_TE_.resize({T, E}, mem());
     mlp_.forward(ctx(), x_TD, T, m_TE_.ptr());
     ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, E);
-    const float g = mix_->value.data[0];
-    for (int64_t i = 0; i < T * E; ++i) s_TE[i] += g * m_TE_.data[static_cast<size_t>(i)];
+    // s += g m, g read where it lives (no host round trip).
+    ops::axpy(ctx(), mix_->value.ptr(), m_TE_.ptr(), s_TE, T * E, /*accumulate=*/true);
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
     const int64_t E = cfg_.num_experts, n = T_ * E;
-    const float g = mix_->value.data[0];
     ops::linear_backward(ctx(), x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, cfg_.d_model,
                          E,
                          /*accumulate_dx=*/true);
-    double dg = 0.0;  // a sum over T*E terms: accumulate in double
-    Tensor dm_TE({T_, E});
-    for (int64_t i = 0; i < n; ++i) {
-      dg += static_cast<double>(ds_TE[i]) * m_TE_.data[static_cast<size_t>(i)];
-      dm_TE.data[static_cast<size_t>(i)] = g * ds_TE[i];
-    }
-    mix_->grad.data[0] += static_cast<float>(dg);
+    // dg += ds . m (a sum over T*E terms, in double); dm = g ds.
+    ops::dot_add(ctx(), ds_TE, m_TE_.ptr(), n, mix_->grad.ptr());
+    Tensor dm_TE({T_, E}, mem());
+    ops::axpy(ctx(), mix_->value.ptr(), ds_TE, dm_TE.ptr(), n, /*accumulate=*/false);
     mlp_.backward(ctx(), x_, dm_TE.ptr(), dx_TD);
   }
 

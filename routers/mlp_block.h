@@ -32,8 +32,8 @@ class MlpBlock {
   // y_TE = MLP(x) (overwrites y). Caches the pre-activation and the activation.
   void forward(const ExecContext& c, const float* x_TD, int64_t T, float* y_TE) {
     T_ = T;
-    pre_TH_.resize({T, H_});
-    act_TH_.resize({T, H_});
+    pre_TH_.resize({T, H_}, c.backend);
+    act_TH_.resize({T, H_}, c.backend);
     // The biases go in first and the GEMMs accumulate onto them (beta = 1).
     ops::bias_broadcast_rows(c, b1_->value.ptr(), T, H_, pre_TH_.ptr());
     ops::linear_forward(c, x_TD, w1_->value.ptr(), pre_TH_.ptr(), T, D_, H_, /*beta=*/1.0f);
@@ -46,11 +46,11 @@ class MlpBlock {
   // dy_TE of the last forward -> parameter grads (+=) and dx_TD (+=, when non-null).
   void backward(const ExecContext& c, const float* x_TD, const float* dy_TE, float* dx_TD) {
     const int64_t T = T_;
-    Tensor dact_TH({T, H_});
+    Tensor dact_TH({T, H_}, c.backend);
     ops::bias_backward_rows(c, dy_TE, T, E_, b2_->grad.ptr());
     ops::linear_backward(c, act_TH_.ptr(), w2_->value.ptr(), dy_TE, w2_->grad.ptr(), dact_TH.ptr(),
                          T, H_, E_, /*accumulate_dx=*/false);
-    Tensor dpre_TH({T, H_});
+    Tensor dpre_TH({T, H_}, c.backend);
     ops::gelu_backward(c, pre_TH_.ptr(), dact_TH.ptr(), dpre_TH.ptr(), T * H_);
     ops::bias_backward_rows(c, dpre_TH.ptr(), T, H_, b1_->grad.ptr());
     ops::linear_backward(c, x_TD, w1_->value.ptr(), dpre_TH.ptr(), w1_->grad.ptr(), dx_TD, T, D_,

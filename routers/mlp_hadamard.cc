@@ -29,9 +29,9 @@ class MlpHadamardRouter final : public Router {
     x_ = x_TD;
     T_ = T;
     const int64_t D = cfg_.d_model, n = T * H_;
-    gate_TH_.resize({T, H_});
-    up_TH_.resize({T, H_});
-    act_TH_.resize({T, H_});
+    gate_TH_.resize({T, H_}, mem());
+    up_TH_.resize({T, H_}, mem());
+    act_TH_.resize({T, H_}, mem());
     ops::linear_forward(ctx(), x_TD, Wg_->value.ptr(), gate_TH_.ptr(), T, D, H_);
     ops::linear_forward(ctx(), x_TD, Wu_->value.ptr(), up_TH_.ptr(), T, D, H_);
     ops::swiglu(ctx(), gate_TH_.ptr(), up_TH_.ptr(), act_TH_.ptr(), n);
@@ -39,11 +39,11 @@ class MlpHadamardRouter final : public Router {
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
     const int64_t D = cfg_.d_model, n = T_ * H_;
-    Tensor dact_TH({T_, H_});
+    Tensor dact_TH({T_, H_}, mem());
     ops::linear_backward(ctx(), act_TH_.ptr(), Wo_->value.ptr(), ds_TE, Wo_->grad.ptr(),
                          dact_TH.ptr(), T_, H_, cfg_.num_experts, /*accumulate_dx=*/false);
     // a = SiLU(g) * u:  dg = da * u * SiLU'(g),  du = da * SiLU(g)
-    Tensor dgate_TH({T_, H_}), dup_TH({T_, H_});
+    Tensor dgate_TH({T_, H_}, mem()), dup_TH({T_, H_}, mem());
     ops::swiglu_backward(ctx(), gate_TH_.ptr(), up_TH_.ptr(), dact_TH.ptr(), dgate_TH.ptr(),
                          dup_TH.ptr(), n);
     ops::linear_backward(ctx(), x_, Wg_->value.ptr(), dgate_TH.ptr(), Wg_->grad.ptr(), dx_TD, T_, D,

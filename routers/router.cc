@@ -25,11 +25,15 @@ Status RouterConfig::validate() const {
 
 namespace {
 
-// Gives t the shape [rows, cols], keeping its contents when it already has that shape.
-void reshape(Tensor* t, int64_t rows, int64_t cols) {
-  if (t->shape.size() == 2 && t->shape[0] == rows && t->shape[1] == cols) return;
-  t->resize({rows, cols});
+// *dst = src's values in dst's memory (reallocated only when the shape changes).
+void copy_into(const Tensor& src, Tensor* dst) {
+  if (dst->memory() != src.memory()) dst->data = DeviceArray<float>(src.memory());
+  dst->shape = src.shape;
+  dst->data = src.data;
 }
+
+// Gives t the shape [rows, cols] in memory m, keeping its contents when it already has both.
+void reshape(Tensor* t, int64_t rows, int64_t cols, Memory* m) { t->resize({rows, cols}, m); }
 
 }  // namespace
 
@@ -44,19 +48,22 @@ void Router::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, R
   out->K = K;
   // The caller's buffers are reused as they are when the shape is unchanged (no clearing pass
   // over T*E floats): route() writes every entry (router.h).
-  reshape(&out->logits_TE, T, E);
-  reshape(&out->probs_TE, T, E);
-  out->topk_ids_TK.resize(static_cast<size_t>(T * K));
-  reshape(&out->topk_weights_TK, T, K);
+  reshape(&out->logits_TE, T, E, mem());
+  reshape(&out->probs_TE, T, E, mem());
+  scratch_grow(out->topk_ids_TK, T * K, mem());
+  out->topk_ids_TK.resize_uninit(static_cast<size_t>(T * K));
+  reshape(&out->topk_weights_TK, T, K, mem());
   route(x_TD, token_ids_T, T, out);
   // The chosen probabilities before any renormalization: what the capacity plan ranks drops
   // by, and what backward needs. One gather here, for every router (route() may be overridden).
-  reshape(&out->chosen_probs_TK, T, K);
+  reshape(&out->chosen_probs_TK, T, K, mem());
   ops::gather_topk_probs(ctx(), out->probs_TE.ptr(), out->topk_ids_TK.data(), T, E, K,
                          out->chosen_probs_TK.ptr());
-  vals_TK_ = out->chosen_probs_TK;
   last_T_ = T;
-  probs_TE_ = out->probs_TE;
+  // Copies for backward (the caller may reuse out), in this router's memory.
+  copy_into(out->chosen_probs_TK, &vals_TK_);
+  copy_into(out->probs_TE, &probs_TE_);
+  ids_TK_.move_to(mem());
   ids_TK_ = out->topk_ids_TK;
 }
 
@@ -67,15 +74,7 @@ void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, Rou
   ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
   ops::topk_rows(ctx(), out->probs_TE.ptr(), T, E, K, out->topk_ids_TK.data(),
                  out->topk_weights_TK.ptr());
-  if (cfg_.norm_topk_prob) {
-    for (int64_t t = 0; t < T; ++t) {
-      float* w = out->topk_weights_TK.row(t);
-      float s = 0.0f;
-      for (int64_t k = 0; k < K; ++k) s += w[k];
-      if (s > 0.0f)
-        for (int64_t k = 0; k < K; ++k) w[k] /= s;
-    }
-  }
+  if (cfg_.norm_topk_prob) ops::normalize_rows(ctx(), out->topk_weights_TK.ptr(), T, K);
 }
 
 void Router::backward(const RouterGrads& g) {
@@ -84,30 +83,19 @@ void Router::backward(const RouterGrads& g) {
   if (T == 0) return;
   // dp = dprobs + scatter(d chosen values), through the renormalization when it is on:
   // w_i = v_i / S, S = sum_j v_j  =>  dv_i = (dw_i - sum_j dw_j w_j) / S.
-  Tensor dp({T, E});
-  if (g.dprobs_TE) std::copy(g.dprobs_TE, g.dprobs_TE + T * E, dp.ptr());
-  if (g.dweights_TK) {
-    for (int64_t t = 0; t < T; ++t) {
-      const float* dw = g.dweights_TK + t * K;
-      const float* v = vals_TK_.row(t);
-      const int32_t* ids = ids_TK_.data() + t * K;
-      if (cfg_.norm_topk_prob) {
-        float S = 0.0f, dot = 0.0f;
-        for (int64_t k = 0; k < K; ++k) S += v[k];
-        if (S <= 0.0f) continue;
-        for (int64_t k = 0; k < K; ++k) dot += dw[k] * (v[k] / S);
-        for (int64_t k = 0; k < K; ++k) dp.at(t, ids[k]) += (dw[k] - dot) / S;
-      } else {
-        for (int64_t k = 0; k < K; ++k) dp.at(t, ids[k]) += dw[k];
-      }
-    }
-  }
-  Tensor ds({T, E});
-  ops::softmax_backward_rows(ctx(), probs_TE_.ptr(), dp.ptr(), ds.ptr(), T, E,
+  dp_TE_.resize({T, E}, mem());
+  if (g.dprobs_TE)
+    ops::copy(ctx(), dp_TE_.ptr(), g.dprobs_TE, T * E * static_cast<int64_t>(sizeof(float)));
+  else
+    dp_TE_.zero();
+  if (g.dweights_TK)
+    ops::topk_weights_backward(ctx(), g.dweights_TK, vals_TK_.ptr(), ids_TK_.data(), T, E, K,
+                               cfg_.norm_topk_prob, dp_TE_.ptr());
+  ds_TE_.resize({T, E}, mem());
+  ops::softmax_backward_rows(ctx(), probs_TE_.ptr(), dp_TE_.ptr(), ds_TE_.ptr(), T, E,
                              /*accumulate=*/false);
-  if (g.dlogits_TE)
-    for (int64_t i = 0; i < T * E; ++i) ds.data[static_cast<size_t>(i)] += g.dlogits_TE[i];
-  backward_scores(ds.ptr(), g.dx_TD);
+  if (g.dlogits_TE) ops::add_inplace(ctx(), ds_TE_.ptr(), g.dlogits_TE, T * E);
+  backward_scores(ds_TE_.ptr(), g.dx_TD);
 }
 
 int64_t Router::num_params() const {
@@ -128,7 +116,7 @@ Status Router::set_param(const std::string& name, const Tensor& value) {
   if (p->value.shape != value.shape)
     return InvalidArgument("router '" + cfg_.name + "' parameter '" + name + "' has shape " +
                            p->value.shape_str() + ", got " + value.shape_str());
-  p->value.data = value.data;
+  p->value.data = value.data;  // keeps the parameter's memory
   return Status::Ok();
 }
 
@@ -140,14 +128,22 @@ void Router::zero_grad() {
   for (Param& p : params_) p.zero_grad();
 }
 
+void Router::set_context(const ExecContext* c) {
+  exec_ = c ? c : &default_context();
+  for (Param& p : params_) p.move_to(mem());
+}
+
 Param* Router::add_param(const std::string& name, std::vector<int64_t> shape) {
-  params_.emplace_back(name, std::move(shape));
+  params_.emplace_back(name, std::move(shape), mem());
   return &params_.back();
 }
 
 void Router::init_normal(Param* p, float std) {
+  // Drawn on the host, then copied to where the parameter lives.
   const uint64_t stream = fnv1a64((cfg_.name + "/" + p->name).c_str());
-  fill_normal(p->value.ptr(), p->value.numel(), std, cfg_.seed, stream);
+  std::vector<float> v(static_cast<size_t>(p->value.numel()));
+  fill_normal(v.data(), p->value.numel(), std, cfg_.seed, stream);
+  p->value.data = v;
 }
 
 }  // namespace sy

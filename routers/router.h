@@ -50,7 +50,7 @@ struct RouterOutput {
   int64_t T = 0, E = 0, K = 0;
   Tensor logits_TE;                  // scores s (hash: 0 for chosen, -inf elsewhere)
   Tensor probs_TE;                   // softmax(s)
-  std::vector<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
+  DeviceArray<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
   Tensor topk_weights_TK;            // chosen p (renormalized when norm_topk_prob)
   Tensor chosen_probs_TK;            // chosen p before renormalization (ranks capacity drops)
   bool finite = true;                // false when any score was NaN/Inf (ids stay in range)
@@ -73,8 +73,10 @@ class Router {
 
   const RouterConfig& config() const { return cfg_; }
   // Where its operations run: default_context() until set (MoeLayer hands down its own).
-  void set_context(const ExecContext* c) { exec_ = c ? c : &default_context(); }
+  // Its parameters move into the context's memory.
+  void set_context(const ExecContext* c);
   const ExecContext& ctx() const { return *exec_; }
+  Memory* mem() const { return exec_->backend; }  // where its tensors live
   const std::string& name() const { return cfg_.name; }
 
   // x_TD: [T, D] row-major; token_ids_T: [T] (required when needs_token_ids()).
@@ -133,8 +135,9 @@ class Router {
   // Cached from the last forward for backward.
   int64_t last_T_ = 0;
   Tensor probs_TE_;
-  std::vector<int32_t> ids_TK_;
+  DeviceArray<int32_t> ids_TK_;
   Tensor vals_TK_;  // chosen probabilities before renormalization
+  Tensor dp_TE_, ds_TE_;  // backward scratch
 };
 
 }  // namespace sy

@@ -194,6 +194,13 @@ class Backend : public Memory {
   // y_RN[r] += b_N for every row (a bias added after the GEMM).
   virtual void add_bias_rows(const ExecContext& c, const float* b_N, int64_t R, int64_t N,
                              float* y_RN) = 0;
+  // out_TD[t] = table_VD[ids_T[t]] (embedding lookup); an id outside [0, V) is fatal.
+  virtual void embedding_rows(const ExecContext& c, const float* table_VD, int64_t V,
+                              const int32_t* ids_T, int64_t T, int64_t D, float* out_TD) = 0;
+  // y = alpha[0] x (+ y when accumulate): alpha is ONE value in the backend's memory (a learned
+  // scalar such as the hybrid router's mix), read where it lives.
+  virtual void axpy(const ExecContext& c, const float* alpha, const float* x, float* y, int64_t n,
+                    bool accumulate) = 0;
   // dst[index_T[t]] += src_TD[t] in t order (embedding backward: rows may repeat).
   virtual void scatter_add_rows(const ExecContext& c, const float* src_TD, const int32_t* index_T,
                                 int64_t T, int64_t D, float* dst) = 0;
@@ -256,10 +263,28 @@ class Backend : public Memory {
   // rank_p_TK[t,k] = probs_TE[t, ids_TK[t,k]] (the chosen probabilities ranking drops).
   virtual void gather_topk_probs(const ExecContext& c, const float* probs_TE, const int32_t* ids_TK,
                                  int64_t T, int64_t E, int64_t K, float* rank_p_TK) = 0;
-  // Hash routing: ids_TK[t] = table_VK[token_ids_T[t]] (the balanced table of routers/hash.h).
-  virtual void hash_route_table(const ExecContext& c, const int32_t* table_VK,
-                                const int32_t* token_ids_T, int64_t T, int64_t K,
-                                int32_t* ids_TK) = 0;
+  // Hash routing (routers/hash.h) of T tokens: ids_TK[t] = table_VK[token_ids_T[t]] when
+  // table_VK is non-null (the balanced table), else the fixed hashes of runtime/kernels/
+  // hash_route.h (seed), sorted. Writes logits_TE (0 at the chosen experts, -inf elsewhere),
+  // probs_TE (1/K there, 0 elsewhere) and weights_TK (1/K). An id outside [0, V) is fatal.
+  virtual void hash_route(const ExecContext& c, const int32_t* table_VK, int64_t V, uint64_t seed,
+                          const int32_t* token_ids_T, int64_t T, int64_t E, int64_t K,
+                          int32_t* ids_TK, float* logits_TE, float* probs_TE,
+                          float* weights_TK) = 0;
+  // w_r /= sum(w_r) for each row whose sum is > 0 (norm_topk_prob), the sum in k order.
+  virtual void normalize_rows(const ExecContext& c, float* w, int64_t rows, int64_t n) = 0;
+  // The top-k weights' backward into the full probabilities: dp_TE[t, ids[t,k]] += dv_k, with
+  // dv = dw, or through the renormalization when normalized: w_i = v_i / S gives
+  // dv_i = (dw_i - sum_j dw_j w_j) / S (rows with S <= 0 get nothing). vals_TK: the chosen
+  // probabilities before renormalization.
+  virtual void topk_weights_backward(const ExecContext& c, const float* dw_TK,
+                                     const float* vals_TK, const int32_t* ids_TK, int64_t T,
+                                     int64_t E, int64_t K, bool normalized, float* dp_TE) = 0;
+  // The Switch load-balancing loss and its gradient (runtime/kernels/balance.h, same contract:
+  // dprobs_TE may be null; written, or added to when accumulate). Returns the loss.
+  virtual double switch_aux_loss(const ExecContext& c, const float* probs_TE,
+                                 const int32_t* topk_ids_TK, int64_t T, int64_t E, int64_t K,
+                                 float alpha, float* dprobs_TE, bool accumulate) = 0;
   // Permute: out_RD[r] = x_TD[order_A[r] / K] (kept rows grouped by expert; order_A of the
   // capacity plan maps a row to its flat assignment t*K + k).
   virtual void gather_rows(const ExecContext& c, const float* x_TD, const int32_t* order_A_R,
@@ -296,6 +321,9 @@ class Backend : public Memory {
   virtual double sum_squares(const ExecContext& c, const float* x, int64_t n) = 0;
   virtual float dot(const ExecContext& c, const float* x, const float* y, int64_t n) = 0;
   virtual bool all_finite(const ExecContext& c, const float* x, int64_t n) = 0;
+  // out[0] += float(sum x.y), the sum in double; out is one value in the backend's memory.
+  virtual void dot_add(const ExecContext& c, const float* x, const float* y, int64_t n,
+                       float* out) = 0;
 };
 
 // ---- registry ------------------------------------------------------------------------------

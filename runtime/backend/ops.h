@@ -148,9 +148,36 @@ inline void gather_topk_probs(const ExecContext& c, const float* probs_TE, const
                               int64_t T, int64_t E, int64_t K, float* rank_p_TK) {
   c.backend->gather_topk_probs(c, probs_TE, ids_TK, T, E, K, rank_p_TK);
 }
-inline void hash_route_table(const ExecContext& c, const int32_t* table_VK,
-                             const int32_t* token_ids_T, int64_t T, int64_t K, int32_t* ids_TK) {
-  c.backend->hash_route_table(c, table_VK, token_ids_T, T, K, ids_TK);
+inline void hash_route(const ExecContext& c, const int32_t* table_VK, int64_t V, uint64_t seed,
+                       const int32_t* token_ids_T, int64_t T, int64_t E, int64_t K,
+                       int32_t* ids_TK, float* logits_TE, float* probs_TE, float* weights_TK) {
+  c.backend->hash_route(c, table_VK, V, seed, token_ids_T, T, E, K, ids_TK, logits_TE, probs_TE,
+                        weights_TK);
+}
+inline void normalize_rows(const ExecContext& c, float* w, int64_t rows, int64_t n) {
+  c.backend->normalize_rows(c, w, rows, n);
+}
+inline void topk_weights_backward(const ExecContext& c, const float* dw_TK, const float* vals_TK,
+                                  const int32_t* ids_TK, int64_t T, int64_t E, int64_t K,
+                                  bool normalized, float* dp_TE) {
+  c.backend->topk_weights_backward(c, dw_TK, vals_TK, ids_TK, T, E, K, normalized, dp_TE);
+}
+inline double switch_aux_loss(const ExecContext& c, const float* probs_TE,
+                              const int32_t* topk_ids_TK, int64_t T, int64_t E, int64_t K,
+                              float alpha, float* dprobs_TE, bool accumulate) {
+  return c.backend->switch_aux_loss(c, probs_TE, topk_ids_TK, T, E, K, alpha, dprobs_TE,
+                                    accumulate);
+}
+inline void embedding_rows(const ExecContext& c, const float* table_VD, int64_t V,
+                           const int32_t* ids_T, int64_t T, int64_t D, float* out_TD) {
+  c.backend->embedding_rows(c, table_VD, V, ids_T, T, D, out_TD);
+}
+inline void axpy(const ExecContext& c, const float* alpha, const float* x, float* y, int64_t n,
+                 bool accumulate) {
+  c.backend->axpy(c, alpha, x, y, n, accumulate);
+}
+inline void dot_add(const ExecContext& c, const float* x, const float* y, int64_t n, float* out) {
+  c.backend->dot_add(c, x, y, n, out);
 }
 inline void gather_rows(const ExecContext& c, const float* x_TD, const int32_t* order_A_R,
                         int64_t R, int64_t K, int64_t D, float* out_RD) {

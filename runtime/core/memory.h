@@ -156,6 +156,23 @@ class DeviceArray {
     std::swap(cap_, o.cap_);
   }
 
+  // The same values in memory m (no-op when already there).
+  void move_to(Memory* m) {
+    if (m == mem_) return;
+    DeviceArray moved(m);
+    if (size_) {
+      if (mem_->host_accessible()) {
+        moved.copy_from_host(ptr_, size_);
+      } else if (m->host_accessible()) {
+        moved.resize_uninit(size_);
+        copy_to_host(moved.ptr_);
+      } else {
+        moved = to_host();
+      }
+    }
+    swap(moved);
+  }
+
   void copy_from_host(const T* src, size_t n) {
     resize_uninit(n);
     if (n) mem_->copy_from_host(ptr_, src, bytes());
@@ -202,8 +219,10 @@ class DeviceArray {
 // reallocation is a fresh mapping whose first touch costs page faults — measured at seconds
 // for the few hundred MiB of a Qwen-sized layer's row buffers, inside the timed phases and,
 // through the exchange, as waiting on peers.
+// With m: the scratch lives in memory m (moved there, contents dropped, when it is elsewhere).
 template <typename T>
-T* scratch_grow(DeviceArray<T>& a, int64_t n) {
+T* scratch_grow(DeviceArray<T>& a, int64_t n, Memory* m = nullptr) {
+  if (m && a.memory() != m) a = DeviceArray<T>(m);
   if (static_cast<int64_t>(a.capacity()) < n) a.resize_uninit(static_cast<size_t>(n + n / 4));
   a.resize_uninit(std::max<size_t>(a.size(), static_cast<size_t>(n)));
   return a.data();

@@ -62,6 +62,16 @@ struct Tensor {
     shape = std::move(shp);
     data.assign(static_cast<size_t>(numel_of(shape)), 0.0f);
   }
+  // The shape shp in memory mem: reallocated there when the tensor lives elsewhere; values
+  // are zero after a change of memory or shape, kept when both are unchanged.
+  void resize(std::vector<int64_t> shp, Memory* mem) {
+    if (mem != memory()) {
+      data = DeviceArray<float>(mem);
+      shape.clear();
+    }
+    if (shp != shape) resize(std::move(shp));
+  }
+  void move_to(Memory* mem) { data.move_to(mem); }
   void zero() { data.fill(0.0f); }
   std::string shape_str() const;
 
@@ -86,6 +96,10 @@ struct Param {
   Param(std::string n, std::vector<int64_t> shape, Memory* mem = host_memory())
       : name(std::move(n)), value(shape, mem), grad(shape, mem) {}
   void zero_grad() { grad.zero(); }
+  void move_to(Memory* mem) {
+    value.move_to(mem);
+    grad.move_to(mem);
+  }
 };
 
 }  // namespace sy

@@ -1,9 +1,12 @@
 #include "runtime/kernels/rows.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "runtime/core/check.h"
 #include "runtime/kernels/cpu_kernels.h"
+#include "runtime/kernels/hash_route.h"
 #include "runtime/kernels/math.h"
 
 namespace sy {
@@ -72,11 +75,86 @@ void gather_topk_probs(const float* probs_TE, const int32_t* ids_TK, int64_t T, 
     for (int64_t k = 0; k < K; ++k) rank_p_TK[t * K + k] = probs_TE[t * E + ids_TK[t * K + k]];
 }
 
-void hash_route_table(const int32_t* table_VK, const int32_t* token_ids_T, int64_t T, int64_t K,
-                      int32_t* ids_TK) {
-  for (int64_t t = 0; t < T; ++t)
-    std::memcpy(ids_TK + t * K, table_VK + static_cast<int64_t>(token_ids_T[t]) * K,
-                static_cast<size_t>(K) * sizeof(int32_t));
+void hash_route(const int32_t* table_VK, int64_t V, uint64_t seed, const int32_t* token_ids_T,
+                int64_t T, int64_t E, int64_t K, int32_t* ids_TK, float* logits_TE, float* probs_TE,
+                float* weights_TK) {
+  const float w = 1.0f / static_cast<float>(K);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t id = token_ids_T[t];
+    SY_CHECK(id >= 0 && id < V) << "router 'hash': token " << t << " has id " << id
+                                << ", outside [0, vocab_size=" << V
+                                << "); validate untrusted ids with check_token_ids()";
+    int32_t* ids = ids_TK + t * K;
+    if (table_VK)
+      std::memcpy(ids, table_VK + static_cast<int64_t>(id) * K, static_cast<size_t>(K) * 4);
+    else
+      hash_route_experts(seed, E, K, id, /*sorted=*/true, ids);
+    float* s = logits_TE + t * E;
+    float* p = probs_TE + t * E;
+    std::fill(s, s + E, -INFINITY);
+    std::fill(p, p + E, 0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      s[ids[k]] = 0.0f;
+      p[ids[k]] = w;
+      weights_TK[t * K + k] = w;
+    }
+  }
+}
+
+void embedding_rows(const float* table_VD, int64_t V, const int32_t* ids_T, int64_t T, int64_t D,
+                    float* out_TD) {
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t id = ids_T[t];
+    SY_CHECK(id >= 0 && id < V) << "embedding: token " << t << " has id " << id
+                                << ", outside [0, " << V << ")";
+    std::memcpy(out_TD + t * D, table_VD + static_cast<int64_t>(id) * D,
+                static_cast<size_t>(D) * sizeof(float));
+  }
+}
+
+void normalize_rows(float* w, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* x = w + r * n;
+    float s = 0.0f;
+    for (int64_t k = 0; k < n; ++k) s += x[k];
+    if (s > 0.0f)
+      for (int64_t k = 0; k < n; ++k) x[k] /= s;
+  }
+}
+
+void topk_weights_backward(const float* dw_TK, const float* vals_TK, const int32_t* ids_TK,
+                           int64_t T, int64_t E, int64_t K, bool normalized, float* dp_TE) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* dw = dw_TK + t * K;
+    const float* v = vals_TK + t * K;
+    const int32_t* ids = ids_TK + t * K;
+    float* dp = dp_TE + t * E;
+    if (normalized) {
+      // w_i = v_i / S, S = sum_j v_j  =>  dv_i = (dw_i - sum_j dw_j w_j) / S.
+      float S = 0.0f, dot = 0.0f;
+      for (int64_t k = 0; k < K; ++k) S += v[k];
+      if (S <= 0.0f) continue;
+      for (int64_t k = 0; k < K; ++k) dot += dw[k] * (v[k] / S);
+      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += (dw[k] - dot) / S;
+    } else {
+      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += dw[k];
+    }
+  }
+}
+
+void axpy(const float* alpha, const float* x, float* y, int64_t n, bool accumulate) {
+  const float a = *alpha;
+  if (accumulate) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = a * x[i];
+  }
+}
+
+void dot_add(const float* x, const float* y, int64_t n, float* out) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * y[i];
+  *out += static_cast<float>(s);
 }
 
 void gated_add_rows(float* g_T, const float* s_TD, const uint8_t* mask_T, int64_t T, int64_t D,

@@ -21,8 +21,16 @@ void combine_weights_backward(const float* dy_TD, const float* rows_RD, const in
                               int64_t T, int64_t K, int64_t D, float* dw_TK);
 void gather_topk_probs(const float* probs_TE, const int32_t* ids_TK, int64_t T, int64_t E,
                        int64_t K, float* rank_p_TK);
-void hash_route_table(const int32_t* table_VK, const int32_t* token_ids_T, int64_t T, int64_t K,
-                      int32_t* ids_TK);
+void hash_route(const int32_t* table_VK, int64_t V, uint64_t seed, const int32_t* token_ids_T,
+                int64_t T, int64_t E, int64_t K, int32_t* ids_TK, float* logits_TE, float* probs_TE,
+                float* weights_TK);
+void embedding_rows(const float* table_VD, int64_t V, const int32_t* ids_T, int64_t T, int64_t D,
+                    float* out_TD);
+void normalize_rows(float* w, int64_t rows, int64_t n);
+void topk_weights_backward(const float* dw_TK, const float* vals_TK, const int32_t* ids_TK,
+                           int64_t T, int64_t E, int64_t K, bool normalized, float* dp_TE);
+void axpy(const float* alpha, const float* x, float* y, int64_t n, bool accumulate);
+void dot_add(const float* x, const float* y, int64_t n, float* out);
 void gated_add_rows(float* g_T, const float* s_TD, const uint8_t* mask_T, int64_t T, int64_t D,
                     float* y_TD);
 void gated_add_rows_backward(const float* dy_TD, const float* s_TD, const float* g_T,

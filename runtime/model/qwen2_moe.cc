@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "routers/balance.h"
+#include "runtime/kernels/balance.h"
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"

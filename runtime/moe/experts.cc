@@ -5,7 +5,6 @@
 
 #include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
-#include "runtime/core/scratch.h"
 
 namespace sy {
 namespace {
@@ -279,9 +278,9 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
     forward_gelu(x_RD, row_offsets_E1, y_RD);
     return;
   }
-  float* g = scratch_grow(g_RF_, R * F);
-  float* u = scratch_grow(u_RF_, R * F);
-  float* a = scratch_grow(a_RF_, R * F);
+  float* g = scratch_grow(g_RF_, R * F, c.backend);
+  float* u = scratch_grow(u_RF_, R * F, c.backend);
+  float* a = scratch_grow(a_RF_, R * F, c.backend);
   // swiglu_forward inlined, to time the elementwise join apart from the GEMMs.
   using Clock = std::chrono::steady_clock;
   Clock::duration elementwise{0};
@@ -326,11 +325,11 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
   if (quantized()) {
     SY_CHECK(!weight_grads) << "quantized experts are frozen: no weight gradients";
     if (!dx_RD) return;
-    float* da = scratch_grow(da_RF_, R * F);
-    float* du = scratch_grow(du_RF_, R * F);
-    float* wg = scratch_grow(wg_FD_, F * D);
-    float* wu = scratch_grow(wu_FD_, F * D);
-    float* wd = scratch_grow(wd_DF_, D * F);
+    float* da = scratch_grow(da_RF_, R * F, c.backend);
+    float* du = scratch_grow(du_RF_, R * F, c.backend);
+    float* wg = scratch_grow(wg_FD_, F * D, c.backend);
+    float* wu = scratch_grow(wu_FD_, F * D, c.backend);
+    float* wd = scratch_grow(wd_DF_, D * F, c.backend);
     const int64_t o0 = offsets_E1_[0];
     for (int64_t e = 0; e < E; ++e) {
       const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
@@ -347,8 +346,8 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
   }
   weight_grads = weight_grads && !gate_->grad.empty();
   if (!weight_grads && !dx_RD) return;
-  float* da = scratch_grow(da_RF_, R * F);
-  float* du = scratch_grow(du_RF_, R * F);
+  float* da = scratch_grow(da_RF_, R * F, c.backend);
+  float* du = scratch_grow(du_RF_, R * F, c.backend);
   const int64_t o0 = offsets_E1_[0];
   for (int64_t e = 0; e < E; ++e) {
     const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
@@ -369,8 +368,8 @@ void RoutedExperts::forward_gelu(const float* x_RD, const int32_t* row_offsets_E
   const ExecContext& c = *exec_;
   const int64_t E = cfg_.num_experts, D = cfg_.d_model, F = cfg_.ffn_hidden;
   const int64_t R = row_offsets_E1[E] - row_offsets_E1[0];
-  float* pre = scratch_grow(g_RF_, R * F);
-  float* a = scratch_grow(a_RF_, R * F);
+  float* pre = scratch_grow(g_RF_, R * F, c.backend);
+  float* a = scratch_grow(a_RF_, R * F, c.backend);
   using Clock = std::chrono::steady_clock;
   Clock::duration elementwise{0};
   const int64_t o0 = row_offsets_E1[0];
@@ -400,7 +399,7 @@ void RoutedExperts::backward_gelu(const float* dy_RD, float* dx_RD, bool weight_
   if (q) SY_CHECK(!weight_grads) << "quantized experts are frozen: no weight gradients";
   weight_grads = weight_grads && !q && !fc1_->grad.empty();
   if (!weight_grads && !dx_RD) return;
-  float* dpre = scratch_grow(da_RF_, R * F);
+  float* dpre = scratch_grow(da_RF_, R * F, c.backend);
   float* w1 = q ? scratch_grow(wg_FD_, F * D) : nullptr;
   float* w2 = q ? scratch_grow(wd_DF_, D * F) : nullptr;
   const int64_t o0 = offsets_E1_[0];
@@ -449,11 +448,11 @@ void SharedExpert::forward(const float* x_TD, int64_t T, float* y_TD, const uint
   mask_T_ = mask_T;
   T_ = T;
   if (T == 0) return;
-  float* g = scratch_grow(g_TF_, T * F_);
-  float* u = scratch_grow(u_TF_, T * F_);
-  float* a = scratch_grow(a_TF_, T * F_);
-  float* s = scratch_grow(s_TD_, T * D_);
-  float* gate = scratch_grow(gate_T_, T);
+  float* g = scratch_grow(g_TF_, T * F_, c.backend);
+  float* u = scratch_grow(u_TF_, T * F_, c.backend);
+  float* a = scratch_grow(a_TF_, T * F_, c.backend);
+  float* s = scratch_grow(s_TD_, T * D_, c.backend);
+  float* gate = scratch_grow(gate_T_, T, c.backend);
   swiglu_forward(c, x_TD, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
                  T, D_, F_, g, u, a, s);
   ops::linear_forward(c, x_TD, gate_->value.ptr(), gate, T, D_, 1);
@@ -466,8 +465,8 @@ void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads)
   if (T == 0) return;
   weight_grads = weight_grads && !gate_->grad.empty();
   if (!weight_grads && !dx_TD) return;
-  float* ds = scratch_grow(ds_TD_, T * D_);
-  float* dlogit = scratch_grow(dlogit_T_, T);
+  float* ds = scratch_grow(ds_TD_, T * D_, c.backend);
+  float* dlogit = scratch_grow(dlogit_T_, T, c.backend);
   const float* s = s_TD_.data();
   const float* gate = gate_T_.data();
   ops::gated_add_rows_backward(c, dy_TD, s, gate, mask_T_, T, D_, ds, dlogit);
@@ -475,8 +474,8 @@ void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads)
   ops::linear_backward(c, x_TD_, gate_->value.ptr(), dlogit,
                        weight_grads ? gate_->grad.ptr() : nullptr, dx_TD, T, D_, 1,
                        /*accumulate_dx=*/true);
-  float* da = scratch_grow(da_TF_, T * F_);
-  float* du = scratch_grow(du_TF_, T * F_);
+  float* da = scratch_grow(da_TF_, T * F_, c.backend);
+  float* du = scratch_grow(du_TF_, T * F_, c.backend);
   swiglu_backward(c, x_TD_, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
                   g_TF_.data(), u_TF_.data(), a_TF_.data(), ds, T, D_, F_,
                   weight_grads ? gate_proj_->grad.ptr() : nullptr,
@@ -489,12 +488,22 @@ void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads)
 
 namespace sy {
 namespace {
-int64_t CapacityBytes(std::initializer_list<const std::vector<float>*> vs) {
+int64_t CapacityBytes(std::initializer_list<const DeviceArray<float>*> vs) {
   int64_t n = 0;
-  for (const std::vector<float>* v : vs) n += static_cast<int64_t>(v->capacity() * sizeof(float));
+  for (const DeviceArray<float>* v : vs) n += static_cast<int64_t>(v->capacity() * sizeof(float));
   return n;
 }
 }  // namespace
+
+void RoutedExperts::set_context(const ExecContext* c) {
+  exec_ = c ? c : &default_context();
+  for (Param& p : params_) p.move_to(exec_->backend);
+}
+
+void SharedExpert::set_context(const ExecContext* c) {
+  exec_ = c ? c : &default_context();
+  for (Param& p : params_) p.move_to(exec_->backend);
+}
 
 int64_t RoutedExperts::buffer_bytes() const {
   return CapacityBytes({&g_RF_, &u_RF_, &a_RF_, &da_RF_, &du_RF_, &wg_FD_, &wu_FD_, &wd_DF_});

@@ -108,7 +108,8 @@ class RoutedExperts {
 
   const ExpertsConfig& config() const { return cfg_; }
   // Where the expert GEMMs run: default_context() until set (MoeLayer hands down its own).
-  void set_context(const ExecContext* c) { exec_ = c ? c : &default_context(); }
+  // Its parameters move into the context's memory (its scratch is made there).
+  void set_context(const ExecContext* c);
   // x_RD: rows grouped by expert, expert e owns rows [row_offsets_E1[e], row_offsets_E1[e+1]).
   // y_RD written. x_RD and row_offsets_E1 must stay alive until backward().
   void forward(const float* x_RD, const int32_t* row_offsets_E1, float* y_RD);
@@ -171,11 +172,11 @@ class RoutedExperts {
   // Cache of the last forward.
   const float* x_RD_ = nullptr;
   std::vector<int32_t> offsets_E1_;
-  std::vector<float> g_RF_, u_RF_, a_RF_;
-  std::vector<float> da_RF_, du_RF_;                     // backward scratch
+  DeviceArray<float> g_RF_, u_RF_, a_RF_;
+  DeviceArray<float> da_RF_, du_RF_;                     // backward scratch
   std::vector<QuantizedMatrix> q_gate_, q_up_, q_down_;  // [E] when quantized
   std::vector<QuantizedMatrix> q_fc1_, q_fc2_;           // [E] when quantized (kGelu)
-  std::vector<float> wg_FD_, wu_FD_, wd_DF_;             // dequantized scratch (backward)
+  DeviceArray<float> wg_FD_, wu_FD_, wd_DF_;             // dequantized scratch (backward)
   double last_elementwise_s_ = 0.0;
 };
 
@@ -186,7 +187,8 @@ class SharedExpert {
   SharedExpert(const SharedExpert&) = delete;
   SharedExpert& operator=(const SharedExpert&) = delete;
 
-  void set_context(const ExecContext* c) { exec_ = c ? c : &default_context(); }
+  // Its parameters move into the context's memory (its scratch is made there).
+  void set_context(const ExecContext* c);
   // y_TD += gated shared output, except on rows where mask_T is 0 (mask may be null). x_TD
   // and mask_T must stay alive until backward().
   void forward(const float* x_TD, int64_t T, float* y_TD, const uint8_t* mask_T = nullptr);
@@ -205,8 +207,8 @@ class SharedExpert {
   const float* x_TD_ = nullptr;
   const uint8_t* mask_T_ = nullptr;
   int64_t T_ = 0;
-  std::vector<float> g_TF_, u_TF_, a_TF_, s_TD_, gate_T_;
-  std::vector<float> da_TF_, du_TF_, ds_TD_, dlogit_T_;
+  DeviceArray<float> g_TF_, u_TF_, a_TF_, s_TD_, gate_T_;
+  DeviceArray<float> da_TF_, du_TF_, ds_TD_, dlogit_T_;
 };
 
 }  // namespace sy

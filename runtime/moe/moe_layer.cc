@@ -6,7 +6,6 @@
 
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
-#include "runtime/core/scratch.h"
 #include "runtime/core/timing.h"
 
 namespace sy {
@@ -64,6 +63,7 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   layer->router_ = std::move(router);
   if (cfg.exec) layer->exec_ = cfg.exec;
   layer->router_->set_context(layer->exec_);
+  layer->plan_ = CapacityPlan(layer->exec_->backend);  // its index arrays where the ops run
   layer->comm_ = comm;
   layer->local_experts_ = cfg.num_experts;
   if (comm && comm->size() > 1) {
@@ -145,8 +145,8 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   tm.plan_s = seconds_since(&clk);
 
   const int64_t R = plan_.rows();
-  float* xg = scratch_grow(xg_RD_, R * D);
-  float* yg = scratch_grow(yg_RD_, R * D);
+  float* xg = scratch_grow(xg_RD_, R * D, c.backend);
+  float* yg = scratch_grow(yg_RD_, R * D, c.backend);
   ops::gather_rows(c, x_TD, plan_.order_A.data(), R, K, D, xg);
   tm.permute_s = seconds_since(&clk);
 
@@ -157,8 +157,8 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
     const DispatchStats& ds = handle_.stats();
     disp_->exchange_counts(plan_.kept_E.data(), R, tag, &handle_);
     const int64_t Rr = handle_.recv_rows();
-    float* recv = scratch_grow(recv_RD_, Rr * D);
-    float* out = scratch_grow(out_RD_, Rr * D);
+    float* recv = scratch_grow(recv_RD_, Rr * D, c.backend);
+    float* out = scratch_grow(out_RD_, Rr * D, c.backend);
     disp_->dispatch_rows(&handle_, xg, recv, tag);
     clk = Clock::now();
     tm.count_exchange_s = ds.count_exchange_s;
@@ -203,13 +203,13 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
 
   // Weighted combine backward: d w_tk = dy_t . expert_out_row (0 for dropped: no effect).
   const ExecContext& c = *exec_;
-  float* dw = scratch_grow(dw_TK_, T * K);
+  float* dw = scratch_grow(dw_TK_, T * K, c.backend);
   const int32_t* row_of = plan_.row_of_TK.data();
   ops::combine_weights_backward(c, dy_TD, yg_RD_.data(), row_of, T, K, D, dw);
   tm.weighted_combine_s = seconds_since(&clk);
 
   // Scatter dy to the expert rows, scaled by the combine weights.
-  float* dyg = scratch_grow(dyg_RD_, R * D);
+  float* dyg = scratch_grow(dyg_RD_, R * D, c.backend);
   ops::scatter_rows_weighted(c, dy_TD, plan_.order_A.data(), rout_.topk_weights_TK.ptr(), R, K, D,
                              dyg);
   tm.permute_s = seconds_since(&clk);
@@ -220,8 +220,8 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
     const CollectiveTag tag{"moe.backward", cfg_.layer_index, step_};
     const DispatchStats& ds = handle_.stats();
     const int64_t Rr = handle_.recv_rows();
-    float* drecv = scratch_grow(drecv_RD_, Rr * D);
-    float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D);
+    float* drecv = scratch_grow(drecv_RD_, Rr * D, c.backend);
+    float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D, c.backend);
     disp_->dispatch_rows(&handle_, dyg, drecv, tag);
     clk = Clock::now();
     tm.dispatch_exchange_s = ds.dispatch_s;
@@ -271,9 +271,7 @@ void MoeLayer::fill_step_stats() {
   MoeStepStats& st = stats_;
   const int64_t E = cfg_.num_experts;
   st.T = T_;
-  st.tokens = T_;
-  if (mask_T_)
-    for (int64_t t = 0; t < T_; ++t) st.tokens -= mask_T_[t] ? 0 : 1;
+  st.tokens = plan_.total_routed / cfg_.top_k;  // each unmasked token routes K assignments
   st.routed = plan_.total_routed;
   st.kept = plan_.total_kept;
   st.dropped = plan_.total_dropped;
@@ -346,7 +344,7 @@ void MoeLayer::zero_grad() {
 
 int64_t MoeLayer::buffer_bytes() const {
   int64_t n = experts_->buffer_bytes() + (shared_ ? shared_->buffer_bytes() : 0);
-  for (const std::vector<float>* v : {&recv_RD_, &out_RD_, &drecv_RD_, &dxrecv_RD_, &xg_RD_,
+  for (const DeviceArray<float>* v : {&recv_RD_, &out_RD_, &drecv_RD_, &dxrecv_RD_, &xg_RD_,
                                       &yg_RD_, &dyg_RD_, &dxg_RD_, &dw_TK_})
     n += static_cast<int64_t>(v->capacity() * sizeof(float));
   return n;

@@ -137,7 +137,7 @@ struct MoeLayerCounters {
   void add(const MoeStepStats& s);
 };
 
-// Extra gradients for the router from auxiliary losses (routers/balance.h): null = none.
+// Extra gradients for the router from auxiliary losses (runtime/kernels/balance.h): null = none.
 struct MoeAuxGrads {
   const float* dprobs_TE = nullptr;   // d loss / d probs (Switch aux loss)
   const float* dlogits_TE = nullptr;  // d loss / d scores (router z-loss)
@@ -222,8 +222,8 @@ class MoeLayer {
   std::unique_ptr<Dispatcher> disp_;  // null when every expert is local
   DispatchHandle handle_;
   int64_t first_expert_ = 0, local_experts_ = 0, step_ = -1;
-  std::vector<float> recv_RD_, out_RD_;      // expert-major rows on the expert owner
-  std::vector<float> drecv_RD_, dxrecv_RD_;  // backward
+  DeviceArray<float> recv_RD_, out_RD_;      // expert-major rows on the expert owner
+  DeviceArray<float> drecv_RD_, dxrecv_RD_;  // backward
   std::vector<int32_t> local_offsets_e1_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<RoutedExperts> experts_;
@@ -235,10 +235,10 @@ class MoeLayer {
   int64_t T_ = 0;
   bool has_forward_ = false;
   const uint8_t* mask_T_ = nullptr;
-  std::vector<float> xg_RD_;  // kept rows grouped by expert (experts' input, cached)
-  std::vector<float> yg_RD_;  // expert outputs (cached for d weights)
+  DeviceArray<float> xg_RD_;  // kept rows grouped by expert (experts' input, cached)
+  DeviceArray<float> yg_RD_;  // expert outputs (cached for d weights)
   // Backward scratch.
-  std::vector<float> dyg_RD_, dxg_RD_, dw_TK_;
+  DeviceArray<float> dyg_RD_, dxg_RD_, dw_TK_;
 
   MoeStepStats stats_;
   MoeLayerCounters counters_;

@@ -92,7 +92,7 @@ class Trainer {
   StatusOr<double> eval(const std::vector<std::vector<int32_t>>& seqs);
 
   AdamW& optimizer() { return opt_; }
-  // Switch load-balancing loss (routers/balance.h) with this coefficient in every MoE layer,
+  // Switch load-balancing loss (runtime/kernels/balance.h) with this coefficient in every MoE layer,
   // per sequence, weighted by its share of the step's tokens; 0 (default): none.
   void set_router_aux_loss(double coef) { aux_coef_ = coef; }
   // Called after every training forward (each sequence of a step, on this rank), while the MoE

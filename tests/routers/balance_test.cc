@@ -1,7 +1,7 @@
 // Balancing losses: gradients against central finite differences (losses are returned in
 // double, so the checks are limited by the step), the uniform and degenerate corners
 // (zero-initialized router, collapsed router), and a descent step that lowers the load imbalance.
-#include "routers/balance.h"
+#include "runtime/kernels/balance.h"
 
 #include <gtest/gtest.h>
 

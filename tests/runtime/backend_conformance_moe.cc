@@ -3,6 +3,9 @@
 // backend_conformance.h; the coverage check in backend_conformance_test.cc counts these cases.
 #include "tests/runtime/backend_conformance.h"
 
+#include "runtime/kernels/balance.h"
+#include "runtime/kernels/hash_route.h"
+
 namespace sy {
 namespace conformance {
 namespace {
@@ -174,16 +177,121 @@ TEST_P(BackendConformance, Routing) {
   ops::gather_topk_probs(c, nullptr, nullptr, 0, E, K, nullptr);
   expect_bitwise(down<float>(out), want, "gather_topk_probs");
 
+  // hash_route, with a table and with the fixed hashes: ids, and the one-hot-style outputs.
   const std::vector<int32_t> table = randint(V * K, 0, static_cast<int32_t>(E), 1402);
   const std::vector<int32_t> tokens = randint(T, 0, static_cast<int32_t>(V), 1403);  // repeats
-  std::vector<int32_t> routed;
-  for (int32_t tok : tokens)
-    routed.insert(routed.end(), table.begin() + tok * K, table.begin() + (tok + 1) * K);
-  Buffer tab = up(table), tb = up(tokens),
-         got = up(std::vector<int32_t>(static_cast<size_t>(T * K), -7));
-  ops::hash_route_table(c, tab.as<int32_t>(), tb.as<int32_t>(), T, K, got.as<int32_t>());
-  ops::hash_route_table(c, tab.as<int32_t>(), nullptr, 0, K, nullptr);
-  expect_bitwise(down<int32_t>(got), routed, "hash_route_table");
+  const uint64_t seed = 77;
+  for (bool with_table : {true, false}) {
+    std::vector<int32_t> routed;
+    for (int32_t tok : tokens) {
+      std::vector<int32_t> row(static_cast<size_t>(K));
+      if (with_table)
+        std::copy(table.begin() + tok * K, table.begin() + (tok + 1) * K, row.begin());
+      else
+        hash_route_experts(seed, E, K, tok, /*sorted=*/true, row.data());
+      routed.insert(routed.end(), row.begin(), row.end());
+    }
+    std::vector<float> logits(static_cast<size_t>(T * E), -INFINITY), probs(logits.size(), 0.0f);
+    const std::vector<float> weights(static_cast<size_t>(T * K), 1.0f / static_cast<float>(K));
+    for (int64_t i = 0; i < T * K; ++i) {
+      logits[static_cast<size_t>((i / K) * E + routed[i])] = 0.0f;
+      probs[static_cast<size_t>((i / K) * E + routed[i])] = 1.0f / static_cast<float>(K);
+    }
+    Buffer tab = up(table), tb = up(tokens),
+           got = up(std::vector<int32_t>(static_cast<size_t>(T * K), -7));
+    Buffer lg = up(nans(T * E)), pr = up(nans(T * E)), wt = up(nans(T * K));
+    ops::hash_route(c, with_table ? tab.as<int32_t>() : nullptr, V, seed, tb.as<int32_t>(), T, E,
+                    K, got.as<int32_t>(), lg.as<float>(), pr.as<float>(), wt.as<float>());
+    ops::hash_route(c, nullptr, V, seed, nullptr, 0, E, K, nullptr, nullptr, nullptr, nullptr);
+    const std::string what = with_table ? "hash_route (table)" : "hash_route (hashes)";
+    expect_bitwise(down<int32_t>(got), routed, what + " ids");
+    expect_bitwise(down<float>(lg), logits, what + " logits");
+    expect_bitwise(down<float>(pr), probs, what + " probs");
+    expect_bitwise(down<float>(wt), weights, what + " weights");
+  }
+}
+
+// The router's remaining row ops: renormalized top-k weights and their backward, the Switch
+// loss, and the scalar-from-memory axpy / dot_add of the hybrid router; the embedding lookup.
+TEST_P(BackendConformance, RouterRows) {
+  const ExecContext& c = ctx();
+  const int64_t T = 13, E = 7, K = 3, D = 10, V = 23;
+  const Routing r = make_routing(T, E, K, 1600);
+  std::vector<float> w = randn(T * K, 1.0, 1601);
+  for (float& x : w) x = std::fabs(x);
+  w[0] = w[1] = w[2] = 0.0f;  // a row summing to 0 stays as it is
+  std::vector<float> want = w;
+  for (int64_t t = 0; t < T; ++t) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < K; ++k) s += want[t * K + k];
+    if (s > 0.0f)
+      for (int64_t k = 0; k < K; ++k) want[t * K + k] /= s;
+  }
+  Buffer wb = up(w);
+  ops::normalize_rows(c, wb.as<float>(), T, K);
+  expect_bitwise(down<float>(wb), want, "normalize_rows");
+
+  const std::vector<float> dw = randn(T * K, 1.0, 1602), dp0 = randn(T * E, 1.0, 1603);
+  for (bool normalized : {false, true}) {
+    std::vector<float> dp = dp0;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* v = w.data() + t * K;
+      float S = 0.0f, dot = 0.0f;
+      for (int64_t k = 0; k < K; ++k) S += v[k];
+      if (normalized && S <= 0.0f) continue;
+      for (int64_t k = 0; k < K; ++k) dot += dw[t * K + k] * (v[k] / S);
+      for (int64_t k = 0; k < K; ++k)
+        dp[t * E + r.ids[t * K + k]] +=
+            normalized ? (dw[t * K + k] - dot) / S : dw[t * K + k];
+    }
+    Buffer dwb = up(dw), vb = up(w), ib = up(r.ids), dpb = up(dp0);
+    ops::topk_weights_backward(c, dwb.as<float>(), vb.as<float>(), ib.as<int32_t>(), T, E, K,
+                               normalized, dpb.as<float>());
+    expect_bitwise(down<float>(dpb), dp, normalized ? "topk_weights_backward (normalized)"
+                                                    : "topk_weights_backward");
+  }
+
+  // The Switch loss against runtime/kernels/balance.h's definition (host), written and added.
+  std::vector<float> probs = randn(T * E, 1.0, 1604);
+  for (float& x : probs) x = std::fabs(x);
+  for (bool accumulate : {false, true}) {
+    std::vector<float> dp = dp0;
+    const double loss = switch_aux_loss(probs.data(), r.ids.data(), T, E, K, 0.01f, dp.data(),
+                                        accumulate);
+    Buffer pb = up(probs), ib = up(r.ids), dpb = up(dp0);
+    const double got = ops::switch_aux_loss(c, pb.as<float>(), ib.as<int32_t>(), T, E, K, 0.01f,
+                                            dpb.as<float>(), accumulate);
+    EXPECT_NEAR(got, loss, 1e-12 * std::fabs(loss)) << "switch_aux_loss";
+    expect_bitwise(down<float>(dpb), dp, "switch_aux_loss gradient");
+  }
+
+  // axpy and dot_add read their scalar from the backend's memory.
+  const std::vector<float> x = randn(T * E, 1.0, 1605), y0 = randn(T * E, 1.0, 1606);
+  const float alpha = 0.37f;
+  Buffer ab = up(std::vector<float>{alpha}), xb = up(x), yb = up(y0), zb = up(nans(T * E));
+  ops::axpy(c, ab.as<float>(), xb.as<float>(), yb.as<float>(), T * E, /*accumulate=*/true);
+  ops::axpy(c, ab.as<float>(), xb.as<float>(), zb.as<float>(), T * E, /*accumulate=*/false);
+  std::vector<float> ya = y0, za(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    ya[i] += alpha * x[i];
+    za[i] = alpha * x[i];
+  }
+  expect_bitwise(down<float>(yb), ya, "axpy (accumulate)");
+  expect_bitwise(down<float>(zb), za, "axpy");
+  double s = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) s += static_cast<double>(x[i]) * y0[i];
+  Buffer out = up(std::vector<float>{1.5f}), y0b = up(y0);
+  ops::dot_add(c, xb.as<float>(), y0b.as<float>(), T * E, out.as<float>());
+  expect_bitwise(down<float>(out), std::vector<float>{1.5f + static_cast<float>(s)}, "dot_add");
+
+  // embedding_rows: a copy of each token's row (ids repeat).
+  const std::vector<float> table = randn(V * D, 1.0, 1607);
+  const std::vector<int32_t> ids = randint(T, 0, static_cast<int32_t>(V), 1608);
+  std::vector<float> rows;
+  for (int32_t id : ids) rows.insert(rows.end(), table.begin() + id * D, table.begin() + (id + 1) * D);
+  Buffer tb = up(table), idb = up(ids), eb = up(nans(T * D));
+  ops::embedding_rows(c, tb.as<float>(), V, idb.as<int32_t>(), T, D, eb.as<float>());
+  expect_bitwise(down<float>(eb), rows, "embedding_rows");
 }
 
 TEST_P(BackendConformance, PermuteCombine) {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "routers/balance.h"
+#include "runtime/kernels/balance.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/kernels/loss.h"
 #include "runtime/model/qwen2_moe.h"

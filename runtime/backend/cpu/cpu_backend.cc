@@ -9,6 +9,7 @@
 #include "runtime/core/check.h"
 #include "runtime/core/status.h"
 #include "runtime/kernels/attention.h"
+#include "runtime/kernels/balance.h"
 #include "runtime/kernels/bias.h"
 #include "runtime/kernels/capacity.h"
 #include "runtime/kernels/cpu_kernels.h"
@@ -182,9 +183,35 @@ class CpuBackend final : public Backend {
                          int64_t E, int64_t K, float* rank_p) override {
     sy::gather_topk_probs(probs, ids, T, E, K, rank_p);
   }
-  void hash_route_table(const ExecContext&, const int32_t* table, const int32_t* token_ids,
-                        int64_t T, int64_t K, int32_t* ids) override {
-    sy::hash_route_table(table, token_ids, T, K, ids);
+  void hash_route(const ExecContext&, const int32_t* table, int64_t V, uint64_t seed,
+                  const int32_t* token_ids, int64_t T, int64_t E, int64_t K, int32_t* ids,
+                  float* logits, float* probs, float* weights) override {
+    sy::hash_route(table, V, seed, token_ids, T, E, K, ids, logits, probs, weights);
+  }
+  void normalize_rows(const ExecContext&, float* w, int64_t rows, int64_t n) override {
+    sy::normalize_rows(w, rows, n);
+  }
+  void topk_weights_backward(const ExecContext&, const float* dw, const float* vals,
+                             const int32_t* ids, int64_t T, int64_t E, int64_t K, bool normalized,
+                             float* dp) override {
+    sy::topk_weights_backward(dw, vals, ids, T, E, K, normalized, dp);
+  }
+  double switch_aux_loss(const ExecContext&, const float* probs, const int32_t* ids, int64_t T,
+                         int64_t E, int64_t K, float alpha, float* dprobs,
+                         bool accumulate) override {
+    return sy::switch_aux_loss(probs, ids, T, E, K, alpha, dprobs, accumulate);
+  }
+  void embedding_rows(const ExecContext&, const float* table, int64_t V, const int32_t* ids,
+                      int64_t T, int64_t D, float* out) override {
+    sy::embedding_rows(table, V, ids, T, D, out);
+  }
+  void axpy(const ExecContext&, const float* alpha, const float* x, float* y, int64_t n,
+            bool accumulate) override {
+    sy::axpy(alpha, x, y, n, accumulate);
+  }
+  void dot_add(const ExecContext&, const float* x, const float* y, int64_t n,
+               float* out) override {
+    sy::dot_add(x, y, n, out);
   }
   void gather_rows(const ExecContext&, const float* x, const int32_t* order_A, int64_t R, int64_t K,
                    int64_t D, float* out) override {

@@ -1,4 +1,4 @@
-#include "routers/balance.h"
+#include "runtime/kernels/balance.h"
 
 #include <cmath>
 #include <vector>
