@@ -10,7 +10,8 @@
 namespace sy {
 
 std::string Device::str() const {
-  return kind == DeviceKind::kCpu ? "cpu" : "cuda:" + std::to_string(index);
+  if (kind == DeviceKind::kCuda) return "cuda:" + std::to_string(index);
+  return kind == DeviceKind::kCpu ? "cpu" : "devsim";
 }
 
 // ---- Buffer ----------------------------------------------------------------------------------

@@ -34,12 +34,13 @@ class Backend;
 
 // ---- devices, dtypes, buffers --------------------------------------------------------------
 
-enum class DeviceKind { kCpu, kCuda };
+// kDevsim: the emulated device of runtime/backend/devsim/ (host memory the host may not touch).
+enum class DeviceKind { kCpu, kCuda, kDevsim };
 
 struct Device {
   DeviceKind kind = DeviceKind::kCpu;
   int index = 0;
-  std::string str() const;  // "cpu", "cuda:0"
+  std::string str() const;  // "cpu", "cuda:0", "devsim"
   bool operator==(const Device& o) const { return kind == o.kind && index == o.index; }
 };
 
