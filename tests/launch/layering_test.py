@@ -18,7 +18,7 @@ ALLOWED = {
     "runtime/kernels": ["runtime/core/"],
     "runtime/backend": ["runtime/core/", "runtime/kernels/"],
     "routers": ["runtime/core/", "runtime/backend/", "runtime/kernels/math.h",
-                "runtime/kernels/op_types.h"],
+                "runtime/kernels/op_types.h", "runtime/kernels/hash_route.h"],
     "comm": ["runtime/core/"],
     "runtime/moe": ["runtime/core/", "runtime/backend/", "runtime/kernels/", "routers/", "comm/"],
     "runtime/io": ["runtime/core/"],
@@ -32,7 +32,8 @@ ALLOWED = {
 }
 # The CPU kernels' compute headers (everything in runtime/kernels/ that is not a shared data
 # format or per-element code).
-SHARED_KERNEL_HEADERS = {"math.h", "quant_math.h", "op_types.h", "quant.h", "capacity.h"}
+SHARED_KERNEL_HEADERS = {"math.h", "quant_math.h", "op_types.h", "quant.h", "capacity.h",
+                         "hash_route.h"}
 KERNEL_USERS = ("runtime/kernels/", "runtime/backend/cpu/", "tests/", "bench/", "fuzz/")
 CBLAS_USERS = ("runtime/kernels/", "bench/")
 

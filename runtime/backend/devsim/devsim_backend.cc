@@ -257,9 +257,38 @@ class DevsimBackend final : public Backend {
                          int64_t T, int64_t E, int64_t K, float* rank_p_TK) override {
     cpu()->gather_topk_probs(host(c), UNTAG(probs_TE), UNTAG(ids_TK), T, E, K, UNTAG(rank_p_TK));
   }
-  void hash_route_table(const ExecContext& c, const int32_t* table_VK, const int32_t* token_ids_T,
-                        int64_t T, int64_t K, int32_t* ids_TK) override {
-    cpu()->hash_route_table(host(c), UNTAG(table_VK), UNTAG(token_ids_T), T, K, UNTAG(ids_TK));
+  void hash_route(const ExecContext& c, const int32_t* table_VK, int64_t V, uint64_t seed,
+                  const int32_t* token_ids_T, int64_t T, int64_t E, int64_t K, int32_t* ids_TK,
+                  float* logits_TE, float* probs_TE, float* weights_TK) override {
+    cpu()->hash_route(host(c), UNTAG(table_VK), V, seed, UNTAG(token_ids_T), T, E, K,
+                      UNTAG(ids_TK), UNTAG(logits_TE), UNTAG(probs_TE), UNTAG(weights_TK));
+  }
+  void normalize_rows(const ExecContext& c, float* w, int64_t rows, int64_t n) override {
+    cpu()->normalize_rows(host(c), UNTAG(w), rows, n);
+  }
+  void topk_weights_backward(const ExecContext& c, const float* dw_TK, const float* vals_TK,
+                             const int32_t* ids_TK, int64_t T, int64_t E, int64_t K,
+                             bool normalized, float* dp_TE) override {
+    cpu()->topk_weights_backward(host(c), UNTAG(dw_TK), UNTAG(vals_TK), UNTAG(ids_TK), T, E, K,
+                                 normalized, UNTAG(dp_TE));
+  }
+  double switch_aux_loss(const ExecContext& c, const float* probs_TE, const int32_t* topk_ids_TK,
+                         int64_t T, int64_t E, int64_t K, float alpha, float* dprobs_TE,
+                         bool accumulate) override {
+    return cpu()->switch_aux_loss(host(c), UNTAG(probs_TE), UNTAG(topk_ids_TK), T, E, K, alpha,
+                                  UNTAG(dprobs_TE), accumulate);
+  }
+  void embedding_rows(const ExecContext& c, const float* table_VD, int64_t V, const int32_t* ids_T,
+                      int64_t T, int64_t D, float* out_TD) override {
+    cpu()->embedding_rows(host(c), UNTAG(table_VD), V, UNTAG(ids_T), T, D, UNTAG(out_TD));
+  }
+  void axpy(const ExecContext& c, const float* alpha, const float* x, float* y, int64_t n,
+            bool accumulate) override {
+    cpu()->axpy(host(c), UNTAG(alpha), UNTAG(x), UNTAG(y), n, accumulate);
+  }
+  void dot_add(const ExecContext& c, const float* x, const float* y, int64_t n,
+               float* out) override {
+    cpu()->dot_add(host(c), UNTAG(x), UNTAG(y), n, UNTAG(out));
   }
   void gather_rows(const ExecContext& c, const float* x_TD, const int32_t* order_A_R, int64_t R,
                    int64_t K, int64_t D, float* out_RD) override {
