@@ -219,12 +219,21 @@ class DeviceArray {
 // reallocation is a fresh mapping whose first touch costs page faults — measured at seconds
 // for the few hundred MiB of a Qwen-sized layer's row buffers, inside the timed phases and,
 // through the exchange, as waiting on peers.
-// With m: the scratch lives in memory m (moved there, contents dropped, when it is elsewhere).
+// The scratch lives in memory m (moved there, contents dropped, when it is elsewhere).
 template <typename T>
-T* scratch_grow(DeviceArray<T>& a, int64_t n, Memory* m = nullptr) {
-  if (m && a.memory() != m) a = DeviceArray<T>(m);
+T* scratch_grow(DeviceArray<T>& a, int64_t n, Memory* m) {
+  if (a.memory() != m) a = DeviceArray<T>(m);
   if (static_cast<int64_t>(a.capacity()) < n) a.resize_uninit(static_cast<size_t>(n + n / 4));
   a.resize_uninit(std::max<size_t>(a.size(), static_cast<size_t>(n)));
+  return a.data();
+}
+
+// a holds n elements in memory m: moved there first (contents dropped) when it lives elsewhere,
+// then resized (values kept, new ones zero). Returns the device pointer.
+template <typename T>
+T* resize_in(DeviceArray<T>& a, int64_t n, Memory* m) {
+  if (a.memory() != m) a = DeviceArray<T>(m);
+  a.resize(static_cast<size_t>(n));
   return a.data();
 }
 

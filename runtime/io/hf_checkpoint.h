@@ -106,6 +106,9 @@ class HfCheckpoint {
   // buffer), without an intermediate Tensor copy beyond one tensor's bytes.
   Status read_into(const std::string& name, const std::vector<int64_t>& shape, float* dst,
                    bool allow_non_finite = false) const;
+  // Same, into dst (its shape), wherever dst's memory is (through a host copy when the host
+  // cannot write it).
+  Status read_into(const std::string& name, Tensor* dst, bool allow_non_finite = false) const;
   // Schema check over all files: every `required` name present; names outside required that
   // match none of the `allowed_prefixes` are an error when !allow_extra. The message lists
   // every missing or unexpected name (up to a cap) and the file.

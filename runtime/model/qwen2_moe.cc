@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstring>
 
-#include "runtime/kernels/balance.h"
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
@@ -329,8 +328,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm));
     MoeLayer& moe = *L.moe;
     for (Param& p : moe.router().params())
-      SY_RETURN_IF_ERROR(
-          ck.read_into(qwen2_moe_router_prefix(i) + p.name, p.value.shape, p.value.ptr()));
+      SY_RETURN_IF_ERROR(ck.read_into(qwen2_moe_router_prefix(i) + p.name, &p.value));
     // This rank's experts only (local expert e is global first + e), one at a time: quantized
     // experts go straight from the file to int8/int4, so no rank ever holds even its own
     // experts in fp32.
@@ -345,12 +343,19 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     }
     if (SharedExpert* s = moe.shared_expert()) {
       for (Param& p : s->params())
-        SY_RETURN_IF_ERROR(
-            ck.read_into(qwen2_moe_layer_name(i, "mlp." + p.name), p.value.shape, p.value.ptr()));
+        SY_RETURN_IF_ERROR(ck.read_into(qwen2_moe_layer_name(i, "mlp." + p.name), &p.value));
     }
   }
+  // The replicated weights were read on the host: they move to where the model runs.
+  Memory* mem = m->mem();
+  for (Tensor* t : {&m->embed_, &m->final_norm_, &m->lm_head_}) t->move_to(mem);
+  for (Layer& L : m->layers_) {
+    for (auto [value, grad] : AttentionSlots(L)) value->move_to(mem);
+    if (!L.moe)
+      for (auto [value, grad] : DenseMlpSlots(L)) value->move_to(mem);
+  }
   if (opt.train == Qwen2MoeTrain::kAll) {  // gradients of every replicated tensor
-    auto like = [](const Tensor& t) { return Tensor(t.shape); };
+    auto like = [mem](const Tensor& t) { return Tensor(t.shape, mem); };
     m->d_embed_ = like(m->embed_);
     m->d_final_norm_ = like(m->final_norm_);
     if (!m->lm_head_.empty()) m->d_lm_head_ = like(m->lm_head_);
@@ -412,7 +417,7 @@ std::vector<MoeLayer*> Qwen2MoeModel::moe_layers() {
 Qwen2MoeMemory Qwen2MoeModel::memory() const {
   Qwen2MoeMemory m;
   m.replicated_bytes = Bytes(embed_) + Bytes(final_norm_) + Bytes(lm_head_);
-  for (const std::vector<float>* v : {&x_, &a_, &q_, &att_, &y_, &g_, &u_, &act_, &head_slice_})
+  for (const DeviceArray<float>* v : {&x_, &a_, &q_, &att_, &y_, &g_, &u_, &act_, &head_slice_})
     m.activation_bytes += static_cast<int64_t>(v->capacity() * sizeof(float));
   m.activation_bytes += Bytes(hidden_);
   if (exec_->workspace) m.activation_bytes += exec_->workspace->bytes();  // attention scratch
@@ -454,13 +459,16 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   times_ = Qwen2MoeTimes();
   const double t0 = Now();
   const int64_t pos0 = cache_len_, Tk = cache_len_ + T;
-  x_.resize(static_cast<size_t>(T * D));
-  a_.resize(static_cast<size_t>(T * D));
-  y_.resize(static_cast<size_t>(T * D));
-  q_.resize(static_cast<size_t>(T * Q));
-  att_.resize(static_cast<size_t>(T * Q));
+  Memory* m = mem();
+  resize_in(x_, T * D, m);
+  resize_in(a_, T * D, m);
+  resize_in(y_, T * D, m);
+  resize_in(q_, T * Q, m);
+  resize_in(att_, T * Q, m);
   const ExecContext& ex = *exec_;
-  ops::gather_rows(ex, embed_.ptr(), ids, T, /*K=*/1, D, x_.data());  // embedding lookup
+  resize_in(ids_dev_, T, m);
+  ids_dev_.copy_from_host(ids, static_cast<size_t>(T));  // the tokens go where the ops run
+  ops::embedding_rows(ex, embed_.ptr(), V, ids_dev_.data(), T, D, x_.data());
   const bool save = training();
   if (save) {
     ids_.assign(ids, ids + T);
@@ -480,9 +488,9 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     Layer& L = layers_[li];
     Saved& S = L.saved;
     // Training keeps this layer's activations (a1, q, att, a2, ... are its own buffers then).
-    auto keep = [&](std::vector<float>& v, int64_t n) -> float* {
-      v.resize(static_cast<size_t>(n));
-      return v.data();
+    auto keep = [&](DeviceArray<float>& v, int64_t n) -> float* { return resize_in(v, n, m); };
+    auto keep_copy = [&](DeviceArray<float>& v, const DeviceArray<float>& src, int64_t n) {
+      ops::copy(ex, keep(v, n), src.data(), n * static_cast<int64_t>(sizeof(float)));
     };
     float* a1 = save ? keep(S.a1, T * D) : a_.data();
     float* rstd1 = save ? keep(S.rstd1, T) : nullptr;
@@ -490,12 +498,12 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     float* att = save ? keep(S.att, T * Q) : att_.data();
     float* a2 = save ? keep(S.a2, T * D) : a_.data();
     float* rstd2 = save ? keep(S.rstd2, T) : nullptr;
-    if (save) S.x_in.assign(x_.begin(), x_.begin() + T * D);
+    if (save) keep_copy(S.x_in, x_, T * D);
     // Grow the cache geometrically (amortized O(1) per token), never past max_cache_.
-    if (static_cast<int64_t>(L.k_cache.size()) < Tk * KV) {
+    if (static_cast<int64_t>(L.k_cache.size()) < Tk * KV || L.k_cache.memory() != m) {
       const int64_t rows = std::min<int64_t>(max_cache_, std::max<int64_t>(Tk, 2 * cache_len_));
-      L.k_cache.resize(static_cast<size_t>(rows * KV));
-      L.v_cache.resize(static_cast<size_t>(rows * KV));
+      resize_in(L.k_cache, rows * KV, m);
+      resize_in(L.v_cache, rows * KV, m);
     }
     // Attention block: every rank runs it on the same rows, so its GEMMs need no row-stable
     // kernel to agree across ranks.
@@ -520,20 +528,23 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     times_.attention_s += t2 - t1;
     t1 = t2;
     // FFN block.
-    if (save) S.x_mid.assign(x_.begin(), x_.begin() + T * D);
+    if (save) keep_copy(S.x_mid, x_, T * D);
     ops::rmsnorm_forward(ex, x_.data(), L.ln2.ptr(), a2, rstd2, T, D, eps);
-    if (L.moe && capture_ && li < capture_->size())
-      (*capture_)[li].insert((*capture_)[li].end(), a2, a2 + T * D);
+    if (L.moe && capture_ && li < capture_->size()) {  // an explicit copy to the host
+      std::vector<float>& sink = (*capture_)[li];
+      sink.resize(sink.size() + static_cast<size_t>(T * D));
+      m->copy_to_host(sink.data() + sink.size() - T * D, a2,
+                      T * D * static_cast<int64_t>(sizeof(float)));
+    }
     if (L.moe) {  // its collectives carry the step set by Model::set_step
-      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a2, ids, T, D, y_.data()));
+      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a2, ids_dev_.data(), T, D, y_.data()));
       t2 = Now();
       times_.moe_s += t2 - t1;
     } else {
       const int64_t F = c.intermediate_size;
-      float* g = save ? keep(S.g, T * F) : (g_.resize(static_cast<size_t>(T * F)), g_.data());
-      float* u = save ? keep(S.u, T * F) : (u_.resize(static_cast<size_t>(T * F)), u_.data());
-      float* act =
-          save ? keep(S.act, T * F) : (act_.resize(static_cast<size_t>(T * F)), act_.data());
+      float* g = keep(save ? S.g : g_, T * F);
+      float* u = keep(save ? S.u : u_, T * F);
+      float* act = keep(save ? S.act : act_, T * F);
       swiglu_forward(ex, a2, L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), T, D, F, g, u, act,
                      y_.data());
       t2 = Now();
@@ -544,10 +555,11 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
   }
   cache_len_ += T;
 
-  hidden_.resize({T, D});
+  hidden_.resize({T, D}, m);
   if (save) {
-    x_final_.assign(x_.begin(), x_.begin() + T * D);
-    rstd_final_.resize(static_cast<size_t>(T));
+    resize_in(x_final_, T * D, m);
+    ops::copy(ex, x_final_.data(), x_.data(), T * D * static_cast<int64_t>(sizeof(float)));
+    resize_in(rstd_final_, T, m);
   }
   ops::rmsnorm_forward(ex, x_.data(), final_norm_.ptr(), hidden_.ptr(),
                        save ? rstd_final_.data() : nullptr, T, D, eps);
@@ -559,21 +571,22 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     // so in deterministic mode the rows equal those of 1 rank bitwise.
     const int64_t S = (T + P - 1) / P;
     const int64_t b = std::min<int64_t>(T, comm_->rank() * S), n = std::min<int64_t>(T, b + S) - b;
-    head_slice_.assign(static_cast<size_t>(S * V), 0.0f);
+    resize_in(head_slice_, S * V, m);
+    head_slice_.fill(0.0f);
     ops::linear_forward(ex, hidden_.ptr() + b * D, head, head_slice_.data(), n, D, V);
-    logits->resize({P * S, V});
+    logits->resize({P * S, V}, m);
     comm_->allgather(head_slice_.data(), logits->ptr(), S * V, {"lm_head.allgather"});
     logits->shape[0] = T;
     logits->data.resize(static_cast<size_t>(T * V));
   } else if (all_logits) {
-    logits->resize({T, V});
+    logits->resize({T, V}, m);
     ops::linear_forward(ex, hidden_.ptr(), head, logits->ptr(), T, D, V);
   } else if (T > 0) {
-    logits->resize({1, V});
+    logits->resize({1, V}, m);
     // One row, the same on every rank: no row-stable kernel needed to agree.
     ops::linear_forward(ex.replicated(), hidden_.ptr() + (T - 1) * D, head, logits->ptr(), 1, D, V);
   } else {
-    logits->resize({0, V});  // a rank without tokens this step (replicated_tokens false)
+    logits->resize({0, V}, m);  // a rank without tokens this step (replicated_tokens false)
   }
   const double t3 = Now();
   times_.head_s = t3 - t1;
@@ -643,16 +656,21 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   const ExecContext& ex = *exec_;
   const bool tied = lm_head_.empty();
   const float* head = tied ? embed_.ptr() : lm_head_.ptr();
-  std::vector<float> dh(static_cast<size_t>(T * D)), dx(static_cast<size_t>(T * D), 0.0f);
-  std::vector<float> da(static_cast<size_t>(T * D)), datt(static_cast<size_t>(T * Q));
-  std::vector<float> dq(static_cast<size_t>(T * Q)), dk(static_cast<size_t>(T * KV)),
-      dv(static_cast<size_t>(T * KV));
+  Memory* m = mem();
+  float* dh = resize_in(dh_, T * D, m);
+  float* dx = resize_in(dx_, T * D, m);
+  dx_.fill(0.0f);
+  float* da = resize_in(da_, T * D, m);
+  float* datt = resize_in(datt_, T * Q, m);
+  float* dq = resize_in(dq_, T * Q, m);
+  float* dk = resize_in(dk_, T * KV, m);
+  float* dv = resize_in(dv_, T * KV, m);
   // logits = hidden head^T; hidden = RMSNorm(x_final)
   ops::linear_backward(ex, hidden_.ptr(), head, dlogits_TV,
-                       tied ? grad(d_embed_) : grad(d_lm_head_), dh.data(), T, D, V,
+                       tied ? grad(d_embed_) : grad(d_lm_head_), dh, T, D, V,
                        /*accumulate_dx=*/false);
-  ops::rmsnorm_backward(ex, x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh.data(),
-                        dx.data(), grad(d_final_norm_), T, D);
+  ops::rmsnorm_backward(ex, x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh,
+                        dx, grad(d_final_norm_), T, D);
   AttentionShape as;
   as.num_heads = nH;
   as.num_kv_heads = nKV;
@@ -667,44 +685,45 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
       MoeAuxGrads aux;
       const RouterOutput& ro = L.moe->router_output();
       if (aux_alpha > 0 && ro.T > 0 && L.moe->router().differentiable()) {
-        aux_dprobs_.resize(static_cast<size_t>(ro.T * ro.E));
-        aux_loss_ += switch_aux_loss(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E, ro.K,
-                                     aux_alpha, aux_dprobs_.data(), /*accumulate=*/false);
+        resize_in(aux_dprobs_, ro.T * ro.E, m);
+        aux_loss_ += ops::switch_aux_loss(ex, ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E,
+                                          ro.K, aux_alpha, aux_dprobs_.data(),
+                                          /*accumulate=*/false);
         aux.dprobs_TE = aux_dprobs_.data();
       }
-      sharded_->backward(*L.moe, dx.data(), T, D, da.data(), aux.dprobs_TE ? &aux : nullptr);
+      sharded_->backward(*L.moe, dx, T, D, da, aux.dprobs_TE ? &aux : nullptr);
     } else {
       const int64_t F = c.intermediate_size;
-      g_.resize(static_cast<size_t>(T * F));
-      u_.resize(g_.size());
+      resize_in(g_, T * F, m);
+      resize_in(u_, T * F, m);
       swiglu_backward(ex, S.a2.data(), L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(),
-                      S.g.data(), S.u.data(), S.act.data(), dx.data(), T, D, F, grad(L.d_mlp_gate),
-                      grad(L.d_mlp_up), grad(L.d_mlp_down), da.data(), false, g_.data(), u_.data());
+                      S.g.data(), S.u.data(), S.act.data(), dx, T, D, F, grad(L.d_mlp_gate),
+                      grad(L.d_mlp_up), grad(L.d_mlp_down), da, false, g_.data(), u_.data());
     }
-    ops::rmsnorm_backward(ex, S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da.data(), dx.data(),
+    ops::rmsnorm_backward(ex, S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da, dx,
                           grad(L.d_ln2), T, D);  // dx += : now d x_mid
     // Attention block: x_mid = x_in + o_proj(Attn(...)).
-    ops::linear_backward(ex, S.att.data(), L.wo.ptr(), dx.data(), grad(L.d_wo), datt.data(), T, Q,
+    ops::linear_backward(ex, S.att.data(), L.wo.ptr(), dx, grad(L.d_wo), datt, T, Q,
                          D, false);
-    std::fill(dk.begin(), dk.end(), 0.0f);
-    std::fill(dv.begin(), dv.end(), 0.0f);
-    ops::attention_backward(ex, S.q.data(), L.k_cache.data(), L.v_cache.data(), datt.data(),
-                            dq.data(), dk.data(), dv.data(), T, T, 0, as, nullptr);
-    ops::rope_apply(ex, dq.data(), T, nH, hd, Q, 0, inv_freq_, /*inverse=*/true);
-    ops::rope_apply(ex, dk.data(), T, nKV, hd, KV, 0, inv_freq_, /*inverse=*/true);
-    if (!L.d_bq.empty()) ops::bias_backward_rows(ex, dq.data(), T, Q, L.d_bq.ptr());
-    if (!L.d_bk.empty()) ops::bias_backward_rows(ex, dk.data(), T, KV, L.d_bk.ptr());
-    if (!L.d_bv.empty()) ops::bias_backward_rows(ex, dv.data(), T, KV, L.d_bv.ptr());
-    ops::linear_backward(ex, S.a1.data(), L.wq.ptr(), dq.data(), grad(L.d_wq), da.data(), T, D, Q,
+    dk_.fill(0.0f);
+    dv_.fill(0.0f);
+    ops::attention_backward(ex, S.q.data(), L.k_cache.data(), L.v_cache.data(), datt,
+                            dq, dk, dv, T, T, 0, as, nullptr);
+    ops::rope_apply(ex, dq, T, nH, hd, Q, 0, inv_freq_, /*inverse=*/true);
+    ops::rope_apply(ex, dk, T, nKV, hd, KV, 0, inv_freq_, /*inverse=*/true);
+    if (!L.d_bq.empty()) ops::bias_backward_rows(ex, dq, T, Q, L.d_bq.ptr());
+    if (!L.d_bk.empty()) ops::bias_backward_rows(ex, dk, T, KV, L.d_bk.ptr());
+    if (!L.d_bv.empty()) ops::bias_backward_rows(ex, dv, T, KV, L.d_bv.ptr());
+    ops::linear_backward(ex, S.a1.data(), L.wq.ptr(), dq, grad(L.d_wq), da, T, D, Q,
                          false);
-    ops::linear_backward(ex, S.a1.data(), L.wk.ptr(), dk.data(), grad(L.d_wk), da.data(), T, D, KV,
+    ops::linear_backward(ex, S.a1.data(), L.wk.ptr(), dk, grad(L.d_wk), da, T, D, KV,
                          true);
-    ops::linear_backward(ex, S.a1.data(), L.wv.ptr(), dv.data(), grad(L.d_wv), da.data(), T, D, KV,
+    ops::linear_backward(ex, S.a1.data(), L.wv.ptr(), dv, grad(L.d_wv), da, T, D, KV,
                          true);
-    ops::rmsnorm_backward(ex, S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da.data(), dx.data(),
+    ops::rmsnorm_backward(ex, S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da, dx,
                           grad(L.d_ln1), T, D);  // dx += : now d x_in
   }
-  if (!d_embed_.empty()) ops::scatter_add_rows(ex, dx.data(), ids_.data(), T, D, d_embed_.ptr());
+  if (!d_embed_.empty()) ops::scatter_add_rows(ex, dx, ids_dev_.data(), T, D, d_embed_.ptr());
   return Status::Ok();
 }
 

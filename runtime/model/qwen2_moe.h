@@ -210,7 +210,7 @@ class Qwen2MoeModel : public Model {
  private:
   // Activations of one layer's last forward, kept for backward when training.
   struct Saved {
-    std::vector<float> x_in, a1, rstd1, q, att, x_mid, a2, rstd2, g, u, act;
+    DeviceArray<float> x_in, a1, rstd1, q, att, x_mid, a2, rstd2, g, u, act;
   };
   struct Layer {
     Tensor ln1, ln2;  // [D]
@@ -220,7 +220,7 @@ class Qwen2MoeModel : public Model {
     // Gradients of the replicated tensors (allocated when they are trained).
     Tensor d_ln1, d_ln2, d_wq, d_bq, d_wk, d_bk, d_wv, d_bv, d_wo, d_mlp_gate, d_mlp_up, d_mlp_down;
     Saved saved;
-    std::vector<float> k_cache, v_cache;  // [rows, nKV*hd], rows [0, cache_len) valid; grows
+    DeviceArray<float> k_cache, v_cache;  // [rows, nKV*hd], rows [0, cache_len) valid; grows
   };
   Qwen2MoeModel() = default;
 
@@ -230,8 +230,9 @@ class Qwen2MoeModel : public Model {
   Communicator* comm_ = nullptr;
   Tensor embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
   Tensor d_embed_, d_final_norm_, d_lm_head_;
-  std::vector<float> x_final_, rstd_final_;  // saved for backward
-  std::vector<int32_t> ids_;                 // the last forward's tokens (training)
+  DeviceArray<float> x_final_, rstd_final_;  // saved for backward
+  std::vector<int32_t> ids_;                 // the last forward's tokens (training; host)
+  DeviceArray<int32_t> ids_dev_;             // the last forward's tokens where the ops run
   bool last_from_zero_ = false;
   bool training() const { return opt_.train != Qwen2MoeTrain::kNone; }
   std::vector<Layer> layers_;
@@ -240,11 +241,13 @@ class Qwen2MoeModel : public Model {
   std::unique_ptr<TokenShardedMoe> sharded_;
   // Activations of the last forward.
   Tensor hidden_;
-  std::vector<float> x_, a_, q_, att_, y_, g_, u_, act_, head_slice_;
+  DeviceArray<float> x_, a_, q_, att_, y_, g_, u_, act_, head_slice_;
+  DeviceArray<float> dh_, dx_, da_, datt_, dq_, dk_, dv_;  // backward scratch
   Qwen2MoeTimes times_;
   std::vector<std::vector<float>>* capture_ = nullptr;  // set_moe_input_capture
   double aux_loss_ = 0;
-  std::vector<float> aux_dprobs_;
+  DeviceArray<float> aux_dprobs_;
+  Memory* mem() const { return exec_->backend; }  // where every tensor of the model lives
 };
 
 }  // namespace sy

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/backend/ops.h"
+
 namespace sy {
 
 Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_t* ids_T, int64_t T,
@@ -17,15 +19,17 @@ Status TokenShardedMoe::forward(MoeLayer& layer, const float* x_TD, const int32_
   const int64_t S = (T + P - 1) / P;
   begin_ = std::min<int64_t>(T, r * S);
   count_ = std::min<int64_t>(T, begin_ + S) - begin_;
-  y_slice_.assign(static_cast<size_t>(S * D), 0.0f);
+  Memory* m = layer.ctx().backend;  // the slices live where the layer runs
+  resize_in(y_slice_, S * D, m);
+  y_slice_.fill(0.0f);
   SY_RETURN_IF_ERROR(
       layer.forward(x_TD + begin_ * D, ids_T ? ids_T + begin_ : nullptr, count_, y_slice_.data()));
-  y_all_.resize(static_cast<size_t>(P * S * D));
+  resize_in(y_all_, P * S * D, m);
   comm_->allgather(y_slice_.data(), y_all_.data(), S * D,
                    {"moe.allgather", layer.config().layer_index, -1});
   // Slices are contiguous and in rank order, so the first T rows of the gathered buffer are
   // the T outputs (padding rows of the last ranks come after them).
-  std::memcpy(y_TD, y_all_.data(), static_cast<size_t>(T * D) * sizeof(float));
+  ops::copy(layer.ctx(), y_TD, y_all_.data(), T * D * static_cast<int64_t>(sizeof(float)));
   return Status::Ok();
 }
 
@@ -37,12 +41,14 @@ void TokenShardedMoe::backward(MoeLayer& layer, const float* dy_TD, int64_t T, i
     return;
   }
   const int64_t S = (T + P - 1) / P;
-  y_slice_.assign(static_cast<size_t>(S * D), 0.0f);  // this rank's dx rows (padded to S)
+  Memory* m = layer.ctx().backend;
+  resize_in(y_slice_, S * D, m);  // this rank's dx rows (padded to S)
+  y_slice_.fill(0.0f);
   layer.backward(dy_TD + begin_ * D, y_slice_.data(), aux);
-  y_all_.resize(static_cast<size_t>(P * S * D));
+  resize_in(y_all_, P * S * D, m);
   comm_->allgather(y_slice_.data(), y_all_.data(), S * D,
                    {"moe.backward.allgather", layer.config().layer_index, -1});
-  std::memcpy(dx_TD, y_all_.data(), static_cast<size_t>(T * D) * sizeof(float));
+  ops::copy(layer.ctx(), dx_TD, y_all_.data(), T * D * static_cast<int64_t>(sizeof(float)));
 }
 
 }  // namespace sy

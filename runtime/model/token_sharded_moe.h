@@ -48,7 +48,7 @@ class TokenShardedMoe {
   Communicator* comm_;
   bool replicated_;
   int64_t begin_ = 0, count_ = 0;
-  std::vector<float> y_slice_, y_all_;
+  DeviceArray<float> y_slice_, y_all_;
 };
 
 }  // namespace sy

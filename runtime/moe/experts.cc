@@ -20,6 +20,13 @@ void init_slices(Param* p, int64_t slices, float std, uint64_t seed, int64_t fir
                 hash_combine(base, static_cast<uint64_t>(first_slice + i)));
 }
 
+// t's values readable on the host: t itself when its memory allows, else a copy in *staging.
+const float* host_values(const Tensor& t, std::vector<float>* staging) {
+  if (t.data.host_accessible()) return t.ptr();
+  *staging = t.data.to_host();
+  return staging->data();
+}
+
 Param* add(std::deque<Param>* params, const std::string& name, std::vector<int64_t> shape,
            bool grads) {
   params->emplace_back(name, std::move(shape));
@@ -168,9 +175,11 @@ void RoutedExperts::set_expert_weights(int64_t e, const float* gate_FD, const fl
     q_down_[i] = quantize(down_DF, D, F, cfg_.quant_group, cfg_.weight_bits);
     return;
   }
-  std::copy(gate_FD, gate_FD + F * D, gate_->value.ptr() + e * F * D);
-  std::copy(up_FD, up_FD + F * D, up_->value.ptr() + e * F * D);
-  std::copy(down_DF, down_DF + D * F, down_->value.ptr() + e * D * F);
+  const int64_t bytes = F * D * static_cast<int64_t>(sizeof(float));
+  Memory* m = gate_->value.memory();  // host slices into the weights, wherever they live
+  m->copy_from_host(gate_->value.ptr() + e * F * D, gate_FD, bytes);
+  m->copy_from_host(up_->value.ptr() + e * F * D, up_FD, bytes);
+  m->copy_from_host(down_->value.ptr() + e * D * F, down_DF, bytes);
 }
 
 void RoutedExperts::quantize_weights(int bits, int64_t group) {
@@ -197,10 +206,16 @@ void RoutedExperts::quantize_weights() {
   q_gate_.reserve(static_cast<size_t>(E));
   q_up_.reserve(static_cast<size_t>(E));
   q_down_.reserve(static_cast<size_t>(E));
+  // Quantization is a load-time host step: the fp32 weights are read through a host copy
+  // when they live elsewhere.
+  std::vector<float> sg, su, sd;
+  const float* gw = host_values(gate_->value, &sg);
+  const float* uw = host_values(up_->value, &su);
+  const float* dw = host_values(down_->value, &sd);
   for (int64_t e = 0; e < E; ++e) {
-    q_gate_.push_back(quantize(gate_->value.ptr() + e * F * D, F, D, G, bits));
-    q_up_.push_back(quantize(up_->value.ptr() + e * F * D, F, D, G, bits));
-    q_down_.push_back(quantize(down_->value.ptr() + e * D * F, D, F, G, bits));
+    q_gate_.push_back(quantize(gw + e * F * D, F, D, G, bits));
+    q_up_.push_back(quantize(uw + e * F * D, F, D, G, bits));
+    q_down_.push_back(quantize(dw + e * D * F, D, F, G, bits));
   }
   // Release the fp32 weights (swap, so the capacity goes too) and the Params themselves.
   for (Param* p : {gate_, up_, down_}) {
@@ -217,11 +232,12 @@ void RoutedExperts::quantize_gelu() {
   const int64_t E = cfg_.num_experts, F = cfg_.ffn_hidden, D = cfg_.d_model;
   q_fc1_.reserve(static_cast<size_t>(E));
   q_fc2_.reserve(static_cast<size_t>(E));
+  std::vector<float> s1, s2;
+  const float* w1 = host_values(fc1_->value, &s1);
+  const float* w2 = host_values(fc2_->value, &s2);
   for (int64_t e = 0; e < E; ++e) {
-    q_fc1_.push_back(
-        quantize(fc1_->value.ptr() + e * F * D, F, D, cfg_.quant_group, cfg_.weight_bits));
-    q_fc2_.push_back(
-        quantize(fc2_->value.ptr() + e * D * F, D, F, cfg_.quant_group, cfg_.weight_bits));
+    q_fc1_.push_back(quantize(w1 + e * F * D, F, D, cfg_.quant_group, cfg_.weight_bits));
+    q_fc2_.push_back(quantize(w2 + e * D * F, D, F, cfg_.quant_group, cfg_.weight_bits));
   }
   // Keep the fp32 biases (as frozen Params, same names and order), release everything else.
   Tensor b1 = std::move(fc1_bias_->value), b2 = std::move(fc2_bias_->value);
@@ -400,8 +416,8 @@ void RoutedExperts::backward_gelu(const float* dy_RD, float* dx_RD, bool weight_
   weight_grads = weight_grads && !q && !fc1_->grad.empty();
   if (!weight_grads && !dx_RD) return;
   float* dpre = scratch_grow(da_RF_, R * F, c.backend);
-  float* w1 = q ? scratch_grow(wg_FD_, F * D) : nullptr;
-  float* w2 = q ? scratch_grow(wd_DF_, D * F) : nullptr;
+  float* w1 = q ? scratch_grow(wg_FD_, F * D, c.backend) : nullptr;
+  float* w2 = q ? scratch_grow(wd_DF_, D * F, c.backend) : nullptr;
   const int64_t o0 = offsets_E1_[0];
   for (int64_t e = 0; e < E; ++e) {
     const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];

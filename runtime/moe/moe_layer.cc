@@ -215,7 +215,7 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   tm.permute_s = seconds_since(&clk);
 
   // With a dispatcher every rank takes part in both exchanges, so dx rows are always made.
-  float* dxg = (dx_TD || disp_) ? scratch_grow(dxg_RD_, R * D) : nullptr;
+  float* dxg = (dx_TD || disp_) ? scratch_grow(dxg_RD_, R * D, c.backend) : nullptr;
   if (disp_) {
     const CollectiveTag tag{"moe.backward", cfg_.layer_index, step_};
     const DispatchStats& ds = handle_.stats();
