@@ -196,15 +196,16 @@ TEST(DevsimLayers, MoeLayerEveryRouterMatchesCpuBitwise) {
   EXPECT_GT(dropped, 0) << "capacity_factor 1.0 should drop somewhere";
 }
 
-// BERT's GELU experts, and frozen int8 experts (quantized at build): forward and dx.
+// BERT's GELU experts, and frozen int8 experts (quantized at build; SwiGLU and GELU): forward,
+// dx and the router's gradients.
 TEST(DevsimLayers, MoeLayerGeluAndInt8ExpertsMatchCpuBitwise) {
   struct Case {
     const char* what;
     ExpertKind kind;
     int bits;
   };
-  for (const Case& k :
-       {Case{"gelu", ExpertKind::kGelu, 32}, Case{"int8", ExpertKind::kSwiGLU, 8}}) {
+  for (const Case& k : {Case{"gelu", ExpertKind::kGelu, 32}, Case{"int8", ExpertKind::kSwiGLU, 8},
+                        Case{"gelu int8", ExpertKind::kGelu, 8}}) {
     SCOPED_TRACE(k.what);
     MoeLayerConfig cfg = LayerConfig("linear");
     cfg.expert_kind = k.kind;
