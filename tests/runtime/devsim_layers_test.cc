@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,8 +18,10 @@
 #include "routers/registry.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/ops.h"
+#include "runtime/model/bert_moe.h"
 #include "runtime/moe/moe_layer.h"
 #include "tests/runtime/moe_test_util.h"
+#include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
 namespace {
@@ -217,6 +220,156 @@ TEST(DevsimLayers, MoeLayerGeluAndInt8ExpertsMatchCpuBitwise) {
     const LayerResult c = RunLayer(cfg, "cpu", in, o);
     const LayerResult d = RunLayer(cfg, "devsim", in, o);
     ExpectSameRun(c, d, k.what);
+  }
+}
+
+// ---- the models (token ids are host arrays, as the Model interface takes them) -------------
+//
+// DISABLED_ while runtime/model and runtime/train are being converted to the backend's memory
+// (issue 10): the models still keep activations and caches in host vectors. Enable them once
+// the conversion lands; each then proves its model device-clean like the layer cases above.
+
+// A tiny Qwen2-MoE (qwen2_moe_grad_test's shape): 2 layers, the second dense, 4 experts top-2
+// with a shared expert.
+std::string TinyQwen(const std::string& tag) {
+  const std::string dir = TempModelDir("devsim_" + tag);
+  const nlohmann::json cfg = {{"vocab_size", 40},           {"hidden_size", 16},
+                              {"num_hidden_layers", 2},     {"num_attention_heads", 4},
+                              {"num_key_value_heads", 2},   {"intermediate_size", 20},
+                              {"moe_intermediate_size", 8}, {"shared_expert_intermediate_size", 12},
+                              {"num_experts", 4},           {"num_experts_per_tok", 2},
+                              {"mlp_only_layers", {1}},     {"initializer_range", 0.3}};
+  SY_CHECK_OK(write_random_qwen2_moe_checkpoint(dir, cfg, 21));
+  return dir;
+}
+
+std::vector<int32_t> TokenIds(int64_t T, int64_t V) {
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < T; ++t) ids.push_back(static_cast<int32_t>((t * 7 + 3) % V));
+  return ids;
+}
+
+struct ModelResult {
+  std::vector<std::vector<float>> logits;  // per forward call
+  std::vector<std::pair<std::string, std::vector<float>>> grads;
+};
+
+void ExpectSameModel(const ModelResult& c, const ModelResult& d) {
+  ASSERT_EQ(c.logits.size(), d.logits.size());
+  for (size_t i = 0; i < c.logits.size(); ++i)
+    ExpectBitwise(c.logits[i], d.logits[i], "logits of forward " + std::to_string(i));
+  ASSERT_EQ(c.grads.size(), d.grads.size());
+  for (size_t i = 0; i < c.grads.size(); ++i) {
+    ASSERT_EQ(c.grads[i].first, d.grads[i].first);
+    ExpectBitwise(c.grads[i].second, d.grads[i].second, "d " + c.grads[i].first);
+  }
+}
+
+// Prefill of 10 tokens, then two decode steps through the KV cache (inference, drops at
+// capacity_factor 1.0).
+ModelResult RunQwenInference(const std::string& dir, const char* backend) {
+  Qwen2MoeOptions opt;
+  opt.exec = make_context(backend, /*deterministic=*/true);
+  opt.capacity_factor = 1.0;
+  auto m = LoadQwen(dir, opt);
+  SY_CHECK(m != nullptr);
+  const std::vector<int32_t> ids = TokenIds(12, 40);
+  ModelResult r;
+  Tensor logits;
+  SY_CHECK_OK(m->forward(ids.data(), 10, &logits));
+  r.logits.push_back(logits.data.to_host());
+  for (int64_t t = 10; t < 12; ++t) {
+    SY_CHECK_OK(m->forward(ids.data() + t, 1, &logits, /*all_logits=*/false));
+    r.logits.push_back(logits.data.to_host());
+  }
+  return r;
+}
+
+// One training forward and backward (every parameter trained, the aux loss on); dlogits is
+// uploaded into the backend's memory.
+ModelResult RunQwenTraining(const std::string& dir, const char* backend) {
+  Qwen2MoeOptions opt;
+  opt.exec = make_context(backend, /*deterministic=*/true);
+  opt.train = Qwen2MoeTrain::kAll;
+  auto m = LoadQwen(dir, opt);
+  SY_CHECK(m != nullptr);
+  constexpr int64_t T = 12, V = 40;
+  const std::vector<int32_t> ids = TokenIds(T, V);
+  ModelResult r;
+  m->zero_grad();
+  m->reset_cache();
+  Tensor logits;
+  SY_CHECK_OK(m->forward(ids.data(), T, &logits));
+  r.logits.push_back(logits.data.to_host());
+  const DeviceArray<float> dlogits(m->ctx().backend, Normal(T * V, 5, 0.1f));
+  SY_CHECK_OK(m->backward(dlogits.data(), /*aux_alpha=*/0.01f));
+  for (const ModelParam& p : m->parameters())
+    r.grads.emplace_back(p.name, p.grad ? p.grad->data.to_host() : std::vector<float>());
+  return r;
+}
+
+TEST(DevsimLayers, DISABLED_Qwen2MoeForwardAndDecodeMatchCpuBitwise) {
+  const std::string dir = TinyQwen("infer");
+  const ModelResult c = RunQwenInference(dir, "cpu");
+  const ModelResult d = RunQwenInference(dir, "devsim");
+  ExpectSameModel(c, d);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DevsimLayers, DISABLED_Qwen2MoeBackwardMatchesCpuBitwise) {
+  const std::string dir = TinyQwen("train");
+  const ModelResult c = RunQwenTraining(dir, "cpu");
+  const ModelResult d = RunQwenTraining(dir, "devsim");
+  ASSERT_FALSE(c.grads.empty());
+  ExpectSameModel(c, d);
+  std::filesystem::remove_all(dir);
+}
+
+// A dense BERT upcycled to 4 GELU experts top-2 (noisy copies, so the experts differ), and a
+// bert_moe checkpoint with int8 experts: logits and the final hidden states.
+ModelResult RunBert(const std::string& dir, bool upcycle, const char* backend) {
+  BertMoeOptions opt;
+  opt.exec = make_context(backend, /*deterministic=*/true);
+  if (upcycle) {
+    opt.num_experts = 4;
+    opt.top_k = 2;
+    opt.upcycle_noise = 0.5f;
+    opt.router.init_std = 0.5f;
+    opt.capacity_factor = 1.0;
+  } else {
+    opt.expert_bits = 8;
+    opt.quant_group = 16;
+  }
+  auto ck = HfCheckpoint::Open(dir);
+  SY_CHECK(ck.ok()) << ck.status().ToString();
+  auto m = BertMoeModel::load(*ck, opt, nullptr);
+  SY_CHECK(m.ok()) << m.status().ToString();
+  const std::vector<int32_t> ids = TokenIds(13, 50);
+  Tensor logits;
+  SY_CHECK_OK((*m)->forward(ids.data(), nullptr, 13, &logits));
+  ModelResult r;
+  r.logits.push_back(logits.data.to_host());
+  r.logits.push_back((*m)->last_hidden().data.to_host());
+  return r;
+}
+
+TEST(DevsimLayers, DISABLED_BertMoeForwardMatchesCpuBitwise) {
+  for (bool upcycle : {true, false}) {
+    SCOPED_TRACE(upcycle ? "upcycled dense BERT" : "bert_moe checkpoint, int8 experts");
+    const std::string dir = TempModelDir(upcycle ? "devsim_bert" : "devsim_bert_moe");
+    nlohmann::json cfg = {{"vocab_size", 50},        {"hidden_size", 32},
+                          {"num_hidden_layers", 2},  {"num_attention_heads", 4},
+                          {"intermediate_size", 48}, {"max_position_embeddings", 40},
+                          {"type_vocab_size", 2},    {"initializer_range", 0.1}};
+    if (!upcycle) {
+      cfg["num_experts"] = 4;
+      cfg["num_experts_per_tok"] = 2;
+    }
+    SY_CHECK_OK(write_random_bert_checkpoint(dir, cfg, 7, /*moe=*/!upcycle));
+    const ModelResult c = RunBert(dir, upcycle, "cpu");
+    const ModelResult d = RunBert(dir, upcycle, "devsim");
+    ExpectSameModel(c, d);
+    std::filesystem::remove_all(dir);
   }
 }
 
