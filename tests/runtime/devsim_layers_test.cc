@@ -308,7 +308,7 @@ ModelResult RunQwenTraining(const std::string& dir, const char* backend) {
   return r;
 }
 
-TEST(DevsimLayers, DISABLED_Qwen2MoeForwardAndDecodeMatchCpuBitwise) {
+TEST(DevsimLayers, Qwen2MoeForwardAndDecodeMatchCpuBitwise) {
   const std::string dir = TinyQwen("infer");
   const ModelResult c = RunQwenInference(dir, "cpu");
   const ModelResult d = RunQwenInference(dir, "devsim");
@@ -316,7 +316,7 @@ TEST(DevsimLayers, DISABLED_Qwen2MoeForwardAndDecodeMatchCpuBitwise) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(DevsimLayers, DISABLED_Qwen2MoeBackwardMatchesCpuBitwise) {
+TEST(DevsimLayers, Qwen2MoeBackwardMatchesCpuBitwise) {
   const std::string dir = TinyQwen("train");
   const ModelResult c = RunQwenTraining(dir, "cpu");
   const ModelResult d = RunQwenTraining(dir, "devsim");
