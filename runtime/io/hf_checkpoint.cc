@@ -238,6 +238,14 @@ Status HfCheckpoint::read_into(const std::string& name, Tensor* dst,
 }
 
 Status HfCheckpoint::read_into(const std::string& name, const std::vector<int64_t>& shape,
+                               Memory* mem, float* dst_in_mem) const {
+  if (mem->host_accessible()) return read_into(name, shape, dst_in_mem);
+  SY_ASSIGN_OR_RETURN(Tensor t, read(name, shape));
+  mem->copy_from_host(dst_in_mem, t.ptr(), t.numel() * static_cast<int64_t>(sizeof(float)));
+  return Status::Ok();
+}
+
+Status HfCheckpoint::read_into(const std::string& name, const std::vector<int64_t>& shape,
                                float* dst, bool allow_non_finite) const {
   auto it = where_.find(name);
   if (it == where_.end())

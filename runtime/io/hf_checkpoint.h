@@ -107,8 +107,11 @@ class HfCheckpoint {
   Status read_into(const std::string& name, const std::vector<int64_t>& shape, float* dst,
                    bool allow_non_finite = false) const;
   // Same, into dst (its shape), wherever dst's memory is (through a host copy when the host
-  // cannot write it).
+  // cannot write it); the second form into dst_in_mem, a pointer into memory mem (a slot of a
+  // stacked tensor).
   Status read_into(const std::string& name, Tensor* dst, bool allow_non_finite = false) const;
+  Status read_into(const std::string& name, const std::vector<int64_t>& shape, Memory* mem,
+                   float* dst_in_mem) const;
   // Schema check over all files: every `required` name present; names outside required that
   // match none of the `allowed_prefixes` are an error when !allow_extra. The message lists
   // every missing or unexpected name (up to a cap) and the file.

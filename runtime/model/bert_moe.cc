@@ -8,7 +8,6 @@
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
-#include "runtime/core/scratch.h"
 #include "runtime/core/timing.h"
 
 namespace sy {
@@ -310,6 +309,7 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
     SY_RETURN_IF_ERROR(m->load_layer(ck, opt, upcycle, i));
+  m->move_weights_to(m->mem());  // read on the host, used where the model runs
   m->sharded_ = std::make_unique<TokenShardedMoe>(comm);
   return m;
 }
@@ -370,40 +370,54 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
     // Expert j = the dense FFN, weights times (1 + noise * n_j): only this rank's experts.
     const std::string n1 = LayerName(i, "intermediate.dense.weight");
     const std::string n2 = LayerName(i, "output.dense.weight");
-    std::vector<float> noise;
-    auto copy = [&](const Tensor& w, const std::string& name, int64_t j, float* dst) {
-      std::memcpy(dst, w.ptr(), static_cast<size_t>(w.numel()) * sizeof(float));
-      if (opt.upcycle_noise == 0.0f) return;
-      noise.resize(static_cast<size_t>(w.numel()));
-      fill_normal(noise.data(), w.numel(), opt.upcycle_noise, opt.seed,
-                  hash_combine(fnv1a64(name.c_str()), static_cast<uint64_t>(j)));
-      for (int64_t k = 0; k < w.numel(); ++k) dst[k] *= 1.0f + noise[static_cast<size_t>(k)];
+    // Made on the host (the dense weights were read there), copied to where the experts live.
+    Memory* em = fc1->value.memory();
+    std::vector<float> noise, w;
+    auto copy = [&](const Tensor& dense, const std::string& name, int64_t j, float* dst) {
+      w.assign(dense.data.begin(), dense.data.end());
+      if (opt.upcycle_noise != 0.0f) {
+        noise.resize(w.size());
+        fill_normal(noise.data(), dense.numel(), opt.upcycle_noise, opt.seed,
+                    hash_combine(fnv1a64(name.c_str()), static_cast<uint64_t>(j)));
+        for (size_t k = 0; k < w.size(); ++k) w[k] *= 1.0f + noise[k];
+      }
+      em->copy_from_host(dst, w.data(), dense.numel() * static_cast<int64_t>(sizeof(float)));
     };
     for (int64_t e = 0; e < e_local; ++e) {
       copy(L.w1, n1, first + e, fc1->value.ptr() + e * Fe * D);
       copy(L.w2, n2, first + e, fc2->value.ptr() + e * D * Fe);
-      std::copy_n(L.b1.ptr(), Fe, fc1_b->value.ptr() + e * Fe);
-      std::copy_n(L.b2.ptr(), D, fc2_b->value.ptr() + e * D);
+      em->copy_from_host(fc1_b->value.ptr() + e * Fe, L.b1.ptr(), Fe * 4);
+      em->copy_from_host(fc2_b->value.ptr() + e * D, L.b2.ptr(), D * 4);
     }
     L.w1 = L.b1 = L.w2 = L.b2 = Tensor();  // the dense FFN lives on as the experts
   } else {
     for (Param& p : moe.router().params())
-      SY_RETURN_IF_ERROR(
-          ck.read_into(LayerName(i, "moe.gate." + p.name), p.value.shape, p.value.ptr()));
+      SY_RETURN_IF_ERROR(ck.read_into(LayerName(i, "moe.gate." + p.name), &p.value));
+    Memory* em = fc1->value.memory();
     for (int64_t e = 0; e < e_local; ++e) {
       const int64_t j = first + e;
-      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "weight"), {Fe, D},
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "weight"), {Fe, D}, em,
                                       fc1->value.ptr() + e * Fe * D));
-      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "bias"), {Fe},
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "bias"), {Fe}, em,
                                       fc1_b->value.ptr() + e * Fe));
-      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "output.dense", "weight"), {D, Fe},
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "output.dense", "weight"), {D, Fe}, em,
                                       fc2->value.ptr() + e * D * Fe));
-      SY_RETURN_IF_ERROR(
-          ck.read_into(ExpertName(i, j, "output.dense", "bias"), {D}, fc2_b->value.ptr() + e * D));
+      SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "output.dense", "bias"), {D}, em,
+                                      fc2_b->value.ptr() + e * D));
     }
   }
   if (opt.expert_bits != 32) moe.experts().quantize_weights(opt.expert_bits, opt.quant_group);
   return Status::Ok();
+}
+
+void BertMoeModel::move_weights_to(Memory* m) {
+  for (Tensor* t : {&word_, &pos_, &type_, &emb_ln_w_, &emb_ln_b_, &head_w_, &head_b_,
+                    &head_ln_w_, &head_ln_b_, &head_bias_})
+    t->move_to(m);
+  for (Layer& L : layers_)
+    for (Tensor* t : {&L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo, &L.bo, &L.ln1_w, &L.ln1_b,
+                      &L.w1, &L.b1, &L.w2, &L.b2, &L.ln2_w, &L.ln2_b})
+      t->move_to(m);
 }
 
 // ---- forward -------------------------------------------------------------------------------
@@ -438,23 +452,37 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
   const Clock::time_point start = Clock::now();
   Clock::time_point clk = start;
 
-  hidden_.resize({T, D});
-  float* x = hidden_.ptr();
-  for (int64_t t = 0; t < T; ++t) {
-    const float* w = word_.row(ids[t]);
-    const float* p = pos_.row(t);
-    const float* ty = type_.row(type_ids ? type_ids[t] : 0);
-    float* xt = x + t * D;
-    for (int64_t d = 0; d < D; ++d) xt[d] = w[d] + ty[d] + p[d];  // HF's order: (word + type) + pos
+  // The inputs go where the ops run (ids were checked on the host above).
+  Memory* m = mem();
+  resize_in(ids_dev_, T, m);
+  ids_dev_.copy_from_host(ids, static_cast<size_t>(T));
+  resize_in(type_ids_dev_, T, m);
+  if (type_ids)
+    type_ids_dev_.copy_from_host(type_ids, static_cast<size_t>(T));
+  else
+    type_ids_dev_.fill(0);
+  const uint8_t* mask = nullptr;
+  if (attention_mask) {
+    resize_in(mask_dev_, T, m);
+    mask_dev_.copy_from_host(attention_mask, static_cast<size_t>(T));
+    mask = mask_dev_.data();
   }
+  hidden_.resize({T, D}, m);
+  float* x = hidden_.ptr();
+  // HF's order: (word + type) + pos, one add at a time.
+  float* ty = scratch_grow(y_, T * D, ex.backend);
+  ops::embedding_rows(ex, word_.ptr(), cfg_.vocab_size, ids_dev_.data(), T, D, x);
+  ops::embedding_rows(ex, type_.ptr(), cfg_.type_vocab_size, type_ids_dev_.data(), T, D, ty);
+  ops::add_inplace(ex, x, ty, T * D);
+  ops::add_inplace(ex, x, pos_.ptr(), T * D);  // positions 0..T-1: the first T rows
   ops::layernorm_forward(ex, x, emb_ln_w_.ptr(), emb_ln_b_.ptr(), x, T, D, eps);
   times_.embed_s = seconds_since(&clk);
 
-  float* q = scratch_grow(q_, T * D);
-  float* k = scratch_grow(k_, T * D);
-  float* v = scratch_grow(v_, T * D);
-  float* ctx = scratch_grow(ctx_, T * D);
-  float* y = scratch_grow(y_, T * D);
+  float* q = scratch_grow(q_, T * D, ex.backend);
+  float* k = scratch_grow(k_, T * D, ex.backend);
+  float* v = scratch_grow(v_, T * D, ex.backend);
+  float* ctx = scratch_grow(ctx_, T * D, ex.backend);
+  float* y = scratch_grow(y_, T * D, ex.backend);
   AttentionShape as;
   as.num_heads = as.num_kv_heads = c.num_attention_heads;
   as.head_dim = c.head_dim;
@@ -465,16 +493,16 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
     linear_bias(ex, x, L.wq, L.bq, T, D, D, q);
     linear_bias(ex, x, L.wk, L.bk, T, D, D, k);
     linear_bias(ex, x, L.wv, L.bv, T, D, D, v);
-    ops::attention_forward(ex, q, k, v, ctx, T, T, 0, as, attention_mask);
+    ops::attention_forward(ex, q, k, v, ctx, T, T, 0, as, mask);
     linear_bias(ex, ctx, L.wo, L.bo, T, D, D, y);
     ops::add_layernorm_forward(ex, y, x, L.ln1_w.ptr(), L.ln1_b.ptr(), x, T, D, eps);
     times_.attention_s += seconds_since(&clk);
     if (L.moe) {
-      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, x, ids, T, D, y));
+      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, x, ids_dev_.data(), T, D, y));
       times_.moe_s += seconds_since(&clk);
     } else {
       gelu_ffn_forward(ex, x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
-                       scratch_grow(pre_, T * F), scratch_grow(act_, T * F), y);
+                       scratch_grow(pre_, T * F, ex.backend), scratch_grow(act_, T * F, ex.backend), y);
       times_.dense_ffn_s += seconds_since(&clk);
     }
     ops::add_layernorm_forward(ex, y, x, L.ln2_w.ptr(), L.ln2_b.ptr(), x, T, D, eps);
@@ -489,12 +517,12 @@ Status BertMoeModel::forward(const int32_t* ids, const int32_t* type_ids, int64_
   const ExecContext& ex = *exec_;
   const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
   Clock::time_point clk = Clock::now();
-  float* t = scratch_grow(y_, T * D);
+  float* t = scratch_grow(y_, T * D, ex.backend);
   linear_bias(ex, hidden_.ptr(), head_w_, head_b_, T, D, D, t);
   ops::gelu_inplace(ex, t, T * D);
   ops::layernorm_forward(ex, t, head_ln_w_.ptr(), head_ln_b_.ptr(), t, T, D,
                          static_cast<float>(cfg_.layer_norm_eps));
-  logits->resize({T, V});
+  logits->resize({T, V}, mem());
   linear_bias(ex, t, word_, head_bias_, T, D, V, logits->ptr());
   times_.head_s = seconds_since(&clk);
   times_.total_s += times_.head_s;

@@ -226,6 +226,7 @@ class BertMoeModel : public Model {
   BertMoeModel() = default;
   Status load_layer(const HfCheckpoint& ck, const BertMoeOptions& opt, bool upcycle, int64_t i);
   Status check_inputs(const int32_t* ids, const int32_t* type_ids, int64_t T) const;
+  void move_weights_to(Memory* m);
 
   BertMoeConfig cfg_;
   Communicator* comm_ = nullptr;
@@ -236,7 +237,10 @@ class BertMoeModel : public Model {
   std::unique_ptr<TokenShardedMoe> sharded_;
   // Activations of the last forward.
   Tensor hidden_;
-  std::vector<float> q_, k_, v_, ctx_, y_, pre_, act_;
+  DeviceArray<float> q_, k_, v_, ctx_, y_, pre_, act_;
+  DeviceArray<int32_t> ids_dev_, type_ids_dev_;  // the inputs where the ops run
+  DeviceArray<uint8_t> mask_dev_;
+  Memory* mem() const { return exec_->backend; }  // where every tensor of the model lives
   BertMoeTimes times_;
 };
 

@@ -56,10 +56,13 @@ double AdamW::update(const std::vector<TrainParam>& params, double global_grad_s
         << "adamw: parameter " << p.name << " without a matching gradient";
     auto& [m, v] = st_.moments[p.name];
     const size_t n = p.value->data.size();
+    Memory* mem = p.value->memory();
     if (m.empty()) {
-      m.assign(n, 0.0f);
-      v.assign(n, 0.0f);
+      m = DeviceArray<float>(mem, n);
+      v = DeviceArray<float>(mem, n);
     }
+    m.move_to(mem);
+    v.move_to(mem);
     SY_CHECK(m.size() == n && v.size() == n)
         << "adamw: saved moments of " << p.name << " have " << m.size() << " values, the "
         << "parameter " << n;

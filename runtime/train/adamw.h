@@ -62,7 +62,8 @@ class AdamW {
   // Moments by parameter name, and the step count.
   struct State {
     int64_t step = 0;
-    std::map<std::string, std::pair<std::vector<float>, std::vector<float>>> moments;
+    // Held where the parameters live (moved there on the next step when restored elsewhere).
+    std::map<std::string, std::pair<DeviceArray<float>, DeviceArray<float>>> moments;
   };
   const State& state() const { return st_; }
   // Restores a saved state; a moment whose size differs from its parameter's is detected at the

@@ -52,6 +52,14 @@ struct FileBuilder {
     store.push_back(std::move(v));
     add(name, shape, store.back().data());
   }
+  // data in memory mem: written from where it is when the host can read it, else from a copy.
+  void add(const std::string& name, const std::vector<int64_t>& shape, Memory* mem,
+           const float* data) {
+    if (mem->host_accessible()) return add(name, shape, data);
+    std::vector<float> v(static_cast<size_t>(Tensor::numel_of(shape)));
+    mem->copy_to_host(v.data(), data, static_cast<int64_t>(v.size() * sizeof(float)));
+    add_copy(name, shape, std::move(v));
+  }
 };
 
 // Writes dir/name, hashing the bytes as they go out; carries out the save faults of this rank.
@@ -132,7 +140,7 @@ Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilde
       for (int64_t e = 0; e < moe[i]->num_local_experts(); ++e) {
         const std::string g = qwen2_moe_expert_name(li, first + e, proj);
         if (it != stacked.end()) {
-          weights->add(g, shape, it->second.value->ptr() + e * n);
+          weights->add(g, shape, it->second.value->memory(), it->second.value->ptr() + e * n);
         } else {  // frozen and quantized here: the source file has them
           if (!req.source)
             return InvalidArgument("checkpoint: quantized experts need the source checkpoint");
@@ -141,8 +149,10 @@ Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilde
         }
         auto m = moments_by_name.find(sname);
         if (m != moments_by_name.end()) {
-          moments->add("exp_avg." + g, shape, m->second.first.data() + e * n);
-          moments->add("exp_avg_sq." + g, shape, m->second.second.data() + e * n);
+          moments->add("exp_avg." + g, shape, m->second.first.memory(),
+                       m->second.first.data() + e * n);
+          moments->add("exp_avg_sq." + g, shape, m->second.second.memory(),
+                       m->second.second.data() + e * n);
         }
       }
     }
@@ -162,14 +172,17 @@ Status WriteRankZeroFiles(const SaveRequest& req, const std::string& tmp, int P,
   const auto& moments = req.optimizer->state().moments;
   for (Qwen2MoeParam& p : model.parameters()) {
     if (p.expert) continue;
-    rep.add(p.name, p.value->shape, p.value->ptr());
+    rep.add(p.name, p.value->shape, p.value->memory(), p.value->ptr());
     weight_map[p.name] = kReplicatedFile;
     total += p.value->numel() * 4;
-    if (qwen2_moe_is_router_param(p.name)) router.add(p.name, p.value->shape, p.value->ptr());
+    if (qwen2_moe_is_router_param(p.name))
+      router.add(p.name, p.value->shape, p.value->memory(), p.value->ptr());
     auto m = moments.find(p.name);
     if (m != moments.end()) {
-      opt.add("exp_avg." + p.name, p.value->shape, m->second.first.data());
-      opt.add("exp_avg_sq." + p.name, p.value->shape, m->second.second.data());
+      opt.add("exp_avg." + p.name, p.value->shape, m->second.first.memory(),
+              m->second.first.data());
+      opt.add("exp_avg_sq." + p.name, p.value->shape, m->second.second.memory(),
+              m->second.second.data());
     }
   }
   std::vector<MoeLayer*> moe = model.moe_layers();
@@ -394,7 +407,7 @@ Status load_optimizer_state(const std::string& dir, Qwen2MoeModel& model, int64_
         SY_RETURN_IF_ERROR(read_into("exp_avg." + p.name, m.data(), n));
         SY_RETURN_IF_ERROR(read_into("exp_avg_sq." + p.name, v.data(), n));
       }
-      s.moments[p.name] = {std::move(m), std::move(v)};
+      s.moments[p.name] = {DeviceArray<float>(host_memory(), m), DeviceArray<float>(host_memory(), v)};
     }
   }
   opt->set_state(std::move(s));

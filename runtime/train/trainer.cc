@@ -96,7 +96,8 @@ void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<ModelParam>& param
   const std::string router = qwen2_moe_router_prefix(layer);
   for (ModelParam& p : params) {
     if (!p.grad || p.grad->numel() == 0 || p.name.compare(0, router.size(), router) != 0) continue;
-    p.grad->data[0] = std::numeric_limits<float>::infinity();
+    const float inf = std::numeric_limits<float>::infinity();
+    p.grad->memory()->copy_from_host(p.grad->ptr(), &inf, sizeof(float));
     say_fault(rank(), step_index_, "inf_grad", static_cast<int>(layer), p.name + "[0] = +inf");
     return;
   }
@@ -104,11 +105,18 @@ void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<ModelParam>& param
             "no trained router gradient in that layer: nothing injected");
 }
 
+namespace {
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+}  // namespace
+
 Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum,
                     int64_t* count, bool check) {
   const int64_t T = static_cast<int64_t>(ids.size()), V = model_.vocab_size();
   targets_.assign(ids.begin() + (T > 0 ? 1 : 0), ids.end());
   if (T > 0) targets_.push_back(-1);
+  Memory* mem = model_.ctx().backend;
+  resize_in(targets_dev_, T, mem);
+  targets_dev_.copy_from_host(targets_.data(), targets_.size());
   model_.reset_cache();
 
   const FaultSpec* nan = check ? fault(FaultKind::kNanLogits) : nullptr;
@@ -123,16 +131,16 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
       }
     say_fault(rank(), step_index_, "nan_logits", nan->layer,
               poisoned ? "router scores NaN" : "layer has no router weight: nothing injected");
-    if (poisoned) {
-      saved = *poisoned;
-      *poisoned = std::numeric_limits<float>::quiet_NaN();
+    if (poisoned) {  // one value, through copies: the weights may live on a device
+      mem->copy_to_host(&saved, poisoned, sizeof(float));
+      mem->copy_from_host(poisoned, &kNaN, sizeof(float));
     }
   }
   const Status fwd = model_.forward(ids.data(), T, &logits_, /*all_logits=*/true);
-  if (poisoned) *poisoned = saved;  // bitwise: the weights never change through the fault
+  if (poisoned) mem->copy_from_host(poisoned, &saved, sizeof(float));  // bitwise: restored
   SY_RETURN_IF_ERROR(fwd);
   if (nan && nan->layer < 0 && T > 0) {
-    logits_.data[0] = std::numeric_limits<float>::quiet_NaN();
+    logits_.memory()->copy_from_host(logits_.ptr(), &kNaN, sizeof(float));
     say_fault(rank(), step_index_, "nan_logits", -1, "logits[0, 0] = NaN");
   }
 
@@ -145,7 +153,7 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
   int64_t n = 0;
   if (T > 0) {
     const double loss =
-        ops::cross_entropy_sum(model_.ctx(), logits_.ptr(), targets_.data(), T, V, &n);
+        ops::cross_entropy_sum(model_.ctx(), logits_.ptr(), targets_dev_.data(), T, V, &n);
     if (check && !std::isfinite(loss)) note_nonfinite(kLoss, 0);
     *loss_sum += loss;
   }
@@ -153,10 +161,10 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
   if (grad_scale <= 0) return Status::Ok();
   // The backward runs on every rank even after a finding: it is collective (the MoE layers'
   // exchanges), and its gradients are thrown away by the decision below.
-  dlogits_.resize(logits_.data.size());
+  resize_in(dlogits_, static_cast<int64_t>(logits_.data.size()), mem);
   if (T > 0)
-    ops::cross_entropy_backward(model_.ctx(), logits_.ptr(), targets_.data(), T, V, grad_scale,
-                                dlogits_.data());
+    ops::cross_entropy_backward(model_.ctx(), logits_.ptr(), targets_dev_.data(), T, V,
+                                grad_scale, dlogits_.data());
   // The balancing loss of this sequence, weighted like its tokens' share of the step's loss.
   const float aux_alpha = static_cast<float>(aux_coef_ * static_cast<double>(T) * grad_scale);
   SY_RETURN_IF_ERROR(model_.backward(dlogits_.data(), aux_alpha));

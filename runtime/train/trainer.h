@@ -148,8 +148,9 @@ class Trainer {
   std::function<void()> after_forward_;
   double aux_coef_ = 0, aux_sum_ = 0;
   Tensor logits_;
-  std::vector<float> dlogits_;
-  std::vector<int32_t> targets_;
+  DeviceArray<float> dlogits_;       // where the model runs
+  std::vector<int32_t> targets_;     // host
+  DeviceArray<int32_t> targets_dev_;  // where the model runs
 };
 
 }  // namespace sy
