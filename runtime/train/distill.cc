@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/backend/ops.h"
 #include "runtime/core/timing.h"
 #include "runtime/train/adamw.h"
 
@@ -26,12 +27,28 @@ struct AgreementSums {
   double kl = 0, top1 = 0, overlap = 0, tokens = 0;
 };
 
-AgreementSums SumAgreement(const RouterOutput& t, const RouterOutput& s) {
+// The router inputs (host arrays: captured by the model) where router r runs.
+struct RouterInputs {
+  DeviceArray<float> x;
+  DeviceArray<int32_t> ids;
+  RouterInputs(const Router& r, const float* x_TD, const int32_t* token_ids_T, int64_t T)
+      : x(r.mem()), ids(r.mem()) {
+    if (x_TD) x.copy_from_host(x_TD, static_cast<size_t>(T * r.config().d_model));
+    if (token_ids_T) ids.copy_from_host(token_ids_T, static_cast<size_t>(T));
+  }
+  const float* x_TD() const { return x.empty() ? nullptr : x.data(); }
+  const int32_t* ids_T() const { return ids.empty() ? nullptr : ids.data(); }
+};
+
+// On host copies of the two outputs (a measurement, twice per layer).
+AgreementSums SumAgreement(const RouterOutput& t_out, const RouterOutput& s_out) {
   AgreementSums a;
-  const int64_t T = t.T, E = t.E, K = t.K;
+  const int64_t T = t_out.T, E = t_out.E, K = t_out.K;
+  const std::vector<float> t_logits = t_out.logits_TE.data, s_logits = s_out.logits_TE.data;
+  const std::vector<int32_t> t_ids = t_out.topk_ids_TK, s_ids = s_out.topk_ids_TK;
   for (int64_t i = 0; i < T; ++i) {
-    const float* lt = t.logits_TE.row(i);
-    const float* ls = s.logits_TE.row(i);
+    const float* lt = t_logits.data() + i * E;
+    const float* ls = s_logits.data() + i * E;
     // log p and log q by log-softmax of the scores in double, so a student with the teacher's
     // scores has KL exactly 0; a teacher score of -inf (hash: an expert it never picks) is p = 0.
     const double lse_t = LogSumExp(lt, E), lse_s = LogSumExp(ls, E);
@@ -42,8 +59,8 @@ AgreementSums SumAgreement(const RouterOutput& t, const RouterOutput& s) {
       kl += std::exp(log_p) * (log_p - (ls[e] - lse_s));
     }
     a.kl += kl;
-    const int32_t* ti = t.topk_ids_TK.data() + i * K;
-    const int32_t* si = s.topk_ids_TK.data() + i * K;
+    const int32_t* ti = t_ids.data() + i * K;
+    const int32_t* si = s_ids.data() + i * K;
     a.top1 += ti[0] == si[0] ? 1.0 : 0.0;
     int64_t common = 0;
     for (int64_t k = 0; k < K; ++k) common += std::count(ti, ti + K, si[k]) > 0 ? 1 : 0;
@@ -77,9 +94,10 @@ Status DistillConfig::validate() const {
 RoutingAgreement measure_agreement(Router& teacher, Router& student, const float* x_TD,
                                    const int32_t* token_ids_T, int64_t T, Communicator* comm,
                                    int layer) {
+  const RouterInputs in(student, x_TD, token_ids_T, T);
   RouterOutput t, s;
-  teacher.forward(x_TD, token_ids_T, T, &t);
-  student.forward(x_TD, token_ids_T, T, &s);
+  teacher.forward(in.x_TD(), in.ids_T(), T, &t);
+  student.forward(in.x_TD(), in.ids_T(), T, &s);
   return Finish(SumAgreement(t, s), comm, layer);
 }
 
@@ -95,6 +113,9 @@ StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, co
   const int64_t E = sc.num_experts;
   DistillLayerReport rep;
   rep.layer = layer;
+  const RouterInputs in(student, x_TD, token_ids_T, T);
+  x_TD = in.x_TD();
+  token_ids_T = in.ids_T();
   RouterOutput t, s;
   teacher.forward(x_TD, token_ids_T, T, &t);
   student.forward(x_TD, token_ids_T, T, &s);
@@ -126,35 +147,40 @@ StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, co
   ac.min_lr_ratio = 0.1;
   SY_RETURN_IF_ERROR(ac.validate());
   AdamW opt(ac);
+  opt.set_context(&student.ctx());  // its update runs where the student lives
   std::vector<TrainParam> params;
   int64_t n_params = 0;
   for (Param& p : student.params()) {
     params.push_back({p.name, &p.value, &p.grad});
     n_params += p.grad.numel();
   }
-  std::vector<float> packed(static_cast<size_t>(n_params));
-  Tensor dlogits({T, E});
-  const float inv_n = 1.0f / static_cast<float>(N);
+  Memory* mem = student.mem();
+  const ExecContext& ex = student.ctx();
+  DeviceArray<float> packed(mem, static_cast<size_t>(n_params));
+  Tensor diff({T, E}, mem), dlogits({T, E}, mem);
+  // -1 and 1/N where the ops read their scalars: dlogits = (q - p) / N, bitwise as in float.
+  const DeviceArray<float> scalars(mem, std::vector<float>{-1.0f, 1.0f / static_cast<float>(N)});
   const float* p_TE = t.probs_TE.ptr();
+  const int64_t bytes_TE = T * E * static_cast<int64_t>(sizeof(float));
   for (int64_t it = 0; it < cfg.iterations; ++it) {
     student.zero_grad();
     student.forward(x_TD, token_ids_T, T, &s);
-    const float* q_TE = s.probs_TE.ptr();
-    for (int64_t i = 0; i < T * E; ++i)
-      dlogits.data[static_cast<size_t>(i)] = (q_TE[i] - p_TE[i]) * inv_n;
+    ops::copy(ex, diff.ptr(), s.probs_TE.ptr(), bytes_TE);
+    ops::axpy(ex, scalars.data(), p_TE, diff.ptr(), T * E, /*accumulate=*/true);
+    ops::axpy(ex, scalars.data() + 1, diff.ptr(), dlogits.ptr(), T * E, /*accumulate=*/false);
     RouterGrads g;
     g.dlogits_TE = dlogits.ptr();
     student.backward(g);
     if (comm && comm->size() > 1) {  // replicated parameters: every rank the same update
       size_t off = 0;
       for (Param& p : student.params()) {
-        std::memcpy(packed.data() + off, p.grad.ptr(), p.grad.data.size() * sizeof(float));
+        ops::copy(ex, packed.data() + off, p.grad.ptr(), p.grad.data.bytes());
         off += p.grad.data.size();
       }
       comm->allreduce(packed.data(), n_params, ReduceOp::kSum, {"distill.grad", layer, it});
       off = 0;
       for (Param& p : student.params()) {
-        std::memcpy(p.grad.ptr(), packed.data() + off, p.grad.data.size() * sizeof(float));
+        ops::copy(ex, p.grad.ptr(), packed.data() + off, p.grad.data.bytes());
         off += p.grad.data.size();
       }
     }
