@@ -70,7 +70,7 @@ class HashRouter final : public Router {
   // The K hashed experts of `token`, in slot order.
   void hash_experts(int32_t token, int32_t* ids_K) const;
 
-  std::vector<int32_t> table_VK_;  // [V, K], ascending per row (host)
+  std::vector<int32_t> table_VK_;   // [V, K], ascending per row (host)
   DeviceArray<int32_t> table_dev_;  // its copy where the routing op runs (made on first use)
   bool table_stale_ = false;        // table_VK_ changed since table_dev_ was made
 };

@@ -33,7 +33,9 @@ void copy_into(const Tensor& src, Tensor* dst) {
 }
 
 // Gives t the shape [rows, cols] in memory m, keeping its contents when it already has both.
-void reshape(Tensor* t, int64_t rows, int64_t cols, Memory* m) { t->resize({rows, cols}, m); }
+void reshape(Tensor* t, int64_t rows, int64_t cols, Memory* m) {
+  t->resize({rows, cols}, m);
+}
 
 }  // namespace
 

@@ -278,9 +278,9 @@ class Backend : public Memory {
   // dv = dw, or through the renormalization when normalized: w_i = v_i / S gives
   // dv_i = (dw_i - sum_j dw_j w_j) / S (rows with S <= 0 get nothing). vals_TK: the chosen
   // probabilities before renormalization.
-  virtual void topk_weights_backward(const ExecContext& c, const float* dw_TK,
-                                     const float* vals_TK, const int32_t* ids_TK, int64_t T,
-                                     int64_t E, int64_t K, bool normalized, float* dp_TE) = 0;
+  virtual void topk_weights_backward(const ExecContext& c, const float* dw_TK, const float* vals_TK,
+                                     const int32_t* ids_TK, int64_t T, int64_t E, int64_t K,
+                                     bool normalized, float* dp_TE) = 0;
   // The Switch load-balancing loss and its gradient (runtime/kernels/balance.h, same contract:
   // dprobs_TE may be null; written, or added to when accumulate). Returns the loss.
   virtual double switch_aux_loss(const ExecContext& c, const float* probs_TE,

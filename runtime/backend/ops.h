@@ -149,8 +149,8 @@ inline void gather_topk_probs(const ExecContext& c, const float* probs_TE, const
   c.backend->gather_topk_probs(c, probs_TE, ids_TK, T, E, K, rank_p_TK);
 }
 inline void hash_route(const ExecContext& c, const int32_t* table_VK, int64_t V, uint64_t seed,
-                       const int32_t* token_ids_T, int64_t T, int64_t E, int64_t K,
-                       int32_t* ids_TK, float* logits_TE, float* probs_TE, float* weights_TK) {
+                       const int32_t* token_ids_T, int64_t T, int64_t E, int64_t K, int32_t* ids_TK,
+                       float* logits_TE, float* probs_TE, float* weights_TK) {
   c.backend->hash_route(c, table_VK, V, seed, token_ids_T, T, E, K, ids_TK, logits_TE, probs_TE,
                         weights_TK);
 }

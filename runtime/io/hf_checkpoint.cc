@@ -229,8 +229,7 @@ std::string HfCheckpoint::file_of(const std::string& name) const {
   return it == where_.end() ? "" : readers_[it->second]->path();
 }
 
-Status HfCheckpoint::read_into(const std::string& name, Tensor* dst,
-                               bool allow_non_finite) const {
+Status HfCheckpoint::read_into(const std::string& name, Tensor* dst, bool allow_non_finite) const {
   if (dst->data.host_accessible()) return read_into(name, dst->shape, dst->ptr(), allow_non_finite);
   SY_ASSIGN_OR_RETURN(Tensor t, read(name, dst->shape, allow_non_finite));
   dst->data = t.data;  // keeps dst's memory

@@ -105,8 +105,8 @@ void embedding_rows(const float* table_VD, int64_t V, const int32_t* ids_T, int6
                     float* out_TD) {
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = ids_T[t];
-    SY_CHECK(id >= 0 && id < V) << "embedding: token " << t << " has id " << id
-                                << ", outside [0, " << V << ")";
+    SY_CHECK(id >= 0 && id < V) << "embedding: token " << t << " has id " << id << ", outside [0, "
+                                << V << ")";
     std::memcpy(out_TD + t * D, table_VD + static_cast<int64_t>(id) * D,
                 static_cast<size_t>(D) * sizeof(float));
   }

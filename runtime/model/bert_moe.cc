@@ -411,8 +411,8 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
 }
 
 void BertMoeModel::move_weights_to(Memory* m) {
-  for (Tensor* t : {&word_, &pos_, &type_, &emb_ln_w_, &emb_ln_b_, &head_w_, &head_b_,
-                    &head_ln_w_, &head_ln_b_, &head_bias_})
+  for (Tensor* t : {&word_, &pos_, &type_, &emb_ln_w_, &emb_ln_b_, &head_w_, &head_b_, &head_ln_w_,
+                    &head_ln_b_, &head_bias_})
     t->move_to(m);
   for (Layer& L : layers_)
     for (Tensor* t : {&L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo, &L.bo, &L.ln1_w, &L.ln1_b,
@@ -502,7 +502,8 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
       times_.moe_s += seconds_since(&clk);
     } else {
       gelu_ffn_forward(ex, x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
-                       scratch_grow(pre_, T * F, ex.backend), scratch_grow(act_, T * F, ex.backend), y);
+                       scratch_grow(pre_, T * F, ex.backend), scratch_grow(act_, T * F, ex.backend),
+                       y);
       times_.dense_ffn_s += seconds_since(&clk);
     }
     ops::add_layernorm_forward(ex, y, x, L.ln2_w.ptr(), L.ln2_b.ptr(), x, T, D, eps);

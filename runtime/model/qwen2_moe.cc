@@ -669,8 +669,8 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   ops::linear_backward(ex, hidden_.ptr(), head, dlogits_TV,
                        tied ? grad(d_embed_) : grad(d_lm_head_), dh, T, D, V,
                        /*accumulate_dx=*/false);
-  ops::rmsnorm_backward(ex, x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh,
-                        dx, grad(d_final_norm_), T, D);
+  ops::rmsnorm_backward(ex, x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh, dx,
+                        grad(d_final_norm_), T, D);
   AttentionShape as;
   as.num_heads = nH;
   as.num_kv_heads = nKV;
@@ -700,28 +700,24 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
                       S.g.data(), S.u.data(), S.act.data(), dx, T, D, F, grad(L.d_mlp_gate),
                       grad(L.d_mlp_up), grad(L.d_mlp_down), da, false, g_.data(), u_.data());
     }
-    ops::rmsnorm_backward(ex, S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da, dx,
-                          grad(L.d_ln2), T, D);  // dx += : now d x_mid
+    ops::rmsnorm_backward(ex, S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da, dx, grad(L.d_ln2), T,
+                          D);  // dx += : now d x_mid
     // Attention block: x_mid = x_in + o_proj(Attn(...)).
-    ops::linear_backward(ex, S.att.data(), L.wo.ptr(), dx, grad(L.d_wo), datt, T, Q,
-                         D, false);
+    ops::linear_backward(ex, S.att.data(), L.wo.ptr(), dx, grad(L.d_wo), datt, T, Q, D, false);
     dk_.fill(0.0f);
     dv_.fill(0.0f);
-    ops::attention_backward(ex, S.q.data(), L.k_cache.data(), L.v_cache.data(), datt,
-                            dq, dk, dv, T, T, 0, as, nullptr);
+    ops::attention_backward(ex, S.q.data(), L.k_cache.data(), L.v_cache.data(), datt, dq, dk, dv, T,
+                            T, 0, as, nullptr);
     ops::rope_apply(ex, dq, T, nH, hd, Q, 0, inv_freq_, /*inverse=*/true);
     ops::rope_apply(ex, dk, T, nKV, hd, KV, 0, inv_freq_, /*inverse=*/true);
     if (!L.d_bq.empty()) ops::bias_backward_rows(ex, dq, T, Q, L.d_bq.ptr());
     if (!L.d_bk.empty()) ops::bias_backward_rows(ex, dk, T, KV, L.d_bk.ptr());
     if (!L.d_bv.empty()) ops::bias_backward_rows(ex, dv, T, KV, L.d_bv.ptr());
-    ops::linear_backward(ex, S.a1.data(), L.wq.ptr(), dq, grad(L.d_wq), da, T, D, Q,
-                         false);
-    ops::linear_backward(ex, S.a1.data(), L.wk.ptr(), dk, grad(L.d_wk), da, T, D, KV,
-                         true);
-    ops::linear_backward(ex, S.a1.data(), L.wv.ptr(), dv, grad(L.d_wv), da, T, D, KV,
-                         true);
-    ops::rmsnorm_backward(ex, S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da, dx,
-                          grad(L.d_ln1), T, D);  // dx += : now d x_in
+    ops::linear_backward(ex, S.a1.data(), L.wq.ptr(), dq, grad(L.d_wq), da, T, D, Q, false);
+    ops::linear_backward(ex, S.a1.data(), L.wk.ptr(), dk, grad(L.d_wk), da, T, D, KV, true);
+    ops::linear_backward(ex, S.a1.data(), L.wv.ptr(), dv, grad(L.d_wv), da, T, D, KV, true);
+    ops::rmsnorm_backward(ex, S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da, dx, grad(L.d_ln1), T,
+                          D);  // dx += : now d x_in
   }
   if (!d_embed_.empty()) ops::scatter_add_rows(ex, dx, ids_dev_.data(), T, D, d_embed_.ptr());
   return Status::Ok();

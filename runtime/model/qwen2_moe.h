@@ -158,9 +158,10 @@ class Qwen2MoeModel : public Model {
   // the replicated parameters; with set_replicated_tokens(false) each rank's gradient covers
   // its own tokens and the caller all-reduces them (the MoE layers all-reduce their routers'
   // and shared experts' gradients themselves).
-  // aux_alpha > 0 adds the Switch load-balancing loss of every MoE layer (runtime/kernels/balance.h,
-  // alpha * E * sum_e f_e P_e over the tokens each rank routed in the last forward) to the
-  // gradient; last_aux_loss() is its value summed over the layers (this rank's tokens).
+  // aux_alpha > 0 adds the Switch load-balancing loss of every MoE layer
+  // (runtime/kernels/balance.h, alpha * E * sum_e f_e P_e over the tokens each rank routed in the
+  // last forward) to the gradient; last_aux_loss() is its value summed over the layers (this rank's
+  // tokens).
   Status backward(const float* dlogits_TV, float aux_alpha = 0.0f) override;
   double last_aux_loss() const override { return aux_loss_; }
   std::vector<Qwen2MoeParam> parameters() override;

@@ -407,7 +407,8 @@ Status load_optimizer_state(const std::string& dir, Qwen2MoeModel& model, int64_
         SY_RETURN_IF_ERROR(read_into("exp_avg." + p.name, m.data(), n));
         SY_RETURN_IF_ERROR(read_into("exp_avg_sq." + p.name, v.data(), n));
       }
-      s.moments[p.name] = {DeviceArray<float>(host_memory(), m), DeviceArray<float>(host_memory(), v)};
+      s.moments[p.name] = {DeviceArray<float>(host_memory(), m),
+                           DeviceArray<float>(host_memory(), v)};
     }
   }
   opt->set_state(std::move(s));

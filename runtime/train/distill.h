@@ -67,8 +67,8 @@ struct DistillReport {
 
 // Fits `student` to `teacher` on x_TD (this rank's T router inputs; token_ids_T for routers
 // that need them, else may be null). Both are HOST arrays (what the model's input capture
-// gives); they are copied to where the routers run. COLLECTIVE over comm (may be null): every rank calls it
-// with its own tokens (T may differ, also 0). Changes only the student's parameters; their
+// gives); they are copied to where the routers run. COLLECTIVE over comm (may be null): every rank
+// calls it with its own tokens (T may differ, also 0). Changes only the student's parameters; their
 // gradients are left zero. `layer` names the layer in the report and collective tags.
 StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, const float* x_TD,
                                             const int32_t* token_ids_T, int64_t T,

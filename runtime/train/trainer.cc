@@ -163,8 +163,8 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
   // exchanges), and its gradients are thrown away by the decision below.
   resize_in(dlogits_, static_cast<int64_t>(logits_.data.size()), mem);
   if (T > 0)
-    ops::cross_entropy_backward(model_.ctx(), logits_.ptr(), targets_dev_.data(), T, V,
-                                grad_scale, dlogits_.data());
+    ops::cross_entropy_backward(model_.ctx(), logits_.ptr(), targets_dev_.data(), T, V, grad_scale,
+                                dlogits_.data());
   // The balancing loss of this sequence, weighted like its tokens' share of the step's loss.
   const float aux_alpha = static_cast<float>(aux_coef_ * static_cast<double>(T) * grad_scale);
   SY_RETURN_IF_ERROR(model_.backward(dlogits_.data(), aux_alpha));

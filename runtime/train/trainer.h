@@ -92,8 +92,8 @@ class Trainer {
   StatusOr<double> eval(const std::vector<std::vector<int32_t>>& seqs);
 
   AdamW& optimizer() { return opt_; }
-  // Switch load-balancing loss (runtime/kernels/balance.h) with this coefficient in every MoE layer,
-  // per sequence, weighted by its share of the step's tokens; 0 (default): none.
+  // Switch load-balancing loss (runtime/kernels/balance.h) with this coefficient in every MoE
+  // layer, per sequence, weighted by its share of the step's tokens; 0 (default): none.
   void set_router_aux_loss(double coef) { aux_coef_ = coef; }
   // Called after every training forward (each sequence of a step, on this rank), while the MoE
   // layers still hold that forward's routing: load reports and routing metrics.
@@ -148,8 +148,8 @@ class Trainer {
   std::function<void()> after_forward_;
   double aux_coef_ = 0, aux_sum_ = 0;
   Tensor logits_;
-  DeviceArray<float> dlogits_;       // where the model runs
-  std::vector<int32_t> targets_;     // host
+  DeviceArray<float> dlogits_;        // where the model runs
+  std::vector<int32_t> targets_;      // host
   DeviceArray<int32_t> targets_dev_;  // where the model runs
 };
 

@@ -200,8 +200,8 @@ TEST_P(BackendConformance, Routing) {
     Buffer tab = up(table), tb = up(tokens),
            got = up(std::vector<int32_t>(static_cast<size_t>(T * K), -7));
     Buffer lg = up(nans(T * E)), pr = up(nans(T * E)), wt = up(nans(T * K));
-    ops::hash_route(c, with_table ? tab.as<int32_t>() : nullptr, V, seed, tb.as<int32_t>(), T, E,
-                    K, got.as<int32_t>(), lg.as<float>(), pr.as<float>(), wt.as<float>());
+    ops::hash_route(c, with_table ? tab.as<int32_t>() : nullptr, V, seed, tb.as<int32_t>(), T, E, K,
+                    got.as<int32_t>(), lg.as<float>(), pr.as<float>(), wt.as<float>());
     ops::hash_route(c, nullptr, V, seed, nullptr, 0, E, K, nullptr, nullptr, nullptr, nullptr);
     const std::string what = with_table ? "hash_route (table)" : "hash_route (hashes)";
     expect_bitwise(down<int32_t>(got), routed, what + " ids");
@@ -241,14 +241,13 @@ TEST_P(BackendConformance, RouterRows) {
       if (normalized && S <= 0.0f) continue;
       for (int64_t k = 0; k < K; ++k) dot += dw[t * K + k] * (v[k] / S);
       for (int64_t k = 0; k < K; ++k)
-        dp[t * E + r.ids[t * K + k]] +=
-            normalized ? (dw[t * K + k] - dot) / S : dw[t * K + k];
+        dp[t * E + r.ids[t * K + k]] += normalized ? (dw[t * K + k] - dot) / S : dw[t * K + k];
     }
     Buffer dwb = up(dw), vb = up(w), ib = up(r.ids), dpb = up(dp0);
     ops::topk_weights_backward(c, dwb.as<float>(), vb.as<float>(), ib.as<int32_t>(), T, E, K,
                                normalized, dpb.as<float>());
-    expect_bitwise(down<float>(dpb), dp, normalized ? "topk_weights_backward (normalized)"
-                                                    : "topk_weights_backward");
+    expect_bitwise(down<float>(dpb), dp,
+                   normalized ? "topk_weights_backward (normalized)" : "topk_weights_backward");
   }
 
   // The Switch loss against runtime/kernels/balance.h's definition (host), written and added.
@@ -256,8 +255,8 @@ TEST_P(BackendConformance, RouterRows) {
   for (float& x : probs) x = std::fabs(x);
   for (bool accumulate : {false, true}) {
     std::vector<float> dp = dp0;
-    const double loss = switch_aux_loss(probs.data(), r.ids.data(), T, E, K, 0.01f, dp.data(),
-                                        accumulate);
+    const double loss =
+        switch_aux_loss(probs.data(), r.ids.data(), T, E, K, 0.01f, dp.data(), accumulate);
     Buffer pb = up(probs), ib = up(r.ids), dpb = up(dp0);
     const double got = ops::switch_aux_loss(c, pb.as<float>(), ib.as<int32_t>(), T, E, K, 0.01f,
                                             dpb.as<float>(), accumulate);
@@ -288,7 +287,8 @@ TEST_P(BackendConformance, RouterRows) {
   const std::vector<float> table = randn(V * D, 1.0, 1607);
   const std::vector<int32_t> ids = randint(T, 0, static_cast<int32_t>(V), 1608);
   std::vector<float> rows;
-  for (int32_t id : ids) rows.insert(rows.end(), table.begin() + id * D, table.begin() + (id + 1) * D);
+  for (int32_t id : ids)
+    rows.insert(rows.end(), table.begin() + id * D, table.begin() + (id + 1) * D);
   Buffer tb = up(table), idb = up(ids), eb = up(nans(T * D));
   ops::embedding_rows(c, tb.as<float>(), V, idb.as<int32_t>(), T, D, eb.as<float>());
   expect_bitwise(down<float>(eb), rows, "embedding_rows");

@@ -916,7 +916,8 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, BackendConformance, ::testing::ValuesIn(ba
 // Backend fails EveryOpHasACase until a case for it is written and the op is listed here.
 const std::map<std::string, std::string>& covered_ops() {  // op -> test
   static const std::pair<const char*, const char*> kByTest[] = {
-      {"Memory", "alloc free copy_from_host copy_to_host copy fill_zero synchronize copy_within zero"},
+      {"Memory",
+       "alloc free copy_from_host copy_to_host copy fill_zero synchronize copy_within zero"},
       {"Gemm", "gemm"},
       {"Linear", "linear_forward linear_backward"},
       {"LinearQuantized", "linear_forward_quantized dequantize_rows"},
@@ -973,7 +974,8 @@ std::set<std::string> virtuals_of(const std::string& path, const std::string& op
 // virtuals and those of the Memory it is (runtime/core/memory.h), minus the identity ones
 // (name, device, memory_name, host_accessible), which are not ops.
 std::set<std::string> declared_ops() {
-  std::set<std::string> names = virtuals_of("runtime/backend/backend.h", "class Backend : public Memory {");
+  std::set<std::string> names =
+      virtuals_of("runtime/backend/backend.h", "class Backend : public Memory {");
   const std::set<std::string> memory = virtuals_of("runtime/core/memory.h", "class Memory {");
   if (names.empty() || memory.empty()) return {};
   names.insert(memory.begin(), memory.end());

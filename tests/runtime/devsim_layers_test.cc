@@ -348,8 +348,7 @@ ModelResult RunQwenTrainerSteps(const std::string& dir, const char* backend) {
     r.logits.push_back({static_cast<float>(res->loss), static_cast<float>(res->grad_norm),
                         static_cast<float>(res->aux_loss)});
   }
-  for (const ModelParam& p : m->parameters())
-    r.grads.emplace_back(p.name, p.value->data.to_host());
+  for (const ModelParam& p : m->parameters()) r.grads.emplace_back(p.name, p.value->data.to_host());
   return r;
 }
 

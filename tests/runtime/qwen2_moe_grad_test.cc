@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/kernels/balance.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/kernels/balance.h"
 #include "runtime/kernels/loss.h"
 #include "runtime/model/qwen2_moe.h"
 #include "tests/runtime/qwen_test_util.h"

@@ -209,8 +209,7 @@ class CpuBackend final : public Backend {
             bool accumulate) override {
     sy::axpy(alpha, x, y, n, accumulate);
   }
-  void dot_add(const ExecContext&, const float* x, const float* y, int64_t n,
-               float* out) override {
+  void dot_add(const ExecContext&, const float* x, const float* y, int64_t n, float* out) override {
     sy::dot_add(x, y, n, out);
   }
   void gather_rows(const ExecContext&, const float* x, const int32_t* order_A, int64_t R, int64_t K,

@@ -260,8 +260,8 @@ class DevsimBackend final : public Backend {
   void hash_route(const ExecContext& c, const int32_t* table_VK, int64_t V, uint64_t seed,
                   const int32_t* token_ids_T, int64_t T, int64_t E, int64_t K, int32_t* ids_TK,
                   float* logits_TE, float* probs_TE, float* weights_TK) override {
-    cpu()->hash_route(host(c), UNTAG(table_VK), V, seed, UNTAG(token_ids_T), T, E, K,
-                      UNTAG(ids_TK), UNTAG(logits_TE), UNTAG(probs_TE), UNTAG(weights_TK));
+    cpu()->hash_route(host(c), UNTAG(table_VK), V, seed, UNTAG(token_ids_T), T, E, K, UNTAG(ids_TK),
+                      UNTAG(logits_TE), UNTAG(probs_TE), UNTAG(weights_TK));
   }
   void normalize_rows(const ExecContext& c, float* w, int64_t rows, int64_t n) override {
     cpu()->normalize_rows(host(c), UNTAG(w), rows, n);
