@@ -48,10 +48,12 @@ class DeviceArray {
   using value_type = T;
 
   DeviceArray() = default;
-  explicit DeviceArray(Memory* m) : mem_(m) {}
-  DeviceArray(Memory* m, size_t n) : mem_(m) { assign(n, T()); }
-  DeviceArray(Memory* m, const std::vector<T>& v) : mem_(m) { copy_from_host(v.data(), v.size()); }
-  DeviceArray(const DeviceArray& o) : mem_(o.mem_) {
+  explicit DeviceArray(Memory* m) : mem_(m), host_ok_(m->host_accessible()) {}
+  DeviceArray(Memory* m, size_t n) : DeviceArray(m) { assign(n, T()); }
+  DeviceArray(Memory* m, const std::vector<T>& v) : DeviceArray(m) {
+    copy_from_host(v.data(), v.size());
+  }
+  DeviceArray(const DeviceArray& o) : DeviceArray(o.mem_) {
     reserve_exact(o.size_);
     size_ = o.size_;
     if (size_) mem_->copy_within(ptr_, o.ptr_, bytes());
@@ -82,7 +84,7 @@ class DeviceArray {
   ~DeviceArray() { release(); }
 
   Memory* memory() const { return mem_; }
-  bool host_accessible() const { return mem_->host_accessible(); }
+  bool host_accessible() const { return host_ok_; }
   size_t size() const { return size_; }
   size_t capacity() const { return cap_; }
   bool empty() const { return size_ == 0; }
@@ -154,6 +156,7 @@ class DeviceArray {
     std::swap(ptr_, o.ptr_);
     std::swap(size_, o.size_);
     std::swap(cap_, o.cap_);
+    std::swap(host_ok_, o.host_ok_);
   }
 
   // The same values in memory m (no-op when already there).
@@ -161,7 +164,7 @@ class DeviceArray {
     if (m == mem_) return;
     DeviceArray moved(m);
     if (size_) {
-      if (mem_->host_accessible()) {
+      if (host_ok_) {
         moved.copy_from_host(ptr_, size_);
       } else if (m->host_accessible()) {
         moved.resize_uninit(size_);
@@ -199,8 +202,8 @@ class DeviceArray {
     T z{};
     return std::memcmp(&v, &z, sizeof(T)) == 0;
   }
-  T* host() const {
-    if (!mem_->host_accessible()) fail_host_access(mem_);
+  T* host() const {  // a cached flag: element access stays a predictable branch
+    if (!host_ok_) fail_host_access(mem_);
     return ptr_;
   }
   void reserve_exact(size_t n) {
@@ -211,6 +214,7 @@ class DeviceArray {
   Memory* mem_ = host_memory();
   T* ptr_ = nullptr;
   size_t size_ = 0, cap_ = 0;
+  bool host_ok_ = true;  // mem_->host_accessible(), cached
 };
 
 // At least n elements of scratch in a's memory; the contents are NOT kept when it grows (every

@@ -395,7 +395,8 @@ Status HfCheckpointWriter::write(const std::string& dir, const json& config,
         w.nbytes = t.data.size() * sizeof(float);
       } else {
         bf16[k].resize(t.data.size());
-        for (size_t i = 0; i < t.data.size(); ++i) bf16[k][i] = f32_to_bf16(t.data[i]);
+        const float* v = t.ptr();
+        for (size_t i = 0; i < t.data.size(); ++i) bf16[k][i] = f32_to_bf16(v[i]);
         w.data = bf16[k].data();
         w.nbytes = bf16[k].size() * sizeof(uint16_t);
       }

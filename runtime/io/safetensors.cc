@@ -425,8 +425,9 @@ StatusOr<Tensor> SafetensorsReader::ReadRowsF32(const std::string& name, int64_t
   t.data.resize(n);
   SY_RETURN_IF_ERROR(safetensors_to_f32(e->dtype, raw.data(), n, t.data.data()));
   if (!allow_non_finite) {
+    const float* v = t.ptr();
     for (size_t i = 0; i < n; ++i) {
-      if (!std::isfinite(t.data[i]))
+      if (!std::isfinite(v[i]))
         return Status(StatusCode::kNonFinite, path_ + ": tensor '" + name +
                                                   "' has a NaN/Inf at element " +
                                                   std::to_string(i) + " of the rows read");
