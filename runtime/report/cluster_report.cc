@@ -358,9 +358,10 @@ StatusOr<ClusterReport> merge_rank_reports(const std::vector<RankReport>& report
   const RankHosts hosts = rank_hosts(c);
   c.set_num_hosts(static_cast<int32_t>(hosts.names.size()));
   if (!hostless.empty())
-    c.add_warnings("rank" + std::string(hostless.size() == 1 ? " " : "s ") + rank_ranges(hostless) +
-                   " report no host (written by an older or foreign producer?): the traffic "
-                   "split into intra-host and inter-host is left out");
+    c.add_warnings((hostless.size() == 1 ? "rank " : "ranks ") + rank_ranges(hostless) +
+                   (hostless.size() == 1 ? " has" : " have") +
+                   " no host (reports of an older or foreign producer?): the traffic split into "
+                   "intra-host and inter-host is left out");
   TierSums all;
   int64_t most_tokens = 0;
   double bytes_per_token[3] = {0, 0, 0};
