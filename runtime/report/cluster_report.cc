@@ -251,16 +251,18 @@ Status sum_tiers(int layer, int64_t P, const LayerAcc& L, const std::vector<int>
   return Status::Ok();
 }
 
+// Shares are of the rows: the runtime's dispatcher counts no bytes for what a rank keeps
+// (comm/dispatcher.h), so a share of the bytes would hide the same-rank tier.
 void set_split(const TierSums& t, int64_t tokens, TrafficSplit* out) {
-  const double total = static_cast<double>(t.bytes[0]) + static_cast<double>(t.bytes[1]) +
-                       static_cast<double>(t.bytes[2]);
+  const double total = static_cast<double>(t.rows[0]) + static_cast<double>(t.rows[1]) +
+                       static_cast<double>(t.rows[2]);
   switchyard::TrafficTier* tiers[3] = {out->mutable_same_rank(), out->mutable_intra_host(),
                                        out->mutable_inter_host()};
   for (size_t k = 0; k < 3; ++k) {
     const double b = static_cast<double>(t.bytes[k]);
     tiers[k]->set_bytes(t.bytes[k]);
     tiers[k]->set_rows(t.rows[k]);
-    tiers[k]->set_share(total > 0 ? b / total : 0.0);
+    tiers[k]->set_share(total > 0 ? static_cast<double>(t.rows[k]) / total : 0.0);
     tiers[k]->set_bytes_per_token(tokens > 0 ? b / static_cast<double>(tokens) : 0.0);
   }
   out->set_tokens(tokens);

@@ -9,7 +9,7 @@
 //   - routing metrics merged exactly from the per-rank sums (routers/metrics.h)
 //   - each rank's host (rank_hosts) and the traffic split by tier, per layer and over all
 //     layers: same rank (the diagonal), intra-host (another rank on the same host) and
-//     inter-host, in bytes, rows, share of the bytes and bytes per routed token. Hosts are the
+//     inter-host, in bytes, rows, share of the rows and bytes per routed token. Hosts are the
 //     ranks' RankReport.host strings, equal strings meaning one host; ranks of a host need not
 //     be contiguous. A report without a host (an older or foreign producer: proto3 reads the
 //     absent field as "") is merged all the same, with the split left out and a warning naming

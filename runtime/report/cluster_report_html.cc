@@ -241,7 +241,7 @@ std::string traffic_chart(const LayerSummary& s, int P, const RankHosts& hosts) 
   const auto host_of = [&](int r) { return hosts.of_rank[static_cast<size_t>(r)]; };
   const int cell = std::max(4, std::min(56, 320 / std::max(P, 1)));
   const double plot = static_cast<double>(cell) * P;
-  const double ml = 56, mt = 52, mr = 80, mb = 20;
+  const double ml = 56, mt = by_host ? 66 : 52, mr = 80, mb = 20;
   const double W = ml + plot + mr, H = mt + plot + mb;
   int64_t maxb = 0;
   for (int64_t b : s.traffic_bytes()) maxb = std::max(maxb, b);
@@ -302,7 +302,7 @@ std::string traffic_chart(const LayerSummary& s, int P, const RankHosts& hosts) 
       while (b < P && host_of(b) == host_of(a)) ++b;
       const std::string& name = hosts.names[static_cast<size_t>(host_of(a))];
       if ((b - a) * cell >= 7.0 * static_cast<double>(name.size()) + 8)
-        g += text(ml + (a + b) * cell / 2.0, mt - 26, name, "middle", "class=\"host\"");
+        g += text(ml + (a + b) * cell / 2.0, mt - 30, name, "middle", "class=\"host\"");
       a = b;
     }
   }
@@ -423,15 +423,17 @@ std::string tier_card(const ClusterReport& c, const RankHosts& hosts) {
   for (int k = 0; k < 3; ++k)
     h += fmt("<span class=\"swatch\" style=\"background:%s\"></span>%s", kTierColors[k],
              kTierNames[k]);
-  h += "</p>\n<table>\n<tr><th rowspan=\"2\">layer</th><th rowspan=\"2\">share of bytes</th>";
-  for (const char* name : kTierNames) h += std::string("<th colspan=\"4\">") + name + "</th>";
+  h += "</p>\n<table>\n<tr><th rowspan=\"2\">layer</th><th rowspan=\"2\">share of rows</th>";
+  for (const char* name : kTierNames)
+    h += std::string("<th colspan=\"4\" style=\"text-align:center\">") + name + "</th>";
   h += "</tr>\n<tr>";
   for (int k = 0; k < 3; ++k) h += "<th>MiB</th><th>rows</th><th>share</th><th>B/token</th>";
   h += "</tr>\n";
   for (const auto& s : c.layers())
     if (s.has_traffic_split()) h += tier_row(std::to_string(s.layer()), s.traffic_split());
   h += tier_row("all layers", c.traffic_split());
-  h += "</table>\n<p class=\"note\">Dispatch payload summed over steps. B/token: bytes per "
+  h += "</table>\n<p class=\"note\">Dispatch payload summed over steps; shares are of the "
+       "rows (switchyard's runtime counts no bytes for the rows a rank keeps). B/token: bytes per "
        "token routed; for all layers, the sum over the MoE layers (what one token costs through "
        "the model). Hosts: ";
   const int shown = std::min<int>(static_cast<int>(hosts.names.size()), 64);
@@ -482,9 +484,9 @@ std::string render_cluster_html(const ClusterReport& c) {
   h += tile(fmt("%.3f", worst), "worst layer imbalance (max/mean)");
   h += tile(fmt("%.2f MiB", to_mib(remote)), "dispatched between ranks");
   if (c.has_traffic_split())
-    h += tile(
-        fmt("%.2f MiB", to_mib(c.traffic_split().inter_host().bytes())),
-        fmt("dispatched between hosts (%.1f%%)", 100.0 * c.traffic_split().inter_host().share()));
+    h += tile(fmt("%.2f MiB", to_mib(c.traffic_split().inter_host().bytes())),
+              fmt("dispatched between hosts (%.1f%% of rows)",
+                  100.0 * c.traffic_split().inter_host().share()));
   h += tile(fmt("%.4f s", time_mean), "MoE time per rank (mean)");
   h += "</div>\n";
 

@@ -102,7 +102,7 @@ void render_traffic(const ClusterReport::LayerSummary& s, int P, std::string* ou
   appendf(out, "\n");
 }
 
-// Same rank / intra-host / inter-host: bytes, rows, share of the bytes and bytes per token.
+// Same rank / intra-host / inter-host: bytes, rows, share of the rows and bytes per token.
 void render_tiers(const switchyard::TrafficSplit& t, const char* title, std::string* out) {
   appendf(out, "  %s\n    %-29s %12s %14s %8s %12s\n", title, "tier", "MiB", "rows", "share",
           "bytes/token");
@@ -191,8 +191,8 @@ std::string render_cluster_text(const ClusterReport& c) {
     render_loads(s, owner, &out);
     render_traffic(s, P, &out);
     if (s.has_traffic_split())
-      render_tiers(s.traffic_split(), "traffic by tier (dispatch payload, summed over steps)",
-                   &out);
+      render_tiers(s.traffic_split(),
+                   "traffic by tier (dispatch payload summed over steps; share of the rows)", &out);
     render_times(c, s, &out);
   }
   if (c.has_traffic_split()) {
