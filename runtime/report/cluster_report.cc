@@ -17,6 +17,7 @@ using switchyard::LayerStepReport;
 using switchyard::PhaseTimes;
 using switchyard::RankReport;
 using switchyard::RoutingMetricsReport;
+using switchyard::TrafficSplit;
 
 std::vector<PhaseValue> phase_values(const PhaseTimes& t) {
   return {{"route", t.route_s()},
@@ -65,6 +66,7 @@ struct LayerAcc {
   std::vector<int64_t> received_P;  // rows each rank's experts received
   std::vector<Phases> times_P;      // each rank's total per phase
   int64_t routed = 0, dropped = 0, received = 0, tokens = 0;
+  int64_t tokens_routed = 0;  // LayerStepReport.tokens: the denominator of bytes per token
   // Whether any entry carried the list at all: a list nobody fills is not checked.
   bool per_expert_complete = true, any_rows_sent = false, any_rows_recv = false;
   bool any_bytes_sent = false, any_bytes_recv = false;
@@ -117,7 +119,8 @@ Status accumulate(const RankReport& r, const LayerStepReport& e, LayerAcc* L) {
   if (e.routed_per_expert().empty() ||
       (e.dropped_per_expert().empty() && e.assignments_dropped() > 0))
     L->per_expert_complete = false;
-  if (!add(&L->routed, e.assignments_routed()) || !add(&L->dropped, e.assignments_dropped()))
+  if (!add(&L->routed, e.assignments_routed()) || !add(&L->dropped, e.assignments_dropped()) ||
+      !add(&L->tokens_routed, e.tokens()))
     return overflow(layer);
   for (int64_t q = 0; q < P; ++q) {
     const auto get = [q](const google::protobuf::RepeatedField<int64_t>& v) {
@@ -228,7 +231,77 @@ void fill_summary(int layer, int64_t P, const LayerAcc& L, ClusterReport::LayerS
   if (L.metrics.E > 0) metrics_to_report(L.metrics, s->mutable_metrics());
 }
 
+// Dispatch bytes and rows of one layer (or of all) by tier: 0 same rank, 1 intra-host,
+// 2 inter-host.
+struct TierSums {
+  std::array<int64_t, 3> bytes{}, rows{};
+};
+
+Status sum_tiers(int layer, int64_t P, const LayerAcc& L, const std::vector<int>& host_of,
+                 TierSums* t) {
+  for (int64_t i = 0; i < P; ++i)
+    for (int64_t j = 0; j < P; ++j) {
+      const size_t k = i == j                                                               ? 0
+                       : host_of[static_cast<size_t>(i)] == host_of[static_cast<size_t>(j)] ? 1
+                                                                                            : 2;
+      if (!add(&t->bytes[k], L.bytes_sent_PP[i * P + j]) ||
+          !add(&t->rows[k], L.rows_sent_PP[i * P + j]))
+        return overflow(layer);
+    }
+  return Status::Ok();
+}
+
+// Shares are of the rows: the runtime's dispatcher counts no bytes for what a rank keeps
+// (comm/dispatcher.h), so a share of the bytes would hide the same-rank tier.
+void set_split(const TierSums& t, int64_t tokens, TrafficSplit* out) {
+  const double total = static_cast<double>(t.rows[0]) + static_cast<double>(t.rows[1]) +
+                       static_cast<double>(t.rows[2]);
+  switchyard::TrafficTier* tiers[3] = {out->mutable_same_rank(), out->mutable_intra_host(),
+                                       out->mutable_inter_host()};
+  for (size_t k = 0; k < 3; ++k) {
+    const double b = static_cast<double>(t.bytes[k]);
+    tiers[k]->set_bytes(t.bytes[k]);
+    tiers[k]->set_rows(t.rows[k]);
+    tiers[k]->set_share(total > 0 ? static_cast<double>(t.rows[k]) / total : 0.0);
+    tiers[k]->set_bytes_per_token(tokens > 0 ? b / static_cast<double>(tokens) : 0.0);
+  }
+  out->set_tokens(tokens);
+}
+
+std::string rank_ranges(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t a = 0; a < ranks.size();) {
+    size_t b = a;
+    while (b + 1 < ranks.size() && ranks[b + 1] == ranks[b] + 1) ++b;
+    if (!out.empty()) out += ", ";
+    out += std::to_string(ranks[a]);
+    if (b > a) out += (b == a + 1 ? ", " : "-") + std::to_string(ranks[b]);
+    a = b + 1;
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string RankHosts::ranks_of(int h) const {
+  std::vector<int> ranks;
+  for (size_t r = 0; r < of_rank.size(); ++r)
+    if (of_rank[r] == h) ranks.push_back(static_cast<int>(r));
+  return rank_ranges(ranks);
+}
+
+RankHosts rank_hosts(const ClusterReport& c) {
+  RankHosts h;
+  if (c.rank_hosts_size() != c.world_size()) return h;
+  std::map<std::string, int> index;
+  for (const std::string& name : c.rank_hosts()) {
+    if (name.empty()) return RankHosts{};
+    const auto [it, fresh] = index.emplace(name, static_cast<int>(h.names.size()));
+    if (fresh) h.names.push_back(name);
+    h.of_rank.push_back(it->second);
+  }
+  return h;
+}
 
 void metrics_to_report(const RoutingMetrics& m, RoutingMetricsReport* out) {
   out->set_tokens(m.tokens);
@@ -279,7 +352,43 @@ StatusOr<ClusterReport> merge_rank_reports(const std::vector<RankReport>& report
   c.set_num_experts(ref.num_experts());
   c.set_top_k(ref.top_k());
   c.set_num_layers(ref.num_layers());
-  for (const auto& [layer, L] : acc) fill_summary(layer, P, L, c.add_layers());
+  std::vector<int> hostless;
+  for (const RankReport* r : by_rank) {
+    c.add_rank_hosts(r->host());
+    if (r->host().empty()) hostless.push_back(r->rank());
+  }
+  const RankHosts hosts = rank_hosts(c);
+  c.set_num_hosts(static_cast<int32_t>(hosts.names.size()));
+  if (!hostless.empty())
+    c.add_warnings((hostless.size() == 1 ? "rank " : "ranks ") + rank_ranges(hostless) +
+                   (hostless.size() == 1 ? " has" : " have") +
+                   " no host (reports of an older or foreign producer?): the traffic split into "
+                   "intra-host and inter-host is left out");
+  TierSums all;
+  int64_t most_tokens = 0;
+  double bytes_per_token[3] = {0, 0, 0};
+  for (const auto& [layer, L] : acc) {
+    ClusterReport::LayerSummary* s = c.add_layers();
+    fill_summary(layer, P, L, s);
+    if (hosts.names.empty()) continue;
+    TierSums t;
+    SY_RETURN_IF_ERROR(sum_tiers(layer, P, L, hosts.of_rank, &t));
+    set_split(t, L.tokens_routed, s->mutable_traffic_split());
+    for (size_t k = 0; k < 3; ++k)
+      if (!add(&all.bytes[k], t.bytes[k]) || !add(&all.rows[k], t.rows[k])) return overflow(layer);
+    most_tokens = std::max(most_tokens, L.tokens_routed);
+    bytes_per_token[0] += s->traffic_split().same_rank().bytes_per_token();
+    bytes_per_token[1] += s->traffic_split().intra_host().bytes_per_token();
+    bytes_per_token[2] += s->traffic_split().inter_host().bytes_per_token();
+  }
+  if (!hosts.names.empty()) {
+    // A token passes every MoE layer: what it costs over the model is the sum of the layers'.
+    TrafficSplit* total = c.mutable_traffic_split();
+    set_split(all, most_tokens, total);
+    total->mutable_same_rank()->set_bytes_per_token(bytes_per_token[0]);
+    total->mutable_intra_host()->set_bytes_per_token(bytes_per_token[1]);
+    total->mutable_inter_host()->set_bytes_per_token(bytes_per_token[2]);
+  }
   for (const RankReport* r : by_rank) *c.add_ranks() = *r;
   return c;
 }

@@ -7,6 +7,13 @@
 //   - imbalance over experts' received load: max/mean and (max - mean)/mean (0 with no load)
 //   - time per phase: each rank's total over steps, then the mean and the max over ranks
 //   - routing metrics merged exactly from the per-rank sums (routers/metrics.h)
+//   - each rank's host (rank_hosts) and the traffic split by tier, per layer and over all
+//     layers: same rank (the diagonal), intra-host (another rank on the same host) and
+//     inter-host, in bytes, rows, share of the rows and bytes per routed token. Hosts are the
+//     ranks' RankReport.host strings, equal strings meaning one host; ranks of a host need not
+//     be contiguous. A report without a host (an older or foreign producer: proto3 reads the
+//     absent field as "") is merged all the same, with the split left out and a warning naming
+//     the ranks, since guessing the hosts would misstate what crossed them.
 //
 // Consistency (a violation is BadInput naming the layer, and the ranks or the expert):
 //   - sum over ranks of rows received == sum routed - sum dropped, per layer and per expert
@@ -46,6 +53,16 @@ void metrics_to_report(const RoutingMetrics& m, switchyard::RoutingMetricsReport
 // A self-contained HTML page: summary table, per-rank stacked bars of phase time, and per
 // layer a bar chart of load per expert (kept vs dropped) and a heat map of the traffic matrix.
 std::string render_cluster_html(const switchyard::ClusterReport& c);
+
+// The hosts of a cluster report's ranks: names in order of first appearance by rank, and each
+// rank's index into them. Both empty when the split is unavailable (num_hosts 0).
+struct RankHosts {
+  std::vector<std::string> names;
+  std::vector<int> of_rank;  // [P]
+  // The ranks on host h as compact ranges, e.g. "0-3, 8".
+  std::string ranks_of(int h) const;
+};
+RankHosts rank_hosts(const switchyard::ClusterReport& c);
 
 // The seven phases of PhaseTimes, in pipeline order, as {name, seconds}.
 struct PhaseValue {

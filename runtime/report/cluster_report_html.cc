@@ -21,6 +21,9 @@ const char* const kPhaseColors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2",
                                     "#59a14f", "#edc948", "#b07aa1"};
 const char* const kKeptColor = "#4e79a7";
 const char* const kDroppedColor = "#e15759";
+// Traffic tiers: same rank, intra-host, inter-host (the costly one in red).
+const char* const kTierColors[] = {"#76b7b2", "#4e79a7", "#e15759"};
+const char* const kTierNames[] = {"same rank", "intra-host", "inter-host"};
 
 __attribute__((format(printf, 1, 2))) std::string fmt(const char* f, ...) {
   char buf[512];
@@ -231,11 +234,14 @@ std::string load_chart(const LayerSummary& s, const std::vector<int>& owner) {
   return g + "</svg>\n";
 }
 
-// P x P heat map of dispatch bytes, row = sender, column = receiver.
-std::string traffic_chart(const LayerSummary& s, int P) {
+// P x P heat map of dispatch bytes, row = sender, column = receiver. With hosts known, a strip
+// coloured by host runs along both axes and a dark line is drawn wherever the host changes.
+std::string traffic_chart(const LayerSummary& s, int P, const RankHosts& hosts) {
+  const bool by_host = static_cast<int>(hosts.of_rank.size()) == P;
+  const auto host_of = [&](int r) { return hosts.of_rank[static_cast<size_t>(r)]; };
   const int cell = std::max(4, std::min(56, 320 / std::max(P, 1)));
   const double plot = static_cast<double>(cell) * P;
-  const double ml = 56, mt = 52, mr = 80, mb = 20;
+  const double ml = 56, mt = by_host ? 66 : 52, mr = 80, mb = 20;
   const double W = ml + plot + mr, H = mt + plot + mb;
   int64_t maxb = 0;
   for (int64_t b : s.traffic_bytes()) maxb = std::max(maxb, b);
@@ -254,9 +260,16 @@ std::string traffic_chart(const LayerSummary& s, int P) {
     for (int j = 0; j < P; ++j) {
       const int64_t b = s.traffic_bytes(i * P + j);
       const double t = maxb > 0 ? static_cast<double>(b) / static_cast<double>(maxb) : 0.0;
+      std::string where = i == j ? " (stays on the rank)" : "";
+      if (by_host && i != j)
+        where = host_of(i) == host_of(j)
+                    ? " (within host " + hosts.names[static_cast<size_t>(host_of(i))] + ")"
+                    : " (between hosts " + hosts.names[static_cast<size_t>(host_of(i))] + " and " +
+                          hosts.names[static_cast<size_t>(host_of(j))] + ")";
       const std::string tip =
-          fmt("rank %d -> rank %d: %.4g %s, %s rows%s", i, j, static_cast<double>(b) / div, unit,
-              grouped(s.traffic_rows(i * P + j)).c_str(), i == j ? " (stays on the rank)" : "");
+          fmt("rank %d -> rank %d: %.4g %s, %s rows", i, j, static_cast<double>(b) / div, unit,
+              grouped(s.traffic_rows(i * P + j)).c_str()) +
+          where;
       g += rect(ml + j * cell, mt + i * cell, cell, cell, blues(t), tip,
                 i == j ? "stroke=\"#111827\" stroke-dasharray=\"3,2\"" : "stroke=\"#ffffff\"");
       if (cell >= 40)
@@ -264,9 +277,38 @@ std::string traffic_chart(const LayerSummary& s, int P) {
                   short_num(static_cast<double>(b) / div), "middle",
                   t > 0.55 ? "class=\"cell\" fill=\"#ffffff\"" : "class=\"cell\"");
     }
+  const double pad = by_host ? 10 : 6;  // room for the host strips
+  if (by_host) {
+    for (int k = 0; k < P; ++k) {
+      const std::string& name = hosts.names[static_cast<size_t>(host_of(k))];
+      const char* color = kPhaseColors[host_of(k) % 7];
+      g += rect(ml - 6, mt + k * cell, 4, cell, color, "rank " + std::to_string(k) + ": " + name);
+      g += rect(ml + k * cell, mt - 6, cell, 4, color, "rank " + std::to_string(k) + ": " + name);
+    }
+    for (int k = 1; k < P; ++k) {
+      if (host_of(k) == host_of(k - 1)) continue;
+      g +=
+          fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#111827\" "
+              "stroke-width=\"2\"/>\n",
+              ml + k * cell, mt - 6.0, ml + k * cell, mt + plot);
+      g +=
+          fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#111827\" "
+              "stroke-width=\"2\"/>\n",
+              ml - 6.0, mt + k * cell, ml + plot, mt + k * cell);
+    }
+    // Host names over their columns where a host's ranks are contiguous and there is room.
+    for (int a = 0; a < P;) {
+      int b = a;
+      while (b < P && host_of(b) == host_of(a)) ++b;
+      const std::string& name = hosts.names[static_cast<size_t>(host_of(a))];
+      if ((b - a) * cell >= 7.0 * static_cast<double>(name.size()) + 8)
+        g += text(ml + (a + b) * cell / 2.0, mt - 30, name, "middle", "class=\"host\"");
+      a = b;
+    }
+  }
   for (int k = 0; k < P; k += every) {
-    g += text(ml - 6, mt + (k + 0.5) * cell + 4, fmt("r%d", k), "end", "class=\"tick\"");
-    g += text(ml + (k + 0.5) * cell, mt - 6, fmt("r%d", k), "middle", "class=\"tick\"");
+    g += text(ml - pad, mt + (k + 0.5) * cell + 4, fmt("r%d", k), "end", "class=\"tick\"");
+    g += text(ml + (k + 0.5) * cell, mt - pad, fmt("r%d", k), "middle", "class=\"tick\"");
   }
   g += text(ml + plot / 2, 16, "to rank", "middle", "class=\"axis\"");
   g +=
@@ -344,6 +386,10 @@ th{background:#f3f4f6;font-weight:600}td:first-child,th:first-child{text-align:l
 .tick{font-size:11px;fill:#57606a}.axis{font-size:12px;fill:#374151}
 .legend{font-size:12px;fill:#1f2328}.band{font-size:10px;fill:#9ca3af}.cell{font-size:10px}
 .note{color:#57606a;font-size:12px;margin:8px 0 0}.warn{color:#9a3412}
+.host{font-size:11px;fill:#374151}
+.split{display:flex;width:220px;height:14px;background:#f3f4f6;border-radius:2px;overflow:hidden}
+.split span{display:block;height:100%}
+.swatch{display:inline-block;width:11px;height:11px;margin:0 4px 0 12px;vertical-align:-1px}
 </style>
 )";
 
@@ -352,11 +398,59 @@ std::string tile(const std::string& value, const std::string& key) {
          esc(key) + "</div></div>\n";
 }
 
+// One table row of the tier split: a stacked bar of the bytes, then per tier MiB, rows, share
+// and bytes per token.
+std::string tier_row(const std::string& label, const switchyard::TrafficSplit& t) {
+  const switchyard::TrafficTier* tiers[3] = {&t.same_rank(), &t.intra_host(), &t.inter_host()};
+  std::string bar = "<div class=\"split\">";
+  for (int k = 0; k < 3; ++k)
+    if (tiers[k]->share() > 0)
+      bar += fmt("<span style=\"width:%.3f%%;background:%s\" title=\"", 100.0 * tiers[k]->share(),
+                 kTierColors[k]) +
+             esc(fmt("%s: %.2f%%", kTierNames[k], 100.0 * tiers[k]->share())) + "\"></span>";
+  std::string row = "<tr><td>" + esc(label) + "</td><td>" + bar + "</div></td>";
+  for (const switchyard::TrafficTier* x : tiers)
+    row += fmt("<td>%.3f</td><td>", to_mib(x->bytes())) + grouped(x->rows()) +
+           fmt("</td><td>%.2f%%</td><td>%.1f</td>", 100.0 * x->share(), x->bytes_per_token());
+  return row + "</tr>\n";
+}
+
+// Traffic by tier per layer and over all layers, and which ranks each host holds.
+std::string tier_card(const ClusterReport& c, const RankHosts& hosts) {
+  std::string h =
+      "<section class=\"card\"><h2>Traffic by tier: same rank, intra-host, "
+      "inter-host</h2>\n<p class=\"note\" style=\"margin:0 0 8px\">";
+  for (int k = 0; k < 3; ++k)
+    h += fmt("<span class=\"swatch\" style=\"background:%s\"></span>%s", kTierColors[k],
+             kTierNames[k]);
+  h += "</p>\n<table>\n<tr><th rowspan=\"2\">layer</th><th rowspan=\"2\">share of rows</th>";
+  for (const char* name : kTierNames)
+    h += std::string("<th colspan=\"4\" style=\"text-align:center\">") + name + "</th>";
+  h += "</tr>\n<tr>";
+  for (int k = 0; k < 3; ++k) h += "<th>MiB</th><th>rows</th><th>share</th><th>B/token</th>";
+  h += "</tr>\n";
+  for (const auto& s : c.layers())
+    if (s.has_traffic_split()) h += tier_row(std::to_string(s.layer()), s.traffic_split());
+  h += tier_row("all layers", c.traffic_split());
+  h += "</table>\n<p class=\"note\">Dispatch payload summed over steps; shares are of the "
+       "rows (switchyard's runtime counts no bytes for the rows a rank keeps). B/token: bytes per "
+       "token routed; for all layers, the sum over the MoE layers (what one token costs through "
+       "the model). Hosts: ";
+  const int shown = std::min<int>(static_cast<int>(hosts.names.size()), 64);
+  for (int k = 0; k < shown; ++k)
+    h += (k > 0 ? " &middot; " : "") + esc(hosts.names[static_cast<size_t>(k)]) + " (ranks " +
+         hosts.ranks_of(k) + ")";
+  if (shown < static_cast<int>(hosts.names.size()))
+    h += fmt(" &middot; and %d more", static_cast<int>(hosts.names.size()) - shown);
+  return h + ".</p></section>\n";
+}
+
 }  // namespace
 
 std::string render_cluster_html(const ClusterReport& c) {
   const int P = c.world_size(), E = c.num_experts();
   const std::vector<int> owner = expert_owners(c);
+  const RankHosts hosts = rank_hosts(c);
   int64_t steps = 0, routed = 0, dropped = 0, remote = 0;
   double worst = 0.0, time_mean = 0.0;
   for (const auto& s : c.layers()) {
@@ -379,6 +473,9 @@ std::string render_cluster_html(const ClusterReport& c) {
        esc(c.router()) + "</b> &middot; " +
        fmt("%d ranks &middot; %d experts, top-%d &middot; %d layers &middot; %lld step%s", P, E,
            c.top_k(), c.num_layers(), static_cast<long long>(steps), steps == 1 ? "" : "s") +
+       (hosts.names.empty()
+            ? std::string()
+            : fmt(" &middot; %d host%s", c.num_hosts(), c.num_hosts() == 1 ? "" : "s")) +
        "</div></header>\n<main>\n";
   for (const std::string& w : c.warnings()) h += "<p class=\"warn\">warning: " + esc(w) + "</p>\n";
   h += "<div class=\"tiles\" style=\"margin-top:16px\">\n";
@@ -386,6 +483,10 @@ std::string render_cluster_html(const ClusterReport& c) {
   h += tile(fmt("%.2f%%", routed > 0 ? 100.0 * dropped / routed : 0.0), "dropped by capacity");
   h += tile(fmt("%.3f", worst), "worst layer imbalance (max/mean)");
   h += tile(fmt("%.2f MiB", to_mib(remote)), "dispatched between ranks");
+  if (c.has_traffic_split())
+    h += tile(fmt("%.2f MiB", to_mib(c.traffic_split().inter_host().bytes())),
+              fmt("dispatched between hosts (%.1f%% of rows)",
+                  100.0 * c.traffic_split().inter_host().share()));
   h += tile(fmt("%.4f s", time_mean), "MoE time per rank (mean)");
   h += "</div>\n";
 
@@ -416,6 +517,7 @@ std::string render_cluster_html(const ClusterReport& c) {
   h += "</table>\n<p class=\"note\">Counts are summed over steps and ranks. Imbalance is over "
        "the rows each expert received. Times are each rank's total over steps: mean and max "
        "over ranks.</p></section>\n";
+  if (c.has_traffic_split()) h += tier_card(c, hosts);
 
   h += "<section class=\"card\"><h2>Time per phase per rank (all layers)</h2>\n" + phase_chart(c);
   h += "<p class=\"note\">A rank that spends long in count_exchange or dispatch is usually "
@@ -445,7 +547,8 @@ std::string render_cluster_html(const ClusterReport& c) {
       continue;
     h += fmt("<section class=\"card\"><h2>Layer %d</h2>\n<div class=\"charts\">\n", s.layer());
     h += "<div><h3>Load per expert</h3>\n" + load_chart(s, owner) + "</div>\n";
-    h += "<div><h3>Traffic matrix (dispatch bytes)</h3>\n" + traffic_chart(s, P) + "</div>\n";
+    h +=
+        "<div><h3>Traffic matrix (dispatch bytes)</h3>\n" + traffic_chart(s, P, hosts) + "</div>\n";
     h += "</div>\n<table style=\"margin-top:10px\"><tr><th>phase (s)</th>";
     const std::vector<PhaseValue> mean = phase_values(s.mean_times());
     const std::vector<PhaseValue> max = phase_values(s.max_times());

@@ -15,6 +15,7 @@ namespace {
 constexpr int kBarWidth = 40;
 constexpr int kMaxExpertLines = 64;  // above: a compact grid instead of one line per expert
 constexpr int kMaxMatrixRanks = 16;  // above: per-rank totals instead of the P x P matrix
+constexpr int kMaxHostLines = 64;    // above: the first ones and a count
 
 __attribute__((format(printf, 2, 3))) void appendf(std::string* out, const char* fmt, ...) {
   char buf[512];
@@ -101,6 +102,32 @@ void render_traffic(const ClusterReport::LayerSummary& s, int P, std::string* ou
   appendf(out, "\n");
 }
 
+// Same rank / intra-host / inter-host: bytes, rows, share of the rows and bytes per token.
+void render_tiers(const switchyard::TrafficSplit& t, const char* title, std::string* out) {
+  appendf(out, "  %s\n    %-29s %12s %14s %8s %12s\n", title, "tier", "MiB", "rows", "share",
+          "bytes/token");
+  const std::pair<const char*, const switchyard::TrafficTier*> tiers[] = {
+      {"same rank", &t.same_rank()},
+      {"intra-host (other rank)", &t.intra_host()},
+      {"inter-host", &t.inter_host()}};
+  for (const auto& [name, x] : tiers)
+    appendf(out, "    %-29s %12.3f %14lld %7.2f%% %12.1f\n", name, to_mib(x->bytes()),
+            ll(x->rows()), 100.0 * x->share(), x->bytes_per_token());
+}
+
+void render_hosts(const ClusterReport& c, std::string* out) {
+  const RankHosts hosts = rank_hosts(c);
+  if (hosts.names.empty()) return;
+  const int n = static_cast<int>(hosts.names.size());
+  appendf(out, "hosts: %d\n", n);
+  for (int h = 0; h < std::min(n, kMaxHostLines); ++h) {
+    const std::string ranks = hosts.ranks_of(h);
+    out->append("  " + hosts.names[static_cast<size_t>(h)] + ": rank" +
+                (ranks.find_first_of(",-") == std::string::npos ? " " : "s ") + ranks + "\n");
+  }
+  if (n > kMaxHostLines) appendf(out, "  ... and %d more hosts\n", n - kMaxHostLines);
+}
+
 void render_times(const ClusterReport& c, const ClusterReport::LayerSummary& s, std::string* out) {
   const std::vector<PhaseValue> mean = phase_values(s.mean_times());
   const std::vector<PhaseValue> max = phase_values(s.max_times());
@@ -133,6 +160,7 @@ std::string render_cluster_text(const ClusterReport& c) {
   appendf(&out, "counts are summed over %lld step%s; times are each rank's total over steps\n",
           ll(steps), steps == 1 ? "" : "s");
   for (const std::string& w : c.warnings()) appendf(&out, "warning: %s\n", w.c_str());
+  render_hosts(c, &out);
   // Owner rank of each expert.
   std::vector<int> owner(static_cast<size_t>(std::max(E, 0)), 0);
   for (const auto& r : c.ranks())
@@ -162,7 +190,15 @@ std::string render_cluster_text(const ClusterReport& c) {
             m.collapsed() ? "YES" : "no");
     render_loads(s, owner, &out);
     render_traffic(s, P, &out);
+    if (s.has_traffic_split())
+      render_tiers(s.traffic_split(),
+                   "traffic by tier (dispatch payload summed over steps; share of the rows)", &out);
     render_times(c, s, &out);
+  }
+  if (c.has_traffic_split()) {
+    appendf(&out, "\n== all layers ==\n");
+    render_tiers(c.traffic_split(),
+                 "traffic by tier (bytes/token: over all MoE layers, per token routed)", &out);
   }
   return out;
 }

@@ -33,6 +33,9 @@ void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMe
                      switchyard::LayerStepReport* r);
 // The header of this rank's report: rank, world size, host, router and sizes and this rank's
 // experts (from the first MoE layer), the number of MoE layers, config_text and the version.
+// The host is gethostname() (network-namespace hosts set theirs with `unshare --uts`, see
+// MULTIHOST.md); `switchyard report` takes ranks with equal hosts to share one host when it
+// splits the traffic into intra-host and inter-host.
 void fill_rank_header(const MoeLayer& first, int num_layers, const std::string& config_text,
                       const Communicator& comm, switchyard::RankReport* r);
 // Sums this rank's routing metrics of layer `layer` with every other rank's and finalizes them

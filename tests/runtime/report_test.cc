@@ -485,6 +485,158 @@ TEST(ClusterReport, HtmlHasOneSvgPerChartAndEscapes) {
   EXPECT_NE(html.find("<table>"), std::string::npos);
 }
 
+// Layer 0: rows rank i sent to rank j, one step's worth (4 ranks).
+const std::vector<int64_t> kRowsA = {5, 3, 2, 1,   //
+                                     4, 6, 0, 2,   //
+                                     1, 2, 7, 3,   //
+                                     0, 1, 4, 8};  // 49 rows
+// Layer 1: every rank sends 4 rows to rank 3 (16 rows).
+const std::vector<int64_t> kRowsB = {0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4};
+
+void expect_tier(const switchyard::TrafficTier& t, int64_t rows, int64_t bytes, double share,
+                 double bytes_per_token, const char* what) {
+  EXPECT_EQ(t.rows(), rows) << what;
+  EXPECT_EQ(t.bytes(), bytes) << what;
+  EXPECT_DOUBLE_EQ(t.share(), share) << what;
+  EXPECT_DOUBLE_EQ(t.bytes_per_token(), bytes_per_token) << what;
+}
+
+// 4 ranks on 2 hosts (h1: 0, 1; h2: 2, 3), two steps of known traffic, 100 bytes a row.
+TEST(ClusterReport, TrafficSplitTwoHostsByHand) {
+  StatusOr<ClusterReport> c = merge_rank_reports(
+      testing::make_traffic_reports({kRowsA, kRowsB}, {"h1", "h1", "h2", "h2"}, 2, 100));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(std::vector<std::string>(c->rank_hosts().begin(), c->rank_hosts().end()),
+            (std::vector<std::string>{"h1", "h1", "h2", "h2"}));
+  EXPECT_EQ(c->num_hosts(), 2);
+  EXPECT_TRUE(c->warnings().empty());
+  ASSERT_EQ(c->layers_size(), 2);
+  // Layer 0 per step: same rank 5+6+7+8 = 26, intra-host 3+4 + 3+4 = 14, inter-host 2+1+0+2 +
+  // 1+2+0+1 = 9 rows; 49 tokens. Two steps double every count.
+  const auto& a = c->layers(0).traffic_split();
+  EXPECT_EQ(a.tokens(), 98);
+  expect_tier(a.same_rank(), 52, 5200, 26.0 / 49, 5200.0 / 98, "layer 0 same rank");
+  expect_tier(a.intra_host(), 28, 2800, 14.0 / 49, 2800.0 / 98, "layer 0 intra-host");
+  expect_tier(a.inter_host(), 18, 1800, 9.0 / 49, 1800.0 / 98, "layer 0 inter-host");
+  // Layer 1 per step: 3 -> 3 stays, 2 -> 3 within h2, 0 -> 3 and 1 -> 3 cross; 16 tokens.
+  const auto& b = c->layers(1).traffic_split();
+  EXPECT_EQ(b.tokens(), 32);
+  expect_tier(b.same_rank(), 8, 800, 0.25, 25.0, "layer 1 same rank");
+  expect_tier(b.intra_host(), 8, 800, 0.25, 25.0, "layer 1 intra-host");
+  expect_tier(b.inter_host(), 16, 1600, 0.5, 50.0, "layer 1 inter-host");
+  // All layers: counts add up; bytes per token is what a token costs over both layers.
+  const auto& t = c->traffic_split();
+  EXPECT_EQ(t.tokens(), 98);
+  expect_tier(t.same_rank(), 60, 6000, 6000.0 / 13000, 5200.0 / 98 + 25.0, "total same rank");
+  expect_tier(t.intra_host(), 36, 3600, 3600.0 / 13000, 2800.0 / 98 + 25.0, "total intra-host");
+  expect_tier(t.inter_host(), 34, 3400, 3400.0 / 13000, 1800.0 / 98 + 50.0, "total inter-host");
+
+  const std::string text = render_cluster_text(*c);
+  EXPECT_NE(text.find("hosts: 2\n  h1: ranks 0, 1\n  h2: ranks 2, 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("inter-host"), std::string::npos);
+  EXPECT_NE(text.find("== all layers =="), std::string::npos);
+  const std::string html = render_cluster_html(*c);
+  EXPECT_NE(html.find("Traffic by tier"), std::string::npos);
+  EXPECT_NE(html.find("between hosts h1 and h2"), std::string::npos);  // a heat map cell's tip
+  EXPECT_NE(html.find("h2 (ranks 2, 3)"), std::string::npos);
+  const std::string json = *report_message_to_json(*c);
+  EXPECT_NE(json.find("\"rank_hosts\":[\"h1\",\"h1\",\"h2\",\"h2\"]"), std::string::npos);
+  EXPECT_NE(json.find("\"inter_host\":{\"bytes\":\"3400\""), std::string::npos)
+      << json.substr(0, 400);
+}
+
+// Hosts need not hold contiguous ranks (h1: 0, 2; h2: 1, 3), and the split matches a brute
+// force over the synthetic run's ground truth.
+TEST(ClusterReport, TrafficSplitRoundRobinHostsAndSyntheticTruth) {
+  StatusOr<ClusterReport> c =
+      merge_rank_reports(testing::make_traffic_reports({kRowsA}, {"h1", "h2", "h1", "h2"}, 1, 100));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const auto& a = c->layers(0).traffic_split();
+  EXPECT_EQ(a.same_rank().rows(), 26);
+  EXPECT_EQ(a.intra_host().rows(), 2 + 1 + 2 + 1);  // 0 <-> 2, 1 <-> 3
+  EXPECT_EQ(a.inter_host().rows(), 3 + 1 + 4 + 0 + 0 + 2 + 3 + 4);
+
+  SyntheticTruth truth;
+  const int P = 4, L = 2;
+  const std::vector<RankReport> reps = make_synthetic_reports(P, 8, 2, L, 3, 64, 5, &truth);
+  c = merge_rank_reports(reps);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->num_hosts(), 2);  // node0: 0, 1; node1: 2, 3
+  for (int l = 0; l < L; ++l) {
+    int64_t bytes[3] = {0, 0, 0}, rows[3] = {0, 0, 0};
+    for (int i = 0; i < P; ++i)
+      for (int j = 0; j < P; ++j) {
+        const int k = i == j ? 0 : i / 2 == j / 2 ? 1 : 2;
+        bytes[k] += truth.bytes_LPP[l][i * P + j];
+        rows[k] += truth.rows_LPP[l][i * P + j];
+      }
+    const auto& s = c->layers(l).traffic_split();
+    EXPECT_EQ(s.same_rank().bytes(), bytes[0]);
+    EXPECT_EQ(s.intra_host().bytes(), bytes[1]);
+    EXPECT_EQ(s.inter_host().bytes(), bytes[2]);
+    EXPECT_EQ(s.same_rank().rows(), rows[0]);
+    EXPECT_EQ(s.intra_host().rows(), rows[1]);
+    EXPECT_EQ(s.inter_host().rows(), rows[2]);
+    EXPECT_GT(rows[2], 0);
+    EXPECT_EQ(s.tokens(), P * 3 * 64);
+    EXPECT_NEAR(s.same_rank().share() + s.intra_host().share() + s.inter_host().share(), 1.0,
+                1e-12);
+  }
+}
+
+TEST(ClusterReport, TrafficSplitOneHostHasNoInterHost) {
+  StatusOr<ClusterReport> c = merge_rank_reports(
+      testing::make_traffic_reports({kRowsA, kRowsB}, {"h1", "h1", "h1", "h1"}, 1, 100));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->num_hosts(), 1);
+  for (const auto& s : c->layers()) {
+    EXPECT_EQ(s.traffic_split().inter_host().rows(), 0);
+    EXPECT_EQ(s.traffic_split().inter_host().bytes(), 0);
+    EXPECT_EQ(s.traffic_split().inter_host().share(), 0.0);
+  }
+  EXPECT_EQ(c->traffic_split().inter_host().bytes(), 0);
+  EXPECT_EQ(c->traffic_split().intra_host().rows(), 49 - 26 + 16 - 4);
+}
+
+// Reports of an older or foreign producer without a host (proto3 reads the absent field as "",
+// in .pb and .json alike) are read and merged; the split by host is left out with a warning
+// naming the ranks, rather than guessed.
+TEST(ClusterReport, ReportsWithoutHostMergeWithoutTheSplit) {
+  google::protobuf::LogSilencer quiet;
+  const std::string dir = fresh_dir("nohost");
+  const std::vector<RankReport> reps =
+      testing::make_traffic_reports({kRowsA}, {"", "", "", ""}, 1, 100);
+  for (const RankReport& r : reps) {
+    const std::string json = *report_message_to_json(r);
+    const size_t at = json.find("\"host\":\"\",");
+    ASSERT_NE(at, std::string::npos) << json.substr(0, 200);
+    std::string old = json;
+    old.erase(at, std::string("\"host\":\"\",").size());  // as written before hosts existed
+    spit(rank_report_path(dir, r.rank(), "json"), old);
+  }
+  StatusOr<RankReportSet> set = load_rank_reports(dir);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  StatusOr<ClusterReport> c = merge_rank_reports(set->reports, set->files);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->num_hosts(), 0);
+  EXPECT_FALSE(c->has_traffic_split());
+  EXPECT_FALSE(c->layers(0).has_traffic_split());
+  EXPECT_EQ(c->layers(0).traffic_rows(5), 6);  // the rest of the report is all there
+  ASSERT_EQ(c->warnings_size(), 1);
+  EXPECT_NE(c->warnings(0).find("ranks 0-3 have no host"), std::string::npos) << c->warnings(0);
+  EXPECT_NE(render_cluster_text(*c).find("warning: ranks 0-3 have no host"), std::string::npos);
+  EXPECT_EQ(render_cluster_html(*c).find("Traffic by tier"), std::string::npos);
+
+  // One rank without a host is enough to leave the split out.
+  std::vector<RankReport> some =
+      testing::make_traffic_reports({kRowsA}, {"h1", "h1", "", "h2"}, 1, 100);
+  c = merge_rank_reports(some);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->has_traffic_split());
+  ASSERT_EQ(c->warnings_size(), 1);
+  EXPECT_NE(c->warnings(0).find("rank 2 has no host"), std::string::npos) << c->warnings(0);
+}
+
 // With SY_REPORT_SAMPLE_DIR set, writes a sample set of rank reports there for
 // `switchyard report DIR` (to look at report.html by eye).
 TEST(ClusterReport, WriteSampleWhenAsked) {

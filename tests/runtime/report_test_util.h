@@ -142,4 +142,52 @@ inline std::vector<switchyard::RankReport> make_synthetic_reports(
   return reps;
 }
 
+// Reports with a given dispatch traffic: P ranks on hosts[r], E = P experts (expert r on rank
+// r), top-1, nothing dropped, so rows_LPP[l][i * P + j] rows from rank i to rank j are routed
+// by rank i to expert j; each row is one token and bytes_per_row bytes. Every layer runs
+// `steps` steps of the same traffic. A rank whose host is "" has none (an older report).
+inline std::vector<switchyard::RankReport> make_traffic_reports(
+    const std::vector<std::vector<int64_t>>& rows_LPP, const std::vector<std::string>& hosts,
+    int steps, int64_t bytes_per_row) {
+  const int P = static_cast<int>(hosts.size()), L = static_cast<int>(rows_LPP.size());
+  std::vector<switchyard::RankReport> reps(static_cast<size_t>(P));
+  for (int r = 0; r < P; ++r) {
+    auto& rep = reps[static_cast<size_t>(r)];
+    rep.set_rank(r);
+    rep.set_world_size(P);
+    rep.set_host(hosts[static_cast<size_t>(r)]);
+    rep.set_router("linear");
+    rep.set_num_experts(P);
+    rep.set_top_k(1);
+    rep.set_local_expert_begin(r);
+    rep.set_local_expert_count(1);
+    rep.set_num_layers(L);
+    for (int l = 0; l < L; ++l)
+      for (int s = 0; s < steps; ++s) {
+        const auto rows = [&](int i, int j) {
+          return rows_LPP[static_cast<size_t>(l)][static_cast<size_t>(i * P + j)];
+        };
+        auto* x = rep.add_entries();
+        x->set_layer(l);
+        x->set_step(s);
+        int64_t tokens = 0, received = 0;
+        for (int q = 0; q < P; ++q) {
+          tokens += rows(r, q);
+          received += rows(q, r);
+          x->add_routed_per_expert(rows(r, q));
+          x->add_dropped_per_expert(0);
+          x->add_rows_sent_to_peer(rows(r, q));
+          x->add_rows_recv_from_peer(rows(q, r));
+          x->add_bytes_sent_to_peer(rows(r, q) * bytes_per_row);
+          x->add_bytes_recv_from_peer(rows(q, r) * bytes_per_row);
+        }
+        x->set_tokens(tokens);
+        x->set_assignments_routed(tokens);
+        x->add_received_per_local_expert(received);
+        x->mutable_metrics()->set_tokens(tokens);
+      }
+  }
+  return reps;
+}
+
 }  // namespace sy::testing
