@@ -5,6 +5,22 @@
 
 namespace sy {
 
+TraceMeta trace_meta_from_layers(const std::vector<MoeLayer*>& layers, int rank, int world_size) {
+  SY_CHECK(!layers.empty());
+  const MoeLayerConfig& c = layers.front()->config();
+  TraceMeta m;
+  m.router = layers.front()->router().config().name;
+  m.experts = c.num_experts;
+  m.top_k = c.top_k;
+  for (size_t l = 0; l < layers.size(); ++l) m.model_layer.push_back(static_cast<int64_t>(l));
+  m.capacity_factor = c.capacity_factor;
+  m.group_tokens = c.group_tokens;
+  m.rank = rank;
+  m.world_size = world_size;
+  m.host = host_name();
+  return m;
+}
+
 TraceRecorder::TraceRecorder(TraceMeta meta) {
   shard_.meta = std::move(meta);
   shard_.meta.first_step = 0;

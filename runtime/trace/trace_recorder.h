@@ -16,6 +16,12 @@
 
 namespace sy {
 
+// The settings every trace of these layers shares, from the first layer's config: E, K, the
+// router's name, capacity factor, capacity group; model_layer 0 .. L-1; rank, world size and
+// this host. The caller sets source, model, synthetic_routing, probs (and model_layer when the
+// model has dense layers).
+TraceMeta trace_meta_from_layers(const std::vector<MoeLayer*>& layers, int rank, int world_size);
+
 class TraceRecorder {
  public:
   // meta: the run's settings (experts, top_k, model_layer, probs, rank, ...); first_step and

@@ -209,9 +209,9 @@ std::string trace_stats_text(const Trace& t, const TraceStats& s) {
                   (long long)ls.routed, percent(ls.kept, ls.routed).c_str(), ls.max_over_mean);
     out += buf;
     for (size_t e = 0; e < ls.routed_E.size(); ++e) {
-      std::snprintf(buf, sizeof(buf), "    e%-4zu %10lld / %-10lld%s", e, (long long)ls.routed_E[e],
-                    (long long)ls.kept_E[e],
-                    (e % 4 == 3 || e + 1 == ls.routed_E.size()) ? "\n" : "");
+      const bool end = e % 4 == 3 || e + 1 == ls.routed_E.size();
+      std::snprintf(buf, sizeof(buf), "%se%-4zu %8lld / %-8lld%s", e % 4 == 0 ? "    " : "", e,
+                    (long long)ls.routed_E[e], (long long)ls.kept_E[e], end ? "\n" : "  ");
       out += buf;
     }
     std::snprintf(
