@@ -42,7 +42,7 @@ class PairCounter {
   }
 
  private:
-  static constexpr int64_t kDenseMax = 4096;
+  static constexpr int64_t kDenseMax = 1024;
   int64_t E_;
   std::vector<int64_t> dense_;
   std::unordered_map<int64_t, int64_t> sparse_;
