@@ -16,6 +16,7 @@
 #include "launch/config_cli.h"
 #include "launch/infer_run.h"
 #include "launch/model_infer.h"
+#include "launch/trace_run.h"
 #include "routers/registry.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/corpus.h"
@@ -36,6 +37,8 @@ struct InferArgs {
   std::string data_dir;
   std::string out;
   std::string dump;
+  std::string trace;  // routing trace folder (model.trace.dir)
+  bool trace_probs = false;
   bool loads = false;
   bool print_config = false;
 };
@@ -67,6 +70,8 @@ Status ResolveConfig(const InferArgs& a, const CommandConfig& mflags, bool defau
       if (!a.data_dir.empty()) m->set_data_dir(a.data_dir);
       if (!a.out.empty()) m->set_out(a.out);
       if (!a.dump.empty()) m->set_dump(a.dump);
+      if (!a.trace.empty()) m->mutable_trace()->set_dir(a.trace);
+      if (a.trace_probs) m->mutable_trace()->set_probs(true);
     } else {
       if (!a.router.empty() && a.router != "all")
         SY_RETURN_IF_ERROR(apply_override(c, "moe.router.name=" + a.router));
@@ -95,6 +100,7 @@ Status ResolveConfig(const InferArgs& a, const CommandConfig& mflags, bool defau
   *only.mutable_model() = cfg->model();
   fill_defaults(only.mutable_model());
   *cfg = std::move(only);
+  SY_RETURN_IF_ERROR(validate_trace_config(cfg->model().trace(), "infer"));
   return validate_model_infer_config(cfg->model());
 }
 
@@ -132,6 +138,8 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
     if (cfg.has_model()) return Status::Ok();
     if (a.router == "all" && !a.dump.empty())
       return InvalidArgument("--dump needs a single router, not --router all");
+    if (a.trace_probs && a.trace.empty())
+      return InvalidArgument("infer: --trace-probs needs --trace DIR");
     return Dispatcher::check_sizes(cfg.moe().num_experts(), P);
   }();
   if (int code = agree_status(comm, st, "infer: config")) return code;
@@ -200,6 +208,8 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
     rc.mutable_moe()->mutable_router()->set_name(name);
     InferOptions opt;
     opt.dump = a.dump;
+    opt.trace_probs = a.trace_probs;
+    if (!a.trace.empty()) opt.trace_dir = routers.size() == 1 ? a.trace : a.trace + "/" + name;
     if (!a.out.empty()) {
       opt.out_dir = routers.size() == 1 ? a.out : a.out + "/" + name;
       std::error_code ec;
@@ -218,6 +228,11 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
       std::printf("load reports: %s/%srank-<r>.{json,pb}; merge with: switchyard report %s%s\n",
                   a.out.c_str(), routers.size() == 1 ? "" : "<router>/", a.out.c_str(),
                   routers.size() == 1 ? "" : "/<router>");
+    if (!a.trace.empty())
+      std::printf(
+          "routing traces: %s/%srank-<r>.safetensors; summary: switchyard trace stats %s%s\n",
+          a.trace.c_str(), routers.size() == 1 ? "" : "<router>/", a.trace.c_str(),
+          routers.size() == 1 ? "" : "/<router>");
     if (!a.dump.empty())
       std::printf("wrote %s [%zu, %lld] float32\n", a.dump.c_str(), ids.size(),
                   static_cast<long long>(m.d_model()));
@@ -256,6 +271,12 @@ void add_infer_command(CLI::App& app) {
                   "write per-rank load reports rank-<r>.{json,pb} here (model.out)");
   cmd->add_option("--dump", a->dump,
                   "write the final hidden states (global token order) as .npy (model.dump)");
+  cmd->add_option("--trace", a->trace,
+                  "write each rank's routing trace DIR/rank-<r>.safetensors: every token's "
+                  "experts, weights and drops per step and MoE layer (model.trace.dir; "
+                  "switchyard trace stats DIR reads it)");
+  cmd->add_flag("--trace-probs", a->trace_probs,
+                "with --trace: also the full router probabilities (model.trace.probs)");
   cmd->add_flag("--loads", a->loads, "print the per-expert load of the last layer");
   cmd->add_flag("--synthetic", a->synthetic,
                 "run the configured MoE stack even when the default model is built");

@@ -30,6 +30,7 @@
 #include "launch/config.h"
 #include "launch/config_cli.h"
 #include "launch/infer_run.h"
+#include "launch/trace_run.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
 #include "runtime/data/token_file.h"
@@ -80,6 +81,7 @@ struct TrainArgs {
   DistillConfig distill_cfg;
   std::string on_nonfinite;
   int64_t max_skips = 0;
+  switchyard::TraceConfig trace;
 };
 
 TrainArgs FromConfig(const switchyard::TrainConfig& c) {
@@ -117,6 +119,7 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.distill_cfg.max_tokens = c.distill().max_tokens();
   a.on_nonfinite = c.on_nonfinite();
   a.max_skips = c.max_skips();
+  a.trace = c.trace();
   return a;
 }
 
@@ -435,6 +438,8 @@ class TrainRun {
     std::vector<std::vector<int32_t>> mine;
     for (int64_t b = 0; b < a_.batch; ++b)
       mine.push_back(sequence(state_.data_position + b * P_ + me_));
+    trace_step_ = s;
+    trace_seq_ = 0;
     for (MoeLayer* l : t_.model->sparse_layers()) l->reset_counters();
     const bool logged = (s + 1) % a_.log_every == 0 || s + 1 == a_.steps;
     report_step_ = logged && !a_.out.empty() ? s : -1;
@@ -460,8 +465,17 @@ class TrainRun {
     RoutingCollector reports(t_.model->sparse_layers(), t_.model->config_json().dump(), comm_,
                              a_.out);
     // While a logged step runs (report_step_ >= 0) its forwards go into the reports.
+    // --trace: the step's b-th forward is data position data_position + b * P + rank, whose
+    // tokens are order[position] * L .. + L - 1 of the training token stream.
+    const std::unique_ptr<TraceRecorder> trace =
+        make_model_trace(a_.trace, *t_.model, "train", t_.ck->dir(), false, comm_);
     trainer_->set_after_forward([&] {
       if (report_step_ >= 0) reports.add_step(report_step_);
+      if (!trace) return;
+      const int64_t position = state_.data_position + trace_seq_++ * P_ + me_;
+      const std::vector<int32_t> seq = sequence(position);
+      trace->add_range(trace_step_, t_.model->sparse_layers(), order_.at(position) * L_, seq.data(),
+                       L_);
     });
     if (int code = Eval(state_.step)) return code;
     const int64_t first_step = state_.step;
@@ -484,7 +498,7 @@ class TrainRun {
     if (!a_.checkpoint_dir.empty() && last_saved_ != state_.step)
       if (int code = Save()) return code;
     if (!a_.out.empty()) reports.finish((a_.steps - first_step) * tokens_per_step(), secs, "");
-    return 0;
+    return finish_trace(trace.get(), a_.trace, comm_);
   }
 
   const TrainArgs& a_;
@@ -498,6 +512,7 @@ class TrainRun {
   TrainState state_;
   int64_t last_saved_ = -1;
   int64_t report_step_ = -1;
+  int64_t trace_step_ = 0, trace_seq_ = 0;  // the step running, its forwards so far (--trace)
 };
 
 // The settings (checked once here, agreed by every rank), then the run.
@@ -508,6 +523,7 @@ int RunTrain(const CommandConfig& cc) {
   switchyard::TrainConfig cfg;
   Status st = cc.resolve(&cfg);
   if (st.ok()) st = validate_train_config(cfg);
+  if (st.ok()) st = validate_trace_config(cfg.trace(), "train");
   if (int code = agree_status(comm, st, "train: config")) return code;
   if (int code = agree_config(comm, config_text(cfg))) return code;
   if (cc.print_config()) {
@@ -565,6 +581,10 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"none", "int8", "int4"}));
   c->option("--capacity-factor", "capacity_factor", "expert capacity (<= 0: dropless)");
   c->option("--out", "out", "per-rank load reports (switchyard report reads them)");
+  c->option("--trace", "trace.dir",
+            "write each rank's routing trace DIR/rank-<r>.safetensors of every training "
+            "forward (switchyard trace stats DIR reads it)");
+  c->flag("--trace-probs", "trace.probs", "with --trace: also the full router probabilities");
   c->option("--log-every", "log_every", "progress line and load report every N steps");
   c->flag("--distill,!--no-distill", "distill.enabled",
           "warm-start a replaced router by distillation from the checkpoint's gate "

@@ -47,6 +47,7 @@ void register_commands(CLI::App& app) {
   add_tokenize_command(app);
   add_init_command(app);
   add_train_command(app);
+  add_trace_command(app);
 }
 
 }  // namespace sy::launch

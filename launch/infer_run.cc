@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 
 #include "comm/fault.h"
 #include "launch/config.h"
@@ -13,6 +14,7 @@
 #include "runtime/model/moe_stack.h"
 #include "runtime/report/cluster_report.h"
 #include "runtime/report/report_io.h"
+#include "runtime/trace/trace_recorder.h"
 
 namespace sy::launch {
 
@@ -85,6 +87,17 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
 
   switchyard::RankReport report;
   fill_rank_header(stack->layer(0), L, config_text(cfg), *comm, &report);
+  std::vector<MoeLayer*> layers;
+  for (int l = 0; l < L; ++l) layers.push_back(&stack->layer(l));
+  std::unique_ptr<TraceRecorder> trace;
+  if (!opt.trace_dir.empty()) {
+    TraceMeta tm = trace_meta_from_layers(layers, me, P);
+    tm.source = "infer";
+    tm.model = "synthetic";
+    tm.synthetic_routing = true;  // the stack's routers are always freshly initialised
+    tm.probs = opt.trace_probs;
+    trace = std::make_unique<TraceRecorder>(std::move(tm));
+  }
 
   InferResult res;
   res.router = sc.layer.router.name;
@@ -115,6 +128,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
       routing_metrics_merge(part, &mine[static_cast<size_t>(l)]);
       if (!opt.out_dir.empty()) fill_layer_step(layer, l, step, part, report.add_entries());
     }
+    if (trace) trace->add_range(step, layers, b, ids.data() + b, n);
     if (!opt.dump.empty()) hidden.insert(hidden.end(), h.begin(), h.end());
     // Progress in global tokens: every rank advances by about the same share.
     if (opt.progress && me == 0)
@@ -130,6 +144,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
         comm, mine[static_cast<size_t>(l)], l, sc.layer.num_experts, sc.layer.top_k);
 
   if (!opt.out_dir.empty()) write_report_or_warn(opt.out_dir, report, me);
+  if (trace) SY_RETURN_IF_ERROR(trace->write(opt.trace_dir));
   if (!opt.dump.empty()) SY_RETURN_IF_ERROR(gather_hidden(comm, hidden, T, D, opt.dump));
   return res;
 }

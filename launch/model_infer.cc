@@ -17,6 +17,7 @@
 #include "launch/commands.h"
 #include "launch/infer_run.h"
 #include "launch/progress.h"
+#include "launch/trace_run.h"
 #include "routers/metrics.h"
 #include "runtime/backend/ops.h"
 #include "runtime/data/corpus.h"
@@ -95,6 +96,13 @@ void PrintMemory(Communicator& comm, const ModelMemory& m, int64_t base_rss) {
         v[2] > 0 ? static_cast<double>(v[1]) / static_cast<double>(v[2]) : 1.0, MiB(v[3]),
         MiB(v[4]), MiB(v[0] + v[1] + v[3] + v[4]), MiB(v[5]), MiB(v[6]), MiB(v[5] - v[6]));
   }
+}
+
+// --trace: the recorder of this run (null without). A replaced router starts from random weights.
+std::unique_ptr<TraceRecorder> MakeTrace(const ModelInferArgs& a, Model& model,
+                                         const Communicator& comm) {
+  return make_model_trace(a.trace, model, "infer", a.model, /*synthetic_routing=*/!a.router.empty(),
+                          comm);
 }
 
 // The defaulted corpus sequence length (--model with --corpus and no --seq-len), cut to the
@@ -221,6 +229,7 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
     std::fflush(stdout);
   }
   RoutingCollector routing(model.sparse_layers(), model.config_json().dump(), comm, a.out);
+  const std::unique_ptr<TraceRecorder> trace = MakeTrace(a, model, comm);
   Progress progress("forward x" + std::to_string(P) + " ranks", total);
   const auto t0 = std::chrono::steady_clock::now();
   Tensor logits;
@@ -249,6 +258,10 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
       loss_count += n;
     }
     routing.add_step(step);
+    // Global sequence g's tokens are g * L .. g * L + L - 1 of the token stream.
+    if (trace)
+      trace->add_range(step, model.sparse_layers(), have ? shard.sequences[k] * L : 0, seq.data(),
+                       static_cast<int64_t>(seq.size()));
     if (me == 0) progress.update(std::min(total, (step + 1) * P * L), step + 1 == steps);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -264,6 +277,7 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
                   std::exp(loss_sum / static_cast<double>(loss_count)));
   }
   routing.finish(total, secs, "routing over the corpus, per MoE layer:");
+  if (int code = finish_trace(trace.get(), a.trace, comm)) return code;
   ModelMemory mem = model.memory();
   mem.activation_bytes += static_cast<int64_t>(logits.data.capacity() * sizeof(float));
   PrintMemory(comm, mem, base_rss);
@@ -336,7 +350,16 @@ int RunForward(const ModelInferArgs& a, Model& model, Communicator& comm, const 
   RoutingCollector routing(model.sparse_layers(), model.config_json().dump(), comm, a.out);
   routing.add_step(0);
   routing.finish(T, best, "routing of the forward, per MoE layer:");
-  return 0;
+  // Replicated tokens: this rank's MoE layers routed its slice [me * S, ...) of S = ceil(T / P)
+  // tokens (runtime/model/token_sharded_moe.h).
+  const std::unique_ptr<TraceRecorder> trace = MakeTrace(a, model, comm);
+  if (trace) {
+    const int64_t S = (T + comm.size() - 1) / comm.size(), begin = std::min(T, comm.rank() * S);
+    const int64_t n = std::min(S, T - begin);
+    for (MoeLayer* l : model.sparse_layers()) SY_CHECK_EQ(l->last_stats().T, n);
+    trace->add_range(0, model.sparse_layers(), begin, in.ids.data() + begin, n);
+  }
+  return finish_trace(trace.get(), a.trace, comm);
 }
 
 // Generation with the KV cache after RunForward (the prefill): printed as it goes when there is
@@ -406,6 +429,7 @@ ModelInferArgs ModelInferArgs::FromConfig(const switchyard::ModelInferConfig& c)
   a.experts_top_k = c.experts_top_k();
   a.upcycle_noise = c.upcycle_noise();
   a.deterministic = c.deterministic();
+  a.trace = c.trace();
   return a;
 }
 

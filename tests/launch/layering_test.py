@@ -29,6 +29,7 @@ ALLOWED = {
     "runtime/train": ["runtime/core/", "runtime/backend/", "runtime/kernels/", "routers/",
                       "comm/", "runtime/moe/", "runtime/io/", "runtime/data/",
                       "runtime/model/"],
+    "runtime/trace": ["runtime/core/", "runtime/io/", "runtime/moe/"],
 }
 # The CPU kernels' compute headers (everything in runtime/kernels/ that is not a shared data
 # format or per-element code).
