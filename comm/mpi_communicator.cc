@@ -42,8 +42,34 @@ int message_rank(int fallback) {
   return log_rank() >= 0 ? log_rank() : fallback;
 }
 
+// How long MPI_Abort may take before the watchdog ends this process itself.
+constexpr double kAbortWatchdogS = 3;
+
+// MPI_Abort(MPI_COMM_WORLD, exit_code), which cannot hang. Across hosts MPI_Abort itself can
+// hang: when the link to a host is cut, the abort's messages to that host's daemon are never
+// acknowledged and the job ended only at mpirun's --timeout (../shared/MULTIHOST.md measured
+// 269 s). So a detached thread first arms a watchdog that _exit()s with the same code if
+// MPI_Abort has not ended the process within kAbortWatchdogS; mpirun sees the exit and tears
+// the rest of the job down (a cut host's daemon is dropped by the oob keepalive).
+[[noreturn]] void abort_world(int exit_code) {
+  try {
+    std::thread([exit_code] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(kAbortWatchdogS));
+      std::fprintf(stderr,
+                   "[switchyard] rank %d on %s: MPI_Abort did not end the job within %g s; "
+                   "exiting with code %d\n",
+                   log_rank(), host_name().c_str(), kAbortWatchdogS, exit_code);
+      std::fflush(stderr);
+      std::_Exit(exit_code);
+    }).detach();
+  } catch (...) {  // no thread: MPI_Abort unguarded is still better than no abort
+  }
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
+}
+
 void mpi_abort_hook(int exit_code) {
-  if (mpi_active()) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  if (mpi_active()) abort_world(exit_code);
   std::_Exit(exit_code);
 }
 
@@ -151,8 +177,7 @@ void MpiCommunicator::abort(int exit_code, const std::string& message) {
   std::fprintf(stderr, "[switchyard] rank %d on %s: %s\n", message_rank(rank_), host_name().c_str(),
                message.c_str());
   std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, exit_code);
-  std::_Exit(exit_code);
+  abort_world(exit_code);
 }
 
 MPI_Datatype MpiCommunicator::element_type(int64_t elem_bytes) {
@@ -191,8 +216,7 @@ void MpiCommunicator::wait_until(Test&& test, const CollectiveTag& tag, int64_t 
                    "is stuck or dead; SY_COLLECTIVE_TIMEOUT_S sets the deadline)\n",
                    message_rank(rank_), host_name().c_str(), describe(tag, seq).c_str(), limit_s);
       std::fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, kExitCollectiveTimeout);
-      std::_Exit(kExitCollectiveTimeout);
+      abort_world(kExitCollectiveTimeout);
     }
     std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
     if (sleep_us < kMaxSleepUs) sleep_us *= 2;

@@ -9,6 +9,8 @@
 //   [switchyard] rank R on HOST: collective timeout: <op> seq N layer L step S exceeded T s
 // and calls MPI_Abort(MPI_COMM_WORLD, 20): a stuck or dead peer turns into a fast, named
 // teardown of the whole job (Open MPI 4.1 has no fault-tolerant MPI to survive a lost rank).
+// Every MPI_Abort here is guarded by a watchdog: if it has not ended the process within 3 s
+// (it can hang across hosts when a link is cut), the process _exit()s with the same code.
 //
 // Failures: MpiRuntime installs (1) an abort hook so every failed SY_CHECK / SY_MPI_CHECK
 // ends every rank through MPI_Abort with the check's exit code, (2) a std::terminate handler

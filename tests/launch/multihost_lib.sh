@@ -1,0 +1,29 @@
+# Helpers of the multihost_*.sh tests (sourced after e2e_lib.sh; they set $bin, $work, $src,
+# fail=0 first): two network-namespace hosts h1, h2 from launch/netns_cluster.sh.
+# mh_up PREFIX SUBNET: a fresh 2-host cluster (removed when the script exits); exits 77 (skip)
+# where namespaces cannot be made, saying why.
+mh_up() {
+  cluster=(bash "$src/launch/netns_cluster.sh" --prefix "$1" --subnet "$2")
+  "${cluster[@]}" down
+  "${cluster[@]}" up 2 >"$work/cluster-up.log" 2>&1
+  local rc=$?
+  cat "$work/cluster-up.log"
+  [ $rc = 77 ] && exit 77
+  [ $rc = 0 ] || { echo "FAIL cluster up: exit $rc"; exit 1; }
+  trap '"${cluster[@]}" down' EXIT
+}
+# crun NP ARGS...: switchyard on NP ranks over h1, h2 (the first half on h1).
+crun() {
+  SY_BIN=$bin timeout 300 "${cluster[@]}" run "$@"
+}
+# local1 ARGS...: the same binary on 1 rank in the root namespace, the reference.
+local1() {
+  SY_BIN=$bin timeout 300 bash "$src/launch/mpirun.sh" 1 "$@"
+}
+same() {  # same NAME A B: byte-identical files
+  if cmp -s "$2" "$3"; then echo "ok   $1 (bitwise)"; else echo "FAIL $1: $2 and $3 differ"; fail=1; fi
+}
+has() {  # has NAME PATTERN: the log of NAME matches PATTERN (grep -E)
+  if grep -qE -- "$2" "$work/$1.log"; then echo "ok   $1 says '$2'"; else
+    echo "FAIL $1: no '$2' in its log"; tail -n 15 "$work/$1.log"; fail=1; fi
+}
