@@ -71,6 +71,7 @@ struct TrainArgs {
   std::string quantize;
   double capacity_factor = 0;
   bool deterministic = false;
+  std::string backend = "cpu";
   std::string checkpoint_dir;
   int64_t save_every = 0;
   bool resume = false;
@@ -107,6 +108,7 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.quantize = c.quantize();
   a.capacity_factor = c.capacity_factor();
   a.deterministic = c.deterministic();
+  a.backend = c.backend();
   a.checkpoint_dir = c.checkpoint_dir();
   a.save_every = c.save_every();
   a.resume = c.resume();
@@ -255,7 +257,7 @@ Status PrepareTrain(const TrainArgs& a, Communicator& comm, TrainSetup* t) {
   opt.seed = a.seed;
   opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
   opt.capacity_factor = a.capacity_factor;
-  opt.exec = make_context("cpu", a.deterministic);
+  SY_ASSIGN_OR_RETURN(opt.exec, backend_context(a.backend, a.deterministic));
   SY_ASSIGN_OR_RETURN(t->model, Qwen2MoeModel::load(*t->ck, opt, &comm));
   for (int32_t id : t->ids)
     if (id < 0 || id >= t->model->vocab_size())
@@ -600,6 +602,8 @@ void add_train_command(CLI::App& app) {
             "stop after this many skipped steps in a row (0: "
             "no limit)");
   c->flag("--deterministic", "deterministic", "row-stable GEMMs");
+  c->option("--backend", "backend",
+            "where the model trains (cpu; devsim, the emulated device of the tests, one rank)");
   cmd->callback([c] { set_exit_code(RunTrain(*c)); });
 }
 

@@ -32,6 +32,13 @@ int launcher_rank() {
   return 0;
 }
 
+StatusOr<const ExecContext*> backend_context(const std::string& name, bool deterministic) {
+  if (const ExecContext* c = make_context(name, deterministic)) return c;
+  std::string known;
+  for (const std::string& n : backend_names()) known += (known.empty() ? "" : ", ") + n;
+  return InvalidArgument("--backend '" + name + "': no such backend (registered: " + known + ")");
+}
+
 int exit_code() {
   return g_exit_code;
 }

@@ -7,6 +7,8 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "runtime/backend/backend.h"
+#include "runtime/core/status.h"
 
 namespace sy::launch {
 
@@ -26,6 +28,9 @@ std::unique_ptr<Communicator> open_world_communicator(const std::string& name = 
 // This process's rank as the MPI launcher set it in the environment (Open MPI, MPICH / PMI,
 // Slurm), before MPI is initialized; 0 when started without a launcher.
 int launcher_rank();
+// The context of --backend NAME (runtime/backend/backend.h's registry) with that deterministic
+// flag; InvalidArgument listing the registered backends when NAME is unknown.
+StatusOr<const ExecContext*> backend_context(const std::string& name, bool deterministic);
 
 void add_routers_command(CLI::App& app);
 void add_infer_command(CLI::App& app);

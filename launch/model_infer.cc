@@ -164,12 +164,14 @@ ModelOptions ToModelOptions(const ModelInferArgs& a) {
   opt.moe_every = a.moe_every;
   opt.experts_top_k = a.experts_top_k;
   opt.upcycle_noise = a.upcycle_noise;
-  opt.exec = make_context("cpu", a.deterministic);
+  opt.exec = make_context(a.backend, a.deterministic);
+  SY_CHECK(opt.exec != nullptr) << "backend '" << a.backend << "' was validated";
   return opt;
 }
 
 Status LoadModel(const ModelInferArgs& a, const Inputs& in, Communicator& comm,
                  std::unique_ptr<Model>* model) {
+  SY_RETURN_IF_ERROR(backend_context(a.backend, a.deterministic).status());
   SY_ASSIGN_OR_RETURN(*model, load_model(*in.ck, ToModelOptions(a), &comm));
   const Model& m = **model;
   if (in.tok && in.tok->vocab_size() > m.vocab_size())
@@ -252,8 +254,9 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
     if (a.loss && !seq.empty()) {
       std::vector<int32_t> targets(seq.begin() + 1, seq.end());
       targets.push_back(-1);  // the last position has no next token here
+      const DeviceArray<int32_t> targets_dev(model.ctx().backend, targets);  // where the op runs
       int64_t n = 0;
-      loss_sum += ops::cross_entropy_sum(model.ctx(), logits.ptr(), targets.data(), L,
+      loss_sum += ops::cross_entropy_sum(model.ctx(), logits.ptr(), targets_dev.data(), L,
                                          model.vocab_size(), &n);
       loss_count += n;
     }
@@ -287,7 +290,9 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
 // Rank 0: the forward's time, the --dump file, the top-5 tokens after the last position.
 // Returns the --dump write's status (rank 0's; OK elsewhere).
 Status PrintForward(const ModelInferArgs& a, const Model& model, const Tokenizer* tok,
-                    const Tensor& logits, int64_t T, double best) {
+                    const Tensor& device_logits, int64_t T, double best) {
+  Tensor staging;
+  const Tensor& logits = host_readable(device_logits, &staging);  // read on the host below
   std::printf(
       "forward of %lld tokens: %.1f ms (%.0f tok/s, best of %lld; slowest rank); "
       "rank 0: %s\n",
@@ -376,7 +381,10 @@ int RunGenerate(const ModelInferArgs& a, Model& model, Communicator& comm, const
   sampling.temperature = a.temperature;
   sampling.top_k = a.top_k;
   sampling.seed = a.seed;
-  auto out = model.generate(logits.row(logits.shape[0] - 1), a.max_new_tokens, sampling, comm,
+  Tensor staging;
+  const Tensor& host_logits = host_readable(logits, &staging);
+  auto out = model.generate(host_logits.row(host_logits.shape[0] - 1), a.max_new_tokens, sampling,
+                            comm,
                             [&](int32_t next) {
                               if (me != 0) return;
                               if (tok) {
@@ -429,6 +437,7 @@ ModelInferArgs ModelInferArgs::FromConfig(const switchyard::ModelInferConfig& c)
   a.experts_top_k = c.experts_top_k();
   a.upcycle_noise = c.upcycle_noise();
   a.deterministic = c.deterministic();
+  a.backend = c.backend();
   a.trace = c.trace();
   return a;
 }

@@ -85,6 +85,15 @@ struct Tensor {
   }
 };
 
+// t itself when the host can read its memory, else a host copy made in *staging (for host code
+// that reads results: sampling, files, printing).
+inline const Tensor& host_readable(const Tensor& t, Tensor* staging) {
+  if (t.data.host_accessible()) return t;
+  staging->shape = t.shape;
+  staging->data = DeviceArray<float>(host_memory(), t.data.to_host());
+  return *staging;
+}
+
 // A learned parameter and its gradient (same shape). Gradients accumulate across backward
 // calls until zero_grad().
 struct Param {

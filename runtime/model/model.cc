@@ -40,8 +40,8 @@ StatusOr<std::vector<int32_t>> Model::generate(const float* last_logits_V, int64
                                                const std::function<void(int32_t)>& on_token) {
   if (!is_decoder()) return InvalidArgument(model_type() + ": generation needs a decoder");
   std::vector<int32_t> out;
-  Tensor logits;
-  const float* last = last_logits_V;
+  Tensor logits, staging;
+  const float* last = last_logits_V;  // host memory (the caller's; then host_readable copies)
   for (int64_t s = 0; s < max_new_tokens; ++s) {
     int32_t next = comm.rank() == 0 ? sample_token(last, vocab_size(), sampling, s) : -1;
     comm.allreduce(&next, 1, ReduceOp::kMax, {"infer.next_token", -1, s});  // rank 0 decides
@@ -57,7 +57,7 @@ StatusOr<std::vector<int32_t>> Model::generate(const float* last_logits_V, int64
     if (code != 0)
       return Status(StatusCode::kInternal,
                     "decode failed on another rank at step " + std::to_string(s));
-    last = logits.ptr();
+    last = host_readable(logits, &staging).ptr();
   }
   return out;
 }

@@ -143,6 +143,7 @@ class Model {
   // (not the last one). Generated token s is tagged step s. Stops early when the cache is
   // full. on_token(id) runs on every rank after each token. COLLECTIVE over comm; a failed
   // decode on any rank fails every rank.
+  // last_logits_V: host memory (host_readable() of the prompt's logits).
   StatusOr<std::vector<int32_t>> generate(const float* last_logits_V, int64_t max_new_tokens,
                                           const SamplingConfig& sampling, Communicator& comm,
                                           const std::function<void(int32_t)>& on_token);

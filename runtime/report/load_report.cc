@@ -15,9 +15,21 @@ RoutingMetrics layer_step_metrics(const MoeLayer& layer) {
   const MoeStepStats& st = layer.last_stats();
   const RouterOutput& ro = layer.router_output();
   const MoeLayerConfig& lc = layer.config();
-  return routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), st.T, lc.num_experts,
-                                     lc.top_k, st.routed_E.data(), st.dropped_E.data(), {},
-                                     layer.last_mask());
+  if (ro.probs_TE.data.host_accessible())
+    return routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), st.T,
+                                       lc.num_experts, lc.top_k, st.routed_E.data(),
+                                       st.dropped_E.data(), {}, layer.last_mask());
+  // The layer runs on a device: the metrics read host copies of what they need.
+  const std::vector<float> probs = ro.probs_TE.data.to_host();
+  const std::vector<int32_t> ids = ro.topk_ids_TK.to_host();
+  std::vector<uint8_t> mask;
+  if (layer.last_mask()) {
+    mask.resize(static_cast<size_t>(st.T));
+    ro.probs_TE.memory()->copy_to_host(mask.data(), layer.last_mask(), st.T);
+  }
+  return routing_metrics_from_counts(probs.data(), ids.data(), st.T, lc.num_experts, lc.top_k,
+                                     st.routed_E.data(), st.dropped_E.data(), {},
+                                     mask.empty() ? nullptr : mask.data());
 }
 
 void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMetrics& m,
