@@ -38,6 +38,26 @@ want = [(0, "h1"), (1, "h1"), (2, "h2"), (3, "h2")]
 if got != want:
     print(f"FAIL cluster.json: rank/host pairs {got}, expected {want}"); sys.exit(1)
 print(f"ok   cluster.json: rank/host pairs {got}")
+# The tier split, against the rank reports' own rows and bytes per peer: inter-host is what a
+# rank on h1 sent to one on h2 and back, intra-host what stayed on a host between two ranks.
+host = {r: h for r, h in want}
+tiers = {"same_rank": [0, 0], "intra_host": [0, 0], "inter_host": [0, 0]}
+for r in range(4):
+    rep = json.load(open(sys.argv[1].replace("cluster.json", f"rank-{r}.json")))
+    for e in rep["entries"]:
+        for q, (rows, nbytes) in enumerate(zip(e["rows_sent_to_peer"], e["bytes_sent_to_peer"])):
+            t = "same_rank" if q == r else "intra_host" if host[q] == host[r] else "inter_host"
+            tiers[t][0] += int(rows); tiers[t][1] += int(nbytes)
+split = c["traffic_split"]
+for t, (rows, nbytes) in tiers.items():
+    got_t = (int(split[t]["rows"]), int(split[t]["bytes"]))
+    if got_t != (rows, nbytes):
+        print(f"FAIL cluster.json {t}: rows/bytes {got_t}, the rank reports say {(rows, nbytes)}")
+        sys.exit(1)
+if c["num_hosts"] != 2 or tiers["inter_host"][1] == 0:
+    print(f"FAIL cluster.json: num_hosts {c['num_hosts']}, inter-host bytes {tiers['inter_host'][1]}")
+    sys.exit(1)
+print(f"ok   traffic split (rows, bytes): {tiers}")
 PY
 [ $fail = 0 ] && echo "multihost_report: all checks passed"
 exit $fail
