@@ -59,6 +59,27 @@ StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::create(Communicator* comm, int
                                                          const DispatcherOptions& options) {
   SY_CHECK(comm != nullptr);
   SY_RETURN_IF_ERROR(check_sizes(E, comm->size()));
+  return create(comm, ExpertPlacement::contiguous(E, comm->size()), D, options);
+}
+
+StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::create(Communicator* comm,
+                                                         const ExpertPlacement& placement,
+                                                         int64_t D,
+                                                         const DispatcherOptions& options) {
+  SY_CHECK(comm != nullptr);
+  SY_RETURN_IF_ERROR(check_sizes(placement.num_experts, comm->size()));
+  if (placement.ranks != comm->size()) {
+    return InvalidArgument("dispatcher: the expert placement is for " +
+                           std::to_string(placement.ranks) + " ranks, the job has " +
+                           std::to_string(comm->size()));
+  }
+  SY_RETURN_IF_ERROR(placement.validate(/*allow_replicas=*/false));
+  if (options.mode == ExchangeMode::kSingle &&
+      !(placement == ExpertPlacement::contiguous(placement.num_experts, comm->size()))) {
+    return InvalidArgument(
+        "dispatcher: exchange mode 'single' needs the contiguous expert placement (each peer's "
+        "rows one run of the plan order); use 'blocks'");
+  }
   // One row is one MPI element; its byte size must fit an int.
   if (D < 1 || D > INT_MAX / static_cast<int64_t>(sizeof(float))) {
     return InvalidArgument("dispatcher: hidden size " + std::to_string(D) + " outside [1, " +
@@ -68,17 +89,20 @@ StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::create(Communicator* comm, int
     return InvalidArgument("dispatcher: max_recv_rows " + std::to_string(options.max_recv_rows) +
                            " is negative (0 = no bound)");
   }
-  return std::unique_ptr<Dispatcher>(new Dispatcher(comm, E, D, options));
+  return std::unique_ptr<Dispatcher>(new Dispatcher(comm, placement, D, options));
 }
 
-Dispatcher::Dispatcher(Communicator* comm, int64_t E, int64_t D, const DispatcherOptions& options)
+Dispatcher::Dispatcher(Communicator* comm, const ExpertPlacement& placement, int64_t D,
+                       const DispatcherOptions& options)
     : comm_(comm),
-      E_(E),
-      e_(E / comm->size()),
+      E_(placement.num_experts),
+      e_(placement.num_experts / comm->size()),
       D_(D),
       P_(comm->size()),
       r_(comm->rank()),
       opt_(options),
+      placement_(placement),
+      plan_displs_E_(static_cast<size_t>(E_)),
       count_send_Pe1_(static_cast<size_t>(P_ * (e_ + 1))),
       count_recv_Pe1_(static_cast<size_t>(P_ * (e_ + 1))) {}
 
@@ -98,8 +122,8 @@ void Dispatcher::check_counts_from(int s, const int64_t* counts_e1, int64_t recv
   std::ostringstream msg;
   msg << "dispatch count check failed: rank " << s << " -> rank " << r_ << ": ";
   if (bad_j >= 0) {
-    msg << "count for local expert " << bad_j << " (global " << first_local_expert() + bad_j
-        << ") is " << counts_e1[bad_j] << "; ";
+    msg << "count for local expert " << bad_j << " (global " << local_expert_ids()[bad_j] << ") is "
+        << counts_e1[bad_j] << "; ";
   } else if (sum == declared) {
     msg << "with the " << recv_so_far << " rows from lower ranks this is over the receive bound "
         << bound << "; ";
@@ -127,22 +151,28 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
   }
   h.local_offsets_e1_.assign(static_cast<size_t>(e + 1), 0);
 
-  // Send side: d's rows are the plan-order block of global experts [d*e, (d+1)*e).
+  // Send side: block (d, j) is the plan-order block of d's j-th global expert. Plan order is
+  // grouped by global expert ascending, so expert g starts at the sum of kept_E below g.
   int64_t off = 0;
-  for (int d = 0; d < P; ++d) {
-    h.send_displs_P_[d] = off;
-    for (int64_t j = 0; j < e; ++j) {
-      const int64_t n = kept_E[d * e + j];
-      SY_CHECK_GE(n, 0) << "kept_E[" << d * e + j << "]";
-      h.send_counts_Pe_[d * e + j] = n;
-      h.send_displs_Pe_[d * e + j] = off;
-      count_send_Pe1_[d * (e + 1) + j] = n;
-      off += n;
-    }
-    h.send_counts_P_[d] = off - h.send_displs_P_[d];
-    count_send_Pe1_[d * (e + 1) + e] = h.send_counts_P_[d];  // the layout the payload uses
+  for (int64_t g = 0; g < E_; ++g) {
+    SY_CHECK_GE(kept_E[g], 0) << "kept_E[" << g << "]";
+    plan_displs_E_[g] = off;
+    off += kept_E[g];
   }
   SY_CHECK_EQ(off, A) << "dispatcher: kept_E must sum to the rows given";
+  for (int d = 0; d < P; ++d) {
+    const std::vector<int32_t>& experts = placement_.experts_of_rank[d];
+    // kSingle (contiguous placement only): d's blocks are one run starting at its first.
+    h.send_displs_P_[d] = plan_displs_E_[experts[0]];
+    for (int64_t j = 0; j < e; ++j) {
+      const int64_t n = kept_E[experts[j]];
+      h.send_counts_Pe_[d * e + j] = n;
+      h.send_displs_Pe_[d * e + j] = plan_displs_E_[experts[j]];
+      count_send_Pe1_[d * (e + 1) + j] = n;
+      h.send_counts_P_[d] += n;
+    }
+    count_send_Pe1_[d * (e + 1) + e] = h.send_counts_P_[d];  // the layout the payload uses
+  }
 
   // SY_FAULT=corrupt_count: report a wrong count for the next rank's first local expert (what
   // is sent stays right), as a bit flip or a bug in the counting code would.
@@ -154,7 +184,8 @@ void Dispatcher::exchange_counts(const int32_t* kept_E, int64_t A, const Collect
                  "[switchyard] rank %d on %s: injected fault corrupt_count at step %lld layer %d: "
                  "count for rank %d expert %lld changed by %lld\n",
                  r_, host_name().c_str(), static_cast<long long>(tag.step), tag.layer, d,
-                 static_cast<long long>(d * e), static_cast<long long>(delta));
+                 static_cast<long long>(placement_.experts_of_rank[d][0]),
+                 static_cast<long long>(delta));
     std::fflush(stderr);
   }
 

@@ -9,10 +9,15 @@
 // moe_layer.h), so the exchange back is "return" (return_rows, DispatchStats::return_s, the
 // collective "return.rows") and "combine" means only the weighted sum.
 //
-// Experts are split contiguously: rank r owns global experts [r*e, (r+1)*e), e = E/P. The
-// caller's rows are in PLAN ORDER (routers/capacity.h: grouped by global expert ascending,
-// within an expert by ascending (token, slot)), so the rows for rank d are one contiguous block
-// of the plan order (no send-side permutation) and are themselves grouped by d's local experts.
+// Experts are placed by an ExpertPlacement (comm/placement.h), e = E/P on every rank, one copy
+// each. The default is contiguous: rank r owns global experts [r*e, (r+1)*e). A placement file
+// (`moe.placement`) may permute them: rank r's local expert j is global expert
+// placement.experts_of_rank[r][j]. The caller's rows are in PLAN ORDER (routers/capacity.h:
+// grouped by global expert ascending, within an expert by ascending (token, slot)); the block
+// for (rank d, local expert j) is the plan-order block of d's j-th global expert, wherever it
+// lies (kBlocks sends every block from its own place: no send-side permutation). With the
+// contiguous placement the blocks for d are one contiguous run of the plan order, which
+// kSingle needs (it refuses other placements).
 //
 // Order on receipt, EXPERT-MAJOR: local expert j's rows are source 0's rows for j, then source
 // 1's, ..., then source P-1's. When tokens are split contiguously over ranks in rank order, this
@@ -40,6 +45,10 @@
 //
 // Threads: one thread calls a Dispatcher (the communicator is MPI_THREAD_FUNNELED).
 //
+// Since a local expert's rows arrive source by source in plan order whatever rank holds it, a
+// permuted placement gives each expert the same rows in the same order as the contiguous one:
+// the layer's output stays bitwise that of 1 rank.
+//
 // Legend: P ranks, r this rank, E global experts, e = E/P local experts, D hidden (floats per
 // row), A rows this rank sends (its kept assignments, plan order), R rows this rank receives
 // (expert-major).
@@ -50,6 +59,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/placement.h"
 #include "runtime/core/status.h"
 
 namespace sy {
@@ -129,7 +139,7 @@ class DispatchHandle {
   const void* owner_ = nullptr;
   int64_t A_ = 0, R_ = 0;
   std::vector<int64_t> local_offsets_e1_;  // [e+1]
-  // Blocks at [p * e + j]. Send: the plan-order block of global expert p*e+j. Receive: the
+  // Blocks at [p * e + j]. Send: the plan-order block of rank p's local expert j. Receive: the
   // expert-major block of (source p, local expert j).
   std::vector<int64_t> send_counts_Pe_, send_displs_Pe_, recv_counts_Pe_, recv_displs_Pe_;
   // kSingle, whole blocks per peer (self count 0: the self block is copied straight into
@@ -143,13 +153,23 @@ class Dispatcher {
   // InvalidArgument unless E >= 1, P >= 1 and E % P == 0 (experts are split contiguously and
   // evenly), with both numbers in the message.
   static Status check_sizes(int64_t E, int P);
-  // Not collective. comm must outlive the Dispatcher. D: floats per row (>= 1).
+  // Not collective. comm must outlive the Dispatcher. D: floats per row (>= 1). Contiguous
+  // placement.
   static StatusOr<std::unique_ptr<Dispatcher>> create(Communicator* comm, int64_t E, int64_t D,
+                                                      const DispatcherOptions& options = {});
+  // Not collective. Any placement with placement.validate(false) ok and placement.ranks ==
+  // comm->size() (InvalidArgument otherwise); kSingle only with the contiguous one.
+  static StatusOr<std::unique_ptr<Dispatcher>> create(Communicator* comm,
+                                                      const ExpertPlacement& placement, int64_t D,
                                                       const DispatcherOptions& options = {});
 
   int64_t num_experts() const { return E_; }
   int64_t local_experts() const { return e_; }
-  int64_t first_local_expert() const { return static_cast<int64_t>(r_) * e_; }
+  // This rank's global expert ids in local order ([e]); with the contiguous placement
+  // [r*e, (r+1)*e), and first_local_expert() = r*e.
+  const std::vector<int32_t>& local_expert_ids() const { return placement_.experts_of_rank[r_]; }
+  int64_t first_local_expert() const { return local_expert_ids()[0]; }
+  const ExpertPlacement& placement() const { return placement_; }
   int64_t hidden() const { return D_; }
   const DispatcherOptions& options() const { return opt_; }
   Communicator& comm() { return *comm_; }
@@ -182,7 +202,8 @@ class Dispatcher {
                    const CollectiveTag& tag);
 
  private:
-  Dispatcher(Communicator* comm, int64_t E, int64_t D, const DispatcherOptions& options);
+  Dispatcher(Communicator* comm, const ExpertPlacement& placement, int64_t D,
+             const DispatcherOptions& options);
   // Step 2 for source s; aborts the job (exit 22) on a bad count.
   void check_counts_from(int s, const int64_t* counts_e1, int64_t recv_so_far,
                          const CollectiveTag& tag, int64_t seq) const;
@@ -197,6 +218,8 @@ class Dispatcher {
   int64_t E_, e_, D_;
   int P_, r_;
   DispatcherOptions opt_;
+  ExpertPlacement placement_;
+  std::vector<int64_t> plan_displs_E_;                    // [E] plan-order start of each expert
   std::vector<int64_t> count_send_Pe1_, count_recv_Pe1_;  // step 1 buffers, [P, e+1]
   std::vector<float> staging_RD_;                         // kSingle only; grows, never shrinks
 };

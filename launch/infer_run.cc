@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "comm/fault.h"
+#include "comm/placement.h"
 #include "launch/config.h"
 #include "launch/progress.h"
 #include "proto/report.pb.h"
@@ -58,6 +59,10 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   MoeStackConfig sc = to_stack_config(cfg, vocab_size);
   sc.layer.group_tokens = cfg.data().group_tokens();
   sc.layer.exec = make_context("cpu", cfg.deterministic());
+  if (!cfg.moe().placement().empty()) {  // checked against E and P by MoeLayer::create
+    SY_ASSIGN_OR_RETURN(ExpertPlacement p, read_placement_file(cfg.moe().placement()));
+    sc.layer.placement = std::make_shared<const ExpertPlacement>(std::move(p));
+  }
   SY_ASSIGN_OR_RETURN(auto stack, MoeStack::create(sc, comm));
   const int64_t T = static_cast<int64_t>(ids.size()), D = sc.layer.d_model;
   if (me == 0 && sc.layer.expert_kind == ExpertKind::kSwiGLU) {

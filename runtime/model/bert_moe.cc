@@ -359,7 +359,8 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
   lc.exec = exec_;
   SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm_));
   MoeLayer& moe = *L.moe;
-  const int64_t Fe = c.moe_intermediate_size, first = moe.first_local_expert();
+  const int64_t Fe = c.moe_intermediate_size;
+  const std::vector<int32_t>& global = moe.local_expert_ids();  // local e -> global id
   const int64_t e_local = moe.num_local_experts();
   Param* fc1 = moe.find_param("experts.fc1");
   Param* fc1_b = moe.find_param("experts.fc1_bias");
@@ -384,8 +385,8 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
       em->copy_from_host(dst, w.data(), dense.numel() * static_cast<int64_t>(sizeof(float)));
     };
     for (int64_t e = 0; e < e_local; ++e) {
-      copy(L.w1, n1, first + e, fc1->value.ptr() + e * Fe * D);
-      copy(L.w2, n2, first + e, fc2->value.ptr() + e * D * Fe);
+      copy(L.w1, n1, global[e], fc1->value.ptr() + e * Fe * D);
+      copy(L.w2, n2, global[e], fc2->value.ptr() + e * D * Fe);
       em->copy_from_host(fc1_b->value.ptr() + e * Fe, L.b1.ptr(), Fe * 4);
       em->copy_from_host(fc2_b->value.ptr() + e * D, L.b2.ptr(), D * 4);
     }
@@ -395,7 +396,7 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
       SY_RETURN_IF_ERROR(ck.read_into(LayerName(i, "moe.gate." + p.name), &p.value));
     Memory* em = fc1->value.memory();
     for (int64_t e = 0; e < e_local; ++e) {
-      const int64_t j = first + e;
+      const int64_t j = global[e];
       SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "weight"), {Fe, D}, em,
                                       fc1->value.ptr() + e * Fe * D));
       SY_RETURN_IF_ERROR(ck.read_into(ExpertName(i, j, "intermediate.dense", "bias"), {Fe}, em,

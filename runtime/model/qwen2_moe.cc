@@ -329,14 +329,15 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     MoeLayer& moe = *L.moe;
     for (Param& p : moe.router().params())
       SY_RETURN_IF_ERROR(ck.read_into(qwen2_moe_router_prefix(i) + p.name, &p.value));
-    // This rank's experts only (local expert e is global first + e), one at a time: quantized
-    // experts go straight from the file to int8/int4, so no rank ever holds even its own
+    // This rank's experts only (local expert e is global local_expert_ids()[e]), one at a time:
+    // quantized experts go straight from the file to int8/int4, so no rank ever holds even its own
     // experts in fp32.
-    const int64_t F = c.moe_intermediate_size, first = moe.first_local_expert();
+    const int64_t F = c.moe_intermediate_size;
     std::vector<float> w[3];  // gate_proj, up_proj, down_proj of one expert
     for (std::vector<float>& v : w) v.resize(static_cast<size_t>(F * D));
     for (int64_t e = 0; e < moe.num_local_experts(); ++e) {
-      const std::vector<Qwen2MoeTensor> ts = qwen2_moe_expert_tensors(c, i, first + e);
+      const std::vector<Qwen2MoeTensor> ts =
+          qwen2_moe_expert_tensors(c, i, moe.local_expert_ids()[e]);
       for (size_t k = 0; k < ts.size(); ++k)
         SY_RETURN_IF_ERROR(ck.read_into(ts[k].name, ts[k].shape, w[k].data()));
       moe.experts().set_expert_weights(e, w[0].data(), w[1].data(), w[2].data());

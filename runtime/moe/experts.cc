@@ -11,13 +11,18 @@ namespace {
 
 // N(0, std^2) per slice of `slice` values: slice i drawn from stream (name, i), so any subset of
 // experts is reproducible on its own.
-void init_slices(Param* p, int64_t slices, float std, uint64_t seed, int64_t first_slice = 0) {
+// Slice i draws from the stream of global id ids[i] (first_slice + i without ids), so an
+// expert gets the same weights on whichever rank, at whichever local slot, it is placed.
+void init_slices(Param* p, int64_t slices, float std, uint64_t seed, int64_t first_slice = 0,
+                 const std::vector<int32_t>& ids = {}) {
   if (std == 0.0f) return;  // zeros as allocated; skips ~20 ns per weight at Qwen size
   const int64_t slice = slices > 0 ? p->value.numel() / slices : 0;
   const uint64_t base = fnv1a64(p->name.c_str());
-  for (int64_t i = 0; i < slices; ++i)
+  for (int64_t i = 0; i < slices; ++i) {
+    const int64_t global = ids.empty() ? first_slice + i : ids[i];
     fill_normal(p->value.ptr() + i * slice, slice, std, seed,
-                hash_combine(base, static_cast<uint64_t>(first_slice + i)));
+                hash_combine(base, static_cast<uint64_t>(global)));
+  }
 }
 
 // t's values readable on the host: t itself when its memory allows, else a copy in *staging.
@@ -121,6 +126,8 @@ void gelu_ffn_backward(const ExecContext& c, const float* x_RD, const float* W1_
 
 RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
   SY_CHECK(cfg.d_model >= 1 && cfg.num_experts >= 1) << "experts need D >= 1 and E >= 1";
+  SY_CHECK(cfg.expert_ids.empty() ||
+           static_cast<int64_t>(cfg.expert_ids.size()) == cfg.num_experts);
   offsets_E1_.assign(static_cast<size_t>(cfg.num_experts + 1), 0);
   if (cfg.kind == ExpertKind::kIdentity) return;
   SY_CHECK(cfg.ffn_hidden >= 1) << expert_kind_name(cfg.kind) << " experts need ffn_hidden >= 1";
@@ -130,7 +137,8 @@ RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
     fc1_bias_ = add(&params_, "experts.fc1_bias", {E, F}, cfg.allocate_grads);
     fc2_ = add(&params_, "experts.fc2", {E, D, F}, cfg.allocate_grads);
     fc2_bias_ = add(&params_, "experts.fc2_bias", {E, D}, cfg.allocate_grads);
-    for (Param* p : {fc1_, fc2_}) init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert);
+    for (Param* p : {fc1_, fc2_})
+      init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert, cfg.expert_ids);
     if (cfg.weight_bits != 32) quantize_weights();
     return;
   }
@@ -158,7 +166,8 @@ RoutedExperts::RoutedExperts(const ExpertsConfig& cfg) : cfg_(cfg) {
   gate_ = add(&params_, "experts.gate_proj", {E, F, D}, cfg.allocate_grads);
   up_ = add(&params_, "experts.up_proj", {E, F, D}, cfg.allocate_grads);
   down_ = add(&params_, "experts.down_proj", {E, D, F}, cfg.allocate_grads);
-  for (Param* p : {gate_, up_, down_}) init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert);
+  for (Param* p : {gate_, up_, down_})
+    init_slices(p, E, cfg.init_std, cfg.seed, cfg.first_expert, cfg.expert_ids);
   if (cfg.weight_bits != 32) quantize_weights();
 }
 

@@ -65,6 +65,9 @@ struct ExpertsConfig {
   int64_t ffn_hidden = 0;    // F
   int64_t num_experts = 0;   // E held here (E/P on an expert-parallel rank)
   int64_t first_expert = 0;  // global id of the first expert held (init streams use global ids)
+  // Global id of each expert held, [num_experts], when they are not first_expert + i (a
+  // permuted placement, comm/placement.h); empty: first_expert + i.
+  std::vector<int32_t> expert_ids;
   ExpertKind kind = ExpertKind::kSwiGLU;
   bool allocate_grads = true;
   float init_std = 0.02f;

@@ -66,16 +66,39 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   layer->plan_ = CapacityPlan(layer->exec_->backend);  // its index arrays where the ops run
   layer->comm_ = comm;
   layer->local_experts_ = cfg.num_experts;
-  if (comm && comm->size() > 1) {
-    SY_ASSIGN_OR_RETURN(layer->disp_, Dispatcher::create(comm, cfg.num_experts, cfg.d_model));
+  const int P = comm ? comm->size() : 1;
+  const ExpertPlacement contiguous = ExpertPlacement::contiguous(cfg.num_experts, 1);
+  if (cfg.placement) {
+    const ExpertPlacement& pl = *cfg.placement;
+    if (pl.num_experts != cfg.num_experts || pl.ranks != P) {
+      return InvalidArgument(
+          "moe layer: the expert placement is for " + std::to_string(pl.num_experts) +
+          " experts on " + std::to_string(pl.ranks) + " ranks; this run has " +
+          std::to_string(cfg.num_experts) + " experts on " + std::to_string(P) + " ranks");
+    }
+    SY_RETURN_IF_ERROR(pl.validate(/*allow_replicas=*/false));
+  }
+  // One rank with a permuted placement also goes through the dispatcher (over itself): it lays
+  // the rows out in the placement's local order.
+  const bool permuted_one = P == 1 && cfg.placement && !(*cfg.placement == contiguous);
+  if (comm && (P > 1 || permuted_one)) {
+    if (cfg.placement) {
+      SY_ASSIGN_OR_RETURN(layer->disp_, Dispatcher::create(comm, *cfg.placement, cfg.d_model));
+    } else {
+      SY_ASSIGN_OR_RETURN(layer->disp_, Dispatcher::create(comm, cfg.num_experts, cfg.d_model));
+    }
     layer->local_experts_ = layer->disp_->local_experts();
     layer->first_expert_ = layer->disp_->first_local_expert();
+    layer->local_expert_ids_ = layer->disp_->local_expert_ids();
+  } else {
+    layer->local_expert_ids_ = contiguous.experts_of_rank[0];
   }
   ExpertsConfig ec;
   ec.d_model = cfg.d_model;
   ec.ffn_hidden = cfg.ffn_hidden;
   ec.num_experts = layer->local_experts_;
   ec.first_expert = layer->first_expert_;
+  ec.expert_ids = layer->local_expert_ids_;
   ec.kind = cfg.expert_kind;
   ec.allocate_grads = cfg.train_experts;
   ec.init_std = cfg.init_std;

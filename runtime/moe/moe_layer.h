@@ -61,6 +61,9 @@ struct MoeLayerConfig {
   // are ignored: the layer's values are written over them (resolved_router()).
   RouterConfig router;
   uint64_t seed = 1234;  // experts; the router keeps router.seed
+  // Which rank holds which experts (comm/placement.h; `moe.placement`): null = contiguous.
+  // Must be for this job's ranks and num_experts, one copy per expert (validate(false)).
+  std::shared_ptr<const ExpertPlacement> placement;
   // Capacity group (routers/capacity.h): tokens [g*G, (g+1)*G) of one forward compete for
   // capacity; 0 = the whole forward is one group.
   int64_t group_tokens = 0;
@@ -178,6 +181,9 @@ class MoeLayer {
   const uint8_t* last_mask() const { return mask_T_; }
   const MoeLayerCounters& counters() const { return counters_; }
   int64_t first_local_expert() const { return first_expert_; }
+  // Global id of each local expert, in local order ([num_local_experts()]): [first, first + e)
+  // with the contiguous placement. Checkpoints and reports name experts by these ids.
+  const std::vector<int32_t>& local_expert_ids() const { return local_expert_ids_; }
   int64_t num_local_experts() const { return local_experts_; }
   // The step named in collective tags and fault injection (SY_FAULT ... step=s).
   void set_step(int64_t step) { step_ = step; }
@@ -222,6 +228,7 @@ class MoeLayer {
   std::unique_ptr<Dispatcher> disp_;  // null when every expert is local
   DispatchHandle handle_;
   int64_t first_expert_ = 0, local_experts_ = 0, step_ = -1;
+  std::vector<int32_t> local_expert_ids_;
   DeviceArray<float> recv_RD_, out_RD_;      // expert-major rows on the expert owner
   DeviceArray<float> drecv_RD_, dxrecv_RD_;  // backward
   std::vector<int32_t> local_offsets_e1_;

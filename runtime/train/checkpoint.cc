@@ -129,7 +129,7 @@ Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilde
   std::vector<MoeLayer*> moe = model.moe_layers();
   for (size_t i = 0; i < moe.size(); ++i) {
     if (!moe[i]) continue;
-    const int64_t li = static_cast<int64_t>(i), first = moe[i]->first_local_expert();
+    const int64_t li = static_cast<int64_t>(i);
     for (const char* proj : kQwen2MoeExpertProjs) {
       const std::vector<int64_t> shape = std::string(proj) == "down_proj"
                                              ? std::vector<int64_t>{D, F}
@@ -138,7 +138,7 @@ Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilde
       const std::string sname = qwen2_moe_stacked_expert_name(li, proj);
       auto it = stacked.find(sname);
       for (int64_t e = 0; e < moe[i]->num_local_experts(); ++e) {
-        const std::string g = qwen2_moe_expert_name(li, first + e, proj);
+        const std::string g = qwen2_moe_expert_name(li, moe[i]->local_expert_ids()[e], proj);
         if (it != stacked.end()) {
           weights->add(g, shape, it->second.value->memory(), it->second.value->ptr() + e * n);
         } else {  // frozen and quantized here: the source file has them
@@ -399,7 +399,7 @@ Status load_optimizer_state(const std::string& dir, Qwen2MoeModel& model, int64_
         MoeLayer* l = moe.at(static_cast<size_t>(layer));
         const int64_t E = l->num_local_experts(), per = n / E;
         for (int64_t e = 0; e < E; ++e) {
-          const std::string g = qwen2_moe_expert_name(layer, l->first_local_expert() + e, proj);
+          const std::string g = qwen2_moe_expert_name(layer, l->local_expert_ids()[e], proj);
           SY_RETURN_IF_ERROR(read_into("exp_avg." + g, m.data() + e * per, per));
           SY_RETURN_IF_ERROR(read_into("exp_avg_sq." + g, v.data() + e * per, per));
         }

@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -86,7 +87,20 @@ struct Case {
   bool norm_topk = false;
   Routing routing = Routing::kNatural;
   int64_t vocab = 1000;  // hash router
+  // The expert-parallel layer runs a permuted expert placement (permuted_placement); the
+  // reference stays contiguous: the results must not change.
+  bool permuted = false;
 };
+
+// Not contiguous, and every rank's local order scrambled (also at P = 1): rank r holds
+// perm[r*e, (r+1)*e) with perm[i] = (3 i + 1) mod E (3 is coprime to the E here).
+ExpertPlacement permuted_placement(int64_t E, int P) {
+  ExpertPlacement p = ExpertPlacement::contiguous(E, P);
+  for (int r = 0; r < P; ++r)
+    for (size_t j = 0; j < p.experts_of_rank[r].size(); ++j)
+      p.experts_of_rank[r][j] = static_cast<int32_t>((3 * (r * E / P + j) + 1) % E);
+  return p;
+}
 
 std::string describe(const Case& c) {
   std::ostringstream s;
@@ -97,7 +111,8 @@ std::string describe(const Case& c) {
     << (c.routing == Routing::kNatural  ? "natural"
         : c.routing == Routing::kSkewed ? "skewed"
                                         : "one_expert")
-    << " (rank " << g_comm->rank() << " of " << g_comm->size() << ")";
+    << (c.permuted ? " placement=permuted" : "") << " (rank " << g_comm->rank() << " of "
+    << g_comm->size() << ")";
   return s.str();
 }
 
@@ -122,6 +137,10 @@ MoeLayerConfig layer_config(const Case& c) {
   cfg.router.seed = 2000 + c.seed;
   cfg.router.vocab_size = c.vocab;
   return cfg;
+}
+
+ExpertPlacement placement_of(const Case& c, int P) {
+  return c.permuted ? permuted_placement(c.E, P) : ExpertPlacement::contiguous(c.E, P);
 }
 
 // The global problem of a case: the same on every rank.
@@ -247,6 +266,7 @@ void check_step_stats(const MoeLayer& par, const CapacityPlan& ref_plan, const C
   const MoeStepStats& st = par.last_stats();
   const CapacityPlan& plan = par.plan();
   const int64_t e = c.E / P, row_bytes = c.D * static_cast<int64_t>(sizeof(float));
+  const ExpertPlacement pl = placement_of(c, P);
   EXPECT_EQ(st.routed, plan.total_routed);
   EXPECT_EQ(st.kept, plan.total_kept);
   EXPECT_EQ(st.dropped, plan.total_dropped);
@@ -266,7 +286,7 @@ void check_step_stats(const MoeLayer& par, const CapacityPlan& ref_plan, const C
   for (int d = 0; d < P && static_cast<size_t>(d) < x.rows_sent_P.size(); ++d) {
     sent[d] = x.rows_sent_P[d];
     int64_t want = 0;
-    for (int64_t j = 0; j < e; ++j) want += plan.kept_E[d * e + j];
+    for (int64_t j = 0; j < e; ++j) want += plan.kept_E[pl.experts_of_rank[d][j]];
     EXPECT_EQ(x.rows_sent_P[d], want) << "rows sent to rank " << d;
     EXPECT_EQ(x.bytes_sent_P[d], d == r ? 0 : x.rows_sent_P[d] * row_bytes) << "to rank " << d;
     EXPECT_EQ(x.bytes_recv_P[d], d == r ? 0 : x.rows_recv_P[d] * row_bytes) << "from " << d;
@@ -280,8 +300,8 @@ void check_step_stats(const MoeLayer& par, const CapacityPlan& ref_plan, const C
   EXPECT_EQ(x.rows_recv_e.size(), static_cast<size_t>(e));
   for (size_t j = 0; j < x.rows_recv_e.size(); ++j) {
     per_expert_sum += x.rows_recv_e[j];
-    EXPECT_EQ(x.rows_recv_e[j], ref_plan.kept_E[r * e + static_cast<int64_t>(j)])
-        << "rows received for global expert " << r * e + static_cast<int64_t>(j);
+    EXPECT_EQ(x.rows_recv_e[j], ref_plan.kept_E[pl.experts_of_rank[r][j]])
+        << "rows received for global expert " << pl.experts_of_rank[r][j];
   }
   EXPECT_EQ(per_expert_sum, recv_sum);
   EXPECT_GE(st.bandwidth_gbps, 0.0);
@@ -303,7 +323,9 @@ Result run_case(const Case& c) {
 
   // ---- the 1-rank reference, over every token ----
   auto ref_or = MoeLayer::create(cfg, nullptr);
-  auto par_or = MoeLayer::create(cfg, g_comm);
+  MoeLayerConfig par_cfg = cfg;
+  if (c.permuted) par_cfg.placement = std::make_shared<ExpertPlacement>(placement_of(c, P));
+  auto par_or = MoeLayer::create(par_cfg, g_comm);
   // The config is the same on every rank, so either every rank returns here or none does.
   if (!ref_or.ok() || !par_or.ok()) {
     ADD_FAILURE() << "create: " << (ref_or.ok() ? par_or.status() : ref_or.status()).message();
@@ -359,9 +381,14 @@ Result run_case(const Case& c) {
   EXPECT_EQ(bitwise_diff(res.dx_par.data(), res.dx_ref.data() + t0 * D, Tl * D, D), "")
       << "dx is not bitwise the 1-rank dx";
 
-  // Local routed experts: bitwise the reference's slice of the full expert gradient.
+  // Local routed experts: bitwise the reference's slices of the full expert gradient (local
+  // expert j is global ids[j]: [first, first + e) with the contiguous placement).
   const int64_t first = par.first_local_expert(), e = par.num_local_experts();
-  EXPECT_EQ(first, r * c.E / P);
+  const std::vector<int32_t> ids = placement_of(c, P).experts_of_rank[r];
+  EXPECT_EQ(par.local_expert_ids(), ids);
+  if (!c.permuted) {
+    EXPECT_EQ(first, r * c.E / P);
+  }
   EXPECT_EQ(e, c.E / P);
   for (Param& p : par.experts().params()) {
     Param* rp = nullptr;
@@ -374,15 +401,17 @@ Result run_case(const Case& c) {
     const int64_t per_expert = rp->grad.numel() / c.E;
     EXPECT_EQ(p.grad.numel(), per_expert * e) << p.name;
     if (p.grad.numel() != per_expert * e) continue;
-    EXPECT_EQ(
-        bitwise_diff(p.grad.ptr(), rp->grad.ptr() + first * per_expert, p.grad.numel(), per_expert),
-        "")
-        << "gradient of " << p.name << " (local experts [" << first << ", " << first + e
-        << ")) is not bitwise the reference's slice";
-    EXPECT_EQ(bitwise_diff(p.value.ptr(), rp->value.ptr() + first * per_expert, p.value.numel(),
-                           per_expert),
-              "")
-        << "init of " << p.name << " differs from the reference's slice";
+    for (int64_t j = 0; j < e && j < static_cast<int64_t>(ids.size()); ++j) {
+      const int64_t at = j * per_expert, ref_at = ids[j] * per_expert;
+      EXPECT_EQ(bitwise_diff(p.grad.ptr() + at, rp->grad.ptr() + ref_at, per_expert, per_expert),
+                "")
+          << "gradient of " << p.name << " (local expert " << j << " = global " << ids[j]
+          << ") is not bitwise the reference's slice";
+      EXPECT_EQ(bitwise_diff(p.value.ptr() + at, rp->value.ptr() + ref_at, per_expert, per_expert),
+                "")
+          << "init of " << p.name << " (global expert " << ids[j]
+          << ") differs from the reference's slice";
+    }
   }
 
   // Router gradients: all-reduced (summed) by the layer; a different summation grouping.
@@ -424,8 +453,8 @@ Result run_case(const Case& c) {
   int64_t sums[4] = {0, par.plan().total_routed, par.plan().total_dropped, par.plan().total_kept};
   for (size_t j = 0; j < xs.rows_recv_e.size(); ++j) {
     sums[0] += xs.rows_recv_e[j];
-    EXPECT_EQ(xs.rows_recv_e[j], res.ref_plan.kept_E[first + j])
-        << "rows received for global expert " << first + j;
+    EXPECT_EQ(xs.rows_recv_e[j], res.ref_plan.kept_E[ids[j]])
+        << "rows received for global expert " << ids[j];
   }
   g_comm->allreduce(sums, 4, ReduceOp::kSum, {"test.exchange_sums"});
   EXPECT_EQ(sums[0], res.routed - res.dropped) << "sum over ranks of received rows";
@@ -590,6 +619,24 @@ TEST(MoeParallel, RandomizedProperty) {
     if (tr->total_part_count() != before)
       std::fprintf(stderr, "[rank %d] property test FAILED for property seed %llu: %s\n",
                    g_comm->rank(), static_cast<unsigned long long>(seed), describe(c).c_str());
+  }
+}
+
+// A permuted expert placement (moe.placement) changes where experts run, not the result: the
+// same checks as above, bitwise against the contiguous 1-rank layer, for every router.
+TEST(MoeParallel, PermutedPlacementMatchesOneRank) {
+  for (const std::string& name : router_names()) {
+    for (int variant = 0; variant < 3; ++variant) {
+      Case c;
+      c.router = name;
+      c.seed = 31 + variant;
+      c.E = variant == 1 ? 8 : 4;
+      c.capacity_factor = variant == 2 ? 0.0 : 1.0;
+      c.shared_hidden = variant == 1 ? 8 : 0;
+      c.routing = variant == 0 && shapes_router(name) ? Routing::kSkewed : Routing::kNatural;
+      c.permuted = true;
+      run_case(c);
+    }
   }
 }
 
