@@ -93,8 +93,9 @@ Status set_placement(const switchyard::ProjectConfig& cfg, int ranks_per_node,
     return Status::Ok();
 #else
     (void)ranks_per_node;
-    return InvalidArgument("--placement eplb: not yet in this build (runtime/project/eplb.cc "
-                           "and comm/placement.cc come with the EPLB change)");
+    return InvalidArgument(
+        "--placement eplb: not yet in this build (runtime/project/eplb.cc "
+        "and comm/placement.cc come with the EPLB change)");
 #endif
   }
 #ifdef SY_HAVE_PLACEMENT_FILE
@@ -163,6 +164,7 @@ int run_project(const CommandConfig& cc) {
     };
     StatusOr<RouterProjection> r = project_trace(*t, opt);
     if (!r.ok()) return fail(r.status());
+    progress.update(last_total, /*final=*/true);
     std::printf("%s", projection_text(*r, opt).c_str());
     if (!sizes_from.empty()) std::printf("  D and F from %s\n", sizes_from.c_str());
     std::fflush(stdout);
@@ -189,7 +191,8 @@ void add_project_command(CLI::App& app) {
   auto c = std::make_shared<CommandConfig>(cmd, switchyard::ProjectConfig::default_instance());
   c->add_config_options();
   c->option("trace", "trace", "trace folder(s), comma-separated (one router each); required");
-  c->option("--ep", "ep", "rank counts P, comma-separated (beyond E: E-way EP x P/E data parallel)");
+  c->option("--ep", "ep",
+            "rank counts P, comma-separated (beyond E: E-way EP x P/E data parallel)");
   c->option("--dp", "dp", "data-parallel replicas of every P");
   c->option("--gpus-per-node", "gpus_per_node", "ranks per node (0: the cluster's)");
   c->option("--cluster", "cluster", "cluster preset (dgx-h100, dgx-a100) or cluster JSON file");

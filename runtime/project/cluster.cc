@@ -109,8 +109,8 @@ StatusOr<ClusterModel> read_cluster_file(const std::string& path) {
   if (root.contains("gpus_per_node")) {
     const json& g = root["gpus_per_node"];
     if (!g.is_number_integer() || g.get<int64_t>() < 1 || g.get<int64_t>() > (1 << 20))
-      return field_error(path, "gpus_per_node", "must be an integer in [1, 2^20] (got " +
-                                                    g.dump() + ")");
+      return field_error(path, "gpus_per_node",
+                         "must be an integer in [1, 2^20] (got " + g.dump() + ")");
     c.gpus_per_node = g.get<int>();
   }
   SY_RETURN_IF_ERROR(read_number(root, path, "flops", "flops", false, &c.flops));

@@ -15,9 +15,9 @@ namespace {
 struct Flat {
   int64_t N = 0, K = 0, E = 0;
   std::vector<int64_t> token_index_N;
-  std::vector<int64_t> unit_begin;  // [units + 1]
-  std::vector<std::vector<int32_t>> ids_L;     // [L][N*K]
-  std::vector<std::vector<uint8_t>> kept_L;    // [L][N*K] recomputed at the projection's c
+  std::vector<int64_t> unit_begin;           // [units + 1]
+  std::vector<std::vector<int32_t>> ids_L;   // [L][N*K]
+  std::vector<std::vector<uint8_t>> kept_L;  // [L][N*K] recomputed at the projection's c
 };
 
 Status flatten(const Trace& t, double c, Flat* f, RouterProjection* out) {
@@ -63,8 +63,8 @@ Status flatten(const Trace& t, double c, Flat* f, RouterProjection* out) {
         f->ids_L[l][dst] = e;
         rec_L[l][dst] = tl.kept_NK[src];
         // The runtime ranks drops by the chosen probabilities (moe_layer.cc).
-        p_L[l][dst] = m.probs ? tl.probs_NE[static_cast<size_t>(i * f->E + e)]
-                              : tl.topk_weights_NK[src];
+        p_L[l][dst] =
+            m.probs ? tl.probs_NE[static_cast<size_t>(i * f->E + e)] : tl.topk_weights_NK[src];
       }
     }
   }
@@ -105,8 +105,8 @@ double max_over_mean(const std::vector<int64_t>& v) {
 // The expert group's layout at EP ranks: for expert e, its copies (rank, instance id).
 struct Layout {
   int ep = 0;
-  int64_t instances = 0;                    // placed copies per expert group
-  std::vector<int64_t> copies_begin;        // [E + 1] into copy_rank / copy_instance
+  int64_t instances = 0;              // placed copies per expert group
+  std::vector<int64_t> copies_begin;  // [E + 1] into copy_rank / copy_instance
   std::vector<int32_t> copy_rank;
   std::vector<int64_t> copy_instance;
 };
@@ -130,12 +130,11 @@ StatusOr<Layout> make_layout(const Flat& f, int ep, const ProjectOptions& opt) {
     for (const auto& ids : f.ids_L)
       for (int32_t e : ids) ++load_E[static_cast<size_t>(e)];
     SY_ASSIGN_OR_RETURN(ExpertPlacement p, opt.placement(load_E, ep));
-    if (p.num_experts != E || p.ranks != ep ||
-        static_cast<int>(p.experts_of_rank.size()) != ep)
+    if (p.num_experts != E || p.ranks != ep || static_cast<int>(p.experts_of_rank.size()) != ep)
       return InvalidArgument("placement '" + opt.placement_name + "' is for " +
                              std::to_string(p.num_experts) + " experts on " +
-                             std::to_string(p.ranks) + " ranks, not " + std::to_string(E) +
-                             " on " + std::to_string(ep));
+                             std::to_string(p.ranks) + " ranks, not " + std::to_string(E) + " on " +
+                             std::to_string(ep));
     for (int r = 0; r < ep; ++r)
       for (int32_t e : p.experts_of_rank[static_cast<size_t>(r)]) {
         if (e < 0 || e >= E)
@@ -224,8 +223,8 @@ void replay_layer(const Flat& f, int64_t l, const Layout& lay, const PointProjec
   out->routed = std::accumulate(out->routed_E.begin(), out->routed_E.end(), int64_t{0});
   out->dropped = std::accumulate(out->dropped_E.begin(), out->dropped_E.end(), int64_t{0});
   std::vector<int64_t> load_R(static_cast<size_t>(R));
-  for (int q = 0; q < R; ++q) load_R[q] = out->recv_R3[q * 3] + out->recv_R3[q * 3 + 1] +
-                                          out->recv_R3[q * 3 + 2];
+  for (int q = 0; q < R; ++q)
+    load_R[q] = out->recv_R3[q * 3] + out->recv_R3[q * 3 + 1] + out->recv_R3[q * 3 + 2];
   out->rank_load_max_over_mean = max_over_mean(load_R);
   out->expert_load_max_over_mean = max_over_mean(out->instance_routed);
 
@@ -233,7 +232,8 @@ void replay_layer(const Flat& f, int64_t l, const Layout& lay, const PointProjec
   // the rest of the group.
   const ClusterModel& cm = opt.cluster;
   const double row_bytes = static_cast<double>(opt.hidden) * 4.0;
-  const double row_flops = 6.0 * static_cast<double>(opt.hidden) * static_cast<double>(opt.ffn_hidden);
+  const double row_flops =
+      6.0 * static_cast<double>(opt.hidden) * static_cast<double>(opt.ffn_hidden);
   double disp = 0, comb = 0, comp = 0, comp_sum = 0;
   for (int q = 0; q < R; ++q) {
     const int64_t g0 = static_cast<int64_t>(q / ep) * ep, g1 = g0 + ep;
@@ -304,8 +304,8 @@ StatusOr<RouterProjection> project_trace(const Trace& t, const ProjectOptions& o
   const int max_ranks = *std::max_element(opt.ranks.begin(), opt.ranks.end()) * opt.dp;
   const int64_t tpr =
       opt.tokens_per_rank > 0 ? opt.tokens_per_rank : std::max<int64_t>(1, f.N / max_ranks);
-  const int64_t upr = std::max<int64_t>(
-      1, std::llround(static_cast<double>(tpr) / out.mean_unit_tokens));
+  const int64_t upr =
+      std::max<int64_t>(1, std::llround(static_cast<double>(tpr) / out.mean_unit_tokens));
   int64_t total = 0;
   for (int P : opt.ranks) total += static_cast<int64_t>(P) * opt.dp * upr;
   total = static_cast<int64_t>(static_cast<double>(total) * out.mean_unit_tokens) * m.layers();

@@ -56,7 +56,7 @@ using PlacementFn =
 
 struct ProjectOptions {
   std::vector<int> ranks = {8, 16, 32, 64, 128, 256, 512, 1024};  // P values
-  int dp = 1;                   // extra data-parallel replicas of every P
+  int dp = 1;  // extra data-parallel replicas of every P
   double capacity_factor = std::numeric_limits<double>::quiet_NaN();  // NaN: the trace's
   int64_t tokens_per_rank = 0;  // 0: trace tokens / the largest rank count (at least one unit)
   int64_t hidden = 0;           // D (> 0)
@@ -79,8 +79,8 @@ struct LayerProjection {
   std::vector<int64_t> instance_routed;      // routed assignments per placed expert copy
   int64_t routed = 0, dropped = 0;
   std::vector<int64_t> fanout_ranks_hist, fanout_nodes_hist;  // [K+1] tokens by distinct dests
-  double rank_load_max_over_mean = 0;    // rows received per rank
-  double expert_load_max_over_mean = 0;  // routed per placed copy
+  double rank_load_max_over_mean = 0;                         // rows received per rank
+  double expert_load_max_over_mean = 0;                       // routed per placed copy
   double dispatch_s = 0, combine_s = 0, compute_s = 0, compute_mean_s = 0;
 };
 

@@ -40,8 +40,10 @@ std::string sampling_text(const RouterProjection& r, const PointProjection* pt) 
 std::string drops_text(const RouterProjection& r) {
   char buf[256];
   if (r.drop_mismatch < 0) {
-    std::snprintf(buf, sizeof(buf), "drops recomputed at capacity factor %g (the trace ran at "
-                  "another)", r.capacity_factor);
+    std::snprintf(buf, sizeof(buf),
+                  "drops recomputed at capacity factor %g (the trace ran at "
+                  "another)",
+                  r.capacity_factor);
   } else {
     std::snprintf(buf, sizeof(buf),
                   "drops recomputed at capacity factor %g: %s the recording (%lld of %lld "
@@ -57,10 +59,10 @@ json cluster_json(const ClusterModel& c) {
           {"label", c.label},
           {"gpus_per_node", c.gpus_per_node},
           {"flops", c.flops},
-          {"same_node", {{"latency_s", c.same_node.latency_s},
-                         {"bandwidth_Bps", c.same_node.bandwidth_Bps}}},
-          {"other_node", {{"latency_s", c.other_node.latency_s},
-                          {"bandwidth_Bps", c.other_node.bandwidth_Bps}}}};
+          {"same_node",
+           {{"latency_s", c.same_node.latency_s}, {"bandwidth_Bps", c.same_node.bandwidth_Bps}}},
+          {"other_node",
+           {{"latency_s", c.other_node.latency_s}, {"bandwidth_Bps", c.other_node.bandwidth_Bps}}}};
 }
 
 json layer_json(const LayerProjection& l, const PointProjection& pt, int64_t row_bytes,
@@ -155,16 +157,15 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
     auto pct = [&](int64_t x) { return rows > 0 ? 100.0 * static_cast<double>(x) / rows : 0.0; };
     char epdp[32];
     std::snprintf(epdp, sizeof(epdp), "%dx%d", pt.ep, pt.dp);
-    std::snprintf(buf, sizeof(buf),
-                  "  %6d  %-9s %5d %8lld %10.1f %6.1f %6.1f %6.1f %12.3f %6.2f %7.2f %8.2f %10.2f "
-                  "%9.2f %12.1f %10.1f %10.1f\n",
-                  pt.ranks, epdp, pt.nodes,
-                  static_cast<long long>(pt.tokens / std::max(1, pt.ranks)),
-                  rows / L / pt.ranks, pct(tier[0]), pct(tier[1]), pct(tier[2]),
-                  static_cast<double>(other_max) * row_bytes / 1e6, rl, el,
-                  routed > 0 ? 100.0 * static_cast<double>(dropped) / static_cast<double>(routed)
-                             : 0.0,
-                  fr, fn, disp * 1e6, comp * 1e6, comb * 1e6);
+    std::snprintf(
+        buf, sizeof(buf),
+        "  %6d  %-9s %5d %8lld %10.1f %6.1f %6.1f %6.1f %12.3f %6.2f %7.2f %8.2f %10.2f "
+        "%9.2f %12.1f %10.1f %10.1f\n",
+        pt.ranks, epdp, pt.nodes, static_cast<long long>(pt.tokens / std::max(1, pt.ranks)),
+        rows / L / pt.ranks, pct(tier[0]), pct(tier[1]), pct(tier[2]),
+        static_cast<double>(other_max) * row_bytes / 1e6, rl, el,
+        routed > 0 ? 100.0 * static_cast<double>(dropped) / static_cast<double>(routed) : 0.0, fr,
+        fn, disp * 1e6, comp * 1e6, comb * 1e6);
     s += buf;
   }
   return s;
@@ -172,14 +173,10 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
 
 std::string projection_json(const std::vector<RouterProjection>& rs, const ProjectOptions& opt) {
   const int64_t row_bytes = opt.hidden * 4;
-  json j = {{"format", "switchyard.projection"},
-            {"version", 1},
-            {"cluster", cluster_json(opt.cluster)},
-            {"hidden", opt.hidden},
-            {"ffn_hidden", opt.ffn_hidden},
-            {"row_bytes", row_bytes},
-            {"placement", opt.placement_name},
-            {"routers", json::array()}};
+  json j = {{"format", "switchyard.projection"},    {"version", 1},
+            {"cluster", cluster_json(opt.cluster)}, {"hidden", opt.hidden},
+            {"ffn_hidden", opt.ffn_hidden},         {"row_bytes", row_bytes},
+            {"placement", opt.placement_name},      {"routers", json::array()}};
   for (const RouterProjection& r : rs) {
     json jr = {{"trace", r.trace_dir},
                {"router", r.router},
@@ -194,8 +191,9 @@ std::string projection_json(const std::vector<RouterProjection>& rs, const Proje
                {"drop_compared", r.drop_compared},
                {"points", json::array()}};
     for (const PointProjection& pt : r.points) {
-      json jp = {{"ranks", pt.ranks}, {"ep", pt.ep},         {"dp", pt.dp},
-                 {"nodes", pt.nodes}, {"tokens", pt.tokens}, {"units_per_rank", pt.units_per_rank},
+      json jp = {{"ranks", pt.ranks},     {"ep", pt.ep},
+                 {"dp", pt.dp},           {"nodes", pt.nodes},
+                 {"tokens", pt.tokens},   {"units_per_rank", pt.units_per_rank},
                  {"time_s", pt.time_s()}, {"layers", json::array()}};
       for (const LayerProjection& l : pt.layers)
         jp["layers"].push_back(layer_json(l, pt, row_bytes, opt.pairs_max_ranks));

@@ -174,8 +174,8 @@ TEST(Project, ReplicatedExpertsShareTokensByTokenIndex) {
 }
 
 std::string write_file(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/project_test_" + std::to_string(getpid()) +
-                           "_" + name;
+  const std::string path =
+      ::testing::TempDir() + "/project_test_" + std::to_string(getpid()) + "_" + name;
   std::ofstream(path) << text;
   return path;
 }
@@ -230,8 +230,7 @@ TEST(Cluster, PresetsAndFiles) {
     EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().message();
     EXPECT_NE(r.status().message().find(b.field), std::string::npos) << r.status().message();
   }
-  EXPECT_EQ(read_cluster_file("/nonexistent/cluster.json").status().code(),
-            StatusCode::kNotFound);
+  EXPECT_EQ(read_cluster_file("/nonexistent/cluster.json").status().code(), StatusCode::kNotFound);
 }
 
 }  // namespace
