@@ -139,7 +139,9 @@ TEST(Project, BeyondEIsDataParallelAndSamplesCyclically) {
   const LayerProjection& l = pt.layers[0];
   for (int q = 0; q < 8; ++q)
     for (int d = 0; d < 8; ++d)
-      if (q / 4 != d / 4) EXPECT_EQ(l.pair_rows_RR[q * 8 + d], 0) << q << " -> " << d;
+      if (q / 4 != d / 4) {
+        EXPECT_EQ(l.pair_rows_RR[q * 8 + d], 0) << q << " -> " << d;
+      }
   int64_t rows = 0;
   for (int64_t x : l.pair_rows_RR) rows += x;
   EXPECT_EQ(rows, 32);
