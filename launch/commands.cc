@@ -55,6 +55,7 @@ void register_commands(CLI::App& app) {
   add_init_command(app);
   add_train_command(app);
   add_trace_command(app);
+  add_project_command(app);
 }
 
 }  // namespace sy::launch

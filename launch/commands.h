@@ -40,5 +40,6 @@ void add_tokenize_command(CLI::App& app);
 void add_init_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_trace_command(CLI::App& app);
+void add_project_command(CLI::App& app);
 
 }  // namespace sy::launch

@@ -30,6 +30,8 @@ ALLOWED = {
                       "comm/", "runtime/moe/", "runtime/io/", "runtime/data/",
                       "runtime/model/"],
     "runtime/trace": ["runtime/core/", "runtime/io/", "runtime/moe/"],
+    "runtime/project": ["runtime/core/", "runtime/kernels/capacity.h", "comm/placement.h",
+                        "runtime/trace/"],
 }
 # The CPU kernels' compute headers (everything in runtime/kernels/ that is not a shared data
 # format or per-element code).

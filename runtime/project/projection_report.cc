@@ -1,0 +1,207 @@
+// The projection's table and projection.json (projection.h).
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "runtime/project/projection.h"
+
+namespace sy {
+namespace {
+using json = nlohmann::json;
+
+int64_t sum(const std::vector<int64_t>& v) {
+  return std::accumulate(v.begin(), v.end(), int64_t{0});
+}
+// Column `tier` of an [R * 3] array.
+std::vector<int64_t> tier_of(const std::vector<int64_t>& v_R3, int tier) {
+  std::vector<int64_t> out(v_R3.size() / 3);
+  for (size_t q = 0; q < out.size(); ++q) out[q] = v_R3[q * 3 + static_cast<size_t>(tier)];
+  return out;
+}
+double mean_hist(const std::vector<int64_t>& h) {
+  int64_t n = 0, s = 0;
+  for (size_t i = 0; i < h.size(); ++i) n += h[i], s += h[i] * static_cast<int64_t>(i);
+  return n > 0 ? static_cast<double>(s) / static_cast<double>(n) : 0;
+}
+
+// What the replay did, in words (the output says it is a sample).
+std::string sampling_text(const RouterProjection& r, const PointProjection* pt) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf),
+                "%lld trace tokens in %lld %ss (mean %.1f tokens); each rank replays %lld whole "
+                "%ss, in trace order, cyclically where ranks x %ss exceed the trace",
+                static_cast<long long>(r.trace_tokens), static_cast<long long>(r.units),
+                r.unit_kind.c_str(), r.mean_unit_tokens,
+                static_cast<long long>(pt ? pt->units_per_rank : 0), r.unit_kind.c_str(),
+                r.unit_kind.c_str());
+  return buf;
+}
+
+std::string drops_text(const RouterProjection& r) {
+  char buf[256];
+  if (r.drop_mismatch < 0) {
+    std::snprintf(buf, sizeof(buf),
+                  "drops recomputed at capacity factor %g (the trace ran at "
+                  "another)",
+                  r.capacity_factor);
+  } else {
+    std::snprintf(buf, sizeof(buf),
+                  "drops recomputed at capacity factor %g: %s the recording (%lld of %lld "
+                  "assignments differ)",
+                  r.capacity_factor, r.drop_mismatch == 0 ? "match" : "DIFFER FROM",
+                  static_cast<long long>(r.drop_mismatch), static_cast<long long>(r.drop_compared));
+  }
+  return buf;
+}
+
+json cluster_json(const ClusterModel& c) {
+  return {{"name", c.name},
+          {"label", c.label},
+          {"gpus_per_node", c.gpus_per_node},
+          {"flops", c.flops},
+          {"same_node",
+           {{"latency_s", c.same_node.latency_s}, {"bandwidth_Bps", c.same_node.bandwidth_Bps}}},
+          {"other_node",
+           {{"latency_s", c.other_node.latency_s}, {"bandwidth_Bps", c.other_node.bandwidth_Bps}}}};
+}
+
+json layer_json(const LayerProjection& l, const PointProjection& pt, int64_t row_bytes,
+                int pairs_max_ranks) {
+  json j = {{"layer", l.layer},
+            {"model_layer", l.model_layer},
+            {"routed", l.routed},
+            {"dropped", l.dropped},
+            {"routed_E", l.routed_E},
+            {"dropped_E", l.dropped_E},
+            {"rank_load_max_over_mean", l.rank_load_max_over_mean},
+            {"expert_load_max_over_mean", l.expert_load_max_over_mean},
+            {"fanout_ranks_hist", l.fanout_ranks_hist},
+            {"fanout_nodes_hist", l.fanout_nodes_hist},
+            {"dispatch_s", l.dispatch_s},
+            {"combine_s", l.combine_s},
+            {"compute_s", l.compute_s},
+            {"compute_mean_s", l.compute_mean_s}};
+  const char* tiers[3] = {"self", "same_node", "other_node"};
+  for (int t = 0; t < 3; ++t) {
+    const std::vector<int64_t> s = tier_of(l.sent_R3, t), r = tier_of(l.recv_R3, t);
+    j["rows_sent_total"][tiers[t]] = sum(s);
+    j["bytes_sent_total"][tiers[t]] = t == 0 ? 0 : sum(s) * row_bytes;
+    j["rows_sent_max"][tiers[t]] = s.empty() ? 0 : *std::max_element(s.begin(), s.end());
+    j["rows_recv_max"][tiers[t]] = r.empty() ? 0 : *std::max_element(r.begin(), r.end());
+    if (pt.ranks <= pairs_max_ranks) {
+      j["rows_sent_R"][tiers[t]] = s;
+      j["rows_recv_R"][tiers[t]] = r;
+    }
+  }
+  if (!l.pair_rows_RR.empty()) {
+    json rows = json::array(), bytes = json::array();
+    for (int q = 0; q < pt.ranks; ++q) {
+      std::vector<int64_t> rr(l.pair_rows_RR.begin() + static_cast<int64_t>(q) * pt.ranks,
+                              l.pair_rows_RR.begin() + static_cast<int64_t>(q + 1) * pt.ranks);
+      std::vector<int64_t> bb(rr.size());
+      for (size_t d = 0; d < rr.size(); ++d)
+        bb[d] = static_cast<int>(d) == q ? 0 : rr[d] * row_bytes;
+      rows.push_back(rr);
+      bytes.push_back(bb);
+    }
+    j["pair_rows"] = rows;
+    j["pair_bytes"] = bytes;
+  }
+  return j;
+}
+
+}  // namespace
+
+std::string projection_text(const RouterProjection& r, const ProjectOptions& opt) {
+  std::string s;
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), "router %s%s, trace %s\n  %s\n  %s\n", r.router.c_str(),
+                r.synthetic_routing ? " (synthetic routing)" : "", r.trace_dir.c_str(),
+                sampling_text(r, r.points.empty() ? nullptr : &r.points.front()).c_str(),
+                drops_text(r).c_str());
+  s += buf;
+  const ClusterModel& c = opt.cluster;
+  std::snprintf(buf, sizeof(buf),
+                "  cluster %s (%s): %d GPUs/node, same-node %.0f GB/s %.1f us, other-node %.0f "
+                "GB/s %.1f us, %.0f TFLOP/s; D %lld, F %lld, placement %s\n",
+                c.name.c_str(), c.label.c_str(), c.gpus_per_node, c.same_node.bandwidth_Bps / 1e9,
+                c.same_node.latency_s * 1e6, c.other_node.bandwidth_Bps / 1e9,
+                c.other_node.latency_s * 1e6, c.flops / 1e12, static_cast<long long>(opt.hidden),
+                static_cast<long long>(opt.ffn_hidden), opt.placement_name.c_str());
+  s += buf;
+  s += "   ranks  EPxDP     nodes tok/rank  rows/rank  self%  node% other%  MB-out/rank   "
+       "load-max/mean    drop%  ranks/tok nodes/tok  dispatch-us compute-us combine-us\n"
+       "                                   (per layer)                       (max)  rank  "
+       "expert                              (per layer: max over ranks)\n";
+  const double row_bytes = static_cast<double>(opt.hidden) * 4.0;
+  for (const PointProjection& pt : r.points) {
+    const double L = static_cast<double>(pt.layers.size());
+    int64_t tier[3] = {0, 0, 0}, routed = 0, dropped = 0;
+    int64_t other_max = 0;
+    double rl = 0, el = 0, fr = 0, fn = 0, disp = 0, comp = 0, comb = 0;
+    for (const LayerProjection& l : pt.layers) {
+      for (int t = 0; t < 3; ++t) tier[t] += sum(tier_of(l.sent_R3, t));
+      const std::vector<int64_t> o = tier_of(l.sent_R3, 2);
+      other_max = std::max(other_max, *std::max_element(o.begin(), o.end()));
+      routed += l.routed;
+      dropped += l.dropped;
+      rl = std::max(rl, l.rank_load_max_over_mean);
+      el = std::max(el, l.expert_load_max_over_mean);
+      fr += mean_hist(l.fanout_ranks_hist) / L;
+      fn += mean_hist(l.fanout_nodes_hist) / L;
+      disp += l.dispatch_s / L;
+      comp += l.compute_s / L;
+      comb += l.combine_s / L;
+    }
+    const double rows = static_cast<double>(tier[0] + tier[1] + tier[2]);
+    auto pct = [&](int64_t x) { return rows > 0 ? 100.0 * static_cast<double>(x) / rows : 0.0; };
+    char epdp[32];
+    std::snprintf(epdp, sizeof(epdp), "%dx%d", pt.ep, pt.dp);
+    std::snprintf(
+        buf, sizeof(buf),
+        "  %6d  %-9s %5d %8lld %10.1f %6.1f %6.1f %6.1f %12.3f %6.2f %7.2f %8.2f %10.2f "
+        "%9.2f %12.1f %10.1f %10.1f\n",
+        pt.ranks, epdp, pt.nodes, static_cast<long long>(pt.tokens / std::max(1, pt.ranks)),
+        rows / L / pt.ranks, pct(tier[0]), pct(tier[1]), pct(tier[2]),
+        static_cast<double>(other_max) * row_bytes / 1e6, rl, el,
+        routed > 0 ? 100.0 * static_cast<double>(dropped) / static_cast<double>(routed) : 0.0, fr,
+        fn, disp * 1e6, comp * 1e6, comb * 1e6);
+    s += buf;
+  }
+  return s;
+}
+
+std::string projection_json(const std::vector<RouterProjection>& rs, const ProjectOptions& opt) {
+  const int64_t row_bytes = opt.hidden * 4;
+  json j = {{"format", "switchyard.projection"},    {"version", 1},
+            {"cluster", cluster_json(opt.cluster)}, {"hidden", opt.hidden},
+            {"ffn_hidden", opt.ffn_hidden},         {"row_bytes", row_bytes},
+            {"placement", opt.placement_name},      {"routers", json::array()}};
+  for (const RouterProjection& r : rs) {
+    json jr = {{"trace", r.trace_dir},
+               {"router", r.router},
+               {"model", r.model},
+               {"synthetic_routing", r.synthetic_routing},
+               {"trace_tokens", r.trace_tokens},
+               {"units", r.units},
+               {"unit_kind", r.unit_kind},
+               {"sampling", sampling_text(r, r.points.empty() ? nullptr : &r.points.front())},
+               {"capacity_factor", r.capacity_factor},
+               {"drop_mismatch", r.drop_mismatch},
+               {"drop_compared", r.drop_compared},
+               {"points", json::array()}};
+    for (const PointProjection& pt : r.points) {
+      json jp = {{"ranks", pt.ranks},     {"ep", pt.ep},
+                 {"dp", pt.dp},           {"nodes", pt.nodes},
+                 {"tokens", pt.tokens},   {"units_per_rank", pt.units_per_rank},
+                 {"time_s", pt.time_s()}, {"layers", json::array()}};
+      for (const LayerProjection& l : pt.layers)
+        jp["layers"].push_back(layer_json(l, pt, row_bytes, opt.pairs_max_ranks));
+      jr["points"].push_back(std::move(jp));
+    }
+    j["routers"].push_back(std::move(jr));
+  }
+  return j.dump(1) + "\n";
+}
+
+}  // namespace sy

