@@ -129,7 +129,7 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
                 c.other_node.latency_s * 1e6, c.flops / 1e12, static_cast<long long>(opt.hidden),
                 static_cast<long long>(opt.ffn_hidden), opt.placement_name.c_str());
   s += buf;
-  s += "   ranks  EPxDP     nodes tok/rank  rows/rank  self%  node% other%  MB-out/rank   "
+  s += "   ranks  EPxDP     nodes tok/rank  rows/rank  self%  node% other% xnodeMB/rank   "
        "load-max/mean    drop%  ranks/tok nodes/tok  dispatch-us compute-us combine-us\n"
        "                                   (per layer)                       (max)  rank  "
        "expert                              (per layer: max over ranks)\n";
