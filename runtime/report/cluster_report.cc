@@ -102,12 +102,12 @@ Status overflow(int layer) {
 
 // Adds one rank's entry into the layer's sums.
 Status accumulate(const RankReport& r, const LayerStepReport& e, LayerAcc* L) {
-  const int64_t P = r.world_size(), p = r.rank(), begin = r.local_expert_begin();
+  const int64_t P = r.world_size(), p = r.rank();
   const int layer = e.layer();
   L->steps.insert(e.step());
   for (int j = 0; j < e.received_per_local_expert_size(); ++j) {
     const int64_t v = e.received_per_local_expert(j);
-    if (!add(&L->load_E[static_cast<size_t>(begin + j)], v) || !add(&L->received, v) ||
+    if (!add(&L->load_E[static_cast<size_t>(local_expert_id(r, j))], v) || !add(&L->received, v) ||
         !add(&L->received_P[static_cast<size_t>(p)], v))
       return overflow(layer);
   }
@@ -176,8 +176,9 @@ Status check_layer(int layer, int64_t P, const std::vector<const RankReport*>& b
       if (L.load_E[x] == L.routed_E[x] - L.dropped_E[x]) continue;
       int owner = 0;
       for (int64_t q = 0; q < P; ++q)
-        if (by_rank[q]->local_expert_begin() <= static_cast<int64_t>(x))
-          owner = static_cast<int>(q);
+        for (int j = 0; j < by_rank[q]->local_expert_count(); ++j)
+          if (local_expert_id(*by_rank[q], j) == static_cast<int32_t>(x))
+            owner = static_cast<int>(q);
       return layer_error(layer, "expert ", x, " (owned by rank ", owner, ") received ", L.load_E[x],
                          " rows but the ranks routed ", L.routed_E[x], " - dropped ",
                          L.dropped_E[x], " to it");

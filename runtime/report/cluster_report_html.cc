@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/report/cluster_report.h"
+#include "runtime/report/report_io.h"
 
 namespace sy {
 using switchyard::ClusterReport;
@@ -174,7 +175,7 @@ std::vector<int> expert_owners(const ClusterReport& c) {
   std::vector<int> owner(static_cast<size_t>(std::max(c.num_experts(), 0)), 0);
   for (const auto& r : c.ranks())
     for (int j = 0; j < r.local_expert_count(); ++j) {
-      const int e = r.local_expert_begin() + j;
+      const int e = local_expert_id(r, j);
       if (e >= 0 && e < c.num_experts()) owner[static_cast<size_t>(e)] = r.rank();
     }
   return owner;
@@ -530,10 +531,15 @@ std::string render_cluster_html(const ClusterReport& c) {
       const auto& r = c.ranks(i);
       double sum = 0.0;
       for (double x : rt[static_cast<size_t>(i)]) sum += x;
-      const std::string experts = r.local_expert_count() == 0
-                                      ? "none"
-                                      : fmt("%d&ndash;%d", r.local_expert_begin(),
-                                            r.local_expert_begin() + r.local_expert_count() - 1);
+      std::string experts = r.local_expert_count() == 0
+                                ? "none"
+                                : fmt("%d&ndash;%d", r.local_expert_begin(),
+                                      r.local_expert_begin() + r.local_expert_count() - 1);
+      if (r.local_expert_ids_size() > 0) {  // a placement file: the ids themselves
+        experts.clear();
+        for (int32_t e : r.local_expert_ids())
+          experts += (experts.empty() ? "" : " ") + fmt("%d", e);
+      }
       h += fmt("<tr><td>%d</td><td>", r.rank()) + esc(r.host()) + "</td><td>" + experts +
            fmt("</td><td>%.5f</td><td>%.2f</td></tr>\n", sum, r.wall_s());
     }

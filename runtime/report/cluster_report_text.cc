@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "runtime/report/cluster_report.h"
+#include "runtime/report/report_io.h"
 
 namespace sy {
 using switchyard::ClusterReport;
@@ -165,7 +166,7 @@ std::string render_cluster_text(const ClusterReport& c) {
   std::vector<int> owner(static_cast<size_t>(std::max(E, 0)), 0);
   for (const auto& r : c.ranks())
     for (int j = 0; j < r.local_expert_count(); ++j) {
-      const int e = r.local_expert_begin() + j;
+      const int e = local_expert_id(r, j);
       if (e >= 0 && e < E) owner[static_cast<size_t>(e)] = r.rank();
     }
   for (const auto& s : c.layers()) {

@@ -76,6 +76,13 @@ void fill_rank_header(const MoeLayer& first, int num_layers, const std::string& 
   r->set_d_model(static_cast<int32_t>(lc.d_model));
   r->set_local_expert_begin(static_cast<int32_t>(first.first_local_expert()));
   r->set_local_expert_count(static_cast<int32_t>(first.num_local_experts()));
+  const std::vector<int32_t>& ids = first.local_expert_ids();
+  for (size_t j = 0; j < ids.size(); ++j)
+    if (ids[j] != first.first_local_expert() + static_cast<int64_t>(j)) {  // not a range
+      r->set_local_expert_begin(0);
+      for (int32_t e : ids) r->add_local_expert_ids(e);
+      break;
+    }
   r->set_num_layers(num_layers);
   r->set_config_text(config_text);
   r->set_switchyard_version(kVersion);

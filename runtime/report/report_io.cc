@@ -242,9 +242,19 @@ Status check_rank_report(const RankReport& r, const std::string& source) {
   if (r.top_k() < 0 || r.top_k() > r.num_experts())
     return bad(source, "top_k ", r.top_k(), " not in [0, ", r.num_experts(), "]");
   const int64_t begin = r.local_expert_begin(), count = r.local_expert_count();
-  if (begin < 0 || count < 0 || begin + count > r.num_experts())
+  if (r.local_expert_ids_size() > 0) {  // a placement: ids of its own, each once
+    if (r.local_expert_ids_size() != count)
+      return bad(source, "local_expert_ids has ", r.local_expert_ids_size(),
+                 " ids but local_expert_count is ", count);
+    std::set<int32_t> ids;
+    for (int32_t e : r.local_expert_ids())
+      if (e < 0 || e >= r.num_experts() || !ids.insert(e).second)
+        return bad(source, "local_expert_ids: ", e, " is out of [0, ", r.num_experts(),
+                   ") or repeated");
+  } else if (begin < 0 || count < 0 || begin + count > r.num_experts()) {
     return bad(source, "local experts [", begin, ", ", begin + count, ") not within [0, ",
                r.num_experts(), ")");
+  }
   if (r.num_layers() < 0 || r.num_layers() > kMaxReportLayers)
     return bad(source, "num_layers ", r.num_layers(), " not in [0, ", kMaxReportLayers, "]");
   std::set<std::pair<int32_t, int64_t>> seen;
@@ -293,9 +303,28 @@ Status check_rank_report_set(const std::vector<RankReport>& reports,
     if (where[static_cast<size_t>(r)] < 0)
       return BadInput("missing the report of rank " + std::to_string(r) + " (world_size " +
                       std::to_string(P) + ", " + std::to_string(reports.size()) + " reports)");
-  // Local experts must tile [0, E) in rank order, or loads would be lost or counted twice.
+  // Local experts must cover [0, E) once, or loads would be lost or counted twice: a placement
+  // file's ids, else ranges that tile [0, E) in rank order.
+  bool placed = false;
+  for (const RankReport& r : reports) placed = placed || r.local_expert_ids_size() > 0;
+  if (placed) {
+    std::vector<int> owner(static_cast<size_t>(ref.num_experts()), -1);
+    for (int r = 0; r < P; ++r) {
+      const RankReport& rr = reports[static_cast<size_t>(where[static_cast<size_t>(r)])];
+      for (int j = 0; j < rr.local_expert_count(); ++j) {
+        const int32_t e = local_expert_id(rr, j);
+        if (e < 0 || e >= ref.num_experts() || owner[static_cast<size_t>(e)] >= 0)
+          return bad(source_of(sources, static_cast<size_t>(where[r]), rr), "expert ", e,
+                     " is out of range or also held by rank ",
+                     e >= 0 && e < ref.num_experts() ? owner[static_cast<size_t>(e)] : -1);
+        owner[static_cast<size_t>(e)] = r;
+      }
+    }
+    for (size_t e = 0; e < owner.size(); ++e)
+      if (owner[e] < 0) return BadInput("no rank holds expert " + std::to_string(e));
+  }
   int64_t next = 0;
-  for (int r = 0; r < P; ++r) {
+  for (int r = 0; r < P && !placed; ++r) {
     const RankReport& rr = reports[static_cast<size_t>(where[static_cast<size_t>(r)])];
     if (rr.local_expert_begin() != next)
       return bad(source_of(sources, static_cast<size_t>(where[r]), rr), "local experts begin at ",
@@ -303,7 +332,7 @@ Status check_rank_report_set(const std::vector<RankReport>& reports,
                  " (ranks' expert ranges must tile [0, num_experts) in rank order)");
     next += rr.local_expert_count();
   }
-  if (next != ref.num_experts())
+  if (!placed && next != ref.num_experts())
     return BadInput("local expert ranges of all ranks cover [0, " + std::to_string(next) +
                     ") but num_experts is " + std::to_string(ref.num_experts()));
   // Every rank takes part in every layer forward, so the (layer, step) entries must match.

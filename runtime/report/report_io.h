@@ -73,6 +73,12 @@ StatusOr<switchyard::RankReport> read_rank_report(const std::string& path);
 // `source` names the report in messages (its file).
 Status check_rank_report(const switchyard::RankReport& r, const std::string& source);
 
+// The global id of rank r's j-th local expert: local_expert_ids[j] when the report has them (a
+// placement file), else local_expert_begin + j.
+inline int32_t local_expert_id(const switchyard::RankReport& r, int j) {
+  return r.local_expert_ids_size() > 0 ? r.local_expert_ids(j) : r.local_expert_begin() + j;
+}
+
 // The invariants a set of reports must satisfy together: the same world_size, router,
 // num_experts, top_k and num_layers; ranks 0..P-1 each exactly once; local expert ranges that
 // tile [0, E); the same (layer, step) entries on every rank. sources[i] names reports[i] in

@@ -71,5 +71,25 @@ expect 1 throw-np2 env SY_FAULT=throw@rank=0,step=1 timeout 120 mpirun --oversub
   --set moe.ffn_hidden=32 --set moe.num_experts=4
 grep -q "rank 0.*injected fault" "$work/throw-np2.log" || { echo "FAIL throw-np2: no message"; fail=1; }
 
+# A placement file (moe.placement, comm/placement.h): 2 ranks with a permuted expert layout give
+# the 1-rank hidden states bitwise, and the merged report has each expert's load where the
+# contiguous layout puts it (the reports name the experts each rank held).
+cat >"$work/perm.json" <<'JSON'
+{"format": "switchyard.placement", "version": 1, "num_experts": 8, "ranks": 2,
+ "experts_of_rank": [[7, 2, 5, 0], [3, 6, 1, 4]]}
+JSON
+pl=(infer --data-dir "$data" --corpus excerpt --max-tokens 1536 --set data.group_tokens=128
+  --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.num_experts=8 --set deterministic=true)
+expect 0 placed-np1 mpirun --oversubscribe -np 1 "$bin" "${pl[@]}" --dump "$work/placed-np1.npy"   --out "$work/placed-np1"
+expect 0 placed-np2 mpirun --oversubscribe -np 2 "$bin" "${pl[@]}"   --set moe.placement="$work/perm.json" --dump "$work/placed-np2.npy" --out "$work/placed-np2"
+cmp -s "$work/placed-np1.npy" "$work/placed-np2.npy" && echo "ok   permuted placement: bitwise" ||
+  { echo "FAIL permuted placement: hidden states differ from 1 rank"; fail=1; }
+expect 0 placed-report1 "$bin" report "$work/placed-np1"
+expect 0 placed-report2 "$bin" report "$work/placed-np2"
+load() { grep -o '"load_per_expert":\[[^]]*\]' "$work/$1/cluster.json"; }
+[ -n "$(load placed-np1)" ] && [ "$(load placed-np1)" = "$(load placed-np2)" ] &&
+  echo "ok   permuted placement: per-expert loads in the report" ||
+  { echo "FAIL permuted placement: per-expert loads differ"; fail=1; }
+
 [ $fail = 0 ] && echo "infer_e2e: all checks passed"
 exit $fail
