@@ -21,9 +21,9 @@
 #include "launch/progress.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/project/cluster.h"
+#include "runtime/project/eplb.h"
 #include "runtime/project/projection.h"
 #include "runtime/trace/trace_format.h"
-#include "runtime/project/eplb.h"
 
 namespace sy::launch {
 namespace {

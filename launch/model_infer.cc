@@ -384,8 +384,7 @@ int RunGenerate(const ModelInferArgs& a, Model& model, Communicator& comm, const
   Tensor staging;
   const Tensor& host_logits = host_readable(logits, &staging);
   auto out = model.generate(host_logits.row(host_logits.shape[0] - 1), a.max_new_tokens, sampling,
-                            comm,
-                            [&](int32_t next) {
+                            comm, [&](int32_t next) {
                               if (me != 0) return;
                               if (tok) {
                                 std::printf("%s", tok->decode({next}).c_str());

@@ -53,7 +53,7 @@ struct ModelInferArgs {
   // Row-stable GEMMs in the token-sharded parts (MoE, LM head): P ranks give the logits of
   // 1 rank bitwise. Off: OpenBLAS, faster, P ranks agree with 1 rank to fp32 rounding.
   bool deterministic = false;
-  std::string backend = "cpu";  // a registered backend (--backend)
+  std::string backend = "cpu";    // a registered backend (--backend)
   switchyard::TraceConfig trace;  // --trace DIR [--trace-probs]: routing trace shards
 
   static ModelInferArgs FromConfig(const switchyard::ModelInferConfig& c);
