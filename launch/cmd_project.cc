@@ -2,7 +2,8 @@
 // [--cluster PRESET|FILE] [--capacity-factor c] [--tokens-per-rank N]
 // [--placement contiguous|eplb|FILE] [--redundant-experts R] --out DIR`: each routing trace (one
 // router) replayed at every P, exact counts and a cluster time model
-// (runtime/project/projection.h); a table per router and DIR/projection.json.
+// (runtime/project/projection.h); a table per router, DIR/projection.json and
+// DIR/projection.html (charts against P).
 // Exit codes: 0 ok; 21 an invalid setting (P that does not divide E, an unknown preset, an
 // option not built yet); 22 a bad trace, cluster file or placement file, naming the file and the
 // field.
@@ -162,6 +163,11 @@ int run_project(const CommandConfig& cc) {
   const std::string path = cfg.out() + "/projection.json";
   if (Status st = write_file_atomic(path, {{json.data(), json.size()}}); !st.ok()) return fail(st);
   std::printf("wrote %s\n", path.c_str());
+  const std::string page = projection_html(results, opt);
+  const std::string html_path = cfg.out() + "/projection.html";
+  if (Status st = write_file_atomic(html_path, {{page.data(), page.size()}}); !st.ok())
+    return fail(st);
+  std::printf("wrote %s\n", html_path.c_str());
   return 0;
 }
 

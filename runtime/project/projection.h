@@ -111,5 +111,21 @@ StatusOr<RouterProjection> project_trace(const Trace& t, const ProjectOptions& o
 std::string projection_text(const RouterProjection& r, const ProjectOptions& opt);
 // projection.json (schema: README "Projecting to 1,024 ranks").
 std::string projection_json(const std::vector<RouterProjection>& rs, const ProjectOptions& opt);
+// projection.html: one self-contained page (inline CSS and SVG, no scripts): line charts against
+// P (log2 axis) of exchange time per layer, max/mean load per rank and other-node bytes per rank
+// per layer, one line per router; the settings and every router's table. Names are escaped.
+std::string projection_html(const std::vector<RouterProjection>& rs, const ProjectOptions& opt);
+
+// One P of the table, over its layers: means per layer except where it says max.
+struct PointSummary {
+  double rows_per_rank = 0;               // rows sent per rank per layer (all tiers)
+  double pct[3] = {0, 0, 0};              // % of rows to the same rank, the same node, other nodes
+  double other_max_bytes = 0;             // other-node bytes sent by one rank in one layer, max
+  double other_mean_bytes = 0;            // other-node bytes sent per rank per layer, mean
+  double rank_load = 0, expert_load = 0;  // max/mean, max over layers
+  double drop_pct = 0, fanout_ranks = 0, fanout_nodes = 0;
+  double dispatch_s = 0, compute_s = 0, combine_s = 0;  // per layer (each max over ranks)
+};
+PointSummary point_summary(const PointProjection& pt, const ProjectOptions& opt);
 
 }  // namespace sy

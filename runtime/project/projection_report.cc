@@ -112,6 +112,35 @@ json layer_json(const LayerProjection& l, const PointProjection& pt, int64_t row
 
 }  // namespace
 
+PointSummary point_summary(const PointProjection& pt, const ProjectOptions& opt) {
+  PointSummary m;
+  const double L = static_cast<double>(std::max<size_t>(pt.layers.size(), 1));
+  const double row_bytes = static_cast<double>(opt.hidden) * 4.0;
+  int64_t tier[3] = {0, 0, 0}, routed = 0, dropped = 0, other_max = 0;
+  for (const LayerProjection& l : pt.layers) {
+    for (int t = 0; t < 3; ++t) tier[t] += sum(tier_of(l.sent_R3, t));
+    const std::vector<int64_t> o = tier_of(l.sent_R3, 2);
+    if (!o.empty()) other_max = std::max(other_max, *std::max_element(o.begin(), o.end()));
+    routed += l.routed;
+    dropped += l.dropped;
+    m.rank_load = std::max(m.rank_load, l.rank_load_max_over_mean);
+    m.expert_load = std::max(m.expert_load, l.expert_load_max_over_mean);
+    m.fanout_ranks += mean_hist(l.fanout_ranks_hist) / L;
+    m.fanout_nodes += mean_hist(l.fanout_nodes_hist) / L;
+    m.dispatch_s += l.dispatch_s / L;
+    m.compute_s += l.compute_s / L;
+    m.combine_s += l.combine_s / L;
+  }
+  const double rows = static_cast<double>(tier[0] + tier[1] + tier[2]);
+  const double P = static_cast<double>(std::max(pt.ranks, 1));
+  for (int t = 0; t < 3; ++t) m.pct[t] = rows > 0 ? 100.0 * static_cast<double>(tier[t]) / rows : 0;
+  m.rows_per_rank = rows / L / P;
+  m.other_max_bytes = static_cast<double>(other_max) * row_bytes;
+  m.other_mean_bytes = static_cast<double>(tier[2]) * row_bytes / L / P;
+  m.drop_pct = routed > 0 ? 100.0 * static_cast<double>(dropped) / static_cast<double>(routed) : 0;
+  return m;
+}
+
 std::string projection_text(const RouterProjection& r, const ProjectOptions& opt) {
   std::string s;
   char buf[512];
@@ -133,39 +162,18 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
        "load-max/mean    drop%  ranks/tok nodes/tok  dispatch-us compute-us combine-us\n"
        "                                   (per layer)                       (max)  rank  "
        "expert                              (per layer: max over ranks)\n";
-  const double row_bytes = static_cast<double>(opt.hidden) * 4.0;
   for (const PointProjection& pt : r.points) {
-    const double L = static_cast<double>(pt.layers.size());
-    int64_t tier[3] = {0, 0, 0}, routed = 0, dropped = 0;
-    int64_t other_max = 0;
-    double rl = 0, el = 0, fr = 0, fn = 0, disp = 0, comp = 0, comb = 0;
-    for (const LayerProjection& l : pt.layers) {
-      for (int t = 0; t < 3; ++t) tier[t] += sum(tier_of(l.sent_R3, t));
-      const std::vector<int64_t> o = tier_of(l.sent_R3, 2);
-      other_max = std::max(other_max, *std::max_element(o.begin(), o.end()));
-      routed += l.routed;
-      dropped += l.dropped;
-      rl = std::max(rl, l.rank_load_max_over_mean);
-      el = std::max(el, l.expert_load_max_over_mean);
-      fr += mean_hist(l.fanout_ranks_hist) / L;
-      fn += mean_hist(l.fanout_nodes_hist) / L;
-      disp += l.dispatch_s / L;
-      comp += l.compute_s / L;
-      comb += l.combine_s / L;
-    }
-    const double rows = static_cast<double>(tier[0] + tier[1] + tier[2]);
-    auto pct = [&](int64_t x) { return rows > 0 ? 100.0 * static_cast<double>(x) / rows : 0.0; };
+    const PointSummary m = point_summary(pt, opt);
     char epdp[32];
     std::snprintf(epdp, sizeof(epdp), "%dx%d", pt.ep, pt.dp);
-    std::snprintf(
-        buf, sizeof(buf),
-        "  %6d  %-9s %5d %8lld %10.1f %6.1f %6.1f %6.1f %12.3f %6.2f %7.2f %8.2f %10.2f "
-        "%9.2f %12.1f %10.1f %10.1f\n",
-        pt.ranks, epdp, pt.nodes, static_cast<long long>(pt.tokens / std::max(1, pt.ranks)),
-        rows / L / pt.ranks, pct(tier[0]), pct(tier[1]), pct(tier[2]),
-        static_cast<double>(other_max) * row_bytes / 1e6, rl, el,
-        routed > 0 ? 100.0 * static_cast<double>(dropped) / static_cast<double>(routed) : 0.0, fr,
-        fn, disp * 1e6, comp * 1e6, comb * 1e6);
+    std::snprintf(buf, sizeof(buf),
+                  "  %6d  %-9s %5d %8lld %10.1f %6.1f %6.1f %6.1f %12.3f %6.2f %7.2f %8.2f %10.2f "
+                  "%9.2f %12.1f %10.1f %10.1f\n",
+                  pt.ranks, epdp, pt.nodes,
+                  static_cast<long long>(pt.tokens / std::max(1, pt.ranks)), m.rows_per_rank,
+                  m.pct[0], m.pct[1], m.pct[2], m.other_max_bytes / 1e6, m.rank_load, m.expert_load,
+                  m.drop_pct, m.fanout_ranks, m.fanout_nodes, m.dispatch_s * 1e6, m.compute_s * 1e6,
+                  m.combine_s * 1e6);
     s += buf;
   }
   return s;

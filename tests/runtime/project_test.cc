@@ -154,6 +154,35 @@ TEST(Project, BeyondEIsDataParallelAndSamplesCyclically) {
   EXPECT_NE(three.status().message().find("does not divide the 4 experts"), std::string::npos);
 }
 
+int64_t count(const std::string& s, const std::string& what) {
+  int64_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(Project, HtmlPageHasAChartPerMetricAndALinePerRouter) {
+  // Two routers, one with a name that needs escaping, at P = 1, 2, 4: three charts, each with
+  // one polyline per router and a point per P; no scripts, no raw name.
+  ProjectOptions o = options({1, 2, 4}, 2);
+  StatusOr<RouterProjection> a = project_trace(four_tokens(), o);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  RouterProjection b = *a;
+  b.router = "<b>&\"x\"";
+  const std::string page = projection_html({*a, b}, o);
+  EXPECT_EQ(page.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_EQ(count(page, "<svg"), 3);
+  EXPECT_EQ(count(page, "</svg>"), 3);
+  EXPECT_EQ(count(page, "<polyline"), 6);
+  EXPECT_EQ(count(page, "<circle"), 18);
+  EXPECT_EQ(count(page, "<script"), 0);
+  EXPECT_EQ(count(page, "<b>&"), 0);
+  EXPECT_GE(count(page, "&lt;b&gt;&amp;&quot;x&quot;"), 4);  // legend x3, heading
+  EXPECT_NE(page.find("preset, from published figures"), std::string::npos);
+  EXPECT_NE(page.find("synthetic routing"), std::string::npos);
+  EXPECT_NE(page.find("contiguous"), std::string::npos);
+  EXPECT_EQ(count(page, "<tr><td>"), 6);  // a table row per router and P
+}
+
 TEST(Project, ReplicatedExpertsShareTokensByTokenIndex) {
   // Expert 0 on both ranks (a placement with one replica): token n's assignment to expert 0
   // goes to replica n % 2.
