@@ -135,8 +135,13 @@ std::string line_chart(const std::string& title, const std::string& y_title,
       dots += f("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>", X(P), Y(v), color) +
               html(s.name) + f(", P %d: %.4g</title></circle>\n", P, v);
     }
-    g += f("<polyline class=\"series\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
-           color) +
+    // A dash pattern per series as well as a colour: routers with equal values (synthetic
+    // traces often give the same exchange) stay visible as overlapping dashes.
+    static const char* const kDash[] = {"", "8 4", "3 3", "12 3 3 3", "2 6", "6 2"};
+    const char* dash = kDash[i % (sizeof(kDash) / sizeof(kDash[0]))];
+    g += f("<polyline class=\"series\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
+           "stroke-dasharray=\"%s\" points=\"",
+           color, dash) +
          pts + "\"/>\n" + dots;
     const double width = 34 + 6.6 * static_cast<double>(s.name.size());
     if (lx > ml && lx + width > W) lx = ml, ly += 18;  // the legend wraps
