@@ -79,6 +79,9 @@ void hash_route(const int32_t* table_VK, int64_t V, uint64_t seed, const int32_t
                 int64_t T, int64_t E, int64_t K, int32_t* ids_TK, float* logits_TE, float* probs_TE,
                 float* weights_TK) {
   const float w = 1.0f / static_cast<float>(K);
+  // Whole-array fills first (one vectorized pass each), then the chosen entries per token.
+  std::fill(logits_TE, logits_TE + T * E, -INFINITY);
+  std::fill(probs_TE, probs_TE + T * E, 0.0f);
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = token_ids_T[t];
     SY_CHECK(id >= 0 && id < V) << "router 'hash': token " << t << " has id " << id
@@ -91,8 +94,6 @@ void hash_route(const int32_t* table_VK, int64_t V, uint64_t seed, const int32_t
       hash_route_experts(seed, E, K, id, /*sorted=*/true, ids);
     float* s = logits_TE + t * E;
     float* p = probs_TE + t * E;
-    std::fill(s, s + E, -INFINITY);
-    std::fill(p, p + E, 0.0f);
     for (int64_t k = 0; k < K; ++k) {
       s[ids[k]] = 0.0f;
       p[ids[k]] = w;
