@@ -21,8 +21,8 @@
 namespace sy::launch {
 
 struct InferOptions {
-  std::string out_dir;   // per-rank reports; empty: none
-  std::string dump;      // .npy of the final hidden states (rank 0); empty: none
+  std::string out_dir;    // per-rank reports; empty: none
+  std::string dump;       // .npy of the final hidden states (rank 0); empty: none
   std::string trace_dir;  // this rank's routing trace shard (runtime/trace); empty: none
   bool trace_probs = false;
   bool progress = true;  // rank 0 prints a progress line

@@ -136,7 +136,7 @@ class Router {
   int64_t last_T_ = 0;
   Tensor probs_TE_;
   DeviceArray<int32_t> ids_TK_;
-  Tensor vals_TK_;  // chosen probabilities before renormalization
+  Tensor vals_TK_;        // chosen probabilities before renormalization
   Tensor dp_TE_, ds_TE_;  // backward scratch
 };
 

@@ -230,16 +230,13 @@ std::string HfCheckpoint::file_of(const std::string& name) const {
 }
 
 Status HfCheckpoint::read_into(const std::string& name, Tensor* dst, bool allow_non_finite) const {
-  if (dst->data.host_accessible()) return read_into(name, dst->shape, dst->ptr(), allow_non_finite);
-  SY_ASSIGN_OR_RETURN(Tensor t, read(name, dst->shape, allow_non_finite));
-  dst->data = t.data;  // keeps dst's memory
-  return Status::Ok();
+  return read_into(name, dst->shape, dst->memory(), dst->ptr(), allow_non_finite);
 }
 
 Status HfCheckpoint::read_into(const std::string& name, const std::vector<int64_t>& shape,
-                               Memory* mem, float* dst_in_mem) const {
-  if (mem->host_accessible()) return read_into(name, shape, dst_in_mem);
-  SY_ASSIGN_OR_RETURN(Tensor t, read(name, shape));
+                               Memory* mem, float* dst_in_mem, bool allow_non_finite) const {
+  if (mem->host_accessible()) return read_into(name, shape, dst_in_mem, allow_non_finite);
+  SY_ASSIGN_OR_RETURN(Tensor t, read(name, shape, allow_non_finite));
   mem->copy_from_host(dst_in_mem, t.ptr(), t.numel() * static_cast<int64_t>(sizeof(float)));
   return Status::Ok();
 }

@@ -111,7 +111,7 @@ class HfCheckpoint {
   // stacked tensor).
   Status read_into(const std::string& name, Tensor* dst, bool allow_non_finite = false) const;
   Status read_into(const std::string& name, const std::vector<int64_t>& shape, Memory* mem,
-                   float* dst_in_mem) const;
+                   float* dst_in_mem, bool allow_non_finite = false) const;
   // Schema check over all files: every `required` name present; names outside required that
   // match none of the `allowed_prefixes` are an error when !allow_extra. The message lists
   // every missing or unexpected name (up to a cap) and the file.

@@ -25,13 +25,6 @@ void init_slices(Param* p, int64_t slices, float std, uint64_t seed, int64_t fir
   }
 }
 
-// t's values readable on the host: t itself when its memory allows, else a copy in *staging.
-const float* host_values(const Tensor& t, std::vector<float>* staging) {
-  if (t.data.host_accessible()) return t.ptr();
-  *staging = t.data.to_host();
-  return staging->data();
-}
-
 Param* add(std::deque<Param>* params, const std::string& name, std::vector<int64_t> shape,
            bool grads) {
   params->emplace_back(name, std::move(shape));
@@ -217,10 +210,10 @@ void RoutedExperts::quantize_weights() {
   q_down_.reserve(static_cast<size_t>(E));
   // Quantization is a load-time host step: the fp32 weights are read through a host copy
   // when they live elsewhere.
-  std::vector<float> sg, su, sd;
-  const float* gw = host_values(gate_->value, &sg);
-  const float* uw = host_values(up_->value, &su);
-  const float* dw = host_values(down_->value, &sd);
+  Tensor sg, su, sd;
+  const float* gw = host_readable(gate_->value, &sg).ptr();
+  const float* uw = host_readable(up_->value, &su).ptr();
+  const float* dw = host_readable(down_->value, &sd).ptr();
   for (int64_t e = 0; e < E; ++e) {
     q_gate_.push_back(quantize(gw + e * F * D, F, D, G, bits));
     q_up_.push_back(quantize(uw + e * F * D, F, D, G, bits));
@@ -241,9 +234,9 @@ void RoutedExperts::quantize_gelu() {
   const int64_t E = cfg_.num_experts, F = cfg_.ffn_hidden, D = cfg_.d_model;
   q_fc1_.reserve(static_cast<size_t>(E));
   q_fc2_.reserve(static_cast<size_t>(E));
-  std::vector<float> s1, s2;
-  const float* w1 = host_values(fc1_->value, &s1);
-  const float* w2 = host_values(fc2_->value, &s2);
+  Tensor s1, s2;
+  const float* w1 = host_readable(fc1_->value, &s1).ptr();
+  const float* w2 = host_readable(fc2_->value, &s2).ptr();
   for (int64_t e = 0; e < E; ++e) {
     q_fc1_.push_back(quantize(w1 + e * F * D, F, D, cfg_.quant_group, cfg_.weight_bits));
     q_fc2_.push_back(quantize(w2 + e * D * F, D, F, cfg_.quant_group, cfg_.weight_bits));

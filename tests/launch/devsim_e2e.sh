@@ -14,11 +14,7 @@ fail=0
 # shellcheck source=tests/launch/e2e_lib.sh
 source "$src/tests/launch/e2e_lib.sh"
 m=$work/model
-expect 0 init "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
-  --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=64 \
-  --set shared_expert_intermediate_size=128 --set intermediate_size=128 \
-  --set num_attention_heads=4 --set num_key_value_heads=2 --out "$m"
-expect 0 tokenize "$bin" tokenize --tokenizer "$m" --corpus excerpt --out "$work/tokens.bin"
+tiny_qwen "$m" "$work/tokens.bin"
 same_files() {  # same_files NAME DIR_A DIR_B: every .safetensors file byte-identical
   local n=0 bad=0 f
   while IFS= read -r f; do

@@ -1,4 +1,5 @@
-# Helpers shared by the end-to-end scripts (sourced; they set $work and fail=0 first).
+# Helpers shared by the end-to-end scripts (sourced; they set $work, $bin, $data and fail=0
+# first).
 # expect CODE NAME CMD...: runs CMD with its output in $work/NAME.log; a different exit code
 # prints the log's tail and sets fail=1.
 expect() {
@@ -13,4 +14,33 @@ expect() {
   else
     echo "ok   $name (exit $got)"
   fi
+}
+
+# check NAME COMMAND...: a shell test that must hold (sets fail=1 when it does not).
+check() {
+  local name=$1
+  shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
+}
+
+# tiny_qwen DIR TOKENS: a tiny random Qwen2-MoE checkpoint in DIR (step "init") and the excerpt
+# through its tokenizer into TOKENS (step "tokenize"), for the training and device tests.
+tiny_qwen() {
+  expect 0 init "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
+    --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=64 \
+    --set shared_expert_intermediate_size=128 --set intermediate_size=128 \
+    --set num_attention_heads=4 --set num_key_value_heads=2 --out "$1"
+  expect 0 tokenize "$bin" tokenize --tokenizer "$1" --corpus excerpt --out "$2"
+}
+
+# small_synthetic NP ARGS...: the small deterministic synthetic job of the trace and projection
+# tests (8 groups of 128 tokens, 8 experts top-2, capacity 1.0: some drops), on NP ranks.
+small_synthetic() {
+  local np=$1
+  shift
+  timeout 120 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_COLLECTIVE_TIMEOUT_S=30 \
+    "$bin" infer --synthetic --data-dir "$data" --corpus excerpt --max-tokens 1024 \
+    --set data.group_tokens=128 --set data.batch_groups=2 --set moe.num_experts=8 \
+    --set moe.top_k=2 --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.capacity_factor=1.0 \
+    --set deterministic=true "$@"
 }

@@ -15,11 +15,7 @@ source "$src/tests/launch/multihost_lib.sh"
 mh_begin mhs 10.213.4
 
 m=$work/model
-expect 0 init "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
-  --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=64 \
-  --set shared_expert_intermediate_size=128 --set intermediate_size=128 \
-  --set num_attention_heads=4 --set num_key_value_heads=2 --out "$m"
-expect 0 tokenize "$bin" tokenize --tokenizer "$m" --corpus excerpt --out "$work/tokens.bin"
+tiny_qwen "$m" "$work/tokens.bin"
 args=(train --model "$m" --what routers --seq-len 32 --batch 2 --token-file "$work/tokens.bin"
   --eval-tokens 256 --eval-every 0 --lr 3e-3 --steps 6)
 

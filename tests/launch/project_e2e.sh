@@ -22,26 +22,12 @@ rm -rf "$work" && mkdir -p "$work"
 fail=0
 # shellcheck source=tests/launch/e2e_lib.sh
 source "$here/e2e_lib.sh"
-run() {  # run NP ARGS...: trace_e2e.sh's small synthetic job (8 groups of 128; capacity 1.0 drops)
-  local np=$1
-  shift
-  timeout 120 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_COLLECTIVE_TIMEOUT_S=30 \
-    "$bin" infer --synthetic --data-dir "$data" --corpus excerpt --max-tokens 1024 \
-    --set data.group_tokens=128 --set data.batch_groups=2 --set moe.num_experts=8 \
-    --set moe.top_k=2 --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.capacity_factor=1.0 \
-    --set deterministic=true "$@"
-}
-check() {  # check NAME COMMAND...: a shell test that must hold
-  local name=$1
-  shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
-}
 project() { "$bin" project "$work/np1" --hidden 32 --ffn-hidden 32 "$@"; }
 
 # 1. Projection == measurement at P = 2 and 4 (2 ranks per "node": P = 4 has other-node rows).
-expect 0 trace-np1 run 1 --trace "$work/np1"
+expect 0 trace-np1 small_synthetic 1 --trace "$work/np1"
 for P in 2 4; do
-  expect 0 "real-np$P" run "$P" --out "$work/rep$P"
+  expect 0 "real-np$P" small_synthetic "$P" --out "$work/rep$P"
   expect 0 "project-np$P" project --ep "$P" --tokens-per-rank $((1024 / P)) --gpus-per-node 2 \
     --out "$work/proj$P"
   check "drops-match-recording-np$P" grep -q "match the recording (0 of 4096 assignments differ)" \
@@ -51,7 +37,7 @@ for P in 2 4; do
 done
 
 # 2. The sweep to 1,024 ranks (beyond E = 8: EP 8 x DP), two routers.
-run 1 --router mlp --trace "$work/mlp" >"$work/trace-mlp.log" 2>&1
+small_synthetic 1 --router mlp --trace "$work/mlp" >"$work/trace-mlp.log" 2>&1
 expect 0 sweep "$bin" project "$work/np1,$work/mlp" --hidden 32 --ffn-hidden 32 \
   --ep 2,4,8,64,1024 --out "$work/sweep"
 for pat in "router linear (synthetic routing)" "router mlp (synthetic routing)" \

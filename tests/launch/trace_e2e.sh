@@ -20,31 +20,17 @@ rm -rf "$work" && mkdir -p "$work"
 fail=0
 # shellcheck source=tests/launch/e2e_lib.sh
 source "$(dirname "$0")/e2e_lib.sh"
-run() {  # run NP ARGS...: the small deterministic synthetic job (capacity 1.0: some drops)
-  local np=$1
-  shift
-  timeout 120 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_COLLECTIVE_TIMEOUT_S=30 \
-    "$bin" infer --synthetic --data-dir "$data" --corpus excerpt --max-tokens 1024 \
-    --set data.group_tokens=128 --set data.batch_groups=2 --set moe.num_experts=8 \
-    --set moe.top_k=2 --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.capacity_factor=1.0 \
-    --set deterministic=true "$@"
-}
-check() {  # check NAME COMMAND...: a shell test that must hold
-  local name=$1
-  shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi
-}
 
 # 1. P = 2 routes like P = 1.
-expect 0 synth-np1 run 1 --trace "$work/np1" --trace-probs
-expect 0 synth-np2 run 2 --trace "$work/np2" --trace-probs
+expect 0 synth-np1 small_synthetic 1 --trace "$work/np1" --trace-probs
+expect 0 synth-np2 small_synthetic 2 --trace "$work/np2" --trace-probs
 check shards-np2 test -s "$work/np2/rank-0.safetensors" -a -s "$work/np2/rank-1.safetensors"
 expect 0 diff-np2-np1 "$bin" trace diff "$work/np2" "$work/np1"
 check diff-says-same grep -q "same routing: 1024 tokens, 2 MoE layers (2 vs 1 ranks)" "$work/diff-np2-np1.log"
-run 1 --router mlp --trace "$work/other" >"$work/other.log" 2>&1
+small_synthetic 1 --router mlp --trace "$work/other" >"$work/other.log" 2>&1
 expect 1 diff-other-router "$bin" trace diff "$work/np1" "$work/other"
 check diff-names-token grep -q "traces differ: token " "$work/diff-other-router.log"
-expect 21 probs-without-trace run 1 --trace-probs
+expect 21 probs-without-trace small_synthetic 1 --trace-probs
 
 # 2. Stats.
 expect 0 stats "$bin" trace stats "$work/np2" --ep 4 --top 3

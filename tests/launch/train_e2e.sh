@@ -42,12 +42,8 @@ has() {  # has NAME PATTERN: the log of NAME contains PATTERN
 }
 export SY_FAULT= SY_DEFAULT_MODEL=$work/no-default-model
 m=$work/model
-expect 0 init "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
-  --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=64 \
-  --set shared_expert_intermediate_size=128 --set intermediate_size=128 \
-  --set num_attention_heads=4 --set num_key_value_heads=2 --out "$m"
 # The excerpt through the model's (Qwen) tokenizer once, so the runs skip loading it.
-expect 0 tokenize "$bin" tokenize --tokenizer "$m" --corpus excerpt --out "$work/tokens.bin"
+tiny_qwen "$m" "$work/tokens.bin"
 args=(train --model "$m" --what all --seq-len 32 --batch 2 --token-file "$work/tokens.bin"
   --eval-tokens 256 --eval-every 0 --lr 3e-3)
 

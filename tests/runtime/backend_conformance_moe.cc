@@ -149,7 +149,7 @@ TEST_P(BackendConformance, CapacityPlan) {
     const CapacityPlan want =
         plan_reference(r.ids, r.rank_p, k.T, r.E, r.K, k.cfg, k.masked ? r.mask : no_mask);
     CapacityPlan got(backend());  // the index arrays in the backend's memory
-    got.order_A.assign(3, 99);  // stale contents of a reused plan must not leak through
+    got.order_A.assign(3, 99);    // stale contents of a reused plan must not leak through
     const Status st = ops::capacity_plan(c, ids.as<int32_t>(), rank_p.as<float>(), k.T, r.E, r.K,
                                          64, k.cfg, k.masked ? mask.as<uint8_t>() : nullptr, &got);
     ASSERT_TRUE(st.ok()) << k.name << ": " << st.ToString();
