@@ -1,9 +1,11 @@
 // `switchyard project TRACE[,TRACE...] [--ep 8,16,...] [--dp N] [--gpus-per-node G]
 // [--cluster PRESET|FILE] [--capacity-factor c] [--tokens-per-rank N]
-// [--placement contiguous|eplb|FILE] [--redundant-experts R] --out DIR`: each routing trace (one
-// router) replayed at every P, exact counts and a cluster time model
-// (runtime/project/projection.h); a table per router, DIR/projection.json and
-// DIR/projection.html (charts against P).
+// [--placement contiguous|eplb|FILE] [--redundant-experts R] [--exchange-tokens N]
+// [--measured RUNS] --out DIR`: each routing trace (one router) replayed at every P, exact
+// counts and a cluster time model (runtime/project/projection.h); a table per router,
+// DIR/projection.json and DIR/projection.html (charts against P); real runs' load reports
+// beside it (launch/project_measured.h). `mpirun ... switchyard project --calibrate --out DIR`
+// fits a cluster file instead (launch/project_calibrate.h).
 // Exit codes: 0 ok; 21 an invalid setting (P that does not divide E, an unknown preset, an
 // option not built yet); 22 a bad trace, cluster file or placement file, naming the file and the
 // field.
@@ -20,6 +22,8 @@
 #include "launch/config.h"
 #include "launch/config_cli.h"
 #include "launch/progress.h"
+#include "launch/project_calibrate.h"
+#include "launch/project_measured.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/project/cluster.h"
 #include "runtime/project/eplb.h"
@@ -102,6 +106,14 @@ Status set_placement(const switchyard::ProjectConfig& cfg, int ranks_per_node,
   return Status::Ok();
 }
 
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  for (std::string d; std::getline(ss, d, ',');)
+    if (!d.empty()) out.push_back(d);
+  return out;
+}
+
 int run_project(const CommandConfig& cc) {
   switchyard::ProjectConfig cfg;
   if (Status st = cc.resolve(&cfg); !st.ok()) return fail(st);
@@ -109,6 +121,7 @@ int run_project(const CommandConfig& cc) {
     std::printf("%s", config_text(cfg).c_str());
     return 0;
   }
+  if (cfg.calibrate()) return run_calibrate(cfg);
   if (cfg.trace().empty()) return fail(InvalidArgument("TRACE (trace) is required"));
   if (cfg.out().empty()) return fail(InvalidArgument("--out (out) is required"));
   ProjectOptions opt;
@@ -118,6 +131,7 @@ int run_project(const CommandConfig& cc) {
   opt.dp = cfg.dp();
   opt.capacity_factor = cfg.capacity_factor();
   opt.tokens_per_rank = cfg.tokens_per_rank();
+  opt.tokens_per_exchange = cfg.exchange_tokens();
   opt.pairs_max_ranks = cfg.pairs_max_ranks();
   StatusOr<ClusterModel> cluster = resolve_cluster(cfg.cluster());
   if (!cluster.ok()) return fail(cluster.status());
@@ -126,10 +140,8 @@ int run_project(const CommandConfig& cc) {
   if (cfg.gpus_per_node() > 0) opt.cluster.gpus_per_node = cfg.gpus_per_node();
   if (Status st = set_placement(cfg, opt.cluster.gpus_per_node, &opt); !st.ok()) return fail(st);
 
-  std::vector<std::string> dirs;
-  std::stringstream ss(cfg.trace());
-  for (std::string d; std::getline(ss, d, ',');)
-    if (!d.empty()) dirs.push_back(d);
+  const std::vector<std::string> dirs = split_list(cfg.trace());
+  const std::vector<std::string> runs = split_list(cfg.measured());
   std::vector<RouterProjection> results;
   std::string sizes_from;
   for (const std::string& dir : dirs) {
@@ -151,6 +163,8 @@ int run_project(const CommandConfig& cc) {
     StatusOr<RouterProjection> r = project_trace(*t, opt);
     if (!r.ok()) return fail(r.status());
     progress.update(last_total, /*final=*/true);
+    for (const std::string& run : runs)
+      if (Status st = add_measured_run(run, opt.hidden * 4, &*r); !st.ok()) return fail(st);
     std::printf("%s", projection_text(*r, opt).c_str());
     if (!sizes_from.empty()) std::printf("  D and F from %s\n", sizes_from.c_str());
     std::fflush(stdout);
@@ -193,7 +207,17 @@ void add_project_command(CLI::App& app) {
   c->option("--redundant-experts", "redundant_experts", "eplb: replicas beyond one per expert");
   c->option("--hidden", "hidden", "D, floats per row (0: the trace's model)");
   c->option("--ffn-hidden", "ffn_hidden", "F, expert hidden size (0: the trace's model)");
-  c->option("--out", "out", "folder for projection.json; required");
+  c->option(
+      "--exchange-tokens", "exchange_tokens",
+      "tokens per rank in one exchange (a forward's batch; 0: all at once): times per exchange");
+  c->option("--measured", "measured",
+            "load-report folders of real runs (comma-separated): their counts and times beside the "
+            "projection at their P");
+  c->flag("--calibrate", "calibrate",
+          "under mpirun: time the exchange between the job's ranks and hosts and one expert, fit "
+          "the cluster model, write DIR/cluster.json (--out DIR)");
+  c->option("--calibrate-iters", "calibrate_iters", "timed exchanges per calibration point");
+  c->option("--out", "out", "folder for projection.json (or cluster.json); required");
   cmd->callback([c] { set_exit_code(run_project(*c)); });
 }
 

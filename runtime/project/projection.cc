@@ -159,6 +159,52 @@ StatusOr<Layout> make_layout(const Flat& f, int ep, const ProjectOptions& opt) {
   return lay;
 }
 
+struct ExchangeTimes {
+  double dispatch_s = 0, combine_s = 0, compute_s = 0, compute_mean_s = 0;
+};
+
+// The time model of one exchange (projection.h, "Time") from its rows and peers per rank and
+// tier. Count-exchange peers of rank q per tier: its expert group's ranks on its node, and the
+// rest of the group.
+ExchangeTimes exchange_times(const std::vector<int64_t>& sent_R3,
+                             const std::vector<int64_t>& recv_R3,
+                             const std::vector<int64_t>& peers_sent_R3,
+                             const std::vector<int64_t>& peers_recv_R3, int ep, int gpn,
+                             const ProjectOptions& opt) {
+  const ClusterModel& cm = opt.cluster;
+  const int R = static_cast<int>(sent_R3.size() / 3);
+  const double row_bytes = static_cast<double>(opt.hidden) * 4.0;
+  const double row_flops =
+      6.0 * static_cast<double>(opt.hidden) * static_cast<double>(opt.ffn_hidden);
+  ExchangeTimes t;
+  double comp_sum = 0;
+  for (int q = 0; q < R; ++q) {
+    const int64_t g0 = static_cast<int64_t>(q / ep) * ep, g1 = g0 + ep;
+    const int64_t n0 = static_cast<int64_t>(q / gpn) * gpn, n1 = n0 + gpn;
+    const double same = static_cast<double>(std::min(g1, n1) - std::max(g0, n0) - 1);
+    const double other = static_cast<double>(ep - 1) - same;
+    auto side = [&](const std::vector<int64_t>& rows, const std::vector<int64_t>& peers,
+                    bool counts) {
+      const size_t i = static_cast<size_t>(q) * 3;
+      return ClusterModel::seconds(cm.same_node, static_cast<double>(rows[i + 1]) * row_bytes,
+                                   static_cast<double>(peers[i + 1]) + (counts ? same : 0)) +
+             ClusterModel::seconds(cm.other_node, static_cast<double>(rows[i + 2]) * row_bytes,
+                                   static_cast<double>(peers[i + 2]) + (counts ? other : 0));
+    };
+    t.dispatch_s = std::max(t.dispatch_s, std::max(side(sent_R3, peers_sent_R3, true),
+                                                   side(recv_R3, peers_recv_R3, true)));
+    t.combine_s = std::max(t.combine_s, std::max(side(sent_R3, peers_sent_R3, false),
+                                                 side(recv_R3, peers_recv_R3, false)));
+    const size_t i = static_cast<size_t>(q) * 3;
+    const double c =
+        static_cast<double>(recv_R3[i] + recv_R3[i + 1] + recv_R3[i + 2]) * row_flops / cm.flops;
+    t.compute_s = std::max(t.compute_s, c);
+    comp_sum += c;
+  }
+  t.compute_mean_s = R > 0 ? comp_sum / R : 0;
+  return t;
+}
+
 // The exact counts of one layer at one point, then its times.
 void replay_layer(const Flat& f, int64_t l, const Layout& lay, const PointProjection& pt,
                   const ProjectOptions& opt, LayerProjection* out) {
@@ -177,49 +223,83 @@ void replay_layer(const Flat& f, int64_t l, const Layout& lay, const PointProjec
   out->instance_routed.assign(static_cast<size_t>(lay.instances) * pt.dp, 0);
   out->fanout_ranks_hist.assign(static_cast<size_t>(K + 1), 0);
   out->fanout_nodes_hist.assign(static_cast<size_t>(K + 1), 0);
-  // last_src[d]: the last source that sent rank d a row, so each (source, dest) pair counts
-  // once as a peer: sources are replayed in order, each one's tokens together.
+  // The exchanges: every rank sends its units in batches of units_per_exchange (the runtime's
+  // forwards, one token exchange each); all ranks take part in every exchange, so its time is
+  // the slowest rank's. Counts are totals over the exchanges.
+  const int64_t upe = pt.units_per_exchange > 0 ? std::min(pt.units_per_exchange, pt.units_per_rank)
+                                                : pt.units_per_rank;
+  const int64_t exchanges = (pt.units_per_rank + upe - 1) / upe;
+  // This exchange's rows and peers per rank and tier (the time model's input).
+  std::vector<int64_t> xs_R3(static_cast<size_t>(R) * 3), xr_R3(xs_R3.size()), ps_R3(xs_R3.size()),
+      pr_R3(xs_R3.size());
+  // last_src[d]: the last source that sent rank d a row in this exchange, so each (source,
+  // dest) pair counts once as a peer: sources are replayed in order, each one's tokens together.
   std::vector<int32_t> last_src(static_cast<size_t>(R), -1);
   std::vector<int32_t> dests(static_cast<size_t>(K)), nodes(static_cast<size_t>(K));
-  for (int q = 0; q < R; ++q) {
-    const int replica = q / ep, node_q = q / gpn;
-    const int64_t base = static_cast<int64_t>(replica) * ep;
-    for (int64_t j = 0; j < pt.units_per_rank; ++j) {
-      const int64_t u = (static_cast<int64_t>(q) * pt.units_per_rank + j) % units;
-      for (int64_t n = f.unit_begin[u]; n < f.unit_begin[u + 1]; ++n) {
-        int nd = 0, nn = 0;
-        for (int64_t k = 0; k < K; ++k) {
-          const size_t a = static_cast<size_t>(n * K + k);
-          const int32_t e = ids[a];
-          const int64_t cb = lay.copies_begin[e], nc = lay.copies_begin[e + 1] - cb;
-          const int64_t c = cb + (nc == 1 ? 0 : f.token_index_N[n] % nc);
-          ++out->routed_E[e];
-          ++out->instance_routed[replica * lay.instances + lay.copy_instance[c]];
-          if (!kept[a]) {
-            ++out->dropped_E[e];
-            continue;
+  ExchangeTimes sum;
+  for (int64_t x = 0; x < exchanges; ++x) {
+    std::fill(xs_R3.begin(), xs_R3.end(), 0);
+    std::fill(xr_R3.begin(), xr_R3.end(), 0);
+    std::fill(ps_R3.begin(), ps_R3.end(), 0);
+    std::fill(pr_R3.begin(), pr_R3.end(), 0);
+    std::fill(last_src.begin(), last_src.end(), -1);
+    const int64_t j0 = x * upe, j1 = std::min(pt.units_per_rank, j0 + upe);
+    for (int q = 0; q < R; ++q) {
+      const int replica = q / ep, node_q = q / gpn;
+      const int64_t base = static_cast<int64_t>(replica) * ep;
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t u = (static_cast<int64_t>(q) * pt.units_per_rank + j) % units;
+        for (int64_t n = f.unit_begin[u]; n < f.unit_begin[u + 1]; ++n) {
+          int nd = 0, nn = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const size_t a = static_cast<size_t>(n * K + k);
+            const int32_t e = ids[a];
+            const int64_t cb = lay.copies_begin[e], nc = lay.copies_begin[e + 1] - cb;
+            const int64_t c = cb + (nc == 1 ? 0 : f.token_index_N[n] % nc);
+            ++out->routed_E[e];
+            ++out->instance_routed[replica * lay.instances + lay.copy_instance[c]];
+            if (!kept[a]) {
+              ++out->dropped_E[e];
+              continue;
+            }
+            const int d = static_cast<int>(base + lay.copy_rank[c]);
+            const int node_d = d / gpn;
+            const int tier = d == q ? 0 : (node_d == node_q ? 1 : 2);
+            ++xs_R3[q * 3 + tier];
+            ++xr_R3[d * 3 + tier];
+            if (pairs) ++out->pair_rows_RR[static_cast<size_t>(q) * R + d];
+            if (tier > 0 && last_src[d] != q) {
+              last_src[d] = q;
+              ++ps_R3[q * 3 + tier];
+              ++pr_R3[d * 3 + tier];
+            }
+            if (std::find(dests.begin(), dests.begin() + nd, d) == dests.begin() + nd)
+              dests[nd++] = d;
+            if (std::find(nodes.begin(), nodes.begin() + nn, node_d) == nodes.begin() + nn)
+              nodes[nn++] = node_d;
           }
-          const int d = static_cast<int>(base + lay.copy_rank[c]);
-          const int node_d = d / gpn;
-          const int tier = d == q ? 0 : (node_d == node_q ? 1 : 2);
-          ++out->sent_R3[q * 3 + tier];
-          ++out->recv_R3[d * 3 + tier];
-          if (pairs) ++out->pair_rows_RR[static_cast<size_t>(q) * R + d];
-          if (tier > 0 && last_src[d] != q) {
-            last_src[d] = q;
-            ++out->peers_sent_R3[q * 3 + tier];
-            ++out->peers_recv_R3[d * 3 + tier];
-          }
-          if (std::find(dests.begin(), dests.begin() + nd, d) == dests.begin() + nd)
-            dests[nd++] = d;
-          if (std::find(nodes.begin(), nodes.begin() + nn, node_d) == nodes.begin() + nn)
-            nodes[nn++] = node_d;
+          ++out->fanout_ranks_hist[nd];
+          ++out->fanout_nodes_hist[nn];
         }
-        ++out->fanout_ranks_hist[nd];
-        ++out->fanout_nodes_hist[nn];
       }
     }
+    const ExchangeTimes t = exchange_times(xs_R3, xr_R3, ps_R3, pr_R3, ep, gpn, opt);
+    sum.dispatch_s += t.dispatch_s;
+    sum.combine_s += t.combine_s;
+    sum.compute_s += t.compute_s;
+    sum.compute_mean_s += t.compute_mean_s;
+    for (size_t i = 0; i < xs_R3.size(); ++i) {
+      out->sent_R3[i] += xs_R3[i];
+      out->recv_R3[i] += xr_R3[i];
+      out->peers_sent_R3[i] = std::max(out->peers_sent_R3[i], ps_R3[i]);
+      out->peers_recv_R3[i] = std::max(out->peers_recv_R3[i], pr_R3[i]);
+    }
   }
+  out->exchanges = exchanges;
+  out->dispatch_s = sum.dispatch_s / static_cast<double>(exchanges);
+  out->combine_s = sum.combine_s / static_cast<double>(exchanges);
+  out->compute_s = sum.compute_s / static_cast<double>(exchanges);
+  out->compute_mean_s = sum.compute_mean_s / static_cast<double>(exchanges);
   out->routed = std::accumulate(out->routed_E.begin(), out->routed_E.end(), int64_t{0});
   out->dropped = std::accumulate(out->dropped_E.begin(), out->dropped_E.end(), int64_t{0});
   std::vector<int64_t> load_R(static_cast<size_t>(R));
@@ -227,39 +307,6 @@ void replay_layer(const Flat& f, int64_t l, const Layout& lay, const PointProjec
     load_R[q] = out->recv_R3[q * 3] + out->recv_R3[q * 3 + 1] + out->recv_R3[q * 3 + 2];
   out->rank_load_max_over_mean = max_over_mean(load_R);
   out->expert_load_max_over_mean = max_over_mean(out->instance_routed);
-
-  // Times. Count-exchange peers of rank q per tier: its expert group's ranks on its node, and
-  // the rest of the group.
-  const ClusterModel& cm = opt.cluster;
-  const double row_bytes = static_cast<double>(opt.hidden) * 4.0;
-  const double row_flops =
-      6.0 * static_cast<double>(opt.hidden) * static_cast<double>(opt.ffn_hidden);
-  double disp = 0, comb = 0, comp = 0, comp_sum = 0;
-  for (int q = 0; q < R; ++q) {
-    const int64_t g0 = static_cast<int64_t>(q / ep) * ep, g1 = g0 + ep;
-    const int64_t n0 = static_cast<int64_t>(q / gpn) * gpn, n1 = n0 + gpn;
-    const double same = static_cast<double>(std::min(g1, n1) - std::max(g0, n0) - 1);
-    const double other = static_cast<double>(ep - 1) - same;
-    auto side = [&](const std::vector<int64_t>& rows, const std::vector<int64_t>& peers,
-                    bool counts) {
-      const size_t i = static_cast<size_t>(q) * 3;
-      return ClusterModel::seconds(cm.same_node, static_cast<double>(rows[i + 1]) * row_bytes,
-                                   static_cast<double>(peers[i + 1]) + (counts ? same : 0)) +
-             ClusterModel::seconds(cm.other_node, static_cast<double>(rows[i + 2]) * row_bytes,
-                                   static_cast<double>(peers[i + 2]) + (counts ? other : 0));
-    };
-    disp = std::max(disp, std::max(side(out->sent_R3, out->peers_sent_R3, true),
-                                   side(out->recv_R3, out->peers_recv_R3, true)));
-    comb = std::max(comb, std::max(side(out->sent_R3, out->peers_sent_R3, false),
-                                   side(out->recv_R3, out->peers_recv_R3, false)));
-    const double c = static_cast<double>(load_R[q]) * row_flops / cm.flops;
-    comp = std::max(comp, c);
-    comp_sum += c;
-  }
-  out->dispatch_s = disp;
-  out->combine_s = comb;
-  out->compute_s = comp;
-  out->compute_mean_s = comp_sum / R;
 }
 
 }  // namespace
@@ -277,6 +324,7 @@ StatusOr<RouterProjection> project_trace(const Trace& t, const ProjectOptions& o
     return InvalidArgument("--hidden and --ffn-hidden must be >= 1");
   if (opt.dp < 1) return InvalidArgument("--dp must be >= 1 (got " + std::to_string(opt.dp) + ")");
   if (opt.tokens_per_rank < 0) return InvalidArgument("--tokens-per-rank must be >= 0");
+  if (opt.tokens_per_exchange < 0) return InvalidArgument("--exchange-tokens must be >= 0");
   if (opt.ranks.empty()) return InvalidArgument("--ep: no expert-parallel degree given");
   if (opt.cluster.gpus_per_node < 1) return InvalidArgument("--gpus-per-node must be >= 1");
   for (int P : opt.ranks) {
@@ -317,6 +365,9 @@ StatusOr<RouterProjection> project_trace(const Trace& t, const ProjectOptions& o
     pt.ranks = pt.ep * pt.dp;
     pt.nodes = (pt.ranks + opt.cluster.gpus_per_node - 1) / opt.cluster.gpus_per_node;
     pt.units_per_rank = upr;
+    if (opt.tokens_per_exchange > 0)
+      pt.units_per_exchange = std::max<int64_t>(
+          1, std::llround(static_cast<double>(opt.tokens_per_exchange) / out.mean_unit_tokens));
     SY_ASSIGN_OR_RETURN(Layout lay, make_layout(f, pt.ep, opt));
     const int64_t units = static_cast<int64_t>(f.unit_begin.size()) - 1;
     for (int q = 0; q < pt.ranks; ++q)

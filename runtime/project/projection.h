@@ -28,6 +28,9 @@
 // the distinct ranks and nodes each token's kept rows go to. O(tokens * K) per layer and P; a
 // rank-pair matrix only up to pairs_max_ranks ranks (for validation against load reports).
 //
+// Exchanges: a rank's units go out in batches of units_per_exchange (the runtime's forwards);
+// every count is a total over them, every time the mean over them of one exchange's time.
+//
 // Time (a model): dispatch = max over ranks of max(send, receive) time, each the sum over the
 // two link tiers of latency * messages + bytes / bandwidth, with messages = the peers of the
 // count exchange (every peer of the expert group) plus the peers that get rows; return (called
@@ -59,6 +62,9 @@ struct ProjectOptions {
   int dp = 1;  // extra data-parallel replicas of every P
   double capacity_factor = std::numeric_limits<double>::quiet_NaN();  // NaN: the trace's
   int64_t tokens_per_rank = 0;  // 0: trace tokens / the largest rank count (at least one unit)
+  // Tokens per rank in one exchange (one forward of the runtime: its batch), rounded to whole
+  // units; 0: a rank's tokens_per_rank in one exchange. Times are per exchange.
+  int64_t tokens_per_exchange = 0;
   int64_t hidden = 0;           // D (> 0)
   int64_t ffn_hidden = 0;       // F (> 0)
   ClusterModel cluster;         // gpus_per_node included
@@ -73,7 +79,7 @@ struct LayerProjection {
   int64_t layer = 0, model_layer = 0;
   // [ranks * 3]: rows per rank to / from the same rank, the same node, other nodes.
   std::vector<int64_t> sent_R3, recv_R3;
-  std::vector<int64_t> peers_sent_R3, peers_recv_R3;  // distinct peers (self slot 0)
+  std::vector<int64_t> peers_sent_R3, peers_recv_R3;  // distinct peers in one exchange, max
   std::vector<int64_t> pair_rows_RR;  // [ranks * ranks] src-major; empty beyond pairs_max_ranks
   std::vector<int64_t> routed_E, dropped_E;  // [E] over all replicas
   std::vector<int64_t> instance_routed;      // routed assignments per placed expert copy
@@ -81,14 +87,28 @@ struct LayerProjection {
   std::vector<int64_t> fanout_ranks_hist, fanout_nodes_hist;  // [K+1] tokens by distinct dests
   double rank_load_max_over_mean = 0;                         // rows received per rank
   double expert_load_max_over_mean = 0;                       // routed per placed copy
+  int64_t exchanges = 1;  // exchanges the counts are summed over; the times are their mean
   double dispatch_s = 0, combine_s = 0, compute_s = 0, compute_mean_s = 0;
+};
+
+// A real run's load reports (`--measured DIR`) beside the projection at its P.
+struct MeasuredPoint {
+  std::string dir;
+  int64_t numbers_compared = 0;  // rows and bytes per rank pair, loads and drops per expert
+  std::string first_difference;  // empty: every number equal
+  // Per layer: the run's exchange time per forward (count exchange + dispatch + return; each
+  // phase the min over ranks, the rank that arrived last and so waited least; median over
+  // forwards) and expert time (max over ranks, median over forwards).
+  std::vector<double> exchange_s, compute_s;
 };
 
 struct PointProjection {
   int ranks = 0, ep = 0, dp = 0, nodes = 0;
   int64_t units_per_rank = 0, tokens = 0;  // tokens: over all ranks
+  int64_t units_per_exchange = 0;          // 0: all of a rank's units in one exchange
   std::vector<LayerProjection> layers;
-  double time_s() const;  // sum over layers of dispatch + compute + combine
+  std::vector<MeasuredPoint> measured;  // runs at this P, when given
+  double time_s() const;  // sum over layers of dispatch + compute + combine (one exchange)
 };
 
 struct RouterProjection {

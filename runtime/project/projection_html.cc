@@ -237,8 +237,8 @@ std::string projection_html(const std::vector<RouterProjection>& rs, const Proje
   p += "<section><h2>Settings</h2><dl>\n";
   p += row("cluster", html(c.name) + " <span class=\"tag\">" + html(c.label) + "</span>");
   p += row("links",
-           html(f("%d GPUs/node; same-node %.0f GB/s, %.1f us; other-node %.0f GB/s, "
-                  "%.1f us; %.0f TFLOP/s",
+           html(f("%d GPUs/node; same-node %.3g GB/s, %.1f us; other-node %.3g GB/s, "
+                  "%.1f us; %.3g TFLOP/s",
                   c.gpus_per_node, c.same_node.bandwidth_Bps / 1e9, c.same_node.latency_s * 1e6,
                   c.other_node.bandwidth_Bps / 1e9, c.other_node.latency_s * 1e6, c.flops / 1e12)));
   p += row("model sizes",

@@ -34,7 +34,33 @@ std::string sampling_text(const RouterProjection& r, const PointProjection* pt) 
                 r.unit_kind.c_str(), r.mean_unit_tokens,
                 static_cast<long long>(pt ? pt->units_per_rank : 0), r.unit_kind.c_str(),
                 r.unit_kind.c_str());
-  return buf;
+  std::string out = buf;
+  if (pt && pt->units_per_exchange > 0 && pt->units_per_exchange < pt->units_per_rank) {
+    std::snprintf(buf, sizeof(buf), ", %lld %ss per exchange (times are per exchange)",
+                  static_cast<long long>(pt->units_per_exchange), r.unit_kind.c_str());
+    out += buf;
+  }
+  return out;
+}
+
+// Means over layers of a measured run and of the projection at its P.
+struct MeasuredMeans {
+  double exchange_s = 0, projected_exchange_s = 0, compute_s = 0, projected_compute_s = 0;
+};
+MeasuredMeans measured_means(const MeasuredPoint& m, const PointProjection& pt) {
+  MeasuredMeans a;
+  const size_t L = std::min(m.exchange_s.size(), pt.layers.size());
+  for (size_t l = 0; l < L; ++l) {
+    a.exchange_s += m.exchange_s[l] / static_cast<double>(L);
+    a.compute_s += m.compute_s[l] / static_cast<double>(L);
+    a.projected_exchange_s +=
+        (pt.layers[l].dispatch_s + pt.layers[l].combine_s) / static_cast<double>(L);
+    a.projected_compute_s += pt.layers[l].compute_s / static_cast<double>(L);
+  }
+  return a;
+}
+double error_pct(double projected, double measured) {
+  return measured > 0 ? 100.0 * (projected - measured) / measured : 0;
 }
 
 std::string drops_text(const RouterProjection& r) {
@@ -80,7 +106,8 @@ json layer_json(const LayerProjection& l, const PointProjection& pt, int64_t row
             {"dispatch_s", l.dispatch_s},
             {"combine_s", l.combine_s},
             {"compute_s", l.compute_s},
-            {"compute_mean_s", l.compute_mean_s}};
+            {"compute_mean_s", l.compute_mean_s},
+            {"exchanges", l.exchanges}};
   const char* tiers[3] = {"self", "same_node", "other_node"};
   for (int t = 0; t < 3; ++t) {
     const std::vector<int64_t> s = tier_of(l.sent_R3, t), r = tier_of(l.recv_R3, t);
@@ -151,8 +178,8 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
   s += buf;
   const ClusterModel& c = opt.cluster;
   std::snprintf(buf, sizeof(buf),
-                "  cluster %s (%s): %d GPUs/node, same-node %.0f GB/s %.1f us, other-node %.0f "
-                "GB/s %.1f us, %.0f TFLOP/s; D %lld, F %lld, placement %s\n",
+                "  cluster %s (%s): %d GPUs/node, same-node %.3g GB/s %.1f us, other-node %.3g "
+                "GB/s %.1f us, %.3g TFLOP/s; D %lld, F %lld, placement %s\n",
                 c.name.c_str(), c.label.c_str(), c.gpus_per_node, c.same_node.bandwidth_Bps / 1e9,
                 c.same_node.latency_s * 1e6, c.other_node.bandwidth_Bps / 1e9,
                 c.other_node.latency_s * 1e6, c.flops / 1e12, static_cast<long long>(opt.hidden),
@@ -176,6 +203,29 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
                   m.combine_s * 1e6);
     s += buf;
   }
+  bool header = false;
+  for (const PointProjection& pt : r.points)
+    for (const MeasuredPoint& m : pt.measured) {
+      if (!header) {
+        s += "  measured beside projected, per layer (load reports of real runs; exchange = count "
+             "exchange + dispatch + return of one forward, each phase the rank that waited least, "
+             "median over forwards):\n"
+             "   ranks  counts (rows, bytes per rank pair; loads, drops)   exchange-us: measured "
+             "projected  error   compute-us: measured projected  error  run\n";
+        header = true;
+      }
+      const MeasuredMeans a = measured_means(m, pt);
+      const std::string counts = m.first_difference.empty()
+                                     ? "equal (" + std::to_string(m.numbers_compared) + " numbers)"
+                                     : "DIFFER: " + m.first_difference;
+      std::snprintf(buf, sizeof(buf),
+                    "  %6d  %-50s %20.1f %9.1f %+6.1f%% %20.1f %9.1f %+6.1f%%  %s\n", pt.ranks,
+                    counts.c_str(), a.exchange_s * 1e6, a.projected_exchange_s * 1e6,
+                    error_pct(a.projected_exchange_s, a.exchange_s), a.compute_s * 1e6,
+                    a.projected_compute_s * 1e6, error_pct(a.projected_compute_s, a.compute_s),
+                    m.dir.c_str());
+      s += buf;
+    }
   return s;
 }
 
@@ -203,8 +253,25 @@ std::string projection_json(const std::vector<RouterProjection>& rs, const Proje
                  {"dp", pt.dp},           {"nodes", pt.nodes},
                  {"tokens", pt.tokens},   {"units_per_rank", pt.units_per_rank},
                  {"time_s", pt.time_s()}, {"layers", json::array()}};
+      jp["units_per_exchange"] = pt.units_per_exchange;
       for (const LayerProjection& l : pt.layers)
         jp["layers"].push_back(layer_json(l, pt, row_bytes, opt.pairs_max_ranks));
+      for (const MeasuredPoint& m : pt.measured) {
+        const MeasuredMeans a = measured_means(m, pt);
+        jp["measured"].push_back(
+            {{"dir", m.dir},
+             {"numbers_compared", m.numbers_compared},
+             {"counts_equal", m.first_difference.empty()},
+             {"first_difference", m.first_difference},
+             {"exchange_s", m.exchange_s},
+             {"compute_s", m.compute_s},
+             {"exchange_s_mean", a.exchange_s},
+             {"projected_exchange_s_mean", a.projected_exchange_s},
+             {"exchange_error_pct", error_pct(a.projected_exchange_s, a.exchange_s)},
+             {"compute_s_mean", a.compute_s},
+             {"projected_compute_s_mean", a.projected_compute_s},
+             {"compute_error_pct", error_pct(a.projected_compute_s, a.compute_s)}});
+      }
       jr["points"].push_back(std::move(jp));
     }
     j["routers"].push_back(std::move(jr));

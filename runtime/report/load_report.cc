@@ -57,6 +57,7 @@ void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMe
   pt->set_plan_s(t.plan_s);
   pt->set_count_exchange_s(t.count_exchange_s);
   pt->set_dispatch_s(t.permute_s + t.dispatch_exchange_s);
+  pt->set_dispatch_exchange_s(t.dispatch_exchange_s);
   pt->set_experts_s(t.experts_s);
   pt->set_combine_s(t.return_exchange_s);
   pt->set_unpermute_s(t.weighted_combine_s + t.shared_expert_s);

@@ -124,8 +124,9 @@ Status check_entry(const RankReport& r, const LayerStepReport& e, const std::str
     return bad(where, "dropped_per_expert sums to ", dropped, " but assignments_dropped is ",
                e.assignments_dropped());
   const auto& t = e.times();
-  for (double x : {t.route_s(), t.plan_s(), t.count_exchange_s(), t.dispatch_s(), t.experts_s(),
-                   t.combine_s(), t.unpermute_s(), e.exchange_bandwidth_gbps()})
+  for (double x :
+       {t.route_s(), t.plan_s(), t.count_exchange_s(), t.dispatch_s(), t.experts_s(), t.combine_s(),
+        t.unpermute_s(), t.dispatch_exchange_s(), e.exchange_bandwidth_gbps()})
     if (!finite_nonneg(x)) return bad(where, "a phase time or bandwidth is ", x);
   const auto& m = e.metrics();
   if (m.tokens() < 0) return bad(where, "metrics.tokens is negative");

@@ -6,6 +6,8 @@
 #      recomputed drops equal the recorded ones;
 #   2. the default sweep to 1,024 ranks prints a table per router, labels synthetic routing,
 #      says it samples whole sequences, and writes projection.json;
+#   1b. --measured prints the same comparison and the times beside; --calibrate at P = 2 writes
+#      a cluster file the projection reads;
 #   3. bad input: a cluster file with a negative bandwidth (exit 22 naming file and field), an
 #      unknown preset and P that does not divide E (exit 21), a truncated trace (exit 22).
 # Usage: project_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. Exit 77 (ctest skip) without the tokenizer.
@@ -29,12 +31,34 @@ expect 0 trace-np1 small_synthetic 1 --trace "$work/np1"
 for P in 2 4; do
   expect 0 "real-np$P" small_synthetic "$P" --out "$work/rep$P"
   expect 0 "project-np$P" project --ep "$P" --tokens-per-rank $((1024 / P)) --gpus-per-node 2 \
-    --out "$work/proj$P"
+    --exchange-tokens 256 --measured "$work/rep$P" --out "$work/proj$P"
   check "drops-match-recording-np$P" grep -q "match the recording (0 of 4096 assignments differ)" \
     "$work/project-np$P.log"
   expect 0 "exact-np$P" python3 "$here/project_compare.py" "$work/proj$P/projection.json" "$work/rep$P"
   cat "$work/exact-np$P.log"
+  # The same comparison, made by `project --measured` itself, with the times beside.
+  check "measured-np$P" grep -qE "^ +$P  equal \([0-9]+ numbers\) .*$work/rep$P\$" "$work/project-np$P.log"
+  check "measured-json-np$P" python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['routers'][0]\
+['points'][0]['measured'][0]; assert m['counts_equal'] and m['exchange_s_mean'] > 0, m; \
+assert len(m['exchange_s']) == 2" "$work/proj$P/projection.json"
 done
+grep -A2 "measured beside" "$work/project-np4.log"
+
+# 1b. --calibrate at P = 2 (one host: the same-node tier measured, the other-node tier the
+# preset's) writes a cluster file that `project --cluster` reads.
+expect 0 calibrate timeout 120 mpirun --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS "$bin" project \
+  --calibrate --calibrate-iters 3 --hidden 32 --ffn-hidden 32 --out "$work/cal"
+for pat in "2 ranks on 1 host(s)" "same-node  measured: latency" \
+  "other-node not measured (one host), from dgx-h100" "wrote $work/cal/cluster.json"; do
+  check "calibrate: $pat" grep -qF -- "$pat" "$work/calibrate.log"
+done
+check calibrate-json python3 -c "import json,sys; c=json.load(open(sys.argv[1])); \
+assert c['gpus_per_node']==2 and c['same_node']['bandwidth_GBps']>0 and c['flops']>0; \
+k=c['calibration']; assert len(k['samples'])==6 and k['same_node']=='measured', k" "$work/cal/cluster.json"
+expect 0 project-calibrated project --ep 2 --cluster "$work/cal/cluster.json" --out "$work/pcal"
+check project-calibrated-names grep -q "cluster calibrated (file $work/cal/cluster.json): 2 GPUs/node" \
+  "$work/project-calibrated.log"
+expect 21 calibrate-one-rank "$bin" project --calibrate --out "$work/x"
 
 # 2. The sweep to 1,024 ranks (beyond E = 8: EP 8 x DP), two routers.
 small_synthetic 1 --router mlp --trace "$work/mlp" >"$work/trace-mlp.log" 2>&1
@@ -62,6 +86,9 @@ expect 21 cluster-unknown project --ep 2 --cluster dgx-b9000 --out "$work/x"
 expect 21 ep-not-divisor project --ep 3 --out "$work/x"
 check ep-not-divisor-says grep -q "does not divide the 8 experts" "$work/ep-not-divisor.log"
 expect 21 no-out project --ep 2
+expect 21 measured-other-p project --ep 4 --measured "$work/rep2" --out "$work/x"
+check measured-other-p-says grep -q "a run at 2 ranks, but --ep does not project P = 2" \
+  "$work/measured-other-p.log"
 f=$work/np1/rank-0.safetensors
 mkdir -p "$work/bad" && head -c $(($(stat -c %s "$f") - 5)) "$f" >"$work/bad/rank-0.safetensors"
 expect 22 truncated-trace "$bin" project "$work/bad" --out "$work/x"

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/project/calibration.h"
 #include "runtime/project/cluster.h"
 #include "runtime/project/projection.h"
 
@@ -99,6 +100,83 @@ TEST(Project, CountsRowsPerRankPairByHand) {
   ASSERT_TRUE(one_node.ok());
   EXPECT_EQ(one_node->points[0].layers[0].sent_R3, (std::vector<int64_t>{3, 1, 0, 3, 1, 0}));
   EXPECT_EQ(one_node->points[0].nodes, 1);
+}
+
+TEST(Project, ExchangesSumCountsAndAverageTimes) {
+  // P = 1 replaying both groups (4 tokens): all in one exchange, or one group per exchange.
+  // Counts are the same totals; times are per exchange: one rank, no peers, so only compute,
+  // 8 rows at once or 4 per exchange.
+  ProjectOptions o = options({1}, 8);
+  o.tokens_per_rank = 4;
+  StatusOr<RouterProjection> once = project_trace(four_tokens(), o);
+  o.tokens_per_exchange = 2;
+  StatusOr<RouterProjection> twice = project_trace(four_tokens(), o);
+  ASSERT_TRUE(once.ok() && twice.ok());
+  const LayerProjection &a = once->points[0].layers[0], &b = twice->points[0].layers[0];
+  EXPECT_EQ(a.exchanges, 1);
+  EXPECT_EQ(b.exchanges, 2);
+  EXPECT_EQ(twice->points[0].units_per_exchange, 1);
+  EXPECT_EQ(a.recv_R3, b.recv_R3);
+  EXPECT_EQ(a.routed_E, b.routed_E);
+  EXPECT_NEAR(b.compute_s, a.compute_s / 2, 1e-18);
+  // P = 2 on two nodes, one group per rank either way: one exchange of the same rows.
+  o = options({2}, 1);
+  o.tokens_per_exchange = 2;
+  StatusOr<RouterProjection> p2 = project_trace(four_tokens(), o);
+  ASSERT_TRUE(p2.ok());
+  const LinkTier other = o.cluster.other_node;
+  EXPECT_EQ(p2->points[0].layers[0].exchanges, 1);
+  EXPECT_NEAR(p2->points[0].layers[0].dispatch_s, 2 * other.latency_s + 16 / other.bandwidth_Bps,
+              1e-15);
+}
+
+TEST(Calibration, FitRecoversTheTiersOfExactSamples) {
+  // 2 hosts x 2 ranks: 1 same-node peer, 2 other-node peers; times made by the model itself
+  // from known tiers are fitted back exactly, and a tier without samples is not measured.
+  const LinkTier same{2e-6, 5e9}, other{20e-6, 1e9};
+  const int peers[2] = {1, 2};
+  std::vector<CalibrationSample> s;
+  const bool to_same[2] = {true, false}, to_other[2] = {false, true}, to_all[2] = {true, true};
+  for (const bool* to : {to_same, to_other, to_all})
+    for (int64_t n : {1, 16, 256, 4096}) {
+      CalibrationSample x = calibration_sample("p", peers, to, n, 1024);
+      x.measured_s = x.messages[0] * same.latency_s + x.messages[1] * other.latency_s +
+                     x.bytes[0] / same.bandwidth_Bps + x.bytes[1] / other.bandwidth_Bps;
+      s.push_back(x);
+    }
+  // The features: same-node only, 16 rows: count messages to all 3 peers, rows there and back
+  // to the 1 same-node peer.
+  EXPECT_EQ(s[1].messages[0], 1 + 2);
+  EXPECT_EQ(s[1].messages[1], 2);
+  EXPECT_EQ(s[1].bytes[0], 2 * 16 * 1024);
+  EXPECT_EQ(s[1].bytes[1], 0);
+  StatusOr<CalibrationFit> fit = fit_link_tiers(&s);
+  ASSERT_TRUE(fit.ok()) << fit.status().ToString();
+  EXPECT_TRUE(fit->measured[0] && fit->measured[1]);
+  EXPECT_NEAR(fit->tier[0].latency_s, same.latency_s, 1e-12);
+  EXPECT_NEAR(fit->tier[1].latency_s, other.latency_s, 1e-12);
+  EXPECT_NEAR(fit->tier[0].bandwidth_Bps / same.bandwidth_Bps, 1, 1e-9);
+  EXPECT_NEAR(fit->tier[1].bandwidth_Bps / other.bandwidth_Bps, 1, 1e-9);
+  EXPECT_LT(fit->max_error_pct, 1e-6);
+  for (const CalibrationSample& x : s) EXPECT_NEAR(x.fitted_s / x.measured_s, 1, 1e-9);
+
+  // One host: only same-node samples; noise that would make the latency negative is clamped at
+  // 0 (a bandwidth-only fit).
+  const int one_host[2] = {1, 0};
+  std::vector<CalibrationSample> t;
+  for (int64_t n : {1, 64, 4096}) {
+    CalibrationSample x = calibration_sample("same_node", one_host, to_same, n, 1024);
+    x.measured_s = x.bytes[0] / same.bandwidth_Bps * (n == 1 ? 0.5 : 1.0);
+    t.push_back(x);
+  }
+  fit = fit_link_tiers(&t);
+  ASSERT_TRUE(fit.ok()) << fit.status().ToString();
+  EXPECT_FALSE(fit->measured[1]);
+  EXPECT_EQ(fit->tier[0].latency_s, 0);
+  EXPECT_GT(fit->tier[0].bandwidth_Bps, 0);
+  // Nothing measured: an error, not a model.
+  std::vector<CalibrationSample> none(1);
+  EXPECT_EQ(fit_link_tiers(&none).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(Project, RecomputesDropsPerGroupAndComparesWithTheRecording) {
