@@ -28,12 +28,7 @@ project() { "$bin" project "$work/np1" --hidden 32 --ffn-hidden 32 "$@"; }
 expect 0 trace-np1 small_synthetic 1 --trace "$work/np1"
 for P in 2 4; do
   expect 0 "real-np$P" small_synthetic "$P" --out "$work/rep$P"
-  expect 0 "project-np$P" project --ep "$P" --tokens-per-rank $((1024 / P)) --gpus-per-node 2 \
-    --out "$work/proj$P"
-  check "drops-match-recording-np$P" grep -q "match the recording (0 of 4096 assignments differ)" \
-    "$work/project-np$P.log"
-  expect 0 "exact-np$P" python3 "$here/project_compare.py" "$work/proj$P/projection.json" "$work/rep$P"
-  cat "$work/exact-np$P.log"
+  project_exact "np$P" "$P" "$work/np1" "$work/rep$P"
 done
 
 # 2. The sweep to 1,024 ranks (beyond E = 8: EP 8 x DP), two routers.
