@@ -49,8 +49,8 @@ watchdog_case() {
     fail=1
     return
   fi
-  local el=$((t1 - t0))
-  local s="$((el / 1000)).$(printf %03d $((el % 1000))) s"
+  local el=$((t1 - t0)) s
+  printf -v s '%d.%03d s' $((el / 1000)) $((el % 1000))
   if [ "$code" = "$want" ] && [ $el -ge "$lo" ] && [ $el -le "$hi" ]; then
     echo "ok   $name: exit $code, $s after '$start'"
   else
