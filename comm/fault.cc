@@ -34,6 +34,7 @@ constexpr KindName kKinds[] = {
     {FaultKind::kEnospc, "enospc"},
     {FaultKind::kCrashInSave, "crash_in_save"},
     {FaultKind::kBitflipOnWrite, "bitflip_on_write"},
+    {FaultKind::kAbortHang, "abort_hang"},
 };
 
 std::string known_kinds() {

@@ -12,7 +12,8 @@
 // The process faults (kill, abort, throw, exit, hang, slow) are carried out by
 // inject_process_faults(); the data faults (nan_logits, inf_grad, corrupt_count, oom, enospc,
 // crash_in_save, bitflip_on_write) are acted on by the code they concern, which asks
-// fault_fires() at the point where the fault belongs.
+// fault_fires() at the point where the fault belongs. abort_hang is read by the MPI abort
+// itself (comm/mpi_communicator.cc), not through active_faults(); step and layer do not apply.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +38,7 @@ enum class FaultKind {
   kEnospc,          // a write fails with ENOSPC
   kCrashInSave,     // the process dies after arg bytes of a checkpoint shard
   kBitflipOnWrite,  // one bit of a written file is flipped (arg: byte offset)
+  kAbortHang,       // the rank blocks where it would call MPI_Abort (the abort watchdog's test)
 };
 
 const char* fault_kind_name(FaultKind kind);

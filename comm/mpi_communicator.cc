@@ -45,6 +45,24 @@ int message_rank(int fallback) {
 // How long MPI_Abort may take before the watchdog ends this process itself.
 constexpr double kAbortWatchdogS = 3;
 
+// SY_FAULT=abort_hang@rank=r: whether this rank is to block where it would call MPI_Abort, as
+// MPI_Abort does towards a cut host, so that only the watchdog can end it
+// (tests/launch/multihost_watchdog.sh). SY_FAULT is parsed here rather than through
+// active_faults(): a malformed SY_FAULT ends the process through abort_world while
+// active_faults() is still being initialised.
+bool abort_hangs() {
+  const char* env = std::getenv("SY_FAULT");
+  if (!env || !*env) return false;
+  try {
+    auto faults = parse_faults(env);
+    if (!faults.ok()) return false;
+    for (const FaultSpec& f : faults.value())
+      if (f.kind == FaultKind::kAbortHang && f.rank == log_rank()) return true;
+  } catch (...) {  // out of memory while aborting: abort as usual
+  }
+  return false;
+}
+
 // MPI_Abort(MPI_COMM_WORLD, exit_code), which cannot hang. Across hosts MPI_Abort itself can
 // hang: when the link to a host is cut, the abort's messages to that host's daemon are never
 // acknowledged and the job ended only at mpirun's --timeout (measured on namespace hosts: 269 s
@@ -63,6 +81,14 @@ constexpr double kAbortWatchdogS = 3;
       std::_Exit(exit_code);
     }).detach();
   } catch (...) {  // no thread: MPI_Abort unguarded is still better than no abort
+  }
+  if (abort_hangs()) {
+    std::fprintf(stderr,
+                 "[switchyard] rank %d on %s: injected fault abort_hang: blocking instead "
+                 "of calling MPI_Abort\n",
+                 log_rank(), host_name().c_str());
+    std::fflush(stderr);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);

@@ -45,9 +45,10 @@ TEST(FaultParse, MatchesStepAndLayer) {
 }
 
 TEST(FaultParse, EveryKnownKind) {
-  const char* kinds[] = {"kill", "abort",      "throw",         "exit",
-                         "hang", "nan_logits", "inf_grad",      "corrupt_count",
-                         "oom",  "enospc",     "crash_in_save", "bitflip_on_write"};
+  const char* kinds[] = {"kill",      "abort",      "throw",         "exit",
+                         "hang",      "nan_logits", "inf_grad",      "corrupt_count",
+                         "oom",       "enospc",     "crash_in_save", "bitflip_on_write",
+                         "abort_hang"};
   for (const char* k : kinds) {
     auto f = parse_faults(std::string(k) + "@rank=0,step=1");
     ASSERT_TRUE(f.ok()) << k << ": " << f.status().ToString();

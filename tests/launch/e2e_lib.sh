@@ -33,14 +33,40 @@ tiny_qwen() {
   expect 0 tokenize "$bin" tokenize --tokenizer "$1" --corpus excerpt --out "$2"
 }
 
-# small_synthetic NP ARGS...: the small deterministic synthetic job of the trace and projection
-# tests (8 groups of 128 tokens, 8 experts top-2, capacity 1.0: some drops), on NP ranks.
+# small_synthetic_args: the small deterministic synthetic job of the trace and projection tests
+# (8 groups of 128 tokens, 8 experts top-2, capacity 1.0: some drops), as switchyard arguments.
+small_synthetic_args=(infer --synthetic --data-dir "$data" --corpus excerpt --max-tokens 1024
+  --set data.group_tokens=128 --set data.batch_groups=2 --set moe.num_experts=8
+  --set moe.top_k=2 --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.capacity_factor=1.0
+  --set deterministic=true)
+# small_synthetic NP ARGS...: that job on NP ranks of this host.
 small_synthetic() {
   local np=$1
   shift
   timeout 120 mpirun --oversubscribe -np "$np" -x OPENBLAS_NUM_THREADS -x SY_COLLECTIVE_TIMEOUT_S=30 \
-    "$bin" infer --synthetic --data-dir "$data" --corpus excerpt --max-tokens 1024 \
-    --set data.group_tokens=128 --set data.batch_groups=2 --set moe.num_experts=8 \
-    --set moe.top_k=2 --set moe.d_model=32 --set moe.ffn_hidden=32 --set moe.capacity_factor=1.0 \
-    --set deterministic=true "$@"
+    "$bin" "${small_synthetic_args[@]}" "$@"
+}
+
+# project_exact NAME P TRACE REPORTS [CLUSTER]: projects TRACE (small_synthetic at P = 1) to P
+# ranks, 2 per node, into $work/proj-NAME (step project-NAME), checks that the recomputed drops
+# match the recording, and that the projection equals the load reports REPORTS of the real run
+# at P exactly, and with CLUSTER (their merged report) its tier split too (project_compare.py;
+# step exact-NAME, whose summary it prints); `project --measured REPORTS` makes the same count
+# comparison itself and prints it with the times beside (step measured-NAME).
+project_exact() {
+  local name=$1 P=$2 trace=$3 reports=$4
+  shift 4
+  expect 0 "project-$name" "$bin" project "$trace" --hidden 32 --ffn-hidden 32 --ep "$P" \
+    --tokens-per-rank $((1024 / P)) --gpus-per-node 2 --exchange-tokens 256 \
+    --measured "$reports" --out "$work/proj-$name"
+  check "drops-match-recording-$name" grep -q \
+    "match the recording (0 of 4096 assignments differ)" "$work/project-$name.log"
+  expect 0 "exact-$name" python3 "$(dirname "${BASH_SOURCE[0]}")/project_compare.py" \
+    "$work/proj-$name/projection.json" "$reports" "$@"
+  cat "$work/exact-$name.log"
+  check "measured-$name" grep -qE "^ +$P  equal \([0-9]+ numbers\) .*$reports\$" \
+    "$work/project-$name.log"
+  check "measured-json-$name" python3 -c "import json,sys; m=json.load(open(sys.argv[1]))\
+['routers'][0]['points'][0]['measured'][0]; assert m['counts_equal'] and m['exchange_s_mean'] > 0, \
+m; assert len(m['exchange_s']) == 2" "$work/proj-$name/projection.json"
 }

@@ -20,13 +20,6 @@ mh_begin mhf 10.213.3 tokenizer
 export SY_COLLECTIVE_TIMEOUT_S=2 SY_FAULT="slow@rank=0,arg=100ms"
 job=(infer --data-dir "$data" --corpus excerpt --max-tokens 0 --set data.group_tokens=128
   --set data.batch_groups=1 --set moe.num_experts=8 --set moe.d_model=32 --set moe.ffn_hidden=32)
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-procs_on() {  # procs_on HOST NAME: pids of NAME processes in host HOST's namespace
-  local p
-  for p in $("${cluster[@]}" pids "$1"); do
-    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && echo "$p"
-  done
-}
 
 # fault_case NAME WANT_CODE PATTERN ACTION...: start the job, wait until step 20, run ACTION,
 # then check the exit code, the time from the fault to the end of the job, and the message.
@@ -65,14 +58,7 @@ fault_case() {
   "${cluster[@]}" heal h2
   # Ranks on a cut host end by themselves (deadline, then the MPI_Abort watchdog) a few
   # seconds after mpirun: none may be left after 10 s.
-  local left=""
-  for _ in $(seq 100); do
-    left="$(procs_on h1 switchyard) $(procs_on h2 switchyard)"
-    [ -z "${left// /}" ] && break
-    sleep 0.1
-  done
-  if [ -n "${left// /}" ]; then echo "FAIL $name: switchyard processes left: $left"; fail=1
-  else echo "ok   $name: no switchyard process left"; fi
+  none_left "$name"
   # every case starts from a fresh pair of hosts (no daemon left from the last one)
   "${cluster[@]}" down
   "${cluster[@]}" up 2 >/dev/null

@@ -40,3 +40,20 @@ has() {  # has NAME PATTERN: the log of NAME matches PATTERN (grep -E)
   if grep -qE -- "$2" "$work/$1.log"; then echo "ok   $1 says '$2'"; else
     echo "FAIL $1: no '$2' in its log"; tail -n 15 "$work/$1.log"; fail=1; fi
 }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+procs_on() {  # procs_on HOST NAME: pids of NAME processes in host HOST's namespace
+  local p
+  for p in $("${cluster[@]}" pids "$1"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && echo "$p"
+  done
+}
+none_left() {  # none_left NAME: no switchyard process on h1 or h2 within 10 s
+  local left=""
+  for _ in $(seq 100); do
+    left="$(procs_on h1 switchyard) $(procs_on h2 switchyard)"
+    [ -z "${left// /}" ] && break
+    sleep 0.1
+  done
+  if [ -n "${left// /}" ]; then echo "FAIL $1: switchyard processes left: $left"; fail=1
+  else echo "ok   $1: no switchyard process left"; fi
+}

@@ -30,17 +30,7 @@ project() { "$bin" project "$work/np1" --hidden 32 --ffn-hidden 32 "$@"; }
 expect 0 trace-np1 small_synthetic 1 --trace "$work/np1"
 for P in 2 4; do
   expect 0 "real-np$P" small_synthetic "$P" --out "$work/rep$P"
-  expect 0 "project-np$P" project --ep "$P" --tokens-per-rank $((1024 / P)) --gpus-per-node 2 \
-    --exchange-tokens 256 --measured "$work/rep$P" --out "$work/proj$P"
-  check "drops-match-recording-np$P" grep -q "match the recording (0 of 4096 assignments differ)" \
-    "$work/project-np$P.log"
-  expect 0 "exact-np$P" python3 "$here/project_compare.py" "$work/proj$P/projection.json" "$work/rep$P"
-  cat "$work/exact-np$P.log"
-  # The same comparison, made by `project --measured` itself, with the times beside.
-  check "measured-np$P" grep -qE "^ +$P  equal \([0-9]+ numbers\) .*$work/rep$P\$" "$work/project-np$P.log"
-  check "measured-json-np$P" python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['routers'][0]\
-['points'][0]['measured'][0]; assert m['counts_equal'] and m['exchange_s_mean'] > 0, m; \
-assert len(m['exchange_s']) == 2" "$work/proj$P/projection.json"
+  project_exact "np$P" "$P" "$work/np1" "$work/rep$P"
 done
 grep -A2 "measured beside" "$work/project-np4.log"
 
