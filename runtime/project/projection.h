@@ -100,6 +100,8 @@ struct MeasuredPoint {
   // phase the min over ranks, the rank that arrived last and so waited least; median over
   // forwards) and expert time (max over ranks, median over forwards).
   std::vector<double> exchange_s, compute_s;
+  double mean_exchange_s() const;  // means over layers
+  double mean_compute_s() const;
 };
 
 struct PointProjection {

@@ -79,6 +79,7 @@ std::vector<double> y_ticks(double max) {
 struct Series {
   std::string name;
   std::vector<std::pair<int, double>> points;  // (P, value)
+  std::vector<std::pair<int, double>> marks;   // measured (P, value): hollow diamonds
 };
 
 // A line chart against P (log2 axis), one polyline per series, a legend below.
@@ -88,11 +89,15 @@ std::string line_chart(const std::string& title, const std::string& y_title,
   const double pw = W - ml - mr, ph = H - mt - mb;
   std::vector<int> xs;
   double y_max = 0;
-  for (const Series& s : series)
+  bool any_marks = false;
+  for (const Series& s : series) {
     for (const auto& [P, v] : s.points) {
       xs.push_back(P);
       if (std::isfinite(v)) y_max = std::max(y_max, v);
     }
+    for (const auto& [P, v] : s.marks)
+      if (std::isfinite(v)) y_max = std::max(y_max, v), any_marks = true;
+  }
   std::sort(xs.begin(), xs.end());
   xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
   const double lo = xs.empty() ? 0 : std::log2(xs.front()),
@@ -139,6 +144,13 @@ std::string line_chart(const std::string& title, const std::string& y_title,
     // traces often give the same exchange) stay visible as overlapping dashes.
     static const char* const kDash[] = {"", "8 4", "3 3", "12 3 3 3", "2 6", "6 2"};
     const char* dash = kDash[i % (sizeof(kDash) / sizeof(kDash[0]))];
+    for (const auto& [P, v] : s.marks) {
+      if (!std::isfinite(v)) continue;
+      dots += f("<path class=\"measured\" d=\"M%.1f %.1fl6 6l-6 6l-6 -6z\" fill=\"#fff\" "
+                "stroke=\"%s\" stroke-width=\"2\"><title>",
+                X(P), Y(v) - 6, color) +
+              html(s.name) + f(", P %d, measured: %.4g</title></path>\n", P, v);
+    }
     g += f("<polyline class=\"series\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
            "stroke-dasharray=\"%s\" points=\"",
            color, dash) +
@@ -150,6 +162,13 @@ std::string line_chart(const std::string& title, const std::string& y_title,
     g += f("<text x=\"%.1f\" y=\"%.1f\" class=\"legend\">", lx + 19, ly) + html(s.name) +
          "</text>\n";
     lx += width;
+  }
+  if (any_marks) {
+    if (lx > ml && lx + 90 > W) lx = ml, ly += 18;
+    g +=
+        f("<path d=\"M%.1f %.1fl5 5l-5 5l-5 -5z\" fill=\"#fff\" stroke=\"#57606a\" "
+          "stroke-width=\"1.5\"/><text x=\"%.1f\" y=\"%.1f\" class=\"legend\">measured</text>\n",
+          lx + 7, ly - 9, lx + 17, ly);
   }
   return g + "</svg>\n";
 }
@@ -217,7 +236,33 @@ std::string router_table(const RouterProjection& r, const ProjectOptions& opt) {
            m.drop_pct, m.fanout_ranks, m.fanout_nodes, m.dispatch_s * 1e6, m.compute_s * 1e6,
            m.combine_s * 1e6);
   }
-  return t + "</table>\n";
+  t += "</table>\n";
+  bool header = false;
+  for (const PointProjection& pt : r.points)
+    for (const MeasuredPoint& m : pt.measured) {
+      if (!header)
+        t += "<p>Measured beside projected, per layer and exchange (load reports of real runs; "
+             "exchange = count exchange + dispatch + return, each phase the rank that waited "
+             "least, median over forwards):</p>\n<table><tr><th>ranks</th><th>run</th>"
+             "<th>counts</th><th>exchange &micro;s, measured</th><th>projected</th>"
+             "<th>error</th><th>compute &micro;s, measured</th><th>projected</th></tr>\n";
+      header = true;
+      double xp = 0, cp = 0;
+      for (const LayerProjection& l : pt.layers)
+        xp += (l.dispatch_s + l.combine_s) / static_cast<double>(pt.layers.size()),
+            cp += l.compute_s / static_cast<double>(pt.layers.size());
+      const double xm = m.mean_exchange_s();
+      t += f("<tr><td>%d</td><td style=\"text-align:left\">", pt.ranks) + html(m.dir) +
+           "</td><td style=\"text-align:left\">" +
+           html(m.first_difference.empty()
+                    ? "equal (" + std::to_string(m.numbers_compared) + " numbers)"
+                    : "DIFFER: " + m.first_difference) +
+           f("</td><td>%.1f</td><td>%.1f</td><td>%+.1f%%</td><td>%.1f</td><td>%.1f</td></tr>\n",
+             xm * 1e6, xp * 1e6, xm > 0 ? 100 * (xp - xm) / xm : 0, m.mean_compute_s() * 1e6,
+             cp * 1e6);
+    }
+  if (header) t += "</table>\n";
+  return t;
 }
 
 }  // namespace
@@ -249,6 +294,9 @@ std::string projection_html(const std::vector<RouterProjection>& rs, const Proje
            opt.tokens_per_rank > 0
                ? html(std::to_string(opt.tokens_per_rank))
                : html("trace tokens / the largest rank count (at least one unit); per P below"));
+  if (opt.tokens_per_exchange > 0)
+    p += row("tokens per exchange",
+             html(std::to_string(opt.tokens_per_exchange) + " per rank (times are per exchange)"));
   if (opt.dp > 1) p += row("data-parallel replicas", html(std::to_string(opt.dp)));
   for (const RouterProjection& r : rs)
     p += row("router " + r.router,
@@ -259,9 +307,13 @@ std::string projection_html(const std::vector<RouterProjection>& rs, const Proje
   p += "</dl></section>\n";
 
   p += "<section><h2>Against P</h2><div class=\"charts\">\n";
-  p += line_chart(
-      "Exchange time per layer (dispatch + combine, model)", "microseconds",
-      series_of(rs, opt, [](const PointSummary& m) { return (m.dispatch_s + m.combine_s) * 1e6; }));
+  std::vector<Series> exchange =
+      series_of(rs, opt, [](const PointSummary& m) { return (m.dispatch_s + m.combine_s) * 1e6; });
+  for (size_t i = 0; i < rs.size(); ++i)
+    for (const PointProjection& pt : rs[i].points)
+      for (const MeasuredPoint& m : pt.measured)
+        exchange[i].marks.emplace_back(pt.ranks, m.mean_exchange_s() * 1e6);
+  p += line_chart("Exchange time per layer (dispatch + combine, model)", "microseconds", exchange);
   p += line_chart("Load per rank, max/mean (max over layers)", "max / mean rows received",
                   series_of(rs, opt, [](const PointSummary& m) { return m.rank_load; }));
   p += line_chart("Other-node bytes per rank per layer (mean)", "bytes sent",

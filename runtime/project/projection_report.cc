@@ -49,10 +49,10 @@ struct MeasuredMeans {
 };
 MeasuredMeans measured_means(const MeasuredPoint& m, const PointProjection& pt) {
   MeasuredMeans a;
-  const size_t L = std::min(m.exchange_s.size(), pt.layers.size());
+  a.exchange_s = m.mean_exchange_s();
+  a.compute_s = m.mean_compute_s();
+  const size_t L = pt.layers.size();
   for (size_t l = 0; l < L; ++l) {
-    a.exchange_s += m.exchange_s[l] / static_cast<double>(L);
-    a.compute_s += m.compute_s[l] / static_cast<double>(L);
     a.projected_exchange_s +=
         (pt.layers[l].dispatch_s + pt.layers[l].combine_s) / static_cast<double>(L);
     a.projected_compute_s += pt.layers[l].compute_s / static_cast<double>(L);
@@ -138,6 +138,17 @@ json layer_json(const LayerProjection& l, const PointProjection& pt, int64_t row
 }
 
 }  // namespace
+
+double MeasuredPoint::mean_exchange_s() const {
+  return exchange_s.empty() ? 0
+                            : std::accumulate(exchange_s.begin(), exchange_s.end(), 0.0) /
+                                  static_cast<double>(exchange_s.size());
+}
+double MeasuredPoint::mean_compute_s() const {
+  return compute_s.empty() ? 0
+                           : std::accumulate(compute_s.begin(), compute_s.end(), 0.0) /
+                                 static_cast<double>(compute_s.size());
+}
 
 PointSummary point_summary(const PointProjection& pt, const ProjectOptions& opt) {
   PointSummary m;

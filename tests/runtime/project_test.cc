@@ -259,6 +259,23 @@ TEST(Project, HtmlPageHasAChartPerMetricAndALinePerRouter) {
   EXPECT_NE(page.find("synthetic routing"), std::string::npos);
   EXPECT_NE(page.find("contiguous"), std::string::npos);
   EXPECT_EQ(count(page, "<tr><td>"), 6);  // a table row per router and P
+  EXPECT_EQ(count(page, "class=\"measured\""), 0);
+
+  // A measured run at P = 2 (project --measured): a hollow diamond on the exchange chart at
+  // its time, its row in the router's table, and the legend says "measured".
+  MeasuredPoint m;
+  m.dir = "runs/p2";
+  m.numbers_compared = 12;
+  m.exchange_s = {2e-6, 4e-6};
+  m.compute_s = {1e-6, 1e-6};
+  EXPECT_DOUBLE_EQ(m.mean_exchange_s(), 3e-6);
+  a->points[1].measured.push_back(m);
+  const std::string with = projection_html({*a}, o);
+  EXPECT_EQ(count(with, "class=\"measured\""), 1);
+  EXPECT_NE(with.find("P 2, measured: 3</title>"), std::string::npos);
+  EXPECT_NE(with.find(">measured</text>"), std::string::npos);
+  EXPECT_NE(with.find("<td style=\"text-align:left\">runs/p2</td>"), std::string::npos);
+  EXPECT_NE(with.find("equal (12 numbers)"), std::string::npos);
 }
 
 TEST(Project, ReplicatedExpertsShareTokensByTokenIndex) {
