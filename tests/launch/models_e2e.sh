@@ -235,13 +235,18 @@ expect 0 placed-cfg mpi 1 infer --config "$work/placed.pbtxt"
 grep -q "placed by $work/perm1.json" "$work/placed-cfg.log" || { echo "FAIL placed-cfg: no placement"; fail=1; }
 same placed-cfg-vs-np1 "$work/placed-cfg.npy" "$work/tiny-np1.npy"
 # a corpus as sequences (each rank its own tokens, no slicing): the same per-expert loads
-if [ -s "$work/seq-loads-np1" ]; then
+if [ -s "$work/seq-loads-np1" ] && [ -s "$work/prompt-np1.ids" ]; then
   expect 0 placed-seq-np2 mpi 2 infer --model "$work/qwen" --token-file "$work/excerpt.bin" \
     --seq-len 64 --max-tokens 1024 --deterministic --set moe.placement="$work/perm2.json" \
     --out "$work/placed-seq"
   expect 0 placed-seq-report "$bin" report "$work/placed-seq"
   awk '$1 ~ /^e[0-9]+$/ { print $1, $3, $4 }' "$work/placed-seq-report.log" >"$work/placed-seq-loads"
   same placed-seq-loads-vs-np1 "$work/placed-seq-loads" "$work/seq-loads-np1"
+  # generation through the KV cache (one token per step: most ranks route none)
+  expect 0 placed-prompt-np2 mpi 2 infer --model "$work/qwen" --prompt "$prompt" --quantize int4 \
+    --max-new-tokens 12 --deterministic --set moe.placement="$work/perm2.json"
+  grep -h "^generated" "$work/placed-prompt-np2.log" | sed 's/.*: //' >"$work/placed-prompt.ids"
+  same placed-prompt-np2-vs-np1 "$work/placed-prompt.ids" "$work/prompt-np1.ids"
 fi
 # quantized experts are loaded by global id before quantization: int4 on 2 permuted ranks
 expect 0 placed-int4-np2 mpi 2 infer --model "$work/tiny" --token-ids "$ids" --quantize int4 \
