@@ -98,6 +98,8 @@ Status ResolveConfig(const InferArgs& a, const CommandConfig& mflags, bool defau
     return InvalidArgument("--router all runs the synthetic stack, not --model");
   switchyard::RunConfig only;
   *only.mutable_model() = cfg->model();
+  // The one synthetic-stack field a checkpoint's MoE layers take too (ModelInferArgs::placement).
+  if (!cfg->moe().placement().empty()) only.mutable_moe()->set_placement(cfg->moe().placement());
   fill_defaults(only.mutable_model());
   *cfg = std::move(only);
   SY_RETURN_IF_ERROR(validate_trace_config(cfg->model().trace(), "infer"));
@@ -155,7 +157,9 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
           "configured MoE stack instead), %s as sequences of %lld tokens\n",
           cfg.model().model().c_str(), cfg.model().corpus().c_str(),
           static_cast<long long>(cfg.model().seq_len()));
-    return run_model_infer(ModelInferArgs::FromConfig(cfg.model()), comm);
+    ModelInferArgs margs = ModelInferArgs::FromConfig(cfg.model());
+    margs.placement = cfg.moe().placement();
+    return run_model_infer(margs, comm);
   }
   if (a.data_dir.empty()) a.data_dir = default_data_dir();
 

@@ -524,6 +524,13 @@ int RunTrain(const CommandConfig& cc) {
   Communicator& comm = *world;
   switchyard::TrainConfig cfg;
   Status st = cc.resolve(&cfg);
+  // A placement file is inference-only: the trainer's checkpoints and optimizer state shard the
+  // experts contiguously (runtime/train/checkpoint.h), and TrainConfig has no moe section.
+  for (const std::string& s : cc.sets())
+    if (s.rfind("moe.placement", 0) == 0)
+      st = InvalidArgument(
+          "--set moe.placement (an expert placement file) is for infer only; train runs "
+          "the contiguous placement (expert e on rank e / (E/P))");
   if (st.ok()) st = validate_train_config(cfg);
   if (st.ok()) st = validate_trace_config(cfg.trace(), "train");
   if (int code = agree_status(comm, st, "train: config")) return code;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/placement.h"
 #include "launch/commands.h"
 #include "launch/infer_run.h"
 #include "launch/progress.h"
@@ -172,7 +173,12 @@ ModelOptions ToModelOptions(const ModelInferArgs& a) {
 Status LoadModel(const ModelInferArgs& a, const Inputs& in, Communicator& comm,
                  std::unique_ptr<Model>* model) {
   SY_RETURN_IF_ERROR(backend_context(a.backend, a.deterministic).status());
-  SY_ASSIGN_OR_RETURN(*model, load_model(*in.ck, ToModelOptions(a), &comm));
+  ModelOptions opt = ToModelOptions(a);
+  if (!a.placement.empty()) {  // checked against the model's E and P by its loader
+    SY_ASSIGN_OR_RETURN(ExpertPlacement p, read_placement_file(a.placement));
+    opt.placement = {std::make_shared<const ExpertPlacement>(std::move(p)), a.placement};
+  }
+  SY_ASSIGN_OR_RETURN(*model, load_model(*in.ck, opt, &comm));
   const Model& m = **model;
   if (in.tok && in.tok->vocab_size() > m.vocab_size())
     return InvalidArgument("tokenizer has " + std::to_string(in.tok->vocab_size()) +
@@ -457,9 +463,10 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   if (comm.rank() == 0) {
-    std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s; loaded in %.2f s\n",
+    std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s%s; loaded in %.2f s\n",
                 in.ck->dir().c_str(), P, P == 1 ? "" : "s", model->describe(P).c_str(),
                 a.quantize == "none" ? "fp32" : a.quantize.c_str(),
+                a.placement.empty() ? "" : (", placed by " + a.placement).c_str(),
                 a.deterministic ? ", deterministic" : "", load_s);
     std::fflush(stdout);
   }

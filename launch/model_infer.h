@@ -55,6 +55,9 @@ struct ModelInferArgs {
   bool deterministic = false;
   std::string backend = "cpu";    // a registered backend (--backend)
   switchyard::TraceConfig trace;  // --trace DIR [--trace-probs]: routing trace shards
+  // --set moe.placement=FILE (the run config's moe section, not FromConfig's): which rank holds
+  // which experts (comm/placement.h); empty: contiguous.
+  std::string placement;
 
   static ModelInferArgs FromConfig(const switchyard::ModelInferConfig& c);
 };

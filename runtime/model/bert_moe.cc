@@ -263,6 +263,7 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
   if (c.is_moe() && c.num_experts % P != 0)
     return InvalidArgument(ck.dir() + ": " + std::to_string(c.num_experts) +
                            " experts do not split evenly over " + std::to_string(P) + " ranks");
+  SY_RETURN_IF_ERROR(opt.placement.check(c.num_experts, P));
   if (c.is_moe() && c.num_experts_per_tok > c.num_experts)
     return InvalidArgument("bert_moe: top_k " + std::to_string(c.num_experts_per_tok) +
                            " exceeds num_experts " + std::to_string(c.num_experts));
@@ -357,6 +358,7 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
   lc.seed = opt.seed;
   lc.layer_index = static_cast<int>(i);
   lc.exec = exec_;
+  lc.placement = opt.placement.map;
   SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm_));
   MoeLayer& moe = *L.moe;
   const int64_t Fe = c.moe_intermediate_size;
@@ -599,6 +601,7 @@ StatusOr<std::unique_ptr<Model>> LoadBert(const HfCheckpoint& ck, const ModelOpt
   b.expert_bits = opt.expert_bits;
   b.quant_group = opt.quant_group;
   b.seed = opt.seed;
+  b.placement = opt.placement;
   b.exec = opt.exec;
   SY_ASSIGN_OR_RETURN(auto m, BertMoeModel::load(ck, b, comm));
   return std::unique_ptr<Model>(std::move(m));

@@ -148,6 +148,7 @@ struct BertMoeOptions {
   int expert_bits = 32;       // 32, or 8 / 4: expert fc1/fc2 quantized at load (biases fp32)
   int64_t quant_group = 128;  // input columns per scale when quantized
   uint64_t seed = 1234;       // upcycling noise
+  ModelPlacement placement;   // which rank holds which experts (null map: contiguous)
   // Where the model runs (backend, deterministic flag: make_context()); null =
   // default_context(). Must outlive the model.
   const ExecContext* exec = nullptr;

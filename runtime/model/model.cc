@@ -8,6 +8,18 @@
 
 namespace sy {
 
+Status ModelPlacement::check(int64_t E, int P) const {
+  if (!map) return Status::Ok();
+  const std::string where = "moe.placement " + file + ": ";
+  if (map->num_experts != E || map->ranks != P)
+    return InvalidArgument(where + "places " + std::to_string(map->num_experts) + " experts on " +
+                           std::to_string(map->ranks) + " ranks; this run has " +
+                           std::to_string(E) + " experts per MoE layer on " + std::to_string(P) +
+                           " rank" + (P == 1 ? "" : "s"));
+  const Status st = map->validate(/*allow_replicas=*/false);
+  return st.ok() ? st : InvalidArgument(where + st.message());
+}
+
 Status Model::backward(const float* dlogits_TV, float aux_alpha) {
   (void)dlogits_TV;
   (void)aux_alpha;

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
+#include "comm/placement.h"
 #include "routers/router.h"
 #include "runtime/core/status.h"
 #include "runtime/core/tensor.h"
@@ -59,6 +60,19 @@ struct ModelMemory {
   int64_t activation_bytes = 0;   // the forward's buffers, MoE layers included (not the logits)
 };
 
+// `moe.placement`: which rank holds which routed experts (comm/placement.h), the same map for
+// every MoE layer. Each rank loads the experts the map gives it, by global id, from the
+// checkpoint; results are bitwise those of the contiguous placement (deterministic mode).
+struct ModelPlacement {
+  std::shared_ptr<const ExpertPlacement> map;  // null: contiguous (expert e on rank e / (E/P))
+  std::string file;                            // where map was read from (named in errors)
+
+  // OK without a map, or when it places the model's E experts on its P ranks, each once and
+  // E/P per rank (what MoeLayer runs; replicas only exist in projections); else
+  // InvalidArgument (exit 21) naming the file. E = 0 (a dense model) takes no map.
+  Status check(int64_t E, int P) const;
+};
+
 // The load options every model understands; those of one architecture are ignored by others.
 struct ModelOptions {
   ModelTrain train = ModelTrain::kNone;  // kAll needs expert_bits 32; encoders: kNone only
@@ -74,6 +88,7 @@ struct ModelOptions {
   int64_t moe_every = 0;
   int64_t experts_top_k = 0;
   double upcycle_noise = 0.0;
+  ModelPlacement placement;  // contiguous unless a placement file was given
   // Where the model runs (backend, deterministic flag: make_context()); null =
   // default_context(). Must outlive the model.
   const ExecContext* exec = nullptr;

@@ -239,6 +239,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
   if (c.num_experts > 0 && c.num_experts % P != 0)
     return InvalidArgument(ck.dir() + ": " + std::to_string(c.num_experts) +
                            " experts do not split evenly over " + std::to_string(P) + " ranks");
+  SY_RETURN_IF_ERROR(opt.placement.check(c.num_experts, P));
   if (opt.expert_bits != 32 && opt.expert_bits != 8 && opt.expert_bits != 4)
     return InvalidArgument("expert bits must be 32, 8 or 4");
   if (opt.train == Qwen2MoeTrain::kAll && opt.expert_bits != 32)
@@ -325,6 +326,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     lc.seed = opt.seed;
     lc.layer_index = static_cast<int>(i);
     lc.exec = m->exec_;
+    lc.placement = opt.placement.map;
     SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm));
     MoeLayer& moe = *L.moe;
     for (Param& p : moe.router().params())
@@ -761,6 +763,7 @@ StatusOr<std::unique_ptr<Model>> LoadQwen2Moe(const HfCheckpoint& ck, const Mode
   q.capacity_factor = opt.capacity_factor;
   q.router = opt.router;
   q.seed = opt.seed;
+  q.placement = opt.placement;
   q.exec = opt.exec;
   SY_ASSIGN_OR_RETURN(auto m, Qwen2MoeModel::load(ck, q, comm));
   return std::unique_ptr<Model>(std::move(m));

@@ -118,6 +118,7 @@ struct Qwen2MoeOptions {
   std::string router;
   int64_t router_hidden = 0;  // H of a replaced router; 0 = RouterConfig::kDefaultHidden
   uint64_t seed = 1234;       // for a replaced router (layer i: seed + i)
+  ModelPlacement placement;   // which rank holds which experts (null map: contiguous)
   // Where the model runs (backend, deterministic flag: make_context()); null =
   // default_context(). Must outlive the model.
   const ExecContext* exec = nullptr;

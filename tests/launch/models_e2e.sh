@@ -16,7 +16,11 @@
 #      checkpoint with int8 experts: 4 ranks equal 1 rank bitwise;
 #   5. each rank reads only its own experts (a NaN in rank 3's expert fails rank 3 alone);
 #      bad checkpoints end every rank with the exit code of their class and a message naming
-#      the file, never a signal.
+#      the file, never a signal;
+#   6. a placement file (--set moe.placement, comm/placement.h): permuted placements on 1, 2 and
+#      4 ranks (fp32 and int4 Qwen2-MoE, an upcycled BERT) give 1 rank's logits bitwise, each
+#      rank loads and reports the experts it was given; a file for other ranks, another E, with
+#      an id >= E or with replicas is refused naming the file; train refuses the option.
 # Usage: models_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
@@ -203,6 +207,71 @@ expect 21 bad-split mpi 3 infer --model "$work/tiny" --token-ids 1,2
 expect 21 bad-token mpi 2 infer --model "$work/tiny" --token-ids 1,1000
 expect 21 bad-ids mpi 2 infer --model "$work/tiny" --token-ids 1,x
 expect 22 no-model mpi 2 infer --model "$work/nope" --token-ids 1,2
+
+# 6. placement files: where experts run changes nothing in the logits
+placement() {  # placement FILE E P RANK_LISTS: a placement file
+  printf '{"format": "switchyard.placement", "version": 1, "num_experts": %s, "ranks": %s,\n "experts_of_rank": %s}\n' \
+    "$2" "$3" "$4" >"$work/$1"
+}
+placement perm1.json 8 1 '[[7, 6, 5, 4, 3, 2, 1, 0]]'
+placement perm2.json 8 2 '[[7, 2, 5, 0], [3, 6, 1, 4]]'
+placement perm4.json 8 4 '[[5, 2], [7, 0], [1, 6], [3, 4]]'
+for np in 1 2 4; do
+  expect 0 "placed-np$np" mpi "$np" infer --model "$work/tiny" --token-ids "$ids" --deterministic \
+    --set moe.placement="$work/perm$np.json" --dump "$work/placed-np$np.npy" --out "$work/placed-np$np"
+  same "placed-np$np-vs-np1" "$work/placed-np$np.npy" "$work/tiny-np1.npy"
+done
+grep -q "placed by $work/perm4.json" "$work/placed-np4.log" || { echo "FAIL placed-np4: banner"; fail=1; }
+# the load reports name each rank's experts (RankReport.local_expert_ids), and merge
+ids_of() { tr -d ' \n' <"$work/$1" | grep -o '"local_expert_ids":\[[^]]*\]'; }
+[ "$(ids_of placed-np2/rank-1.json)" = '"local_expert_ids":[3,6,1,4]' ] ||
+  { echo "FAIL placed-np2: rank 1 reports $(ids_of placed-np2/rank-1.json)"; fail=1; }
+expect 0 placed-report "$bin" report "$work/placed-np4"
+grep -q "routed 32, dropped 0" "$work/placed-report.log" || { echo "FAIL placed-report: loads"; fail=1; }
+# the printed config keeps the placement and runs again from --config
+mpi 1 infer --model "$work/tiny" --token-ids "$ids" --deterministic --dump "$work/placed-cfg.npy" \
+  --set moe.placement="$work/perm1.json" --print-config >"$work/placed.pbtxt"
+expect 0 placed-cfg mpi 1 infer --config "$work/placed.pbtxt"
+grep -q "placed by $work/perm1.json" "$work/placed-cfg.log" || { echo "FAIL placed-cfg: no placement"; fail=1; }
+same placed-cfg-vs-np1 "$work/placed-cfg.npy" "$work/tiny-np1.npy"
+# a corpus as sequences (each rank its own tokens, no slicing): the same per-expert loads
+if [ -s "$work/seq-loads-np1" ] && [ -s "$work/prompt-np1.ids" ]; then
+  expect 0 placed-seq-np2 mpi 2 infer --model "$work/qwen" --token-file "$work/excerpt.bin" \
+    --seq-len 64 --max-tokens 1024 --deterministic --set moe.placement="$work/perm2.json" \
+    --out "$work/placed-seq"
+  expect 0 placed-seq-report "$bin" report "$work/placed-seq"
+  awk '$1 ~ /^e[0-9]+$/ { print $1, $3, $4 }' "$work/placed-seq-report.log" >"$work/placed-seq-loads"
+  same placed-seq-loads-vs-np1 "$work/placed-seq-loads" "$work/seq-loads-np1"
+  # generation through the KV cache (one token per step: most ranks route none)
+  expect 0 placed-prompt-np2 mpi 2 infer --model "$work/qwen" --prompt "$prompt" --quantize int4 \
+    --max-new-tokens 12 --deterministic --set moe.placement="$work/perm2.json"
+  grep -h "^generated" "$work/placed-prompt-np2.log" | sed 's/.*: //' >"$work/placed-prompt.ids"
+  same placed-prompt-np2-vs-np1 "$work/placed-prompt.ids" "$work/prompt-np1.ids"
+fi
+# quantized experts are loaded by global id before quantization: int4 on 2 permuted ranks
+expect 0 placed-int4-np2 mpi 2 infer --model "$work/tiny" --token-ids "$ids" --quantize int4 \
+  --quant-group 32 --deterministic --set moe.placement="$work/perm2.json" --dump "$work/placed-int4.npy"
+same placed-int4-np2-vs-np1 "$work/placed-int4.npy" "$work/int4-np1.npy"
+# BERT goes through the same MoE layer: upcycled copies (noise drawn per global expert)
+expect 0 placed-bert-np4 mpi 4 infer --model "$work/bert" --token-ids "$bids" --upcycle-experts 8 \
+  --moe-every 2 --experts-top-k 2 --deterministic --set moe.placement="$work/perm4.json" \
+  --dump "$work/placed-bert.npy"
+same placed-bert-np4-vs-np1 "$work/placed-bert.npy" "$work/bert-up-np1.npy"
+# refused, naming the file: other ranks or E (21: it does not fit the run), an id >= E in the
+# file (22: a bad file), replicas (21: the runtime runs one copy of each expert)
+placement e16.json 16 2 '[[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]]'
+placement id9.json 8 2 '[[9, 2, 5, 0], [3, 6, 1, 4]]'
+placement replicas.json 8 2 '[[0, 1, 2, 3, 4], [4, 5, 6, 7]]'
+expect 21 placed-bad-ranks mpi 4 infer --model "$work/tiny" --token-ids 1,2 --set moe.placement="$work/perm2.json"
+expect 21 placed-bad-e mpi 2 infer --model "$work/tiny" --token-ids 1,2 --set moe.placement="$work/e16.json"
+expect 22 placed-bad-id mpi 2 infer --model "$work/tiny" --token-ids 1,2 --set moe.placement="$work/id9.json"
+expect 21 placed-replicas mpi 2 infer --model "$work/tiny" --token-ids 1,2 --set moe.placement="$work/replicas.json"
+for c in bad-ranks:perm2 bad-e:e16 bad-id:id9 replicas:replicas; do
+  grep -q "$work/${c#*:}.json" "$work/placed-${c%%:*}.log" ||
+    { echo "FAIL placed-${c%%:*}: the file is not named"; cat "$work/placed-${c%%:*}.log"; fail=1; }
+done
+expect 21 placed-train mpi 1 train --model "$work/tiny" --steps 1 --set moe.placement="$work/perm1.json"
+grep -q "moe.placement.*infer only" "$work/placed-train.log" || { echo "FAIL placed-train: message"; fail=1; }
 
 if [ $fail -ne 0 ]; then
   echo "models_e2e: FAILED"
