@@ -62,12 +62,12 @@ bin=${SY_BIN:-$root/build/switchyard}
 # The sub-commands run on P ranks; launch/mpirun.sh runs $SY_BIN.
 export SY_BIN=$bin
 mpi() { bash "$root/launch/mpirun.sh" "$ranks" "$@"; }
-mkdir -p "$out/logs" "$out/tokens"
 IFS=, read -r -a names <<<"$routers"
 known=" $("$bin" routers | awk 'NR > 2 { printf "%s ", $1 }')"
 for r in "${names[@]}"; do
   [[ $known == *" $r "* ]] || die "--routers: unknown router '$r' (registered:$known)"
 done
+mkdir -p "$out/logs" "$out/tokens"
 
 # Token files (runtime/data/token_file.h): a 32-byte header (magic, version, vocabulary size,
 # count, reserved), then little-endian int32 ids. count_ids FILE; ids FILE FIRST N writes ids
