@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "launch/infer_run.h"
+#include "runtime/io/checkpoint_dir.h"
 
 namespace sy::launch {
 
@@ -15,8 +16,14 @@ std::unique_ptr<TraceRecorder> make_model_trace(const switchyard::TraceConfig& c
   for (int64_t i = 0; i < model.num_layers(); ++i)
     if (model.moe_layer(i)) m.model_layer.push_back(i);
   m.source = source;
-  m.model = model_dir;
-  m.synthetic_routing = synthetic_routing;
+  // The folder the weights came from: a checkpoint root's step folder, whose config.json
+  // `switchyard project` reads for D and F (the root has none). Opened already, so no checksums.
+  StatusOr<std::string> dir = resolve_model_dir_unverified(model_dir);
+  m.model = dir.ok() ? *dir : model_dir;
+  // A router without learned parameters (hash) routes as it always will: a replaced one is
+  // that router, not an untrained stand-in, so its trace is not labelled synthetic.
+  m.synthetic_routing =
+      synthetic_routing && model.sparse_layers().front()->router().num_params() > 0;
   m.probs = cfg.probs();
   return std::make_unique<TraceRecorder>(std::move(m));
 }

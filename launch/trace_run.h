@@ -13,8 +13,10 @@
 
 namespace sy::launch {
 
-// Null when cfg.dir() is empty. model_dir names the model in the trace; synthetic_routing: the
-// routers were initialised at random (a replaced router at inference).
+// Null when cfg.dir() is empty. model_dir names the model in the trace (a checkpoint root: the
+// step folder its weights came from); synthetic_routing: the
+// routers were initialised at random (a replaced router at inference); ignored for routers
+// without learned parameters (hash), which are never trained.
 std::unique_ptr<TraceRecorder> make_model_trace(const switchyard::TraceConfig& cfg, Model& model,
                                                 const char* source, const std::string& model_dir,
                                                 bool synthetic_routing, const Communicator& comm);

@@ -18,7 +18,8 @@
 // the token is the shard's `rank`. Metadata (safetensors' "__metadata__", string values):
 //   format "switchyard.trace", version "1", source "infer" | "train", model (checkpoint folder,
 //   or "synthetic" for the configured stack), router, synthetic_routing "1" when the router is
-//   randomly initialised (the synthetic stack, a replaced router at inference), experts (E),
+//   randomly initialised (the synthetic stack, a replaced router with parameters at
+//   inference; a hash router has none), experts (E),
 //   top_k (K), layers (JSON list: the model layer index of each MoE layer), capacity_factor
 //   (<= 0: dropless), group_tokens (capacity group, 0: the whole forward), probs "0" | "1",
 //   rank, world_size, host, first_step and steps (rows have first_step <= step <
