@@ -132,6 +132,10 @@ int run_project(const CommandConfig& cc) {
   opt.capacity_factor = cfg.capacity_factor();
   opt.tokens_per_rank = cfg.tokens_per_rank();
   opt.tokens_per_exchange = cfg.exchange_tokens();
+  if (cfg.deal() != "contiguous" && cfg.deal() != "interleaved")
+    return fail(
+        InvalidArgument("--deal must be contiguous or interleaved, not '" + cfg.deal() + "'"));
+  opt.interleaved = cfg.deal() == "interleaved";
   opt.pairs_max_ranks = cfg.pairs_max_ranks();
   StatusOr<ClusterModel> cluster = resolve_cluster(cfg.cluster());
   if (!cluster.ok()) return fail(cluster.status());
@@ -163,13 +167,13 @@ int run_project(const CommandConfig& cc) {
     StatusOr<RouterProjection> r = project_trace(*t, opt);
     if (!r.ok()) return fail(r.status());
     progress.update(last_total, /*final=*/true);
-    for (const std::string& run : runs)
-      if (Status st = add_measured_run(run, opt.hidden * 4, &*r); !st.ok()) return fail(st);
-    std::printf("%s", projection_text(*r, opt).c_str());
-    if (!sizes_from.empty()) std::printf("  D and F from %s\n", sizes_from.c_str());
-    std::fflush(stdout);
     results.push_back(std::move(*r));
   }
+  for (const std::string& run : runs)
+    if (Status st = add_measured_run(run, opt.hidden * 4, &results); !st.ok()) return fail(st);
+  for (const RouterProjection& r : results) std::printf("%s", projection_text(r, opt).c_str());
+  if (!sizes_from.empty()) std::printf("  D and F from %s\n", sizes_from.c_str());
+  std::fflush(stdout);
   std::error_code ec;
   std::filesystem::create_directories(cfg.out(), ec);
   if (ec) return fail(Internal("cannot create " + cfg.out() + ": " + ec.message()));
@@ -210,6 +214,9 @@ void add_project_command(CLI::App& app) {
   c->option(
       "--exchange-tokens", "exchange_tokens",
       "tokens per rank in one exchange (a forward's batch; 0: all at once): times per exchange");
+  c->option("--deal", "deal",
+            "units to ranks: contiguous (the synthetic stack) or interleaved (rank q: q, q+P, ...; "
+            "infer --model --seq-len and train)");
   c->option("--measured", "measured",
             "load-report folders of real runs (comma-separated): their counts and times beside the "
             "projection at their P");

@@ -23,21 +23,30 @@ std::string differ(const std::string& what, int64_t projected, int64_t measured)
 
 }  // namespace
 
-Status add_measured_run(const std::string& dir, int64_t row_bytes, RouterProjection* r) {
+Status add_measured_run(const std::string& dir, int64_t row_bytes,
+                        std::vector<RouterProjection>* rs) {
   SY_ASSIGN_OR_RETURN(RankReportSet set, load_rank_reports(dir));
   const std::vector<switchyard::RankReport>& reps = set.reports;
   const int P = reps.front().world_size();
+  std::string routers;
+  RouterProjection* r = nullptr;
+  for (RouterProjection& x : *rs) {
+    routers += (routers.empty() ? "" : ", ") + x.router;
+    if (x.router == reps.front().router() && r == nullptr) r = &x;
+  }
+  if (r == nullptr)
+    return InvalidArgument("--measured " + dir + ": the run's router " + reps.front().router() +
+                           " is none of the traces' (" + routers + ")");
   auto pt = std::find_if(r->points.begin(), r->points.end(),
                          [P](const PointProjection& p) { return p.ranks == P; });
   if (pt == r->points.end())
     return InvalidArgument("--measured " + dir + ": a run at " + std::to_string(P) +
                            " ranks, but --ep does not project P = " + std::to_string(P));
   const int64_t E = reps.front().num_experts();
-  if (E != static_cast<int64_t>(pt->layers.front().routed_E.size()) ||
-      reps.front().router() != r->router)
-    return InvalidArgument("--measured " + dir + ": the run's router " + reps.front().router() +
-                           " with " + std::to_string(E) + " experts is not the trace's (" +
-                           r->router + ")");
+  if (E != static_cast<int64_t>(pt->layers.front().routed_E.size()))
+    return InvalidArgument("--measured " + dir + ": the run has " + std::to_string(E) +
+                           " experts, the " + r->router + " trace " +
+                           std::to_string(pt->layers.front().routed_E.size()));
   if (reps.front().num_layers() != static_cast<int>(pt->layers.size()))
     return InvalidArgument("--measured " + dir + ": " + std::to_string(reps.front().num_layers()) +
                            " MoE layers, the trace has " + std::to_string(pt->layers.size()));

@@ -5,17 +5,19 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "runtime/core/status.h"
 #include "runtime/project/projection.h"
 
 namespace sy::launch {
 
-// Adds a MeasuredPoint to the point of `r` whose ranks equal the run's world size (an error
-// naming the folder when there is none, or when the run's router or expert count is not the
-// trace's). Reports are read as `switchyard report` reads them (defensively; exit 22 on a bad
-// one). Counts compare only when the projection holds the rank-pair matrix (P <=
-// pairs_max_ranks) and each rank replays as many tokens as the run's ranks routed.
-Status add_measured_run(const std::string& dir, int64_t row_bytes, RouterProjection* r);
+// Adds a MeasuredPoint to the point, whose ranks equal the run's world size, of the projection
+// of the run's router (an error naming the folder when there is none, or when the run's expert
+// or layer count is not the trace's). Reports are read as `switchyard report` reads them
+// (defensively; exit 22 on a bad one). Counts compare only when the projection holds the rank-pair
+// matrix (P <= pairs_max_ranks) and each rank replays as many tokens as the run's ranks routed.
+Status add_measured_run(const std::string& dir, int64_t row_bytes,
+                        std::vector<RouterProjection>* rs);
 
 }  // namespace sy::launch

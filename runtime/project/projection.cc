@@ -159,6 +159,13 @@ StatusOr<Layout> make_layout(const Flat& f, int ep, const ProjectOptions& opt) {
   return lay;
 }
 
+// The unit rank q replays j-th: contiguous (q * upr + j) or interleaved (j * ranks + q), in
+// trace order, cyclically.
+int64_t unit_of(int q, int64_t j, int ranks, int64_t upr, int64_t units, bool interleaved) {
+  const int64_t i = interleaved ? j * ranks + q : static_cast<int64_t>(q) * upr + j;
+  return i % units;
+}
+
 struct ExchangeTimes {
   double dispatch_s = 0, combine_s = 0, compute_s = 0, compute_mean_s = 0;
 };
@@ -248,7 +255,7 @@ void replay_layer(const Flat& f, int64_t l, const Layout& lay, const PointProjec
       const int replica = q / ep, node_q = q / gpn;
       const int64_t base = static_cast<int64_t>(replica) * ep;
       for (int64_t j = j0; j < j1; ++j) {
-        const int64_t u = (static_cast<int64_t>(q) * pt.units_per_rank + j) % units;
+        const int64_t u = unit_of(q, j, pt.ranks, pt.units_per_rank, units, opt.interleaved);
         for (int64_t n = f.unit_begin[u]; n < f.unit_begin[u + 1]; ++n) {
           int nd = 0, nn = 0;
           for (int64_t k = 0; k < K; ++k) {
@@ -341,6 +348,7 @@ StatusOr<RouterProjection> project_trace(const Trace& t, const ProjectOptions& o
   out.router = m.router;
   out.model = m.model;
   out.synthetic_routing = m.synthetic_routing;
+  out.interleaved = opt.interleaved;
   out.trace_tokens = t.tokens();
   out.capacity_factor = std::isnan(opt.capacity_factor) ? m.capacity_factor : opt.capacity_factor;
   if (!std::isfinite(out.capacity_factor))
@@ -372,7 +380,7 @@ StatusOr<RouterProjection> project_trace(const Trace& t, const ProjectOptions& o
     const int64_t units = static_cast<int64_t>(f.unit_begin.size()) - 1;
     for (int q = 0; q < pt.ranks; ++q)
       for (int64_t j = 0; j < upr; ++j) {
-        const int64_t u = (static_cast<int64_t>(q) * upr + j) % units;
+        const int64_t u = unit_of(q, j, pt.ranks, upr, units, opt.interleaved);
         pt.tokens += f.unit_begin[u + 1] - f.unit_begin[u];
       }
     for (int64_t l = 0; l < m.layers(); ++l) {

@@ -9,7 +9,8 @@
 // weights, which are those probabilities unless the router renormalizes), so they match the
 // runtime for the same tokens and are independent of P. At P ranks each rank gets u whole units
 // (u = tokens_per_rank / mean unit size, at least 1), rank q units q*u .. q*u+u-1 in trace
-// order, cyclically when P * u exceeds the trace (the same units then recur on other ranks).
+// order (or, interleaved, units q, q+P, ..., q+(u-1)P), cyclically when P * u exceeds the
+// trace (the same units then recur on other ranks).
 // With the trace's own units and order this is how the synthetic stack deals groups to ranks
 // (runtime/data/sequence_shard.h), so a trace recorded at P = 1 projected to P = 2 counts what
 // a real P = 2 run moves.
@@ -65,6 +66,9 @@ struct ProjectOptions {
   // Tokens per rank in one exchange (one forward of the runtime: its batch), rounded to whole
   // units; 0: a rank's tokens_per_rank in one exchange. Times are per exchange.
   int64_t tokens_per_exchange = 0;
+  // Units dealt to ranks interleaved (rank q: units q, q + P, ...; how `infer --model
+  // --seq-len` and `train` deal sequences) instead of in contiguous blocks (the synthetic stack).
+  bool interleaved = false;
   int64_t hidden = 0;           // D (> 0)
   int64_t ffn_hidden = 0;       // F (> 0)
   ClusterModel cluster;         // gpus_per_node included
@@ -119,6 +123,7 @@ struct RouterProjection {
   int64_t trace_tokens = 0, units = 0;
   double mean_unit_tokens = 0;
   std::string unit_kind;  // "sequence" or "forward"
+  bool interleaved = false;  // units dealt to ranks interleaved (ProjectOptions::interleaved)
   double capacity_factor = 0;
   int64_t drop_mismatch = -1;  // recomputed vs recorded kept flags; -1: c differs from the trace
   int64_t drop_compared = 0;

@@ -27,13 +27,14 @@ double mean_hist(const std::vector<int64_t>& h) {
 // What the replay did, in words (the output says it is a sample).
 std::string sampling_text(const RouterProjection& r, const PointProjection* pt) {
   char buf[512];
-  std::snprintf(buf, sizeof(buf),
-                "%lld trace tokens in %lld %ss (mean %.1f tokens); each rank replays %lld whole "
-                "%ss, in trace order, cyclically where ranks x %ss exceed the trace",
-                static_cast<long long>(r.trace_tokens), static_cast<long long>(r.units),
-                r.unit_kind.c_str(), r.mean_unit_tokens,
-                static_cast<long long>(pt ? pt->units_per_rank : 0), r.unit_kind.c_str(),
-                r.unit_kind.c_str());
+  std::snprintf(
+      buf, sizeof(buf),
+      "%lld trace tokens in %lld %ss (mean %.1f tokens); each rank replays %lld whole "
+      "%ss, %s, cyclically where ranks x %ss exceed the trace",
+      static_cast<long long>(r.trace_tokens), static_cast<long long>(r.units), r.unit_kind.c_str(),
+      r.mean_unit_tokens, static_cast<long long>(pt ? pt->units_per_rank : 0), r.unit_kind.c_str(),
+      r.interleaved ? "interleaved in trace order (rank q: q, q+P, ...)" : "in trace order",
+      r.unit_kind.c_str());
   std::string out = buf;
   if (pt && pt->units_per_exchange > 0 && pt->units_per_exchange < pt->units_per_rank) {
     std::snprintf(buf, sizeof(buf), ", %lld %ss per exchange (times are per exchange)",
