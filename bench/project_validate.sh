@@ -10,7 +10,7 @@
 # Each round runs, for every layout in turn, calibrate -> real run -> project --measured (the
 # layouts alternate, so a busy moment hits all of them); the summary gives per layout the
 # median over rounds of the measured and projected exchange time per layer and forward, and
-# the error. Counts (rows and bytes per rank pair, loads, drops) must be equal in every round.
+# of each round's error. Counts (rows and bytes per rank pair, loads, drops) must be equal in every round.
 # `project --measured` defines the measured exchange: count exchange + dispatch + return of
 # one forward, each phase the rank that waited least (the last to arrive), median over the
 # run's forwards. The time target (within 25%) holds where ranks do not outnumber cores; the
@@ -98,12 +98,14 @@ for lay in layouts:
     fail |= not equal
     med = lambda k: st.median(m[k] for m in ms)
     xm, xp, cm, cp = med("exchange_s_mean"), med("projected_exchange_s_mean"), med("compute_s_mean"), med("projected_compute_s_mean")
+    # The error: the median over rounds of each round's error (a round's calibration and run
+    # see the same load), not the error of the medians.
+    xe, ce = med("exchange_error_pct"), med("compute_error_pct")
     ranks = 2 if lay == "p2" else 4
     note = "" if ranks <= cores else "  (%d ranks on %d cores)" % (ranks, cores)
     counts = "equal (%d numbers)" % ms[0]["numbers_compared"] if equal else "DIFFER"
     print("%-20s %-26s %11.1f us %11.1f us %+8.1f%% %11.1f us %11.1f us %+8.1f%%%s" % (
-        names[lay], counts, xm * 1e6, xp * 1e6, 100 * (xp - xm) / xm, cm * 1e6, cp * 1e6,
-        100 * (cp - cm) / cm, note))
+        names[lay], counts, xm * 1e6, xp * 1e6, xe, cm * 1e6, cp * 1e6, ce, note))
     errs = ", ".join("%+.1f%%" % m["exchange_error_pct"] for m in ms)
     print("%-20s exchange error per round: %s" % ("", errs))
 sys.exit(1 if fail else 0)

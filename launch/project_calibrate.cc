@@ -1,5 +1,6 @@
 #include "launch/project_calibrate.h"
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -46,8 +47,22 @@ std::vector<std::string> rank_hosts(Communicator& comm) {
   return out;
 }
 
+// Writes a buffer twice the last-level cache (at least 64 MiB): the exchange that follows starts
+// with cold caches, as in a forward, where the router, the permute and the experts' GEMMs run
+// between two exchanges. (Timed hot, on buffers the previous iteration left in cache, the same
+// exchange took a third of what the runtime's forwards measured: bench/project_validate.sh.)
+void evict_caches() {
+  static std::vector<char> junk = [] {
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    return std::vector<char>(
+        std::max<size_t>(size_t{64} << 20, l3 > 0 ? 2 * static_cast<size_t>(l3) : 0));
+  }();
+  for (size_t i = 0; i < junk.size(); i += 64) junk[i] = static_cast<char>(junk[i] + 1);
+}
+
 // The median over iterations of the slowest rank's time for one exchange in which this rank
-// sends rows_per_peer rows to every peer marked in to_peer (E = P experts: expert d is rank d).
+// sends rows_per_peer rows to every rank marked in to_peer, itself included when marked (E = P
+// experts: expert d is rank d). The rows are rewritten first, as the permute writes them.
 double time_exchange(Communicator& comm, Dispatcher& disp, const std::vector<char>& to_peer,
                      int64_t rows_per_peer, int64_t D, int iters, int64_t* seq) {
   const int P = comm.size();
@@ -61,6 +76,8 @@ double time_exchange(Communicator& comm, Dispatcher& disp, const std::vector<cha
   const int warmup = 3;
   for (int it = 0; it < warmup + iters; ++it) {
     const CollectiveTag tag{"calibrate", 0, (*seq)++};
+    evict_caches();
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i + it) & 255);
     comm.barrier(tag);
     const Clock::time_point t0 = Clock::now();
     disp.dispatch(kept_E.data(), x.data(), A, tag, &h, &recv);
@@ -141,8 +158,10 @@ int run_calibrate(const switchyard::ProjectConfig& cfg) {
                                   "); the projection places rank q on node q / gpus_per_node"),
                   me);
   const int peers[2] = {per_host - 1, P - per_host};
-  std::vector<char> same(static_cast<size_t>(P)), other(same.size()), all(same.size());
+  std::vector<char> self(static_cast<size_t>(P)), same(self.size()), other(self.size()),
+      all(self.size());
   for (int d = 0; d < P; ++d) {
+    self[d] = d == me;
     same[d] = d != me && hosts[d] == hosts[me];
     other[d] = hosts[d] != hosts[me];
     all[d] = d != me;
@@ -157,12 +176,12 @@ int run_calibrate(const switchyard::ProjectConfig& cfg) {
   struct Pattern {
     const char* name;
     const std::vector<char>* to;
-    bool rows_to[2];
+    bool rows_to[3];  // self, same node, other node
   };
-  std::vector<Pattern> patterns;
-  if (peers[0] > 0) patterns.push_back({"same_node", &same, {true, false}});
-  if (peers[1] > 0) patterns.push_back({"other_node", &other, {false, true}});
-  if (peers[0] > 0 && peers[1] > 0) patterns.push_back({"all", &all, {true, true}});
+  std::vector<Pattern> patterns = {{"self", &self, {true, false, false}}};
+  if (peers[0] > 0) patterns.push_back({"same_node", &same, {false, true, false}});
+  if (peers[1] > 0) patterns.push_back({"other_node", &other, {false, false, true}});
+  if (peers[0] > 0 && peers[1] > 0) patterns.push_back({"all", &all, {false, true, true}});
   if (me == 0)
     std::printf(
         "calibrate: %d ranks on %zu host(s) (%d per host), rows of D = %lld floats, %d "
@@ -189,8 +208,9 @@ int run_calibrate(const switchyard::ProjectConfig& cfg) {
   if (me != 0) return 0;
 
   ClusterModel c = *base;
-  for (int t = 0; t < 2; ++t)
-    if (fit->measured[t]) (t == 0 ? c.same_node : c.other_node) = fit->tier[t];
+  LinkTier* tiers[3] = {&c.same_rank, &c.same_node, &c.other_node};
+  for (int t = 0; t < 3; ++t)
+    if (fit->measured[t]) *tiers[t] = fit->tier[t];
   char when[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
@@ -200,7 +220,8 @@ int run_calibrate(const switchyard::ProjectConfig& cfg) {
             {"gpus_per_node", per_host},
             {"flops", flops},
             {"same_node", tier_json(c.same_node)},
-            {"other_node", tier_json(c.other_node)}};
+            {"other_node", tier_json(c.other_node)},
+            {"same_rank", {{"bandwidth_GBps", c.same_rank.bandwidth_Bps / 1e9}}}};
   json cal = {{"when", when},
               {"ranks", P},
               {"hosts", names},
@@ -210,9 +231,9 @@ int run_calibrate(const switchyard::ProjectConfig& cfg) {
               {"fit_error_pct", {{"max", fit->max_error_pct}, {"median", fit->median_error_pct}}},
               {"expert", {{"rows", expert_rows}, {"D", D}, {"F", F}, {"seconds", expert_s}}},
               {"samples", json::array()}};
-  for (int t = 0; t < 2; ++t)
-    cal[t == 0 ? "same_node" : "other_node"] =
-        fit->measured[t] ? "measured" : "not measured (no such pairs): from " + c.name;
+  const char* const keys[3] = {"same_rank", "same_node", "other_node"};
+  for (int t = 0; t < 3; ++t)
+    cal[keys[t]] = fit->measured[t] ? "measured" : "not measured (no such pairs): from " + c.name;
   for (const CalibrationSample& s : samples)
     cal["samples"].push_back({{"pattern", s.pattern},
                               {"rows_per_peer", s.rows_per_peer},
@@ -225,12 +246,13 @@ int run_calibrate(const switchyard::ProjectConfig& cfg) {
   const std::string text = j.dump(1) + "\n";
   if (Status st = write_file_atomic(path, {{text.data(), text.size()}}); !st.ok())
     return fail(st, me);
-  for (int t = 0; t < 2; ++t) {
-    const LinkTier& k = t == 0 ? c.same_node : c.other_node;
+  std::printf("self copy  measured: bandwidth %.3f GB/s\n", c.same_rank.bandwidth_Bps / 1e9);
+  for (int t = 1; t < 3; ++t) {
+    const LinkTier& k = *tiers[t];
     const std::string how =
         fit->measured[t] ? "measured" : "not measured (one host), from " + c.name;
     std::printf("%-10s %s: latency %.2f us, bandwidth %.3f GB/s\n",
-                t == 0 ? "same-node" : "other-node", how.c_str(), k.latency_s * 1e6,
+                t == 1 ? "same-node" : "other-node", how.c_str(), k.latency_s * 1e6,
                 k.bandwidth_Bps / 1e9);
   }
   std::printf("expert FFN: %.1f GFLOP/s per rank (SwiGLU D %lld F %lld, %lld rows)\n", flops / 1e9,

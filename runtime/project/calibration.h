@@ -1,12 +1,13 @@
 // `switchyard project --calibrate`: the cluster model's link tiers fitted to exchanges timed on
 // the machine at hand. Each sample is one pattern of the runtime's own exchange (count exchange
-// + dispatch + return, as one MoE forward does it), every rank sending the same rows to each
-// peer of one tier (same node, other node) or of both; its features are what the time model
-// (projection.h, "Time") charges one rank for it: per tier, messages (the count exchange to
-// every peer of the group + one per peer that gets rows, there and back) and bytes (there and
-// back). The fit is the least-squares solution, relative to each sample's time, with every
-// latency and inverse bandwidth >= 0, so the model reproduces the samples as closely as its
-// form allows; the samples' fitted times and errors go into the cluster file beside the tiers.
+// + dispatch + return, as one MoE forward does it), every rank sending the same rows to itself
+// (the self copy), to each peer of one tier (same node, other node) or to all its peers; its
+// features are what the time model (projection.h, "Time") charges one rank for it: per link
+// tier, messages (the count exchange to every peer of the group + one per peer that gets rows,
+// there and back), and per tier including the self copy, bytes (there and back). The fit is
+// the least-squares solution, relative to each sample's time, with every latency and inverse
+// bandwidth >= 0, so the model reproduces the samples as closely as its form allows; the
+// samples' fitted times and errors go into the cluster file beside the tiers.
 #pragma once
 
 #include <string>
@@ -18,24 +19,24 @@
 namespace sy {
 
 struct CalibrationSample {
-  std::string pattern;  // "same_node", "other_node" or "all"
+  std::string pattern;  // "self", "same_node", "other_node" or "all"
   int64_t rows_per_peer = 0;
   double messages[2] = {0, 0};  // same node, other node (one rank, dispatch + return)
-  double bytes[2] = {0, 0};     // likewise
+  double bytes[3] = {0, 0, 0};  // self, same node, other node (likewise)
   double measured_s = 0;        // median over iterations of the slowest rank's time
   double fitted_s = 0;          // set by fit_link_tiers
 };
 
 // The features of one rank's exchange when it has `peers[t]` peers on tier t (same node,
-// other node) in its expert group and sends rows_per_peer rows of row_bytes to each peer of
-// the tiers marked in `rows_to[t]`.
+// other node) in its expert group and sends rows_per_peer rows of row_bytes to itself and to
+// each peer of the tiers marked in `rows_to` (self, same node, other node).
 CalibrationSample calibration_sample(const std::string& pattern, const int peers[2],
-                                     const bool rows_to[2], int64_t rows_per_peer,
+                                     const bool rows_to[3], int64_t rows_per_peer,
                                      double row_bytes);
 
 struct CalibrationFit {
-  LinkTier tier[2];       // same node, other node
-  bool measured[2] = {};  // a tier with no sample keeps the base cluster's values
+  LinkTier tier[3];       // self copy (bandwidth only), same node, other node
+  bool measured[3] = {};  // a tier with no sample keeps the base cluster's values
   double max_error_pct = 0, median_error_pct = 0;  // |fitted - measured| / measured
 };
 

@@ -13,23 +13,25 @@ using json = nlohmann::json;
 // bandwidth per GPU and direction, dense BF16 tensor throughput. Latencies are per message and
 // are assumptions of the order NCCL and DeepEP report for small all-to-all messages: the
 // datasheets publish none.
-ClusterModel preset(const char* name, double nvlink_GBps, double nic_GBps, double tflops) {
+ClusterModel preset(const char* name, double nvlink_GBps, double nic_GBps, double hbm_GBps,
+                    double tflops) {
   ClusterModel c;
   c.name = name;
   c.label = "preset, from published figures";
   c.gpus_per_node = 8;
   c.same_node = {3e-6, nvlink_GBps * 1e9};
   c.other_node = {6e-6, nic_GBps * 1e9};
+  c.same_rank = {0, hbm_GBps / 2 * 1e9};  // a copy reads and writes each byte
   c.flops = tflops * 1e12;
   return c;
 }
 
 std::vector<ClusterModel> presets() {
   // DGX H100: NVLink 4, 900 GB/s per GPU both directions; 8 x ConnectX-7 400 Gb/s (InfiniBand
-  // NDR or 400 GbE RoCE), one per GPU; H100 SXM 989 TFLOPS dense BF16.
+  // NDR or 400 GbE RoCE), one per GPU; H100 SXM 3.35 TB/s HBM3, 989 TFLOPS dense BF16.
   // DGX A100: NVLink 3, 600 GB/s per GPU both directions; 8 x ConnectX-6 200 Gb/s HDR; A100
-  // 312 TFLOPS dense BF16.
-  return {preset("dgx-h100", 450, 50, 989), preset("dgx-a100", 300, 25, 312)};
+  // 80GB SXM 2.039 TB/s HBM2e, 312 TFLOPS dense BF16.
+  return {preset("dgx-h100", 450, 50, 3350, 989), preset("dgx-a100", 300, 25, 2039, 312)};
 }
 
 Status field_error(const std::string& path, const std::string& field, const std::string& why) {
@@ -116,6 +118,14 @@ StatusOr<ClusterModel> read_cluster_file(const std::string& path) {
   SY_RETURN_IF_ERROR(read_number(root, path, "flops", "flops", false, &c.flops));
   SY_RETURN_IF_ERROR(read_tier(root, path, "same_node", &c.same_node));
   SY_RETURN_IF_ERROR(read_tier(root, path, "other_node", &c.other_node));
+  if (root.contains("same_rank")) {
+    const json& o = root.at("same_rank");
+    if (!o.is_object()) return field_error(path, "same_rank", "must be an object");
+    double gbps = 0;
+    SY_RETURN_IF_ERROR(
+        read_number(o, path, "same_rank.bandwidth_GBps", "bandwidth_GBps", false, &gbps));
+    c.same_rank.bandwidth_Bps = gbps * 1e9;
+  }
   return c;
 }
 

@@ -7,11 +7,15 @@
 //    "gpus_per_node": 8,                                      (optional, default 8)
 //    "flops": 9.89e14,                                        FLOP/s of one rank's expert GEMMs
 //    "same_node":  {"latency_us": 3, "bandwidth_GBps": 450},  one direction, per rank
-//    "other_node": {"latency_us": 6, "bandwidth_GBps": 50}}
+//    "other_node": {"latency_us": 6, "bandwidth_GBps": 50},
+//    "same_rank":  {"bandwidth_GBps": 1675}}                 (optional: absent = free)
 // parsed defensively: a missing field, a wrong type, a negative, zero or non-finite bandwidth,
 // flops or latency (latency may be 0) is BadInput (exit 22) naming the file and the field.
+// same_rank is the copy of a rank's rows to its own experts (and back): bytes / bandwidth, no
+// message; a file without it (and the presets before it was measured) charge nothing for it.
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -29,6 +33,7 @@ struct ClusterModel {
   std::string label;  // "preset, from published figures" or "file <path>"
   int gpus_per_node = 8;
   LinkTier same_node, other_node;
+  LinkTier same_rank{0, HUGE_VAL};  // the self copy: bandwidth only; HUGE_VAL: free
   double flops = 0;  // FLOP/s per rank for the expert GEMMs
 
   // Seconds to move `bytes` in `messages` messages over a tier.

@@ -193,7 +193,8 @@ ExchangeTimes exchange_times(const std::vector<int64_t>& sent_R3,
     auto side = [&](const std::vector<int64_t>& rows, const std::vector<int64_t>& peers,
                     bool counts) {
       const size_t i = static_cast<size_t>(q) * 3;
-      return ClusterModel::seconds(cm.same_node, static_cast<double>(rows[i + 1]) * row_bytes,
+      return static_cast<double>(rows[i]) * row_bytes / cm.same_rank.bandwidth_Bps +
+             ClusterModel::seconds(cm.same_node, static_cast<double>(rows[i + 1]) * row_bytes,
                                    static_cast<double>(peers[i + 1]) + (counts ? same : 0)) +
              ClusterModel::seconds(cm.other_node, static_cast<double>(rows[i + 2]) * row_bytes,
                                    static_cast<double>(peers[i + 2]) + (counts ? other : 0));

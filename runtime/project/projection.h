@@ -32,8 +32,9 @@
 // Exchanges: a rank's units go out in batches of units_per_exchange (the runtime's forwards);
 // every count is a total over them, every time the mean over them of one exchange's time.
 //
-// Time (a model): dispatch = max over ranks of max(send, receive) time, each the sum over the
-// two link tiers of latency * messages + bytes / bandwidth, with messages = the peers of the
+// Time (a model): dispatch = max over ranks of max(send, receive) time, each the self copy
+// (own rows / same_rank bandwidth) plus the sum over the two link tiers of latency * messages +
+// bytes / bandwidth, with messages = the peers of the
 // count exchange (every peer of the expert group) plus the peers that get rows; return (called
 // combine in the output, DeepEP's name) the same without the count exchange; expert compute =
 // max over ranks of rows * 6 * D * F / flops (a SwiGLU expert's three GEMMs).
@@ -154,5 +155,7 @@ struct PointSummary {
   double dispatch_s = 0, compute_s = 0, combine_s = 0;  // per layer (each max over ranks)
 };
 PointSummary point_summary(const PointProjection& pt, const ProjectOptions& opt);
+// "free" or "<bandwidth> GB/s": the cluster's self copy, for the tables.
+std::string self_copy_text(const ClusterModel& c);
 
 }  // namespace sy

@@ -283,9 +283,10 @@ std::string projection_html(const std::vector<RouterProjection>& rs, const Proje
   p += row("cluster", html(c.name) + " <span class=\"tag\">" + html(c.label) + "</span>");
   p += row("links",
            html(f("%d GPUs/node; same-node %.3g GB/s, %.1f us; other-node %.3g GB/s, "
-                  "%.1f us; %.3g TFLOP/s",
+                  "%.1f us; self copy %s; %.3g TFLOP/s",
                   c.gpus_per_node, c.same_node.bandwidth_Bps / 1e9, c.same_node.latency_s * 1e6,
-                  c.other_node.bandwidth_Bps / 1e9, c.other_node.latency_s * 1e6, c.flops / 1e12)));
+                  c.other_node.bandwidth_Bps / 1e9, c.other_node.latency_s * 1e6,
+                  self_copy_text(c).c_str(), c.flops / 1e12)));
   p += row("model sizes",
            html(f("D %lld, F %lld (row %lld bytes)", static_cast<long long>(opt.hidden),
                   static_cast<long long>(opt.ffn_hidden), static_cast<long long>(opt.hidden * 4))));

@@ -1,4 +1,5 @@
 // The projection's table and projection.json (projection.h).
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -82,14 +83,18 @@ std::string drops_text(const RouterProjection& r) {
 }
 
 json cluster_json(const ClusterModel& c) {
-  return {{"name", c.name},
-          {"label", c.label},
-          {"gpus_per_node", c.gpus_per_node},
-          {"flops", c.flops},
-          {"same_node",
-           {{"latency_s", c.same_node.latency_s}, {"bandwidth_Bps", c.same_node.bandwidth_Bps}}},
-          {"other_node",
-           {{"latency_s", c.other_node.latency_s}, {"bandwidth_Bps", c.other_node.bandwidth_Bps}}}};
+  return {
+      {"name", c.name},
+      {"label", c.label},
+      {"gpus_per_node", c.gpus_per_node},
+      {"flops", c.flops},
+      {"same_node",
+       {{"latency_s", c.same_node.latency_s}, {"bandwidth_Bps", c.same_node.bandwidth_Bps}}},
+      {"other_node",
+       {{"latency_s", c.other_node.latency_s}, {"bandwidth_Bps", c.other_node.bandwidth_Bps}}},
+      {"same_rank",
+       {{"bandwidth_Bps", std::isfinite(c.same_rank.bandwidth_Bps) ? json(c.same_rank.bandwidth_Bps)
+                                                                   : json(nullptr)}}}};
 }
 
 json layer_json(const LayerProjection& l, const PointProjection& pt, int64_t row_bytes,
@@ -151,6 +156,13 @@ double MeasuredPoint::mean_compute_s() const {
                                  static_cast<double>(compute_s.size());
 }
 
+std::string self_copy_text(const ClusterModel& c) {
+  if (!std::isfinite(c.same_rank.bandwidth_Bps)) return "free";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3g GB/s", c.same_rank.bandwidth_Bps / 1e9);
+  return buf;
+}
+
 PointSummary point_summary(const PointProjection& pt, const ProjectOptions& opt) {
   PointSummary m;
   const double L = static_cast<double>(std::max<size_t>(pt.layers.size(), 1));
@@ -191,11 +203,12 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
   const ClusterModel& c = opt.cluster;
   std::snprintf(buf, sizeof(buf),
                 "  cluster %s (%s): %d GPUs/node, same-node %.3g GB/s %.1f us, other-node %.3g "
-                "GB/s %.1f us, %.3g TFLOP/s; D %lld, F %lld, placement %s\n",
+                "GB/s %.1f us, self copy %s, %.3g TFLOP/s; D %lld, F %lld, placement %s\n",
                 c.name.c_str(), c.label.c_str(), c.gpus_per_node, c.same_node.bandwidth_Bps / 1e9,
                 c.same_node.latency_s * 1e6, c.other_node.bandwidth_Bps / 1e9,
-                c.other_node.latency_s * 1e6, c.flops / 1e12, static_cast<long long>(opt.hidden),
-                static_cast<long long>(opt.ffn_hidden), opt.placement_name.c_str());
+                c.other_node.latency_s * 1e6, self_copy_text(c).c_str(), c.flops / 1e12,
+                static_cast<long long>(opt.hidden), static_cast<long long>(opt.ffn_hidden),
+                opt.placement_name.c_str());
   s += buf;
   s += "   ranks  EPxDP     nodes tok/rank  rows/rank  self%  node% other% xnodeMB/rank   "
        "load-max/mean    drop%  ranks/tok nodes/tok  dispatch-us compute-us combine-us\n"

@@ -87,11 +87,14 @@ TEST(Project, CountsRowsPerRankPairByHand) {
   EXPECT_EQ(l.fanout_ranks_hist, (std::vector<int64_t>{0, 2, 2}));
   EXPECT_EQ(l.fanout_nodes_hist, (std::vector<int64_t>{0, 2, 2}));
   EXPECT_DOUBLE_EQ(l.rank_load_max_over_mean, 1.0);
-  // Dispatch: one other-node row of D * 4 = 16 bytes each way, one message to the one peer
-  // that gets rows plus one count message: 2 latencies + 16 B / bandwidth. Combine: no counts.
-  const LinkTier other = options({2}, 1).cluster.other_node;
-  EXPECT_NEAR(l.dispatch_s, 2 * other.latency_s + 16 / other.bandwidth_Bps, 1e-15);
-  EXPECT_NEAR(l.combine_s, other.latency_s + 16 / other.bandwidth_Bps, 1e-15);
+  // Dispatch: the self copy of 3 rows of D * 4 = 16 bytes, one other-node row each way, one
+  // message to the one peer that gets rows plus one count message: 3 * 16 B / self bandwidth +
+  // 2 latencies + 16 B / bandwidth. Combine: no counts.
+  const ClusterModel cm = options({2}, 1).cluster;
+  const LinkTier other = cm.other_node;
+  const double copy = 3 * 16 / cm.same_rank.bandwidth_Bps;
+  EXPECT_NEAR(l.dispatch_s, copy + 2 * other.latency_s + 16 / other.bandwidth_Bps, 1e-15);
+  EXPECT_NEAR(l.combine_s, copy + other.latency_s + 16 / other.bandwidth_Bps, 1e-15);
   // Compute: 4 rows received * 6 * D * F flops.
   EXPECT_NEAR(l.compute_s, 4 * 6.0 * 4 * 8 / options({2}, 1).cluster.flops, 1e-18);
 
@@ -119,6 +122,12 @@ TEST(Project, ExchangesSumCountsAndAverageTimes) {
   EXPECT_EQ(a.recv_R3, b.recv_R3);
   EXPECT_EQ(a.routed_E, b.routed_E);
   EXPECT_NEAR(b.compute_s, a.compute_s / 2, 1e-18);
+  // The self copy costs bytes / same_rank bandwidth there and back: 8 rows of D * 4 = 16 bytes
+  // (the dgx-h100 preset: half of 3.35 TB/s HBM3); a cluster without it copies for free.
+  EXPECT_NEAR(a.dispatch_s, 8 * 16 / 1.675e12, 1e-18);
+  EXPECT_NEAR(a.combine_s, 8 * 16 / 1.675e12, 1e-18);
+  o.cluster.same_rank.bandwidth_Bps = HUGE_VAL;
+  EXPECT_EQ(project_trace(four_tokens(), o)->points[0].layers[0].dispatch_s, 0);
   // P = 2 on two nodes, one group per rank either way: one exchange of the same rows.
   o = options({2}, 1);
   o.tokens_per_exchange = 2;
@@ -126,54 +135,62 @@ TEST(Project, ExchangesSumCountsAndAverageTimes) {
   ASSERT_TRUE(p2.ok());
   const LinkTier other = o.cluster.other_node;
   EXPECT_EQ(p2->points[0].layers[0].exchanges, 1);
-  EXPECT_NEAR(p2->points[0].layers[0].dispatch_s, 2 * other.latency_s + 16 / other.bandwidth_Bps,
-              1e-15);
+  EXPECT_NEAR(
+      p2->points[0].layers[0].dispatch_s,
+      3 * 16 / o.cluster.same_rank.bandwidth_Bps + 2 * other.latency_s + 16 / other.bandwidth_Bps,
+      1e-15);
 }
 
 TEST(Calibration, FitRecoversTheTiersOfExactSamples) {
   // 2 hosts x 2 ranks: 1 same-node peer, 2 other-node peers; times made by the model itself
-  // from known tiers are fitted back exactly, and a tier without samples is not measured.
-  const LinkTier same{2e-6, 5e9}, other{20e-6, 1e9};
+  // from known tiers (the self copy included) are fitted back exactly.
+  const LinkTier self{0, 20e9}, same{2e-6, 5e9}, other{20e-6, 1e9};
   const int peers[2] = {1, 2};
   std::vector<CalibrationSample> s;
-  const bool to_same[2] = {true, false}, to_other[2] = {false, true}, to_all[2] = {true, true};
-  for (const bool* to : {to_same, to_other, to_all})
+  const bool to_self[3] = {true, false, false}, to_same[3] = {false, true, false},
+             to_other[3] = {false, false, true}, to_all[3] = {false, true, true};
+  for (const bool* to : {to_self, to_same, to_other, to_all})
     for (int64_t n : {1, 16, 256, 4096}) {
       CalibrationSample x = calibration_sample("p", peers, to, n, 1024);
       x.measured_s = x.messages[0] * same.latency_s + x.messages[1] * other.latency_s +
-                     x.bytes[0] / same.bandwidth_Bps + x.bytes[1] / other.bandwidth_Bps;
+                     x.bytes[0] / self.bandwidth_Bps + x.bytes[1] / same.bandwidth_Bps +
+                     x.bytes[2] / other.bandwidth_Bps;
       s.push_back(x);
     }
-  // The features: same-node only, 16 rows: count messages to all 3 peers, rows there and back
-  // to the 1 same-node peer.
-  EXPECT_EQ(s[1].messages[0], 1 + 2);
+  // The features: the self copy of 16 rows: the count exchange to all 3 peers, rows there and
+  // back to itself; same-node only: rows there and back to the 1 same-node peer.
+  EXPECT_EQ(s[1].messages[0], 1);
   EXPECT_EQ(s[1].messages[1], 2);
   EXPECT_EQ(s[1].bytes[0], 2 * 16 * 1024);
-  EXPECT_EQ(s[1].bytes[1], 0);
+  EXPECT_EQ(s[5].messages[0], 1 + 2);
+  EXPECT_EQ(s[5].bytes[0], 0);
+  EXPECT_EQ(s[5].bytes[1], 2 * 16 * 1024);
+  EXPECT_EQ(s[5].bytes[2], 0);
   StatusOr<CalibrationFit> fit = fit_link_tiers(&s);
   ASSERT_TRUE(fit.ok()) << fit.status().ToString();
-  EXPECT_TRUE(fit->measured[0] && fit->measured[1]);
-  EXPECT_NEAR(fit->tier[0].latency_s, same.latency_s, 1e-12);
-  EXPECT_NEAR(fit->tier[1].latency_s, other.latency_s, 1e-12);
-  EXPECT_NEAR(fit->tier[0].bandwidth_Bps / same.bandwidth_Bps, 1, 1e-9);
-  EXPECT_NEAR(fit->tier[1].bandwidth_Bps / other.bandwidth_Bps, 1, 1e-9);
+  EXPECT_TRUE(fit->measured[0] && fit->measured[1] && fit->measured[2]);
+  EXPECT_NEAR(fit->tier[1].latency_s, same.latency_s, 1e-12);
+  EXPECT_NEAR(fit->tier[2].latency_s, other.latency_s, 1e-12);
+  EXPECT_NEAR(fit->tier[0].bandwidth_Bps / self.bandwidth_Bps, 1, 1e-9);
+  EXPECT_NEAR(fit->tier[1].bandwidth_Bps / same.bandwidth_Bps, 1, 1e-9);
+  EXPECT_NEAR(fit->tier[2].bandwidth_Bps / other.bandwidth_Bps, 1, 1e-9);
   EXPECT_LT(fit->max_error_pct, 1e-6);
   for (const CalibrationSample& x : s) EXPECT_NEAR(x.fitted_s / x.measured_s, 1, 1e-9);
 
-  // One host: only same-node samples; noise that would make the latency negative is clamped at
-  // 0 (a bandwidth-only fit).
+  // One host: no other-node samples, so that tier is not measured; noise that would make the
+  // latency negative is clamped at 0 (a bandwidth-only fit).
   const int one_host[2] = {1, 0};
   std::vector<CalibrationSample> t;
   for (int64_t n : {1, 64, 4096}) {
     CalibrationSample x = calibration_sample("same_node", one_host, to_same, n, 1024);
-    x.measured_s = x.bytes[0] / same.bandwidth_Bps * (n == 1 ? 0.5 : 1.0);
+    x.measured_s = x.bytes[1] / same.bandwidth_Bps * (n == 1 ? 0.5 : 1.0);
     t.push_back(x);
   }
   fit = fit_link_tiers(&t);
   ASSERT_TRUE(fit.ok()) << fit.status().ToString();
-  EXPECT_FALSE(fit->measured[1]);
-  EXPECT_EQ(fit->tier[0].latency_s, 0);
-  EXPECT_GT(fit->tier[0].bandwidth_Bps, 0);
+  EXPECT_FALSE(fit->measured[0] || fit->measured[2]);
+  EXPECT_EQ(fit->tier[1].latency_s, 0);
+  EXPECT_GT(fit->tier[1].bandwidth_Bps, 0);
   // Nothing measured: an error, not a model.
   std::vector<CalibrationSample> none(1);
   EXPECT_EQ(fit_link_tiers(&none).status().code(), StatusCode::kInvalidArgument);
