@@ -6,7 +6,8 @@
 #            --ranks P (default 2), --steps N (router fine-tuning steps after distillation,
 #            default 20), --tokens T (tokens traced, default 65536), --seq-len S (default 256),
 #            --ep LIST (default 8,16,32,64,128,256,512,1024), --corpus C (default sotu),
-#            --held-out H (default 65536), --distill-iters I (default: train's, 300)
+#            --held-out H (default 65536), --distill-iters I (default: train's, 300),
+#            --cluster C (the projection's cluster: a preset or file, default dgx-h100)
 #
 # Per router, on P ranks (launch/mpirun.sh):
 #   linear   the model's own gate: traced as it is (no replacement, no training);
@@ -16,8 +17,16 @@
 #            from the model's gate, then N fine-tuning steps (experts and everything else
 #            frozen), saved into OUT/ckpt-NAME, itself a model folder; a finished checkpoint is
 #            reused when the script runs again.
-# then `infer --model ... --trace OUT/NAME` over T tokens as sequences of S, and finally
-# `switchyard project OUT/<router>,... --ep LIST --out OUT/projection` (projection.json, .html).
+# then `infer --model ... --trace OUT/NAME --out OUT/run-NAME` over T tokens as sequences of S
+# (a trace and the run's load reports), and finally:
+#   1. the projection's error measured here, at P: `switchyard project --calibrate` on the P
+#      ranks (the cluster model fitted to this machine: OUT/calibration/cluster.json), then
+#      `switchyard project` of every trace at P ranks with that cluster, sequences dealt as the
+#      runs dealt them (--deal interleaved), beside each router's run (--measured OUT/run-NAME):
+#      counts equal or not, exchange and expert time measured, projected and the error
+#      (OUT/validation);
+#   2. `switchyard project OUT/<router>,... --ep LIST --out OUT/projection` (projection.json,
+#      .html): the routers at scale on the --cluster preset or file (default dgx-h100).
 #
 # Text: the model folder's tokenizer on corpus C (default: the State of the Union corpus,
 # which the default model trained on, all but its last H = 65,536 tokens). Router training
@@ -28,7 +37,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=$root/models/default routers=linear,attention,mlp,hybrid,hash,mlp_hadamard
 ranks=2 steps=20 tokens=65536 seq_len=256 ep=8,16,32,64,128,256,512,1024 corpus=sotu
-held_out=65536 distill_iters=300 out=
+held_out=65536 distill_iters=300 out= cluster=dgx-h100
 die() {
   echo "trace_routers.sh: $*" >&2
   exit 2
@@ -46,6 +55,7 @@ while [ $# -gt 0 ]; do
     --corpus) corpus=$2 ;;
     --held-out) held_out=$2 ;;
     --distill-iters) distill_iters=$2 ;;
+    --cluster) cluster=$2 ;;
     --out) out=$2 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -131,7 +141,7 @@ printf 'text: %d training tokens of %s (%s); %d traced tokens (%s): the last %d 
 # show PATTERN: the lines of a command's output shown as progress (distillation, steps,
 # evaluation, throughput), indented; never fails itself, so a pipeline's status is the command's.
 show() { { grep -E --line-buffered "$1" || true; } | sed -u 's/^/   /'; }
-traces=()
+traces=() runs=()
 for r in "${names[@]}"; do
   echo "== router $r"
   set_router=() m=$model ts=$SECONDS
@@ -154,23 +164,44 @@ for r in "${names[@]}"; do
       fi
       ;;
   esac
-  rm -rf "${out:?}/$r"
+  rm -rf "${out:?}/$r" "${out:?}/run-$r"
   mpi infer --model "$m" "${set_router[@]+"${set_router[@]}"}" \
-    --token-file "$tok/held_out.tokens" --seq-len "$seq_len" --trace "$out/$r" 2>&1 |
+    --token-file "$tok/held_out.tokens" --seq-len "$seq_len" --trace "$out/$r" \
+    --out "$out/run-$r" 2>&1 |
     tee "$out/logs/infer-$r.log" | show '^(\[forward|[0-9]+ tokens in|routing trace)' ||
     die "infer --trace $out/$r failed (log: $out/logs/infer-$r.log)"
   echo "   router $r: $((SECONDS - ts)) s"
   traces+=("$out/$r")
+  runs+=("$out/run-$r")
 done
+join() {
+  local IFS=,
+  echo "$*"
+}
+list=$(join "${traces[@]}")
 
-echo "== switchyard project, P = $ep"
-list=$(
-  IFS=,
-  echo "${traces[*]}"
-)
+echo "== the projection against the runs above, at P = $ranks (the cluster model calibrated here)"
+# D and F of the model: the exchange's rows and the expert the calibration times.
+config=$model/config.json
+[ -f "$config" ] || config=$(ls -d "$model"/step-*/config.json 2>/dev/null | tail -n 1)
+num() { grep -oE "\"$1\": *[0-9]+" "$config" | grep -oE '[0-9]+$'; }
+mpi project --calibrate --hidden "$(num hidden_size)" --ffn-hidden "$(num moe_intermediate_size)" \
+  --out "$out/calibration" >"$out/logs/calibrate.log" 2>&1 ||
+  die "project --calibrate failed (log: $out/logs/calibrate.log)"
+grep -E '^(self copy|same-node|other-node|expert FFN|fit error)' "$out/logs/calibrate.log" | sed 's/^/   /'
+"$bin" project "$list" --ep "$ranks" --deal interleaved --cluster "$out/calibration/cluster.json" \
+  --tokens-per-rank $((tokens / ranks)) --exchange-tokens "$seq_len" --measured "$(join "${runs[@]}")" \
+  --out "$out/validation" >"$out/logs/validation.log" 2>&1 ||
+  die "switchyard project --measured failed (log: $out/logs/validation.log)"
+# One line per router (its run folder last): the header once, then each router's line.
+grep -m 1 -A 1 'measured beside' "$out/logs/validation.log" | tail -n 1 || true
+grep -E "^ +$ranks  (equal|DIFFER)" "$out/logs/validation.log" || true
+
+echo "== switchyard project, P = $ep ($cluster)"
 tp=$SECONDS
-"$bin" project "$list" --ep "$ep" --out "$out/projection" 2>&1 | tee "$out/logs/project.log" ||
-  die "switchyard project failed (log: $out/logs/project.log)"
+"$bin" project "$list" --ep "$ep" --cluster "$cluster" --out "$out/projection" 2>&1 |
+  tee "$out/logs/project.log" || die "switchyard project failed (log: $out/logs/project.log)"
 echo "project: $((SECONDS - tp)) s; whole script: $((SECONDS - t0)) s"
 echo "traces: ${traces[*]}"
 echo "projection: $out/projection/projection.json; open $out/projection/projection.html"
+echo "measured error at P = $ranks: $out/logs/validation.log, $out/validation/projection.html"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <numeric>
 #include <tuple>
 
@@ -28,6 +29,19 @@ Status flatten(const Trace& t, double c, Flat* f, RouterProjection* out) {
   // (unit major key, unit minor key, token_index, shard, row)
   std::vector<std::tuple<int64_t, int64_t, int64_t, int32_t, int64_t>> rows;
   rows.reserve(static_cast<size_t>(t.tokens()));
+  // Without groups a unit is one rank's forward (shard, step), placed by its first token.
+  std::map<std::pair<size_t, int64_t>, int64_t> first_token;
+  if (G <= 0)
+    for (size_t s = 0; s < t.shards.size(); ++s) {
+      const TraceShard& sh = t.shards[s];
+      for (int64_t i = 0; i < sh.tokens(); ++i) {
+        const auto key = std::make_pair(s, sh.step_N[static_cast<size_t>(i)]);
+        const int64_t ti = sh.token_index_N[static_cast<size_t>(i)];
+        auto [it, fresh] = first_token.emplace(key, ti);
+        if (!fresh) it->second = std::min(it->second, ti);
+      }
+    }
+  const int64_t shards = static_cast<int64_t>(t.shards.size());
   for (size_t s = 0; s < t.shards.size(); ++s) {
     const TraceShard& sh = t.shards[s];
     for (int64_t i = 0; i < sh.tokens(); ++i) {
@@ -36,7 +50,8 @@ Status flatten(const Trace& t, double c, Flat* f, RouterProjection* out) {
       if (G > 0) {
         rows.emplace_back(ti / G, st, ti, static_cast<int32_t>(s), i);
       } else {
-        rows.emplace_back(static_cast<int64_t>(s), st, ti, static_cast<int32_t>(s), i);
+        rows.emplace_back(first_token[{s, st}], st * shards + static_cast<int64_t>(s), ti,
+                          static_cast<int32_t>(s), i);
       }
     }
   }

@@ -4,8 +4,9 @@
 # inference), a few sequences traced, projected to 1,024 ranks. Checks that each trace has a
 # shard per rank and names its router and model (the step folder of ckpt-mlp: project reads its
 # config.json), neither is labelled synthetic routing, projection.json
-# and projection.html exist and name both routers, a second run reuses the checkpoint, and an
-# unknown router is refused before anything runs.
+# and projection.html exist and name both routers, the projection at P = 2 equals both runs'
+# counts exactly (`project --measured`, calibrated here), a second run reuses the checkpoint,
+# and an unknown router is refused before anything runs.
 # Usage: trace_routers_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR REPO_ROOT
 set -uo pipefail
 bin=$1 work=$2 data=$3 repo=$4
@@ -46,6 +47,13 @@ assert [r['router'] for r in j['routers']] == ['mlp', 'hash'], j['routers']
 assert not any(r['synthetic_routing'] for r in j['routers'])
 assert j['routers'][0]['points'][-1]['ranks'] == 1024" "$out/projection/projection.json"
 check "projection: no synthetic routing" bash -c "! grep -q 'synthetic routing' '$work/script.log'"
+# The projection at P = 2 beside the runs, with the cluster model calibrated here: every count
+# equal for both routers (sequences dealt interleaved, as the runs dealt them).
+check "calibrated" test -s "$out/calibration/cluster.json"
+for r in mlp hash; do
+  check "measured $r: counts equal" grep -qE "^ +2  equal \([0-9]+ numbers\) .*$out/run-$r\$" \
+    "$work/script.log"
+done
 expect 0 again run --routers mlp
 check "again: checkpoint reused" grep -qF "ckpt-mlp already holds step 2: reused" "$work/again.log"
 expect 2 unknown-router run --routers mlp,nosuch
