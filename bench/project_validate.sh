@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The projection's time model against measurement (issue 11): a routing trace of the main job
-# recorded at P = 1, projected to P = 2 and 4 on this host and to 2 namespace hosts x 2 ranks,
+# The projection's time model against measurement (issue 11): a routing trace of the main job's
+# synthetic stack (`infer --synthetic`) recorded at P = 1, projected to P = 2 and 4 on this host and to 2 namespace hosts x 2 ranks,
 # each beside a real run of the same configuration at that P, with the cluster model calibrated
 # on the same layout just before (`switchyard project --calibrate`: the runtime's exchange
 # timed between the ranks and hosts of the job, each link tier fitted).
@@ -37,8 +37,8 @@ cores=$(nproc)
 tokens=65536 batch=2048  # the main job: data.max_tokens, data.group_tokens x data.batch_groups
 die() { echo "project_validate.sh: $*" >&2; exit 1; }
 
-echo "trace at P = 1 (the main job, synthetic stack)"
-"$bin" infer --trace "$out/trace" >"$out/trace.log" 2>&1 || die "trace failed: see $out/trace.log"
+echo "trace at P = 1 (the synthetic stack of the main job: infer --synthetic)"
+"$bin" infer --synthetic --trace "$out/trace" >"$out/trace.log" 2>&1 || die "trace failed: see $out/trace.log"
 
 cluster=(bash "$root/launch/netns_cluster.sh" --prefix syval --subnet 10.211.9)
 layouts="p2 p4"
@@ -71,7 +71,7 @@ for r in $(seq 1 "$rounds"); do
     mkdir -p "$d"
     launch "$layout" project --calibrate --out "$d/cal" >"$d/calibrate.log" 2>&1 ||
       die "calibrate $layout failed: see $d/calibrate.log"
-    launch "$layout" infer --out "$d/run" >"$d/run.log" 2>&1 || die "run $layout failed: see $d/run.log"
+    launch "$layout" infer --synthetic --out "$d/run" >"$d/run.log" 2>&1 || die "run $layout failed: see $d/run.log"
     "$bin" project "$out/trace" --ep "$P" --gpus-per-node "$(per_node "$layout")" \
       --cluster "$d/cal/cluster.json" --tokens-per-rank $((tokens / P)) --exchange-tokens $batch \
       --measured "$d/run" --out "$d/proj" >"$d/project.log" 2>&1 ||

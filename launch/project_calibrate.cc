@@ -1,6 +1,5 @@
 #include "launch/project_calibrate.h"
 
-#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -47,16 +46,14 @@ std::vector<std::string> rank_hosts(Communicator& comm) {
   return out;
 }
 
-// Writes a buffer twice the last-level cache (at least 64 MiB): the exchange that follows starts
-// with cold caches, as in a forward, where the router, the permute and the experts' GEMMs run
-// between two exchanges. (Timed hot, on buffers the previous iteration left in cache, the same
-// exchange took a third of what the runtime's forwards measured: bench/project_validate.sh.)
+// Writes 64 MiB, more than the last-level cache one core sees (32 MiB on the development
+// machine's EPYC; sysconf reports the whole package's, 320 MiB, which would cost 0.6 GB per
+// rank): the exchange that follows starts with cold caches, as in a forward, where the router,
+// the permute and the experts' GEMMs run between two exchanges. (Timed hot, on buffers the
+// previous iteration left in cache, the same exchange took a third of what the runtime's
+// forwards measured: bench/project_validate.sh.)
 void evict_caches() {
-  static std::vector<char> junk = [] {
-    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    return std::vector<char>(
-        std::max<size_t>(size_t{64} << 20, l3 > 0 ? 2 * static_cast<size_t>(l3) : 0));
-  }();
+  static std::vector<char> junk(size_t{64} << 20);
   for (size_t i = 0; i < junk.size(); i += 64) junk[i] = static_cast<char>(junk[i] + 1);
 }
 
