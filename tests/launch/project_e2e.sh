@@ -34,8 +34,8 @@ for P in 2 4; do
 done
 grep -A2 "measured beside" "$work/project-np4.log"
 
-# 1b. --calibrate at P = 2 (one host: the same-node tier measured, the other-node tier the
-# preset's) writes a cluster file that `project --cluster` reads.
+# 1b. --calibrate at P = 2 (one host: the self copy and the same-node tier measured, the
+# other-node tier the preset's) writes a cluster file that `project --cluster` reads.
 expect 0 calibrate timeout 120 mpirun --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS "$bin" project \
   --calibrate --calibrate-iters 3 --hidden 32 --ffn-hidden 32 --out "$work/cal"
 for pat in "2 ranks on 1 host(s)" "same-node  measured: latency" \
@@ -44,7 +44,7 @@ for pat in "2 ranks on 1 host(s)" "same-node  measured: latency" \
 done
 check calibrate-json python3 -c "import json,sys; c=json.load(open(sys.argv[1])); \
 assert c['gpus_per_node']==2 and c['same_node']['bandwidth_GBps']>0 and c['flops']>0; \
-k=c['calibration']; assert len(k['samples'])==6 and k['same_node']=='measured', k" "$work/cal/cluster.json"
+k=c['calibration']; assert len(k['samples'])==12 and k['same_node']==k['same_rank']=='measured', k" "$work/cal/cluster.json"
 expect 0 project-calibrated project --ep 2 --cluster "$work/cal/cluster.json" --out "$work/pcal"
 check project-calibrated-names grep -q "cluster calibrated (file $work/cal/cluster.json): 2 GPUs/node" \
   "$work/project-calibrated.log"
