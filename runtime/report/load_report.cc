@@ -143,14 +143,70 @@ RoutingCollector::RoutingCollector(std::vector<MoeLayer*> moe, const std::string
   mine_.resize(moe_.size());
 }
 
+namespace {
+
+// into += add, element by element (an empty list stands for zeros: report.proto).
+void add_into(const google::protobuf::RepeatedField<int64_t>& add,
+              google::protobuf::RepeatedField<int64_t>* into) {
+  if (into->empty()) into->Resize(add.size(), 0);
+  for (int i = 0; i < add.size() && i < into->size(); ++i) into->Set(i, into->Get(i) + add.Get(i));
+}
+
+// Another forward of the same layer and step added into its entry; `m` its merged metrics.
+void add_forward(const switchyard::LayerStepReport& add, const RoutingMetrics& m,
+                 switchyard::LayerStepReport* into) {
+  into->set_tokens(into->tokens() + add.tokens());
+  into->set_assignments_routed(into->assignments_routed() + add.assignments_routed());
+  into->set_assignments_dropped(into->assignments_dropped() + add.assignments_dropped());
+  add_into(add.routed_per_expert(), into->mutable_routed_per_expert());
+  add_into(add.dropped_per_expert(), into->mutable_dropped_per_expert());
+  add_into(add.received_per_local_expert(), into->mutable_received_per_local_expert());
+  add_into(add.rows_sent_to_peer(), into->mutable_rows_sent_to_peer());
+  add_into(add.rows_recv_from_peer(), into->mutable_rows_recv_from_peer());
+  add_into(add.bytes_sent_to_peer(), into->mutable_bytes_sent_to_peer());
+  add_into(add.bytes_recv_from_peer(), into->mutable_bytes_recv_from_peer());
+  // The bandwidth over both: bytes / seconds of the two exchanges, each bandwidth x its time.
+  auto xs = [](const switchyard::LayerStepReport& e) {
+    return e.times().dispatch_exchange_s() + e.times().combine_s();
+  };
+  const double t0 = xs(*into), t1 = xs(add);
+  if (t0 + t1 > 0)
+    into->set_exchange_bandwidth_gbps(
+        (into->exchange_bandwidth_gbps() * t0 + add.exchange_bandwidth_gbps() * t1) / (t0 + t1));
+  const switchyard::PhaseTimes& a = add.times();
+  switchyard::PhaseTimes* t = into->mutable_times();
+  t->set_route_s(t->route_s() + a.route_s());
+  t->set_plan_s(t->plan_s() + a.plan_s());
+  t->set_count_exchange_s(t->count_exchange_s() + a.count_exchange_s());
+  t->set_dispatch_s(t->dispatch_s() + a.dispatch_s());
+  t->set_experts_s(t->experts_s() + a.experts_s());
+  t->set_combine_s(t->combine_s() + a.combine_s());
+  t->set_unpermute_s(t->unpermute_s() + a.unpermute_s());
+  t->set_dispatch_exchange_s(t->dispatch_exchange_s() + a.dispatch_exchange_s());
+  metrics_to_report(m, into->mutable_metrics());
+}
+
+}  // namespace
+
 void RoutingCollector::add_step(int64_t step) {
   for (size_t l = 0; l < moe_.size(); ++l) {
     const MoeLayer& layer = *moe_[l];
     if (layer.last_stats().T == 0) continue;
     const RoutingMetrics part = layer_step_metrics(layer);
     routing_metrics_merge(part, &mine_[l]);
-    if (!out_.empty())
-      fill_layer_step(layer, static_cast<int>(l), step, part, report_.add_entries());
+    if (out_.empty()) continue;
+    const int li = static_cast<int>(l);
+    auto it = entry_of_.find({li, step});
+    if (it == entry_of_.end()) {
+      entry_of_[{li, step}] = {report_.entries_size(), part};
+      fill_layer_step(layer, li, step, part, report_.add_entries());
+      continue;
+    }
+    switchyard::LayerStepReport more;
+    fill_layer_step(layer, li, step, part, &more);
+    RoutingMetrics& m = it->second.second;
+    routing_metrics_merge(part, &m);
+    add_forward(more, m, report_.mutable_entries(it->second.first));
   }
 }
 

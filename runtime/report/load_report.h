@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,8 @@ class RoutingCollector {
   RoutingCollector(std::vector<MoeLayer*> moe, const std::string& config_text, Communicator& comm,
                    std::string out);
   // The last forward of every MoE layer: this rank's tokens (a slice, or its own sequence).
+  // Several forwards of one step (train's batch of sequences) add up into one entry per layer
+  // and step: counts and times summed, metrics merged from their sums.
   void add_step(int64_t step);
   // Collective. tokens: over all ranks; seconds: the wall time they took.
   void finish(int64_t tokens, double seconds, const char* title);
@@ -66,6 +69,8 @@ class RoutingCollector {
   std::string out_;
   switchyard::RankReport report_;
   std::vector<RoutingMetrics> mine_;
+  // The entry of (layer, step) in report_ and its metrics so far, for forwards of one step.
+  std::map<std::pair<int, int64_t>, std::pair<int, RoutingMetrics>> entry_of_;
 };
 
 }  // namespace sy

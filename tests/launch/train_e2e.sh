@@ -118,7 +118,7 @@ if [ "$(grep -c "train: step: .*non-finite gradient" "$work/nan_stop.log")" != 1
 
 # 5. Router-only with a replaced router, int4 experts, 4 ranks: only routers change.
 expect 0 routers_mlp_hadamard mpi 4 train --what routers --router mlp_hadamard --model "$m" \
-  --steps 4 --seq-len 32 --batch 1 --token-file "$work/tokens.bin" --eval-tokens 256 --eval-every 2 \
+  --steps 4 --seq-len 32 --batch 2 --token-file "$work/tokens.bin" --eval-tokens 256 --eval-every 2 \
   --quantize int4 --checkpoint-dir "$work/cr" --out "$work/cr_reports" --distill-iters 60 \
   --distill-tokens 256
 has routers_mlp_hadamard "router warm start: linear -> mlp_hadamard"
@@ -135,6 +135,14 @@ n_reports=$(ls "$work/cr_reports"/rank-*.pb 2>/dev/null | wc -l)
 if [ "$n_reports" = 4 ]; then echo "ok   4 load reports"; else
   echo "FAIL load reports: $n_reports"; fail=1; fi
 expect 0 report "$bin" report "$work/cr_reports"
+# A step's batch of 2 sequences is one entry per layer and step (2 x 32 tokens), not two that
+# `report` refuses ("two entries for layer 0 step 1").
+check one-entry-per-step python3 -c "import json,sys
+r = json.load(open(sys.argv[1]))
+keys = [(e.get('layer', 0), e.get('step', '0')) for e in r['entries']]
+assert len(keys) == len(set(keys)) and keys, keys
+assert all(int(e['tokens']) == 64 for e in r['entries']), [e['tokens'] for e in r['entries']]" \
+  "$work/cr_reports/rank-0.json"
 
 # 7. The default model: train and infer without --model use it (here: this test's model).
 SY_DEFAULT_MODEL=$m expect 0 default_train mpi 2 train --what routers --steps 1 --seq-len 32 \
