@@ -321,7 +321,22 @@ class TrainRun {
       std::vector<std::vector<int32_t>> seqs;
       const int64_t n = std::max<int64_t>(1, (a_.distill_cfg.max_tokens + L_ - 1) / L_);
       for (int64_t b = 0; b < n; ++b) seqs.push_back(sequence(b * P_ + me_));
-      auto rep = warm_start_routers(model, &comm_, t_.router, a_.seed, 0, seqs, a_.distill_cfg);
+      if (me_ == 0) {
+        std::printf(
+            "router warm start: %s -> %s, distilling each MoE layer (%lld Adam iterations)\n",
+            teacher.c_str(), t_.router.c_str(), (long long)a_.distill_cfg.iterations);
+        std::fflush(stdout);
+      }
+      const DistillProgress progress = [this](const DistillLayerReport& l, size_t done,
+                                              size_t total, double secs) {
+        if (me_ != 0) return;
+        std::printf("  distilled layer %d (%zu/%zu): KL %.4f -> %.4f, %.1f s, ETA %.0f s\n",
+                    l.layer, done, total, l.before.kl, l.after.kl, secs,
+                    secs / static_cast<double>(done) * static_cast<double>(total - done));
+        std::fflush(stdout);
+      };
+      auto rep =
+          warm_start_routers(model, &comm_, t_.router, a_.seed, 0, seqs, a_.distill_cfg, progress);
       if (int code = agree_status(comm_, rep.status(), "train: router warm start")) return code;
       print_distill_report(*rep, &comm_);
     } else {

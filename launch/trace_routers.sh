@@ -159,7 +159,7 @@ for r in "${names[@]}"; do
           --distill-iters "$distill_iters" --steps "$steps" --seq-len "$seq_len" \
           --eval-tokens 2048 --eval-every 0 --log-every 5 --checkpoint-dir "$m" --keep-last 1 \
           2>&1 | tee "$out/logs/train-$r.log" |
-          show '^(router warm start|  layer|step |eval loss|trained|saved)' ||
+          show '^(router warm start|  layer|  distilled layer|step |eval loss|trained|saved)' ||
           die "train --router $r failed (log: $out/logs/train-$r.log)"
       fi
       ;;

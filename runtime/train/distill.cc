@@ -196,7 +196,8 @@ StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, co
 StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* comm,
                                            const std::string& router, uint64_t seed, int64_t hidden,
                                            const std::vector<std::vector<int32_t>>& my_seqs,
-                                           const DistillConfig& cfg) {
+                                           const DistillConfig& cfg,
+                                           const DistillProgress& on_layer) {
   const double t0 = now_seconds();
   SY_RETURN_IF_ERROR(cfg.validate());
   const Qwen2MoeConfig& c = model.config();
@@ -267,6 +268,11 @@ StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* c
                         distill_router(*teachers[l], layers[l]->router(), x_L[l].data(), ids.data(),
                                        T, comm, cfg, static_cast<int>(l)));
     rep.layers.push_back(std::move(lr));
+    if (on_layer) {
+      size_t total = 0;
+      for (MoeLayer* m : layers) total += m != nullptr;
+      on_layer(rep.layers.back(), rep.layers.size(), total, now_seconds() - t0);
+    }
   }
   rep.seconds = now_seconds() - t0;
   return rep;

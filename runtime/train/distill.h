@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,10 +89,15 @@ RoutingAgreement measure_agreement(Router& teacher, Router& student, const float
 // the fitted students (config().router names them) and is in per-rank-tokens mode
 // (set_replicated_tokens(false)), router gradients zero. COLLECTIVE over comm; a bad config or
 // token id on any rank is an error on every rank.
+// on_layer (may be null) is called on every rank after each layer is fitted, with the layers
+// done and in all and the seconds so far (progress lines: distillation takes minutes).
+using DistillProgress =
+    std::function<void(const DistillLayerReport& layer, size_t done, size_t total, double seconds)>;
 StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* comm,
                                            const std::string& router, uint64_t seed, int64_t hidden,
                                            const std::vector<std::vector<int32_t>>& my_seqs,
-                                           const DistillConfig& cfg);
+                                           const DistillConfig& cfg,
+                                           const DistillProgress& on_layer = nullptr);
 
 // The report as text, one line per MoE layer; print_distill_report writes it to stdout on
 // rank 0 of comm (every rank when comm is null).

@@ -122,6 +122,7 @@ expect 0 routers_mlp_hadamard mpi 4 train --what routers --router mlp_hadamard -
   --quantize int4 --checkpoint-dir "$work/cr" --out "$work/cr_reports" --distill-iters 60 \
   --distill-tokens 256
 has routers_mlp_hadamard "router warm start: linear -> mlp_hadamard"
+has routers_mlp_hadamard "  distilled layer 0 (1/2): KL .* s, ETA"  # progress as it goes
 has routers_mlp_hadamard "eval loss"
 if $st compare "$m" "$work/cr" --except .mlp.gate. >"$work/compare.log" 2>&1; then
   echo "ok   router-only: $(tail -n 1 "$work/compare.log")"
