@@ -99,10 +99,11 @@ void PrintMemory(Communicator& comm, const ModelMemory& m, int64_t base_rss) {
   }
 }
 
-// --trace: the recorder of this run (null without). A replaced router starts from random weights.
+// --trace: the recorder of this run (null without). A replaced router starts from random weights
+// (ModelInferArgs::fresh_routers).
 std::unique_ptr<TraceRecorder> MakeTrace(const ModelInferArgs& a, Model& model,
                                          const Communicator& comm) {
-  return make_model_trace(a.trace, model, "infer", a.model, /*synthetic_routing=*/!a.router.empty(),
+  return make_model_trace(a.trace, model, "infer", a.model, /*synthetic_routing=*/a.fresh_routers,
                           comm);
 }
 
@@ -462,12 +463,30 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
   if (int code = agree_status(comm, st, "infer --model: load")) return code;
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  {
+    const std::vector<MoeLayer*> moe = model->sparse_layers();
+    const nlohmann::json& cj = in.ck->config();
+    const std::string saved =
+        cj.contains("switchyard_router") && cj["switchyard_router"].is_string()
+            ? cj["switchyard_router"].get<std::string>()
+            : std::string(kDefaultRouterName);
+    a.fresh_routers = !a.router.empty() && a.router != saved && !moe.empty() &&
+                      moe.front()->router().num_params() > 0;
+  }
   if (comm.rank() == 0) {
     std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s%s; loaded in %.2f s\n",
                 in.ck->dir().c_str(), P, P == 1 ? "" : "s", model->describe(P).c_str(),
                 a.quantize == "none" ? "fp32" : a.quantize.c_str(),
                 a.placement.empty() ? "" : (", placed by " + a.placement).c_str(),
                 a.deterministic ? ", deterministic" : "", load_s);
+    // --router on a checkpoint: fresh routers, not the behaviour of a trained one. Said once
+    // here, so a COLLAPSED table below is not read as a property of the router kind.
+    if (a.fresh_routers)
+      std::printf(
+          "note: --router %s replaced every MoE gate by a freshly initialised %s router "
+          "(random weights, neither distilled nor trained): its routing is synthetic; "
+          "`switchyard train --what routers --router %s` fits one to the gate first\n",
+          a.router.c_str(), a.router.c_str(), a.router.c_str());
     std::fflush(stdout);
   }
 

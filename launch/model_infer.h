@@ -38,6 +38,9 @@ struct ModelInferArgs {
   std::string quantize;   // none | int8 | int4 (routed experts)
   int64_t quant_group = 0;
   std::string router;            // empty: the checkpoint's (linear)
+  // Set at load: --router named another kind than the checkpoint's and it has parameters, so
+  // every gate was replaced by a freshly initialised router (synthetic routing in traces).
+  bool fresh_routers = false;
   double capacity_factor = 0.0;  // <= 0: dropless (Hugging Face semantics)
   int64_t max_new_tokens = 0;
   double temperature = 0.0;  // 0: greedy

@@ -5,7 +5,8 @@
 #   2. `trace stats` prints loads, pairs and fan-out (text and --json; --ep that does not divide
 #      E is exit 21);
 #   3. the README's NumPy lines read a shard (skipped, with a note, without NumPy);
-#   4. `train --trace` on a tiny Qwen2-MoE over 2 ranks: every step, every rank's tokens;
+#   4. `train --trace` on a tiny Qwen2-MoE over 2 ranks: every step, every rank's tokens; `infer
+#      --model --router` says when it runs fresh routers, and only then traces synthetic routing;
 #   5. truncated and tampered shards, a missing shard: exit 22 naming the file.
 # Usage: trace_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. Exit 77 (ctest skip) without the tokenizer.
 set -uo pipefail
@@ -94,6 +95,20 @@ expect 0 train-stats "$bin" trace stats "$work/train" --json
 check train-stats-tokens python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
 t=j['trace']; assert t['source']=='train' and t['steps']==3 and t['tokens']==3*2*2*16, t" \
   "$work/train-stats.log"
+# infer --model with --router: another kind than the checkpoint's is a fresh, random router (said
+# once, and its trace is synthetic routing); the checkpoint's own kind is not a replacement.
+for r in mlp linear; do
+  expect 0 "model-router-$r" "$bin" infer --model "$work/model" --router "$r" --corpus excerpt \
+    --max-tokens 64 --seq-len 16 --trace "$work/model-$r"
+  expect 0 "model-router-$r-stats" "$bin" trace stats "$work/model-$r" --json
+done
+check model-router-mlp-says grep -q "note: --router mlp replaced every MoE gate by a freshly" \
+  "$work/model-router-mlp.log"
+check model-router-linear-quiet bash -c "! grep -q 'note: --router' '$work/model-router-linear.log'"
+check model-router-synthetic python3 -c "import json,sys
+a = json.load(open(sys.argv[1]))['trace']; b = json.load(open(sys.argv[2]))['trace']
+assert a['synthetic_routing'] and not b['synthetic_routing'], (a, b)" \
+  "$work/model-router-mlp-stats.log" "$work/model-router-linear-stats.log"
 
 # 5. Bad traces: exit 22 naming the file.
 cp -r "$work/np2" "$work/bad"
