@@ -68,21 +68,27 @@ void render_loads(const ClusterReport::LayerSummary& s, const std::vector<int>& 
 void render_traffic(const ClusterReport::LayerSummary& s, int P, std::string* out) {
   if (s.traffic_bytes_size() != P * P) return;
   std::vector<int64_t> sent(static_cast<size_t>(P), 0), recv(static_cast<size_t>(P), 0);
-  int64_t remote = 0, total = 0;
+  int64_t remote = 0;
   for (int i = 0; i < P; ++i)
     for (int j = 0; j < P; ++j) {
       const int64_t b = s.traffic_bytes(i * P + j);
       sent[static_cast<size_t>(i)] += b;
       recv[static_cast<size_t>(j)] += b;
-      total += b;
       if (i != j) remote += b;
     }
-  appendf(out, "  traffic: %.3f MiB dispatched, %.3f MiB of it between ranks (%lld rows)\n",
-          to_mib(total), to_mib(remote), ll([&] {
-            int64_t rows = 0;
-            for (int64_t r : s.traffic_rows()) rows += r;
-            return rows;
-          }()));
+  // Rows count every kept assignment, those that stay on their own rank too; bytes only what
+  // crosses between ranks (the runtime moves no bytes to itself).
+  int64_t rows = 0, self_rows = 0;
+  for (int i = 0; i < s.traffic_rows_size(); ++i) {
+    rows += s.traffic_rows(i);
+    if (i % (P + 1) == 0) self_rows += s.traffic_rows(i);
+  }
+  const double pct = rows > 0 ? 100.0 / static_cast<double>(rows) : 0;
+  appendf(out,
+          "  traffic: %lld rows dispatched, %lld (%.1f%%) kept on their own rank, %lld (%.1f%%) "
+          "sent to another: %.3f MiB between ranks\n",
+          ll(rows), ll(self_rows), pct * static_cast<double>(self_rows), ll(rows - self_rows),
+          pct * static_cast<double>(rows - self_rows), to_mib(remote));
   if (P > kMaxMatrixRanks) {
     appendf(out, "    %-6s %12s %12s   (MiB)\n", "rank", "sent", "received");
     for (int i = 0; i < P; ++i)

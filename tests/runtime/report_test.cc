@@ -222,6 +222,19 @@ TEST(ClusterReport, MergeFourRanksMatchesGroundTruth) {
   const std::string text = render_cluster_text(*c);
   EXPECT_NE(text.find("== layer 1"), std::string::npos);
   EXPECT_NE(text.find("traffic matrix"), std::string::npos);
+  // Rows that stay on their own rank are counted (they carry no bytes): layer 1's line.
+  int64_t rows = 0, self = 0;
+  for (int i = 0; i < P * P; ++i) {
+    rows += truth.rows_LPP[1][static_cast<size_t>(i)];
+    if (i % (P + 1) == 0) self += truth.rows_LPP[1][static_cast<size_t>(i)];
+  }
+  const size_t at = text.find("== layer 1");
+  EXPECT_NE(text.find("traffic: " + std::to_string(rows) + " rows dispatched, " +
+                          std::to_string(self) + " (",
+                      at),
+            std::string::npos)
+      << text.substr(at, 400);
+  EXPECT_GT(self, 0);
 }
 
 TEST(ClusterReport, SumsThatDisagreeAreRejectedNamingTheLayer) {
