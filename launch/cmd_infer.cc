@@ -162,6 +162,17 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
     return run_model_infer(margs, comm);
   }
   if (a.data_dir.empty()) a.data_dir = default_data_dir();
+  // --router without --model picks the synthetic stack even where the default model is built:
+  // said, so its randomly initialised routers are not read as the default model's routing.
+  if (me == 0 && !a.router.empty() && !a.synthetic &&
+      std::filesystem::is_directory(default_model_dir(), ec)) {
+    std::printf(
+        "switchyard infer: --router %s runs the synthetic MoE stack (seeded, untrained "
+        "routers and experts over embeddings of real text), not the default model %s; for "
+        "its routers see launch/trace_routers.sh\n",
+        a.router.c_str(), default_model_dir().c_str());
+    std::fflush(stdout);
+  }
 
   if (comm.size() > 1 && cfg.comm().collective_timeout_s() > 0)
     comm.set_timeout(cfg.comm().collective_timeout_s());

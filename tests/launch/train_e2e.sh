@@ -153,6 +153,9 @@ SY_DEFAULT_MODEL=$work/cr expect 0 default_infer mpi 2 infer --corpus excerpt --
   --out "$work/default_reports"
 has default_infer "the embedded default model"
 has default_infer "next-token loss over"
+SY_DEFAULT_MODEL=$work/cr expect 0 default_router mpi 1 infer --router hash --corpus excerpt \
+  --max-tokens 512
+has default_router "runs the synthetic MoE stack (seeded, untrained routers and experts"
 SY_DEFAULT_MODEL=$work/absent expect 22 default_absent mpi 2 train --what routers --steps 1
 has default_absent "launch/train_default.sh"
 
