@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -153,6 +154,28 @@ void render_times(const ClusterReport& c, const ClusterReport::LayerSummary& s, 
     total_max = std::max(total_max, sum);
   }
   appendf(out, "    %-15s %11.6f %11.6f\n", "total", total_mean, total_max);
+  // The first step runs cold (first touches, caches, allocations): its share, said apart, so
+  // the totals above are not read as the steady state.
+  int64_t first = -1;
+  std::set<int64_t> steps;
+  double first_s = 0.0, rest_s = 0.0;
+  for (const auto& r : c.ranks())
+    for (const auto& e : r.entries())
+      if (e.layer() == s.layer()) steps.insert(e.step());
+  if (steps.size() < 2) return;
+  first = *steps.begin();
+  for (const auto& r : c.ranks())
+    for (const auto& e : r.entries()) {
+      if (e.layer() != s.layer()) continue;
+      double t = 0.0;
+      for (const PhaseValue& v : phase_values(e.times())) t += v.seconds;
+      (e.step() == first ? first_s : rest_s) += t / c.ranks_size();
+    }
+  const double per_step = rest_s / static_cast<double>(steps.size() - 1);
+  appendf(out,
+          "    first step %lld (cold): %.6f s per rank; the other %zu steps: %.6f s per step "
+          "(the first is %.2fx)\n",
+          ll(first), first_s, steps.size() - 1, per_step, per_step > 0 ? first_s / per_step : 0.0);
 }
 
 }  // namespace

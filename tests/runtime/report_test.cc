@@ -235,6 +235,9 @@ TEST(ClusterReport, MergeFourRanksMatchesGroundTruth) {
             std::string::npos)
       << text.substr(at, 400);
   EXPECT_GT(self, 0);
+  // The cold first step is said apart from the others' mean per step.
+  EXPECT_NE(text.find("(cold): ", at), std::string::npos);
+  EXPECT_NE(text.find("the other 2 steps: ", at), std::string::npos) << text.substr(at, 1200);
 }
 
 TEST(ClusterReport, SumsThatDisagreeAreRejectedNamingTheLayer) {
