@@ -142,6 +142,8 @@ json RunSettings(const TrainArgs& a, const std::string& router) {
 struct StepRouting {
   double drop_fraction = 0;
   double imbalance = 0;
+  std::vector<int> collapsed;     // MoE layers whose max/mean load passes the collapse threshold
+  double collapse_threshold = 0;  // routers/metrics.h (the first layer's)
 };
 StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step) {
   // One all-reduce: every MoE layer's routed-per-expert counts, then its dropped-per-expert.
@@ -157,6 +159,7 @@ StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step
   StepRouting r;
   int64_t routed = 0, dropped = 0;
   const int64_t* row = v.data();
+  int index = 0;
   for (MoeLayer* l : layers) {
     const int64_t E = l->config().num_experts;
     const RoutingMetrics m =
@@ -165,6 +168,9 @@ StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step
     routed += m.routed;
     dropped += m.dropped;
     r.imbalance = std::max(r.imbalance, m.imbalance);
+    if (m.collapsed) r.collapsed.push_back(index);
+    ++index;
+    if (r.collapse_threshold == 0) r.collapse_threshold = m.collapse_threshold;
   }
   r.drop_fraction = routed > 0 ? static_cast<double>(dropped) / static_cast<double>(routed) : 0;
   return r;
@@ -444,6 +450,23 @@ class TrainRun {
         r.clip < 1 ? " (clipped)" : "", 100.0 * routing.drop_fraction, routing.imbalance,
         done * static_cast<double>(tokens_per_step()) / elapsed_s,
         elapsed_s / done * static_cast<double>(a_.steps - s - 1));
+    // Collapsed routing (a few experts take most tokens) is said when the set of such layers
+    // changes, not on every line: it is the failure router fine-tuning most often hits.
+    if (routing.collapsed != collapsed_) {
+      std::string list;
+      for (int l : routing.collapsed) list += (list.empty() ? "" : ", ") + std::to_string(l);
+      if (routing.collapsed.empty())
+        std::printf("routing no longer collapsed in any MoE layer at step %lld\n",
+                    (long long)(s + 1));
+      else
+        std::printf(
+            "warning: routing collapsed in MoE layer%s %s at step %lld (max/mean expert "
+            "load above %.2f): a few experts take most tokens; a larger --aux-loss "
+            "(now %g) spreads them\n",
+            routing.collapsed.size() == 1 ? "" : "s", list.c_str(), (long long)(s + 1),
+            routing.collapse_threshold, trainer_->router_aux_loss());
+      collapsed_ = routing.collapsed;
+    }
     std::fflush(stdout);
   }
 
@@ -528,6 +551,7 @@ class TrainRun {
   std::unique_ptr<Trainer> trainer_;
   TrainState state_;
   int64_t last_saved_ = -1;
+  std::vector<int> collapsed_;  // the MoE layers the last logged step found collapsed
   int64_t report_step_ = -1;
   int64_t trace_step_ = 0, trace_seq_ = 0;  // the step running, its forwards so far (--trace)
 };

@@ -95,6 +95,7 @@ class Trainer {
   // Switch load-balancing loss (runtime/kernels/balance.h) with this coefficient in every MoE
   // layer, per sequence, weighted by its share of the step's tokens; 0 (default): none.
   void set_router_aux_loss(double coef) { aux_coef_ = coef; }
+  double router_aux_loss() const { return aux_coef_; }
   // Called after every training forward (each sequence of a step, on this rank), while the MoE
   // layers still hold that forward's routing: load reports and routing metrics.
   void set_after_forward(std::function<void()> f) { after_forward_ = std::move(f); }

@@ -145,6 +145,12 @@ assert len(keys) == len(set(keys)) and keys, keys
 assert all(int(e['tokens']) == 64 for e in r['entries']), [e['tokens'] for e in r['entries']]" \
   "$work/cr_reports/rank-0.json"
 
+# 6b. Routing that collapses (a huge learning rate, no balancing loss) is said, naming the layers.
+expect 0 collapse mpi 2 train --model "$m" --what routers --steps 4 --seq-len 32 --batch 2 \
+  --token-file "$work/tokens.bin" --eval-tokens 256 --eval-every 0 --log-every 1 --lr 100 \
+  --warmup 0 --aux-loss 0
+has collapse "warning: routing collapsed in MoE layer.* at step .* a larger --aux-loss (now 0)"
+
 # 7. The default model: train and infer without --model use it (here: this test's model).
 SY_DEFAULT_MODEL=$m expect 0 default_train mpi 2 train --what routers --steps 1 --seq-len 32 \
   --batch 1 --token-file "$work/tokens.bin" --eval-tokens 256
