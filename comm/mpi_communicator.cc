@@ -66,9 +66,10 @@ bool abort_hangs() {
 // MPI_Abort(MPI_COMM_WORLD, exit_code), which cannot hang. Across hosts MPI_Abort itself can
 // hang: when the link to a host is cut, the abort's messages to that host's daemon are never
 // acknowledged and the job ended only at mpirun's --timeout (measured on namespace hosts: 269 s
-// after the cut, with an in-app deadline of 3 s). So a detached thread first arms a watchdog that _exit()s with the same code if
-// MPI_Abort has not ended the process within kAbortWatchdogS; mpirun sees the exit and tears
-// the rest of the job down (a cut host's daemon is dropped by the oob keepalive).
+// after the cut, with an in-app deadline of 3 s). So a detached thread first arms a watchdog that
+// _exit()s with the same code if MPI_Abort has not ended the process within kAbortWatchdogS; mpirun
+// sees the exit and tears the rest of the job down (a cut host's daemon is dropped by the oob
+// keepalive).
 [[noreturn]] void abort_world(int exit_code) {
   try {
     std::thread([exit_code] {

@@ -464,14 +464,12 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   {
+    // The checkpoint's router kind, as its loader read it (the load succeeded, so it parses).
+    StatusOr<std::string> saved = JsonConfigReader(in.ck->config(), in.ck->dir())
+                                      .get_string("switchyard_router", kDefaultRouterName);
     const std::vector<MoeLayer*> moe = model->sparse_layers();
-    const nlohmann::json& cj = in.ck->config();
-    const std::string saved =
-        cj.contains("switchyard_router") && cj["switchyard_router"].is_string()
-            ? cj["switchyard_router"].get<std::string>()
-            : std::string(kDefaultRouterName);
-    a.fresh_routers = !a.router.empty() && a.router != saved && !moe.empty() &&
-                      moe.front()->router().num_params() > 0;
+    a.fresh_routers = !a.router.empty() && saved.ok() && a.router != saved.value() &&
+                      !moe.empty() && moe.front()->router().num_params() > 0;
   }
   if (comm.rank() == 0) {
     std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s%s; loaded in %.2f s\n",

@@ -37,7 +37,7 @@ struct ModelInferArgs {
   std::string out;        // per-rank load reports of the forward (switchyard report merges them)
   std::string quantize;   // none | int8 | int4 (routed experts)
   int64_t quant_group = 0;
-  std::string router;            // empty: the checkpoint's (linear)
+  std::string router;  // empty: the checkpoint's (linear)
   // Set at load: --router named another kind than the checkpoint's and it has parameters, so
   // every gate was replaced by a freshly initialised router (synthetic routing in traces).
   bool fresh_routers = false;

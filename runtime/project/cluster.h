@@ -34,7 +34,7 @@ struct ClusterModel {
   int gpus_per_node = 8;
   LinkTier same_node, other_node;
   LinkTier same_rank{0, HUGE_VAL};  // the self copy: bandwidth only; HUGE_VAL: free
-  double flops = 0;  // FLOP/s per rank for the expert GEMMs
+  double flops = 0;                 // FLOP/s per rank for the expert GEMMs
 
   // Seconds to move `bytes` in `messages` messages over a tier.
   static double seconds(const LinkTier& t, double bytes, double messages) {

@@ -70,9 +70,9 @@ struct ProjectOptions {
   // Units dealt to ranks interleaved (rank q: units q, q + P, ...; how `infer --model
   // --seq-len` and `train` deal sequences) instead of in contiguous blocks (the synthetic stack).
   bool interleaved = false;
-  int64_t hidden = 0;           // D (> 0)
-  int64_t ffn_hidden = 0;       // F (> 0)
-  ClusterModel cluster;         // gpus_per_node included
+  int64_t hidden = 0;      // D (> 0)
+  int64_t ffn_hidden = 0;  // F (> 0)
+  ClusterModel cluster;    // gpus_per_node included
   std::string placement_name = "contiguous";
   PlacementFn placement;  // null: contiguous
   int pairs_max_ranks = 64;
@@ -123,7 +123,7 @@ struct RouterProjection {
   bool synthetic_routing = false;
   int64_t trace_tokens = 0, units = 0;
   double mean_unit_tokens = 0;
-  std::string unit_kind;  // "sequence" or "forward"
+  std::string unit_kind;     // "sequence" or "forward"
   bool interleaved = false;  // units dealt to ranks interleaved (ProjectOptions::interleaved)
   double capacity_factor = 0;
   int64_t drop_mismatch = -1;  // recomputed vs recorded kept flags; -1: c differs from the trace
@@ -143,6 +143,15 @@ std::string projection_json(const std::vector<RouterProjection>& rs, const Proje
 // P (log2 axis) of exchange time per layer, max/mean load per rank and other-node bytes per rank
 // per layer, one line per router; the settings and every router's table. Names are escaped.
 std::string projection_html(const std::vector<RouterProjection>& rs, const ProjectOptions& opt);
+
+// A measured run beside the projection at its P (the table, projection.json and the page): means
+// over layers, the model's error against the run, and the counts' verdict in words.
+struct MeasuredSummary {
+  double exchange_s = 0, projected_exchange_s = 0, exchange_error_pct = 0;
+  double compute_s = 0, projected_compute_s = 0, compute_error_pct = 0;
+  std::string counts;  // "equal (N numbers)" or "DIFFER: <the first difference>"
+};
+MeasuredSummary measured_summary(const MeasuredPoint& m, const PointProjection& pt);
 
 // One P of the table, over its layers: means per layer except where it says max.
 struct PointSummary {

@@ -247,19 +247,12 @@ std::string router_table(const RouterProjection& r, const ProjectOptions& opt) {
              "<th>counts</th><th>exchange &micro;s, measured</th><th>projected</th>"
              "<th>error</th><th>compute &micro;s, measured</th><th>projected</th></tr>\n";
       header = true;
-      double xp = 0, cp = 0;
-      for (const LayerProjection& l : pt.layers)
-        xp += (l.dispatch_s + l.combine_s) / static_cast<double>(pt.layers.size()),
-            cp += l.compute_s / static_cast<double>(pt.layers.size());
-      const double xm = m.mean_exchange_s();
+      const MeasuredSummary a = measured_summary(m, pt);
       t += f("<tr><td>%d</td><td style=\"text-align:left\">", pt.ranks) + html(m.dir) +
-           "</td><td style=\"text-align:left\">" +
-           html(m.first_difference.empty()
-                    ? "equal (" + std::to_string(m.numbers_compared) + " numbers)"
-                    : "DIFFER: " + m.first_difference) +
+           "</td><td style=\"text-align:left\">" + html(a.counts) +
            f("</td><td>%.1f</td><td>%.1f</td><td>%+.1f%%</td><td>%.1f</td><td>%.1f</td></tr>\n",
-             xm * 1e6, xp * 1e6, xm > 0 ? 100 * (xp - xm) / xm : 0, m.mean_compute_s() * 1e6,
-             cp * 1e6);
+             a.exchange_s * 1e6, a.projected_exchange_s * 1e6, a.exchange_error_pct,
+             a.compute_s * 1e6, a.projected_compute_s * 1e6);
     }
   if (header) t += "</table>\n";
   return t;

