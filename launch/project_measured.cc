@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "runtime/report/cluster_report.h"
 #include "runtime/report/report_io.h"
 
 namespace sy::launch {
@@ -50,40 +51,28 @@ Status add_measured_run(const std::string& dir, int64_t row_bytes,
   if (reps.front().num_layers() != static_cast<int>(pt->layers.size()))
     return InvalidArgument("--measured " + dir + ": " + std::to_string(reps.front().num_layers()) +
                            " MoE layers, the trace has " + std::to_string(pt->layers.size()));
+  // The counts as `switchyard report` merges them (checked across ranks on the way).
+  SY_ASSIGN_OR_RETURN(const switchyard::ClusterReport merged, merge_rank_reports(reps, set.files));
   MeasuredPoint m;
   m.dir = dir;
   const bool pairs = !pt->layers.front().pair_rows_RR.empty();
   for (const LayerProjection& lp : pt->layers) {
     const int l = static_cast<int>(lp.layer);
-    // Sums over the run's forwards; times per forward (step) in step order.
-    std::vector<int64_t> rows_RR(static_cast<size_t>(P) * P, 0), bytes_RR(rows_RR.size(), 0);
-    std::vector<int64_t> routed_E(static_cast<size_t>(E), 0), dropped_E(routed_E.size(), 0),
-        kept_E(routed_E.size(), 0);
-    // step -> per phase the min over ranks (count exchange, dispatch, return), max of experts
+    // Times per forward (step): per phase the min over ranks (count exchange, dispatch, return),
+    // the max of the experts.
     std::map<int64_t, std::array<double, 4>> step_t;
-    for (const switchyard::RankReport& rk : reps) {
-      const int q = rk.rank();
+    for (const switchyard::RankReport& rk : reps)
       for (const switchyard::LayerStepReport& e : rk.entries()) {
         if (e.layer() != l) continue;
-        for (int d = 0; d < e.rows_sent_to_peer_size(); ++d) {
-          rows_RR[static_cast<size_t>(q) * P + d] += e.rows_sent_to_peer(d);
-          bytes_RR[static_cast<size_t>(q) * P + d] += e.bytes_sent_to_peer(d);
-        }
-        for (int x = 0; x < e.routed_per_expert_size(); ++x) routed_E[x] += e.routed_per_expert(x);
-        for (int x = 0; x < e.dropped_per_expert_size(); ++x)
-          dropped_E[x] += e.dropped_per_expert(x);
-        for (int j = 0; j < e.received_per_local_expert_size(); ++j)
-          kept_E[static_cast<size_t>(local_expert_id(rk, j))] += e.received_per_local_expert(j);
         const auto& t = e.times();
         // Reports from before dispatch_exchange_s count the permute in the dispatch.
         const double disp = t.dispatch_exchange_s() > 0 ? t.dispatch_exchange_s() : t.dispatch_s();
         const std::array<double, 4> v = {t.count_exchange_s(), disp, t.combine_s(), t.experts_s()};
         auto [it, fresh] = step_t.emplace(e.step(), v);
-        if (!fresh)
-          for (int k = 0; k < 3; ++k) it->second[k] = std::min(it->second[k], v[k]);
-        if (!fresh) it->second[3] = std::max(it->second[3], v[3]);
+        if (fresh) continue;
+        for (int k = 0; k < 3; ++k) it->second[k] = std::min(it->second[k], v[k]);
+        it->second[3] = std::max(it->second[3], v[3]);
       }
-    }
     std::vector<double> xs, cs;
     for (const auto& [step, t] : step_t) {
       xs.push_back(t[0] + t[1] + t[2]);
@@ -93,30 +82,38 @@ Status add_measured_run(const std::string& dir, int64_t row_bytes,
     m.compute_s.push_back(median(cs));
     if (!m.first_difference.empty()) continue;
     const std::string at = "layer " + std::to_string(l);
+    auto s = std::find_if(merged.layers().begin(), merged.layers().end(),
+                          [l](const auto& x) { return x.layer() == l; });
+    if (s == merged.layers().end() || s->routed_per_expert_size() != E ||
+        s->dropped_per_expert_size() != E || s->load_per_expert_size() != E ||
+        (pairs && (s->traffic_rows_size() != P * P || s->traffic_bytes_size() != P * P))) {
+      m.first_difference = at + ": the run's reports do not carry these counts";
+      continue;
+    }
     for (int64_t x = 0; x < E && m.first_difference.empty(); ++x) {
-      if (routed_E[x] != lp.routed_E[x])
-        m.first_difference =
-            differ(at + " expert " + std::to_string(x) + " routed", lp.routed_E[x], routed_E[x]);
-      else if (dropped_E[x] != lp.dropped_E[x])
-        m.first_difference =
-            differ(at + " expert " + std::to_string(x) + " dropped", lp.dropped_E[x], dropped_E[x]);
-      else if (kept_E[x] != lp.routed_E[x] - lp.dropped_E[x])
+      const int i = static_cast<int>(x);
+      if (s->routed_per_expert(i) != lp.routed_E[x])
+        m.first_difference = differ(at + " expert " + std::to_string(x) + " routed", lp.routed_E[x],
+                                    s->routed_per_expert(i));
+      else if (s->dropped_per_expert(i) != lp.dropped_E[x])
+        m.first_difference = differ(at + " expert " + std::to_string(x) + " dropped",
+                                    lp.dropped_E[x], s->dropped_per_expert(i));
+      else if (s->load_per_expert(i) != lp.routed_E[x] - lp.dropped_E[x])
         m.first_difference = differ(at + " expert " + std::to_string(x) + " received",
-                                    lp.routed_E[x] - lp.dropped_E[x], kept_E[x]);
+                                    lp.routed_E[x] - lp.dropped_E[x], s->load_per_expert(i));
       m.numbers_compared += 3;
     }
     if (!pairs) continue;
-    for (int q = 0; q < P && m.first_difference.empty(); ++q)
-      for (int d = 0; d < P && m.first_difference.empty(); ++d) {
-        const size_t i = static_cast<size_t>(q) * P + d;
-        const int64_t want_bytes = q == d ? 0 : lp.pair_rows_RR[i] * row_bytes;
-        const std::string pair = at + " rank " + std::to_string(q) + " -> " + std::to_string(d);
-        if (rows_RR[i] != lp.pair_rows_RR[i])
-          m.first_difference = differ(pair + " rows", lp.pair_rows_RR[i], rows_RR[i]);
-        else if (bytes_RR[i] != want_bytes)
-          m.first_difference = differ(pair + " bytes", want_bytes, bytes_RR[i]);
-        m.numbers_compared += 2;
-      }
+    for (int i = 0; i < P * P && m.first_difference.empty(); ++i) {
+      const int64_t want_bytes = i % (P + 1) == 0 ? 0 : lp.pair_rows_RR[i] * row_bytes;
+      const std::string pair =
+          at + " rank " + std::to_string(i / P) + " -> " + std::to_string(i % P);
+      if (s->traffic_rows(i) != lp.pair_rows_RR[i])
+        m.first_difference = differ(pair + " rows", lp.pair_rows_RR[i], s->traffic_rows(i));
+      else if (s->traffic_bytes(i) != want_bytes)
+        m.first_difference = differ(pair + " bytes", want_bytes, s->traffic_bytes(i));
+      m.numbers_compared += 2;
+    }
   }
   pt->measured.push_back(std::move(m));
   return Status::Ok();
