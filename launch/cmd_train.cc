@@ -30,6 +30,7 @@
 #include "launch/config.h"
 #include "launch/config_cli.h"
 #include "launch/infer_run.h"
+#include "launch/step_routing.h"
 #include "launch/trace_run.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
@@ -134,46 +135,6 @@ json RunSettings(const TrainArgs& a, const std::string& router) {
           {"corpus", a.token_file.empty() ? a.corpus : ""},
           {"token_file", a.token_file},
           {"quantize", a.quantize}};
-}
-
-// Global routing of the step over all ranks: drops and the worst layer's max/mean expert load,
-// from each MoE layer's counters (its MoeStepStats summed over the step's forwards) through the
-// routing metrics' math.
-struct StepRouting {
-  double drop_fraction = 0;
-  double imbalance = 0;
-  std::vector<int> collapsed;     // MoE layers whose max/mean load passes the collapse threshold
-  double collapse_threshold = 0;  // routers/metrics.h (the first layer's)
-};
-StepRouting GlobalRouting(Qwen2MoeModel& model, Communicator& comm, int64_t step) {
-  // One all-reduce: every MoE layer's routed-per-expert counts, then its dropped-per-expert.
-  const std::vector<MoeLayer*> layers = model.sparse_layers();
-  std::vector<int64_t> v;
-  for (MoeLayer* l : layers) {
-    const MoeLayerCounters& c = l->counters();
-    v.insert(v.end(), c.routed_E.begin(), c.routed_E.end());
-    v.insert(v.end(), c.dropped_E.begin(), c.dropped_E.end());
-  }
-  comm.allreduce(v.data(), static_cast<int64_t>(v.size()), ReduceOp::kSum,
-                 {"train.routing", -1, step});
-  StepRouting r;
-  int64_t routed = 0, dropped = 0;
-  const int64_t* row = v.data();
-  int index = 0;
-  for (MoeLayer* l : layers) {
-    const int64_t E = l->config().num_experts;
-    const RoutingMetrics m =
-        routing_metrics_from_counts(nullptr, nullptr, 0, E, l->config().top_k, row, row + E);
-    row += 2 * E;
-    routed += m.routed;
-    dropped += m.dropped;
-    r.imbalance = std::max(r.imbalance, m.imbalance);
-    if (m.collapsed) r.collapsed.push_back(index);
-    ++index;
-    if (r.collapse_threshold == 0) r.collapse_threshold = m.collapse_threshold;
-  }
-  r.drop_fraction = routed > 0 ? static_cast<double>(dropped) / static_cast<double>(routed) : 0;
-  return r;
 }
 
 // What RunTrain prepares before the first step: the weights' source, the tokens, the model.
@@ -440,7 +401,7 @@ class TrainRun {
 
   // Rank 0's progress line of a logged step (after the routing all-reduce every rank makes).
   void LogStep(int64_t s, const TrainStepResult& r, int64_t first_step, double elapsed_s) {
-    const StepRouting routing = GlobalRouting(*t_.model, comm_, s);
+    const StepRouting routing = GlobalRouting(t_.model->sparse_layers(), comm_, s);
     if (me_ != 0) return;
     const double done = static_cast<double>(s + 1 - first_step);
     std::printf(

@@ -56,6 +56,7 @@ void register_commands(CLI::App& app) {
   add_train_command(app);
   add_trace_command(app);
   add_project_command(app);
+  add_study_command(app);
 }
 
 }  // namespace sy::launch

@@ -41,5 +41,6 @@ void add_init_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_trace_command(CLI::App& app);
 void add_project_command(CLI::App& app);
+void add_study_command(CLI::App& app);
 
 }  // namespace sy::launch

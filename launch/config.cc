@@ -352,6 +352,27 @@ Status validate_train_config(const switchyard::TrainConfig& t) {
   return Status::Ok();
 }
 
+Status validate_study_config(const switchyard::StudyConfig& s) {
+  if (s.out().empty()) return InvalidArgument("study: --out DIR (out) is required");
+  if (s.routers().empty()) return InvalidArgument("study: --routers (routers) is empty");
+  if (s.steps() < 0 || s.seq_len() < 2 || s.batch() < 1 || s.eval_tokens() < 2 ||
+      s.latency_repeats() < 1 || s.latency_tokens() < 1)
+    return InvalidArgument(
+        "study: --steps >= 0, --seq-len >= 2, --batch >= 1, --eval-tokens >= 2, "
+        "latency_repeats >= 1, latency_tokens >= 1 (fields steps, seq_len, batch, eval_tokens, "
+        "latency_repeats, latency_tokens)");
+  if (!one_of(s.quantize(), {"none", "int8", "int4"}))
+    return InvalidArgument("study: quantize (--quantize) must be none, int8 or int4, not '" +
+                           s.quantize() + "'");
+  if (!(s.lr() > 0)) return InvalidArgument("study: lr (--lr) must be > 0");
+  const auto& d = s.distill();
+  if (d.iterations() < 0 || !(d.lr() > 0) || d.max_tokens() < 0)
+    return InvalidArgument(
+        "study: distill.iterations (--distill-iters) >= 0, distill.lr > 0, "
+        "distill.max_tokens >= 0");
+  return Status::Ok();
+}
+
 Status validate_tokenize_config(const switchyard::TokenizeConfig& t) {
   for (const auto& [value, name] :
        {std::make_pair(&t.tokenizer(), "tokenizer (--tokenizer)"),

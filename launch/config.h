@@ -58,6 +58,7 @@ std::string config_text(const google::protobuf::Message& cfg);
 // The checks of the other commands' configs, naming the field (and its flag).
 Status validate_model_infer_config(const switchyard::ModelInferConfig& m);
 Status validate_train_config(const switchyard::TrainConfig& t);
+Status validate_study_config(const switchyard::StudyConfig& s);
 Status validate_tokenize_config(const switchyard::TokenizeConfig& t);
 Status validate_routers_config(const switchyard::RoutersConfig& r);
 Status validate_compare_config(const switchyard::CompareConfig& c);

@@ -221,7 +221,7 @@ void RoutingCollector::finish(int64_t tokens, double seconds, const char* title)
     res.per_layer.push_back(
         merge_routing_metrics(&comm_, mine_[l], static_cast<int>(l), lc.num_experts, lc.top_k));
   }
-  if (comm_.rank() == 0) {
+  if (comm_.rank() == 0 && title) {
     std::printf("%s", title);
     print_routing_table({res}, comm_.size());
   }
@@ -230,7 +230,7 @@ void RoutingCollector::finish(int64_t tokens, double seconds, const char* title)
     std::error_code ec;
     std::filesystem::create_directories(out_, ec);
     write_report_or_warn(out_, report_, comm_.rank());
-    if (comm_.rank() == 0)
+    if (comm_.rank() == 0 && title)
       std::printf("load reports: %s/rank-<r>.{json,pb}; merge with: switchyard report %s\n",
                   out_.c_str(), out_.c_str());
   }

@@ -60,7 +60,8 @@ class RoutingCollector {
   // Several forwards of one step (train's batch of sequences) add up into one entry per layer
   // and step: counts and times summed, metrics merged from their sums.
   void add_step(int64_t step);
-  // Collective. tokens: over all ranks; seconds: the wall time they took.
+  // Collective. tokens: over all ranks; seconds: the wall time they took. Rank 0 prints title,
+  // the routing table and where the reports went; a null title prints nothing.
   void finish(int64_t tokens, double seconds, const char* title);
 
  private:

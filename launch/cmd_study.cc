@@ -1,0 +1,716 @@
+// `switchyard study`: the router comparison of "Optimizing MoE Routers" in one command. For
+// every router of --routers, on the same model, data and ranks:
+//
+//   1. load the model (routed experts quantized as --quantize) with its own gate;
+//   2. replace every MoE gate by the router and warm-start it by distillation from the gate
+//      (runtime/train/distill.h; the gate itself and routers without a gradient are kept as
+//      they come);
+//   3. fine-tune the routers only, experts frozen, --steps AdamW steps (the trainer of
+//      `switchyard train --what routers`, same data order), the loss curve kept;
+//   4. held-out loss with the gate (once per study), after the warm start and after
+//      fine-tuning;
+//   5. one measured inference pass over the held-out sequences: per-rank load reports
+//      (routers/<name>/report) and a routing trace (routers/<name>/trace), whole-model tokens/s;
+//   6. router latency on the pass's real router inputs against the bare GEMM of the same shapes;
+//   7. the figures (launch/study_render.h): load, entropy, utilization, drops at capacity
+//      factors 1.0 and 1.25 (the trace replayed through the runtime's capacity plan,
+//      runtime/project/projection.h), traffic between ranks, ranks per token, exchange share.
+//
+// Each router's result is written atomically to routers/<name>/result.json when it finishes;
+// a rerun skips routers whose result carries the same settings hash. The folder belongs to one
+// model: settings.json names it, and a study of another model in it is refused (exit 21).
+// study.json (proto/study.proto), study.md and study.html are rewritten at the end.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "comm/mpi_communicator.h"
+#include "launch/commands.h"
+#include "launch/config.h"
+#include "launch/config_cli.h"
+#include "launch/infer_run.h"
+#include "launch/step_routing.h"
+#include "launch/study_render.h"
+#include "launch/trace_run.h"
+#include "proto/study.pb.h"
+#include "routers/metrics.h"
+#include "routers/registry.h"
+#include "runtime/backend/ops.h"
+#include "runtime/core/rng.h"
+#include "runtime/core/version.h"
+#include "runtime/data/corpus.h"
+#include "runtime/data/sequence_shard.h"
+#include "runtime/data/token_file.h"
+#include "runtime/data/tokenizer.h"
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/qwen2_moe.h"
+#include "runtime/project/projection.h"
+#include "runtime/report/cluster_report.h"
+#include "runtime/report/load_report.h"
+#include "runtime/report/report_io.h"
+#include "runtime/trace/trace_format.h"
+#include "runtime/train/distill.h"
+#include "runtime/train/trainer.h"
+
+namespace sy::launch {
+namespace {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The six routers of the paper, in its order.
+const std::vector<std::string> kPaperRouters = {"linear", "attention",    "mlp",
+                                                "hybrid", "mlp_hadamard", "hash"};
+
+StatusOr<std::vector<std::string>> ResolveRouters(const std::string& list) {
+  if (list == "paper") return kPaperRouters;
+  const std::vector<std::string> known = router_names();
+  if (list == "all") return known;
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  std::string name;
+  while (std::getline(ss, name, ',')) {
+    if (name.empty()) continue;
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      std::string names;
+      for (const auto& k : known) names += (names.empty() ? "" : ", ") + k;
+      return InvalidArgument("study: unknown router '" + name + "' in --routers (known: " + names +
+                             "; or paper, all)");
+    }
+    if (std::find(out.begin(), out.end(), name) != out.end())
+      return InvalidArgument("study: router '" + name + "' is listed twice in --routers");
+    out.push_back(name);
+  }
+  if (out.empty()) return InvalidArgument("study: --routers names no router");
+  return out;
+}
+
+std::string Hex(uint64_t h) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+StatusOr<std::string> ReadSmallFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return NotFound("cannot read " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+template <typename Msg>
+Status ReadJsonMessage(const std::string& path, Msg* msg) {
+  SY_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+  google::protobuf::util::JsonParseOptions opt;
+  opt.ignore_unknown_fields = true;
+  const auto st = google::protobuf::util::JsonStringToMessage(text, msg, opt);
+  if (!st.ok()) return BadInput(path + ": not a study file (" + std::string(st.message()) + ")");
+  return Status::Ok();
+}
+
+Status WriteJsonMessage(const std::string& path, const google::protobuf::Message& msg) {
+  SY_ASSIGN_OR_RETURN(std::string text, report_message_to_json(msg));
+  return write_file_atomic(path, text);
+}
+
+// What the study runs on, the same on every rank.
+struct StudyData {
+  std::unique_ptr<HfCheckpoint> ck;
+  Qwen2MoeConfig cfg;
+  std::vector<int32_t> ids;
+  int64_t n_train = 0;
+  // Held-out sequences of seq_len: global sequence g goes to rank g % P; the count is a
+  // multiple of P so every rank runs the same number of forwards.
+  std::vector<std::vector<int32_t>> eval_mine;
+  std::vector<int64_t> eval_first_index;  // global token index of each of eval_mine
+};
+
+Status PrepareData(const switchyard::StudyConfig& s, int me, int P, StudyData* d) {
+  const std::string source = s.model().empty() ? default_model_dir() : s.model();
+  if (!fs::exists(source))
+    return NotFound("study: no model at " + source +
+                    (s.model().empty() ? " (the embedded default model; build it with `bash "
+                                         "launch/train_default.sh --quick`, or pass --model DIR)"
+                                       : ""));
+  SY_ASSIGN_OR_RETURN(HfCheckpoint opened, HfCheckpoint::Open(source));
+  d->ck = std::make_unique<HfCheckpoint>(std::move(opened));
+  if (d->ck->config().value("model_type", std::string()) != "qwen2_moe")
+    return InvalidArgument("study: " + source + " is a " +
+                           d->ck->config().value("model_type", std::string("?")) +
+                           " checkpoint; study runs on decoders (qwen2_moe) today");
+  SY_ASSIGN_OR_RETURN(d->cfg, Qwen2MoeConfig::from_checkpoint(*d->ck));
+  if (d->cfg.num_experts % P != 0)
+    return InvalidArgument("study: the model's " + std::to_string(d->cfg.num_experts) +
+                           " experts do not split over " + std::to_string(P) + " ranks");
+  if (!s.token_file().empty()) {
+    SY_ASSIGN_OR_RETURN(d->ids, read_token_file(s.token_file()));
+  } else {
+    SY_ASSIGN_OR_RETURN(auto tok, load_tokenizer(d->ck->dir()));
+    const std::string data_dir = s.data_dir().empty() ? default_data_dir() : s.data_dir();
+    SY_ASSIGN_OR_RETURN(std::string text, load_corpus(s.corpus(), data_dir));
+    d->ids = tok->encode(text);
+  }
+  const int64_t L = s.seq_len();
+  const int64_t n_eval_seqs = (s.eval_tokens() / L) / P * P;
+  if (n_eval_seqs < P)
+    return InvalidArgument("study: --eval-tokens " + std::to_string(s.eval_tokens()) +
+                           " holds fewer than one sequence of --seq-len per rank");
+  d->n_train = static_cast<int64_t>(d->ids.size()) - n_eval_seqs * L;
+  if (d->n_train < L * s.batch() * P)
+    return InvalidArgument("study: " + std::to_string(d->ids.size()) +
+                           " tokens leave too few for training after --eval-tokens");
+  for (int32_t id : d->ids)
+    if (id < 0 || id >= d->cfg.vocab_size)
+      return InvalidArgument("study: token id " + std::to_string(id) +
+                             " outside the model's vocabulary");
+  for (int64_t g = me; g < n_eval_seqs; g += P) {
+    const int64_t b = d->n_train + g * L;
+    d->eval_mine.emplace_back(d->ids.begin() + b, d->ids.begin() + b + L);
+    d->eval_first_index.push_back(b);
+  }
+  return Status::Ok();
+}
+
+switchyard::StudySettings MakeSettings(const switchyard::StudyConfig& s, const StudyData& d,
+                                       int P) {
+  switchyard::StudySettings st;
+  st.set_model(d.ck->dir());
+  st.set_model_config_hash(Hex(fnv1a64(d.ck->config().dump().c_str())));
+  st.set_quantize(s.quantize());
+  st.set_steps(s.steps());
+  st.set_seq_len(s.seq_len());
+  st.set_batch(s.batch());
+  st.set_lr(s.lr());
+  st.set_aux_loss(s.aux_loss());
+  st.set_capacity_factor(s.capacity_factor());
+  st.set_data(s.token_file().empty() ? "corpus " + s.corpus() : "token file " + s.token_file());
+  st.set_eval_tokens(s.eval_tokens());
+  st.set_seed(s.seed());
+  st.set_ranks(P);
+  st.set_distill_iterations(s.distill().enabled() ? s.distill().iterations() : -1);
+  return st;
+}
+
+// The folder belongs to one model; finished routers whose settings hash matches are kept.
+// Rank 0 only (the others learn the outcome through agree_status and SkipMask).
+Status CheckFolder(const std::string& dir, const switchyard::StudySettings& want) {
+  const std::string path = dir + "/settings.json";
+  if (!fs::exists(path)) return Status::Ok();
+  switchyard::StudySettings have;
+  SY_RETURN_IF_ERROR(ReadJsonMessage(path, &have));
+  if (have.model_config_hash() != want.model_config_hash())
+    return InvalidArgument("study: " + dir + " holds a study of another model (" + have.model() +
+                           ", config hash " + have.model_config_hash() +
+                           "; this run: " + want.model() + ", " + want.model_config_hash() +
+                           "): pass another --out");
+  return Status::Ok();
+}
+
+std::string RouterHash(const switchyard::StudySettings& st, const std::string& router) {
+  std::string text;
+  st.SerializeToString(&text);
+  return Hex(fnv1a64((text + "|" + router).c_str()));
+}
+
+// Median of a timed callable's repeats, in microseconds.
+template <typename F>
+double MedianMicros(int repeats, F&& f) {
+  std::vector<double> t;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    t.push_back(seconds_since(t0) * 1e6);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// One router's study on every rank.
+class RouterRun {
+ public:
+  RouterRun(const switchyard::StudyConfig& s, const StudyData& d, Communicator& comm,
+            const std::string& router, const std::string& dir, double* loss_gate)
+      : s_(s),
+        d_(d),
+        comm_(comm),
+        router_(router),
+        dir_(dir),
+        loss_gate_(loss_gate),
+        me_(comm.rank()),
+        P_(comm.size()),
+        L_(s.seq_len()),
+        order_(d.n_train / s.seq_len(), s.data_seed()) {}
+
+  // Returns the exit code (0: result filled, on rank 0).
+  int run(switchyard::RouterStudy* out, const std::string& progress_prefix) {
+    prefix_ = progress_prefix;
+    const auto t0 = Clock::now();
+    out->set_router(router_);
+    if (int code = Load()) return code;
+    if (std::isnan(*loss_gate_)) {
+      Phase("held-out loss with the model's gate");
+      if (int code = Eval(loss_gate_)) return code;
+    }
+    out->set_loss_gate(*loss_gate_);
+    if (int code = WarmStart(out)) return code;
+    double loss = 0;
+    Phase("held-out loss after the warm start");
+    if (int code = Eval(&loss)) return code;
+    out->set_loss_warm(loss);
+    if (int code = FineTune(out)) return code;
+    if (out->fine_tune_steps() > 0) {
+      Phase("held-out loss after fine-tuning");
+      if (int code = Eval(&loss)) return code;
+    }
+    out->set_loss_tuned(loss);
+    if (int code = MeasuredPass(out)) return code;
+    if (int code = Latency(out)) return code;
+    Status st = me_ == 0 ? Figures(out) : Status::Ok();
+    if (int code = agree_status(comm_, st, "study: figures")) return code;
+    out->set_seconds(seconds_since(t0));
+    return 0;
+  }
+
+ private:
+  void Phase(const char* what) {
+    if (me_ != 0) return;
+    std::printf("%s: %s\n", prefix_.c_str(), what);
+    std::fflush(stdout);
+  }
+
+  int Load() {
+    Qwen2MoeOptions opt;
+    opt.train = Qwen2MoeTrain::kRouters;
+    opt.expert_bits = s_.quantize() == "int8" ? 8 : s_.quantize() == "int4" ? 4 : 32;
+    opt.capacity_factor = s_.capacity_factor();
+    opt.seed = s_.seed();
+    auto ctx = backend_context("cpu", s_.deterministic());
+    Status st = ctx.status();
+    if (st.ok()) {
+      opt.exec = *ctx;
+      auto m = Qwen2MoeModel::load(*d_.ck, opt, &comm_);
+      st = m.status();
+      if (st.ok()) model_ = std::move(*m);
+    }
+    if (int code = agree_status(comm_, st, "study: model")) return code;
+    AdamWConfig ac;
+    ac.lr = s_.lr();
+    ac.total_steps = std::max<int64_t>(1, s_.steps());
+    ac.clip_norm = 1.0;
+    trainer_ = std::make_unique<Trainer>(*model_, &comm_, ac);
+    trainer_->set_router_aux_loss(AuxLoss());
+    return 0;
+  }
+
+  double AuxLoss() const {
+    return s_.aux_loss() >= 0 ? s_.aux_loss() : model_->config().router_aux_loss_coef;
+  }
+
+  int Eval(double* loss) {
+    auto l = trainer_->eval(d_.eval_mine);
+    if (int code = agree_status(comm_, l.status(), "study: eval")) return code;
+    *loss = *l;
+    return 0;
+  }
+
+  std::vector<int32_t> Sequence(int64_t position) {
+    const int64_t b = order_.at(position) * L_;
+    return std::vector<int32_t>(d_.ids.begin() + b, d_.ids.begin() + b + L_);
+  }
+
+  int WarmStart(switchyard::RouterStudy* out) {
+    const std::string teacher = model_->config().router;
+    if (router_ == teacher) {
+      out->set_warm_start("none (the model's own " + teacher + " gate)");
+      return 0;
+    }
+    if (!s_.distill().enabled()) {
+      auto old = model_->replace_routers(router_, s_.seed(), 0);
+      if (int code = agree_status(comm_, old.status(), "study: router")) return code;
+      out->set_warm_start("fresh (no distillation)");
+      return 0;
+    }
+    DistillConfig dc;
+    dc.iterations = s_.distill().iterations();
+    dc.lr = s_.distill().lr();
+    dc.max_tokens = s_.distill().max_tokens();
+    std::vector<std::vector<int32_t>> seqs;
+    const int64_t n = std::max<int64_t>(1, (dc.max_tokens + L_ - 1) / L_);
+    for (int64_t b = 0; b < n; ++b) seqs.push_back(Sequence(b * P_ + me_));
+    Phase("warm start, distilling every MoE layer from the gate");
+    const DistillProgress progress = [this](const DistillLayerReport& l, size_t done, size_t total,
+                                            double secs) {
+      if (me_ != 0) return;
+      std::printf("%s:   layer %d (%zu/%zu): KL %.4f -> %.4f, ETA %.0f s\n", prefix_.c_str(),
+                  l.layer, done, total, l.before.kl, l.after.kl,
+                  secs / static_cast<double>(done) * static_cast<double>(total - done));
+      std::fflush(stdout);
+    };
+    auto rep = warm_start_routers(*model_, &comm_, router_, s_.seed(), 0, seqs, dc, progress);
+    if (int code = agree_status(comm_, rep.status(), "study: warm start")) return code;
+    double kl = 0, top1 = 0;
+    for (const auto& l : rep->layers) {
+      kl += l.after.kl;
+      top1 += l.after.top1;
+    }
+    const double n_layers = std::max<double>(1, static_cast<double>(rep->layers.size()));
+    out->set_distill_kl(kl / n_layers);
+    out->set_distill_top1(top1 / n_layers);
+    const bool skipped = !rep->layers.empty() && !rep->layers[0].skipped.empty();
+    out->set_warm_start(skipped ? "replaced (" + rep->layers[0].skipped + ")" : "distilled");
+    return 0;
+  }
+
+  bool Trainable() const {
+    for (MoeLayer* l : model_->sparse_layers())
+      if (l->router().differentiable() && l->router().num_params() > 0) return true;
+    return false;
+  }
+
+  int FineTune(switchyard::RouterStudy* out) {
+    if (s_.steps() == 0 || !Trainable()) {
+      out->set_fine_tune_steps(0);
+      return 0;
+    }
+    out->set_fine_tune_steps(s_.steps());
+    const auto t0 = Clock::now();
+    for (int64_t s = 0; s < s_.steps(); ++s) {
+      std::vector<std::vector<int32_t>> mine;
+      for (int64_t b = 0; b < s_.batch(); ++b)
+        mine.push_back(Sequence(s * s_.batch() * P_ + b * P_ + me_));
+      for (MoeLayer* l : model_->sparse_layers()) l->reset_counters();
+      trainer_->set_step_index(s);
+      auto r = trainer_->step(mine);
+      if (int code = agree_status(comm_, r.status(), "study: fine-tuning step")) return code;
+      const StepRouting routing = GlobalRouting(model_->sparse_layers(), comm_, s);
+      switchyard::StudyLossPoint* p = out->add_curve();
+      p->set_step(s + 1);
+      p->set_loss(r->loss);
+      p->set_aux_loss(r->aux_loss);
+      p->set_max_over_mean(routing.imbalance);
+      if (me_ == 0) {
+        const double secs = seconds_since(t0);
+        std::printf("%s: fine-tune step %lld/%lld loss %.4f aux %.4f max/mean %.2f%s, ETA %.0f s\n",
+                    prefix_.c_str(), (long long)(s + 1), (long long)s_.steps(), r->loss,
+                    r->aux_loss, routing.imbalance, routing.collapsed.empty() ? "" : " (collapsed)",
+                    secs / static_cast<double>(s + 1) * static_cast<double>(s_.steps() - s - 1));
+        std::fflush(stdout);
+      }
+    }
+    return 0;
+  }
+
+  // The held-out sequences once more, as inference: load reports and a trace.
+  int MeasuredPass(switchyard::RouterStudy* out) {
+    Phase("measured pass over the held-out sequences");
+    report_dir_ = dir_ + "/report";
+    trace_dir_ = dir_ + "/trace";
+    if (me_ == 0) {
+      std::error_code ec;
+      fs::remove_all(report_dir_, ec);
+      fs::remove_all(trace_dir_, ec);
+    }
+    comm_.barrier({"study.clean"});
+    const std::vector<MoeLayer*> layers = model_->sparse_layers();
+    RoutingCollector reports(layers, model_->config_json().dump(), comm_, report_dir_);
+    switchyard::TraceConfig tc;
+    tc.set_dir(trace_dir_);
+    const std::unique_ptr<TraceRecorder> trace =
+        make_model_trace(tc, *model_, "infer", d_.ck->dir(), false, comm_);
+    model_->set_replicated_tokens(false);
+    Tensor logits;
+    Status st;
+    const auto t0 = Clock::now();
+    for (size_t k = 0; k < d_.eval_mine.size() && st.ok(); ++k) {
+      const std::vector<int32_t>& seq = d_.eval_mine[k];
+      for (MoeLayer* l : layers) l->reset_counters();
+      model_->set_step(static_cast<int64_t>(k));
+      model_->reset_cache();
+      st = model_->forward(seq.data(), L_, &logits, /*all_logits=*/false);
+      if (!st.ok()) break;
+      reports.add_step(static_cast<int64_t>(k));
+      trace->add_range(static_cast<int64_t>(k), layers, d_.eval_first_index[k], seq.data(), L_);
+    }
+    const double secs = seconds_since(t0);
+    if (int code = agree_status(comm_, st, "study: measured pass")) return code;
+    const int64_t tokens = static_cast<int64_t>(d_.eval_mine.size()) * P_ * L_;
+    reports.finish(tokens, secs, nullptr);
+    double slowest = secs;
+    comm_.allreduce(&slowest, 1, ReduceOp::kMax, {"study.pass"});
+    out->set_tokens_per_s(static_cast<double>(tokens) / slowest);
+    out->set_measured_tokens(tokens);
+    out->set_report_dir("routers/" + router_ + "/report");
+    out->set_trace_dir("routers/" + router_ + "/trace");
+    return finish_trace(trace.get(), tc, comm_);
+  }
+
+  // Router forward on the first latency_tokens router inputs of the held-out data, against the
+  // bare GEMM [T, D] x [D, E]. Each rank times its own replica; rank 0's figures are kept.
+  int Latency(switchyard::RouterStudy* out) {
+    std::vector<std::vector<float>> x_L(static_cast<size_t>(model_->num_layers()));
+    std::vector<int32_t> ids;
+    model_->set_moe_input_capture(&x_L);
+    Tensor logits;
+    Status st;
+    for (size_t k = 0; k < d_.eval_mine.size() && st.ok(); ++k) {
+      if (static_cast<int64_t>(ids.size()) >= s_.latency_tokens()) break;
+      model_->reset_cache();
+      st = model_->forward(d_.eval_mine[k].data(), L_, &logits, false);
+      ids.insert(ids.end(), d_.eval_mine[k].begin(), d_.eval_mine[k].end());
+    }
+    model_->set_moe_input_capture(nullptr);
+    model_->reset_cache();
+    if (int code = agree_status(comm_, st, "study: router inputs")) return code;
+    const int64_t T = std::min<int64_t>(s_.latency_tokens(), static_cast<int64_t>(ids.size()));
+    const int64_t D = model_->config().hidden_size, E = model_->config().num_experts;
+    const double per_1k = 1000.0 / static_cast<double>(T);
+    std::vector<float> w(static_cast<size_t>(E * D), 0.01f), c(static_cast<size_t>(T * E));
+    RouterOutput ro;
+    for (int64_t layer = 0; layer < model_->num_layers(); ++layer) {
+      MoeLayer* l = model_->moe_layer(layer);
+      if (!l) continue;
+      const float* x = x_L[static_cast<size_t>(layer)].data();
+      Router& r = l->router();
+      r.forward(x, ids.data(), T, &ro);  // warm
+      switchyard::StudyLayer* sl = out->add_layers();
+      sl->set_layer(static_cast<int32_t>(layer));
+      sl->set_params(r.num_params());
+      sl->set_flops_per_token(r.flops_per_token());
+      sl->set_router_us_per_1k(
+          MedianMicros(s_.latency_repeats(), [&] { r.forward(x, ids.data(), T, &ro); }) * per_1k);
+      sl->set_gemm_us_per_1k(MedianMicros(s_.latency_repeats(),
+                                          [&] {
+                                            ops::gemm(model_->ctx(), false, true, T, E, D, 1.0f, x,
+                                                      D, w.data(), D, 0.0f, c.data(), E);
+                                          }) *
+                             per_1k);
+    }
+    comm_.barrier({"study.latency"});
+    return 0;
+  }
+
+  // Rank 0: the per-layer figures from the merged load reports and the trace.
+  Status Figures(switchyard::RouterStudy* out) {
+    SY_ASSIGN_OR_RETURN(RankReportSet set, load_rank_reports(report_dir_));
+    SY_ASSIGN_OR_RETURN(switchyard::ClusterReport cr, merge_rank_reports(set.reports, set.files));
+    SY_ASSIGN_OR_RETURN(Trace trace, read_trace(trace_dir_));
+    // The trace replayed at this P: at the run's own capacity (ranks per token), 1.0 and 1.25.
+    std::vector<RouterProjection> replays;
+    for (double c : {std::nan(""), 1.0, 1.25}) {
+      ProjectOptions po;
+      po.ranks = {P_};
+      po.capacity_factor = c;
+      po.interleaved = true;
+      po.hidden = model_->config().hidden_size;
+      po.ffn_hidden = model_->config().moe_intermediate_size;
+      SY_ASSIGN_OR_RETURN(po.cluster, cluster_preset("dgx-h100"));
+      SY_ASSIGN_OR_RETURN(RouterProjection rp, project_trace(trace, po));
+      replays.push_back(std::move(rp));
+    }
+    const RoutingMetricsConfig mc;
+    return study_figures(
+        cr, replays[0], replays[1], replays[2],
+        mc.collapse_threshold(model_->config().num_experts, model_->config().num_experts_per_tok),
+        out);
+  }
+
+  const switchyard::StudyConfig& s_;
+  const StudyData& d_;
+  Communicator& comm_;
+  const std::string router_, dir_;
+  double* loss_gate_;
+  const int me_, P_;
+  const int64_t L_;
+  DataOrder order_;
+  std::string prefix_, report_dir_, trace_dir_;
+  std::unique_ptr<Qwen2MoeModel> model_;
+  std::unique_ptr<Trainer> trainer_;
+};
+
+// Rank 0 decides which routers are finished (a result with the same settings hash); every
+// rank learns it through one all-reduce.
+std::vector<int64_t> FinishedMask(Communicator& comm, const std::string& out,
+                                  const std::vector<std::string>& routers,
+                                  const switchyard::StudySettings& st,
+                                  std::vector<switchyard::RouterStudy>* results) {
+  std::vector<int64_t> done(routers.size(), 0);
+  if (comm.rank() == 0)
+    for (size_t i = 0; i < routers.size(); ++i) {
+      switchyard::RouterStudy r;
+      const std::string path = out + "/routers/" + routers[i] + "/result.json";
+      if (fs::exists(path) && ReadJsonMessage(path, &r).ok() &&
+          r.settings_hash() == RouterHash(st, routers[i])) {
+        done[i] = 1;
+        (*results)[i] = r;
+      }
+    }
+  comm.allreduce(done.data(), static_cast<int64_t>(done.size()), ReduceOp::kMax,
+                 {"study.finished"});
+  return done;
+}
+
+int RunStudy(const CommandConfig& cc) {
+  MpiRuntime mpi(nullptr, nullptr);
+  const std::unique_ptr<Communicator> world = open_world_communicator();
+  Communicator& comm = *world;
+  switchyard::StudyConfig s;
+  Status st = cc.resolve(&s);
+  if (st.ok()) st = validate_study_config(s);
+  std::vector<std::string> routers;
+  if (st.ok()) {
+    auto r = ResolveRouters(s.routers());
+    st = r.status();
+    if (st.ok()) routers = *r;
+  }
+  if (int code = agree_status(comm, st, "study: config")) return code;
+  if (int code = agree_config(comm, config_text(s))) return code;
+  if (cc.print_config()) {
+    if (comm.rank() == 0) std::printf("%s", config_text(s).c_str());
+    return 0;
+  }
+  const int me = comm.rank(), P = comm.size();
+  StudyData data;
+  st = PrepareData(s, me, P, &data);
+  if (int code = agree_status(comm, st, "study")) return code;
+  const switchyard::StudySettings settings = MakeSettings(s, data, P);
+  st = Status::Ok();
+  if (me == 0) {
+    st = CheckFolder(s.out(), settings);
+    if (st.ok()) {
+      std::error_code ec;
+      fs::create_directories(s.out() + "/routers", ec);
+      if (ec) st = BadInput("study: cannot create " + s.out() + ": " + ec.message());
+    }
+    if (st.ok()) st = WriteJsonMessage(s.out() + "/settings.json", settings);
+  }
+  if (int code = agree_status(comm, st, "study: folder")) return code;
+
+  std::vector<switchyard::RouterStudy> results(routers.size());
+  const std::vector<int64_t> done = FinishedMask(comm, s.out(), routers, settings, &results);
+  int64_t todo = 0;
+  for (int64_t d : done) todo += d == 0;
+  if (me == 0) {
+    std::printf(
+        "switchyard study: %s, %d rank%s, %zu router%s (%lld to run, %lld finished before), "
+        "experts %s, %lld fine-tuning steps of %lld x %d x %lld tokens, %zu held-out sequences "
+        "of %lld\n",
+        data.ck->dir().c_str(), P, P == 1 ? "" : "s", routers.size(),
+        routers.size() == 1 ? "" : "s", (long long)todo,
+        (long long)(static_cast<int64_t>(routers.size()) - todo), s.quantize().c_str(),
+        (long long)s.steps(), (long long)s.batch(), P, (long long)s.seq_len(),
+        data.eval_mine.size() * static_cast<size_t>(P), (long long)s.seq_len());
+    std::fflush(stdout);
+  }
+  double loss_gate = std::nan("");
+  for (size_t i = 0; i < routers.size(); ++i)
+    if (done[i]) loss_gate = results[i].loss_gate();
+  comm.allreduce(&loss_gate, 1, ReduceOp::kMax, {"study.gate"});  // NaN everywhere or a value
+  const auto t0 = Clock::now();
+  int64_t ran = 0;
+  for (size_t i = 0; i < routers.size(); ++i) {
+    if (done[i]) continue;
+    char prefix[160];
+    const double eta =
+        ran > 0 ? seconds_since(t0) / static_cast<double>(ran) * static_cast<double>(todo - ran)
+                : -1;
+    std::snprintf(prefix, sizeof prefix, "[study %lld/%lld %s]", (long long)(ran + 1),
+                  (long long)todo, routers[i].c_str());
+    if (me == 0) {
+      if (eta >= 0)
+        std::printf("%s: starting; study ETA %.0f s\n", prefix, eta);
+      else
+        std::printf("%s: starting\n", prefix);
+      std::fflush(stdout);
+    }
+    const std::string dir = s.out() + "/routers/" + routers[i];
+    RouterRun run(s, data, comm, routers[i], dir, &loss_gate);
+    switchyard::RouterStudy r;
+    if (int code = run.run(&r, prefix)) return code;
+    r.set_settings_hash(RouterHash(settings, routers[i]));
+    st = me == 0 ? WriteJsonMessage(dir + "/result.json", r) : Status::Ok();
+    if (int code = agree_status(comm, st, "study: result")) return code;
+    if (me == 0) {
+      std::printf(
+          "%s: done in %.0f s: held-out loss %.4f (gate %.4f, warm start %.4f), "
+          "max/mean load %.2f, %.0f tok/s\n",
+          prefix, r.seconds(), r.loss_tuned(), r.loss_gate(), r.loss_warm(),
+          r.overall().expert_load_max_over_mean(), r.tokens_per_s());
+      std::fflush(stdout);
+    }
+    results[i] = r;
+    ++ran;
+  }
+  st = Status::Ok();
+  if (me == 0) {
+    switchyard::Study study;
+    study.set_switchyard_version(kVersion);
+    *study.mutable_settings() = settings;
+    for (const auto& r : results) *study.add_routers() = r;
+    study.set_num_experts(static_cast<int32_t>(data.cfg.num_experts));
+    study.set_top_k(static_cast<int32_t>(data.cfg.num_experts_per_tok));
+    study.set_d_model(static_cast<int32_t>(data.cfg.hidden_size));
+    int moe_layers = 0;
+    for (int64_t l = 0; l < data.cfg.num_hidden_layers; ++l) moe_layers += data.cfg.is_sparse(l);
+    study.set_moe_layers(moe_layers);
+    RoutingMetricsConfig mc;
+    study.set_collapse_threshold(
+        mc.collapse_threshold(data.cfg.num_experts, data.cfg.num_experts_per_tok));
+    st = write_study(s.out(), study);
+    if (st.ok()) {
+      std::printf("%s", study_text(study).c_str());
+      std::printf("wrote %s/study.json, study.md, study.html\n", s.out().c_str());
+    }
+  }
+  return agree_status(comm, st, "study: output");
+}
+
+}  // namespace
+
+void add_study_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(
+      "study",
+      "The router comparison of \"Optimizing MoE Routers\" in one command: every router "
+      "warm-started from the model's gate, fine-tuned (routers only), evaluated and measured on "
+      "the same model, data and ranks; study.json, study.md, study.html");
+  auto c = std::make_shared<CommandConfig>(cmd, switchyard::StudyConfig::default_instance());
+  c->add_config_options();
+  c->option("--model", "model",
+            "Hugging Face checkpoint folder (qwen2_moe); default: the embedded default model");
+  c->option("--routers", "routers", "comma-separated router names, paper (the six), or all");
+  c->option("--quantize", "quantize", "routed experts: none | int8 | int4")
+      ->check(CLI::IsMember({"none", "int8", "int4"}));
+  c->option("--steps", "steps", "router-only fine-tuning steps per router (0: none)");
+  c->option("--seq-len", "seq_len", "tokens per sequence");
+  c->option("--batch", "batch", "sequences per rank per step");
+  c->option("--lr", "lr", "peak learning rate of the fine-tuning");
+  c->option("--aux-loss", "aux_loss",
+            "Switch load-balancing loss coefficient (< 0: the checkpoint's)");
+  c->option("--capacity-factor", "capacity_factor", "expert capacity of the runs (<= 0: dropless)");
+  c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");
+  c->option("--token-file", "token_file", "a binary token file instead of --corpus");
+  c->option("--data-dir", "data_dir", "data folder (default: $SY_DATA_DIR or data/)");
+  c->option("--eval-tokens", "eval_tokens", "tokens held out at the end of the data");
+  c->option("--seed", "seed", "seed of the replaced routers");
+  c->option("--data-seed", "data_seed", "seed of the data order");
+  c->flag("--distill,!--no-distill", "distill.enabled",
+          "warm-start each router by distillation from the gate (default on)");
+  c->option("--distill-iters", "distill.iterations", "Adam steps per layer");
+  c->option("--out", "out", "the study folder (resumable: finished routers are kept)");
+  c->flag("--deterministic", "deterministic", "row-stable GEMMs");
+  cmd->callback([c] { set_exit_code(RunStudy(*c)); });
+}
+
+}  // namespace sy::launch

@@ -1,0 +1,40 @@
+#include "launch/step_routing.h"
+
+#include <algorithm>
+
+#include "routers/metrics.h"
+#include "runtime/moe/moe_layer.h"
+
+namespace sy::launch {
+
+StepRouting GlobalRouting(const std::vector<MoeLayer*>& layers, Communicator& comm, int64_t step) {
+  // One all-reduce: every MoE layer's routed-per-expert counts, then its dropped-per-expert.
+  std::vector<int64_t> v;
+  for (MoeLayer* l : layers) {
+    const MoeLayerCounters& c = l->counters();
+    v.insert(v.end(), c.routed_E.begin(), c.routed_E.end());
+    v.insert(v.end(), c.dropped_E.begin(), c.dropped_E.end());
+  }
+  comm.allreduce(v.data(), static_cast<int64_t>(v.size()), ReduceOp::kSum,
+                 {"train.routing", -1, step});
+  StepRouting r;
+  int64_t routed = 0, dropped = 0;
+  const int64_t* row = v.data();
+  int index = 0;
+  for (MoeLayer* l : layers) {
+    const int64_t E = l->config().num_experts;
+    const RoutingMetrics m =
+        routing_metrics_from_counts(nullptr, nullptr, 0, E, l->config().top_k, row, row + E);
+    row += 2 * E;
+    routed += m.routed;
+    dropped += m.dropped;
+    r.imbalance = std::max(r.imbalance, m.imbalance);
+    if (m.collapsed) r.collapsed.push_back(index);
+    ++index;
+    if (r.collapse_threshold == 0) r.collapse_threshold = m.collapse_threshold;
+  }
+  r.drop_fraction = routed > 0 ? static_cast<double>(dropped) / static_cast<double>(routed) : 0;
+  return r;
+}
+
+}  // namespace sy::launch

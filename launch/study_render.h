@@ -1,0 +1,38 @@
+// `switchyard study`'s figures and outputs (launch/cmd_study.cc runs the study):
+//   - study_figures: one router's per-layer routing, load and traffic figures from the merged
+//     load reports of its measured pass and from its routing trace replayed through the
+//     runtime's capacity plan (runtime/project/projection.h);
+//   - study.json (proto/study.proto's Study, canonical JSON), study.md (Markdown tables, one
+//     column per router, ready to paste) and study.html (runtime/report/compare.h's page: one bar
+//     chart per figure, loss curves, per-layer expert-load heat maps and traffic matrices).
+#pragma once
+
+#include <string>
+
+#include "proto/report.pb.h"
+#include "proto/study.pb.h"
+#include "runtime/core/status.h"
+#include "runtime/project/projection.h"
+
+namespace sy::launch {
+
+// Fills out->layers (matched by position: the i-th MoE layer; the latency fields are kept)
+// and out->overall from the merged report `cr` of the measured pass and three replays of its
+// trace at the pass's P: at the run's own capacity factor (`own`: ranks per token), at 1.0
+// and at 1.25 (drops). BadInput when their layers do not line up.
+Status study_figures(const switchyard::ClusterReport& cr, const RouterProjection& own,
+                     const RouterProjection& c100, const RouterProjection& c125,
+                     double collapse_threshold, switchyard::RouterStudy* out);
+
+// The terminal summary: one line per router.
+std::string study_text(const switchyard::Study& s);
+
+// Writes dir/study.json, dir/study.md and dir/study.html (each atomically). The page and the
+// tables read each router's load reports again (dir/<report_dir>).
+Status write_study(const std::string& dir, const switchyard::Study& s);
+
+// The chart ids study.html holds (the page's test finds every one).
+StatusOr<std::vector<std::string>> study_chart_ids(const std::string& dir,
+                                                   const switchyard::Study& s);
+
+}  // namespace sy::launch
