@@ -347,6 +347,10 @@ void add_infer_command(CLI::App& app) {
   m->flag("--deterministic", "deterministic",
           "with --model: row-stable GEMMs, so P ranks give the logits of 1 rank bitwise "
           "(slower)");
+  m->flag("--distill,!--no-distill", "distill.enabled",
+          "with --model --router R (another kind than the checkpoint's gate): warm-start R "
+          "by distillation from the gate on the input (default on); off: fresh routers");
+  m->option("--distill-iters", "distill.iterations", "Adam steps per layer of the warm start");
   m->option("--repeat", "repeat",
             "with --model: run the forward this many times, "
             "report the best time");

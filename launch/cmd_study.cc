@@ -33,14 +33,15 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include "comm/fault.h"
 #include "comm/mpi_communicator.h"
 #include "launch/commands.h"
 #include "launch/config.h"
 #include "launch/config_cli.h"
 #include "launch/infer_run.h"
-#include "launch/step_routing.h"
 #include "launch/study_render.h"
 #include "launch/trace_run.h"
+#include "launch/train_progress.h"
 #include "proto/study.pb.h"
 #include "routers/metrics.h"
 #include "routers/registry.h"
@@ -351,15 +352,8 @@ class RouterRun {
     const int64_t n = std::max<int64_t>(1, (dc.max_tokens + L_ - 1) / L_);
     for (int64_t b = 0; b < n; ++b) seqs.push_back(Sequence(b * P_ + me_));
     Phase("warm start, distilling every MoE layer from the gate");
-    const DistillProgress progress = [this](const DistillLayerReport& l, size_t done, size_t total,
-                                            double secs) {
-      if (me_ != 0) return;
-      std::printf("%s:   layer %d (%zu/%zu): KL %.4f -> %.4f, ETA %.0f s\n", prefix_.c_str(),
-                  l.layer, done, total, l.before.kl, l.after.kl,
-                  secs / static_cast<double>(done) * static_cast<double>(total - done));
-      std::fflush(stdout);
-    };
-    auto rep = warm_start_routers(*model_, &comm_, router_, s_.seed(), 0, seqs, dc, progress);
+    auto rep = warm_start_routers(*model_, &comm_, router_, s_.seed(), 0, seqs, dc,
+                                  distill_progress_printer(me_, prefix_ + ":   "));
     if (int code = agree_status(comm_, rep.status(), "study: warm start")) return code;
     double kl = 0, top1 = 0;
     for (const auto& l : rep->layers) {
@@ -392,6 +386,7 @@ class RouterRun {
       for (int64_t b = 0; b < s_.batch(); ++b)
         mine.push_back(Sequence(s * s_.batch() * P_ + b * P_ + me_));
       for (MoeLayer* l : model_->sparse_layers()) l->reset_counters();
+      inject_process_faults(me_, s);  // SY_FAULT=kill|exit|...@rank=r,step=s (tests)
       trainer_->set_step_index(s);
       auto r = trainer_->step(mine);
       if (int code = agree_status(comm_, r.status(), "study: fine-tuning step")) return code;

@@ -30,8 +30,8 @@
 #include "launch/config.h"
 #include "launch/config_cli.h"
 #include "launch/infer_run.h"
-#include "launch/step_routing.h"
 #include "launch/trace_run.h"
+#include "launch/train_progress.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
 #include "runtime/data/token_file.h"
@@ -294,16 +294,8 @@ class TrainRun {
             teacher.c_str(), t_.router.c_str(), (long long)a_.distill_cfg.iterations);
         std::fflush(stdout);
       }
-      const DistillProgress progress = [this](const DistillLayerReport& l, size_t done,
-                                              size_t total, double secs) {
-        if (me_ != 0) return;
-        std::printf("  distilled layer %d (%zu/%zu): KL %.4f -> %.4f, %.1f s, ETA %.0f s\n",
-                    l.layer, done, total, l.before.kl, l.after.kl, secs,
-                    secs / static_cast<double>(done) * static_cast<double>(total - done));
-        std::fflush(stdout);
-      };
-      auto rep =
-          warm_start_routers(model, &comm_, t_.router, a_.seed, 0, seqs, a_.distill_cfg, progress);
+      auto rep = warm_start_routers(model, &comm_, t_.router, a_.seed, 0, seqs, a_.distill_cfg,
+                                    distill_progress_printer(me_));
       if (int code = agree_status(comm_, rep.status(), "train: router warm start")) return code;
       print_distill_report(*rep, &comm_);
     } else {

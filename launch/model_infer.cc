@@ -19,6 +19,7 @@
 #include "launch/infer_run.h"
 #include "launch/progress.h"
 #include "launch/trace_run.h"
+#include "launch/train_progress.h"
 #include "routers/metrics.h"
 #include "runtime/backend/ops.h"
 #include "runtime/data/corpus.h"
@@ -29,6 +30,7 @@
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/npy.h"
 #include "runtime/model/model.h"
+#include "runtime/model/qwen2_moe.h"
 #include "runtime/report/load_report.h"
 
 namespace sy::launch {
@@ -160,7 +162,8 @@ ModelOptions ToModelOptions(const ModelInferArgs& a) {
   opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
   opt.quant_group = a.quant_group;
   opt.capacity_factor = a.capacity_factor;
-  opt.router = a.router;
+  // A router distilled from the gate starts from the gate: the checkpoint's router is loaded.
+  opt.router = a.distill ? "" : a.router;
   opt.seed = a.seed;
   opt.upcycle_experts = a.upcycle_experts;
   opt.moe_every = a.moe_every;
@@ -445,7 +448,54 @@ ModelInferArgs ModelInferArgs::FromConfig(const switchyard::ModelInferConfig& c)
   a.deterministic = c.deterministic();
   a.backend = c.backend();
   a.trace = c.trace();
+  a.distill = c.distill().enabled();
+  a.distill_cfg.iterations = c.distill().iterations();
+  a.distill_cfg.lr = c.distill().lr();
+  a.distill_cfg.max_tokens = c.distill().max_tokens();
   return a;
+}
+
+// --router R (not the checkpoint's kind) with distillation: every gate replaced by R, each
+// fitted to its gate on this rank's share of the input (sequences of seq_len, or of 256
+// tokens, dealt round-robin; the whole input on every rank when it is shorter than one per
+// rank), as `train` warm-starts a replaced router. Collective. Returns the exit code.
+int WarmStartRouters(const ModelInferArgs& a, const Inputs& in, Model& model, Communicator& comm) {
+  auto* qwen = dynamic_cast<Qwen2MoeModel*>(&model);
+  Status st;
+  if (!qwen)
+    st = InvalidArgument("--router " + a.router + " on a " + model.model_type() +
+                         " checkpoint: the warm start by distillation from its gate is "
+                         "implemented for qwen2_moe; pass --no-distill to run freshly "
+                         "initialised " +
+                         a.router + " routers (random routing)");
+  if (int code = agree_status(comm, st, "infer --model --router")) return code;
+  const int me = comm.rank(), P = comm.size();
+  const int64_t L = a.seq_len > 0 ? a.seq_len : std::min<int64_t>(256, model.max_positions());
+  std::vector<int32_t> ids = in.ids;
+  if (ids.empty()) {  // --token-file with --seq-len: this rank's own sequences
+    auto shard = read_token_shard(a.token_file, L, me, P);
+    st = shard.status();
+    if (st.ok()) ids = shard->ids_NL;
+  }
+  if (int code = agree_status(comm, st, "infer --model --router: distillation input")) return code;
+  std::vector<std::vector<int32_t>> seqs;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const bool shared = a.token_file.empty() || a.seq_len == 0;  // every rank holds all of ids
+  for (int64_t s = shared ? me : 0; s * L < n; s += shared ? P : 1)
+    seqs.emplace_back(ids.begin() + s * L, ids.begin() + std::min(n, (s + 1) * L));
+  if (seqs.empty()) seqs.emplace_back(ids.begin(), ids.begin() + std::min(n, L));
+  if (me == 0) {
+    std::printf(
+        "router warm start: %s -> %s, distilling each MoE layer on the input (%lld Adam "
+        "iterations; --no-distill: fresh routers)\n",
+        qwen->config().router.c_str(), a.router.c_str(), (long long)a.distill_cfg.iterations);
+    std::fflush(stdout);
+  }
+  auto rep = warm_start_routers(*qwen, &comm, a.router, a.seed, 0, seqs, a.distill_cfg,
+                                distill_progress_printer(me));
+  if (int code = agree_status(comm, rep.status(), "infer --model: router warm start")) return code;
+  print_distill_report(*rep, &comm);
+  return 0;
 }
 
 int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
@@ -458,9 +508,21 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
 
   const int64_t base_rss = RssBytes();
   const auto t_load = std::chrono::steady_clock::now();
+  // --router of another kind than the checkpoint's gate (not an upcycled dense BERT, whose
+  // routers are new by construction): distilled from the gate, or fresh with --no-distill.
+  {
+    StatusOr<std::string> saved = JsonConfigReader(in.ck->config(), in.ck->dir())
+                                      .get_string("switchyard_router", kDefaultRouterName);
+    const bool replaces = !a.router.empty() && a.upcycle_experts == 0 &&
+                          in.ck->config().value("model_type", std::string()) != "bert" &&
+                          (!saved.ok() || a.router != saved.value());
+    a.distill = a.distill && replaces;
+  }
   std::unique_ptr<Model> model;
   st = LoadModel(a, in, comm, &model);
   if (int code = agree_status(comm, st, "infer --model: load")) return code;
+  if (a.distill)
+    if (int code = WarmStartRouters(a, in, *model, comm)) return code;
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   {
@@ -468,7 +530,7 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
     StatusOr<std::string> saved = JsonConfigReader(in.ck->config(), in.ck->dir())
                                       .get_string("switchyard_router", kDefaultRouterName);
     const std::vector<MoeLayer*> moe = model->sparse_layers();
-    a.fresh_routers = !a.router.empty() && saved.ok() && a.router != saved.value() &&
+    a.fresh_routers = !a.distill && !a.router.empty() && saved.ok() && a.router != saved.value() &&
                       !moe.empty() && moe.front()->router().num_params() > 0;
   }
   if (comm.rank() == 0) {
@@ -482,8 +544,8 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
     if (a.fresh_routers)
       std::printf(
           "note: --router %s replaced every MoE gate by a freshly initialised %s router "
-          "(random weights, neither distilled nor trained): its routing is synthetic; "
-          "`switchyard train --what routers --router %s` fits one to the gate first\n",
+          "(random weights, neither distilled nor trained: --no-distill): its routing is "
+          "synthetic; `switchyard train --what routers --router %s` fits one to the gate\n",
           a.router.c_str(), a.router.c_str(), a.router.c_str());
     std::fflush(stdout);
   }

@@ -12,6 +12,7 @@
 
 #include "comm/communicator.h"
 #include "proto/commands.pb.h"
+#include "runtime/train/distill.h"
 
 namespace sy::launch {
 
@@ -38,8 +39,13 @@ struct ModelInferArgs {
   std::string quantize;   // none | int8 | int4 (routed experts)
   int64_t quant_group = 0;
   std::string router;  // empty: the checkpoint's (linear)
-  // Set at load: --router named another kind than the checkpoint's and it has parameters, so
-  // every gate was replaced by a freshly initialised router (synthetic routing in traces).
+  // --router of another kind than the checkpoint's gate: distill each new router from the
+  // gate on this rank's input first (Qwen2-MoE; other models refuse unless distill is off).
+  bool distill = true;
+  DistillConfig distill_cfg;
+  // Set at load: --router named another kind than the checkpoint's, it has parameters and
+  // distill was off, so every gate was replaced by a freshly initialised router (synthetic
+  // routing in traces).
   bool fresh_routers = false;
   double capacity_factor = 0.0;  // <= 0: dropless (Hugging Face semantics)
   int64_t max_new_tokens = 0;

@@ -258,8 +258,11 @@ StatusOr<Comparison> StudyComparison(const std::string& dir, const switchyard::S
   std::vector<const switchyard::ClusterReport*> ptrs;
   for (const auto& cr : *merged) ptrs.push_back(&cr);
   SY_ASSIGN_OR_RETURN(Comparison c, compare_reports(labels, ptrs, 1));
+  // compare_reports' routing and communication figures say again, over the steady forwards,
+  // what the study's rows say over all of them; its times per step are kept.
   std::vector<MetricRow> rows = StudyRows(s);
-  rows.insert(rows.end(), c.rows.begin(), c.rows.end());
+  for (const MetricRow& row : c.rows)
+    if (row.group == "time") rows.push_back(row);
   c.rows = std::move(rows);
   Series loss{"finetune_loss", "fine-tuning loss (language model)", "nats", {}};
   Series imb{"finetune_max_mean", "fine-tuning: worst layer's expert load max/mean", "", {}};
@@ -339,13 +342,6 @@ Status write_study(const std::string& dir, const switchyard::Study& s) {
   SY_RETURN_IF_ERROR(write_file_atomic(dir + "/study.md", md));
   const std::string html = comparison_html(c, "Switchyard router study", "<p>" + settings + "</p>");
   return write_file_atomic(dir + "/study.html", html);
-}
-
-StatusOr<std::vector<std::string>> study_chart_ids(const std::string& dir,
-                                                   const switchyard::Study& s) {
-  std::vector<switchyard::ClusterReport> merged;
-  SY_ASSIGN_OR_RETURN(Comparison c, StudyComparison(dir, s, &merged));
-  return comparison_chart_ids(c);
 }
 
 }  // namespace sy::launch

@@ -31,8 +31,4 @@ std::string study_text(const switchyard::Study& s);
 // tables read each router's load reports again (dir/<report_dir>).
 Status write_study(const std::string& dir, const switchyard::Study& s);
 
-// The chart ids study.html holds (the page's test finds every one).
-StatusOr<std::vector<std::string>> study_chart_ids(const std::string& dir,
-                                                   const switchyard::Study& s);
-
 }  // namespace sy::launch

@@ -6,7 +6,8 @@
 #      E is exit 21);
 #   3. the README's NumPy lines read a shard (skipped, with a note, without NumPy);
 #   4. `train --trace` on a tiny Qwen2-MoE over 2 ranks: every step, every rank's tokens; `infer
-#      --model --router` says when it runs fresh routers, and only then traces synthetic routing;
+#      --model --router` distills the new router from the gate, or with --no-distill says it runs
+#      fresh routers and only then traces synthetic routing;
 #   5. truncated and tampered shards, a missing shard: exit 22 naming the file.
 # Usage: trace_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. Exit 77 (ctest skip) without the tokenizer.
 set -uo pipefail
@@ -89,20 +90,27 @@ expect 0 train-stats "$bin" trace stats "$work/train" --json
 check train-stats-tokens python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
 t=j['trace']; assert t['source']=='train' and t['steps']==3 and t['tokens']==3*2*2*16, t" \
   "$work/train-stats.log"
-# infer --model with --router: another kind than the checkpoint's is a fresh, random router (said
+# infer --model with --router: another kind than the checkpoint's is distilled from the gate on
+# the input first (not synthetic routing), or with --no-distill a fresh, random router (said
 # once, and its trace is synthetic routing); the checkpoint's own kind is not a replacement.
-for r in mlp linear; do
-  expect 0 "model-router-$r" "$bin" infer --model "$work/model" --router "$r" --corpus excerpt \
-    --max-tokens 64 --seq-len 16 --trace "$work/model-$r"
+for r in mlp mlp-fresh linear; do
+  flags=()
+  [ "$r" = mlp ] && flags=(--distill-iters 5)
+  [ "$r" = mlp-fresh ] && flags=(--no-distill)
+  expect 0 "model-router-$r" "$bin" infer --model "$work/model" --router "${r%-fresh}" \
+    "${flags[@]}" --corpus excerpt --max-tokens 64 --seq-len 16 --trace "$work/model-$r"
   expect 0 "model-router-$r-stats" "$bin" trace stats "$work/model-$r" --json
 done
-check model-router-mlp-says grep -q "note: --router mlp replaced every MoE gate by a freshly" \
+check model-router-mlp-fresh-says grep -q "note: --router mlp replaced every MoE gate by a freshly" \
+  "$work/model-router-mlp-fresh.log"
+check model-router-mlp-distills grep -q "router warm start: linear -> mlp, distilled on 64 router inputs" \
   "$work/model-router-mlp.log"
-check model-router-linear-quiet bash -c "! grep -q 'note: --router' '$work/model-router-linear.log'"
+check model-router-linear-quiet bash -c "! grep -q 'note: --router\|warm start' '$work/model-router-linear.log'"
 check model-router-synthetic python3 -c "import json,sys
-a = json.load(open(sys.argv[1]))['trace']; b = json.load(open(sys.argv[2]))['trace']
-assert a['synthetic_routing'] and not b['synthetic_routing'], (a, b)" \
-  "$work/model-router-mlp-stats.log" "$work/model-router-linear-stats.log"
+a, b, c = (json.load(open(f))['trace'] for f in sys.argv[1:])
+assert a['synthetic_routing'] and not b['synthetic_routing'] and not c['synthetic_routing'], (a, b, c)" \
+  "$work/model-router-mlp-fresh-stats.log" "$work/model-router-mlp-stats.log" \
+  "$work/model-router-linear-stats.log"
 
 # 5. Bad traces: exit 22 naming the file.
 cp -r "$work/np2" "$work/bad"

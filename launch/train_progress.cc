@@ -1,6 +1,7 @@
-#include "launch/step_routing.h"
+#include "launch/train_progress.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "routers/metrics.h"
 #include "runtime/moe/moe_layer.h"
@@ -35,6 +36,16 @@ StepRouting GlobalRouting(const std::vector<MoeLayer*>& layers, Communicator& co
   }
   r.drop_fraction = routed > 0 ? static_cast<double>(dropped) / static_cast<double>(routed) : 0;
   return r;
+}
+
+DistillProgress distill_progress_printer(int rank, std::string prefix) {
+  return [rank, prefix](const DistillLayerReport& l, size_t done, size_t total, double secs) {
+    if (rank != 0) return;
+    std::printf("%sdistilled layer %d (%zu/%zu): KL %.4f -> %.4f, %.1f s, ETA %.0f s\n",
+                prefix.c_str(), l.layer, done, total, l.before.kl, l.after.kl, secs,
+                secs / static_cast<double>(done) * static_cast<double>(total - done));
+    std::fflush(stdout);
+  };
 }
 
 }  // namespace sy::launch

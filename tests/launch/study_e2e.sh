@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# End-to-end checks of `switchyard study` on a tiny Qwen2-MoE checkpoint, 2 ranks:
+#   1. bad input: an unknown router in the list, a router listed twice, a BERT checkpoint
+#      (exit 21, the reason named), nothing written;
+#   2. linear (the model's gate), hash and mlp (distilled, fine-tuned) with int4 experts:
+#      study.json, study.md and study.html written; every router has its losses, latency,
+#      per-layer figures and loss curve (hash none: it has no gradient); the figures that come
+#      from the traces and reports (load per expert, drops at c = 1.0, bytes to other ranks per
+#      token, ranks per token) recomputed independently from the saved traces
+#      (study_check.py); the page loads in headless Chromium with every chart;
+#   3. resumable: a rerun runs nothing and leaves the results as they are; a fault that kills
+#      the job during a router's fine-tuning loses none of the finished routers, and the rerun
+#      runs only the missing one; other settings rerun every router;
+#   4. a study folder of another model is refused (exit 21) and keeps its results.
+# Usage: study_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
+set -uo pipefail
+bin=$1 work=$2 data=$3 src=$4
+export SY_DATA_DIR=$data
+# shellcheck source=tests/launch/e2e_lib.sh
+source "$src/tests/launch/e2e_lib.sh"
+e2e_begin
+
+tiny_qwen "$work/ckpt" "$work/tokens.bin"
+study() {
+  timeout 300 mpirun --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS -x SY_FAULT \
+    -x SY_COLLECTIVE_TIMEOUT_S=60 "$bin" study --model "$work/ckpt" --token-file "$work/tokens.bin" \
+    --seq-len 32 --eval-tokens 512 --batch 2 --distill-iters 10 --set latency_repeats=3 \
+    --set latency_tokens=128 "$@"
+}
+export SY_FAULT=
+
+# 1. Bad input.
+expect 21 unknown-router study --routers linear,nosuch --out "$work/bad"
+check unknown-router-named grep -q "unknown router 'nosuch'" "$work/unknown-router.log"
+expect 21 twice study --routers mlp,mlp --out "$work/bad"
+check twice-named grep -q "'mlp' is listed twice" "$work/twice.log"
+expect 0 init-bert "$bin" init --arch bert_moe --set hidden_size=32 --set num_hidden_layers=1 \
+  --set num_attention_heads=2 --set intermediate_size=64 --out "$work/bert"
+expect 21 bert study --model "$work/bert" --routers linear --out "$work/bad"
+check bert-named grep -q "bert_moe checkpoint; study runs on decoders" "$work/bert.log"
+check bad-nothing-written test ! -e "$work/bad/study.json"
+# infer --router on a BERT-MoE checkpoint: no distillation there, so refused unless asked for
+# fresh routers.
+expect 21 bert-router "$bin" infer --model "$work/bert" --router mlp --token-ids 101,7592,102
+check bert-router-named grep -q "pass --no-distill" "$work/bert-router.log"
+expect 0 bert-router-fresh "$bin" infer --model "$work/bert" --router mlp --no-distill \
+  --token-ids 101,7592,102
+
+# 2. Three routers.
+out=$work/study
+expect 0 study study --routers linear,hash,mlp --steps 3 --quantize int4 --out "$out"
+for f in study.json study.md study.html; do check "wrote-$f" test -s "$out/$f"; done
+check progress grep -q "\[study 3/3 mlp\]: fine-tune step 3/3 .* ETA" "$work/study.log"
+check figures python3 - "$out/study.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+rs = {r["router"]: r for r in s["routers"]}
+assert list(rs) == ["linear", "hash", "mlp"], list(rs)
+for name, r in rs.items():
+    for k in ("loss_gate", "loss_warm", "loss_tuned", "tokens_per_s"):
+        assert r[k] > 0, (name, k, r.get(k))
+    assert len(r["layers"]) == 2, name
+    for l in r["layers"]:
+        assert l["router_us_per_1k"] > 0 and l["gemm_us_per_1k"] > 0, (name, l)
+        assert sum(int(x) for x in l["load_per_expert"]) == 512 * 2, (name, l)
+    assert r["loss_gate"] == rs["linear"]["loss_gate"], name
+assert rs["linear"]["warm_start"].startswith("none") and rs["linear"]["loss_warm"] == rs["linear"]["loss_gate"]
+assert rs["mlp"]["warm_start"] == "distilled" and rs["mlp"]["distill_top1"] > 0
+assert len(rs["mlp"]["curve"]) == 3 and len(rs["linear"]["curve"]) == 3
+assert not rs["hash"].get("curve") and int(rs["hash"].get("fine_tune_steps", 0)) == 0
+assert int(rs["hash"]["overall"].get("params", 0)) == 0 and int(rs["mlp"]["overall"]["params"]) > 0
+print("ok")
+EOF
+expect 0 recompute python3 "$src/tests/launch/study_check.py" "$out"
+cat "$work/recompute.log"
+check md-tables grep -q "held-out loss after fine-tuning" "$out/study.md"
+check md-layers grep -q "Expert load max/mean per MoE layer" "$out/study.md"
+browser=$(command -v chromium || command -v chromium-browser || true)
+if [ -n "$browser" ]; then
+  # Every chart the page holds, as Chromium built it: found once, drawn, not nested.
+  grep -o '<svg id="[^"]*"' "$out/study.html" | sed 's/.*id="//; s/"$//' >"$work/chart_ids.txt"
+  for id in bar-loss_tuned bar-router_us bar-drops_c100 bar-study_ranks line-finetune_loss \
+    heat-0 heat-2 traffic-1; do
+    check "chart-$id" grep -qx "$id" "$work/chart_ids.txt"
+  done
+  timeout 120 "$browser" --headless --no-sandbox --disable-gpu --dump-dom \
+    "file://$out/study.html" >"$work/dom.html" 2>"$work/chromium.log"
+  expect 0 page python3 "$src/tests/launch/svg_dom_check.py" "$work/dom.html" "@$work/chart_ids.txt"
+  cat "$work/page.log"
+else
+  echo "SKIP page: chromium absent (launch/setup.sh --deps installs it)"
+fi
+
+# 3. Resumable.
+stamp() { stat -c %Y "$out/routers/$1/result.json"; }
+before="$(stamp linear) $(stamp hash) $(stamp mlp)"
+sleep 1
+expect 0 rerun study --routers linear,hash,mlp --steps 3 --quantize int4 --out "$out"
+check rerun-nothing grep -q "(0 to run, 3 finished before)" "$work/rerun.log"
+check rerun-kept test "$before" = "$(stamp linear) $(stamp hash) $(stamp mlp)"
+rm "$out/routers/mlp/result.json"
+SY_FAULT=exit@rank=1,step=1,arg=3 expect 3 fault study --routers linear,hash,mlp --steps 3 \
+  --quantize int4 --out "$out"
+check fault-kept test "$(stamp linear) $(stamp hash)" = "$(echo "$before" | cut -d' ' -f1-2)"
+check fault-no-result test ! -e "$out/routers/mlp/result.json"
+expect 0 resume study --routers linear,hash,mlp --steps 3 --quantize int4 --out "$out"
+check resume-one grep -q "(1 to run, 2 finished before)" "$work/resume.log"
+check resume-mlp-only bash -c "! grep -q '\[study 1/1 linear\]' '$work/resume.log' && grep -q '\[study 1/1 mlp\]: done' '$work/resume.log'"
+expect 0 other-settings study --routers linear,hash --steps 2 --quantize int4 --out "$out"
+check other-settings-rerun grep -q "(2 to run, 0 finished before)" "$work/other-settings.log"
+
+# 4. Another model.
+expect 0 init-other "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_hidden_layers=2 \
+  --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=32 \
+  --set shared_expert_intermediate_size=128 --set intermediate_size=128 \
+  --set num_attention_heads=4 --set num_key_value_heads=2 --out "$work/other"
+expect 21 other-model timeout 120 mpirun --oversubscribe -np 2 "$bin" study --model "$work/other" \
+  --token-file "$work/tokens.bin" --seq-len 32 --eval-tokens 512 --routers linear --out "$out"
+check other-model-named grep -q "holds a study of another model" "$work/other-model.log"
+check other-model-kept test -s "$out/routers/linear/result.json"
+exit $fail
