@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <iterator>
 
+#include "runtime/data/unicode_nfc.h"
+
 namespace sy {
 namespace {
 
@@ -83,6 +85,34 @@ void unicode_to_lower(const uint32_t* cps, size_t n, std::vector<uint32_t>* out)
     out->push_back(it->first);
     if (it->second != 0) out->push_back(it->second);
   }
+}
+
+void unicode_to_nfd(const uint32_t* cps, size_t n, std::vector<uint32_t>* out) {
+  constexpr size_t kStride = 5;  // code point, then its decomposition padded with 0 to 4
+  constexpr size_t kEntries = std::size(kNfd) / kStride;
+  out->clear();
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t cp = cps[i];
+    if (cp < 0xC0) {  // nothing below U+00C0 decomposes
+      out->push_back(cp);
+      continue;
+    }
+    size_t lo = 0, hi = kEntries;  // the first entry whose code point is >= cp
+    while (lo < hi) {
+      const size_t mid = (lo + hi) / 2;
+      if (kNfd[mid * kStride] < cp)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo == kEntries || kNfd[lo * kStride] != cp) {
+      unicode_decompose(cp, out);  // a Hangul syllable, or cp itself
+      continue;
+    }
+    for (size_t k = 1; k < kStride && kNfd[lo * kStride + k] != 0; ++k)
+      out->push_back(kNfd[lo * kStride + k]);
+  }
+  unicode_canonical_order(out);
 }
 
 }  // namespace sy

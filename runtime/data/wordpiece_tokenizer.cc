@@ -4,7 +4,6 @@
 
 #include "runtime/data/corpus.h"
 #include "runtime/data/unicode_bert.h"
-#include "runtime/data/unicode_nfc.h"
 #include "runtime/data/utf8.h"
 
 namespace sy {
@@ -64,9 +63,7 @@ void split_word(const uint32_t* cps, size_t n, std::vector<uint32_t>* lower,
                 std::vector<uint32_t>* nfd, std::vector<std::string>* words) {
   lower->clear();
   unicode_to_lower(cps, n, lower);
-  nfd->clear();
-  for (uint32_t cp : *lower) unicode_decompose(cp, nfd);
-  unicode_canonical_order(nfd);
+  unicode_to_nfd(lower->data(), lower->size(), nfd);
   std::string word;
   for (uint32_t cp : *nfd) {
     if (unicode_is_nonspacing_mark(cp)) continue;
