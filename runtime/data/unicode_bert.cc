@@ -75,9 +75,8 @@ void unicode_to_lower(const uint32_t* cps, size_t n, std::vector<uint32_t>* out)
       out->push_back(is_final_sigma(cps, n, i) ? kFinalSigma : kSmallSigma);
       continue;
     }
-    const LowerMap* it =
-        std::lower_bound(std::begin(kLower), std::end(kLower), cp,
-                         [](const LowerMap& m, uint32_t c) { return m.cp < c; });
+    const LowerMap* it = std::lower_bound(std::begin(kLower), std::end(kLower), cp,
+                                          [](const LowerMap& m, uint32_t c) { return m.cp < c; });
     if (it == std::end(kLower) || it->cp != cp) {
       out->push_back(cp);
       continue;

@@ -1,8 +1,8 @@
 // The Unicode character data of BERT's BasicTokenizer (wordpiece_tokenizer.h): general
 // categories as Python's unicodedata.category() gives them to BERT's _is_control,
 // _is_whitespace, _is_punctuation and _run_strip_accents, and full lower-casing as str.lower()
-// does it, and NFD. Tables are generated from node (gen_unicode_bert.js; the Unicode version is stated
-// in unicode_bert_tables.inc), so the node reference of the tests sees the same data.
+// does it, and NFD. Tables are generated from node (gen_unicode_bert.js; the Unicode version is
+// stated in unicode_bert_tables.inc), so the node reference of the tests sees the same data.
 #pragma once
 
 #include <cstddef>

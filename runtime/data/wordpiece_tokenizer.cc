@@ -112,8 +112,7 @@ StatusOr<WordPieceTokenizer> WordPieceTokenizer::from_tokens(std::vector<std::st
   t.ids_.reserve(tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) {
     const std::string& tok = tokens[i];
-    if (tok.empty())
-      return bad(source, "token " + std::to_string(i) + " is empty");
+    if (tok.empty()) return bad(source, "token " + std::to_string(i) + " is empty");
     if (!t.ids_.emplace(tok, static_cast<int32_t>(i)).second)
       return bad(source, "token '" + tok + "' appears twice (ids " +
                              std::to_string(t.ids_.at(tok)) + " and " + std::to_string(i) + ")");
