@@ -511,7 +511,7 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
     a.seq_len = std::min(kDefaultCorpusSeqLen, model->max_positions());
   if (FrameForEncoder(a, *model, &in) && comm.rank() == 0)
     std::printf("encoder input: [CLS] + %s + [SEP] per sequence\n",
-                a.seq_len > 0 ? (std::to_string(a.seq_len - 2) + " tokens").c_str() : "the prompt");
+                RunsCorpus(a) ? (std::to_string(a.seq_len - 2) + " tokens").c_str() : "the prompt");
   if (a.seq_len > 0) return RunSequences(a, *model, comm, base_rss, in.ids);
 
   Tensor logits;
