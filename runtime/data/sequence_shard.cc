@@ -32,6 +32,20 @@ SequenceShard deal_sequences(const std::vector<int32_t>& ids, int64_t L, int ran
   return shard;
 }
 
+std::vector<int32_t> frame_sequences(const std::vector<int32_t>& ids, int64_t L, int32_t cls,
+                                     int32_t sep) {
+  SY_CHECK(L >= 3);
+  const size_t body = static_cast<size_t>(L - 2), n = ids.size() / body;
+  std::vector<int32_t> out;
+  out.reserve(n * static_cast<size_t>(L));
+  for (size_t g = 0; g < n; ++g) {
+    out.push_back(cls);
+    out.insert(out.end(), ids.begin() + g * body, ids.begin() + (g + 1) * body);
+    out.push_back(sep);
+  }
+  return out;
+}
+
 int64_t DataOrder::at(int64_t position) {
   const int64_t epoch = position / n_;
   if (epoch != epoch_) {

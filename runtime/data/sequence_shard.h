@@ -7,7 +7,8 @@
 //                    tokens. Capacity is per group and each group lives on one rank, so drops
 //                    and outputs do not depend on P.
 //   deal_sequences   a token list cut into sequences of L tokens, sequence g to rank g % P (as
-//                    read_token_shard deals a token file, runtime/data/token_file.h).
+//                    read_token_shard deals a token file, runtime/data/token_file.h);
+//                    frame_sequences first wraps each in [CLS] ... [SEP] for an encoder.
 //   DataOrder        training: epoch e visits the n training sequences in a permutation drawn
 //                    from (seed, e) by the counter-based RNG, so the data position (sequences
 //                    consumed) is all a resume needs.
@@ -30,6 +31,12 @@ TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, in
 
 // Pure: rank's sequences of L tokens from ids (whole sequences only; the tail is dropped).
 SequenceShard deal_sequences(const std::vector<int32_t>& ids, int64_t L, int rank, int P);
+
+// Pure: an encoder's (BERT's) sequences of L >= 3 tokens from a token stream: each is cls, the
+// next L - 2 tokens of ids, sep, so deal_sequences(frame_sequences(ids, L, ..), L, ..) deals
+// framed sequences; the tail that fills no sequence is dropped.
+std::vector<int32_t> frame_sequences(const std::vector<int32_t>& ids, int64_t L, int32_t cls,
+                                     int32_t sep);
 
 class DataOrder {
  public:

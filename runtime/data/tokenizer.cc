@@ -4,6 +4,7 @@
 
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/hf_tokenizer.h"
+#include "runtime/data/wordpiece_tokenizer.h"
 
 namespace sy {
 namespace {
@@ -39,9 +40,15 @@ StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path) {
     hf_json = path + "/tokenizer.json";
     if (path_kind(hf_json) != PathKind::kFile) {
       const std::string encoder = path + "/encoder.json", merges = path + "/vocab.bpe";
-      if (path_kind(encoder) != PathKind::kFile || path_kind(merges) != PathKind::kFile)
+      if (path_kind(encoder) != PathKind::kFile || path_kind(merges) != PathKind::kFile) {
+        for (const char* vocab : {"/vocab.txt", "/vocab.json"}) {
+          if (path_kind(path + vocab) != PathKind::kFile) continue;
+          SY_ASSIGN_OR_RETURN(WordPieceTokenizer wp, WordPieceTokenizer::load(path + vocab));
+          return std::unique_ptr<Tokenizer>(std::make_unique<WordPieceTokenizer>(std::move(wp)));
+        }
         return NotFound(path + ": the folder has neither tokenizer.json nor encoder.json + " +
-                        "vocab.bpe");
+                        "vocab.bpe nor BERT's vocab.txt / vocab.json");
+      }
       SY_ASSIGN_OR_RETURN(BpeTokenizer bpe, BpeTokenizer::load(encoder, merges));
       return std::unique_ptr<Tokenizer>(std::make_unique<Gpt2Tokenizer>(std::move(bpe), path));
     }

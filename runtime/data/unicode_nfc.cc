@@ -110,16 +110,7 @@ void normalize_span(const NfcTables& t, std::string_view span, std::vector<uint3
     decompose(t, cp, buf);
   }
   std::vector<uint32_t>& c = *buf;
-  // Canonical ordering: a stable insertion sort by class within each run of non-starters.
-  for (size_t i = 1; i < c.size(); ++i) {
-    const uint8_t cc = unicode_combining_class(c[i]);
-    if (cc == 0) continue;
-    for (size_t j = i; j > 0; --j) {
-      const uint8_t prev = unicode_combining_class(c[j - 1]);
-      if (prev <= cc) break;
-      std::swap(c[j - 1], c[j]);
-    }
-  }
+  unicode_canonical_order(&c);
   // Canonical composition (UAX #15 reference): a mark composes with the last starter unless
   // something between them has a class >= its own (or is a starter).
   size_t starter = 0, len = 0;
@@ -146,6 +137,24 @@ uint8_t unicode_combining_class(uint32_t cp) {
   const auto it = std::upper_bound(std::begin(kCcc), std::end(kCcc), cp,
                                    [](uint32_t c, const CccRange& r) { return c < r.lo; });
   return it != std::begin(kCcc) && cp <= std::prev(it)->hi ? std::prev(it)->ccc : 0;
+}
+
+void unicode_decompose(uint32_t cp, std::vector<uint32_t>* out) {
+  decompose(tables(), cp, out);
+}
+
+void unicode_canonical_order(std::vector<uint32_t>* cps) {
+  std::vector<uint32_t>& c = *cps;
+  // A stable insertion sort by class within each run of non-starters.
+  for (size_t i = 1; i < c.size(); ++i) {
+    const uint8_t cc = unicode_combining_class(c[i]);
+    if (cc == 0) continue;
+    for (size_t j = i; j > 0; --j) {
+      const uint8_t prev = unicode_combining_class(c[j - 1]);
+      if (prev <= cc) break;
+      std::swap(c[j - 1], c[j]);
+    }
+  }
 }
 
 void nfc_normalize(std::string_view text, std::string* out) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sy {
 
@@ -29,5 +30,11 @@ inline std::string nfc_normalize(std::string_view text) {
 
 // Canonical combining class of a code point (0 for starters and unassigned ones).
 uint8_t unicode_combining_class(uint32_t cp);
+
+// NFD in two steps over code points (unicode_bert.h's, for BERT): append the full canonical
+// decomposition of one code point (Hangul included), then put each run of non-starters of the
+// whole sequence in canonical order.
+void unicode_decompose(uint32_t cp, std::vector<uint32_t>* out);
+void unicode_canonical_order(std::vector<uint32_t>* cps);
 
 }  // namespace sy
