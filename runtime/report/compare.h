@@ -1,0 +1,108 @@
+// Comparing runs: several merged load reports (cluster_report.h), one per run (one router,
+// one model, one configuration), put side by side as rows of figures, one value per run, and
+// as per-step series, rendered as a terminal table, GitHub-flavoured Markdown and a
+// self-contained HTML page. `switchyard report DIR...` renders them for several folders;
+// `switchyard study` adds its own rows (router parameters, latency, held-out losses) and series
+// (its loss curve) to what compare_reports() computes and renders with the same functions.
+//
+// Steady state: the first step (or forward) of a run is cold (caches, first-touch pages, the
+// communicator's warm-up), so the figures leave out the first `warmup` steps of every run and
+// say so. A ClusterReport sums over steps, so the steady figures come from a second merge of
+// the runs' RankReports (ClusterReport.ranks) with the warm-up entries removed. A run with no
+// more than `warmup` steps keeps its last step (a figure of one cold step beats none); the
+// notes say which.
+//
+// Figures per run (all over the steady steps; "per step" means summed over a step's MoE
+// layers, then averaged over the steps):
+//   routing        imbalance (max/mean rows received over experts, mean over layers), drops,
+//                  load CV, effective experts
+//   communication  local fraction (routed rows a rank keeps for its own experts / all rows
+//                  it dispatched), receive imbalance across ranks (max/mean over ranks of rows
+//                  received, per layer and step, then the mean), distinct ranks per token (the
+//                  ranks holding a token's top-k experts, before capacity drops; from
+//                  LayerStepReport.tokens_by_rank_count, n/a for reports without it), bytes
+//                  sent to other ranks per token (dispatch payload, summed over the layers: a
+//                  token crosses every MoE layer), inter-host bytes per token (runs on several
+//                  hosts only)
+//   time           MoE forward and exchange (dispatch + return alltoallv) time per step, the
+//                  mean over ranks
+//   quality        loss: the mean over the steady steps and the last step's, where the run
+//                  recorded one (RankReport.step_losses: train)
+// Series (every step, warm-up included; the page shades it): expert imbalance, receive
+// imbalance, exchange time, and loss where recorded.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "proto/report.pb.h"
+#include "runtime/core/status.h"
+
+namespace sy {
+
+// One figure across the runs.
+struct MetricRow {
+  std::string key;    // stable id: the HTML chart's id ("bar-<key>"), the JSON field
+  std::string title;  // for people: "receive imbalance (max/mean over ranks)"
+  std::string unit;   // "", "%", "ms", "B", ...
+  std::vector<double> values;  // one per run (Comparison.labels order); NaN = n/a
+  int decimals = 2;
+  bool lower_is_better = true;  // the renderers mark the best run of the row
+  std::string group;            // "routing", "communication", "time", "quality", ...
+};
+
+// A line chart: per run, (x, y) points in x order (x is the step; NaN y = a gap).
+struct Series {
+  std::string key, title, unit;
+  std::vector<std::vector<std::pair<double, double>>> per_run;  // [runs][points]
+  std::string x_title = "step";
+};
+
+struct Comparison {
+  std::vector<std::string> labels;  // one per run: column headers
+  std::vector<MetricRow> rows;      // grouped by MetricRow.group, in order of first appearance
+  std::vector<Series> series;
+  // The inputs, per run, as given to compare_reports (null: a run without load reports; its
+  // figures are n/a). Not owned.
+  std::vector<const switchyard::ClusterReport*> reports;
+  // Per run, the merge of the steady steps only (empty where reports[i] is null): the heat
+  // maps and the traffic matrices of the page show these.
+  std::vector<switchyard::ClusterReport> steady;
+  int warmup_left_out = 0;           // steps asked to be left out of every run
+  std::vector<int> left_out_of_run;  // per run, steps actually left out (fewer when it was short)
+  std::vector<std::string> notes;    // printed under the tables: warm-up, n/a reasons, ...
+};
+
+// Computes the rows and series above for runs reports[i] named labels[i] (same sizes), leaving
+// out the first `warmup` (>= 0) steps of each. Errors: sizes that differ, a negative warmup, a
+// run whose reports do not merge once the warm-up is removed (BadInput naming the label).
+StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
+                                     const std::vector<const switchyard::ClusterReport*>& reports,
+                                     int warmup);
+
+// Column labels for runs read from `dirs`: each folder's name, or each run's router where the
+// routers are distinct (routers[i], "" when unknown) and the folders' names are not informative
+// (the same, or "." / "out").
+std::vector<std::string> comparison_labels(const std::vector<std::string>& dirs,
+                                           const std::vector<std::string>& routers);
+
+// A terminal table: one line per row, one column per run, grouped; the best run of each row
+// marked with '*'; then the notes.
+std::string comparison_text(const Comparison& c);
+
+// The same as GitHub-flavoured Markdown tables (one per group), paste-ready, best in bold.
+std::string comparison_markdown(const Comparison& c);
+
+// A self-contained page (inline CSS and SVG, no scripts, no external resources): the table,
+// one bar chart per MetricRow (one bar per run; <svg id="bar-<key>">), one line chart per
+// Series (<svg id="line-<key>">), and per run with a report the per-layer expert-load heat map
+// (layers x experts, <svg id="heat-<run>">) and the rank traffic matrix summed over layers
+// (<svg id="traffic-<run>">), <run> the run's index. intro_html goes under the title as is.
+std::string comparison_html(const Comparison& c, const std::string& title,
+                            const std::string& intro_html = "");
+
+// Every chart id comparison_html(c, ...) writes, in page order (tests look them up).
+std::vector<std::string> comparison_chart_ids(const Comparison& c);
+
+}  // namespace sy
