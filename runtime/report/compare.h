@@ -43,9 +43,9 @@ namespace sy {
 
 // One figure across the runs.
 struct MetricRow {
-  std::string key;    // stable id: the HTML chart's id ("bar-<key>"), the JSON field
-  std::string title;  // for people: "receive imbalance (max/mean over ranks)"
-  std::string unit;   // "", "%", "ms", "B", ...
+  std::string key;             // stable id: the HTML chart's id ("bar-<key>"), the JSON field
+  std::string title;           // for people: "receive imbalance (max/mean over ranks)"
+  std::string unit;            // "", "%", "ms", "B", ...
   std::vector<double> values;  // one per run (Comparison.labels order); NaN = n/a
   int decimals = 2;
   bool lower_is_better = true;  // the renderers mark the best run of the row
@@ -53,6 +53,14 @@ struct MetricRow {
 };
 
 // A line chart: per run, (x, y) points in x order (x is the step; NaN y = a gap).
+// The index of the row's best run (lowest or highest by lower_is_better), -1 when fewer than
+// two runs have a value or all values are equal: what the renderers mark.
+int metric_best_run(const MetricRow& r);
+// v with r.decimals decimals, "n/a" for NaN.
+std::string metric_value_text(const MetricRow& r, double v);
+// "title (unit)", or the title alone without a unit.
+std::string metric_title(const MetricRow& r);
+
 struct Series {
   std::string key, title, unit;
   std::vector<std::vector<std::pair<double, double>>> per_run;  // [runs][points]
@@ -81,9 +89,8 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
                                      const std::vector<const switchyard::ClusterReport*>& reports,
                                      int warmup);
 
-// Column labels for runs read from `dirs`: each folder's name, or each run's router where the
-// routers are distinct (routers[i], "" when unknown) and the folders' names are not informative
-// (the same, or "." / "out").
+// Column labels for runs read from `dirs`: each run's router where the routers are distinct
+// (routers[i]; "" when unknown), else each folder's name, else (names that repeat) the paths.
 std::vector<std::string> comparison_labels(const std::vector<std::string>& dirs,
                                            const std::vector<std::string>& routers);
 
@@ -101,6 +108,10 @@ std::string comparison_markdown(const Comparison& c);
 // (<svg id="traffic-<run>">), <run> the run's index. intro_html goes under the title as is.
 std::string comparison_html(const Comparison& c, const std::string& title,
                             const std::string& intro_html = "");
+
+// The table alone (an HTML <section>), for pages of their own: the single-run report.html
+// shows a run's steady figures with it.
+std::string comparison_table_html(const Comparison& c);
 
 // Every chart id comparison_html(c, ...) writes, in page order (tests look them up).
 std::vector<std::string> comparison_chart_ids(const Comparison& c);
