@@ -205,18 +205,24 @@ MetricRow row(const char* key, const char* title, const char* unit, const char* 
 }  // namespace
 
 int metric_best_run(const MetricRow& r) {
-  int best = -1, n = 0;
-  bool differ = false;
+  int best = -1;
   for (size_t i = 0; i < r.values.size(); ++i) {
     const double v = r.values[i];
     if (std::isnan(v)) continue;
-    ++n;
-    if (best >= 0 && v != r.values[static_cast<size_t>(best)]) differ = true;
     if (best < 0 || (r.lower_is_better ? v < r.values[static_cast<size_t>(best)]
                                        : v > r.values[static_cast<size_t>(best)]))
       best = static_cast<int>(i);
   }
-  return n >= 2 && differ ? best : -1;
+  if (best < 0) return -1;
+  // Ties as shown: a best that reads the same as another run's value is no single best.
+  const std::string shown = metric_value_text(r, r.values[static_cast<size_t>(best)]);
+  int others = 0;
+  for (size_t i = 0; i < r.values.size(); ++i) {
+    if (static_cast<int>(i) == best || std::isnan(r.values[i])) continue;
+    if (metric_value_text(r, r.values[i]) == shown) return -1;
+    ++others;
+  }
+  return others > 0 ? best : -1;
 }
 
 std::string metric_value_text(const MetricRow& r, double v) {

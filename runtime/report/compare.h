@@ -54,7 +54,8 @@ struct MetricRow {
 
 // A line chart: per run, (x, y) points in x order (x is the step; NaN y = a gap).
 // The index of the row's best run (lowest or highest by lower_is_better), -1 when fewer than
-// two runs have a value or all values are equal: what the renderers mark.
+// two runs have a value or another run's value reads the same at r.decimals: what the
+// renderers mark.
 int metric_best_run(const MetricRow& r);
 // v with r.decimals decimals, "n/a" for NaN.
 std::string metric_value_text(const MetricRow& r, double v);

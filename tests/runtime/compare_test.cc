@@ -244,6 +244,10 @@ TEST(Compare, BestRunAndLabels) {
   EXPECT_EQ(metric_best_run(r), -1);
   r.values = {1.0, NAN};
   EXPECT_EQ(metric_best_run(r), -1);
+  r.values = {0.501, 0.5029, 0.3};  // the best two read the same at 2 decimals
+  EXPECT_EQ(metric_best_run(r), -1);
+  r.values = {0.501, 0.4, 0.3};
+  EXPECT_EQ(metric_best_run(r), 0);
   EXPECT_EQ(comparison_labels({"runs/a", "runs/b/"}, {"topk", "topk"}),
             std::vector<std::string>({"a", "b"}));
   EXPECT_EQ(comparison_labels({"x/out", "y/out"}, {"topk", "sinkhorn"}),
