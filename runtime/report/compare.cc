@@ -192,14 +192,7 @@ StatusOr<ClusterReport> merge_steady(const ClusterReport& c, const RunFigures& f
 
 MetricRow row(const char* key, const char* title, const char* unit, const char* group, int decimals,
               bool lower_is_better) {
-  MetricRow r;
-  r.key = key;
-  r.title = title;
-  r.unit = unit;
-  r.group = group;
-  r.decimals = decimals;
-  r.lower_is_better = lower_is_better;
-  return r;
+  return MetricRow{key, title, unit, {}, decimals, lower_is_better, group};
 }
 
 }  // namespace
@@ -292,8 +285,8 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
   c.notes.insert(c.notes.begin(),
                  "steady state: the first " + std::to_string(warmup) + " recorded step" +
                      (warmup == 1 ? "" : "s") +
-                     " of each run left out as warm-up (--warmup); per-step charts show every "
-                     "step");
+                     " of each run left out as warm-up (--warmup); the per-step series keep "
+                     "every step");
 
   bool any_multi_host = false, any_loss = false;
   for (const RunFigures& x : f) {

@@ -12,24 +12,26 @@
 // more than `warmup` steps keeps its last step (a figure of one cold step beats none); the
 // notes say which.
 //
-// Figures per run (all over the steady steps; "per step" means summed over a step's MoE
-// layers, then averaged over the steps):
-//   routing        imbalance (max/mean rows received over experts, mean over layers), drops,
-//                  load CV, effective experts
-//   communication  local fraction (routed rows a rank keeps for its own experts / all rows
-//                  it dispatched), receive imbalance across ranks (max/mean over ranks of rows
-//                  received, per layer and step, then the mean), distinct ranks per token (the
+// Figures per run (MetricRow.key in brackets; all over the steady steps; "per step" means
+// summed over a step's MoE layers, then averaged over the steps):
+//   routing        [imbalance] max/mean rows received over experts, per layer and step, then
+//                  the mean (what capacity meets each step); [load_cv] the load's coefficient
+//                  of variation, steps summed, mean over layers; [drops] % of assignments
+//                  dropped by capacity
+//   communication  [local_fraction] % of dispatched rows a rank keeps for its own experts;
+//                  [recv_imbalance] max/mean over ranks of rows received, per layer and step,
+//                  then the mean; [ranks_per_token] distinct ranks per token (the
 //                  ranks holding a token's top-k experts, before capacity drops; from
-//                  LayerStepReport.tokens_by_rank_count, n/a for reports without it), bytes
-//                  sent to other ranks per token (dispatch payload, summed over the layers: a
-//                  token crosses every MoE layer), inter-host bytes per token (runs on several
-//                  hosts only)
-//   time           MoE forward and exchange (dispatch + return alltoallv) time per step, the
-//                  mean over ranks
-//   quality        loss: the mean over the steady steps and the last step's, where the run
-//                  recorded one (RankReport.step_losses: train)
-// Series (every step, warm-up included; the page shades it): expert imbalance, receive
-// imbalance, exchange time, and loss where recorded.
+//                  LayerStepReport.tokens_by_rank_count, n/a for reports without it);
+//                  [bytes_per_token] bytes sent to other ranks per token (dispatch payload,
+//                  summed over the layers: a token crosses every MoE layer);
+//                  [inter_host_bytes_per_token] the same between hosts (runs on several hosts)
+//   time           [moe_ms] MoE forward and [exchange_ms] exchange (dispatch + return
+//                  alltoallv) time per step, the mean over ranks
+//   quality        [loss] the mean over the steady steps and [loss_last] the last step's, where
+//                  a run recorded one (RankReport.step_losses: train); rows only when some run did
+// Series (Series.key; every step, warm-up included; the page shades it): [imbalance],
+// [recv_imbalance], [exchange_ms], and [loss] where recorded.
 #pragma once
 
 #include <string>

@@ -161,8 +161,7 @@ TEST(Compare, SteadyFiguresMatchAComputationFromTheEntries) {
   ASSERT_TRUE(cold.ok());
   EXPECT_NEAR(find_row(*cold, "exchange_ms")->values[0], expected(runs.reps[0], 0)["exchange_ms"],
               1e-9);
-  EXPECT_GT(find_row(*cold, "exchange_ms")->values[0],
-            2 * find_row(*c, "exchange_ms")->values[0]);
+  EXPECT_GT(find_row(*cold, "exchange_ms")->values[0], 2 * find_row(*c, "exchange_ms")->values[0]);
   // The steady merge is the merge of steps 1.. alone.
   EXPECT_EQ(c->steady[0].layers(0).steps(), S - 1);
   // Series: every step, warm-up included.
