@@ -142,8 +142,9 @@ void add_report_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "report",
       "Merge per-rank load reports (DIR/rank-<r>.pb or .json) into DIR/cluster.json, "
-      "DIR/report.html (self-contained, SVG charts) and a text table. Exit 22 on a missing, "
-      "corrupt or inconsistent report");
+      "DIR/report.html (self-contained, SVG charts) and a text table; with several DIRs, the runs "
+      "side by side (compare.html, compare.md, a table). Exit 22 on a missing, corrupt or "
+      "inconsistent report");
   auto c = std::make_shared<CommandConfig>(cmd, switchyard::ReportConfig::default_instance());
   c->add_config_options();
   // Positional, but not required by CLI11: --config or --set may give it instead.

@@ -258,7 +258,7 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
   std::vector<RunFigures> f(reports.size());
   for (size_t i = 0; i < reports.size(); ++i) {
     c.steady.emplace_back();
-    if (!reports[i]) {
+    if (!reports[i] || reports[i]->ranks_size() == 0) {  // the figures need the ranks' entries
       c.left_out_of_run.push_back(0);
       c.notes.push_back(labels[i] + ": no load reports; its figures are n/a");
       continue;
@@ -333,7 +333,7 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
   }
   for (Def& d : defs) {
     for (size_t i = 0; i < f.size(); ++i) {
-      double v = reports[i] ? f[i].*d.field : kNaN;
+      double v = f[i].*d.field;
       if (d.field == &RunFigures::local_fraction) v *= 100.0;
       d.r.values.push_back(v);
     }

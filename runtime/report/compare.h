@@ -74,8 +74,8 @@ struct Comparison {
   std::vector<std::string> labels;  // one per run: column headers
   std::vector<MetricRow> rows;      // grouped by MetricRow.group, in order of first appearance
   std::vector<Series> series;
-  // The inputs, per run, as given to compare_reports (null: a run without load reports; its
-  // figures are n/a). Not owned.
+  // The inputs, per run, as given to compare_reports (null, or a report without its ranks'
+  // reports: a run without load reports; its figures are n/a). Not owned.
   std::vector<const switchyard::ClusterReport*> reports;
   // Per run, the merge of the steady steps only (empty where reports[i] is null): the heat
   // maps and the traffic matrices of the page show these.

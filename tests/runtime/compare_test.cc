@@ -190,6 +190,12 @@ TEST(Compare, ShortRunsKeepTheirLastStepAndSaySo) {
   StatusOr<Comparison> none = compare_reports({"a", "b"}, {&*m, nullptr}, 1);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(std::isnan(find_row(*none, "imbalance")->values[1]));
+  ClusterReport bare = *m;  // a cluster.json without its ranks: n/a too
+  bare.clear_ranks();
+  StatusOr<Comparison> no_ranks = compare_reports({"a", "b"}, {&*m, &bare}, 1);
+  ASSERT_TRUE(no_ranks.ok());
+  EXPECT_TRUE(std::isnan(find_row(*no_ranks, "recv_imbalance")->values[1]));
+  EXPECT_FALSE(std::isnan(find_row(*no_ranks, "recv_imbalance")->values[0]));
 }
 
 TEST(Compare, RenderingsCarryEveryRunAndEveryChart) {
