@@ -31,18 +31,13 @@ int fail(const Status& st) {
   return st.exit_code();
 }
 
-// DIR's reports read and merged, with the reading's warnings printed and kept in the report.
-StatusOr<switchyard::ClusterReport> load_run(const std::string& dir, size_t* n_reports) {
-  StatusOr<RankReportSet> set = load_rank_reports(dir);
-  if (!set.ok()) return set.status();
-  StatusOr<switchyard::ClusterReport> cluster = merge_rank_reports(set->reports, set->files);
-  if (!cluster.ok()) return cluster.status();
-  for (const std::string& w : set->warnings) {
+// DIR's reports read and merged, the reading's warnings printed (and kept in the report).
+StatusOr<switchyard::ClusterReport> load_run(const std::string& dir) {
+  std::vector<std::string> warnings;
+  StatusOr<switchyard::ClusterReport> c = load_run_report(dir, &warnings);
+  for (const std::string& w : warnings)
     std::fprintf(stderr, "switchyard report: warning: %s\n", w.c_str());
-    cluster->add_warnings(w);
-  }
-  *n_reports = set->reports.size();
-  return cluster;
+  return c;
 }
 
 Status write_in(const std::string& out,
@@ -56,8 +51,7 @@ Status write_in(const std::string& out,
 }
 
 int run_report(const switchyard::ReportConfig& a) {
-  size_t n = 0;
-  StatusOr<switchyard::ClusterReport> cluster = load_run(a.dir(), &n);
+  StatusOr<switchyard::ClusterReport> cluster = load_run(a.dir());
   if (!cluster.ok()) return fail(cluster.status());
   StatusOr<Comparison> steady = compare_reports({cluster->router()}, {&*cluster}, a.warmup());
   if (!steady.ok()) return fail(steady.status());
@@ -73,7 +67,7 @@ int run_report(const switchyard::ReportConfig& a) {
                 comparison_text(*steady).c_str());
   const std::filesystem::path o(out);
   std::printf("\nwrote %s and %s (%zu rank reports)\n", (o / "cluster.json").string().c_str(),
-              (o / "report.html").string().c_str(), n);
+              (o / "report.html").string().c_str(), static_cast<size_t>(cluster->ranks_size()));
   return 0;
 }
 
@@ -96,8 +90,7 @@ int run_compare(const switchyard::ReportConfig& a) {
   std::vector<switchyard::ClusterReport> runs(dirs.size());
   std::vector<std::string> routers;
   for (size_t i = 0; i < dirs.size(); ++i) {
-    size_t n = 0;
-    StatusOr<switchyard::ClusterReport> c = load_run(dirs[i], &n);
+    StatusOr<switchyard::ClusterReport> c = load_run(dirs[i]);
     if (!c.ok()) return fail(c.status());
     runs[i] = std::move(*c);
     routers.push_back(runs[i].router());

@@ -368,6 +368,19 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
   return c;
 }
 
+StatusOr<ClusterReport> load_run_report(const std::string& dir,
+                                        std::vector<std::string>* read_warnings) {
+  StatusOr<RankReportSet> set = load_rank_reports(dir);
+  if (!set.ok()) return set.status();
+  StatusOr<ClusterReport> c = merge_rank_reports(set->reports, set->files);
+  if (!c.ok()) return c.status();
+  for (const std::string& w : set->warnings) {
+    c->add_warnings(w);
+    if (read_warnings) read_warnings->push_back(w);
+  }
+  return c;
+}
+
 std::vector<std::string> comparison_labels(const std::vector<std::string>& dirs,
                                            const std::vector<std::string>& routers) {
   std::vector<std::string> names;

@@ -92,6 +92,13 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
                                      const std::vector<const switchyard::ClusterReport*>& reports,
                                      int warmup);
 
+// A run's folder (its --out) read and merged: load_rank_reports then merge_rank_reports, the
+// reading's warnings (a .pb unreadable, its .json used) added to the report's warnings and,
+// when read_warnings is not null, to it as well. Errors are those two's (BadInput naming the
+// file, NotFound for a missing folder).
+StatusOr<switchyard::ClusterReport> load_run_report(
+    const std::string& dir, std::vector<std::string>* read_warnings = nullptr);
+
 // Column labels for runs read from `dirs`: each run's router where the routers are distinct
 // (routers[i]; "" when unknown), else each folder's name, else (names that repeat) the paths.
 std::vector<std::string> comparison_labels(const std::vector<std::string>& dirs,
