@@ -260,6 +260,7 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
     c.steady.emplace_back();
     if (!reports[i] || reports[i]->ranks_size() == 0) {  // the figures need the ranks' entries
       c.left_out_of_run.push_back(0);
+      c.first_steady_step.push_back(-1);
       c.notes.push_back(labels[i] + ": no load reports; its figures are n/a");
       continue;
     }
@@ -274,6 +275,8 @@ StatusOr<Comparison> compare_reports(const std::vector<std::string>& labels,
     c.steady.back() = std::move(*steady);
     steady_figures(c.steady.back(), &f[i]);
     c.left_out_of_run.push_back(f[i].left_out);
+    c.first_steady_step.push_back(f[i].left_out > 0 ? f[i].steps[static_cast<size_t>(f[i].left_out)]
+                                                    : -1);
     if (f[i].left_out < warmup)
       c.notes.push_back(labels[i] + ": only " + std::to_string(steps.size()) + " step" +
                         (steps.size() == 1 ? "" : "s") + " recorded, " +

@@ -34,6 +34,7 @@
 // [recv_imbalance], [exchange_ms], and [loss] where recorded.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -82,7 +83,10 @@ struct Comparison {
   std::vector<switchyard::ClusterReport> steady;
   int warmup_left_out = 0;           // steps asked to be left out of every run
   std::vector<int> left_out_of_run;  // per run, steps actually left out (fewer when it was short)
-  std::vector<std::string> notes;    // printed under the tables: warm-up, n/a reasons, ...
+  // Per run, the first step the figures count (-1: none left out); the line charts shade the
+  // steps before it, in any Series whose x is the step.
+  std::vector<int64_t> first_steady_step;
+  std::vector<std::string> notes;  // printed under the tables: warm-up, n/a reasons, ...
 };
 
 // Computes the rows and series above for runs reports[i] named labels[i] (same sizes), leaving

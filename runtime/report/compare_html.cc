@@ -74,12 +74,12 @@ std::string line_chart(const Series& s, const Comparison& c) {
       x1 = std::max(x1, x);
       top = finite_max(top, y);
     }
-    const int left = i < c.left_out_of_run.size() ? c.left_out_of_run[i] : 0;
-    if (left > 0 && static_cast<size_t>(left) < pts.size())
-      warm_end = std::max(
-          warm_end,
-          (pts[static_cast<size_t>(left) - 1].first + pts[static_cast<size_t>(left)].first) / 2);
   }
+  // Steps are whole numbers: the warm-up ends half a step before the first steady one.
+  for (size_t i = 0; i < c.first_steady_step.size() && i < s.per_run.size(); ++i)
+    if (c.first_steady_step[i] >= 0 && !s.per_run[i].empty())
+      warm_end = std::max(warm_end, static_cast<double>(c.first_steady_step[i]) - 0.5);
+  if (!(warm_end > x0)) warm_end = -INFINITY;
   if (!(x1 > x0)) {  // one step (or none): a span of one around it
     x0 = std::isfinite(x0) ? x0 - 0.5 : 0;
     x1 = x0 + 1;
@@ -90,11 +90,12 @@ std::string line_chart(const Series& s, const Comparison& c) {
   std::string g =
       svg_open(static_cast<int>(W), static_cast<int>(H), s.title, "line-" + id_part(s.key));
   if (std::isfinite(warm_end)) {
-    g += rect(ml, mt, px(warm_end) - ml, ph, "#f3f4f6", "warm-up: left out of the figures");
+    g += rect(ml, mt, px(std::min(warm_end, x1)) - ml, ph, "#f3f4f6",
+              "warm-up: left out of the figures");
     g += text(ml + 4, mt + 12, "warm-up", "start", "class=\"band\"");
   }
   g += y_axis(ticks, ml, mt, pw, ph, s.unit);
-  for (size_t i = 0; i < s.per_run.size(); ++i) {
+  for (size_t i = 0; i < s.per_run.size() && i < c.labels.size(); ++i) {
     std::string pts;
     for (const auto& [x, y] : s.per_run[i]) {
       if (!std::isfinite(y)) continue;

@@ -142,6 +142,7 @@ TEST(Compare, SteadyFiguresMatchAComputationFromTheEntries) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->warmup_left_out, 1);
   EXPECT_EQ(c->left_out_of_run, std::vector<int>({1, 1, 1}));
+  EXPECT_EQ(c->first_steady_step, std::vector<int64_t>({1, 1, 1}));
   ASSERT_EQ(c->notes.size(), 1u);
   EXPECT_NE(c->notes[0].find("first 1 recorded step "), std::string::npos) << c->notes[0];
   for (size_t i = 0; i < runs.reps.size(); ++i) {
@@ -178,6 +179,7 @@ TEST(Compare, ShortRunsKeepTheirLastStepAndSaySo) {
   StatusOr<Comparison> c = compare_reports({"a"}, {&*m}, 3);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->left_out_of_run[0], 0);
+  EXPECT_EQ(c->first_steady_step[0], -1);
   EXPECT_FALSE(std::isnan(find_row(*c, "imbalance")->values[0]));
   // No rank counts in these reports (an older producer): n/a, with a note.
   EXPECT_TRUE(std::isnan(find_row(*c, "ranks_per_token")->values[0]));
