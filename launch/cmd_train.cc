@@ -440,6 +440,7 @@ class TrainRun {
     trainer_->set_step_index(s);
     auto r = trainer_->step(mine);
     if (int code = agree_status(comm_, r.status(), "train: step")) return code;
+    if (report_step_ >= 0 && !r->skipped && reports_) reports_->add_loss(s, r->loss);
     // A skipped step (non-finite values, --on-nonfinite skip) still consumes its batch.
     state_.step = s + 1;
     state_.data_position += a_.batch * P_;
@@ -457,6 +458,7 @@ class TrainRun {
   int Train() {
     RoutingCollector reports(t_.model->sparse_layers(), t_.model->config_json().dump(), comm_,
                              a_.out);
+    reports_ = &reports;
     // While a logged step runs (report_step_ >= 0) its forwards go into the reports.
     // --trace: the step's b-th forward is data position data_position + b * P + rank, whose
     // tokens are order[position] * L .. + L - 1 of the training token stream.
@@ -506,6 +508,7 @@ class TrainRun {
   int64_t last_saved_ = -1;
   std::vector<int> collapsed_;  // the MoE layers the last logged step found collapsed
   int64_t report_step_ = -1;
+  RoutingCollector* reports_ = nullptr;     // Train()'s, for the logged steps' losses
   int64_t trace_step_ = 0, trace_seq_ = 0;  // the step running, its forwards so far (--trace)
 };
 

@@ -402,6 +402,9 @@ Status validate_compare_config(const switchyard::CompareConfig& c) {
 
 Status validate_report_config(const switchyard::ReportConfig& r) {
   if (r.dir().empty()) return InvalidArgument("dir (positional DIR) is required");
+  if (r.warmup() < 0) return InvalidArgument("warmup (--warmup) must be >= 0");
+  for (const std::string& d : r.more_dirs())
+    if (d.empty()) return InvalidArgument("more_dirs: an empty folder name");
   return Status::Ok();
 }
 

@@ -52,7 +52,9 @@ void metrics_to_report(const RoutingMetrics& m, switchyard::RoutingMetricsReport
 
 // A self-contained HTML page: summary table, per-rank stacked bars of phase time, and per
 // layer a bar chart of load per expert (kept vs dropped) and a heat map of the traffic matrix.
-std::string render_cluster_html(const switchyard::ClusterReport& c);
+// extra_html goes in as is after the summary tiles (switchyard report: the steady figures).
+std::string render_cluster_html(const switchyard::ClusterReport& c,
+                                const std::string& extra_html = "");
 
 // The hosts of a cluster report's ranks: names in order of first appearance by rank, and each
 // rank's index into them. Both empty when the split is unavailable (num_hosts 0).
@@ -63,6 +65,13 @@ struct RankHosts {
   std::string ranks_of(int h) const;
 };
 RankHosts rank_hosts(const switchyard::ClusterReport& c);
+
+// The P x P heat map of s's dispatch bytes (row = sender, column = receiver; host strips when
+// `hosts` is known) as one <svg> element, with the given element id and aria-label when not
+// empty (the label defaults to "Traffic matrix, layer <s.layer>").
+std::string render_traffic_svg(const switchyard::ClusterReport::LayerSummary& s, int P,
+                               const RankHosts& hosts, const std::string& id = "",
+                               const std::string& label = "");
 
 // The seven phases of PhaseTimes, in pipeline order, as {name, seconds}.
 struct PhaseValue {

@@ -1,5 +1,6 @@
 #include "runtime/report/load_report.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <utility>
@@ -32,6 +33,55 @@ RoutingMetrics layer_step_metrics(const MoeLayer& layer) {
                                      mask.empty() ? nullptr : mask.data());
 }
 
+namespace {
+
+// [P+1] this rank's unmasked tokens by how many distinct ranks hold their top-k experts, from
+// the router's ids and the layer's placement (before capacity drops: what the router asked for).
+std::vector<int64_t> tokens_by_rank_count(const MoeLayer& layer, int64_t P) {
+  const MoeStepStats& st = layer.last_stats();
+  const MoeLayerConfig& lc = layer.config();
+  const int64_t E = lc.num_experts, K = lc.top_k;
+  std::vector<int32_t> owner_E(static_cast<size_t>(E), 0);
+  if (lc.placement && lc.placement->ranks == P) {
+    const std::vector<std::vector<int32_t>> ranks = lc.placement->ranks_of_expert();
+    for (int64_t e = 0; e < E; ++e)
+      if (!ranks[static_cast<size_t>(e)].empty()) owner_E[e] = ranks[static_cast<size_t>(e)][0];
+  } else if (E % P == 0) {
+    for (int64_t e = 0; e < E; ++e) owner_E[e] = static_cast<int32_t>(e / (E / P));
+  }
+  const RouterOutput& ro = layer.router_output();
+  std::vector<int32_t> host_ids;
+  const int32_t* ids_TK = ro.topk_ids_TK.data();
+  if (!ro.topk_ids_TK.host_accessible()) {
+    host_ids = ro.topk_ids_TK.to_host();
+    ids_TK = host_ids.data();
+  }
+  std::vector<uint8_t> mask;
+  const uint8_t* mask_T = layer.last_mask();
+  if (mask_T && !ro.probs_TE.data.host_accessible()) {
+    mask.resize(static_cast<size_t>(st.T));
+    ro.probs_TE.memory()->copy_to_host(mask.data(), mask_T, st.T);
+    mask_T = mask.data();
+  }
+  std::vector<int64_t> hist(static_cast<size_t>(P + 1), 0);
+  std::vector<int64_t> seen_P(static_cast<size_t>(P), -1);  // the last token that hit the rank
+  for (int64_t t = 0; t < st.T; ++t) {
+    if (mask_T && !mask_T[t]) continue;
+    int64_t ranks = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t e = ids_TK[t * K + k];
+      if (e < 0 || e >= E) continue;
+      int64_t& seen = seen_P[static_cast<size_t>(owner_E[e])];
+      if (seen != t) ++ranks;
+      seen = t;
+    }
+    ++hist[static_cast<size_t>(ranks)];
+  }
+  return hist;
+}
+
+}  // namespace
+
 void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMetrics& m,
                      switchyard::LayerStepReport* r) {
   const MoeStepStats& st = layer.last_stats();
@@ -48,6 +98,9 @@ void fill_layer_step(const MoeLayer& layer, int l, int64_t step, const RoutingMe
   for (int64_t v : x.rows_recv_P) r->add_rows_recv_from_peer(v);
   for (int64_t v : x.bytes_sent_P) r->add_bytes_sent_to_peer(v);
   for (int64_t v : x.bytes_recv_P) r->add_bytes_recv_from_peer(v);
+  for (int64_t v : tokens_by_rank_count(
+           layer, std::max<int64_t>(1, static_cast<int64_t>(x.rows_sent_P.size()))))
+    r->add_tokens_by_rank_count(v);
   // The report's phases (proto/report.proto, a fixed format) are coarser than the layer's:
   // its dispatch_s includes the permute, its combine_s is the return exchange and its
   // unpermute_s the weighted combine plus the shared expert.
@@ -165,6 +218,7 @@ void add_forward(const switchyard::LayerStepReport& add, const RoutingMetrics& m
   add_into(add.rows_recv_from_peer(), into->mutable_rows_recv_from_peer());
   add_into(add.bytes_sent_to_peer(), into->mutable_bytes_sent_to_peer());
   add_into(add.bytes_recv_from_peer(), into->mutable_bytes_recv_from_peer());
+  add_into(add.tokens_by_rank_count(), into->mutable_tokens_by_rank_count());
   // The bandwidth over both: bytes / seconds of the two exchanges, each bandwidth x its time.
   auto xs = [](const switchyard::LayerStepReport& e) {
     return e.times().dispatch_exchange_s() + e.times().combine_s();
@@ -208,6 +262,13 @@ void RoutingCollector::add_step(int64_t step) {
     routing_metrics_merge(part, &m);
     add_forward(more, m, report_.mutable_entries(it->second.first));
   }
+}
+
+void RoutingCollector::add_loss(int64_t step, double loss) {
+  if (out_.empty()) return;
+  switchyard::StepLoss* l = report_.add_step_losses();
+  l->set_step(step);
+  l->set_loss(loss);
 }
 
 void RoutingCollector::finish(int64_t tokens, double seconds, const char* title) {

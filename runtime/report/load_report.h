@@ -60,6 +60,8 @@ class RoutingCollector {
   // Several forwards of one step (train's batch of sequences) add up into one entry per layer
   // and step: counts and times summed, metrics merged from their sums.
   void add_step(int64_t step);
+  // The loss of a logged step (train; the same on every rank), for reports that compare runs.
+  void add_loss(int64_t step, double loss);
   // Collective. tokens: over all ranks; seconds: the wall time they took. Rank 0 prints title,
   // the routing table and where the reports went; a null title prints nothing.
   void finish(int64_t tokens, double seconds, const char* title);

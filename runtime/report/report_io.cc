@@ -108,6 +108,8 @@ Status check_entry(const RankReport& r, const LayerStepReport& e, const std::str
       check_counts(e.bytes_sent_to_peer(), P, where, "bytes_sent_to_peer", "world_size"));
   SY_RETURN_IF_ERROR(
       check_counts(e.bytes_recv_from_peer(), P, where, "bytes_recv_from_peer", "world_size"));
+  SY_RETURN_IF_ERROR(check_counts(e.tokens_by_rank_count(), P + 1, where, "tokens_by_rank_count",
+                                  "world_size + 1"));
   int64_t routed = 0, dropped = 0;
   if (!sum_counts(e.routed_per_expert(), &routed) || !sum_counts(e.dropped_per_expert(), &dropped))
     return bad(where, "per-expert counts overflow int64");
@@ -267,6 +269,9 @@ Status check_rank_report(const RankReport& r, const std::string& source) {
       return bad(source, "two entries for layer ", e.layer(), " step ", e.step());
     SY_RETURN_IF_ERROR(check_entry(r, e, source));
   }
+  for (const switchyard::StepLoss& l : r.step_losses())
+    if (l.step() < 0 || std::isnan(l.loss()))
+      return bad(source, "step_losses: step ", l.step(), " loss ", l.loss());
   return Status::Ok();
 }
 

@@ -68,8 +68,9 @@ StatusOr<switchyard::RankReport> read_rank_report(const std::string& path);
 // num_experts, top_k, local experts, num_layers within the bounds above), every entry's
 // layer in [0, num_layers) and step >= 0 with (layer, step) unique, per-expert lists of size
 // E, received_per_local_expert of size local_expert_count, per-peer lists of size world_size
-// (an empty list stands for all zeros: a producer may leave out what it does not measure),
-// counts >= 0, dropped <= routed per expert, times and metric sums finite and >= 0.
+// and tokens_by_rank_count of size world_size + 1 (an empty list stands for all zeros: a
+// producer may leave out what it does not measure), counts >= 0, dropped <= routed per expert,
+// times and metric sums finite and >= 0, step_losses with steps >= 0 and no NaN.
 // `source` names the report in messages (its file).
 Status check_rank_report(const switchyard::RankReport& r, const std::string& source);
 
