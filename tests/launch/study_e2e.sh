@@ -21,12 +21,16 @@ source "$src/tests/launch/e2e_lib.sh"
 e2e_begin
 
 tiny_qwen "$work/ckpt" "$work/tokens.bin"
-study() {
+# study_on MODEL ARGS...: a small study of MODEL on 2 ranks; study ARGS...: of the tiny Qwen.
+study_on() {
+  local model=$1
+  shift
   timeout 300 mpirun --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS -x SY_FAULT \
-    -x SY_COLLECTIVE_TIMEOUT_S=60 "$bin" study --model "$work/ckpt" --token-file "$work/tokens.bin" \
+    -x SY_COLLECTIVE_TIMEOUT_S=60 "$bin" study --model "$model" --token-file "$work/tokens.bin" \
     --seq-len 32 --eval-tokens 512 --batch 2 --distill-iters 10 --set latency_repeats=3 \
     --set latency_tokens=128 "$@"
 }
+study() { study_on "$work/ckpt" "$@"; }
 export SY_FAULT=
 
 # 1. Bad input.
@@ -36,7 +40,7 @@ expect 21 twice study --routers mlp,mlp --out "$work/bad"
 check twice-named grep -q "'mlp' is listed twice" "$work/twice.log"
 expect 0 init-bert "$bin" init --arch bert_moe --set hidden_size=32 --set num_hidden_layers=1 \
   --set num_attention_heads=2 --set intermediate_size=64 --out "$work/bert"
-expect 21 bert study --model "$work/bert" --routers linear --out "$work/bad"
+expect 21 bert study_on "$work/bert" --routers linear --out "$work/bad"
 check bert-named grep -q "bert_moe checkpoint; study runs on decoders" "$work/bert.log"
 check bad-nothing-written test ! -e "$work/bad/study.json"
 # infer --router on a BERT-MoE checkpoint: no distillation there, so refused unless asked for
@@ -78,7 +82,7 @@ check md-layers grep -q "Expert load max/mean per MoE layer" "$out/study.md"
 browser=$(command -v chromium || command -v chromium-browser || true)
 if [ -n "$browser" ]; then
   # Every chart the page holds, as Chromium built it: found once, drawn, not nested.
-  grep -o '<svg id="[^"]*"' "$out/study.html" | sed 's/.*id="//; s/"$//' >"$work/chart_ids.txt"
+  grep -o '<svg [^>]*id="[^"]*"' "$out/study.html" | sed 's/.* id="//; s/"$//' >"$work/chart_ids.txt"
   for id in bar-loss_tuned bar-router_us bar-drops_c100 bar-study_ranks line-finetune_loss \
     heat-0 heat-2 traffic-1; do
     check "chart-$id" grep -qx "$id" "$work/chart_ids.txt"
@@ -114,8 +118,7 @@ expect 0 init-other "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_
   --set num_experts=8 --set num_experts_per_tok=2 --set moe_intermediate_size=32 \
   --set shared_expert_intermediate_size=128 --set intermediate_size=128 \
   --set num_attention_heads=4 --set num_key_value_heads=2 --out "$work/other"
-expect 21 other-model timeout 120 mpirun --oversubscribe -np 2 "$bin" study --model "$work/other" \
-  --token-file "$work/tokens.bin" --seq-len 32 --eval-tokens 512 --routers linear --out "$out"
+expect 21 other-model study_on "$work/other" --routers linear --out "$out"
 check other-model-named grep -q "holds a study of another model" "$work/other-model.log"
 check other-model-kept test -s "$out/routers/linear/result.json"
 exit $fail
