@@ -56,6 +56,7 @@
 #include "runtime/model/qwen2_moe.h"
 #include "runtime/project/projection.h"
 #include "runtime/report/cluster_report.h"
+#include "runtime/report/compare.h"
 #include "runtime/report/load_report.h"
 #include "runtime/report/report_io.h"
 #include "runtime/trace/trace_format.h"
@@ -499,8 +500,7 @@ class RouterRun {
 
   // Rank 0: the per-layer figures from the merged load reports and the trace.
   Status Figures(switchyard::RouterStudy* out) {
-    SY_ASSIGN_OR_RETURN(RankReportSet set, load_rank_reports(report_dir_));
-    SY_ASSIGN_OR_RETURN(switchyard::ClusterReport cr, merge_rank_reports(set.reports, set.files));
+    SY_ASSIGN_OR_RETURN(switchyard::ClusterReport cr, load_run_report(report_dir_));
     SY_ASSIGN_OR_RETURN(Trace trace, read_trace(trace_dir_));
     // The trace replayed at this P: at the run's own capacity (ranks per token), 1.0 and 1.25.
     std::vector<RouterProjection> replays;

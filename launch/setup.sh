@@ -28,7 +28,7 @@ PACKAGES=(build-essential cmake pkg-config git ca-certificates npm
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libssl-dev clang-format python3-numpy
-  iproute2 nftables)
+  iproute2 nftables chromium)
 # Optional: the libFuzzer smoke test (tests/launch/fuzz_smoke.sh) skips without them, so a
 # failure to install them does not stop the setup.
 OPTIONAL_PACKAGES=(clang libclang-rt-14-dev)

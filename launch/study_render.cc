@@ -251,8 +251,7 @@ StatusOr<Comparison> StudyComparison(const std::string& dir, const switchyard::S
   merged->reserve(static_cast<size_t>(s.routers_size()));
   for (const auto& r : s.routers()) {
     labels.push_back(r.router());
-    SY_ASSIGN_OR_RETURN(RankReportSet set, load_rank_reports(dir + "/" + r.report_dir()));
-    SY_ASSIGN_OR_RETURN(switchyard::ClusterReport cr, merge_rank_reports(set.reports, set.files));
+    SY_ASSIGN_OR_RETURN(switchyard::ClusterReport cr, load_run_report(dir + "/" + r.report_dir()));
     merged->push_back(std::move(cr));
   }
   std::vector<const switchyard::ClusterReport*> ptrs;
