@@ -75,7 +75,7 @@ struct ModelPlacement {
 
 // The load options every model understands; those of one architecture are ignored by others.
 struct ModelOptions {
-  ModelTrain train = ModelTrain::kNone;  // kAll needs expert_bits 32; encoders: kNone only
+  ModelTrain train = ModelTrain::kNone;  // kAll needs expert_bits 32
   int expert_bits = 32;                  // 32, or 8 / 4: routed experts quantized at load
   int64_t quant_group = 128;             // input columns per scale when quantized
   double capacity_factor = 0.0;          // <= 0: dropless (Hugging Face semantics)
