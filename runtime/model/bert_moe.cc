@@ -528,7 +528,10 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
     if (save) ops::copy(ex, resize_in(L.x_mid, T * D, m), x, bytes);
     times_.attention_s += seconds_since(&clk);
     if (L.moe) {
-      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, x, ids_dev_.data(), T, D, y));
+      // Training: the kept copy, since the router's backward reads its input again and x is
+      // overwritten below.
+      SY_RETURN_IF_ERROR(
+          sharded_->forward(*L.moe, save ? L.x_mid.data() : x, ids_dev_.data(), T, D, y));
       times_.moe_s += seconds_since(&clk);
     } else {
       gelu_ffn_forward(
@@ -622,6 +625,26 @@ std::vector<ModelParam> BertMoeModel::parameters() {
       out.push_back({LayerName(static_cast<int64_t>(i), "moe." + name), &p->value,
                      p->grad.empty() ? nullptr : &p->grad, expert, !expert});
     }
+  }
+  return out;
+}
+
+std::vector<ExpertTensorKind> BertMoeModel::expert_tensor_kinds(int64_t layer) const {
+  if (!layers_[static_cast<size_t>(layer)].moe) return {};
+  const int64_t D = cfg_.hidden_size, Fe = cfg_.moe_intermediate_size;
+  const struct {
+    const char *param, *part, *what;
+    std::vector<int64_t> shape;
+  } kinds[] = {{"fc1", "intermediate.dense", "weight", {Fe, D}},
+               {"fc1_bias", "intermediate.dense", "bias", {Fe}},
+               {"fc2", "output.dense", "weight", {D, Fe}},
+               {"fc2_bias", "output.dense", "bias", {D}}};
+  std::vector<ExpertTensorKind> out;
+  for (const auto& k : kinds) {
+    const std::string part = k.part, what = k.what;
+    out.push_back({LayerName(layer, std::string("moe.experts.") + k.param),
+                   [layer, part, what](int64_t j) { return ExpertName(layer, j, part, what); },
+                   k.shape});
   }
   return out;
 }

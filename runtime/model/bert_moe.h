@@ -220,6 +220,8 @@ class BertMoeModel : public Model {
   void zero_grad() override;
   void set_defer_moe_grad_allreduce(bool defer) override;
   void allreduce_moe_grads() override;
+  // moe.experts.{fc1, fc1_bias, fc2, fc2_bias}: moe.experts.{j}.{intermediate,output}.dense.*.
+  std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const override;
 
   // ---- the rest of the Model interface (model.h): an encoder ----
   // The whole sequence at positions 0..T-1, token types 0, no padding; logits [T, V] always.

@@ -51,6 +51,15 @@ struct ModelParam {
   bool moe_summed = false;
 };
 
+// A routed-expert tensor as a checkpoint stores it: parameters() holds this rank's experts
+// stacked [E/P, ...] under `stacked`; the checkpoint holds one tensor per global expert j,
+// named global(j), of `shape` (runtime/train/checkpoint.h saves and resumes through it).
+struct ExpertTensorKind {
+  std::string stacked;
+  std::function<std::string(int64_t j)> global;
+  std::vector<int64_t> shape;
+};
+
 // Bytes this rank holds, by kind (for the memory report). Encoders have no KV cache.
 struct ModelMemory {
   int64_t replicated_bytes = 0;   // embeddings, attention, norms, routers, shared experts, head
@@ -133,6 +142,11 @@ class Model {
   // allreduce_moe_grads() once after the last one (COLLECTIVE).
   virtual void set_defer_moe_grad_allreduce(bool defer) { (void)defer; }
   virtual void allreduce_moe_grads() {}
+  // MoE layer `layer`'s routed-expert tensors in checkpoint terms (empty for a dense layer).
+  virtual std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const {
+    (void)layer;
+    return {};
+  }
 
   // ---- MoE layers ----
   virtual int64_t num_layers() const = 0;

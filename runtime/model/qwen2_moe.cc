@@ -641,6 +641,18 @@ void Qwen2MoeModel::allreduce_moe_grads() {
     if (L.moe) L.moe->allreduce_replicated_grads();
 }
 
+std::vector<ExpertTensorKind> Qwen2MoeModel::expert_tensor_kinds(int64_t layer) const {
+  if (!layers_[static_cast<size_t>(layer)].moe) return {};
+  const int64_t D = cfg_.hidden_size, F = cfg_.moe_intermediate_size;
+  std::vector<ExpertTensorKind> out;
+  for (const char* proj : kQwen2MoeExpertProjs)
+    out.push_back({qwen2_moe_stacked_expert_name(layer, proj),
+                   [layer, proj](int64_t j) { return qwen2_moe_expert_name(layer, j, proj); },
+                   std::string(proj) == "down_proj" ? std::vector<int64_t>{D, F}
+                                                    : std::vector<int64_t>{F, D}});
+  return out;
+}
+
 void Qwen2MoeModel::zero_grad() {
   for (Qwen2MoeParam& p : parameters())
     if (p.grad) p.grad->zero();

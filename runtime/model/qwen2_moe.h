@@ -172,6 +172,8 @@ class Qwen2MoeModel : public Model {
   // after the last backward (COLLECTIVE).
   void set_defer_moe_grad_allreduce(bool defer) override;
   void allreduce_moe_grads() override;
+  // model.layers.{i}.mlp.experts.{gate,up,down}_proj: experts.{j}.{proj}.weight.
+  std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const override;
 
   // ---- routers ----
   // Swaps every MoE layer's router for a fresh `name` router (RouterConfig: hidden, seed + layer
