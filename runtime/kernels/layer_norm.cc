@@ -35,8 +35,8 @@ void add_layernorm_forward(const float* a_TD, const float* r_TD, const float* w_
 void layernorm_backward(const float* x_TD, const float* w_D, const float* dy_TD, float* dx_TD,
                         float* dw_D, float* db_D, int64_t T, int64_t D, float eps) {
   for (int64_t t = 0; t < T; ++t)
-    layernorm_backward_row(x_TD + t * D, w_D, dy_TD + t * D, D, eps, dx_TD ? dx_TD + t * D : nullptr,
-                           dw_D, db_D);
+    layernorm_backward_row(x_TD + t * D, w_D, dy_TD + t * D, D, eps,
+                           dx_TD ? dx_TD + t * D : nullptr, dw_D, db_D);
 }
 
 }  // namespace sy

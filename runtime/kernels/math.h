@@ -88,8 +88,8 @@ SY_HD inline void layernorm_row_stats(const float* s, int64_t D, float eps, floa
 //   xhat = (x - mean) rstd, g = dy w,
 //   dx  += rstd (g - mean(g) - xhat mean(g xhat)),  dw += dy xhat,  db += dy.
 // Any of dx, dw, db may be null. The two row sums accumulate in double.
-SY_HD inline void layernorm_backward_row(const float* x, const float* w, const float* dy,
-                                         int64_t D, float eps, float* dx, float* dw, float* db) {
+SY_HD inline void layernorm_backward_row(const float* x, const float* w, const float* dy, int64_t D,
+                                         float eps, float* dx, float* dw, float* db) {
   float mean, rstd;
   layernorm_row_stats(x, D, eps, &mean, &rstd);
   double sg = 0.0, sgx = 0.0;

@@ -240,7 +240,8 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
                            std::to_string(opt.expert_bits) + ")");
   if (opt.train == ModelTrain::kAll && opt.expert_bits != 32)
     return InvalidArgument("bert_moe: training everything needs fp32 experts (expert bits " +
-                           std::to_string(opt.expert_bits) + "); quantized experts train routers only");
+                           std::to_string(opt.expert_bits) +
+                           "); quantized experts train routers only");
   m->train_ = opt.train;
   if (!(opt.upcycle_noise >= 0.0f) || !std::isfinite(opt.upcycle_noise))
     return InvalidArgument("bert_moe: upcycle_noise must be finite and >= 0");
@@ -534,10 +535,10 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
           sharded_->forward(*L.moe, save ? L.x_mid.data() : x, ids_dev_.data(), T, D, y));
       times_.moe_s += seconds_since(&clk);
     } else {
-      gelu_ffn_forward(
-          ex, x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
-          save ? resize_in(L.pre, T * F, m) : scratch_grow(pre_, T * F, ex.backend),
-          save ? resize_in(L.act, T * F, m) : scratch_grow(act_, T * F, ex.backend), y);
+      gelu_ffn_forward(ex, x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
+                       save ? resize_in(L.pre, T * F, m) : scratch_grow(pre_, T * F, ex.backend),
+                       save ? resize_in(L.act, T * F, m) : scratch_grow(act_, T * F, ex.backend),
+                       y);
       times_.dense_ffn_s += seconds_since(&clk);
     }
     add_norm(L.s2, L.ln2_w, L.ln2_b);

@@ -51,7 +51,7 @@ struct TrainState {
 
 struct SaveRequest {
   std::string root;                // the checkpoint root (--checkpoint-dir)
-  Model* model = nullptr;  // COLLECTIVE: the same model on every rank
+  Model* model = nullptr;          // COLLECTIVE: the same model on every rank
   const AdamW* optimizer = nullptr;
   TrainState state;                      // state.step names the folder
   const HfCheckpoint* source = nullptr;  // frozen experts and tokenizer files come from here

@@ -24,9 +24,9 @@ void mlm_mask(const MlmConfig& c, int64_t step, int64_t seq, const std::vector<i
               std::vector<int32_t>* inputs, std::vector<int32_t>* targets) {
   // One stream per (step, sequence); three draws per position: chosen, how replaced, which
   // random token.
-  const uint64_t stream = hash_combine(hash_combine(0x4d4c4dull /* "MLM" */,
-                                                    static_cast<uint64_t>(step)),
-                                       static_cast<uint64_t>(seq));
+  const uint64_t stream =
+      hash_combine(hash_combine(0x4d4c4dull /* "MLM" */, static_cast<uint64_t>(step)),
+                   static_cast<uint64_t>(seq));
   inputs->assign(ids.begin(), ids.end());
   targets->assign(ids.size(), -1);
   for (size_t t = 0; t < ids.size(); ++t) {

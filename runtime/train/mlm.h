@@ -17,11 +17,11 @@ namespace sy {
 
 struct MlmConfig {
   uint64_t seed = 1234;
-  double mask_prob = 0.15;    // chance that a position is chosen
-  double replace_mask = 0.8;  // of the chosen: [MASK]
-  double replace_random = 0.1;  // of the chosen: a random token in [0, vocab_size); else kept
-  int32_t mask_id = 103;      // [MASK] in bert-base-uncased's vocabulary
-  int64_t vocab_size = 0;     // V
+  double mask_prob = 0.15;            // chance that a position is chosen
+  double replace_mask = 0.8;          // of the chosen: [MASK]
+  double replace_random = 0.1;        // of the chosen: a random token in [0, vocab_size); else kept
+  int32_t mask_id = 103;              // [MASK] in bert-base-uncased's vocabulary
+  int64_t vocab_size = 0;             // V
   std::vector<int32_t> never_chosen;  // ids never chosen (such as [CLS], [SEP], [PAD])
 
   // kInvalidArgument unless the probabilities are in [0, 1] (replace_mask + replace_random

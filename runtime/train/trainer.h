@@ -1,7 +1,7 @@
 // One data-parallel + expert-parallel optimizer step of a model (model.h: Qwen2-MoE decoders,
-// BERT-MoE encoders), and the held-out loss. Every rank of `comm` passes its OWN sequences (the same count on every
-// rank; an empty sequence is allowed as padding); the model runs with replicated tokens off, so the
-// MoE layers exchange every rank's tokens with the experts' owners.
+// BERT-MoE encoders), and the held-out loss. Every rank of `comm` passes its OWN sequences (the
+// same count on every rank; an empty sequence is allowed as padding); the model runs with
+// replicated tokens off, so the MoE layers exchange every rank's tokens with the experts' owners.
 //
 //   loss      = sum over all ranks' target tokens of cross-entropy / their number
 //   gradients: replicated parameters (embeddings, attention, norms, dense MLPs, LM head) are
@@ -149,8 +149,8 @@ class Trainer {
                     std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const;
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
   // check: record non-finite router scores, logits and loss (training steps).
-  Status run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
-             float grad_scale, double* loss_sum, int64_t* count, bool check = false);
+  Status run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, float grad_scale,
+             double* loss_sum, int64_t* count, bool check = false);
   Model& model_;
   Communicator* comm_;
   AdamW opt_;

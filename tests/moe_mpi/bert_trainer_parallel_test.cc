@@ -34,10 +34,10 @@ TEST(BertTrainerParallel, MaskedLmStepsOnPRanksMatchOneRank) {
   const std::string dir =
       (fs::temp_directory_path() / ("sy_berttrain_" + std::to_string(::getpid()))).string();
   const std::string dense = dir + "_dense";
-  json cfg = {{"vocab_size", 64},        {"hidden_size", 16},
-              {"num_hidden_layers", 2},  {"num_attention_heads", 2},
-              {"intermediate_size", 24}, {"max_position_embeddings", 32},
-              {"num_experts", 4},        {"moe_every", 1},
+  json cfg = {{"vocab_size", 64},         {"hidden_size", 16},
+              {"num_hidden_layers", 2},   {"num_attention_heads", 2},
+              {"intermediate_size", 24},  {"max_position_embeddings", 32},
+              {"num_experts", 4},         {"moe_every", 1},
               {"num_experts_per_tok", 2}, {"initializer_range", 0.1}};
   ASSERT_TRUE(write_random_bert_checkpoint(dir, cfg, 61, /*moe=*/true).ok());
   ASSERT_TRUE(write_random_bert_checkpoint(dense, cfg, 62, /*moe=*/false).ok());

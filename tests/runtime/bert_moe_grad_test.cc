@@ -26,11 +26,9 @@ constexpr int64_t kV = 40;
 
 // 2 layers (layer 1 MoE when moe), 2 heads of 8, FFN 20, LayerNorm eps 1e-5.
 json TinyConfig(bool moe) {
-  json c = {{"vocab_size", kV},         {"hidden_size", 16},
-            {"num_hidden_layers", 2},   {"num_attention_heads", 2},
-            {"intermediate_size", 20},  {"max_position_embeddings", 16},
-            {"type_vocab_size", 2},     {"initializer_range", 0.3},
-            {"layer_norm_eps", 1e-5}};
+  json c = {{"vocab_size", kV},         {"hidden_size", 16},        {"num_hidden_layers", 2},
+            {"num_attention_heads", 2}, {"intermediate_size", 20},  {"max_position_embeddings", 16},
+            {"type_vocab_size", 2},     {"initializer_range", 0.3}, {"layer_norm_eps", 1e-5}};
   if (moe) {
     c["num_experts"] = 4;
     c["moe_every"] = 2;
