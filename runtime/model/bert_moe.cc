@@ -711,16 +711,7 @@ Status BertMoeModel::backward(const float* dlogits_TV, float aux_alpha) {
     // x_out = LayerNorm(s2), s2 = x_mid + FFN(x_mid); dx holds d x_out.
     norm_back(L.s2.data(), L.ln2_w, dx, L.d_ln2_w, L.d_ln2_b);
     if (L.moe) {
-      MoeAuxGrads aux;
-      const RouterOutput& ro = L.moe->router_output();
-      if (aux_alpha > 0 && ro.T > 0 && L.moe->router().differentiable()) {
-        resize_in(aux_dprobs_, ro.T * ro.E, m);
-        aux_loss_ += ops::switch_aux_loss(ex, ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E,
-                                          ro.K, aux_alpha, aux_dprobs_.data(),
-                                          /*accumulate=*/false);
-        aux.dprobs_TE = aux_dprobs_.data();
-      }
-      sharded_->backward(*L.moe, ds, T, D, dm, aux.dprobs_TE ? &aux : nullptr);
+      aux_loss_ += sharded_->backward_with_balance(*L.moe, ds, T, D, dm, aux_alpha, &aux_dprobs_);
     } else {
       gelu_ffn_backward(ex, L.x_mid.data(), L.w1.ptr(), L.w2.ptr(), L.pre.data(), L.act.data(), ds,
                         T, D, F, grad(L.d_w1), grad(L.d_b1), grad(L.d_w2), grad(L.d_b2), dm, false,

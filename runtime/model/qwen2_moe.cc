@@ -697,16 +697,7 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
     Saved& S = L.saved;
     // FFN block: x_out = x_mid + FFN(RMSNorm(x_mid)); dx holds d x_out.
     if (L.moe) {
-      MoeAuxGrads aux;
-      const RouterOutput& ro = L.moe->router_output();
-      if (aux_alpha > 0 && ro.T > 0 && L.moe->router().differentiable()) {
-        resize_in(aux_dprobs_, ro.T * ro.E, m);
-        aux_loss_ += ops::switch_aux_loss(ex, ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E,
-                                          ro.K, aux_alpha, aux_dprobs_.data(),
-                                          /*accumulate=*/false);
-        aux.dprobs_TE = aux_dprobs_.data();
-      }
-      sharded_->backward(*L.moe, dx, T, D, da, aux.dprobs_TE ? &aux : nullptr);
+      aux_loss_ += sharded_->backward_with_balance(*L.moe, dx, T, D, da, aux_alpha, &aux_dprobs_);
     } else {
       const int64_t F = c.intermediate_size;
       resize_in(g_, T * F, m);

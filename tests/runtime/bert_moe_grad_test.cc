@@ -16,6 +16,7 @@
 #include "runtime/kernels/loss.h"
 #include "runtime/model/bert_moe.h"
 #include "runtime/train/mlm.h"
+#include "tests/runtime/moe_test_util.h"
 
 namespace sy {
 namespace {
@@ -109,20 +110,6 @@ Status Backprop(BertMoeModel& m, const Batch& b) {
   return m.backward(dlogits.data());
 }
 
-// A parameter's kind: its name without layer and expert indices.
-std::string Kind(const std::string& name) {
-  std::string k;
-  for (size_t i = 0; i < name.size(); ++i) {
-    if (std::isdigit(static_cast<unsigned char>(name[i]))) {
-      k += '#';
-      while (i + 1 < name.size() && std::isdigit(static_cast<unsigned char>(name[i + 1]))) ++i;
-    } else {
-      k += name[i];
-    }
-  }
-  return k;
-}
-
 void CheckFiniteDifferences(bool stored) {
   const std::string dir = WriteTiny(stored ? "stored" : "upcycled", stored);
   auto m = LoadTiny(dir, stored, ModelTrain::kAll);
@@ -152,7 +139,7 @@ void CheckFiniteDifferences(bool stored) {
     const double fd = (lp - lm) / (2.0 * eps);
     EXPECT_NEAR(p.grad->data[static_cast<size_t>(i)], fd, 2e-3 + 3e-2 * std::fabs(fd))
         << p.name << "[" << i << "]" << (stored ? " (stored)" : " (upcycled)");
-    ++checked[Kind(p.name)];
+    ++checked[testing_util::ParamKind(p.name)];
   };
   for (ModelParam& p : m->parameters()) {
     ASSERT_NE(p.grad, nullptr) << p.name << " has no gradient in kAll";
@@ -230,7 +217,8 @@ TEST(BertMoeGrad, RouterOnlyTrainsTheRoutersAndNothingElse) {
     ASSERT_TRUE(Backprop(*m, MakeBatch()).ok());
     int gates = 0;
     for (ModelParam& p : m->parameters()) {
-      const bool is_gate = Kind(p.name) == "bert.encoder.layer.#.moe.gate.weight";
+      const bool is_gate =
+          testing_util::ParamKind(p.name) == "bert.encoder.layer.#.moe.gate.weight";
       EXPECT_EQ(p.grad != nullptr, is_gate) << p.name;
       if (!is_gate) continue;
       ++gates;
