@@ -82,11 +82,10 @@ class BertTrainRun {
                         ck_->config_reader().get_string("router", kDefaultRouterName));
     router_ = c_.router().empty() ? ck_router : c_.router();
     SY_ASSIGN_OR_RETURN(std::string type, ck_->config_reader().get_string("model_type", "bert"));
-    if (type == "bert_moe" && router_ != ck_router)
-      return InvalidArgument("train: --router " + router_ +
-                             " on a bert_moe checkpoint whose "
-                             "routers are " +
-                             ck_router + ": replacing a BERT-MoE router is not supported yet");
+    if (type == "bert" && c_.what() == "routers")
+      return InvalidArgument("train: " + ck_->dir() +
+                             " is a dense BERT (no routers): --what routers has nothing to train");
+    replace_router_ = type == "bert_moe" && router_ != ck_router;
     if (is_resume_) {
       SY_ASSIGN_OR_RETURN(resumed_, read_train_state(ck_->dir(), &optimizer_step_));
       const json want = RunSettings(c_, router_);
@@ -105,10 +104,15 @@ class BertTrainRun {
     opt.train = c_.what() == "all" ? ModelTrain::kAll : ModelTrain::kRouters;
     opt.expert_bits = c_.quantize() == "int8" ? 8 : c_.quantize() == "int4" ? 4 : 32;
     opt.capacity_factor = c_.capacity_factor();
-    opt.router = type == "bert" ? router_ : "";  // a dense checkpoint stays dense (no upcycling)
     opt.seed = c_.seed();
     SY_ASSIGN_OR_RETURN(opt.exec, backend_context(c_.backend(), c_.deterministic()));
     SY_ASSIGN_OR_RETURN(model_, load_model(*ck_, opt, &comm_));
+    if (replace_router_) {  // fresh routers (no distillation warm start for BERT yet)
+      SY_RETURN_IF_ERROR(model_->replace_routers(router_, c_.seed(), 0).status());
+      if (me_ == 0)
+        std::printf("replaced the %s gates by fresh %s routers (no warm start)\n",
+                    ck_router.c_str(), router_.c_str());
+    }
     const int64_t V = model_->vocab_size();
     for (int32_t id : ids_)
       if (id < 0 || id >= V)
@@ -308,7 +312,7 @@ class BertTrainRun {
   std::unique_ptr<HfCheckpoint> ck_;
   std::unique_ptr<Model> model_;
   std::string router_;
-  bool is_resume_ = false;
+  bool is_resume_ = false, replace_router_ = false;
   TrainState resumed_, state_;
   int64_t optimizer_step_ = 0, last_saved_ = -1, n_train_ = 0, report_step_ = -1;
   std::vector<int32_t> ids_;

@@ -10,8 +10,9 @@
 // global index, position), so P ranks and a resumed run mask exactly as one uninterrupted rank.
 // [MASK] is id 103 and [PAD] / [CLS] / [SEP] (0, 101, 102) are never chosen: bert-base-uncased's
 // vocabulary, which `switchyard init --arch bert_moe` models share.
-// Not for BERT (a clear exit 21): --router other than the checkpoint's router on a bert_moe
-// checkpoint, --trace.
+// --router replaces a bert_moe checkpoint's routers by fresh ones (BertMoeModel::replace_routers;
+// no distillation warm start yet). Not for BERT (a clear exit 21): --trace, and --what routers
+// on a dense BERT (it has no routers).
 #pragma once
 
 #include "comm/communicator.h"

@@ -742,6 +742,32 @@ Status BertMoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   return Status::Ok();
 }
 
+StatusOr<std::vector<std::unique_ptr<Router>>> BertMoeModel::replace_routers(
+    const std::string& name, uint64_t seed, int64_t hidden) {
+  BertMoeConfig next = cfg_;
+  next.router = name;
+  next.router_hidden = hidden > 0 ? hidden : RouterConfig::kDefaultHidden;  // explicit in files
+  std::vector<std::unique_ptr<Router>> fresh(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    RouterConfig base;
+    base.seed = seed;
+    RouterConfig rc = RouterFor(next, base, static_cast<int64_t>(i));
+    rc.d_model = cfg_.hidden_size;
+    rc.num_experts = cfg_.num_experts;
+    rc.top_k = cfg_.num_experts_per_tok;
+    SY_ASSIGN_OR_RETURN(fresh[i], make_router(rc));
+    fresh[i]->init_from(layers_[i].moe->router());
+  }
+  std::vector<std::unique_ptr<Router>> old(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    SY_ASSIGN_OR_RETURN(old[i], layers_[i].moe->replace_router(std::move(fresh[i])));
+  }
+  cfg_ = next;
+  return old;
+}
+
 // ---- introspection -------------------------------------------------------------------------
 
 std::vector<MoeLayer*> BertMoeModel::moe_layers() {

@@ -196,6 +196,15 @@ class BertMoeModel : public Model {
   void set_replicated_tokens(bool r) override { sharded_->set_replicated(r); }
 
   bool is_moe_layer(int64_t i) const { return cfg_.is_moe_layer(i); }
+  // Swaps every MoE layer's router for a fresh `name` router (layer i seeded seed + i, the
+  // layer's D / E / K, norm_topk_prob and router_num_heads; hidden 0 = the router's default)
+  // and returns the old ones by layer (null for dense layers). A router that can start from
+  // the old one does (Router::init_from: a hybrid from a linear gate routes as it did).
+  // config() describes the new routers afterwards. Not collective; every rank makes the same
+  // call. Built before anything is swapped: a bad name or size changes nothing.
+  StatusOr<std::vector<std::unique_ptr<Router>>> replace_routers(const std::string& name,
+                                                                 uint64_t seed,
+                                                                 int64_t hidden) override;
   // MoE layers in layer order (dense layers skipped), for metrics and reports.
   std::vector<MoeLayer*> moe_layers();
   // Layer i's MoE layer, or null when it is dense.

@@ -7,7 +7,8 @@
 #      (bert.encoder.layer.{i}.moe.experts.{j}.*);
 #   3. the same 2-rank checkpoint resumes on 4 ranks;
 #   4. router-only training with int8 experts changes only the router tensors;
-#   5. --corpus with a checkpoint that has no tokenizer, and --router on a bert_moe checkpoint,
+#   5. --router mlp replaces the routers: the saved config names mlp and `infer` loads it;
+#   6. --corpus with a checkpoint that has no tokenizer, and --what routers on a dense BERT,
 #      are refused (exit 21) with the reason.
 # Usage: bert_train_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
@@ -80,11 +81,21 @@ check "routers only: router.safetensors written" test -f "$work/cr/step-00000002
 expect 0 routers_only_changed $st compare "$m" "$work/cr" --except .moe.gate.
 has routers_only_changed "2 changed"
 
-# 5. Refusals.
+# 5. Replaced routers.
+expect 0 router_replace mpi 2 "${args[@]}" --steps 2 --router mlp --checkpoint-dir "$work/cm"
+has router_replace "by fresh mlp routers"
+check "the saved config names the mlp router" grep -q '"router": "mlp"' \
+  "$work/cm/step-00000002/config.json"
+expect 0 infer_mlp "$bin" infer --model "$work/cm" --token-file "$work/tokens.bin" --max-tokens 64
+
+# 6. Refusals.
 expect 21 corpus_no_tokenizer mpi 1 train --model "$m" --steps 1 --corpus excerpt --seq-len 32
 has corpus_no_tokenizer "token-file"
-expect 21 router_replace mpi 1 "${args[@]}" --steps 1 --router mlp
-has router_replace "not supported yet"
+expect 0 init_dense "$bin" init --arch bert --set hidden_size=32 --set num_hidden_layers=1 \
+  --set num_attention_heads=2 --set intermediate_size=64 --out "$work/dense"
+expect 21 dense_routers mpi 1 train --model "$work/dense" --what routers --steps 1 --seq-len 32 \
+  --token-file "$work/tokens.bin"
+has dense_routers "no routers"
 
 [ $fail = 0 ] && echo "bert_train_e2e: all checks passed"
 exit $fail

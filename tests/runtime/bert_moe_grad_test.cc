@@ -231,6 +231,43 @@ TEST(BertMoeGrad, RouterOnlyTrainsTheRoutersAndNothingElse) {
   }
 }
 
+// Replaced routers (train --router): a hybrid started from the linear gate routes as it did,
+// an MLP router trains (its gradients reach every parameter) and config() names it.
+TEST(BertMoeGrad, ReplacedRoutersRouteAndTrain) {
+  const std::string dir = WriteTiny("replace", true);
+  auto m = LoadTiny(dir, true, ModelTrain::kRouters);
+  const Batch b = MakeBatch();
+  std::vector<int32_t> before, after;
+  Loss(*m, b, &before);
+  auto old = m->replace_routers("hybrid", 5, 8);
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ((*old)[0], nullptr);  // layer 0 is dense
+  ASSERT_NE((*old)[1], nullptr);
+  Loss(*m, b, &after);
+  EXPECT_EQ(after, before);
+  ASSERT_TRUE(m->replace_routers("mlp", 5, 8).ok());
+  EXPECT_EQ(m->config().router, "mlp");
+  EXPECT_EQ(m->config().router_hidden, 8);
+  EXPECT_EQ(m->replace_routers("no_such_router", 5, 8).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(m->config().router, "mlp");  // unchanged by the failed call
+  ASSERT_TRUE(Backprop(*m, b).ok());
+  int gates = 0;
+  for (ModelParam& p : m->parameters()) {
+    if (p.name.find(".moe.gate.") == std::string::npos) {
+      EXPECT_EQ(p.grad, nullptr) << p.name;
+      continue;
+    }
+    ASSERT_NE(p.grad, nullptr) << p.name;
+    double norm = 0;
+    for (float g : p.grad->data) norm += static_cast<double>(g) * g;
+    EXPECT_GT(norm, 0.0) << p.name;
+    ++gates;
+  }
+  EXPECT_GE(gates, 2);  // the MLP's layers
+  fs::remove_all(dir);
+}
+
 TEST(BertMoeGrad, InferenceModelRefusesBackward) {
   const std::string dir = WriteTiny("inf", true);
   auto m = LoadTiny(dir, true, ModelTrain::kNone);
