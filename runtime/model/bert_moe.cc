@@ -650,21 +650,6 @@ std::vector<ExpertTensorKind> BertMoeModel::expert_tensor_kinds(int64_t layer) c
   return out;
 }
 
-void BertMoeModel::zero_grad() {
-  for (ModelParam& p : parameters())
-    if (p.grad) p.grad->zero();
-}
-
-void BertMoeModel::set_defer_moe_grad_allreduce(bool defer) {
-  for (Layer& L : layers_)
-    if (L.moe) L.moe->set_defer_grad_allreduce(defer);
-}
-
-void BertMoeModel::allreduce_moe_grads() {
-  for (Layer& L : layers_)
-    if (L.moe) L.moe->allreduce_replicated_grads();
-}
-
 Status BertMoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   if (!trainable()) return InvalidArgument("bert backward: the model was loaded without training");
   if (!last_has_head_) return InvalidArgument("bert backward: the last forward had no MLM head");

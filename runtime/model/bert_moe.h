@@ -226,9 +226,6 @@ class BertMoeModel : public Model {
   // Hugging Face names (header); MoE tensors as bert.encoder.layer.{i}.moe.<MoeLayer name>
   // (moe.gate.<router param>, moe.experts.fc1 / fc1_bias / fc2 / fc2_bias stacked [E/P, ...]).
   std::vector<ModelParam> parameters() override;
-  void zero_grad() override;
-  void set_defer_moe_grad_allreduce(bool defer) override;
-  void allreduce_moe_grads() override;
   // moe.experts.{fc1, fc1_bias, fc2, fc2_bias}: moe.experts.{j}.{intermediate,output}.dense.*.
   std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const override;
 

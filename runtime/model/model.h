@@ -137,11 +137,12 @@ class Model {
   virtual Status backward(const float* dlogits_TV, float aux_alpha = 0.0f);
   virtual double last_aux_loss() const { return 0.0; }
   virtual std::vector<ModelParam> parameters() { return {}; }
-  virtual void zero_grad() {}
-  // Several backward() calls per step: defer the MoE layers' cross-rank gradient sums and call
-  // allreduce_moe_grads() once after the last one (COLLECTIVE).
-  virtual void set_defer_moe_grad_allreduce(bool defer) { (void)defer; }
-  virtual void allreduce_moe_grads() {}
+  void zero_grad();  // every trained parameter's gradient
+  // Several backward() calls per step: defer the MoE layers' cross-rank gradient sums
+  // (MoeLayer::set_defer_grad_allreduce) and call allreduce_moe_grads() once after the last
+  // one (COLLECTIVE).
+  void set_defer_moe_grad_allreduce(bool defer);
+  void allreduce_moe_grads();
   // MoE layer `layer`'s routed-expert tensors in checkpoint terms (empty for a dense layer).
   virtual std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const {
     (void)layer;

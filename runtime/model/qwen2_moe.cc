@@ -631,16 +631,6 @@ std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
   return out;
 }
 
-void Qwen2MoeModel::set_defer_moe_grad_allreduce(bool defer) {
-  for (Layer& L : layers_)
-    if (L.moe) L.moe->set_defer_grad_allreduce(defer);
-}
-
-void Qwen2MoeModel::allreduce_moe_grads() {
-  for (Layer& L : layers_)
-    if (L.moe) L.moe->allreduce_replicated_grads();
-}
-
 std::vector<ExpertTensorKind> Qwen2MoeModel::expert_tensor_kinds(int64_t layer) const {
   if (!layers_[static_cast<size_t>(layer)].moe) return {};
   const int64_t D = cfg_.hidden_size, F = cfg_.moe_intermediate_size;
@@ -651,11 +641,6 @@ std::vector<ExpertTensorKind> Qwen2MoeModel::expert_tensor_kinds(int64_t layer) 
                    std::string(proj) == "down_proj" ? std::vector<int64_t>{D, F}
                                                     : std::vector<int64_t>{F, D}});
   return out;
-}
-
-void Qwen2MoeModel::zero_grad() {
-  for (Qwen2MoeParam& p : parameters())
-    if (p.grad) p.grad->zero();
 }
 
 Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
