@@ -9,7 +9,9 @@
 #   4. router-only training with int8 experts changes only the router tensors;
 #   5. --router mlp replaces the routers: the saved config names mlp and `infer` loads it;
 #   6. --corpus with a checkpoint that has no tokenizer, and --what routers on a dense BERT,
-#      are refused (exit 21) with the reason.
+#      are refused (exit 21) with the reason;
+#   7. 1, 2 and 4 ranks on the same global batch (--deterministic) print the same losses (the
+#      masks are drawn per global sequence, not per rank).
 # Usage: bert_train_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
@@ -43,9 +45,9 @@ with open(sys.argv[1], "wb") as f:
     f.write(b"SYTOK1\0\0" + struct.pack("<IIQQ", 1, 30522, len(ids), 0))
     f.write(struct.pack("<%di" % len(ids), *ids))
 PY
-base=(train --model "$m" --seq-len 32 --batch 2 --token-file "$work/tokens.bin"
+base=(train --model "$m" --seq-len 32 --token-file "$work/tokens.bin"
   --eval-tokens 256 --eval-every 0 --lr 3e-3 --log-every 1)
-args=("${base[@]}" --what all)
+args=("${base[@]}" --what all --batch 2)
 
 # 1 + 2. 6 straight == 3 + resume + 3, bitwise; the held-out loss goes down.
 expect 0 straight6 mpi 2 "${args[@]}" --steps 6 --checkpoint-dir "$work/c6"
@@ -75,7 +77,7 @@ expect 0 resume4 mpi 4 "${args[@]}" --steps 6 --checkpoint-dir "$work/c4" --resu
 has resume4 "resuming at step 3"
 
 # 4. Routers only, int8 experts: only router tensors change.
-expect 0 routers mpi 2 "${base[@]}" --what routers --quantize int8 --steps 2 \
+expect 0 routers mpi 2 "${base[@]}" --batch 2 --what routers --quantize int8 --steps 2 \
   --checkpoint-dir "$work/cr"
 check "routers only: router.safetensors written" test -f "$work/cr/step-00000002/router.safetensors"
 expect 0 routers_only_changed $st compare "$m" "$work/cr" --except .moe.gate.
@@ -96,6 +98,15 @@ expect 0 init_dense "$bin" init --arch bert --set hidden_size=32 --set num_hidde
 expect 21 dense_routers mpi 1 train --model "$work/dense" --what routers --steps 1 --seq-len 32 \
   --token-file "$work/tokens.bin"
 has dense_routers "no routers"
+
+# 7. P = 1, 2, 4 on one global batch of 4 sequences: the same losses as printed.
+for p in 1 2 4; do
+  expect 0 "p$p" mpi "$p" "${base[@]}" --what all --steps 3 --batch $((4 / p)) --deterministic
+  grep -E "loss" "$work/p$p.log" | sed -E 's/ lr .*//; s/ \(masked LM.*\)//' >"$work/p$p.loss"
+done
+check "P = 1 printed 5 losses" test "$(wc -l <"$work/p1.loss")" = 5
+check "P = 2 prints P = 1's losses" cmp -s "$work/p1.loss" "$work/p2.loss"
+check "P = 4 prints P = 1's losses" cmp -s "$work/p1.loss" "$work/p4.loss"
 
 [ $fail = 0 ] && echo "bert_train_e2e: all checks passed"
 exit $fail
