@@ -31,7 +31,8 @@
 //          "non-finite <what> on rank R, layer L, step S[ (<parameter>[, after the all-reduce])]"
 //          what: router scores | logits | loss | gradient (| "loss or gradient norm", the
 //          fallback, rank 0); layer: the model layer (MoE router, experts, "model.layers.{i}."
-//          parameters), -1 for logits, loss, embeddings, final norm and LM head.
+//          or "bert.encoder.layer.{i}." parameters), -1 for logits, loss, embeddings, final
+//          norm and LM / MLM head.
 //
 // Fault injection (comm/fault.h, SY_FAULT; or set_faults() in tests), at step index s on rank r:
 //   nan_logits@rank=r,step=s           the LM logits of every forward of the step become NaN
