@@ -31,6 +31,7 @@
 #include "launch/config_cli.h"
 #include "launch/infer_run.h"
 #include "launch/trace_run.h"
+#include "launch/train_bert.h"
 #include "launch/train_progress.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
@@ -534,6 +535,7 @@ int RunTrain(const CommandConfig& cc) {
     if (comm.rank() == 0) std::printf("%s", config_text(cfg).c_str());
     return 0;
   }
+  if (train_source_is_bert(cfg)) return run_train_bert(cfg, comm);  // masked LM: train_bert.h
   const TrainArgs a = FromConfig(cfg);
   TrainSetup setup;
   st = PrepareTrain(a, comm, &setup);

@@ -226,6 +226,11 @@ class Backend : public Memory {
   virtual void add_layernorm_forward(const ExecContext& c, const float* a_TD, const float* r_TD,
                                      const float* w_D, const float* b_D, float* y_TD, int64_t T,
                                      int64_t D, float eps) = 0;
+  // Backward of layernorm_forward from its input x_TD (the statistics recomputed as the forward
+  // computes them): dx_TD +=, dw_D +=, db_D += (each may be null).
+  virtual void layernorm_backward(const ExecContext& c, const float* x_TD, const float* w_D,
+                                  const float* dy_TD, float* dx_TD, float* dw_D, float* db_D,
+                                  int64_t T, int64_t D, float eps) = 0;
 
   // ---- attention (runtime/kernels/op_types.h) ----
   // Rotates every head of T rows (row stride ld) at positions pos0.. in place ("rotate half"

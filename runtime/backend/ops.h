@@ -114,6 +114,11 @@ inline void add_layernorm_forward(const ExecContext& c, const float* a_TD, const
                                   int64_t D, float eps) {
   c.backend->add_layernorm_forward(c, a_TD, r_TD, w_D, b_D, y_TD, T, D, eps);
 }
+inline void layernorm_backward(const ExecContext& c, const float* x_TD, const float* w_D,
+                               const float* dy_TD, float* dx_TD, float* dw_D, float* db_D,
+                               int64_t T, int64_t D, float eps) {
+  c.backend->layernorm_backward(c, x_TD, w_D, dy_TD, dx_TD, dw_D, db_D, T, D, eps);
+}
 inline void rope_apply(const ExecContext& c, float* x, int64_t T, int64_t heads, int64_t hd,
                        int64_t ld, int64_t pos0, const std::vector<float>& inv_freq,
                        bool inverse = false) {

@@ -2,21 +2,15 @@
 
 #include <cmath>
 
+#include "runtime/kernels/math.h"
+
 namespace sy {
 namespace {
 
 // One row from its (already summed) input s; y may alias s.
 void layernorm_row(const float* s, const float* w, const float* b, float* y, int64_t D, float eps) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < D; ++i) sum += s[i];
-  const double mean = sum / static_cast<double>(D);
-  double ss = 0.0;
-  for (int64_t i = 0; i < D; ++i) {
-    const double c = s[i] - mean;
-    ss += c * c;
-  }
-  const float rstd = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
-  const float m = static_cast<float>(mean);
+  float m, rstd;
+  layernorm_row_stats(s, D, eps, &m, &rstd);
   for (int64_t i = 0; i < D; ++i) y[i] = (s[i] - m) * rstd * w[i] + b[i];
 }
 
@@ -36,6 +30,13 @@ void add_layernorm_forward(const float* a_TD, const float* r_TD, const float* w_
     for (int64_t i = 0; i < D; ++i) y[i] = a[i] + r[i];
     layernorm_row(y, w_D, b_D, y, D, eps);
   }
+}
+
+void layernorm_backward(const float* x_TD, const float* w_D, const float* dy_TD, float* dx_TD,
+                        float* dw_D, float* db_D, int64_t T, int64_t D, float eps) {
+  for (int64_t t = 0; t < T; ++t)
+    layernorm_backward_row(x_TD + t * D, w_D, dy_TD + t * D, D, eps,
+                           dx_TD ? dx_TD + t * D : nullptr, dw_D, db_D);
 }
 
 }  // namespace sy

@@ -1,6 +1,5 @@
 // LayerNorm (BERT, GPT-2): y = (x - mean(x)) / sqrt(var(x) + eps) * w + b per row, with the
 // biased variance (divide by D), as torch.nn.LayerNorm. Raw pointers, row-major [T, D].
-// Forward only (the BERT encoder is inference: its routers train through MoeLayer).
 #pragma once
 
 #include <cstdint>
@@ -15,5 +14,10 @@ void layernorm_forward(const float* x_TD, const float* w_D, const float* b_D, fl
 // y_TD = LayerNorm(a_TD + r_TD): the post-norm residual join of BERT. y may alias a or r.
 void add_layernorm_forward(const float* a_TD, const float* r_TD, const float* w_D, const float* b_D,
                            float* y_TD, int64_t T, int64_t D, float eps);
+
+// Backward of layernorm_forward from its input x_TD (mean and rstd recomputed as the forward
+// computes them): dx_TD +=, dw_D +=, db_D += (each may be null; rows in t order).
+void layernorm_backward(const float* x_TD, const float* w_D, const float* dy_TD, float* dx_TD,
+                        float* dw_D, float* db_D, int64_t T, int64_t D, float eps);
 
 }  // namespace sy

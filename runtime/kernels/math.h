@@ -67,6 +67,49 @@ SY_HD inline float logsumexp_row(const float* s, int n) {
   return m + logf(z);
 }
 
+// LayerNorm of one row s[0..D) (torch.nn.LayerNorm: biased variance): its mean and
+// 1 / sqrt(var + eps), both accumulated in double over two passes and rounded to fp32 once,
+// so forward and backward normalize with the same bits.
+SY_HD inline void layernorm_row_stats(const float* s, int64_t D, float eps, float* mean,
+                                      float* rstd) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < D; ++i) sum += s[i];
+  const double m = sum / static_cast<double>(D);
+  double ss = 0.0;
+  for (int64_t i = 0; i < D; ++i) {
+    const double c = s[i] - m;
+    ss += c * c;
+  }
+  *rstd = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
+  *mean = static_cast<float>(m);
+}
+
+// Backward of y = (x - mean) rstd w + b for one row, from its input x (stats recomputed):
+//   xhat = (x - mean) rstd, g = dy w,
+//   dx  += rstd (g - mean(g) - xhat mean(g xhat)),  dw += dy xhat,  db += dy.
+// Any of dx, dw, db may be null. The two row sums accumulate in double.
+SY_HD inline void layernorm_backward_row(const float* x, const float* w, const float* dy, int64_t D,
+                                         float eps, float* dx, float* dw, float* db) {
+  float mean, rstd;
+  layernorm_row_stats(x, D, eps, &mean, &rstd);
+  double sg = 0.0, sgx = 0.0;
+  for (int64_t i = 0; i < D; ++i) {
+    const float xhat = (x[i] - mean) * rstd;
+    const float g = dy[i] * w[i];
+    sg += g;
+    sgx += static_cast<double>(g) * xhat;
+    if (dw) dw[i] += dy[i] * xhat;
+    if (db) db[i] += dy[i];
+  }
+  if (!dx) return;
+  const float mg = static_cast<float>(sg / static_cast<double>(D));
+  const float mgx = static_cast<float>(sgx / static_cast<double>(D));
+  for (int64_t i = 0; i < D; ++i) {
+    const float xhat = (x[i] - mean) * rstd;
+    dx[i] += rstd * (dy[i] * w[i] - mg - xhat * mgx);
+  }
+}
+
 // The k largest of v[0..n) in descending order; ties go to the lower index; NaN ranks below
 // every number (so ids stay in range even for a broken row). Insertion into a k-slot list:
 // O(n) for the usual case, O(n*k) worst. Requires 1 <= k <= n.

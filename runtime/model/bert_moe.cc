@@ -238,6 +238,11 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
   if (opt.expert_bits != 32 && opt.expert_bits != 8 && opt.expert_bits != 4)
     return InvalidArgument("bert_moe: expert bits must be 32, 8 or 4 (got " +
                            std::to_string(opt.expert_bits) + ")");
+  if (opt.train == ModelTrain::kAll && opt.expert_bits != 32)
+    return InvalidArgument("bert_moe: training everything needs fp32 experts (expert bits " +
+                           std::to_string(opt.expert_bits) +
+                           "); quantized experts train routers only");
+  m->train_ = opt.train;
   if (!(opt.upcycle_noise >= 0.0f) || !std::isfinite(opt.upcycle_noise))
     return InvalidArgument("bert_moe: upcycle_noise must be finite and >= 0");
   const bool upcycle = !c.is_moe() && opt.num_experts > 0;
@@ -311,6 +316,9 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
     SY_RETURN_IF_ERROR(m->load_layer(ck, opt, upcycle, i));
   m->move_weights_to(m->mem());  // read on the host, used where the model runs
+  if (opt.train == ModelTrain::kAll)  // gradients of every replicated tensor
+    for (auto& [name, slot] : m->replicated_slots())
+      if (!slot.first->empty()) *slot.second = Tensor(slot.first->shape, m->mem());
   m->sharded_ = std::make_unique<TokenShardedMoe>(comm);
   return m;
 }
@@ -350,7 +358,7 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
   lc.top_k = c.num_experts_per_tok;
   lc.capacity_factor = opt.capacity_factor;
   lc.expert_kind = ExpertKind::kGelu;
-  lc.train_experts = false;
+  lc.train_experts = train_ == ModelTrain::kAll;
   lc.expert_bits = 32;  // quantized below, after the fp32 weights are in
   lc.quant_group = opt.quant_group;
   lc.init_std = 0.0f;  // every expert weight comes from the checkpoint
@@ -452,6 +460,10 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
   const int64_t D = c.hidden_size, F = c.intermediate_size;
   const float eps = static_cast<float>(c.layer_norm_eps);
   times_ = BertMoeTimes();
+  const bool save = trainable();  // keep what backward() needs
+  last_T_ = T;
+  last_masked_ = attention_mask != nullptr;
+  last_has_head_ = false;
   const Clock::time_point start = Clock::now();
   Clock::time_point clk = start;
 
@@ -478,6 +490,8 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
   ops::embedding_rows(ex, type_.ptr(), cfg_.type_vocab_size, type_ids_dev_.data(), T, D, ty);
   ops::add_inplace(ex, x, ty, T * D);
   ops::add_inplace(ex, x, pos_.ptr(), T * D);  // positions 0..T-1: the first T rows
+  const int64_t bytes = T * D * static_cast<int64_t>(sizeof(float));
+  if (save) ops::copy(ex, resize_in(s0_, T * D, m), x, bytes);
   ops::layernorm_forward(ex, x, emb_ln_w_.ptr(), emb_ln_b_.ptr(), x, T, D, eps);
   times_.embed_s = seconds_since(&clk);
 
@@ -491,25 +505,43 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
   as.head_dim = c.head_dim;
   as.causal = false;
   as.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  // x = LayerNorm(y + x); training keeps the sum in `sum` (the same bits: one fp32 add).
+  auto add_norm = [&](DeviceArray<float>& sum, const Tensor& w, const Tensor& b) {
+    if (!save) return ops::add_layernorm_forward(ex, y, x, w.ptr(), b.ptr(), x, T, D, eps);
+    float* s = resize_in(sum, T * D, m);
+    ops::copy(ex, s, y, bytes);
+    ops::add_inplace(ex, s, x, T * D);
+    ops::layernorm_forward(ex, s, w.ptr(), b.ptr(), x, T, D, eps);
+  };
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& L = layers_[i];
-    linear_bias(ex, x, L.wq, L.bq, T, D, D, q);
-    linear_bias(ex, x, L.wk, L.bk, T, D, D, k);
-    linear_bias(ex, x, L.wv, L.bv, T, D, D, v);
-    ops::attention_forward(ex, q, k, v, ctx, T, T, 0, as, mask);
-    linear_bias(ex, ctx, L.wo, L.bo, T, D, D, y);
-    ops::add_layernorm_forward(ex, y, x, L.ln1_w.ptr(), L.ln1_b.ptr(), x, T, D, eps);
+    float* lq = save ? resize_in(L.q, T * D, m) : q;
+    float* lk = save ? resize_in(L.k, T * D, m) : k;
+    float* lv = save ? resize_in(L.v, T * D, m) : v;
+    float* lctx = save ? resize_in(L.ctx, T * D, m) : ctx;
+    if (save) ops::copy(ex, resize_in(L.x_in, T * D, m), x, bytes);
+    linear_bias(ex, x, L.wq, L.bq, T, D, D, lq);
+    linear_bias(ex, x, L.wk, L.bk, T, D, D, lk);
+    linear_bias(ex, x, L.wv, L.bv, T, D, D, lv);
+    ops::attention_forward(ex, lq, lk, lv, lctx, T, T, 0, as, mask);
+    linear_bias(ex, lctx, L.wo, L.bo, T, D, D, y);
+    add_norm(L.s1, L.ln1_w, L.ln1_b);
+    if (save) ops::copy(ex, resize_in(L.x_mid, T * D, m), x, bytes);
     times_.attention_s += seconds_since(&clk);
     if (L.moe) {
-      SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, x, ids_dev_.data(), T, D, y));
+      // Training: the kept copy, since the router's backward reads its input again and x is
+      // overwritten below.
+      SY_RETURN_IF_ERROR(
+          sharded_->forward(*L.moe, save ? L.x_mid.data() : x, ids_dev_.data(), T, D, y));
       times_.moe_s += seconds_since(&clk);
     } else {
       gelu_ffn_forward(ex, x, L.w1.ptr(), L.b1.ptr(), L.w2.ptr(), L.b2.ptr(), T, D, F,
-                       scratch_grow(pre_, T * F, ex.backend), scratch_grow(act_, T * F, ex.backend),
+                       save ? resize_in(L.pre, T * F, m) : scratch_grow(pre_, T * F, ex.backend),
+                       save ? resize_in(L.act, T * F, m) : scratch_grow(act_, T * F, ex.backend),
                        y);
       times_.dense_ffn_s += seconds_since(&clk);
     }
-    ops::add_layernorm_forward(ex, y, x, L.ln2_w.ptr(), L.ln2_b.ptr(), x, T, D, eps);
+    add_norm(L.s2, L.ln2_w, L.ln2_b);
   }
   times_.total_s = seconds_since(start);
   return Status::Ok();
@@ -523,14 +555,202 @@ Status BertMoeModel::forward(const int32_t* ids, const int32_t* type_ids, int64_
   Clock::time_point clk = Clock::now();
   float* t = scratch_grow(y_, T * D, ex.backend);
   linear_bias(ex, hidden_.ptr(), head_w_, head_b_, T, D, D, t);
+  const bool save = trainable();
+  const int64_t bytes = T * D * static_cast<int64_t>(sizeof(float));
+  if (save) ops::copy(ex, resize_in(head_pre_, T * D, mem()), t, bytes);
   ops::gelu_inplace(ex, t, T * D);
+  if (save) ops::copy(ex, resize_in(head_act_, T * D, mem()), t, bytes);
   ops::layernorm_forward(ex, t, head_ln_w_.ptr(), head_ln_b_.ptr(), t, T, D,
                          static_cast<float>(cfg_.layer_norm_eps));
+  if (save) ops::copy(ex, resize_in(head_out_, T * D, mem()), t, bytes);
+  last_has_head_ = true;
   logits->resize({T, V}, mem());
   linear_bias(ex, t, word_, head_bias_, T, D, V, logits->ptr());
   times_.head_s = seconds_since(&clk);
   times_.total_s += times_.head_s;
   return Status::Ok();
+}
+
+// ---- training ------------------------------------------------------------------------------
+
+std::vector<std::pair<std::string, std::pair<Tensor*, Tensor*>>> BertMoeModel::replicated_slots() {
+  std::vector<std::pair<std::string, std::pair<Tensor*, Tensor*>>> out;
+  auto add = [&](const std::string& name, Tensor& v, Tensor& g) {
+    out.push_back({name, {&v, &g}});
+  };
+  add("bert.embeddings.word_embeddings.weight", word_, d_word_);
+  add("bert.embeddings.position_embeddings.weight", pos_, d_pos_);
+  add("bert.embeddings.token_type_embeddings.weight", type_, d_type_);
+  add("bert.embeddings.LayerNorm.weight", emb_ln_w_, d_emb_ln_w_);
+  add("bert.embeddings.LayerNorm.bias", emb_ln_b_, d_emb_ln_b_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& L = layers_[i];
+    auto layer = [&](const std::string& rest, Tensor& v, Tensor& g) {
+      add(LayerName(static_cast<int64_t>(i), rest), v, g);
+    };
+    layer("attention.self.query.weight", L.wq, L.d_wq);
+    layer("attention.self.query.bias", L.bq, L.d_bq);
+    layer("attention.self.key.weight", L.wk, L.d_wk);
+    layer("attention.self.key.bias", L.bk, L.d_bk);
+    layer("attention.self.value.weight", L.wv, L.d_wv);
+    layer("attention.self.value.bias", L.bv, L.d_bv);
+    layer("attention.output.dense.weight", L.wo, L.d_wo);
+    layer("attention.output.dense.bias", L.bo, L.d_bo);
+    layer("attention.output.LayerNorm.weight", L.ln1_w, L.d_ln1_w);
+    layer("attention.output.LayerNorm.bias", L.ln1_b, L.d_ln1_b);
+    if (!L.moe) {
+      layer("intermediate.dense.weight", L.w1, L.d_w1);
+      layer("intermediate.dense.bias", L.b1, L.d_b1);
+      layer("output.dense.weight", L.w2, L.d_w2);
+      layer("output.dense.bias", L.b2, L.d_b2);
+    }
+    layer("output.LayerNorm.weight", L.ln2_w, L.d_ln2_w);
+    layer("output.LayerNorm.bias", L.ln2_b, L.d_ln2_b);
+  }
+  add("cls.predictions.transform.dense.weight", head_w_, d_head_w_);
+  add("cls.predictions.transform.dense.bias", head_b_, d_head_b_);
+  add("cls.predictions.transform.LayerNorm.weight", head_ln_w_, d_head_ln_w_);
+  add("cls.predictions.transform.LayerNorm.bias", head_ln_b_, d_head_ln_b_);
+  add("cls.predictions.bias", head_bias_, d_head_bias_);
+  return out;
+}
+
+std::vector<ModelParam> BertMoeModel::parameters() {
+  std::vector<ModelParam> out;
+  for (auto& [name, slot] : replicated_slots())
+    out.push_back({name, slot.first, slot.second->empty() ? nullptr : slot.second, false, false});
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    for (auto& [name, p] : layers_[i].moe->named_params()) {
+      const bool expert = name.rfind("experts.", 0) == 0;
+      out.push_back({LayerName(static_cast<int64_t>(i), "moe." + name), &p->value,
+                     p->grad.empty() ? nullptr : &p->grad, expert, !expert});
+    }
+  }
+  return out;
+}
+
+std::vector<ExpertTensorKind> BertMoeModel::expert_tensor_kinds(int64_t layer) const {
+  if (!layers_[static_cast<size_t>(layer)].moe) return {};
+  const int64_t D = cfg_.hidden_size, Fe = cfg_.moe_intermediate_size;
+  const struct {
+    const char *param, *part, *what;
+    std::vector<int64_t> shape;
+  } kinds[] = {{"fc1", "intermediate.dense", "weight", {Fe, D}},
+               {"fc1_bias", "intermediate.dense", "bias", {Fe}},
+               {"fc2", "output.dense", "weight", {D, Fe}},
+               {"fc2_bias", "output.dense", "bias", {D}}};
+  std::vector<ExpertTensorKind> out;
+  for (const auto& k : kinds) {
+    const std::string part = k.part, what = k.what;
+    out.push_back({LayerName(layer, std::string("moe.experts.") + k.param),
+                   [layer, part, what](int64_t j) { return ExpertName(layer, j, part, what); },
+                   k.shape});
+  }
+  return out;
+}
+
+Status BertMoeModel::backward(const float* dlogits_TV, float aux_alpha) {
+  if (!trainable()) return InvalidArgument("bert backward: the model was loaded without training");
+  if (!last_has_head_) return InvalidArgument("bert backward: the last forward had no MLM head");
+  aux_loss_ = 0;
+  const ExecContext& ex = *exec_;
+  const BertMoeConfig& c = cfg_;
+  const int64_t T = last_T_, D = c.hidden_size, V = c.vocab_size, F = c.intermediate_size;
+  const float eps = static_cast<float>(c.layer_norm_eps);
+  auto grad = [](Tensor& g) -> float* { return g.empty() ? nullptr : g.ptr(); };
+  auto bias_grad = [&](const float* dy, int64_t N, Tensor& g) {
+    if (!g.empty()) ops::bias_backward_rows(ex, dy, T, N, g.ptr());
+  };
+  Memory* m = mem();
+  float* dx = resize_in(dx_, T * D, m);  // d of the hidden state at the current point
+  float* ds = resize_in(ds_, T * D, m);  // d of a LayerNorm's input (the residual sum)
+  float* dm = resize_in(dm_, T * D, m);
+  float* dq = resize_in(dq_, T * D, m);
+  float* dk = resize_in(dk_, T * D, m);
+  float* dv = resize_in(dv_, T * D, m);
+  float* dctx = resize_in(dctx_, T * D, m);
+  // d of LayerNorm(in; w, b) into ds (written) from dy.
+  auto norm_back = [&](const float* in, const Tensor& w, const float* dy, Tensor& dw, Tensor& db) {
+    ds_.fill(0.0f);
+    ops::layernorm_backward(ex, in, w.ptr(), dy, ds, grad(dw), grad(db), T, D, eps);
+  };
+
+  // MLM head: logits = LayerNorm(GELU(hidden Wt^T + bt)) word^T + bias (decoder tied to word).
+  bias_grad(dlogits_TV, V, d_head_bias_);
+  ops::linear_backward(ex, head_out_.data(), word_.ptr(), dlogits_TV, grad(d_word_), dm, T, D, V,
+                       /*accumulate_dx=*/false);
+  norm_back(head_act_.data(), head_ln_w_, dm, d_head_ln_w_, d_head_ln_b_);
+  ops::gelu_backward(ex, head_pre_.data(), ds, dm, T * D);
+  bias_grad(dm, D, d_head_b_);
+  ops::linear_backward(ex, hidden_.ptr(), head_w_.ptr(), dm, grad(d_head_w_), dx, T, D, D, false);
+
+  AttentionShape as;
+  as.num_heads = as.num_kv_heads = c.num_attention_heads;
+  as.head_dim = c.head_dim;
+  as.causal = false;
+  as.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const uint8_t* mask = last_masked_ ? mask_dev_.data() : nullptr;
+  for (size_t li = layers_.size(); li-- > 0;) {
+    Layer& L = layers_[li];
+    // x_out = LayerNorm(s2), s2 = x_mid + FFN(x_mid); dx holds d x_out.
+    norm_back(L.s2.data(), L.ln2_w, dx, L.d_ln2_w, L.d_ln2_b);
+    if (L.moe) {
+      aux_loss_ += sharded_->backward_with_balance(*L.moe, ds, T, D, dm, aux_alpha, &aux_dprobs_);
+    } else {
+      gelu_ffn_backward(ex, L.x_mid.data(), L.w1.ptr(), L.w2.ptr(), L.pre.data(), L.act.data(), ds,
+                        T, D, F, grad(L.d_w1), grad(L.d_b1), grad(L.d_w2), grad(L.d_b2), dm, false,
+                        resize_in(dpre_, T * F, m));
+    }
+    ops::add_inplace(ex, dm, ds, T * D);  // the residual: dm = d x_mid
+    // x_mid = LayerNorm(s1), s1 = x_in + Wo Attn(q, k, v) + bo.
+    norm_back(L.s1.data(), L.ln1_w, dm, L.d_ln1_w, L.d_ln1_b);
+    bias_grad(ds, D, L.d_bo);
+    ops::linear_backward(ex, L.ctx.data(), L.wo.ptr(), ds, grad(L.d_wo), dctx, T, D, D, false);
+    dk_.fill(0.0f);
+    dv_.fill(0.0f);
+    ops::attention_backward(ex, L.q.data(), L.k.data(), L.v.data(), dctx, dq, dk, dv, T, T, 0, as,
+                            mask);
+    bias_grad(dq, D, L.d_bq);
+    bias_grad(dk, D, L.d_bk);
+    bias_grad(dv, D, L.d_bv);
+    ops::linear_backward(ex, L.x_in.data(), L.wq.ptr(), dq, grad(L.d_wq), dx, T, D, D, false);
+    ops::linear_backward(ex, L.x_in.data(), L.wk.ptr(), dk, grad(L.d_wk), dx, T, D, D, true);
+    ops::linear_backward(ex, L.x_in.data(), L.wv.ptr(), dv, grad(L.d_wv), dx, T, D, D, true);
+    ops::add_inplace(ex, dx, ds, T * D);  // the residual: dx = d x_in
+  }
+  // Embeddings: x0 = LayerNorm(word[ids] + type[type_ids] + pos[0..T-1]).
+  norm_back(s0_.data(), emb_ln_w_, dx, d_emb_ln_w_, d_emb_ln_b_);
+  if (!d_word_.empty()) ops::scatter_add_rows(ex, ds, ids_dev_.data(), T, D, d_word_.ptr());
+  if (!d_type_.empty()) ops::scatter_add_rows(ex, ds, type_ids_dev_.data(), T, D, d_type_.ptr());
+  if (!d_pos_.empty()) ops::add_inplace(ex, d_pos_.ptr(), ds, T * D);
+  return Status::Ok();
+}
+
+StatusOr<std::vector<std::unique_ptr<Router>>> BertMoeModel::replace_routers(
+    const std::string& name, uint64_t seed, int64_t hidden) {
+  BertMoeConfig next = cfg_;
+  next.router = name;
+  next.router_hidden = hidden > 0 ? hidden : RouterConfig::kDefaultHidden;  // explicit in files
+  std::vector<std::unique_ptr<Router>> fresh(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    RouterConfig base;
+    base.seed = seed;
+    RouterConfig rc = RouterFor(next, base, static_cast<int64_t>(i));
+    rc.d_model = cfg_.hidden_size;
+    rc.num_experts = cfg_.num_experts;
+    rc.top_k = cfg_.num_experts_per_tok;
+    SY_ASSIGN_OR_RETURN(fresh[i], make_router(rc));
+    fresh[i]->init_from(layers_[i].moe->router());
+  }
+  std::vector<std::unique_ptr<Router>> old(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    SY_ASSIGN_OR_RETURN(old[i], layers_[i].moe->replace_router(std::move(fresh[i])));
+  }
+  cfg_ = next;
+  return old;
 }
 
 // ---- introspection -------------------------------------------------------------------------
@@ -588,9 +808,8 @@ std::string BertMoeModel::last_forward_split() const {
 namespace {
 StatusOr<std::unique_ptr<Model>> LoadBert(const HfCheckpoint& ck, const ModelOptions& opt,
                                           Communicator* comm) {
-  if (opt.train != ModelTrain::kNone)
-    return InvalidArgument(ck.dir() + ": BERT models are inference only");
   BertMoeOptions b;
+  b.train = opt.train;
   b.num_experts = opt.upcycle_experts;
   b.moe_every = opt.moe_every;
   b.top_k = opt.experts_top_k;

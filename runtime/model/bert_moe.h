@@ -1,7 +1,8 @@
 // A BERT encoder (Hugging Face BertForMaskedLM) whose FFNs may be Mixture-of-Experts layers of
 // GELU experts, loaded from a dense BERT checkpoint (and then "upcycled": every chosen FFN
 // becomes E copies of itself behind a fresh router) or from the MoE form written below.
-// Forward only (inference, router studies).
+// Inference, router studies, and training (BertMoeOptions::train: backward through every part
+// below, for the masked-language-model objective of runtime/train/mlm.h).
 //
 //   x = LayerNorm(word[ids] + position[0..T-1] + token_type[type_ids]; embeddings.LayerNorm)
 //   per layer i:  x = LayerNorm(x + Wo Attn(Wq x + bq, Wk x + bk, Wv x + bv) + bo)
@@ -140,6 +141,9 @@ struct BertMoeOptions {
   // layer i draws from seed + i). A bert_moe checkpoint's router kind, sizes and
   // norm_topk_prob come from its config.json instead; only seed is used (hash router tables).
   RouterConfig router;
+  // kRouters: gradients for the routers only (every other weight frozen; experts may be
+  // quantized); kAll: every parameter (fp32 experts). kNone: inference, no activations kept.
+  ModelTrain train = ModelTrain::kNone;
   double capacity_factor = 0.0;  // <= 0: dropless (the Hugging Face semantics)
   // Upcycling: expert j's weight copies are W (1 + upcycle_noise * n), n ~ N(0, 1) drawn per
   // element from (seed, tensor name, global expert j): the same on any number of ranks.
@@ -192,6 +196,15 @@ class BertMoeModel : public Model {
   void set_replicated_tokens(bool r) override { sharded_->set_replicated(r); }
 
   bool is_moe_layer(int64_t i) const { return cfg_.is_moe_layer(i); }
+  // Swaps every MoE layer's router for a fresh `name` router (layer i seeded seed + i, the
+  // layer's D / E / K, norm_topk_prob and router_num_heads; hidden 0 = the router's default)
+  // and returns the old ones by layer (null for dense layers). A router that can start from
+  // the old one does (Router::init_from: a hybrid from a linear gate routes as it did).
+  // config() describes the new routers afterwards. Not collective; every rank makes the same
+  // call. Built before anything is swapped: a bad name or size changes nothing.
+  StatusOr<std::vector<std::unique_ptr<Router>>> replace_routers(const std::string& name,
+                                                                 uint64_t seed,
+                                                                 int64_t hidden) override;
   // MoE layers in layer order (dense layers skipped), for metrics and reports.
   std::vector<MoeLayer*> moe_layers();
   // Layer i's MoE layer, or null when it is dense.
@@ -200,7 +213,23 @@ class BertMoeModel : public Model {
   const ExecContext& ctx() const override { return *exec_; }
   const BertMoeTimes& last_times() const { return times_; }
 
-  // ---- the rest of the Model interface (model.h): an encoder, inference only ----
+  // ---- training (BertMoeOptions::train != kNone) ----
+  // Backward of the last forward / encode + head (forward() with any mask and type ids):
+  // dlogits [T, V] -> gradients (+=) of every trained parameter. COLLECTIVE like forward().
+  // With replicated tokens every rank gets the full gradient of the replicated parameters;
+  // with set_replicated_tokens(false) each rank's covers its own tokens and the caller
+  // all-reduces them (the MoE layers all-reduce their routers' gradients themselves).
+  // aux_alpha > 0 adds every MoE layer's Switch load-balancing loss (as Qwen2MoeModel).
+  Status backward(const float* dlogits_TV, float aux_alpha = 0.0f) override;
+  bool trainable() const override { return train_ != ModelTrain::kNone; }
+  double last_aux_loss() const override { return aux_loss_; }
+  // Hugging Face names (header); MoE tensors as bert.encoder.layer.{i}.moe.<MoeLayer name>
+  // (moe.gate.<router param>, moe.experts.fc1 / fc1_bias / fc2 / fc2_bias stacked [E/P, ...]).
+  std::vector<ModelParam> parameters() override;
+  // moe.experts.{fc1, fc1_bias, fc2, fc2_bias}: moe.experts.{j}.{intermediate,output}.dense.*.
+  std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const override;
+
+  // ---- the rest of the Model interface (model.h): an encoder ----
   // The whole sequence at positions 0..T-1, token types 0, no padding; logits [T, V] always.
   Status forward(const int32_t* ids, int64_t T, Tensor* logits, bool all_logits) override {
     (void)all_logits;
@@ -223,7 +252,17 @@ class BertMoeModel : public Model {
     Tensor w1, b1, w2, b2;          // dense FFN [F, D], [F], [D, F], [D] (empty when MoE)
     Tensor ln2_w, ln2_b;            // output.LayerNorm
     std::unique_ptr<MoeLayer> moe;  // MoE layers
+    // Gradients of the replicated tensors (allocated when they are trained), same order.
+    Tensor d_wq, d_bq, d_wk, d_bk, d_wv, d_bv, d_wo, d_bo, d_ln1_w, d_ln1_b;
+    Tensor d_w1, d_b1, d_w2, d_b2, d_ln2_w, d_ln2_b;
+    // The last forward's activations (training): the layer input, q, k, v, the attention
+    // output, the two LayerNorms' inputs (residual sums), their outputs' first (x_mid), and the
+    // dense FFN's pre-activation and GELU.
+    DeviceArray<float> x_in, q, k, v, ctx, s1, x_mid, s2, pre, act;
   };
+  // Every replicated tensor with its gradient slot, by Hugging Face name (layer tensors of
+  // dense FFNs only when the layer is dense).
+  std::vector<std::pair<std::string, std::pair<Tensor*, Tensor*>>> replicated_slots();
   BertMoeModel() = default;
   Status load_layer(const HfCheckpoint& ck, const BertMoeOptions& opt, bool upcycle, int64_t i);
   Status check_inputs(const int32_t* ids, const int32_t* type_ids, int64_t T) const;
@@ -234,6 +273,17 @@ class BertMoeModel : public Model {
   const ExecContext* exec_ = &default_context();
   Tensor word_, pos_, type_, emb_ln_w_, emb_ln_b_;              // embeddings
   Tensor head_w_, head_b_, head_ln_w_, head_ln_b_, head_bias_;  // MLM head
+  Tensor d_word_, d_pos_, d_type_, d_emb_ln_w_, d_emb_ln_b_;
+  Tensor d_head_w_, d_head_b_, d_head_ln_w_, d_head_ln_b_, d_head_bias_;
+  ModelTrain train_ = ModelTrain::kNone;
+  // Training: the last forward's embedding sum (LayerNorm input), head pre-activation, GELU and
+  // transformed rows, its length and whether it had a padding mask; backward scratch.
+  DeviceArray<float> s0_, head_pre_, head_act_, head_out_;
+  int64_t last_T_ = -1;
+  bool last_masked_ = false, last_has_head_ = false;
+  DeviceArray<float> dx_, ds_, dm_, dq_, dk_, dv_, dctx_, dpre_;
+  double aux_loss_ = 0;
+  DeviceArray<float> aux_dprobs_;
   std::vector<Layer> layers_;
   std::unique_ptr<TokenShardedMoe> sharded_;
   // Activations of the last forward.

@@ -35,6 +35,19 @@ StatusOr<std::vector<std::unique_ptr<Router>>> Model::replace_routers(const std:
                          " is not supported after load");
 }
 
+void Model::zero_grad() {
+  for (ModelParam& p : parameters())
+    if (p.grad) p.grad->zero();
+}
+
+void Model::set_defer_moe_grad_allreduce(bool defer) {
+  for (MoeLayer* l : sparse_layers()) l->set_defer_grad_allreduce(defer);
+}
+
+void Model::allreduce_moe_grads() {
+  for (MoeLayer* l : sparse_layers()) l->allreduce_replicated_grads();
+}
+
 std::vector<MoeLayer*> Model::sparse_layers() {
   std::vector<MoeLayer*> out;
   for (int64_t i = 0; i < num_layers(); ++i)

@@ -51,6 +51,15 @@ struct ModelParam {
   bool moe_summed = false;
 };
 
+// A routed-expert tensor as a checkpoint stores it: parameters() holds this rank's experts
+// stacked [E/P, ...] under `stacked`; the checkpoint holds one tensor per global expert j,
+// named global(j), of `shape` (runtime/train/checkpoint.h saves and resumes through it).
+struct ExpertTensorKind {
+  std::string stacked;
+  std::function<std::string(int64_t j)> global;
+  std::vector<int64_t> shape;
+};
+
 // Bytes this rank holds, by kind (for the memory report). Encoders have no KV cache.
 struct ModelMemory {
   int64_t replicated_bytes = 0;   // embeddings, attention, norms, routers, shared experts, head
@@ -75,7 +84,7 @@ struct ModelPlacement {
 
 // The load options every model understands; those of one architecture are ignored by others.
 struct ModelOptions {
-  ModelTrain train = ModelTrain::kNone;  // kAll needs expert_bits 32; encoders: kNone only
+  ModelTrain train = ModelTrain::kNone;  // kAll needs expert_bits 32
   int expert_bits = 32;                  // 32, or 8 / 4: routed experts quantized at load
   int64_t quant_group = 128;             // input columns per scale when quantized
   double capacity_factor = 0.0;          // <= 0: dropless (Hugging Face semantics)
@@ -128,11 +137,17 @@ class Model {
   virtual Status backward(const float* dlogits_TV, float aux_alpha = 0.0f);
   virtual double last_aux_loss() const { return 0.0; }
   virtual std::vector<ModelParam> parameters() { return {}; }
-  virtual void zero_grad() {}
-  // Several backward() calls per step: defer the MoE layers' cross-rank gradient sums and call
-  // allreduce_moe_grads() once after the last one (COLLECTIVE).
-  virtual void set_defer_moe_grad_allreduce(bool defer) { (void)defer; }
-  virtual void allreduce_moe_grads() {}
+  void zero_grad();  // every trained parameter's gradient
+  // Several backward() calls per step: defer the MoE layers' cross-rank gradient sums
+  // (MoeLayer::set_defer_grad_allreduce) and call allreduce_moe_grads() once after the last
+  // one (COLLECTIVE).
+  void set_defer_moe_grad_allreduce(bool defer);
+  void allreduce_moe_grads();
+  // MoE layer `layer`'s routed-expert tensors in checkpoint terms (empty for a dense layer).
+  virtual std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const {
+    (void)layer;
+    return {};
+  }
 
   // ---- MoE layers ----
   virtual int64_t num_layers() const = 0;

@@ -631,19 +631,16 @@ std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
   return out;
 }
 
-void Qwen2MoeModel::set_defer_moe_grad_allreduce(bool defer) {
-  for (Layer& L : layers_)
-    if (L.moe) L.moe->set_defer_grad_allreduce(defer);
-}
-
-void Qwen2MoeModel::allreduce_moe_grads() {
-  for (Layer& L : layers_)
-    if (L.moe) L.moe->allreduce_replicated_grads();
-}
-
-void Qwen2MoeModel::zero_grad() {
-  for (Qwen2MoeParam& p : parameters())
-    if (p.grad) p.grad->zero();
+std::vector<ExpertTensorKind> Qwen2MoeModel::expert_tensor_kinds(int64_t layer) const {
+  if (!layers_[static_cast<size_t>(layer)].moe) return {};
+  const int64_t D = cfg_.hidden_size, F = cfg_.moe_intermediate_size;
+  std::vector<ExpertTensorKind> out;
+  for (const char* proj : kQwen2MoeExpertProjs)
+    out.push_back({qwen2_moe_stacked_expert_name(layer, proj),
+                   [layer, proj](int64_t j) { return qwen2_moe_expert_name(layer, j, proj); },
+                   std::string(proj) == "down_proj" ? std::vector<int64_t>{D, F}
+                                                    : std::vector<int64_t>{F, D}});
+  return out;
 }
 
 Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
@@ -685,16 +682,7 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
     Saved& S = L.saved;
     // FFN block: x_out = x_mid + FFN(RMSNorm(x_mid)); dx holds d x_out.
     if (L.moe) {
-      MoeAuxGrads aux;
-      const RouterOutput& ro = L.moe->router_output();
-      if (aux_alpha > 0 && ro.T > 0 && L.moe->router().differentiable()) {
-        resize_in(aux_dprobs_, ro.T * ro.E, m);
-        aux_loss_ += ops::switch_aux_loss(ex, ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E,
-                                          ro.K, aux_alpha, aux_dprobs_.data(),
-                                          /*accumulate=*/false);
-        aux.dprobs_TE = aux_dprobs_.data();
-      }
-      sharded_->backward(*L.moe, dx, T, D, da, aux.dprobs_TE ? &aux : nullptr);
+      aux_loss_ += sharded_->backward_with_balance(*L.moe, dx, T, D, da, aux_alpha, &aux_dprobs_);
     } else {
       const int64_t F = c.intermediate_size;
       resize_in(g_, T * F, m);

@@ -166,12 +166,8 @@ class Qwen2MoeModel : public Model {
   Status backward(const float* dlogits_TV, float aux_alpha = 0.0f) override;
   double last_aux_loss() const override { return aux_loss_; }
   std::vector<Qwen2MoeParam> parameters() override;
-  void zero_grad() override;
-  // Several backward() calls per step (several sequences): defer the MoE layers' cross-rank
-  // gradient sums (MoeLayer::set_defer_grad_allreduce) and call allreduce_moe_grads() once
-  // after the last backward (COLLECTIVE).
-  void set_defer_moe_grad_allreduce(bool defer) override;
-  void allreduce_moe_grads() override;
+  // model.layers.{i}.mlp.experts.{gate,up,down}_proj: experts.{j}.{proj}.weight.
+  std::vector<ExpertTensorKind> expert_tensor_kinds(int64_t layer) const override;
 
   // ---- routers ----
   // Swaps every MoE layer's router for a fresh `name` router (RouterConfig: hidden, seed + layer

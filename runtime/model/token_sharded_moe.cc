@@ -51,4 +51,20 @@ void TokenShardedMoe::backward(MoeLayer& layer, const float* dy_TD, int64_t T, i
   ops::copy(layer.ctx(), dx_TD, y_all_.data(), T * D * static_cast<int64_t>(sizeof(float)));
 }
 
+double TokenShardedMoe::backward_with_balance(MoeLayer& layer, const float* dy_TD, int64_t T,
+                                              int64_t D, float* dx_TD, float aux_alpha,
+                                              DeviceArray<float>* dprobs) {
+  MoeAuxGrads aux;
+  double loss = 0;
+  const RouterOutput& ro = layer.router_output();
+  if (aux_alpha > 0 && ro.T > 0 && layer.router().differentiable()) {
+    resize_in(*dprobs, ro.T * ro.E, layer.ctx().backend);
+    loss = ops::switch_aux_loss(layer.ctx(), ro.probs_TE.ptr(), ro.topk_ids_TK.data(), ro.T, ro.E,
+                                ro.K, aux_alpha, dprobs->data(), /*accumulate=*/false);
+    aux.dprobs_TE = dprobs->data();
+  }
+  backward(layer, dy_TD, T, D, dx_TD, aux.dprobs_TE ? &aux : nullptr);
+  return loss;
+}
+
 }  // namespace sy

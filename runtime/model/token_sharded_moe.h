@@ -40,6 +40,11 @@ class TokenShardedMoe {
   // (its router_output(): the slice when replicated), or null.
   void backward(MoeLayer& layer, const float* dy_TD, int64_t T, int64_t D, float* dx_TD,
                 const MoeAuxGrads* aux = nullptr);
+  // backward() plus, when aux_alpha > 0 and the router is differentiable, the Switch
+  // load-balancing loss of the layer's last routing (runtime/kernels/balance.h) on this rank's
+  // tokens; returns that loss (0 when none). dprobs: scratch for its gradient.
+  double backward_with_balance(MoeLayer& layer, const float* dy_TD, int64_t T, int64_t D,
+                               float* dx_TD, float aux_alpha, DeviceArray<float>* dprobs);
   // This rank's slice of the last forward: tokens [begin, begin + count).
   int64_t slice_begin() const { return begin_; }
   int64_t slice_count() const { return count_; }

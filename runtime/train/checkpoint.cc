@@ -14,7 +14,6 @@
 #include "comm/fault.h"
 #include "runtime/io/checkpoint_dir.h"
 #include "runtime/io/safetensors.h"
-#include "runtime/model/qwen2_moe_names.h"
 
 namespace sy {
 namespace {
@@ -117,28 +116,29 @@ struct RankRecord {  // fixed size for the allgather
   char sha[72];
 };
 
+// A parameter that goes to router.safetensors: a router's (Qwen2-MoE's mlp.gate.*, BERT's
+// moe.gate.*).
+bool IsRouterParam(const std::string& name) {
+  return name.find(".gate.") != std::string::npos;
+}
+
 // This rank's routed experts (weights and moments) under their global names.
 Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilder* moments) {
-  Qwen2MoeModel& model = *req.model;
-  const Qwen2MoeConfig& c = model.config();
-  const int64_t D = c.hidden_size, F = c.moe_intermediate_size;
-  std::map<std::string, Qwen2MoeParam> stacked;  // held fp32 experts by stacked name
-  for (Qwen2MoeParam& p : model.parameters())
+  Model& model = *req.model;
+  std::map<std::string, ModelParam> stacked;  // held fp32 experts by stacked name
+  for (ModelParam& p : model.parameters())
     if (p.expert) stacked[p.name] = p;
   const auto& moments_by_name = req.optimizer->state().moments;
-  std::vector<MoeLayer*> moe = model.moe_layers();
-  for (size_t i = 0; i < moe.size(); ++i) {
-    if (!moe[i]) continue;
-    const int64_t li = static_cast<int64_t>(i);
-    for (const char* proj : kQwen2MoeExpertProjs) {
-      const std::vector<int64_t> shape = std::string(proj) == "down_proj"
-                                             ? std::vector<int64_t>{D, F}
-                                             : std::vector<int64_t>{F, D};
-      const int64_t n = F * D;
-      const std::string sname = qwen2_moe_stacked_expert_name(li, proj);
+  for (int64_t li = 0; li < model.num_layers(); ++li) {
+    MoeLayer* moe = model.moe_layer(li);
+    if (!moe) continue;
+    for (const ExpertTensorKind& kind : model.expert_tensor_kinds(li)) {
+      const std::vector<int64_t>& shape = kind.shape;
+      const int64_t n = Tensor::numel_of(shape);
+      const std::string& sname = kind.stacked;
       auto it = stacked.find(sname);
-      for (int64_t e = 0; e < moe[i]->num_local_experts(); ++e) {
-        const std::string g = qwen2_moe_expert_name(li, moe[i]->local_expert_ids()[e], proj);
+      for (int64_t e = 0; e < moe->num_local_experts(); ++e) {
+        const std::string g = kind.global(moe->local_expert_ids()[e]);
         if (it != stacked.end()) {
           weights->add(g, shape, it->second.value->memory(), it->second.value->ptr() + e * n);
         } else {  // frozen and quantized here: the source file has them
@@ -163,19 +163,18 @@ Status BuildExpertFiles(const SaveRequest& req, FileBuilder* weights, FileBuilde
 // Rank 0's files: replicated weights, routers, their moments, config, state, index, tokenizer.
 Status WriteRankZeroFiles(const SaveRequest& req, const std::string& tmp, int P,
                           std::map<std::string, ManifestFile>* files) {
-  Qwen2MoeModel& model = *req.model;
-  const Qwen2MoeConfig& c = model.config();
+  Model& model = *req.model;
   const int64_t step = req.state.step;
   FileBuilder rep, router, opt;
   json weight_map = json::object();
   int64_t total = 0;
   const auto& moments = req.optimizer->state().moments;
-  for (Qwen2MoeParam& p : model.parameters()) {
+  for (ModelParam& p : model.parameters()) {
     if (p.expert) continue;
     rep.add(p.name, p.value->shape, p.value->memory(), p.value->ptr());
     weight_map[p.name] = kReplicatedFile;
     total += p.value->numel() * 4;
-    if (qwen2_moe_is_router_param(p.name))
+    if (IsRouterParam(p.name))
       router.add(p.name, p.value->shape, p.value->memory(), p.value->ptr());
     auto m = moments.find(p.name);
     if (m != moments.end()) {
@@ -185,15 +184,14 @@ Status WriteRankZeroFiles(const SaveRequest& req, const std::string& tmp, int P,
               m->second.second.data());
     }
   }
-  std::vector<MoeLayer*> moe = model.moe_layers();
-  for (size_t i = 0; i < moe.size(); ++i) {
-    if (!moe[i]) continue;
-    const int64_t per = c.num_experts / P;
-    for (int64_t j = 0; j < c.num_experts; ++j)
-      for (const char* proj : kQwen2MoeExpertProjs) {
-        weight_map[qwen2_moe_expert_name(static_cast<int64_t>(i), j, proj)] =
-            RankFile("model", static_cast<int>(j / per), P);
-        total += c.moe_intermediate_size * c.hidden_size * 4;
+  for (int64_t li = 0; li < model.num_layers(); ++li) {
+    MoeLayer* moe = model.moe_layer(li);
+    if (!moe) continue;
+    const int64_t E = moe->config().num_experts, per = E / P;
+    for (int64_t j = 0; j < E; ++j)
+      for (const ExpertTensorKind& kind : model.expert_tensor_kinds(li)) {
+        weight_map[kind.global(j)] = RankFile("model", static_cast<int>(j / per), P);
+        total += Tensor::numel_of(kind.shape) * 4;
       }
   }
   SY_RETURN_IF_ERROR(
@@ -209,7 +207,7 @@ Status WriteRankZeroFiles(const SaveRequest& req, const std::string& tmp, int P,
     return Status::Ok();
   };
   SY_RETURN_IF_ERROR(put(kIndexFile, index.dump(1) + "\n"));
-  SY_RETURN_IF_ERROR(put("config.json", c.to_json().dump(2) + "\n"));
+  SY_RETURN_IF_ERROR(put("config.json", model.config_json().dump(2) + "\n"));
   SY_RETURN_IF_ERROR(put(kStateFile, req.state.to_json(req.optimizer->step()).dump(1) + "\n"));
   if (req.source) {
     for (const char* t : kTokenizerFiles) {
@@ -361,7 +359,7 @@ Status save_checkpoint(const SaveRequest& req, Communicator* comm) {
   return Agree(comm, st, "checkpoint.publish", step);
 }
 
-Status load_optimizer_state(const std::string& dir, Qwen2MoeModel& model, int64_t optimizer_step,
+Status load_optimizer_state(const std::string& dir, Model& model, int64_t optimizer_step,
                             AdamW* opt) {
   AdamW::State s;
   s.step = optimizer_step;
@@ -388,18 +386,21 @@ Status load_optimizer_state(const std::string& dir, Qwen2MoeModel& model, int64_
       std::memcpy(dst, t.ptr(), static_cast<size_t>(n) * sizeof(float));
       return Status::Ok();
     };
-    std::vector<MoeLayer*> moe = model.moe_layers();
-    for (Qwen2MoeParam& p : model.parameters()) {
+    // Stacked expert tensor -> its layer and checkpoint names.
+    std::map<std::string, std::pair<MoeLayer*, ExpertTensorKind>> experts;
+    for (int64_t li = 0; li < model.num_layers(); ++li)
+      if (MoeLayer* l = model.moe_layer(li))
+        for (ExpertTensorKind& k : model.expert_tensor_kinds(li)) experts[k.stacked] = {l, k};
+    for (ModelParam& p : model.parameters()) {
       if (!p.grad) continue;
       const int64_t n = p.value->numel();
       std::vector<float> m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
-      int64_t layer = 0;
-      std::string proj;
-      if (p.expert && qwen2_moe_parse_stacked_expert(p.name, &layer, &proj)) {
-        MoeLayer* l = moe.at(static_cast<size_t>(layer));
+      auto ex = p.expert ? experts.find(p.name) : experts.end();
+      if (ex != experts.end()) {
+        MoeLayer* l = ex->second.first;
         const int64_t E = l->num_local_experts(), per = n / E;
         for (int64_t e = 0; e < E; ++e) {
-          const std::string g = qwen2_moe_expert_name(layer, l->local_expert_ids()[e], proj);
+          const std::string g = ex->second.second.global(l->local_expert_ids()[e]);
           SY_RETURN_IF_ERROR(read_into("exp_avg." + g, m.data() + e * per, per));
           SY_RETURN_IF_ERROR(read_into("exp_avg_sq." + g, v.data() + e * per, per));
         }

@@ -1,16 +1,18 @@
-// Saving and resuming a training run of a Qwen2-MoE model across ranks (issue 5). The layout
+// Saving and resuming a training run (Qwen2-MoE, BERT-MoE) across ranks (issue 5). The layout
 // on disk, the manifest and the atomic publish are runtime/io/checkpoint_dir.h; this file
 // decides what goes in:
 //
-//   config.json                  model.config().to_json() (rank 0), router kind included
+//   config.json                  model.config_json() (rank 0), router kind included
 //   model-replicated.safetensors every non-expert parameter, fp32 (rank 0)
 //   model-experts-0000r-of-0000P.safetensors
 //                                rank r's routed experts under their GLOBAL Hugging Face names
-//                                model.layers.{i}.mlp.experts.{j}.{gate,up,down}_proj.weight;
+//                                (Model::expert_tensor_kinds: Qwen2-MoE's
+//                                model.layers.{i}.mlp.experts.{j}.{gate,up,down}_proj.weight);
 //                                frozen experts the rank does not hold in fp32 (quantized)
 //                                are copied from the source checkpoint
 //   model.safetensors.index.json every tensor -> its file (rank 0): the folder is a model
-//   router.safetensors           the routers alone, model.layers.{i}.mlp.gate.* (rank 0), to
+//   router.safetensors           the routers alone, the ".gate." parameters (model.layers.{i}.
+//                                mlp.gate.*, bert.encoder.layer.{i}.moe.gate.*; rank 0), to
 //                                put back into a Hugging Face checkpoint
 //   optimizer-replicated.safetensors, optimizer-experts-0000r-of-0000P.safetensors
 //                                AdamW moments exp_avg.<name> / exp_avg_sq.<name>, experts by
@@ -32,7 +34,7 @@
 #include "comm/communicator.h"
 #include "runtime/core/status.h"
 #include "runtime/io/hf_checkpoint.h"
-#include "runtime/model/qwen2_moe.h"
+#include "runtime/model/model.h"
 #include "runtime/train/adamw.h"
 
 namespace sy {
@@ -49,7 +51,7 @@ struct TrainState {
 
 struct SaveRequest {
   std::string root;                // the checkpoint root (--checkpoint-dir)
-  Qwen2MoeModel* model = nullptr;  // COLLECTIVE: the same model on every rank
+  Model* model = nullptr;          // COLLECTIVE: the same model on every rank
   const AdamW* optimizer = nullptr;
   TrainState state;                      // state.step names the folder
   const HfCheckpoint* source = nullptr;  // frozen experts and tokenizer files come from here
@@ -67,7 +69,7 @@ StatusOr<TrainState> read_train_state(const std::string& dir, int64_t* optimizer
 // Restores the AdamW moments of every trained parameter this rank holds (replicated ones by
 // name, this rank's experts from their global ids) and the step count. kBadInput when a moment
 // is missing or has the wrong size.
-Status load_optimizer_state(const std::string& dir, Qwen2MoeModel& model, int64_t optimizer_step,
+Status load_optimizer_state(const std::string& dir, Model& model, int64_t optimizer_step,
                             AdamW* opt);
 
 }  // namespace sy

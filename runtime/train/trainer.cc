@@ -1,11 +1,12 @@
 #include "runtime/train/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 #include "runtime/backend/ops.h"
-#include "runtime/model/qwen2_moe_names.h"
 
 namespace sy {
 
@@ -18,6 +19,15 @@ void say_fault(int rank, int64_t step, const char* kind, int layer, const std::s
 }
 
 constexpr int64_t kItemBits = 24;  // rank and item each < 2^24; stage above them
+
+// The model layer a parameter name belongs to ("model.layers.{i}." of Qwen2-MoE,
+// "bert.encoder.layer.{i}." of BERT), -1 for the rest (embeddings, final norm, heads).
+int64_t LayerOf(const std::string& name) {
+  for (const std::string key : {".layers.", ".layer."})
+    if (const size_t p = name.find(key); p != std::string::npos)
+      return std::strtoll(name.c_str() + p + key.size(), nullptr, 10);
+  return -1;
+}
 
 }  // namespace
 
@@ -73,7 +83,7 @@ std::string Trainer::describe_nonfinite(int64_t code, const std::vector<ModelPar
       // Parameter indices agree across ranks: every rank lists the same names in the same order.
       const std::string name =
           item < static_cast<int64_t>(params.size()) ? params[static_cast<size_t>(item)].name : "?";
-      layer = qwen2_moe_layer_of(name);
+      layer = LayerOf(name);
       detail = " (" + name + (stage == kGradSummed ? ", after the all-reduce)" : ")");
       break;
     }
@@ -93,9 +103,10 @@ void Trainer::inject_inf_grad(const FaultSpec& f, std::vector<ModelParam>& param
   if (layer < 0)
     for (int64_t i = 0; i < model_.num_layers() && layer < 0; ++i)
       if (model_.moe_layer(i)) layer = i;
-  const std::string router = qwen2_moe_router_prefix(layer);
-  for (ModelParam& p : params) {
-    if (!p.grad || p.grad->numel() == 0 || p.name.compare(0, router.size(), router) != 0) continue;
+  for (ModelParam& p : params) {  // the layer's router: its ".gate." parameters
+    if (!p.grad || p.grad->numel() == 0 || LayerOf(p.name) != layer ||
+        p.name.find(".gate.") == std::string::npos)
+      continue;
     const float inf = std::numeric_limits<float>::infinity();
     p.grad->memory()->copy_from_host(p.grad->ptr(), &inf, sizeof(float));
     say_fault(rank(), step_index_, "inf_grad", static_cast<int>(layer), p.name + "[0] = +inf");
@@ -109,14 +120,30 @@ namespace {
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 }  // namespace
 
-Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum,
-                    int64_t* count, bool check) {
+Status Trainer::set_masked_lm(const MlmConfig& c) {
+  MlmConfig v = c;
+  v.vocab_size = model_.vocab_size();
+  SY_RETURN_IF_ERROR(v.validate());
+  mlm_ = std::move(v);
+  mlm_set_ = true;
+  return Status::Ok();
+}
+
+void Trainer::make_targets(const std::vector<int32_t>& ids, int64_t step, int64_t seq,
+                           std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const {
+  if (mlm_set_) return mlm_mask(mlm_, step, seq, ids, inputs, targets);
+  *inputs = ids;
+  const int64_t T = static_cast<int64_t>(ids.size());
+  targets->assign(ids.begin() + (T > 0 ? 1 : 0), ids.end());
+  if (T > 0) targets->push_back(-1);
+}
+
+Status Trainer::run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
+                    float grad_scale, double* loss_sum, int64_t* count, bool check) {
   const int64_t T = static_cast<int64_t>(ids.size()), V = model_.vocab_size();
-  targets_.assign(ids.begin() + (T > 0 ? 1 : 0), ids.end());
-  if (T > 0) targets_.push_back(-1);
   Memory* mem = model_.ctx().backend;
   resize_in(targets_dev_, T, mem);
-  targets_dev_.copy_from_host(targets_.data(), targets_.size());
+  targets_dev_.copy_from_host(targets.data(), targets.size());
   model_.reset_cache();
 
   const FaultSpec* nan = check ? fault(FaultKind::kNanLogits) : nullptr;
@@ -172,10 +199,21 @@ Status Trainer::run(const std::vector<int32_t>& ids, float grad_scale, double* l
   return Status::Ok();
 }
 
-StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>& seqs) {
+StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>& seqs,
+                                        const std::vector<int64_t>& seq_ids) {
+  if (!seq_ids.empty() && seq_ids.size() != seqs.size())
+    return InvalidArgument("train step: " + std::to_string(seq_ids.size()) + " sequence ids for " +
+                           std::to_string(seqs.size()) + " sequences");
   // The loss is a mean over the job's target tokens: count them first.
+  const int P = comm_ ? comm_->size() : 1;
+  inputs_.resize(seqs.size());
+  targets_.resize(seqs.size());
   int64_t mine = 0;
-  for (const auto& s : seqs) mine += s.empty() ? 0 : static_cast<int64_t>(s.size()) - 1;
+  for (size_t k = 0; k < seqs.size(); ++k) {
+    const int64_t g = seq_ids.empty() ? static_cast<int64_t>(k) * P + rank() : seq_ids[k];
+    make_targets(seqs[k], step_index_, g, &inputs_[k], &targets_[k]);
+    mine += std::count_if(targets_[k].begin(), targets_[k].end(), [](int32_t t) { return t >= 0; });
+  }
   int64_t total = mine;
   if (comm_) comm_->allreduce(&total, 1, ReduceOp::kSum, {"train.tokens", -1, step_index_});
   if (total == 0) return InvalidArgument("train step: no target tokens on any rank");
@@ -187,7 +225,8 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   nonfinite_ = kNoFinding;
   double loss_sum = 0;
   int64_t count = 0;
-  for (const auto& s : seqs) SY_RETURN_IF_ERROR(run(s, scale, &loss_sum, &count, true));
+  for (size_t k = 0; k < seqs.size(); ++k)
+    SY_RETURN_IF_ERROR(run(inputs_[k], targets_[k], scale, &loss_sum, &count, true));
 
   // Local gradients, before any cross-rank sum: a NaN spreads to every rank there, and the rank
   // that made it is the one to name. Expert gradients are never summed: this is their check.
@@ -215,7 +254,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
     if (!p.grad) continue;
     if (comm_ && !p.expert && !p.moe_summed)
       comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum,
-                       {"train.grad", static_cast<int>(qwen2_moe_layer_of(p.name)), step_index_});
+                       {"train.grad", static_cast<int>(LayerOf(p.name)), step_index_});
     const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}}, model_.ctx());
     if (!std::isfinite(sq)) note_nonfinite(kGradSummed, static_cast<int64_t>(i));
     (p.expert ? sq_expert : sq_replicated) += sq;
@@ -263,7 +302,12 @@ StatusOr<double> Trainer::eval(const std::vector<std::vector<int32_t>>& seqs) {
   double loss_sum = 0;
   int64_t count = 0;
   model_.set_step(-1);
-  for (const auto& s : seqs) SY_RETURN_IF_ERROR(run(s, 0.0f, &loss_sum, &count));
+  const int P = comm_ ? comm_->size() : 1;
+  std::vector<int32_t> inputs, targets;
+  for (size_t k = 0; k < seqs.size(); ++k) {
+    make_targets(seqs[k], -1, static_cast<int64_t>(k) * P + rank(), &inputs, &targets);
+    SY_RETURN_IF_ERROR(run(inputs, targets, 0.0f, &loss_sum, &count));
+  }
   if (comm_) {
     comm_->allreduce(&loss_sum, 1, ReduceOp::kSum, {"eval.loss"});
     comm_->allreduce(&count, 1, ReduceOp::kSum, {"eval.tokens"});

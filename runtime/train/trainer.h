@@ -1,7 +1,7 @@
-// One data-parallel + expert-parallel optimizer step of a decoder (model.h; today Qwen2-MoE),
-// and the held-out loss. Every rank of `comm` passes its OWN sequences (the same count on every
-// rank; an empty sequence is allowed as padding); the model runs with replicated tokens off, so the
-// MoE layers exchange every rank's tokens with the experts' owners.
+// One data-parallel + expert-parallel optimizer step of a model (model.h: Qwen2-MoE decoders,
+// BERT-MoE encoders), and the held-out loss. Every rank of `comm` passes its OWN sequences (the
+// same count on every rank; an empty sequence is allowed as padding); the model runs with
+// replicated tokens off, so the MoE layers exchange every rank's tokens with the experts' owners.
 //
 //   loss      = sum over all ranks' target tokens of cross-entropy / their number
 //   gradients: replicated parameters (embeddings, attention, norms, dense MLPs, LM head) are
@@ -9,7 +9,10 @@
 //              experts' over the ranks; routed experts' stay local (each rank owns E/P);
 //   clipping:  by the job-wide norm (replicated parts once, expert parts summed over ranks);
 //   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched.
-// Targets are the next token of each sequence (the last position has none).
+// The objective: a decoder's next-token loss (targets: the next token of each sequence, the last
+// position has none), or with set_masked_lm() BERT's masked-language-model loss (runtime/train/
+// mlm.h: inputs masked, targets the original tokens at the chosen positions only). Either way a
+// sequence becomes (inputs, targets with -1 = no loss there) and the rest is the same.
 //
 // Non-finite values (NaN, Inf). Before the optimizer update every rank checks, in the
 // order the data flows: each MoE layer's router scores and the logits after every forward, the
@@ -28,7 +31,8 @@
 //          "non-finite <what> on rank R, layer L, step S[ (<parameter>[, after the all-reduce])]"
 //          what: router scores | logits | loss | gradient (| "loss or gradient norm", the
 //          fallback, rank 0); layer: the model layer (MoE router, experts, "model.layers.{i}."
-//          parameters), -1 for logits, loss, embeddings, final norm and LM head.
+//          or "bert.encoder.layer.{i}." parameters), -1 for logits, loss, embeddings, final
+//          norm and LM / MLM head.
 //
 // Fault injection (comm/fault.h, SY_FAULT; or set_faults() in tests), at step index s on rank r:
 //   nan_logits@rank=r,step=s           the LM logits of every forward of the step become NaN
@@ -56,6 +60,7 @@
 #include "runtime/core/status.h"
 #include "runtime/model/model.h"
 #include "runtime/train/adamw.h"
+#include "runtime/train/mlm.h"
 
 namespace sy {
 
@@ -80,15 +85,22 @@ StatusOr<NonFinitePolicy> parse_nonfinite_policy(const std::string& text);
 
 class Trainer {
  public:
-  // comm may be null (one rank). The model must be a decoder loaded with train != kNone and
-  // comm (the same communicator).
+  // comm may be null (one rank). The model must be loaded with train != kNone and comm (the
+  // same communicator); an encoder needs set_masked_lm() before the first step.
   Trainer(Model& model, Communicator* comm, const AdamWConfig& cfg);
+
+  // The masked-LM objective instead of the next-token one (validated: kInvalidArgument).
+  Status set_masked_lm(const MlmConfig& c);
+  bool masked_lm() const { return mlm_set_; }
 
   // COLLECTIVE. seqs: this rank's sequences for the step (the same count on every rank). Every
   // collective of the step, the MoE layers' included (Model::set_step), is tagged step_index().
-  StatusOr<TrainStepResult> step(const std::vector<std::vector<int32_t>>& seqs);
-  // COLLECTIVE. Mean next-token loss over every rank's sequences, no gradients kept. Its
-  // collectives are tagged step -1 (not a training step).
+  // seq_ids: each sequence's global index in the step (the masked LM draws from it); empty:
+  // k * P + rank for this rank's k-th sequence (rank r holds sequences r, r + P, ...).
+  StatusOr<TrainStepResult> step(const std::vector<std::vector<int32_t>>& seqs,
+                                 const std::vector<int64_t>& seq_ids = {});
+  // COLLECTIVE. Mean loss over every rank's sequences (the masked LM masks them as step -1),
+  // no gradients kept. Its collectives are tagged step -1 (not a training step).
   StatusOr<double> eval(const std::vector<std::vector<int32_t>>& seqs);
 
   AdamW& optimizer() { return opt_; }
@@ -133,10 +145,13 @@ class Trainer {
   const FaultSpec* fault(FaultKind kind) const;
   void inject_inf_grad(const FaultSpec& f, std::vector<ModelParam>& params);
 
+  // Sequence k of this rank's seqs as the objective sees it: inputs and targets (-1: no loss).
+  void make_targets(const std::vector<int32_t>& ids, int64_t step, int64_t seq,
+                    std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const;
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
   // check: record non-finite router scores, logits and loss (training steps).
-  Status run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum, int64_t* count,
-             bool check = false);
+  Status run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, float grad_scale,
+             double* loss_sum, int64_t* count, bool check = false);
   Model& model_;
   Communicator* comm_;
   AdamW opt_;
@@ -150,7 +165,9 @@ class Trainer {
   double aux_coef_ = 0, aux_sum_ = 0;
   Tensor logits_;
   DeviceArray<float> dlogits_;        // where the model runs
-  std::vector<int32_t> targets_;      // host
+  MlmConfig mlm_;
+  bool mlm_set_ = false;
+  std::vector<std::vector<int32_t>> inputs_, targets_;  // host, one per sequence of the step
   DeviceArray<int32_t> targets_dev_;  // where the model runs
 };
 

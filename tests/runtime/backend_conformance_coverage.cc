@@ -33,7 +33,9 @@ const std::map<std::string, std::string>& covered_ops() {  // op -> test
       {"AddAndBias",
        "add_inplace add_bias_rows scatter_add_rows bias_broadcast_rows "
        "bias_backward_rows"},
-      {"Norms", "rmsnorm_forward rmsnorm_backward layernorm_forward add_layernorm_forward"},
+      {"Norms",
+       "rmsnorm_forward rmsnorm_backward layernorm_forward add_layernorm_forward "
+       "layernorm_backward"},
       {"Rope", "rope_apply"},
       {"Attention", "attention_forward attention_backward"},
       {"CrossEntropy", "cross_entropy_sum cross_entropy_backward"},

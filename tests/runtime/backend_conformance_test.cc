@@ -687,6 +687,62 @@ TEST_P(BackendConformance, Norms) {
                                                          : alias == 1 ? " (y aliases a)"
                                                                       : " (y aliases r)"));
   }
+
+  // LayerNorm backward from the input x (statistics recomputed): with xhat = (x - mean) rstd and
+  // g = dy w, dx += rstd (g - mean(g) - xhat mean(g xhat)), dw += sum_t dy xhat, db += sum_t dy.
+  {
+    const std::vector<float> ln_dy = randn(T * D, 1.0, 907), ln_dx0 = randn(T * D, 1.0, 908);
+    const std::vector<float> dw0 = randn(D, 1.0, 909), db0 = randn(D, 1.0, 910);
+    Ref dx_r, dw_r, db_r;
+    std::vector<double> dwv(dw0.begin(), dw0.end()), dbv(db0.begin(), db0.end());
+    std::vector<double> dw_m(D), db_m(D);
+    for (int64_t i = 0; i < D; ++i) {
+      dw_m[i] = std::fabs(dw0[i]);
+      db_m[i] = std::fabs(db0[i]);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      double mean = 0.0, var = 0.0;
+      for (int64_t i = 0; i < D; ++i) mean += x[t * D + i];
+      mean /= D;
+      for (int64_t i = 0; i < D; ++i) var += (x[t * D + i] - mean) * (x[t * D + i] - mean);
+      const double rs = 1.0 / std::sqrt(var / D + eps);
+      double mg = 0.0, mgx = 0.0, mag = 0.0;
+      for (int64_t i = 0; i < D; ++i) {
+        const double xh = (x[t * D + i] - mean) * rs, g = double{ln_dy[t * D + i]} * w[i];
+        mg += g / D;
+        mgx += g * xh / D;
+        mag += std::fabs(g) * (1.0 + std::fabs(xh)) / D;
+        dwv[i] += ln_dy[t * D + i] * xh;
+        dw_m[i] += std::fabs(ln_dy[t * D + i] * xh);
+        dbv[i] += ln_dy[t * D + i];
+        db_m[i] += std::fabs(ln_dy[t * D + i]);
+      }
+      for (int64_t i = 0; i < D; ++i) {
+        const double xh = (x[t * D + i] - mean) * rs, g = double{ln_dy[t * D + i]} * w[i];
+        dx_r.add(ln_dx0[t * D + i] + rs * (g - mg - xh * mgx),
+                 sum_tol(D + 8, std::fabs(ln_dx0[t * D + i]) +
+                                    rs * (std::fabs(g) + mag * (1.0 + std::fabs(xh)))));
+      }
+    }
+    for (int64_t i = 0; i < D; ++i) {
+      dw_r.add(dwv[i], sum_tol(T + D + 8, dw_m[i]));
+      db_r.add(dbv[i], sum_tol(T + 4, db_m[i]));
+    }
+    Buffer dyb2 = up(ln_dy), dxb2 = up(ln_dx0), dwb2 = up(dw0), dbb2 = up(db0);
+    ops::layernorm_backward(c, xb.as<float>(), wb.as<float>(), dyb2.as<float>(), dxb2.as<float>(),
+                            dwb2.as<float>(), dbb2.as<float>(), T, D, eps);
+    expect_close(down<float>(dxb2), dx_r, "layernorm_backward dx");
+    expect_close(down<float>(dwb2), dw_r, "layernorm_backward dw");
+    expect_close(down<float>(dbb2), db_r, "layernorm_backward db");
+    Buffer dx_only = up(ln_dx0), dw_only = up(dw0), db_only = up(db0);
+    ops::layernorm_backward(c, xb.as<float>(), wb.as<float>(), dyb2.as<float>(),
+                            dx_only.as<float>(), nullptr, nullptr, T, D, eps);
+    ops::layernorm_backward(c, xb.as<float>(), wb.as<float>(), dyb2.as<float>(), nullptr,
+                            dw_only.as<float>(), db_only.as<float>(), T, D, eps);
+    expect_close(down<float>(dx_only), dx_r, "layernorm_backward dx (dw, db null)");
+    expect_close(down<float>(dw_only), dw_r, "layernorm_backward dw (dx null)");
+    expect_close(down<float>(db_only), db_r, "layernorm_backward db (dx null)");
+  }
 }
 
 // ---- attention -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 #include "runtime/kernels/balance.h"
 #include "runtime/kernels/loss.h"
 #include "runtime/model/qwen2_moe.h"
+#include "tests/runtime/moe_test_util.h"
 #include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
@@ -77,20 +78,6 @@ Status Backprop(Qwen2MoeModel& m, const Batch& b) {
   return m.backward(dlogits.data());
 }
 
-// The kind of a parameter: its name without layer and expert indices.
-std::string Kind(const std::string& name) {
-  std::string k;
-  for (size_t i = 0; i < name.size(); ++i) {
-    if (std::isdigit(static_cast<unsigned char>(name[i]))) {
-      k += '#';
-      while (i + 1 < name.size() && std::isdigit(static_cast<unsigned char>(name[i + 1]))) ++i;
-    } else {
-      k += name[i];
-    }
-  }
-  return k;
-}
-
 TEST(Qwen2MoeGrad, EveryParameterKindMatchesFiniteDifferences) {
   const std::string dir = TinyCheckpoint("fd");
   auto m = LoadQwen(dir, Qwen2MoeTrain::kAll);
@@ -125,7 +112,7 @@ TEST(Qwen2MoeGrad, EveryParameterKindMatchesFiniteDifferences) {
       const double fd = (lp - lm) / (2.0 * eps);
       const double g = p.grad->data[static_cast<size_t>(i)];
       EXPECT_NEAR(g, fd, 2e-3 + 3e-2 * std::fabs(fd)) << p.name << "[" << i << "]";
-      ++checked[Kind(p.name)];
+      ++checked[testing_util::ParamKind(p.name)];
     }
   }
   // Every kind was checked at least once (a routing flip may skip single coordinates).
@@ -225,7 +212,7 @@ TEST(Qwen2MoeGrad, RouterOnlyTrainsTheGatesAndNothingElse) {
   ASSERT_TRUE(Backprop(*m, b).ok());
   int gates = 0;
   for (Qwen2MoeParam& p : m->parameters()) {
-    const bool is_gate = Kind(p.name) == "model.layers.#.mlp.gate.weight";
+    const bool is_gate = testing_util::ParamKind(p.name) == "model.layers.#.mlp.gate.weight";
     EXPECT_EQ(p.grad != nullptr, is_gate) << p.name;
     if (!is_gate) continue;
     ++gates;

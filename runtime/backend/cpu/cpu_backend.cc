@@ -148,6 +148,11 @@ class CpuBackend final : public Backend {
                              const float* b, float* y, int64_t T, int64_t D, float eps) override {
     sy::add_layernorm_forward(a, r, w, b, y, T, D, eps);
   }
+  void layernorm_backward(const ExecContext&, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw, float* db, int64_t T, int64_t D,
+                          float eps) override {
+    sy::layernorm_backward(x, w, dy, dx, dw, db, T, D, eps);
+  }
 
   void rope_apply(const ExecContext&, float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld,
                   int64_t pos0, const std::vector<float>& inv_freq, bool inverse) override {

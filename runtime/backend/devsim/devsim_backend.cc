@@ -177,6 +177,12 @@ class DevsimBackend final : public Backend {
     cpu()->add_layernorm_forward(host(c), UNTAG(a_TD), UNTAG(r_TD), UNTAG(w_D), UNTAG(b_D),
                                  UNTAG(y_TD), T, D, eps);
   }
+  void layernorm_backward(const ExecContext& c, const float* x_TD, const float* w_D,
+                          const float* dy_TD, float* dx_TD, float* dw_D, float* db_D, int64_t T,
+                          int64_t D, float eps) override {
+    cpu()->layernorm_backward(host(c), UNTAG(x_TD), UNTAG(w_D), UNTAG(dy_TD), UNTAG(dx_TD),
+                              UNTAG(dw_D), UNTAG(db_D), T, D, eps);
+  }
 
   void rope_apply(const ExecContext& c, float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld,
                   int64_t pos0, const std::vector<float>& inv_freq, bool inverse) override {

@@ -1,0 +1,339 @@
+#include "launch/train_bert.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/fault.h"
+#include "launch/commands.h"
+#include "launch/infer_run.h"
+#include "runtime/data/corpus.h"
+#include "runtime/data/sequence_shard.h"
+#include "runtime/data/token_file.h"
+#include "runtime/data/tokenizer.h"
+#include "runtime/io/checkpoint_dir.h"
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/model.h"
+#include "runtime/report/load_report.h"
+#include "runtime/train/checkpoint.h"
+#include "runtime/train/trainer.h"
+
+namespace sy::launch {
+namespace {
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// bert-base-uncased's special ids (the vocabulary of `init --arch bert_moe` models).
+constexpr int32_t kMaskId = 103;
+const std::vector<int32_t> kNeverChosen = {0, 101, 102};  // [PAD], [CLS], [SEP]
+
+// The source folder and whether it is a resume (--checkpoint-dir holds checkpoints).
+std::string SourceDir(const switchyard::TrainConfig& c, bool* resume) {
+  *resume = false;
+  if (!c.checkpoint_dir().empty() && !list_checkpoints(c.checkpoint_dir()).empty()) {
+    *resume = true;
+    return c.checkpoint_dir();
+  }
+  return c.model().empty() ? default_model_dir() : c.model();
+}
+
+// The settings a resumed run must share with the run that saved.
+json RunSettings(const switchyard::TrainConfig& c, const std::string& router) {
+  return {{"objective", "masked_lm"},
+          {"what", c.what()},
+          {"router", router},
+          {"seq_len", c.seq_len()},
+          {"eval_tokens", c.eval_tokens()},
+          {"corpus", c.token_file().empty() ? c.corpus() : ""},
+          {"token_file", c.token_file()},
+          {"quantize", c.quantize()}};
+}
+
+class BertTrainRun {
+ public:
+  BertTrainRun(const switchyard::TrainConfig& c, Communicator& comm)
+      : c_(c), comm_(comm), me_(comm.rank()), P_(comm.size()), L_(c.seq_len()) {}
+
+  int run() {
+    if (int code = agree_status(comm_, Prepare(), "train")) return code;
+    if (int code = MakeTrainer()) return code;
+    Banner();
+    return Train();
+  }
+
+ private:
+  Status Prepare() {
+    if (!c_.trace().dir().empty())
+      return InvalidArgument("train: --trace is not supported for BERT models yet");
+    bool resume = false;
+    const std::string source = SourceDir(c_, &resume);
+    if (resume && !c_.resume())
+      return InvalidArgument("train: " + c_.checkpoint_dir() +
+                             " already holds checkpoints: pass --resume to continue that run, or "
+                             "another --checkpoint-dir");
+    is_resume_ = resume;
+    SY_ASSIGN_OR_RETURN(HfCheckpoint ck, HfCheckpoint::Open(source));
+    ck_ = std::make_unique<HfCheckpoint>(std::move(ck));
+    SY_ASSIGN_OR_RETURN(std::string ck_router,
+                        ck_->config_reader().get_string("router", kDefaultRouterName));
+    router_ = c_.router().empty() ? ck_router : c_.router();
+    SY_ASSIGN_OR_RETURN(std::string type, ck_->config_reader().get_string("model_type", "bert"));
+    if (type == "bert" && c_.what() == "routers")
+      return InvalidArgument("train: " + ck_->dir() +
+                             " is a dense BERT (no routers): --what routers has nothing to train");
+    replace_router_ = type == "bert_moe" && router_ != ck_router;
+    if (is_resume_) {
+      SY_ASSIGN_OR_RETURN(resumed_, read_train_state(ck_->dir(), &optimizer_step_));
+      const json want = RunSettings(c_, router_);
+      for (auto& [k, v] : want.items())
+        if (resumed_.run.value(k, json()) != v)
+          return InvalidArgument("train --resume: " + ck_->dir() + " was saved by a run with " + k +
+                                 " = " + resumed_.run.value(k, json()).dump() + ", this run has " +
+                                 v.dump());
+      if (resumed_.step >= c_.steps())
+        return InvalidArgument("train --resume: " + ck_->dir() + " is at step " +
+                               std::to_string(resumed_.step) + ", not below --steps " +
+                               std::to_string(c_.steps()));
+    }
+    SY_RETURN_IF_ERROR(ReadTokens());
+    ModelOptions opt;
+    opt.train = c_.what() == "all" ? ModelTrain::kAll : ModelTrain::kRouters;
+    opt.expert_bits = c_.quantize() == "int8" ? 8 : c_.quantize() == "int4" ? 4 : 32;
+    opt.capacity_factor = c_.capacity_factor();
+    opt.seed = c_.seed();
+    SY_ASSIGN_OR_RETURN(opt.exec, backend_context(c_.backend(), c_.deterministic()));
+    SY_ASSIGN_OR_RETURN(model_, load_model(*ck_, opt, &comm_));
+    if (replace_router_) {  // fresh routers (no distillation warm start for BERT yet)
+      SY_RETURN_IF_ERROR(model_->replace_routers(router_, c_.seed(), 0).status());
+      if (me_ == 0)
+        std::printf("replaced the %s gates by fresh %s routers (no warm start)\n",
+                    ck_router.c_str(), router_.c_str());
+    }
+    const int64_t V = model_->vocab_size();
+    for (int32_t id : ids_)
+      if (id < 0 || id >= V)
+        return InvalidArgument("train: token id " + std::to_string(id) +
+                               " outside the model's vocabulary of " + std::to_string(V));
+    if (L_ > model_->max_positions())
+      return InvalidArgument("train: --seq-len " + std::to_string(L_) + " exceeds the model's " +
+                             std::to_string(model_->max_positions()) + " positions");
+    return Status::Ok();
+  }
+
+  Status ReadTokens() {
+    if (!c_.token_file().empty()) {
+      SY_ASSIGN_OR_RETURN(ids_, read_token_file(c_.token_file()));
+    } else {
+      auto tok = load_tokenizer(ck_->dir());
+      if (!tok.ok())
+        return InvalidArgument(
+            "train: BERT training reads --token-file (ids in the model's "
+            "vocabulary) or a corpus through the checkpoint's own tokenizer, "
+            "and " +
+            ck_->dir() + " has none usable (" + tok.status().message() + ")");
+      const std::string data_dir = c_.data_dir().empty() ? default_data_dir() : c_.data_dir();
+      SY_ASSIGN_OR_RETURN(std::string text, load_corpus(c_.corpus(), data_dir));
+      ids_ = (*tok)->encode(text);
+    }
+    if (static_cast<int64_t>(ids_.size()) < c_.eval_tokens() + L_)
+      return InvalidArgument("train: " + std::to_string(ids_.size()) +
+                             " tokens are fewer than --eval-tokens + --seq-len");
+    n_train_ = static_cast<int64_t>(ids_.size()) - c_.eval_tokens();
+    return Status::Ok();
+  }
+
+  int MakeTrainer() {
+    AdamWConfig ac;
+    ac.lr = c_.lr();
+    ac.warmup_steps = c_.warmup();
+    ac.total_steps = c_.steps();
+    ac.weight_decay = c_.weight_decay();
+    ac.clip_norm = c_.clip();
+    if (int code = agree_status(comm_, ac.validate(), "train: optimizer")) return code;
+    trainer_ = std::make_unique<Trainer>(*model_, &comm_, ac);
+    MlmConfig mlm;
+    mlm.seed = c_.data_seed();
+    mlm.mask_id = kMaskId;
+    mlm.never_chosen = kNeverChosen;
+    if (int code = agree_status(comm_, trainer_->set_masked_lm(mlm), "train: masked LM"))
+      return code;
+    auto policy = parse_nonfinite_policy(c_.on_nonfinite());
+    if (int code = agree_status(comm_, policy.status(), "train: --on-nonfinite")) return code;
+    trainer_->set_nonfinite_policy(*policy, c_.max_skips());
+    // BERT configs carry no balancing coefficient: Switch Transformer's 0.01 by default.
+    trainer_->set_router_aux_loss(c_.aux_loss() >= 0 ? c_.aux_loss() : 0.01);
+    state_.run = RunSettings(c_, router_);
+    state_.data_seed = c_.data_seed();
+    state_.world_size = P_;
+    if (is_resume_) {
+      Status st =
+          load_optimizer_state(ck_->dir(), *model_, optimizer_step_, &trainer_->optimizer());
+      if (int code = agree_status(comm_, st, "train --resume: optimizer state")) return code;
+      state_.step = resumed_.step;
+      state_.data_position = resumed_.data_position;
+      state_.data_seed = resumed_.data_seed;
+    }
+    order_ = std::make_unique<DataOrder>(n_train_ / L_, state_.data_seed);
+    last_saved_ = is_resume_ ? state_.step : -1;
+    // Held-out: the last eval_tokens tokens in sequences of L, dealt round-robin.
+    const int64_t n_eval = std::max<int64_t>(1, c_.eval_tokens() / L_);
+    for (int64_t k = 0; k < (n_eval + P_ - 1) / P_; ++k) {
+      const int64_t g = k * P_ + me_;
+      if (g >= n_eval) {
+        eval_seqs_.emplace_back();
+        continue;
+      }
+      const int64_t b = n_train_ + g * L_;
+      const int64_t e = std::min<int64_t>(static_cast<int64_t>(ids_.size()), b + L_);
+      eval_seqs_.emplace_back(ids_.begin() + b, ids_.begin() + e);
+    }
+    return 0;
+  }
+
+  void Banner() const {
+    if (me_ != 0) return;
+    std::printf(
+        "switchyard train: %s, %d rank%s, what=%s, masked LM (15%% of positions, 80/10/10), "
+        "router %s; %s; %lld training tokens (%lld sequences of %lld), %lld held out; batch "
+        "%lld x %d ranks x %lld tokens per step\n",
+        ck_->dir().c_str(), P_, P_ == 1 ? "" : "s", c_.what().c_str(), router_.c_str(),
+        model_->describe(P_).c_str(), (long long)n_train_, (long long)(n_train_ / L_),
+        (long long)L_, (long long)c_.eval_tokens(), (long long)c_.batch(), P_, (long long)L_);
+    if (is_resume_)
+      std::printf("resuming at step %lld (data position %lld, optimizer step %lld) from %s\n",
+                  (long long)state_.step, (long long)state_.data_position,
+                  (long long)optimizer_step_, ck_->dir().c_str());
+    std::fflush(stdout);
+  }
+
+  std::vector<int32_t> Sequence(int64_t position) {
+    const int64_t b = order_->at(position) * L_;
+    return std::vector<int32_t>(ids_.begin() + b, ids_.begin() + b + L_);
+  }
+
+  int Eval(int64_t step) {
+    auto loss = trainer_->eval(eval_seqs_);
+    if (int code = agree_status(comm_, loss.status(), "train: eval")) return code;
+    if (me_ == 0) {
+      std::printf("eval loss %.4f (masked LM, perplexity %.2f) at step %lld\n", *loss,
+                  std::exp(*loss), (long long)step);
+      std::fflush(stdout);
+    }
+    return 0;
+  }
+
+  int Save() {
+    SaveRequest req;
+    req.root = c_.checkpoint_dir();
+    req.model = model_.get();
+    req.optimizer = &trainer_->optimizer();
+    req.state = state_;
+    req.source = ck_.get();
+    req.keep_last = c_.keep_last();
+    if (int code = agree_status(comm_, save_checkpoint(req, &comm_), "train: checkpoint"))
+      return code;
+    last_saved_ = state_.step;
+    if (me_ == 0) {
+      std::printf("saved %s/%s\n", c_.checkpoint_dir().c_str(),
+                  checkpoint_folder_name(state_.step).c_str());
+      std::fflush(stdout);
+    }
+    return 0;
+  }
+
+  int Step(int64_t s) {
+    std::vector<std::vector<int32_t>> mine;
+    std::vector<int64_t> global;  // each sequence's index in the step's global batch
+    for (int64_t b = 0; b < c_.batch(); ++b) {
+      mine.push_back(Sequence(state_.data_position + b * P_ + me_));
+      global.push_back(b * P_ + me_);
+    }
+    const bool logged = (s + 1) % c_.log_every() == 0 || s + 1 == c_.steps();
+    report_step_ = logged && !c_.out().empty() ? s : -1;
+    for (MoeLayer* l : model_->sparse_layers()) l->reset_counters();
+    inject_process_faults(me_, s);
+    trainer_->set_step_index(s);
+    auto r = trainer_->step(mine, global);
+    if (int code = agree_status(comm_, r.status(), "train: step")) return code;
+    state_.step = s + 1;
+    state_.data_position += c_.batch() * P_;
+    if (me_ == 0 && (r->skipped || logged)) {
+      if (r->skipped)
+        std::printf("step %lld/%lld skipped: %s\n", (long long)(s + 1), (long long)c_.steps(),
+                    r->nonfinite.c_str());
+      else
+        std::printf(
+            "step %lld/%lld loss %.4f aux %.4f lr %.2e grad-norm %.3f%s (%lld masked "
+            "tokens)\n",
+            (long long)(s + 1), (long long)c_.steps(), r->loss, r->aux_loss, r->lr, r->grad_norm,
+            r->clip < 1 ? " (clipped)" : "", (long long)r->tokens);
+      std::fflush(stdout);
+    }
+    return 0;
+  }
+
+  int Train() {
+    RoutingCollector reports(model_->sparse_layers(), model_->config_json().dump(), comm_,
+                             c_.out());
+    trainer_->set_after_forward([&] {  // a logged step's forwards go into the reports
+      if (report_step_ >= 0) reports.add_step(report_step_);
+    });
+    if (int code = Eval(state_.step)) return code;
+    const int64_t first = state_.step;
+    const auto t0 = Clock::now();
+    for (int64_t s = first; s < c_.steps(); ++s) {
+      if (int code = Step(s)) return code;
+      if (c_.eval_every() > 0 && (s + 1) % c_.eval_every() == 0 && s + 1 < c_.steps())
+        if (int code = Eval(s + 1)) return code;
+      if (c_.save_every() > 0 && (s + 1) % c_.save_every() == 0 && s + 1 < c_.steps())
+        if (int code = Save()) return code;
+    }
+    if (int code = Eval(c_.steps())) return code;
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    const int64_t tokens = (c_.steps() - first) * c_.batch() * P_ * L_;
+    if (me_ == 0)
+      std::printf("trained %lld steps (%lld skipped) in %.1f s: %.0f tok/s over %d rank%s\n",
+                  (long long)(c_.steps() - first), (long long)trainer_->skipped_steps(), secs,
+                  static_cast<double>(tokens) / secs, P_, P_ == 1 ? "" : "s");
+    if (!c_.checkpoint_dir().empty() && last_saved_ != state_.step)
+      if (int code = Save()) return code;
+    if (!c_.out().empty()) reports.finish(tokens, secs, "");
+    return 0;
+  }
+
+  const switchyard::TrainConfig& c_;
+  Communicator& comm_;
+  const int me_, P_;
+  const int64_t L_;
+  std::unique_ptr<HfCheckpoint> ck_;
+  std::unique_ptr<Model> model_;
+  std::string router_;
+  bool is_resume_ = false, replace_router_ = false;
+  TrainState resumed_, state_;
+  int64_t optimizer_step_ = 0, last_saved_ = -1, n_train_ = 0, report_step_ = -1;
+  std::vector<int32_t> ids_;
+  std::unique_ptr<DataOrder> order_;
+  std::vector<std::vector<int32_t>> eval_seqs_;
+  std::unique_ptr<Trainer> trainer_;
+};
+
+}  // namespace
+
+bool train_source_is_bert(const switchyard::TrainConfig& cfg) {
+  bool resume = false;
+  auto ck = HfCheckpoint::Open(SourceDir(cfg, &resume));
+  if (!ck.ok()) return false;
+  auto type = ck->config_reader().get_string("model_type", "");
+  return type.ok() && (*type == "bert" || *type == "bert_moe");
+}
+
+int run_train_bert(const switchyard::TrainConfig& cfg, Communicator& comm) {
+  BertTrainRun run(cfg, comm);
+  return run.run();
+}
+
+}  // namespace sy::launch
