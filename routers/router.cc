@@ -94,10 +94,25 @@ void Router::backward(const RouterGrads& g) {
     ops::topk_weights_backward(ctx(), g.dweights_TK, vals_TK_.ptr(), ids_TK_.data(), T, E, K,
                                cfg_.norm_topk_prob, dp_TE_.ptr());
   ds_TE_.resize({T, E}, mem());
-  ops::softmax_backward_rows(ctx(), probs_TE_.ptr(), dp_TE_.ptr(), ds_TE_.ptr(), T, E,
-                             /*accumulate=*/false);
+  probs_backward(probs_TE_.ptr(), dp_TE_.ptr(), ds_TE_.ptr(), T);
   if (g.dlogits_TE) ops::add_inplace(ctx(), ds_TE_.ptr(), g.dlogits_TE, T * E);
   backward_scores(ds_TE_.ptr(), g.dx_TD);
+}
+
+void Router::probs_backward(const float* probs_TE, const float* dp_TE, float* ds_TE, int64_t T) {
+  ops::softmax_backward_rows(ctx(), probs_TE, dp_TE, ds_TE, T, cfg_.num_experts,
+                             /*accumulate=*/false);
+}
+
+std::vector<float> Router::to_host(const float* p, int64_t n) const {
+  std::vector<float> v(static_cast<size_t>(n));
+  if (n > 0) mem()->copy_to_host(v.data(), p, n * static_cast<int64_t>(sizeof(float)));
+  return v;
+}
+
+void Router::from_host(float* dst, const std::vector<float>& v) const {
+  if (!v.empty())
+    mem()->copy_from_host(dst, v.data(), static_cast<int64_t>(v.size() * sizeof(float)));
 }
 
 int64_t Router::num_params() const {
@@ -138,6 +153,12 @@ void Router::set_context(const ExecContext* c) {
 Param* Router::add_param(const std::string& name, std::vector<int64_t> shape) {
   params_.emplace_back(name, std::move(shape), mem());
   return &params_.back();
+}
+
+Param* Router::add_state(const std::string& name, std::vector<int64_t> shape) {
+  Param* p = add_param(name, std::move(shape));
+  p->grad = Tensor(std::vector<int64_t>{0}, mem());
+  return p;
 }
 
 void Router::init_normal(Param* p, float std) {

@@ -63,6 +63,7 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   layer->router_ = std::move(router);
   if (cfg.exec) layer->exec_ = cfg.exec;
   layer->router_->set_context(layer->exec_);
+  layer->router_->set_position(cfg.layer_index, layer->step_);
   layer->plan_ = CapacityPlan(layer->exec_->backend);  // its index arrays where the ops run
   layer->comm_ = comm;
   layer->local_experts_ = cfg.num_experts;
@@ -341,6 +342,8 @@ StatusOr<std::unique_ptr<Router>> MoeLayer::replace_router(std::unique_ptr<Route
         " E=" + std::to_string(cfg_.num_experts) + " K=" + std::to_string(cfg_.top_k));
   cfg_.router = rc;
   r->set_context(exec_);
+  r->set_training(router_->training());
+  r->set_position(cfg_.layer_index, step_);
   has_forward_ = false;  // backward() differentiates a forward of the router in place
   std::swap(router_, r);
   return r;

@@ -185,8 +185,12 @@ class MoeLayer {
   // with the contiguous placement. Checkpoints and reports name experts by these ids.
   const std::vector<int32_t>& local_expert_ids() const { return local_expert_ids_; }
   int64_t num_local_experts() const { return local_experts_; }
-  // The step named in collective tags and fault injection (SY_FAULT ... step=s).
-  void set_step(int64_t step) { step_ = step; }
+  // The step named in collective tags and fault injection (SY_FAULT ... step=s); the router
+  // learns it with the layer index (Router::set_position).
+  void set_step(int64_t step) {
+    step_ = step;
+    router_->set_position(cfg_.layer_index, step);
+  }
   // By default backward() sums the router's and shared expert's gradients over the ranks at its
   // end, which is right for ONE backward per zero_grad(). A caller that accumulates several
   // backward() calls (several sequences per step) defers it and calls

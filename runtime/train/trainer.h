@@ -8,7 +8,10 @@
 //              all-reduced (summed) here; the MoE layers already sum their routers' and shared
 //              experts' over the ranks; routed experts' stay local (each rank owns E/P);
 //   clipping:  by the job-wide norm (replicated parts once, expert parts summed over ranks);
-//   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched.
+//   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched;
+//              then Router::after_step for routers that move with the step's load (summed
+//              over the ranks: the same on every rank).
+// Routers run in training mode (Router::set_training) during step() and not during eval().
 // Targets are the next token of each sequence (the last position has none).
 //
 // Non-finite values (NaN, Inf). Before the optimizer update every rank checks, in the
@@ -133,6 +136,11 @@ class Trainer {
   const FaultSpec* fault(FaultKind kind) const;
   void inject_inf_grad(const FaultSpec& f, std::vector<ModelParam>& params);
 
+  // Every MoE layer's router: Router::set_training (steps: true, eval: false).
+  void set_routers_training(bool training);
+  // After an optimizer update: Router::after_step with the step's load summed over the ranks,
+  // for the layers whose counters were taken before the step (load_before[i] non-empty).
+  void routers_after_step(const std::vector<std::vector<int64_t>>& load_before);
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
   // check: record non-finite router scores, logits and loss (training steps).
   Status run(const std::vector<int32_t>& ids, float grad_scale, double* loss_sum, int64_t* count,
