@@ -48,8 +48,7 @@ class NoisyTopkRouter final : public Router {
     std::vector<float> s = to_host(s_TE, T * E);
     eps_.resize(static_cast<size_t>(T * E));
     const uint64_t seed = hash_combine(cfg_.seed, static_cast<uint64_t>(layer_));
-    const uint64_t stream =
-        hash_combine(fnv1a64("noisy_topk/noise"), static_cast<uint64_t>(step_));
+    const uint64_t stream = hash_combine(fnv1a64("noisy_topk/noise"), static_cast<uint64_t>(step_));
     for (size_t i = 0; i < s.size(); ++i) {
       eps_[i] = static_cast<float>(normal_at(seed, stream, i));
       s[i] += eps_[i] * softplus(n_[i]);
@@ -66,8 +65,8 @@ class NoisyTopkRouter final : public Router {
     for (size_t i = 0; i < dn.size(); ++i) dn[i] *= eps_[i] / (1.0f + std::exp(-n_[i]));
     Tensor dn_TE({T_, E}, mem());
     from_host(dn_TE.ptr(), dn);
-    ops::linear_backward(ctx(), x_, Wn_->value.ptr(), dn_TE.ptr(), Wn_->grad.ptr(), dx_TD, T_, D,
-                         E, /*accumulate_dx=*/true);
+    ops::linear_backward(ctx(), x_, Wn_->value.ptr(), dn_TE.ptr(), Wn_->grad.ptr(), dx_TD, T_, D, E,
+                         /*accumulate_dx=*/true);
   }
 
  private:
@@ -78,8 +77,8 @@ class NoisyTopkRouter final : public Router {
   // The caller keeps x alive between forward and backward (the MoE layer owns it).
   const float* x_ = nullptr;
   int64_t T_ = 0;
-  bool noisy_ = false;            // the last forward drew noise
-  std::vector<float> n_, eps_;    // host: W_n x and eps of the last noisy forward
+  bool noisy_ = false;          // the last forward drew noise
+  std::vector<float> n_, eps_;  // host: W_n x and eps of the last noisy forward
 };
 
 std::unique_ptr<Router> make_noisy_topk_router(const RouterConfig& cfg) {
@@ -88,7 +87,7 @@ std::unique_ptr<Router> make_noisy_topk_router(const RouterConfig& cfg) {
 
 }  // namespace
 
-SY_REGISTER_ROUTER(noisy_topk, 100,
+SY_REGISTER_ROUTER(noisy_topk, 70,
                    "s = W x + eps * softplus(W_n x), eps ~ N(0,1) while training (Shazeer 2017)",
                    make_noisy_topk_router, nullptr);
 

@@ -44,7 +44,7 @@ void Router::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, R
   SY_CHECK(T == 0 || x_TD != nullptr || needs_token_ids());
   SY_CHECK(!needs_token_ids() || T == 0 || token_ids_T != nullptr)
       << "router '" << cfg_.name << "' needs token ids";
-  const int64_t E = cfg_.num_experts, K = cfg_.top_k;
+  const int64_t E = cfg_.num_experts, K = slots_per_token();
   out->T = T;
   out->E = E;
   out->K = K;
@@ -70,7 +70,7 @@ void Router::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, R
 }
 
 void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) {
-  const int64_t E = cfg_.num_experts, K = cfg_.top_k;
+  const int64_t E = cfg_.num_experts, K = slots_per_token();
   compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
   out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
   ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
@@ -81,7 +81,7 @@ void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, Rou
 
 void Router::backward(const RouterGrads& g) {
   if (!differentiable()) return;
-  const int64_t T = last_T_, E = cfg_.num_experts, K = cfg_.top_k;
+  const int64_t T = last_T_, E = cfg_.num_experts, K = slots_per_token();
   if (T == 0) return;
   // dp = dprobs + scatter(d chosen values), through the renormalization when it is on:
   // w_i = v_i / S, S = sum_j v_j  =>  dv_i = (dw_i - sum_j dw_j w_j) / S.
@@ -94,14 +94,10 @@ void Router::backward(const RouterGrads& g) {
     ops::topk_weights_backward(ctx(), g.dweights_TK, vals_TK_.ptr(), ids_TK_.data(), T, E, K,
                                cfg_.norm_topk_prob, dp_TE_.ptr());
   ds_TE_.resize({T, E}, mem());
-  probs_backward(probs_TE_.ptr(), dp_TE_.ptr(), ds_TE_.ptr(), T);
+  ops::softmax_backward_rows(ctx(), probs_TE_.ptr(), dp_TE_.ptr(), ds_TE_.ptr(), T, E,
+                             /*accumulate=*/false);
   if (g.dlogits_TE) ops::add_inplace(ctx(), ds_TE_.ptr(), g.dlogits_TE, T * E);
   backward_scores(ds_TE_.ptr(), g.dx_TD);
-}
-
-void Router::probs_backward(const float* probs_TE, const float* dp_TE, float* ds_TE, int64_t T) {
-  ops::softmax_backward_rows(ctx(), probs_TE, dp_TE, ds_TE, T, cfg_.num_experts,
-                             /*accumulate=*/false);
 }
 
 std::vector<float> Router::to_host(const float* p, int64_t n) const {

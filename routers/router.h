@@ -50,7 +50,8 @@ struct RouterOutput {
   int64_t T = 0, E = 0, K = 0;
   Tensor logits_TE;                  // scores s (hash: 0 for chosen, -inf elsewhere)
   Tensor probs_TE;                   // softmax(s)
-  DeviceArray<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
+  DeviceArray<int32_t> topk_ids_TK;  // descending by probability, ties to lower id; K is the
+                                     // router's slots_per_token() (E for expert choice)
   Tensor topk_weights_TK;            // chosen p (renormalized when norm_topk_prob)
   Tensor chosen_probs_TK;            // chosen p before renormalization (ranks capacity drops)
   bool finite = true;                // false when any score was NaN/Inf (ids stay in range)
@@ -119,7 +120,16 @@ class Router {
   }
   // True when one token's experts depend on other tokens of its forward (a batch-level
   // choice): such a router cannot decode one token at a time with a KV cache. Default: false.
-  virtual bool batch_dependent() const { return false; }
+  virtual bool batch_dependent() const { return experts_choose(); }
+  // Expert choice (Zhou et al. 2022): true when the EXPERTS choose their tokens. forward() then
+  // offers every token to every expert: E slots per token (RouterOutput::K == E), all experts
+  // by descending probability, weights = probabilities; the MoE layer's capacity plan makes the
+  // choice (each expert keeps the C offers of highest probability of its capacity group, the
+  // rest are not assignments: CapacityConfig::choice_k, runtime/kernels/capacity.h), so a token
+  // gets 0..E experts. Default: false (the router chooses top_k experts per token).
+  virtual bool experts_choose() const { return false; }
+  // Slots per token of forward()'s output: E when experts_choose(), else top_k.
+  int64_t slots_per_token() const { return experts_choose() ? cfg_.num_experts : cfg_.top_k; }
   // Routers with state that moves after each optimizer step from the step's load (not by
   // gradient) say so here; the trainer then calls after_step() after every optimizer update
   // (not after a skipped step) with load_E [E]: the assignments routed to each expert over the
@@ -152,9 +162,6 @@ class Router {
   // write every entry of out's tensors and ids, and out->finite: forward() hands it the caller's
   // buffers, sized but not cleared.
   virtual void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out);
-  // dp_TE -> ds_TE (written) through probs_TE = f(s): softmax by default; routers whose
-  // probabilities are not softmax(s) override it. probs_TE is the last forward's.
-  virtual void probs_backward(const float* probs_TE, const float* dp_TE, float* ds_TE, int64_t T);
   // Host copies for element-wise work the backend has no op for (routers' memory may be a
   // device's): n floats from / to this router's memory.
   std::vector<float> to_host(const float* p, int64_t n) const;

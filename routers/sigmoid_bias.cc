@@ -2,21 +2,24 @@
 // "DeepSeek-V3 Technical Report", section 2.1.2; Wang et al. 2024, "Auxiliary-Loss-Free Load
 // Balancing Strategy for Mixture-of-Experts").
 //
-//   scores   s = W x (logits_TE), affinities a = sigmoid(s)
-//   choice   the K largest a_e + b_e (ties to the lower id): b [E] shifts the CHOICE only
-//   weights  the chosen a, normalized over the chosen (always: norm_topk_prob is forced on)
-//   probs_TE a / sum_e a_e: the affinities as a distribution, so the weights are the chosen
-//            probabilities renormalized (what the interface, the aux losses and the metrics read)
+//   affinities a = sigmoid(W x)
+//   choice     the K largest a_e + b_e (ties to the lower id): b [E] shifts the CHOICE only
+//   weights    the chosen a, normalized over the chosen (always: norm_topk_prob is forced on)
+//   scores     s = log a = log sigmoid(W x) (logits_TE), so probs_TE = softmax(s) = a / sum_e a_e:
+//              the affinities as a distribution, and the weights are the chosen probabilities
+//              renormalized. The interface's softmax, its backward, the auxiliary losses, the
+//              metrics and distillation all apply unchanged.
 //
 // b (`bias`, [E], starts at 0) is not learned by gradient (Router::add_state: no grad, never
-// touched by the optimizer). After every optimizer step the trainer calls after_step() with the
+// touched by an optimizer). After every optimizer step the trainer calls after_step() with the
 // step's load over every rank (the same on every rank) and
 //   b_e += gamma * sign(mean_e' load_e' - load_e),  gamma = kBiasRate = 0.001 (DeepSeek-V3's),
 // so an overloaded expert becomes less likely to be chosen and an idle one more. b is a
 // parameter of the router, so checkpoints save it and a resume restores it bitwise.
-// DeepSeek-V3's group-limited top-k (node-limited routing) is not implemented.
+// The ids of a token are ordered by a + b, not by probability. DeepSeek-V3's group-limited
+// (node-limited) top-k is not implemented.
 //
-// Gradients: through the weights (normalized chosen a), probs_TE and s; b gets none.
+// Gradients: ds -> d(W x) = ds * (1 - a) (d log sigmoid(u) / du = 1 - sigmoid(u)); b gets none.
 #include <cmath>
 
 #include "routers/registry.h"
@@ -52,34 +55,44 @@ class SigmoidBiasRouter final : public Router {
   }
 
  protected:
+  // s = log sigmoid(W x); caches a = sigmoid(W x) on the host for the choice and the backward.
   void compute_scores(const float* x_TD, const int32_t*, int64_t T, float* s_TE) override {
+    const int64_t E = cfg_.num_experts;
     x_ = x_TD;
     T_ = T;
-    ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, cfg_.num_experts);
+    ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, E);
+    std::vector<float> s = to_host(s_TE, T * E);
+    a_.resize(s.size());
+    for (size_t i = 0; i < s.size(); ++i) {
+      const float u = s[i];
+      a_[i] = 1.0f / (1.0f + std::exp(-u));
+      // log sigmoid(u) = -softplus(-u), without overflow for either sign.
+      s[i] = u >= 0.0f ? -std::log1p(std::exp(-u)) : u - std::log1p(std::exp(u));
+    }
+    from_host(s_TE, s);
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
-    ops::linear_backward(ctx(), x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, cfg_.d_model,
-                         cfg_.num_experts, /*accumulate_dx=*/true);
+    const int64_t E = cfg_.num_experts;
+    std::vector<float> du = to_host(ds_TE, T_ * E);
+    for (size_t i = 0; i < du.size(); ++i) du[i] *= 1.0f - a_[i];
+    Tensor du_TE({T_, E}, mem());
+    from_host(du_TE.ptr(), du);
+    ops::linear_backward(ctx(), x_, W_->value.ptr(), du_TE.ptr(), W_->grad.ptr(), dx_TD, T_,
+                         cfg_.d_model, E, /*accumulate_dx=*/true);
   }
   void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) override {
     const int64_t E = cfg_.num_experts, K = cfg_.top_k;
     compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
     out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
-    const std::vector<float> s = to_host(out->logits_TE.ptr(), T * E);
+    ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
+    // The choice: top-k of a + b.
     const std::vector<float> b = to_host(b_->value.ptr(), E);
-    std::vector<float> p(s.size()), biased(s.size());
-    a_.resize(s.size());
-    for (int64_t t = 0; t < T; ++t) {
-      double z = 0;
+    std::vector<float> biased(a_.size());
+    for (int64_t t = 0; t < T; ++t)
       for (int64_t e = 0; e < E; ++e) {
         const size_t i = static_cast<size_t>(t * E + e);
-        a_[i] = p[i] = 1.0f / (1.0f + std::exp(-s[i]));
-        biased[i] = p[i] + b[static_cast<size_t>(e)];
-        z += p[i];
+        biased[i] = a_[i] + b[static_cast<size_t>(e)];
       }
-      for (int64_t e = 0; e < E; ++e) p[static_cast<size_t>(t * E + e)] /= static_cast<float>(z);
-    }
-    from_host(out->probs_TE.ptr(), p);
     biased_TE_.resize({T, E}, mem());
     from_host(biased_TE_.ptr(), biased);
     Tensor vals_TK({T, K}, mem());
@@ -88,26 +101,6 @@ class SigmoidBiasRouter final : public Router {
                            out->topk_weights_TK.ptr());
     ops::normalize_rows(ctx(), out->topk_weights_TK.ptr(), T, K);
   }
-  // p = a / sum(a), a = sigmoid(s): dp -> da = (dp - sum_j dp_j p_j) / sum(a), ds = da a (1 - a).
-  void probs_backward(const float* probs_TE, const float* dp_TE, float* ds_TE,
-                      int64_t T) override {
-    const int64_t E = cfg_.num_experts;
-    const std::vector<float> p = to_host(probs_TE, T * E);
-    std::vector<float> ds = to_host(dp_TE, T * E);
-    for (int64_t t = 0; t < T; ++t) {
-      float* d = ds.data() + t * E;
-      const float* pt = p.data() + t * E;
-      const float* at = a_.data() + t * E;
-      double dot = 0, z = 0;
-      for (int64_t e = 0; e < E; ++e) {
-        dot += static_cast<double>(d[e]) * pt[e];
-        z += at[e];
-      }
-      for (int64_t e = 0; e < E; ++e)
-        d[e] = static_cast<float>((d[e] - dot) / z) * at[e] * (1.0f - at[e]);
-    }
-    from_host(ds_TE, ds);
-  }
 
  private:
   Param* W_;
@@ -115,8 +108,8 @@ class SigmoidBiasRouter final : public Router {
   // The caller keeps x alive between forward and backward (the MoE layer owns it).
   const float* x_ = nullptr;
   int64_t T_ = 0;
+  std::vector<float> a_;  // host: sigmoid(W x) of the last forward
   Tensor biased_TE_;
-  std::vector<float> a_;  // host: sigmoid(s) of the last forward
 };
 
 std::unique_ptr<Router> make_sigmoid_bias_router(const RouterConfig& cfg) {
@@ -125,9 +118,9 @@ std::unique_ptr<Router> make_sigmoid_bias_router(const RouterConfig& cfg) {
 
 }  // namespace
 
-SY_REGISTER_ROUTER(sigmoid_bias, 110,
-                   "sigmoid(W x); top-k of scores + b, b moved toward balance after each step "
-                   "(DeepSeek-V3, aux-loss-free)",
+SY_REGISTER_ROUTER(sigmoid_bias, 80,
+                   "log sigmoid(W x); top-k of sigmoid + b, b moved toward balance after each "
+                   "step (DeepSeek-V3, aux-loss-free)",
                    make_sigmoid_bias_router, nullptr);
 
 }  // namespace sy

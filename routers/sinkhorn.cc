@@ -88,13 +88,15 @@ class SinkhornRouter final : public Router {
     for (int it = 0; it < kMaxIterations; ++it) {
       for (int64_t t = 0; t < T; ++t) {
         double r = 0;
-        for (int64_t e = 0; e < E; ++e) r += d1[static_cast<size_t>(e)] * c[static_cast<size_t>(t * E + e)];
+        for (int64_t e = 0; e < E; ++e)
+          r += d1[static_cast<size_t>(e)] * c[static_cast<size_t>(t * E + e)];
         d0[static_cast<size_t>(t)] = (1.0 / static_cast<double>(T)) / (r + kEps);
       }
       std::fill(col.begin(), col.end(), 0.0);
       for (int64_t t = 0; t < T; ++t)
         for (int64_t e = 0; e < E; ++e)
-          col[static_cast<size_t>(e)] += d0[static_cast<size_t>(t)] * c[static_cast<size_t>(t * E + e)];
+          col[static_cast<size_t>(e)] +=
+              d0[static_cast<size_t>(t)] * c[static_cast<size_t>(t * E + e)];
       double err = 0;
       for (int64_t e = 0; e < E; ++e) {
         const double v = (1.0 / static_cast<double>(E)) / (col[static_cast<size_t>(e)] + kEps);
@@ -125,7 +127,7 @@ std::unique_ptr<Router> make_sinkhorn_router(const RouterConfig& cfg) {
 
 }  // namespace
 
-SY_REGISTER_ROUTER(sinkhorn, 130,
+SY_REGISTER_ROUTER(sinkhorn, 95,
                    "s = W x; choice by Sinkhorn-balanced scores while training, weights softmax "
                    "(S-BASE, Megatron)",
                    make_sinkhorn_router, nullptr);

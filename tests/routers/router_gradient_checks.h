@@ -95,7 +95,8 @@ class RouterGradientTest : public ::testing::TestWithParam<GradCase> {
     for (Param& p : router_->params()) p.value.data = random_vec(p.value.numel(), 0.5f, stream++);
     if (Param* mix = router_->find_param("mix")) mix->value.data[0] = c.mix;
 
-    c1_ = random_vec(kT * kK, 1.0f, 101);
+    K_ = router_->slots_per_token();  // E when the experts choose (every token offered)
+    c1_ = random_vec(kT * K_, 1.0f, 101);
     c2_ = random_vec(kT * kE, 1.0f, 102);
     c3_ = random_vec(kT * kE, 1.0f, 103);
 
@@ -118,7 +119,7 @@ class RouterGradientTest : public ::testing::TestWithParam<GradCase> {
     router_->forward(x, nullptr, kT, &out);
     if (ids) *ids = out.topk_ids_TK;
     double L = 0.0;
-    for (int64_t i = 0; i < kT * kK; ++i) L += double(c1_[i]) * out.topk_weights_TK.data[i];
+    for (int64_t i = 0; i < kT * K_; ++i) L += double(c1_[i]) * out.topk_weights_TK.data[i];
     for (int64_t i = 0; i < kT * kE; ++i) L += double(c2_[i]) * out.probs_TE.data[i];
     for (int64_t i = 0; i < kT * kE; ++i) L += double(c3_[i]) * out.logits_TE.data[i];
     return L;
@@ -143,6 +144,7 @@ class RouterGradientTest : public ::testing::TestWithParam<GradCase> {
   }
 
   std::unique_ptr<Router> router_;
+  int64_t K_ = kK;  // slots per token of the router's output
   std::vector<float> x_, c1_, c2_, c3_;
 };
 

@@ -1,7 +1,7 @@
-// What is specific to the routers that behave differently while training or move outside the
-// gradient (the generic tests cover their forward, backward and P ranks = 1 rank):
-// noisy_topk's counter-based noise, sigmoid_bias's biased choice and bias update, sinkhorn's
-// balanced choice. (The trainer's after_step call: tests/runtime/trainer_test.cc.)
+// What is specific to the four routers beyond the paper (the generic tests cover their forward,
+// backward and P ranks = 1 rank): noisy_topk's counter-based noise, sigmoid_bias's biased choice
+// and bias update, sinkhorn's balanced choice, expert_choice's choice by the experts in the MoE
+// layer. (The trainer's after_step call and the decode refusal: tests/runtime/trainer_test.cc.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 
 #include "routers/registry.h"
 #include "runtime/core/rng.h"
+#include "runtime/moe/moe_layer.h"
 
 namespace sy {
 namespace {
@@ -82,9 +83,9 @@ TEST(SigmoidBias, BiasMovesTheChoiceNotTheWeights) {
     float sum = 0;
     for (int64_t k = 0; k < kK; ++k) sum += a.topk_weights_TK.at(t, k);
     EXPECT_NEAR(sum, 1.0f, 1e-6f);
-    // weights = chosen sigmoid(s), normalized over the chosen
-    const float s0 = 1.0f / (1.0f + std::exp(-a.logits_TE.at(t, a.topk_ids_TK[t * kK])));
-    const float s1 = 1.0f / (1.0f + std::exp(-a.logits_TE.at(t, a.topk_ids_TK[t * kK + 1])));
+    // weights = chosen sigmoid(W x) = exp(s), normalized over the chosen
+    const float s0 = std::exp(a.logits_TE.at(t, a.topk_ids_TK[t * kK]));
+    const float s1 = std::exp(a.logits_TE.at(t, a.topk_ids_TK[t * kK + 1]));
     EXPECT_NEAR(a.topk_weights_TK.at(t, 0), s0 / (s0 + s1), 1e-5f);
   }
   // A large bias on the last expert: every token chooses it, with its unbiased weight.
@@ -97,8 +98,8 @@ TEST(SigmoidBias, BiasMovesTheChoiceNotTheWeights) {
   EXPECT_EQ(b.probs_TE.data, a.probs_TE.data);
   for (int64_t t = 0; t < kT; ++t) {
     EXPECT_EQ(b.topk_ids_TK[t * kK], kE - 1);
-    const float st = 1.0f / (1.0f + std::exp(-b.logits_TE.at(t, kE - 1)));
-    const float so = 1.0f / (1.0f + std::exp(-b.logits_TE.at(t, b.topk_ids_TK[t * kK + 1])));
+    const float st = std::exp(b.logits_TE.at(t, kE - 1));
+    const float so = std::exp(b.logits_TE.at(t, b.topk_ids_TK[t * kK + 1]));
     EXPECT_NEAR(b.topk_weights_TK.at(t, 0), st / (st + so), 1e-5f);
   }
 }
@@ -157,6 +158,90 @@ TEST(Sinkhorn, TrainingChoiceIsBalancedInferenceIsTopk) {
   for (int64_t t = 0; t < kT; ++t)
     for (int64_t k = 0; k < kK; ++k)
       EXPECT_EQ(tr.topk_weights_TK.at(t, k), tr.probs_TE.at(t, tr.topk_ids_TK[t * kK + k]));
+}
+
+// Each expert takes exactly its C = ceil(cf * G * K / E) tokens of highest p in each group
+// (masked tokens never), a token gets 0..E experts, and with identity experts the layer's
+// output is y_t = sum over the experts that took t of p_te x_t. Nothing counts as dropped.
+TEST(ExpertChoice, EachExpertTakesItsTopCTokensOfTheGroup) {
+  constexpr int64_t G = 16, T = 2 * G + 9;  // two whole groups and a short one
+  for (double cf : {1.0, 2.0, 0.0}) {
+    for (bool masked : {false, true}) {
+      SCOPED_TRACE("cf " + std::to_string(cf) + (masked ? " masked" : ""));
+      MoeLayerConfig lc;
+      lc.d_model = kD;
+      lc.num_experts = kE;
+      lc.top_k = kK;
+      lc.expert_kind = ExpertKind::kIdentity;
+      lc.capacity_factor = cf;
+      lc.group_tokens = G;
+      lc.router.name = "expert_choice";
+      lc.router.init_std = 0.5f;
+      auto made = MoeLayer::create(lc);
+      ASSERT_TRUE(made.ok()) << made.status().ToString();
+      MoeLayer& layer = **made;
+      EXPECT_TRUE(layer.router().experts_choose());
+      EXPECT_TRUE(layer.router().batch_dependent());
+      std::vector<float> x(static_cast<size_t>(T * kD)), y(static_cast<size_t>(T * kD));
+      fill_normal(x.data(), T * kD, 1.0f, 9, 77);
+      std::vector<uint8_t> mask(static_cast<size_t>(T), 1);
+      if (masked)
+        for (int64_t t = 0; t < T; t += 5) mask[static_cast<size_t>(t)] = 0;
+      ASSERT_TRUE(layer.forward(x.data(), nullptr, T, y.data(), mask.data()).ok());
+      const RouterOutput& ro = layer.router_output();
+      ASSERT_EQ(ro.K, kE);
+      const CapacityPlan& plan = layer.plan();
+      // Reference: per group and expert, the C unmasked tokens of highest p (ties: earlier).
+      std::vector<std::vector<uint8_t>> took(static_cast<size_t>(T),
+                                             std::vector<uint8_t>(static_cast<size_t>(kE), 0));
+      int64_t taken = 0, tokens = 0;
+      for (int64_t g0 = 0; g0 < T; g0 += G) {
+        const int64_t g1 = std::min(T, g0 + G);
+        int64_t n = 0;
+        for (int64_t t = g0; t < g1; ++t) n += mask[static_cast<size_t>(t)];
+        tokens += n;
+        const double f = cf > 0 ? cf : 1.0;
+        const int64_t C = std::min<int64_t>(
+            n, static_cast<int64_t>(std::ceil(f * static_cast<double>(n * kK) / kE)));
+        for (int64_t e = 0; e < kE; ++e) {
+          std::vector<int64_t> cand;
+          for (int64_t t = g0; t < g1; ++t)
+            if (mask[static_cast<size_t>(t)]) cand.push_back(t);
+          std::stable_sort(cand.begin(), cand.end(), [&](int64_t a, int64_t b) {
+            return ro.probs_TE.at(a, e) > ro.probs_TE.at(b, e);
+          });
+          for (int64_t i = 0; i < C; ++i) took[static_cast<size_t>(cand[i])][e] = 1;
+          taken += C;
+        }
+      }
+      EXPECT_EQ(plan.total_kept, taken);
+      EXPECT_EQ(plan.total_routed, taken);
+      EXPECT_EQ(plan.total_dropped, 0);
+      EXPECT_EQ(layer.last_stats().tokens, tokens);
+      int64_t fewer = 0, more = 0;  // tokens with fewer / more than top_k experts
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<double> want(static_cast<size_t>(kD), 0.0);
+        int64_t got = 0;
+        for (int64_t k = 0; k < kE; ++k) {
+          const int32_t e = ro.topk_ids_TK[t * kE + k];
+          const bool kept = plan.kept_TK[static_cast<size_t>(t * kE + k)] != 0;
+          EXPECT_EQ(kept, took[static_cast<size_t>(t)][e] != 0) << "token " << t << " expert " << e;
+          if (!kept) continue;
+          ++got;
+          for (int64_t d = 0; d < kD; ++d) want[d] += ro.probs_TE.at(t, e) * x[t * kD + d];
+        }
+        if (mask[static_cast<size_t>(t)]) {
+          fewer += got < kK;
+          more += got > kK;
+        }
+        for (int64_t d = 0; d < kD; ++d) EXPECT_NEAR(y[t * kD + d], want[d], 1e-5) << t;
+      }
+      if (cf == 1.0) {  // not K per token: the experts chose
+        EXPECT_GT(fewer, 0);
+        EXPECT_GT(more, 0);
+      }
+    }
+  }
 }
 
 }  // namespace
