@@ -12,6 +12,7 @@
 #include "runtime/kernels/cpu_kernels.h"
 #include "runtime/train/trainer.h"
 #include "tests/comm/mpi_test_main.h"
+#include "tests/routers/router_test_util.h"
 #include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
@@ -71,6 +72,66 @@ TEST(TrainerParallel, StepsOnPRanksMatchOneRank) {
       // Adam divides by sqrt(v): where the gradient is at rounding level (k_proj.bias's nearly
       // vanishes, the softmax hardly depends on it) the cross-rank sum order can move a weight
       // by a small fraction of lr. Allow 1% of lr per step on top of the relative bound.
+      EXPECT_LE(worst, 1e-4 * scale + 0.01 * ac.lr * 3) << pp[i].name << " (rank " << r << ")";
+    }
+  }
+  fs::remove_all(dir);
+}
+
+// Every learned router, routers trained (kRouters), in training mode: noise drawn by position
+// (noisy_topk), balancing within a forward (sinkhorn, expert_choice) and the bias moved by the
+// step's global load (sigmoid_bias) give P ranks the weights of 1 rank. The bias moves by
+// exactly +-0.001 per step from integer loads: it must agree bitwise.
+TEST(TrainerParallel, EveryRouterStepsOnPRanksMatchOneRank) {
+  const std::string dir = TempModelDir("trainpar_routers");
+  ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, SmallTrainConfig(), 52).ok());
+  auto ck = HfCheckpoint::Open(dir);
+  ASSERT_TRUE(ck.ok());
+  const int P = g_comm->size(), r = g_comm->rank();
+  for (const std::string& router : testing::learned_router_names()) {
+    SCOPED_TRACE(router);
+    Qwen2MoeOptions opt;
+    opt.exec = sy::make_context("cpu", /*deterministic=*/true);
+    opt.train = Qwen2MoeTrain::kRouters;
+    opt.router = router;
+    opt.router_hidden = 16;
+    auto ref = Qwen2MoeModel::load(*ck, opt, nullptr);
+    auto par = Qwen2MoeModel::load(*ck, opt, g_comm);
+    ASSERT_TRUE(ref.ok() && par.ok());
+    AdamWConfig ac;
+    ac.lr = 1e-2;
+    ac.total_steps = 3;
+    Trainer tref(**ref, nullptr, ac), tpar(**par, g_comm, ac);
+    for (int step = 0; step < 3; ++step) {
+      std::vector<std::vector<int32_t>> all, mine;
+      for (int s = 0; s < 4; ++s) {
+        std::vector<int32_t> seq;
+        for (int t = 0; t < 12 + s; ++t) seq.push_back((t * 11 + s * 5 + step * 7) % 64);
+        if (s % P == r) mine.push_back(seq);
+        all.push_back(seq);
+      }
+      auto a = tref.step(all);
+      auto b = tpar.step(mine);
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_NEAR(a->loss, b->loss, 1e-5 * std::fabs(a->loss)) << "step " << step;
+    }
+    auto rp = (*ref)->parameters();
+    auto pp = (*par)->parameters();
+    ASSERT_EQ(rp.size(), pp.size());
+    for (size_t i = 0; i < pp.size(); ++i) {
+      if (pp[i].name.find(".mlp.gate.") == std::string::npos) continue;
+      const std::vector<float>& w = pp[i].value->data;
+      const std::vector<float>& ref_w = rp[i].value->data;
+      ASSERT_EQ(w.size(), ref_w.size());
+      if (!pp[i].grad) {  // state moved by after_step, not by gradient
+        EXPECT_EQ(w, ref_w) << pp[i].name << " (rank " << r << ")";
+        continue;
+      }
+      double worst = 0, scale = 0;
+      for (size_t j = 0; j < w.size(); ++j) {
+        worst = std::max(worst, std::fabs(double{w[j]} - ref_w[j]));
+        scale = std::max(scale, std::fabs(double{ref_w[j]}));
+      }
       EXPECT_LE(worst, 1e-4 * scale + 0.01 * ac.lr * 3) << pp[i].name << " (rank " << r << ")";
     }
   }
