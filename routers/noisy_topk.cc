@@ -15,6 +15,7 @@
 // Gradients: through W x and, while training, through softplus(W_n x) with eps held fixed.
 #include <cmath>
 
+#include "routers/linear_scores.h"
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
 #include "runtime/core/rng.h"
@@ -22,12 +23,10 @@
 namespace sy {
 namespace {
 
-class NoisyTopkRouter final : public Router {
+class NoisyTopkRouter final : public LinearScoresRouter {
  public:
-  explicit NoisyTopkRouter(const RouterConfig& cfg) : Router(cfg) {
-    W_ = add_param("weight", {cfg.num_experts, cfg.d_model});
+  explicit NoisyTopkRouter(const RouterConfig& cfg) : LinearScoresRouter(cfg) {
     Wn_ = add_param("noise.weight", {cfg.num_experts, cfg.d_model});  // zero
-    init_normal(W_, cfg.init_std);
   }
   // Both projections while training (2 x 2 E D), the gate's alone at inference.
   int64_t flops_per_token() const override {
@@ -35,12 +34,10 @@ class NoisyTopkRouter final : public Router {
   }
 
  protected:
-  void compute_scores(const float* x_TD, const int32_t*, int64_t T, float* s_TE) override {
+  void compute_scores(const float* x_TD, const int32_t* ids_T, int64_t T, float* s_TE) override {
     const int64_t D = cfg_.d_model, E = cfg_.num_experts;
-    x_ = x_TD;
-    T_ = T;
     noisy_ = training();
-    ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, D, E);
+    LinearScoresRouter::compute_scores(x_TD, ids_T, T, s_TE);  // W x
     if (!noisy_ || T == 0) return;
     Tensor n_TE({T, E}, mem());
     ops::linear_forward(ctx(), x_TD, Wn_->value.ptr(), n_TE.ptr(), T, D, E);
@@ -57,8 +54,7 @@ class NoisyTopkRouter final : public Router {
   }
   void backward_scores(const float* ds_TE, float* dx_TD) override {
     const int64_t D = cfg_.d_model, E = cfg_.num_experts;
-    ops::linear_backward(ctx(), x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, D, E,
-                         /*accumulate_dx=*/true);
+    LinearScoresRouter::backward_scores(ds_TE, dx_TD);
     if (!noisy_ || T_ == 0) return;
     // d(W_n x) = ds * eps * sigmoid(W_n x), softplus' = sigmoid.
     std::vector<float> dn = to_host(ds_TE, T_ * E);
@@ -72,11 +68,7 @@ class NoisyTopkRouter final : public Router {
  private:
   static float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
 
-  Param* W_;
   Param* Wn_;
-  // The caller keeps x alive between forward and backward (the MoE layer owns it).
-  const float* x_ = nullptr;
-  int64_t T_ = 0;
   bool noisy_ = false;          // the last forward drew noise
   std::vector<float> n_, eps_;  // host: W_n x and eps of the last noisy forward
 };

@@ -100,6 +100,15 @@ void Router::backward(const RouterGrads& g) {
   backward_scores(ds_TE_.ptr(), g.dx_TD);
 }
 
+void Router::choose_by(const float* rank_TE, int64_t T, bool normalize, RouterOutput* out) {
+  const int64_t E = cfg_.num_experts, K = slots_per_token();
+  rank_vals_TK_.resize({T, K}, mem());
+  ops::topk_rows(ctx(), rank_TE, T, E, K, out->topk_ids_TK.data(), rank_vals_TK_.ptr());
+  ops::gather_topk_probs(ctx(), out->probs_TE.ptr(), out->topk_ids_TK.data(), T, E, K,
+                         out->topk_weights_TK.ptr());
+  if (normalize) ops::normalize_rows(ctx(), out->topk_weights_TK.ptr(), T, K);
+}
+
 std::vector<float> Router::to_host(const float* p, int64_t n) const {
   std::vector<float> v(static_cast<size_t>(n));
   if (n > 0) mem()->copy_to_host(v.data(), p, n * static_cast<int64_t>(sizeof(float)));

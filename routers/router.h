@@ -162,6 +162,10 @@ class Router {
   // write every entry of out's tensors and ids, and out->finite: forward() hands it the caller's
   // buffers, sized but not cleared.
   virtual void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out);
+  // The choice by rank_TE instead of the probabilities (biased or balanced scores): ids = top-k
+  // of each row of rank_TE (ties to the lower id), weights = the chosen probs_TE (out's),
+  // renormalized when normalize.
+  void choose_by(const float* rank_TE, int64_t T, bool normalize, RouterOutput* out);
   // Host copies for element-wise work the backend has no op for (routers' memory may be a
   // device's): n floats from / to this router's memory.
   std::vector<float> to_host(const float* p, int64_t n) const;
@@ -179,6 +183,7 @@ class Router {
   DeviceArray<int32_t> ids_TK_;
   Tensor vals_TK_;        // chosen probabilities before renormalization
   Tensor dp_TE_, ds_TE_;  // backward scratch
+  Tensor rank_vals_TK_;   // choose_by scratch
 };
 
 }  // namespace sy

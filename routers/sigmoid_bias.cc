@@ -22,8 +22,8 @@
 // Gradients: ds -> d(W x) = ds * (1 - a) (d log sigmoid(u) / du = 1 - sigmoid(u)); b gets none.
 #include <cmath>
 
+#include "routers/linear_scores.h"
 #include "routers/registry.h"
-#include "runtime/backend/ops.h"
 
 namespace sy {
 namespace {
@@ -31,15 +31,12 @@ namespace {
 // gamma of the bias update (DeepSeek-V3 used 0.001 for most of its training).
 constexpr float kBiasRate = 0.001f;
 
-class SigmoidBiasRouter final : public Router {
+class SigmoidBiasRouter final : public LinearScoresRouter {
  public:
-  explicit SigmoidBiasRouter(const RouterConfig& cfg) : Router(cfg) {
-    cfg_.norm_topk_prob = true;  // the weights are the chosen affinities, normalized
-    W_ = add_param("weight", {cfg.num_experts, cfg.d_model});
+  explicit SigmoidBiasRouter(const RouterConfig& cfg) : LinearScoresRouter(cfg) {
+    cfg_.norm_topk_prob = true;                 // the weights are the chosen affinities, normalized
     b_ = add_state("bias", {cfg.num_experts});  // zero
-    init_normal(W_, cfg.init_std);
   }
-  int64_t flops_per_token() const override { return 2 * cfg_.num_experts * cfg_.d_model; }
   bool updates_after_step() const override { return true; }
   void after_step(const int64_t* load_E) override {
     const int64_t E = cfg_.num_experts;
@@ -56,11 +53,9 @@ class SigmoidBiasRouter final : public Router {
 
  protected:
   // s = log sigmoid(W x); caches a = sigmoid(W x) on the host for the choice and the backward.
-  void compute_scores(const float* x_TD, const int32_t*, int64_t T, float* s_TE) override {
+  void compute_scores(const float* x_TD, const int32_t* ids_T, int64_t T, float* s_TE) override {
     const int64_t E = cfg_.num_experts;
-    x_ = x_TD;
-    T_ = T;
-    ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, E);
+    LinearScoresRouter::compute_scores(x_TD, ids_T, T, s_TE);  // u = W x
     std::vector<float> s = to_host(s_TE, T * E);
     a_.resize(s.size());
     for (size_t i = 0; i < s.size(); ++i) {
@@ -77,11 +72,10 @@ class SigmoidBiasRouter final : public Router {
     for (size_t i = 0; i < du.size(); ++i) du[i] *= 1.0f - a_[i];
     Tensor du_TE({T_, E}, mem());
     from_host(du_TE.ptr(), du);
-    ops::linear_backward(ctx(), x_, W_->value.ptr(), du_TE.ptr(), W_->grad.ptr(), dx_TD, T_,
-                         cfg_.d_model, E, /*accumulate_dx=*/true);
+    LinearScoresRouter::backward_scores(du_TE.ptr(), dx_TD);
   }
   void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) override {
-    const int64_t E = cfg_.num_experts, K = cfg_.top_k;
+    const int64_t E = cfg_.num_experts;
     compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
     out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
     ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
@@ -95,19 +89,11 @@ class SigmoidBiasRouter final : public Router {
       }
     biased_TE_.resize({T, E}, mem());
     from_host(biased_TE_.ptr(), biased);
-    Tensor vals_TK({T, K}, mem());
-    ops::topk_rows(ctx(), biased_TE_.ptr(), T, E, K, out->topk_ids_TK.data(), vals_TK.ptr());
-    ops::gather_topk_probs(ctx(), out->probs_TE.ptr(), out->topk_ids_TK.data(), T, E, K,
-                           out->topk_weights_TK.ptr());
-    ops::normalize_rows(ctx(), out->topk_weights_TK.ptr(), T, K);
+    choose_by(biased_TE_.ptr(), T, /*normalize=*/true, out);
   }
 
  private:
-  Param* W_;
   Param* b_;
-  // The caller keeps x alive between forward and backward (the MoE layer owns it).
-  const float* x_ = nullptr;
-  int64_t T_ = 0;
   std::vector<float> a_;  // host: sigmoid(W x) of the last forward
   Tensor biased_TE_;
 };

@@ -24,8 +24,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "routers/linear_scores.h"
 #include "routers/registry.h"
-#include "runtime/backend/ops.h"
 
 namespace sy {
 namespace {
@@ -34,30 +34,17 @@ constexpr double kTolerance = 1e-4;
 constexpr int kMaxIterations = 100;
 constexpr double kEps = 1e-8;
 
-class SinkhornRouter final : public Router {
+class SinkhornRouter final : public LinearScoresRouter {
  public:
-  explicit SinkhornRouter(const RouterConfig& cfg) : Router(cfg) {
-    W_ = add_param("weight", {cfg.num_experts, cfg.d_model});
-    init_normal(W_, cfg.init_std);
-  }
-  // The gate's multiply-adds; the iterations (about 4 E multiply-adds per token and iteration,
-  // training only) are not counted.
-  int64_t flops_per_token() const override { return 2 * cfg_.num_experts * cfg_.d_model; }
+  // flops_per_token: the gate's multiply-adds; the iterations (about 4 E multiply-adds per token
+  // and iteration, training only) are not counted.
+  explicit SinkhornRouter(const RouterConfig& cfg) : LinearScoresRouter(cfg) {}
   bool batch_dependent() const override { return training(); }
 
  protected:
-  void compute_scores(const float* x_TD, const int32_t*, int64_t T, float* s_TE) override {
-    x_ = x_TD;
-    T_ = T;
-    ops::linear_forward(ctx(), x_TD, W_->value.ptr(), s_TE, T, cfg_.d_model, cfg_.num_experts);
-  }
-  void backward_scores(const float* ds_TE, float* dx_TD) override {
-    ops::linear_backward(ctx(), x_, W_->value.ptr(), ds_TE, W_->grad.ptr(), dx_TD, T_, cfg_.d_model,
-                         cfg_.num_experts, /*accumulate_dx=*/true);
-  }
   void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) override {
     if (!training()) return Router::route(x_TD, token_ids_T, T, out);
-    const int64_t E = cfg_.num_experts, K = cfg_.top_k;
+    const int64_t E = cfg_.num_experts;
     compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
     out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
     ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
@@ -68,11 +55,7 @@ class SinkhornRouter final : public Router {
       from_host(balanced_TE_.ptr(), balance(to_host(out->logits_TE.ptr(), T * E), T, E));
       rank_TE = balanced_TE_.ptr();
     }
-    Tensor vals_TK({T, K}, mem());
-    ops::topk_rows(ctx(), rank_TE, T, E, K, out->topk_ids_TK.data(), vals_TK.ptr());
-    ops::gather_topk_probs(ctx(), out->probs_TE.ptr(), out->topk_ids_TK.data(), T, E, K,
-                           out->topk_weights_TK.ptr());
-    if (cfg_.norm_topk_prob) ops::normalize_rows(ctx(), out->topk_weights_TK.ptr(), T, K);
+    choose_by(rank_TE, T, cfg_.norm_topk_prob, out);
   }
 
  private:
@@ -114,10 +97,6 @@ class SinkhornRouter final : public Router {
     return a;
   }
 
-  Param* W_;
-  // The caller keeps x alive between forward and backward (the MoE layer owns it).
-  const float* x_ = nullptr;
-  int64_t T_ = 0;
   Tensor balanced_TE_;
 };
 
