@@ -123,8 +123,7 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
   p.tokens = 0;
   for (int64_t& c : cap_g) {
     p.tokens += c;
-    // tokens of the group -> its capacity
-    c = choice ? expert_capacity(cfg, c, E, cfg.choice_k) : expert_capacity(cfg, c, E, K);
+    c = expert_capacity(cfg, c, E, choice ? cfg.choice_k : K);  // group's tokens -> capacity
     p.capacity = std::max(p.capacity, c);
   }
 

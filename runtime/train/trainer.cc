@@ -183,6 +183,10 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
 
   model_.set_step(step_index_);
   set_routers_training(true);
+  struct InferenceAfter {  // whichever way step() returns
+    Trainer* t;
+    ~InferenceAfter() { t->set_routers_training(false); }
+  } inference_after{this};
   // The step's load per expert, for routers that move after each step (after_step()): the
   // layers' counters before the step's forwards, subtracted after them.
   std::vector<std::vector<int64_t>> load_before(static_cast<size_t>(model_.num_layers()));

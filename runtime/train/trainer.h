@@ -11,7 +11,8 @@
 //   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched;
 //              then Router::after_step for routers that move with the step's load (summed
 //              over the ranks: the same on every rank).
-// Routers run in training mode (Router::set_training) during step() and not during eval().
+// Routers run in training mode (Router::set_training) during step() only: not in eval() nor
+// after step() returns.
 // Targets are the next token of each sequence (the last position has none).
 //
 // Non-finite values (NaN, Inf). Before the optimizer update every rank checks, in the

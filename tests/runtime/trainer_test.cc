@@ -125,7 +125,7 @@ TEST(Trainer, RouterOnlyChangesOnlyTheRouters) {
 // A router that moves after each step (sigmoid_bias's bias, Router::after_step) gets the step's
 // load: each optimizer step moves every bias entry by exactly gamma = 0.001 toward balance, from
 // the layer's per-expert counts of that step, and the bias has no gradient (the optimizer
-// never touches it). Held-out evaluation runs the routers in inference mode.
+// never touches it). Routers are in training mode during the step's forwards only.
 TEST(Trainer, RoutersMoveAfterEachStepWithTheStepsLoad) {
   Fixture f;
   if (!MakeFixture("after_step", &f))
@@ -141,6 +141,10 @@ TEST(Trainer, RoutersMoveAfterEachStepWithTheStepsLoad) {
   Trainer tr(*m, nullptr, ac);
   const std::vector<MoeLayer*> layers = m->sparse_layers();
   ASSERT_FALSE(layers.empty());
+  bool trained_in_training_mode = true;
+  tr.set_after_forward([&] {
+    for (MoeLayer* l : layers) trained_in_training_mode &= l->router().training();
+  });
   for (int s = 0; s < 3; ++s) {
     std::vector<std::vector<float>> bias_before;
     std::vector<std::vector<int64_t>> load_before;
@@ -152,7 +156,7 @@ TEST(Trainer, RoutersMoveAfterEachStepWithTheStepsLoad) {
     auto r = tr.step(Seqs(f.ids, s * 256, 4, 64));
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     for (size_t i = 0; i < layers.size(); ++i) {
-      EXPECT_TRUE(layers[i]->router().training());
+      EXPECT_FALSE(layers[i]->router().training());  // only during the step
       const std::vector<int64_t>& now = layers[i]->counters().routed_E;
       const int64_t E = static_cast<int64_t>(now.size());
       std::vector<int64_t> load(now.size());
@@ -167,6 +171,7 @@ TEST(Trainer, RoutersMoveAfterEachStepWithTheStepsLoad) {
       EXPECT_EQ(b->grad.numel(), 0);
     }
   }
+  EXPECT_TRUE(trained_in_training_mode);
   ASSERT_TRUE(tr.eval(Seqs(f.ids, 12000, 1, 64)).ok());
   for (MoeLayer* l : layers) EXPECT_FALSE(l->router().training());
   fs::remove_all(f.dir);
