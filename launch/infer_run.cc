@@ -145,8 +145,9 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   // Merge the metrics' sums over ranks (every rank gets the total).
   res.per_layer.resize(static_cast<size_t>(L));
   for (int l = 0; l < L; ++l)
-    res.per_layer[static_cast<size_t>(l)] = merge_routing_metrics(
-        comm, mine[static_cast<size_t>(l)], l, sc.layer.num_experts, sc.layer.top_k);
+    res.per_layer[static_cast<size_t>(l)] =
+        merge_routing_metrics(comm, mine[static_cast<size_t>(l)], l, sc.layer.num_experts,
+                              stack->layer(l).router().slots_per_token());
 
   if (!opt.out_dir.empty()) write_report_or_warn(opt.out_dir, report, me);
   if (trace) SY_RETURN_IF_ERROR(trace->write(opt.trace_dir));

@@ -577,6 +577,10 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
   if (a.seq_len > 0) return RunSequences(a, *model, comm, base_rss, in.ids);
 
   Tensor logits;
+  // Refused before the prefill, not after it.
+  if (a.max_new_tokens > 0)
+    if (int code = agree_status(comm, model->check_decodable(), "infer --model --generate"))
+      return code;
   if (int code = RunForward(a, *model, comm, in, &logits)) return code;
   if (a.max_new_tokens > 0)
     if (int code = RunGenerate(a, *model, comm, in, logits)) return code;

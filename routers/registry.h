@@ -24,7 +24,7 @@ struct RouterInfo {
   // Extra validation beyond RouterConfig::validate() (may be null).
   Status (*validate)(const RouterConfig&);
   // Listing position: ascending order, then name (static-initialization order across files is
-  // unspecified). The built-ins use 10..60; later routers take 100 and up.
+  // unspecified). The built-ins use 10..95; later routers take 100 and up.
   int order;
   const char* file;  // where it was registered, for the duplicate-name error
 };

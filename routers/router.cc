@@ -44,7 +44,7 @@ void Router::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, R
   SY_CHECK(T == 0 || x_TD != nullptr || needs_token_ids());
   SY_CHECK(!needs_token_ids() || T == 0 || token_ids_T != nullptr)
       << "router '" << cfg_.name << "' needs token ids";
-  const int64_t E = cfg_.num_experts, K = cfg_.top_k;
+  const int64_t E = cfg_.num_experts, K = slots_per_token();
   out->T = T;
   out->E = E;
   out->K = K;
@@ -70,7 +70,7 @@ void Router::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, R
 }
 
 void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) {
-  const int64_t E = cfg_.num_experts, K = cfg_.top_k;
+  const int64_t E = cfg_.num_experts, K = slots_per_token();
   compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
   out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
   ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
@@ -81,7 +81,7 @@ void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, Rou
 
 void Router::backward(const RouterGrads& g) {
   if (!differentiable()) return;
-  const int64_t T = last_T_, E = cfg_.num_experts, K = cfg_.top_k;
+  const int64_t T = last_T_, E = cfg_.num_experts, K = slots_per_token();
   if (T == 0) return;
   // dp = dprobs + scatter(d chosen values), through the renormalization when it is on:
   // w_i = v_i / S, S = sum_j v_j  =>  dv_i = (dw_i - sum_j dw_j w_j) / S.
@@ -98,6 +98,26 @@ void Router::backward(const RouterGrads& g) {
                              /*accumulate=*/false);
   if (g.dlogits_TE) ops::add_inplace(ctx(), ds_TE_.ptr(), g.dlogits_TE, T * E);
   backward_scores(ds_TE_.ptr(), g.dx_TD);
+}
+
+void Router::choose_by(const float* rank_TE, int64_t T, bool normalize, RouterOutput* out) {
+  const int64_t E = cfg_.num_experts, K = slots_per_token();
+  rank_vals_TK_.resize({T, K}, mem());
+  ops::topk_rows(ctx(), rank_TE, T, E, K, out->topk_ids_TK.data(), rank_vals_TK_.ptr());
+  ops::gather_topk_probs(ctx(), out->probs_TE.ptr(), out->topk_ids_TK.data(), T, E, K,
+                         out->topk_weights_TK.ptr());
+  if (normalize) ops::normalize_rows(ctx(), out->topk_weights_TK.ptr(), T, K);
+}
+
+std::vector<float> Router::to_host(const float* p, int64_t n) const {
+  std::vector<float> v(static_cast<size_t>(n));
+  if (n > 0) mem()->copy_to_host(v.data(), p, n * static_cast<int64_t>(sizeof(float)));
+  return v;
+}
+
+void Router::from_host(float* dst, const std::vector<float>& v) const {
+  if (!v.empty())
+    mem()->copy_from_host(dst, v.data(), static_cast<int64_t>(v.size() * sizeof(float)));
 }
 
 int64_t Router::num_params() const {
@@ -138,6 +158,12 @@ void Router::set_context(const ExecContext* c) {
 Param* Router::add_param(const std::string& name, std::vector<int64_t> shape) {
   params_.emplace_back(name, std::move(shape), mem());
   return &params_.back();
+}
+
+Param* Router::add_state(const std::string& name, std::vector<int64_t> shape) {
+  Param* p = add_param(name, std::move(shape));
+  p->grad = Tensor(std::vector<int64_t>{0}, mem());
+  return p;
 }
 
 void Router::init_normal(Param* p, float std) {

@@ -50,7 +50,8 @@ struct RouterOutput {
   int64_t T = 0, E = 0, K = 0;
   Tensor logits_TE;                  // scores s (hash: 0 for chosen, -inf elsewhere)
   Tensor probs_TE;                   // softmax(s)
-  DeviceArray<int32_t> topk_ids_TK;  // descending by probability, ties to lower id
+  DeviceArray<int32_t> topk_ids_TK;  // descending by probability, ties to lower id; K is the
+                                     // router's slots_per_token() (E for expert choice)
   Tensor topk_weights_TK;            // chosen p (renormalized when norm_topk_prob)
   Tensor chosen_probs_TK;            // chosen p before renormalization (ranks capacity drops)
   bool finite = true;                // false when any score was NaN/Inf (ids stay in range)
@@ -106,6 +107,36 @@ class Router {
   virtual bool fits_token_table() const { return false; }
   virtual Status fit_token_table(const std::vector<int64_t>& freq_V);
 
+  // Training or inference (default). The trainer sets it on every MoE layer's router for its
+  // steps (true) and its held-out loss (false); routers that behave differently while training
+  // (noise, balancing by iterations) read training().
+  void set_training(bool t) { training_ = t; }
+  bool training() const { return training_; }
+  // Where this router sits: its MoE layer and the step of the forward (-1 outside training
+  // steps). MoeLayer sets both; counter-based noise is drawn from them.
+  void set_position(int layer, int64_t step) {
+    layer_ = layer;
+    step_ = step;
+  }
+  // True when one token's experts depend on other tokens of its forward (a batch-level
+  // choice): such a router cannot decode one token at a time with a KV cache. Default: false.
+  virtual bool batch_dependent() const { return experts_choose(); }
+  // Expert choice (Zhou et al. 2022): true when the EXPERTS choose their tokens. forward() then
+  // offers every token to every expert: E slots per token (RouterOutput::K == E), all experts
+  // by descending probability, weights = probabilities; the MoE layer's capacity plan makes the
+  // choice (each expert keeps the C offers of highest probability of its capacity group, the
+  // rest are not assignments: CapacityConfig::choice_k, runtime/kernels/capacity.h), so a token
+  // gets 0..E experts. Default: false (the router chooses top_k experts per token).
+  virtual bool experts_choose() const { return false; }
+  // Slots per token of forward()'s output: E when experts_choose(), else top_k.
+  int64_t slots_per_token() const { return experts_choose() ? cfg_.num_experts : cfg_.top_k; }
+  // Routers with state that moves after each optimizer step from the step's load (not by
+  // gradient) say so here; the trainer then calls after_step() after every optimizer update
+  // (not after a skipped step) with load_E [E]: the assignments routed to each expert over the
+  // whole step and every rank (summed over the ranks, so the same on every rank).
+  virtual bool updates_after_step() const { return false; }
+  virtual void after_step(const int64_t* /*load_E*/) {}
+
   std::deque<Param>& params() { return params_; }
   const std::deque<Param>& params() const { return params_; }
   Param* find_param(const std::string& name);
@@ -116,6 +147,9 @@ class Router {
  protected:
   // Subclasses create their parameters here (stable addresses: std::deque).
   Param* add_param(const std::string& name, std::vector<int64_t> shape);
+  // A parameter without a gradient (grad empty): saved and loaded with the others, never
+  // updated by an optimizer (a bias moved by after_step()).
+  Param* add_state(const std::string& name, std::vector<int64_t> shape);
   // Draws N(0, std^2) into p from (cfg.seed, name): the same on every rank.
   void init_normal(Param* p, float std);
 
@@ -128,16 +162,28 @@ class Router {
   // write every entry of out's tensors and ids, and out->finite: forward() hands it the caller's
   // buffers, sized but not cleared.
   virtual void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out);
+  // The choice by rank_TE instead of the probabilities (biased or balanced scores): ids = top-k
+  // of each row of rank_TE (ties to the lower id), weights = the chosen probs_TE (out's),
+  // renormalized when normalize.
+  void choose_by(const float* rank_TE, int64_t T, bool normalize, RouterOutput* out);
+  // Host copies for element-wise work the backend has no op for (routers' memory may be a
+  // device's): n floats from / to this router's memory.
+  std::vector<float> to_host(const float* p, int64_t n) const;
+  void from_host(float* dst, const std::vector<float>& v) const;
 
   RouterConfig cfg_;
   const ExecContext* exec_ = &default_context();
   std::deque<Param> params_;
+  bool training_ = false;
+  int layer_ = 0;
+  int64_t step_ = -1;
   // Cached from the last forward for backward.
   int64_t last_T_ = 0;
   Tensor probs_TE_;
   DeviceArray<int32_t> ids_TK_;
   Tensor vals_TK_;        // chosen probabilities before renormalization
   Tensor dp_TE_, ds_TE_;  // backward scratch
+  Tensor rank_vals_TK_;   // choose_by scratch
 };
 
 }  // namespace sy

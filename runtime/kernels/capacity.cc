@@ -61,9 +61,23 @@ inline float rank_key(float p) {
 }  // namespace
 
 Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK, int64_t T,
-                          int64_t E, int64_t K, int64_t D, const CapacityConfig& cfg,
+                          int64_t E, int64_t K, int64_t D, const CapacityConfig& given,
                           const uint8_t* mask_T, CapacityPlan* plan) {
   SY_CHECK(plan != nullptr);
+  // Expert choice is this plan with every token offered to every expert and the drop rule as
+  // the experts' choice (capacity.h, choice_k).
+  const bool choice = given.choice_k > 0;
+  CapacityConfig cfg = given;
+  if (choice) {
+    if (K != E)
+      return InvalidArgument("capacity plan: expert choice needs every expert offered (K " +
+                             std::to_string(K) + " != E " + std::to_string(E) + ")");
+    if (given.choice_k > E)
+      return InvalidArgument("capacity plan: expert choice top_k " +
+                             std::to_string(given.choice_k) + " > E " + std::to_string(E));
+    cfg.policy = DropPolicy::kProbs;
+    if (cfg.dropless()) cfg.capacity_factor = 1.0;
+  }
   SY_RETURN_IF_ERROR(check_capacity_sizes(T, E, K, D));
   if (T > 0 && topk_ids_TK == nullptr) return InvalidArgument("capacity plan: topk_ids is null");
   if (T > 0 && cfg.policy == DropPolicy::kProbs && !cfg.dropless() && rank_probs_TK == nullptr)
@@ -106,8 +120,10 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
     }
   }
   p.capacity = 0;
+  p.tokens = 0;
   for (int64_t& c : cap_g) {
-    c = expert_capacity(cfg, c, E, K);  // tokens of the group -> its capacity
+    p.tokens += c;
+    c = expert_capacity(cfg, c, E, choice ? cfg.choice_k : K);  // group's tokens -> capacity
     p.capacity = std::max(p.capacity, c);
   }
 
@@ -170,6 +186,12 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
   p.total_routed = routed;
   p.total_kept = p.offsets_E1[static_cast<size_t>(E)];
   p.total_dropped = routed - p.total_kept;
+  if (choice) {  // offers an expert did not take are not assignments
+    p.routed_E = p.kept_E;
+    std::fill(p.dropped_E.begin(), p.dropped_E.end(), 0);
+    p.total_routed = p.total_kept;
+    p.total_dropped = 0;
+  }
   p.order_A.resize(static_cast<size_t>(p.total_kept));
   for (int64_t e = 0; e < E; ++e) {
     int32_t* out = p.order_A.data() + p.offsets_E1[e];

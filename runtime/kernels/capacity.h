@@ -51,6 +51,12 @@ struct CapacityConfig {
   // group. Ranks that hold whole groups then drop exactly what one rank holding every group
   // drops, whatever the number of ranks.
   int64_t group_tokens = 0;
+  // Expert choice (routers/router.h experts_choose()), when > 0: topk_ids offers each token to
+  // every expert (K == E slots) and each expert keeps, per group, its C = ceil(cf * G_g *
+  // choice_k / E) offers of HIGHEST ranking probability, ties to the earlier token (the kProbs
+  // rule, whatever `policy` says), cf = capacity_factor, or 1 when dropless. Offers not taken
+  // are not assignments: routed_E counts the taken ones (= kept_E) and nothing is dropped.
+  int64_t choice_k = 0;
   bool dropless() const { return !(capacity_factor > 0.0); }
 };
 
@@ -66,6 +72,7 @@ struct CapacityPlan {
   int64_t capacity = 0;  // C per expert of the largest group; for dropless, the number of
                          // assignments (never binds)
   bool dropless = false;
+  int64_t tokens = 0;  // unmasked tokens
 
   std::vector<uint8_t> kept_TK;     // 1 kept, 0 dropped or masked
   DeviceArray<int32_t> row_of_TK;   // row in the grouped layout, -1 when not kept

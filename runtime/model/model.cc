@@ -64,6 +64,7 @@ StatusOr<std::vector<int32_t>> Model::generate(const float* last_logits_V, int64
                                                const SamplingConfig& sampling, Communicator& comm,
                                                const std::function<void(int32_t)>& on_token) {
   if (!is_decoder()) return InvalidArgument(model_type() + ": generation needs a decoder");
+  SY_RETURN_IF_ERROR(check_decodable());
   std::vector<int32_t> out;
   Tensor logits, staging;
   const float* last = last_logits_V;  // host memory (the caller's; then host_readable copies)
@@ -85,6 +86,16 @@ StatusOr<std::vector<int32_t>> Model::generate(const float* last_logits_V, int64
     last = host_readable(logits, &staging).ptr();
   }
   return out;
+}
+
+Status Model::check_decodable() {
+  for (int64_t i = 0; i < num_layers(); ++i)
+    if (MoeLayer* l = moe_layer(i); l && l->router().batch_dependent())
+      return InvalidArgument("router '" + l->router().name() + "' (layer " + std::to_string(i) +
+                             ") chooses tokens per batch (each expert takes its top tokens of "
+                             "the group): it cannot decode one token at a time with a KV cache; "
+                             "use a token-choice router for generation");
+  return Status::Ok();
 }
 
 // ---- the registry ----

@@ -177,6 +177,10 @@ class Model {
   StatusOr<std::vector<int32_t>> generate(const float* last_logits_V, int64_t max_new_tokens,
                                           const SamplingConfig& sampling, Communicator& comm,
                                           const std::function<void(int32_t)>& on_token);
+  // OK when every MoE layer's router can route one token at a time through the KV cache;
+  // InvalidArgument (exit 21) naming the first router whose choice depends on the batch
+  // (Router::batch_dependent: expert choice). generate() checks it first.
+  Status check_decodable();
 };
 
 // Models by config.json's model_type. Each model file registers its loader with one line,

@@ -63,6 +63,7 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   layer->router_ = std::move(router);
   if (cfg.exec) layer->exec_ = cfg.exec;
   layer->router_->set_context(layer->exec_);
+  layer->router_->set_position(cfg.layer_index, layer->step_);
   layer->plan_ = CapacityPlan(layer->exec_->backend);  // its index arrays where the ops run
   layer->comm_ = comm;
   layer->local_experts_ = cfg.num_experts;
@@ -141,7 +142,8 @@ void MoeLayerCounters::add(const MoeStepStats& s) {
 
 Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t T, float* y_TD,
                          const uint8_t* mask_T) {
-  const int64_t D = cfg_.d_model, E = cfg_.num_experts, K = cfg_.top_k;
+  // K: slots per token (E when the experts choose their tokens, routers/router.h).
+  const int64_t D = cfg_.d_model, E = cfg_.num_experts, K = router_->slots_per_token();
   // Validate everything before the first allocation (int overflow of MPI counts rejected here).
   SY_RETURN_IF_ERROR(check_capacity_sizes(T, E, K, D));
   if (T > 0 && (x_TD == nullptr || y_TD == nullptr))
@@ -163,6 +165,7 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   cc.capacity_factor = cfg_.capacity_factor;
   cc.policy = cfg_.drop_policy;
   cc.group_tokens = cfg_.group_tokens;
+  if (router_->experts_choose()) cc.choice_k = cfg_.top_k;
   SY_RETURN_IF_ERROR(
       ops::capacity_plan(c, rout_.topk_ids_TK.data(), rank_p, T, E, K, D, cc, mask_T, &plan_));
   tm.plan_s = seconds_since(&clk);
@@ -218,7 +221,7 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
 
 void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux) {
   SY_CHECK(has_forward_) << "MoeLayer::backward without a successful forward";
-  const int64_t T = T_, D = cfg_.d_model, K = cfg_.top_k, R = plan_.rows();
+  const int64_t T = T_, D = cfg_.d_model, K = rout_.K, R = plan_.rows();
   SY_CHECK(T == 0 || dy_TD != nullptr);
   MoePhaseTimes& tm = stats_.backward;
   tm = MoePhaseTimes();
@@ -294,7 +297,7 @@ void MoeLayer::fill_step_stats() {
   MoeStepStats& st = stats_;
   const int64_t E = cfg_.num_experts;
   st.T = T_;
-  st.tokens = plan_.total_routed / cfg_.top_k;  // each unmasked token routes K assignments
+  st.tokens = plan_.tokens;
   st.routed = plan_.total_routed;
   st.kept = plan_.total_kept;
   st.dropped = plan_.total_dropped;
@@ -341,6 +344,8 @@ StatusOr<std::unique_ptr<Router>> MoeLayer::replace_router(std::unique_ptr<Route
         " E=" + std::to_string(cfg_.num_experts) + " K=" + std::to_string(cfg_.top_k));
   cfg_.router = rc;
   r->set_context(exec_);
+  r->set_training(router_->training());
+  r->set_position(cfg_.layer_index, step_);
   has_forward_ = false;  // backward() differentiates a forward of the router in place
   std::swap(router_, r);
   return r;

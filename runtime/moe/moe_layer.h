@@ -17,6 +17,11 @@
 // keeps the layer input for its own backward anyway, so the layer does not copy it. Each
 // backward() differentiates the last forward; parameter gradients accumulate until zero_grad().
 //
+// Expert choice (Router::experts_choose()): the router offers each token to all E experts (E
+// slots per token) and the capacity plan's choice_k rule keeps each expert's top-C tokens of
+// the group; the slots not taken are skipped like dropped ones, but count as neither routed
+// nor dropped.
+//
 // Non-finite router scores do not stop the forward (ids stay in range); the
 // caller reads last_finite() and applies the skip/abort policy across ranks.
 //
@@ -116,7 +121,7 @@ struct MoePhaseTimes {
 // from the capacity plan; per expert over the GLOBAL experts [E].
 struct MoeStepStats {
   int64_t T = 0;                                     // tokens passed to forward()
-  int64_t tokens = 0;                                // of those, unmasked (routed = tokens * K)
+  int64_t tokens = 0;  // of those, unmasked (routed = tokens * K, except for expert choice)
   int64_t routed = 0, kept = 0, dropped = 0;         // kept + dropped = routed
   std::vector<int64_t> routed_E, kept_E, dropped_E;  // [E]
   // What crossed the wire (comm/dispatcher.h): rows and bytes per peer, rows received per local
@@ -185,8 +190,12 @@ class MoeLayer {
   // with the contiguous placement. Checkpoints and reports name experts by these ids.
   const std::vector<int32_t>& local_expert_ids() const { return local_expert_ids_; }
   int64_t num_local_experts() const { return local_experts_; }
-  // The step named in collective tags and fault injection (SY_FAULT ... step=s).
-  void set_step(int64_t step) { step_ = step; }
+  // The step named in collective tags and fault injection (SY_FAULT ... step=s); the router
+  // learns it with the layer index (Router::set_position).
+  void set_step(int64_t step) {
+    step_ = step;
+    router_->set_position(cfg_.layer_index, step);
+  }
   // By default backward() sums the router's and shared expert's gradients over the ranks at its
   // end, which is right for ONE backward per zero_grad(). A caller that accumulates several
   // backward() calls (several sequences per step) defers it and calls

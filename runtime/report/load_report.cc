@@ -18,7 +18,7 @@ RoutingMetrics layer_step_metrics(const MoeLayer& layer) {
   const MoeLayerConfig& lc = layer.config();
   if (ro.probs_TE.data.host_accessible())
     return routing_metrics_from_counts(ro.probs_TE.ptr(), ro.topk_ids_TK.data(), st.T,
-                                       lc.num_experts, lc.top_k, st.routed_E.data(),
+                                       lc.num_experts, ro.K, st.routed_E.data(),
                                        st.dropped_E.data(), {}, layer.last_mask());
   // The layer runs on a device: the metrics read host copies of what they need.
   const std::vector<float> probs = ro.probs_TE.data.to_host();
@@ -28,7 +28,7 @@ RoutingMetrics layer_step_metrics(const MoeLayer& layer) {
     mask.resize(static_cast<size_t>(st.T));
     ro.probs_TE.memory()->copy_to_host(mask.data(), layer.last_mask(), st.T);
   }
-  return routing_metrics_from_counts(probs.data(), ids.data(), st.T, lc.num_experts, lc.top_k,
+  return routing_metrics_from_counts(probs.data(), ids.data(), st.T, lc.num_experts, ro.K,
                                      st.routed_E.data(), st.dropped_E.data(), {},
                                      mask.empty() ? nullptr : mask.data());
 }
@@ -279,8 +279,9 @@ void RoutingCollector::finish(int64_t tokens, double seconds, const char* title)
   res.seconds = seconds;
   for (size_t l = 0; l < moe_.size(); ++l) {
     const MoeLayerConfig& lc = moe_[l]->config();
-    res.per_layer.push_back(
-        merge_routing_metrics(&comm_, mine_[l], static_cast<int>(l), lc.num_experts, lc.top_k));
+    res.per_layer.push_back(merge_routing_metrics(&comm_, mine_[l], static_cast<int>(l),
+                                                  lc.num_experts,
+                                                  moe_[l]->router().slots_per_token()));
   }
   if (comm_.rank() == 0 && title) {
     std::printf("%s", title);

@@ -11,7 +11,8 @@ TraceMeta trace_meta_from_layers(const std::vector<MoeLayer*>& layers, int rank,
   TraceMeta m;
   m.router = layers.front()->router().config().name;
   m.experts = c.num_experts;
-  m.top_k = c.top_k;
+  m.top_k = layers.front()->router().slots_per_token();  // E for expert choice (kept_NK marks
+                                                         // the slots the experts took)
   for (size_t l = 0; l < layers.size(); ++l) m.model_layer.push_back(static_cast<int64_t>(l));
   m.capacity_factor = c.capacity_factor;
   m.group_tokens = c.group_tokens;

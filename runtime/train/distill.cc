@@ -60,7 +60,8 @@ AgreementSums SumAgreement(const RouterOutput& t_out, const RouterOutput& s_out)
     }
     a.kl += kl;
     const int32_t* ti = t_ids.data() + i * K;
-    const int32_t* si = s_ids.data() + i * K;
+    // The student's first K slots: its top-K (it may offer more slots: expert choice's E).
+    const int32_t* si = s_ids.data() + i * s_out.K;
     a.top1 += ti[0] == si[0] ? 1.0 : 0.0;
     int64_t common = 0;
     for (int64_t k = 0; k < K; ++k) common += std::count(ti, ti + K, si[k]) > 0 ? 1 : 0;
@@ -151,6 +152,7 @@ StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, co
   std::vector<TrainParam> params;
   int64_t n_params = 0;
   for (Param& p : student.params()) {
+    if (p.grad.numel() == 0) continue;  // state without a gradient (Router::add_state)
     params.push_back({p.name, &p.value, &p.grad});
     n_params += p.grad.numel();
   }

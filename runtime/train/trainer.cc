@@ -220,6 +220,17 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   const float scale = 1.0f / static_cast<float>(total);
 
   model_.set_step(step_index_);
+  set_routers_training(true);
+  struct InferenceAfter {  // whichever way step() returns
+    Trainer* t;
+    ~InferenceAfter() { t->set_routers_training(false); }
+  } inference_after{this};
+  // The step's load per expert, for routers that move after each step (after_step()): the
+  // layers' counters before the step's forwards, subtracted after them.
+  std::vector<std::vector<int64_t>> load_before(static_cast<size_t>(model_.num_layers()));
+  for (int64_t i = 0; i < model_.num_layers(); ++i)
+    if (MoeLayer* l = model_.moe_layer(i); l && l->router().updates_after_step())
+      load_before[static_cast<size_t>(i)] = l->counters().routed_E;
   model_.zero_grad();
   aux_sum_ = 0;
   nonfinite_ = kNoFinding;
@@ -294,14 +305,35 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   }
   skipped_in_row_ = 0;
   r.clip = opt_.update(params, sq_replicated + sq_expert);
+  routers_after_step(load_before);
   ++step_index_;
   return r;
+}
+
+void Trainer::set_routers_training(bool training) {
+  for (int64_t i = 0; i < model_.num_layers(); ++i)
+    if (MoeLayer* l = model_.moe_layer(i)) l->router().set_training(training);
+}
+
+void Trainer::routers_after_step(const std::vector<std::vector<int64_t>>& load_before) {
+  for (int64_t i = 0; i < model_.num_layers(); ++i) {
+    const std::vector<int64_t>& before = load_before[static_cast<size_t>(i)];
+    MoeLayer* l = model_.moe_layer(i);
+    if (!l || before.empty()) continue;  // the same layers on every rank (replicated routers)
+    std::vector<int64_t> load = l->counters().routed_E;
+    for (size_t e = 0; e < load.size(); ++e) load[e] -= before[e];
+    if (comm_)
+      comm_->allreduce(load.data(), static_cast<int64_t>(load.size()), ReduceOp::kSum,
+                       {"train.router_load", static_cast<int>(i), step_index_});
+    l->router().after_step(load.data());
+  }
 }
 
 StatusOr<double> Trainer::eval(const std::vector<std::vector<int32_t>>& seqs) {
   double loss_sum = 0;
   int64_t count = 0;
   model_.set_step(-1);
+  set_routers_training(false);
   const int P = comm_ ? comm_->size() : 1;
   std::vector<int32_t> inputs, targets;
   for (size_t k = 0; k < seqs.size(); ++k) {

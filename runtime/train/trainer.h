@@ -8,7 +8,11 @@
 //              all-reduced (summed) here; the MoE layers already sum their routers' and shared
 //              experts' over the ranks; routed experts' stay local (each rank owns E/P);
 //   clipping:  by the job-wide norm (replicated parts once, expert parts summed over ranks);
-//   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched.
+//   update:    AdamW (adamw.h) on every trained parameter; frozen ones are never touched;
+//              then Router::after_step for routers that move with the step's load (summed
+//              over the ranks: the same on every rank).
+// Routers run in training mode (Router::set_training) during step() only: not in eval() nor
+// after step() returns.
 // The objective: a decoder's next-token loss (targets: the next token of each sequence, the last
 // position has none), or with set_masked_lm() BERT's masked-language-model loss (runtime/train/
 // mlm.h: inputs masked, targets the original tokens at the chosen positions only). Either way a
@@ -148,6 +152,11 @@ class Trainer {
   // Sequence k of this rank's seqs as the objective sees it: inputs and targets (-1: no loss).
   void make_targets(const std::vector<int32_t>& ids, int64_t step, int64_t seq,
                     std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const;
+  // Every MoE layer's router: Router::set_training (steps: true, eval: false).
+  void set_routers_training(bool training);
+  // After an optimizer update: Router::after_step with the step's load summed over the ranks,
+  // for the layers whose counters were taken before the step (load_before[i] non-empty).
+  void routers_after_step(const std::vector<std::vector<int64_t>>& load_before);
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
   // check: record non-finite router scores, logits and loss (training steps).
   Status run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, float grad_scale,

@@ -13,7 +13,9 @@ namespace sy {
 namespace {
 
 // The built-in routers (routers/*.cc), in their listing order.
-const char* const kBuiltins[] = {"linear", "attention", "mlp", "hybrid", "mlp_hadamard", "hash"};
+const char* const kBuiltins[] = {"linear",        "attention", "mlp",        "hybrid",
+                                 "mlp_hadamard",  "hash",      "noisy_topk", "sigmoid_bias",
+                                 "expert_choice", "sinkhorn"};
 
 RouterConfig config(const std::string& name, int64_t D, int64_t E, int64_t K, int64_t H = 0) {
   RouterConfig cfg;

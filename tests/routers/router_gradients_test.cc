@@ -15,12 +15,15 @@ namespace sy {
 namespace {
 
 // Every registered learned router with its defaults (attention: 1 head; hybrid: mix 0), and
-// attention with 2 heads, hybrid at mix 0.7.
+// attention with 2 heads, hybrid at mix 0.7, noisy_topk and sinkhorn in training mode.
 std::vector<GradCase> all_cases() {
   std::vector<GradCase> base;
   for (const std::string& r : testing::learned_router_names()) base.push_back({r, r});
   base.push_back({"attention_2heads", "attention", 2});
   base.push_back({"hybrid_mix07", "hybrid", 1, 0.7f});
+  // Routers that differ while training: noise held fixed by its counter, Sinkhorn's choice.
+  base.push_back({"noisy_topk_training", "noisy_topk", 1, 0.0f, false, true});
+  base.push_back({"sinkhorn_training", "sinkhorn", 1, 0.0f, false, true});
   return with_norm_variants(base);
 }
 

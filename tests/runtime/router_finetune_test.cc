@@ -375,7 +375,10 @@ TEST(RouterFinetune, LowersHeldOutLossAndChangesOnlyRouters) {
         router.c_str(), *before, *after, gate_loss, fresh_str);
     EXPECT_LT(*after, *before) << router;
     if (router != kDefaultRouterName) {  // the warm start gave back the gate's routing
-      EXPECT_LT(*before, gate_loss + 0.01) << router;
+      // (its probabilities; when the experts choose, the same probabilities route differently)
+      if (!m->sparse_layers().front()->router().experts_choose()) {
+        EXPECT_LT(*before, gate_loss + 0.01) << router;
+      }
       EXPECT_LE(*before, fresh_loss) << router;
     }
     int routers = 0;

@@ -122,5 +122,93 @@ TEST(Trainer, RouterOnlyChangesOnlyTheRouters) {
   fs::remove_all(f.dir);
 }
 
+// A router that moves after each step (sigmoid_bias's bias, Router::after_step) gets the step's
+// load: each optimizer step moves every bias entry by exactly gamma = 0.001 toward balance, from
+// the layer's per-expert counts of that step, and the bias has no gradient (the optimizer
+// never touches it). Routers are in training mode during the step's forwards only.
+TEST(Trainer, RoutersMoveAfterEachStepWithTheStepsLoad) {
+  Fixture f;
+  if (!MakeFixture("after_step", &f))
+    GTEST_SKIP() << "GPT-2 tokenizer absent (run launch/setup.sh --data)";
+  Qwen2MoeOptions opt;
+  opt.train = Qwen2MoeTrain::kRouters;
+  opt.router = "sigmoid_bias";
+  auto m = LoadQwen(f.dir, opt);
+  ASSERT_TRUE(m);
+  AdamWConfig ac;
+  ac.lr = 1e-2;
+  ac.total_steps = 3;
+  Trainer tr(*m, nullptr, ac);
+  const std::vector<MoeLayer*> layers = m->sparse_layers();
+  ASSERT_FALSE(layers.empty());
+  bool trained_in_training_mode = true;
+  tr.set_after_forward([&] {
+    for (MoeLayer* l : layers) trained_in_training_mode &= l->router().training();
+  });
+  for (int s = 0; s < 3; ++s) {
+    std::vector<std::vector<float>> bias_before;
+    std::vector<std::vector<int64_t>> load_before;
+    for (MoeLayer* l : layers) {
+      ASSERT_TRUE(l->router().updates_after_step());
+      bias_before.push_back(l->router().find_param("bias")->value.data);
+      load_before.push_back(l->counters().routed_E);
+    }
+    auto r = tr.step(Seqs(f.ids, s * 256, 4, 64));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      EXPECT_FALSE(layers[i]->router().training());  // only during the step
+      const std::vector<int64_t>& now = layers[i]->counters().routed_E;
+      const int64_t E = static_cast<int64_t>(now.size());
+      std::vector<int64_t> load(now.size());
+      double mean = 0;
+      for (int64_t e = 0; e < E; ++e) mean += double(load[e] = now[e] - load_before[i][e]);
+      mean /= static_cast<double>(E);
+      std::vector<float> want = bias_before[i];
+      for (int64_t e = 0; e < E; ++e)
+        want[e] += mean > load[e] ? 0.001f : (mean < load[e] ? -0.001f : 0.0f);
+      const Param* b = layers[i]->router().find_param("bias");
+      EXPECT_EQ(b->value.data, want) << "layer " << i << " step " << s;
+      EXPECT_EQ(b->grad.numel(), 0);
+    }
+  }
+  EXPECT_TRUE(trained_in_training_mode);
+  ASSERT_TRUE(tr.eval(Seqs(f.ids, 12000, 1, 64)).ok());
+  for (MoeLayer* l : layers) EXPECT_FALSE(l->router().training());
+  fs::remove_all(f.dir);
+}
+
+// A router whose experts choose their tokens (expert_choice) trains and runs whole sequences,
+// and refuses decoding through the KV cache with InvalidArgument (exit 21) before any token.
+TEST(Trainer, ExpertChoiceTrainsAndRefusesDecoding) {
+  Fixture f;
+  if (!MakeFixture("expert_choice", &f))
+    GTEST_SKIP() << "GPT-2 tokenizer absent (run launch/setup.sh --data)";
+  Qwen2MoeOptions opt;
+  opt.train = Qwen2MoeTrain::kRouters;
+  opt.router = "expert_choice";
+  auto m = LoadQwen(f.dir, opt);
+  ASSERT_TRUE(m);
+  AdamWConfig ac;
+  ac.total_steps = 2;
+  Trainer tr(*m, nullptr, ac);
+  for (int s = 0; s < 2; ++s) {
+    auto r = tr.step(Seqs(f.ids, s * 256, 2, 64));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_TRUE(std::isfinite(r->loss));
+  }
+  const Status st = m->check_decodable();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.exit_code(), 21);
+  EXPECT_NE(st.message().find("expert_choice"), std::string::npos) << st.ToString();
+  m->reset_cache();
+  Tensor logits;
+  ASSERT_TRUE(m->forward(f.ids.data(), 8, &logits, /*all_logits=*/false).ok());
+  auto comm = make_communicator("local");
+  ASSERT_TRUE(comm.ok());
+  auto gen = m->generate(logits.ptr(), 4, SamplingConfig(), **comm, nullptr);
+  EXPECT_EQ(gen.status().code(), StatusCode::kInvalidArgument);
+  fs::remove_all(f.dir);
+}
+
 }  // namespace
 }  // namespace sy

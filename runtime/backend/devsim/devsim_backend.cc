@@ -247,6 +247,7 @@ class DevsimBackend final : public Backend {
     plan->K = h.K;
     plan->capacity = h.capacity;
     plan->dropless = h.dropless;
+    plan->tokens = h.tokens;
     plan->kept_TK = h.kept_TK;
     plan->row_of_TK.copy_from_host(h.row_of_TK.data(), h.row_of_TK.size());
     plan->routed_E = h.routed_E;
