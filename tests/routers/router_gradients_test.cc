@@ -1,6 +1,6 @@
 // Gradient checks (tests/routers/router_gradient_checks.h) for every registered learned
 // router, and variants of two. Also: a hybrid built from a linear gate routes exactly like it at
-// mix = 0.
+// mix = 0, and its mix still gets a gradient there.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -61,6 +61,19 @@ TEST(HybridRouter, FromLinearGateRoutesIdentically) {
     EXPECT_EQ(0, std::memcmp(a.probs_TE.ptr(), b.probs_TE.ptr(), sizeof(float) * T * E));
     EXPECT_EQ(0,
               std::memcmp(a.topk_weights_TK.ptr(), b.topk_weights_TK.ptr(), sizeof(float) * T * K));
+
+    // It is not frozen there (issue 12 saw hybrid fine-tune like linear): the task-loss gradient
+    // alone reaches mix (dL/dg = ds . MLP(x)), while the MLP's weights get none until g != 0.
+    const std::vector<float> dw = random_vec(T * K, 1.0f, 302);
+    std::vector<float> dx(T * D, 0.0f);
+    (*hyb)->zero_grad();
+    RouterGrads g;
+    g.dweights_TK = dw.data();
+    g.dx_TD = dx.data();
+    (*hyb)->backward(g);
+    EXPECT_NE((*hyb)->find_param("mix")->grad.data[0], 0.0f);
+    for (const char* mlp : {"fc1.weight", "fc2.weight"})
+      for (float v : (*hyb)->find_param(mlp)->grad.data) ASSERT_EQ(v, 0.0f) << mlp;
   }
 }
 
