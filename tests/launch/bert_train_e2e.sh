@@ -91,7 +91,11 @@ check "the saved config names the mlp router" grep -q '"router": "mlp"' \
 expect 0 infer_mlp "$bin" infer --model "$work/cm" --token-file "$work/tokens.bin" --max-tokens 64
 
 # 6. Refusals.
-expect 21 corpus_no_tokenizer mpi 1 train --model "$m" --steps 1 --corpus excerpt --seq-len 32
+# --corpus reads the text through the checkpoint's WordPiece vocabulary (init writes vocab.txt);
+# a folder without one is refused.
+expect 0 corpus mpi 1 train --model "$m" --steps 1 --corpus excerpt --seq-len 32 --eval-tokens 256
+cp -r "$m" "$work/notok" && rm -f "$work/notok/vocab.txt"
+expect 21 corpus_no_tokenizer mpi 1 train --model "$work/notok" --steps 1 --corpus excerpt --seq-len 32
 has corpus_no_tokenizer "token-file"
 expect 0 init_dense "$bin" init --arch bert --set hidden_size=32 --set num_hidden_layers=1 \
   --set num_attention_heads=2 --set intermediate_size=64 --out "$work/dense"
