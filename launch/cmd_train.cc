@@ -63,6 +63,7 @@ struct TrainArgs {
   double weight_decay = 0;
   double clip = 0;
   double aux_loss = 0;  // < 0: the checkpoint's router_aux_loss_coef
+  double router_lr_scale = 1;
   int64_t eval_every = 0;
   int64_t eval_tokens = 0;
   std::string corpus;
@@ -100,6 +101,7 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.weight_decay = c.weight_decay();
   a.clip = c.clip();
   a.aux_loss = c.aux_loss();
+  a.router_lr_scale = c.router_lr_scale();
   a.eval_every = c.eval_every();
   a.eval_tokens = c.eval_tokens();
   a.corpus = c.corpus();
@@ -321,6 +323,7 @@ class TrainRun {
     auto policy = parse_nonfinite_policy(a_.on_nonfinite);
     if (int code = agree_status(comm_, policy.status(), "train: --on-nonfinite")) return code;
     trainer_->set_nonfinite_policy(*policy, a_.max_skips);
+    trainer_->set_router_lr_scale(a_.router_lr_scale);
     trainer_->set_router_aux_loss(a_.aux_loss >= 0 ? a_.aux_loss
                                                    : t_.model->config().router_aux_loss_coef);
     state_.run = RunSettings(a_, t_.router);
@@ -576,6 +579,8 @@ void add_train_command(CLI::App& app) {
   c->option("--aux-loss", "aux_loss",
             "Switch load-balancing loss coefficient (< 0: the checkpoint's "
             "router_aux_loss_coef; 0: none)");
+  c->option("--router-lr-scale", "router_lr_scale",
+            "the routers' learning rate as a multiple of --lr (> 0)");
   c->option("--eval-every", "eval_every", "held-out loss every M steps (0: start and end)");
   c->option("--eval-tokens", "eval_tokens", "tokens held out at the end of the data");
   c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");

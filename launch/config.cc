@@ -344,6 +344,8 @@ Status validate_train_config(const switchyard::TrainConfig& t) {
     return InvalidArgument("train: on_nonfinite (--on-nonfinite) must be skip or stop, not '" +
                            t.on_nonfinite() + "'");
   if (t.max_skips() < 0) return InvalidArgument("train: max_skips (--max-skips) must be >= 0");
+  if (!(t.router_lr_scale() > 0))
+    return InvalidArgument("train: router_lr_scale (--router-lr-scale) must be > 0");
   const auto& d = t.distill();
   if (d.iterations() < 0 || !(d.lr() > 0) || d.max_tokens() < 0)
     return InvalidArgument(

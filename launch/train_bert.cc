@@ -164,6 +164,7 @@ class BertTrainRun {
     auto policy = parse_nonfinite_policy(c_.on_nonfinite());
     if (int code = agree_status(comm_, policy.status(), "train: --on-nonfinite")) return code;
     trainer_->set_nonfinite_policy(*policy, c_.max_skips());
+    trainer_->set_router_lr_scale(c_.router_lr_scale());
     // BERT configs carry no balancing coefficient: Switch Transformer's 0.01 by default.
     trainer_->set_router_aux_loss(c_.aux_loss() >= 0 ? c_.aux_loss() : 0.01);
     state_.run = RunSettings(c_, router_);

@@ -624,7 +624,8 @@ std::vector<ModelParam> BertMoeModel::parameters() {
     for (auto& [name, p] : layers_[i].moe->named_params()) {
       const bool expert = name.rfind("experts.", 0) == 0;
       out.push_back({LayerName(static_cast<int64_t>(i), "moe." + name), &p->value,
-                     p->grad.empty() ? nullptr : &p->grad, expert, !expert});
+                     p->grad.empty() ? nullptr : &p->grad, expert, !expert,
+                     name.rfind("gate.", 0) == 0});
     }
   }
   return out;

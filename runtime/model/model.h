@@ -49,6 +49,7 @@ struct ModelParam {
   Tensor* grad = nullptr;
   bool expert = false;
   bool moe_summed = false;
+  bool router = false;  // a router's parameter (the MoE layer's gate.*)
 };
 
 // A routed-expert tensor as a checkpoint stores it: parameters() holds this rank's experts

@@ -625,7 +625,8 @@ std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
     for (auto& [name, p] : L.moe->named_params()) {
       const bool expert = name.rfind("experts.", 0) == 0;
       out.push_back({qwen2_moe_layer_name(li, "mlp." + name), &p->value,
-                     p->grad.empty() ? nullptr : &p->grad, expert, !expert});
+                     p->grad.empty() ? nullptr : &p->grad, expert, !expert,
+                     name.rfind("gate.", 0) == 0});
     }
   }
   return out;

@@ -68,6 +68,7 @@ double AdamW::update(const std::vector<TrainParam>& params, double global_grad_s
         << "parameter " << n;
     // Decay on matrices only (norm weights and biases are not decayed).
     st.weight_decay = cfg_.weight_decay > 0 && p.value->ndim() >= 2 ? cfg_.weight_decay : 0.0;
+    st.lr = lr * p.lr_scale;
     ops::adamw_update(*exec_, p.value->ptr(), p.grad->ptr(), m.data(), v.data(),
                       static_cast<int64_t>(n), st);
   }

@@ -41,6 +41,7 @@ struct TrainParam {
   std::string name;
   Tensor* value = nullptr;
   const Tensor* grad = nullptr;
+  double lr_scale = 1.0;  // this parameter's learning rate is lr(s) * lr_scale
 };
 
 class AdamW {

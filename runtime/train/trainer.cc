@@ -269,7 +269,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
     const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}}, model_.ctx());
     if (!std::isfinite(sq)) note_nonfinite(kGradSummed, static_cast<int64_t>(i));
     (p.expert ? sq_expert : sq_replicated) += sq;
-    params.push_back({p.name, p.value, p.grad});
+    params.push_back({p.name, p.value, p.grad, p.router ? router_lr_scale_ : 1.0});
   }
   if (comm_) comm_->allreduce(&sq_expert, 1, ReduceOp::kSum, {"train.grad_norm", -1, step_index_});
 

@@ -111,6 +111,10 @@ class Trainer {
   // Switch load-balancing loss (runtime/kernels/balance.h) with this coefficient in every MoE
   // layer, per sequence, weighted by its share of the step's tokens; 0 (default): none.
   void set_router_aux_loss(double coef) { aux_coef_ = coef; }
+  // The routers' learning rate as a multiple of the schedule's (default 1): a linear gate's
+  // logits move by about lr * sum |x| per Adam step, which at lr 2e-3 swings the favourite
+  // expert of every token at once; a smaller scale lets the balancing loss spread the load.
+  void set_router_lr_scale(double s) { router_lr_scale_ = s; }
   double router_aux_loss() const { return aux_coef_; }
   // Called after every training forward (each sequence of a step, on this rank), while the MoE
   // layers still hold that forward's routing: load reports and routing metrics.
@@ -171,6 +175,7 @@ class Trainer {
   std::vector<FaultSpec> faults_;
   bool faults_set_ = false;
   std::function<void()> after_forward_;
+  double router_lr_scale_ = 1.0;
   double aux_coef_ = 0, aux_sum_ = 0;
   Tensor logits_;
   DeviceArray<float> dlogits_;        // where the model runs

@@ -15,12 +15,10 @@
 # Usage: bert_train_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 export SY_DATA_DIR=$data SY_FAULT=
-rm -rf "$work" && mkdir -p "$work"
-fail=0
 # shellcheck source=tests/launch/e2e_lib.sh
 source "$(dirname "$0")/e2e_lib.sh"
+e2e_begin
 st="python3 $src/tests/launch/st_tool.py"
 mpi() {  # mpi NP ARGS...
   local np=$1

@@ -4,14 +4,16 @@ C++ code (standard library only), and compares them with study.json.
 
   study_check.py STUDY_DIR
 
-For every router and MoE layer, from routers/<name>/trace/rank-<r>.safetensors:
-  - rows routed to each expert (the load) == layers[l].load_per_expert (from the load reports);
+For every router and MoE layer, from routers/<name>/trace/rank-<r>.safetensors (the run is
+dropless, so every token-choice assignment was kept; an expert-choice router offers each token
+to all E experts and its kept flags say which took it):
+  - rows kept for each expert (the load) == layers[l].load_per_expert (from the load reports);
   - assignments dropped at capacity factor 1.0: per capacity group (one rank's forward: the
     rows of one (rank, step)), C = ceil(1.0 * T * K / E) per expert, an expert with n > C
-    assignments drops n - C of them == layers[l].drop_fraction_c1;
+    assignments drops n - C of them (expert choice: none) == layers[l].drop_fraction_c1;
   - bytes sent to other ranks per token (each kept row D float32 values; expert e lives on rank
     e // (E / P)) == layers[l].bytes_between_ranks_per_token;
-  - distinct ranks a token's rows go to, mean over tokens == layers[l].ranks_per_token.
+  - distinct ranks a token's kept rows go to, mean over tokens == layers[l].ranks_per_token.
 Prints one line per router; exit 1 on any difference.
 """
 import json
@@ -59,21 +61,27 @@ def check_router(study_dir, study, r):
         rank_sum = 0
         for q, (meta, t) in enumerate(shards):
             ids = t[f"layer.{l}.topk_ids"]
+            kept = t[f"layer.{l}.kept"]
             step = t["step"]
             tokens += len(ids)
+            # Expert choice offers every token to all E experts (E slots a row) and keeps what
+            # the experts take: no drops by definition. Token choice: K slots a row.
+            experts_choose = len(ids[0]) == E and K < E
             groups = {}
-            for row, s in zip(ids, step):
-                owners = [e // (E // P) for e in row]
+            for row, keep, s in zip(ids, kept, step):
+                taken = [e for e, k in zip(row, keep) if k]
+                owners = [e // (E // P) for e in taken]
                 bytes_out += sum(o != q for o in owners) * D * 4
                 rank_sum += len(set(owners))
-                for e in row:
+                for e in taken:
                     load[e] += 1
                 groups.setdefault(s, []).append(row)
             for rows in groups.values():
-                cap = math.ceil(1.0 * len(rows) * K / E)
                 n_e = Counter(e for row in rows for e in row)
                 routed += sum(n_e.values())
-                dropped += sum(max(0, n - cap) for n in n_e.values())
+                if not experts_choose:
+                    cap = math.ceil(1.0 * len(rows) * K / E)
+                    dropped += sum(max(0, n - cap) for n in n_e.values())
         want = r["layers"][l]
         have_load = [int(x) for x in want.get("load_per_expert", [])]
         if have_load != load:

@@ -122,6 +122,42 @@ TEST(Trainer, RouterOnlyChangesOnlyTheRouters) {
   fs::remove_all(f.dir);
 }
 
+// set_router_lr_scale scales the routers' step and nothing else: after one AdamW step from the
+// same weights and batch (full training), every router weight moved by `scale` times what it
+// moves at scale 1 (Adam's first step is lr * g / (|g| + eps): the ratio is the scale up to
+// eps), and every other weight moved exactly as at scale 1.
+TEST(Trainer, RouterLearningRateScaleScalesOnlyTheRouters) {
+  Fixture f;
+  if (!MakeFixture("lr_scale", &f))
+    GTEST_SKIP() << "GPT-2 tokenizer absent (run launch/setup.sh --data)";
+  std::map<std::string, std::vector<float>> start, moved[2];
+  const double scales[2] = {1.0, 0.25};
+  for (int k = 0; k < 2; ++k) {
+    auto m = LoadQwen(f.dir, Qwen2MoeTrain::kAll);
+    for (Qwen2MoeParam& p : m->parameters()) start[p.name] = p.value->data;
+    AdamWConfig ac;
+    ac.lr = 1e-3;
+    Trainer tr(*m, nullptr, ac);
+    tr.set_router_lr_scale(scales[k]);
+    ASSERT_TRUE(tr.step(Seqs(f.ids, 0, 2, 32)).ok());
+    for (Qwen2MoeParam& p : m->parameters()) moved[k][p.name] = p.value->data;
+  }
+  int routers = 0;
+  for (auto& [name, w0] : start) {
+    const bool router = name.find(".mlp.gate.") != std::string::npos;
+    routers += router;
+    for (size_t i = 0; i < w0.size(); ++i) {
+      const double d1 = moved[0][name][i] - w0[i], d2 = moved[1][name][i] - w0[i];
+      if (router)
+        ASSERT_NEAR(d2, 0.25 * d1, 1e-3 * std::abs(d1) + 1e-8) << name << "[" << i << "]";
+      else
+        ASSERT_EQ(moved[1][name][i], moved[0][name][i]) << name << "[" << i << "]";
+    }
+  }
+  EXPECT_EQ(routers, 2);
+  fs::remove_all(f.dir);
+}
+
 // A router that moves after each step (sigmoid_bias's bias, Router::after_step) gets the step's
 // load: each optimizer step moves every bias entry by exactly gamma = 0.001 toward balance, from
 // the layer's per-expert counts of that step, and the bias has no gradient (the optimizer
