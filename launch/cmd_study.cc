@@ -166,9 +166,10 @@ StatusOr<StudyShape> ReadShape(const switchyard::StudyConfig& s, const HfCheckpo
                             s.experts_top_k() != 0 || s.upcycle_noise() != 0;
   if (type == "qwen2_moe") {
     if (upcycle_opts)
-      return InvalidArgument("study: --upcycle-experts, --moe-every, --experts-top-k and "
-                             "--upcycle-noise apply to BERT checkpoints, not " + ck.dir() +
-                             " (qwen2_moe)");
+      return InvalidArgument(
+          "study: --upcycle-experts, --moe-every, --experts-top-k and "
+          "--upcycle-noise apply to BERT checkpoints, not " +
+          ck.dir() + " (qwen2_moe)");
     SY_ASSIGN_OR_RETURN(Qwen2MoeConfig c, Qwen2MoeConfig::from_checkpoint(ck));
     sh.num_experts = c.num_experts;
     sh.top_k = c.num_experts_per_tok;
@@ -614,10 +615,8 @@ class RouterRun {
       replays.push_back(std::move(rp));
     }
     const RoutingMetricsConfig mc;
-    return study_figures(
-        cr, replays[0], replays[1], replays[2],
-        mc.collapse_threshold(d_.shape.num_experts, d_.shape.top_k),
-        out);
+    return study_figures(cr, replays[0], replays[1], replays[2],
+                         mc.collapse_threshold(d_.shape.num_experts, d_.shape.top_k), out);
   }
 
   const switchyard::StudyConfig& s_;
@@ -805,8 +804,8 @@ void add_study_command(CLI::App& app) {
             "dense BERT: upcycle each MoE layer's FFN into this many expert copies on load (the "
             "gate is then a fresh linear router)");
   c->option("--moe-every", "moe_every", "BERT upcycling: every n-th layer is MoE (default 1)");
-  c->option("--experts-top-k", "experts_top_k", "BERT: experts per token (default 1, or the "
-            "bert_moe checkpoint's)");
+  c->option("--experts-top-k", "experts_top_k",
+            "BERT: experts per token (default 1, or the bert_moe checkpoint's)");
   c->option("--upcycle-noise", "upcycle_noise",
             "BERT upcycling: multiplicative N(0, s^2) noise on the expert copies");
   cmd->callback([c] { set_exit_code(RunStudy(*c)); });

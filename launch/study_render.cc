@@ -294,7 +294,7 @@ std::string SettingsLine(const switchyard::Study& s) {
           : ("distilled, " + std::to_string(st.distill_iterations()) + " Adam iterations per layer")
                 .c_str(),
       (long long)st.steps(), (long long)st.batch(), st.ranks(), (long long)st.seq_len(), st.lr(),
-      st.aux_loss() >= 0              ? std::to_string(st.aux_loss()).c_str()
+      st.aux_loss() >= 0       ? std::to_string(st.aux_loss()).c_str()
       : st.objective().empty() ? "the checkpoint's"
                                : "0.01 (Switch Transformer's; BERT configs carry none)",
       st.capacity_factor() <= 0 ? "dropless" : std::to_string(st.capacity_factor()).c_str());
