@@ -6,9 +6,9 @@
 # in vocab.txt), trained from scratch (--what all) with the masked-LM objective on the State of
 # the Union corpus through that vocabulary, data + expert parallel on P ranks.
 #
-#   bash launch/train_default_bert.sh           the full recipe: 1000 steps of 4 x 2 x 128 tokens
-#                                               (about 1 M tokens)
-#   bash launch/train_default_bert.sh --quick   60 steps (a few minutes on 2 cores)
+#   bash launch/train_default_bert.sh           the full recipe: 2000 steps of 4 x 2 x 128 tokens
+#                                               (about 2 M tokens, one pass over the corpus)
+#   bash launch/train_default_bert.sh --quick   200 steps (a few minutes on 2 cores)
 #   options: --ranks P (default 2), --steps N, --out DIR (default models/default-bert), --force
 #
 # The run saves every 50 steps; an interrupted recipe continues where it stopped when run again
@@ -18,10 +18,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-steps=1000 warmup=50 ranks=2 out=models/default-bert force=0
+steps=2000 warmup=100 ranks=2 out=models/default-bert force=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) steps=60 warmup=10 ;;
+    --quick) steps=200 warmup=20 ;;
     --steps) steps=$2; shift ;;
     --ranks) ranks=$2; shift ;;
     --out) out=$2; shift ;;
@@ -47,7 +47,7 @@ fi
 # 2. Training, resumable: the checkpoint folder (vocab.txt copied along) is the model.
 bash launch/mpirun.sh "$ranks" train --what all --model "$work/init" --corpus sotu \
   --eval-tokens 8192 --seq-len 128 --batch 4 --steps "$steps" --lr 1e-3 --warmup "$warmup" \
-  --weight-decay 0.01 --aux-loss 0.01 --eval-every 250 --checkpoint-dir "$work/ckpt" \
+  --weight-decay 0.01 --aux-loss 0.05 --eval-every 500 --checkpoint-dir "$work/ckpt" \
   --save-every 50 --keep-last 1 --resume --log-every 10
 # 3. Publish: the finished checkpoint folder becomes the model.
 rm -rf "$out"
