@@ -286,7 +286,8 @@ switchyard::StudySettings MakeSettings(const switchyard::StudyConfig& s, const S
     st.set_moe_every(s.moe_every() > 0 ? s.moe_every() : 1);
     st.set_experts_top_k(d.shape.top_k);
     st.set_upcycle_noise(s.upcycle_noise());
-  } else if (d.shape.encoder && s.experts_top_k() > 0) {
+  } else if (d.shape.encoder && s.experts_top_k() > 0) {  // top-k changes the model too
+    config += "|top-k " + std::to_string(s.experts_top_k());
     st.set_experts_top_k(s.experts_top_k());
   }
   st.set_model_config_hash(Hex(fnv1a64(config.c_str())));
