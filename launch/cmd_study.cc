@@ -699,12 +699,15 @@ int RunStudy(const CommandConfig& cc) {
     std::printf(
         "switchyard study: %s, %d rank%s, %zu router%s (%lld to run, %lld finished before), "
         "experts %s, %lld fine-tuning steps of %lld x %d x %lld tokens, %zu held-out sequences "
-        "of %lld\n",
+        "of %lld%s\n",
         data.ck->dir().c_str(), P, P == 1 ? "" : "s", routers.size(),
         routers.size() == 1 ? "" : "s", (long long)todo,
         (long long)(static_cast<int64_t>(routers.size()) - todo), s.quantize().c_str(),
         (long long)s.steps(), (long long)s.batch(), P, (long long)s.seq_len(),
-        data.eval_mine.size() * static_cast<size_t>(P), (long long)s.seq_len());
+        data.eval_mine.size() * static_cast<size_t>(P), (long long)s.seq_len(),
+        !data.shape.encoder   ? ""
+        : data.shape.upcycled ? "; masked LM, upcycled on load (the gate: fresh linear routers)"
+                              : "; masked LM");
     std::fflush(stdout);
   }
   double loss_gate = std::nan("");

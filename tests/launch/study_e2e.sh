@@ -170,12 +170,14 @@ expect 0 bert-study bert_study "$work/bert" --routers linear,hash,mlp --steps 3 
 for f in study.json study.md study.html; do check "bert-wrote-$f" test -s "$bout/$f"; done
 check bert-figures bert_figures "$bout" linear,hash,mlp 2
 check bert-md-objective grep -q "Every loss is the masked LM loss" "$bout/study.md"
+check bert-banner grep -q "held-out sequences of 32; masked LM$" "$work/bert-study.log"
 expect 0 bert-recompute python3 "$src/tests/launch/study_check.py" "$bout"
 cat "$work/bert-recompute.log"
 uout=$work/upcycled-study
 expect 0 upcycled bert_study "$work/dense" --upcycle-experts 4 --experts-top-k 2 \
   --upcycle-noise 0.01 --routers linear,mlp --steps 3 --quantize none --out "$uout"
 check upcycled-figures bert_figures "$uout" linear,mlp 2
+check upcycled-banner grep -q "masked LM, upcycled on load" "$work/upcycled.log"
 check upcycled-baseline-said grep -q "its gate, the baseline, is a freshly initialized linear" \
   "$uout/study.md"
 check upcycled-gate-named grep -q "upcycled model's fresh linear router" "$uout/study.json"
