@@ -20,6 +20,11 @@
 // a rerun skips routers whose result carries the same settings hash. The folder belongs to one
 // model: settings.json names it, and a study of another model in it is refused (exit 21).
 // study.json (proto/study.proto), study.md and study.html are rewritten at the end.
+//
+// Any model of the Model interface (runtime/model/model.h): Qwen2-MoE decoders (next-token
+// loss), BERT-MoE encoders and dense BERTs upcycled on load (--upcycle-experts; their gate is
+// then a fresh linear router), whose losses are the masked-LM loss (launch/train_bert.h) and
+// whose corpus sequences are framed [CLS] ... [SEP] (token files are taken as given).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -41,6 +46,7 @@
 #include "launch/infer_run.h"
 #include "launch/study_render.h"
 #include "launch/trace_run.h"
+#include "launch/train_bert.h"
 #include "launch/train_progress.h"
 #include "proto/study.pb.h"
 #include "routers/metrics.h"
@@ -53,6 +59,8 @@
 #include "runtime/data/token_file.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/model/bert_moe.h"
+#include "runtime/model/model.h"
 #include "runtime/model/qwen2_moe.h"
 #include "runtime/project/projection.h"
 #include "runtime/report/cluster_report.h"
@@ -128,10 +136,88 @@ Status WriteJsonMessage(const std::string& path, const google::protobuf::Message
   return write_file_atomic(path, text);
 }
 
+// The model as the study loads it (after upcycling), read from its config.json.
+struct StudyShape {
+  bool encoder = false;  // BERT: masked LM, [CLS] ... [SEP]
+  bool upcycled = false;
+  int64_t num_experts = 0, top_k = 0, hidden = 0, expert_hidden = 0, vocab = 0, layers = 0;
+  int64_t moe_layers = 0;
+  double aux_loss_coef = 0;  // the checkpoint's balancing coefficient
+};
+
+// ModelOptions shared by the folder check and every router's load.
+ModelOptions StudyModelOptions(const switchyard::StudyConfig& s) {
+  ModelOptions opt;
+  opt.train = ModelTrain::kRouters;
+  opt.expert_bits = s.quantize() == "int8" ? 8 : s.quantize() == "int4" ? 4 : 32;
+  opt.capacity_factor = s.capacity_factor();
+  opt.seed = s.seed();
+  opt.upcycle_experts = s.upcycle_experts();
+  opt.moe_every = s.moe_every();
+  opt.experts_top_k = s.experts_top_k();
+  opt.upcycle_noise = s.upcycle_noise();
+  return opt;
+}
+
+StatusOr<StudyShape> ReadShape(const switchyard::StudyConfig& s, const HfCheckpoint& ck) {
+  const std::string type = ck.config().value("model_type", std::string("?"));
+  StudyShape sh;
+  const bool upcycle_opts = s.upcycle_experts() != 0 || s.moe_every() != 0 ||
+                            s.experts_top_k() != 0 || s.upcycle_noise() != 0;
+  if (type == "qwen2_moe") {
+    if (upcycle_opts)
+      return InvalidArgument(
+          "study: --upcycle-experts, --moe-every, --experts-top-k and "
+          "--upcycle-noise apply to BERT checkpoints, not " +
+          ck.dir() + " (qwen2_moe)");
+    SY_ASSIGN_OR_RETURN(Qwen2MoeConfig c, Qwen2MoeConfig::from_checkpoint(ck));
+    sh.num_experts = c.num_experts;
+    sh.top_k = c.num_experts_per_tok;
+    sh.hidden = c.hidden_size;
+    sh.expert_hidden = c.moe_intermediate_size;
+    sh.vocab = c.vocab_size;
+    sh.layers = c.num_hidden_layers;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) sh.moe_layers += c.is_sparse(l);
+    sh.aux_loss_coef = c.router_aux_loss_coef;
+    return sh;
+  }
+  if (type != "bert" && type != "bert_moe")
+    return InvalidArgument("study: " + ck.dir() + " is a " + type +
+                           " checkpoint; study runs on qwen2_moe, bert_moe and (upcycled) bert");
+  SY_ASSIGN_OR_RETURN(BertMoeConfig c, BertMoeConfig::from_checkpoint(ck));
+  sh.encoder = true;
+  if (type == "bert") {
+    if (s.upcycle_experts() <= 0)
+      return InvalidArgument("study: " + ck.dir() +
+                             " is a dense BERT (no routers): pass --upcycle-experts E to upcycle "
+                             "it on load (and --moe-every, --experts-top-k)");
+    sh.upcycled = true;
+    c.num_experts = s.upcycle_experts();
+    c.moe_every = s.moe_every() > 0 ? s.moe_every() : 1;
+    c.num_experts_per_tok = s.experts_top_k() > 0 ? s.experts_top_k() : 1;
+    c.moe_intermediate_size = c.intermediate_size;
+  } else {
+    if (s.upcycle_experts() != 0 || s.moe_every() != 0 || s.upcycle_noise() != 0)
+      return InvalidArgument("study: " + ck.dir() +
+                             " is a bert_moe checkpoint: --upcycle-experts, --moe-every and "
+                             "--upcycle-noise apply to a dense bert only");
+    if (s.experts_top_k() > 0) c.num_experts_per_tok = s.experts_top_k();
+  }
+  sh.num_experts = c.num_experts;
+  sh.top_k = c.num_experts_per_tok;
+  sh.hidden = c.hidden_size;
+  sh.expert_hidden = c.moe_intermediate_size;
+  sh.vocab = c.vocab_size;
+  sh.layers = c.num_hidden_layers;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) sh.moe_layers += c.is_moe_layer(l);
+  sh.aux_loss_coef = 0.01;  // BERT configs carry none: Switch Transformer's, as train does
+  return sh;
+}
+
 // What the study runs on, the same on every rank.
 struct StudyData {
   std::unique_ptr<HfCheckpoint> ck;
-  Qwen2MoeConfig cfg;
+  StudyShape shape;
   std::vector<int32_t> ids;
   int64_t n_train = 0;
   // Held-out sequences of seq_len: global sequence g goes to rank g % P; the count is a
@@ -149,14 +235,11 @@ Status PrepareData(const switchyard::StudyConfig& s, int me, int P, StudyData* d
                                        : ""));
   SY_ASSIGN_OR_RETURN(HfCheckpoint opened, HfCheckpoint::Open(source));
   d->ck = std::make_unique<HfCheckpoint>(std::move(opened));
-  if (d->ck->config().value("model_type", std::string()) != "qwen2_moe")
-    return InvalidArgument("study: " + source + " is a " +
-                           d->ck->config().value("model_type", std::string("?")) +
-                           " checkpoint; study runs on decoders (qwen2_moe) today");
-  SY_ASSIGN_OR_RETURN(d->cfg, Qwen2MoeConfig::from_checkpoint(*d->ck));
-  if (d->cfg.num_experts % P != 0)
-    return InvalidArgument("study: the model's " + std::to_string(d->cfg.num_experts) +
+  SY_ASSIGN_OR_RETURN(d->shape, ReadShape(s, *d->ck));
+  if (d->shape.num_experts % P != 0)
+    return InvalidArgument("study: the model's " + std::to_string(d->shape.num_experts) +
                            " experts do not split over " + std::to_string(P) + " ranks");
+  const int64_t L = s.seq_len();
   if (!s.token_file().empty()) {
     SY_ASSIGN_OR_RETURN(d->ids, read_token_file(s.token_file()));
   } else {
@@ -164,8 +247,12 @@ Status PrepareData(const switchyard::StudyConfig& s, int me, int P, StudyData* d
     const std::string data_dir = s.data_dir().empty() ? default_data_dir() : s.data_dir();
     SY_ASSIGN_OR_RETURN(std::string text, load_corpus(s.corpus(), data_dir));
     d->ids = tok->encode(text);
+    // An encoder reads [CLS] ... [SEP] sequences, as infer frames them: every sequence of L
+    // (training and held out) starts at a multiple of L of the framed stream.
+    const int32_t cls = tok->token_id("[CLS]"), sep = tok->token_id("[SEP]");
+    if (d->shape.encoder && cls >= 0 && sep >= 0 && L >= 3)
+      d->ids = frame_sequences(d->ids, L, cls, sep);
   }
-  const int64_t L = s.seq_len();
   const int64_t n_eval_seqs = (s.eval_tokens() / L) / P * P;
   if (n_eval_seqs < P)
     return InvalidArgument("study: --eval-tokens " + std::to_string(s.eval_tokens()) +
@@ -175,7 +262,7 @@ Status PrepareData(const switchyard::StudyConfig& s, int me, int P, StudyData* d
     return InvalidArgument("study: " + std::to_string(d->ids.size()) +
                            " tokens leave too few for training after --eval-tokens");
   for (int32_t id : d->ids)
-    if (id < 0 || id >= d->cfg.vocab_size)
+    if (id < 0 || id >= d->shape.vocab)
       return InvalidArgument("study: token id " + std::to_string(id) +
                              " outside the model's vocabulary");
   for (int64_t g = me; g < n_eval_seqs; g += P) {
@@ -190,7 +277,21 @@ switchyard::StudySettings MakeSettings(const switchyard::StudyConfig& s, const S
                                        int P) {
   switchyard::StudySettings st;
   st.set_model(d.ck->dir());
-  st.set_model_config_hash(Hex(fnv1a64(d.ck->config().dump().c_str())));
+  std::string config = d.ck->config().dump();
+  if (d.shape.upcycled) {  // the upcycled model is another model than its dense source
+    config += "|upcycled " + std::to_string(s.upcycle_experts()) + " " +
+              std::to_string(s.moe_every()) + " " + std::to_string(s.experts_top_k()) + " " +
+              std::to_string(s.upcycle_noise());
+    st.set_upcycle_experts(d.shape.num_experts);
+    st.set_moe_every(s.moe_every() > 0 ? s.moe_every() : 1);
+    st.set_experts_top_k(d.shape.top_k);
+    st.set_upcycle_noise(s.upcycle_noise());
+  } else if (d.shape.encoder && s.experts_top_k() > 0) {  // top-k changes the model too
+    config += "|top-k " + std::to_string(s.experts_top_k());
+    st.set_experts_top_k(s.experts_top_k());
+  }
+  st.set_model_config_hash(Hex(fnv1a64(config.c_str())));
+  if (d.shape.encoder) st.set_objective("masked LM");
   st.set_quantize(s.quantize());
   st.set_steps(s.steps());
   st.set_seq_len(s.seq_len());
@@ -294,16 +395,12 @@ class RouterRun {
   }
 
   int Load() {
-    Qwen2MoeOptions opt;
-    opt.train = Qwen2MoeTrain::kRouters;
-    opt.expert_bits = s_.quantize() == "int8" ? 8 : s_.quantize() == "int4" ? 4 : 32;
-    opt.capacity_factor = s_.capacity_factor();
-    opt.seed = s_.seed();
+    ModelOptions opt = StudyModelOptions(s_);
     auto ctx = backend_context("cpu", s_.deterministic());
     Status st = ctx.status();
     if (st.ok()) {
       opt.exec = *ctx;
-      auto m = Qwen2MoeModel::load(*d_.ck, opt, &comm_);
+      auto m = load_model(*d_.ck, opt, &comm_);
       st = m.status();
       if (st.ok()) model_ = std::move(*m);
     }
@@ -313,12 +410,12 @@ class RouterRun {
     ac.total_steps = std::max<int64_t>(1, s_.steps());
     ac.clip_norm = 1.0;
     trainer_ = std::make_unique<Trainer>(*model_, &comm_, ac);
-    trainer_->set_router_aux_loss(AuxLoss());
+    trainer_->set_router_aux_loss(s_.aux_loss() >= 0 ? s_.aux_loss() : d_.shape.aux_loss_coef);
+    if (d_.shape.encoder)  // the same masks for every router: drawn from the data seed
+      if (int code = agree_status(comm_, trainer_->set_masked_lm(bert_masked_lm(s_.data_seed())),
+                                  "study: masked LM"))
+        return code;
     return 0;
-  }
-
-  double AuxLoss() const {
-    return s_.aux_loss() >= 0 ? s_.aux_loss() : model_->config().router_aux_loss_coef;
   }
 
   int Eval(double* loss) {
@@ -334,9 +431,12 @@ class RouterRun {
   }
 
   int WarmStart(switchyard::RouterStudy* out) {
-    const std::string teacher = model_->config().router;
+    const std::vector<MoeLayer*> moe = model_->sparse_layers();
+    const std::string teacher = moe.empty() ? std::string() : moe.front()->router().name();
     if (router_ == teacher) {
-      out->set_warm_start("none (the model's own " + teacher + " gate)");
+      out->set_warm_start(d_.shape.upcycled
+                              ? "none (the upcycled model's fresh " + teacher + " router)"
+                              : "none (the model's own " + teacher + " gate)");
       return 0;
     }
     if (!s_.distill().enabled()) {
@@ -471,7 +571,7 @@ class RouterRun {
     model_->reset_cache();
     if (int code = agree_status(comm_, st, "study: router inputs")) return code;
     const int64_t T = std::min<int64_t>(s_.latency_tokens(), static_cast<int64_t>(ids.size()));
-    const int64_t D = model_->config().hidden_size, E = model_->config().num_experts;
+    const int64_t D = d_.shape.hidden, E = d_.shape.num_experts;
     const double per_1k = 1000.0 / static_cast<double>(T);
     std::vector<float> w(static_cast<size_t>(E * D), 0.01f), c(static_cast<size_t>(T * E));
     RouterOutput ro;
@@ -509,17 +609,15 @@ class RouterRun {
       po.ranks = {P_};
       po.capacity_factor = c;
       po.interleaved = true;
-      po.hidden = model_->config().hidden_size;
-      po.ffn_hidden = model_->config().moe_intermediate_size;
+      po.hidden = d_.shape.hidden;
+      po.ffn_hidden = d_.shape.expert_hidden;
       SY_ASSIGN_OR_RETURN(po.cluster, cluster_preset("dgx-h100"));
       SY_ASSIGN_OR_RETURN(RouterProjection rp, project_trace(trace, po));
       replays.push_back(std::move(rp));
     }
     const RoutingMetricsConfig mc;
-    return study_figures(
-        cr, replays[0], replays[1], replays[2],
-        mc.collapse_threshold(model_->config().num_experts, model_->config().num_experts_per_tok),
-        out);
+    return study_figures(cr, replays[0], replays[1], replays[2],
+                         mc.collapse_threshold(d_.shape.num_experts, d_.shape.top_k), out);
   }
 
   const switchyard::StudyConfig& s_;
@@ -531,7 +629,7 @@ class RouterRun {
   const int64_t L_;
   DataOrder order_;
   std::string prefix_, report_dir_, trace_dir_;
-  std::unique_ptr<Qwen2MoeModel> model_;
+  std::unique_ptr<Model> model_;
   std::unique_ptr<Trainer> trainer_;
 };
 
@@ -601,12 +699,15 @@ int RunStudy(const CommandConfig& cc) {
     std::printf(
         "switchyard study: %s, %d rank%s, %zu router%s (%lld to run, %lld finished before), "
         "experts %s, %lld fine-tuning steps of %lld x %d x %lld tokens, %zu held-out sequences "
-        "of %lld\n",
+        "of %lld%s\n",
         data.ck->dir().c_str(), P, P == 1 ? "" : "s", routers.size(),
         routers.size() == 1 ? "" : "s", (long long)todo,
         (long long)(static_cast<int64_t>(routers.size()) - todo), s.quantize().c_str(),
         (long long)s.steps(), (long long)s.batch(), P, (long long)s.seq_len(),
-        data.eval_mine.size() * static_cast<size_t>(P), (long long)s.seq_len());
+        data.eval_mine.size() * static_cast<size_t>(P), (long long)s.seq_len(),
+        !data.shape.encoder   ? ""
+        : data.shape.upcycled ? "; masked LM, upcycled on load (the gate: fresh linear routers)"
+                              : "; masked LM");
     std::fflush(stdout);
   }
   double loss_gate = std::nan("");
@@ -654,15 +755,12 @@ int RunStudy(const CommandConfig& cc) {
     study.set_switchyard_version(kVersion);
     *study.mutable_settings() = settings;
     for (const auto& r : results) *study.add_routers() = r;
-    study.set_num_experts(static_cast<int32_t>(data.cfg.num_experts));
-    study.set_top_k(static_cast<int32_t>(data.cfg.num_experts_per_tok));
-    study.set_d_model(static_cast<int32_t>(data.cfg.hidden_size));
-    int moe_layers = 0;
-    for (int64_t l = 0; l < data.cfg.num_hidden_layers; ++l) moe_layers += data.cfg.is_sparse(l);
-    study.set_moe_layers(moe_layers);
+    study.set_num_experts(static_cast<int32_t>(data.shape.num_experts));
+    study.set_top_k(static_cast<int32_t>(data.shape.top_k));
+    study.set_d_model(static_cast<int32_t>(data.shape.hidden));
+    study.set_moe_layers(static_cast<int32_t>(data.shape.moe_layers));
     RoutingMetricsConfig mc;
-    study.set_collapse_threshold(
-        mc.collapse_threshold(data.cfg.num_experts, data.cfg.num_experts_per_tok));
+    study.set_collapse_threshold(mc.collapse_threshold(data.shape.num_experts, data.shape.top_k));
     st = write_study(s.out(), study);
     if (st.ok()) {
       std::printf("%s", study_text(study).c_str());
@@ -683,7 +781,8 @@ void add_study_command(CLI::App& app) {
   auto c = std::make_shared<CommandConfig>(cmd, switchyard::StudyConfig::default_instance());
   c->add_config_options();
   c->option("--model", "model",
-            "Hugging Face checkpoint folder (qwen2_moe); default: the embedded default model");
+            "Hugging Face checkpoint folder (qwen2_moe, bert_moe, or bert with "
+            "--upcycle-experts); default: the embedded default model");
   c->option("--routers", "routers", "comma-separated router names, paper (the six), or all");
   c->option("--quantize", "quantize", "routed experts: none | int8 | int4")
       ->check(CLI::IsMember({"none", "int8", "int4"}));
@@ -705,6 +804,14 @@ void add_study_command(CLI::App& app) {
   c->option("--distill-iters", "distill.iterations", "Adam steps per layer");
   c->option("--out", "out", "the study folder (resumable: finished routers are kept)");
   c->flag("--deterministic", "deterministic", "row-stable GEMMs");
+  c->option("--upcycle-experts", "upcycle_experts",
+            "dense BERT: upcycle each MoE layer's FFN into this many expert copies on load (the "
+            "gate is then a fresh linear router)");
+  c->option("--moe-every", "moe_every", "BERT upcycling: every n-th layer is MoE (default 1)");
+  c->option("--experts-top-k", "experts_top_k",
+            "BERT: experts per token (default 1, or the bert_moe checkpoint's)");
+  c->option("--upcycle-noise", "upcycle_noise",
+            "BERT upcycling: multiplicative N(0, s^2) noise on the expert copies");
   cmd->callback([c] { set_exit_code(RunStudy(*c)); });
 }
 

@@ -474,20 +474,18 @@ ModelInferArgs ModelInferArgs::FromConfig(const switchyard::ModelInferConfig& c)
   return a;
 }
 
+// The kind of the model's gates (the first MoE layer's router), "" for a dense model.
+std::string TeacherName(Model& model) {
+  const std::vector<MoeLayer*> moe = model.sparse_layers();
+  return moe.empty() ? std::string() : moe.front()->router().name();
+}
+
 // --router R (not the checkpoint's kind) with distillation: every gate replaced by R, each
 // fitted to its gate on this rank's share of the input (sequences of seq_len, or of 256
 // tokens, dealt round-robin; the whole input on every rank when it is shorter than one per
 // rank), as `train` warm-starts a replaced router. Collective. Returns the exit code.
 int WarmStartRouters(const ModelInferArgs& a, const Inputs& in, Model& model, Communicator& comm) {
-  auto* qwen = dynamic_cast<Qwen2MoeModel*>(&model);
   Status st;
-  if (!qwen)
-    st = InvalidArgument("--router " + a.router + " on a " + model.model_type() +
-                         " checkpoint: the warm start by distillation from its gate is "
-                         "implemented for qwen2_moe; pass --no-distill to run freshly "
-                         "initialised " +
-                         a.router + " routers (random routing)");
-  if (int code = agree_status(comm, st, "infer --model --router")) return code;
   const int me = comm.rank(), P = comm.size();
   const int64_t L = a.seq_len > 0 ? a.seq_len : std::min<int64_t>(256, model.max_positions());
   std::vector<int32_t> ids = in.ids;
@@ -507,10 +505,10 @@ int WarmStartRouters(const ModelInferArgs& a, const Inputs& in, Model& model, Co
     std::printf(
         "router warm start: %s -> %s, distilling each MoE layer on the input (%lld Adam "
         "iterations; --no-distill: fresh routers)\n",
-        qwen->config().router.c_str(), a.router.c_str(), (long long)a.distill_cfg.iterations);
+        TeacherName(model).c_str(), a.router.c_str(), (long long)a.distill_cfg.iterations);
     std::fflush(stdout);
   }
-  auto rep = warm_start_routers(*qwen, &comm, a.router, a.seed, 0, seqs, a.distill_cfg,
+  auto rep = warm_start_routers(model, &comm, a.router, a.seed, 0, seqs, a.distill_cfg,
                                 distill_progress_printer(me));
   if (int code = agree_status(comm, rep.status(), "infer --model: router warm start")) return code;
   print_distill_report(*rep, &comm);

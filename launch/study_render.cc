@@ -294,9 +294,24 @@ std::string SettingsLine(const switchyard::Study& s) {
           : ("distilled, " + std::to_string(st.distill_iterations()) + " Adam iterations per layer")
                 .c_str(),
       (long long)st.steps(), (long long)st.batch(), st.ranks(), (long long)st.seq_len(), st.lr(),
-      st.aux_loss() < 0 ? "the checkpoint's" : std::to_string(st.aux_loss()).c_str(),
+      st.aux_loss() >= 0       ? std::to_string(st.aux_loss()).c_str()
+      : st.objective().empty() ? "the checkpoint's"
+                               : "0.01 (Switch Transformer's; BERT configs carry none)",
       st.capacity_factor() <= 0 ? "dropless" : std::to_string(st.capacity_factor()).c_str());
-  return buf;
+  std::string line = buf;
+  if (!st.objective().empty())  // an encoder: no next-token loss
+    line += " Every loss is the " + st.objective() +
+            " loss (15% of positions masked, the same masks for every router).";
+  if (st.upcycle_experts() > 0) {
+    std::snprintf(buf, sizeof buf,
+                  " The model is a dense BERT upcycled on load (%lld expert copies every %lld "
+                  "layer%s, noise %g): its gate, the baseline, is a freshly initialized linear "
+                  "router, not a trained one.",
+                  (long long)st.upcycle_experts(), (long long)st.moe_every(),
+                  st.moe_every() == 1 ? "" : "s", st.upcycle_noise());
+    line += buf;
+  }
+  return line;
 }
 
 // Per-layer expert load max/mean, one row per router: where collapse happens.

@@ -155,11 +155,8 @@ class BertTrainRun {
     ac.clip_norm = c_.clip();
     if (int code = agree_status(comm_, ac.validate(), "train: optimizer")) return code;
     trainer_ = std::make_unique<Trainer>(*model_, &comm_, ac);
-    MlmConfig mlm;
-    mlm.seed = c_.data_seed();
-    mlm.mask_id = kMaskId;
-    mlm.never_chosen = kNeverChosen;
-    if (int code = agree_status(comm_, trainer_->set_masked_lm(mlm), "train: masked LM"))
+    if (int code = agree_status(comm_, trainer_->set_masked_lm(bert_masked_lm(c_.data_seed())),
+                                "train: masked LM"))
       return code;
     auto policy = parse_nonfinite_policy(c_.on_nonfinite());
     if (int code = agree_status(comm_, policy.status(), "train: --on-nonfinite")) return code;
@@ -323,6 +320,14 @@ class BertTrainRun {
 };
 
 }  // namespace
+
+MlmConfig bert_masked_lm(uint64_t seed) {
+  MlmConfig mlm;
+  mlm.seed = seed;
+  mlm.mask_id = kMaskId;
+  mlm.never_chosen = kNeverChosen;
+  return mlm;
+}
 
 bool train_source_is_bert(const switchyard::TrainConfig& cfg) {
   bool resume = false;

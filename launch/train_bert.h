@@ -17,8 +17,14 @@
 
 #include "comm/communicator.h"
 #include "proto/commands.pb.h"
+#include "runtime/train/mlm.h"
 
 namespace sy::launch {
+
+// The masked-LM objective of BERT training over bert-base-uncased's vocabulary (the vocabulary
+// of `init --arch bert_moe` models): [MASK] is 103; [PAD], [CLS] and [SEP] are never chosen.
+// Masks drawn from `seed` (the data seed). Shared by train and study.
+MlmConfig bert_masked_lm(uint64_t seed);
 
 // Whether the run's source checkpoint (the latest in --checkpoint-dir when it holds one, else
 // --model, else the default model) is a BERT model. False when it cannot be read: the Qwen2-MoE

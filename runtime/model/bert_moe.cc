@@ -528,6 +528,11 @@ Status BertMoeModel::encode(const int32_t* ids, const int32_t* type_ids, int64_t
     add_norm(L.s1, L.ln1_w, L.ln1_b);
     if (save) ops::copy(ex, resize_in(L.x_mid, T * D, m), x, bytes);
     times_.attention_s += seconds_since(&clk);
+    if (L.moe && capture_ && i < capture_->size()) {  // an explicit copy to the host
+      std::vector<float>& sink = (*capture_)[i];
+      sink.resize(sink.size() + static_cast<size_t>(T * D));
+      m->copy_to_host(sink.data() + sink.size() - T * D, x, bytes);
+    }
     if (L.moe) {
       // Training: the kept copy, since the router's backward reads its input again and x is
       // overwritten below.

@@ -205,6 +205,12 @@ class BertMoeModel : public Model {
   StatusOr<std::vector<std::unique_ptr<Router>>> replace_routers(const std::string& name,
                                                                  uint64_t seed,
                                                                  int64_t hidden) override;
+  // While set, every forward() / encode() appends each MoE layer's router input (the
+  // attention block's output LayerNorm, [T, D]) to (*sink)[layer] (model.h).
+  bool set_moe_input_capture(std::vector<std::vector<float>>* sink) override {
+    capture_ = sink;
+    return true;
+  }
   // MoE layers in layer order (dense layers skipped), for metrics and reports.
   std::vector<MoeLayer*> moe_layers();
   // Layer i's MoE layer, or null when it is dense.
@@ -293,6 +299,7 @@ class BertMoeModel : public Model {
   DeviceArray<uint8_t> mask_dev_;
   Memory* mem() const { return exec_->backend; }  // where every tensor of the model lives
   BertMoeTimes times_;
+  std::vector<std::vector<float>>* capture_ = nullptr;  // set_moe_input_capture
 };
 
 }  // namespace sy

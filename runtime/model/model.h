@@ -160,6 +160,14 @@ class Model {
   virtual StatusOr<std::vector<std::unique_ptr<Router>>> replace_routers(const std::string& name,
                                                                          uint64_t seed,
                                                                          int64_t hidden);
+  // While set, every forward() appends each MoE layer's router input (what its router reads, of
+  // this rank's T tokens, [T, D] row-major, host memory) to (*sink)[layer]; the caller sizes
+  // sink to num_layers() (dense layers' entries stay empty). Null stops capturing. Returns
+  // false for a model that cannot capture (the distillation warm start needs it).
+  virtual bool set_moe_input_capture(std::vector<std::vector<float>>* sink) {
+    (void)sink;
+    return false;
+  }
   // The step every MoE layer's collectives are tagged with from now on: the training step, or
   // the inference step (sequence batch, generated token). SY_FAULT's step=s matches it.
   void set_step(int64_t step);

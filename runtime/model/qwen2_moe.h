@@ -183,7 +183,10 @@ class Qwen2MoeModel : public Model {
   // While set, every forward() appends each MoE layer's router input (the RMS-normalized x of
   // its T tokens, [T, D] row-major) to (*sink)[layer]; the caller sizes sink to
   // num_hidden_layers (dense layers' entries stay empty). Null stops capturing.
-  void set_moe_input_capture(std::vector<std::vector<float>>* sink) { capture_ = sink; }
+  bool set_moe_input_capture(std::vector<std::vector<float>>* sink) override {
+    capture_ = sink;
+    return true;
+  }
 
   // Final hidden states of the last forward [T, D] (after model.norm).
   const Tensor& last_hidden() const { return hidden_; }

@@ -25,8 +25,9 @@ constexpr const char* kRouterFile = "router.safetensors";
 constexpr const char* kOptReplicatedFile = "optimizer-replicated.safetensors";
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kIndexFile = "model.safetensors.index.json";
+// GPT-2 / Hugging Face tokenizers, and BERT's WordPiece vocabulary (vocab.txt).
 constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json",
-                                           "encoder.json", "vocab.bpe"};
+                                           "encoder.json", "vocab.bpe", "vocab.txt"};
 constexpr int kFilesPerRank = 2;  // the experts' weights and their moments
 
 std::string RankFile(const char* kind, int r, int P) {

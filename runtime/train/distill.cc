@@ -195,23 +195,22 @@ StatusOr<DistillLayerReport> distill_router(Router& teacher, Router& student, co
   return rep;
 }
 
-StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* comm,
+StatusOr<DistillReport> warm_start_routers(Model& model, Communicator* comm,
                                            const std::string& router, uint64_t seed, int64_t hidden,
                                            const std::vector<std::vector<int32_t>>& my_seqs,
                                            const DistillConfig& cfg,
                                            const DistillProgress& on_layer) {
   const double t0 = now_seconds();
   SY_RETURN_IF_ERROR(cfg.validate());
-  const Qwen2MoeConfig& c = model.config();
   // Checks that could fail on one rank only are agreed on first, so no rank is left waiting in
   // a collective: token ids, sequence lengths, the number of sequences.
   std::string bad;
   for (const auto& seq : my_seqs) {
-    if (static_cast<int64_t>(seq.size()) > c.max_position_embeddings)
+    if (static_cast<int64_t>(seq.size()) > model.max_positions())
       bad = "warm start: a sequence of " + std::to_string(seq.size()) +
             " tokens exceeds max_position_embeddings";
     for (int32_t id : seq)
-      if (id < 0 || id >= c.vocab_size)
+      if (id < 0 || id >= model.vocab_size())
         bad = "warm start: token id " + std::to_string(id) + " outside the vocabulary";
   }
   int64_t flags[3] = {bad.empty() ? 0 : 1, static_cast<int64_t>(my_seqs.size()),
@@ -232,10 +231,12 @@ StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* c
   if (comm) comm->allreduce(&need, 1, ReduceOp::kMax, {"distill.seqs"});
 
   // The teachers' inputs: what the checkpoint's routers see in the model's own forward.
-  std::vector<std::vector<float>> x_L(static_cast<size_t>(c.num_hidden_layers));
+  std::vector<std::vector<float>> x_L(static_cast<size_t>(model.num_layers()));
   std::vector<int32_t> ids;
+  if (!model.set_moe_input_capture(&x_L))  // the same answer on every rank: no collective yet
+    return InvalidArgument("warm start: a " + model.model_type() +
+                           " model cannot capture its router inputs");
   model.set_replicated_tokens(false);  // every rank its own sequences, as in training
-  model.set_moe_input_capture(&x_L);
   Tensor logits;
   for (int64_t i = 0; i < need; ++i) {
     const std::vector<int32_t>& seq = my_seqs[static_cast<size_t>(i)];
@@ -259,7 +260,8 @@ StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* c
   rep.ranks = comm ? comm->size() : 1;
   rep.tokens = T;
   if (comm) comm->allreduce(&rep.tokens, 1, ReduceOp::kSum, {"distill.tokens"});
-  std::vector<MoeLayer*> layers = model.moe_layers();
+  std::vector<MoeLayer*> layers;  // by layer index, null for dense layers
+  for (int64_t l = 0; l < model.num_layers(); ++l) layers.push_back(model.moe_layer(l));
   for (MoeLayer* l : layers)
     if (l) rep.teacher = l->router().name();
   SY_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Router>> teachers,

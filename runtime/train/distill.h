@@ -30,7 +30,7 @@
 #include "comm/communicator.h"
 #include "routers/router.h"
 #include "runtime/core/status.h"
-#include "runtime/model/qwen2_moe.h"
+#include "runtime/model/model.h"
 
 namespace sy {
 
@@ -84,8 +84,10 @@ RoutingAgreement measure_agreement(Router& teacher, Router& student, const float
 // The train command's warm start. `model` was loaded with its checkpoint's routers (the
 // teachers) and train != kNone (kRouters usually), with comm. Runs the model forward on this
 // rank's sequences `my_seqs` (the same count on every rank; real token ids) capturing each MoE
-// layer's router inputs, then replaces every router with a fresh `router` (seed, hidden:
-// Qwen2MoeModel::replace_routers) and fits each to its old one. On return the model routes with
+// layer's router inputs (Model::set_moe_input_capture; a model without it is kInvalidArgument),
+// then replaces every router with a fresh `router` (seed, hidden: Model::replace_routers) and
+// fits each to its old one. Any Model: Qwen2-MoE decoders, BERT-MoE encoders (an encoder's
+// sequences run whole, as its forward does). On return the model routes with
 // the fitted students (config().router names them) and is in per-rank-tokens mode
 // (set_replicated_tokens(false)), router gradients zero. COLLECTIVE over comm; a bad config or
 // token id on any rank is an error on every rank.
@@ -93,7 +95,7 @@ RoutingAgreement measure_agreement(Router& teacher, Router& student, const float
 // done and in all and the seconds so far (progress lines: distillation takes minutes).
 using DistillProgress =
     std::function<void(const DistillLayerReport& layer, size_t done, size_t total, double seconds)>;
-StatusOr<DistillReport> warm_start_routers(Qwen2MoeModel& model, Communicator* comm,
+StatusOr<DistillReport> warm_start_routers(Model& model, Communicator* comm,
                                            const std::string& router, uint64_t seed, int64_t hidden,
                                            const std::vector<std::vector<int32_t>>& my_seqs,
                                            const DistillConfig& cfg,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end checks of `switchyard study` on a tiny Qwen2-MoE checkpoint, 2 ranks:
-#   1. bad input: an unknown router in the list, a router listed twice, a BERT checkpoint
-#      (exit 21, the reason named), nothing written;
+#   1. bad input: an unknown router in the list, a router listed twice, a dense BERT without
+#      --upcycle-experts, upcycling options on a Qwen2-MoE (exit 21, the reason named), nothing
+#      written; infer --router on a BERT-MoE distills the new router from the gate;
 #   2. linear (the model's gate), hash and mlp (distilled, fine-tuned) with int4 experts:
 #      study.json, study.md and study.html written; every router has its losses, latency,
 #      per-layer figures and loss curve (hash none: it has no gradient); the figures that come
@@ -11,7 +12,10 @@
 #   3. resumable: a rerun runs nothing and leaves the results as they are; a fault that kills
 #      the job during a router's fine-tuning loses none of the finished routers, and the rerun
 #      runs only the missing one; other settings rerun every router;
-#   4. a study folder of another model is refused (exit 21) and keeps its results.
+#   4. a study folder of another model is refused (exit 21) and keeps its results;
+#   5. BERT: a tiny bert_moe (linear, hash, mlp; masked LM, the corpus framed [CLS] ... [SEP]
+#      through its WordPiece vocabulary) and a tiny dense bert upcycled on load (linear, mlp):
+#      the same outputs and the same study_check.py recomputation.
 # Usage: study_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
@@ -38,15 +42,20 @@ expect 21 unknown-router study --routers linear,nosuch --out "$work/bad"
 check unknown-router-named grep -q "unknown router 'nosuch'" "$work/unknown-router.log"
 expect 21 twice study --routers mlp,mlp --out "$work/bad"
 check twice-named grep -q "'mlp' is listed twice" "$work/twice.log"
-expect 0 init-bert "$bin" init --arch bert_moe --set hidden_size=32 --set num_hidden_layers=1 \
-  --set num_attention_heads=2 --set intermediate_size=64 --out "$work/bert"
-expect 21 bert study_on "$work/bert" --routers linear --out "$work/bad"
-check bert-named grep -q "bert_moe checkpoint; study runs on decoders" "$work/bert.log"
+# A tiny BERT-MoE (8 experts top-2 in both layers) and a tiny dense BERT, with init's vocab.txt.
+bert_args=(--set hidden_size=32 --set num_hidden_layers=2 --set num_attention_heads=2
+  --set intermediate_size=64)
+expect 0 init-bert "$bin" init --arch bert_moe "${bert_args[@]}" --set moe_every=1 \
+  --out "$work/bert"
+expect 0 init-dense "$bin" init --arch bert "${bert_args[@]}" --out "$work/dense"
+expect 21 dense study_on "$work/dense" --routers linear --out "$work/bad"
+check dense-named grep -q "is a dense BERT (no routers): pass --upcycle-experts" "$work/dense.log"
+expect 21 qwen-upcycle study --upcycle-experts 4 --routers linear --out "$work/bad"
+check qwen-upcycle-named grep -q "apply to BERT checkpoints" "$work/qwen-upcycle.log"
 check bad-nothing-written test ! -e "$work/bad/study.json"
-# infer --router on a BERT-MoE checkpoint: no distillation there, so refused unless asked for
-# fresh routers.
-expect 21 bert-router "$bin" infer --model "$work/bert" --router mlp --token-ids 101,7592,102
-check bert-router-named grep -q "pass --no-distill" "$work/bert-router.log"
+# infer --router on a BERT-MoE checkpoint: distilled from the gate, or fresh with --no-distill.
+expect 0 bert-router "$bin" infer --model "$work/bert" --router mlp --token-ids 101,7592,102
+check bert-router-distilled grep -q "router warm start: linear -> mlp" "$work/bert-router.log"
 expect 0 bert-router-fresh "$bin" infer --model "$work/bert" --router mlp --no-distill \
   --token-ids 101,7592,102
 
@@ -121,4 +130,57 @@ expect 0 init-other "$bin" init --arch qwen2_moe --set hidden_size=64 --set num_
 expect 21 other-model study_on "$work/other" --routers linear --out "$out"
 check other-model-named grep -q "holds a study of another model" "$work/other-model.log"
 check other-model-kept test -s "$out/routers/linear/result.json"
+
+# 5. BERT: the corpus through the checkpoint's WordPiece vocabulary, masked LM.
+bert_study() {
+  local model=$1
+  shift
+  timeout 300 mpirun --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS -x SY_FAULT \
+    -x SY_COLLECTIVE_TIMEOUT_S=60 "$bin" study --model "$model" --corpus excerpt --seq-len 32 \
+    --eval-tokens 512 --batch 2 --distill-iters 10 --set latency_repeats=3 \
+    --set latency_tokens=128 "$@"
+}
+# bert_figures STUDY ROUTERS LAYERS: every router's losses, latency, load and curve, masked LM.
+bert_figures() {
+  python3 - "$1/study.json" "$2" "$3" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+want, n_layers = sys.argv[2].split(","), int(sys.argv[3])
+rs = {r["router"]: r for r in s["routers"]}
+assert list(rs) == want, list(rs)
+assert s["settings"]["objective"] == "masked LM", s["settings"]
+for name, r in rs.items():
+    for k in ("loss_gate", "loss_warm", "loss_tuned", "tokens_per_s"):
+        assert r[k] > 0, (name, k, r.get(k))
+    assert len(r["layers"]) == n_layers, name
+    for l in r["layers"]:
+        assert l["router_us_per_1k"] > 0 and l["gemm_us_per_1k"] > 0, (name, l)
+        assert sum(int(x) for x in l["load_per_expert"]) == 512 * s["top_k"], (name, l)
+    assert r["loss_gate"] == rs["linear"]["loss_gate"], name
+assert rs["linear"]["warm_start"].startswith("none")
+assert rs["mlp"]["warm_start"] == "distilled" and rs["mlp"]["distill_top1"] > 0
+assert len(rs["mlp"]["curve"]) == 3
+assert "hash" not in rs or not rs["hash"].get("curve")
+print("ok")
+EOF
+}
+bout=$work/bert-study
+expect 0 bert-study bert_study "$work/bert" --routers linear,hash,mlp --steps 3 --quantize int4 \
+  --out "$bout"
+for f in study.json study.md study.html; do check "bert-wrote-$f" test -s "$bout/$f"; done
+check bert-figures bert_figures "$bout" linear,hash,mlp 2
+check bert-md-objective grep -q "Every loss is the masked LM loss" "$bout/study.md"
+check bert-banner grep -q "held-out sequences of 32; masked LM$" "$work/bert-study.log"
+expect 0 bert-recompute python3 "$src/tests/launch/study_check.py" "$bout"
+cat "$work/bert-recompute.log"
+uout=$work/upcycled-study
+expect 0 upcycled bert_study "$work/dense" --upcycle-experts 4 --experts-top-k 2 \
+  --upcycle-noise 0.01 --routers linear,mlp --steps 3 --quantize none --out "$uout"
+check upcycled-figures bert_figures "$uout" linear,mlp 2
+check upcycled-banner grep -q "masked LM, upcycled on load" "$work/upcycled.log"
+check upcycled-baseline-said grep -q "its gate, the baseline, is a freshly initialized linear" \
+  "$uout/study.md"
+check upcycled-gate-named grep -q "upcycled model's fresh linear router" "$uout/study.json"
+expect 0 upcycled-recompute python3 "$src/tests/launch/study_check.py" "$uout"
+cat "$work/upcycled-recompute.log"
 exit $fail
