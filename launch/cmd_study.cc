@@ -322,10 +322,11 @@ Status CheckFolder(const std::string& dir, const switchyard::StudySettings& want
   return Status::Ok();
 }
 
+// FNV-1a over every byte of the settings' serialization (which holds zero bytes) and the router.
 std::string RouterHash(const switchyard::StudySettings& st, const std::string& router) {
-  std::string text;
-  st.SerializeToString(&text);
-  return Hex(fnv1a64((text + "|" + router).c_str()));
+  std::string bytes;
+  st.SerializeToString(&bytes);
+  return Hex(fnv1a64(bytes + "|" + router));
 }
 
 // Median of a timed callable's repeats, in microseconds.
@@ -602,9 +603,9 @@ class RouterRun {
   Status Figures(switchyard::RouterStudy* out) {
     SY_ASSIGN_OR_RETURN(switchyard::ClusterReport cr, load_run_report(report_dir_));
     SY_ASSIGN_OR_RETURN(Trace trace, read_trace(trace_dir_));
-    // The trace replayed at this P: at the run's own capacity (ranks per token), 1.0 and 1.25.
+    // The trace replayed at this P through the runtime's capacity plan at 1.0 and 1.25.
     std::vector<RouterProjection> replays;
-    for (double c : {std::nan(""), 1.0, 1.25}) {
+    for (double c : {1.0, 1.25}) {
       ProjectOptions po;
       po.ranks = {P_};
       po.capacity_factor = c;
@@ -616,7 +617,7 @@ class RouterRun {
       replays.push_back(std::move(rp));
     }
     const RoutingMetricsConfig mc;
-    return study_figures(cr, replays[0], replays[1], replays[2],
+    return study_figures(cr, kept_ranks_per_token(trace, P_), replays[0], replays[1],
                          mc.collapse_threshold(d_.shape.num_experts, d_.shape.top_k), out);
   }
 

@@ -37,26 +37,47 @@ double Fraction(int64_t part, int64_t whole) {
   return whole > 0 ? static_cast<double>(part) / static_cast<double>(whole) : 0;
 }
 
-// Mean distinct ranks a token's kept rows go to: the replay's histogram [K+1].
-double MeanFanout(const std::vector<int64_t>& hist) {
-  int64_t tokens = 0, sum = 0;
-  for (size_t n = 0; n < hist.size(); ++n) {
-    tokens += hist[n];
-    sum += static_cast<int64_t>(n) * hist[n];
-  }
-  return Fraction(sum, tokens);
-}
-
 }  // namespace
 
-Status study_figures(const switchyard::ClusterReport& cr, const RouterProjection& own,
-                     const RouterProjection& c100, const RouterProjection& c125,
-                     double collapse_threshold, switchyard::RouterStudy* out) {
+std::vector<double> kept_ranks_per_token(const Trace& trace, int P) {
+  const TraceMeta& m = trace.meta();
+  const int64_t per_rank = std::max<int64_t>(1, m.experts / P);
+  std::vector<double> out(static_cast<size_t>(m.layers()), 0);
+  const int64_t tokens = trace.tokens();
+  for (size_t l = 0; l < out.size(); ++l) {
+    int64_t sum = 0;
+    for (const TraceShard& sh : trace.shards) {
+      const TraceLayer& tl = sh.layers[l];
+      const int64_t N = static_cast<int64_t>(sh.token_id_N.size());
+      const int64_t K = N > 0 ? static_cast<int64_t>(tl.topk_ids_NK.size()) / N : 0;
+      std::vector<int64_t> seen(static_cast<size_t>(P), -1);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) {
+          const size_t i = static_cast<size_t>(n * K + k);
+          if (!tl.kept_NK[i]) continue;
+          const int64_t r = std::min<int64_t>(P - 1, tl.topk_ids_NK[i] / per_rank);
+          if (seen[static_cast<size_t>(r)] != n) {
+            seen[static_cast<size_t>(r)] = n;
+            ++sum;
+          }
+        }
+    }
+    out[l] = Fraction(sum, tokens);
+  }
+  return out;
+}
+
+Status study_figures(const switchyard::ClusterReport& cr,
+                     const std::vector<double>& ranks_per_token, const RouterProjection& c100,
+                     const RouterProjection& c125, double collapse_threshold,
+                     switchyard::RouterStudy* out) {
   const int P = cr.world_size();
   const size_t L = static_cast<size_t>(cr.layers_size());
-  for (const RouterProjection* rp : {&own, &c100, &c125})
+  for (const RouterProjection* rp : {&c100, &c125})
     if (rp->points.size() != 1 || rp->points[0].layers.size() != L)
       return BadInput("study: the trace's MoE layers do not match the load reports'");
+  if (ranks_per_token.size() != L)
+    return BadInput("study: the trace's MoE layers do not match the load reports'");
   while (static_cast<size_t>(out->layers_size()) < L) out->add_layers();
   switchyard::StudyLayer* all = out->mutable_overall();
   all->Clear();
@@ -95,10 +116,9 @@ Status study_figures(const switchyard::ClusterReport& cr, const RouterProjection
     sl->set_rank_load_cv(rcv);
     sl->set_local_fraction(Fraction(local, rows));
     sl->set_bytes_between_ranks_per_token(Fraction(bytes_out, m.tokens()));
-    const LayerProjection& o = own.points[0].layers[i];
     const LayerProjection& a = c100.points[0].layers[i];
     const LayerProjection& b = c125.points[0].layers[i];
-    sl->set_ranks_per_token(MeanFanout(o.fanout_ranks_hist));
+    sl->set_ranks_per_token(ranks_per_token[i]);
     sl->set_drop_fraction_c1(Fraction(a.dropped, a.routed));
     sl->set_drop_fraction_c125(Fraction(b.dropped, b.routed));
     const auto& t = lr.mean_times();

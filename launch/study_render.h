@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "proto/report.pb.h"
 #include "proto/study.pb.h"
@@ -16,13 +17,19 @@
 
 namespace sy::launch {
 
+// The mean over tokens of the distinct ranks a token's KEPT rows went to, per MoE layer, from
+// the measured pass's trace (expert e on rank e / (E/P)): an expert-choice router offers each
+// token to every expert, and only what the experts took moves.
+std::vector<double> kept_ranks_per_token(const Trace& trace, int P);
+
 // Fills out->layers (matched by position: the i-th MoE layer; the latency fields are kept)
-// and out->overall from the merged report `cr` of the measured pass and three replays of its
-// trace at the pass's P: at the run's own capacity factor (`own`: ranks per token), at 1.0
-// and at 1.25 (drops). BadInput when their layers do not line up.
-Status study_figures(const switchyard::ClusterReport& cr, const RouterProjection& own,
-                     const RouterProjection& c100, const RouterProjection& c125,
-                     double collapse_threshold, switchyard::RouterStudy* out);
+// and out->overall from the merged report `cr` of the measured pass, its ranks per token
+// (kept_ranks_per_token) and two replays of its trace at the pass's P, at capacity factors
+// 1.0 and 1.25 (drops). BadInput when their layers do not line up.
+Status study_figures(const switchyard::ClusterReport& cr,
+                     const std::vector<double>& ranks_per_token, const RouterProjection& c100,
+                     const RouterProjection& c125, double collapse_threshold,
+                     switchyard::RouterStudy* out);
 
 // The terminal summary: one line per router.
 std::string study_text(const switchyard::Study& s);

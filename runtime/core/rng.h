@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "runtime/kernels/math.h"
 
@@ -22,10 +23,14 @@ SY_HD inline uint64_t hash_combine(uint64_t a, uint64_t b) {
 }
 
 // FNV-1a of a string: a stable stream id for a parameter name (std::hash is not stable).
-inline uint64_t fnv1a64(const char* s) {
+// The std::string form hashes every byte (binary data with zero bytes included).
+inline uint64_t fnv1a64(const std::string& s) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (; *s; ++s) h = (h ^ static_cast<unsigned char>(*s)) * 0x100000001b3ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
   return h;
+}
+inline uint64_t fnv1a64(const char* s) {
+  return fnv1a64(std::string(s));
 }
 
 // Uniform in [0, 1) from 53 bits.

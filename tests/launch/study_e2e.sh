@@ -8,7 +8,8 @@
 #      per-layer figures and loss curve (hash none: it has no gradient); the figures that come
 #      from the traces and reports (load per expert, drops at c = 1.0, bytes to other ranks per
 #      token, ranks per token) recomputed independently from the saved traces
-#      (study_check.py); the page loads in headless Chromium with every chart;
+#      (study_check.py); the page loads in headless Chromium with every chart; the four routers
+#      beyond the paper recomputed the same way (expert choice: kept slots only, load max/mean 1);
 #   3. resumable: a rerun runs nothing and leaves the results as they are; a fault that kills
 #      the job during a router's fine-tuning loses none of the finished routers, and the rerun
 #      runs only the missing one; other settings rerun every router;
@@ -103,6 +104,17 @@ if [ -n "$browser" ]; then
 else
   echo "SKIP page: chromium absent (launch/setup.sh --deps installs it)"
 fi
+
+# The routers beyond the paper's: expert choice (every token offered to all experts, only the
+# taken ones move) and the bias-balanced sigmoid router, recomputed from their traces too.
+expect 0 study-new study --routers expert_choice,sigmoid_bias,noisy_topk,sinkhorn --steps 2 \
+  --quantize int4 --out "$work/study-new"
+expect 0 recompute-new python3 "$src/tests/launch/study_check.py" "$work/study-new"
+cat "$work/recompute-new.log"
+check expert-choice-balanced python3 -c "import json,sys
+r = json.load(open(sys.argv[1]))['routers'][0]
+assert r['router'] == 'expert_choice' and r['overall']['expert_load_max_over_mean'] == 1, r['overall']" \
+  "$work/study-new/study.json"
 
 # 3. Resumable.
 stamp() { stat -c %Y "$out/routers/$1/result.json"; }
