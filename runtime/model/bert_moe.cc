@@ -315,7 +315,7 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
     SY_RETURN_IF_ERROR(m->load_layer(ck, opt, upcycle, i));
-  m->move_weights_to(m->mem());  // read on the host, used where the model runs
+  m->move_weights_to(m->mem());       // read on the host, used where the model runs
   if (opt.train == ModelTrain::kAll)  // gradients of every replicated tensor
     for (auto& [name, slot] : m->replicated_slots())
       if (!slot.first->empty()) *slot.second = Tensor(slot.first->shape, m->mem());

@@ -120,7 +120,7 @@ struct MoePhaseTimes {
 // once, here. Counts are (token, slot) assignments of this rank's unmasked tokens, straight
 // from the capacity plan; per expert over the GLOBAL experts [E].
 struct MoeStepStats {
-  int64_t T = 0;                                     // tokens passed to forward()
+  int64_t T = 0;       // tokens passed to forward()
   int64_t tokens = 0;  // of those, unmasked (routed = tokens * K, except for expert choice)
   int64_t routed = 0, kept = 0, dropped = 0;         // kept + dropped = routed
   std::vector<int64_t> routed_E, kept_E, dropped_E;  // [E]

@@ -50,8 +50,8 @@ struct TrainState {
 };
 
 struct SaveRequest {
-  std::string root;                // the checkpoint root (--checkpoint-dir)
-  Model* model = nullptr;          // COLLECTIVE: the same model on every rank
+  std::string root;        // the checkpoint root (--checkpoint-dir)
+  Model* model = nullptr;  // COLLECTIVE: the same model on every rank
   const AdamW* optimizer = nullptr;
   TrainState state;                      // state.step names the folder
   const HfCheckpoint* source = nullptr;  // frozen experts and tokenizer files come from here

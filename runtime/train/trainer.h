@@ -178,11 +178,11 @@ class Trainer {
   double router_lr_scale_ = 1.0;
   double aux_coef_ = 0, aux_sum_ = 0;
   Tensor logits_;
-  DeviceArray<float> dlogits_;        // where the model runs
+  DeviceArray<float> dlogits_;  // where the model runs
   MlmConfig mlm_;
   bool mlm_set_ = false;
   std::vector<std::vector<int32_t>> inputs_, targets_;  // host, one per sequence of the step
-  DeviceArray<int32_t> targets_dev_;  // where the model runs
+  DeviceArray<int32_t> targets_dev_;                    // where the model runs
 };
 
 }  // namespace sy
