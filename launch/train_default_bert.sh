@@ -19,27 +19,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 steps=2000 warmup=100 ranks=2 out=models/default-bert force=0
-while [ $# -gt 0 ]; do
-  case $1 in
-    --quick) steps=200 warmup=20 ;;
-    --steps) steps=$2; shift ;;
-    --ranks) ranks=$2; shift ;;
-    --out) out=$2; shift ;;
-    --force) force=1 ;;
-    *) echo "train_default_bert.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-  shift
-done
-bin=build/switchyard
-[ -x "$bin" ] || { echo "train_default_bert.sh: build first (bash launch/setup.sh)" >&2; exit 2; }
+source launch/recipe_lib.sh
+recipe_args train_default_bert.sh 200 20 "$@"
+recipe_begin train_default_bert.sh
 [ -d data/third_party/sotu ] || bash launch/setup.sh --data
-work=$out.work
-if [ "$force" = 1 ]; then rm -rf "$out" "$work"; fi
-if [ -d "$out" ] && [ ! -d "$work" ]; then
-  echo "train_default_bert.sh: $out exists (pass --force to rebuild it)"
-  exit 0
-fi
-mkdir -p "$work"
 # 1. The initial weights (seeded), with the WordPiece vocabulary beside them.
 if [ ! -f "$work/init/config.json" ]; then
   "$bin" init --arch bert_moe --seed 7 --out "$work/init"
@@ -50,8 +33,5 @@ bash launch/mpirun.sh "$ranks" train --what all --model "$work/init" --corpus so
   --weight-decay 0.01 --aux-loss 0.05 --eval-every 500 --checkpoint-dir "$work/ckpt" \
   --save-every 50 --keep-last 1 --resume --log-every 10
 # 3. Publish: the finished checkpoint folder becomes the model.
-rm -rf "$out"
-mv "$work/ckpt" "$out"
-rm -rf "$work"
-echo "train_default_bert.sh: wrote $out ($(du -sh "$out" | cut -f1)); try:"
+recipe_publish train_default_bert.sh
 echo "  bash launch/mpirun.sh 2 study --model $out --out out/study-bert"
