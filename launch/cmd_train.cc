@@ -552,7 +552,8 @@ int RunTrain(const CommandConfig& cc) {
 void add_train_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "train",
-      "Fine-tune the routers (or train everything) of a Qwen2-MoE checkpoint across the "
+      "Fine-tune the routers (or train everything) of a Qwen2-MoE or BERT-MoE (masked LM) "
+      "checkpoint across the "
       "MPI ranks: data + expert parallel, AdamW, checkpoints that resume bitwise");
   auto c = std::make_shared<CommandConfig>(cmd, switchyard::TrainConfig::default_instance());
   c->add_config_options();
