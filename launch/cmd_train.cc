@@ -1,7 +1,8 @@
 // `switchyard train`: router fine-tuning (--what routers) or full training (--what all) of a
-// Qwen2-MoE checkpoint across the MPI ranks, data parallel (each rank its own sequences) and
-// expert parallel (each rank its E/P experts), with AdamW (runtime/train/trainer.h), saved and
-// resumed without losing a step (runtime/train/checkpoint.h).
+// Qwen2-MoE checkpoint (a BERT / BERT-MoE one: launch/train_bert.h, masked LM) across the MPI
+// ranks, data parallel (each rank its own sequences) and expert parallel (each rank its E/P
+// experts), with AdamW (runtime/train/trainer.h), saved and resumed without losing a step
+// (runtime/train/checkpoint.h).
 //
 //   mpirun -np 4 switchyard train --what routers --router mlp_hadamard --model DIR
 //       --steps 50 --checkpoint-dir C --save-every 10 [--resume]
