@@ -279,19 +279,18 @@ std::string projection_json(const std::vector<RouterProjection>& rs, const Proje
         jp["layers"].push_back(layer_json(l, pt, row_bytes, opt.pairs_max_ranks));
       for (const MeasuredPoint& m : pt.measured) {
         const MeasuredSummary a = measured_summary(m, pt);
-        jp["measured"].push_back(
-            {{"dir", m.dir},
-             {"numbers_compared", m.numbers_compared},
-             {"counts_equal", m.first_difference.empty()},
-             {"first_difference", m.first_difference},
-             {"exchange_s", m.exchange_s},
-             {"compute_s", m.compute_s},
-             {"exchange_s_mean", a.exchange_s},
-             {"projected_exchange_s_mean", a.projected_exchange_s},
-             {"exchange_error_pct", a.exchange_error_pct},
-             {"compute_s_mean", a.compute_s},
-             {"projected_compute_s_mean", a.projected_compute_s},
-             {"compute_error_pct", a.compute_error_pct}});
+        jp["measured"].push_back({{"dir", m.dir},
+                                  {"numbers_compared", m.numbers_compared},
+                                  {"counts_equal", m.first_difference.empty()},
+                                  {"first_difference", m.first_difference},
+                                  {"exchange_s", m.exchange_s},
+                                  {"compute_s", m.compute_s},
+                                  {"exchange_s_mean", a.exchange_s},
+                                  {"projected_exchange_s_mean", a.projected_exchange_s},
+                                  {"exchange_error_pct", a.exchange_error_pct},
+                                  {"compute_s_mean", a.compute_s},
+                                  {"projected_compute_s_mean", a.projected_compute_s},
+                                  {"compute_error_pct", a.compute_error_pct}});
       }
       jr["points"].push_back(std::move(jp));
     }
