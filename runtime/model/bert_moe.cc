@@ -624,15 +624,9 @@ std::vector<ModelParam> BertMoeModel::parameters() {
   std::vector<ModelParam> out;
   for (auto& [name, slot] : replicated_slots())
     out.push_back({name, slot.first, slot.second->empty() ? nullptr : slot.second, false, false});
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    if (!layers_[i].moe) continue;
-    for (auto& [name, p] : layers_[i].moe->named_params()) {
-      const bool expert = name.rfind("experts.", 0) == 0;
-      out.push_back({LayerName(static_cast<int64_t>(i), "moe." + name), &p->value,
-                     p->grad.empty() ? nullptr : &p->grad, expert, !expert,
-                     name.rfind("gate.", 0) == 0});
-    }
-  }
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].moe)
+      append_moe_params(*layers_[i].moe, LayerName(static_cast<int64_t>(i), "moe."), &out);
   return out;
 }
 
@@ -748,13 +742,8 @@ StatusOr<std::vector<std::unique_ptr<Router>>> BertMoeModel::replace_routers(
     rc.num_experts = cfg_.num_experts;
     rc.top_k = cfg_.num_experts_per_tok;
     SY_ASSIGN_OR_RETURN(fresh[i], make_router(rc));
-    fresh[i]->init_from(layers_[i].moe->router());
   }
-  std::vector<std::unique_ptr<Router>> old(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    if (!layers_[i].moe) continue;
-    SY_ASSIGN_OR_RETURN(old[i], layers_[i].moe->replace_router(std::move(fresh[i])));
-  }
+  SY_ASSIGN_OR_RETURN(auto old, install_routers(std::move(fresh)));
   cfg_ = next;
   return old;
 }

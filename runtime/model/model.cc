@@ -35,6 +35,27 @@ StatusOr<std::vector<std::unique_ptr<Router>>> Model::replace_routers(const std:
                          " is not supported after load");
 }
 
+StatusOr<std::vector<std::unique_ptr<Router>>> Model::install_routers(
+    std::vector<std::unique_ptr<Router>> fresh) {
+  std::vector<std::unique_ptr<Router>> old(fresh.size());
+  for (size_t i = 0; i < fresh.size(); ++i) {
+    MoeLayer* l = moe_layer(static_cast<int64_t>(i));
+    if (!l || !fresh[i]) continue;
+    fresh[i]->init_from(l->router());
+    SY_ASSIGN_OR_RETURN(old[i], l->replace_router(std::move(fresh[i])));
+  }
+  return old;
+}
+
+void Model::append_moe_params(MoeLayer& moe, const std::string& prefix,
+                              std::vector<ModelParam>* out) {
+  for (auto& [name, p] : moe.named_params()) {
+    const bool expert = name.rfind("experts.", 0) == 0;
+    out->push_back({prefix + name, &p->value, p->grad.empty() ? nullptr : &p->grad, expert, !expert,
+                    name.rfind("gate.", 0) == 0});
+  }
+}
+
 void Model::zero_grad() {
   for (ModelParam& p : parameters())
     if (p.grad) p.grad->zero();

@@ -168,6 +168,20 @@ class Model {
     (void)sink;
     return false;
   }
+
+ protected:
+  // For replace_routers: fresh[i] (built for MoE layer i; null for dense layers) starts from
+  // the layer's router where it can (Router::init_from: hybrid from a linear gate routes
+  // bitwise like it), then takes its place; returns the old routers, indexed by layer.
+  StatusOr<std::vector<std::unique_ptr<Router>>> install_routers(
+      std::vector<std::unique_ptr<Router>> fresh);
+  // For parameters(): MoE layer `moe`'s parameters appended to *out, each named prefix + its
+  // layer-local name: gate.* the router, experts.* this rank's routed experts, the rest the
+  // shared expert (the layer sums the gate's and the shared expert's gradients over the ranks).
+  static void append_moe_params(MoeLayer& moe, const std::string& prefix,
+                                std::vector<ModelParam>* out);
+
+ public:
   // The step every MoE layer's collectives are tagged with from now on: the training step, or
   // the inference step (sequence batch, generated token). SY_FAULT's step=s matches it.
   void set_step(int64_t step);

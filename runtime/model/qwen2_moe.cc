@@ -396,15 +396,9 @@ StatusOr<std::vector<std::unique_ptr<Router>>> Qwen2MoeModel::replace_routers(
     rc.seed = seed + static_cast<uint64_t>(i);
     rc.vocab_size = c.vocab_size;
     SY_ASSIGN_OR_RETURN(fresh[i], make_router(rc));
-    // A router that can start from the old one does (hybrid from the linear gate: W x + 0 *
-    // MLP(x), the gate's routing bitwise; routers/hybrid.cc).
-    fresh[i]->init_from(layers_[i].moe->router());
   }
-  std::vector<std::unique_ptr<Router>> old(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    if (!layers_[i].moe) continue;
-    SY_ASSIGN_OR_RETURN(old[i], layers_[i].moe->replace_router(std::move(fresh[i])));
-  }
+  // Each starts from the old one where it can (hybrid from the linear gate; routers/hybrid.cc).
+  SY_ASSIGN_OR_RETURN(auto old, install_routers(std::move(fresh)));
   cfg_.router = name;
   cfg_.router_hidden = hidden > 0 ? hidden : RouterConfig::kDefaultHidden;  // explicit in files
   cfg_.router_seed = seed;
@@ -622,12 +616,7 @@ std::vector<Qwen2MoeParam> Qwen2MoeModel::parameters() {
     }
     // MoE parameters under their layer-local names: gate.<router param>, experts.<stacked>,
     // shared_expert.*, shared_expert_gate.weight.
-    for (auto& [name, p] : L.moe->named_params()) {
-      const bool expert = name.rfind("experts.", 0) == 0;
-      out.push_back({qwen2_moe_layer_name(li, "mlp." + name), &p->value,
-                     p->grad.empty() ? nullptr : &p->grad, expert, !expert,
-                     name.rfind("gate.", 0) == 0});
-    }
+    append_moe_params(*L.moe, qwen2_moe_layer_name(li, "mlp."), &out);
   }
   return out;
 }
