@@ -156,6 +156,7 @@ ModelOptions StudyModelOptions(const switchyard::StudyConfig& s) {
   opt.moe_every = s.moe_every();
   opt.experts_top_k = s.experts_top_k();
   opt.upcycle_noise = s.upcycle_noise();
+  opt.balance_rate = s.balance_rate();
   return opt;
 }
 
@@ -298,6 +299,7 @@ switchyard::StudySettings MakeSettings(const switchyard::StudyConfig& s, const S
   st.set_batch(s.batch());
   st.set_lr(s.lr());
   st.set_aux_loss(s.aux_loss());
+  st.set_balance_rate(s.balance_rate());
   st.set_capacity_factor(s.capacity_factor());
   st.set_data(s.token_file().empty() ? "corpus " + s.corpus() : "token file " + s.token_file());
   st.set_eval_tokens(s.eval_tokens());
@@ -793,6 +795,9 @@ void add_study_command(CLI::App& app) {
   c->option("--lr", "lr", "peak learning rate of the fine-tuning");
   c->option("--aux-loss", "aux_loss",
             "Switch load-balancing loss coefficient (< 0: the checkpoint's)");
+  c->option("--balance-rate", "balance_rate",
+            "gamma of the routers' balance bias, which shifts the choice toward balance after "
+            "each step (0: none; < 0: the checkpoint's)");
   c->option("--capacity-factor", "capacity_factor", "expert capacity of the runs (<= 0: dropless)");
   c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");
   c->option("--token-file", "token_file", "a binary token file instead of --corpus");

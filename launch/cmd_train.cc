@@ -65,6 +65,7 @@ struct TrainArgs {
   double clip = 0;
   double aux_loss = 0;  // < 0: the checkpoint's router_aux_loss_coef
   double router_lr_scale = 1;
+  double balance_rate = -1;  // < 0: the checkpoint's
   int64_t eval_every = 0;
   int64_t eval_tokens = 0;
   std::string corpus;
@@ -103,6 +104,7 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.clip = c.clip();
   a.aux_loss = c.aux_loss();
   a.router_lr_scale = c.router_lr_scale();
+  a.balance_rate = c.balance_rate();
   a.eval_every = c.eval_every();
   a.eval_tokens = c.eval_tokens();
   a.corpus = c.corpus();
@@ -226,6 +228,7 @@ Status PrepareTrain(const TrainArgs& a, Communicator& comm, TrainSetup* t) {
   opt.train = a.what == "all" ? Qwen2MoeTrain::kAll : Qwen2MoeTrain::kRouters;
   opt.router = "";  // the checkpoint's: the teacher of a replaced router (WarmStartRouter)
   opt.seed = a.seed;
+  opt.balance_rate = a.balance_rate;
   opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
   opt.capacity_factor = a.capacity_factor;
   SY_ASSIGN_OR_RETURN(opt.exec, backend_context(a.backend, a.deterministic));
@@ -583,6 +586,9 @@ void add_train_command(CLI::App& app) {
             "router_aux_loss_coef; 0: none)");
   c->option("--router-lr-scale", "router_lr_scale",
             "the routers' learning rate as a multiple of --lr (> 0)");
+  c->option("--balance-rate", "balance_rate",
+            "gamma of the routers' balance bias, which shifts the choice toward balance after "
+            "each step (0: none; < 0: the checkpoint's)");
   c->option("--eval-every", "eval_every", "held-out loss every M steps (0: start and end)");
   c->option("--eval-tokens", "eval_tokens", "tokens held out at the end of the data");
   c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");

@@ -105,6 +105,7 @@ class BertTrainRun {
     opt.expert_bits = c_.quantize() == "int8" ? 8 : c_.quantize() == "int4" ? 4 : 32;
     opt.capacity_factor = c_.capacity_factor();
     opt.seed = c_.seed();
+    opt.balance_rate = c_.balance_rate();
     SY_ASSIGN_OR_RETURN(opt.exec, backend_context(c_.backend(), c_.deterministic()));
     SY_ASSIGN_OR_RETURN(model_, load_model(*ck_, opt, &comm_));
     if (replace_router_) {  // fresh routers (no distillation warm start for BERT yet)

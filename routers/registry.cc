@@ -67,7 +67,15 @@ Status validate_router_config(const RouterConfig& cfg) {
 
 StatusOr<std::unique_ptr<Router>> make_router(const RouterConfig& cfg) {
   SY_RETURN_IF_ERROR(validate_router_config(cfg));
-  return find_router(cfg.name)->make(cfg);
+  std::unique_ptr<Router> r = find_router(cfg.name)->make(cfg);
+  if (cfg.balance_rate > 0.0f && r->balance_bias() == nullptr) {
+    if (!r->takes_balance_bias())
+      return InvalidArgument("router '" + cfg.name +
+                             "' does not choose by top-k of its scores: it takes no balance bias "
+                             "(balance_rate must be 0)");
+    r->add_balance_bias(kBalanceBiasName, cfg.balance_rate, /*by_sign=*/false);
+  }
+  return r;
 }
 
 }  // namespace sy

@@ -18,6 +18,8 @@ Status RouterConfig::validate() const {
   if (hidden < 0) err << "router hidden must be >= 0 (got " << hidden << "); ";
   if (num_heads < 1) err << "num_heads must be >= 1 (got " << num_heads << "); ";
   if (!(init_std >= 0.0f)) err << "init_std must be >= 0; ";
+  if (!(balance_rate >= 0.0f && balance_rate <= 1.0f))
+    err << "balance_rate must be in [0, 1] (got " << balance_rate << "); ";
   const std::string e = err.str();
   if (!e.empty()) return InvalidArgument("router '" + name + "': " + e.substr(0, e.size() - 2));
   return Status::Ok();
@@ -74,9 +76,52 @@ void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, Rou
   compute_scores(x_TD, token_ids_T, T, out->logits_TE.ptr());
   out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
   ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
+  if (balance_b_) {  // the choice: top-k of s + b; the weights stay the chosen probabilities
+    const std::vector<float> b = to_host(balance_b_->value.ptr(), E);
+    std::vector<float> biased = to_host(out->logits_TE.ptr(), T * E);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t e = 0; e < E; ++e) biased[static_cast<size_t>(t * E + e)] += b[e];
+    biased_TE_.resize({T, E}, mem());
+    from_host(biased_TE_.ptr(), biased);
+    choose_by(biased_TE_.ptr(), T, cfg_.norm_topk_prob, out);
+    return;
+  }
   ops::topk_rows(ctx(), out->probs_TE.ptr(), T, E, K, out->topk_ids_TK.data(),
                  out->topk_weights_TK.ptr());
   if (cfg_.norm_topk_prob) ops::normalize_rows(ctx(), out->topk_weights_TK.ptr(), T, K);
+}
+
+void Router::add_balance_bias(const std::string& name, float rate, bool by_sign) {
+  SY_CHECK(balance_b_ == nullptr) << "router '" << cfg_.name << "' already has a balance bias";
+  balance_b_ = add_state(name, {cfg_.num_experts});  // zero
+  balance_rate_ = rate;
+  balance_by_sign_ = by_sign;
+}
+
+void Router::after_step(const int64_t* load_E) {
+  if (!balance_b_) return;
+  const int64_t E = cfg_.num_experts;
+  double mean = 0;
+  for (int64_t e = 0; e < E; ++e) mean += static_cast<double>(load_E[e]);
+  mean /= static_cast<double>(E);
+  if (mean <= 0) return;  // no tokens this step
+  std::vector<float> b = to_host(balance_b_->value.ptr(), E);
+  for (int64_t e = 0; e < E; ++e) {
+    const double gap = mean - static_cast<double>(load_E[e]);
+    if (balance_by_sign_)
+      b[static_cast<size_t>(e)] += gap > 0 ? balance_rate_ : (gap < 0 ? -balance_rate_ : 0.0f);
+    else
+      b[static_cast<size_t>(e)] += static_cast<float>(balance_rate_ * gap / mean);
+  }
+  from_host(balance_b_->value.ptr(), b);
+}
+
+void Router::copy_balance_bias(const Router& other) {
+  const Param* theirs = other.balance_bias();
+  if (!balance_b_ || !theirs || theirs->name != balance_b_->name ||
+      theirs->value.shape != balance_b_->value.shape)
+    return;
+  balance_b_->value.data = theirs->value.data;  // keeps this router's memory
 }
 
 void Router::backward(const RouterGrads& g) {

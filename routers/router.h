@@ -26,6 +26,8 @@ namespace sy {
 
 // The router configs default to: the gate of Switch, Mixtral and Qwen-MoE (routers/linear.cc).
 inline constexpr char kDefaultRouterName[] = "linear";
+// The balance bias's parameter name (RouterConfig::balance_rate): mlp.gate.balance_bias.
+inline constexpr char kBalanceBiasName[] = "balance_bias";
 
 struct RouterConfig {
   std::string name = kDefaultRouterName;
@@ -38,6 +40,17 @@ struct RouterConfig {
   float init_std = 0.02f;
   uint64_t seed = 1234;
   int64_t vocab_size = 0;  // hash: token ids must be < vocab_size
+  // gamma of the load-balancing bias (auxiliary-loss-free balancing, Wang et al. 2024): > 0
+  // gives the router a state `balance_bias` b [E] (Router::takes_balance_bias()) that shifts the
+  // CHOICE only, top-k of s + b over the scores s, and that moves toward balance after every
+  // optimizer step in proportion to each expert's load error:
+  //   b_e += gamma * (mean load - load_e) / mean load.
+  // (Wang et al.'s sign update, gamma * sign(mean - load_e), cannot settle closer than gamma:
+  // where tokens' scores differ by less than that, as in a young model whose probabilities are
+  // near uniform, every token flips together and the load rotates instead of spreading.)
+  // 0: no bias. sigmoid_bias always has its own bias (in affinity units, DeepSeek-V3's sign
+  // update) and uses this gamma for it when > 0.
+  float balance_rate = 0.0f;
 
   static constexpr int64_t kDefaultHidden = 128;
   int64_t router_hidden() const { return hidden > 0 ? hidden : kDefaultHidden; }
@@ -134,8 +147,20 @@ class Router {
   // gradient) say so here; the trainer then calls after_step() after every optimizer update
   // (not after a skipped step) with load_E [E]: the assignments routed to each expert over the
   // whole step and every rank (summed over the ranks, so the same on every rank).
-  virtual bool updates_after_step() const { return false; }
-  virtual void after_step(const int64_t* /*load_E*/) {}
+  virtual bool updates_after_step() const { return balance_b_ != nullptr; }
+  virtual void after_step(const int64_t* load_E);
+  // True when this router's choice is top-k of its scores, so a balance bias can shift it
+  // (RouterConfig::balance_rate; make_router refuses the rate otherwise). Default: every
+  // learned router whose router chooses (not hash, not expert choice).
+  virtual bool takes_balance_bias() const { return differentiable() && !experts_choose(); }
+  // Adds the balance bias `name` [E] (zero) moved by `rate`, by the sign of each expert's load
+  // error or in proportion to it (RouterConfig::balance_rate); make_router() calls it when
+  // balance_rate > 0 (proportional), sigmoid_bias for its own bias (sign).
+  void add_balance_bias(const std::string& name, float rate, bool by_sign);
+  const Param* balance_bias() const { return balance_b_; }
+  // Copies other's balance bias into this router's when both have one in the same units (the
+  // same parameter name): a warm-started router then chooses like the one it replaces.
+  void copy_balance_bias(const Router& other);
 
   std::deque<Param>& params() { return params_; }
   const std::deque<Param>& params() const { return params_; }
@@ -174,6 +199,9 @@ class Router {
   RouterConfig cfg_;
   const ExecContext* exec_ = &default_context();
   std::deque<Param> params_;
+  Param* balance_b_ = nullptr;  // the balance bias b [E] (state), or null
+  float balance_rate_ = 0.0f;   // its gamma
+  bool balance_by_sign_ = false;
   bool training_ = false;
   int layer_ = 0;
   int64_t step_ = -1;
@@ -184,6 +212,7 @@ class Router {
   Tensor vals_TK_;        // chosen probabilities before renormalization
   Tensor dp_TE_, ds_TE_;  // backward scratch
   Tensor rank_vals_TK_;   // choose_by scratch
+  Tensor biased_TE_;      // the scores shifted by the balance bias (the choice)
 };
 
 }  // namespace sy

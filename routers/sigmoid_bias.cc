@@ -12,8 +12,9 @@
 //
 // b (`bias`, [E], starts at 0) is not learned by gradient (Router::add_state: no grad, never
 // touched by an optimizer). After every optimizer step the trainer calls after_step() with the
-// step's load over every rank (the same on every rank) and
-//   b_e += gamma * sign(mean_e' load_e' - load_e),  gamma = kBiasRate = 0.001 (DeepSeek-V3's),
+// step's load over every rank (the same on every rank) and (Router::after_step)
+//   b_e += gamma * sign(mean_e' load_e' - load_e),
+// gamma = RouterConfig::balance_rate when > 0, else kBiasRate = 0.001 (DeepSeek-V3's),
 // so an overloaded expert becomes less likely to be chosen and an idle one more. b is a
 // parameter of the router, so checkpoints save it and a resume restores it bitwise.
 // The ids of a token are ordered by a + b, not by probability. DeepSeek-V3's group-limited
@@ -34,22 +35,12 @@ constexpr float kBiasRate = 0.001f;
 class SigmoidBiasRouter final : public LinearScoresRouter {
  public:
   explicit SigmoidBiasRouter(const RouterConfig& cfg) : LinearScoresRouter(cfg) {
-    cfg_.norm_topk_prob = true;                 // the weights are the chosen affinities, normalized
-    b_ = add_state("bias", {cfg.num_experts});  // zero
+    cfg_.norm_topk_prob = true;  // the weights are the chosen affinities, normalized
+    add_balance_bias("bias", cfg.balance_rate > 0.0f ? cfg.balance_rate : kBiasRate,
+                     /*by_sign=*/true);
   }
-  bool updates_after_step() const override { return true; }
-  void after_step(const int64_t* load_E) override {
-    const int64_t E = cfg_.num_experts;
-    double mean = 0;
-    for (int64_t e = 0; e < E; ++e) mean += static_cast<double>(load_E[e]);
-    mean /= static_cast<double>(E);
-    std::vector<float> b = to_host(b_->value.ptr(), E);
-    for (int64_t e = 0; e < E; ++e) {
-      const double gap = mean - static_cast<double>(load_E[e]);
-      b[static_cast<size_t>(e)] += gap > 0 ? kBiasRate : (gap < 0 ? -kBiasRate : 0.0f);
-    }
-    from_host(b_->value.ptr(), b);
-  }
+  // Its own bias, in affinity units, is the balance bias (RouterConfig::balance_rate is its gamma).
+  bool takes_balance_bias() const override { return false; }
 
  protected:
   // s = log sigmoid(W x); caches a = sigmoid(W x) on the host for the choice and the backward.
@@ -80,7 +71,7 @@ class SigmoidBiasRouter final : public LinearScoresRouter {
     out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
     ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
     // The choice: top-k of a + b.
-    const std::vector<float> b = to_host(b_->value.ptr(), E);
+    const std::vector<float> b = to_host(balance_b_->value.ptr(), E);
     std::vector<float> biased(a_.size());
     for (int64_t t = 0; t < T; ++t)
       for (int64_t e = 0; e < E; ++e) {
@@ -93,9 +84,7 @@ class SigmoidBiasRouter final : public LinearScoresRouter {
   }
 
  private:
-  Param* b_;
   std::vector<float> a_;  // host: sigmoid(W x) of the last forward
-  Tensor biased_TE_;
 };
 
 std::unique_ptr<Router> make_sigmoid_bias_router(const RouterConfig& cfg) {

@@ -40,6 +40,7 @@ class SinkhornRouter final : public LinearScoresRouter {
   // and iteration, training only) are not counted.
   explicit SinkhornRouter(const RouterConfig& cfg) : LinearScoresRouter(cfg) {}
   bool batch_dependent() const override { return training(); }
+  bool takes_balance_bias() const override { return false; }  // it balances by its own iterations
 
  protected:
   void route(const float* x_TD, const int32_t* token_ids_T, int64_t T, RouterOutput* out) override {

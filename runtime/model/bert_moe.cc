@@ -43,6 +43,7 @@ RouterConfig RouterFor(const BertMoeConfig& c, const RouterConfig& base, int64_t
   r.norm_topk_prob = c.norm_topk_prob;
   r.vocab_size = c.vocab_size;
   r.seed = base.seed + static_cast<uint64_t>(i);
+  r.balance_rate = static_cast<float>(c.router_balance_rate);
   return r;
 }
 
@@ -89,6 +90,7 @@ StatusOr<BertMoeConfig> BertMoeConfig::from_json(const JsonConfigReader& r) {
   SY_ASSIGN_OR_RETURN(c.router, r.get_string("router", kDefaultRouterName));
   SY_ASSIGN_OR_RETURN(c.router_hidden, r.get_int("router_hidden", 0, 1 << 16, 0));
   SY_ASSIGN_OR_RETURN(c.router_num_heads, r.get_int("router_num_heads", 1, 1024, 1));
+  SY_ASSIGN_OR_RETURN(c.router_balance_rate, r.get_float("router_balance_rate", 0.0, 1.0, 0.0));
   RouterConfig rc = RouterFor(c, RouterConfig(), 0);
   rc.d_model = c.hidden_size;
   rc.num_experts = c.num_experts;
@@ -126,6 +128,7 @@ json BertMoeConfig::to_json() const {
     j["router"] = router;
     j["router_hidden"] = router_hidden;
     j["router_num_heads"] = router_num_heads;
+    if (router_balance_rate > 0) j["router_balance_rate"] = router_balance_rate;
   }
   return j;
 }
@@ -233,6 +236,7 @@ StatusOr<std::unique_ptr<BertMoeModel>> BertMoeModel::load(const HfCheckpoint& c
   m->comm_ = comm;
   if (opt.exec) m->exec_ = opt.exec;
   BertMoeConfig& c = m->cfg_;
+  if (opt.balance_rate >= 0) c.router_balance_rate = opt.balance_rate;
   if (opt.num_experts < 0 || opt.moe_every < 0 || opt.top_k < 0)
     return InvalidArgument("bert_moe: num_experts, moe_every and top_k must be >= 0");
   if (opt.expert_bits != 32 && opt.expert_bits != 8 && opt.expert_bits != 4)
@@ -402,8 +406,11 @@ Status BertMoeModel::load_layer(const HfCheckpoint& ck, const BertMoeOptions& op
     }
     L.w1 = L.b1 = L.w2 = L.b2 = Tensor();  // the dense FFN lives on as the experts
   } else {
-    for (Param& p : moe.router().params())
-      SY_RETURN_IF_ERROR(ck.read_into(LayerName(i, "moe.gate." + p.name), &p.value));
+    for (Param& p : moe.router().params()) {
+      const std::string name = LayerName(i, "moe.gate." + p.name);
+      if (p.name == kBalanceBiasName && !ck.has(name)) continue;  // zero (a new balance bias)
+      SY_RETURN_IF_ERROR(ck.read_into(name, &p.value));
+    }
     Memory* em = fc1->value.memory();
     for (int64_t e = 0; e < e_local; ++e) {
       const int64_t j = global[e];
@@ -815,6 +822,7 @@ StatusOr<std::unique_ptr<Model>> LoadBert(const HfCheckpoint& ck, const ModelOpt
   b.expert_bits = opt.expert_bits;
   b.quant_group = opt.quant_group;
   b.seed = opt.seed;
+  b.balance_rate = opt.balance_rate;
   b.placement = opt.placement;
   b.exec = opt.exec;
   SY_ASSIGN_OR_RETURN(auto m, BertMoeModel::load(ck, b, comm));

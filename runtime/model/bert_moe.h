@@ -101,6 +101,8 @@ struct BertMoeConfig {
   std::string router = kDefaultRouterName;
   int64_t router_hidden = 0;
   int64_t router_num_heads = 1;
+  // "router_balance_rate" (written when > 0): RouterConfig::balance_rate of every MoE router.
+  double router_balance_rate = 0.0;
 
   bool is_moe() const { return num_experts > 0; }
   bool is_moe_layer(int64_t layer) const { return num_experts > 0 && (layer + 1) % moe_every == 0; }
@@ -149,10 +151,11 @@ struct BertMoeOptions {
   // element from (seed, tensor name, global expert j): the same on any number of ranks.
   // Biases are copied exactly. 0 = exact copies.
   float upcycle_noise = 0.0f;
-  int expert_bits = 32;       // 32, or 8 / 4: expert fc1/fc2 quantized at load (biases fp32)
-  int64_t quant_group = 128;  // input columns per scale when quantized
-  uint64_t seed = 1234;       // upcycling noise
-  ModelPlacement placement;   // which rank holds which experts (null map: contiguous)
+  int expert_bits = 32;        // 32, or 8 / 4: expert fc1/fc2 quantized at load (biases fp32)
+  int64_t quant_group = 128;   // input columns per scale when quantized
+  uint64_t seed = 1234;        // upcycling noise
+  double balance_rate = -1.0;  // RouterConfig::balance_rate of every router; < 0: config.json's
+  ModelPlacement placement;    // which rank holds which experts (null map: contiguous)
   // Where the model runs (backend, deterministic flag: make_context()); null =
   // default_context(). Must outlive the model.
   const ExecContext* exec = nullptr;

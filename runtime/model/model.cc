@@ -42,6 +42,7 @@ StatusOr<std::vector<std::unique_ptr<Router>>> Model::install_routers(
     MoeLayer* l = moe_layer(static_cast<int64_t>(i));
     if (!l || !fresh[i]) continue;
     fresh[i]->init_from(l->router());
+    fresh[i]->copy_balance_bias(l->router());  // chooses as the gate did (same units)
     SY_ASSIGN_OR_RETURN(old[i], l->replace_router(std::move(fresh[i])));
   }
   return old;

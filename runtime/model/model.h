@@ -91,6 +91,9 @@ struct ModelOptions {
   double capacity_factor = 0.0;          // <= 0: dropless (Hugging Face semantics)
   std::string router;                    // "": the checkpoint's; else replace every router
   uint64_t seed = 1234;                  // a replaced router's (layer i: seed + i), upcycling noise
+  // RouterConfig::balance_rate of every router, kept or replaced (a balance bias the checkpoint
+  // lacks starts at zero); < 0: the checkpoint's (config.json).
+  double balance_rate = -1.0;
   // BERT: a dense checkpoint is upcycled to this many experts per MoE layer (0 = keep it dense,
   // or the bert_moe checkpoint's), every moe_every-th layer, top-k experts per token, copies
   // with multiplicative N(0, upcycle_noise^2) noise.

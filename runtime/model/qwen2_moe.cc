@@ -98,6 +98,8 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
   SY_ASSIGN_OR_RETURN(int64_t router_seed,
                       r.get_int("switchyard_router_seed", 0, int64_t{1} << 53, 0));
   c.router_seed = static_cast<uint64_t>(router_seed);
+  SY_ASSIGN_OR_RETURN(c.router_balance_rate,
+                      r.get_float("switchyard_router_balance_rate", 0.0, 1.0, 0.0));
   auto it = r.json().find("mlp_only_layers");
   if (it != r.json().end() && !it->is_null()) {
     if (!it->is_array() || it->size() > 1024)
@@ -158,6 +160,7 @@ json Qwen2MoeConfig::to_json() const {
     j["switchyard_router_hidden"] = router_hidden;
     j["switchyard_router_seed"] = router_seed;
   }
+  if (router_balance_rate > 0) j["switchyard_router_balance_rate"] = router_balance_rate;
   return j;
 }
 
@@ -230,6 +233,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
                                                              Communicator* comm) {
   std::unique_ptr<Qwen2MoeModel> m(new Qwen2MoeModel());
   SY_ASSIGN_OR_RETURN(m->cfg_, Qwen2MoeConfig::from_checkpoint(ck));
+  if (opt.balance_rate >= 0) m->cfg_.router_balance_rate = opt.balance_rate;
   m->opt_ = opt;
   m->comm_ = comm;
   if (opt.exec) m->exec_ = opt.exec;
@@ -257,6 +261,7 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     rc.init_std = 0.0f;  // every parameter comes from the checkpoint
     rc.seed = c.router_seed + static_cast<uint64_t>(i);
     rc.vocab_size = V;
+    rc.balance_rate = static_cast<float>(c.router_balance_rate);
     return rc;
   };
   std::vector<std::string> gate_params;  // its parameters' names (under mlp.gate.)
@@ -280,7 +285,14 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     add_need(qwen2_moe_attention_tensors(c, i));
     if (c.is_sparse(i)) {
-      for (const std::string& name : gate_params) need.push_back(qwen2_moe_router_prefix(i) + name);
+      for (const std::string& name : gate_params) {
+        // A balance bias the checkpoint lacks starts at zero; one it has while the routers take
+        // none (balance_rate 0) is left unread.
+        if (name == kBalanceBiasName && !ck.has(qwen2_moe_router_prefix(i) + name)) continue;
+        need.push_back(qwen2_moe_router_prefix(i) + name);
+      }
+      const std::string bias = qwen2_moe_router_prefix(i) + kBalanceBiasName;
+      if (c.router_balance_rate <= 0 && ck.has(bias)) need.push_back(bias);
       for (int64_t j = 0; j < c.num_experts; ++j) add_need(qwen2_moe_expert_tensors(c, i, j));
       add_need(qwen2_moe_shared_expert_tensors(c, i));
     } else {
@@ -329,8 +341,11 @@ StatusOr<std::unique_ptr<Qwen2MoeModel>> Qwen2MoeModel::load(const HfCheckpoint&
     lc.placement = opt.placement.map;
     SY_ASSIGN_OR_RETURN(L.moe, MoeLayer::create(lc, comm));
     MoeLayer& moe = *L.moe;
-    for (Param& p : moe.router().params())
-      SY_RETURN_IF_ERROR(ck.read_into(qwen2_moe_router_prefix(i) + p.name, &p.value));
+    for (Param& p : moe.router().params()) {
+      const std::string name = qwen2_moe_router_prefix(i) + p.name;
+      if (p.name == kBalanceBiasName && !ck.has(name)) continue;  // zero
+      SY_RETURN_IF_ERROR(ck.read_into(name, &p.value));
+    }
     // This rank's experts only (local expert e is global local_expert_ids()[e]), one at a time:
     // quantized experts go straight from the file to int8/int4, so no rank ever holds even its own
     // experts in fp32.
@@ -395,6 +410,7 @@ StatusOr<std::vector<std::unique_ptr<Router>>> Qwen2MoeModel::replace_routers(
     rc.norm_topk_prob = c.norm_topk_prob;
     rc.seed = seed + static_cast<uint64_t>(i);
     rc.vocab_size = c.vocab_size;
+    rc.balance_rate = static_cast<float>(c.router_balance_rate);
     SY_ASSIGN_OR_RETURN(fresh[i], make_router(rc));
   }
   // Each starts from the old one where it can (hybrid from the linear gate; routers/hybrid.cc).
@@ -741,6 +757,7 @@ StatusOr<std::unique_ptr<Model>> LoadQwen2Moe(const HfCheckpoint& ck, const Mode
   q.capacity_factor = opt.capacity_factor;
   q.router = opt.router;
   q.seed = opt.seed;
+  q.balance_rate = opt.balance_rate;
   q.placement = opt.placement;
   q.exec = opt.exec;
   SY_ASSIGN_OR_RETURN(auto m, Qwen2MoeModel::load(ck, q, comm));

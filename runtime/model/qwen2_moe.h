@@ -78,6 +78,10 @@ struct Qwen2MoeConfig {
   std::string router = kDefaultRouterName;
   int64_t router_hidden = 0;
   uint64_t router_seed = 0;
+  // "switchyard_router_balance_rate" (written when > 0): RouterConfig::balance_rate of every
+  // MoE layer's router, kept and replaced ones alike; its bias is mlp.gate.balance_bias (zero
+  // when the checkpoint has none).
+  double router_balance_rate = 0.0;
 
   bool is_sparse(int64_t layer) const;
   // From config.json, every value type- and range-checked (kBadInput naming key and file).
@@ -118,7 +122,10 @@ struct Qwen2MoeOptions {
   std::string router;
   int64_t router_hidden = 0;  // H of a replaced router; 0 = RouterConfig::kDefaultHidden
   uint64_t seed = 1234;       // for a replaced router (layer i: seed + i)
-  ModelPlacement placement;   // which rank holds which experts (null map: contiguous)
+  // RouterConfig::balance_rate of every router, kept or replaced; < 0: the checkpoint's
+  // (Qwen2MoeConfig::router_balance_rate).
+  double balance_rate = -1.0;
+  ModelPlacement placement;  // which rank holds which experts (null map: contiguous)
   // Where the model runs (backend, deterministic flag: make_context()); null =
   // default_context(). Must outlive the model.
   const ExecContext* exec = nullptr;

@@ -17,14 +17,21 @@ namespace {
 
 constexpr int64_t kD = 8, kE = 6, kK = 2, kT = 40;
 
-std::unique_ptr<Router> Make(const std::string& name, float init_std = 0.5f) {
+RouterConfig Config(const std::string& name, float init_std = 0.5f, float balance_rate = 0.0f) {
   RouterConfig cfg;
   cfg.name = name;
   cfg.d_model = kD;
   cfg.num_experts = kE;
   cfg.top_k = kK;
   cfg.init_std = init_std;
-  auto r = make_router(cfg);
+  cfg.balance_rate = balance_rate;
+  cfg.vocab_size = 100;
+  return cfg;
+}
+
+std::unique_ptr<Router> Make(const std::string& name, float init_std = 0.5f,
+                             float balance_rate = 0.0f) {
+  auto r = make_router(Config(name, init_std, balance_rate));
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   return std::move(r).value();
 }
@@ -39,6 +46,29 @@ std::vector<int64_t> Load(const RouterOutput& out) {
   std::vector<int64_t> load(static_cast<size_t>(out.E), 0);
   for (int32_t id : out.topk_ids_TK) ++load[static_cast<size_t>(id)];
   return load;
+}
+
+// Skews r's gate toward expert 0 (s_0 = the sum of x), then runs `steps` forwards of the same
+// tokens X(stream), each followed by after_step with its load: the spread of the load (max - min
+// over the experts) must shrink to at most 4 assignments.
+void ExpectBalancedAfterSteps(Router* r, uint64_t stream, int steps) {
+  Param* W = r->find_param("weight");
+  ASSERT_NE(W, nullptr);
+  for (int64_t d = 0; d < kD; ++d) W->value.at(0, d) = 1.0f;
+  const std::vector<float> x = X(stream);
+  const auto spread = [](const std::vector<int64_t>& l) {
+    return *std::max_element(l.begin(), l.end()) - *std::min_element(l.begin(), l.end());
+  };
+  RouterOutput out;
+  r->forward(x.data(), nullptr, kT, &out);
+  const int64_t before = spread(Load(out));
+  for (int step = 0; step < steps; ++step) {
+    r->forward(x.data(), nullptr, kT, &out);
+    r->after_step(Load(out).data());
+  }
+  r->forward(x.data(), nullptr, kT, &out);
+  EXPECT_LT(spread(Load(out)), before);
+  EXPECT_LE(spread(Load(out)), 4);
 }
 
 TEST(NoisyTopk, InferenceIsTheLinearGateAndTrainingNoiseIsReproducible) {
@@ -112,24 +142,89 @@ TEST(SigmoidBias, AfterStepMovesBiasTowardBalance) {
   r->after_step(load);
   const std::vector<float> want = {-0.002f, 0.002f, 0.0f, 0.0f, -0.002f, 0.002f};
   EXPECT_EQ(r->find_param("bias")->value.data, want);
-  // Repeated steps balance a skewed router: gate biased toward expert 0.
+  // Repeated steps balance a skewed router.
   auto s = Make("sigmoid_bias");
-  Param* W = s->find_param("weight");
-  for (int64_t d = 0; d < kD; ++d) W->value.at(0, d) = 1.0f;  // s_0 = sum of x: skewed
-  const std::vector<float> x = X(3);
-  RouterOutput out;
-  s->forward(x.data(), nullptr, kT, &out);
-  const auto imbalance = [](const std::vector<int64_t>& l) {
-    return *std::max_element(l.begin(), l.end()) - *std::min_element(l.begin(), l.end());
-  };
-  const int64_t before = imbalance(Load(out));
-  for (int step = 0; step < 3000; ++step) {
-    s->forward(x.data(), nullptr, kT, &out);
-    s->after_step(Load(out).data());
+  ExpectBalancedAfterSteps(s.get(), 3, 3000);
+}
+
+// The balance bias any choosing router takes (RouterConfig::balance_rate): it moves the choice,
+// top-k of s + b, never the scores, probabilities or weights, and after_step moves it toward
+// balance; routers that do not choose by top-k of their scores refuse it.
+TEST(BalanceBias, MovesTheChoiceOfEveryChoosingRouter) {
+  const std::vector<float> x = X(4);
+  for (const std::string& name : router_names()) {
+    SCOPED_TRACE(name);
+    auto plain = make_router(Config(name));
+    ASSERT_TRUE(plain.ok());
+    if (name == "sigmoid_bias") {  // its own bias, moved at the given gamma
+      auto r = Make(name, 0.5f, 0.25f);
+      ASSERT_EQ(r->balance_bias(), r->find_param("bias"));
+      const int64_t load[kE] = {10, 0, 5, 5, 6, 4};
+      r->after_step(load);
+      EXPECT_EQ(r->find_param("bias")->value.data,
+                (std::vector<float>{-0.25f, 0.25f, 0.0f, 0.0f, -0.25f, 0.25f}));
+      continue;
+    }
+    if (!(*plain)->takes_balance_bias()) {
+      auto r = make_router(Config(name, 0.5f, 0.01f));
+      ASSERT_FALSE(r.ok());
+      EXPECT_NE(r.status().message().find("takes no balance bias"), std::string::npos);
+      continue;
+    }
+    EXPECT_EQ((*plain)->balance_bias(), nullptr);
+    EXPECT_FALSE((*plain)->updates_after_step());
+    auto r = Make(name, 0.5f, 0.125f);
+    Param* b = r->find_param(kBalanceBiasName);
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->grad.numel(), 0);  // state, not learned by gradient
+    EXPECT_EQ(b->value.data, std::vector<float>(kE, 0.0f));
+    ASSERT_TRUE(r->updates_after_step());
+    // A zero bias routes bitwise like the router without one (same seed, same weights).
+    RouterOutput a, c, d;
+    (*plain)->forward(x.data(), nullptr, kT, &a);
+    r->forward(x.data(), nullptr, kT, &c);
+    EXPECT_EQ(a.topk_ids_TK, c.topk_ids_TK);
+    EXPECT_EQ(a.topk_weights_TK.data, c.topk_weights_TK.data);
+    // A large bias on the last expert: every token chooses it; the scores and probabilities
+    // stay, the weights are the chosen probabilities.
+    b->value.data[kE - 1] = 100.0f;
+    r->forward(x.data(), nullptr, kT, &d);
+    EXPECT_EQ(d.logits_TE.data, c.logits_TE.data);
+    EXPECT_EQ(d.probs_TE.data, c.probs_TE.data);
+    for (int64_t t = 0; t < kT; ++t) {
+      EXPECT_EQ(d.topk_ids_TK[t * kK], kE - 1);
+      if (!r->config().norm_topk_prob) {
+        EXPECT_EQ(d.topk_weights_TK.at(t, 0), d.probs_TE.at(t, kE - 1));
+      }
+    }
+    // after_step: gamma * (mean - load) / mean; nothing for a step without tokens.
+    b->value.data.assign(kE, 0.0f);
+    const int64_t load[kE] = {10, 0, 5, 5, 6, 4};  // mean 5
+    r->after_step(load);
+    EXPECT_EQ(b->value.data, (std::vector<float>{-0.125f, 0.125f, 0.0f, 0.0f, -0.025f, 0.025f}));
+    const int64_t none[kE] = {};
+    r->after_step(none);
+    EXPECT_EQ(b->value.data[1], 0.125f);
   }
-  s->forward(x.data(), nullptr, kT, &out);
-  EXPECT_LT(imbalance(Load(out)), before);
-  EXPECT_LE(imbalance(Load(out)), 4);
+}
+
+TEST(BalanceBias, BalancesASkewedLinearGateAndCopiesToAWarmStartedRouter) {
+  auto r = Make("linear", 0.5f, 0.01f);
+  ExpectBalancedAfterSteps(r.get(), 5, 2000);
+  // A router with a balance bias in the same units takes this one's; sigmoid_bias's (affinity
+  // units) and a router without one take nothing.
+  auto mlp = Make("mlp", 0.5f, 0.01f);
+  mlp->copy_balance_bias(*r);
+  EXPECT_EQ(mlp->balance_bias()->value.data, r->balance_bias()->value.data);
+  auto sig = Make("sigmoid_bias");
+  sig->copy_balance_bias(*r);
+  EXPECT_EQ(sig->balance_bias()->value.data, std::vector<float>(kE, 0.0f));
+  // Out of range: refused with the field named.
+  for (float bad : {-0.1f, 2.0f, std::nanf("")}) {
+    auto z = make_router(Config("linear", 0.5f, bad));
+    ASSERT_FALSE(z.ok());
+    EXPECT_NE(z.status().message().find("balance_rate"), std::string::npos);
+  }
 }
 
 TEST(Sinkhorn, TrainingChoiceIsBalancedInferenceIsTopk) {

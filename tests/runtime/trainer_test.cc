@@ -13,6 +13,7 @@
 #include "runtime/data/corpus.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/model/qwen2_moe.h"
+#include "runtime/train/checkpoint.h"
 #include "tests/runtime/qwen_test_util.h"
 
 namespace sy {
@@ -45,6 +46,15 @@ bool MakeFixture(const std::string& tag, Fixture* f) {
               {"num_experts_per_tok", 2},
               {"initializer_range", 0.05}};
   return write_random_qwen2_moe_checkpoint(f->dir, cfg, 41).ok();
+}
+
+// A MoE layer's per-expert load since its counters read `before`, and its mean.
+std::vector<int64_t> LoadSince(MoeLayer& l, const std::vector<int64_t>& before, double* mean) {
+  std::vector<int64_t> load = l.counters().routed_E;
+  *mean = 0;
+  for (size_t e = 0; e < load.size(); ++e) *mean += double(load[e] -= before[e]);
+  *mean /= static_cast<double>(load.size());
+  return load;
 }
 
 std::vector<std::vector<int32_t>> Seqs(const std::vector<int32_t>& ids, int64_t first, int n,
@@ -193,12 +203,9 @@ TEST(Trainer, RoutersMoveAfterEachStepWithTheStepsLoad) {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     for (size_t i = 0; i < layers.size(); ++i) {
       EXPECT_FALSE(layers[i]->router().training());  // only during the step
-      const std::vector<int64_t>& now = layers[i]->counters().routed_E;
-      const int64_t E = static_cast<int64_t>(now.size());
-      std::vector<int64_t> load(now.size());
       double mean = 0;
-      for (int64_t e = 0; e < E; ++e) mean += double(load[e] = now[e] - load_before[i][e]);
-      mean /= static_cast<double>(E);
+      const std::vector<int64_t> load = LoadSince(*layers[i], load_before[i], &mean);
+      const int64_t E = static_cast<int64_t>(load.size());
       std::vector<float> want = bias_before[i];
       for (int64_t e = 0; e < E; ++e)
         want[e] += mean > load[e] ? 0.001f : (mean < load[e] ? -0.001f : 0.0f);
@@ -243,6 +250,81 @@ TEST(Trainer, ExpertChoiceTrainsAndRefusesDecoding) {
   ASSERT_TRUE(comm.ok());
   auto gen = m->generate(logits.ptr(), 4, SamplingConfig(), **comm, nullptr);
   EXPECT_EQ(gen.status().code(), StatusCode::kInvalidArgument);
+  fs::remove_all(f.dir);
+}
+
+// The balance bias of any choosing router (RouterConfig::balance_rate): asked for on a Hugging
+// Face checkpoint that has none (ModelOptions::balance_rate), the kept linear gate starts from a
+// zero bias, each step moves it by gamma * (mean - load) / mean of that step's load, and a save
+// carries the bias and its gamma (config.json) into the next load, bitwise.
+TEST(Trainer, BalanceBiasOfAKeptGateMovesAndIsSaved) {
+  Fixture f;
+  if (!MakeFixture("balance_bias", &f))
+    GTEST_SKIP() << "GPT-2 tokenizer absent (run launch/setup.sh --data)";
+  Qwen2MoeOptions opt;
+  opt.train = Qwen2MoeTrain::kRouters;
+  opt.balance_rate = 0.01;
+  auto m = LoadQwen(f.dir, opt);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->config().router, "linear");
+  EXPECT_EQ(m->config_json().value("switchyard_router_balance_rate", 0.0), 0.01);
+  AdamWConfig ac;
+  ac.lr = 1e-2;
+  ac.total_steps = 2;
+  Trainer tr(*m, nullptr, ac);
+  const std::vector<MoeLayer*> layers = m->sparse_layers();
+  ASSERT_FALSE(layers.empty());
+  for (MoeLayer* l : layers) {
+    const Param* b = l->router().balance_bias();
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->name, kBalanceBiasName);
+    EXPECT_EQ(b->value.data, std::vector<float>(b->value.data.size(), 0.0f));
+  }
+  for (int s = 0; s < 2; ++s) {
+    std::vector<std::vector<float>> before;
+    std::vector<std::vector<int64_t>> load_before;
+    for (MoeLayer* l : layers) {
+      before.push_back(l->router().balance_bias()->value.data);
+      load_before.push_back(l->counters().routed_E);
+    }
+    auto r = tr.step(Seqs(f.ids, s * 256, 4, 64));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      double mean = 0;
+      const std::vector<int64_t> load = LoadSince(*layers[i], load_before[i], &mean);
+      const int64_t E = static_cast<int64_t>(load.size());
+      std::vector<float> want = before[i];
+      for (int64_t e = 0; e < E; ++e)
+        want[e] += static_cast<float>(0.01f * (mean - load[e]) / mean);
+      EXPECT_EQ(layers[i]->router().balance_bias()->value.data, want) << "layer " << i;
+    }
+  }
+  // Saved and loaded again without options: the checkpoint's gamma, the same bias.
+  const std::string root = f.dir + "/ckpt";
+  auto ck = HfCheckpoint::Open(f.dir);
+  ASSERT_TRUE(ck.ok()) << ck.status().ToString();
+  SaveRequest req;
+  req.root = root;
+  req.model = m.get();
+  req.optimizer = &tr.optimizer();
+  req.state.step = 2;
+  req.source = &*ck;
+  ASSERT_TRUE(save_checkpoint(req, nullptr).ok());
+  Qwen2MoeOptions again;
+  again.train = Qwen2MoeTrain::kRouters;
+  auto m2 = LoadQwen(root + "/step-00000002", again);
+  ASSERT_TRUE(m2);
+  EXPECT_EQ(m2->config().router_balance_rate, 0.01);
+  const std::vector<MoeLayer*> layers2 = m2->sparse_layers();
+  ASSERT_EQ(layers2.size(), layers.size());
+  for (size_t i = 0; i < layers.size(); ++i)
+    EXPECT_EQ(layers2[i]->router().balance_bias()->value.data,
+              layers[i]->router().balance_bias()->value.data);
+  // --balance-rate 0 on that checkpoint: no bias (its tensor left unread), the plain choice.
+  again.balance_rate = 0.0;
+  auto m3 = LoadQwen(root + "/step-00000002", again);
+  ASSERT_TRUE(m3);
+  for (MoeLayer* l : m3->sparse_layers()) EXPECT_EQ(l->router().balance_bias(), nullptr);
   fs::remove_all(f.dir);
 }
 
