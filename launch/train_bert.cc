@@ -11,6 +11,7 @@
 #include "comm/fault.h"
 #include "launch/commands.h"
 #include "launch/infer_run.h"
+#include "launch/train_progress.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
 #include "runtime/data/token_file.h"
@@ -20,6 +21,7 @@
 #include "runtime/model/model.h"
 #include "runtime/report/load_report.h"
 #include "runtime/train/checkpoint.h"
+#include "runtime/train/distill.h"
 #include "runtime/train/trainer.h"
 
 namespace sy::launch {
@@ -108,12 +110,7 @@ class BertTrainRun {
     opt.balance_rate = c_.balance_rate();
     SY_ASSIGN_OR_RETURN(opt.exec, backend_context(c_.backend(), c_.deterministic()));
     SY_ASSIGN_OR_RETURN(model_, load_model(*ck_, opt, &comm_));
-    if (replace_router_) {  // fresh routers (no distillation warm start for BERT yet)
-      SY_RETURN_IF_ERROR(model_->replace_routers(router_, c_.seed(), 0).status());
-      if (me_ == 0)
-        std::printf("replaced the %s gates by fresh %s routers (no warm start)\n",
-                    ck_router.c_str(), router_.c_str());
-    }
+    if (replace_router_) SY_RETURN_IF_ERROR(WarmStartRouters(ck_router));
     const int64_t V = model_->vocab_size();
     for (int32_t id : ids_)
       if (id < 0 || id >= V)
@@ -122,6 +119,43 @@ class BertTrainRun {
     if (L_ > model_->max_positions())
       return InvalidArgument("train: --seq-len " + std::to_string(L_) + " exceeds the model's " +
                              std::to_string(model_->max_positions()) + " positions");
+    return Status::Ok();
+  }
+
+  // A replaced router starts from the checkpoint's gate as in Qwen2-MoE's train: distilled on
+  // this rank's share of the first training sequences (corpus order; runtime/train/distill.h),
+  // or, with --no-distill, at random.
+  Status WarmStartRouters(const std::string& gate) {
+    if (!c_.distill().enabled()) {
+      SY_RETURN_IF_ERROR(model_->replace_routers(router_, c_.seed(), 0).status());
+      if (me_ == 0)
+        std::printf("replaced the %s gates by fresh %s routers (no warm start)\n", gate.c_str(),
+                    router_.c_str());
+      return Status::Ok();
+    }
+    DistillConfig cfg;
+    cfg.iterations = c_.distill().iterations();
+    cfg.lr = c_.distill().lr();
+    cfg.max_tokens = c_.distill().max_tokens();
+    const int64_t n_train = static_cast<int64_t>(ids_.size()) - c_.eval_tokens();
+    // The same number of sequences on every rank.
+    const int64_t n = std::min<int64_t>(std::max<int64_t>(1, (cfg.max_tokens + L_ - 1) / L_),
+                                        n_train / (L_ * P_));
+    if (n < 1) return InvalidArgument("train: too few training tokens to warm-start the routers");
+    std::vector<std::vector<int32_t>> seqs;
+    for (int64_t b = 0; b < n; ++b) {
+      const auto first = ids_.begin() + (b * P_ + me_) * L_;
+      seqs.emplace_back(first, first + L_);
+    }
+    if (me_ == 0) {
+      std::printf("router warm start: %s -> %s, distilling each MoE layer (%lld Adam iterations)\n",
+                  gate.c_str(), router_.c_str(), (long long)cfg.iterations);
+      std::fflush(stdout);
+    }
+    SY_ASSIGN_OR_RETURN(DistillReport rep,
+                        warm_start_routers(*model_, &comm_, router_, c_.seed(), 0, seqs, cfg,
+                                           distill_progress_printer(me_)));
+    print_distill_report(rep, &comm_);
     return Status::Ok();
   }
 

@@ -83,7 +83,12 @@ has routers_only_changed "2 changed"
 
 # 5. Replaced routers.
 expect 0 router_replace mpi 2 "${args[@]}" --steps 2 --router mlp --checkpoint-dir "$work/cm"
-has router_replace "by fresh mlp routers"
+has router_replace "router warm start: linear -> mlp, distilling"
+has router_replace "top-1 agreement"
+# --no-distill: fresh routers, said so.
+expect 0 router_fresh mpi 2 "${args[@]}" --steps 1 --router mlp --no-distill \
+  --checkpoint-dir "$work/cf"
+has router_fresh "by fresh mlp routers (no warm start)"
 check "the saved config names the mlp router" grep -q '"router": "mlp"' \
   "$work/cm/step-00000002/config.json"
 expect 0 infer_mlp "$bin" infer --model "$work/cm" --token-file "$work/tokens.bin" --max-tokens 64
