@@ -49,7 +49,7 @@ struct RouterConfig {
   // where tokens' scores differ by less than that, as in a young model whose probabilities are
   // near uniform, every token flips together and the load rotates instead of spreading.)
   // 0: no bias. sigmoid_bias always has its own bias (in affinity units, DeepSeek-V3's sign
-  // update) and uses this gamma for it when > 0.
+  // update at its own gamma) and ignores this one.
   float balance_rate = 0.0f;
 
   static constexpr int64_t kDefaultHidden = 128;

@@ -14,7 +14,8 @@
 // touched by an optimizer). After every optimizer step the trainer calls after_step() with the
 // step's load over every rank (the same on every rank) and (Router::after_step)
 //   b_e += gamma * sign(mean_e' load_e' - load_e),
-// gamma = RouterConfig::balance_rate when > 0, else kBiasRate = 0.001 (DeepSeek-V3's),
+// gamma = kBiasRate = 0.001 (DeepSeek-V3's; RouterConfig::balance_rate, meant for the proportional
+// update in score units, does not apply to this bias in affinity units),
 // so an overloaded expert becomes less likely to be chosen and an idle one more. b is a
 // parameter of the router, so checkpoints save it and a resume restores it bitwise.
 // The ids of a token are ordered by a + b, not by probability. DeepSeek-V3's group-limited
@@ -36,10 +37,9 @@ class SigmoidBiasRouter final : public LinearScoresRouter {
  public:
   explicit SigmoidBiasRouter(const RouterConfig& cfg) : LinearScoresRouter(cfg) {
     cfg_.norm_topk_prob = true;  // the weights are the chosen affinities, normalized
-    add_balance_bias("bias", cfg.balance_rate > 0.0f ? cfg.balance_rate : kBiasRate,
-                     /*by_sign=*/true);
+    add_balance_bias("bias", kBiasRate, /*by_sign=*/true);
   }
-  // Its own bias, in affinity units, is the balance bias (RouterConfig::balance_rate is its gamma).
+  // Its own bias, in affinity units, is its balance bias; RouterConfig::balance_rate adds none.
   bool takes_balance_bias() const override { return false; }
 
  protected:
