@@ -66,6 +66,7 @@ struct TrainArgs {
   double aux_loss = 0;  // < 0: the checkpoint's router_aux_loss_coef
   double router_lr_scale = 1;
   double balance_rate = -1;  // < 0: the checkpoint's
+  int64_t calibrate_balance = 0;
   int64_t eval_every = 0;
   int64_t eval_tokens = 0;
   std::string corpus;
@@ -105,6 +106,7 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.aux_loss = c.aux_loss();
   a.router_lr_scale = c.router_lr_scale();
   a.balance_rate = c.balance_rate();
+  a.calibrate_balance = c.calibrate_balance();
   a.eval_every = c.eval_every();
   a.eval_tokens = c.eval_tokens();
   a.corpus = c.corpus();
@@ -367,6 +369,46 @@ class TrainRun {
     std::fflush(stdout);
   }
 
+  // --calibrate-balance N: N forward-only passes over training sequences (the data order's,
+  // after the last step's) with the weights fixed, each moving the balance biases; then the
+  // final held-out loss and save see the calibrated routing.
+  int CalibrateBalance() {
+    const int64_t n = a_.calibrate_balance;
+    if (n <= 0 || state_.step < a_.steps) return 0;
+    bool any = false;
+    for (MoeLayer* l : t_.model->sparse_layers()) any = any || l->router().updates_after_step();
+    if (!any) {
+      if (me_ == 0)
+        std::printf("balance calibration skipped: no router has a balance bias (--balance-rate)\n");
+      return 0;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    double first = 0, last = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<std::vector<int32_t>> seqs;
+      for (int64_t b = 0; b < a_.batch; ++b)
+        seqs.push_back(sequence(state_.data_position + (i * a_.batch + b) * P_ + me_));
+      auto worst = trainer_->balance_pass(seqs);
+      if (int code = agree_status(comm_, worst.status(), "train: balance calibration")) return code;
+      if (i == 0) first = *worst;
+      last = *worst;
+      if (me_ == 0 && ((i + 1) % 10 == 0 || i + 1 == n)) {
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::printf("balance calibration %lld/%lld: worst layer max/mean %.2f, ETA %.0fs\n",
+                    (long long)(i + 1), (long long)n, *worst,
+                    s / static_cast<double>(i + 1) * static_cast<double>(n - i - 1));
+        std::fflush(stdout);
+      }
+    }
+    if (me_ == 0)
+      std::printf(
+          "balance calibration: %lld forward passes of %lld x %lld tokens per rank, weights "
+          "fixed: the worst MoE layer's max/mean expert load %.2f -> %.2f\n",
+          (long long)n, (long long)a_.batch, (long long)L_, first, last);
+    return 0;
+  }
+
   int Eval(int64_t step) {
     auto loss = trainer_->eval(eval_seqs_);
     if (int code = agree_status(comm_, loss.status(), "train: eval")) return code;
@@ -490,6 +532,7 @@ class TrainRun {
       if (a_.save_every > 0 && (s + 1) % a_.save_every == 0 && s + 1 < a_.steps)
         if (int code = Save()) return code;
     }
+    if (int code = CalibrateBalance()) return code;
     if (int code = Eval(a_.steps)) return code;
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -589,6 +632,9 @@ void add_train_command(CLI::App& app) {
   c->option("--balance-rate", "balance_rate",
             "gamma of the routers' balance bias, which shifts the choice toward balance after "
             "each step (0: none; < 0: the checkpoint's)");
+  c->option("--calibrate-balance", "calibrate_balance",
+            "after the last step, N forward-only passes of --batch training sequences per rank "
+            "that move the balance biases with the weights fixed (0: none)");
   c->option("--eval-every", "eval_every", "held-out loss every M steps (0: start and end)");
   c->option("--eval-tokens", "eval_tokens", "tokens held out at the end of the data");
   c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");

@@ -346,6 +346,11 @@ Status validate_train_config(const switchyard::TrainConfig& t) {
   if (t.max_skips() < 0) return InvalidArgument("train: max_skips (--max-skips) must be >= 0");
   if (!(t.router_lr_scale() > 0))
     return InvalidArgument("train: router_lr_scale (--router-lr-scale) must be > 0");
+  if (!(t.balance_rate() <= 1))
+    return InvalidArgument(
+        "train: balance_rate (--balance-rate) must be <= 1 (< 0: the checkpoint's)");
+  if (t.calibrate_balance() < 0 || t.calibrate_balance() > 100000)
+    return InvalidArgument("train: calibrate_balance (--calibrate-balance) must be in [0, 100000]");
   const auto& d = t.distill();
   if (d.iterations() < 0 || !(d.lr() > 0) || d.max_tokens() < 0)
     return InvalidArgument(
@@ -367,6 +372,9 @@ Status validate_study_config(const switchyard::StudyConfig& s) {
     return InvalidArgument("study: quantize (--quantize) must be none, int8 or int4, not '" +
                            s.quantize() + "'");
   if (!(s.lr() > 0)) return InvalidArgument("study: lr (--lr) must be > 0");
+  if (!(s.balance_rate() <= 1))
+    return InvalidArgument(
+        "study: balance_rate (--balance-rate) must be <= 1 (< 0: the checkpoint's)");
   const auto& d = s.distill();
   if (d.iterations() < 0 || !(d.lr() > 0) || d.max_tokens() < 0)
     return InvalidArgument(

@@ -35,6 +35,7 @@ fi
 bash launch/mpirun.sh "$ranks" train --what all --model "$work/init" \
   --token-file "$work/sotu.tokens" --eval-tokens 65536 --seq-len 256 --batch 4 \
   --steps "$steps" --lr 2e-3 --warmup "$warmup" --weight-decay 0.01 --aux-loss 0.01 --eval-every 100 \
+  --calibrate-balance 40 \
   --checkpoint-dir "$work/ckpt" --save-every 50 --keep-last 1 --resume --log-every 10
 # 3. Publish: the finished checkpoint folder becomes the model.
 recipe_publish train_default.sh

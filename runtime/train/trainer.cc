@@ -227,10 +227,7 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   } inference_after{this};
   // The step's load per expert, for routers that move after each step (after_step()): the
   // layers' counters before the step's forwards, subtracted after them.
-  std::vector<std::vector<int64_t>> load_before(static_cast<size_t>(model_.num_layers()));
-  for (int64_t i = 0; i < model_.num_layers(); ++i)
-    if (MoeLayer* l = model_.moe_layer(i); l && l->router().updates_after_step())
-      load_before[static_cast<size_t>(i)] = l->counters().routed_E;
+  const std::vector<std::vector<int64_t>> load_before = router_loads_before();
   model_.zero_grad();
   aux_sum_ = 0;
   nonfinite_ = kNoFinding;
@@ -315,7 +312,22 @@ void Trainer::set_routers_training(bool training) {
     if (MoeLayer* l = model_.moe_layer(i)) l->router().set_training(training);
 }
 
-void Trainer::routers_after_step(const std::vector<std::vector<int64_t>>& load_before) {
+std::vector<std::vector<int64_t>> Trainer::router_loads_before() {
+  std::vector<std::vector<int64_t>> before(static_cast<size_t>(model_.num_layers()));
+  for (int64_t i = 0; i < model_.num_layers(); ++i)
+    if (MoeLayer* l = model_.moe_layer(i); l && l->router().updates_after_step())
+      before[static_cast<size_t>(i)] = l->counters().routed_E;
+  return before;
+}
+
+StatusOr<double> Trainer::balance_pass(const std::vector<std::vector<int32_t>>& seqs) {
+  const std::vector<std::vector<int64_t>> load_before = router_loads_before();
+  SY_RETURN_IF_ERROR(eval(seqs).status());
+  return routers_after_step(load_before);
+}
+
+double Trainer::routers_after_step(const std::vector<std::vector<int64_t>>& load_before) {
+  double worst = 0;
   for (int64_t i = 0; i < model_.num_layers(); ++i) {
     const std::vector<int64_t>& before = load_before[static_cast<size_t>(i)];
     MoeLayer* l = model_.moe_layer(i);
@@ -326,7 +338,16 @@ void Trainer::routers_after_step(const std::vector<std::vector<int64_t>>& load_b
       comm_->allreduce(load.data(), static_cast<int64_t>(load.size()), ReduceOp::kSum,
                        {"train.router_load", static_cast<int>(i), step_index_});
     l->router().after_step(load.data());
+    int64_t sum = 0, max = 0;
+    for (int64_t v : load) {
+      sum += v;
+      max = std::max(max, v);
+    }
+    if (sum > 0)
+      worst = std::max(worst, static_cast<double>(max) * static_cast<double>(load.size()) /
+                                  static_cast<double>(sum));
   }
+  return worst;
 }
 
 StatusOr<double> Trainer::eval(const std::vector<std::vector<int32_t>>& seqs) {

@@ -107,6 +107,14 @@ class Trainer {
   // no gradients kept. Its collectives are tagged step -1 (not a training step).
   StatusOr<double> eval(const std::vector<std::vector<int32_t>>& seqs);
 
+  // COLLECTIVE. A balance-calibration pass: eval()'s forwards over seqs (inference mode, no
+  // gradients, no optimizer step), then every router that moves after a step
+  // (Router::after_step: balance biases) moves with this pass's load summed over the ranks.
+  // With the weights fixed the biases settle where the load on such data is even, which a
+  // training run whose hidden states still move each step does not reach. Returns the worst MoE
+  // layer's max/mean expert load of the pass (before the move); 0 without such routers.
+  StatusOr<double> balance_pass(const std::vector<std::vector<int32_t>>& seqs);
+
   AdamW& optimizer() { return opt_; }
   // Switch load-balancing loss (runtime/kernels/balance.h) with this coefficient in every MoE
   // layer, per sequence, weighted by its share of the step's tokens; 0 (default): none.
@@ -158,9 +166,12 @@ class Trainer {
                     std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const;
   // Every MoE layer's router: Router::set_training (steps: true, eval: false).
   void set_routers_training(bool training);
+  // The counters of every MoE layer whose router moves after a step (empty for the others).
+  std::vector<std::vector<int64_t>> router_loads_before();
   // After an optimizer update: Router::after_step with the step's load summed over the ranks,
   // for the layers whose counters were taken before the step (load_before[i] non-empty).
-  void routers_after_step(const std::vector<std::vector<int64_t>>& load_before);
+  // Returns the worst such layer's max/mean load (0: none).
+  double routers_after_step(const std::vector<std::vector<int64_t>>& load_before);
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
   // check: record non-finite router scores, logits and loss (training steps).
   Status run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, float grad_scale,
