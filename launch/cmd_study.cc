@@ -300,6 +300,7 @@ switchyard::StudySettings MakeSettings(const switchyard::StudyConfig& s, const S
   st.set_lr(s.lr());
   st.set_aux_loss(s.aux_loss());
   st.set_balance_rate(s.balance_rate());
+  st.set_calibrate_balance(s.calibrate_balance());
   st.set_capacity_factor(s.capacity_factor());
   st.set_data(s.token_file().empty() ? "corpus " + s.corpus() : "token file " + s.token_file());
   st.set_eval_tokens(s.eval_tokens());
@@ -509,6 +510,30 @@ class RouterRun {
         std::fflush(stdout);
       }
     }
+    return CalibrateBalance(out);
+  }
+
+  // --calibrate-balance N: N forward-only passes over the training sequences after the
+  // fine-tuning ones, each moving the balance biases (Trainer::balance_pass), weights fixed.
+  int CalibrateBalance(switchyard::RouterStudy* out) {
+    const int64_t n = s_.calibrate_balance();
+    bool any = false;
+    for (MoeLayer* l : model_->sparse_layers()) any = any || l->router().updates_after_step();
+    if (n <= 0 || !any) return 0;
+    Phase(("balance calibration, " + std::to_string(n) + " forward passes, weights fixed").c_str());
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<std::vector<int32_t>> mine;
+      for (int64_t b = 0; b < s_.batch(); ++b)
+        mine.push_back(Sequence((s_.steps() + i) * s_.batch() * P_ + b * P_ + me_));
+      auto worst = trainer_->balance_pass(mine);
+      if (int code = agree_status(comm_, worst.status(), "study: balance calibration")) return code;
+      if (i == 0) out->set_calibration_first(*worst);
+      out->set_calibration_last(*worst);
+    }
+    out->set_calibration_passes(n);
+    if (me_ == 0)
+      std::printf("%s: balance calibration: worst layer max/mean %.2f -> %.2f\n", prefix_.c_str(),
+                  out->calibration_first(), out->calibration_last());
     return 0;
   }
 
@@ -798,6 +823,9 @@ void add_study_command(CLI::App& app) {
   c->option("--balance-rate", "balance_rate",
             "gamma of the routers' balance bias, which shifts the choice toward balance after "
             "each step (0: none; < 0: the checkpoint's)");
+  c->option("--calibrate-balance", "calibrate_balance",
+            "after each router's fine-tuning, N forward-only passes that settle its balance "
+            "biases with the weights fixed (0: none)");
   c->option("--capacity-factor", "capacity_factor", "expert capacity of the runs (<= 0: dropless)");
   c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");
   c->option("--token-file", "token_file", "a binary token file instead of --corpus");

@@ -375,6 +375,8 @@ Status validate_study_config(const switchyard::StudyConfig& s) {
   if (!(s.balance_rate() <= 1))
     return InvalidArgument(
         "study: balance_rate (--balance-rate) must be <= 1 (< 0: the checkpoint's)");
+  if (s.calibrate_balance() < 0 || s.calibrate_balance() > 100000)
+    return InvalidArgument("study: calibrate_balance (--calibrate-balance) must be in [0, 100000]");
   const auto& d = s.distill();
   if (d.iterations() < 0 || !(d.lr() > 0) || d.max_tokens() < 0)
     return InvalidArgument(

@@ -319,6 +319,19 @@ std::string SettingsLine(const switchyard::Study& s) {
                                : "0.01 (Switch Transformer's; BERT configs carry none)",
       st.capacity_factor() <= 0 ? "dropless" : std::to_string(st.capacity_factor()).c_str());
   std::string line = buf;
+  if (st.balance_rate() >= 0) {
+    std::snprintf(buf, sizeof buf, " Balance bias rate %g (0: none).", st.balance_rate());
+    line += buf;
+  }
+  for (const auto& r : s.routers())
+    if (r.calibration_passes() > 0) {
+      std::snprintf(buf, sizeof buf,
+                    " Routers with a balance bias ran %lld balance-calibration passes after "
+                    "fine-tuning (weights fixed).",
+                    (long long)st.calibrate_balance());
+      line += buf;
+      break;
+    }
   if (!st.objective().empty())  // an encoder: no next-token loss
     line += " Every loss is the " + st.objective() +
             " loss (15% of positions masked, the same masks for every router).";

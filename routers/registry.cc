@@ -68,13 +68,10 @@ Status validate_router_config(const RouterConfig& cfg) {
 StatusOr<std::unique_ptr<Router>> make_router(const RouterConfig& cfg) {
   SY_RETURN_IF_ERROR(validate_router_config(cfg));
   std::unique_ptr<Router> r = find_router(cfg.name)->make(cfg);
-  if (cfg.balance_rate > 0.0f && r->balance_bias() == nullptr) {
-    if (!r->takes_balance_bias())
-      return InvalidArgument("router '" + cfg.name +
-                             "' does not choose by top-k of its scores: it takes no balance bias "
-                             "(balance_rate must be 0)");
+  // Routers that take no balance bias ignore the rate (a model's or a study's rate applies to
+  // every router that can use it).
+  if (cfg.balance_rate > 0.0f && r->balance_bias() == nullptr && r->takes_balance_bias())
     r->add_balance_bias(kBalanceBiasName, cfg.balance_rate, /*by_sign=*/false);
-  }
   return r;
 }
 

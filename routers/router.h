@@ -41,7 +41,8 @@ struct RouterConfig {
   uint64_t seed = 1234;
   int64_t vocab_size = 0;  // hash: token ids must be < vocab_size
   // gamma of the load-balancing bias (auxiliary-loss-free balancing, Wang et al. 2024): > 0
-  // gives the router a state `balance_bias` b [E] (Router::takes_balance_bias()) that shifts the
+  // gives every router that can use it (Router::takes_balance_bias(); the others ignore it) a
+  // state `balance_bias` b [E] that shifts the
   // CHOICE only, top-k of s + b over the scores s, and that moves toward balance after every
   // optimizer step in proportion to each expert's load error:
   //   b_e += gamma * (mean load - load_e) / mean load.
@@ -150,12 +151,12 @@ class Router {
   virtual bool updates_after_step() const { return balance_b_ != nullptr; }
   virtual void after_step(const int64_t* load_E);
   // True when this router's choice is top-k of its scores, so a balance bias can shift it
-  // (RouterConfig::balance_rate; make_router refuses the rate otherwise). Default: every
-  // learned router whose router chooses (not hash, not expert choice).
+  // (RouterConfig::balance_rate; the others ignore the rate). Default: every learned router
+  // whose router chooses (not hash, not expert choice).
   virtual bool takes_balance_bias() const { return differentiable() && !experts_choose(); }
   // Adds the balance bias `name` [E] (zero) moved by `rate`, by the sign of each expert's load
   // error or in proportion to it (RouterConfig::balance_rate); make_router() calls it when
-  // balance_rate > 0 (proportional), sigmoid_bias for its own bias (sign).
+  // balance_rate > 0 and takes_balance_bias() (proportional), sigmoid_bias for its own (sign).
   void add_balance_bias(const std::string& name, float rate, bool by_sign);
   const Param* balance_bias() const { return balance_b_; }
   // Copies other's balance bias into this router's when both have one in the same units (the

@@ -111,6 +111,15 @@ expect 0 study-new study --routers expert_choice,sigmoid_bias,noisy_topk,sinkhor
   --quantize int4 --out "$work/study-new"
 expect 0 recompute-new python3 "$src/tests/launch/study_check.py" "$work/study-new"
 cat "$work/recompute-new.log"
+# With a balance bias (--balance-rate): the routers that take one are calibrated after their
+# fine-tuning and say so; hash ignores the rate.
+expect 0 study-bias study --routers mlp,hash --steps 2 --quantize int4 --balance-rate 0.01 \
+  --calibrate-balance 3 --out "$work/study-bias"
+check bias-calibrated grep -q "\[study 1/2 mlp\]: balance calibration: worst layer max/mean" \
+  "$work/study-bias.log"
+check bias-not-hash bash -c "! grep -q '\[study 2/2 hash\]: balance calibration' '$work/study-bias.log'"
+check bias-settings grep -q "Balance bias rate 0.01 (0: none). Routers with a balance bias ran 3" \
+  "$work/study-bias/study.md"
 check expert-choice-balanced python3 -c "import json,sys
 r = json.load(open(sys.argv[1]))['routers'][0]
 assert r['router'] == 'expert_choice' and r['overall']['expert_load_max_over_mean'] == 1, r['overall']" \

@@ -151,6 +151,25 @@ expect 0 collapse mpi 2 train --model "$m" --what routers --steps 4 --seq-len 32
   --warmup 0 --aux-loss 0
 has collapse "warning: routing collapsed in MoE layer.* at step .* a larger --aux-loss (now 0)"
 
+# 6c. The balance bias on the checkpoint's gate (--balance-rate: the model has none, it starts at
+# zero) and the calibration after the last step: the bias is saved with its rate, and a load
+# of the result routes with it (infer reads config.json's rate).
+expect 0 balance mpi 2 train --model "$m" --what routers --steps 2 --seq-len 32 --batch 2 \
+  --token-file "$work/tokens.bin" --eval-tokens 256 --balance-rate 0.01 --calibrate-balance 5 \
+  --checkpoint-dir "$work/cbal"
+has balance "balance calibration 5/5: worst layer max/mean"
+has balance "balance calibration: 5 forward passes of 2 x 32 tokens per rank, weights fixed"
+check balance-rate-saved grep -q '"switchyard_router_balance_rate": 0.01' \
+  "$work/cbal/step-00000002/config.json"
+check balance-bias-saved bash -c "cat '$work/cbal/step-00000002/'*.safetensors | grep -qa 'mlp.gate.balance_bias'"
+expect 0 balance_infer mpi 2 infer --model "$work/cbal" --token-ids 1,2,3
+expect 0 no_bias_calibrate mpi 2 train --model "$m" --what routers --steps 1 --seq-len 32 \
+  --batch 1 --token-file "$work/tokens.bin" --eval-tokens 256 --calibrate-balance 3
+has no_bias_calibrate "balance calibration skipped: no router has a balance bias"
+expect 21 balance_bad mpi 1 train --model "$m" --what routers --steps 1 --seq-len 32 \
+  --token-file "$work/tokens.bin" --eval-tokens 256 --balance-rate 2
+has balance_bad "balance_rate (--balance-rate) must be <= 1"
+
 # 7. The default model: train and infer without --model use it (here: this test's model).
 SY_DEFAULT_MODEL=$m expect 0 default_train mpi 2 train --what routers --steps 1 --seq-len 32 \
   --batch 1 --token-file "$work/tokens.bin" --eval-tokens 256

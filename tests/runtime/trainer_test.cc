@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -298,6 +299,32 @@ TEST(Trainer, BalanceBiasOfAKeptGateMovesAndIsSaved) {
         want[e] += static_cast<float>(0.01f * (mean - load[e]) / mean);
       EXPECT_EQ(layers[i]->router().balance_bias()->value.data, want) << "layer " << i;
     }
+  }
+  // A balance-calibration pass: eval's forwards, the biases move with that pass's load, no
+  // weight changes; it returns the worst layer's max/mean load of the pass.
+  {
+    std::vector<std::vector<float>> before, weights;
+    std::vector<std::vector<int64_t>> load_before;
+    for (MoeLayer* l : layers) {
+      before.push_back(l->router().balance_bias()->value.data);
+      weights.push_back(l->router().find_param("weight")->value.data);
+      load_before.push_back(l->counters().routed_E);
+    }
+    auto worst = tr.balance_pass(Seqs(f.ids, 4096, 2, 64));
+    ASSERT_TRUE(worst.ok()) << worst.status().ToString();
+    double want_worst = 0;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      double mean = 0;
+      const std::vector<int64_t> load = LoadSince(*layers[i], load_before[i], &mean);
+      std::vector<float> want = before[i];
+      for (size_t e = 0; e < load.size(); ++e)
+        want[e] += static_cast<float>(0.01f * (mean - load[e]) / mean);
+      EXPECT_EQ(layers[i]->router().balance_bias()->value.data, want) << "layer " << i;
+      EXPECT_EQ(layers[i]->router().find_param("weight")->value.data, weights[i]);
+      want_worst = std::max(want_worst, *std::max_element(load.begin(), load.end()) / mean);
+    }
+    EXPECT_NEAR(*worst, want_worst, 1e-12);
+    EXPECT_GE(*worst, 1.0);
   }
   // Saved and loaded again without options: the checkpoint's gamma, the same bias.
   const std::string root = f.dir + "/ckpt";
