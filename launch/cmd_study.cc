@@ -517,23 +517,23 @@ class RouterRun {
   // fine-tuning ones, each moving the balance biases (Trainer::balance_pass), weights fixed.
   int CalibrateBalance(switchyard::RouterStudy* out) {
     const int64_t n = s_.calibrate_balance();
-    bool any = false;
-    for (MoeLayer* l : model_->sparse_layers()) any = any || l->router().updates_after_step();
-    if (n <= 0 || !any) return 0;
+    if (n <= 0 || !has_balance_bias(*model_)) return 0;
     Phase(("balance calibration, " + std::to_string(n) + " forward passes, weights fixed").c_str());
-    for (int64_t i = 0; i < n; ++i) {
+    auto batch = [&](int64_t i) {
       std::vector<std::vector<int32_t>> mine;
       for (int64_t b = 0; b < s_.batch(); ++b)
         mine.push_back(Sequence((s_.steps() + i) * s_.batch() * P_ + b * P_ + me_));
-      auto worst = trainer_->balance_pass(mine);
-      if (int code = agree_status(comm_, worst.status(), "study: balance calibration")) return code;
-      if (i == 0) out->set_calibration_first(*worst);
-      out->set_calibration_last(*worst);
-    }
+      return mine;
+    };
+    double first = 0, last = 0;
+    if (int code = balance_calibration(*trainer_, *model_, comm_, n, batch, &first, &last))
+      return code;
     out->set_calibration_passes(n);
+    out->set_calibration_first(first);
+    out->set_calibration_last(last);
     if (me_ == 0)
       std::printf("%s: balance calibration: worst layer max/mean %.2f -> %.2f\n", prefix_.c_str(),
-                  out->calibration_first(), out->calibration_last());
+                  first, last);
     return 0;
   }
 

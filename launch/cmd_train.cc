@@ -375,32 +375,30 @@ class TrainRun {
   int CalibrateBalance() {
     const int64_t n = a_.calibrate_balance;
     if (n <= 0 || state_.step < a_.steps) return 0;
-    bool any = false;
-    for (MoeLayer* l : t_.model->sparse_layers()) any = any || l->router().updates_after_step();
-    if (!any) {
+    if (!has_balance_bias(*t_.model)) {
       if (me_ == 0)
         std::printf("balance calibration skipped: no router has a balance bias (--balance-rate)\n");
       return 0;
     }
     const auto t0 = std::chrono::steady_clock::now();
     double first = 0, last = 0;
-    for (int64_t i = 0; i < n; ++i) {
+    auto batch = [&](int64_t i) {
       std::vector<std::vector<int32_t>> seqs;
       for (int64_t b = 0; b < a_.batch; ++b)
         seqs.push_back(sequence(state_.data_position + (i * a_.batch + b) * P_ + me_));
-      auto worst = trainer_->balance_pass(seqs);
-      if (int code = agree_status(comm_, worst.status(), "train: balance calibration")) return code;
-      if (i == 0) first = *worst;
-      last = *worst;
-      if (me_ == 0 && ((i + 1) % 10 == 0 || i + 1 == n)) {
-        const double s =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::printf("balance calibration %lld/%lld: worst layer max/mean %.2f, ETA %.0fs\n",
-                    (long long)(i + 1), (long long)n, *worst,
-                    s / static_cast<double>(i + 1) * static_cast<double>(n - i - 1));
-        std::fflush(stdout);
-      }
-    }
+      return seqs;
+    };
+    auto progress = [&](int64_t i, double worst) {
+      if (me_ != 0 || ((i + 1) % 10 != 0 && i + 1 != n)) return;
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("balance calibration %lld/%lld: worst layer max/mean %.2f, ETA %.0fs\n",
+                  (long long)(i + 1), (long long)n, worst,
+                  s / static_cast<double>(i + 1) * static_cast<double>(n - i - 1));
+      std::fflush(stdout);
+    };
+    if (int code =
+            balance_calibration(*trainer_, *t_.model, comm_, n, batch, &first, &last, progress))
+      return code;
     if (me_ == 0)
       std::printf(
           "balance calibration: %lld forward passes of %lld x %lld tokens per rank, weights "

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "launch/infer_run.h"
 #include "routers/metrics.h"
 #include "runtime/moe/moe_layer.h"
 
@@ -46,6 +47,28 @@ DistillProgress distill_progress_printer(int rank, std::string prefix) {
                 secs / static_cast<double>(done) * static_cast<double>(total - done));
     std::fflush(stdout);
   };
+}
+
+bool has_balance_bias(Model& model) {
+  for (MoeLayer* l : model.sparse_layers())
+    if (l->router().updates_after_step()) return true;
+  return false;
+}
+
+int balance_calibration(Trainer& trainer, Model& model, Communicator& comm, int64_t n,
+                        const std::function<std::vector<std::vector<int32_t>>(int64_t)>& batch,
+                        double* first, double* last,
+                        const std::function<void(int64_t, double)>& on_pass) {
+  *first = *last = 0;
+  if (n <= 0 || !has_balance_bias(model)) return 0;
+  for (int64_t i = 0; i < n; ++i) {
+    auto worst = trainer.balance_pass(batch(i));
+    if (int code = agree_status(comm, worst.status(), "balance calibration")) return code;
+    if (i == 0) *first = *worst;
+    *last = *worst;
+    if (on_pass) on_pass(i, *worst);
+  }
+  return 0;
 }
 
 }  // namespace sy::launch
