@@ -71,6 +71,8 @@ class BertTrainRun {
   Status Prepare() {
     if (!c_.trace().dir().empty())
       return InvalidArgument("train: --trace is not supported for BERT models yet");
+    if (c_.calibrate_balance() > 0)
+      return InvalidArgument("train: --calibrate-balance is not supported for BERT models yet");
     bool resume = false;
     const std::string source = SourceDir(c_, &resume);
     if (resume && !c_.resume())

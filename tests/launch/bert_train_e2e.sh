@@ -105,6 +105,9 @@ expect 0 init_dense "$bin" init --arch bert --set hidden_size=32 --set num_hidde
 expect 21 dense_routers mpi 1 train --model "$work/dense" --what routers --steps 1 --seq-len 32 \
   --token-file "$work/tokens.bin"
 has dense_routers "no routers"
+expect 21 bert_calibrate mpi 1 train --model "$m" --steps 1 --seq-len 32 \
+  --token-file "$work/tokens.bin" --calibrate-balance 2
+has bert_calibrate "--calibrate-balance is not supported for BERT models yet"
 
 # 7. P = 1, 2, 4 on one global batch of 4 sequences: the same losses as printed.
 for p in 1 2 4; do
