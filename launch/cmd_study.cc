@@ -163,6 +163,16 @@ ModelOptions StudyModelOptions(const switchyard::StudyConfig& s) {
 StatusOr<StudyShape> ReadShape(const switchyard::StudyConfig& s, const HfCheckpoint& ck) {
   const std::string type = ck.config().value("model_type", std::string("?"));
   StudyShape sh;
+  // The sizes both configs name alike (Qwen2MoeConfig, BertMoeConfig) and the MoE layer count.
+  auto fill = [&sh](const auto& c, const auto& is_moe_layer) {
+    sh.num_experts = c.num_experts;
+    sh.top_k = c.num_experts_per_tok;
+    sh.hidden = c.hidden_size;
+    sh.expert_hidden = c.moe_intermediate_size;
+    sh.vocab = c.vocab_size;
+    sh.layers = c.num_hidden_layers;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) sh.moe_layers += is_moe_layer(l);
+  };
   const bool upcycle_opts = s.upcycle_experts() != 0 || s.moe_every() != 0 ||
                             s.experts_top_k() != 0 || s.upcycle_noise() != 0;
   if (type == "qwen2_moe") {
@@ -172,13 +182,7 @@ StatusOr<StudyShape> ReadShape(const switchyard::StudyConfig& s, const HfCheckpo
           "--upcycle-noise apply to BERT checkpoints, not " +
           ck.dir() + " (qwen2_moe)");
     SY_ASSIGN_OR_RETURN(Qwen2MoeConfig c, Qwen2MoeConfig::from_checkpoint(ck));
-    sh.num_experts = c.num_experts;
-    sh.top_k = c.num_experts_per_tok;
-    sh.hidden = c.hidden_size;
-    sh.expert_hidden = c.moe_intermediate_size;
-    sh.vocab = c.vocab_size;
-    sh.layers = c.num_hidden_layers;
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) sh.moe_layers += c.is_sparse(l);
+    fill(c, [&c](int64_t l) { return c.is_sparse(l); });
     sh.aux_loss_coef = c.router_aux_loss_coef;
     return sh;
   }
@@ -204,13 +208,7 @@ StatusOr<StudyShape> ReadShape(const switchyard::StudyConfig& s, const HfCheckpo
                              "--upcycle-noise apply to a dense bert only");
     if (s.experts_top_k() > 0) c.num_experts_per_tok = s.experts_top_k();
   }
-  sh.num_experts = c.num_experts;
-  sh.top_k = c.num_experts_per_tok;
-  sh.hidden = c.hidden_size;
-  sh.expert_hidden = c.moe_intermediate_size;
-  sh.vocab = c.vocab_size;
-  sh.layers = c.num_hidden_layers;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) sh.moe_layers += c.is_moe_layer(l);
+  fill(c, [&c](int64_t l) { return c.is_moe_layer(l); });
   sh.aux_loss_coef = 0.01;  // BERT configs carry none: Switch Transformer's, as train does
   return sh;
 }

@@ -77,12 +77,10 @@ void Router::route(const float* x_TD, const int32_t* token_ids_T, int64_t T, Rou
   out->finite = ops::all_finite(ctx(), out->logits_TE.ptr(), T * E);
   ops::softmax_rows(ctx(), out->logits_TE.ptr(), out->probs_TE.ptr(), T, E);
   if (balance_b_) {  // the choice: top-k of s + b; the weights stay the chosen probabilities
-    const std::vector<float> b = to_host(balance_b_->value.ptr(), E);
-    std::vector<float> biased = to_host(out->logits_TE.ptr(), T * E);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t e = 0; e < E; ++e) biased[static_cast<size_t>(t * E + e)] += b[e];
     biased_TE_.resize({T, E}, mem());
-    from_host(biased_TE_.ptr(), biased);
+    ops::copy(ctx(), biased_TE_.ptr(), out->logits_TE.ptr(),
+              T * E * static_cast<int64_t>(sizeof(float)));
+    ops::add_bias_rows(ctx(), balance_b_->value.ptr(), T, E, biased_TE_.ptr());
     choose_by(biased_TE_.ptr(), T, cfg_.norm_topk_prob, out);
     return;
   }
