@@ -273,17 +273,8 @@ class TrainRun {
   // Held-out: the last eval_tokens tokens in sequences of L, dealt round-robin to the ranks
   // (empty padding where a rank has one fewer).
   void DealEvalSequences() {
-    const int64_t n_eval_seqs = std::max<int64_t>(1, a_.eval_tokens / L_);
-    for (int64_t k = 0; k < (n_eval_seqs + P_ - 1) / P_; ++k) {
-      const int64_t g = k * P_ + me_;
-      if (g >= n_eval_seqs) {
-        eval_seqs_.emplace_back();
-        continue;
-      }
-      const int64_t b = n_train_ + g * L_;
-      const int64_t e = std::min<int64_t>(static_cast<int64_t>(t_.ids.size()), b + L_);
-      eval_seqs_.emplace_back(t_.ids.begin() + b, t_.ids.begin() + e);
-    }
+    eval_seqs_ =
+        deal_held_out(t_.ids, n_train_, L_, std::max<int64_t>(1, a_.eval_tokens / L_), me_, P_);
   }
 
   // A replaced router starts from the checkpoint's gate: distilled on this rank's first

@@ -215,17 +215,8 @@ class BertTrainRun {
     order_ = std::make_unique<DataOrder>(n_train_ / L_, state_.data_seed);
     last_saved_ = is_resume_ ? state_.step : -1;
     // Held-out: the last eval_tokens tokens in sequences of L, dealt round-robin.
-    const int64_t n_eval = std::max<int64_t>(1, c_.eval_tokens() / L_);
-    for (int64_t k = 0; k < (n_eval + P_ - 1) / P_; ++k) {
-      const int64_t g = k * P_ + me_;
-      if (g >= n_eval) {
-        eval_seqs_.emplace_back();
-        continue;
-      }
-      const int64_t b = n_train_ + g * L_;
-      const int64_t e = std::min<int64_t>(static_cast<int64_t>(ids_.size()), b + L_);
-      eval_seqs_.emplace_back(ids_.begin() + b, ids_.begin() + e);
-    }
+    eval_seqs_ =
+        deal_held_out(ids_, n_train_, L_, std::max<int64_t>(1, c_.eval_tokens() / L_), me_, P_);
     return 0;
   }
 

@@ -21,6 +21,22 @@ TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, in
   return s;
 }
 
+std::vector<std::vector<int32_t>> deal_held_out(const std::vector<int32_t>& ids, int64_t first,
+                                                int64_t L, int64_t n_seqs, int rank, int P) {
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t k = 0; k < (n_seqs + P - 1) / P; ++k) {
+    const int64_t g = k * P + rank;
+    if (g >= n_seqs) {
+      out.emplace_back();
+      continue;
+    }
+    const int64_t b = first + g * L;
+    const int64_t e = std::min<int64_t>(static_cast<int64_t>(ids.size()), b + L);
+    out.emplace_back(ids.begin() + b, ids.begin() + e);
+  }
+  return out;
+}
+
 SequenceShard deal_sequences(const std::vector<int32_t>& ids, int64_t L, int rank, int P) {
   SY_CHECK(L >= 1 && P >= 1 && rank >= 0 && rank < P);
   SequenceShard shard;

@@ -32,6 +32,13 @@ TokenShard shard_tokens(int64_t T, int64_t G, int64_t batch_groups, int rank, in
 // Pure: rank's sequences of L tokens from ids (whole sequences only; the tail is dropped).
 SequenceShard deal_sequences(const std::vector<int32_t>& ids, int64_t L, int rank, int P);
 
+// Pure: rank's share of the held-out tail: n_seqs >= 1 sequences of L tokens starting at token
+// `first` of ids (the last may be shorter where ids ends), sequence g to rank g % P; a rank with
+// one fewer than the others gets an empty sequence in its place, so every rank holds
+// ceil(n_seqs / P).
+std::vector<std::vector<int32_t>> deal_held_out(const std::vector<int32_t>& ids, int64_t first,
+                                                int64_t L, int64_t n_seqs, int rank, int P);
+
 // Pure: an encoder's (BERT's) sequences of L >= 3 tokens from a token stream: each is cls, the
 // next L - 2 tokens of ids, sep, so deal_sequences(frame_sequences(ids, L, ..), L, ..) deals
 // framed sequences; the tail that fills no sequence is dropped.
