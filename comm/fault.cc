@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -194,6 +195,24 @@ const FaultSpec* find_fault(FaultKind kind, int rank, int64_t step, int layer) {
   return nullptr;
 }
 
+std::vector<FaultKind> process_fault_kinds() {
+  return {FaultKind::kKill, FaultKind::kAbort, FaultKind::kThrow, FaultKind::kExit,
+          FaultKind::kHang, FaultKind::kSlow,  FaultKind::kOom};
+}
+
+Status check_faults_supported(const std::string& command, const std::vector<FaultKind>& kinds) {
+  for (const FaultSpec& f : active_faults()) {
+    if (f.kind == FaultKind::kAbortHang ||
+        std::find(kinds.begin(), kinds.end(), f.kind) != kinds.end())
+      continue;
+    std::string can;
+    for (FaultKind k : kinds) can += (can.empty() ? "" : ", ") + std::string(fault_kind_name(k));
+    return InvalidArgument("SY_FAULT=" + std::string(fault_kind_name(f.kind)) +
+                           ": cannot fire in " + command + " (it carries out: " + can + ")");
+  }
+  return Status::Ok();
+}
+
 void inject_process_faults(int rank, int64_t step, int layer) {
   const auto& faults = active_faults();
   if (faults.empty()) return;
@@ -230,6 +249,12 @@ void inject_process_faults(int rank, int64_t step, int layer) {
         const double s = parse_duration_seconds(f.arg).value();  // validated when parsed
         std::this_thread::sleep_for(std::chrono::duration<double>(s));
         break;
+      }
+      case FaultKind::kOom: {
+        // An allocation that fails here, as a real one would: the out-of-memory exit.
+        say(f);
+        const int64_t bytes = f.arg.empty() ? (int64_t{1} << 40) : std::atoll(f.arg.c_str());
+        out_of_memory(bytes, "SY_FAULT=oom");
       }
       default:
         break;  // data faults: acted on where they belong (fault_fires)

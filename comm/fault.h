@@ -9,8 +9,8 @@
 // separated by ';'. SY_FAULT is read once, on the first query (MpiRuntime queries it at
 // start-up, so a malformed value fails every rank before any collective, with exit code 21).
 //
-// The process faults (kill, abort, throw, exit, hang, slow) are carried out by
-// inject_process_faults(); the data faults (nan_logits, inf_grad, corrupt_count, oom, enospc,
+// The process faults (kill, abort, throw, exit, hang, slow, oom) are carried out by
+// inject_process_faults(); the data faults (nan_logits, inf_grad, corrupt_count, enospc,
 // crash_in_save, bitflip_on_write) are acted on by the code they concern, which asks
 // fault_fires() at the point where the fault belongs. abort_hang is read by the MPI abort
 // itself (comm/mpi_communicator.cc), not through active_faults(); step and layer do not apply.
@@ -34,8 +34,8 @@ enum class FaultKind {
   kNanLogits,       // router logits become NaN
   kInfGrad,         // a router gradient becomes Inf
   kCorruptCount,    // a reported dispatch count is changed, not the rows (arg: delta, default 1)
-  kOom,             // an allocation throws std::bad_alloc
-  kEnospc,          // a write fails with ENOSPC
+  kOom,             // an allocation fails at the step (arg: its bytes): exit 26, out_of_memory
+  kEnospc,          // a checkpoint or report write fails with ENOSPC (arg: after this many bytes)
   kCrashInSave,     // the process dies after arg bytes of a checkpoint shard
   kBitflipOnWrite,  // one bit of a written file is flipped (arg: byte offset)
   kAbortHang,       // the rank blocks where it would call MPI_Abort (the abort watchdog's test)
@@ -72,6 +72,14 @@ const FaultSpec* find_fault(FaultKind kind, int rank, int64_t step, int layer = 
 inline bool fault_fires(FaultKind kind, int rank, int64_t step, int layer = -1) {
   return find_fault(kind, rank, step, layer) != nullptr;
 }
+
+// Every command says which kinds it can carry out; an active fault of another kind (one that
+// would parse and never fire) is InvalidArgument naming it, the command and the kinds it
+// supports. abort_hang is always allowed (the MPI abort reads it in every command).
+Status check_faults_supported(const std::string& command, const std::vector<FaultKind>& kinds);
+// The process faults (kill, abort, throw, exit, hang, slow, oom): every command that calls
+// inject_process_faults at its steps carries them out.
+std::vector<FaultKind> process_fault_kinds();
 
 // Carries out the process faults that match (kill, abort, throw, exit, hang, slow). Call it
 // where the fault should strike, e.g. at the top of every step; a no-op without SY_FAULT.

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
+#include <new>
 #include <sstream>
 #include <thread>
 
@@ -100,11 +102,20 @@ void mpi_abort_hook(int exit_code) {
   std::_Exit(exit_code);
 }
 
+// The last resort for an exception nothing caught: its class decides the exit code, so an
+// allocation failure or a file-system error is not reported as a bug.
 void on_terminate() {
   std::string what = "std::terminate called without an active exception";
+  int code = kExitBug;
   if (std::exception_ptr e = std::current_exception()) {
     try {
       std::rethrow_exception(e);
+    } catch (const std::bad_alloc& ex) {
+      what = std::string("out of memory: an allocation failed (") + ex.what() + ")";
+      code = kExitOutOfMemory;
+    } catch (const std::filesystem::filesystem_error& ex) {
+      what = std::string("file system error: ") + ex.what();
+      code = kExitBadInput;
     } catch (const std::exception& ex) {
       what = std::string("uncaught exception: ") + ex.what();
     } catch (...) {
@@ -114,7 +125,7 @@ void on_terminate() {
   std::string last = g_last.valid ? Communicator::describe(g_last.tag, g_last.seq) : "none";
   std::fprintf(stderr, "[switchyard] rank %d on %s: %s (last collective: %s)\n", log_rank(),
                host_name().c_str(), what.c_str(), last.c_str());
-  fatal_abort(kExitBug);
+  fatal_abort(code);
 }
 
 MPI_Datatype mpi_dtype(DType t) {

@@ -8,6 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/check.h"
+#include "runtime/core/file_input.h"
+#include "runtime/core/file_output.h"
+#include "runtime/core/json_input.h"
 
 namespace sy {
 
@@ -22,7 +25,7 @@ constexpr int64_t kVersion = 1;
 constexpr int64_t kMaxExperts = 1 << 20;
 constexpr int64_t kMaxRanks = 1 << 20;
 // A file is a few ids per expert; this is generous and still cheap to read whole.
-constexpr std::streamoff kMaxFileBytes = 256 << 20;
+constexpr int64_t kMaxFileBytes = int64_t{256} << 20;
 
 std::string ids(int64_t e, int r) {
   return "expert " + std::to_string(e) + " on rank " + std::to_string(r);
@@ -138,37 +141,13 @@ std::string placement_to_json(const ExpertPlacement& p) {
 
 Status write_placement_file(const std::string& path, const ExpertPlacement& p) {
   // Written whole to a temporary and renamed, so a reader never sees half a file.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) return InvalidArgument("placement: cannot write " + tmp);
-    f << placement_to_json(p);
-    f.flush();
-    if (!f) return InvalidArgument("placement: write to " + tmp + " failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return InvalidArgument("placement: cannot rename " + tmp + " to " + path);
-  }
-  return Status::Ok();
+  return write_file_atomic(path, placement_to_json(p));
 }
 
 StatusOr<ExpertPlacement> read_placement_file(const std::string& path) {
   const std::string where = "placement file " + path + ": ";
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) return BadInput(where + "cannot open");
-  const std::streamoff size = f.tellg();
-  if (size < 0 || size > kMaxFileBytes) {
-    return BadInput(where + "size " + std::to_string(size) + " bytes outside [0, " +
-                    std::to_string(kMaxFileBytes) + "]");
-  }
-  f.seekg(0);
-  std::string text(static_cast<size_t>(size), '\0');
-  if (!f.read(&text[0], size)) return BadInput(where + "read failed");
-
-  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return BadInput(where + "not valid JSON");
-  if (!j.is_object()) return BadInput(where + "top level is not a JSON object");
+  SY_ASSIGN_OR_RETURN(std::string text, read_file_bounded(path, kMaxFileBytes, "placement"));
+  SY_ASSIGN_OR_RETURN(const json j, parse_json_object_bounded(text, "placement file " + path));
 
   auto field = [&](const char* name) -> const json* {
     auto it = j.find(name);

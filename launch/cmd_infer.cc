@@ -137,6 +137,8 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
   switchyard::RunConfig cfg;
   Status st = [&]() -> Status {
     SY_RETURN_IF_ERROR(ResolveConfig(a, mflags, default_model, &cfg));
+    SY_RETURN_IF_ERROR(
+        check_faults_supported(cfg.has_model() ? "infer --model" : "infer", infer_fault_kinds()));
     if (cfg.has_model()) return Status::Ok();
     if (a.router == "all" && !a.dump.empty())
       return InvalidArgument("--dump needs a single router, not --router all");
@@ -191,10 +193,13 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
     vocab = tok.vocab_size();
     return Status::Ok();
   }();
+  if (st.ok() && ids.empty())
+    st = BadInput("infer: corpus " + cfg.data().corpus() + " gives no tokens");
   if (int code = agree_status(comm, st, "infer: data")) return code;
   all_tokens = static_cast<int64_t>(ids.size());
   if (cfg.data().max_tokens() > 0 && all_tokens > cfg.data().max_tokens())
     ids.resize(static_cast<size_t>(cfg.data().max_tokens()));
+  if (int code = agree_tokens(comm, ids, "infer: the tokens")) return code;
 
   const auto& m = cfg.moe();
   if (me == 0) {

@@ -18,6 +18,8 @@
 
 #include "launch/commands.h"
 #include "runtime/core/check.h"
+#include "runtime/core/file_output.h"
+#include "runtime/core/json_input.h"
 #include "runtime/data/wordpiece_tokenizer.h"
 #include "runtime/model/bert_moe.h"
 #include "runtime/model/qwen2_moe.h"
@@ -44,8 +46,11 @@ Status ApplySet(json* cfg, const std::string& kv) {
   if (eq == std::string::npos || eq == 0)
     return InvalidArgument("--set '" + kv + "': expected key=value");
   const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
-  json v = json::parse(val, nullptr, /*allow_exceptions=*/false);
-  (*cfg)[key] = v.is_discarded() ? json(val) : v;
+  if (json_nesting_exceeds(val, kMaxJsonDepth) >= 0)
+    return InvalidArgument("--set " + key + ": the value nests deeper than " +
+                           std::to_string(kMaxJsonDepth) + " levels");
+  StatusOr<json> v = parse_json_bounded(val, "--set " + key);
+  (*cfg)[key] = v.ok() ? std::move(*v) : json(val);
   return Status::Ok();
 }
 
@@ -71,11 +76,7 @@ Status WriteVocabTxt(const std::string& tok, const std::string& out) {
   const auto* wp = dynamic_cast<const WordPieceTokenizer*>(t.get());
   SY_CHECK(wp != nullptr) << tok << " was checked to be a WordPiece folder";
   const std::string path = (fs::path(out) / "vocab.txt").string();
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f << wp->vocab_txt();
-  f.close();
-  if (!f) return BadInput(path + ": cannot write");
-  return Status::Ok();
+  return write_file_atomic(path, wp->vocab_txt());
 }
 
 int RunInit(const InitArgs& a) {

@@ -24,6 +24,7 @@
 #include "launch/progress.h"
 #include "launch/project_calibrate.h"
 #include "launch/project_measured.h"
+#include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/project/cluster.h"
 #include "runtime/project/eplb.h"
@@ -58,10 +59,12 @@ StatusOr<std::vector<int>> parse_ranks(const std::string& list) {
 Status model_sizes(const TraceMeta& m, int64_t* D, int64_t* F, std::string* from) {
   if (m.model != "synthetic") {
     const std::string path = m.model + "/config.json";
-    std::ifstream in(path);
-    if (!in) return NotFound("trace model " + path + ": cannot open (give --hidden, --ffn-hidden)");
+    StatusOr<nlohmann::json> read = read_json_object_file(path);
+    if (!read.ok())
+      return Status(read.status().code(),
+                    read.status().message() + " (the trace's model; give --hidden, --ffn-hidden)");
     try {
-      const nlohmann::json j = nlohmann::json::parse(in);
+      const nlohmann::json& j = *read;
       if (*D == 0) *D = j.at("hidden_size").get<int64_t>();
       if (*F == 0) *F = j.at("moe_intermediate_size").get<int64_t>();
     } catch (const std::exception& e) {

@@ -52,6 +52,7 @@
 #include "routers/metrics.h"
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
+#include "runtime/core/file_input.h"
 #include "runtime/core/rng.h"
 #include "runtime/core/version.h"
 #include "runtime/data/corpus.h"
@@ -113,17 +114,12 @@ std::string Hex(uint64_t h) {
   return buf;
 }
 
-StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return NotFound("cannot read " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+// study.json and the progress file: a few hundred KiB for hundreds of routers.
+constexpr int64_t kMaxStudyFileBytes = int64_t{256} << 20;
 
 template <typename Msg>
 Status ReadJsonMessage(const std::string& path, Msg* msg) {
-  SY_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+  SY_ASSIGN_OR_RETURN(std::string text, read_file_bounded(path, kMaxStudyFileBytes, "study"));
   google::protobuf::util::JsonParseOptions opt;
   opt.ignore_unknown_fields = true;
   const auto st = google::protobuf::util::JsonStringToMessage(text, msg, opt);
@@ -694,6 +690,7 @@ int RunStudy(const CommandConfig& cc) {
     st = r.status();
     if (st.ok()) routers = *r;
   }
+  if (st.ok()) st = check_faults_supported("study", study_fault_kinds());
   if (int code = agree_status(comm, st, "study: config")) return code;
   if (int code = agree_config(comm, config_text(s))) return code;
   if (cc.print_config()) {
@@ -704,6 +701,8 @@ int RunStudy(const CommandConfig& cc) {
   StudyData data;
   st = PrepareData(s, me, P, &data);
   if (int code = agree_status(comm, st, "study")) return code;
+  if (int code = agree_model(comm, *data.ck, "study")) return code;
+  if (int code = agree_tokens(comm, data.ids, "study: the tokens")) return code;
   const switchyard::StudySettings settings = MakeSettings(s, data, P);
   st = Status::Ok();
   if (me == 0) {

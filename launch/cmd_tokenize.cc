@@ -34,12 +34,6 @@ int fail(const Status& st) {
   return st.exit_code();
 }
 
-bool is_corpus_name(const std::string& s) {
-  for (const std::string& name : corpus_names())
-    if (name == s) return true;
-  return false;
-}
-
 int run_tokenize(const CommandConfig& cc) {
   switchyard::TokenizeConfig cfg;
   Status checked = cc.resolve(&cfg);
@@ -59,8 +53,7 @@ int run_tokenize(const CommandConfig& cc) {
   StatusOr<std::unique_ptr<Tokenizer>> tok = load_tokenizer(*path);
   if (!tok.ok()) return fail(tok.status());
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
-  StatusOr<std::string> text =
-      is_corpus_name(a.corpus) ? load_corpus(a.corpus, a.data_dir) : read_file(a.corpus);
+  StatusOr<std::string> text = load_corpus(a.corpus, a.data_dir);
   if (!text.ok()) return fail(text.status());
   std::printf("tokenizer  %s (vocab %lld, loaded in %.2f s)\n", (*tok)->name().c_str(),
               static_cast<long long>((*tok)->vocab_size()), load_s);

@@ -34,6 +34,8 @@
 #include "launch/trace_run.h"
 #include "launch/train_bert.h"
 #include "launch/train_progress.h"
+#include "launch/train_resume.h"
+#include "runtime/core/file_output.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
 #include "runtime/data/token_file.h"
@@ -89,6 +91,7 @@ struct TrainArgs {
   std::string on_nonfinite;
   int64_t max_skips = 0;
   switchyard::TraceConfig trace;
+  switchyard::TrainConfig config;  // all of the above, as given
 };
 
 TrainArgs FromConfig(const switchyard::TrainConfig& c) {
@@ -131,18 +134,12 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.on_nonfinite = c.on_nonfinite();
   a.max_skips = c.max_skips();
   a.trace = c.trace();
+  a.config = c;
   return a;
 }
 
-// The settings a resumed run must share with the run that saved (the data and what is trained).
 json RunSettings(const TrainArgs& a, const std::string& router) {
-  return {{"what", a.what},
-          {"router", router},
-          {"seq_len", a.seq_len},
-          {"eval_tokens", a.eval_tokens},
-          {"corpus", a.token_file.empty() ? a.corpus : ""},
-          {"token_file", a.token_file},
-          {"quantize", a.quantize}};
+  return resume_settings(a.config, router, "next_token");
 }
 
 // What RunTrain prepares before the first step: the weights' source, the tokens, the model.
@@ -153,13 +150,17 @@ struct TrainSetup {
   TrainState resumed;
   int64_t optimizer_step = 0;
   bool is_resume = false;
-  std::string router;  // the router being trained
+  int64_t resume_step = -1;  // the latest checkpoint this rank found (when is_resume)
+  std::string router;        // the router being trained
+  std::string overridden;    // --resume-override: the settings that changed ("lr 0.001 -> 0.002")
 };
 
 // Where the weights come from: the latest checkpoint (resume) or the model; opens it.
 Status OpenSource(const TrainArgs& a, TrainSetup* t) {
   std::string source = a.model.empty() ? default_model_dir() : a.model;
   if (!a.checkpoint_dir.empty()) {
+    // Found now, not at the first save after the steps were spent.
+    SY_RETURN_IF_ERROR(check_writable_dir(a.checkpoint_dir, "train: --checkpoint-dir"));
     const auto saved = list_checkpoints(a.checkpoint_dir);
     if (!saved.empty() && !a.resume)
       return InvalidArgument("train: " + a.checkpoint_dir + " already holds checkpoints (up to " +
@@ -169,9 +170,13 @@ Status OpenSource(const TrainArgs& a, TrainSetup* t) {
     if (!saved.empty()) {
       source = a.checkpoint_dir;
       t->is_resume = true;
+      t->resume_step = saved.back().first;
     }
   }
-  if (!std::filesystem::exists(source))
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(source, ec);
+  if (ec) return BadInput("train: " + source + ": " + ec.message());
+  if (!exists)
     return NotFound("train: no model at " + source +
                     (a.model.empty() ? " (the embedded default model; build it with "
                                        "`bash launch/train_default.sh`, or pass --model DIR)"
@@ -186,11 +191,8 @@ Status OpenSource(const TrainArgs& a, TrainSetup* t) {
 Status CheckResume(const TrainArgs& a, const Qwen2MoeConfig& cfg, int P, TrainSetup* t) {
   const std::string& dir = t->ck->dir();
   SY_ASSIGN_OR_RETURN(t->resumed, read_train_state(dir, &t->optimizer_step));
-  const json want = RunSettings(a, t->router);
-  for (auto& [k, v] : want.items())
-    if (t->resumed.run.value(k, json()) != v)
-      return InvalidArgument("train --resume: " + dir + " was saved by a run with " + k + " = " +
-                             t->resumed.run.value(k, json()).dump() + ", this run has " + v.dump());
+  SY_RETURN_IF_ERROR(check_resume_settings(dir, t->resumed.run, RunSettings(a, t->router),
+                                           a.config.resume_override(), &t->overridden));
   if (cfg.num_experts % P != 0)
     return InvalidArgument("train --resume: " + dir + " was saved with " +
                            std::to_string(t->resumed.world_size) + " ranks; its " +
@@ -220,8 +222,9 @@ Status ReadTrainTokens(const TrainArgs& a, TrainSetup* t) {
   return Status::Ok();
 }
 
+// After OpenSource (agreed by every rank): the settings against the checkpoint's, the tokens,
+// the model.
 Status PrepareTrain(const TrainArgs& a, Communicator& comm, TrainSetup* t) {
-  SY_RETURN_IF_ERROR(OpenSource(a, t));
   SY_ASSIGN_OR_RETURN(Qwen2MoeConfig cfg, Qwen2MoeConfig::from_checkpoint(*t->ck));
   t->router = a.router.empty() ? cfg.router : a.router;
   if (t->is_resume) SY_RETURN_IF_ERROR(CheckResume(a, cfg, comm.size(), t));
@@ -357,6 +360,7 @@ class TrainRun {
           (long long)state_.step, (long long)state_.data_position, (long long)t_.optimizer_step,
           t_.ck->dir().c_str(), t_.resumed.world_size, t_.resumed.world_size == 1 ? "" : "s",
           t_.resumed.world_size == P_ ? "" : " (experts regrouped by global id)");
+    print_resume_override(t_.overridden);
     std::fflush(stdout);
   }
 
@@ -568,6 +572,7 @@ int RunTrain(const CommandConfig& cc) {
           "the contiguous placement (expert e on rank e / (E/P))");
   if (st.ok()) st = validate_train_config(cfg);
   if (st.ok()) st = validate_trace_config(cfg.trace(), "train");
+  if (st.ok()) st = check_faults_supported("train", train_fault_kinds());
   if (int code = agree_status(comm, st, "train: config")) return code;
   if (int code = agree_config(comm, config_text(cfg))) return code;
   if (cc.print_config()) {
@@ -577,8 +582,13 @@ int RunTrain(const CommandConfig& cc) {
   if (train_source_is_bert(cfg)) return run_train_bert(cfg, comm);  // masked LM: train_bert.h
   const TrainArgs a = FromConfig(cfg);
   TrainSetup setup;
+  // Every rank opens the same model or checkpoint step before anything else is read.
+  st = OpenSource(a, &setup);
+  if (int code = agree_status(comm, st, "train")) return code;
+  if (int code = agree_model(comm, *setup.ck, "train", setup.resume_step)) return code;
   st = PrepareTrain(a, comm, &setup);
   if (int code = agree_status(comm, st, "train")) return code;
+  if (int code = agree_tokens(comm, setup.ids, "train: the training tokens")) return code;
   TrainRun run(a, comm, setup);
   return run.run();
 }
@@ -606,6 +616,9 @@ void add_train_command(CLI::App& app) {
   c->flag("--resume", "resume",
           "continue from the latest complete checkpoint in --checkpoint-dir (start fresh "
           "when it holds none)");
+  c->flag("--resume-override", "resume_override",
+          "with --resume: accept changed optimizer or schedule settings (lr, batch, warmup, "
+          "...), named in a warning, instead of refusing them");
   c->option("--keep-last", "keep_last", "checkpoints kept (0: all)");
   c->option("--seq-len", "seq_len", "tokens per sequence");
   c->option("--batch", "batch", "sequences per rank per step");

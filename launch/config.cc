@@ -3,18 +3,29 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
-#include <fstream>
 #include <memory>
 #include <sstream>
 
 #include "launch/default_config.h"  // generated: kDefaultConfigText
 #include "routers/registry.h"
+#include "runtime/core/file_input.h"
+#include "runtime/core/size_check.h"
 #include "runtime/kernels/capacity.h"
 
 namespace sy::launch {
 namespace {
 
 namespace pb = google::protobuf;
+
+// A config in protobuf text is a few KiB; the cap is checked before the file is read.
+constexpr int64_t kMaxConfigFileBytes = int64_t{16} << 20;
+// Token counts anywhere in a config (2^40: far above any corpus that fits a machine).
+constexpr int64_t kMaxTokensInRun = int64_t{1} << 40;
+// A sequence's tokens, and sequences per rank per step.
+constexpr int64_t kMaxSeqLen = int64_t{1} << 20;
+constexpr int64_t kMaxBatch = int64_t{1} << 20;
+// Steps, and the step counts of logging, evaluation and saving.
+constexpr int64_t kMaxSteps = int64_t{1} << 31;
 
 class Collector : public pb::io::ErrorCollector {
  public:
@@ -49,12 +60,8 @@ Status parse_text_config(const std::string& text, const std::string& origin, pb:
 }
 
 Status load_text_config(const std::string& path, pb::Message* msg) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return InvalidArgument("cannot open config " + path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (ss.str().size() > (16u << 20)) return InvalidArgument("config " + path + " is over 16 MiB");
-  return parse_text_config(ss.str(), path, msg);
+  SY_ASSIGN_OR_RETURN(std::string text, read_file_bounded(path, kMaxConfigFileBytes, "config"));
+  return parse_text_config(text, path, msg);
 }
 
 StatusOr<switchyard::RunConfig> parse_run_config(const std::string& text,
@@ -212,11 +219,43 @@ void fill_defaults(pb::Message* msg) {
   }
 }
 
-Status validate_run_config(const switchyard::RunConfig& cfg) {
+// The sizes of the synthetic stack, bounded as config.json's are (runtime/model/qwen2_moe.cc),
+// and the products the run allocates, without overflow.
+Status check_run_sizes(const switchyard::RunConfig& cfg) {
   const auto& d = cfg.data();
-  if (d.max_tokens() < 0) return InvalidArgument("data.max_tokens must be >= 0");
-  if (d.group_tokens() < 1) return InvalidArgument("data.group_tokens must be >= 1");
-  if (d.batch_groups() < 1) return InvalidArgument("data.batch_groups must be >= 1");
+  const auto& m = cfg.moe();
+  SY_RETURN_IF_ERROR(check_size("data.max_tokens", d.max_tokens(), 0, kMaxTokensInRun));
+  SY_RETURN_IF_ERROR(check_size("data.group_tokens", d.group_tokens(), 1, int64_t{1} << 24));
+  SY_RETURN_IF_ERROR(check_size("data.batch_groups", d.batch_groups(), 1, int64_t{1} << 24));
+  SY_RETURN_IF_ERROR(check_size("moe.num_layers", m.num_layers(), 1, 4096));
+  SY_RETURN_IF_ERROR(check_size("moe.d_model", m.d_model(), 1, int64_t{1} << 16));
+  SY_RETURN_IF_ERROR(check_size("moe.ffn_hidden", m.ffn_hidden(), 0, int64_t{1} << 20));
+  SY_RETURN_IF_ERROR(
+      check_size("moe.shared_expert_hidden", m.shared_expert_hidden(), 0, int64_t{1} << 20));
+  SY_RETURN_IF_ERROR(check_size("moe.num_experts", m.num_experts(), 1, int64_t{1} << 14));
+  SY_RETURN_IF_ERROR(check_size("moe.router.hidden", m.router().hidden(), 0, int64_t{1} << 20));
+  SY_RETURN_IF_ERROR(check_size("moe.router.num_heads", m.router().num_heads(), 0, 1024));
+  SY_RETURN_IF_ERROR(check_size("moe.quant_group", m.quant_group(), 0, int64_t{1} << 20));
+  const int64_t G = d.group_tokens(), B = d.batch_groups();
+  SY_RETURN_IF_ERROR(checked_product({{"data.group_tokens", G}, {"data.batch_groups", B}},
+                                     int64_t{1} << 26, "tokens per rank per step")
+                         .status());
+  SY_RETURN_IF_ERROR(
+      checked_product(
+          {{"data.group_tokens", G}, {"data.batch_groups", B}, {"moe.d_model", m.d_model()}},
+          int64_t{1} << 34, "activation values per rank per step")
+          .status());
+  SY_RETURN_IF_ERROR(checked_product({{"SwiGLU matrices", 3},
+                                      {"moe.num_experts", m.num_experts()},
+                                      {"moe.d_model", m.d_model()},
+                                      {"moe.ffn_hidden", m.ffn_hidden()}},
+                                     int64_t{1} << 36, "values in one layer's expert weights")
+                         .status());
+  return Status::Ok();
+}
+
+Status validate_run_config(const switchyard::RunConfig& cfg) {
+  SY_RETURN_IF_ERROR(check_run_sizes(cfg));
   if (cfg.comm().collective_timeout_s() < 0)
     return InvalidArgument("comm.collective_timeout_s must be >= 0");
   const std::string& policy = cfg.moe().drop_policy();
@@ -297,6 +336,17 @@ Status validate_model_infer_config(const switchyard::ModelInferConfig& m) {
     return InvalidArgument(
         "--model needs exactly one of --token-ids, --prompt, --token-file, --corpus "
         "(model.token_ids, prompt, token_file, corpus)");
+  SY_RETURN_IF_ERROR(check_size("model.seq_len (--seq-len)", m.seq_len(), 0, kMaxSeqLen));
+  SY_RETURN_IF_ERROR(
+      check_size("model.max_new_tokens (--max-new-tokens)", m.max_new_tokens(), 0, kMaxSeqLen));
+  SY_RETURN_IF_ERROR(check_size("model.repeat (--repeat)", m.repeat(), 1, 1 << 20));
+  SY_RETURN_IF_ERROR(
+      check_size("model.max_tokens (--max-tokens)", m.max_tokens(), INT64_MIN, kMaxTokensInRun));
+  SY_RETURN_IF_ERROR(
+      check_size("model.upcycle_experts (--upcycle-experts)", m.upcycle_experts(), 0, 1 << 14));
+  SY_RETURN_IF_ERROR(check_size("model.moe_every (--moe-every)", m.moe_every(), 0, 1024));
+  SY_RETURN_IF_ERROR(
+      check_size("model.experts_top_k (--experts-top-k)", m.experts_top_k(), 0, 1 << 14));
   if (m.seq_len() < 0 || (m.seq_len() > 0 && m.token_file().empty() && !corpus))
     return InvalidArgument(
         "model.seq_len (--seq-len) needs --token-file or --corpus (and must be > 0)");
@@ -320,6 +370,25 @@ Status validate_model_infer_config(const switchyard::ModelInferConfig& m) {
   return Status::Ok();
 }
 
+// The sizes train and study share: bounded, and a step's tokens (batch x seq_len) and the
+// distillation's without overflow.
+Status check_step_sizes(const std::string& cmd, int64_t steps, int64_t seq_len, int64_t batch,
+                        int64_t eval_tokens, const switchyard::DistillConfigProto& d) {
+  SY_RETURN_IF_ERROR(check_size(cmd + ": steps (--steps)", steps, 0, kMaxSteps));
+  SY_RETURN_IF_ERROR(check_size(cmd + ": seq_len (--seq-len)", seq_len, 2, kMaxSeqLen));
+  SY_RETURN_IF_ERROR(check_size(cmd + ": batch (--batch)", batch, 1, kMaxBatch));
+  SY_RETURN_IF_ERROR(
+      check_size(cmd + ": eval_tokens (--eval-tokens)", eval_tokens, 2, kMaxTokensInRun));
+  SY_RETURN_IF_ERROR(checked_product({{"batch", batch}, {"seq_len", seq_len}}, int64_t{1} << 24,
+                                     cmd + ": tokens per rank per step")
+                         .status());
+  SY_RETURN_IF_ERROR(
+      check_size(cmd + ": distill.iterations (--distill-iters)", d.iterations(), 0, kMaxSteps));
+  SY_RETURN_IF_ERROR(check_size(cmd + ": distill.max_tokens (--distill-tokens)", d.max_tokens(), 0,
+                                int64_t{1} << 24));
+  return Status::Ok();
+}
+
 Status validate_train_config(const switchyard::TrainConfig& t) {
   if (!one_of(t.what(), {"routers", "all"}))
     return InvalidArgument("train: what (--what) must be routers or all, not '" + t.what() + "'");
@@ -329,6 +398,14 @@ Status validate_train_config(const switchyard::TrainConfig& t) {
         "train: --steps, --batch, --log-every >= 1, --seq-len, --eval-tokens >= 2, "
         "--save-every, --eval-every, --keep-last >= 0 (fields steps, batch, log_every, seq_len, "
         "eval_tokens, save_every, eval_every, keep_last)");
+  SY_RETURN_IF_ERROR(
+      check_step_sizes("train", t.steps(), t.seq_len(), t.batch(), t.eval_tokens(), t.distill()));
+  SY_RETURN_IF_ERROR(check_size("train: warmup (--warmup)", t.warmup(), 0, kMaxSteps));
+  SY_RETURN_IF_ERROR(check_size("train: save_every (--save-every)", t.save_every(), 0, kMaxSteps));
+  SY_RETURN_IF_ERROR(check_size("train: eval_every (--eval-every)", t.eval_every(), 0, kMaxSteps));
+  SY_RETURN_IF_ERROR(check_size("train: log_every (--log-every)", t.log_every(), 1, kMaxSteps));
+  SY_RETURN_IF_ERROR(check_size("train: keep_last (--keep-last)", t.keep_last(), 0, 1 << 20));
+  SY_RETURN_IF_ERROR(check_size("train: max_skips (--max-skips)", t.max_skips(), 0, kMaxSteps));
   if ((t.save_every() > 0 || t.resume()) && t.checkpoint_dir().empty())
     return InvalidArgument(
         "train: --save-every and --resume need --checkpoint-dir (save_every, resume, "
@@ -368,6 +445,10 @@ Status validate_study_config(const switchyard::StudyConfig& s) {
         "study: --steps >= 0, --seq-len >= 2, --batch >= 1, --eval-tokens >= 2, "
         "latency_repeats >= 1, latency_tokens >= 1 (fields steps, seq_len, batch, eval_tokens, "
         "latency_repeats, latency_tokens)");
+  SY_RETURN_IF_ERROR(
+      check_step_sizes("study", s.steps(), s.seq_len(), s.batch(), s.eval_tokens(), s.distill()));
+  SY_RETURN_IF_ERROR(check_size("study: latency_tokens", s.latency_tokens(), 1, int64_t{1} << 24));
+  SY_RETURN_IF_ERROR(check_size("study: latency_repeats", s.latency_repeats(), 1, 1 << 20));
   if (!one_of(s.quantize(), {"none", "int8", "int4"}))
     return InvalidArgument("study: quantize (--quantize) must be none, int8 or int4, not '" +
                            s.quantize() + "'");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "comm/fault.h"
@@ -155,15 +156,172 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
   return res;
 }
 
+std::vector<Setting> config_settings(const std::string& config_text) {
+  std::vector<Setting> out;
+  std::vector<std::string> scope;   // the enclosing messages' field names
+  std::map<std::string, int> seen;  // repeated fields: how many values so far
+  size_t pos = 0;
+  while (pos < config_text.size()) {
+    size_t eol = config_text.find('\n', pos);
+    if (eol == std::string::npos) eol = config_text.size();
+    std::string line = config_text.substr(pos, eol - pos);
+    pos = eol + 1;
+    const size_t b = line.find_first_not_of(' ');
+    if (b == std::string::npos) continue;
+    line = line.substr(b);
+    std::string prefix;
+    for (const std::string& s : scope) prefix += s + ".";
+    if (line == "}") {
+      if (!scope.empty()) scope.pop_back();
+    } else if (line.size() > 2 && line.compare(line.size() - 2, 2, " {") == 0) {
+      scope.push_back(line.substr(0, line.size() - 2));
+    } else {
+      const size_t colon = line.find(": ");
+      const std::string name = prefix + line.substr(0, colon);
+      const int n = seen[name]++;
+      out.push_back({n == 0 ? name : name + "[" + std::to_string(n) + "]",
+                     colon == std::string::npos ? "" : line.substr(colon + 2)});
+    }
+  }
+  return out;
+}
+
+namespace {
+
+constexpr size_t kMaxSettingsBytes = 16 << 10;  // per rank, gathered only on a mismatch
+constexpr int kMaxDifferencesShown = 20;
+constexpr size_t kMaxValueShown = 60;
+
+std::string serialize_settings(const std::vector<Setting>& settings) {
+  std::string s;
+  for (const Setting& x : settings) s += x.name + '\t' + x.value + '\n';
+  return s;
+}
+
+// "0-3, 5" from sorted ranks.
+std::string rank_ranges(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    out += (out.empty() ? "" : ", ") + std::to_string(ranks[i]);
+    if (j > i) out += "-" + std::to_string(ranks[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+// Rank 0: the settings of every rank (gathered), the differing ones printed.
+void print_differences(const std::vector<std::string>& per_rank, const char* what) {
+  const int P = static_cast<int>(per_rank.size());
+  std::vector<std::string> order;                       // names in first-seen order
+  std::map<std::string, std::map<int, std::string>> v;  // name -> rank -> value
+  for (int r = 0; r < P; ++r) {
+    const std::string& s = per_rank[static_cast<size_t>(r)];
+    size_t pos = 0;
+    while (pos < s.size()) {
+      size_t eol = s.find('\n', pos);
+      if (eol == std::string::npos) eol = s.size();
+      const std::string line = s.substr(pos, eol - pos);
+      pos = eol + 1;
+      const size_t tab = line.find('\t');
+      if (tab == std::string::npos) continue;
+      const std::string name = line.substr(0, tab);
+      if (!v.count(name)) order.push_back(name);
+      v[name][r] = line.substr(tab + 1);
+    }
+  }
+  std::string out;
+  int shown = 0, differing = 0;
+  for (const std::string& name : order) {
+    std::map<std::string, std::vector<int>> by_value;
+    for (int r = 0; r < P; ++r) {
+      auto it = v[name].find(r);
+      by_value[it == v[name].end() ? "(not set)" : it->second].push_back(r);
+    }
+    if (by_value.size() == 1) continue;
+    ++differing;
+    if (shown++ >= kMaxDifferencesShown) continue;
+    out += "  " + name + ":";
+    for (const auto& [value, ranks] : by_value) {
+      const std::string shown_value =
+          value.size() > kMaxValueShown ? value.substr(0, kMaxValueShown) + "..." : value;
+      out += " " + shown_value + " on rank" + (ranks.size() > 1 ? "s " : " ") + rank_ranges(ranks) +
+             ";";
+    }
+    out.back() = '\n';
+  }
+  if (differing > kMaxDifferencesShown)
+    out += "  ... and " + std::to_string(differing - kMaxDifferencesShown) + " more\n";
+  if (differing == 0) out = "  (the differences lie past the first 16 KiB of settings)\n";
+  std::fprintf(stderr, "[switchyard] %s differs between ranks (%d setting%s):\n%s", what, differing,
+               differing == 1 ? "" : "s", out.c_str());
+}
+
+}  // namespace
+
+int agree_settings(Communicator& comm, const std::vector<Setting>& settings, const char* what,
+                   int exit_code) {
+  std::string mine = serialize_settings(settings);
+  const int64_t h = static_cast<int64_t>(fnv1a64(mine) >> 1);
+  int64_t lo_hi[2] = {h, -h};  // kMin of both: the smallest hash and minus the largest
+  comm.allreduce(lo_hi, 2, ReduceOp::kMin, {"settings.hash"});
+  if (lo_hi[0] == -lo_hi[1]) return 0;
+  // They differ: gather every rank's settings (cut at 64 KiB) and let rank 0 name the fields.
+  if (mine.size() > kMaxSettingsBytes) mine.resize(kMaxSettingsBytes);
+  const int P = comm.size();
+  const int64_t my_len = static_cast<int64_t>(mine.size());
+  std::vector<int64_t> lens(static_cast<size_t>(P));
+  comm.allgather(&my_len, lens.data(), 1, {"settings.sizes"});
+  const int64_t width = *std::max_element(lens.begin(), lens.end());
+  std::vector<char> all(static_cast<size_t>(width * P)), padded(static_cast<size_t>(width));
+  std::copy(mine.begin(), mine.end(), padded.begin());
+  comm.allgather_bytes(padded.data(), all.data(), width, 1, {"settings.text"});
+  if (comm.rank() == 0) {
+    std::vector<std::string> per_rank;
+    for (int r = 0; r < P; ++r)
+      per_rank.emplace_back(all.data() + r * width,
+                            static_cast<size_t>(lens[static_cast<size_t>(r)]));
+    print_differences(per_rank, what);
+  }
+  return exit_code;
+}
+
 int agree_config(Communicator& comm, const std::string& config_text) {
-  const int64_t h = static_cast<int64_t>(fnv1a64(config_text.c_str()) >> 1);
-  int64_t lo = h, hi = h;
-  comm.allreduce(&lo, 1, ReduceOp::kMin, {"config.hash"});
-  comm.allreduce(&hi, 1, ReduceOp::kMax, {"config.hash"});
-  if (lo == hi) return 0;
-  std::fprintf(stderr, "[switchyard] rank %d: config differs between ranks (hash %lld)\n",
-               comm.rank(), static_cast<long long>(h));
-  return kExitConfig;
+  return agree_settings(comm, config_settings(config_text), "the configuration");
+}
+
+std::vector<FaultKind> infer_fault_kinds() {
+  std::vector<FaultKind> k = process_fault_kinds();
+  k.insert(k.end(), {FaultKind::kCorruptCount, FaultKind::kEnospc});
+  return k;
+}
+
+std::vector<FaultKind> study_fault_kinds() {
+  std::vector<FaultKind> k = infer_fault_kinds();
+  k.insert(k.end(), {FaultKind::kNanLogits, FaultKind::kInfGrad});
+  return k;
+}
+
+std::vector<FaultKind> train_fault_kinds() {
+  std::vector<FaultKind> k = study_fault_kinds();
+  k.insert(k.end(), {FaultKind::kCrashInSave, FaultKind::kBitflipOnWrite});
+  return k;
+}
+
+int agree_tokens(Communicator& comm, const std::vector<int32_t>& ids, const char* what) {
+  const std::string bytes(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(int32_t));
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a64(bytes)));
+  return agree_settings(comm, {{"tokens", std::to_string(ids.size()) + " ids, hash " + hex}}, what);
+}
+
+int agree_model(Communicator& comm, const HfCheckpoint& ck, const char* what, int64_t resume_step) {
+  std::vector<Setting> s = {{"model identity", ck.identity()}};
+  if (resume_step >= 0) s.push_back({"checkpoint step", std::to_string(resume_step)});
+  const std::string label =
+      std::string(what) + (resume_step >= 0 ? ": the checkpoint" : ": the model");
+  return agree_settings(comm, s, label.c_str(), resume_step >= 0 ? kExitCheckpoint : kExitConfig);
 }
 
 int agree_status(Communicator& comm, const Status& s, const char* what) {

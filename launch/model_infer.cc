@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/fault.h"
 #include "comm/placement.h"
 #include "launch/commands.h"
 #include "launch/infer_run.h"
@@ -151,7 +152,10 @@ Status ReadInputs(const ModelInferArgs& a, Inputs* in) {
     if (in->ids.empty()) return InvalidArgument("--prompt: the text gives no tokens");
   } else if (a.seq_len == 0) {  // with --seq-len each rank reads its own part (RunSequences)
     SY_ASSIGN_OR_RETURN(in->ids, read_token_file(a.token_file));
+    if (in->ids.empty()) return BadInput(a.token_file + ": the token file holds no tokens");
   }
+  if (corpus && in->ids.empty())
+    return BadInput("--corpus " + a.corpus + ": the text gives no tokens");
   if (a.max_tokens > 0 && static_cast<int64_t>(in->ids.size()) > a.max_tokens)
     in->ids.resize(static_cast<size_t>(a.max_tokens));
   return Status::Ok();
@@ -277,6 +281,7 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
              : shard.ids_NL.end());
     model.set_step(step);
     model.reset_cache();
+    inject_process_faults(comm.rank(), step);  // SY_FAULT=kill|hang|exit|oom|...@rank=r,step=s
     st = model.forward(seq.data(), static_cast<int64_t>(seq.size()), &logits,
                        /*all_logits=*/a.loss);
     if (int code = agree_status(comm, st, "infer --model: forward")) return code;
@@ -365,6 +370,7 @@ int RunForward(const ModelInferArgs& a, Model& model, Communicator& comm, const 
     comm.barrier({"infer.forward"});
     model.set_step(r);
     model.reset_cache();
+    inject_process_faults(comm.rank(), r);  // SY_FAULT=...@rank=r,step=<repeat>
     Status st = model.forward(in.ids.data(), T, logits,
                               /*all_logits=*/a.max_new_tokens == 0 || !a.dump.empty());
     if (int code = agree_status(comm, st, "infer --model: forward")) return code;
@@ -376,9 +382,7 @@ int RunForward(const ModelInferArgs& a, Model& model, Communicator& comm, const 
     std::fprintf(stderr, "[switchyard] warning: non-finite logits\n");
   Status st;
   if (comm.rank() == 0) st = PrintForward(a, model, in.tok.get(), *logits, T, best);
-  int dump_code = st.ok() ? 0 : st.exit_code();
-  comm.allreduce(&dump_code, 1, ReduceOp::kMax, {"infer.dump"});
-  if (dump_code) return dump_code;
+  if (int code = agree_status(comm, st, "infer --model: output")) return code;
 
   // The routing of the forward: metrics table (rank 0) and per-rank load reports.
   RoutingCollector routing(model.sparse_layers(), model.config_json().dump(), comm, a.out);
@@ -522,6 +526,8 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
   Inputs in;
   Status st = ReadInputs(a, &in);
   if (int code = agree_status(comm, st, "infer --model")) return code;
+  if (int code = agree_model(comm, *in.ck, "infer --model")) return code;
+  if (int code = agree_tokens(comm, in.ids, "infer --model: the input tokens")) return code;
 
   const int64_t base_rss = RssBytes();
   const auto t_load = std::chrono::steady_clock::now();

@@ -12,6 +12,8 @@
 #include "launch/commands.h"
 #include "launch/infer_run.h"
 #include "launch/train_progress.h"
+#include "launch/train_resume.h"
+#include "runtime/core/file_output.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/sequence_shard.h"
 #include "runtime/data/token_file.h"
@@ -34,25 +36,21 @@ constexpr int32_t kMaskId = 103;
 const std::vector<int32_t> kNeverChosen = {0, 101, 102};  // [PAD], [CLS], [SEP]
 
 // The source folder and whether it is a resume (--checkpoint-dir holds checkpoints).
-std::string SourceDir(const switchyard::TrainConfig& c, bool* resume) {
+std::string SourceDir(const switchyard::TrainConfig& c, bool* resume, int64_t* resume_step) {
   *resume = false;
-  if (!c.checkpoint_dir().empty() && !list_checkpoints(c.checkpoint_dir()).empty()) {
-    *resume = true;
-    return c.checkpoint_dir();
+  if (!c.checkpoint_dir().empty()) {
+    const auto saved = list_checkpoints(c.checkpoint_dir());
+    if (!saved.empty()) {
+      *resume = true;
+      *resume_step = saved.back().first;
+      return c.checkpoint_dir();
+    }
   }
   return c.model().empty() ? default_model_dir() : c.model();
 }
 
-// The settings a resumed run must share with the run that saved.
 json RunSettings(const switchyard::TrainConfig& c, const std::string& router) {
-  return {{"objective", "masked_lm"},
-          {"what", c.what()},
-          {"router", router},
-          {"seq_len", c.seq_len()},
-          {"eval_tokens", c.eval_tokens()},
-          {"corpus", c.token_file().empty() ? c.corpus() : ""},
-          {"token_file", c.token_file()},
-          {"quantize", c.quantize()}};
+  return resume_settings(c, router, "masked_lm");
 }
 
 class BertTrainRun {
@@ -62,6 +60,8 @@ class BertTrainRun {
 
   int run() {
     if (int code = agree_status(comm_, Prepare(), "train")) return code;
+    if (int code = agree_model(comm_, *ck_, "train", is_resume_ ? resume_step_ : -1)) return code;
+    if (int code = agree_tokens(comm_, ids_, "train: the training tokens")) return code;
     if (int code = MakeTrainer()) return code;
     Banner();
     return Train();
@@ -73,8 +73,10 @@ class BertTrainRun {
       return InvalidArgument("train: --trace is not supported for BERT models yet");
     if (c_.calibrate_balance() > 0)
       return InvalidArgument("train: --calibrate-balance is not supported for BERT models yet");
+    if (!c_.checkpoint_dir().empty())
+      SY_RETURN_IF_ERROR(check_writable_dir(c_.checkpoint_dir(), "train: --checkpoint-dir"));
     bool resume = false;
-    const std::string source = SourceDir(c_, &resume);
+    const std::string source = SourceDir(c_, &resume, &resume_step_);
     if (resume && !c_.resume())
       return InvalidArgument("train: " + c_.checkpoint_dir() +
                              " already holds checkpoints: pass --resume to continue that run, or "
@@ -92,12 +94,8 @@ class BertTrainRun {
     replace_router_ = type == "bert_moe" && router_ != ck_router;
     if (is_resume_) {
       SY_ASSIGN_OR_RETURN(resumed_, read_train_state(ck_->dir(), &optimizer_step_));
-      const json want = RunSettings(c_, router_);
-      for (auto& [k, v] : want.items())
-        if (resumed_.run.value(k, json()) != v)
-          return InvalidArgument("train --resume: " + ck_->dir() + " was saved by a run with " + k +
-                                 " = " + resumed_.run.value(k, json()).dump() + ", this run has " +
-                                 v.dump());
+      SY_RETURN_IF_ERROR(check_resume_settings(ck_->dir(), resumed_.run, RunSettings(c_, router_),
+                                               c_.resume_override(), &overridden_));
       if (resumed_.step >= c_.steps())
         return InvalidArgument("train --resume: " + ck_->dir() + " is at step " +
                                std::to_string(resumed_.step) + ", not below --steps " +
@@ -233,6 +231,7 @@ class BertTrainRun {
       std::printf("resuming at step %lld (data position %lld, optimizer step %lld) from %s\n",
                   (long long)state_.step, (long long)state_.data_position,
                   (long long)optimizer_step_, ck_->dir().c_str());
+    print_resume_override(overridden_);
     std::fflush(stdout);
   }
 
@@ -339,6 +338,8 @@ class BertTrainRun {
   std::unique_ptr<Model> model_;
   std::string router_;
   bool is_resume_ = false, replace_router_ = false;
+  std::string overridden_;    // --resume-override: the settings that changed
+  int64_t resume_step_ = -1;  // the latest checkpoint this rank found (when resuming)
   TrainState resumed_, state_;
   int64_t optimizer_step_ = 0, last_saved_ = -1, n_train_ = 0, report_step_ = -1;
   std::vector<int32_t> ids_;
@@ -359,7 +360,8 @@ MlmConfig bert_masked_lm(uint64_t seed) {
 
 bool train_source_is_bert(const switchyard::TrainConfig& cfg) {
   bool resume = false;
-  auto ck = HfCheckpoint::Open(SourceDir(cfg, &resume));
+  int64_t step = -1;
+  auto ck = HfCheckpoint::Open(SourceDir(cfg, &resume, &step));
   if (!ck.ok()) return false;
   auto type = ck->config_reader().get_string("model_type", "");
   return type.ok() && (*type == "bert" || *type == "bert_moe");

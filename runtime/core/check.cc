@@ -35,6 +35,13 @@ void fatal_abort(int exit_code) {
   std::abort();
 }
 
+void out_of_memory(int64_t bytes, const char* what) {
+  std::fprintf(stderr,
+               "[switchyard] rank %d on %s: out of memory: allocating %lld bytes (%s) failed\n",
+               g_rank, host_name().c_str(), static_cast<long long>(bytes), what);
+  fatal_abort(kExitOutOfMemory);
+}
+
 namespace detail {
 CheckFailure::CheckFailure(const char* file, int line, const char* expr, int exit_code)
     : exit_code_(exit_code) {

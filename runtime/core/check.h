@@ -10,6 +10,7 @@
 // libraries from SY_CHECK_LIB below, so none of those headers leak into this one.
 #pragma once
 
+#include <cstdint>
 #include <sstream>
 #include <string>
 
@@ -25,6 +26,10 @@ std::string host_name();
 using AbortHook = void (*)(int exit_code);
 void set_abort_hook(AbortHook hook);
 [[noreturn]] void fatal_abort(int exit_code);
+// An allocation of `bytes` failed: prints "[switchyard] rank r on host: out of memory: ..." with
+// the size and what was being allocated, then fatal_abort(kExitOutOfMemory). Nothing is
+// half-published: every output is written through a temporary file (file_output.h).
+[[noreturn]] void out_of_memory(int64_t bytes, const char* what);
 
 // Exit codes name the failure class, so a job's status says what went wrong. Used by checks,
 // Status and main.
@@ -33,11 +38,13 @@ enum ExitCode : int {
   kExitBug = 1,    // failed SY_CHECK: a bug, not bad input
   kExitUsage = 2,  // command-line usage error (CLI11)
   kExitCollectiveTimeout = 20,
-  kExitConfig = 21,    // invalid or mismatched configuration
-  kExitBadInput = 22,  // malformed input file or data
-  kExitCheckpoint = 23,
+  kExitConfig = 21,      // invalid or mismatched configuration
+  kExitBadInput = 22,    // malformed input file or data
+  kExitCheckpoint = 23,  // checkpoint integrity, or an output that could not be written
+                         // (out of space, I/O error; StatusCode::kIo)
   kExitNonFinite = 24,
   kExitCapacity = 25,
+  kExitOutOfMemory = 26,  // an allocation failed (out_of_memory, std::bad_alloc)
 };
 
 namespace detail {

@@ -10,7 +10,7 @@ class HostMemory final : public Memory {
   void* alloc(int64_t bytes) override {
     if (bytes <= 0) return nullptr;
     void* p = std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64));
-    SY_CHECK(p != nullptr) << "out of host memory allocating " << bytes << " bytes";
+    if (p == nullptr) out_of_memory(bytes, "host tensor");
     return p;
   }
   void free(void* p) override { std::free(p); }

@@ -31,6 +31,9 @@ std::string Status::ToString() const {
     case StatusCode::kCapacity:
       name = "CAPACITY";
       break;
+    case StatusCode::kIo:
+      name = "IO_ERROR";
+      break;
     case StatusCode::kInternal:
       name = "INTERNAL";
       break;
@@ -53,6 +56,8 @@ int Status::exit_code() const {
       return kExitNonFinite;
     case StatusCode::kCapacity:
       return kExitCapacity;
+    case StatusCode::kIo:
+      return kExitCheckpoint;
     case StatusCode::kInternal:
       return kExitBug;
   }

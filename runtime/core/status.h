@@ -20,6 +20,7 @@ enum class StatusCode {
   kTimeout,  // collective deadline -> kExitCollectiveTimeout
   kNonFinite,
   kCapacity,
+  kIo,  // an output could not be written (disk full, I/O error) -> kExitCheckpoint
   kInternal,
 };
 

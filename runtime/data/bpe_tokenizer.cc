@@ -7,6 +7,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "runtime/core/json_input.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/unicode_classes.h"
 #include "runtime/data/utf8.h"
@@ -144,13 +145,8 @@ void BpeTokenizer::add_merge(int32_t a, int32_t b, int32_t merged) {
 
 StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
                                           const std::string& vocab_bpe) {
-  SY_ASSIGN_OR_RETURN(std::string json_text, read_file(encoder_json));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::exception& e) {
-    return BadInput(encoder_json + ": not valid JSON: " + e.what());
-  }
+  SY_ASSIGN_OR_RETURN(std::string json_text, read_file(encoder_json, "tokenizer"));
+  SY_ASSIGN_OR_RETURN(nlohmann::json j, parse_json_bounded(json_text, encoder_json));
   if (!j.is_object() || j.empty())
     return BadInput(encoder_json + ": expected a non-empty object {\"token\": id, ...}");
   const size_t n = j.size();
@@ -162,16 +158,16 @@ StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
     if (!it.value().is_number_integer())
-      return BadInput(encoder_json + ": the id of token \"" + key + "\" is not an integer");
+      return BadInput(encoder_json + ": the id of token " + json_brief(key) + " is not an integer");
     const int64_t id = it.value().get<int64_t>();
     if (id < 0 || static_cast<size_t>(id) >= n)
-      return BadInput(encoder_json + ": id " + std::to_string(id) + " of token \"" + key +
-                      "\" is outside [0, " + std::to_string(n) + ")");
+      return BadInput(encoder_json + ": id " + std::to_string(id) + " of token " + json_brief(key) +
+                      " is outside [0, " + std::to_string(n) + ")");
     if (seen[static_cast<size_t>(id)])
       return BadInput(encoder_json + ": id " + std::to_string(id) + " is used twice");
     if (!symbol_to_bytes(key, &raw))
-      return BadInput(encoder_json + ": token \"" + key +
-                      "\" is empty or has a character outside GPT-2's byte-to-unicode table");
+      return BadInput(encoder_json + ": token " + json_brief(key) +
+                      " is empty or has a character outside GPT-2's byte-to-unicode table");
     seen[static_cast<size_t>(id)] = true;
     id_to_bytes[static_cast<size_t>(id)] = raw;
   }
@@ -179,7 +175,7 @@ StatusOr<BpeTokenizer> BpeTokenizer::load(const std::string& encoder_json,
   SY_ASSIGN_OR_RETURN(BpeTokenizer tok,
                       from_vocab(std::move(id_to_bytes), encoder_json, MergeOrder::kPassPerRank));
 
-  SY_ASSIGN_OR_RETURN(std::string bpe_text, read_file(vocab_bpe));
+  SY_ASSIGN_OR_RETURN(std::string bpe_text, read_file(vocab_bpe, "tokenizer"));
   size_t line_no = 0;
   std::string a_raw, b_raw;
   for (size_t pos = 0; pos < bpe_text.size();) {

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
+
+#include "runtime/core/file_input.h"
 
 namespace sy {
 namespace {
@@ -22,27 +22,24 @@ std::vector<std::string> corpus_names() {
   return {"moby_dick", "sotu", "excerpt"};
 }
 
-StatusOr<std::string> read_file(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) return BadInput(path + " is a directory, not a file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("cannot open " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return BadInput("error reading " + path);
-  return ss.str();
+StatusOr<std::string> read_file(const std::string& path, const std::string& what,
+                                int64_t max_bytes) {
+  return read_file_bounded(path, max_bytes, what);
 }
 
 StatusOr<std::string> load_corpus(const std::string& name, const std::string& data_dir) {
   if (name == "excerpt") {
     const std::string path = data_dir + "/moby_dick_excerpt.txt";
-    if (!fs::exists(path)) return NotFound("corpus 'excerpt': " + path + " not found");
-    return read_file(path);
+    StatusOr<std::string> text = read_file(path, "corpus");
+    if (text.status().code() == StatusCode::kNotFound)
+      return NotFound("corpus 'excerpt': " + path + " not found");
+    return text;
   }
   if (name == "moby_dick") {
     const std::string path = data_dir + "/third_party/moby-dick/package/data/data.txt";
-    if (!fs::exists(path)) return missing(name, path);
-    return read_file(path);
+    StatusOr<std::string> text = read_file(path, "corpus");
+    if (text.status().code() == StatusCode::kNotFound) return missing(name, path);
+    return text;
   }
   if (name == "sotu") {
     const std::string dir = data_dir + "/third_party/sotu/package/data";
@@ -56,14 +53,18 @@ StatusOr<std::string> load_corpus(const std::string& name, const std::string& da
     std::sort(files.begin(), files.end());  // file names start with the year
     std::string text;
     for (const std::string& f : files) {
-      SY_ASSIGN_OR_RETURN(std::string part, read_file(dir + "/" + f));
+      SY_ASSIGN_OR_RETURN(std::string part, read_file(dir + "/" + f, "corpus"));
       text += part;
     }
     return text;
   }
+  // Not a corpus name: a text file's path.
+  StatusOr<std::string> text = read_file(name, "corpus");
+  if (text.ok() || text.status().code() != StatusCode::kNotFound) return text;
   std::string known;
   for (const std::string& n : corpus_names()) known += (known.empty() ? "" : ", ") + n;
-  return InvalidArgument("unknown corpus '" + name + "' (known: " + known + ")");
+  return InvalidArgument("corpus '" + name + "': not a corpus name (" + known +
+                         ") and no such file");
 }
 
 }  // namespace sy

@@ -10,9 +10,11 @@
 //                1. Loomings."), cut at the last line boundary before 64 KiB. Always present,
 //                for hermetic tests.
 //
-// A corpus that is absent gives NotFound naming the path and the setup script.
+// A corpus that is absent gives NotFound naming the path and the setup script. Any other name
+// is a path to a text file, read whole (at most kMaxDataFileBytes).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,7 +26,13 @@ std::vector<std::string> corpus_names();
 // data_dir is the repository's data/ folder (tests get it as SY_DATA_DIR).
 StatusOr<std::string> load_corpus(const std::string& name, const std::string& data_dir);
 
-// The whole file as bytes; NotFound when it cannot be opened, BadInput on a read error.
-StatusOr<std::string> read_file(const std::string& path);
+// Largest corpus or tokenizer file read whole (the cap is checked before reading).
+constexpr int64_t kMaxDataFileBytes = int64_t{4} << 30;
+
+// The whole file as bytes, through read_file_bounded (runtime/core/file_input.h): regular files
+// of at most max_bytes only; `what` names the file's role in messages. NotFound when it does
+// not exist, BadInput otherwise.
+StatusOr<std::string> read_file(const std::string& path, const std::string& what = "data",
+                                int64_t max_bytes = kMaxDataFileBytes);
 
 }  // namespace sy

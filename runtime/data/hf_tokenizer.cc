@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "runtime/core/json_input.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/unicode_classes.h"
 #include "runtime/data/unicode_nfc.h"
@@ -226,17 +227,8 @@ void qwen_pretokenize(std::string_view text, std::vector<std::string_view>* piec
 }
 
 StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::load(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > kMaxFileBytes)
-    return bad(path, "file of " + std::to_string(st.st_size) + " bytes, more than the " +
-                         std::to_string(kMaxFileBytes) + " a tokenizer.json may have");
-  SY_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  Json root;
-  try {
-    root = Json::parse(text);
-  } catch (const Json::exception& e) {
-    return bad(path, std::string("not valid JSON: ") + e.what());
-  }
+  SY_ASSIGN_OR_RETURN(std::string text, read_file(path, "tokenizer", kMaxFileBytes));
+  SY_ASSIGN_OR_RETURN(Json root, parse_json_bounded(text, path));
   text.clear();
   text.shrink_to_fit();
   if (!root.is_object()) return bad(path, "not a tokenizer.json (the top level is not an object)");

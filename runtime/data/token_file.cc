@@ -8,6 +8,8 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/core/file_output.h"
+
 namespace sy {
 namespace {
 
@@ -21,18 +23,6 @@ struct Fd {
     if (fd >= 0) ::close(fd);
   }
 };
-
-Status write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return BadInput(path + ": write failed: " + ErrnoText());
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
 
 // Reads exactly n bytes at offset; a short file is BadInput.
 Status pread_all(int fd, void* data, size_t n, int64_t offset, const std::string& path) {
@@ -113,20 +103,7 @@ Status write_token_file(const std::string& path, const std::vector<int32_t>& ids
   std::memcpy(raw + 12, &vocab, 4);
   std::memcpy(raw + 16, &count, 8);
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  Fd fd;
-  fd.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd.fd < 0) return BadInput(tmp + ": cannot create: " + ErrnoText());
-  Status st = write_all(fd.fd, raw, sizeof(raw), tmp);
-  if (st.ok()) st = write_all(fd.fd, ids.data(), ids.size() * sizeof(int32_t), tmp);
-  if (st.ok() && ::fsync(fd.fd) != 0) st = BadInput(tmp + ": fsync failed: " + ErrnoText());
-  const int close_rc = ::close(fd.fd);
-  fd.fd = -1;
-  if (st.ok() && close_rc != 0) st = BadInput(tmp + ": close failed: " + ErrnoText());
-  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
-    st = BadInput(path + ": cannot rename " + tmp + " to it: " + ErrnoText());
-  if (!st.ok()) ::unlink(tmp.c_str());
-  return st;
+  return write_file_atomic(path, {{raw, sizeof(raw)}, {ids.data(), ids.size() * sizeof(int32_t)}});
 }
 
 StatusOr<TokenFileHeader> read_token_file_header(const std::string& path) {

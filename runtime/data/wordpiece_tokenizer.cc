@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/core/json_input.h"
 #include "runtime/data/corpus.h"
 #include "runtime/data/unicode_bert.h"
 #include "runtime/data/utf8.h"
@@ -128,9 +129,9 @@ StatusOr<WordPieceTokenizer> WordPieceTokenizer::from_tokens(std::vector<std::st
 
 StatusOr<std::vector<std::string>> WordPieceTokenizer::tokens_from_marked_json(
     const std::string& path) {
-  SY_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_array()) return bad(path, "not a JSON list of tokens");
+  SY_ASSIGN_OR_RETURN(std::string text, read_file(path, "tokenizer"));
+  SY_ASSIGN_OR_RETURN(const nlohmann::json j, parse_json_bounded(text, path));
+  if (!j.is_array()) return bad(path, "not a JSON list of tokens");
   const std::string marker = "\u2581";  // ▁: a word-initial piece
   std::vector<std::string> tokens;
   tokens.reserve(j.size());
@@ -157,7 +158,7 @@ StatusOr<WordPieceTokenizer> WordPieceTokenizer::load(const std::string& path) {
   if (json) {
     SY_ASSIGN_OR_RETURN(tokens, tokens_from_marked_json(path));
   } else {
-    SY_ASSIGN_OR_RETURN(std::string text, read_file(path));
+    SY_ASSIGN_OR_RETURN(std::string text, read_file(path, "tokenizer"));
     size_t begin = 0;
     while (begin < text.size()) {
       size_t end = text.find('\n', begin);

@@ -1,11 +1,15 @@
 #include "runtime/io/hf_checkpoint.h"
 
+#include "runtime/core/file_input.h"
+#include "runtime/core/json_input.h"
+#include "runtime/core/rng.h"
 #include "runtime/io/checkpoint_dir.h"
 
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,31 +22,14 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr uint64_t kMaxJsonBytes = 64ull << 20;  // config.json / index: far above any real one
+constexpr int64_t kMaxJsonBytes = int64_t{64} << 20;  // config.json / index: far above any real one
 constexpr size_t kMaxShards = 100000;
 constexpr size_t kMaxListedNames = 12;         // names quoted in one error message
 constexpr size_t kReadBlockBytes = 16u << 20;  // tensors are read in blocks of rows this big
 
-StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  struct stat sb {};
-  if (::stat(path.c_str(), &sb) != 0) return NotFound(path + ": cannot open");
-  if (!S_ISREG(sb.st_mode)) return BadInput(path + ": not a regular file");
-  if (static_cast<uint64_t>(sb.st_size) > kMaxJsonBytes)
-    return BadInput(path + ": " + std::to_string(sb.st_size) + " bytes, over the " +
-                    std::to_string(kMaxJsonBytes >> 20) + " MiB limit for a JSON file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound(path + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 StatusOr<json> ParseJsonObject(const std::string& path) {
-  SY_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return BadInput(path + ": not valid JSON");
-  if (!j.is_object()) return BadInput(path + ": not a JSON object");
-  return j;
+  SY_ASSIGN_OR_RETURN(std::string text, read_file_bounded(path, kMaxJsonBytes, "JSON"));
+  return parse_json_object_bounded(text, path);
 }
 
 // A shard name from the index must be a plain file name: no folders, no "..".
@@ -160,7 +147,7 @@ StatusOr<int64_t> JsonConfigReader::get_int(const std::string& key, int64_t lo, 
       return BadInput(where + ": \"" + key + "\" is too large");
     v = static_cast<int64_t>(it->get<uint64_t>());
   } else {
-    return BadInput(where + ": \"" + key + "\" must be an integer, got " + it->dump());
+    return BadInput(where + ": \"" + key + "\" must be an integer, got " + json_brief(*it));
   }
   SY_RETURN_IF_ERROR(Range(where, key, v, lo, hi));
   return v;
@@ -207,6 +194,21 @@ StatusOr<std::string> JsonConfigReader::get_string(const std::string& key,
 }
 
 // ---- tensors ----
+
+std::string HfCheckpoint::identity() const {
+  std::string s = config_->dump();
+  for (const std::string& name : names()) {
+    const SafetensorsEntry* e = entry(name);
+    s += "\n" + name + " " + safe_dtype_name(e->dtype) + " " + ShapeStr(e->shape) + " " +
+         std::to_string(e->begin) + " " + std::to_string(e->end);
+  }
+  StatusOr<std::string> manifest =
+      read_file_bounded(dir_ + "/" + kManifestName, kMaxJsonBytes, "manifest");
+  if (manifest.ok()) s += "\n" + *manifest;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a64(s)));
+  return hex;
+}
 
 bool HfCheckpoint::has(const std::string& name) const {
   return where_.count(name) != 0;
@@ -412,19 +414,12 @@ Status HfCheckpointWriter::write(const std::string& dir, const json& config,
   if (sharded) {
     fs::remove(dir + "/model.safetensors", ec);
     json idx = {{"metadata", {{"total_size", total_bytes()}}}, {"weight_map", weight_map}};
-    std::ofstream(dir + "/model.safetensors.index.json") << idx.dump(2) << "\n";
+    SY_RETURN_IF_ERROR(
+        write_file_atomic(dir + "/model.safetensors.index.json", idx.dump(2) + "\n"));
   } else {
     fs::remove(dir + "/model.safetensors.index.json", ec);
   }
-  const std::string tmp = dir + "/config.json.tmp";
-  {
-    std::ofstream out(tmp);
-    out << config.dump(2) << "\n";
-    if (!out) return InvalidArgument(dir + "/config.json: write failed");
-  }
-  fs::rename(tmp, dir + "/config.json", ec);
-  if (ec) return InvalidArgument(dir + "/config.json: " + ec.message());
-  return Status::Ok();
+  return write_file_atomic(dir + "/config.json", config.dump(2) + "\n");
 }
 
 }  // namespace sy

@@ -90,6 +90,12 @@ class HfCheckpoint {
     return config_reader().get_string(key, def);
   }
 
+  // A fingerprint of what was opened, the same on every host holding the same files:
+  // config.json's content, every tensor's name, dtype, shape and byte range, and, for a
+  // training checkpoint, its manifest (the SHA-256 of every file). 16 hex digits. It does not
+  // read the weights' bytes, so an edit of a Hugging Face model's weights alone keeps it.
+  std::string identity() const;
+
   // ---- tensors ----
   bool has(const std::string& name) const;
   // All tensor names, sorted.

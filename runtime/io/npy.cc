@@ -5,6 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "runtime/core/file_output.h"
+
 namespace sy {
 
 Status npy_write_f32(const std::string& path, const float* data,
@@ -22,19 +24,15 @@ Status npy_write_f32(const std::string& path, const float* data,
   const size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
   header.push_back('\n');
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return BadInput("cannot open " + path + " for writing");
   const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
-  f.write(reinterpret_cast<const char*>(magic), 8);
   const uint16_t len = static_cast<uint16_t>(header.size());
   const unsigned char len_le[2] = {static_cast<unsigned char>(len & 0xff),
                                    static_cast<unsigned char>(len >> 8)};
-  f.write(reinterpret_cast<const char*>(len_le), 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(n * sizeof(float)));
-  f.close();
-  if (!f) return BadInput("write to " + path + " failed");
-  return Status::Ok();
+  // Through a temporary file: a failed write leaves no truncated .npy behind.
+  return write_file_atomic(path, {{magic, 8},
+                                  {len_le, 2},
+                                  {header.data(), header.size()},
+                                  {data, static_cast<size_t>(n) * sizeof(float)}});
 }
 
 Status npy_read_f32(const std::string& path, std::vector<float>* data,

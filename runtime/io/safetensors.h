@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/core/file_output.h"
 #include "runtime/core/status.h"
 #include "runtime/core/tensor.h"
 
@@ -146,19 +147,13 @@ struct SafetensorsWriteTensor {
   size_t nbytes = 0;
 };
 
-// Writes `pieces` one after the other to path atomically: path.tmp.<pid>, fsync, rename over
-// path (the tmp file is removed on failure). on_bytes, when set, sees each piece just before it
-// is written.
-Status write_file_atomic(const std::string& path,
-                         const std::vector<std::pair<const void*, size_t>>& pieces,
-                         const std::function<void(const void*, size_t)>& on_bytes = nullptr);
-
 // Writes tensors (sorted by name, laid out in that order) and string metadata. The header is
-// padded with spaces to a multiple of 8 bytes, like huggingface/safetensors. Atomic: writes
-// path.tmp.<pid> then renames it over path. on_bytes, when set, sees every byte of the file in
-// order just before it is written (checksums of what was meant to be written; fault injection).
+// padded with spaces to a multiple of 8 bytes, like huggingface/safetensors. Atomic
+// (write_file_atomic, runtime/core/file_output.h: a temporary file renamed over path); opt's
+// on_bytes sees every byte of the file in order just before it is written (checksums of what
+// was meant to be written), its fail_errno injects a failed write.
 Status safetensors_write(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
                          const std::map<std::string, std::string>& metadata = {},
-                         const std::function<void(const void*, size_t)>& on_bytes = nullptr);
+                         const AtomicWriteOptions& opt = {});
 
 }  // namespace sy

@@ -69,7 +69,7 @@ uint16_t f32_to_bf16(float f) {
 
 Status safetensors_write(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
                          const std::map<std::string, std::string>& metadata,
-                         const std::function<void(const void*, size_t)>& on_bytes) {
+                         const AtomicWriteOptions& opt) {
   std::vector<const SafetensorsWriteTensor*> sorted;
   for (const auto& t : ts) sorted.push_back(&t);
   std::sort(sorted.begin(), sorted.end(),
@@ -103,39 +103,7 @@ Status safetensors_write(const std::string& path, const std::vector<SafetensorsW
 
   std::vector<std::pair<const void*, size_t>> pieces = {{len_le, 8}, {text.data(), text.size()}};
   for (const auto* t : sorted) pieces.emplace_back(t->data, t->nbytes);
-  return write_file_atomic(path, pieces, on_bytes);
-}
-
-Status write_file_atomic(const std::string& path,
-                         const std::vector<std::pair<const void*, size_t>>& pieces,
-                         const std::function<void(const void*, size_t)>& on_bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return InvalidArgument("cannot create " + tmp + ": " + ErrnoText());
-  auto write_all = [fd, &on_bytes](const void* p, size_t n) {
-    if (on_bytes) on_bytes(p, n);
-    const uint8_t* c = static_cast<const uint8_t*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, std::min<size_t>(n, 1u << 30));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  };
-  bool ok = true;
-  for (size_t i = 0; ok && i < pieces.size(); ++i)
-    ok = write_all(pieces[i].first, pieces[i].second);
-  ok = ok && ::fsync(fd) == 0;
-  const std::string err = ok ? "" : ErrnoText();
-  ok = (::close(fd) == 0) && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string e = err.empty() ? ErrnoText() : err;
-    ::unlink(tmp.c_str());
-    return Internal("writing " + path + " failed: " + e);
-  }
-  return Status::Ok();
+  return write_file_atomic(path, pieces, opt);
 }
 
 }  // namespace sy

@@ -97,6 +97,8 @@ StatusOr<BertMoeConfig> BertMoeConfig::from_json(const JsonConfigReader& r) {
   rc.top_k = c.num_experts_per_tok;
   const Status st = validate_router_config(rc);
   if (!st.ok()) return BadInput(where + ": router \"" + c.router + "\": " + st.message());
+  SY_RETURN_IF_ERROR(check_model_products(where, c.vocab_size, c.hidden_size, c.num_experts,
+                                          c.moe_intermediate_size, 2));
   return c;
 }
 

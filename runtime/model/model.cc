@@ -2,6 +2,8 @@
 // models by model_type. Concrete models live in their own files and register there.
 #include "runtime/model/model.h"
 
+#include "runtime/core/size_check.h"
+
 #include <cstdio>
 
 #include "runtime/core/named_registry.h"
@@ -145,6 +147,22 @@ StatusOr<std::unique_ptr<Model>> load_model(const HfCheckpoint& ck, const ModelO
     return BadInput(ck.dir() + "/config.json: model_type \"" + type + "\" is not supported (" +
                     model_registry().known() + ")");
   return load(ck, opt, comm);
+}
+
+Status check_model_products(const std::string& where, int64_t vocab_size, int64_t hidden_size,
+                            int64_t num_experts, int64_t moe_intermediate_size, int64_t matrices) {
+  constexpr int64_t kMaxValues = int64_t{1} << 36;
+  StatusOr<int64_t> embed = checked_product(
+      {{"vocab_size", vocab_size}, {"hidden_size", hidden_size}}, kMaxValues, "embedding values");
+  if (!embed.ok()) return BadInput(where + ": " + embed.status().message());
+  StatusOr<int64_t> experts =
+      checked_product({{"matrices", matrices},
+                       {"num_experts", num_experts},
+                       {"moe_intermediate_size", moe_intermediate_size},
+                       {"hidden_size", hidden_size}},
+                      kMaxValues, "values in one layer's routed experts");
+  if (!experts.ok()) return BadInput(where + ": " + experts.status().message());
+  return Status::Ok();
 }
 
 }  // namespace sy

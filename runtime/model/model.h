@@ -224,4 +224,11 @@ StatusOr<std::unique_ptr<Model>> load_model(const HfCheckpoint& ck, const ModelO
 #define SY_REGISTER_MODEL(ident, model_type, loader) \
   static const bool sy_model_registered_##ident = ::sy::register_model(model_type, loader)
 
+// The products of config.json sizes that a model allocates: the embedding (vocab_size x
+// hidden_size) and one layer's routed experts (matrices x num_experts x moe_intermediate_size x
+// hidden_size), each computed without overflow and at most 2^36 values; BadInput naming `where`
+// (the file) and the keys otherwise, before anything is allocated.
+Status check_model_products(const std::string& where, int64_t vocab_size, int64_t hidden_size,
+                            int64_t num_experts, int64_t moe_intermediate_size, int64_t matrices);
+
 }  // namespace sy

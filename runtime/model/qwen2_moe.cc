@@ -7,6 +7,7 @@
 
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
+#include "runtime/core/json_input.h"
 #include "runtime/core/rng.h"
 #include "runtime/core/timing.h"
 #include "runtime/model/qwen2_moe_names.h"
@@ -106,7 +107,7 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
       return BadInput(where + ": \"mlp_only_layers\" must be a list of layer indices");
     for (const json& v : *it) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.num_hidden_layers)
-        return BadInput(where + ": \"mlp_only_layers\" holds " + v.dump() +
+        return BadInput(where + ": \"mlp_only_layers\" holds " + json_brief(v) +
                         ", not a layer index below num_hidden_layers");
       c.mlp_only_layers.push_back(v.get<int64_t>());
     }
@@ -124,6 +125,8 @@ StatusOr<Qwen2MoeConfig> Qwen2MoeConfig::from_json(const JsonConfigReader& r) {
                     std::to_string(c.num_key_value_heads));
   if (c.num_experts > 0 && c.num_experts_per_tok > c.num_experts)
     return BadInput(where + ": num_experts_per_tok exceeds num_experts");
+  SY_RETURN_IF_ERROR(check_model_products(where, c.vocab_size, c.hidden_size, c.num_experts,
+                                          c.moe_intermediate_size, 3));
   return c;
 }
 

@@ -1,12 +1,16 @@
 #include "runtime/project/cluster.h"
 
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
+
+#include "runtime/core/file_input.h"
+#include "runtime/core/json_input.h"
 
 namespace sy {
 namespace {
+
+// A cluster file is a few hundred bytes; the cap is checked before it is read.
+constexpr int64_t kMaxClusterFileBytes = int64_t{1} << 20;
 using json = nlohmann::json;
 
 // Published figures (README "Projecting to 1,024 ranks" cites the sources): NVLink and NIC
@@ -43,12 +47,13 @@ Status read_number(const json& obj, const std::string& path, const std::string& 
                    const char* key, bool allow_zero, double* out) {
   if (!obj.contains(key)) return field_error(path, field, "missing");
   const json& v = obj.at(key);
-  if (!v.is_number()) return field_error(path, field, "must be a number (got " + v.dump() + ")");
+  if (!v.is_number())
+    return field_error(path, field, "must be a number (got " + json_brief(v) + ")");
   const double x = v.get<double>();
   if (!std::isfinite(x) || x < 0 || (!allow_zero && x == 0))
     return field_error(path, field,
                        std::string("must be a finite number ") + (allow_zero ? ">= 0" : "> 0") +
-                           " (got " + v.dump() + ")");
+                           " (got " + json_brief(v) + ")");
   *out = x;
   return Status::Ok();
 }
@@ -85,22 +90,13 @@ StatusOr<ClusterModel> cluster_preset(const std::string& name) {
 }
 
 StatusOr<ClusterModel> read_cluster_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("cluster file " + path + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json root;
-  try {
-    root = json::parse(ss.str());
-  } catch (const std::exception& e) {
-    return BadInput("cluster file " + path + ": not JSON (" + e.what() + ")");
-  }
-  if (!root.is_object()) return BadInput("cluster file " + path + ": must be a JSON object");
+  SY_ASSIGN_OR_RETURN(std::string text, read_file_bounded(path, kMaxClusterFileBytes, "cluster"));
+  SY_ASSIGN_OR_RETURN(json root, parse_json_object_bounded(text, "cluster file " + path));
   if (root.contains("format") &&
       (!root["format"].is_string() || root["format"].get<std::string>() != "switchyard.cluster"))
     return field_error(path, "format", "must be \"switchyard.cluster\"");
   if (root.contains("version") && (!root["version"].is_number_integer() || root["version"] != 1))
-    return field_error(path, "version", "must be 1 (got " + root["version"].dump() + ")");
+    return field_error(path, "version", "must be 1 (got " + json_brief(root["version"]) + ")");
   ClusterModel c;
   c.name = path;
   if (root.contains("name")) {
@@ -112,7 +108,7 @@ StatusOr<ClusterModel> read_cluster_file(const std::string& path) {
     const json& g = root["gpus_per_node"];
     if (!g.is_number_integer() || g.get<int64_t>() < 1 || g.get<int64_t>() > (1 << 20))
       return field_error(path, "gpus_per_node",
-                         "must be an integer in [1, 2^20] (got " + g.dump() + ")");
+                         "must be an integer in [1, 2^20] (got " + json_brief(g) + ")");
     c.gpus_per_node = g.get<int>();
   }
   SY_RETURN_IF_ERROR(read_number(root, path, "flops", "flops", false, &c.flops));

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "comm/fault.h"
 #include "runtime/core/check.h"
 #include "runtime/core/version.h"
 #include "runtime/report/cluster_report.h"
@@ -166,7 +167,10 @@ RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int l
 }
 
 void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank) {
-  Status s = write_rank_report(dir, report);
+  ReportWriteOptions opt;
+  // SY_FAULT=enospc@rank=r without a step: this rank's report writes fail as on a full disk.
+  opt.fail_enospc = fault_fires(FaultKind::kEnospc, rank, -1);
+  Status s = write_rank_report(dir, report, opt);
   if (!s.ok())  // a report is not worth losing the run for: warn and go on
     std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", rank,
                  s.ToString().c_str());

@@ -16,16 +16,14 @@
 #include <sstream>
 #include <utility>
 
+#include "runtime/core/file_input.h"
+
 namespace sy {
 namespace fs = std::filesystem;
 using switchyard::LayerStepReport;
 using switchyard::RankReport;
 
 namespace {
-
-Status os_error(const std::string& what, const std::string& path, int err) {
-  return BadInput(what + " " + path + ": " + ErrnoText(err));
-}
 
 // A Status that names the report and what is wrong with it.
 template <typename... Args>
@@ -37,23 +35,8 @@ Status bad(const std::string& source, const Args&... parts) {
 }
 
 StatusOr<std::string> read_file_capped(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory)
-    return BadInput(path + ": cannot read: " + ec.message());
-  if (ec || !fs::exists(st)) return NotFound(path + ": no such file");
-  if (!fs::is_regular_file(st)) return BadInput(path + ": not a regular file");
-  const uintmax_t size = fs::file_size(path, ec);
-  if (ec) return BadInput(path + ": cannot read its size: " + ec.message());
-  if (size == 0) return BadInput(path + ": empty file (0 bytes)");
-  if (size > static_cast<uintmax_t>(kMaxReportFileBytes))
-    return bad(path, size, " bytes, over the ", kMaxReportFileBytes, "-byte limit of a report");
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return os_error("cannot open", path, errno);
-  std::string data(static_cast<size_t>(size), '\0');
-  const size_t got = std::fread(data.data(), 1, data.size(), f);
-  std::fclose(f);
-  if (got != data.size()) return bad(path, "read ", got, " of ", size, " bytes (file shrank?)");
+  SY_ASSIGN_OR_RETURN(std::string data, read_file_bounded(path, kMaxReportFileBytes, "report"));
+  if (data.empty()) return BadInput(path + ": empty file (0 bytes)");
   return data;
 }
 
@@ -147,43 +130,6 @@ std::string rank_report_path(const std::string& dir, int rank, const std::string
   return (fs::path(dir) / ("rank-" + std::to_string(rank) + "." + ext)).string();
 }
 
-Status write_file_atomic(const std::string& path, const std::string& data, bool fail_enospc) {
-  static std::atomic<int> counter{0};
-  const fs::path target(path);
-  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-  const std::string tmp = (dir / ("." + target.filename().string() + ".tmp." +
-                                  std::to_string(::getpid()) + "." + std::to_string(counter++)))
-                              .string();
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return os_error("cannot write", path, errno);
-  auto fail = [&](int err) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return os_error("cannot write", path, err);
-  };
-  if (fail_enospc) return fail(ENOSPC);
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail(n < 0 ? errno : EIO);
-    done += static_cast<size_t>(n);
-  }
-  // Durable before visible: rename only a file whose bytes reached the disk.
-  if (::fsync(fd) != 0) return fail(errno);
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return os_error("cannot write", path, err);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return os_error("cannot rename a temp file onto", path, err);
-  }
-  return Status::Ok();
-}
-
 StatusOr<std::string> report_message_to_json(const google::protobuf::Message& msg) {
   google::protobuf::util::JsonPrintOptions opt;
   opt.always_print_primitive_fields = true;
@@ -201,18 +147,20 @@ Status write_rank_report(const std::string& dir, const RankReport& report,
   fs::create_directories(dir, ec);
   if (ec) return BadInput("cannot create report folder " + dir + ": " + ec.message());
   Status first = Status::Ok();
+  AtomicWriteOptions write_opt;
+  if (opt.fail_enospc) write_opt.fail_errno = ENOSPC;
   if (opt.write_pb) {
     std::string bytes;
     Status st =
         report.SerializeToString(&bytes)
-            ? write_file_atomic(rank_report_path(dir, report.rank(), "pb"), bytes, opt.fail_enospc)
+            ? write_file_atomic(rank_report_path(dir, report.rank(), "pb"), bytes, write_opt)
             : Internal("cannot serialize the report of rank " + std::to_string(report.rank()));
     if (!st.ok() && first.ok()) first = st;
   }
   if (opt.write_json) {
     StatusOr<std::string> json = report_message_to_json(report);
     Status st = json.ok() ? write_file_atomic(rank_report_path(dir, report.rank(), "json"),
-                                              json.value(), opt.fail_enospc)
+                                              json.value(), write_opt)
                           : json.status();
     if (!st.ok() && first.ok()) first = st;
   }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "proto/report.pb.h"
+#include "runtime/core/file_output.h"
 #include "runtime/core/status.h"
 
 namespace sy {
@@ -38,20 +39,15 @@ constexpr int32_t kMaxReportLayers = 1 << 12;
 // "<dir>/rank-<r>.<ext>", ext "pb" or "json".
 std::string rank_report_path(const std::string& dir, int rank, const std::string& ext);
 
-// Writes `data` to `path` through a temp file in the same folder and a rename. Failures
-// (folder missing or read-only, disk full) are BadInput naming the path and the OS error.
-// fail_enospc: fault injection (SY_FAULT=enospc, asked by the caller through comm/fault.h):
-// the write fails as if the disk were full, after the temp file was opened.
-Status write_file_atomic(const std::string& path, const std::string& data,
-                         bool fail_enospc = false);
-
 // Canonical JSON of any report message (the options above), ending with a newline.
 StatusOr<std::string> report_message_to_json(const google::protobuf::Message& msg);
 
 struct ReportWriteOptions {
   bool write_pb = true;
   bool write_json = true;
-  bool fail_enospc = false;  // fault injection, see write_file_atomic
+  // Fault injection (SY_FAULT=enospc, asked by the caller through comm/fault.h): the writes
+  // fail as if the disk were full (write_file_atomic's fail_errno).
+  bool fail_enospc = false;
 };
 
 // Writes rank-<report.rank>.pb and .json under dir (created when missing). The first failure

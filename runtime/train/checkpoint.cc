@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -83,7 +84,17 @@ Status WriteHashed(const std::string& dir, const std::string& name, const FileBu
     written += static_cast<int64_t>(n);
   };
   const std::string path = dir + "/" + name;
-  SY_RETURN_IF_ERROR(safetensors_write(path, f.ts, {{"format", "pt"}}, on_bytes));
+  AtomicWriteOptions opt;
+  opt.on_bytes = on_bytes;
+  if (const FaultSpec* full = find_fault(FaultKind::kEnospc, rank, step)) {
+    // SY_FAULT=enospc: this rank's shards of the step's save fail as on a full disk (after arg
+    // bytes of each).
+    opt.fail_errno = ENOSPC;
+    opt.fail_after = full->arg.empty() ? 0 : static_cast<size_t>(std::stoll(full->arg));
+    std::fprintf(stderr, "[switchyard] rank %d: SY_FAULT enospc at step %lld: %s fails\n", rank,
+                 static_cast<long long>(step), name.c_str());
+  }
+  SY_RETURN_IF_ERROR(safetensors_write(path, f.ts, {{"format", "pt"}}, opt));
   rec->bytes = written;
   rec->sha256 = h.hex();
   if (const FaultSpec* flip = find_fault(FaultKind::kBitflipOnWrite, rank, step);

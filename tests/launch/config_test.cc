@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "launch/config.h"
+#include "launch/infer_run.h"
 
 namespace sy::launch {
 namespace {
@@ -177,6 +178,34 @@ TEST(CommandConfigs, CompareAndReportPrintAndReadBack) {
   EXPECT_EQ(config_text(rback), rtext);
   EXPECT_TRUE(validate_report_config(rback).ok());
   EXPECT_EQ(config_field_text(switchyard::ReportConfig::default_instance(), "quiet"), "false");
+}
+
+// The settings agree_settings compares across ranks: every field of the printed config by its
+// path, so a mismatch can name it.
+TEST(ConfigSettings, FlattensNestedAndRepeatedFields) {
+  const std::vector<Setting> s = config_settings(
+      "lr: 0.001\nmoe {\n  d_model: 256\n  router {\n    name: \"mlp\"\n  }\n}\n"
+      "sets: \"a\"\nsets: \"b\"\ndata {\n  corpus: \"x: y\"\n}\n");
+  ASSERT_EQ(s.size(), 6u);
+  EXPECT_EQ(s[0].name, "lr");
+  EXPECT_EQ(s[0].value, "0.001");
+  EXPECT_EQ(s[1].name, "moe.d_model");
+  EXPECT_EQ(s[2].name, "moe.router.name");
+  EXPECT_EQ(s[2].value, "\"mlp\"");
+  EXPECT_EQ(s[3].name, "sets");
+  EXPECT_EQ(s[4].name, "sets[1]");
+  EXPECT_EQ(s[4].value, "\"b\"");
+  EXPECT_EQ(s[5].name, "data.corpus");
+  EXPECT_EQ(s[5].value, "\"x: y\"");
+  // A real config: every line is one setting.
+  switchyard::TrainConfig t;
+  t.set_lr(2e-3);
+  t.mutable_distill()->set_iterations(7);
+  const std::vector<Setting> ts = config_settings(config_text(t));
+  ASSERT_EQ(ts.size(), 2u);
+  EXPECT_EQ(ts[0].name, "lr");
+  EXPECT_EQ(ts[1].name, "distill.iterations");
+  EXPECT_EQ(ts[1].value, "7");
 }
 
 }  // namespace

@@ -361,8 +361,8 @@ TEST(Cluster, PresetsAndFiles) {
       {R"({"flops": 1e14, "same_node": {"latency_us": 1, "bandwidth_GBps": 100}})",
        "field other_node: missing"},
       {R"({"gpus_per_node": 0, "flops": 1})", "field gpus_per_node"},
-      {R"([1, 2])", "must be a JSON object"},
-      {R"({"flops": 1e14, )", "not JSON"},
+      {R"([1, 2])", "not a JSON object"},
+      {R"({"flops": 1e14, )", "not valid JSON"},
   };
   for (const Bad& b : bad) {
     const std::string path = write_file("bad.json", b.text);

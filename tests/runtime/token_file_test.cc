@@ -42,12 +42,11 @@ TEST(TokenFile, RoundTripAndLayout) {
   EXPECT_EQ(static_cast<uint8_t>((*bytes)[12]), 151669 & 0xFF);  // little-endian
   EXPECT_EQ(static_cast<uint8_t>((*bytes)[32]), static_cast<uint32_t>(ids[0]) & 0xFF);
 
-  // Empty files are fine too; the writer leaves no temporary behind.
+  // Empty files are fine too (input_bounds_test checks that no temporary is left behind).
   ASSERT_TRUE(write_token_file(path, {}, 5).ok());
   auto empty = read_token_file(path);
   ASSERT_TRUE(empty.ok());
   EXPECT_TRUE(empty->empty());
-  EXPECT_FALSE(std::ifstream(path + ".tmp." + std::to_string(::getpid())).good());
 }
 
 TEST(TokenFile, WriterRejectsBadArguments) {
@@ -56,7 +55,7 @@ TEST(TokenFile, WriterRejectsBadArguments) {
   EXPECT_EQ(write_token_file(temp_path("w.bin"), {-1}, 9).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(write_token_file(temp_path("w.bin"), {0}, 0).code(), StatusCode::kInvalidArgument);
   const Status st = write_token_file("/nonexistent/dir/x.bin", {0}, 2);
-  EXPECT_EQ(st.code(), StatusCode::kBadInput);
+  EXPECT_EQ(st.code(), StatusCode::kIo);  // an output that cannot be written: exit 23
   EXPECT_NE(st.message().find("/nonexistent/dir/x.bin"), std::string::npos);
 }
 

@@ -147,7 +147,7 @@ TEST(BpeTokenizer, BadFilesGiveClearErrors) {
   expect_error(BpeTokenizer::load(good.json_path, write_temp("sym.bpe", "#v\na b\nzz c\n")),
                StatusCode::kBadInput, ":3: merge \"zz c\": zz is not a token");
   expect_error(BpeTokenizer::load(good.json_path, ::testing::TempDir()), StatusCode::kBadInput,
-               "directory");
+               "a folder, not a regular file");
 }
 
 bool have_gpt2() {

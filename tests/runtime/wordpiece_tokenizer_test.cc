@@ -158,7 +158,7 @@ TEST(WordPiece, MalformedVocabulariesAreRefused) {
   refused("empty_line.txt", "[UNK]\n\na\n", "token 1 is empty");
   refused("empty.txt", "", "empty");
   refused("object.json", R"({"a": 1})", "not a JSON list");
-  refused("bad.json", "[\"a\", ", "not a JSON list");
+  refused("bad.json", "[\"a\", ", "not valid JSON");
   refused("number.json", R"(["[UNK]", 3])", "entry 1 is not a string");
   auto missing = WordPieceTokenizer::load(temp_path("absent.txt"));
   ASSERT_FALSE(missing.ok());
