@@ -8,7 +8,7 @@
 #      infer --model, a --set in synthetic infer: exit 21, rank 0 names each differing setting
 #      with every rank's value (RELIABILITY D1); ranks resuming from different latest steps of
 #      the same --checkpoint-dir path (a mount namespace per rank): exit 23 naming both steps
-#      (E6);
+#      (E6); a truncated or emptied shard of the latest checkpoint: exit 22 naming it (E3);
 #   4. --resume refuses a changed --lr or --batch, naming both values; --resume-override
 #      accepts them with a warning;
 #   5. sizes without bounds (data.batch_groups 2^57, moe.num_layers 1e9, moe.d_model 1e12,
@@ -111,6 +111,16 @@ if unshare -m true 2>/dev/null; then
 else
   echo "skip resume-steps-differ: unshare -m is not permitted here"
 fi
+
+# E3: a truncated or emptied shard of the latest checkpoint is refused when read, naming it.
+for cut in truncated empty; do
+  cp -r "$work/ck-a" "$work/ck-$cut"
+  shard=$work/ck-$cut/step-00000004/model-experts-00001-of-00002.safetensors
+  if [ "$cut" = truncated ]; then truncate -s -100 "$shard"; else : >"$shard"; fi
+  within 30 22 "resume-$cut-shard" mpi 2 "${train[@]}" --steps 6 --checkpoint-dir \
+    "$work/ck-$cut" --resume
+  has "resume-$cut-shard" "is corrupted: model-experts-00001-of-00002.safetensors has"
+done
 
 # 4. --resume with changed settings.
 cp -r "$work/ck-b" "$work/ck-r"
