@@ -1,15 +1,12 @@
 // libFuzzer target for the safetensors reader (untrusted weight files): any bytes give a
 // Status, never a crash, leak or UB. Built only with clang (fuzz/CMakeLists.txt).
 //
-// Run (separate build dir; ~60 s):
-//   cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang \
-//         -DSY_WITH_CUDA=OFF -DSY_WITH_BENCH=OFF
-//   cmake --build build-fuzz -j2 --target fuzz_safetensors
-//   mkdir -p /tmp/st_corpus && ASAN_OPTIONS=allocator_may_return_null=1 \
-//     build-fuzz/fuzz/fuzz_safetensors /tmp/st_corpus fuzz/corpus/safetensors \
-//       -dict=fuzz/safetensors.dict -max_total_time=60 -rss_limit_mb=2048
-// A crash writes crash-<sha1>; copy it into fuzz/corpus/safetensors/ as invalid_<name> (or
-// valid_<name> if it should open) and safetensors_test replays it as a regression test.
+// Run (CI runs a fixed number of executions; tests/launch/fuzz_smoke.sh builds the target in
+// its clang folder with ASan + UBSan), e.g. a million executions:
+//   bash tests/launch/fuzz_smoke.sh . /tmp/fz safetensors 1000000
+// A crash writes crash-<sha1> (in /tmp/fz/fuzz-safetensors/); copy it into
+// fuzz/corpus/safetensors/ as invalid_<name> (or valid_<name> if it should open) and
+// safetensors_test replays it as a regression test.
 #include <unistd.h>
 
 #include <cstdint>

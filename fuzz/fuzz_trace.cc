@@ -2,13 +2,10 @@
 // Status, never a crash, leak or UB; a shard that reads also survives statistics, and writing it
 // again reads back the same. Built only with clang (fuzz/CMakeLists.txt).
 //
-// Run (separate build dir, as fuzz_safetensors.cc says; ~60 s):
-//   cmake --build build-fuzz -j2 --target fuzz_trace
-//   mkdir -p /tmp/trace_corpus && ASAN_OPTIONS=allocator_may_return_null=1 \
-//     build-fuzz/fuzz/fuzz_trace /tmp/trace_corpus fuzz/corpus/trace -dict=fuzz/trace.dict \
-//       -max_total_time=60 -rss_limit_mb=2048
+// Run longer than CI does (tests/launch/fuzz_smoke.sh builds it with ASan + UBSan):
+//   bash tests/launch/fuzz_smoke.sh . /tmp/fz trace 1000000
 // A crash writes crash-<sha1>; copy it into fuzz/corpus/trace/ to keep it as a regression case
-// (launch/fuzz_smoke.sh replays the folder).
+// (tests/launch/fuzz_smoke.sh replays the folder).
 #include <unistd.h>
 
 #include <cstdint>

@@ -3,8 +3,9 @@
 // is U+FFFD, which cleaning drops); every word of the BasicTokenizer is valid UTF-8 and free of
 // whitespace; decode of the ids does not fail. The vocabulary is a small one written here, with
 // multi-byte pieces, so most inputs reach WordPiece's matching and its [UNK] paths. Built only
-// with clang (fuzz/CMakeLists.txt); launch/fuzz_smoke.sh runs it as fuzz_wordpiece_smoke:
-//   bash tests/launch/fuzz_smoke.sh . /tmp/fuzz_wp wordpiece
+// with clang (fuzz/CMakeLists.txt); tests/launch/fuzz_smoke.sh runs it as fuzz_wordpiece_smoke,
+// or longer:
+//   bash tests/launch/fuzz_smoke.sh . /tmp/fz wordpiece 1000000
 #include <cstdint>
 #include <string>
 #include <vector>
