@@ -1,36 +1,64 @@
 #!/usr/bin/env bash
-# Fuzzing in CI: builds the libFuzzer target fuzz_NAME (default safetensors; trace) with clang
-# (ASan + UBSan) in its own build folder, replays the committed corpus fuzz/corpus/NAME, then
-# fuzzes for FUZZ_SECONDS (default 30) from it with fuzz/NAME.dict. Any crash, leak or UB report
-# fails the test; the reproducer is left in WORK_DIR (copy it into fuzz/corpus/NAME/ to keep it
-# as a regression case).
-# Usage: fuzz_smoke.sh SOURCE_DIR WORK_DIR [NAME]. Exit 77 (ctest skip) without clang's libFuzzer.
+# Fuzzing in CI: the libFuzzer target fuzz_NAME (fuzz/fuzz_NAME.cc; NAME one of safetensors,
+# trace, wordpiece, config, config_json, token_file, report), built with clang, ASan and UBSan in
+# the shared sanitizer build folder (sanitize_build.sh), replays its committed corpus
+# fuzz/corpus/NAME once, then runs RUNS executions (libFuzzer -runs: a fixed amount of work, not
+# of time, so a slow CI machine fuzzes as much as a fast one) from a scratch copy of the corpus
+# with fuzz/NAME.dict. Any crash, leak, UB report, timeout or out-of-memory fails the test; the
+# reproducer is left in WORK_DIR/fuzz-NAME/ (copy it into fuzz/corpus/NAME/ to keep it as a
+# regression case: step 1 replays it every run).
+#
+# Usage: fuzz_smoke.sh SOURCE_DIR WORK_DIR NAME [RUNS]
+#   RUNS defaults to FUZZ_RUNS or 20000. FUZZ_SEED pins libFuzzer's seed (the log prints the one
+#   used). Under ctest (SY_FUZZ_PREBUILT=1) the fixture sanitize_build has built the target;
+#   run by hand the script builds what it needs. To fuzz longer than CI does, e.g. a million
+#   executions of every target (about 1-6 min each on 2 cores):
+#     for t in safetensors trace wordpiece config config_json token_file report; do
+#       bash tests/launch/fuzz_smoke.sh . /tmp/fz $t 1000000 || break; done
+#   or one target for a time: FUZZ_SECONDS=600 bash tests/launch/fuzz_smoke.sh . /tmp/fz report
+# Exit 77 (ctest skip) without clang's libFuzzer.
 set -uo pipefail
-src=$1 work=$2 name=${3:-safetensors}
-secs=${FUZZ_SECONDS:-30}
-if ! command -v clang++ >/dev/null 2>&1; then
-  echo "SKIP: clang++ not installed (launch/setup.sh installs clang and libclang-rt-14-dev)"
-  exit 77
-fi
-if ! echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' |
-  clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null; then
-  echo "SKIP: clang++ cannot link -fsanitize=fuzzer (libclang-rt-*-dev missing)"
-  exit 77
-fi
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$1" && pwd) work=$2 name=$3
+runs=${4:-${FUZZ_RUNS:-20000}}
+bash "$here/sanitize_build.sh" --check || exit $?
 mkdir -p "$work"
-cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_C_COMPILER=clang -DSY_WITH_CUDA=OFF -DSY_WITH_BENCH=OFF >"$work/configure.log" 2>&1 ||
-  { cat "$work/configure.log"; exit 1; }
-cmake --build "$work/build" -j"$(nproc)" --target "fuzz_$name" >"$work/build.log" 2>&1 ||
-  { tail -n 40 "$work/build.log"; exit 1; }
+work=$(cd "$work" && pwd)
 fuzzer=$work/build/fuzz/fuzz_$name
-export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
-# 1. every committed case, once
-"$fuzzer" -runs=0 "$src/fuzz/corpus/$name" || { echo "FAIL: corpus replay"; exit 1; }
-# 2. fuzz from a scratch copy of the corpus
-rm -rf "$work/corpus" && mkdir -p "$work/corpus" && cp "$src/fuzz/corpus/$name"/* "$work/corpus/"
-cd "$work" && "$fuzzer" "$work/corpus" -dict="$src/fuzz/$name.dict" -max_total_time="$secs" \
-  -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 25
-rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] && echo "fuzz_smoke: $secs s of fuzzing, no crash" || echo "fuzz_smoke: FAILED (exit $rc)"
-exit "$rc"
+if [ -z "${SY_FUZZ_PREBUILT:-}" ]; then
+  bash "$here/sanitize_build.sh" "$src" "$work" "fuzz_$name" || exit 1
+fi
+[ -x "$fuzzer" ] || { echo "FAIL: $fuzzer not built (see $work/build.log)"; exit 1; }
+[ -d "$src/fuzz/corpus/$name" ] || { echo "FAIL: no corpus fuzz/corpus/$name"; exit 1; }
+# Leaks count as findings here (one process, no MPI); a reader asked for absurd sizes must
+# refuse them, so a failed allocation returns null rather than aborting the run.
+export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1:check_initialization_order=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+out=$work/fuzz-$name
+rm -rf "$out" && mkdir -p "$out/corpus" "$out/replay"
+cd "$out" || exit 1  # libFuzzer writes its reproducers (crash-*, leak-*, ...) here
+# 1. every committed case, once (a new input would go to the first folder, not the source tree)
+"$fuzzer" -runs=0 "$out/replay" "$src/fuzz/corpus/$name" >"$out/replay.log" 2>&1 ||
+  { tail -n 60 "$out/replay.log"; echo "FAIL: fuzz_$name: corpus replay"; exit 1; }
+# 2. fuzz from a scratch copy of the corpus (new inputs land there, not in the source tree)
+cp "$src/fuzz/corpus/$name"/* "$out/corpus/"
+limit=(-runs="$runs")
+[ -n "${FUZZ_SECONDS:-}" ] && limit=(-max_total_time="$FUZZ_SECONDS")
+seed=()
+[ -n "${FUZZ_SEED:-}" ] && seed=(-seed="$FUZZ_SEED")
+start=$(date +%s)
+"$fuzzer" "$out/corpus" -dict="$src/fuzz/$name.dict" "${limit[@]}" "${seed[@]}" \
+  -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 >"$out/fuzz.log" 2>&1
+rc=$?
+secs=$(($(date +%s) - start))
+grep -E '^(INFO: Seed|stat::number_of_executed_units|stat::peak_rss_mb)' "$out/fuzz.log"
+if [ "$rc" -ne 0 ]; then
+  tail -n 80 "$out/fuzz.log"
+  echo "fuzz_$name: FAILED (exit $rc) after $secs s; reproducer: $(ls "$out"/crash-* "$out"/leak-* \
+    "$out"/timeout-* "$out"/oom-* 2>/dev/null | head -n 1)"
+  exit 1
+fi
+what="$runs runs"
+[ -n "${FUZZ_SECONDS:-}" ] && what="$FUZZ_SECONDS s of fuzzing"
+echo "fuzz_$name: $what in $secs s ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out/fuzz.log" |
+  grep -o '[0-9]*$') executions), no finding"
