@@ -164,6 +164,9 @@ json Qwen2MoeConfig::to_json() const {
     j["switchyard_router_seed"] = router_seed;
   }
   if (router_balance_rate > 0) j["switchyard_router_balance_rate"] = router_balance_rate;
+  // Written only where it is not the default, so other configs keep their bytes; without it a
+  // model whose head_dim differs could not reopen what it saved (found by fuzz_config_json).
+  if (head_dim != hidden_size / num_attention_heads) j["head_dim"] = head_dim;
   return j;
 }
 

@@ -55,6 +55,27 @@ double MaxAbs(const float* x, int64_t n) {
   return m;
 }
 
+// A config that reads must write itself back: head_dim other than hidden_size / heads included
+// (it was dropped on write, so such a model could not reopen its own checkpoints).
+TEST(Qwen2Moe, ConfigJsonRoundTripsHeadDim) {
+  nlohmann::json j = default_qwen2_moe_config();
+  j["hidden_size"] = 64;
+  j["num_attention_heads"] = 4;
+  j["num_key_value_heads"] = 2;
+  j["head_dim"] = 8;
+  StatusOr<Qwen2MoeConfig> c = Qwen2MoeConfig::from_json(JsonConfigReader(j, "config.json"));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->head_dim, 8);
+  const nlohmann::json out = c->to_json();
+  StatusOr<Qwen2MoeConfig> back = Qwen2MoeConfig::from_json(JsonConfigReader(out, "config.json"));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->head_dim, 8);
+  EXPECT_EQ(back->to_json(), out);
+  // The default head_dim is not written: existing configs keep their bytes.
+  j["head_dim"] = 16;
+  EXPECT_FALSE(Qwen2MoeConfig::from_json(JsonConfigReader(j, "c"))->to_json().contains("head_dim"));
+}
+
 TEST(Qwen2Moe, KvCacheDecodingEqualsFullForward) {
   const std::string dir = TempModelDir("qwen_kv");
   ASSERT_TRUE(write_random_qwen2_moe_checkpoint(dir, TinyConfig(), 7).ok());
