@@ -21,7 +21,8 @@
 #   8. wrong class or late: a symbolic-link loop as --model (22), a --checkpoint-dir that
 #      cannot be written (23 before step 1), a --dump that fails (23, no .npy left), train
 #      --corpus FILE (works).
-# Usage: reliability_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR.
+# Usage: reliability_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. sanitize_tests.sh runs it again
+# with the ASan + UBSan binary (RELIABILITY G3).
 set -uo pipefail
 bin=$1 work=$2 data=$3
 # shellcheck source=tests/launch/e2e_lib.sh
@@ -39,9 +40,10 @@ mpmd() {  # mpmd "ARGS OF RANK 0" "ARGS OF RANK 1": two programs (an MPMD launch
   timeout 120 mpirun --oversubscribe -x OPENBLAS_NUM_THREADS -x SY_DEFAULT_MODEL \
     -x SY_COLLECTIVE_TIMEOUT_S=20 -np 1 "$bin" $1 : -np 1 "$bin" $2
 }
-# within SECS CODE NAME CMD...: expect CODE, in at most SECS seconds of wall time.
+# within SECS CODE NAME CMD...: expect CODE, in at most SECS seconds of wall time (times
+# $SY_TIME_SCALE, 4 in the sanitized build: sanitize_tests.sh).
 within() {
-  local secs=$1 code=$2 name=$3
+  local secs=$(($1 * ${SY_TIME_SCALE:-1})) code=$2 name=$3
   shift 3
   local t0=$SECONDS
   expect "$code" "$name" "$@"

@@ -40,6 +40,14 @@ echo "sanitize_tests: $(grep -c . "${lists[1]}") tests at 2 ranks (LeakSanitizer
 ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 \
   ctest -R "$(regex "${lists[1]}")" --output-on-failure -j"$(nproc)" "$@"
 rc2=$?
+late=$(date +%s)
+# The end-to-end reliability probes (bad inputs, ranks that disagree, faults) through the
+# sanitized switchyard binary: their time bounds scaled for -O0 + ASan.
+echo "sanitize_tests: reliability_e2e with the sanitized switchyard (LeakSanitizer off)"
+SY_TIME_SCALE=4 ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 \
+  ctest -R '^reliability_e2e$' --output-on-failure "$@"
+rc3=$?
 end=$(date +%s)
-echo "sanitize_tests: unit tests exit $rc1 in $((mid - start)) s, 2-rank tests exit $rc2 in $((end - mid)) s"
-[ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ]
+echo "sanitize_tests: unit tests exit $rc1 in $((mid - start)) s, 2-rank tests exit $rc2 in" \
+  "$((late - mid)) s, reliability_e2e exit $rc3 in $((end - late)) s"
+[ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && [ "$rc3" -eq 0 ]
