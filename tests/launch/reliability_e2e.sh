@@ -9,6 +9,8 @@
 #      with every rank's value (RELIABILITY D1); ranks resuming from different latest steps of
 #      the same --checkpoint-dir path (a mount namespace per rank): exit 23 naming both steps
 #      (E6); a truncated or emptied shard of the latest checkpoint: exit 22 naming it (E3);
+#      the same run twice is bitwise the same (C6); a 2-rank checkpoint on 1 and 4 ranks gives
+#      the same logits (E4);
 #   4. --resume refuses a changed --lr or --batch, naming both values; --resume-override
 #      accepts them with a warning;
 #   5. sizes without bounds (data.batch_groups 2^57, moe.num_layers 1e9, moe.d_model 1e12,
@@ -123,6 +125,24 @@ for cut in truncated empty; do
     "$work/ck-$cut" --resume
   has "resume-$cut-shard" "is corrupted: model-experts-00001-of-00002.safetensors has"
 done
+
+# C6: the same 2-rank run twice gives bitwise-identical weights and optimizer moments.
+for run in a b; do
+  expect 0 "twice-$run" mpi 2 "${train[@]}" --steps 2 --checkpoint-dir "$work/twice-$run"
+done
+same=0
+for f in "$work"/twice-a/step-00000002/*.safetensors; do
+  if cmp -s "$f" "$work/twice-b/step-00000002/$(basename "$f")"; then same=$((same + 1)); else
+    echo "FAIL twice: $(basename "$f") differs between two identical runs"; fail=1; fi
+done
+echo "ok   twice: $same safetensors files bitwise equal"
+# E4: the 2-rank checkpoint loaded on 1 and on 4 ranks (experts regrouped by global id) gives
+# the same hidden states, bitwise (deterministic kernels).
+for np in 1 4; do
+  expect 0 "reshard-$np" mpi "$np" infer --model "$work/ck-a" --token-ids 1,2,3,4,5,6,7,8 \
+    --deterministic --dump "$work/reshard-$np.npy"
+done
+check reshard-1-equals-4 cmp -s "$work/reshard-1.npy" "$work/reshard-4.npy"
 
 # 4. --resume with changed settings.
 cp -r "$work/ck-b" "$work/ck-r"
