@@ -155,12 +155,11 @@ Status check_model_products(const std::string& where, int64_t vocab_size, int64_
   StatusOr<int64_t> embed = checked_product(
       {{"vocab_size", vocab_size}, {"hidden_size", hidden_size}}, kMaxValues, "embedding values");
   if (!embed.ok()) return BadInput(where + ": " + embed.status().message());
-  StatusOr<int64_t> experts =
-      checked_product({{"matrices", matrices},
-                       {"num_experts", num_experts},
-                       {"moe_intermediate_size", moe_intermediate_size},
-                       {"hidden_size", hidden_size}},
-                      kMaxValues, "values in one layer's routed experts");
+  StatusOr<int64_t> experts = checked_product({{"matrices", matrices},
+                                               {"num_experts", num_experts},
+                                               {"moe_intermediate_size", moe_intermediate_size},
+                                               {"hidden_size", hidden_size}},
+                                              kMaxValues, "values in one layer's routed experts");
   if (!experts.ok()) return BadInput(where + ": " + experts.status().message());
   return Status::Ok();
 }
