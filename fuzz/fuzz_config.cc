@@ -1,7 +1,7 @@
 // libFuzzer target for the command configs (launch/config.h): any text, parsed as the CLI parses
-// a --config file, gives a Status, never a crash, leak or UB (RELIABILITY.md D4). Each input is
-// read twice, as a switchyard.RunConfig (infer's file: parse_run_config, validate_run_config, its
-// `model` section through validate_model_infer_config, to_stack_config) and as a
+// a --config file, gives a Status, never a crash, leak or UB (docs/RELIABILITY.md D4). Each input
+// is read twice, as a switchyard.RunConfig (infer's file: parse_run_config, validate_run_config,
+// its `model` section through validate_model_infer_config, to_stack_config) and as a
 // switchyard.TrainConfig (train's: parse_text_config, fill_defaults, validate_train_config,
 // validate_trace_config); a parsed config prints (config_text) to a text that parses back to the
 // same text. Lines "#set a.b=v" (comments to the parser) are applied as --set overrides, as

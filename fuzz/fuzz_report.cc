@@ -1,6 +1,6 @@
 // libFuzzer target for per-rank load reports (runtime/report/report_io.h): any bytes, written
 // to a file of this process, give read_rank_report's Status, never a crash, leak or UB
-// (RELIABILITY.md G1). Inputs starting with '{' or white space are read as rank-<r>.json (the
+// (docs/RELIABILITY.md G1). Inputs starting with '{' or white space are read as rank-<r>.json (the
 // canonical JSON mapping), others as rank-<r>.pb (binary protobuf). A report that reads is
 // written again both ways (the writers' encodings) and reads back the same; a one-rank report of
 // a modest size is also merged into a cluster report and rendered as text and HTML, as

@@ -310,9 +310,9 @@ std::vector<FaultKind> train_fault_kinds() {
 }
 
 int agree_tokens(Communicator& comm, const std::vector<int32_t>& ids, const char* what) {
-  const std::string bytes(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(int32_t));
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a64(bytes)));
+  char hex[17];  // the ids hashed where they are, not copied
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(fnv1a64(ids.data(), ids.size() * sizeof(int32_t))));
   return agree_settings(comm, {{"tokens", std::to_string(ids.size()) + " ids, hash " + hex}}, what);
 }
 

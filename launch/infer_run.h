@@ -61,7 +61,7 @@ int agree_config(Communicator& comm, const std::string& config_text);
 
 // Every rank must have opened the same model (HfCheckpoint::identity) and, when resuming, the
 // same checkpoint step (resume_step >= 0): agree_settings over both, exit 23 (a checkpoint
-// mismatch, RELIABILITY E6) when resuming, else 21. Collective over comm.
+// mismatch, docs/RELIABILITY.md E6) when resuming, else 21. Collective over comm.
 int agree_model(Communicator& comm, const HfCheckpoint& ck, const char* what,
                 int64_t resume_step = -1);
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -22,12 +23,16 @@ SY_HD inline uint64_t hash_combine(uint64_t a, uint64_t b) {
   return splitmix64(a ^ (splitmix64(b) + 0x9E3779B97F4A7C15ull + (a << 6) + (a >> 2)));
 }
 
-// FNV-1a of a string: a stable stream id for a parameter name (std::hash is not stable).
-// The std::string form hashes every byte (binary data with zero bytes included).
-inline uint64_t fnv1a64(const std::string& s) {
+// FNV-1a of bytes: a stable stream id for a parameter name (std::hash is not stable), or a
+// fingerprint of binary data (zero bytes included).
+inline uint64_t fnv1a64(const void* data, size_t n) {
+  const unsigned char* c = static_cast<const unsigned char*>(data);
   uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 0x100000001b3ull;
   return h;
+}
+inline uint64_t fnv1a64(const std::string& s) {
+  return fnv1a64(s.data(), s.size());
 }
 inline uint64_t fnv1a64(const char* s) {
   return fnv1a64(std::string(s));

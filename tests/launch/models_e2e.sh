@@ -207,7 +207,7 @@ expect 21 bad-split mpi 3 infer --model "$work/tiny" --token-ids 1,2
 expect 21 bad-token mpi 2 infer --model "$work/tiny" --token-ids 1,1000
 expect 21 bad-ids mpi 2 infer --model "$work/tiny" --token-ids 1,x
 expect 22 no-model mpi 2 infer --model "$work/nope" --token-ids 1,2
-# Each refusal names its cause (RELIABILITY G2).
+# Each refusal names its cause (docs/RELIABILITY.md G2).
 for m in "bad-split:8 experts do not split evenly over 3 ranks" \
   "bad-token:token id 1000 at position 1 is outside the vocabulary [0, 1000)" \
   "bad-ids:--token-ids: 'x' is not a token id" "no-model:nope: not a checkpoint folder"; do

@@ -6,7 +6,7 @@
 #   2. JSON nested 100,000 deep in config.json: refused before parsing (exit 22);
 #   3. ranks that disagree (MPMD launches): --lr, --batch in train, --quantize in
 #      infer --model, a --set in synthetic infer: exit 21, rank 0 names each differing setting
-#      with every rank's value (RELIABILITY D1); ranks resuming from different latest steps of
+#      with every rank's value (docs/RELIABILITY.md D1); ranks resuming from different latest steps of
 #      the same --checkpoint-dir path (a mount namespace per rank): exit 23 naming both steps
 #      (E6); a truncated or emptied shard of the latest checkpoint: exit 22 naming it (E3);
 #      the same run twice is bitwise the same (C6); a 2-rank checkpoint on 1 and 4 ranks gives
@@ -24,7 +24,7 @@
 #      cannot be written (23 before step 1), a --dump that fails (23, no .npy left), train
 #      --corpus FILE (works).
 # Usage: reliability_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR. sanitize_tests.sh runs it again
-# with the ASan + UBSan binary (RELIABILITY G3).
+# with the ASan + UBSan binary (docs/RELIABILITY.md G3).
 set -uo pipefail
 bin=$1 work=$2 data=$3
 # shellcheck source=tests/launch/e2e_lib.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The unit tests and the multi-rank tests at 2 ranks under ASan + UBSan (RELIABILITY.md G3), in
+# The unit tests and the multi-rank tests at 2 ranks under ASan + UBSan (docs/RELIABILITY.md G3), in
 # the SY_SANITIZE=ON clang build folder (sanitize_build.sh). tests/CMakeLists.txt lists them
 # there (sanitized_unit_tests.txt: every GoogleTest executable's single-process test;
 # sanitized_mpi_tests.txt: every test of tests/comm and tests/moe_mpi at np 2, the

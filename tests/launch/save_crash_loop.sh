@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Atomic publication under repeated crashes (RELIABILITY E8): N times, a rank is killed at a
+# Atomic publication under repeated crashes (docs/RELIABILITY.md E8): N times, a rank is killed at a
 # random byte of its shard of a checkpoint save (SY_FAULT crash_in_save, random rank, step and
 # offset), then --resume must exit 0 from the newest complete checkpoint (never a partial one)
 # and go on to the end. Every round continues the same run, so each crash lands on a folder

@@ -268,7 +268,7 @@ TEST(Safetensors, HostileFilesAreRejected) {
   }
 }
 
-// A known dtype that is wrong for a weight (RELIABILITY F5): refused naming the tensor, the
+// A known dtype that is wrong for a weight (docs/RELIABILITY.md F5): refused naming the tensor, the
 // dtype and what a weight may be, for a matrix and a scalar alike.
 TEST(Safetensors, WeightsOfANonFloatDtypeAreRefused) {
   const std::string path = TmpPath("int_weights.safetensors");
