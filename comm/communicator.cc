@@ -36,6 +36,7 @@ std::string Communicator::describe(const CollectiveTag& tag, int64_t seq) {
 void Communicator::alltoall_bytes(const void* send, void* recv, int64_t count, int64_t elem_bytes,
                                   const CollectiveTag& tag) {
   const int64_t seq = seq_++;
+  const Clock clock(&collective_s_);
   SY_CHECK_FIXED_COUNT_(count, elem_bytes, tag, seq);
   SY_CHECK(count == 0 || send != recv) << describe(tag, seq) << ": send and recv must differ";
   do_alltoall(send, recv, count, elem_bytes, tag, seq);
@@ -86,6 +87,7 @@ Status Communicator::alltoallv_bytes(const void* send, const VLayout& send_layou
                                      const VLayout& recv_layout, int64_t elem_bytes,
                                      const CollectiveTag& tag) {
   const int64_t seq = seq_++;
+  const Clock clock(&collective_s_);
   SY_RETURN_IF_ERROR(check_elem_bytes(elem_bytes, tag, seq));
   SY_CHECK(send == nullptr || send != recv) << describe(tag, seq) << ": send and recv must differ";
   const VLayout &sl = send_layout, &rl = recv_layout;
@@ -99,6 +101,7 @@ Status Communicator::alltoallv_blocks_bytes(const void* send, const BlockLayout&
                                             void* recv, const BlockLayout& recv_layout,
                                             int64_t elem_bytes, const CollectiveTag& tag) {
   const int64_t seq = seq_++;
+  const Clock clock(&collective_s_);
   SY_RETURN_IF_ERROR(check_elem_bytes(elem_bytes, tag, seq));
   const int64_t B = send_layout.blocks;
   if (B != recv_layout.blocks || B < 1 || B > kMaxBlocks) {
@@ -117,6 +120,7 @@ Status Communicator::alltoallv_blocks_bytes(const void* send, const BlockLayout&
 void Communicator::allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
                              const CollectiveTag& tag) {
   const int64_t seq = seq_++;
+  const Clock clock(&collective_s_);
   SY_CHECK_FIXED_COUNT_(count, dtype_bytes(dtype), tag, seq);
   do_allreduce(send, recv, count, dtype, op, tag, seq);
 }
@@ -124,6 +128,7 @@ void Communicator::allreduce(const void* send, void* recv, int64_t count, DType 
 void Communicator::allgather_bytes(const void* send, void* recv, int64_t count, int64_t elem_bytes,
                                    const CollectiveTag& tag) {
   const int64_t seq = seq_++;
+  const Clock clock(&collective_s_);
   SY_CHECK_FIXED_COUNT_(count, elem_bytes, tag, seq);
   SY_CHECK(count == 0 || send != recv) << describe(tag, seq) << ": send and recv must differ";
   do_allgather(send, recv, count, elem_bytes, tag, seq);
@@ -131,6 +136,7 @@ void Communicator::allgather_bytes(const void* send, void* recv, int64_t count, 
 
 void Communicator::barrier(const CollectiveTag& tag) {
   const int64_t seq = seq_++;
+  const Clock clock(&collective_s_);
   do_barrier(tag, seq);
 }
 

@@ -24,6 +24,7 @@
 // Legend: P ranks (size()), r this rank.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -97,6 +98,10 @@ class Communicator {
   virtual const char* backend() const = 0;  // "mpi", "local"
   // Collectives started so far; the seq of the next one. Equal on every rank.
   int64_t seq() const { return seq_; }
+  // Seconds this rank has spent inside collectives so far (steady clock), waiting for its peers
+  // included. A step's wall time less this is the rank's own work: what a straggler has more of
+  // (its peers wait for it inside their collectives), docs/RELIABILITY.md A5.
+  double collective_seconds() const { return collective_s_; }
 
   // Deadline for every collective, in seconds; <= 0 waits forever. Backends that cannot block
   // (local) ignore it. The MPI backend starts from SY_COLLECTIVE_TIMEOUT_S (default 600).
@@ -214,8 +219,22 @@ class Communicator {
   virtual void do_barrier(const CollectiveTag& tag, int64_t seq) = 0;
 
  private:
+  // Adds the time from its construction to its destruction to collective_s_.
+  class Clock {
+   public:
+    explicit Clock(double* total) : total_(total), t0_(std::chrono::steady_clock::now()) {}
+    ~Clock() {
+      *total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    }
+
+   private:
+    double* total_;
+    std::chrono::steady_clock::time_point t0_;
+  };
+
   int64_t seq_ = 0;
   double timeout_s_ = 600.0;
+  double collective_s_ = 0;
 };
 
 // Parses a SY_COLLECTIVE_TIMEOUT_S value: seconds, a non-negative number (0 = no deadline).

@@ -557,9 +557,11 @@ class RouterRun {
       for (MoeLayer* l : layers) l->reset_counters();
       model_->set_step(static_cast<int64_t>(k));
       model_->reset_cache();
+      const StepTimer timer(comm_);
       st = model_->forward(seq.data(), L_, &logits, /*all_logits=*/false);
       if (!st.ok()) break;
       reports.add_step(static_cast<int64_t>(k));
+      reports.add_step_time(timer.stop(static_cast<int64_t>(k)));
       trace->add_range(static_cast<int64_t>(k), layers, d_.eval_first_index[k], seq.data(), L_);
     }
     const double secs = seconds_since(t0);

@@ -479,10 +479,12 @@ class TrainRun {
     for (MoeLayer* l : t_.model->sparse_layers()) l->reset_counters();
     const bool logged = (s + 1) % a_.log_every == 0 || s + 1 == a_.steps;
     report_step_ = logged && !a_.out.empty() ? s : -1;
+    const StepTimer timer(comm_);
     inject_process_faults(me_, s);  // SY_FAULT=kill|hang|exit|...@rank=r,step=s
     trainer_->set_step_index(s);
     auto r = trainer_->step(mine);
     if (int code = agree_status(comm_, r.status(), "train: step")) return code;
+    if (report_step_ >= 0 && reports_) reports_->add_step_time(timer.stop(s));
     if (report_step_ >= 0 && !r->skipped && reports_) reports_->add_loss(s, r->loss);
     // A skipped step (non-finite values, --on-nonfinite skip) still consumes its batch.
     state_.step = s + 1;
@@ -536,6 +538,7 @@ class TrainRun {
                   P_ == 1 ? "" : "s");
     if (!a_.checkpoint_dir.empty() && last_saved_ != state_.step)
       if (int code = Save()) return code;
+    reports.set_skipped_steps(trainer_->skipped_steps());
     if (!a_.out.empty()) reports.finish((a_.steps - first_step) * tokens_per_step(), secs, "");
     return finish_trace(trace.get(), a_.trace, comm_);
   }

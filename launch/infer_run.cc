@@ -120,6 +120,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
     const int64_t n = e - b;
     h.resize(static_cast<size_t>(n * D));
     stack->set_step(step);
+    const StepTimer timer(*comm);
     inject_process_faults(me, step);  // SY_FAULT=hang|kill|throw|exit|slow@rank=r,step=s
     SY_RETURN_IF_ERROR(stack->forward(ids.data() + b, n, h.data()));
     for (int l = 0; l < L; ++l) {
@@ -134,6 +135,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
       routing_metrics_merge(part, &mine[static_cast<size_t>(l)]);
       if (!opt.out_dir.empty()) fill_layer_step(layer, l, step, part, report.add_entries());
     }
+    if (!opt.out_dir.empty()) *report.add_step_times() = timer.stop(step);
     if (trace) trace->add_range(step, layers, b, ids.data() + b, n);
     if (!opt.dump.empty()) hidden.insert(hidden.end(), h.begin(), h.end());
     // Progress in global tokens: every rank advances by about the same share.
@@ -150,7 +152,7 @@ StatusOr<InferResult> run_inference(const switchyard::RunConfig& cfg,
         merge_routing_metrics(comm, mine[static_cast<size_t>(l)], l, sc.layer.num_experts,
                               stack->layer(l).router().slots_per_token());
 
-  if (!opt.out_dir.empty()) write_report_or_warn(opt.out_dir, report, me);
+  if (!opt.out_dir.empty()) write_rank_reports(*comm, opt.out_dir, report);
   if (trace) SY_RETURN_IF_ERROR(trace->write(opt.trace_dir));
   if (!opt.dump.empty()) SY_RETURN_IF_ERROR(gather_hidden(comm, hidden, T, D, opt.dump));
   return res;

@@ -281,6 +281,7 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
              : shard.ids_NL.end());
     model.set_step(step);
     model.reset_cache();
+    const StepTimer timer(comm);
     inject_process_faults(comm.rank(), step);  // SY_FAULT=kill|hang|exit|oom|...@rank=r,step=s
     st = model.forward(seq.data(), static_cast<int64_t>(seq.size()), &logits,
                        /*all_logits=*/a.loss);
@@ -295,6 +296,7 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
       loss_count += n;
     }
     routing.add_step(step);
+    routing.add_step_time(timer.stop(step));
     // Global sequence g's tokens are g * L .. g * L + L - 1 of the token stream.
     if (trace)
       trace->add_range(step, model.sparse_layers(), have ? shard.sequences[k] * L : 0, seq.data(),
@@ -366,14 +368,17 @@ int RunForward(const ModelInferArgs& a, Model& model, Communicator& comm, const 
                Tensor* logits) {
   const int64_t T = static_cast<int64_t>(in.ids.size());
   double best = 1e30;
+  switchyard::StepTime last;  // the last repeat's, whose routing the report holds (as step 0)
   for (int64_t r = 0; r < a.repeat; ++r) {
     comm.barrier({"infer.forward"});
     model.set_step(r);
     model.reset_cache();
+    const StepTimer timer(comm);
     inject_process_faults(comm.rank(), r);  // SY_FAULT=...@rank=r,step=<repeat>
     Status st = model.forward(in.ids.data(), T, logits,
                               /*all_logits=*/a.max_new_tokens == 0 || !a.dump.empty());
     if (int code = agree_status(comm, st, "infer --model: forward")) return code;
+    last = timer.stop(0);
     double slowest = model.last_forward_seconds();
     comm.allreduce(&slowest, 1, ReduceOp::kMax, {"infer.time"});
     best = std::min(best, slowest);
@@ -387,6 +392,7 @@ int RunForward(const ModelInferArgs& a, Model& model, Communicator& comm, const 
   // The routing of the forward: metrics table (rank 0) and per-rank load reports.
   RoutingCollector routing(model.sparse_layers(), model.config_json().dump(), comm, a.out);
   routing.add_step(0);
+  routing.add_step_time(last);
   routing.finish(T, best, "routing of the forward, per MoE layer:");
   // Replicated tokens: this rank's MoE layers routed its slice [me * S, ...) of S = ceil(T / P)
   // tokens (runtime/model/token_sharded_moe.h).

@@ -280,10 +280,12 @@ class BertTrainRun {
     const bool logged = (s + 1) % c_.log_every() == 0 || s + 1 == c_.steps();
     report_step_ = logged && !c_.out().empty() ? s : -1;
     for (MoeLayer* l : model_->sparse_layers()) l->reset_counters();
+    const StepTimer timer(comm_);
     inject_process_faults(me_, s);
     trainer_->set_step_index(s);
     auto r = trainer_->step(mine, global);
     if (int code = agree_status(comm_, r.status(), "train: step")) return code;
+    if (report_step_ >= 0 && reports_) reports_->add_step_time(timer.stop(s));
     state_.step = s + 1;
     state_.data_position += c_.batch() * P_;
     if (me_ == 0 && (r->skipped || logged)) {
@@ -304,6 +306,7 @@ class BertTrainRun {
   int Train() {
     RoutingCollector reports(model_->sparse_layers(), model_->config_json().dump(), comm_,
                              c_.out());
+    reports_ = &reports;
     trainer_->set_after_forward([&] {  // a logged step's forwards go into the reports
       if (report_step_ >= 0) reports.add_step(report_step_);
     });
@@ -326,6 +329,7 @@ class BertTrainRun {
                   static_cast<double>(tokens) / secs, P_, P_ == 1 ? "" : "s");
     if (!c_.checkpoint_dir().empty() && last_saved_ != state_.step)
       if (int code = Save()) return code;
+    reports.set_skipped_steps(trainer_->skipped_steps());
     if (!c_.out().empty()) reports.finish(tokens, secs, "");
     return 0;
   }
@@ -342,6 +346,7 @@ class BertTrainRun {
   int64_t resume_step_ = -1;  // the latest checkpoint this rank found (when resuming)
   TrainState resumed_, state_;
   int64_t optimizer_step_ = 0, last_saved_ = -1, n_train_ = 0, report_step_ = -1;
+  RoutingCollector* reports_ = nullptr;  // Train()'s, for the logged steps' times
   std::vector<int32_t> ids_;
   std::unique_ptr<DataOrder> order_;
   std::vector<std::vector<int32_t>> eval_seqs_;

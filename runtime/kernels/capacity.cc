@@ -46,9 +46,12 @@ Status check_capacity_sizes(int64_t T, int64_t E, int64_t K, int64_t D) {
 int64_t expert_capacity(const CapacityConfig& cfg, int64_t tokens, int64_t E, int64_t K) {
   if (cfg.dropless()) return tokens * K;
   // tokens*K <= INT_MAX, so the double product is exact before the ceil; clamp for huge factors.
+  // An infinite factor times no tokens is NaN: the comparison sends it to the clamp too (0), as
+  // converting NaN to an integer is undefined.
+  const int64_t limit = tokens * K;
   const double c =
-      std::ceil(cfg.capacity_factor * static_cast<double>(tokens * K) / static_cast<double>(E));
-  return c >= static_cast<double>(tokens * K) ? tokens * K : static_cast<int64_t>(c);
+      std::ceil(cfg.capacity_factor * static_cast<double>(limit) / static_cast<double>(E));
+  return c < static_cast<double>(limit) ? static_cast<int64_t>(c) : limit;
 }
 
 namespace {

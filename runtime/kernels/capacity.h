@@ -74,10 +74,11 @@ struct CapacityPlan {
   bool dropless = false;
   int64_t tokens = 0;  // unmasked tokens
 
-  std::vector<uint8_t> kept_TK;     // 1 kept, 0 dropped or masked
-  DeviceArray<int32_t> row_of_TK;   // row in the grouped layout, -1 when not kept
-  std::vector<int32_t> routed_E;    // assignments routed to e (unmasked tokens)
-  std::vector<int32_t> kept_E;      // kept_E[e] = min(routed_E[e], capacity)
+  std::vector<uint8_t> kept_TK;    // 1 kept, 0 dropped or masked
+  DeviceArray<int32_t> row_of_TK;  // row in the grouped layout, -1 when not kept
+  std::vector<int32_t> routed_E;   // assignments routed to e (unmasked tokens)
+  std::vector<int32_t>
+      kept_E;  // kept_E[e]: the sum over groups of min(routed in the group, capacity)
   std::vector<int32_t> dropped_E;   // routed_E - kept_E
   std::vector<int32_t> offsets_E1;  // [E+1]: expert e owns rows [offsets[e], offsets[e+1])
   DeviceArray<int32_t> order_A;     // row -> flat assignment t*K+k; within an expert, ascending

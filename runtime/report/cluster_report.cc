@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -282,6 +283,61 @@ std::string rank_ranges(const std::vector<int>& ranks) {
   return out;
 }
 
+// Each rank's step times over the steps every rank timed, and the stragglers among them
+// (ClusterReport.rank_times says the rule). Leaves c alone when some rank timed no step.
+void fill_rank_times(const std::vector<const RankReport*>& by_rank, ClusterReport* c) {
+  std::set<int64_t> common;
+  for (size_t i = 0; i < by_rank.size(); ++i) {
+    std::set<int64_t> mine;
+    for (const switchyard::StepTime& t : by_rank[i]->step_times()) mine.insert(t.step());
+    if (i == 0) {
+      common = std::move(mine);
+    } else {
+      std::set<int64_t> both;
+      std::set_intersection(common.begin(), common.end(), mine.begin(), mine.end(),
+                            std::inserter(both, both.end()));
+      common = std::move(both);
+    }
+  }
+  if (common.empty()) return;
+  double step_sum = 0;
+  for (const RankReport* r : by_rank) {
+    ClusterReport::RankTime* t = c->add_rank_times();
+    t->set_rank(r->rank());
+    t->set_steps(static_cast<int64_t>(common.size()));
+    for (const switchyard::StepTime& s : r->step_times()) {
+      if (common.count(s.step()) == 0) continue;
+      t->set_step_seconds(t->step_seconds() + s.seconds());
+      t->set_collective_seconds(t->collective_seconds() + s.collective_s());
+    }
+    t->set_own_seconds(std::max(0.0, t->step_seconds() - t->collective_seconds()));
+    step_sum += t->step_seconds();
+  }
+  const size_t P = by_rank.size();
+  if (P < 2) return;
+  const double mean_step = step_sum / static_cast<double>(P);
+  for (size_t i = 0; i < P; ++i) {
+    std::vector<double> others;
+    for (size_t j = 0; j < P; ++j)
+      if (j != i) others.push_back(c->rank_times(static_cast<int>(j)).own_seconds());
+    std::sort(others.begin(), others.end());
+    const size_t m = others.size();
+    const double median = m % 2 ? others[m / 2] : 0.5 * (others[m / 2 - 1] + others[m / 2]);
+    ClusterReport::RankTime* t = c->mutable_rank_times(static_cast<int>(i));
+    if (t->own_seconds() < 1.5 * median || t->own_seconds() - median < 0.2 * mean_step) continue;
+    t->set_straggler(true);
+    const double n = static_cast<double>(t->steps());
+    std::ostringstream os;
+    os.setf(std::ios::fixed);
+    os.precision(3);
+    os << "rank " << t->rank() << " is a straggler: " << t->own_seconds() / n
+       << " s of its own work per step against a median of " << median / n
+       << " s on the other ranks (they wait for it inside their collectives; " << t->steps()
+       << " step" << (t->steps() == 1 ? "" : "s") << " timed)";
+    c->add_warnings(os.str());
+  }
+}
+
 }  // namespace
 
 std::string RankHosts::ranks_of(int h) const {
@@ -390,6 +446,9 @@ StatusOr<ClusterReport> merge_rank_reports(const std::vector<RankReport>& report
     total->mutable_intra_host()->set_bytes_per_token(bytes_per_token[1]);
     total->mutable_inter_host()->set_bytes_per_token(bytes_per_token[2]);
   }
+  fill_rank_times(by_rank, &c);
+  for (const RankReport* r : by_rank)
+    c.set_skipped_steps(std::max(c.skipped_steps(), r->skipped_steps()));
   for (const RankReport* r : by_rank) *c.add_ranks() = *r;
   return c;
 }

@@ -362,8 +362,12 @@ std::string render_cluster_html(const ClusterReport& c, const std::string& extra
   h += "<p class=\"note\">A rank that spends long in count_exchange or dispatch is usually "
        "waiting for a slower peer.</p>\n";
   if (c.ranks_size() <= 64) {
+    // Step times, where every rank timed the same steps: per step, and the rank's own work.
+    const bool timed = c.rank_times_size() == c.ranks_size();
     h += "<table><tr><th>rank</th><th>host</th><th>experts</th><th>MoE time (s)</th>"
-         "<th>wall (s)</th></tr>\n";
+         "<th>wall (s)</th>";
+    if (timed) h += "<th>step (s/step)</th><th>own work (s/step)</th>";
+    h += "</tr>\n";
     const std::vector<std::vector<double>> rt = rank_phase_seconds(c, -1);
     for (int i = 0; i < c.ranks_size(); ++i) {
       const auto& r = c.ranks(i);
@@ -379,7 +383,14 @@ std::string render_cluster_html(const ClusterReport& c, const std::string& extra
           experts += (experts.empty() ? "" : " ") + fmt("%d", e);
       }
       h += fmt("<tr><td>%d</td><td>", r.rank()) + esc(r.host()) + "</td><td>" + experts +
-           fmt("</td><td>%.5f</td><td>%.2f</td></tr>\n", sum, r.wall_s());
+           fmt("</td><td>%.5f</td><td>%.2f</td>", sum, r.wall_s());
+      if (timed) {
+        const auto& t = c.rank_times(i);
+        const double k = static_cast<double>(std::max<int64_t>(t.steps(), 1));
+        h += fmt("<td>%.5f</td><td>%.5f%s</td>", t.step_seconds() / k, t.own_seconds() / k,
+                 t.straggler() ? " <b>straggler</b>" : "");
+      }
+      h += "</tr>\n";
     }
     h += "</table>\n";
   }

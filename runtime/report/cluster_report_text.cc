@@ -18,6 +18,7 @@ constexpr int kBarWidth = 40;
 constexpr int kMaxExpertLines = 64;  // above: a compact grid instead of one line per expert
 constexpr int kMaxMatrixRanks = 16;  // above: per-rank totals instead of the P x P matrix
 constexpr int kMaxHostLines = 64;    // above: the first ones and a count
+constexpr int kMaxRankLines = 64;    // above: the first ones, the stragglers and a count
 
 __attribute__((format(printf, 2, 3))) void appendf(std::string* out, const char* fmt, ...) {
   char buf[512];
@@ -178,6 +179,27 @@ void render_times(const ClusterReport& c, const ClusterReport::LayerSummary& s, 
           ll(first), first_s, steps.size() - 1, per_step, per_step > 0 ? first_s / per_step : 0.0);
 }
 
+// Each rank's step time and how much of it was its own work (ClusterReport.rank_times).
+void render_rank_times(const ClusterReport& c, std::string* out) {
+  if (c.rank_times().empty()) return;
+  const int64_t n = c.rank_times(0).steps();
+  appendf(out, "\n== step time per rank (%lld step%s every rank timed; seconds per step) ==\n",
+          ll(n), n == 1 ? "" : "s");
+  appendf(out, "  %6s %11s %13s %11s\n", "rank", "step", "collectives", "own work");
+  int hidden = 0;
+  for (int i = 0; i < c.rank_times_size(); ++i) {
+    const ClusterReport::RankTime& t = c.rank_times(i);
+    if (i >= kMaxRankLines && !t.straggler()) {
+      ++hidden;
+      continue;
+    }
+    const double k = static_cast<double>(std::max<int64_t>(t.steps(), 1));
+    appendf(out, "  %6d %11.6f %13.6f %11.6f%s\n", t.rank(), t.step_seconds() / k,
+            t.collective_seconds() / k, t.own_seconds() / k, t.straggler() ? "  STRAGGLER" : "");
+  }
+  if (hidden > 0) appendf(out, "  ... and %d more ranks, none a straggler\n", hidden);
+}
+
 }  // namespace
 
 std::string render_cluster_text(const ClusterReport& c) {
@@ -190,6 +212,8 @@ std::string render_cluster_text(const ClusterReport& c) {
   appendf(&out, "counts are summed over %lld step%s; times are each rank's total over steps\n",
           ll(steps), steps == 1 ? "" : "s");
   for (const std::string& w : c.warnings()) appendf(&out, "warning: %s\n", w.c_str());
+  if (c.skipped_steps() > 0)
+    appendf(&out, "training steps skipped (non-finite gradients): %lld\n", ll(c.skipped_steps()));
   render_hosts(c, &out);
   // Owner rank of each expert.
   std::vector<int> owner(static_cast<size_t>(std::max(E, 0)), 0);
@@ -225,6 +249,7 @@ std::string render_cluster_text(const ClusterReport& c) {
                    "traffic by tier (dispatch payload summed over steps; share of the rows)", &out);
     render_times(c, s, &out);
   }
+  render_rank_times(c, &out);
   if (c.has_traffic_split()) {
     appendf(&out, "\n== all layers ==\n");
     render_tiers(c.traffic_split(),

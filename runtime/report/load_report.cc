@@ -166,7 +166,20 @@ RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int l
   return m;
 }
 
-void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank) {
+StepTimer::StepTimer(const Communicator& comm)
+    : comm_(comm), t0_(std::chrono::steady_clock::now()), collective0_(comm.collective_seconds()) {}
+
+switchyard::StepTime StepTimer::stop(int64_t step) const {
+  switchyard::StepTime t;
+  t.set_step(step);
+  t.set_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+  t.set_collective_s(comm_.collective_seconds() - collective0_);
+  return t;
+}
+
+int write_rank_reports(Communicator& comm, const std::string& dir,
+                       const switchyard::RankReport& report) {
+  const int rank = comm.rank(), P = comm.size();
   ReportWriteOptions opt;
   // SY_FAULT=enospc@rank=r without a step: this rank's report writes fail as on a full disk.
   opt.fail_enospc = fault_fires(FaultKind::kEnospc, rank, -1);
@@ -174,6 +187,22 @@ void write_report_or_warn(const std::string& dir, const switchyard::RankReport& 
   if (!s.ok())  // a report is not worth losing the run for: warn and go on
     std::fprintf(stderr, "[switchyard] rank %d: warning: load report not written: %s\n", rank,
                  s.ToString().c_str());
+  const int32_t failed = s.ok() ? 0 : 1;
+  std::vector<int32_t> all(static_cast<size_t>(P));
+  comm.allgather(&failed, all.data(), 1, {"report.written"});
+  int count = 0;
+  std::string ranks;
+  for (int r = 0; r < P; ++r) {
+    if (!all[static_cast<size_t>(r)]) continue;
+    if (++count <= 16) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (count > 16) ranks += ", ...";
+  if (count > 0 && rank == 0)
+    std::fprintf(stderr,
+                 "[switchyard] warning: %d of %d load report%s not written (rank%s %s); "
+                 "switchyard report %s needs every rank's\n",
+                 count, P, P == 1 ? "" : "s", count == 1 ? "" : "s", ranks.c_str(), dir.c_str());
+  return count;
 }
 
 void print_routing_table(const std::vector<InferResult>& runs, int P) {
@@ -295,7 +324,7 @@ void RoutingCollector::finish(int64_t tokens, double seconds, const char* title)
     report_.set_wall_s(seconds);
     std::error_code ec;
     std::filesystem::create_directories(out_, ec);
-    write_report_or_warn(out_, report_, comm_.rank());
+    write_rank_reports(comm_, out_, report_);
     if (comm_.rank() == 0 && title)
       std::printf("load reports: %s/rank-<r>.{json,pb}; merge with: switchyard report %s\n",
                   out_.c_str(), out_.c_str());

@@ -5,6 +5,7 @@
 // them here, so a report means the same whoever wrote it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -43,10 +44,26 @@ void fill_rank_header(const MoeLayer& first, int num_layers, const std::string& 
 // (every rank gets the total). A rank without tokens passes an empty RoutingMetrics. Collective.
 RoutingMetrics merge_routing_metrics(Communicator* comm, RoutingMetrics m, int layer, int64_t E,
                                      int64_t K);
-// Writes rank-<r>.{pb,json} under dir; a failure is a warning (reports are not critical).
-void write_report_or_warn(const std::string& dir, const switchyard::RankReport& report, int rank);
+// Every rank writes its rank-<r>.{pb,json} under dir; a failure is a warning on that rank
+// (reports are not worth losing a run for), and the failures are counted over the ranks: rank 0
+// names the ranks whose report is missing. Returns that count (every rank). Collective.
+int write_rank_reports(Communicator& comm, const std::string& dir,
+                       const switchyard::RankReport& report);
 // The routing table infer prints at the end (rank 0).
 void print_routing_table(const std::vector<InferResult>& runs, int P);
+
+// Times one step on this rank (proto StepTime): its wall time from construction to stop(), and
+// the part of it spent inside the communicator's collectives.
+class StepTimer {
+ public:
+  explicit StepTimer(const Communicator& comm);
+  switchyard::StepTime stop(int64_t step) const;
+
+ private:
+  const Communicator& comm_;
+  std::chrono::steady_clock::time_point t0_;
+  double collective0_;
+};
 
 // Routing metrics and load reports of a model's MoE layers over one or more forwards:
 // add_step() after each forward (every rank, collective-free), finish() merges over the ranks
@@ -62,6 +79,9 @@ class RoutingCollector {
   void add_step(int64_t step);
   // The loss of a logged step (train; the same on every rank), for reports that compare runs.
   void add_loss(int64_t step, double loss);
+  // The time of a step that has entries (StepTimer), and the training steps skipped so far.
+  void add_step_time(const switchyard::StepTime& t) { *report_.add_step_times() = t; }
+  void set_skipped_steps(int64_t n) { report_.set_skipped_steps(n); }
   // Collective. tokens: over all ranks; seconds: the wall time they took. Rank 0 prints title,
   // the routing table and where the reports went; a null title prints nothing.
   void finish(int64_t tokens, double seconds, const char* title);

@@ -220,6 +220,14 @@ Status check_rank_report(const RankReport& r, const std::string& source) {
   for (const switchyard::StepLoss& l : r.step_losses())
     if (l.step() < 0 || std::isnan(l.loss()))
       return bad(source, "step_losses: step ", l.step(), " loss ", l.loss());
+  std::set<int64_t> timed;
+  for (const switchyard::StepTime& t : r.step_times()) {
+    if (t.step() < 0 || !finite_nonneg(t.seconds()) || !finite_nonneg(t.collective_s()))
+      return bad(source, "step_times: step ", t.step(), " seconds ", t.seconds(), " collective ",
+                 t.collective_s());
+    if (!timed.insert(t.step()).second) return bad(source, "step_times: step ", t.step(), " twice");
+  }
+  if (r.skipped_steps() < 0) return bad(source, "skipped_steps ", r.skipped_steps(), " < 0");
   return Status::Ok();
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzing in CI: the libFuzzer target fuzz_NAME (fuzz/fuzz_NAME.cc; NAME one of safetensors,
-# trace, wordpiece, config, config_json, token_file, report), built with clang, ASan and UBSan in
+# trace, wordpiece, config, config_json, token_file, report, capacity), built with clang, ASan and UBSan in
 # the shared sanitizer build folder (sanitize_build.sh), replays its committed corpus
 # fuzz/corpus/NAME once, then runs RUNS executions (libFuzzer -runs: a fixed amount of work, not
 # of time, so a slow CI machine fuzzes as much as a fast one) from a scratch copy of the corpus
@@ -13,7 +13,7 @@
 #   used). Under ctest (SY_FUZZ_PREBUILT=1) the fixture sanitize_build has built the target;
 #   run by hand the script builds what it needs. To fuzz longer than CI does, e.g. a million
 #   executions of every target (about 1-6 min each on 2 cores):
-#     for t in safetensors trace wordpiece config config_json token_file report; do
+#     for t in safetensors trace wordpiece config config_json token_file report capacity; do
 #       bash tests/launch/fuzz_smoke.sh . /tmp/fz $t 1000000 || break; done
 #   or one target for a time: FUZZ_SECONDS=600 bash tests/launch/fuzz_smoke.sh . /tmp/fz report
 # Exit 77 (ctest skip) without clang's libFuzzer.

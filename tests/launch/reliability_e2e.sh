@@ -18,7 +18,9 @@
 #   6. unbounded reads: --config /dev/zero, a FIFO, a folder: exit 22 naming what it is, at once;
 #   7. faults: oom (exit 26, "out of memory", nothing published: the previous checkpoint stays
 #      the latest, A7), enospc during a save (exit 23 on every rank, the previous checkpoint
-#      stays the latest and resumes, E2), enospc on a load report (a warning, exit 0, G1),
+#      stays the latest and resumes, E2), enospc on a load report (a warning and the count of
+#      reports not written, exit 0, G1), a straggler named by the merged report (A5), a skipped
+#      step counted in it (C3),
 #      infer --model carries out SY_FAULT (hang -> 20), a fault a command cannot fire (21);
 #   8. wrong class or late: a symbolic-link loop as --model (22), a --checkpoint-dir that
 #      cannot be written (23 before step 1), a --dump that fails (23, no .npy left), train
@@ -195,7 +197,25 @@ SY_FAULT="enospc@rank=1" within 60 0 enospc-report mpi 2 infer --model "$m" \
   --token-file "$work/tokens.bin" --max-tokens 512 --out "$work/rep"
 has enospc-report "rank 1: warning: load report not written"
 has enospc-report "No space left on device"
+has enospc-report "warning: 1 of 2 load reports not written (rank 1)"
 check enospc-report-rank0-written test -f "$work/rep/rank-0.pb"
+# A5: a straggler below the deadline (rank 1 sleeps 1 s in the step, the deadline is 20 s): no
+# timeout, exit 0, and the merged report names rank 1 from the step times (its own work, not the
+# time inside collectives, where rank 0 waits for it).
+SY_FAULT="slow@rank=1,arg=1000ms" within 60 0 straggler mpi 2 infer --model "$m" \
+  --token-file "$work/tokens.bin" --max-tokens 128 --out "$work/slow"
+expect 0 straggler-report "$bin" report "$work/slow"
+has straggler-report "warning: rank 1 is a straggler"
+lacks straggler-report "rank 0 is a straggler"
+check straggler-rank1-flagged grep -qE '^ +1 +[0-9.]+ +[0-9.]+ +[0-9.]+  STRAGGLER' \
+  "$work/straggler-report.log"
+# C3: a skipped step (an infinite gradient on rank 1, --on-nonfinite skip) is counted in the
+# load report.
+SY_FAULT="inf_grad@rank=1,step=1,layer=1" within 60 0 skip-counted mpi 2 "${train[@]}" \
+  --steps 3 --on-nonfinite skip --log-every 1 --out "$work/skip"
+has skip-counted "(1 skipped)"
+expect 0 skip-report "$bin" report "$work/skip"
+has skip-report "training steps skipped (non-finite gradients): 1"
 SY_FAULT="hang@rank=1,step=0" within 45 20 infer-model-hang mpi 2 infer --model "$m" \
   --token-file "$work/tokens.bin" --max-tokens 512
 has infer-model-hang "injected fault hang"

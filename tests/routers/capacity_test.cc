@@ -170,6 +170,33 @@ TEST(Capacity, OverflowRejectedWithoutAllocating) {
   EXPECT_FALSE(check_capacity_sizes(INT_MAX / 4 + 1, 8, 4, 1).ok());
 }
 
+// An infinite factor never binds, also for a group of padding only: inf * 0 tokens is NaN, which
+// must take the clamp (converting it to an integer is undefined; found by fuzz/fuzz_capacity.cc).
+TEST(Capacity, InfiniteFactorWithNoRealTokens) {
+  EXPECT_EQ(expert_capacity(Cfg(INFINITY), 0, 4, 2), 0);
+  EXPECT_EQ(expert_capacity(Cfg(INFINITY), 3, 4, 2), 6);
+  EXPECT_EQ(expert_capacity(Cfg(1e300), 0, 4, 2), 0);
+  const int64_t T = 4, E = 2, K = 1;
+  std::vector<int32_t> ids = {0, 1, 0, 0};
+  std::vector<float> probs(T, 0.5f);
+  std::vector<uint8_t> mask = {0, 0, 1, 1};  // group 0 (tokens 0, 1) is all padding
+  CapacityConfig cfg = Cfg(INFINITY);
+  cfg.group_tokens = 2;
+  auto p = plan_capacity(ids.data(), probs.data(), T, E, K, 4, cfg, mask.data());
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->capacity, 2);  // group 1's 2 assignments: nothing dropped
+  EXPECT_EQ(p->total_kept, 2);
+  EXPECT_EQ(p->total_dropped, 0);
+  ExpectConsistent(*p, ids.data());
+  // The whole batch padding: no capacity anywhere.
+  std::vector<uint8_t> none(T, 0);
+  cfg.group_tokens = 0;
+  p = plan_capacity(ids.data(), probs.data(), T, E, K, 4, cfg, none.data());
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->capacity, 0);
+  EXPECT_EQ(p->rows(), 0);
+}
+
 TEST(Capacity, BadSizesAndIdsAreErrors) {
   EXPECT_FALSE(check_capacity_sizes(4, 2, 3, 8).ok());   // K > E
   EXPECT_FALSE(check_capacity_sizes(-1, 2, 1, 8).ok());  // negative T

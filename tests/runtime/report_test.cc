@@ -332,6 +332,73 @@ TEST(ClusterReport, MissingDuplicateAndMismatchedRanksAreRejected) {
   }
 }
 
+// docs/RELIABILITY.md A5: a straggler is named from the step times (its own work, not the time
+// inside collectives), only where every rank timed a step; C3: skipped steps are counted.
+TEST(ClusterReport, StragglerNamedFromStepTimes) {
+  const int P = 4;
+  std::vector<RankReport> reps = make_synthetic_reports(P, 8, 2, 1, 3, 64, 7);
+  auto time = [&](int rank, int64_t step, double seconds, double collective_s) {
+    switchyard::StepTime* t = reps[static_cast<size_t>(rank)].add_step_times();
+    t->set_step(step);
+    t->set_seconds(seconds);
+    t->set_collective_s(collective_s);
+  };
+  // Steps 0 and 1 on every rank (rank 2 also step 5, which the others did not time): rank 2
+  // works 1.0 s per step where the others work 0.2 s and wait 0.8 s for it.
+  for (int r = 0; r < P; ++r)
+    for (int64_t step = 0; step < 2; ++step) time(r, step, 1.1, r == 2 ? 0.1 : 0.9);
+  time(2, 5, 9.0, 0.0);
+  for (RankReport& r : reps) r.set_skipped_steps(2);
+  StatusOr<ClusterReport> c = merge_rank_reports(reps);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->rank_times_size(), P);
+  for (int r = 0; r < P; ++r) {
+    const ClusterReport::RankTime& t = c->rank_times(r);
+    EXPECT_EQ(t.rank(), r);
+    EXPECT_EQ(t.steps(), 2);
+    EXPECT_DOUBLE_EQ(t.step_seconds(), 2.2);
+    EXPECT_NEAR(t.own_seconds(), r == 2 ? 2.0 : 0.4, 1e-12);
+    EXPECT_EQ(t.straggler(), r == 2) << r;
+  }
+  EXPECT_EQ(c->skipped_steps(), 2);
+  const std::string text = render_cluster_text(*c);
+  EXPECT_NE(text.find("rank 2 is a straggler: 1.000 s of its own work per step against a "
+                      "median of 0.200 s"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("training steps skipped (non-finite gradients): 2"), std::string::npos);
+  EXPECT_NE(render_cluster_html(*c).find("<b>straggler</b>"), std::string::npos);
+
+  // Even ranks: none flagged, no warning.
+  for (RankReport& r : reps) r.clear_step_times();
+  for (int r = 0; r < P; ++r) time(r, 0, 1.0, 0.5 + 0.01 * r);
+  c = merge_rank_reports(reps);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->rank_times_size(), P);
+  for (const auto& t : c->rank_times()) EXPECT_FALSE(t.straggler());
+  EXPECT_EQ(render_cluster_text(*c).find("straggler"), std::string::npos);
+
+  // A rank without step times (an older producer): no rank times at all.
+  reps[1].clear_step_times();
+  c = merge_rank_reports(reps);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->rank_times_size(), 0);
+
+  // Bad step times are bad input, naming the field.
+  reps[1].clear_step_times();
+  time(1, 0, -1.0, 0.0);
+  c = merge_rank_reports(reps);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kBadInput);
+  EXPECT_NE(c.status().message().find("step_times"), std::string::npos) << c.status().message();
+  reps[1].clear_step_times();
+  time(1, 0, 1.0, 0.5);
+  time(1, 0, 1.0, 0.5);
+  c = merge_rank_reports(reps);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("twice"), std::string::npos) << c.status().message();
+}
+
 TEST(ReportIo, CorruptFilesAreBadInputNotCrashes) {
   google::protobuf::LogSilencer quiet;
   const std::string dir = fresh_dir("corrupt");
