@@ -34,6 +34,9 @@ std::string Status::ToString() const {
     case StatusCode::kIo:
       name = "IO_ERROR";
       break;
+    case StatusCode::kCorruptCheckpoint:
+      name = "CORRUPT_CHECKPOINT";
+      break;
     case StatusCode::kInternal:
       name = "INTERNAL";
       break;
@@ -57,6 +60,7 @@ int Status::exit_code() const {
     case StatusCode::kCapacity:
       return kExitCapacity;
     case StatusCode::kIo:
+    case StatusCode::kCorruptCheckpoint:
       return kExitCheckpoint;
     case StatusCode::kInternal:
       return kExitBug;

@@ -21,6 +21,9 @@ enum class StatusCode {
   kNonFinite,
   kCapacity,
   kIo,  // an output could not be written (disk full, I/O error) -> kExitCheckpoint
+  // a checkpoint that fails its integrity check (a shard missing, cut or changed against its
+  // manifest) -> kExitCheckpoint
+  kCorruptCheckpoint,
   kInternal,
 };
 
@@ -47,6 +50,9 @@ inline Status InvalidArgument(std::string m) {
 }
 inline Status BadInput(std::string m) {
   return {StatusCode::kBadInput, std::move(m)};
+}
+inline Status CorruptCheckpoint(std::string m) {
+  return {StatusCode::kCorruptCheckpoint, std::move(m)};
 }
 inline Status NotFound(std::string m) {
   return {StatusCode::kNotFound, std::move(m)};

@@ -139,16 +139,16 @@ StatusOr<Manifest> verify_checkpoint(const std::string& dir) {
     const std::string p = dir + "/" + name;
     struct stat sb {};
     if (::stat(p.c_str(), &sb) != 0)
-      return BadInput("checkpoint " + dir + " is incomplete: " + name +
-                      " is listed in its manifest but missing");
+      return CorruptCheckpoint("checkpoint " + dir + " is incomplete: " + name +
+                               " is listed in its manifest but missing");
     if (sb.st_size != f.bytes)
-      return BadInput("checkpoint " + dir + " is corrupted: " + name + " has " +
-                      std::to_string(sb.st_size) + " bytes, the manifest says " +
-                      std::to_string(f.bytes));
+      return CorruptCheckpoint("checkpoint " + dir + " is corrupted: " + name + " has " +
+                               std::to_string(sb.st_size) + " bytes, the manifest says " +
+                               std::to_string(f.bytes));
     SY_ASSIGN_OR_RETURN(std::string h, sha256_file(p));
     if (h != f.sha256)
-      return BadInput("checkpoint " + dir + " is corrupted: " + name + " has SHA-256 " + h +
-                      ", the manifest says " + f.sha256);
+      return CorruptCheckpoint("checkpoint " + dir + " is corrupted: " + name + " has SHA-256 " +
+                               h + ", the manifest says " + f.sha256);
   }
   return m;
 }

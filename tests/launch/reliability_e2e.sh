@@ -8,7 +8,7 @@
 #      infer --model, a --set in synthetic infer: exit 21, rank 0 names each differing setting
 #      with every rank's value (docs/RELIABILITY.md D1); ranks resuming from different latest steps of
 #      the same --checkpoint-dir path (a mount namespace per rank): exit 23 naming both steps
-#      (E6); a truncated or emptied shard of the latest checkpoint: exit 22 naming it (E3);
+#      (E6); a truncated or emptied shard of the latest checkpoint: exit 23 naming it (E3);
 #      the same run twice is bitwise the same (C6); a 2-rank checkpoint on 1 and 4 ranks gives
 #      the same logits (E4);
 #   4. --resume refuses a changed --lr or --batch, naming both values; --resume-override
@@ -123,7 +123,7 @@ for cut in truncated empty; do
   cp -r "$work/ck-a" "$work/ck-$cut"
   shard=$work/ck-$cut/step-00000004/model-experts-00001-of-00002.safetensors
   if [ "$cut" = truncated ]; then truncate -s -100 "$shard"; else : >"$shard"; fi
-  within 30 22 "resume-$cut-shard" mpi 2 "${train[@]}" --steps 6 --checkpoint-dir \
+  within 30 23 "resume-$cut-shard" mpi 2 "${train[@]}" --steps 6 --checkpoint-dir \
     "$work/ck-$cut" --resume
   has "resume-$cut-shard" "is corrupted: model-experts-00001-of-00002.safetensors has"
 done

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The unit tests and the multi-rank tests at 2 ranks under ASan + UBSan (docs/RELIABILITY.md G3), in
-# the SY_SANITIZE=ON clang build folder (sanitize_build.sh). tests/CMakeLists.txt lists them
-# there (sanitized_unit_tests.txt: every GoogleTest executable's single-process test;
-# sanitized_mpi_tests.txt: every test of tests/comm and tests/moe_mpi at np 2, the
-# fault-injection runs included). UBSan stops at its first report (-fno-sanitize-recover) and
+# The unit tests and the multi-rank tests at 2 and 4 ranks under ASan + UBSan
+# (docs/RELIABILITY.md G3), in the SY_SANITIZE=ON clang build folder (sanitize_build.sh).
+# tests/CMakeLists.txt lists them there (sanitized_unit_tests.txt: every GoogleTest executable's
+# single-process test; sanitized_mpi_tests.txt: every test of tests/comm and tests/moe_mpi at
+# np 2 and np 4, the fault-injection runs included), and reliability_e2e runs through the
+# sanitized switchyard. UBSan stops at its first report (-fno-sanitize-recover) and
 # ASan at its first error, so any report fails the test it happens in. LeakSanitizer runs on
 # the single-process tests only: Open MPI's own allocations outlive MPI_Finalize
 # (detect_leaks=0 under mpirun).
@@ -52,7 +53,7 @@ phase() {  # phase NAME ENV... -- CTEST_ARGS...: one ctest run, its exit code in
   env "${envs[@]}" ctest --output-on-failure "$@" >"$logs/$name.log" 2>&1
   local rc=$?
   printf -v "rc_$name" '%s' "$rc"
-  summary+=("$name exit $rc in $(($(date +%s) - t0)) s")
+  summary+=("$name exit $rc in $(($(date +%s) - t0)) s;")
 }
 summary=()
 # Devsim.RawDereferenceFaults dereferences a non-canonical pointer to see the SIGSEGV a device
@@ -67,7 +68,7 @@ phase mpi ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 -- \
 phase reliability SY_TIME_SCALE=4 ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 -- \
   -R '^reliability_e2e$' "$@"
 echo "sanitize_tests: $(grep -c . "${lists[0]}") unit tests (LeakSanitizer $([ $leaks = 1 ] &&
-  echo on || echo off)), $(grep -c . "${lists[1]}") tests at 2 ranks and reliability_e2e" \
+  echo on || echo off)), $(grep -c . "${lists[1]}") tests at 2 and 4 ranks and reliability_e2e" \
   "(LeakSanitizer off): ${summary[*]}"
 bad=0
 for name in unit mpi reliability; do

@@ -37,9 +37,11 @@ for i in $(seq 1 "$rounds"); do
   code=$?
   if [ "$code" = 0 ] || ! grep -q "crash_in_save at step $step" "$work/crash-$i.log"; then
     echo "FAIL round $i: no crash at step $step (rank $rank, byte $offset; exit $code)"
+    tail -n 15 "$work/crash-$i.log"
     fail=1
   elif [ "$at" -gt 0 ] && ! grep -q "resuming at step $at " "$work/crash-$i.log"; then
     echo "FAIL round $i: did not resume from step $at, the newest complete checkpoint"
+    tail -n 15 "$work/crash-$i.log"
     fail=1
   else
     echo "ok   round $i: resumed at step $at, killed rank $rank at byte $offset of the step-$step save"

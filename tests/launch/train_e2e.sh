@@ -5,7 +5,7 @@
 #   2. a crash injected while rank 1 writes its shard of the step-4 save (SY_FAULT
 #      crash_in_save) leaves step 2 the latest checkpoint: `infer --model C` loads it and
 #      --resume continues from it;
-#   3. a byte flipped in a saved shard is refused (exit 22, "is corrupted", the file named),
+#   3. a byte flipped in a saved shard is refused (exit 23, "is corrupted", the file named),
 #      and so is a bit flipped on its way to the disk (SY_FAULT bitflip_on_write);
 #   4. a 2-rank checkpoint resumes on 4 ranks (experts stored by global id) and is refused on
 #      3 ranks (8 experts) with both numbers in the message; without --resume a folder that
@@ -88,12 +88,12 @@ p = sys.argv[1]
 with open(p, "r+b") as f:
     f.seek(5000); b = f.read(1); f.seek(5000); f.write(bytes([b[0] ^ 1]))
 EOF
-expect 22 flipped_byte mpi 2 "${args[@]}" --steps 8 --checkpoint-dir "$work/cflip" --resume
+expect 23 flipped_byte mpi 2 "${args[@]}" --steps 8 --checkpoint-dir "$work/cflip" --resume
 has flipped_byte "is corrupted: model-experts-00001-of-00002.safetensors"
-expect 22 flipped_infer mpi 2 infer --model "$work/cflip" --token-ids 1,2,3
+expect 23 flipped_infer mpi 2 infer --model "$work/cflip" --token-ids 1,2,3
 SY_FAULT="bitflip_on_write@rank=1,step=2,arg=4000" expect 0 bitflip_save mpi 2 "${args[@]}" \
   --steps 2 --checkpoint-dir "$work/cbit"
-expect 22 bitflip_load mpi 2 infer --model "$work/cbit" --token-ids 1,2,3
+expect 23 bitflip_load mpi 2 infer --model "$work/cbit" --token-ids 1,2,3
 has bitflip_load "is corrupted"
 
 # 4. Another P: 2 -> 4 works (experts by global id), 2 -> 3 refused; no silent overwrite.

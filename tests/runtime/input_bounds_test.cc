@@ -16,6 +16,7 @@
 #include "runtime/core/file_output.h"
 #include "runtime/core/json_input.h"
 #include "runtime/core/size_check.h"
+#include "runtime/io/checkpoint_dir.h"
 
 namespace sy {
 namespace {
@@ -155,6 +156,40 @@ TEST_F(InputBoundsTest, AtomicWritesLeaveTheOldFileWhenTheyFail) {
   const Status missing = write_file_atomic(path("no/such/dir/f"), std::string("x"));
   EXPECT_EQ(missing.code(), StatusCode::kIo);
   EXPECT_NE(missing.message().find("cannot write " + path("no/such/dir/f")), std::string::npos);
+}
+
+// docs/RELIABILITY.md E3: a checkpoint whose shard is changed, cut or missing against its
+// manifest is the checkpoint-integrity class (exit 23), naming the file; a manifest that is
+// not one stays malformed input (22).
+TEST_F(InputBoundsTest, CorruptCheckpointsAreTheCheckpointClass) {
+  const std::string text(4096, 'w');
+  auto rec = write_file_hashed(dir_.string(), "model.safetensors", text);
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  Manifest m;
+  m.step = 2;
+  m.files["model.safetensors"] = *rec;
+  ASSERT_TRUE(write_manifest(dir_.string(), m).ok());
+  ASSERT_TRUE(verify_checkpoint(dir_.string()).ok());
+  auto expect_corrupt = [&](const std::string& what) {
+    const auto v = verify_checkpoint(dir_.string());
+    ASSERT_FALSE(v.ok());
+    EXPECT_EQ(v.status().code(), StatusCode::kCorruptCheckpoint);
+    EXPECT_EQ(v.status().exit_code(), 23);
+    EXPECT_NE(v.status().message().find(what + ": model.safetensors"), std::string::npos)
+        << v.status().message();
+  };
+  std::string flipped = text;
+  flipped[1000] ^= 1;
+  write("model.safetensors", flipped);
+  expect_corrupt("is corrupted");
+  write("model.safetensors", text.substr(0, 4000));
+  expect_corrupt("is corrupted");
+  fs::remove(path("model.safetensors"));
+  expect_corrupt("is incomplete");
+  write("manifest.json", "{\"format\": \"something else\"}");
+  const auto v = verify_checkpoint(dir_.string());
+  ASSERT_FALSE(v.ok());
+  EXPECT_EQ(v.status().exit_code(), 22) << v.status().ToString();
 }
 
 TEST_F(InputBoundsTest, WritableDirsAreCheckedUpFront) {
