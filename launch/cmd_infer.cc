@@ -199,7 +199,7 @@ int run_infer(InferArgs a, const CommandConfig& mflags) {
   all_tokens = static_cast<int64_t>(ids.size());
   if (cfg.data().max_tokens() > 0 && all_tokens > cfg.data().max_tokens())
     ids.resize(static_cast<size_t>(cfg.data().max_tokens()));
-  if (int code = agree_tokens(comm, ids, "infer: the tokens")) return code;
+  if (int code = agree_tokens(comm, ids, "infer: the token list")) return code;
 
   const auto& m = cfg.moe();
   if (me == 0) {

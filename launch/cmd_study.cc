@@ -704,7 +704,7 @@ int RunStudy(const CommandConfig& cc) {
   st = PrepareData(s, me, P, &data);
   if (int code = agree_status(comm, st, "study")) return code;
   if (int code = agree_model(comm, *data.ck, "study")) return code;
-  if (int code = agree_tokens(comm, data.ids, "study: the tokens")) return code;
+  if (int code = agree_tokens(comm, data.ids, "study: the token list")) return code;
   const switchyard::StudySettings settings = MakeSettings(s, data, P);
   st = Status::Ok();
   if (me == 0) {

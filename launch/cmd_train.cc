@@ -591,7 +591,7 @@ int RunTrain(const CommandConfig& cc) {
   if (int code = agree_model(comm, *setup.ck, "train", setup.resume_step)) return code;
   st = PrepareTrain(a, comm, &setup);
   if (int code = agree_status(comm, st, "train")) return code;
-  if (int code = agree_tokens(comm, setup.ids, "train: the training tokens")) return code;
+  if (int code = agree_tokens(comm, setup.ids, "train: the training token list")) return code;
   TrainRun run(a, comm, setup);
   return run.run();
 }

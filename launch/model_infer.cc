@@ -254,6 +254,14 @@ int RunSequences(const ModelInferArgs& a, Model& model, Communicator& comm, int6
   int64_t S = 0;
   Status st = ShardSequences(a, model, comm, corpus_ids, &shard, &S);
   if (int code = agree_status(comm, st, "infer --model --seq-len")) return code;
+  // Each rank read only its part of the token file: the sequences they count must agree (a
+  // different file on some host would give another step count, and collectives that never
+  // pair). Files of one length that differ in content are not caught here.
+  if (int code = agree_settings(comm,
+                                {{"sequences", std::to_string(shard.total_sequences) + " of " +
+                                                   std::to_string(L) + " tokens"}},
+                                "infer --model --seq-len: the token file"))
+    return code;
   model.set_replicated_tokens(false);
   const int64_t steps = (S + P - 1) / P, total = S * L;
   if (me == 0) {

@@ -61,7 +61,7 @@ class BertTrainRun {
   int run() {
     if (int code = agree_status(comm_, Prepare(), "train")) return code;
     if (int code = agree_model(comm_, *ck_, "train", is_resume_ ? resume_step_ : -1)) return code;
-    if (int code = agree_tokens(comm_, ids_, "train: the training tokens")) return code;
+    if (int code = agree_tokens(comm_, ids_, "train: the training token list")) return code;
     if (int code = MakeTrainer()) return code;
     Banner();
     return Train();

@@ -114,8 +114,20 @@ if unshare -m true 2>/dev/null; then
   within 30 23 resume-steps-differ timeout 120 mpirun --oversubscribe -x OPENBLAS_NUM_THREADS \
     -x SY_COLLECTIVE_TIMEOUT_S=20 -np 1 sh -c "$(ns "$work/ck-a")" : -np 1 sh -c "$(ns "$work/ck-b")"
   has resume-steps-differ "checkpoint step: 2 on rank 1; 4 on rank 0"
+  # The same --token-file path holds another file on each "host" (infer --model --seq-len reads
+  # only its own part of it): the sequence counts are agreed before any step.
+  head -c 8000 "$data/moby_dick_excerpt.txt" >"$work/short.txt"
+  expect 0 tokenize-short "$bin" tokenize --tokenizer "$m" --corpus "$work/short.txt" \
+    --out "$work/short.bin"
+  : >"$work/tok.bin"
+  tok() { echo "unshare -m sh -c 'mount --bind $1 $work/tok.bin && exec $bin infer --model $m \
+--token-file $work/tok.bin --seq-len 32'"; }
+  within 30 21 token-files-differ timeout 120 mpirun --oversubscribe -x OPENBLAS_NUM_THREADS \
+    -x SY_COLLECTIVE_TIMEOUT_S=20 -np 1 sh -c "$(tok "$work/tokens.bin")" : \
+    -np 1 sh -c "$(tok "$work/short.bin")"
+  has token-files-differ "infer --model --seq-len: the token file differs between ranks"
 else
-  echo "skip resume-steps-differ: unshare -m is not permitted here"
+  echo "skip resume-steps-differ, token-files-differ: unshare -m is not permitted here"
 fi
 
 # E3: a truncated or emptied shard of the latest checkpoint is refused when read, naming it.

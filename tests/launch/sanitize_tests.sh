@@ -3,8 +3,8 @@
 # (docs/RELIABILITY.md G3), in the SY_SANITIZE=ON clang build folder (sanitize_build.sh).
 # tests/CMakeLists.txt lists them there (sanitized_unit_tests.txt: every GoogleTest executable's
 # single-process test; sanitized_mpi_tests.txt: every test of tests/comm and tests/moe_mpi at
-# np 2 and np 4, the fault-injection runs included), and reliability_e2e runs through the
-# sanitized switchyard. UBSan stops at its first report (-fno-sanitize-recover) and
+# np 2 and np 4, the fault-injection runs included), and reliability_e2e, train_e2e and
+# save_crash_loop run through the sanitized switchyard. UBSan stops at its first report (-fno-sanitize-recover) and
 # ASan at its first error, so any report fails the test it happens in. LeakSanitizer runs on
 # the single-process tests only: Open MPI's own allocations outlive MPI_Finalize
 # (detect_leaks=0 under mpirun).
@@ -63,12 +63,14 @@ phase unit GTEST_FILTER=-Devsim.RawDereferenceFaults \
   -R "$(regex "${lists[0]}")" -j"$(nproc)" "$@"
 phase mpi ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 -- \
   -R "$(regex "${lists[1]}")" -j"$(nproc)" "$@"
-# The end-to-end reliability probes (bad inputs, ranks that disagree, faults) through the
-# sanitized switchyard binary: their time bounds scaled for -O0 + ASan.
+# The end-to-end reliability probes (bad inputs, ranks that disagree, faults; their time bounds
+# scaled for -O0 + ASan), the training checkpoints' crashes and corruptions (train_e2e) and the
+# crash-during-save loop (save_crash_loop) through the sanitized switchyard binary, one at a time.
 phase reliability SY_TIME_SCALE=4 ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 -- \
-  -R '^reliability_e2e$' "$@"
+  -R '^(reliability_e2e|train_e2e|save_crash_loop)$' "$@"
 echo "sanitize_tests: $(grep -c . "${lists[0]}") unit tests (LeakSanitizer $([ $leaks = 1 ] &&
-  echo on || echo off)), $(grep -c . "${lists[1]}") tests at 2 and 4 ranks and reliability_e2e" \
+  echo on || echo off)), $(grep -c . "${lists[1]}") tests at 2 and 4 ranks, reliability_e2e," \
+  "train_e2e and save_crash_loop" \
   "(LeakSanitizer off): ${summary[*]}"
 bad=0
 for name in unit mpi reliability; do
