@@ -295,6 +295,8 @@ switchyard::StudySettings MakeSettings(const switchyard::StudyConfig& s, const S
   st.set_aux_loss(s.aux_loss());
   st.set_balance_rate(s.balance_rate());
   st.set_calibrate_balance(s.calibrate_balance());
+  st.set_validate_every(s.validate_every());
+  st.set_validate_sequences(s.validate_sequences());
   st.set_capacity_factor(s.capacity_factor());
   st.set_data(s.token_file().empty() ? "corpus " + s.corpus() : "token file " + s.token_file());
   st.set_eval_tokens(s.eval_tokens());
@@ -473,12 +475,62 @@ class RouterRun {
     return false;
   }
 
+  // The routers' parameters and state (balance biases) of every MoE layer, as host copies.
+  std::vector<std::vector<float>> RouterValues() const {
+    std::vector<std::vector<float>> v;
+    for (MoeLayer* l : model_->sparse_layers())
+      for (const Param& p : l->router().params()) v.push_back(p.value.data.to_host());
+    return v;
+  }
+  void SetRouterValues(const std::vector<std::vector<float>>& v) {
+    size_t i = 0;
+    for (MoeLayer* l : model_->sparse_layers())
+      for (Param& p : l->router().params())
+        p.value.data = DeviceArray<float>(p.value.memory(), v.at(i++));
+  }
+
+  // Early stopping's validation sequences: the last validate_sequences * P positions of the
+  // data order's first epoch, after every position fine-tuning and calibration read.
+  Status ValidationSet() {
+    const int64_t V = s_.validate_sequences(), n = d_.n_train / L_;
+    const int64_t calibration = has_balance_bias(*model_) ? s_.calibrate_balance() : 0;
+    const int64_t used = (s_.steps() + calibration) * s_.batch() * P_;
+    if (used + V * P_ > n)
+      return InvalidArgument("study: --validate-every needs " + std::to_string(V * P_) +
+                             " validation sequences beside the " + std::to_string(used) +
+                             " that fine-tuning and calibration read, but the training data has " +
+                             std::to_string(n) + " sequences of " + std::to_string(L_) +
+                             " (lower --validate-sequences, or --validate-every 0)");
+    valid_mine_.clear();
+    for (int64_t v = 0; v < V; ++v) valid_mine_.push_back(Sequence(n - V * P_ + v * P_ + me_));
+    return Status::Ok();
+  }
+
+  int Validate(double* loss) {
+    auto l = trainer_->eval(valid_mine_);
+    if (int code = agree_status(comm_, l.status(), "study: validation")) return code;
+    *loss = *l;
+    return 0;
+  }
+
   int FineTune(switchyard::RouterStudy* out) {
+    out->set_kept_step(-1);
     if (s_.steps() == 0 || !Trainable()) {
       out->set_fine_tune_steps(0);
       return 0;
     }
     out->set_fine_tune_steps(s_.steps());
+    const int64_t every = s_.validate_every();
+    double best = 0;
+    std::vector<std::vector<float>> kept;
+    if (every > 0) {
+      if (int code = agree_status(comm_, ValidationSet(), "study: validation")) return code;
+      if (int code = Validate(&best)) return code;
+      out->set_kept_step(0);
+      out->set_validation_warm(best);
+      out->set_validation_kept(best);
+      kept = RouterValues();
+    }
     const auto t0 = Clock::now();
     for (int64_t s = 0; s < s_.steps(); ++s) {
       std::vector<std::vector<int32_t>> mine;
@@ -501,6 +553,33 @@ class RouterRun {
                     prefix_.c_str(), (long long)(s + 1), (long long)s_.steps(), r->loss,
                     r->aux_loss, routing.imbalance, routing.collapsed.empty() ? "" : " (collapsed)",
                     secs / static_cast<double>(s + 1) * static_cast<double>(s_.steps() - s - 1));
+        std::fflush(stdout);
+      }
+      if (every > 0 && ((s + 1) % every == 0 || s + 1 == s_.steps())) {
+        double v = 0;
+        if (int code = Validate(&v)) return code;
+        const bool better = v < best;
+        if (better) {
+          best = v;
+          out->set_kept_step(s + 1);
+          out->set_validation_kept(v);
+          kept = RouterValues();
+        }
+        if (me_ == 0) {
+          std::printf("%s: validation loss at step %lld: %.4f%s\n", prefix_.c_str(),
+                      (long long)(s + 1), v, better ? " (best so far)" : "");
+          std::fflush(stdout);
+        }
+      }
+    }
+    if (every > 0) {
+      SetRouterValues(kept);
+      if (me_ == 0) {
+        std::printf("%s: kept the routers of %s (validation loss %.4f; %.4f at the warm start)\n",
+                    prefix_.c_str(),
+                    out->kept_step() == 0 ? "the warm start"
+                                          : ("step " + std::to_string(out->kept_step())).c_str(),
+                    out->validation_kept(), out->validation_warm());
         std::fflush(stdout);
       }
     }
@@ -652,6 +731,7 @@ class RouterRun {
   const int me_, P_;
   const int64_t L_;
   DataOrder order_;
+  std::vector<std::vector<int32_t>> valid_mine_;  // early stopping's validation sequences
   std::string prefix_, report_dir_, trace_dir_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Trainer> trainer_;
@@ -825,6 +905,11 @@ void add_study_command(CLI::App& app) {
   c->option("--calibrate-balance", "calibrate_balance",
             "after each router's fine-tuning, N forward-only passes that settle its balance "
             "biases with the weights fixed (0: none)");
+  c->option("--validate-every", "validate_every",
+            "early stopping: validation loss at the warm start and every N fine-tuning steps on "
+            "training sequences fine-tuning does not use; the best routers are kept (0: the "
+            "last step's)");
+  c->option("--validate-sequences", "validate_sequences", "validation sequences per rank");
   c->option("--capacity-factor", "capacity_factor", "expert capacity of the runs (<= 0: dropless)");
   c->option("--corpus", "corpus", "moby_dick | sotu | excerpt | a text file");
   c->option("--token-file", "token_file", "a binary token file instead of --corpus");

@@ -458,6 +458,10 @@ Status validate_study_config(const switchyard::StudyConfig& s) {
         "study: balance_rate (--balance-rate) must be <= 1 (< 0: the checkpoint's)");
   if (s.calibrate_balance() < 0 || s.calibrate_balance() > 100000)
     return InvalidArgument("study: calibrate_balance (--calibrate-balance) must be in [0, 100000]");
+  SY_RETURN_IF_ERROR(
+      check_size("study: validate_every (--validate-every)", s.validate_every(), 0, 100000));
+  SY_RETURN_IF_ERROR(check_size("study: validate_sequences (--validate-sequences)",
+                                s.validate_sequences(), 1, 4096));
   const auto& d = s.distill();
   if (d.iterations() < 0 || !(d.lr() > 0) || d.max_tokens() < 0)
     return InvalidArgument(

@@ -161,15 +161,17 @@ Status study_figures(const switchyard::ClusterReport& cr,
 std::string study_text(const switchyard::Study& s) {
   std::string out;
   char line[512];
-  std::snprintf(line, sizeof line, "\n%-14s %9s %9s %9s %10s %8s %8s %8s %8s %9s %9s\n", "router",
-                "loss gate", "warm", "tuned", "params", "us/1k", "max/mean", "drop@1.0", "local",
-                "ranks/tok", "tok/s");
+  std::snprintf(line, sizeof line, "\n%-14s %9s %9s %9s %5s %10s %8s %8s %8s %8s %9s %9s\n",
+                "router", "loss gate", "warm", "tuned", "kept", "params", "us/1k", "max/mean",
+                "drop@1.0", "local", "ranks/tok", "tok/s");
   out += line;
   for (const auto& r : s.routers()) {
     const auto& o = r.overall();
+    // The fine-tuning step early stopping kept (0: the warm start), "-" without validation.
+    const std::string kept = r.kept_step() >= 0 ? std::to_string(r.kept_step()) : "-";
     std::snprintf(line, sizeof line,
-                  "%-14s %9.4f %9.4f %9.4f %10lld %8.1f %8.2f %7.1f%% %7.1f%% %9.2f %9.0f%s\n",
-                  r.router().c_str(), r.loss_gate(), r.loss_warm(), r.loss_tuned(),
+                  "%-14s %9.4f %9.4f %9.4f %5s %10lld %8.1f %8.2f %7.1f%% %7.1f%% %9.2f %9.0f%s\n",
+                  r.router().c_str(), r.loss_gate(), r.loss_warm(), r.loss_tuned(), kept.c_str(),
                   (long long)o.params(), o.router_us_per_1k(), o.expert_load_max_over_mean(),
                   100 * o.drop_fraction_c1(), 100 * o.local_fraction(), o.ranks_per_token(),
                   r.tokens_per_s(), r.collapsed() ? "  COLLAPSED" : "");
@@ -203,6 +205,9 @@ std::vector<MetricRow> StudyRows(const switchyard::Study& s) {
        [](R r) { return r.loss_tuned(); }},
       {"ppl_tuned", "held-out perplexity after fine-tuning", "", 2, true, "quality",
        [](R r) { return std::exp(r.loss_tuned()); }},
+      {"kept_step", "fine-tuning step kept by validation (0: the warm start)", "", 0, false,
+       "quality",
+       [](R r) { return r.kept_step() >= 0 ? static_cast<double>(r.kept_step()) : kNaN; }},
       {"distill_top1", "top-1 agreement with the gate after distillation", "", 3, false, "quality",
        [](R r) { return r.warm_start() == "distilled" ? r.distill_top1() : kNaN; }},
       {"params", "router parameters (all MoE layers)", "", 0, true, "cost",

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end checks of `switchyard study` on a tiny Qwen2-MoE checkpoint, 2 ranks:
 #   1. bad input: an unknown router in the list, a router listed twice, a dense BERT without
-#      --upcycle-experts, upcycling options on a Qwen2-MoE (exit 21, the reason named), nothing
-#      written; infer --router on a BERT-MoE distills the new router from the gate;
-#   2. linear (the model's gate), hash and mlp (distilled, fine-tuned) with int4 experts:
+#      --upcycle-experts, upcycling options on a Qwen2-MoE, a negative --validate-every, more
+#      validation sequences than the data has beside fine-tuning's (exit 21, the reason named),
+#      nothing written; infer --router on a BERT-MoE distills the new router from the gate;
+#   2. linear (the model's gate), hash and mlp (distilled, fine-tuned, early stopping kept the
+#      warm start or the last step) with int4 experts:
 #      study.json, study.md and study.html written; every router has its losses, latency,
 #      per-layer figures and loss curve (hash none: it has no gradient); the figures that come
 #      from the traces and reports (load per expert, drops at c = 1.0, bytes to other ranks per
@@ -53,6 +55,12 @@ expect 21 dense study_on "$work/dense" --routers linear --out "$work/bad"
 check dense-named grep -q "is a dense BERT (no routers): pass --upcycle-experts" "$work/dense.log"
 expect 21 qwen-upcycle study --upcycle-experts 4 --routers linear --out "$work/bad"
 check qwen-upcycle-named grep -q "apply to BERT checkpoints" "$work/qwen-upcycle.log"
+expect 21 validate-every study --routers mlp --validate-every -1 --out "$work/bad"
+check validate-every-named grep -q "validate_every (--validate-every)" "$work/validate-every.log"
+expect 21 validate-too-many study --routers mlp --steps 3 --validate-every 1 \
+  --validate-sequences 4096 --out "$work/bad"
+check validate-too-many-named grep -q "validation sequences beside the 12 that fine-tuning" \
+  "$work/validate-too-many.log"
 check bad-nothing-written test ! -e "$work/bad/study.json"
 # infer --router on a BERT-MoE checkpoint: distilled from the gate, or fresh with --no-distill.
 expect 0 bert-router "$bin" infer --model "$work/bert" --router mlp --token-ids 101,7592,102
@@ -62,9 +70,12 @@ expect 0 bert-router-fresh "$bin" infer --model "$work/bert" --router mlp --no-d
 
 # 2. Three routers.
 out=$work/study
-expect 0 study study --routers linear,hash,mlp --steps 3 --quantize int4 --out "$out"
+expect 0 study study --routers linear,hash,mlp --steps 3 --quantize int4 --validate-every 5 \
+  --out "$out"
 for f in study.json study.md study.html; do check "wrote-$f" test -s "$out/$f"; done
 check progress grep -q "\[study 3/3 mlp\]: fine-tune step 3/3 .* ETA" "$work/study.log"
+check early-stopping grep -q "\[study 3/3 mlp\]: kept the routers of .*(validation loss" \
+  "$work/study.log"
 check figures python3 - "$out/study.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -78,6 +89,15 @@ for name, r in rs.items():
         assert l["router_us_per_1k"] > 0 and l["gemm_us_per_1k"] > 0, (name, l)
         assert sum(int(x) for x in l["load_per_expert"]) == 512 * 2, (name, l)
     assert r["loss_gate"] == rs["linear"]["loss_gate"], name
+# Early stopping (--validate-every 5: the last of 3 steps validated): hash has no
+# fine-tuning; a kept warm start (step 0) without calibration gives back the warm start's loss.
+assert int(rs["hash"].get("kept_step", 0)) == -1, rs["hash"].get("kept_step")
+for name in ("linear", "mlp"):
+    r = rs[name]
+    assert int(r.get("kept_step", 0)) in (0, 3), (name, r.get("kept_step"))
+    assert r["validation_warm"] > 0 and r["validation_kept"] <= r["validation_warm"], (name, r)
+    if int(r.get("kept_step", 0)) == 0 and int(r.get("calibration_passes", 0)) == 0:
+        assert r["loss_tuned"] == r["loss_warm"], (name, r["loss_tuned"], r["loss_warm"])
 assert rs["linear"]["warm_start"].startswith("none") and rs["linear"]["loss_warm"] == rs["linear"]["loss_gate"]
 assert rs["mlp"]["warm_start"] == "distilled" and rs["mlp"]["distill_top1"] > 0
 assert len(rs["mlp"]["curve"]) == 3 and len(rs["linear"]["curve"]) == 3
@@ -129,15 +149,17 @@ assert r['router'] == 'expert_choice' and r['overall']['expert_load_max_over_mea
 stamp() { stat -c %Y "$out/routers/$1/result.json"; }
 before="$(stamp linear) $(stamp hash) $(stamp mlp)"
 sleep 1
-expect 0 rerun study --routers linear,hash,mlp --steps 3 --quantize int4 --out "$out"
+expect 0 rerun study --routers linear,hash,mlp --steps 3 --quantize int4 --validate-every 5 \
+  --out "$out"
 check rerun-nothing grep -q "(0 to run, 3 finished before)" "$work/rerun.log"
 check rerun-kept test "$before" = "$(stamp linear) $(stamp hash) $(stamp mlp)"
 rm "$out/routers/mlp/result.json"
 SY_FAULT=exit@rank=1,step=1,arg=3 expect 3 fault study --routers linear,hash,mlp --steps 3 \
-  --quantize int4 --out "$out"
+  --quantize int4 --validate-every 5 --out "$out"
 check fault-kept test "$(stamp linear) $(stamp hash)" = "$(echo "$before" | cut -d' ' -f1-2)"
 check fault-no-result test ! -e "$out/routers/mlp/result.json"
-expect 0 resume study --routers linear,hash,mlp --steps 3 --quantize int4 --out "$out"
+expect 0 resume study --routers linear,hash,mlp --steps 3 --quantize int4 --validate-every 5 \
+  --out "$out"
 check resume-one grep -q "(1 to run, 2 finished before)" "$work/resume.log"
 check resume-mlp-only bash -c "! grep -q '\[study 1/1 linear\]' '$work/resume.log' && grep -q '\[study 1/1 mlp\]: done' '$work/resume.log'"
 expect 0 other-settings study --routers linear,hash --steps 2 --quantize int4 --out "$out"
