@@ -316,14 +316,17 @@ void fill_rank_times(const std::vector<const RankReport*>& by_rank, ClusterRepor
   const size_t P = by_rank.size();
   if (P < 2) return;
   const double mean_step = step_sum / static_cast<double>(P);
+  // The median of the other ranks' own work: the sorted values without one copy of this rank's.
+  std::vector<double> sorted;
+  for (const auto& t : c->rank_times()) sorted.push_back(t.own_seconds());
+  std::sort(sorted.begin(), sorted.end());
   for (size_t i = 0; i < P; ++i) {
-    std::vector<double> others;
-    for (size_t j = 0; j < P; ++j)
-      if (j != i) others.push_back(c->rank_times(static_cast<int>(j)).own_seconds());
-    std::sort(others.begin(), others.end());
-    const size_t m = others.size();
-    const double median = m % 2 ? others[m / 2] : 0.5 * (others[m / 2 - 1] + others[m / 2]);
     ClusterReport::RankTime* t = c->mutable_rank_times(static_cast<int>(i));
+    const size_t k = static_cast<size_t>(
+        std::lower_bound(sorted.begin(), sorted.end(), t->own_seconds()) - sorted.begin());
+    const auto other = [&](size_t j) { return sorted[j < k ? j : j + 1]; };
+    const size_t m = P - 1;
+    const double median = m % 2 ? other(m / 2) : 0.5 * (other(m / 2 - 1) + other(m / 2));
     if (t->own_seconds() < 1.5 * median || t->own_seconds() - median < 0.2 * mean_step) continue;
     t->set_straggler(true);
     const double n = static_cast<double>(t->steps());
