@@ -418,9 +418,11 @@ class RouterRun {
     return 0;
   }
 
-  int Eval(double* loss) {
-    auto l = trainer_->eval(d_.eval_mine);
-    if (int code = agree_status(comm_, l.status(), "study: eval")) return code;
+  // The loss over seqs (the held-out ones by default), every rank's sequences together.
+  int Eval(double* loss, const std::vector<std::vector<int32_t>>* seqs = nullptr,
+           const char* what = "study: eval") {
+    auto l = trainer_->eval(seqs ? *seqs : d_.eval_mine);
+    if (int code = agree_status(comm_, l.status(), what)) return code;
     *loss = *l;
     return 0;
   }
@@ -506,12 +508,7 @@ class RouterRun {
     return Status::Ok();
   }
 
-  int Validate(double* loss) {
-    auto l = trainer_->eval(valid_mine_);
-    if (int code = agree_status(comm_, l.status(), "study: validation")) return code;
-    *loss = *l;
-    return 0;
-  }
+  int Validate(double* loss) { return Eval(loss, &valid_mine_, "study: validation"); }
 
   int FineTune(switchyard::RouterStudy* out) {
     out->set_kept_step(-1);

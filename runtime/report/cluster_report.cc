@@ -270,19 +270,6 @@ void set_split(const TierSums& t, int64_t tokens, TrafficSplit* out) {
   out->set_tokens(tokens);
 }
 
-std::string rank_ranges(const std::vector<int>& ranks) {
-  std::string out;
-  for (size_t a = 0; a < ranks.size();) {
-    size_t b = a;
-    while (b + 1 < ranks.size() && ranks[b + 1] == ranks[b] + 1) ++b;
-    if (!out.empty()) out += ", ";
-    out += std::to_string(ranks[a]);
-    if (b > a) out += (b == a + 1 ? ", " : "-") + std::to_string(ranks[b]);
-    a = b + 1;
-  }
-  return out;
-}
-
 // Each rank's step times over the steps every rank timed, and the stragglers among them
 // (ClusterReport.rank_times says the rule). Leaves c alone when some rank timed no step.
 void fill_rank_times(const std::vector<const RankReport*>& by_rank, ClusterReport* c) {
@@ -342,6 +329,19 @@ void fill_rank_times(const std::vector<const RankReport*>& by_rank, ClusterRepor
 }
 
 }  // namespace
+
+std::string rank_ranges(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t a = 0; a < ranks.size();) {
+    size_t b = a;
+    while (b + 1 < ranks.size() && ranks[b + 1] == ranks[b] + 1) ++b;
+    if (!out.empty()) out += ", ";
+    out += std::to_string(ranks[a]);
+    if (b > a) out += (b == a + 1 ? ", " : "-") + std::to_string(ranks[b]);
+    a = b + 1;
+  }
+  return out;
+}
 
 std::string RankHosts::ranks_of(int h) const {
   std::vector<int> ranks;

@@ -58,6 +58,9 @@ std::string render_cluster_html(const switchyard::ClusterReport& c,
 
 // The hosts of a cluster report's ranks: names in order of first appearance by rank, and each
 // rank's index into them. Both empty when the split is unavailable (num_hosts 0).
+// Sorted ranks as compact ranges, e.g. "0-3, 8" (two in a row: "4, 5").
+std::string rank_ranges(const std::vector<int>& ranks);
+
 struct RankHosts {
   std::vector<std::string> names;
   std::vector<int> of_rank;  // [P]

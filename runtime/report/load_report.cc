@@ -190,18 +190,16 @@ int write_rank_reports(Communicator& comm, const std::string& dir,
   const int32_t failed = s.ok() ? 0 : 1;
   std::vector<int32_t> all(static_cast<size_t>(P));
   comm.allgather(&failed, all.data(), 1, {"report.written"});
-  int count = 0;
-  std::string ranks;
-  for (int r = 0; r < P; ++r) {
-    if (!all[static_cast<size_t>(r)]) continue;
-    if (++count <= 16) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
-  }
-  if (count > 16) ranks += ", ...";
+  std::vector<int> failed_ranks;
+  for (int r = 0; r < P; ++r)
+    if (all[static_cast<size_t>(r)]) failed_ranks.push_back(r);
+  const int count = static_cast<int>(failed_ranks.size());
   if (count > 0 && rank == 0)
     std::fprintf(stderr,
                  "[switchyard] warning: %d of %d load report%s not written (rank%s %s); "
                  "switchyard report %s needs every rank's\n",
-                 count, P, P == 1 ? "" : "s", count == 1 ? "" : "s", ranks.c_str(), dir.c_str());
+                 count, P, P == 1 ? "" : "s", count == 1 ? "" : "s",
+                 rank_ranges(failed_ranks).c_str(), dir.c_str());
   return count;
 }
 
