@@ -95,7 +95,11 @@ class Communicator {
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual const char* backend() const = 0;  // "mpi", "local"
+  virtual const char* backend() const = 0;  // "mpi", "local", "nccl"
+  // true: the row buffers of the collectives may be device memory (NCCL); false: host memory
+  // only (MPI here is not CUDA-aware), so a layer whose tensors live on a device cannot use it
+  // across ranks (MoeLayer::create refuses the pair).
+  virtual bool device_buffers() const { return false; }
   // Collectives started so far; the seq of the next one. Equal on every rank.
   int64_t seq() const { return seq_; }
   // Seconds this rank has spent inside collectives so far (steady clock), waiting for its peers

@@ -671,7 +671,8 @@ void add_train_command(CLI::App& app) {
             "no limit)");
   c->flag("--deterministic", "deterministic", "row-stable GEMMs");
   c->option("--backend", "backend",
-            "where the model trains (cpu; devsim, the emulated device of the tests, one rank)");
+            "where the model trains (cpu; cuda, one GPU per rank, one rank until the NCCL "
+            "exchange is wired in; devsim, the emulated device of the tests, one rank)");
   cmd->callback([c] { set_exit_code(RunTrain(*c)); });
 }
 

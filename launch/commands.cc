@@ -34,6 +34,8 @@ int launcher_rank() {
 
 StatusOr<const ExecContext*> backend_context(const std::string& name, bool deterministic) {
   if (const ExecContext* c = make_context(name, deterministic)) return c;
+  const std::string why = backend_unavailable(name);
+  if (!why.empty()) return InvalidArgument("--backend '" + name + "' cannot run here: " + why);
   std::string known;
   for (const std::string& n : backend_names()) known += (known.empty() ? "" : ", ") + n;
   return InvalidArgument("--backend '" + name + "': no such backend (registered: " + known + ")");

@@ -116,9 +116,14 @@ std::vector<std::string> backend_names() {
   return r.factories.names();
 }
 
+std::string backend_unavailable(const std::string& name) {
+  Backend* b = find_backend(name);
+  return b ? b->unavailable_reason() : std::string();
+}
+
 const ExecContext* make_context(const std::string& backend, bool deterministic) {
   Backend* b = find_backend(backend);
-  if (!b) return nullptr;
+  if (!b || !b->unavailable_reason().empty()) return nullptr;
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
   for (const auto& c : r.contexts)  // one context per (backend, deterministic)

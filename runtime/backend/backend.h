@@ -124,7 +124,8 @@ struct ExecContext {
 const ExecContext& default_context();
 // The context of the named backend with that deterministic flag: made once per pair and kept
 // for the process, with its own workspace (callers run their ops on it one at a time).
-// Unknown name: nullptr (see backend_names()).
+// Unknown name, or a backend that cannot run here (Backend::unavailable_reason): nullptr (see
+// backend_names(), backend_unavailable()).
 const ExecContext* make_context(const std::string& backend, bool deterministic);
 
 // ---- the operation table -------------------------------------------------------------------
@@ -137,6 +138,10 @@ class Backend : public Memory {
   virtual const char* name() const = 0;
   virtual Device device() const = 0;
   const char* memory_name() const override { return name(); }
+  // Empty when the backend can run here; else why not ("no CUDA device is visible: ..."): a
+  // registered backend without its device (the CUDA backend built on a machine without a GPU).
+  // make_context() refuses such a backend; nothing else of it may be called.
+  virtual std::string unavailable_reason() const { return {}; }
 
   // Memory on the context's stream (bytes).
   virtual void copy(const ExecContext& c, void* dst, const void* src, int64_t bytes) = 0;
@@ -341,6 +346,8 @@ bool register_backend(const char* name, BackendFactory make);
 // The backend of that name, made once and kept for the process; nullptr when unknown.
 Backend* find_backend(const std::string& name);
 std::vector<std::string> backend_names();
+// Why the named registered backend cannot run here; empty when it can (or is unknown).
+std::string backend_unavailable(const std::string& name);
 
 #define SY_REGISTER_BACKEND(ident, name, factory) \
   static const bool sy_backend_registered_##ident = ::sy::register_backend(name, factory)

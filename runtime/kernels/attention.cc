@@ -57,11 +57,7 @@ void rope_apply(float* x, int64_t T, int64_t heads, int64_t hd, int64_t ld, int6
   for (int64_t t = 0; t < T; ++t) {
     // Angles as Hugging Face computes them: float32 position * float32 inv_freq.
     const float pos = static_cast<float>(pos0 + t);
-    for (size_t i = 0; i < c.size(); ++i) {
-      const float ang = pos * inv_freq[i];
-      c[i] = std::cos(ang);
-      s[i] = inverse ? -std::sin(ang) : std::sin(ang);
-    }
+    for (size_t i = 0; i < c.size(); ++i) rope_cos_sin(pos, inv_freq[i], inverse, &c[i], &s[i]);
     for (int64_t h = 0; h < heads; ++h)
       rope_rotate_head(x + t * ld + h * hd, c.data(), s.data(), hd);
   }

@@ -23,13 +23,22 @@ namespace sy {
 // pair (x_i, x_{i+hd/2}) at position p turns by p * theta^(-2i/hd):
 //   x_i'        = x_i cos - x_{i+hd/2} sin
 //   x_{i+hd/2}' = x_{i+hd/2} cos + x_i sin
+// The cosine and sine of one pair's angle at position `pos`, taken in fp32 as Hugging Face
+// does (pos * inv_freq); inverse: the negative angle.
+SY_HD inline void rope_cos_sin(float pos, float inv_freq, bool inverse, float* c, float* s) {
+  const float ang = pos * inv_freq;
+  *c = cosf(ang);
+  *s = inverse ? -sinf(ang) : sinf(ang);
+}
+// One pair (x_i at lo, x_{i+hd/2} at hi) turned by the angle of (c, s).
+SY_HD inline void rope_rotate_pair(float* lo, float* hi, float c, float s) {
+  const float a = *lo, b = *hi;
+  *lo = a * c - b * s;
+  *hi = b * c + a * s;
+}
 SY_HD inline void rope_rotate_head(float* x, const float* cos_h, const float* sin_h, int64_t hd) {
   const int64_t half = hd / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const float a = x[i], b = x[i + half];
-    x[i] = a * cos_h[i] - b * sin_h[i];
-    x[i + half] = b * cos_h[i] + a * sin_h[i];
-  }
+  for (int64_t i = 0; i < half; ++i) rope_rotate_pair(x + i, x + i + half, cos_h[i], sin_h[i]);
 }
 // Rotates every head of T rows x_T[heads * hd] (row stride `ld` floats) in place; row t is at
 // position pos0 + t. inverse: rotate by the negative angle (the rotation is orthogonal, so this

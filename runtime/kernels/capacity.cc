@@ -63,6 +63,25 @@ inline float rank_key(float p) {
 
 }  // namespace
 
+void assign_plan(const CapacityPlan& h, CapacityPlan* plan) {
+  plan->T = h.T;
+  plan->E = h.E;
+  plan->K = h.K;
+  plan->capacity = h.capacity;
+  plan->dropless = h.dropless;
+  plan->tokens = h.tokens;
+  plan->kept_TK = h.kept_TK;
+  plan->row_of_TK.copy_from_host(h.row_of_TK.data(), h.row_of_TK.size());
+  plan->routed_E = h.routed_E;
+  plan->kept_E = h.kept_E;
+  plan->dropped_E = h.dropped_E;
+  plan->offsets_E1 = h.offsets_E1;
+  plan->order_A.copy_from_host(h.order_A.data(), h.order_A.size());
+  plan->total_routed = h.total_routed;
+  plan->total_kept = h.total_kept;
+  plan->total_dropped = h.total_dropped;
+}
+
 Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK, int64_t T,
                           int64_t E, int64_t K, int64_t D, const CapacityConfig& given,
                           const uint8_t* mask_T, CapacityPlan* plan) {

@@ -112,6 +112,10 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
                           int64_t E, int64_t K, int64_t D, const CapacityConfig& cfg,
                           const uint8_t* mask_T, CapacityPlan* plan);
 
+// *plan = host, field by field, keeping plan's index memory: the index arrays are copied into
+// it (how a device backend that plans on the host hands the plan to its data-path ops).
+void assign_plan(const CapacityPlan& host, CapacityPlan* plan);
+
 // Same, returning a fresh plan.
 StatusOr<CapacityPlan> plan_capacity(const int32_t* topk_ids_TK, const float* rank_probs_TK,
                                      int64_t T, int64_t E, int64_t K, int64_t D,

@@ -140,17 +140,8 @@ void topk_rows(const float* v, int64_t rows, int64_t n, int64_t k, int32_t* ids,
 
 void softmax_backward_rows(const float* p, const float* dp, float* ds, int64_t rows, int64_t n,
                            bool accumulate) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* pr = p + r * n;
-    const float* dpr = dp + r * n;
-    float* dsr = ds + r * n;
-    double dot = 0.0;
-    for (int64_t i = 0; i < n; ++i) dot += static_cast<double>(pr[i]) * dpr[i];
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = pr[i] * (dpr[i] - static_cast<float>(dot));
-      dsr[i] = accumulate ? dsr[i] + g : g;
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r)
+    softmax_backward_row(p + r * n, dp + r * n, ds + r * n, n, accumulate);
 }
 
 void silu_inplace(float* x, int64_t n) {
@@ -172,12 +163,7 @@ void swiglu_rows(const float* g, const float* u, float* a, int64_t n) {
 
 void swiglu_backward_rows(const float* g, const float* u, const float* da, float* dg, float* du,
                           int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = g[i], d = da[i];
-    const float s = sigmoidf_(x);
-    du[i] = d * x * s;
-    dg[i] = d * u[i] * (s * (1.0f + x * (1.0f - s)));
-  }
+  for (int64_t i = 0; i < n; ++i) swiglu_backward_elem(g[i], u[i], da[i], dg + i, du + i);
 }
 
 bool all_finite(const float* x, int64_t n) {

@@ -4,7 +4,27 @@
 
 #include <cstdint>
 
+#include "runtime/kernels/math.h"
+
 namespace sy {
+
+// One output entry from the row's statistics (layernorm_row_stats in math.h).
+SY_HD inline float layernorm_apply(float s, float mean, float rstd, float w, float b) {
+  return (s - mean) * rstd * w + b;
+}
+// One row from its (already summed) input s; y may alias s.
+SY_HD inline void layernorm_row(const float* s, const float* w, const float* b, float* y, int64_t D,
+                                float eps) {
+  float m, rstd;
+  layernorm_row_stats(s, D, eps, &m, &rstd);
+  for (int64_t i = 0; i < D; ++i) y[i] = layernorm_apply(s[i], m, rstd, w[i], b[i]);
+}
+// y = LayerNorm(a + r) for one row: the fp32 sum is written to y first (y may alias a or r).
+SY_HD inline void add_layernorm_row(const float* a, const float* r, const float* w, const float* b,
+                                    float* y, int64_t D, float eps) {
+  for (int64_t i = 0; i < D; ++i) y[i] = a[i] + r[i];
+  layernorm_row(y, w, b, y, D, eps);
+}
 
 // y_TD may alias x_TD (in place). Mean and variance accumulate in double (two passes), so the
 // result does not depend on D's rounding drift; the normalization itself is fp32.

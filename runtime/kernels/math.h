@@ -67,6 +67,19 @@ SY_HD inline float logsumexp_row(const float* s, int n) {
   return m + logf(z);
 }
 
+// Pieces of layernorm_row_stats, so that a block-per-row GPU kernel (runtime/backend/cuda/rows.cu),
+// which sums in another order, finishes with the same formulas: the mean in double from the sum,
+// the squared deviation of each entry from that double mean, rstd from the sum of those.
+SY_HD inline double layernorm_mean(double sum, int64_t D) {
+  return sum / static_cast<double>(D);
+}
+SY_HD inline double layernorm_sq_dev(float s, double m) {
+  const double c = s - m;
+  return c * c;
+}
+SY_HD inline float layernorm_rstd(double ss, int64_t D, float eps) {
+  return static_cast<float>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
+}
 // LayerNorm of one row s[0..D) (torch.nn.LayerNorm: biased variance): its mean and
 // 1 / sqrt(var + eps), both accumulated in double over two passes and rounded to fp32 once,
 // so forward and backward normalize with the same bits.
@@ -74,27 +87,35 @@ SY_HD inline void layernorm_row_stats(const float* s, int64_t D, float eps, floa
                                       float* rstd) {
   double sum = 0.0;
   for (int64_t i = 0; i < D; ++i) sum += s[i];
-  const double m = sum / static_cast<double>(D);
+  const double m = layernorm_mean(sum, D);
   double ss = 0.0;
-  for (int64_t i = 0; i < D; ++i) {
-    const double c = s[i] - m;
-    ss += c * c;
-  }
-  *rstd = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
+  for (int64_t i = 0; i < D; ++i) ss += layernorm_sq_dev(s[i], m);
+  *rstd = layernorm_rstd(ss, D, eps);
   *mean = static_cast<float>(m);
 }
 
+// Pieces of layernorm_backward_row, shared with the GPU kernels (which take its sums in another
+// order): xhat, a row mean rounded to fp32, and dx's term from mg = mean(g), mgx = mean(g xhat).
+SY_HD inline float layernorm_xhat(float x, float mean, float rstd) {
+  return (x - mean) * rstd;
+}
+SY_HD inline float layernorm_row_mean_f(double sum, int64_t D) {
+  return static_cast<float>(sum / static_cast<double>(D));
+}
+SY_HD inline float layernorm_backward_dx(float g, float xhat, float mg, float mgx, float rstd) {
+  return rstd * (g - mg - xhat * mgx);
+}
 // Backward of y = (x - mean) rstd w + b for one row, from its input x (stats recomputed):
 //   xhat = (x - mean) rstd, g = dy w,
 //   dx  += rstd (g - mean(g) - xhat mean(g xhat)),  dw += dy xhat,  db += dy.
-// Any of dx, dw, db may be null. The two row sums accumulate in double.
-SY_HD inline void layernorm_backward_row(const float* x, const float* w, const float* dy, int64_t D,
-                                         float eps, float* dx, float* dw, float* db) {
-  float mean, rstd;
-  layernorm_row_stats(x, D, eps, &mean, &rstd);
+// Any of dx, dw, db may be null. The two row sums accumulate in double. _from_stats takes the
+// row's mean and rstd as layernorm_row_stats computes them; layernorm_backward_row computes them.
+SY_HD inline void layernorm_backward_row_from_stats(const float* x, const float* w, const float* dy,
+                                                    int64_t D, float mean, float rstd, float* dx,
+                                                    float* dw, float* db) {
   double sg = 0.0, sgx = 0.0;
   for (int64_t i = 0; i < D; ++i) {
-    const float xhat = (x[i] - mean) * rstd;
+    const float xhat = layernorm_xhat(x[i], mean, rstd);
     const float g = dy[i] * w[i];
     sg += g;
     sgx += static_cast<double>(g) * xhat;
@@ -102,12 +123,49 @@ SY_HD inline void layernorm_backward_row(const float* x, const float* w, const f
     if (db) db[i] += dy[i];
   }
   if (!dx) return;
-  const float mg = static_cast<float>(sg / static_cast<double>(D));
-  const float mgx = static_cast<float>(sgx / static_cast<double>(D));
+  const float mg = layernorm_row_mean_f(sg, D);
+  const float mgx = layernorm_row_mean_f(sgx, D);
   for (int64_t i = 0; i < D; ++i) {
-    const float xhat = (x[i] - mean) * rstd;
-    dx[i] += rstd * (dy[i] * w[i] - mg - xhat * mgx);
+    const float xhat = layernorm_xhat(x[i], mean, rstd);
+    dx[i] += layernorm_backward_dx(dy[i] * w[i], xhat, mg, mgx, rstd);
   }
+}
+SY_HD inline void layernorm_backward_row(const float* x, const float* w, const float* dy, int64_t D,
+                                         float eps, float* dx, float* dw, float* db) {
+  float mean, rstd;
+  layernorm_row_stats(x, D, eps, &mean, &rstd);
+  layernorm_backward_row_from_stats(x, w, dy, D, mean, rstd, dx, dw, db);
+}
+
+// ds = p * (dp - sum(p * dp)) for one row (+= when accumulate); the sum in double, in index order.
+SY_HD inline float softmax_backward_elem(float p, float dp, float dot) {
+  return p * (dp - dot);
+}
+SY_HD inline void softmax_backward_row(const float* p, const float* dp, float* ds, int64_t n,
+                                       bool accumulate) {
+  double dot = 0.0;
+  for (int64_t i = 0; i < n; ++i) dot += static_cast<double>(p[i]) * dp[i];
+  const float d = static_cast<float>(dot);
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = softmax_backward_elem(p[i], dp[i], d);
+    ds[i] = accumulate ? ds[i] + g : g;
+  }
+}
+
+// SwiGLU backward of one entry: du = da SiLU(g), dg = da u SiLU'(g). All inputs are read before
+// either output is written (dg may alias da).
+SY_HD inline void swiglu_backward_elem(float g, float u, float da, float* dg, float* du) {
+  const float s = sigmoidf_(g);
+  *du = da * g * s;
+  *dg = da * u * (s * (1.0f + g * (1.0f - s)));
+}
+
+// w /= sum(w) when the sum, taken in index order, is > 0 (norm_topk_prob).
+SY_HD inline void normalize_row(float* x, int64_t n) {
+  float s = 0.0f;
+  for (int64_t k = 0; k < n; ++k) s += x[k];
+  if (s > 0.0f)
+    for (int64_t k = 0; k < n; ++k) x[k] /= s;
 }
 
 // The k largest of v[0..n) in descending order; ties go to the lower index; NaN ranks below

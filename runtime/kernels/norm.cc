@@ -16,14 +16,9 @@ void rmsnorm_backward(const float* x_TD, const float* w_D, const float* rstd_T, 
     const float* x = x_TD + t * D;
     const float* dy = dy_TD + t * D;
     const float r = rstd_T[t];
-    // y_i = x_i r w_i, r = (mean x^2 + eps)^-1/2, dr/dx_j = -r^3 x_j / D
-    float dot = 0.0f;  // sum_i dy_i w_i x_i
-    for (int64_t i = 0; i < D; ++i) dot += dy[i] * w_D[i] * x[i];
-    const float c = dot * r * r * r / static_cast<float>(D);
-    for (int64_t i = 0; i < D; ++i) {
-      if (dx_TD) dx_TD[t * D + i] += dy[i] * w_D[i] * r - c * x[i];
-      if (dw_D) dw_D[i] += dy[i] * x[i] * r;
-    }
+    if (dx_TD) rmsnorm_backward_row_dx(x, w_D, r, dy, dx_TD + t * D, D);
+    if (dw_D)
+      for (int64_t i = 0; i < D; ++i) dw_D[i] += rmsnorm_backward_dw(dy[i], x[i], r);
   }
 }
 

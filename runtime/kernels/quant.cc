@@ -7,6 +7,7 @@
 
 #include "runtime/kernels/quant.h"
 
+#include <atomic>
 #include <cmath>
 
 #include "runtime/core/check.h"
@@ -82,6 +83,8 @@ QuantizedMatrix quantize(const float* W_OI, int64_t O, int64_t I, int64_t G, int
   q.I = I;
   q.G = G;
   q.bits = bits;
+  static std::atomic<uint64_t> next_uid{1};
+  q.uid = next_uid.fetch_add(1, std::memory_order_relaxed);
   const int64_t rb = q.row_bytes(), ng = q.groups();
   q.data.assign(static_cast<size_t>(O * rb), 0);
   q.scales.assign(static_cast<size_t>(O * ng), 0.0f);

@@ -31,6 +31,11 @@ struct QuantizedMatrix {
   int bits = 0;               // 8 or 4
   std::vector<uint8_t> data;  // [O, row_bytes()]
   std::vector<float> scales;  // [O, groups()]
+  // Set by quantize(): unique in the process for that result (copies share it, as they share
+  // its values), so a device backend uploads a matrix once and keeps it by uid. 0: not from
+  // quantize() (a device backend uploads it on every use). Whoever changes data or scales in
+  // place after quantize() must set it to 0.
+  uint64_t uid = 0;
 
   int64_t groups() const { return G > 0 ? (I + G - 1) / G : 0; }
   int64_t row_bytes() const { return bits == 4 ? (I + 1) / 2 : I; }

@@ -114,33 +114,14 @@ void embedding_rows(const float* table_VD, int64_t V, const int32_t* ids_T, int6
 }
 
 void normalize_rows(float* w, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* x = w + r * n;
-    float s = 0.0f;
-    for (int64_t k = 0; k < n; ++k) s += x[k];
-    if (s > 0.0f)
-      for (int64_t k = 0; k < n; ++k) x[k] /= s;
-  }
+  for (int64_t r = 0; r < rows; ++r) normalize_row(w + r * n, n);
 }
 
 void topk_weights_backward(const float* dw_TK, const float* vals_TK, const int32_t* ids_TK,
                            int64_t T, int64_t E, int64_t K, bool normalized, float* dp_TE) {
-  for (int64_t t = 0; t < T; ++t) {
-    const float* dw = dw_TK + t * K;
-    const float* v = vals_TK + t * K;
-    const int32_t* ids = ids_TK + t * K;
-    float* dp = dp_TE + t * E;
-    if (normalized) {
-      // w_i = v_i / S, S = sum_j v_j  =>  dv_i = (dw_i - sum_j dw_j w_j) / S.
-      float S = 0.0f, dot = 0.0f;
-      for (int64_t k = 0; k < K; ++k) S += v[k];
-      if (S <= 0.0f) continue;
-      for (int64_t k = 0; k < K; ++k) dot += dw[k] * (v[k] / S);
-      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += (dw[k] - dot) / S;
-    } else {
-      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += dw[k];
-    }
-  }
+  for (int64_t t = 0; t < T; ++t)
+    topk_weights_backward_row(dw_TK + t * K, vals_TK + t * K, ids_TK + t * K, K, normalized,
+                              dp_TE + t * E);
 }
 
 void axpy(const float* alpha, const float* x, float* y, int64_t n, bool accumulate) {
@@ -210,20 +191,9 @@ void scatter_add_rows(const float* src_TD, const int32_t* index_T, int64_t T, in
 }
 
 void adamw_update(float* w, const float* g, float* m, float* v, int64_t n, const AdamWStep& s) {
-  // Scalars in locals: the loop then has no loads the stores to w, m, v could alias.
-  const float b1 = s.beta1, b2 = s.beta2;
-  const double clip = s.clip, bc1 = s.bc1, bc2 = s.bc2, eps = s.eps, lr = s.lr;
-  const double wd = s.weight_decay;
-  const bool decay = wd > 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = static_cast<float>(g[i] * clip);
-    m[i] = b1 * m[i] + (1.0f - b1) * gi;
-    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-    const double mhat = m[i] / bc1, vhat = v[i] / bc2;
-    double upd = mhat / (std::sqrt(vhat) + eps);
-    if (decay) upd += wd * w[i];
-    w[i] = static_cast<float>(w[i] - lr * upd);
-  }
+  // Scalars in a local: the loop then has no loads the stores to w, m, v could alias.
+  const AdamWScalars k = adamw_scalars(s);
+  for (int64_t i = 0; i < n; ++i) adamw_element(k, g[i], w + i, m + i, v + i);
 }
 
 double sum_squares(const float* x, int64_t n) {

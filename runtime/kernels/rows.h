@@ -5,11 +5,100 @@
 // depend on how tokens are split over ranks.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
+#include "runtime/kernels/math.h"
 #include "runtime/kernels/op_types.h"
 
 namespace sy {
+
+// ---- per-element code shared with the CUDA kernels (SY_HD) ----------------------------------
+
+// Products and sums that must not fuse into an FMA: nvcc contracts a * b + c in device code by
+// default (the CPU build does not), so shared code whose results the CPU and CUDA backends
+// must round alike spells its operations with these (plain operators on the host).
+SY_HD inline float mul_nc(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+SY_HD inline float add_nc(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+SY_HD inline double mul_nc(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+SY_HD inline double add_nc(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// The scalars of an AdamW step as the per-element update reads them.
+struct AdamWScalars {
+  float b1, b2;
+  double clip, bc1, bc2, eps, lr, wd;
+  bool decay;
+};
+SY_HD inline AdamWScalars adamw_scalars(const AdamWStep& s) {
+  AdamWScalars k;
+  k.b1 = s.beta1;
+  k.b2 = s.beta2;
+  k.clip = s.clip;
+  k.bc1 = s.bc1;
+  k.bc2 = s.bc2;
+  k.eps = s.eps;
+  k.lr = s.lr;
+  k.wd = s.weight_decay;
+  k.decay = s.weight_decay > 0;
+  return k;
+}
+// One AdamW element (backend.h documents the mixed arithmetic): g' = float(g clip); m, v in
+// fp32; the update and the new weight in double, rounded once.
+SY_HD inline void adamw_element(const AdamWScalars& k, float g, float* w, float* m, float* v) {
+  const float gi = static_cast<float>(g * k.clip);
+  const float mi = add_nc(mul_nc(k.b1, *m), mul_nc(1.0f - k.b1, gi));
+  const float vi = add_nc(mul_nc(k.b2, *v), mul_nc(mul_nc(1.0f - k.b2, gi), gi));
+  *m = mi;
+  *v = vi;
+  const double mhat = mi / k.bc1, vhat = vi / k.bc2;
+  double upd = mhat / (sqrt(vhat) + k.eps);
+  const double wi = *w;
+  if (k.decay) upd = add_nc(upd, mul_nc(k.wd, wi));
+  *w = static_cast<float>(wi - mul_nc(k.lr, upd));
+}
+
+// One token's top-k weights backward (Backend::topk_weights_backward): dp_E[ids_K[k]] += dv_k,
+// dv = dw, or through the renormalization w_i = v_i / S when normalized (nothing when S <= 0).
+SY_HD inline void topk_weights_backward_row(const float* dw_K, const float* v_K,
+                                            const int32_t* ids_K, int64_t K, bool normalized,
+                                            float* dp_E) {
+  if (!normalized) {
+    for (int64_t k = 0; k < K; ++k) dp_E[ids_K[k]] += dw_K[k];
+    return;
+  }
+  // w_i = v_i / S, S = sum_j v_j  =>  dv_i = (dw_i - sum_j dw_j w_j) / S.
+  float S = 0.0f, dot = 0.0f;
+  for (int64_t k = 0; k < K; ++k) S += v_K[k];
+  if (S <= 0.0f) return;
+  for (int64_t k = 0; k < K; ++k) dot = add_nc(dot, mul_nc(dw_K[k], v_K[k] / S));
+  for (int64_t k = 0; k < K; ++k) dp_E[ids_K[k]] += (dw_K[k] - dot) / S;
+}
+
+// ---- CPU kernels ---------------------------------------------------------------------------
 
 void gather_rows(const float* x_TD, const int32_t* order_A_R, int64_t R, int64_t K, int64_t D,
                  float* out_RD);

@@ -82,6 +82,12 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
   // One rank with a permuted placement also goes through the dispatcher (over itself): it lays
   // the rows out in the placement's local order.
   const bool permuted_one = P == 1 && cfg.placement && !(*cfg.placement == contiguous);
+  if (comm && (P > 1 || permuted_one) && !layer->exec_->backend->host_accessible() &&
+      !comm->device_buffers()) {
+    return InvalidArgument(std::string("moe layer: the '") + layer->exec_->backend->name() +
+                           "' backend keeps rows in device memory, which the '" + comm->backend() +
+                           "' communicator cannot send across ranks");
+  }
   if (comm && (P > 1 || permuted_one)) {
     if (cfg.placement) {
       SY_ASSIGN_OR_RETURN(layer->disp_, Dispatcher::create(comm, *cfg.placement, cfg.d_model));

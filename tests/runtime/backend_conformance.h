@@ -131,6 +131,12 @@ std::vector<T> down(const Buffer& b) {
 
 class BackendConformance : public ::testing::TestWithParam<std::string> {
  protected:
+  // A registered backend without its device here (CUDA on a machine without a GPU) skips,
+  // saying why.
+  void SetUp() override {
+    const std::string why = backend_unavailable(GetParam());
+    if (!why.empty()) GTEST_SKIP() << GetParam() << ": " << why;
+  }
   Backend* backend() const { return find_backend(GetParam()); }
   const ExecContext& ctx(bool deterministic = false) const {
     return *make_context(GetParam(), deterministic);

@@ -242,22 +242,7 @@ class DevsimBackend final : public Backend {
     CapacityPlan& h = host_plan_;
     SY_RETURN_IF_ERROR(
         cpu()->capacity_plan(host(c), ids_.data(), rank_p, T, E, K, D, cfg, mask, &h));
-    plan->T = h.T;
-    plan->E = h.E;
-    plan->K = h.K;
-    plan->capacity = h.capacity;
-    plan->dropless = h.dropless;
-    plan->tokens = h.tokens;
-    plan->kept_TK = h.kept_TK;
-    plan->row_of_TK.copy_from_host(h.row_of_TK.data(), h.row_of_TK.size());
-    plan->routed_E = h.routed_E;
-    plan->kept_E = h.kept_E;
-    plan->dropped_E = h.dropped_E;
-    plan->offsets_E1 = h.offsets_E1;
-    plan->order_A.copy_from_host(h.order_A.data(), h.order_A.size());
-    plan->total_routed = h.total_routed;
-    plan->total_kept = h.total_kept;
-    plan->total_dropped = h.total_dropped;
+    assign_plan(h, plan);
     return Status::Ok();
   }
   void gather_topk_probs(const ExecContext& c, const float* probs_TE, const int32_t* ids_TK,
