@@ -396,7 +396,7 @@ class RouterRun {
 
   int Load() {
     ModelOptions opt = StudyModelOptions(s_);
-    auto ctx = backend_context("cpu", s_.deterministic());
+    auto ctx = backend_context(s_.backend(), s_.deterministic(), s_.precision());
     Status st = ctx.status();
     if (st.ok()) {
       opt.exec = *ctx;
@@ -673,24 +673,34 @@ class RouterRun {
     const int64_t T = std::min<int64_t>(s_.latency_tokens(), static_cast<int64_t>(ids.size()));
     const int64_t D = d_.shape.hidden, E = d_.shape.num_experts;
     const double per_1k = 1000.0 / static_cast<double>(T);
-    std::vector<float> w(static_cast<size_t>(E * D), 0.01f), c(static_cast<size_t>(T * E));
+    // In the model's memory (a device backend's: uploaded once); each timed call ends with the
+    // backend's synchronize, so a device's asynchronous launches are timed whole.
+    const ExecContext& ctx = model_->ctx();
+    Memory* mem = ctx.backend;
+    const DeviceArray<float> w(mem, std::vector<float>(static_cast<size_t>(E * D), 0.01f));
+    DeviceArray<float> c(mem, static_cast<size_t>(T * E)), x(mem);
+    const DeviceArray<int32_t> ids_T(mem, std::vector<int32_t>(ids.begin(), ids.begin() + T));
     RouterOutput ro;
     for (int64_t layer = 0; layer < model_->num_layers(); ++layer) {
       MoeLayer* l = model_->moe_layer(layer);
       if (!l) continue;
-      const float* x = x_L[static_cast<size_t>(layer)].data();
+      x.copy_from_host(x_L[static_cast<size_t>(layer)].data(), static_cast<size_t>(T * D));
       Router& r = l->router();
-      r.forward(x, ids.data(), T, &ro);  // warm
+      const auto route = [&] {
+        r.forward(x.data(), ids_T.data(), T, &ro);
+        ops::synchronize(ctx);
+      };
+      route();  // warm
       switchyard::StudyLayer* sl = out->add_layers();
       sl->set_layer(static_cast<int32_t>(layer));
       sl->set_params(r.num_params());
       sl->set_flops_per_token(r.flops_per_token());
-      sl->set_router_us_per_1k(
-          MedianMicros(s_.latency_repeats(), [&] { r.forward(x, ids.data(), T, &ro); }) * per_1k);
+      sl->set_router_us_per_1k(MedianMicros(s_.latency_repeats(), route) * per_1k);
       sl->set_gemm_us_per_1k(MedianMicros(s_.latency_repeats(),
                                           [&] {
-                                            ops::gemm(model_->ctx(), false, true, T, E, D, 1.0f, x,
-                                                      D, w.data(), D, 0.0f, c.data(), E);
+                                            ops::gemm(ctx, false, true, T, E, D, 1.0f, x.data(), D,
+                                                      w.data(), D, 0.0f, c.data(), E);
+                                            ops::synchronize(ctx);
                                           }) *
                              per_1k);
     }
@@ -758,8 +768,8 @@ std::vector<int64_t> FinishedMask(Communicator& comm, const std::string& out,
 
 int RunStudy(const CommandConfig& cc) {
   MpiRuntime mpi(nullptr, nullptr);
-  const std::unique_ptr<Communicator> world = open_world_communicator();
-  Communicator& comm = *world;
+  const std::unique_ptr<Communicator> world_comm = open_world_communicator();
+  Communicator& world = *world_comm;
   switchyard::StudyConfig s;
   Status st = cc.resolve(&s);
   if (st.ok()) st = validate_study_config(s);
@@ -770,12 +780,20 @@ int RunStudy(const CommandConfig& cc) {
     if (st.ok()) routers = *r;
   }
   if (st.ok()) st = check_faults_supported("study", study_fault_kinds());
-  if (int code = agree_status(comm, st, "study: config")) return code;
-  if (int code = agree_config(comm, config_text(s))) return code;
+  if (int code = agree_status(world, st, "study: config")) return code;
+  if (int code = agree_config(world, config_text(s))) return code;
   if (cc.print_config()) {
-    if (comm.rank() == 0) std::printf("%s", config_text(s).c_str());
+    if (world.rank() == 0) std::printf("%s", config_text(s).c_str());
     return 0;
   }
+  // Where the models run and what moves their tensors (as `train`: launch/cmd_train.cc).
+  st = backend_context(s.backend(), s.deterministic(), s.precision()).status();
+  if (int code = agree_status(world, st, "study: backend")) return code;
+  std::unique_ptr<Communicator> owned_comm;  // destroyed before `world`, on every rank
+  StatusOr<Communicator*> opened =
+      open_model_communicator(world, s.comm(), s.backend(), &owned_comm);
+  if (int code = agree_status(world, opened.status(), "study: --comm")) return code;
+  Communicator& comm = **opened;
   const int me = comm.rank(), P = comm.size();
   StudyData data;
   st = PrepareData(s, me, P, &data);
@@ -919,6 +937,7 @@ void add_study_command(CLI::App& app) {
   c->option("--distill-iters", "distill.iterations", "Adam steps per layer");
   c->option("--out", "out", "the study folder (resumable: finished routers are kept)");
   c->flag("--deterministic", "deterministic", "row-stable GEMMs");
+  add_device_options(c.get(), "runs");
   c->option("--upcycle-experts", "upcycle_experts",
             "dense BERT: upcycle each MoE layer's FFN into this many expert copies on load (the "
             "gate is then a fresh linear router)");

@@ -80,6 +80,8 @@ struct TrainArgs {
   double capacity_factor = 0;
   bool deterministic = false;
   std::string backend = "cpu";
+  std::string comm = "auto";       // --comm
+  std::string precision = "fp32";  // --precision
   std::string checkpoint_dir;
   int64_t save_every = 0;
   bool resume = false;
@@ -121,6 +123,8 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.capacity_factor = c.capacity_factor();
   a.deterministic = c.deterministic();
   a.backend = c.backend();
+  a.comm = c.comm();
+  a.precision = c.precision();
   a.checkpoint_dir = c.checkpoint_dir();
   a.save_every = c.save_every();
   a.resume = c.resume();
@@ -236,7 +240,7 @@ Status PrepareTrain(const TrainArgs& a, Communicator& comm, TrainSetup* t) {
   opt.balance_rate = a.balance_rate;
   opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
   opt.capacity_factor = a.capacity_factor;
-  SY_ASSIGN_OR_RETURN(opt.exec, backend_context(a.backend, a.deterministic));
+  SY_ASSIGN_OR_RETURN(opt.exec, backend_context(a.backend, a.deterministic, a.precision));
   SY_ASSIGN_OR_RETURN(t->model, Qwen2MoeModel::load(*t->ck, opt, &comm));
   for (int32_t id : t->ids)
     if (id < 0 || id >= t->model->vocab_size())
@@ -562,8 +566,8 @@ class TrainRun {
 // The settings (checked once here, agreed by every rank), then the run.
 int RunTrain(const CommandConfig& cc) {
   MpiRuntime mpi(nullptr, nullptr);
-  const std::unique_ptr<Communicator> world = open_world_communicator();
-  Communicator& comm = *world;
+  const std::unique_ptr<Communicator> world_comm = open_world_communicator();
+  Communicator& world = *world_comm;
   switchyard::TrainConfig cfg;
   Status st = cc.resolve(&cfg);
   // A placement file is inference-only: the trainer's checkpoints and optimizer state shard the
@@ -576,12 +580,22 @@ int RunTrain(const CommandConfig& cc) {
   if (st.ok()) st = validate_train_config(cfg);
   if (st.ok()) st = validate_trace_config(cfg.trace(), "train");
   if (st.ok()) st = check_faults_supported("train", train_fault_kinds());
-  if (int code = agree_status(comm, st, "train: config")) return code;
-  if (int code = agree_config(comm, config_text(cfg))) return code;
+  if (int code = agree_status(world, st, "train: config")) return code;
+  if (int code = agree_config(world, config_text(cfg))) return code;
   if (cc.print_config()) {
-    if (comm.rank() == 0) std::printf("%s", config_text(cfg).c_str());
+    if (world.rank() == 0) std::printf("%s", config_text(cfg).c_str());
     return 0;
   }
+  // Where the model trains, then what moves its tensors (--comm; NCCL's bootstrap is collective,
+  // so every rank has its backend context, and so its device, first). Everything below goes
+  // through that communicator; it is destroyed after the model, before `world`, on every rank.
+  st = backend_context(cfg.backend(), cfg.deterministic(), cfg.precision()).status();
+  if (int code = agree_status(world, st, "train: backend")) return code;
+  std::unique_ptr<Communicator> owned_comm;
+  StatusOr<Communicator*> opened =
+      open_model_communicator(world, cfg.comm(), cfg.backend(), &owned_comm);
+  if (int code = agree_status(world, opened.status(), "train: --comm")) return code;
+  Communicator& comm = **opened;
   if (train_source_is_bert(cfg)) return run_train_bert(cfg, comm);  // masked LM: train_bert.h
   const TrainArgs a = FromConfig(cfg);
   TrainSetup setup;
@@ -670,9 +684,7 @@ void add_train_command(CLI::App& app) {
             "stop after this many skipped steps in a row (0: "
             "no limit)");
   c->flag("--deterministic", "deterministic", "row-stable GEMMs");
-  c->option("--backend", "backend",
-            "where the model trains (cpu; cuda, one GPU per rank, one rank until the NCCL "
-            "exchange is wired in; devsim, the emulated device of the tests, one rank)");
+  add_device_options(c, "trains");
   cmd->callback([c] { set_exit_code(RunTrain(*c)); });
 }
 

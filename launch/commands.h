@@ -29,8 +29,25 @@ std::unique_ptr<Communicator> open_world_communicator(const std::string& name = 
 // Slurm), before MPI is initialized; 0 when started without a launcher.
 int launcher_rank();
 // The context of --backend NAME (runtime/backend/backend.h's registry) with that deterministic
-// flag; InvalidArgument listing the registered backends when NAME is unknown.
-StatusOr<const ExecContext*> backend_context(const std::string& name, bool deterministic);
+// flag and --precision (fp32 | bf16); InvalidArgument listing the registered backends when NAME
+// is unknown, saying why when it cannot run here or has no bf16 GEMMs.
+StatusOr<const ExecContext*> backend_context(const std::string& name, bool deterministic,
+                                             const std::string& precision = "fp32");
+class CommandConfig;
+// The options that say where a model runs, on fields backend, comm and precision of the
+// command's config: --backend (alias --device) NAME, --comm auto|mpi|nccl, --precision fp32|bf16.
+// `what`: "runs", "trains", ...
+void add_device_options(CommandConfig* c, const std::string& what);
+
+// --comm KIND for a model on --backend NAME: the communicator its tensors move through (the
+// MoE exchange, the gradient all-reduce). "mpi": `world` itself. "nccl": an NCCL communicator
+// bootstrapped over `world` (comm/nccl_communicator.h), for a backend whose tensors are on GPUs
+// (cuda); collective, every rank gets the same status. "auto": nccl for the cuda backend where
+// this build has NCCL, else mpi. *owned keeps an opened communicator (null for `world`); it must
+// be destroyed before `world`, by every rank. Call it after every rank has its backend context.
+StatusOr<Communicator*> open_model_communicator(Communicator& world, const std::string& kind,
+                                                const std::string& backend,
+                                                std::unique_ptr<Communicator>* owned);
 
 void add_routers_command(CLI::App& app);
 void add_infer_command(CLI::App& app);

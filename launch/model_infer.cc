@@ -173,14 +173,14 @@ ModelOptions ToModelOptions(const ModelInferArgs& a) {
   opt.moe_every = a.moe_every;
   opt.experts_top_k = a.experts_top_k;
   opt.upcycle_noise = a.upcycle_noise;
-  opt.exec = make_context(a.backend, a.deterministic);
-  SY_CHECK(opt.exec != nullptr) << "backend '" << a.backend << "' was validated";
+  StatusOr<const ExecContext*> exec = backend_context(a.backend, a.deterministic, a.precision);
+  SY_CHECK(exec.ok()) << "backend '" << a.backend << "' was validated";
+  opt.exec = *exec;
   return opt;
 }
 
 Status LoadModel(const ModelInferArgs& a, const Inputs& in, Communicator& comm,
                  std::unique_ptr<Model>* model) {
-  SY_RETURN_IF_ERROR(backend_context(a.backend, a.deterministic).status());
   ModelOptions opt = ToModelOptions(a);
   if (!a.placement.empty()) {  // checked against the model's E and P by its loader
     SY_ASSIGN_OR_RETURN(ExpertPlacement p, read_placement_file(a.placement));
@@ -484,6 +484,8 @@ ModelInferArgs ModelInferArgs::FromConfig(const switchyard::ModelInferConfig& c)
   a.upcycle_noise = c.upcycle_noise();
   a.deterministic = c.deterministic();
   a.backend = c.backend();
+  a.comm = c.comm();
+  a.precision = c.precision();
   a.trace = c.trace();
   a.distill = c.distill().enabled();
   a.distill_cfg.iterations = c.distill().iterations();
@@ -533,15 +535,24 @@ int WarmStartRouters(const ModelInferArgs& a, const Inputs& in, Model& model, Co
   return 0;
 }
 
-int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
-  const int P = comm.size();
+int run_model_infer(const ModelInferArgs& args, Communicator& world) {
+  const int P = world.size();
   ModelInferArgs a = args;
 
   Inputs in;
   Status st = ReadInputs(a, &in);
-  if (int code = agree_status(comm, st, "infer --model")) return code;
-  if (int code = agree_model(comm, *in.ck, "infer --model")) return code;
-  if (int code = agree_tokens(comm, in.ids, "infer --model: the input tokens")) return code;
+  if (int code = agree_status(world, st, "infer --model")) return code;
+  if (int code = agree_model(world, *in.ck, "infer --model")) return code;
+  if (int code = agree_tokens(world, in.ids, "infer --model: the input tokens")) return code;
+  // Where the model runs, then what moves its tensors (--comm): every rank has its backend
+  // context (and so its device) before the collective NCCL bootstrap. From here on everything
+  // goes through that communicator (NCCL stages host buffers: the counts, losses, reports).
+  st = backend_context(a.backend, a.deterministic, a.precision).status();
+  if (int code = agree_status(world, st, "infer --model: backend")) return code;
+  std::unique_ptr<Communicator> owned_comm;  // destroyed before `world`, on every rank
+  StatusOr<Communicator*> opened = open_model_communicator(world, a.comm, a.backend, &owned_comm);
+  if (int code = agree_status(world, opened.status(), "infer --model: --comm")) return code;
+  Communicator& comm = **opened;
 
   const int64_t base_rss = RssBytes();
   const auto t_load = std::chrono::steady_clock::now();
@@ -571,11 +582,15 @@ int run_model_infer(const ModelInferArgs& args, Communicator& comm) {
                       !moe.empty() && moe.front()->router().num_params() > 0;
   }
   if (comm.rank() == 0) {
-    std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s%s; loaded in %.2f s\n",
+    const std::string where = a.backend == "cpu"
+                                  ? std::string()
+                                  : "; backend " + a.backend + ", comm " + comm.backend() +
+                                        (a.precision == "fp32" ? "" : ", GEMMs " + a.precision);
+    std::printf("switchyard infer: %s, %d rank%s; %s; experts %s%s%s%s; loaded in %.2f s\n",
                 in.ck->dir().c_str(), P, P == 1 ? "" : "s", model->describe(P).c_str(),
                 a.quantize == "none" ? "fp32" : a.quantize.c_str(),
                 a.placement.empty() ? "" : (", placed by " + a.placement).c_str(),
-                a.deterministic ? ", deterministic" : "", load_s);
+                a.deterministic ? ", deterministic" : "", where.c_str(), load_s);
     // --router on a checkpoint: fresh routers, not the behaviour of a trained one. Said once
     // here, so a COLLAPSED table below is not read as a property of the router kind.
     if (a.fresh_routers)

@@ -62,8 +62,10 @@ struct ModelInferArgs {
   // Row-stable GEMMs in the token-sharded parts (MoE, LM head): P ranks give the logits of
   // 1 rank bitwise. Off: OpenBLAS, faster, P ranks agree with 1 rank to fp32 rounding.
   bool deterministic = false;
-  std::string backend = "cpu";    // a registered backend (--backend)
-  switchyard::TraceConfig trace;  // --trace DIR [--trace-probs]: routing trace shards
+  std::string backend = "cpu";     // a registered backend (--backend)
+  std::string comm = "auto";       // --comm
+  std::string precision = "fp32";  // --precision
+  switchyard::TraceConfig trace;   // --trace DIR [--trace-probs]: routing trace shards
   // --set moe.placement=FILE (the run config's moe section, not FromConfig's): which rank holds
   // which experts (comm/placement.h); empty: contiguous.
   std::string placement;

@@ -121,20 +121,44 @@ std::string backend_unavailable(const std::string& name) {
   return b ? b->unavailable_reason() : std::string();
 }
 
-const ExecContext* make_context(const std::string& backend, bool deterministic) {
+const ExecContext* make_context(const std::string& backend, bool deterministic,
+                                GemmPrecision precision) {
   Backend* b = find_backend(backend);
   if (!b || !b->unavailable_reason().empty()) return nullptr;
+  if (precision == GemmPrecision::kBf16 && !b->supports_bf16()) return nullptr;
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
-  for (const auto& c : r.contexts)  // one context per (backend, deterministic)
-    if (c->backend == b && c->deterministic == deterministic) return c.get();
+  for (const auto& c : r.contexts)  // one context per (backend, deterministic, precision)
+    if (c->backend == b && c->deterministic == deterministic && c->precision == precision)
+      return c.get();
   r.workspaces.push_back(std::make_unique<Workspace>(b));
   auto c = std::make_unique<ExecContext>();
   c->backend = b;
   c->deterministic = deterministic;
+  c->precision = precision;
   c->workspace = r.workspaces.back().get();
   r.contexts.push_back(std::move(c));
   return r.contexts.back().get();
+}
+
+const char* gemm_precision_name(GemmPrecision p) {
+  return p == GemmPrecision::kBf16 ? "bf16" : "fp32";
+}
+
+StatusOr<GemmPrecision> parse_gemm_precision(const std::string& name) {
+  if (name == "fp32") return GemmPrecision::kFp32;
+  if (name == "bf16") return GemmPrecision::kBf16;
+  return InvalidArgument("GEMM precision '" + name + "': expected fp32 or bf16");
+}
+
+void Backend::grouped_linear_forward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                                     float* y_RO, const int32_t* row_offsets_E1, int64_t E,
+                                     int64_t I, int64_t O) {
+  const int64_t o0 = row_offsets_E1[0];
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
+    if (n > 0) linear_forward(c, x_RI + o * I, W_EOI + e * O * I, y_RO + o * O, n, I, O, 0.0f);
+  }
 }
 
 }  // namespace sy

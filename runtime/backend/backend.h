@@ -22,6 +22,7 @@
 
 #include "runtime/core/dtype.h"
 #include "runtime/core/memory.h"
+#include "runtime/core/status.h"
 #include "runtime/kernels/op_types.h"
 
 namespace sy {
@@ -100,10 +101,21 @@ class Workspace {
 // rank or rank count it is computed in (the CPU backend's row-stable kernels); off: the
 // fastest kernels. replicated() is the same context with it off, for GEMMs that every rank
 // runs on identical rows (replicated attention, the LM head), which agree across ranks anyway.
+// GEMM arithmetic. kFp32: fp32 operands, fp32 accumulation (every backend). kBf16, the fast
+// mode of a backend whose supports_bf16() says so (cuda: tensor cores): the GEMMs that are NOT
+// row-stable (deterministic off, or replicated()) round their fp32 operands to bf16 and
+// accumulate in fp32; outputs stay fp32, and every other op is unchanged. Deterministic GEMMs
+// stay fp32, so P ranks == 1 rank still holds bitwise under --deterministic.
+enum class GemmPrecision { kFp32, kBf16 };
+const char* gemm_precision_name(GemmPrecision p);
+// "fp32" or "bf16"; anything else is InvalidArgument.
+StatusOr<GemmPrecision> parse_gemm_precision(const std::string& name);
+
 struct ExecContext {
   Backend* backend = nullptr;
   void* stream = nullptr;  // the backend's stream (cudaStream_t); null on the CPU
   bool deterministic = false;
+  GemmPrecision precision = GemmPrecision::kFp32;
   Workspace* workspace = nullptr;
 
   ExecContext replicated() const {
@@ -122,11 +134,13 @@ struct ExecContext {
 // without a context use it; a run that wants another backend or determinism makes its own
 // with make_context() and hands it down (models, layers, routers, trainer).
 const ExecContext& default_context();
-// The context of the named backend with that deterministic flag: made once per pair and kept
-// for the process, with its own workspace (callers run their ops on it one at a time).
-// Unknown name, or a backend that cannot run here (Backend::unavailable_reason): nullptr (see
-// backend_names(), backend_unavailable()).
-const ExecContext* make_context(const std::string& backend, bool deterministic);
+// The context of the named backend with that deterministic flag and GEMM precision: made once
+// per triple and kept for the process, with its own workspace (callers run their ops on it one
+// at a time). Unknown name, a backend that cannot run here (Backend::unavailable_reason), or
+// kBf16 on a backend without it (Backend::supports_bf16): nullptr (see backend_names(),
+// backend_unavailable()).
+const ExecContext* make_context(const std::string& backend, bool deterministic,
+                                GemmPrecision precision = GemmPrecision::kFp32);
 
 // ---- the operation table -------------------------------------------------------------------
 
@@ -142,6 +156,8 @@ class Backend : public Memory {
   // registered backend without its device (the CUDA backend built on a machine without a GPU).
   // make_context() refuses such a backend; nothing else of it may be called.
   virtual std::string unavailable_reason() const { return {}; }
+  // Whether contexts of GemmPrecision::kBf16 may be made (the CPU backends compute fp32 only).
+  virtual bool supports_bf16() const { return false; }
 
   // Memory on the context's stream (bytes).
   virtual void copy(const ExecContext& c, void* dst, const void* src, int64_t bytes) = 0;
@@ -161,6 +177,15 @@ class Backend : public Memory {
   virtual void linear_backward(const ExecContext& c, const float* x_TI, const float* W_OI,
                                const float* dy_TO, float* dW_OI, float* dx_TI, int64_t T, int64_t I,
                                int64_t O, bool accumulate_dx) = 0;
+  // The experts' forward GEMMs in one call: for each group e in [0, E), the rows
+  // [off[e] - off[0], off[e+1] - off[0]) of x_RI times W_EOI + e*O*I transposed (as
+  // linear_forward, beta 0) into the same rows of y_RO. row_offsets_E1 ([E+1]) is a HOST array.
+  // Each row's result is linear_forward's for its group (bitwise under c.deterministic). This
+  // default makes one linear_forward per non-empty group (cpu, devsim); a device backend
+  // batches them (cuda: one cublasGemmGroupedBatchedEx).
+  virtual void grouped_linear_forward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                                      float* y_RO, const int32_t* row_offsets_E1, int64_t E,
+                                      int64_t I, int64_t O);
   // y_TO = x_TI deq(q)^T (+ beta y_TO), q [O, I] int8/int4 group-wise (runtime/kernels/quant.h).
   virtual void linear_forward_quantized(const ExecContext& c, const float* x_TI,
                                         const QuantizedMatrix& q, float* y_TO, int64_t T,

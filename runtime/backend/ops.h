@@ -27,6 +27,11 @@ inline void linear_forward(const ExecContext& c, const float* x_TI, const float*
                            int64_t T, int64_t I, int64_t O, float beta = 0.0f) {
   c.backend->linear_forward(c, x_TI, W_OI, y_TO, T, I, O, beta);
 }
+inline void grouped_linear_forward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                                   float* y_RO, const int32_t* row_offsets_E1, int64_t E, int64_t I,
+                                   int64_t O) {
+  c.backend->grouped_linear_forward(c, x_RI, W_EOI, y_RO, row_offsets_E1, E, I, O);
+}
 inline void linear_backward(const ExecContext& c, const float* x_TI, const float* W_OI,
                             const float* dy_TO, float* dW_OI, float* dx_TI, int64_t T, int64_t I,
                             int64_t O, bool accumulate_dx) {
