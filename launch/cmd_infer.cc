@@ -346,7 +346,7 @@ void add_infer_command(CLI::App& app) {
   m->option("--experts-top-k", "experts_top_k", "BERT: experts per token");
   m->option("--upcycle-noise", "upcycle_noise",
             "BERT upcycling: multiplicative N(0, s^2) noise on the expert copies");
-  add_device_options(m, "runs (with --model)");
+  add_device_options(m.get(), "runs (with --model)");
   m->flag("--deterministic", "deterministic",
           "with --model: row-stable GEMMs, so P ranks give the logits of 1 rank bitwise "
           "(slower)");

@@ -684,7 +684,7 @@ void add_train_command(CLI::App& app) {
             "stop after this many skipped steps in a row (0: "
             "no limit)");
   c->flag("--deterministic", "deterministic", "row-stable GEMMs");
-  add_device_options(c, "trains");
+  add_device_options(c.get(), "trains");
   cmd->callback([c] { set_exit_code(RunTrain(*c)); });
 }
 

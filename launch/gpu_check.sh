@@ -9,7 +9,9 @@
 # /tmp/switchyard-gpu-kit), configure (-G Ninja when ninja is there, else make;
 # -DCMAKE_CUDA_ARCHITECTURES=90), build only what the check runs (switchyard, the executables
 # the gpu-labelled tests run, the bench/*gpu* programs) on all cores, `ctest -L gpu`, then each
-# bench program named *gpu* (its lines starting with '{' are kept). Writes OUT/gpu_check.md,
+# bench program named *gpu* (its lines starting with '{' are kept), then end-to-end runs of the
+# default model's shape (router fine-tuning fp32 and bf16 and inference with --comm nccl on the
+# GPU, the same on 16 CPU ranks; inputs from gpu_kit/e2e). Writes OUT/gpu_check.md,
 # OUT/gpu_check.json and the phase logs (at most 8 files: what a `run` call brings back).
 # Budget: the whole script stops its phases at SY_GPU_CHECK_BUDGET_S (default 450 s, i.e.
 # 7.5 minutes) and still writes the summary; a phase cut short says so.
@@ -329,7 +331,8 @@ else
     t=$(now)
     name=$(basename "$b")
     echo "### $name" >>"$OUT/bench.log"
-    (cd "$BUILD" && bounded $(( $(left) - 15 )) "${lb[@]}" "$b") >"$S/bench_$name.out" 2>>"$OUT/bench.log"
+    # The end-to-end runs (phase 7) keep the budget's last 120 s.
+    (cd "$BUILD" && bounded $(( $(left) - 120 )) "${lb[@]}" "$b") >"$S/bench_$name.out" 2>>"$OUT/bench.log"
     brc2=$?
     cat "$S/bench_$name.out" >>"$OUT/bench.log"
     grep '^{' "$S/bench_$name.out" | sed "s/^/$name\t/" >>"$S/bench_lines.tsv"
@@ -342,7 +345,67 @@ else
 fi
 [ -n "$BENCH_NOTE" ] && say "bench: $BENCH_NOTE"
 
-# ---- 7. the summary ----
+# ---- 7. end to end: the default model's shape on the GPU and on this machine's CPUs ----
+# models/default.json initialised here (seed 7, as launch/train_default.sh; random weights do not
+# change the speed), inputs from gpu_kit/e2e (gpu_pack.sh: GPT-2's tokenizer files, the State of
+# the Union corpus as tokens). Router fine-tuning (train --what routers, 4,096 tokens a step:
+# batch 16 on 1 GPU rank, batch 1 on each of 16 CPU ranks), then inference of the held-out
+# sequences: tokens/s of each as JSON lines (program "e2e"), the median of the logged steps after
+# the first. One GPU allows one rank: --comm nccl runs at P = 1 here.
+E2E=$ROOT/gpu_kit/e2e
+SYB=$BUILD/switchyard
+if [ "${SY_GPU_CHECK_NO_BENCH:-0}" != 1 ] && [ -x "$SYB" ] && [ -f "$E2E/sotu.tokens" ] &&
+   [ "$(left)" -gt 40 ]; then
+  t=$(now)
+  echo "### e2e" >>"$OUT/bench.log"
+  M=$S/model
+  bounded 60 "$SYB" init --arch qwen2_moe --config models/default.json --tokenizer "$E2E" \
+    --seed 7 --out "$M" >>"$OUT/bench.log" 2>&1
+  e2e_rc=0
+  # e2e_run NAME RANKS ARGS...: one switchyard run under mpiexec, at most 75 s; its rate as a
+  # JSON line. A step line ends "... N tok/s ETA ..."; infer prints "N tok/s" on its summary.
+  e2e_run() {
+    local name=$1 np=$2 log=$S/e2e_$1.log rc
+    shift 2
+    OPENBLAS_NUM_THREADS=1 bounded 75 mpiexec --oversubscribe -n "$np" "$SYB" "$@" >"$log" 2>&1
+    rc=$?
+    { echo "## $name: mpiexec -n $np switchyard $* (exit $rc)"; tail -n 25 "$log"; } >>"$OUT/bench.log"
+    [ $rc -eq 0 ] || e2e_rc=$rc
+    python3 - "$log" "$name" "$np" "$rc" "$*" >>"$S/e2e_lines.json" <<'PY'
+import json, re, statistics, sys
+log, name, np, rc, args = sys.argv[1:6]
+text = open(log, errors="replace").read()
+steps = [float(m) for m in re.findall(r"^step \d+/\d+ .* (\d+(?:\.\d+)?) tok/s", text, re.M)]
+rate = statistics.median(steps[1:]) if len(steps) > 1 else None
+if rate is None:
+    m = re.findall(r"(\d+(?:\.\d+)?) tok(?:ens)?/s", text)
+    rate = float(m[-1]) if m else None
+print(json.dumps({"bench": "e2e", "run": name, "ranks": int(np), "exit": int(rc),
+                  "tokens_per_s": rate, "steps_logged": len(steps), "args": args}))
+PY
+  }
+  if [ -f "$M/config.json" ]; then
+    ft=(train --what routers --model "$M" --token-file "$E2E/sotu.tokens" --seq-len 256
+        --steps 12 --eval-every 0 --eval-tokens 4096 --log-every 1)
+    e2e_run finetune_cuda_fp32 1 "${ft[@]}" --batch 16 --backend cuda
+    e2e_run finetune_cuda_bf16 1 "${ft[@]}" --batch 16 --backend cuda --precision bf16
+    e2e_run finetune_cpu_16ranks 16 "${ft[@]}" --batch 1 --backend cpu
+    inf=(infer --model "$M" --token-file "$E2E/sotu.tokens" --seq-len 256 --max-tokens 65536)
+    e2e_run infer_cuda_nccl 1 "${inf[@]}" --backend cuda --comm nccl
+    e2e_run infer_cpu_16ranks 16 "${inf[@]}" --backend cpu
+  else
+    e2e_rc=1
+    echo "init failed: no $M/config.json" >>"$OUT/bench.log"
+  fi
+  grep '^{' "$S/e2e_lines.json" 2>/dev/null | sed 's/^/e2e\t/' >>"$S/bench_lines.tsv"
+  grep '^{' "$S/e2e_lines.json" 2>/dev/null | sed 's/^/  /'
+  phase_done e2e "$t" "$([ $e2e_rc -eq 0 ] && echo ok || echo failed)" \
+    "$(grep -c '^{' "$S/e2e_lines.json" 2>/dev/null || echo 0) runs; exit $e2e_rc"
+elif [ "${SY_GPU_CHECK_NO_BENCH:-0}" != 1 ]; then
+  say "e2e: skipped (no $SYB, no $E2E/sotu.tokens from gpu_pack.sh, or no budget left)"
+fi
+
+# ---- 8. the summary ----
 total=$(elapsed "$T_START")
 python3 - "$OUT" "$total" "$BENCH_NOTE" "$ARCHS" "$BUDGET" "$S" <<'EOF'
 import json, os, re, sys

