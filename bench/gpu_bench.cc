@@ -5,21 +5,29 @@
 //   expert_gemm  the routed experts' GEMMs at the Qwen1.5-MoE shape (D 2048, E 60, top-4,
 //                F 1408; gate+up as one [n, D] x [D, 2F] and down [n, F] x [F, D] per expert,
 //                n = the expert's rows of a balanced routing of T tokens) three ways:
-//                  per_expert  one cublasSgemm/GemmEx per expert on one stream (what the cuda
-//                              backend's MoE layer does today),
+//                  per_expert  one cublasGemmEx per expert on one stream (the layer's
+//                              experts before grouped_linear_forward; their backward still),
 //                  grouped     one cublasGemmGroupedBatchedEx per projection,
 //                  dense       one GEMM of the same FLOPs ([T*K, D] x [D, 2F], [T*K, F] x [F, D]),
-//                in fp32 and bf16 (fp32 accumulation), median of repeats; ratio = grouped /
-//                dense TFLOP/s (issue target: >= 0.70 in bf16 on an H100).
+//                in fp32 and bf16 (bf16 operands, fp32 accumulation), median of repeats;
+//                ratio = grouped / dense TFLOP/s (issue target: >= 0.70 in bf16 on an H100).
 //   moe_layer    MoeLayer (linear router, shared expert 5632, dropless) on the "cuda" backend,
-//                fp32, forward and forward + backward (train_experts), T = 4096 and 16384:
-//                tokens/s, and the share of the layer's time outside the GEMMs of the same
-//                FLOPs (1 - dense GEMM time / layer time). The same layer on the "cpu" backend
-//                of this machine (one process, OpenBLAS threads = cores) gives cpu_tokens_s and
-//                the ratio (issue target: >= 100x at 16,384 tokens, forward).
+//                forward and forward + backward (train_experts), T = 4096 and 16384, in both
+//                GEMM precisions: fp32 (make_context("cuda", false)) and bf16
+//                (make_context("cuda", false, GemmPrecision::kBf16): fp32 tensors, every GEMM
+//                CUBLAS_COMPUTE_32F_FAST_16BF). The layer's routed experts run forward as one
+//                grouped call per GEMM (Backend::grouped_linear_forward: gate, up and down, each
+//                one cublasGemmGroupedBatchedEx), backward one GEMM per expert. Reported:
+//                tokens/s, and the share of the layer's time outside the GEMMs of the same FLOPs
+//                in the same precision (1 - dense GEMM time / layer time; the bf16 ceiling
+//                multiplies bf16-stored operands, so it leaves out the layer's fp32-to-bf16
+//                conversion). The same layer on the "cpu" backend of this machine (fp32, one
+//                process, OpenBLAS threads = cores; run once per shape and reused for the bf16
+//                line) gives cpu_tokens_s and the ratio (issue target: >= 100x at 16,384
+//                tokens, forward).
 //
-// Not measured here (say so in the summary): a bf16 MoE layer (the backends are fp32), the
-// default model's router fine-tuning (bench/router_finetune.sh runs it with --backend cuda).
+// Not measured here (say so in the summary): the default model's router fine-tuning
+// (bench/router_finetune.sh runs it with --backend cuda).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -200,9 +208,13 @@ std::vector<int64_t> balanced_rows(int64_t T) {
   return rows;
 }
 
-// Seconds of the routed + shared GEMMs of one forward of T tokens (dense, fp32): the ceiling.
-double expert_gemm_bench(cublasHandle_t h, int64_t T, bool print) {
-  double dense_fwd_s = 0;
+// Seconds of the routed + shared GEMMs of one forward of T tokens (dense): the ceiling, per
+// precision.
+struct Ceiling {
+  double fp32_s = 0, bf16_s = 0;
+};
+Ceiling expert_gemm_bench(cublasHandle_t h, int64_t T, bool print) {
+  Ceiling dense_fwd;
   for (cudaDataType_t type : {CUDA_R_32F, CUDA_R_16BF}) {
     const char* tn = type == CUDA_R_32F ? "fp32" : "bf16";
     if (type == CUDA_R_32F)
@@ -224,13 +236,14 @@ double expert_gemm_bench(cublasHandle_t h, int64_t T, bool print) {
       dense(h, up);
       dense(h, down);
     });
-    if (type == CUDA_R_32F) {
-      // + the shared expert (gate+up [T, D] x [D, 2Fs], down [T, Fs] x [Fs, D]), fp32.
+    {
+      // + the shared expert (gate+up [T, D] x [D, 2Fs], down [T, Fs] x [Fs, D]).
       Grouped su = make_grouped({T}, 2 * kFs, kD, type), sd = make_grouped({T}, kD, kFs, type);
-      dense_fwd_s = td + time_gpu(10, [&] {
-                      dense(h, su);
-                      dense(h, sd);
-                    });
+      const double ts = time_gpu(10, [&] {
+        dense(h, su);
+        dense(h, sd);
+      });
+      (type == CUDA_R_32F ? dense_fwd.fp32_s : dense_fwd.bf16_s) = td + ts;
       free_grouped(&su);
       free_grouped(&sd);
     }
@@ -246,10 +259,11 @@ double expert_gemm_bench(cublasHandle_t h, int64_t T, bool print) {
     free_grouped(&down);
   }
   BK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));
-  return dense_fwd_s;
+  return dense_fwd;
 }
 
-std::unique_ptr<MoeLayer> make_layer(const char* backend, bool train) {
+std::unique_ptr<MoeLayer> make_layer(const char* backend, bool train,
+                                     GemmPrecision precision = GemmPrecision::kFp32) {
   MoeLayerConfig c;
   c.d_model = kD;
   c.ffn_hidden = kF;
@@ -259,7 +273,7 @@ std::unique_ptr<MoeLayer> make_layer(const char* backend, bool train) {
   c.shared_expert_hidden = kFs;
   c.train_experts = train;
   c.router.name = "linear";
-  c.exec = make_context(backend, /*deterministic=*/false);
+  c.exec = make_context(backend, /*deterministic=*/false, precision);
   SY_CHECK(c.exec != nullptr) << backend << ": " << backend_unavailable(backend);
   auto l = MoeLayer::create(c);
   SY_CHECK(l.ok()) << l.status().ToString();
@@ -297,7 +311,7 @@ int run() {
               prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0);
   cublasHandle_t h;
   BK(cublasCreate(&h));
-  std::vector<double> ceiling;
+  std::vector<Ceiling> ceiling;
   for (int64_t T : {4096, 16384}) {
     std::fprintf(stderr, "expert GEMMs, %lld tokens\n", static_cast<long long>(T));
     ceiling.push_back(expert_gemm_bench(h, T, true));
@@ -305,28 +319,34 @@ int run() {
   BK(cublasDestroy(h));
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   for (bool train : {false, true}) {
-    std::unique_ptr<MoeLayer> gpu = make_layer("cuda", train);
+    std::unique_ptr<MoeLayer> gpu32 = make_layer("cuda", train);
+    std::unique_ptr<MoeLayer> gpu16 = make_layer("cuda", train, GemmPrecision::kBf16);
     std::unique_ptr<MoeLayer> cpu = make_layer("cpu", train);
     for (size_t i = 0; i < 2; ++i) {
       const int64_t T = i == 0 ? 4096 : 16384;
       std::fprintf(stderr, "MoE layer %s, %lld tokens\n", train ? "fwd+bwd" : "fwd",
                    static_cast<long long>(T));
-      const double g = layer_seconds(*gpu, T, train, 5);
       const double cs = layer_seconds(*cpu, T, train, 1);
-      const double gemm_s = ceiling[i] * (train ? 3.0 : 1.0);  // backward: 2 GEMMs per forward one
-      std::printf(
-          "{\"bench\":\"moe_layer\",\"dtype\":\"fp32\",\"pass\":\"%s\",\"tokens\":%lld,"
-          "\"gpu_s\":%.5f,\"gpu_tokens_s\":%.0f,\"cpu_s\":%.4f,\"cpu_tokens_s\":%.0f,"
-          "\"cpu_threads\":%u,\"gpu_vs_cpu\":%.1f,\"gemm_ceiling_s\":%.5f,"
-          "\"outside_gemm_share\":%.3f}\n",
-          train ? "forward+backward" : "forward", static_cast<long long>(T), g, T / g, cs, T / cs,
-          cores, cs / g, gemm_s, std::max(0.0, 1.0 - gemm_s / g));
-      std::fflush(stdout);
+      for (GemmPrecision p : {GemmPrecision::kFp32, GemmPrecision::kBf16}) {
+        const bool bf16 = p == GemmPrecision::kBf16;
+        const double g = layer_seconds(bf16 ? *gpu16 : *gpu32, T, train, 5);
+        // backward: 2 GEMMs per forward one
+        const double gemm_s = (bf16 ? ceiling[i].bf16_s : ceiling[i].fp32_s) * (train ? 3.0 : 1.0);
+        std::printf(
+            "{\"bench\":\"moe_layer\",\"dtype\":\"%s\",\"pass\":\"%s\",\"tokens\":%lld,"
+            "\"gpu_s\":%.5f,\"gpu_tokens_s\":%.0f,\"cpu_dtype\":\"fp32\",\"cpu_s\":%.4f,"
+            "\"cpu_tokens_s\":%.0f,\"cpu_threads\":%u,\"gpu_vs_cpu\":%.1f,"
+            "\"gemm_ceiling_s\":%.5f,\"outside_gemm_share\":%.3f}\n",
+            gemm_precision_name(p), train ? "forward+backward" : "forward",
+            static_cast<long long>(T), g, T / g, cs, T / cs, cores, cs / g, gemm_s,
+            std::max(0.0, 1.0 - gemm_s / g));
+        std::fflush(stdout);
+      }
     }
   }
   std::printf(
-      "{\"bench\":\"not_measured\",\"what\":\"bf16 MoE layer (the backends are fp32); "
-      "router fine-tuning tokens/s (bench/router_finetune.sh with --backend cuda)\"}\n");
+      "{\"bench\":\"not_measured\",\"what\":\"router fine-tuning tokens/s "
+      "(bench/router_finetune.sh with --backend cuda)\"}\n");
   return 0;
 }
 

@@ -26,6 +26,8 @@ const std::map<std::string, std::string>& covered_ops() {  // op -> test
       {"Gemm", "gemm"},
       {"Linear", "linear_forward linear_backward"},
       {"LinearQuantized", "linear_forward_quantized dequantize_rows"},
+      {"GroupedLinear", "grouped_linear_forward"},
+      {"GemmBf16", "supports_bf16"},
       {"Softmax", "softmax_rows logsumexp_rows softmax_backward_rows"},
       {"TopK", "topk_rows"},
       {"Activations",

@@ -47,6 +47,8 @@
 // the harness is backend_conformance.h.
 #include "tests/runtime/backend_conformance.h"
 
+#include <cstdio>
+
 #include "runtime/core/tensor.h"
 
 namespace sy {
@@ -307,6 +309,272 @@ TEST_P(BackendConformance, LinearQuantized) {
       }
     }
   }
+}
+
+// ---- grouped linear (the experts' forward) -----------------------------------------------------
+
+// Group e of row_offsets (host, [E+1]): rows [off[e] - off[0], off[e+1] - off[0]) of x [R, I]
+// times W_e^T (W_e = W + e*O*I, [O, I]) into the same rows of y; y has `tail` more floats after
+// its R rows, which must stay `tail_value`.
+Ref grouped_ref(const std::vector<float>& x, const std::vector<float>& W,
+                const std::vector<int32_t>& off, int64_t I, int64_t O, int64_t tail,
+                float tail_value) {
+  Ref ref;
+  const int64_t E = static_cast<int64_t>(off.size()) - 1;
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t r = off[e] - off[0]; r < off[e + 1] - off[0]; ++r)
+      for (int64_t o = 0; o < O; ++o) {
+        double s = 0.0, mag = 0.0;
+        for (int64_t i = 0; i < I; ++i) {
+          const double p = static_cast<double>(x[r * I + i]) * W[(e * O + o) * I + i];
+          s += p;
+          mag += std::fabs(p);
+        }
+        ref.add(s, sum_tol(I, mag));
+      }
+  for (int64_t i = 0; i < tail; ++i) ref.add(tail_value, 0.0);
+  return ref;
+}
+
+struct GroupedCase {
+  std::vector<int32_t> off;  // row offsets, [E+1]
+  int64_t I, O;
+};
+// A first offset that is not 0 with empty groups between non-empty ones and a one-row group;
+// E = 1; one row in all; a K spanning more than one tile; every group empty; E = 0. No size is
+// a multiple of 8.
+const GroupedCase kGroupedCases[] = {
+    {{3, 7, 7, 7, 8, 17}, 13, 11},           {{0, 6}, 20, 9},         {{2, 2, 3, 3}, 5, 7},
+    {{0, 9, 9, 30, 31, 31, 45, 52}, 70, 37}, {{5, 5, 5, 5, 5}, 6, 4}, {{0}, 6, 4},
+};
+
+std::string grouped_name(const GroupedCase& k) {
+  std::string s = "grouped_linear_forward off={";
+  for (size_t i = 0; i < k.off.size(); ++i) s += (i ? "," : "") + std::to_string(k.off[i]);
+  return s + "} I=" + std::to_string(k.I) + " O=" + std::to_string(k.O);
+}
+
+// The one call against the exact reference (fp32 summation bound) and against one
+// linear_forward per non-empty group on the same backend: bitwise in a deterministic context
+// (the seam's promise) and on the backends that run the seam's default loop (cpu, devsim);
+// within twice the bound elsewhere (cuda: one cublasGemmGroupedBatchedEx).
+TEST_P(BackendConformance, GroupedLinear) {
+  const bool default_loop = GetParam() == "cpu" || GetParam() == "devsim";
+  constexpr float kTail = 7.5f;
+  for (bool det : {false, true}) {
+    SCOPED_TRACE(mode_name(det));
+    const ExecContext& c = ctx(det);
+    uint64_t seed = 1400;
+    for (const GroupedCase& k : kGroupedCases) {
+      const std::string what = grouped_name(k);
+      const int64_t E = static_cast<int64_t>(k.off.size()) - 1, R = k.off.back() - k.off[0];
+      const std::vector<float> x = randn(R * k.I, 1.0, ++seed);
+      const std::vector<float> W = randn(E * k.O * k.I, 0.3, ++seed);
+      std::vector<float> y0 = nans(R * k.O);
+      y0.resize(static_cast<size_t>((R + 1) * k.O), kTail);  // one row past the end: untouched
+      Buffer xb = up(x), Wb = up(W), y = up(y0), y_loop = up(y0);
+      ops::grouped_linear_forward(c, xb.as<float>(), Wb.as<float>(), y.as<float>(), k.off.data(), E,
+                                  k.I, k.O);
+      for (int64_t e = 0; e < E; ++e) {
+        const int64_t o = k.off[e] - k.off[0], n = k.off[e + 1] - k.off[e];
+        if (n > 0)
+          ops::linear_forward(c, xb.as<float>() + o * k.I, Wb.as<float>() + e * k.O * k.I,
+                              y_loop.as<float>() + o * k.O, n, k.I, k.O);
+      }
+      const Ref ref = grouped_ref(x, W, k.off, k.I, k.O, k.O, kTail);
+      const std::vector<float> got = down<float>(y), loop = down<float>(y_loop);
+      expect_close(got, ref, what);
+      if (det || default_loop) {
+        expect_bitwise(got, loop, what + " vs one linear_forward per group");
+      } else {
+        Ref near_loop;
+        for (size_t i = 0; i < loop.size(); ++i) near_loop.add(loop[i], 2.0 * ref.tol[i]);
+        expect_close(got, near_loop, what + " vs one linear_forward per group");
+      }
+    }
+  }
+}
+
+// ---- bf16 GEMMs (GemmPrecision::kBf16) ---------------------------------------------------------
+
+// f rounded to the nearest bf16 (ties to even), as a float.
+float bf16_round(float f) {
+  if (std::isnan(f)) return f;
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+std::vector<float> bf16_round(std::vector<float> v) {
+  for (float& x : v) x = bf16_round(x);
+  return v;
+}
+// n values j/64 with j an integer in [-127, 127]: exact in bf16 (8 significant bits), and every
+// sum of up to ~1000 of their products is exact in fp32.
+std::vector<float> bf16_exact(int64_t n, uint64_t seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  const std::vector<int32_t> j = randint(n, -127, 128, seed);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(j[i]) / 64.0f;
+  return v;
+}
+// A sum_tol(K, mag) bound widened by 2^-5 mag: room for cuBLAS's down-conversion of general
+// operands being other than round-to-nearest bf16 (CUBLAS_COMPUTE_32F_FAST_16BF "allows
+// down-converting inputs to bfloat16 or TF32"; truncation would be within 6 * 2^-8 per
+// product). Still far below the error of a wrong element, ~sqrt(K) of a typical product.
+Ref widen_for_bf16(Ref r, int64_t K) {
+  for (double& t : r.tol) t += std::max(0.0, (t - kTiny) / ((K + 2) * kU)) / 32.0;
+  return r;
+}
+
+// Where the backend has them (else: make_context refuses kBf16, and the case skips): the fast
+// (not deterministic) kBf16 context's gemm, linear_forward, linear_backward and
+// grouped_linear_forward (1) on bf16-exact operands, against the exact result within the fp32
+// summation bound: the operands' rounding is then exact, so this checks fp32 accumulation;
+// (2) on general operands, against the result of their bf16-rounded values (see
+// widen_for_bf16); (3) a deterministic kBf16 context computes fp32: bitwise the deterministic
+// fp32 context's results.
+TEST_P(BackendConformance, GemmBf16) {
+  const ExecContext* fast = make_context(GetParam(), false, GemmPrecision::kBf16);
+  if (!backend()->supports_bf16()) {
+    EXPECT_EQ(fast, nullptr) << "make_context gave a kBf16 context of a backend without bf16";
+    EXPECT_EQ(make_context(GetParam(), true, GemmPrecision::kBf16), nullptr);
+    GTEST_SKIP() << GetParam()
+                 << ": no bf16 GEMMs (supports_bf16() is false; make_context refuses kBf16)";
+  }
+  ASSERT_NE(fast, nullptr);
+  const ExecContext* det = make_context(GetParam(), true, GemmPrecision::kBf16);
+  ASSERT_NE(det, nullptr);
+  EXPECT_EQ(fast->precision, GemmPrecision::kBf16);
+  EXPECT_FALSE(fast->deterministic);
+  EXPECT_TRUE(det->deterministic);
+  EXPECT_NE(fast, &ctx(false));
+  const ExecContext& c = *fast;
+
+  struct Case {
+    bool ta, tb;
+    int64_t M, N, K, pad;
+    float alpha, beta;
+  };
+  const Case cases[] = {
+      {false, false, 13, 11, 17, 0, 1.0f, 0.0f}, {false, true, 13, 11, 17, 0, 0.75f, 0.5f},
+      {true, false, 13, 11, 17, 3, 1.0f, 1.0f},  {true, true, 9, 21, 33, 2, -1.25f, 0.0f},
+      {false, true, 1, 7, 5, 0, 1.0f, 0.0f},     {false, false, 6, 5, 70, 1, 0.5f, -1.0f},
+  };
+  for (bool exact : {true, false}) {
+    SCOPED_TRACE(exact ? "bf16-exact operands" : "general operands");
+    const auto data = [&](int64_t n, double scale, uint64_t seed) {
+      return exact ? bf16_exact(n, seed) : randn(n, scale, seed);
+    };
+    // The reference sees the operands as the bf16 GEMM should: rounded (a no-op when exact).
+    const auto check = [&](const std::vector<float>& got, const Ref& ref, int64_t K,
+                           const std::string& what) {
+      expect_close(got, exact ? ref : widen_for_bf16(ref, K), what);
+    };
+    uint64_t seed = 1500;
+    for (const Case& k : cases) {
+      const std::string what = std::string("bf16 gemm ") + (k.ta ? "T" : "N") + (k.tb ? "T" : "N") +
+                               " M=" + std::to_string(k.M) + " N=" + std::to_string(k.N) +
+                               " K=" + std::to_string(k.K);
+      const int64_t lda = (k.ta ? k.M : k.K) + k.pad, ldb = (k.tb ? k.K : k.N) + k.pad;
+      const int64_t ldc = k.N + k.pad;
+      const std::vector<float> A = data((k.ta ? k.K : k.M) * lda, 1.0, ++seed);
+      const std::vector<float> B = data((k.tb ? k.N : k.K) * ldb, 1.0, ++seed);
+      const std::vector<float> C0 = k.beta == 0.0f ? nans(k.M * ldc) : data(k.M * ldc, 1.0, ++seed);
+      const std::vector<float> Ar = bf16_round(A), Br = bf16_round(B);
+      Buffer a = up(A), b = up(B), cbuf = up(C0);
+      ops::gemm(c, k.ta, k.tb, k.M, k.N, k.K, k.alpha, a.as<float>(), lda, b.as<float>(), ldb,
+                k.beta, cbuf.as<float>(), ldc);
+      const auto ea = [&](int64_t i, int64_t kk) { return Ar[k.ta ? kk * lda + i : i * lda + kk]; };
+      const auto eb = [&](int64_t kk, int64_t j) { return Br[k.tb ? j * ldb + kk : kk * ldb + j]; };
+      check(down<float>(cbuf), matmul_ref(k.M, k.N, k.K, ea, eb, k.alpha, k.beta, C0, ldc), k.K,
+            what);
+    }
+
+    const int64_t T = 13, I = 29, O = 23;
+    const std::vector<float> x = data(T * I, 1.0, 1600), W = data(O * I, 0.3, 1601);
+    const std::vector<float> dy = data(T * O, 1.0, 1602), dW0 = data(O * I, 1.0, 1603);
+    const std::vector<float> xr = bf16_round(x), Wr = bf16_round(W), dyr = bf16_round(dy);
+    Buffer xb = up(x), Wb = up(W), dyb = up(dy), y = up(nans(T * O));
+    ops::linear_forward(c, xb.as<float>(), Wb.as<float>(), y.as<float>(), T, I, O);
+    check(down<float>(y),
+          matmul_ref(
+              T, O, I, [&](int64_t t, int64_t i) { return xr[t * I + i]; },
+              [&](int64_t i, int64_t o) { return Wr[o * I + i]; }, 1.0, 0.0, nans(T * O), O),
+          I, "bf16 linear_forward");
+    if (!exact) {
+      // Not asserted (cuBLAS may pick any conversion it allows, fp32 included): how many
+      // outputs fall outside the fp32 bound of the unrounded operands, i.e. whether the fast
+      // mode took effect.
+      const std::vector<float> got = down<float>(y);
+      const Ref fp32 = matmul_ref(
+          T, O, I, [&](int64_t t, int64_t i) { return x[t * I + i]; },
+          [&](int64_t i, int64_t o) { return W[o * I + i]; }, 1.0, 0.0, nans(T * O), O);
+      int64_t outside = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        outside += std::fabs(got[i] - fp32.v[i]) > fp32.tol[i];
+      RecordProperty("bf16_outside_fp32_bound", static_cast<int>(outside));
+      std::printf(
+          "[   NOTE   ] %s bf16 linear_forward: %lld of %zu outputs outside the fp32 bound\n",
+          GetParam().c_str(), static_cast<long long>(outside), got.size());
+    }
+    Buffer dW = up(dW0), dx = up(nans(T * I));
+    ops::linear_backward(c, xb.as<float>(), Wb.as<float>(), dyb.as<float>(), dW.as<float>(),
+                         dx.as<float>(), T, I, O, false);
+    check(down<float>(dW),
+          matmul_ref(
+              O, I, T, [&](int64_t o, int64_t t) { return dyr[t * O + o]; },
+              [&](int64_t t, int64_t i) { return xr[t * I + i]; }, 1.0, 1.0, dW0, I),
+          T, "bf16 linear_backward dW");
+    check(down<float>(dx),
+          matmul_ref(
+              T, I, O, [&](int64_t t, int64_t o) { return dyr[t * O + o]; },
+              [&](int64_t o, int64_t i) { return Wr[o * I + i]; }, 1.0, 0.0, nans(T * I), I),
+          O, "bf16 linear_backward dx");
+
+    for (const GroupedCase& k : kGroupedCases) {
+      const int64_t E = static_cast<int64_t>(k.off.size()) - 1, R = k.off.back() - k.off[0];
+      const std::vector<float> gx = data(R * k.I, 1.0, ++seed),
+                               gW = data(E * k.O * k.I, 0.3, ++seed);
+      std::vector<float> y0 = nans(R * k.O);
+      y0.resize(static_cast<size_t>((R + 1) * k.O), 7.5f);
+      Buffer gxb = up(gx), gWb = up(gW), gy = up(y0);
+      ops::grouped_linear_forward(c, gxb.as<float>(), gWb.as<float>(), gy.as<float>(), k.off.data(),
+                                  E, k.I, k.O);
+      check(down<float>(gy),
+            grouped_ref(bf16_round(gx), bf16_round(gW), k.off, k.I, k.O, k.O, 7.5f), k.I,
+            "bf16 " + grouped_name(k));
+    }
+  }
+
+  // (3) The deterministic kBf16 context is the deterministic fp32 one, bit for bit.
+  const ExecContext& det32 = ctx(true);
+  const int64_t T = 19, I = 37, O = 23;
+  const std::vector<float> x = randn(T * I, 1.0, 1700), W = randn(O * I, 0.3, 1701);
+  const std::vector<float> dy = randn(T * O, 1.0, 1702), dW0 = randn(O * I, 1.0, 1703);
+  Buffer xb = up(x), Wb = up(W), dyb = up(dy);
+  std::vector<float> outs[2];
+  int i = 0;
+  for (const ExecContext* dc : {det, &det32}) {
+    Buffer y = up(nans(T * O)), dW = up(dW0), dx = up(nans(T * I)), gy = up(nans(T * O));
+    ops::gemm(*dc, false, true, T, O, I, 1.0f, xb.as<float>(), I, Wb.as<float>(), I, 0.0f,
+              y.as<float>(), O);
+    ops::linear_backward(*dc, xb.as<float>(), Wb.as<float>(), dyb.as<float>(), dW.as<float>(),
+                         dx.as<float>(), T, I, O, false);
+    const std::vector<int32_t> off = {0, 7, 7, 19};
+    const std::vector<float> W3 = randn(3 * O * I, 0.3, 1704);
+    Buffer W3b = up(W3);
+    ops::grouped_linear_forward(*dc, xb.as<float>(), W3b.as<float>(), gy.as<float>(), off.data(), 3,
+                                I, O);
+    for (const Buffer* b : {&y, &dW, &dx, &gy}) {
+      const std::vector<float> h = down<float>(*b);
+      outs[i].insert(outs[i].end(), h.begin(), h.end());
+    }
+    ++i;
+  }
+  expect_bitwise(outs[0], outs[1],
+                 "deterministic kBf16 context vs deterministic fp32 context (gemm NT, "
+                 "linear_backward dW and dx, grouped_linear_forward)");
 }
 
 // The deterministic context's promise: a token row's bits do not depend on the rest of its
@@ -947,6 +1215,24 @@ TEST_P(BackendConformance, CrossEntropy) {
 std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
   return info.param;
 }
+// GemmPrecision on the CPU: fp32 only, so make_context refuses kBf16 (either determinism), and
+// the names round-trip.
+TEST(BackendPrecision, CpuRefusesBf16) {
+  EXPECT_FALSE(find_backend("cpu")->supports_bf16());
+  EXPECT_EQ(make_context("cpu", false, GemmPrecision::kBf16), nullptr);
+  EXPECT_EQ(make_context("cpu", true, GemmPrecision::kBf16), nullptr);
+  const ExecContext* c = make_context("cpu", false, GemmPrecision::kFp32);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->precision, GemmPrecision::kFp32);
+  EXPECT_EQ(c, make_context("cpu", false));
+  for (GemmPrecision p : {GemmPrecision::kFp32, GemmPrecision::kBf16}) {
+    auto parsed = parse_gemm_precision(gemm_precision_name(p));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_TRUE(parsed.value() == p) << gemm_precision_name(p);
+  }
+  EXPECT_FALSE(parse_gemm_precision("fp16").ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(AllBackends, BackendConformance, ::testing::ValuesIn(backend_names()),
                          param_name);
 

@@ -66,6 +66,7 @@ class CudaBackend final : public Backend {
   const char* name() const override { return "cuda"; }
   Device device() const override { return Device{DeviceKind::kCuda, device_ < 0 ? 0 : device_}; }
   std::string unavailable_reason() const override { return unavailable_; }
+  bool supports_bf16() const override { return true; }  // CUBLAS_COMPUTE_32F_FAST_16BF (gemm.cu)
 
   // ---- Memory ----
   void* alloc(int64_t bytes) override;
@@ -88,6 +89,9 @@ class CudaBackend final : public Backend {
   void linear_backward(const ExecContext& c, const float* x_TI, const float* W_OI,
                        const float* dy_TO, float* dW_OI, float* dx_TI, int64_t T, int64_t I,
                        int64_t O, bool accumulate_dx) override;
+  void grouped_linear_forward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                              float* y_RO, const int32_t* row_offsets_E1, int64_t E, int64_t I,
+                              int64_t O) override;
   void linear_forward_quantized(const ExecContext& c, const float* x_TI, const QuantizedMatrix& q,
                                 float* y_TO, int64_t T, float beta) override;
   void dequantize_rows(const ExecContext& c, const QuantizedMatrix& q, int64_t row0, int64_t rows,
@@ -205,6 +209,16 @@ class CudaBackend final : public Backend {
   int device_ = -1;
   std::string unavailable_;
   std::mutex mu_;
+  // grouped_linear_forward (gemm.cu): the host arguments of cublasGemmGroupedBatchedEx, kept
+  // and grown (under mu_), and whether cuBLAS refused it, per compute type ([0] fp32, [1] bf16).
+  struct GroupedGemmArgs {
+    std::vector<cublasOperation_t> ta, tb;
+    std::vector<int> m, n, k, lda, ldb, ldc, size;
+    std::vector<float> alpha, beta;
+    std::vector<void*> ptrs;  // every group's A, then B, then C: copied to the device
+  };
+  GroupedGemmArgs grouped_;
+  bool grouped_refused_[2] = {false, false};
   cublasHandle_t blas_ = nullptr;
   double* small_ = nullptr;
   std::map<uint64_t, std::pair<void*, void*>> quant_;  // uid -> (data, scales) on the device
