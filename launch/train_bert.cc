@@ -108,7 +108,8 @@ class BertTrainRun {
     opt.capacity_factor = c_.capacity_factor();
     opt.seed = c_.seed();
     opt.balance_rate = c_.balance_rate();
-    SY_ASSIGN_OR_RETURN(opt.exec, backend_context(c_.backend(), c_.deterministic(), c_.precision()));
+    SY_ASSIGN_OR_RETURN(opt.exec,
+                        backend_context(c_.backend(), c_.deterministic(), c_.precision()));
     SY_ASSIGN_OR_RETURN(model_, load_model(*ck_, opt, &comm_));
     if (replace_router_) SY_RETURN_IF_ERROR(WarmStartRouters(ck_router));
     const int64_t V = model_->vocab_size();
