@@ -29,10 +29,10 @@ CapacityPipelineShape capacity_pipeline_shape(int64_t T, int64_t E, int64_t K,
 struct CapacityPacked {
   static constexpr int64_t kBad = 0, kBadId = 1, kTokens = 2, kCapacity = 3, kHeader = 4;
   int64_t E = 0, A = 0;
-  int64_t offsets() const { return kHeader; }
-  int64_t routed() const { return kHeader + E + 1; }
-  int64_t words() const { return kHeader + 2 * E + 1; }
-  int64_t bytes() const { return words() * 4 + A; }  // kept_A at byte words()*4
+  SY_HD int64_t offsets() const { return kHeader; }
+  SY_HD int64_t routed() const { return kHeader + E + 1; }
+  SY_HD int64_t words() const { return kHeader + 2 * E + 1; }
+  SY_HD int64_t bytes() const { return words() * 4 + A; }  // kept_A at byte words()*4
 };
 SY_HD inline int32_t capacity_bad_code(int64_t a) {
   return static_cast<int32_t>(INT32_MAX - a);  // a < A <= INT_MAX: >= 1; the smallest a wins

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend/backend.h"
+#include "runtime/backend/ops.h"
 #include "runtime/kernels/capacity.h"
 #include "runtime/kernels/capacity_math.h"
 
@@ -38,14 +40,54 @@ struct Case {
   }
 };
 
-// Compares every field; returns the number of (expected) errors, both sides having failed.
-void ExpectSamePlan(const Case& c, int* errors) {
-  CapacityPlan want, got;
+// Device copies of a case's inputs (freed with it).
+struct Uploaded {
+  Backend* b;
+  void* ids = nullptr;
+  void* probs = nullptr;
+  void* mask = nullptr;
+  template <typename T>
+  void* up(const std::vector<T>& v) {
+    if (v.empty()) return nullptr;
+    void* p = b->alloc(static_cast<int64_t>(v.size() * sizeof(T)));
+    b->copy_from_host(p, v.data(), static_cast<int64_t>(v.size() * sizeof(T)));
+    return p;
+  }
+  Uploaded(Backend* backend, const Case& c) : b(backend) {
+    ids = up(c.ids);
+    if (c.with_probs) probs = up(c.probs);
+    if (c.with_mask) mask = up(c.mask);
+  }
+  ~Uploaded() {
+    b->free(ids);
+    b->free(probs);
+    b->free(mask);
+  }
+};
+
+// Compares every field of plan_capacity_into's plan with the pipeline's: the host reference,
+// or with `device` the backend's capacity_plan on device copies of the inputs. Counts in *errors
+// the cases both refused (same code, same message).
+void ExpectSamePlan(const Case& c, int* errors, const ExecContext* device = nullptr) {
+  CapacityPlan want;
+  CapacityPlan got = device ? CapacityPlan(device->backend) : CapacityPlan();
   const float* probs = c.with_probs ? c.probs.data() : nullptr;
   const uint8_t* mask = c.with_mask ? c.mask.data() : nullptr;
   const Status sw = plan_capacity_into(c.ids.data(), probs, c.T, c.E, c.K, 16, c.cfg, mask, &want);
-  const Status sg =
-      plan_capacity_pipeline(c.ids.data(), probs, c.T, c.E, c.K, 16, c.cfg, mask, &got);
+  Status sg;
+  if (device) {
+    const Uploaded d(device->backend, c);
+    // A reused plan's stale rows must not leak through.
+    got.order_A.assign(5, 77);
+    got.row_of_TK.assign(3, 77);
+    // A case with tokens and a null device pointer would be a different case: keep null where
+    // the host input is empty (T = 0) or absent.
+    sg = ops::capacity_plan(*device, static_cast<const int32_t*>(d.ids),
+                            static_cast<const float*>(d.probs), c.T, c.E, c.K, 16, c.cfg,
+                            static_cast<const uint8_t*>(d.mask), &got);
+  } else {
+    sg = plan_capacity_pipeline(c.ids.data(), probs, c.T, c.E, c.K, 16, c.cfg, mask, &got);
+  }
   ASSERT_EQ(sw.ok(), sg.ok()) << c.describe() << ": " << sw.ToString() << " vs " << sg.ToString();
   if (!sw.ok()) {
     EXPECT_EQ(sw.code(), sg.code()) << c.describe();
@@ -193,6 +235,28 @@ TEST(CapacityPipeline, MatchesThePlanOnRandomCases) {
       "[capacity pipeline] %d cases: %d refused alike, %d with drops, %d expert choice "
       "with offers declined\n",
       kCases, errors, dropping, choice);
+}
+
+// The same random cases through the CUDA backend's capacity_plan (the pipeline on the device),
+// where one is visible; skipped elsewhere.
+TEST(CapacityPipeline, DevicePlanMatchesOnRandomCases) {
+  const ExecContext* device = make_context("cuda", false);
+  if (device == nullptr)
+    GTEST_SKIP() << "no cuda device: "
+                 << (backend_unavailable("cuda").empty() ? std::string("not built with CUDA")
+                                                         : backend_unavailable("cuda"));
+  std::mt19937_64 rng(20240514);
+  const int kCases = 1500;
+  int errors = 0;
+  for (int i = 0; i < kCases; ++i) {
+    const Case c = RandomCase(rng, i);
+    ExpectSamePlan(c, &errors, device);
+    if (::testing::Test::HasFailure()) {
+      ADD_FAILURE() << "first failing case #" << i << ": " << c.describe();
+      return;
+    }
+  }
+  EXPECT_GT(errors, 5);
 }
 
 // The tie rules spelled out: NaN ranks with -inf (lowest), -0 with +0, then the earlier token.
