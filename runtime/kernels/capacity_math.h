@@ -111,16 +111,14 @@ SY_HD inline int64_t capacity_lower_bound(const V* v, int64_t n, V x) {
 // What every step needs (small: kernels take it by value).
 struct CapacityPipelineShape {
   int64_t T = 0, E = 0, K = 0;
-  int64_t A = 0;           // T*K
-  int64_t G = 1;           // tokens per group
-  int64_t num_groups = 0;  // ceil(T / G)
-  double factor = 0.0;     // capacity factor (expert choice: 1 when dropless)
-  bool dropless = false;   // keep everything routed: no ranking, no sort A
-  bool by_probs = false;   // sort A ranks by probability first (kProbs with drops possible)
-  int64_t slots = 0;       // slots per token in the capacity formula: K, or choice_k
-  uint64_t segment_end = 0;
-
-  SY_HD int64_t group_of(int64_t a) const { return a / K / G; }
+  int64_t A = 0;             // T*K
+  int64_t G = 1;             // tokens per group
+  int64_t num_groups = 0;    // ceil(T / G)
+  double factor = 0.0;       // capacity factor (expert choice: 1 when dropless)
+  bool dropless = false;     // keep everything routed: no ranking, no sort A
+  bool by_probs = false;     // sort A ranks by probability first (kProbs with drops possible)
+  int64_t slots = 0;         // slots per token in the capacity formula: K, or choice_k
+  uint64_t segment_end = 0;  // capacity_segment_end(E, num_groups)
 };
 
 // Step 1 for assignment a. Writes segment_A[a] (sentinel when masked or invalid), rank_A[a]
@@ -159,7 +157,7 @@ SY_HD inline void capacity_rank_step(const CapacityPipelineShape& s, int64_t i,
                                      const uint64_t* segment_S, const int32_t* index_S,
                                      const int32_t* capacity_G, uint32_t* final_A) {
   const uint64_t seg = segment_S[i];
-  if (seg >= s.segment_end) return;  // masked: already not an assignment
+  if (seg >= s.segment_end) return;  // masked or invalid: already not an assignment
   const int64_t rank = i - capacity_lower_bound(segment_S, i, seg);
   const int64_t g = static_cast<int64_t>(seg % static_cast<uint64_t>(s.num_groups));
   if (rank >= capacity_G[g]) final_A[index_S[i]] = static_cast<uint32_t>(s.E);
