@@ -6,6 +6,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "runtime/kernels/capacity_math.h"
+
 namespace sy {
 
 const char* drop_policy_name(DropPolicy p) {
@@ -44,14 +46,38 @@ Status check_capacity_sizes(int64_t T, int64_t E, int64_t K, int64_t D) {
 }
 
 int64_t expert_capacity(const CapacityConfig& cfg, int64_t tokens, int64_t E, int64_t K) {
-  if (cfg.dropless()) return tokens * K;
-  // tokens*K <= INT_MAX, so the double product is exact before the ceil; clamp for huge factors.
-  // An infinite factor times no tokens is NaN: the comparison sends it to the clamp too (0), as
-  // converting NaN to an integer is undefined.
-  const int64_t limit = tokens * K;
-  const double c =
-      std::ceil(cfg.capacity_factor * static_cast<double>(limit) / static_cast<double>(E));
-  return c < static_cast<double>(limit) ? static_cast<int64_t>(c) : limit;
+  return capacity_for_tokens(cfg.capacity_factor, cfg.dropless(), tokens, E, K);
+}
+
+Status capacity_plan_config(const int32_t* topk_ids_TK, const float* rank_probs_TK, int64_t T,
+                            int64_t E, int64_t K, int64_t D, const CapacityConfig& given,
+                            CapacityConfig* cfg) {
+  // Expert choice is this plan with every token offered to every expert and the drop rule as
+  // the experts' choice (capacity.h, choice_k).
+  *cfg = given;
+  if (given.choice_k > 0) {
+    if (K != E)
+      return InvalidArgument("capacity plan: expert choice needs every expert offered (K " +
+                             std::to_string(K) + " != E " + std::to_string(E) + ")");
+    if (given.choice_k > E)
+      return InvalidArgument("capacity plan: expert choice top_k " +
+                             std::to_string(given.choice_k) + " > E " + std::to_string(E));
+    cfg->policy = DropPolicy::kProbs;
+    if (cfg->dropless()) cfg->capacity_factor = 1.0;
+  }
+  SY_RETURN_IF_ERROR(check_capacity_sizes(T, E, K, D));
+  if (T > 0 && topk_ids_TK == nullptr) return InvalidArgument("capacity plan: topk_ids is null");
+  if (T > 0 && cfg->policy == DropPolicy::kProbs && !cfg->dropless() && rank_probs_TK == nullptr)
+    return InvalidArgument("capacity plan: drop policy 'probs' needs the ranking probabilities");
+  if (cfg->group_tokens < 0) return InvalidArgument("capacity plan: group_tokens must be >= 0");
+  return Status::Ok();
+}
+
+Status capacity_id_error(int64_t t, int64_t k, int32_t e, int64_t E) {
+  std::ostringstream m;
+  m << "capacity plan: token " << t << " slot " << k << " routed to expert " << e
+    << ", outside [0, " << E << ")";
+  return InvalidArgument(m.str());
 }
 
 namespace {
@@ -86,24 +112,9 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
                           int64_t E, int64_t K, int64_t D, const CapacityConfig& given,
                           const uint8_t* mask_T, CapacityPlan* plan) {
   SY_CHECK(plan != nullptr);
-  // Expert choice is this plan with every token offered to every expert and the drop rule as
-  // the experts' choice (capacity.h, choice_k).
-  const bool choice = given.choice_k > 0;
-  CapacityConfig cfg = given;
-  if (choice) {
-    if (K != E)
-      return InvalidArgument("capacity plan: expert choice needs every expert offered (K " +
-                             std::to_string(K) + " != E " + std::to_string(E) + ")");
-    if (given.choice_k > E)
-      return InvalidArgument("capacity plan: expert choice top_k " +
-                             std::to_string(given.choice_k) + " > E " + std::to_string(E));
-    cfg.policy = DropPolicy::kProbs;
-    if (cfg.dropless()) cfg.capacity_factor = 1.0;
-  }
-  SY_RETURN_IF_ERROR(check_capacity_sizes(T, E, K, D));
-  if (T > 0 && topk_ids_TK == nullptr) return InvalidArgument("capacity plan: topk_ids is null");
-  if (T > 0 && cfg.policy == DropPolicy::kProbs && !cfg.dropless() && rank_probs_TK == nullptr)
-    return InvalidArgument("capacity plan: drop policy 'probs' needs the ranking probabilities");
+  CapacityConfig cfg;
+  SY_RETURN_IF_ERROR(capacity_plan_config(topk_ids_TK, rank_probs_TK, T, E, K, D, given, &cfg));
+  const bool choice = cfg.choice_k > 0;
   const int64_t TK = T * K;
   CapacityPlan& p = *plan;
   p.T = T;
@@ -117,10 +128,7 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
   p.dropped_E.assign(static_cast<size_t>(E), 0);
   p.offsets_E1.assign(static_cast<size_t>(E + 1), 0);
 
-  if (cfg.group_tokens < 0) return InvalidArgument("capacity plan: group_tokens must be >= 0");
-  const int64_t G = cfg.group_tokens > 0
-                        ? std::min<int64_t>(cfg.group_tokens, std::max<int64_t>(T, 1))
-                        : std::max<int64_t>(T, 1);
+  const int64_t G = capacity_group_size(cfg.group_tokens, T);
   const int64_t num_groups = (T + G - 1) / G;
 
   // Pass 1: count routed assignments per expert (unmasked tokens only), unmasked tokens per
@@ -132,12 +140,7 @@ Status plan_capacity_into(const int32_t* topk_ids_TK, const float* rank_probs_TK
     ++cap_g[static_cast<size_t>(t / G)];
     for (int64_t k = 0; k < K; ++k) {
       const int32_t e = topk_ids_TK[t * K + k];
-      if (e < 0 || e >= E) {
-        std::ostringstream m;
-        m << "capacity plan: token " << t << " slot " << k << " routed to expert " << e
-          << ", outside [0, " << E << ")";
-        return InvalidArgument(m.str());
-      }
+      if (e < 0 || e >= E) return capacity_id_error(t, k, e, E);
       ++p.routed_E[static_cast<size_t>(e)];
     }
   }

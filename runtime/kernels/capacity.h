@@ -101,6 +101,18 @@ Status check_capacity_sizes(int64_t T, int64_t E, int64_t K, int64_t D);
 // The capacity C for `tokens` unmasked tokens (dropless: tokens * K).
 int64_t expert_capacity(const CapacityConfig& cfg, int64_t tokens, int64_t E, int64_t K);
 
+// The checks plan_capacity_into runs before it plans, in its order (expert choice's K == E and
+// choice_k <= E, the sizes, null ids, null probabilities where the drop rule needs them,
+// group_tokens >= 0), and in *cfg the config it plans with (expert choice: kProbs, factor 1 when
+// dropless). Shared with the device plans, so they refuse exactly what the CPU refuses.
+Status capacity_plan_config(const int32_t* topk_ids_TK, const float* rank_probs_TK, int64_t T,
+                            int64_t E, int64_t K, int64_t D, const CapacityConfig& given,
+                            CapacityConfig* cfg);
+
+// The InvalidArgument of an out-of-range id e at (token t, slot k): the first one in (token,
+// slot) order among unmasked tokens is the one reported.
+Status capacity_id_error(int64_t t, int64_t k, int32_t e, int64_t E);
+
 // Builds the plan into *plan, reusing its buffers. On error *plan is unspecified (the size
 // checks run first, so an overflow leaves it untouched).
 //   topk_ids_TK:   [T, K] expert ids in [0, E) (checked; an out-of-range id is InvalidArgument)

@@ -1,13 +1,12 @@
 // The host side of the "cuda" backend (cuda_backend.h): registration, the choice of device,
 // device memory and copies, the cuBLAS handle, scalar read-backs, device copies of quantized
-// weights, and the capacity plan (on the host, like devsim: see capacity_plan below).
+// weights. The capacity plan runs on the device: capacity.cu.
 #include "runtime/backend/cuda/cuda_backend.h"
 
 #include <cstdlib>
 #include <memory>
 
 #include "runtime/core/status.h"
-#include "runtime/kernels/capacity.h"
 #include "runtime/kernels/quant.h"
 
 namespace sy {
@@ -52,6 +51,8 @@ CudaBackend::~CudaBackend() {
     cudaFree(p.second);
   }
   if (small_) cudaFree(small_);
+  if (plan_ws_) cudaFree(plan_ws_);
+  if (plan_host_) cudaFreeHost(plan_host_);
   if (blas_) cublasDestroy(blas_);
 }
 
@@ -167,41 +168,6 @@ CudaBackend::DeviceQuant CudaBackend::device_quant(const QuantizedMatrix& q) {
   }
   return {static_cast<const uint8_t*>(it->second.first),
           static_cast<const float*>(it->second.second)};
-}
-
-// ---- the capacity plan -------------------------------------------------------------------------
-// On the host, with the CPU's code (plan_capacity_into), so the drops are bitwise the CPU's:
-// the ids (and ranking probabilities, and mask) come down, the plan's two index arrays go up.
-// The plan's per-expert counts are host values anyway (the dispatcher exchanges them), so the
-// cost is the copy of T*K ids down and 2*T*K indices up per layer call.
-Status CudaBackend::capacity_plan(const ExecContext& c, const int32_t* ids_TK,
-                                  const float* rank_p_TK, int64_t T, int64_t E, int64_t K,
-                                  int64_t D, const CapacityConfig& cfg, const uint8_t* mask_T,
-                                  CapacityPlan* plan) {
-  SY_CHECK(plan->order_A.memory() == this && plan->row_of_TK.memory() == this)
-      << "cuda capacity_plan: the plan's index arrays are in '"
-      << plan->order_A.memory()->memory_name()
-      << "' memory, not cuda memory (make the plan as CapacityPlan(backend))";
-  SY_RETURN_IF_ERROR(check_capacity_sizes(T, E, K, D));
-  synchronize(c);  // the ids were written on the context's stream
-  const size_t A = static_cast<size_t>(T * K);
-  std::vector<int32_t> ids(A);
-  copy_to_host(ids.data(), ids_TK, static_cast<int64_t>(A * sizeof(int32_t)));
-  std::vector<float> rank_p;
-  if (rank_p_TK != nullptr) {
-    rank_p.resize(A);
-    copy_to_host(rank_p.data(), rank_p_TK, static_cast<int64_t>(A * sizeof(float)));
-  }
-  std::vector<uint8_t> mask;
-  if (mask_T != nullptr) {
-    mask.resize(static_cast<size_t>(T));
-    copy_to_host(mask.data(), mask_T, T);
-  }
-  CapacityPlan h;
-  SY_RETURN_IF_ERROR(plan_capacity_into(ids.data(), rank_p_TK ? rank_p.data() : nullptr, T, E, K, D,
-                                        cfg, mask_T ? mask.data() : nullptr, &h));
-  assign_plan(h, plan);
-  return Status::Ok();
 }
 
 namespace {

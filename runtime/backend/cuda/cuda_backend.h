@@ -6,7 +6,8 @@
 //
 // The class is declared here and defined across this folder, one group of ops per file:
 //   cuda_backend.cc   registration, device choice (the local rank), memory, copies, cuBLAS
-//                     GEMMs, quantized linear (dequantize tiles + cuBLAS), the capacity plan
+//                     GEMMs, quantized linear (dequantize tiles + cuBLAS)
+//   capacity.cu       the capacity plan (the pipeline of runtime/kernels/capacity_math.h)
 //   gemm.cu           the row-stable GEMM of deterministic contexts, dequantization
 //   elementwise.cu    activations, SwiGLU, adds, biases, embeddings, axpy, scatter-add
 //   rows.cu           softmax, logsumexp, top-k, norms (per-row math from runtime/kernels/*.h)
@@ -222,6 +223,15 @@ class CudaBackend final : public Backend {
   cublasHandle_t blas_ = nullptr;
   double* small_ = nullptr;
   std::map<uint64_t, std::pair<void*, void*>> quant_;  // uid -> (data, scales) on the device
+  // The capacity plan's (capacity.cu) device workspace and pinned host staging, grown when a
+  // call needs more and reused otherwise; plan_mu_ guards both for the whole (synchronous) call.
+  std::mutex plan_mu_;
+  void* plan_ws_ = nullptr;
+  size_t plan_ws_bytes_ = 0;
+  void* plan_host_ = nullptr;
+  size_t plan_host_bytes_ = 0;
+  void* plan_workspace(size_t bytes);  // at least bytes of device memory (contents not kept)
+  void* plan_staging(size_t bytes);    // at least bytes of pinned host memory
 };
 
 }  // namespace cuda
