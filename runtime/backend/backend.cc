@@ -161,4 +161,19 @@ void Backend::grouped_linear_forward(const ExecContext& c, const float* x_RI, co
   }
 }
 
+void Backend::grouped_linear_backward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                                      const float* dy_RO, float* dW_EOI, float* dx_RI,
+                                      const int32_t* row_offsets_E1, int64_t E, int64_t I,
+                                      int64_t O, bool accumulate_dx) {
+  if (!dW_EOI && !dx_RI) return;
+  const int64_t o0 = row_offsets_E1[0];
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
+    if (n == 0) continue;
+    linear_backward(c, x_RI + o * I, W_EOI + e * O * I, dy_RO + o * O,
+                    dW_EOI ? dW_EOI + e * O * I : nullptr, dx_RI ? dx_RI + o * I : nullptr, n, I, O,
+                    accumulate_dx);
+  }
+}
+
 }  // namespace sy

@@ -186,6 +186,17 @@ class Backend : public Memory {
   virtual void grouped_linear_forward(const ExecContext& c, const float* x_RI, const float* W_EOI,
                                       float* y_RO, const int32_t* row_offsets_E1, int64_t E,
                                       int64_t I, int64_t O);
+  // The experts' backward GEMMs of one weight in one call: for each group e (rows as in
+  // grouped_linear_forward) exactly linear_backward of that group: dW_EOI + e*O*I += dy_e^T x_e
+  // (when dW_EOI is non-null) and dx_e = dy_e W_e (+= when accumulate_dx; when dx_RI is
+  // non-null), x_e, dy_e and dx_e the group's rows of x_RI, dy_RO and dx_RI. Empty groups are
+  // not touched. Each group's results are linear_backward's for it (bitwise under
+  // c.deterministic). This default makes one linear_backward per non-empty group (cpu, devsim);
+  // a device backend batches them (cuda: one cublasGemmGroupedBatchedEx for dx, one for dW).
+  virtual void grouped_linear_backward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                                       const float* dy_RO, float* dW_EOI, float* dx_RI,
+                                       const int32_t* row_offsets_E1, int64_t E, int64_t I,
+                                       int64_t O, bool accumulate_dx);
   // y_TO = x_TI deq(q)^T (+ beta y_TO), q [O, I] int8/int4 group-wise (runtime/kernels/quant.h).
   virtual void linear_forward_quantized(const ExecContext& c, const float* x_TI,
                                         const QuantizedMatrix& q, float* y_TO, int64_t T,

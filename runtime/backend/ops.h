@@ -32,6 +32,13 @@ inline void grouped_linear_forward(const ExecContext& c, const float* x_RI, cons
                                    int64_t O) {
   c.backend->grouped_linear_forward(c, x_RI, W_EOI, y_RO, row_offsets_E1, E, I, O);
 }
+inline void grouped_linear_backward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                                    const float* dy_RO, float* dW_EOI, float* dx_RI,
+                                    const int32_t* row_offsets_E1, int64_t E, int64_t I, int64_t O,
+                                    bool accumulate_dx) {
+  c.backend->grouped_linear_backward(c, x_RI, W_EOI, dy_RO, dW_EOI, dx_RI, row_offsets_E1, E, I, O,
+                                     accumulate_dx);
+}
 inline void linear_backward(const ExecContext& c, const float* x_TI, const float* W_OI,
                             const float* dy_TO, float* dW_OI, float* dx_TI, int64_t T, int64_t I,
                             int64_t O, bool accumulate_dx) {

@@ -369,19 +369,24 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
   if (!weight_grads && !dx_RD) return;
   float* da = scratch_grow(da_RF_, R * F, c.backend);
   float* du = scratch_grow(du_RF_, R * F, c.backend);
-  const int64_t o0 = offsets_E1_[0];
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
-    if (n == 0) continue;
-    const int64_t wg = e * F * D, wd = e * D * F;
-    swiglu_backward(
-        c, x_RD_ + o * D, gate_->value.ptr() + wg, up_->value.ptr() + wg, down_->value.ptr() + wd,
-        g_RF_.data() + o * F, u_RF_.data() + o * F, a_RF_.data() + o * F, dy_RD + o * D, n, D, F,
-        weight_grads ? gate_->grad.ptr() + wg : nullptr,
-        weight_grads ? up_->grad.ptr() + wg : nullptr,
-        weight_grads ? down_->grad.ptr() + wd : nullptr, dx_RD ? dx_RD + o * D : nullptr,
-        /*accumulate_dx=*/false, da + o * F, du + o * F);
-  }
+  // swiglu_backward for every expert at once: each GEMM for all experts in one call (a device
+  // backend batches them), the SwiGLU backward over all R rows in one pass. Per group the same
+  // linear_backward calls and per element the same elementwise op as one expert at a time, and
+  // dx gets the gate term then the up term as before: the results do not change.
+  const int32_t* off = offsets_E1_.data();
+  // da = dy Wd; dWd += dy^T a.
+  ops::grouped_linear_backward(c, a_RF_.data(), down_->value.ptr(), dy_RD,
+                               weight_grads ? down_->grad.ptr() : nullptr, da, off, E, F, D,
+                               /*accumulate_dx=*/false);
+  float* dg = da;  // in place: dg overwrites da
+  ops::swiglu_backward(c, g_RF_.data(), u_RF_.data(), da, dg, du, R * F);
+  // The gate term writes dx, the up term accumulates onto it.
+  ops::grouped_linear_backward(c, x_RD_, gate_->value.ptr(), dg,
+                               weight_grads ? gate_->grad.ptr() : nullptr, dx_RD, off, E, D, F,
+                               /*accumulate_dx=*/false);
+  ops::grouped_linear_backward(c, x_RD_, up_->value.ptr(), du,
+                               weight_grads ? up_->grad.ptr() : nullptr, dx_RD, off, E, D, F,
+                               /*accumulate_dx=*/true);
 }
 
 // GELU experts keep pre = fc1 x + b1 in g_RF_ and a = GELU(pre) in a_RF_.

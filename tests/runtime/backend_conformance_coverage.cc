@@ -27,6 +27,7 @@ const std::map<std::string, std::string>& covered_ops() {  // op -> test
       {"Linear", "linear_forward linear_backward"},
       {"LinearQuantized", "linear_forward_quantized dequantize_rows"},
       {"GroupedLinear", "grouped_linear_forward"},
+      {"GroupedLinearBackward", "grouped_linear_backward"},
       {"GemmBf16", "supports_bf16"},
       {"Softmax", "softmax_rows logsumexp_rows softmax_backward_rows"},
       {"TopK", "topk_rows"},

@@ -48,6 +48,7 @@
 #include "tests/runtime/backend_conformance.h"
 
 #include <cstdio>
+#include <tuple>
 
 #include "runtime/core/tensor.h"
 
@@ -348,8 +349,8 @@ const GroupedCase kGroupedCases[] = {
     {{0, 9, 9, 30, 31, 31, 45, 52}, 70, 37}, {{5, 5, 5, 5, 5}, 6, 4}, {{0}, 6, 4},
 };
 
-std::string grouped_name(const GroupedCase& k) {
-  std::string s = "grouped_linear_forward off={";
+std::string grouped_name(const GroupedCase& k, const char* op = "grouped_linear_forward") {
+  std::string s = std::string(op) + " off={";
   for (size_t i = 0; i < k.off.size(); ++i) s += (i ? "," : "") + std::to_string(k.off[i]);
   return s + "} I=" + std::to_string(k.I) + " O=" + std::to_string(k.O);
 }
@@ -395,6 +396,129 @@ TEST_P(BackendConformance, GroupedLinear) {
   }
 }
 
+// ---- grouped linear backward (the experts' backward) ------------------------------------------
+
+// Per group e (rows as in grouped_ref): dW_e = dW0_e + dy_e^T x_e, dx_e = dy_e W_e (+ dx0_e
+// when acc); empty groups leave dW0_e exactly. dx has `tail` more floats after its R rows, which
+// must stay `tail_value`. extra_rel widens every bound by extra_rel times the products' sum of
+// magnitudes (bf16 operands, see widen_for_bf16).
+struct GroupedBackwardRef {
+  Ref dW, dx;
+};
+GroupedBackwardRef grouped_backward_ref(const std::vector<float>& x, const std::vector<float>& W,
+                                        const std::vector<float>& dy, const std::vector<float>& dW0,
+                                        const std::vector<float>& dx0,
+                                        const std::vector<int32_t>& off, int64_t I, int64_t O,
+                                        bool acc, int64_t tail, float tail_value,
+                                        double extra_rel = 0.0) {
+  GroupedBackwardRef ref;
+  const int64_t E = static_cast<int64_t>(off.size()) - 1;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = off[e] - off[0], r1 = off[e + 1] - off[0];
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < I; ++i) {
+        const double c = dW0[static_cast<size_t>((e * O + o) * I + i)];
+        if (r1 == r0) {
+          ref.dW.add(c, 0.0);
+          continue;
+        }
+        double s = 0.0, mag = 0.0;
+        for (int64_t r = r0; r < r1; ++r) {
+          const double p = static_cast<double>(dy[r * O + o]) * x[r * I + i];
+          s += p;
+          mag += std::fabs(p);
+        }
+        ref.dW.add(c + s, sum_tol(r1 - r0, mag + std::fabs(c)) + extra_rel * mag);
+      }
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t i = 0; i < I; ++i) {
+        const double c = acc ? dx0[static_cast<size_t>(r * I + i)] : 0.0;
+        double s = 0.0, mag = 0.0;
+        for (int64_t o = 0; o < O; ++o) {
+          const double p = static_cast<double>(dy[r * O + o]) * W[(e * O + o) * I + i];
+          s += p;
+          mag += std::fabs(p);
+        }
+        ref.dx.add(c + s, sum_tol(O, mag + std::fabs(c)) + extra_rel * mag);
+      }
+  }
+  for (int64_t i = 0; i < tail; ++i) ref.dx.add(tail_value, 0.0);
+  return ref;
+}
+
+// The one call, with dW and dx, dW null and dx null, each with accumulate_dx false and true,
+// against the exact reference (fp32 summation bound) and against one linear_backward per
+// non-empty group on the same backend: bitwise in a deterministic context and on the backends
+// that run the seam's default loop (cpu, devsim); within twice the bound elsewhere (cuda: a
+// cublasGemmGroupedBatchedEx for dx and one for dW).
+TEST_P(BackendConformance, GroupedLinearBackward) {
+  const bool default_loop = GetParam() == "cpu" || GetParam() == "devsim";
+  constexpr float kTail = 7.5f;
+  for (bool det : {false, true}) {
+    SCOPED_TRACE(mode_name(det));
+    const ExecContext& c = ctx(det);
+    uint64_t seed = 1450;
+    for (const GroupedCase& k : kGroupedCases) {
+      const std::string name = grouped_name(k, "grouped_linear_backward");
+      const int64_t E = static_cast<int64_t>(k.off.size()) - 1, R = k.off.back() - k.off[0];
+      const std::vector<float> x = randn(R * k.I, 1.0, ++seed);
+      const std::vector<float> W = randn(E * k.O * k.I, 0.3, ++seed);
+      const std::vector<float> dy = randn(R * k.O, 1.0, ++seed);
+      const std::vector<float> dW0 = randn(E * k.O * k.I, 1.0, ++seed);
+      Buffer xb = up(x), Wb = up(W), dyb = up(dy);
+      for (bool acc : {false, true}) {
+        std::vector<float> dx0 = acc ? randn(R * k.I, 1.0, ++seed) : nans(R * k.I);
+        dx0.resize(static_cast<size_t>((R + 1) * k.I), kTail);  // one row past the end: untouched
+        const GroupedBackwardRef ref =
+            grouped_backward_ref(x, W, dy, dW0, dx0, k.off, k.I, k.O, acc, k.I, kTail);
+        for (int outs = 0; outs < 3; ++outs) {  // 0: dW and dx; 1: dW null; 2: dx null
+          const bool with_dW = outs != 1, with_dx = outs != 2;
+          const std::string what = name + (acc ? " accumulate_dx" : "") +
+                                   (with_dW ? "" : " (dW null)") + (with_dx ? "" : " (dx null)");
+          Buffer dW = up(dW0), dx = up(dx0), dW_loop = up(dW0), dx_loop = up(dx0);
+          ops::grouped_linear_backward(c, xb.as<float>(), Wb.as<float>(), dyb.as<float>(),
+                                       with_dW ? dW.as<float>() : nullptr,
+                                       with_dx ? dx.as<float>() : nullptr, k.off.data(), E, k.I,
+                                       k.O, acc);
+          for (int64_t e = 0; e < E; ++e) {
+            const int64_t o = k.off[e] - k.off[0], n = k.off[e + 1] - k.off[e];
+            if (n > 0)
+              ops::linear_backward(c, xb.as<float>() + o * k.I, Wb.as<float>() + e * k.O * k.I,
+                                   dyb.as<float>() + o * k.O,
+                                   with_dW ? dW_loop.as<float>() + e * k.O * k.I : nullptr,
+                                   with_dx ? dx_loop.as<float>() + o * k.I : nullptr, n, k.I, k.O,
+                                   acc);
+          }
+          const std::vector<float> got_dW = down<float>(dW), got_dx = down<float>(dx);
+          const std::vector<float> loop_dW = down<float>(dW_loop), loop_dx = down<float>(dx_loop);
+          if (with_dW) {
+            expect_close(got_dW, ref.dW, what + " dW");
+          } else {
+            expect_bitwise(got_dW, dW0, what + " dW untouched");
+          }
+          if (with_dx) {
+            expect_close(got_dx, ref.dx, what + " dx");
+          } else {
+            expect_bitwise(got_dx, dx0, what + " dx untouched");
+          }
+          if (det || default_loop) {
+            expect_bitwise(got_dW, loop_dW, what + " dW vs one linear_backward per group");
+            expect_bitwise(got_dx, loop_dx, what + " dx vs one linear_backward per group");
+          } else {
+            for (const auto& [got, loop, r, which] :
+                 {std::make_tuple(&got_dW, &loop_dW, &ref.dW, " dW"),
+                  std::make_tuple(&got_dx, &loop_dx, &ref.dx, " dx")}) {
+              Ref near_loop;
+              for (size_t i = 0; i < loop->size(); ++i) near_loop.add((*loop)[i], 2.0 * r->tol[i]);
+              expect_close(*got, near_loop, what + which + " vs one linear_backward per group");
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // ---- bf16 GEMMs (GemmPrecision::kBf16) ---------------------------------------------------------
 
 // f rounded to the nearest bf16 (ties to even), as a float.
@@ -428,10 +552,10 @@ Ref widen_for_bf16(Ref r, int64_t K) {
 }
 
 // Where the backend has them (else: make_context refuses kBf16, and the case skips): the fast
-// (not deterministic) kBf16 context's gemm, linear_forward, linear_backward and
-// grouped_linear_forward (1) on bf16-exact operands, against the exact result within the fp32
-// summation bound: the operands' rounding is then exact, so this checks fp32 accumulation;
-// (2) on general operands, against the result of their bf16-rounded values (see
+// (not deterministic) kBf16 context's gemm, linear_forward, linear_backward,
+// grouped_linear_forward and grouped_linear_backward (1) on bf16-exact operands, against the exact
+// result within the fp32 summation bound: the operands' rounding is then exact, so this checks fp32
+// accumulation; (2) on general operands, against the result of their bf16-rounded values (see
 // widen_for_bf16); (3) a deterministic kBf16 context computes fp32: bitwise the deterministic
 // fp32 context's results.
 TEST_P(BackendConformance, GemmBf16) {
@@ -544,6 +668,22 @@ TEST_P(BackendConformance, GemmBf16) {
       check(down<float>(gy),
             grouped_ref(bf16_round(gx), bf16_round(gW), k.off, k.I, k.O, k.O, 7.5f), k.I,
             "bf16 " + grouped_name(k));
+      // The backward: dW += dy^T x and dx += dy W per group, each a sum over the group's rows
+      // (dW) or O (dx): the widening of widen_for_bf16 per element, as extra_rel.
+      const std::vector<float> gdy = data(R * k.O, 1.0, ++seed),
+                               gdW0 = randn(E * k.O * k.I, 1.0, ++seed);
+      std::vector<float> gdx0 = randn(R * k.I, 1.0, ++seed);
+      gdx0.resize(static_cast<size_t>((R + 1) * k.I), 7.5f);
+      Buffer gdyb = up(gdy), gdW = up(gdW0), gdx = up(gdx0);
+      ops::grouped_linear_backward(c, gxb.as<float>(), gWb.as<float>(), gdyb.as<float>(),
+                                   gdW.as<float>(), gdx.as<float>(), k.off.data(), E, k.I, k.O,
+                                   /*accumulate_dx=*/true);
+      const GroupedBackwardRef gref =
+          grouped_backward_ref(bf16_round(gx), bf16_round(gW), bf16_round(gdy), gdW0, gdx0, k.off,
+                               k.I, k.O, true, k.I, 7.5f, exact ? 0.0 : 1.0 / 32.0);
+      const std::string bwd = "bf16 " + grouped_name(k, "grouped_linear_backward");
+      expect_close(down<float>(gdW), gref.dW, bwd + " dW");
+      expect_close(down<float>(gdx), gref.dx, bwd + " dx");
     }
   }
 
@@ -566,7 +706,10 @@ TEST_P(BackendConformance, GemmBf16) {
     Buffer W3b = up(W3);
     ops::grouped_linear_forward(*dc, xb.as<float>(), W3b.as<float>(), gy.as<float>(), off.data(), 3,
                                 I, O);
-    for (const Buffer* b : {&y, &dW, &dx, &gy}) {
+    Buffer gdW = up(randn(3 * O * I, 1.0, 1705)), gdx = up(nans(T * I));
+    ops::grouped_linear_backward(*dc, xb.as<float>(), W3b.as<float>(), dyb.as<float>(),
+                                 gdW.as<float>(), gdx.as<float>(), off.data(), 3, I, O, false);
+    for (const Buffer* b : {&y, &dW, &dx, &gy, &gdW, &gdx}) {
       const std::vector<float> h = down<float>(*b);
       outs[i].insert(outs[i].end(), h.begin(), h.end());
     }
@@ -574,7 +717,7 @@ TEST_P(BackendConformance, GemmBf16) {
   }
   expect_bitwise(outs[0], outs[1],
                  "deterministic kBf16 context vs deterministic fp32 context (gemm NT, "
-                 "linear_backward dW and dx, grouped_linear_forward)");
+                 "linear_backward dW and dx, grouped_linear_forward, grouped_linear_backward)");
 }
 
 // The deterministic context's promise: a token row's bits do not depend on the rest of its

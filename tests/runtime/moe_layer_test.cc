@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "routers/metrics.h"
 #include "runtime/core/rng.h"
+#include "runtime/moe/experts.h"
 #include "tests/runtime/moe_test_util.h"
 
 namespace sy {
@@ -492,6 +494,69 @@ TEST(MoeLayer, StepStatsAreThePlansCounts) {
     EXPECT_EQ(c.kept_E[e], before.kept_E[e] + st.kept_E[e]) << e;
     EXPECT_EQ(c.dropped_E[e], before.dropped_E[e] + st.dropped_E[e]) << e;
   }
+}
+
+// The SwiGLU experts' backward (per weight one grouped_linear_backward, one SwiGLU backward
+// pass over all rows) against what it replaced, one swiglu_backward per expert after one
+// swiglu_forward per expert: dx and the weight gradients (accumulated onto non-zero ones) bit
+// for bit, with an expert without rows and a first row offset > 0; then without weight
+// gradients: the same dx, the gradients untouched.
+TEST(RoutedExperts, SwigluBackwardIsBitwiseOneSwigluBackwardPerExpert) {
+  ExpertsConfig cfg;
+  cfg.d_model = kD;
+  cfg.ffn_hidden = kF;
+  cfg.num_experts = kE;
+  cfg.init_std = 0.5f;
+  cfg.seed = 5;
+  RoutedExperts ex(cfg);
+  const std::vector<int32_t> off = {2, 7, 7, 14, 17};
+  const int64_t R = off[kE] - off[0];
+  const std::vector<float> x = Normal(R * kD, 11), dy = Normal(R * kD, 12);
+  std::vector<Param*> w;  // gate, up, down
+  for (const char* name : {"experts.gate_proj", "experts.up_proj", "experts.down_proj"})
+    for (Param& p : ex.params())
+      if (p.name == name) w.push_back(&p);
+  ASSERT_EQ(w.size(), 3u);
+  std::vector<std::vector<float>> grads0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    grads0.push_back(Normal(w[i]->grad.numel(), 20 + i));
+    w[i]->grad.data = grads0.back();
+  }
+  std::vector<float> y(static_cast<size_t>(R * kD)), dx(static_cast<size_t>(R * kD));
+  ex.forward(x.data(), off.data(), y.data());
+  ex.backward(dy.data(), dx.data(), /*weight_grads=*/true);
+
+  const ExecContext& c = default_context();
+  std::vector<float> g(static_cast<size_t>(R * kF)), u(g.size()), a(g.size()), da(g.size()),
+      du(g.size()), yr(y.size()), dxr(dx.size());
+  std::vector<std::vector<float>> gr = grads0;
+  const float *Wg = w[0]->value.ptr(), *Wu = w[1]->value.ptr(), *Wd = w[2]->value.ptr();
+  for (int64_t e = 0; e < kE; ++e) {
+    const int64_t o = off[e] - off[0], n = off[e + 1] - off[e];
+    if (n == 0) continue;
+    const int64_t wf = e * kF * kD;  // gate/up [F, D] and down [D, F] of expert e
+    swiglu_forward(c, x.data() + o * kD, Wg + wf, Wu + wf, Wd + wf, n, kD, kF, g.data() + o * kF,
+                   u.data() + o * kF, a.data() + o * kF, yr.data() + o * kD);
+    swiglu_backward(c, x.data() + o * kD, Wg + wf, Wu + wf, Wd + wf, g.data() + o * kF,
+                    u.data() + o * kF, a.data() + o * kF, dy.data() + o * kD, n, kD, kF,
+                    gr[0].data() + wf, gr[1].data() + wf, gr[2].data() + wf, dxr.data() + o * kD,
+                    /*accumulate_dx=*/false, da.data() + o * kF, du.data() + o * kF);
+  }
+  const auto same = [](const std::vector<float>& p, const std::vector<float>& q) {
+    return p.size() == q.size() && std::memcmp(p.data(), q.data(), p.size() * sizeof(float)) == 0;
+  };
+  EXPECT_TRUE(same(y, yr)) << "forward";
+  EXPECT_TRUE(same(dx, dxr)) << "dx";
+  for (size_t i = 0; i < w.size(); ++i) {
+    EXPECT_TRUE(same(w[i]->grad.data.to_host(), gr[i])) << w[i]->name << " grad";
+    EXPECT_FALSE(same(gr[i], grads0[i])) << w[i]->name << " grad unchanged";
+  }
+
+  std::vector<float> dx2(dx.size());
+  ex.backward(dy.data(), dx2.data(), /*weight_grads=*/false);
+  EXPECT_TRUE(same(dx2, dxr)) << "dx without weight gradients";
+  for (size_t i = 0; i < w.size(); ++i)
+    EXPECT_TRUE(same(w[i]->grad.data.to_host(), gr[i])) << w[i]->name << " grad touched";
 }
 
 }  // namespace
