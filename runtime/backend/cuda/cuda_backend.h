@@ -93,6 +93,10 @@ class CudaBackend final : public Backend {
   void grouped_linear_forward(const ExecContext& c, const float* x_RI, const float* W_EOI,
                               float* y_RO, const int32_t* row_offsets_E1, int64_t E, int64_t I,
                               int64_t O) override;
+  void grouped_linear_backward(const ExecContext& c, const float* x_RI, const float* W_EOI,
+                               const float* dy_RO, float* dW_EOI, float* dx_RI,
+                               const int32_t* row_offsets_E1, int64_t E, int64_t I, int64_t O,
+                               bool accumulate_dx) override;
   void linear_forward_quantized(const ExecContext& c, const float* x_TI, const QuantizedMatrix& q,
                                 float* y_TO, int64_t T, float beta) override;
   void dequantize_rows(const ExecContext& c, const QuantizedMatrix& q, int64_t row0, int64_t rows,

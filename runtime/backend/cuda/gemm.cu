@@ -1,17 +1,18 @@
-// GEMMs of the "cuda" backend. The fast path is cuBLAS (cublasGemmEx; the experts' forward
-// one cublasGemmGroupedBatchedEx): compute type CUBLAS_COMPUTE_32F (fp32 math, no TF32: the
-// handle stays in pedantic math) in an fp32 context, CUBLAS_COMPUTE_32F_FAST_16BF (fp32 in and
-// out, operands rounded to bf16 on the tensor cores, fp32 accumulation) in a kBf16 context
-// that is not deterministic. In a deterministic context, a GEMM whose A is token rows (op(A) =
-// A, lda == K) runs a tiled kernel whose every output element sums its K products in index
-// order with fmaf, so a token row's bits do not depend on how many rows share the call (the
-// CPU backend's row-stable promise; cuBLAS picks kernels and split-K by shape, so it does not
-// keep it); its other GEMMs stay fp32 cuBLAS whatever the precision. Quantized weights are
-// dequantized whole into the workspace (quant_get of runtime/kernels/quant_math.h, the CPU's
-// format code) and multiplied by the same GEMMs.
+// GEMMs of the "cuda" backend. The fast path is cuBLAS (cublasGemmEx; the experts' GEMMs of a
+// weight one cublasGemmGroupedBatchedEx each: forward y, backward dx, backward dW): compute type
+// CUBLAS_COMPUTE_32F (fp32 math, no TF32: the handle stays in pedantic math) in an fp32
+// context, CUBLAS_COMPUTE_32F_FAST_16BF (fp32 in and out, operands rounded to bf16 on the tensor
+// cores, fp32 accumulation) in a kBf16 context that is not deterministic. In a deterministic
+// context, a GEMM whose A is token rows (op(A) = A, lda == K) runs a tiled kernel whose every
+// output element sums its K products in index order with fmaf, so a token row's bits do not
+// depend on how many rows share the call (the CPU backend's row-stable promise; cuBLAS picks
+// kernels and split-K by shape, so it does not keep it); its other GEMMs stay fp32 cuBLAS
+// whatever the precision. Quantized weights are dequantized whole into the workspace (quant_get
+// of runtime/kernels/quant_math.h, the CPU's format code) and multiplied by the same GEMMs.
 #include <climits>
 #include <cstdio>
 #include <mutex>
+#include <vector>
 
 #include "runtime/backend/cuda/cuda_backend.h"
 #include "runtime/kernels/quant.h"
@@ -148,84 +149,131 @@ void CudaBackend::linear_forward(const ExecContext& c, const float* x_TI, const 
   gemm(c, false, true, T, O, I, 1.0f, x_TI, I, W_OI, I, beta, y_TO, O);
 }
 
-// One cublasGemmGroupedBatchedEx over the non-empty groups, each a cuBLAS group of one problem
-// (groups differ in n = their rows). Per group, the mapping of gemm(NT) that linear_forward
-// uses: row-major y_e [n, O] = x_e [n, I] W_e^T is column-major y_e^T [O, n] = W_e x_e^T, i.e.
-// C = op(A) op(B) with A = W_e (stored [O, I] row-major = [I, O] column-major, lda I, op T),
-// B = x_e ([n, I] row-major = [I, n] column-major, ldb I, op N), C = y_e ([O, n] column-major,
-// ldc O); m = O, n = rows, k = I. The per-group arrays (ops, sizes, leading dimensions, alpha,
-// beta, group sizes) are host arrays; the A, B and C pointer arrays (one entry per problem)
-// are device arrays, copied into the context's workspace on its stream. Deterministic
-// contexts, I == 0 or O == 0, and a compute type cuBLAS once refused take the seam's loop
-// (one linear_forward per group).
-void CudaBackend::grouped_linear_forward(const ExecContext& c, const float* x_RI,
-                                         const float* W_EOI, float* y_RO,
-                                         const int32_t* row_offsets_E1, int64_t E, int64_t I,
-                                         int64_t O) {
-  if (E <= 0) return;
-  const bool bf16 = fast_bf16(c);
-  if (c.deterministic || I == 0 || O == 0 || grouped_refused_[bf16 ? 1 : 0]) {
-    Backend::grouped_linear_forward(c, x_RI, W_EOI, y_RO, row_offsets_E1, E, I, O);
-    return;
+namespace {
+
+// One problem of a grouped call, in the row-major terms of CudaBackend::gemm (alpha 1):
+// C [M, N] = op(A) op(B) + beta C with op(A) [M, K], op(B) [K, N].
+struct GroupedProblem {
+  bool trans_a, trans_b;
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float beta;
+  float* C;
+  int64_t ldc;
+};
+
+// The problems (K > 0 each) as one cublasGemmGroupedBatchedEx, each a cuBLAS group of one
+// problem, mapped as CudaBackend::gemm maps one: row-major C = op(A) op(B) is column-major
+// C^T = op(B)^T op(A)^T, so cuBLAS gets (op_b, op_a, m = N, n = M, k = K, B, ldb, A, lda, C,
+// ldc). `a` is the backend's GroupedGemmArgs (a private type, hence the template), held under
+// its mutex by the caller: the per-group arrays (ops, sizes, leading dimensions, alpha, beta,
+// group sizes) are host arrays kept there; the A, B and C pointer arrays (one entry per
+// problem) are device arrays, copied into the context's workspace on its stream (the copy from
+// pageable memory returns once the host array is staged, so a.ptrs may be reused, and a later
+// call's copy into the same workspace is queued behind this call's GEMMs).
+template <class Args>
+cublasStatus_t grouped_gemm_call(const ExecContext& c, cublasHandle_t h, Args& a,
+                                 const std::vector<GroupedProblem>& p, bool bf16) {
+  const int64_t G = static_cast<int64_t>(p.size());
+  const size_t g = p.size();
+  a.ta.resize(g);
+  a.tb.resize(g);
+  a.m.resize(g);
+  a.n.resize(g);
+  a.k.resize(g);
+  a.lda.resize(g);
+  a.ldb.resize(g);
+  a.ldc.resize(g);
+  a.ptrs.resize(3 * g);
+  for (size_t j = 0; j < g; ++j) {
+    const GroupedProblem& q = p[j];
+    SY_CHECK(q.M <= INT_MAX && q.N <= INT_MAX && q.K <= INT_MAX && q.lda <= INT_MAX &&
+             q.ldb <= INT_MAX && q.ldc <= INT_MAX)
+        << "cuda grouped gemm: dims exceed int";
+    a.ta[j] = q.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    a.tb[j] = q.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    a.m[j] = static_cast<int>(q.N);
+    a.n[j] = static_cast<int>(q.M);
+    a.k[j] = static_cast<int>(q.K);
+    a.lda[j] = static_cast<int>(q.ldb);
+    a.ldb[j] = static_cast<int>(q.lda);
+    a.ldc[j] = static_cast<int>(q.ldc);
+    a.ptrs[j] = const_cast<float*>(q.B);
+    a.ptrs[g + j] = const_cast<float*>(q.A);
+    a.ptrs[2 * g + j] = q.C;
   }
-  SY_CHECK(I <= INT_MAX && O <= INT_MAX) << "cuda grouped_linear_forward: dims exceed int";
-  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    GroupedGemmArgs& a = grouped_;
-    a.n.clear();
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t n = row_offsets_E1[e + 1] - row_offsets_E1[e];
-      SY_CHECK(n >= 0 && n <= INT_MAX)
-          << "cuda grouped_linear_forward: group " << e << " has " << n << " rows";
-      if (n > 0) a.n.push_back(static_cast<int>(n));
-    }
-    const int64_t G = static_cast<int64_t>(a.n.size());
-    if (G == 0) return;
-    // Problem j (the j-th non-empty group e): A_j = W_e, B_j = x_e, C_j = y_e.
-    a.ptrs.resize(static_cast<size_t>(3 * G));
-    const int64_t o0 = row_offsets_E1[0];
-    for (int64_t e = 0, j = 0; e < E; ++e) {
-      if (row_offsets_E1[e + 1] == row_offsets_E1[e]) continue;
-      const int64_t o = row_offsets_E1[e] - o0;
-      a.ptrs[static_cast<size_t>(j)] = const_cast<float*>(W_EOI + e * O * I);
-      a.ptrs[static_cast<size_t>(G + j)] = const_cast<float*>(x_RI + o * I);
-      a.ptrs[static_cast<size_t>(2 * G + j)] = y_RO + o * O;
-      ++j;
-    }
-    const size_t g = static_cast<size_t>(G);
-    a.ta.assign(g, CUBLAS_OP_T);
-    a.tb.assign(g, CUBLAS_OP_N);
-    a.m.assign(g, static_cast<int>(O));
-    a.k.assign(g, static_cast<int>(I));
-    a.lda.assign(g, static_cast<int>(I));
-    a.ldb.assign(g, static_cast<int>(I));
-    a.ldc.assign(g, static_cast<int>(O));
-    a.size.assign(g, 1);
-    a.alpha.assign(g, 1.0f);
-    a.beta.assign(g, 0.0f);
-    // 3G device pointers in the workspace (from cudaMalloc: aligned; 2 floats per pointer). The
-    // copy from pageable memory returns once the host array is staged, so a.ptrs may be reused.
-    static_assert(sizeof(void*) == 2 * sizeof(float), "pointers of 8 bytes");
-    void** d = reinterpret_cast<void**>(scratch(c, 6 * G));
-    SY_CUDA_CHECK(cudaMemcpyAsync(d, a.ptrs.data(), 3 * g * sizeof(void*), cudaMemcpyHostToDevice,
-                                  stream_of(c)));
-    cublasHandle_t h = blas(c);
-    const Bf16MathScope math(h, bf16);
-    st = cublasGemmGroupedBatchedEx(h, a.ta.data(), a.tb.data(), a.m.data(), a.n.data(), a.k.data(),
+  a.size.assign(g, 1);
+  a.alpha.assign(g, 1.0f);
+  a.beta.resize(g);
+  for (size_t j = 0; j < g; ++j) a.beta[j] = p[j].beta;
+  // 3G device pointers in the workspace (from cudaMalloc: aligned; 2 floats per pointer).
+  static_assert(sizeof(void*) == 2 * sizeof(float), "pointers of 8 bytes");
+  void** d = reinterpret_cast<void**>(CudaBackend::scratch(c, 6 * G));
+  SY_CUDA_CHECK(cudaMemcpyAsync(d, a.ptrs.data(), 3 * g * sizeof(void*), cudaMemcpyHostToDevice,
+                                stream_of(c)));
+  const Bf16MathScope math(h, bf16);
+  return cublasGemmGroupedBatchedEx(h, a.ta.data(), a.tb.data(), a.m.data(), a.n.data(), a.k.data(),
                                     a.alpha.data(), const_cast<const void* const*>(d), CUDA_R_32F,
                                     a.lda.data(), const_cast<const void* const*>(d + G), CUDA_R_32F,
                                     a.ldb.data(), a.beta.data(), d + 2 * G, CUDA_R_32F,
                                     a.ldc.data(), static_cast<int>(G), a.size.data(),
                                     bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F);
-    if (st == CUBLAS_STATUS_SUCCESS) return;
-    grouped_refused_[bf16 ? 1 : 0] = true;
+}
+
+// Issues the problems as one grouped call (none: nothing to do) and returns true, or returns
+// false when cuBLAS refuses (or once refused) the context's compute type: the caller then runs
+// them its per-group way. `mu`, `a` and `refused` are the backend's mutex, GroupedGemmArgs and
+// grouped_refused_; `what` names the GEMMs in the one-time message.
+template <class Args>
+bool run_grouped_gemm(const ExecContext& c, CudaBackend& b, std::mutex& mu, Args& a,
+                      bool (&refused)[2], const std::vector<GroupedProblem>& p, const char* what) {
+  if (p.empty()) return true;
+  const bool bf16 = fast_bf16(c);
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (refused[bf16 ? 1 : 0]) return false;
+    st = grouped_gemm_call(c, b.blas(c), a, p, bf16);
+    if (st == CUBLAS_STATUS_SUCCESS) return true;
+    refused[bf16 ? 1 : 0] = true;
     (void)cudaGetLastError();  // nothing of the refused call may linger for the next launch check
   }
   std::fprintf(stderr,
-               "cuda backend: cublasGemmGroupedBatchedEx refused the experts' %s GEMMs (%s); "
-               "this process runs them as one GEMM per expert from now on\n",
-               bf16 ? "bf16" : "fp32", cublasGetStatusString(st));
+               "cuda backend: cublasGemmGroupedBatchedEx refused the experts' %s %s GEMMs (%s); "
+               "this process runs the experts' GEMMs as one GEMM per expert from now on\n",
+               bf16 ? "bf16" : "fp32", what, cublasGetStatusString(st));
+  return false;
+}
+
+}  // namespace
+
+// One cublasGemmGroupedBatchedEx over the non-empty groups (run_grouped_gemm), each group the
+// GEMM linear_forward makes: y_e [n, O] = x_e [n, I] W_e^T, i.e. gemm(NT, M = n, N = O, K = I,
+// A = x_e, lda I, B = W_e, ldb I, beta 0, C = y_e, ldc O); for cuBLAS (column-major) y_e^T =
+// W_e x_e^T: (op T, op N, m = O, n = rows, k = I, A = W_e, lda I, B = x_e, ldb I, C = y_e,
+// ldc O). Deterministic contexts, I == 0 or O == 0, and a compute type cuBLAS once refused take
+// the seam's loop (one linear_forward per group).
+void CudaBackend::grouped_linear_forward(const ExecContext& c, const float* x_RI,
+                                         const float* W_EOI, float* y_RO,
+                                         const int32_t* row_offsets_E1, int64_t E, int64_t I,
+                                         int64_t O) {
+  if (E <= 0) return;
+  if (!c.deterministic && I > 0 && O > 0) {
+    std::vector<GroupedProblem> p;
+    p.reserve(static_cast<size_t>(E));
+    const int64_t o0 = row_offsets_E1[0];
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
+      SY_CHECK(n >= 0) << "cuda grouped_linear_forward: group " << e << " has " << n << " rows";
+      if (n > 0)
+        p.push_back(
+            {false, true, n, O, I, x_RI + o * I, I, W_EOI + e * O * I, I, 0.0f, y_RO + o * O, O});
+    }
+    if (run_grouped_gemm(c, *this, mu_, grouped_, grouped_refused_, p, "forward")) return;
+  }
   Backend::grouped_linear_forward(c, x_RI, W_EOI, y_RO, row_offsets_E1, E, I, O);
 }
 
@@ -235,6 +283,55 @@ void CudaBackend::linear_backward(const ExecContext& c, const float* x_TI, const
   if (dW_OI) gemm(c, true, false, O, I, T, 1.0f, dy_TO, O, x_TI, I, 1.0f, dW_OI, I);
   if (dx_TI)
     gemm(c, false, false, T, I, O, 1.0f, dy_TO, O, W_OI, I, accumulate_dx ? 1.0f : 0.0f, dx_TI, I);
+}
+
+// Per non-empty group, the two GEMMs linear_backward makes, each kind for all groups in one
+// cublasGemmGroupedBatchedEx (run_grouped_gemm):
+//   dx_e [n, I] = dy_e [n, O] W_e [O, I] (beta 1 when accumulate_dx, else 0): gemm(NN, M = n,
+//     N = I, K = O, A = dy_e, lda O, B = W_e, ldb I, C = dx_e, ldc I); for cuBLAS (op N, op N,
+//     m = I, n = rows, k = O, A = W_e, lda I, B = dy_e, ldb O, C = dx_e, ldc I);
+//   dW_e [O, I] += dy_e^T [O, n] x_e [n, I] (beta 1): gemm(TN, M = O, N = I, K = n, A = dy_e,
+//     lda O, B = x_e, ldb I, C = dW_e, ldc I); for cuBLAS (op N, op T, m = I, n = O, k = rows,
+//     A = x_e, lda I, B = dy_e, ldb O, C = dW_e, ldc I).
+// The compute type is linear_backward's (fp32, or bf16 in a kBf16 context), and its dW GEMM is
+// cuBLAS too (not a token-row GEMM: summed in cuBLAS's order), so a group's dW differs from
+// linear_backward's only by that order. Deterministic contexts (the dx GEMMs must be
+// row-stable), I == 0 or O == 0, and a compute type cuBLAS once refused take the seam's loop
+// (one linear_backward per group); a refusal of the second call runs only its GEMMs that way.
+void CudaBackend::grouped_linear_backward(const ExecContext& c, const float* x_RI,
+                                          const float* W_EOI, const float* dy_RO, float* dW_EOI,
+                                          float* dx_RI, const int32_t* row_offsets_E1, int64_t E,
+                                          int64_t I, int64_t O, bool accumulate_dx) {
+  if (E <= 0 || (!dW_EOI && !dx_RI)) return;
+  if (c.deterministic || I == 0 || O == 0) {
+    Backend::grouped_linear_backward(c, x_RI, W_EOI, dy_RO, dW_EOI, dx_RI, row_offsets_E1, E, I, O,
+                                     accumulate_dx);
+    return;
+  }
+  const int64_t o0 = row_offsets_E1[0];
+  std::vector<GroupedProblem> p;
+  p.reserve(static_cast<size_t>(E));
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool dx = pass == 0;  // the dx GEMMs, then the dW GEMMs
+    if (dx ? !dx_RI : !dW_EOI) continue;
+    p.clear();
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
+      SY_CHECK(n >= 0) << "cuda grouped_linear_backward: group " << e << " has " << n << " rows";
+      if (n == 0) continue;
+      if (dx)
+        p.push_back({false, false, n, I, O, dy_RO + o * O, O, W_EOI + e * O * I, I,
+                     accumulate_dx ? 1.0f : 0.0f, dx_RI + o * I, I});
+      else
+        p.push_back(
+            {true, false, O, I, n, dy_RO + o * O, O, x_RI + o * I, I, 1.0f, dW_EOI + e * O * I, I});
+    }
+    if (run_grouped_gemm(c, *this, mu_, grouped_, grouped_refused_, p,
+                         dx ? "backward dx" : "backward dW"))
+      continue;
+    Backend::grouped_linear_backward(c, x_RI, W_EOI, dy_RO, dx ? nullptr : dW_EOI,
+                                     dx ? dx_RI : nullptr, row_offsets_E1, E, I, O, accumulate_dx);
+  }
 }
 
 void CudaBackend::dequantize_rows(const ExecContext& c, const QuantizedMatrix& q, int64_t row0,
