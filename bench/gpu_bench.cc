@@ -6,7 +6,7 @@
 //                F 1408; gate+up as one [n, D] x [D, 2F] and down [n, F] x [F, D] per expert,
 //                n = the expert's rows of a balanced routing of T tokens) three ways:
 //                  per_expert  one cublasGemmEx per expert on one stream (the layer's
-//                              experts before grouped_linear_forward; their backward still),
+//                              experts before the grouped calls),
 //                  grouped     one cublasGemmGroupedBatchedEx per projection,
 //                  dense       one GEMM of the same FLOPs ([T*K, D] x [D, 2F], [T*K, F] x [F, D]),
 //                in fp32 and bf16 (bf16 operands, fp32 accumulation), median of repeats;
@@ -17,14 +17,15 @@
 //                (make_context("cuda", false, GemmPrecision::kBf16): fp32 tensors, every GEMM
 //                CUBLAS_COMPUTE_32F_FAST_16BF). The layer's routed experts run forward as one
 //                grouped call per GEMM (Backend::grouped_linear_forward: gate, up and down, each
-//                one cublasGemmGroupedBatchedEx), backward one GEMM per expert. Reported:
-//                tokens/s, and the share of the layer's time outside the GEMMs of the same FLOPs
-//                in the same precision (1 - dense GEMM time / layer time; the bf16 ceiling
-//                multiplies bf16-stored operands, so it leaves out the layer's fp32-to-bf16
-//                conversion). The same layer on the "cpu" backend of this machine (fp32, one
-//                process, OpenBLAS threads = cores; run once per shape and reused for the bf16
-//                line) gives cpu_tokens_s and the ratio (issue target: >= 100x at 16,384
-//                tokens, forward).
+//                one cublasGemmGroupedBatchedEx), backward likewise
+//                (Backend::grouped_linear_backward: per weight one grouped call for dx and one
+//                for dW). Reported: tokens/s, and the share of the layer's time outside the
+//                GEMMs of the same FLOPs in the same precision (1 - dense GEMM time / layer
+//                time; the bf16 ceiling multiplies bf16-stored operands, so it leaves out the
+//                layer's fp32-to-bf16 conversion). The same layer on the "cpu" backend of this
+//                machine (fp32, one process, OpenBLAS threads = cores; run once per shape and
+//                reused for the bf16 line) gives cpu_tokens_s and the ratio (issue target: >= 100x
+//                at 16,384 tokens, forward).
 //
 // Not measured here (say so in the summary): the default model's router fine-tuning
 // (bench/router_finetune.sh runs it with --backend cuda).
