@@ -302,7 +302,7 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
   // swiglu_forward inlined, to time the elementwise join apart from the GEMMs.
   using Clock = std::chrono::steady_clock;
   Clock::duration elementwise{0};
-  if (!quantized()) {
+  if (!quantized() && c.backend->groups_experts()) {
     // Each GEMM for every expert in one call (a device backend batches them), the SwiGLU join
     // over all R rows in one pass: per row the same values as one expert at a time.
     ops::grouped_linear_forward(c, x_RD, gate_->value.ptr(), g, row_offsets_E1, E, D, F);
@@ -320,12 +320,20 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
     const float* x = x_RD + o * D;
     float *ge = g + o * F, *ue = u + o * F, *ae = a + o * F;
     const size_t es = static_cast<size_t>(e);
-    ops::linear_forward_quantized(c, x, q_gate_[es], ge, n);
-    ops::linear_forward_quantized(c, x, q_up_[es], ue, n);
+    if (quantized()) {
+      ops::linear_forward_quantized(c, x, q_gate_[es], ge, n);
+      ops::linear_forward_quantized(c, x, q_up_[es], ue, n);
+    } else {
+      ops::linear_forward(c, x, gate_->value.ptr() + e * F * D, ge, n, D, F);
+      ops::linear_forward(c, x, up_->value.ptr() + e * F * D, ue, n, D, F);
+    }
     const Clock::time_point t0 = Clock::now();
     ops::swiglu(c, ge, ue, ae, n * F);
     elementwise += Clock::now() - t0;
-    ops::linear_forward_quantized(c, ae, q_down_[es], y_RD + o * D, n);
+    if (quantized())
+      ops::linear_forward_quantized(c, ae, q_down_[es], y_RD + o * D, n);
+    else
+      ops::linear_forward(c, ae, down_->value.ptr() + e * D * F, y_RD + o * D, n, F, D);
   }
   last_elementwise_s_ = std::chrono::duration<double>(elementwise).count();
 }
@@ -369,6 +377,22 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
   if (!weight_grads && !dx_RD) return;
   float* da = scratch_grow(da_RF_, R * F, c.backend);
   float* du = scratch_grow(du_RF_, R * F, c.backend);
+  if (!c.backend->groups_experts()) {  // expert by expert (Backend::groups_experts)
+    const int64_t o0 = offsets_E1_[0];
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
+      if (n == 0) continue;
+      const int64_t wg = e * F * D, wd = e * D * F;
+      swiglu_backward(
+          c, x_RD_ + o * D, gate_->value.ptr() + wg, up_->value.ptr() + wg, down_->value.ptr() + wd,
+          g_RF_.data() + o * F, u_RF_.data() + o * F, a_RF_.data() + o * F, dy_RD + o * D, n, D, F,
+          weight_grads ? gate_->grad.ptr() + wg : nullptr,
+          weight_grads ? up_->grad.ptr() + wg : nullptr,
+          weight_grads ? down_->grad.ptr() + wd : nullptr, dx_RD ? dx_RD + o * D : nullptr,
+          /*accumulate_dx=*/false, da + o * F, du + o * F);
+    }
+    return;
+  }
   // swiglu_backward for every expert at once: each GEMM for all experts in one call (a device
   // backend batches them), the SwiGLU backward over all R rows in one pass. Per group the same
   // linear_backward calls and per element the same elementwise op as one expert at a time, and

@@ -89,7 +89,8 @@ std::set<std::string> declared_ops() {
   const std::set<std::string> memory = virtuals_of("runtime/core/memory.h", "class Memory {");
   if (names.empty() || memory.empty()) return {};
   names.insert(memory.begin(), memory.end());
-  for (const char* id : {"name", "device", "memory_name", "host_accessible", "unavailable_reason"})
+  for (const char* id :
+       {"name", "device", "memory_name", "host_accessible", "unavailable_reason", "groups_experts"})
     names.erase(id);
   return names;
 }

@@ -496,11 +496,13 @@ TEST(MoeLayer, StepStatsAreThePlansCounts) {
   }
 }
 
-// The SwiGLU experts' backward (per weight one grouped_linear_backward, one SwiGLU backward
-// pass over all rows) against what it replaced, one swiglu_backward per expert after one
-// swiglu_forward per expert: dx and the weight gradients (accumulated onto non-zero ones) bit
-// for bit, with an expert without rows and a first row offset > 0; then without weight
-// gradients: the same dx, the gradients untouched.
+// The SwiGLU experts' forward and backward on the cpu backend (expert by expert:
+// Backend::groups_experts is false there) against one swiglu_forward + swiglu_backward per
+// expert: dx and the weight gradients (accumulated onto non-zero ones) bit for bit, with an
+// expert without rows and a first row offset > 0; then without weight gradients: the same dx,
+// the gradients untouched. The grouped path (per weight one grouped_linear_forward/backward,
+// one elementwise pass over all rows) runs on devsim, whose layers, backward and trainer steps
+// devsim_layers_test compares with the cpu backend's bit for bit.
 TEST(RoutedExperts, SwigluBackwardIsBitwiseOneSwigluBackwardPerExpert) {
   ExpertsConfig cfg;
   cfg.d_model = kD;

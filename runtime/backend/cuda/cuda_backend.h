@@ -67,7 +67,8 @@ class CudaBackend final : public Backend {
   const char* name() const override { return "cuda"; }
   Device device() const override { return Device{DeviceKind::kCuda, device_ < 0 ? 0 : device_}; }
   std::string unavailable_reason() const override { return unavailable_; }
-  bool supports_bf16() const override { return true; }  // CUBLAS_COMPUTE_32F_FAST_16BF (gemm.cu)
+  bool supports_bf16() const override { return true; }   // CUBLAS_COMPUTE_32F_FAST_16BF (gemm.cu)
+  bool groups_experts() const override { return true; }  // cublasGemmGroupedBatchedEx
 
   // ---- Memory ----
   void* alloc(int64_t bytes) override;

@@ -45,6 +45,9 @@ T* untag(T* p, const char* op, const char* arg) {
 class DevsimBackend final : public Backend {
  public:
   const char* name() const override { return "devsim"; }
+  // The grouped experts path on the CPU's arithmetic (so the tests cover it;
+  // Backend::groups_experts).
+  bool groups_experts() const override { return true; }
   Device device() const override { return Device{DeviceKind::kDevsim, 0}; }
 
   void* alloc(int64_t bytes) override {
