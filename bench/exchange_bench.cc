@@ -27,8 +27,10 @@
 // Bandwidth = (bytes sent to + received from OTHER ranks, both directions, by one rank) / time:
 // per-rank algorithm bandwidth of the round trip, self block excluded.
 //
-// Target: ratio <= 1.1 at >= 1 MiB per rank. Met from 4 MiB (kBlocks, P = 2 and 4); at 1 MiB
-// the ratio is ~1.2 (see ExchangeMode in comm/dispatcher.h for the tables and why).
+// Target: ratio <= 1.1 at >= 1 MiB per rank. kBlocks with each peer's blocks merged into one
+// message (the MPI backend's default, SY_EXCHANGE_MERGE_BYTES): 0.79-0.84 at 1 MiB, P = 2; with
+// one message per block (SY_EXCHANGE_MERGE_BYTES=0) 1.19-1.21 (see ExchangeMode in
+// comm/dispatcher.h for the tables and why).
 #include <mpi.h>
 
 #include <algorithm>
@@ -188,8 +190,10 @@ int main(int argc, char** argv) {
     std::printf(
         "exchange_bench: P=%d E=%d (e=%d per rank) K=%lld D=%lld, %d iterations after %d "
         "warm-up; dispatcher = count exchange + dispatch + return, raw = 2 x "
-        "MPI_Alltoallv of the same bytes\n",
-        P, E, E / P, static_cast<long long>(kK), static_cast<long long>(kD), iters, warmup);
+        "MPI_Alltoallv of the same bytes; blocks merged per peer up to %lld bytes "
+        "(SY_EXCHANGE_MERGE_BYTES)\n",
+        P, E, E / P, static_cast<long long>(kK), static_cast<long long>(kD), iters, warmup,
+        static_cast<long long>(comm.merge_bytes()));
     std::printf("%-11s %9s %12s %10s %7s %9s %9s %9s %10s %10s %10s\n", "mode", "payload",
                 "dispatch_us", "raw_us", "ratio", "ratio_min", "disp_GB/s", "raw_GB/s", "counts_us",
                 "rows_us", "return_us");

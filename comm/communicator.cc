@@ -152,6 +152,19 @@ StatusOr<double> parse_collective_timeout(const char* value) {
   return s;
 }
 
+StatusOr<int64_t> parse_exchange_merge_bytes(const char* value) {
+  if (value == nullptr || *value == '\0') return kDefaultExchangeMergeBytes;
+  bool digits = true;
+  for (const char* c = value; *c; ++c) digits &= *c >= '0' && *c <= '9';
+  errno = 0;
+  const long long b = digits ? std::strtoll(value, nullptr, 10) : -1;
+  if (!digits || errno != 0) {
+    return InvalidArgument(std::string("SY_EXCHANGE_MERGE_BYTES='") + value +
+                           "': expected a whole number of bytes >= 0 (0 = one message per block)");
+  }
+  return static_cast<int64_t>(b);
+}
+
 // ---- registry ----
 
 namespace {

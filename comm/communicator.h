@@ -245,6 +245,12 @@ class Communicator {
 // nullptr or "" gives the default, 600.
 StatusOr<double> parse_collective_timeout(const char* value);
 
+// Parses a SY_EXCHANGE_MERGE_BYTES value: a non-negative whole number of bytes; a peer's blocks
+// of one alltoallv_blocks that together are at most this many go as one message (MPI backend),
+// 0 = one message per block. nullptr or "" gives the default, kDefaultExchangeMergeBytes.
+constexpr int64_t kDefaultExchangeMergeBytes = int64_t{256} << 20;
+StatusOr<int64_t> parse_exchange_merge_bytes(const char* value);
+
 // Communicators by name ("mpi", "local"; a NCCL one is a file in comm/ plus one line). Each
 // implementation registers a factory from its own file:
 //   SY_REGISTER_COMMUNICATOR(mpi, "mpi", MakeMpiCommunicator);

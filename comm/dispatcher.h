@@ -67,20 +67,24 @@ namespace sy {
 // How the rows cross (step 3). Both put the same bytes in the same places; only speed differs.
 // bench/exchange_bench.cc, 2 cores, Open MPI 4.1 shared memory (single-copy CMA), E = 8,
 // D = 2048, dispatch + return_rows against 2 x MPI_Alltoallv of the same bytes (paired medians):
-//   per rank   64 KiB  256 KiB  1 MiB  4 MiB  16 MiB  64 MiB
-//   P=2 blocks   2.8     1.9     1.25   1.05   1.04    1.01
-//   P=2 single   1.7     1.35    1.29   1.25   1.21    1.23
-//   P=4 blocks   1.8     1.5     1.22   1.04   1.02    1.02    (4 ranks on 2 cores)
-//   P=4 single   1.4     1.4     1.28   1.18   1.31    1.37
-// An extra message costs ~4.5 us here (rendezvous + CMA get), the permutation one extra copy
-// of the remote rows: kBlocks is the default and meets ratio <= 1.1 from 4 MiB per rank;
-// kSingle is the better choice for payloads of a few hundred KiB and below (tiny models).
-// Neither reaches 1.1 at 1 MiB with e = 4: the (e-1) extra messages per peer, or the copy,
-// cost ~20% of a 70 us transfer.
+//   per rank               64 KiB     256 KiB    1 MiB      4 MiB      16 MiB     64 MiB
+//   P=2 blocks, merged     0.88-0.93  0.81-0.91  0.79-0.84  0.51-0.60  0.64-0.68  0.84-0.85
+//   P=2 blocks, per block  2.56-2.61  1.74-1.76  1.19-1.21  1.06-1.08  1.01-1.06  1.03-1.04
+//   P=2 single             1.7        1.35       1.29       1.25       1.21       1.23
+//   P=4 blocks, per block  1.8        1.5        1.22       1.04       1.02       1.02
+// (two runs each, alternated, for the first two lines; single and P=4 from an older build; P=4
+// is 4 ranks on 2 cores, where merging did not help at 1 MiB: 1.29-1.34 against 1.27-1.29.)
+// "merged": the MPI backend sends each peer's e blocks as ONE message with an hindexed datatype
+// that puts every block in its place on both sides (its default up to SY_EXCHANGE_MERGE_BYTES,
+// comm/mpi_communicator.h); "per block": one message per (peer, block), as before. A message
+// costs ~4.5 us here (rendezvous + CMA get + fin); merged, kBlocks is below 1.0 of raw
+// MPI_Alltoallv from 64 KiB (why Open MPI's own alltoallv, whose algorithm its tuned component
+// picks, is slower than our posted-at-once messages was not investigated). kBlocks is the default;
+// kSingle (one extra copy of the remote rows) is kept for communicators without a merged path.
 enum class ExchangeMode {
   // One Communicator::alltoallv_blocks with e blocks per peer: each (source, local expert)
-  // block is one message, received straight into its expert-major place and sent straight
-  // from the plan order. No copy; up to P*e messages.
+  // block is received straight into its expert-major place and sent straight from the plan
+  // order. No copy; the MPI backend sends a peer's blocks as one message (up to P messages).
   kBlocks,
   // One alltoallv (one message per peer) into a source-major staging buffer, then a
   // permutation to expert-major (memcpy of (P-1)*e contiguous runs; the self block is copied

@@ -196,6 +196,9 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
   auto t = parse_collective_timeout(std::getenv("SY_COLLECTIVE_TIMEOUT_S"));
   if (!t.ok()) abort(kExitConfig, t.status().message());
   set_timeout(t.value());
+  auto m = parse_exchange_merge_bytes(std::getenv("SY_EXCHANGE_MERGE_BYTES"));
+  if (!m.ok()) abort(kExitConfig, m.status().message());
+  merge_bytes_ = m.value();
   send_counts_.resize(size_);
   send_displs_.resize(size_);
   recv_counts_.resize(size_);
@@ -306,9 +309,13 @@ void MpiCommunicator::abort_block_mismatch(size_t i, const char* what, const Col
                                            int64_t seq) {
   const PostedRecv& p = posted_[i];
   std::ostringstream os;
-  os << "alltoallv_blocks count mismatch: rank " << p.peer << " -> rank " << rank_ << " block "
-     << p.block << ": expected " << p.count << " elements, " << what << " (" << describe(tag, seq)
-     << ")";
+  os << "alltoallv_blocks count mismatch: rank " << p.peer << " -> rank " << rank_;
+  if (p.block < 0) {
+    os << " (its blocks merged into one message)";
+  } else {
+    os << " block " << p.block;
+  }
+  os << ": expected " << p.count << " elements, " << what << " (" << describe(tag, seq) << ")";
   abort(kExitBadInput, os.str());
 }
 
@@ -325,28 +332,69 @@ void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& s
   const int64_t tag0 = (seq % window) * B;
   reqs_.clear();
   posted_.clear();
-  for (int p = 0; p < size_; ++p) {
-    for (int64_t b = 0; b < B && p != rank_; ++b) {
-      const int64_t n = rl.counts[p * B + b];
+  // Posts what goes to (is_send) or comes from peer p: one message per non-empty block, or, when
+  // the peer's blocks together are at most merge_bytes_ and there are several, ONE message whose
+  // datatype (hindexed, in the buffer's own byte offsets) lays them out in place: below a few
+  // MiB the fixed cost of a message (rendezvous, single-copy get, fin) dominates, not the bytes.
+  // Sender and receiver decide from the same total (the counts must match), so they agree; a
+  // merged message carries block 0's tag, so a side that disagrees (a count mismatch) sees a
+  // wrong size on block 0 (exit 22) or nothing at all (the deadline).
+  auto post = [&](bool is_send, int p, const BlockLayout& L, const void* base) {
+    int64_t total = 0, nonempty = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      total += L.counts[p * B + b];
+      nonempty += L.counts[p * B + b] > 0;
+    }
+    if (nonempty == 0) return;
+    if (nonempty > 1 && total * elem_bytes <= merge_bytes_) {
+      merge_lens_.clear();
+      merge_displs_.clear();
+      for (int64_t b = 0; b < B; ++b) {
+        if (L.counts[p * B + b] == 0) continue;
+        merge_lens_.push_back(static_cast<int>(L.counts[p * B + b]));
+        merge_displs_.push_back(static_cast<MPI_Aint>(L.displs[p * B + b] * elem_bytes));
+      }
+      MPI_Datatype dt;
+      SY_MPI_CHECK_IN(MPI_Type_create_hindexed(static_cast<int>(merge_lens_.size()),
+                                               merge_lens_.data(), merge_displs_.data(), t, &dt),
+                      tag, seq);
+      SY_MPI_CHECK_IN(MPI_Type_commit(&dt), tag, seq);
+      merged_types_.push_back(dt);
+      reqs_.emplace_back();
+      if (is_send) {
+        SY_MPI_CHECK_IN(MPI_Isend(base, 1, dt, p, static_cast<int>(tag0), comm_, &reqs_.back()),
+                        tag, seq);
+      } else {
+        posted_.push_back({p, -1, total, dt});
+        SY_MPI_CHECK_IN(MPI_Irecv(const_cast<void*>(base), 1, dt, p, static_cast<int>(tag0), comm_,
+                                  &reqs_.back()),
+                        tag, seq);
+      }
+      return;
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = L.counts[p * B + b];
       if (n == 0) continue;
       reqs_.emplace_back();
-      posted_.push_back({p, b, n});
-      SY_MPI_CHECK_IN(
-          MPI_Irecv(static_cast<char*>(recv) + rl.displs[p * B + b] * elem_bytes,
-                    static_cast<int>(n), t, p, static_cast<int>(tag0 + b), comm_, &reqs_.back()),
-          tag, seq);
+      const int64_t at = L.displs[p * B + b] * elem_bytes;
+      if (is_send) {
+        SY_MPI_CHECK_IN(MPI_Isend(static_cast<const char*>(base) + at, static_cast<int>(n), t, p,
+                                  static_cast<int>(tag0 + b), comm_, &reqs_.back()),
+                        tag, seq);
+      } else {
+        posted_.push_back({p, b, n, t});
+        SY_MPI_CHECK_IN(
+            MPI_Irecv(static_cast<char*>(const_cast<void*>(base)) + at, static_cast<int>(n), t, p,
+                      static_cast<int>(tag0 + b), comm_, &reqs_.back()),
+            tag, seq);
+      }
     }
+  };
+  for (int p = 0; p < size_; ++p) {
+    if (p != rank_) post(false, p, rl, recv);
   }
   for (int p = 0; p < size_; ++p) {
-    for (int64_t b = 0; b < B && p != rank_; ++b) {
-      const int64_t n = sl.counts[p * B + b];
-      if (n == 0) continue;
-      reqs_.emplace_back();
-      SY_MPI_CHECK_IN(
-          MPI_Isend(static_cast<const char*>(send) + sl.displs[p * B + b] * elem_bytes,
-                    static_cast<int>(n), t, p, static_cast<int>(tag0 + b), comm_, &reqs_.back()),
-          tag, seq);
-    }
+    if (p != rank_) post(true, p, sl, send);
   }
   // The self blocks, while the peers' messages are in flight.
   for (int64_t b = 0; b < B; ++b) {
@@ -377,12 +425,16 @@ void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& s
       },
       tag, seq);
   for (size_t i = 0; i < posted_.size(); ++i) {
-    int got = 0;
-    SY_MPI_CHECK_IN(MPI_Get_count(&statuses_[i], t, &got), tag, seq);
-    if (got != posted_[i].count) {
-      abort_block_mismatch(i, ("received " + std::to_string(got)).c_str(), tag, seq);
+    // Received bytes (MPI's basic elements: t is made of MPI_BYTE), for one block or a merged
+    // message alike.
+    MPI_Count got = 0;
+    SY_MPI_CHECK_IN(MPI_Get_elements_x(&statuses_[i], posted_[i].type, &got), tag, seq);
+    if (got != posted_[i].count * elem_bytes) {
+      abort_block_mismatch(i, ("received " + std::to_string(got / elem_bytes)).c_str(), tag, seq);
     }
   }
+  for (MPI_Datatype& dt : merged_types_) MPI_Type_free(&dt);
+  merged_types_.clear();
 }
 
 void MpiCommunicator::do_allreduce(const void* send, void* recv, int64_t count, DType dtype,

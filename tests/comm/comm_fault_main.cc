@@ -3,7 +3,7 @@
 // under the collective deadline, with SY_FAULT injected at the top of every step.
 //
 //   comm_fault_main [--steps N] [--check-fail-rank R] [--abort-rank R --abort-code C]
-//                   [--dispatch [--zero-rank R]] [--blocks-mismatch more|less]
+//                   [--dispatch [--zero-rank R]] [--blocks-mismatch [merged-]more|less]
 //
 // --check-fail-rank: that rank fails an SY_CHECK at step 1 (the abort hook must end every
 // rank with exit code 1). --abort-rank: that rank calls Communicator::abort(C) at step 1.
@@ -11,7 +11,8 @@
 // layer 0; SY_FAULT=corrupt_count applies); --zero-rank R: rank R has no tokens and every
 // token goes to rank 0's experts (no hang). --blocks-mismatch: at step 1, rank 0 posts
 // one row more (or less) than rank 1 sends it in an alltoallv_blocks with no count exchange
-// (the backend's own per-message check must end the job with exit 22).
+// (the backend's own per-message check must end the job with exit 22); merged-more|less: the
+// same on the second of two blocks that travel as one message.
 // Prints "comm_fault_main: rank r done after N steps" on success.
 #include <cstdio>
 #include <cstdlib>
@@ -62,15 +63,24 @@ bool dispatch_step(sy::Communicator& comm, sy::Dispatcher& disp, int64_t step, i
   return ok;
 }
 
-// Rank 1 sends rank 0 three rows in block 0; rank 0 expects 3 + delta.
-void blocks_mismatch(sy::Communicator& comm, int delta) {
+// Rank 1 sends rank 0 three rows in block 0; rank 0 expects 3 + delta. merged: two blocks
+// (3 rows, then 2; block 1 is where rank 0 expects 2 + delta), small enough for the MPI backend
+// to send them as one message, so its check is on the merged total.
+void blocks_mismatch(sy::Communicator& comm, int delta, bool merged) {
   const int P = comm.size(), r = comm.rank();
-  std::vector<int64_t> sc(P, 0), sd(P, 0), rc(P, 0), rd(P, 0);
-  if (r == 1) sc[0] = 3;
-  if (r == 0) rc[1] = 3 + delta;
+  const int64_t B = merged ? 2 : 1;
+  std::vector<int64_t> sc(P * B, 0), sd(P * B, 0), rc(P * B, 0), rd(P * B, 0);
+  if (r == 1) {
+    sc[0] = 3;
+    if (merged) sc[1] = 2, sd[1] = 3;
+  }
+  if (r == 0) {
+    rc[B] = merged ? 3 : 3 + delta;
+    if (merged) rc[B + 1] = 2 + delta, rd[B + 1] = 3;
+  }
   std::vector<float> send(8, 1.f), recv(8, 0.f);
-  SY_CHECK_OK(comm.alltoallv_blocks(send.data(), {1, sc.data(), sd.data(), 8}, recv.data(),
-                                    {1, rc.data(), rd.data(), 8}, 1, {"fault_test.blocks", 0, 1}));
+  SY_CHECK_OK(comm.alltoallv_blocks(send.data(), {B, sc.data(), sd.data(), 8}, recv.data(),
+                                    {B, rc.data(), rd.data(), 8}, 1, {"fault_test.blocks", 0, 1}));
 }
 
 }  // namespace
@@ -79,7 +89,7 @@ int main(int argc, char** argv) {
   sy::MpiRuntime mpi(&argc, &argv);
   int steps = 4, check_fail_rank = -1, abort_rank = -1, abort_code = 1, zero_rank = -1;
   int blocks_delta = 0;
-  bool use_dispatcher = false;
+  bool use_dispatcher = false, blocks_merged = false;
   for (int i = 1; i < argc; ++i) {
     auto next = [&]() {
       SY_CHECK(i + 1 < argc) << "missing value after " << argv[i];
@@ -98,12 +108,15 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--zero-rank")) {
       zero_rank = next();
     } else if (!std::strcmp(argv[i], "--blocks-mismatch") && i + 1 < argc) {
-      blocks_delta = !std::strcmp(argv[++i], "more") ? 1 : -1;
+      const std::string how = argv[++i];
+      blocks_merged = how.rfind("merged-", 0) == 0;
+      blocks_delta = how == "more" || how == "merged-more" ? 1 : -1;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--steps N] [--check-fail-rank R] [--abort-rank R "
-                   "--abort-code C] [--dispatch [--zero-rank R]] [--blocks-mismatch more|less]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr,
+          "usage: %s [--steps N] [--check-fail-rank R] [--abort-rank R "
+          "--abort-code C] [--dispatch [--zero-rank R]] [--blocks-mismatch [merged-]more|less]\n",
+          argv[0]);
       return sy::kExitUsage;
     }
   }
@@ -117,7 +130,7 @@ int main(int argc, char** argv) {
     if (step == 1 && r == check_fail_rank) SY_CHECK(false) << "injected check failure";
     if (step == 1 && r == abort_rank) comm.abort(abort_code, "injected abort at step 1");
 
-    if (step == 1 && blocks_delta != 0 && P > 1) blocks_mismatch(comm, blocks_delta);
+    if (step == 1 && blocks_delta != 0 && P > 1) blocks_mismatch(comm, blocks_delta, blocks_merged);
 
     std::string err;
     if (dispatcher) {

@@ -158,5 +158,19 @@ TEST(CollectiveTimeout, Parse) {
   }
 }
 
+TEST(ExchangeMergeBytes, Parse) {
+  EXPECT_EQ(parse_exchange_merge_bytes(nullptr).value(), kDefaultExchangeMergeBytes);
+  EXPECT_EQ(parse_exchange_merge_bytes("").value(), kDefaultExchangeMergeBytes);
+  EXPECT_EQ(parse_exchange_merge_bytes("0").value(), 0);
+  EXPECT_EQ(parse_exchange_merge_bytes("1048576").value(), 1048576);
+  for (const char* bad : {"abc", "-1", "+4", " 4", "4k", "1e6", "99999999999999999999"}) {
+    auto b = parse_exchange_merge_bytes(bad);
+    EXPECT_FALSE(b.ok()) << bad;
+    if (!b.ok()) {
+      EXPECT_EQ(b.status().exit_code(), kExitConfig);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sy

@@ -114,13 +114,20 @@ TEST(MpiCommunicator, AlltoallvRejectsCountsBeyondInt) {
 
 // The blocked exchange: every (peer, block) lands in its own place, gaps stay untouched, also
 // with empty blocks and peers (seed 0: all empty; seed 1: everything to rank 0).
+// Each peer's blocks as one merged message (the default), one message per block (merge 0), and
+// a threshold in between, so that some peers merge and others do not.
 TEST(MpiCommunicator, AlltoallvBlocksRandomCounts) {
   const int P = g_comm->size(), r = g_comm->rank();
-  for (uint64_t seed = 0; seed < 16; ++seed) {
-    const int64_t B = 1 + seed % 4, W = 1 + seed % 3;
-    const auto ex = testutil::exchange_blocks(*g_comm, seed, 9, W, B, {"test.blocks", 0, 0});
-    EXPECT_EQ(testutil::check_blocks(ex, P, r, B, W), "") << "seed " << seed;
+  for (const int64_t merge : {kDefaultExchangeMergeBytes, int64_t{0}, int64_t{96}}) {
+    g_comm->set_merge_bytes(merge);
+    for (uint64_t seed = 0; seed < 16; ++seed) {
+      const int64_t B = 1 + seed % 4, W = 1 + seed % 3;
+      const auto ex = testutil::exchange_blocks(*g_comm, seed, 9, W, B, {"test.blocks", 0, 0});
+      EXPECT_EQ(testutil::check_blocks(ex, P, r, B, W), "")
+          << "seed " << seed << " merge " << merge;
+    }
   }
+  g_comm->set_merge_bytes(kDefaultExchangeMergeBytes);
 }
 
 TEST(MpiCommunicator, AllreduceSumMinMax) {
