@@ -144,26 +144,11 @@ void softmax_backward_rows(const float* p, const float* dp, float* ds, int64_t r
     softmax_backward_row(p + r * n, dp + r * n, ds + r * n, n, accumulate);
 }
 
-void silu_inplace(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = silu(x[i]);
-}
 void gelu_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = gelu(x[i]);
 }
 void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_grad(x[i]);
-}
-void silu_backward(const float* x, const float* dy, float* dx, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * silu_grad(x[i]);
-}
-
-void swiglu_rows(const float* g, const float* u, float* a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) a[i] = silu(g[i]) * u[i];
-}
-
-void swiglu_backward_rows(const float* g, const float* u, const float* da, float* dg, float* du,
-                          int64_t n) {
-  for (int64_t i = 0; i < n; ++i) swiglu_backward_elem(g[i], u[i], da[i], dg + i, du + i);
 }
 
 bool all_finite(const float* x, int64_t n) {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -242,6 +243,53 @@ TEST(Activations, ValuesAndGradientsMatchReferences) {
     EXPECT_EQ(b[i], silu(xs[i]));
     EXPECT_EQ(dxg[i], dy[i] * gelu_grad(xs[i]));
     EXPECT_EQ(dxs[i], dy[i] * silu_grad(xs[i]));
+  }
+}
+
+// exp_poly (SiLU's exponential, math.h) against glibc's expf: within 2 ulp on [-87, 88], and its
+// edges: NaN stays NaN, +-inf and values past the range clamp to e^88 / e^-87.
+TEST(Activations, ExpPolyWithinTwoUlpOfExpf) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.00731f) {
+    const float e = expf(x), p = exp_poly(x);
+    const float ulp = std::nextafter(e, kInf) - e;
+    worst = std::max(worst, std::fabs(static_cast<double>(p) - e) / ulp);
+  }
+  EXPECT_LE(worst, 2.0);
+  EXPECT_EQ(exp_poly(0.0f), 1.0f);
+  EXPECT_TRUE(std::isnan(exp_poly(kNaN)));
+  EXPECT_EQ(exp_poly(kInf), exp_poly(88.0f));
+  EXPECT_EQ(exp_poly(1000.0f), exp_poly(88.0f));
+  EXPECT_EQ(exp_poly(-kInf), exp_poly(-87.0f));
+  EXPECT_TRUE(std::isfinite(exp_poly(88.0f)) && exp_poly(-87.0f) > 0.0f);
+  EXPECT_TRUE(std::isnan(silu(kNaN)) && std::isnan(silu_grad(kNaN)));
+  EXPECT_EQ(sigmoid_poly(200.0f), 1.0f);
+}
+
+// The SwiGLU loops (activation_rows.cc: vectorized, cloned per instruction set) give the scalar
+// per-element functions' bits, at every length (vector bodies and remainders) and on special
+// values, and the backward also in place (dg == da).
+TEST(Activations, SwigluRowsAreTheScalarCodeBitwise) {
+  for (int64_t n : {1, 3, 7, 8, 15, 16, 17, 31, 33, 64, 67, 1000}) {
+    std::vector<float> g = randn(n, 4.0f, 40 + n), u = randn(n, 1.0f, 41 + n),
+                       da = randn(n, 1.0f, 42 + n);
+    const float specials[] = {kNaN, kInf, -kInf, 88.5f, -88.5f, -0.0f, 1e-30f, -40.0f};
+    for (int64_t i = 0; i < n && i < 8; ++i) g[(i * 5) % n] = specials[i];
+    std::vector<float> a(n), dg(n), du(n), inplace = da, du2(n);
+    swiglu_rows(g.data(), u.data(), a.data(), n);
+    swiglu_backward_rows(g.data(), u.data(), da.data(), dg.data(), du.data(), n);
+    swiglu_backward_rows(g.data(), u.data(), inplace.data(), inplace.data(), du2.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      float eg, eu;
+      swiglu_backward_elem(g[i], u[i], da[i], &eg, &eu);
+      const float ea = silu(g[i]) * u[i];
+      auto same = [](float x, float y) { return std::memcmp(&x, &y, sizeof x) == 0; };
+      EXPECT_TRUE(same(a[i], ea) || (std::isnan(a[i]) && std::isnan(ea))) << n << " " << i;
+      EXPECT_TRUE(same(dg[i], eg) || (std::isnan(dg[i]) && std::isnan(eg))) << n << " " << i;
+      EXPECT_TRUE(same(du[i], eu) || (std::isnan(du[i]) && std::isnan(eu))) << n << " " << i;
+      EXPECT_TRUE(same(inplace[i], dg[i]) || (std::isnan(inplace[i]) && std::isnan(dg[i])));
+      EXPECT_TRUE(same(du2[i], du[i]) || (std::isnan(du2[i]) && std::isnan(du[i])));
+    }
   }
 }
 
