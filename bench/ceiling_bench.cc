@@ -49,13 +49,6 @@ struct Shape {
 const Shape kShapes[] = {{"qwen", 2048, 60, 4, 1408, 5632, 2048},
                          {"small", 256, 16, 2, 512, 1024, 8192}};
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 double reduce(double x, MPI_Op op) {
   MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, op, MPI_COMM_WORLD);
   return x;
@@ -64,27 +57,10 @@ double max_over_ranks(double x) {
   return reduce(x, MPI_MAX);
 }
 
-// The rest of a pass, by phase: each phase's time less the bare GEMMs inside it (seconds).
-const char* const kRest[] = {
-    "router beyond its GEMM",     "plan",
-    "gather / scatter (permute)", "exchange (counts, dispatch, return; waits)",
-    "experts beyond their GEMMs", "  of which SwiGLU pass",
-    "weighted combine",           "shared expert beyond its GEMMs",
-    "outside the phases"};
-constexpr int kNumRest = sizeof(kRest) / sizeof(kRest[0]);
-
-std::vector<double> rest_of(const sy::MoePhaseTimes& t, double wall_s,
-                            std::map<std::string, double> gemm) {
-  return {t.route_s - gemm["router"],
-          t.plan_s,
-          t.permute_s,
-          t.count_exchange_s + t.dispatch_exchange_s + t.return_exchange_s,
-          t.experts_s - gemm["experts"],
-          t.experts_elementwise_s,
-          t.weighted_combine_s,
-          t.shared_expert_s - gemm["shared"],
-          wall_s - t.total_s()};
-}
+using sy::bench::median;
+using sy::bench::moe_rest_of;
+const std::vector<std::string>& kRest = sy::bench::moe_rest_names();
+const int kNumRest = static_cast<int>(kRest.size());
 
 struct Samples {
   std::vector<double> fwd_s, fb_s, bwd_s, gemm_fwd_s, gemm_bwd_s;
@@ -174,7 +150,7 @@ int run_shape(sy::MpiCommunicator& comm, const Shape& s, int iters, double cf, s
     sm.gemm_bwd_s.push_back(max_over_ranks(cb_t["total"]));
     // The split of the critical rank: the one with the most GEMM work in this iteration (the
     // others also wait for it inside their exchanges).
-    std::vector<double> rf = rest_of(tf, fwd_s, cf_t), rb = rest_of(tb, b_s, cb_t);
+    std::vector<double> rf = moe_rest_of(tf, fwd_s, cf_t), rb = moe_rest_of(tb, b_s, cb_t);
     struct {
       double v;
       int rank;
@@ -222,7 +198,7 @@ int run_shape(sy::MpiCommunicator& comm, const Shape& s, int iters, double cf, s
               flops_b / G_b * 1e-9, (flops_f + flops_b) / G_fb * 1e-9);
   std::printf("  where the rest goes (ms, the rank with the most GEMM work):\n");
   for (int k = 0; k < kNumRest; ++k) {
-    std::printf("  %-38s %12.2f %12.2f\n", kRest[k], 1e3 * median(sm.rest_fwd[k]),
+    std::printf("  %-38s %12.2f %12.2f\n", kRest[k].c_str(), 1e3 * median(sm.rest_fwd[k]),
                 1e3 * median(sm.rest_bwd[k]));
   }
   std::fflush(stdout);
@@ -237,8 +213,8 @@ int run_shape(sy::MpiCommunicator& comm, const Shape& s, int iters, double cf, s
                  iters, 1e3 * L_f, 1e3 * L_b, 1e3 * L_fb, 1e3 * G_f, 1e3 * G_b, 1e3 * G_fb,
                  G_f / L_f, G_fb / L_fb);
     for (int k = 0; k < kNumRest; ++k) {
-      std::fprintf(json, ", \"rest_fwd_ms[%s]\": %.3f, \"rest_bwd_ms[%s]\": %.3f", kRest[k],
-                   1e3 * median(sm.rest_fwd[k]), kRest[k], 1e3 * median(sm.rest_bwd[k]));
+      std::fprintf(json, ", \"rest_fwd_ms[%s]\": %.3f, \"rest_bwd_ms[%s]\": %.3f", kRest[k].c_str(),
+                   1e3 * median(sm.rest_fwd[k]), kRest[k].c_str(), 1e3 * median(sm.rest_bwd[k]));
     }
     std::fprintf(json, "}\n");
   }

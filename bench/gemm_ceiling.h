@@ -4,7 +4,7 @@
 // its overhead: routing, the plan, gathers, exchanges, elementwise passes, GEMM calls that run
 // below the bare rate.
 //
-// Used by bench/ceiling_bench.cc (the MoE layer) and the training-step ceiling.
+// Used by bench/ceiling_bench.cc (the MoE layer) and bench/step_ceiling.cc (a training step).
 #pragma once
 
 #include <cblas.h>
@@ -48,6 +48,65 @@ inline void add_linear(std::vector<Gemm>* g, const std::string& part, int64_t R,
   }
 }
 
+// The GEMMs of a trained or frozen model parameter W [out, in]: add_linear's, less the weight
+// gradient's when the parameter is frozen (dW null).
+inline void add_param_linear(std::vector<Gemm>* g, const std::string& part, int64_t R, int64_t in,
+                             int64_t out, const float* W, float* dW, bool forward, bool backward) {
+  add_linear(g, part, R, in, out, W, forward, backward && dW != nullptr, dW);
+  if (backward && dW == nullptr && R > 0)  // frozen: dx = dy W only
+    g->push_back({part, false, false, R, in, out, nullptr, W, nullptr, false});
+}
+
+// Drops the weight-gradient GEMMs (dW += dy^T x: the transposed-A ones) of `part`.
+inline void erase_weight_grads(std::vector<Gemm>* g, const std::string& part) {
+  g->erase(std::remove_if(g->begin(), g->end(),
+                          [&](const Gemm& x) { return x.part == part && x.trans_a; }),
+           g->end());
+}
+
+// One decoder layer's attention over T tokens (no KV cache: Tk = T), as the Qwen2-MoE model and
+// runtime/kernels/attention.cc make it. "attention": the q/k/v/o projections (Wq [nH*hd, D], Wk
+// and Wv [nKV*hd, D], Wo [D, nH*hd]; d* null when frozen). "attention core": per query head
+// the score and value products, full T x T GEMMs (the causal mask is applied to S after them,
+// so they do not halve): forward S = Q_h K_g^T and O_h = P V_g; backward S again (the
+// probabilities are recomputed, not kept), dV_g += P^T dO_h, dP = dO_h V_g^T, dQ_h = dS K_g,
+// dK_g += dS^T Q_h. The backend's operands are head slices with row stride nH*hd or nKV*hd;
+// these run on packed scratch of the same shapes.
+struct AttentionWeights {
+  const float *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+  float *dwq = nullptr, *dwk = nullptr, *dwv = nullptr, *dwo = nullptr;
+};
+inline void add_attention(std::vector<Gemm>* g, int64_t T, int64_t D, int64_t nH, int64_t nKV,
+                          int64_t hd, const AttentionWeights& w, bool forward, bool backward) {
+  if (T <= 0) return;
+  const int64_t Q = nH * hd, KV = nKV * hd;
+  const char* core = "attention core";
+  // The order of the model's calls: forward q, k, v, scores, o; backward o, scores, q, k, v.
+  if (forward) {
+    add_param_linear(g, "attention", T, D, Q, w.wq, w.dwq, true, false);
+    add_param_linear(g, "attention", T, D, KV, w.wk, w.dwk, true, false);
+    add_param_linear(g, "attention", T, D, KV, w.wv, w.dwv, true, false);
+    for (int64_t h = 0; h < nH; ++h) {
+      g->push_back({core, false, true, T, T, hd, nullptr, nullptr, nullptr, false});
+      g->push_back({core, false, false, T, hd, T, nullptr, nullptr, nullptr, false});
+    }
+    add_param_linear(g, "attention", T, Q, D, w.wo, w.dwo, true, false);
+  }
+  if (backward) {
+    add_param_linear(g, "attention", T, Q, D, w.wo, w.dwo, false, true);
+    for (int64_t h = 0; h < nH; ++h) {
+      g->push_back({core, false, true, T, T, hd, nullptr, nullptr, nullptr, false});
+      g->push_back({core, true, false, T, hd, T, nullptr, nullptr, nullptr, true});
+      g->push_back({core, false, true, T, T, hd, nullptr, nullptr, nullptr, false});
+      g->push_back({core, false, false, T, hd, T, nullptr, nullptr, nullptr, false});
+      g->push_back({core, true, false, T, hd, T, nullptr, nullptr, nullptr, true});
+    }
+    add_param_linear(g, "attention", T, D, Q, w.wq, w.dwq, false, true);
+    add_param_linear(g, "attention", T, D, KV, w.wk, w.dwk, false, true);
+    add_param_linear(g, "attention", T, D, KV, w.wv, w.dwv, false, true);
+  }
+}
+
 // The GEMMs a MoeLayer with a linear router and SwiGLU experts made in its last forward (and,
 // with backward, would make in its backward, weight gradients included when it trains its
 // experts): the router over its T tokens, each local expert at the rows it received, the shared
@@ -78,11 +137,7 @@ inline std::vector<Gemm> moe_layer_gemms(MoeLayer& layer, bool forward, bool bac
     add_linear(&g, "experts", n, D, F, wu + o, forward, backward, dwu ? dwu + o : nullptr);
     add_linear(&g, "experts", n, F, D, wd + o, forward, backward, dwd ? dwd + o : nullptr);
   }
-  if (!wgrad) {  // frozen experts: no dW GEMMs
-    g.erase(std::remove_if(g.begin(), g.end(),
-                           [](const Gemm& x) { return x.part == "experts" && x.trans_a; }),
-            g.end());
-  }
+  if (!wgrad) erase_weight_grads(&g, "experts");  // frozen experts: no dW GEMMs
   if (c.shared_expert_hidden > 0) {
     const int64_t Fs = c.shared_expert_hidden;
     auto sh = [&](const char* name, int64_t in, int64_t out) {
@@ -131,6 +186,53 @@ inline double total_flops(const std::vector<Gemm>& gemms) {
   double f = 0;
   for (const Gemm& x : gemms) f += x.flops();
   return f;
+}
+
+// ---- the MoE layer's time beyond its GEMMs, phase by phase ----
+
+// Each phase's time less the bare GEMMs inside it (parts "router", "experts", "shared"), and
+// what `wall_s` (the layer's time as its caller measured it) holds beyond the phases.
+inline const std::vector<std::string>& moe_rest_names() {
+  static const std::vector<std::string> names = {
+      "router beyond its GEMM",     "plan",
+      "gather / scatter (permute)", "exchange (counts, dispatch, return; waits)",
+      "experts beyond their GEMMs", "  of which SwiGLU pass",
+      "weighted combine",           "shared expert beyond its GEMMs",
+      "outside the phases"};
+  return names;
+}
+inline std::vector<double> moe_rest_of(const MoePhaseTimes& t, double wall_s,
+                                       std::map<std::string, double> gemm) {
+  return {t.route_s - gemm["router"],
+          t.plan_s,
+          t.permute_s,
+          t.count_exchange_s + t.dispatch_exchange_s + t.return_exchange_s,
+          t.experts_s - gemm["experts"],
+          t.experts_elementwise_s,
+          t.weighted_combine_s,
+          t.shared_expert_s - gemm["shared"],
+          wall_s - t.total_s()};
+}
+
+// *sum += t, phase by phase (a step's layers and sequences).
+inline void add_phase_times(MoePhaseTimes* sum, const MoePhaseTimes& t) {
+  sum->route_s += t.route_s;
+  sum->plan_s += t.plan_s;
+  sum->permute_s += t.permute_s;
+  sum->count_exchange_s += t.count_exchange_s;
+  sum->dispatch_exchange_s += t.dispatch_exchange_s;
+  sum->experts_s += t.experts_s;
+  sum->return_exchange_s += t.return_exchange_s;
+  sum->weighted_combine_s += t.weighted_combine_s;
+  sum->shared_expert_s += t.shared_expert_s;
+  sum->experts_elementwise_s += t.experts_elementwise_s;
+}
+
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 }  // namespace bench

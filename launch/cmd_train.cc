@@ -33,6 +33,7 @@
 #include "launch/infer_run.h"
 #include "launch/trace_run.h"
 #include "launch/train_bert.h"
+#include "launch/train_model.h"
 #include "launch/train_progress.h"
 #include "launch/train_resume.h"
 #include "runtime/core/file_output.h"
@@ -61,13 +62,6 @@ struct TrainArgs {
   int64_t steps = 0;
   int64_t seq_len = 0;
   int64_t batch = 0;  // sequences per rank per step
-  double lr = 0;
-  int64_t warmup = 0;
-  double weight_decay = 0;
-  double clip = 0;
-  double aux_loss = 0;  // < 0: the checkpoint's router_aux_loss_coef
-  double router_lr_scale = 1;
-  double balance_rate = -1;  // < 0: the checkpoint's
   int64_t calibrate_balance = 0;
   int64_t eval_every = 0;
   int64_t eval_tokens = 0;
@@ -77,11 +71,6 @@ struct TrainArgs {
   uint64_t seed = 0;
   uint64_t data_seed = 0;
   std::string quantize;
-  double capacity_factor = 0;
-  bool deterministic = false;
-  std::string backend = "cpu";
-  std::string comm = "auto";       // --comm
-  std::string precision = "fp32";  // --precision
   std::string checkpoint_dir;
   int64_t save_every = 0;
   bool resume = false;
@@ -90,10 +79,9 @@ struct TrainArgs {
   int64_t log_every = 0;
   bool distill = false;
   DistillConfig distill_cfg;
-  std::string on_nonfinite;
-  int64_t max_skips = 0;
   switchyard::TraceConfig trace;
-  switchyard::TrainConfig config;  // all of the above, as given
+  switchyard::TrainConfig
+      config;  // every setting as given (the model's and optimizer's: train_model.h)
 };
 
 TrainArgs FromConfig(const switchyard::TrainConfig& c) {
@@ -104,13 +92,6 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.steps = c.steps();
   a.seq_len = c.seq_len();
   a.batch = c.batch();
-  a.lr = c.lr();
-  a.warmup = c.warmup();
-  a.weight_decay = c.weight_decay();
-  a.clip = c.clip();
-  a.aux_loss = c.aux_loss();
-  a.router_lr_scale = c.router_lr_scale();
-  a.balance_rate = c.balance_rate();
   a.calibrate_balance = c.calibrate_balance();
   a.eval_every = c.eval_every();
   a.eval_tokens = c.eval_tokens();
@@ -120,11 +101,6 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.seed = c.seed();
   a.data_seed = c.data_seed();
   a.quantize = c.quantize();
-  a.capacity_factor = c.capacity_factor();
-  a.deterministic = c.deterministic();
-  a.backend = c.backend();
-  a.comm = c.comm();
-  a.precision = c.precision();
   a.checkpoint_dir = c.checkpoint_dir();
   a.save_every = c.save_every();
   a.resume = c.resume();
@@ -135,8 +111,6 @@ TrainArgs FromConfig(const switchyard::TrainConfig& c) {
   a.distill_cfg.iterations = c.distill().iterations();
   a.distill_cfg.lr = c.distill().lr();
   a.distill_cfg.max_tokens = c.distill().max_tokens();
-  a.on_nonfinite = c.on_nonfinite();
-  a.max_skips = c.max_skips();
   a.trace = c.trace();
   a.config = c;
   return a;
@@ -233,14 +207,7 @@ Status PrepareTrain(const TrainArgs& a, Communicator& comm, TrainSetup* t) {
   t->router = a.router.empty() ? cfg.router : a.router;
   if (t->is_resume) SY_RETURN_IF_ERROR(CheckResume(a, cfg, comm.size(), t));
   SY_RETURN_IF_ERROR(ReadTrainTokens(a, t));
-  Qwen2MoeOptions opt;
-  opt.train = a.what == "all" ? Qwen2MoeTrain::kAll : Qwen2MoeTrain::kRouters;
-  opt.router = "";  // the checkpoint's: the teacher of a replaced router (WarmStartRouter)
-  opt.seed = a.seed;
-  opt.balance_rate = a.balance_rate;
-  opt.expert_bits = a.quantize == "int8" ? 8 : a.quantize == "int4" ? 4 : 32;
-  opt.capacity_factor = a.capacity_factor;
-  SY_ASSIGN_OR_RETURN(opt.exec, backend_context(a.backend, a.deterministic, a.precision));
+  SY_ASSIGN_OR_RETURN(const Qwen2MoeOptions opt, qwen2_moe_train_options(a.config));
   SY_ASSIGN_OR_RETURN(t->model, Qwen2MoeModel::load(*t->ck, opt, &comm));
   for (int32_t id : t->ids)
     if (id < 0 || id >= t->model->vocab_size())
@@ -316,20 +283,12 @@ class TrainRun {
   }
 
   int MakeTrainer() {
-    AdamWConfig ac;
-    ac.lr = a_.lr;
-    ac.warmup_steps = a_.warmup;
-    ac.total_steps = a_.steps;
-    ac.weight_decay = a_.weight_decay;
-    ac.clip_norm = a_.clip;
+    const AdamWConfig ac = train_adamw_config(a_.config);
     if (int code = agree_status(comm_, ac.validate(), "train: optimizer")) return code;
     trainer_ = std::make_unique<Trainer>(*t_.model, &comm_, ac);
-    auto policy = parse_nonfinite_policy(a_.on_nonfinite);
-    if (int code = agree_status(comm_, policy.status(), "train: --on-nonfinite")) return code;
-    trainer_->set_nonfinite_policy(*policy, a_.max_skips);
-    trainer_->set_router_lr_scale(a_.router_lr_scale);
-    trainer_->set_router_aux_loss(a_.aux_loss >= 0 ? a_.aux_loss
-                                                   : t_.model->config().router_aux_loss_coef);
+    const Status st =
+        configure_trainer(a_.config, t_.model->config().router_aux_loss_coef, trainer_.get());
+    if (int code = agree_status(comm_, st, "train: --on-nonfinite")) return code;
     state_.run = RunSettings(a_, t_.router);
     state_.data_seed = a_.data_seed;
     state_.world_size = P_;

@@ -11,6 +11,7 @@
 #include "comm/fault.h"
 #include "launch/commands.h"
 #include "launch/infer_run.h"
+#include "launch/train_model.h"
 #include "launch/train_progress.h"
 #include "launch/train_resume.h"
 #include "runtime/core/file_output.h"
@@ -183,23 +184,16 @@ class BertTrainRun {
   }
 
   int MakeTrainer() {
-    AdamWConfig ac;
-    ac.lr = c_.lr();
-    ac.warmup_steps = c_.warmup();
-    ac.total_steps = c_.steps();
-    ac.weight_decay = c_.weight_decay();
-    ac.clip_norm = c_.clip();
+    const AdamWConfig ac = train_adamw_config(c_);
     if (int code = agree_status(comm_, ac.validate(), "train: optimizer")) return code;
     trainer_ = std::make_unique<Trainer>(*model_, &comm_, ac);
     if (int code = agree_status(comm_, trainer_->set_masked_lm(bert_masked_lm(c_.data_seed())),
                                 "train: masked LM"))
       return code;
-    auto policy = parse_nonfinite_policy(c_.on_nonfinite());
-    if (int code = agree_status(comm_, policy.status(), "train: --on-nonfinite")) return code;
-    trainer_->set_nonfinite_policy(*policy, c_.max_skips());
-    trainer_->set_router_lr_scale(c_.router_lr_scale());
     // BERT configs carry no balancing coefficient: Switch Transformer's 0.01 by default.
-    trainer_->set_router_aux_loss(c_.aux_loss() >= 0 ? c_.aux_loss() : 0.01);
+    if (int code = agree_status(comm_, configure_trainer(c_, 0.01, trainer_.get()),
+                                "train: --on-nonfinite"))
+      return code;
     state_.run = RunSettings(c_, router_);
     state_.data_seed = c_.data_seed();
     state_.world_size = P_;

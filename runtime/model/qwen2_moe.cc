@@ -557,8 +557,6 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
     }
     if (L.moe) {  // its collectives carry the step set by Model::set_step
       SY_RETURN_IF_ERROR(sharded_->forward(*L.moe, a2, ids_dev_.data(), T, D, y_.data()));
-      t2 = Now();
-      times_.moe_s += t2 - t1;
     } else {
       const int64_t F = c.intermediate_size;
       float* g = keep(save ? S.g : g_, T * F);
@@ -566,11 +564,11 @@ Status Qwen2MoeModel::forward(const int32_t* ids, int64_t T, Tensor* logits, boo
       float* act = keep(save ? S.act : act_, T * F);
       swiglu_forward(ex, a2, L.mlp_gate.ptr(), L.mlp_up.ptr(), L.mlp_down.ptr(), T, D, F, g, u, act,
                      y_.data());
-      t2 = Now();
-      times_.dense_mlp_s += t2 - t1;
     }
     ops::add_inplace(ex, x_.data(), y_.data(), T * D);  // residual
-    t1 = Now();
+    t2 = Now();
+    (L.moe ? times_.moe_s : times_.dense_mlp_s) += t2 - t1;
+    t1 = t2;
   }
   cache_len_ += T;
 
@@ -660,6 +658,8 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
   if (!last_from_zero_ || cache_len_ != static_cast<int64_t>(ids_.size()))
     return InvalidArgument("backward: the last forward must start at position 0 (reset_cache)");
   aux_loss_ = 0;
+  bwd_times_ = Qwen2MoeTimes();
+  const double t0 = Now();
   const Qwen2MoeConfig& c = cfg_;
   const int64_t T = static_cast<int64_t>(ids_.size()), D = c.hidden_size, hd = c.head_dim,
                 nH = c.num_attention_heads, nKV = c.num_key_value_heads, V = c.vocab_size;
@@ -683,6 +683,8 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
                        /*accumulate_dx=*/false);
   ops::rmsnorm_backward(ex, x_final_.data(), final_norm_.ptr(), rstd_final_.data(), dh, dx,
                         grad(d_final_norm_), T, D);
+  double t1 = Now();
+  bwd_times_.head_s = t1 - t0;
   AttentionShape as;
   as.num_heads = nH;
   as.num_kv_heads = nKV;
@@ -705,6 +707,9 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
     }
     ops::rmsnorm_backward(ex, S.x_mid.data(), L.ln2.ptr(), S.rstd2.data(), da, dx, grad(L.d_ln2), T,
                           D);  // dx += : now d x_mid
+    double t2 = Now();
+    (L.moe ? bwd_times_.moe_s : bwd_times_.dense_mlp_s) += t2 - t1;
+    t1 = t2;
     // Attention block: x_mid = x_in + o_proj(Attn(...)).
     ops::linear_backward(ex, S.att.data(), L.wo.ptr(), dx, grad(L.d_wo), datt, T, Q, D, false);
     dk_.fill(0.0f);
@@ -721,8 +726,14 @@ Status Qwen2MoeModel::backward(const float* dlogits_TV, float aux_alpha) {
     ops::linear_backward(ex, S.a1.data(), L.wv.ptr(), dv, grad(L.d_wv), da, T, D, KV, true);
     ops::rmsnorm_backward(ex, S.x_in.data(), L.ln1.ptr(), S.rstd1.data(), da, dx, grad(L.d_ln1), T,
                           D);  // dx += : now d x_in
+    t2 = Now();
+    bwd_times_.attention_s += t2 - t1;
+    t1 = t2;
   }
   if (!d_embed_.empty()) ops::scatter_add_rows(ex, dx, ids_dev_.data(), T, D, d_embed_.ptr());
+  const double t3 = Now();
+  bwd_times_.embed_s = t3 - t1;
+  bwd_times_.total_s = t3 - t0;
   return Status::Ok();
 }
 

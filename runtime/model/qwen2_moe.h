@@ -131,7 +131,12 @@ struct Qwen2MoeOptions {
   const ExecContext* exec = nullptr;
 };
 
-// Seconds spent per part of the last forward on this rank.
+// Seconds spent per part of the last forward (last_times()) or backward (last_backward_times())
+// on this rank, laps of one clock, so the parts add up to total_s: embed_s the lookup (backward:
+// the scatter into its gradient); attention_s each layer's attention block (input RMSNorm, q/k/v
+// projections, biases, RoPE, scores and values, o_proj and its residual); moe_s / dense_mlp_s the
+// FFN block (post-attention RMSNorm, the MoE layer or dense MLP, the residual); head_s the final
+// RMSNorm and the LM head (backward: with the gradient buffers' setup).
 struct Qwen2MoeTimes {
   double embed_s = 0, attention_s = 0, moe_s = 0, dense_mlp_s = 0, head_s = 0, total_s = 0;
 };
@@ -201,6 +206,7 @@ class Qwen2MoeModel : public Model {
   std::vector<MoeLayer*> moe_layers();
   Qwen2MoeMemory memory() const override;
   const Qwen2MoeTimes& last_times() const { return times_; }
+  const Qwen2MoeTimes& last_backward_times() const { return bwd_times_; }
 
   // ---- the rest of the Model interface (model.h) ----
   std::string model_type() const override { return "qwen2_moe"; }
@@ -251,7 +257,7 @@ class Qwen2MoeModel : public Model {
   Tensor hidden_;
   DeviceArray<float> x_, a_, q_, att_, y_, g_, u_, act_, head_slice_;
   DeviceArray<float> dh_, dx_, da_, datt_, dq_, dk_, dv_;  // backward scratch
-  Qwen2MoeTimes times_;
+  Qwen2MoeTimes times_, bwd_times_;
   std::vector<std::vector<float>>* capture_ = nullptr;  // set_moe_input_capture
   double aux_loss_ = 0;
   DeviceArray<float> aux_dprobs_;

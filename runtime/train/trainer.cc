@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "runtime/backend/ops.h"
+#include "runtime/core/timing.h"
 
 namespace sy {
 
@@ -139,7 +140,11 @@ void Trainer::make_targets(const std::vector<int32_t>& ids, int64_t step, int64_
 }
 
 Status Trainer::run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
-                    float grad_scale, double* loss_sum, int64_t* count, bool check) {
+                    float grad_scale, double* loss_sum, int64_t* count, bool check,
+                    TrainStepTimes* times) {
+  TrainStepTimes untimed;
+  TrainStepTimes& tt = times ? *times : untimed;
+  SteadyClock::time_point clk = SteadyClock::now();
   const int64_t T = static_cast<int64_t>(ids.size()), V = model_.vocab_size();
   Memory* mem = model_.ctx().backend;
   resize_in(targets_dev_, T, mem);
@@ -163,8 +168,10 @@ Status Trainer::run(const std::vector<int32_t>& ids, const std::vector<int32_t>&
       mem->copy_from_host(poisoned, &kNaN, sizeof(float));
     }
   }
+  tt.setup_s += seconds_since(&clk);
   const Status fwd = model_.forward(ids.data(), T, &logits_, /*all_logits=*/true);
   if (poisoned) mem->copy_from_host(poisoned, &saved, sizeof(float));  // bitwise: restored
+  tt.forward_s += seconds_since(&clk);
   SY_RETURN_IF_ERROR(fwd);
   if (nan && nan->layer < 0 && T > 0) {
     logits_.memory()->copy_from_host(logits_.ptr(), &kNaN, sizeof(float));
@@ -172,11 +179,13 @@ Status Trainer::run(const std::vector<int32_t>& ids, const std::vector<int32_t>&
   }
 
   if (check && after_forward_) after_forward_();
+  tt.after_forward_s += seconds_since(&clk);
   if (check) {
     for (int64_t i = 0; i < model_.num_layers(); ++i)
       if (MoeLayer* l = model_.moe_layer(i); l && !l->last_finite()) note_nonfinite(kRouter, i);
     if (T > 0 && !ops::all_finite(model_.ctx(), logits_.ptr(), T * V)) note_nonfinite(kLogits, 0);
   }
+  tt.checks_s += seconds_since(&clk);
   int64_t n = 0;
   if (T > 0) {
     const double loss =
@@ -185,6 +194,7 @@ Status Trainer::run(const std::vector<int32_t>& ids, const std::vector<int32_t>&
     *loss_sum += loss;
   }
   *count += n;
+  tt.loss_s += seconds_since(&clk);
   if (grad_scale <= 0) return Status::Ok();
   // The backward runs on every rank even after a finding: it is collective (the MoE layers'
   // exchanges), and its gradients are thrown away by the decision below.
@@ -192,15 +202,20 @@ Status Trainer::run(const std::vector<int32_t>& ids, const std::vector<int32_t>&
   if (T > 0)
     ops::cross_entropy_backward(model_.ctx(), logits_.ptr(), targets_dev_.data(), T, V, grad_scale,
                                 dlogits_.data());
+  tt.loss_backward_s += seconds_since(&clk);
   // The balancing loss of this sequence, weighted like its tokens' share of the step's loss.
   const float aux_alpha = static_cast<float>(aux_coef_ * static_cast<double>(T) * grad_scale);
   SY_RETURN_IF_ERROR(model_.backward(dlogits_.data(), aux_alpha));
   aux_sum_ += model_.last_aux_loss();
+  tt.backward_s += seconds_since(&clk);
   return Status::Ok();
 }
 
 StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>& seqs,
                                         const std::vector<int64_t>& seq_ids) {
+  const SteadyClock::time_point start = SteadyClock::now();
+  SteadyClock::time_point clk = start;
+  TrainStepTimes tt;
   if (!seq_ids.empty() && seq_ids.size() != seqs.size())
     return InvalidArgument("train step: " + std::to_string(seq_ids.size()) + " sequence ids for " +
                            std::to_string(seqs.size()) + " sequences");
@@ -215,7 +230,9 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
     mine += std::count_if(targets_[k].begin(), targets_[k].end(), [](int32_t t) { return t >= 0; });
   }
   int64_t total = mine;
+  tt.setup_s += seconds_since(&clk);
   if (comm_) comm_->allreduce(&total, 1, ReduceOp::kSum, {"train.tokens", -1, step_index_});
+  tt.allreduce_s += seconds_since(&clk);
   if (total == 0) return InvalidArgument("train step: no target tokens on any rank");
   const float scale = 1.0f / static_cast<float>(total);
 
@@ -233,8 +250,10 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
   nonfinite_ = kNoFinding;
   double loss_sum = 0;
   int64_t count = 0;
+  tt.setup_s += seconds_since(&clk);
   for (size_t k = 0; k < seqs.size(); ++k)
-    SY_RETURN_IF_ERROR(run(inputs_[k], targets_[k], scale, &loss_sum, &count, true));
+    SY_RETURN_IF_ERROR(run(inputs_[k], targets_[k], scale, &loss_sum, &count, true, &tt));
+  clk = SteadyClock::now();
 
   // Local gradients, before any cross-rank sum: a NaN spreads to every rank there, and the rank
   // that made it is the one to name. Expert gradients are never summed: this is their check.
@@ -246,12 +265,14 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
         note_nonfinite(kGradLocal, static_cast<int64_t>(i));
         break;
       }
+  tt.checks_s += seconds_since(&clk);
 
   model_.allreduce_moe_grads();  // routers and shared experts: summed over the ranks once
   if (comm_) comm_->allreduce(&loss_sum, 1, ReduceOp::kSum, {"train.loss", -1, step_index_});
   double aux = aux_sum_;
   if (comm_ && aux_coef_ > 0)
     comm_->allreduce(&aux, 1, ReduceOp::kSum, {"train.aux", -1, step_index_});
+  tt.allreduce_s += seconds_since(&clk);
 
   // Gradients: sum the replicated ones over the ranks, then the job-wide norm. A sum of finite
   // gradients can still overflow: checked here when nothing was found before.
@@ -263,16 +284,19 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
     if (comm_ && !p.expert && !p.moe_summed)
       comm_->allreduce(p.grad->ptr(), p.grad->numel(), ReduceOp::kSum,
                        {"train.grad", static_cast<int>(LayerOf(p.name)), step_index_});
+    tt.allreduce_s += seconds_since(&clk);
     const double sq = AdamW::grad_sq_sum({{p.name, p.value, p.grad}}, model_.ctx());
     if (!std::isfinite(sq)) note_nonfinite(kGradSummed, static_cast<int64_t>(i));
     (p.expert ? sq_expert : sq_replicated) += sq;
     params.push_back({p.name, p.value, p.grad, p.router ? router_lr_scale_ : 1.0});
+    tt.optimizer_s += seconds_since(&clk);
   }
   if (comm_) comm_->allreduce(&sq_expert, 1, ReduceOp::kSum, {"train.grad_norm", -1, step_index_});
 
   // Agreement: every rank learns the same first offender, whatever it found itself.
   int64_t code = nonfinite_;
   if (comm_) comm_->allreduce(&code, 1, ReduceOp::kMin, {"train.nonfinite", -1, step_index_});
+  tt.allreduce_s += seconds_since(&clk);
   TrainStepResult r;
   r.step = step_index_;
   r.loss = loss_sum / static_cast<double>(total);
@@ -298,12 +322,18 @@ StatusOr<TrainStepResult> Trainer::step(const std::vector<std::vector<int32_t>>&
     r.skipped = true;
     r.nonfinite = what;
     r.clip = 1;
+    tt.optimizer_s += seconds_since(&clk);
+    tt.total_s = seconds_since(start);
+    r.times = tt;
     return r;
   }
   skipped_in_row_ = 0;
   r.clip = opt_.update(params, sq_replicated + sq_expert);
   routers_after_step(load_before);
   ++step_index_;
+  tt.optimizer_s += seconds_since(&clk);
+  tt.total_s = seconds_since(start);
+  r.times = tt;
   return r;
 }
 

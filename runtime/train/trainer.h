@@ -68,6 +68,23 @@
 
 namespace sy {
 
+// Seconds per part of one step() on this rank: laps of one clock, so the parts add up to
+// total_s but for the few statements between them. Timing only: nothing is synchronized for it.
+struct TrainStepTimes {
+  double setup_s = 0;          // targets, zero_grad, per-sequence buffers, routers' load
+  double forward_s = 0;        // Model::forward, every sequence
+  double after_forward_s = 0;  // the set_after_forward callback (load reports, traces)
+  double checks_s = 0;         // non-finite checks: router scores, logits, local gradients
+  double loss_s = 0;           // cross-entropy over the vocabulary: the loss
+  double loss_backward_s = 0;  // cross-entropy: its gradient dlogits
+  double backward_s = 0;       // Model::backward, every sequence
+  // Every all-reduce of the step and the waits in them: gradients (MoE-summed, replicated),
+  // the token count, loss, norm and the non-finite agreement.
+  double allreduce_s = 0;
+  double optimizer_s = 0;  // the gradient norm, the AdamW update, Router::after_step
+  double total_s = 0;
+};
+
 struct TrainStepResult {
   double loss = 0;       // mean over all ranks' target tokens (language-model loss only)
   double aux_loss = 0;   // the load-balancing loss added to it (set_router_aux_loss), all ranks
@@ -80,6 +97,7 @@ struct TrainStepResult {
   // any rank. nonfinite describes the first offender (the message kStop would return).
   bool skipped = false;
   std::string nonfinite;
+  TrainStepTimes times;  // this rank's
 };
 
 enum class NonFinitePolicy { kSkip, kStop };
@@ -174,8 +192,9 @@ class Trainer {
   double routers_after_step(const std::vector<std::vector<int64_t>>& load_before);
   // Forward (+ backward when grad_scale > 0) of one sequence; adds its loss sum and count.
   // check: record non-finite router scores, logits and loss (training steps).
+  // times: the step's parts, added to (null: not timed).
   Status run(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, float grad_scale,
-             double* loss_sum, int64_t* count, bool check = false);
+             double* loss_sum, int64_t* count, bool check = false, TrainStepTimes* times = nullptr);
   Model& model_;
   Communicator* comm_;
   AdamW opt_;
