@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include "comm/fault.h"
 #include "comm/mpi_check.h"
+#include "runtime/core/scratch.h"
 #include "runtime/core/timing.h"
 
 // SY_MPI_CHECK that also names the collective.
@@ -199,6 +201,10 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
   auto m = parse_exchange_merge_bytes(std::getenv("SY_EXCHANGE_MERGE_BYTES"));
   if (!m.ok()) abort(kExitConfig, m.status().message());
   merge_bytes_ = m.value();
+  int* ub = nullptr;
+  int has_ub = 0;
+  SY_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &ub, &has_ub));
+  tag_ub_ = has_ub && ub ? *ub : 32767;
   send_counts_.resize(size_);
   send_displs_.resize(size_);
   recv_counts_.resize(size_);
@@ -437,9 +443,108 @@ void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& s
   merged_types_.clear();
 }
 
+namespace {
+// out[i] = srcs[0][i] + srcs[1][i] + ... in that order (rank order), for every i. out may be one
+// of the sources (in place): each block of values is summed into a local buffer first.
+template <typename T>
+void sum_in_order(const std::vector<const void*>& srcs, void* out, int64_t n) {
+  constexpr int64_t kBlock = 1024;
+  T acc[kBlock];
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t m = std::min(kBlock, n - b);
+    const T* s0 = static_cast<const T*>(srcs[0]) + b;
+    for (int64_t i = 0; i < m; ++i) acc[i] = s0[i];
+    for (size_t p = 1; p < srcs.size(); ++p) {
+      const T* sp = static_cast<const T*>(srcs[p]) + b;
+      for (int64_t i = 0; i < m; ++i) acc[i] += sp[i];
+    }
+    std::memcpy(static_cast<T*>(out) + b, acc, static_cast<size_t>(m) * sizeof(T));
+  }
+}
+}  // namespace
+
+bool MpiCommunicator::allreduce_by_chunks(const void* send, void* recv, int64_t count, DType dtype,
+                                          ReduceOp op, const CollectiveTag& tag, int64_t seq) {
+  const int64_t esize = dtype_bytes(dtype);
+  if (op != ReduceOp::kSum || size_ < 2 || count * esize < p2p_allreduce_bytes_ ||
+      (dtype != DType::kFloat32 && dtype != DType::kFloat64) || tag_ub_ < kAllreduceTag + 1 ||
+      count / size_ + 1 > INT_MAX) {
+    return false;
+  }
+  const int P = size_;
+  auto first = [&](int p) { return count * p / P; };  // chunk p: [first(p), first(p + 1))
+  const int64_t mine = first(rank_ + 1) - first(rank_);
+  const char* in = static_cast<const char*>(send);
+  char* out = static_cast<char*>(recv);
+  const MPI_Datatype t = mpi_dtype(dtype);
+  auto wait_all = [&] {
+    const int n = static_cast<int>(reqs_.size());
+    wait_until(
+        [&] {
+          int done = 0;
+          SY_MPI_CHECK_IN(MPI_Testall(n, reqs_.data(), &done, MPI_STATUSES_IGNORE), tag, seq);
+          return done != 0;
+        },
+        tag, seq);
+  };
+  // 1. Reduce-scatter: every peer's copy of my chunk into the scratch, slot by peer.
+  char* scratch = reinterpret_cast<char*>(
+      scratch_grow(allreduce_scratch_, static_cast<int64_t>(P) * mine * esize / 4));
+  reqs_.clear();
+  for (int p = 0; p < P; ++p) {
+    if (p == rank_ || mine == 0) continue;
+    reqs_.emplace_back();
+    SY_MPI_CHECK_IN(MPI_Irecv(scratch + p * mine * esize, static_cast<int>(mine), t, p,
+                              kAllreduceTag, comm_, &reqs_.back()),
+                    tag, seq);
+  }
+  for (int p = 0; p < P; ++p) {
+    const int64_t n = first(p + 1) - first(p);
+    if (p == rank_ || n == 0) continue;
+    reqs_.emplace_back();
+    SY_MPI_CHECK_IN(MPI_Isend(in + first(p) * esize, static_cast<int>(n), t, p, kAllreduceTag,
+                              comm_, &reqs_.back()),
+                    tag, seq);
+  }
+  wait_all();
+  // Sum in rank order (the same order, so the same bits, on every rank), into my chunk of recv.
+  std::vector<const void*>& srcs = allreduce_srcs_;
+  srcs.assign(static_cast<size_t>(P), nullptr);
+  for (int p = 0; p < P; ++p) {
+    srcs[p] = p == rank_ ? static_cast<const void*>(in + first(rank_) * esize)
+                         : scratch + p * mine * esize;
+  }
+  if (dtype == DType::kFloat32) {
+    sum_in_order<float>(srcs, out + first(rank_) * esize, mine);
+  } else {
+    sum_in_order<double>(srcs, out + first(rank_) * esize, mine);
+  }
+  // 2. Allgather: my summed chunk to every peer, theirs into place (in place is safe: every
+  // send of step 1 has completed).
+  reqs_.clear();
+  for (int p = 0; p < P; ++p) {
+    const int64_t n = first(p + 1) - first(p);
+    if (p == rank_ || n == 0) continue;
+    reqs_.emplace_back();
+    SY_MPI_CHECK_IN(MPI_Irecv(out + first(p) * esize, static_cast<int>(n), t, p, kAllreduceTag + 1,
+                              comm_, &reqs_.back()),
+                    tag, seq);
+  }
+  for (int p = 0; p < P; ++p) {
+    if (p == rank_ || mine == 0) continue;
+    reqs_.emplace_back();
+    SY_MPI_CHECK_IN(MPI_Isend(out + first(rank_) * esize, static_cast<int>(mine), t, p,
+                              kAllreduceTag + 1, comm_, &reqs_.back()),
+                    tag, seq);
+  }
+  wait_all();
+  return true;
+}
+
 void MpiCommunicator::do_allreduce(const void* send, void* recv, int64_t count, DType dtype,
                                    ReduceOp op, const CollectiveTag& tag, int64_t seq) {
   g_last = {true, tag, seq};
+  if (allreduce_by_chunks(send, recv, count, dtype, op, tag, seq)) return;
   MPI_Request req;
   SY_MPI_CHECK_IN(MPI_Iallreduce(send == recv ? MPI_IN_PLACE : send, recv, static_cast<int>(count),
                                  mpi_dtype(dtype), mpi_op(op), comm_, &req),

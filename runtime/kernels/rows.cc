@@ -190,12 +190,6 @@ void scatter_add_rows(const float* src_TD, const int32_t* index_T, int64_t T, in
   }
 }
 
-void adamw_update(float* w, const float* g, float* m, float* v, int64_t n, const AdamWStep& s) {
-  // Scalars in a local: the loop then has no loads the stores to w, m, v could alias.
-  const AdamWScalars k = adamw_scalars(s);
-  for (int64_t i = 0; i < n; ++i) adamw_element(k, g[i], w + i, m + i, v + i);
-}
-
 double sum_squares(const float* x, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];

@@ -171,6 +171,41 @@ TEST(MpiCommunicator, AllreduceSumMinMax) {
   }
 }
 
+// Large float / double sums go through the chunked point-to-point allreduce: every value is the
+// sum over ranks in rank order, bit for bit (each rank recomputes every rank's data), in place
+// and out of place, for counts that do not split evenly, tiny and empty chunks included.
+TEST(MpiCommunicator, ChunkedAllreduceSumsInRankOrder) {
+  const int P = g_comm->size(), r = g_comm->rank();
+  auto value = [](int q, int64_t i) {
+    return static_cast<double>(((q + 3) * 7919 + i * 104729) % 1000003) * 1e-3 - 500.0 + 0.1 * q;
+  };
+  g_comm->set_p2p_allreduce_bytes(1);  // every size takes the chunked path
+  for (int64_t n : {int64_t{1}, int64_t{3}, int64_t{17}, int64_t{1000}, int64_t{100003}}) {
+    std::vector<float> f(n), f_out(n);
+    std::vector<double> d(n);
+    for (int64_t i = 0; i < n; ++i) {
+      f[i] = static_cast<float>(value(r, i));
+      d[i] = value(r, i) * 1.000001;
+    }
+    const std::vector<float> f_in = f;
+    g_comm->allreduce(f_in.data(), f_out.data(), n, ReduceOp::kSum, {"test.allreduce_chunks"});
+    g_comm->allreduce(f.data(), n, ReduceOp::kSum, {"test.allreduce_chunks"});  // in place
+    g_comm->allreduce(d.data(), n, ReduceOp::kSum, {"test.allreduce_chunks"});
+    int bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      float ef = static_cast<float>(value(0, i));
+      double ed = value(0, i) * 1.000001;
+      for (int q = 1; q < P; ++q) {
+        ef += static_cast<float>(value(q, i));
+        ed += value(q, i) * 1.000001;
+      }
+      bad += f_out[i] != ef || f[i] != ef || d[i] != ed;
+    }
+    EXPECT_EQ(bad, 0) << "n " << n;
+  }
+  g_comm->set_p2p_allreduce_bytes(int64_t{1} << 18);
+}
+
 TEST(MpiCommunicator, Allgather) {
   const int P = g_comm->size(), r = g_comm->rank();
   const int64_t count = 3;

@@ -13,6 +13,7 @@
 
 #include "runtime/core/rng.h"
 #include "runtime/kernels/math.h"
+#include "runtime/kernels/rows.h"
 
 namespace sy {
 namespace {
@@ -266,7 +267,7 @@ TEST(Activations, ExpPolyWithinTwoUlpOfExpf) {
   EXPECT_EQ(sigmoid_poly(200.0f), 1.0f);
 }
 
-// The SwiGLU loops (activation_rows.cc: vectorized, cloned per instruction set) give the scalar
+// The SwiGLU loops (vector_rows.cc: vectorized, cloned per instruction set) give the scalar
 // per-element functions' bits, at every length (vector bodies and remainders) and on special
 // values, and the backward also in place (dg == da).
 TEST(Activations, SwigluRowsAreTheScalarCodeBitwise) {
@@ -289,6 +290,37 @@ TEST(Activations, SwigluRowsAreTheScalarCodeBitwise) {
       EXPECT_TRUE(same(du[i], eu) || (std::isnan(du[i]) && std::isnan(eu))) << n << " " << i;
       EXPECT_TRUE(same(inplace[i], dg[i]) || (std::isnan(inplace[i]) && std::isnan(dg[i])));
       EXPECT_TRUE(same(du2[i], du[i]) || (std::isnan(du2[i]) && std::isnan(du[i])));
+    }
+  }
+}
+
+// The AdamW loop (vector_rows.cc, vectorized and cloned) gives adamw_element's bits, with and
+// without weight decay, at every length.
+TEST(AdamWUpdate, IsTheScalarElementBitwise) {
+  for (double wd : {0.0, 0.1}) {
+    AdamWStep st;
+    st.beta1 = 0.9f;
+    st.beta2 = 0.95f;
+    st.clip = 0.731;
+    st.bc1 = 0.271;
+    st.bc2 = 0.0975;
+    st.eps = 1e-8;
+    st.lr = 3e-4;
+    st.weight_decay = wd;
+    for (int64_t n : {1, 5, 8, 13, 64, 1001}) {
+      std::vector<float> w = randn(n, 1.0f, 60 + n), g = randn(n, 0.1f, 61 + n),
+                         m = randn(n, 0.01f, 62 + n), v = randn(n, 0.01f, 63 + n);
+      for (float& x : v) x = x * x;
+      std::vector<float> w2 = w, m2 = m, v2 = v;
+      adamw_update(w.data(), g.data(), m.data(), v.data(), n, st);
+      const AdamWScalars k = adamw_scalars(st);
+      int bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        adamw_element(k, g[i], &w2[i], &m2[i], &v2[i]);
+        bad += std::memcmp(&w[i], &w2[i], 4) != 0 || std::memcmp(&m[i], &m2[i], 4) != 0 ||
+               std::memcmp(&v[i], &v2[i], 4) != 0;
+      }
+      EXPECT_EQ(bad, 0) << "n " << n << " wd " << wd;
     }
   }
 }
