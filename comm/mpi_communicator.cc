@@ -270,11 +270,11 @@ void MpiCommunicator::wait_until(Test&& test, const CollectiveTag& tag, int64_t 
   }
 }
 
-void MpiCommunicator::wait(MPI_Request* req, const CollectiveTag& tag, int64_t seq) {
+void MpiCommunicator::wait(MPI_Request* reqs, const CollectiveTag& tag, int64_t seq, int n) {
   wait_until(
       [&] {
         int done = 0;
-        SY_MPI_CHECK_IN(MPI_Test(req, &done, MPI_STATUS_IGNORE), tag, seq);
+        SY_MPI_CHECK_IN(MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE), tag, seq);
         return done != 0;
       },
       tag, seq);
@@ -477,16 +477,6 @@ bool MpiCommunicator::allreduce_by_chunks(const void* send, void* recv, int64_t 
   const char* in = static_cast<const char*>(send);
   char* out = static_cast<char*>(recv);
   const MPI_Datatype t = mpi_dtype(dtype);
-  auto wait_all = [&] {
-    const int n = static_cast<int>(reqs_.size());
-    wait_until(
-        [&] {
-          int done = 0;
-          SY_MPI_CHECK_IN(MPI_Testall(n, reqs_.data(), &done, MPI_STATUSES_IGNORE), tag, seq);
-          return done != 0;
-        },
-        tag, seq);
-  };
   // 1. Reduce-scatter: every peer's copy of my chunk into the scratch, slot by peer.
   char* scratch = reinterpret_cast<char*>(
       scratch_grow(allreduce_scratch_, static_cast<int64_t>(P) * mine * esize / 4));
@@ -506,7 +496,7 @@ bool MpiCommunicator::allreduce_by_chunks(const void* send, void* recv, int64_t 
                               comm_, &reqs_.back()),
                     tag, seq);
   }
-  wait_all();
+  wait(reqs_.data(), tag, seq, static_cast<int>(reqs_.size()));
   // Sum in rank order (the same order, so the same bits, on every rank), into my chunk of recv.
   std::vector<const void*>& srcs = allreduce_srcs_;
   srcs.assign(static_cast<size_t>(P), nullptr);
@@ -537,7 +527,7 @@ bool MpiCommunicator::allreduce_by_chunks(const void* send, void* recv, int64_t 
                               kAllreduceTag + 1, comm_, &reqs_.back()),
                     tag, seq);
   }
-  wait_all();
+  wait(reqs_.data(), tag, seq, static_cast<int>(reqs_.size()));
   return true;
 }
 

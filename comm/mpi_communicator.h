@@ -110,8 +110,8 @@ class MpiCommunicator final : public Communicator {
   void do_barrier(const CollectiveTag& tag, int64_t seq) override;
 
  private:
-  // Waits for `req` under the deadline.
-  void wait(MPI_Request* req, const CollectiveTag& tag, int64_t seq);
+  // Waits for the n requests at reqs under the deadline.
+  void wait(MPI_Request* reqs, const CollectiveTag& tag, int64_t seq, int n = 1);
   // Calls test() (true = done) until it is done or the deadline passes (then exit 20).
   template <typename Test>
   void wait_until(Test&& test, const CollectiveTag& tag, int64_t seq);
