@@ -97,24 +97,50 @@ Status Communicator::alltoallv_bytes(const void* send, const VLayout& send_layou
   return Status::Ok();
 }
 
+Status Communicator::check_blocks(const void* send, const BlockLayout& sl, const void* recv,
+                                  const BlockLayout& rl, int64_t elem_bytes,
+                                  const CollectiveTag& tag, int64_t seq) const {
+  SY_RETURN_IF_ERROR(check_elem_bytes(elem_bytes, tag, seq));
+  const int64_t B = sl.blocks;
+  if (B != rl.blocks || B < 1 || B > kMaxBlocks) {
+    return InvalidArgument(describe(tag, seq) + ": blocks per peer " + std::to_string(B) +
+                           " (send) and " + std::to_string(rl.blocks) +
+                           " (recv) must be equal and in [1, " + std::to_string(kMaxBlocks) + "]");
+  }
+  SY_CHECK(send == nullptr || send != recv) << describe(tag, seq) << ": send and recv must differ";
+  SY_RETURN_IF_ERROR(check_layout(sl.counts, sl.displs, sl.capacity, size(), B, "send", tag, seq));
+  return check_layout(rl.counts, rl.displs, rl.capacity, size(), B, "recv", tag, seq);
+}
+
 Status Communicator::alltoallv_blocks_bytes(const void* send, const BlockLayout& send_layout,
                                             void* recv, const BlockLayout& recv_layout,
                                             int64_t elem_bytes, const CollectiveTag& tag) {
   const int64_t seq = seq_++;
   const Clock clock(&collective_s_);
-  SY_RETURN_IF_ERROR(check_elem_bytes(elem_bytes, tag, seq));
-  const int64_t B = send_layout.blocks;
-  if (B != recv_layout.blocks || B < 1 || B > kMaxBlocks) {
-    return InvalidArgument(describe(tag, seq) + ": blocks per peer " + std::to_string(B) +
-                           " (send) and " + std::to_string(recv_layout.blocks) +
-                           " (recv) must be equal and in [1, " + std::to_string(kMaxBlocks) + "]");
-  }
-  SY_CHECK(send == nullptr || send != recv) << describe(tag, seq) << ": send and recv must differ";
-  const BlockLayout &sl = send_layout, &rl = recv_layout;
-  SY_RETURN_IF_ERROR(check_layout(sl.counts, sl.displs, sl.capacity, size(), B, "send", tag, seq));
-  SY_RETURN_IF_ERROR(check_layout(rl.counts, rl.displs, rl.capacity, size(), B, "recv", tag, seq));
+  SY_RETURN_IF_ERROR(check_blocks(send, send_layout, recv, recv_layout, elem_bytes, tag, seq));
   do_alltoallv_blocks(send, send_layout, recv, recv_layout, elem_bytes, tag, seq);
   return Status::Ok();
+}
+
+Status Communicator::start_alltoallv_blocks_bytes(const void* send, const BlockLayout& send_layout,
+                                                  void* recv, const BlockLayout& recv_layout,
+                                                  int64_t elem_bytes, const CollectiveTag& tag,
+                                                  Pending* x) {
+  SY_CHECK(x != nullptr && !x->started()) << "start_alltoallv_blocks: a Pending still in use";
+  const int64_t seq = seq_++;
+  const Clock clock(&collective_s_);
+  SY_RETURN_IF_ERROR(check_blocks(send, send_layout, recv, recv_layout, elem_bytes, tag, seq));
+  x->tag = tag;
+  x->seq = seq;
+  x->slot = do_start_alltoallv_blocks(send, send_layout, recv, recv_layout, elem_bytes, tag, seq);
+  return Status::Ok();
+}
+
+void Communicator::finish_alltoallv_blocks(Pending* x) {
+  SY_CHECK(x != nullptr && x->started()) << "finish_alltoallv_blocks: nothing started";
+  const Clock clock(&collective_s_);
+  if (x->slot >= 0) do_finish_alltoallv_blocks(x->slot, x->tag, x->seq);
+  *x = Pending();
 }
 
 void Communicator::allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,

@@ -144,6 +144,30 @@ class Communicator {
                                 const CollectiveTag& tag);
   static constexpr int64_t kMaxBlocks = 1024;
 
+  // Collective, NON-BLOCKING: alltoallv_blocks_bytes in two halves, so a caller can compute
+  // while rows move (the MoE layer's overlap, runtime/moe/moe_layer.h). start_ checks the
+  // arguments as alltoallv_blocks_bytes does (same errors, before anything is sent), posts
+  // every message and returns; finish_ waits for them under the deadline, with the same checks
+  // on arrival (a count mismatch ends the job with exit 22), and ends *x. The exchange takes
+  // its seq at start_, so every rank must START its exchanges in the same order; several may be
+  // in flight and finish_ may take them in any order. From start_ until finish_ returns, the
+  // send buffer must not change and the receive buffer must not be read (the layouts' count
+  // arrays are read only inside start_). MPI moves messages only inside MPI calls: call
+  // progress() now and then while computing. Backends without a non-blocking path (local,
+  // NCCL) do the whole exchange inside start_; their finish_ only ends *x.
+  struct Pending {
+    CollectiveTag tag;
+    int64_t seq = -1;  // -1: not started, or finished
+    int slot = -1;     // the backend's handle; -1: nothing left to wait for
+    bool started() const { return seq >= 0; }
+  };
+  Status start_alltoallv_blocks_bytes(const void* send, const BlockLayout& send_layout, void* recv,
+                                      const BlockLayout& recv_layout, int64_t elem_bytes,
+                                      const CollectiveTag& tag, Pending* x);
+  void finish_alltoallv_blocks(Pending* x);
+  // NOT collective, never blocks: moves this rank's started exchanges along (MPI_Testall).
+  virtual void progress() {}
+
   // Collective, blocking. Element-wise reduction of `count` elements over all ranks; every
   // rank gets the result in recv. send == recv means in place. Sums of floating point are in
   // the backend's order (not bitwise reproducible across backends beyond P = 1).
@@ -216,6 +240,16 @@ class Communicator {
   virtual void do_alltoallv_blocks(const void* send, const BlockLayout& send_layout, void* recv,
                                    const BlockLayout& recv_layout, int64_t elem_bytes,
                                    const CollectiveTag& tag, int64_t seq) = 0;
+  // The two halves of start_/finish_alltoallv_blocks (layouts already checked). start returns
+  // the slot finish gets, or -1 when the exchange is complete already. The default does the
+  // blocking exchange at start.
+  virtual int do_start_alltoallv_blocks(const void* send, const BlockLayout& send_layout,
+                                        void* recv, const BlockLayout& recv_layout,
+                                        int64_t elem_bytes, const CollectiveTag& tag, int64_t seq) {
+    do_alltoallv_blocks(send, send_layout, recv, recv_layout, elem_bytes, tag, seq);
+    return -1;
+  }
+  virtual void do_finish_alltoallv_blocks(int slot, const CollectiveTag& tag, int64_t seq) {}
   virtual void do_allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
                             const CollectiveTag& tag, int64_t seq) = 0;
   virtual void do_allgather(const void* send, void* recv, int64_t count, int64_t elem_bytes,
@@ -235,6 +269,11 @@ class Communicator {
     double* total_;
     std::chrono::steady_clock::time_point t0_;
   };
+
+  // The checks of alltoallv_blocks_bytes, for call seq.
+  Status check_blocks(const void* send, const BlockLayout& sl, const void* recv,
+                      const BlockLayout& rl, int64_t elem_bytes, const CollectiveTag& tag,
+                      int64_t seq) const;
 
   int64_t seq_ = 0;
   double timeout_s_ = 600.0;

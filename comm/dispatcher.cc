@@ -321,4 +321,49 @@ void Dispatcher::return_rows(DispatchHandle* handle, const float* rows_RD, float
   h.stats_.return_bytes_per_s = bytes_per_s(h.stats_.load.remote_bytes(), h.stats_.return_s);
 }
 
+void Dispatcher::start_rows(DispatchHandle* handle, bool to_experts, const float* src, float* dst,
+                            int64_t j0, int64_t j1, const CollectiveTag& tag,
+                            Communicator::Pending* x) {
+  SY_CHECK(handle != nullptr && handle->owner_ == this)
+      << "start_rows needs a handle filled by this dispatcher's exchange_counts";
+  SY_CHECK(opt_.mode == ExchangeMode::kBlocks) << "chunked exchanges need ExchangeMode::kBlocks";
+  SY_CHECK(0 <= j0 && j0 < j1 && j1 <= e_)
+      << "start_rows: local experts [" << j0 << ", " << j1 << ") outside [0, " << e_ << ")";
+  const Clock::time_point t0 = Clock::now();
+  DispatchHandle& h = *handle;
+  double& secs = to_experts ? h.stats_.dispatch_s : h.stats_.return_s;
+  if (j0 == 0) secs = 0;
+  // The chunk's columns of the [P, e] layouts: send counts, send displs, recv counts, recv displs.
+  const int64_t n = j1 - j0, Pn = P_ * n;
+  chunk_layout_.resize(static_cast<size_t>(4 * Pn));
+  const std::vector<int64_t>* full[4] = {&h.send_counts_Pe_, &h.send_displs_Pe_, &h.recv_counts_Pe_,
+                                         &h.recv_displs_Pe_};
+  for (int k = 0; k < 4; ++k)
+    for (int p = 0; p < P_; ++p)
+      for (int64_t j = 0; j < n; ++j)
+        chunk_layout_[k * Pn + p * n + j] = (*full[k])[p * e_ + j0 + j];
+  const int64_t* c = chunk_layout_.data();
+  const BlockLayout plan_side{n, c, c + Pn, h.A_}, expert_side{n, c + 2 * Pn, c + 3 * Pn, h.R_};
+  const char* op = to_experts ? "dispatch.rows" : "return.rows";
+  SY_CHECK_OK(comm_->start_alltoallv_blocks_bytes(
+      src, to_experts ? plan_side : expert_side, dst, to_experts ? expert_side : plan_side,
+      D_ * static_cast<int64_t>(sizeof(float)), {op, tag.layer, tag.step}, x));
+  secs += seconds_since(t0);
+}
+
+void Dispatcher::finish_rows(DispatchHandle* handle, bool to_experts, Communicator::Pending* x) {
+  SY_CHECK(handle != nullptr && handle->owner_ == this) << "finish_rows: not this dispatcher's";
+  const Clock::time_point t0 = Clock::now();
+  comm_->finish_alltoallv_blocks(x);
+  DispatchStats& st = handle->stats_;
+  const int64_t bytes = st.load.remote_bytes();
+  if (to_experts) {
+    st.dispatch_s += seconds_since(t0);
+    st.dispatch_bytes_per_s = bytes_per_s(bytes, st.dispatch_s);
+  } else {
+    st.return_s += seconds_since(t0);
+    st.return_bytes_per_s = bytes_per_s(bytes, st.return_s);
+  }
+}
+
 }  // namespace sy

@@ -205,6 +205,18 @@ class Dispatcher {
   void return_rows(DispatchHandle* handle, const float* rows_RD, float* out_AD,
                    const CollectiveTag& tag);
 
+  // The non-blocking, chunked form of dispatch_rows (to_experts) and return_rows (!to_experts):
+  // only the blocks of local experts [j0, j1) (0 <= j0 < j1 <= e; their rows to and from every
+  // rank), posted by start_rows (Communicator::start_alltoallv_blocks_bytes: every rank starts
+  // the same chunks in the same order) and completed by finish_rows. Buffers as for
+  // dispatch_rows / return_rows, whole (a chunk touches only its own rows); they must stay as
+  // they are until finish_rows. The stats' dispatch_s / return_s add up the time spent inside
+  // these calls since the last start with j0 = 0 (the exposed part of the exchange). kBlocks
+  // only (SY_CHECK).
+  void start_rows(DispatchHandle* handle, bool to_experts, const float* src, float* dst, int64_t j0,
+                  int64_t j1, const CollectiveTag& tag, Communicator::Pending* x);
+  void finish_rows(DispatchHandle* handle, bool to_experts, Communicator::Pending* x);
+
  private:
   Dispatcher(Communicator* comm, const ExpertPlacement& placement, int64_t D,
              const DispatcherOptions& options);
@@ -226,6 +238,7 @@ class Dispatcher {
   std::vector<int64_t> plan_displs_E_;                    // [E] plan-order start of each expert
   std::vector<int64_t> count_send_Pe1_, count_recv_Pe1_;  // step 1 buffers, [P, e+1]
   std::vector<float> staging_RD_;                         // kSingle only; grows, never shrinks
+  std::vector<int64_t> chunk_layout_;                     // start_rows: [4, P, j1 - j0]
 };
 
 }  // namespace sy

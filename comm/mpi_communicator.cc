@@ -311,9 +311,8 @@ void MpiCommunicator::do_alltoallv(const void* send, const int64_t* send_counts,
   wait(&req, tag, seq);
 }
 
-void MpiCommunicator::abort_block_mismatch(size_t i, const char* what, const CollectiveTag& tag,
-                                           int64_t seq) {
-  const PostedRecv& p = posted_[i];
+void MpiCommunicator::abort_block_mismatch(const BlockExchange& x, size_t i, const char* what) {
+  const PostedRecv& p = x.posted[i];
   std::ostringstream os;
   os << "alltoallv_blocks count mismatch: rank " << p.peer << " -> rank " << rank_;
   if (p.block < 0) {
@@ -321,23 +320,40 @@ void MpiCommunicator::abort_block_mismatch(size_t i, const char* what, const Col
   } else {
     os << " block " << p.block;
   }
-  os << ": expected " << p.count << " elements, " << what << " (" << describe(tag, seq) << ")";
+  os << ": expected " << p.count << " elements, " << what << " (" << describe(x.tag, x.seq) << ")";
   abort(kExitBadInput, os.str());
 }
 
 void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& sl, void* recv,
                                           const BlockLayout& rl, int64_t elem_bytes,
                                           const CollectiveTag& tag, int64_t seq) {
+  do_finish_alltoallv_blocks(do_start_alltoallv_blocks(send, sl, recv, rl, elem_bytes, tag, seq),
+                             tag, seq);
+}
+
+int MpiCommunicator::do_start_alltoallv_blocks(const void* send, const BlockLayout& sl, void* recv,
+                                               const BlockLayout& rl, int64_t elem_bytes,
+                                               const CollectiveTag& tag, int64_t seq) {
   g_last = {true, tag, seq};
+  // A free slot (its vectors keep their capacity from earlier exchanges).
+  int slot = 0;
+  while (slot < static_cast<int>(exchanges_.size()) && exchanges_[slot].in_use) ++slot;
+  if (slot == static_cast<int>(exchanges_.size())) exchanges_.emplace_back();
+  BlockExchange& x = exchanges_[slot];
+  x.in_use = true;
+  x.done = false;
+  x.tag = tag;
+  x.seq = seq;
+  x.elem_bytes = elem_bytes;
+  x.reqs.clear();
+  x.posted.clear();
   const MPI_Datatype t = element_type(elem_bytes);
   const int64_t B = sl.blocks;
-  // MPI tag = block + B * (seq mod a window): a message from another call (possible only after
-  // a count mismatch) then matches no receive of this one and the deadline reports it, instead
-  // of landing as garbage. MPI guarantees tags up to 32767.
+  // MPI tag = block + B * (seq mod a window): a message from another call (a count mismatch, or
+  // another exchange in flight) then matches no receive of this one and the deadline reports
+  // it, instead of landing as garbage. MPI guarantees tags up to 32767.
   const int64_t window = std::max<int64_t>(1, 32767 / B);
   const int64_t tag0 = (seq % window) * B;
-  reqs_.clear();
-  posted_.clear();
   // Posts what goes to (is_send) or comes from peer p: one message per non-empty block, or, when
   // the peer's blocks together are at most merge_bytes_ and there are several, ONE message whose
   // datatype (hindexed, in the buffer's own byte offsets) lays them out in place: below a few
@@ -365,15 +381,15 @@ void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& s
                                                merge_lens_.data(), merge_displs_.data(), t, &dt),
                       tag, seq);
       SY_MPI_CHECK_IN(MPI_Type_commit(&dt), tag, seq);
-      merged_types_.push_back(dt);
-      reqs_.emplace_back();
+      x.merged_types.push_back(dt);
+      x.reqs.emplace_back();
       if (is_send) {
-        SY_MPI_CHECK_IN(MPI_Isend(base, 1, dt, p, static_cast<int>(tag0), comm_, &reqs_.back()),
+        SY_MPI_CHECK_IN(MPI_Isend(base, 1, dt, p, static_cast<int>(tag0), comm_, &x.reqs.back()),
                         tag, seq);
       } else {
-        posted_.push_back({p, -1, total, dt});
+        x.posted.push_back({p, -1, total, dt});
         SY_MPI_CHECK_IN(MPI_Irecv(const_cast<void*>(base), 1, dt, p, static_cast<int>(tag0), comm_,
-                                  &reqs_.back()),
+                                  &x.reqs.back()),
                         tag, seq);
       }
       return;
@@ -381,17 +397,17 @@ void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& s
     for (int64_t b = 0; b < B; ++b) {
       const int64_t n = L.counts[p * B + b];
       if (n == 0) continue;
-      reqs_.emplace_back();
+      x.reqs.emplace_back();
       const int64_t at = L.displs[p * B + b] * elem_bytes;
       if (is_send) {
         SY_MPI_CHECK_IN(MPI_Isend(static_cast<const char*>(base) + at, static_cast<int>(n), t, p,
-                                  static_cast<int>(tag0 + b), comm_, &reqs_.back()),
+                                  static_cast<int>(tag0 + b), comm_, &x.reqs.back()),
                         tag, seq);
       } else {
-        posted_.push_back({p, b, n, t});
+        x.posted.push_back({p, b, n, t});
         SY_MPI_CHECK_IN(
             MPI_Irecv(static_cast<char*>(const_cast<void*>(base)) + at, static_cast<int>(n), t, p,
-                      static_cast<int>(tag0 + b), comm_, &reqs_.back()),
+                      static_cast<int>(tag0 + b), comm_, &x.reqs.back()),
             tag, seq);
       }
     }
@@ -412,35 +428,55 @@ void MpiCommunicator::do_alltoallv_blocks(const void* send, const BlockLayout& s
                   static_cast<size_t>(n * elem_bytes));
     }
   }
-  const int nreq = static_cast<int>(reqs_.size());
-  statuses_.resize(reqs_.size());
-  wait_until(
-      [&] {
-        int done = 0;
-        const int rc = MPI_Testall(nreq, reqs_.data(), &done, statuses_.data());
-        if (rc == MPI_ERR_IN_STATUS) {
-          for (size_t i = 0; i < posted_.size(); ++i) {
-            const int err = statuses_[i].MPI_ERROR;
-            if (err != MPI_SUCCESS && err != MPI_ERR_PENDING) {
-              abort_block_mismatch(i, ("MPI: " + mpi_error_text(err)).c_str(), tag, seq);
-            }
-          }
-        }
-        SY_MPI_CHECK_IN(rc, tag, seq);
-        return done != 0;
-      },
-      tag, seq);
-  for (size_t i = 0; i < posted_.size(); ++i) {
+  x.statuses.resize(x.reqs.size());
+  return slot;
+}
+
+bool MpiCommunicator::test_exchange(BlockExchange& x) {
+  if (x.done) return true;
+  int done = 0;
+  const int rc =
+      MPI_Testall(static_cast<int>(x.reqs.size()), x.reqs.data(), &done, x.statuses.data());
+  if (rc == MPI_ERR_IN_STATUS) {
+    for (size_t i = 0; i < x.posted.size(); ++i) {
+      const int err = x.statuses[i].MPI_ERROR;
+      if (err != MPI_SUCCESS && err != MPI_ERR_PENDING) {
+        abort_block_mismatch(x, i, ("MPI: " + mpi_error_text(err)).c_str());
+      }
+    }
+  }
+  SY_MPI_CHECK_IN(rc, x.tag, x.seq);
+  // Completed requests are MPI_REQUEST_NULL now and their statuses are what finish checks:
+  // never test them again.
+  x.done = done != 0;
+  return x.done;
+}
+
+void MpiCommunicator::progress() {
+  for (BlockExchange& x : exchanges_) {
+    if (x.in_use) test_exchange(x);
+  }
+}
+
+void MpiCommunicator::do_finish_alltoallv_blocks(int slot, const CollectiveTag& tag, int64_t seq) {
+  SY_CHECK(slot >= 0 && slot < static_cast<int>(exchanges_.size()) && exchanges_[slot].in_use &&
+           exchanges_[slot].seq == seq)
+      << describe(tag, seq) << ": no such exchange in flight";
+  BlockExchange& x = exchanges_[slot];
+  g_last = {true, tag, seq};
+  wait_until([&] { return test_exchange(x); }, tag, seq);
+  for (size_t i = 0; i < x.posted.size(); ++i) {
     // Received bytes (MPI's basic elements: t is made of MPI_BYTE), for one block or a merged
     // message alike.
     MPI_Count got = 0;
-    SY_MPI_CHECK_IN(MPI_Get_elements_x(&statuses_[i], posted_[i].type, &got), tag, seq);
-    if (got != posted_[i].count * elem_bytes) {
-      abort_block_mismatch(i, ("received " + std::to_string(got / elem_bytes)).c_str(), tag, seq);
+    SY_MPI_CHECK_IN(MPI_Get_elements_x(&x.statuses[i], x.posted[i].type, &got), tag, seq);
+    if (got != x.posted[i].count * x.elem_bytes) {
+      abort_block_mismatch(x, i, ("received " + std::to_string(got / x.elem_bytes)).c_str());
     }
   }
-  for (MPI_Datatype& dt : merged_types_) MPI_Type_free(&dt);
-  merged_types_.clear();
+  for (MPI_Datatype& dt : x.merged_types) MPI_Type_free(&dt);
+  x.merged_types.clear();
+  x.in_use = false;
 }
 
 namespace {

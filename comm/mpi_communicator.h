@@ -101,6 +101,18 @@ class MpiCommunicator final : public Communicator {
   void do_alltoallv_blocks(const void* send, const BlockLayout& send_layout, void* recv,
                            const BlockLayout& recv_layout, int64_t elem_bytes,
                            const CollectiveTag& tag, int64_t seq) override;
+  // The same, in two halves: start posts every message (and copies the self blocks), finish
+  // waits under the deadline and checks what arrived. Any number may be in flight (one slot
+  // each); progress() tests every one that is.
+  int do_start_alltoallv_blocks(const void* send, const BlockLayout& send_layout, void* recv,
+                                const BlockLayout& recv_layout, int64_t elem_bytes,
+                                const CollectiveTag& tag, int64_t seq) override;
+  void do_finish_alltoallv_blocks(int slot, const CollectiveTag& tag, int64_t seq) override;
+
+ public:
+  void progress() override;
+
+ protected:
   // MPI_Iallreduce, except sums of float or double of at least p2p_allreduce_bytes() (with a
   // tag range above the blocked exchange's): see allreduce_by_chunks.
   void do_allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
@@ -115,9 +127,27 @@ class MpiCommunicator final : public Communicator {
   // Calls test() (true = done) until it is done or the deadline passes (then exit 20).
   template <typename Test>
   void wait_until(Test&& test, const CollectiveTag& tag, int64_t seq);
+  // alltoallv_blocks: receives first (with what each expects), then sends.
+  struct PostedRecv {
+    int peer;
+    int64_t block, count;  // block -1: the peer's blocks merged into one message
+    MPI_Datatype type;     // what it was received as
+  };
+  // One started alltoallv_blocks.
+  struct BlockExchange {
+    bool in_use = false, done = false;
+    CollectiveTag tag;
+    int64_t seq = 0, elem_bytes = 1;
+    std::vector<MPI_Request> reqs;  // receives (posted[i] describes reqs[i]), then sends
+    std::vector<MPI_Status> statuses;
+    std::vector<PostedRecv> posted;
+    std::vector<MPI_Datatype> merged_types;  // freed by finish
+  };
+  // MPI_Testall of x's requests (true: all done; then never again); a receive whose message did
+  // not fit ends the job (exit 22).
+  bool test_exchange(BlockExchange& x);
   // For alltoallv_blocks: a message that did not carry the posted count (exit 22).
-  [[noreturn]] void abort_block_mismatch(size_t i, const char* what, const CollectiveTag& tag,
-                                         int64_t seq);
+  [[noreturn]] void abort_block_mismatch(const BlockExchange& x, size_t i, const char* what);
   // MPI_BYTE, or a committed contiguous type of elem_bytes bytes (cached; freed with *this).
   MPI_Datatype element_type(int64_t elem_bytes);
 
@@ -127,12 +157,7 @@ class MpiCommunicator final : public Communicator {
   std::map<int64_t, MPI_Datatype> types_;
   // alltoallv's int counts/displacements; MPI reads them until the request completes.
   std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;
-  // alltoallv_blocks: receives first (with what each expects), then sends.
-  struct PostedRecv {
-    int peer;
-    int64_t block, count;  // block -1: the peer's blocks merged into one message
-    MPI_Datatype type;     // what it was received as
-  };
+  std::vector<BlockExchange> exchanges_;              // slots, reused
   int64_t merge_bytes_ = kDefaultExchangeMergeBytes;  // SY_EXCHANGE_MERGE_BYTES
   // The chunked allreduce: tags kAllreduceTag (reduce-scatter) and + 1 (allgather), above the
   // blocked exchange's 0..32767, used only where MPI_TAG_UB allows them.
@@ -145,10 +170,7 @@ class MpiCommunicator final : public Communicator {
   std::vector<const void*> allreduce_srcs_;
   std::vector<int> merge_lens_;
   std::vector<MPI_Aint> merge_displs_;
-  std::vector<MPI_Datatype> merged_types_;  // freed at the end of the call
-  std::vector<MPI_Request> reqs_;
-  std::vector<MPI_Status> statuses_;
-  std::vector<PostedRecv> posted_;
+  std::vector<MPI_Request> reqs_;  // the chunked allreduce's
 };
 
 }  // namespace sy

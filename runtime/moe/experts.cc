@@ -315,6 +315,7 @@ void RoutedExperts::forward(const float* x_RD, const int32_t* row_offsets_E1, fl
   }
   const int64_t o0 = row_offsets_E1[0];
   for (int64_t e = 0; e < E; ++e) {
+    if (hook_) hook_(e);
     const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
     if (n == 0) continue;
     const float* x = x_RD + o * D;
@@ -361,6 +362,7 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
     float* wd = scratch_grow(wd_DF_, D * F, c.backend);
     const int64_t o0 = offsets_E1_[0];
     for (int64_t e = 0; e < E; ++e) {
+      if (hook_) hook_(e);
       const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
       if (n == 0) continue;
       const size_t es = static_cast<size_t>(e);
@@ -380,6 +382,7 @@ void RoutedExperts::backward(const float* dy_RD, float* dx_RD, bool weight_grads
   if (!c.backend->groups_experts()) {  // expert by expert (Backend::groups_experts)
     const int64_t o0 = offsets_E1_[0];
     for (int64_t e = 0; e < E; ++e) {
+      if (hook_) hook_(e);
       const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
       if (n == 0) continue;
       const int64_t wg = e * F * D, wd = e * D * F;
@@ -425,6 +428,7 @@ void RoutedExperts::forward_gelu(const float* x_RD, const int32_t* row_offsets_E
   const int64_t o0 = row_offsets_E1[0];
   const bool q = quantized();
   for (int64_t e = 0; e < E; ++e) {
+    if (hook_) hook_(e);
     const int64_t o = row_offsets_E1[e] - o0, n = row_offsets_E1[e + 1] - row_offsets_E1[e];
     if (n == 0) continue;
     const size_t es = static_cast<size_t>(e);
@@ -454,6 +458,7 @@ void RoutedExperts::backward_gelu(const float* dy_RD, float* dx_RD, bool weight_
   float* w2 = q ? scratch_grow(wd_DF_, D * F, c.backend) : nullptr;
   const int64_t o0 = offsets_E1_[0];
   for (int64_t e = 0; e < E; ++e) {
+    if (hook_) hook_(e);
     const int64_t o = offsets_E1_[e] - o0, n = offsets_E1_[e + 1] - offsets_E1_[e];
     if (n == 0) continue;
     const size_t es = static_cast<size_t>(e);
@@ -493,6 +498,17 @@ int64_t SharedExpert::num_params() const {
 }
 
 void SharedExpert::forward(const float* x_TD, int64_t T, float* y_TD, const uint8_t* mask_T) {
+  compute(x_TD, T, mask_T);
+  add_output(y_TD);
+}
+
+void SharedExpert::add_output(float* y_TD) {
+  if (T_ == 0) return;
+  // gate: logits -> sigmoid values, in place
+  ops::gated_add_rows(*exec_, gate_T_.data(), s_TD_.data(), mask_T_, T_, D_, y_TD);
+}
+
+void SharedExpert::compute(const float* x_TD, int64_t T, const uint8_t* mask_T) {
   const ExecContext& c = *exec_;
   x_TD_ = x_TD;
   mask_T_ = mask_T;
@@ -506,7 +522,6 @@ void SharedExpert::forward(const float* x_TD, int64_t T, float* y_TD, const uint
   swiglu_forward(c, x_TD, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
                  T, D_, F_, g, u, a, s);
   ops::linear_forward(c, x_TD, gate_->value.ptr(), gate, T, D_, 1);
-  ops::gated_add_rows(c, gate, s, mask_T, T, D_, y_TD);  // gate: logits -> sigmoid values
 }
 
 void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads) {

@@ -43,6 +43,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,11 @@ class RoutedExperts {
   // Bytes of the reusable activation buffers held now (capacity), for memory reports.
   int64_t buffer_bytes() const;
 
+  // Called with local expert e before its work, for every e in order (empty experts included),
+  // by forward() and backward() where they go expert by expert (not a grouping backend's path,
+  // nor when there are no rows at all): the MoE layer moves its exchange pipeline along from it
+  // (runtime/moe/moe_layer.h). Empty: none.
+  void set_expert_hook(std::function<void(int64_t)> hook) { hook_ = std::move(hook); }
   // Seconds the last forward spent outside the GEMMs (the SwiGLU join / the GELU).
   double last_elementwise_seconds() const { return last_elementwise_s_; }
 
@@ -181,6 +187,7 @@ class RoutedExperts {
   std::vector<QuantizedMatrix> q_fc1_, q_fc2_;           // [E] when quantized (kGelu)
   DeviceArray<float> wg_FD_, wu_FD_, wd_DF_;             // dequantized scratch (backward)
   double last_elementwise_s_ = 0.0;
+  std::function<void(int64_t)> hook_;
 };
 
 // The shared expert: y_TD (+)= sigmoid(w_gate · x_t) * SwiGLU_s(x_t) for every token.
@@ -195,6 +202,11 @@ class SharedExpert {
   // y_TD += gated shared output, except on rows where mask_T is 0 (mask may be null). x_TD
   // and mask_T must stay alive until backward().
   void forward(const float* x_TD, int64_t T, float* y_TD, const uint8_t* mask_T = nullptr);
+  // forward() in two halves, the same arithmetic: compute() runs the FFN and the gate logits
+  // into the cache, add_output() adds the gated rows into y_TD (the MoE layer computes while
+  // its rows are on the wire and adds where forward() would).
+  void compute(const float* x_TD, int64_t T, const uint8_t* mask_T = nullptr);
+  void add_output(float* y_TD);
   // dx_TD += (skipped when null); weight grads += when weight_grads. Masked rows get nothing.
   void backward(const float* dy_TD, float* dx_TD, bool weight_grads);
 

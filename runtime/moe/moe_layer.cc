@@ -1,7 +1,10 @@
 #include "runtime/moe/moe_layer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sstream>
 
 #include "routers/registry.h"
@@ -12,6 +15,113 @@ namespace sy {
 namespace {
 
 using Clock = SteadyClock;
+
+// SY_EXCHANGE_CHUNKS: a whole number in [1, 1024]; unset or "" = 1.
+StatusOr<int> parse_exchange_chunks(const char* value) {
+  if (value == nullptr || *value == '\0') return 1;
+  bool digits = std::strlen(value) <= 4;
+  for (const char* c = value; *c; ++c) digits &= *c >= '0' && *c <= '9';
+  const int n = digits ? std::atoi(value) : 0;
+  if (n < 1 || n > 1024) {
+    return InvalidArgument(std::string("SY_EXCHANGE_CHUNKS='") + value +
+                           "': expected a whole number from 1 (no overlap) to 1024");
+  }
+  return n;
+}
+
+// The overlap schedule of one exchange (moe_layer.h): local experts [0, e) in n chunks of
+// consecutive experts, chunk c = [c*e/n, (c+1)*e/n). The list of steps is fixed by n alone, so
+// every rank starts the same exchanges in the same order whatever its rows (an expert loop
+// that never calls before_expert, e.g. with no rows at all, leaves it all to finish()).
+class ExchangePipeline {
+ public:
+  ExchangePipeline(Dispatcher* d, DispatchHandle* h, int n, const float* src_A, float* recv_R,
+                   const float* out_R, float* back_A, const CollectiveTag& tag)
+      : d_(d),
+        h_(h),
+        n_(n),
+        e_(d->local_experts()),
+        src_A_(src_A),
+        recv_R_(recv_R),
+        out_R_(out_R),
+        back_A_(back_A),
+        tag_(tag),
+        dispatch_(n),
+        ret_(n) {
+    steps_.push_back({kStartDispatch, 0});
+    for (int c = 0; c < n; ++c) {
+      steps_.push_back({kWaitDispatch, c});
+      if (c + 1 < n) steps_.push_back({kStartDispatch, c + 1});
+      steps_.push_back({kCompute, c});
+      steps_.push_back({kStartReturn, c});
+    }
+    d_->start_rows(h_, true, src_A_, recv_R_, first(0), first(1), tag_, &dispatch_[0]);
+    pos_ = 1;
+  }
+  // Before local expert j: everything up to chunk(j)'s compute, then MPI progress.
+  void before_expert(int64_t j) {
+    const Clock::time_point t0 = Clock::now();
+    int c = 0;
+    while (c + 1 < n_ && first(c + 1) <= j) ++c;
+    if (c > computing_) run_until_compute(c);
+    d_->comm().progress();
+    hook_s_ += seconds_since(t0);
+  }
+  // The rest of the steps, then waits for every return.
+  void finish() {
+    run_until_compute(n_);
+    for (int c = 0; c < n_; ++c) d_->finish_rows(h_, /*to_experts=*/false, &ret_[c]);
+  }
+  double hook_seconds() const { return hook_s_; }
+
+ private:
+  enum Kind { kStartDispatch, kWaitDispatch, kCompute, kStartReturn };
+  struct Step {
+    Kind kind;
+    int chunk;
+  };
+  int64_t first(int c) const { return c * e_ / n_; }
+  // Runs the steps up to and including chunk c's compute mark (c = n: all of them).
+  void run_until_compute(int c) {
+    while (pos_ < steps_.size()) {
+      const Step s = steps_[pos_];
+      if (s.kind == kCompute && s.chunk > c) return;
+      ++pos_;
+      switch (s.kind) {
+        case kStartDispatch:
+          d_->start_rows(h_, true, src_A_, recv_R_, first(s.chunk), first(s.chunk + 1), tag_,
+                         &dispatch_[s.chunk]);
+          break;
+        case kWaitDispatch:
+          d_->finish_rows(h_, true, &dispatch_[s.chunk]);
+          break;
+        case kCompute:
+          computing_ = s.chunk;
+          if (s.chunk == c) return;
+          break;
+        case kStartReturn:
+          d_->start_rows(h_, false, out_R_, back_A_, first(s.chunk), first(s.chunk + 1), tag_,
+                         &ret_[s.chunk]);
+          break;
+      }
+    }
+  }
+
+  Dispatcher* d_;
+  DispatchHandle* h_;
+  const int n_;
+  const int64_t e_;
+  const float* src_A_;
+  float* recv_R_;
+  const float* out_R_;
+  float* back_A_;
+  const CollectiveTag tag_;
+  std::vector<Communicator::Pending> dispatch_, ret_;
+  std::vector<Step> steps_;
+  size_t pos_ = 0;
+  int computing_ = -1;
+  double hook_s_ = 0;
+};
 
 }  // namespace
 
@@ -93,6 +203,16 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
       SY_ASSIGN_OR_RETURN(layer->disp_, Dispatcher::create(comm, *cfg.placement, cfg.d_model));
     } else {
       SY_ASSIGN_OR_RETURN(layer->disp_, Dispatcher::create(comm, cfg.num_experts, cfg.d_model));
+    }
+    int chunks = cfg.exchange_chunks;
+    if (chunks <= 0) {
+      SY_ASSIGN_OR_RETURN(chunks, parse_exchange_chunks(std::getenv("SY_EXCHANGE_CHUNKS")));
+    }
+    // Overlap needs the non-blocking blocked exchange and expert GEMMs that are done when they
+    // return (a host backend).
+    if (layer->disp_->options().mode == ExchangeMode::kBlocks &&
+        layer->exec_->backend->host_accessible()) {
+      layer->chunks_ = static_cast<int>(std::min<int64_t>(chunks, layer->disp_->local_experts()));
     }
     layer->local_experts_ = layer->disp_->local_experts();
     layer->first_expert_ = layer->disp_->first_local_expert();
@@ -182,27 +302,23 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   ops::gather_rows(c, x_TD, plan_.order_A.data(), R, K, D, xg);
   tm.permute_s = seconds_since(&clk);
 
+  const bool overlap_shared = disp_ && chunks_ > 1 && shared_;
   if (disp_) {
     // Expert parallel: rows out to the expert owners, local experts, outputs back (plan order).
     // The exchange phases take the dispatcher's clock; the layer's restarts after each.
     const CollectiveTag tag{"moe.forward", cfg_.layer_index, step_};
-    const DispatchStats& ds = handle_.stats();
     disp_->exchange_counts(plan_.kept_E.data(), R, tag, &handle_);
+    tm.count_exchange_s = handle_.stats().count_exchange_s;
     const int64_t Rr = handle_.recv_rows();
     float* recv = scratch_grow(recv_RD_, Rr * D, c.backend);
     float* out = scratch_grow(out_RD_, Rr * D, c.backend);
-    disp_->dispatch_rows(&handle_, xg, recv, tag);
-    clk = Clock::now();
-    tm.count_exchange_s = ds.count_exchange_s;
-    tm.dispatch_exchange_s = ds.dispatch_s;
     const std::vector<int64_t>& off = handle_.local_offsets_e1();
     local_offsets_e1_.assign(off.begin(), off.end());
-    experts_->forward(recv, local_offsets_e1_.data(), out);
-    tm.experts_s = seconds_since(&clk);
-    tm.experts_elementwise_s = experts_->last_elementwise_seconds();
-    disp_->return_rows(&handle_, out, yg, tag);
+    // With overlap, the shared expert computes while the first chunk is on the wire.
+    auto shared_compute = [&] { shared_->compute(x_TD, T, mask_T); };
+    exchange_and_run_experts(/*forward=*/true, xg, recv, out, yg, tag, &tm,
+                             overlap_shared ? shared_compute : std::function<void()>());
     clk = Clock::now();
-    tm.return_exchange_s = ds.return_s;
   } else {
     experts_->forward(xg, plan_.offsets_E1.data(), yg);
     tm.experts_s = seconds_since(&clk);
@@ -212,8 +328,12 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
   ops::combine_rows(c, yg, plan_.row_of_TK.data(), rout_.topk_weights_TK.ptr(), T, K, D, y_TD);
   tm.weighted_combine_s = seconds_since(&clk);
 
-  if (shared_) shared_->forward(x_TD, T, y_TD, mask_T);
-  tm.shared_expert_s = seconds_since(&clk);
+  if (overlap_shared) {
+    shared_->add_output(y_TD);
+  } else if (shared_) {
+    shared_->forward(x_TD, T, y_TD, mask_T);
+  }
+  tm.shared_expert_s += seconds_since(&clk);
 
   T_ = T;
   mask_T_ = mask_T;
@@ -250,18 +370,11 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   float* dxg = (dx_TD || disp_) ? scratch_grow(dxg_RD_, R * D, c.backend) : nullptr;
   if (disp_) {
     const CollectiveTag tag{"moe.backward", cfg_.layer_index, step_};
-    const DispatchStats& ds = handle_.stats();
     const int64_t Rr = handle_.recv_rows();
     float* drecv = scratch_grow(drecv_RD_, Rr * D, c.backend);
     float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D, c.backend);
-    disp_->dispatch_rows(&handle_, dyg, drecv, tag);
+    exchange_and_run_experts(/*forward=*/false, dyg, drecv, dxrecv, dxg, tag, &tm, {});
     clk = Clock::now();
-    tm.dispatch_exchange_s = ds.dispatch_s;
-    experts_->backward(drecv, dxrecv, cfg_.train_experts);
-    tm.experts_s = seconds_since(&clk);
-    disp_->return_rows(&handle_, dxrecv, dxg, tag);
-    clk = Clock::now();
-    tm.return_exchange_s = ds.return_s;
   } else {
     experts_->backward(dyg, dxg, cfg_.train_experts);
     tm.experts_s = seconds_since(&clk);
@@ -285,6 +398,43 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   router_->backward(g);
   if (!defer_allreduce_) allreduce_replicated_grads();
   tm.route_s = seconds_since(&clk);
+}
+
+void MoeLayer::exchange_and_run_experts(bool forward, const float* src_A, float* recv, float* out,
+                                        float* back_A, const CollectiveTag& tag, MoePhaseTimes* tm,
+                                        const std::function<void()>& while_first_chunk) {
+  const DispatchStats& ds = handle_.stats();
+  auto run_experts = [&] {
+    if (forward) {
+      experts_->forward(recv, local_offsets_e1_.data(), out);
+      tm->experts_elementwise_s = experts_->last_elementwise_seconds();
+    } else {
+      experts_->backward(recv, out, cfg_.train_experts);
+    }
+  };
+  Clock::time_point clk;
+  if (chunks_ <= 1) {
+    disp_->dispatch_rows(&handle_, src_A, recv, tag);
+    clk = Clock::now();
+    run_experts();
+    tm->experts_s = seconds_since(&clk);
+    disp_->return_rows(&handle_, out, back_A, tag);
+  } else {
+    ExchangePipeline pipe(disp_.get(), &handle_, chunks_, src_A, recv, out, back_A, tag);
+    if (while_first_chunk) {
+      clk = Clock::now();
+      while_first_chunk();
+      tm->shared_expert_s = seconds_since(&clk);
+    }
+    clk = Clock::now();
+    experts_->set_expert_hook([&pipe](int64_t j) { pipe.before_expert(j); });
+    run_experts();
+    experts_->set_expert_hook({});
+    tm->experts_s = seconds_since(&clk) - pipe.hook_seconds();
+    pipe.finish();
+  }
+  tm->dispatch_exchange_s = ds.dispatch_s;
+  tm->return_exchange_s = ds.return_s;
 }
 
 void MoeLayer::allreduce_replicated_grads() {

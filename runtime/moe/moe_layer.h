@@ -25,10 +25,18 @@
 // Non-finite router scores do not stop the forward (ids stay in range); the
 // caller reads last_finite() and applies the skip/abort policy across ranks.
 //
+// Overlap (exchange_chunks > 1), one fixed order of starts on every rank (they number the
+// collectives), with Dc / Rc the dispatch / return of chunk c:
+//   start D0 | [shared expert] | wait D0, start D1, experts of chunk 0 | start R0, wait D1,
+//   start D2, experts of chunk 1 | ... | start R(n-1), wait R0..R(n-1) | combine
+// The backward runs the same schedule on the gradients (no shared expert in it: its dx is
+// summed after the routed experts' and stays there).
+//
 // Legend: T tokens, D hidden, F expert hidden, E experts, K top-k, R kept rows.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -73,6 +81,13 @@ struct MoeLayerConfig {
   // capacity; 0 = the whole forward is one group.
   int64_t group_tokens = 0;
   int layer_index = 0;  // names the layer in collective tags and messages
+  // Overlap of the token exchange with compute (expert parallel, MPI, a host backend): the
+  // local experts are split into this many chunks of consecutive experts (at most e), and the
+  // rows of chunk c+1 go out while chunk c's experts run and chunk c-1's results come back;
+  // the forward's shared expert runs while the first chunk is on the wire. The same
+  // arithmetic in the same order: the output and gradients are bitwise those of 1 (no
+  // overlap). 0 = SY_EXCHANGE_CHUNKS (unset or "": 1).
+  int exchange_chunks = 0;
   // Where the layer, its router and its experts run (backend, stream, deterministic flag);
   // null = default_context(). Must outlive the layer.
   const ExecContext* exec = nullptr;
@@ -98,6 +113,9 @@ struct MoeLayerConfig {
 //                       senders
 //   weighted_combine_s  y_t = sum_k w_tk * row_tk          d weights (dy_t . row_tk)
 //   shared_expert_s     gated shared expert                its backward
+// With overlap (MoeLayerConfig::exchange_chunks > 1) the *_exchange_s are the time spent
+// inside the exchange's calls (starting chunks, waiting for them): the part not hidden behind
+// compute; experts_s and shared_expert_s are compute only.
 // The three *_exchange_s are 0 with one rank; they are comm/dispatcher.h's own clock
 // (DispatchStats count_exchange_s, dispatch_s, return_s), not timed again here.
 // experts_elementwise_s: the part of experts_s outside the expert GEMMs (forward only; not
@@ -229,7 +247,16 @@ class MoeLayer {
   explicit MoeLayer(const MoeLayerConfig& cfg) : cfg_(cfg) {}
   // The counts and exchange of stats_ from the plan and the dispatch handle (after forward).
   void fill_step_stats();
+  // The exchange, the local experts and the way back of one forward (to_experts rows src_A ->
+  // recv, experts -> out, out -> back_A) or backward; overlapped in chunks when chunks_ > 1.
+  // Adds into tm's exchange and expert phases.
+  // while_first_chunk (may be empty) runs while the first chunk is on the wire (its time is
+  // tm's shared_expert_s).
+  void exchange_and_run_experts(bool forward, const float* src_A, float* recv, float* out,
+                                float* back_A, const CollectiveTag& tag, MoePhaseTimes* tm,
+                                const std::function<void()>& while_first_chunk);
   bool defer_allreduce_ = false;
+  int chunks_ = 1;  // exchange chunks in use (1: blocking)
 
   MoeLayerConfig cfg_;
   const ExecContext* exec_ = &default_context();

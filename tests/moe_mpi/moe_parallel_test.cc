@@ -90,6 +90,9 @@ struct Case {
   // The expert-parallel layer runs a permuted expert placement (permuted_placement); the
   // reference stays contiguous: the results must not change.
   bool permuted = false;
+  // The expert-parallel layer overlaps its exchange in this many chunks (1: blocking); the
+  // results must not change.
+  int chunks = 1;
 };
 
 // Not contiguous, and every rank's local order scrambled (also at P = 1): rank r holds
@@ -111,8 +114,8 @@ std::string describe(const Case& c) {
     << (c.routing == Routing::kNatural  ? "natural"
         : c.routing == Routing::kSkewed ? "skewed"
                                         : "one_expert")
-    << (c.permuted ? " placement=permuted" : "") << " (rank " << g_comm->rank() << " of "
-    << g_comm->size() << ")";
+    << (c.permuted ? " placement=permuted" : "") << " exchange_chunks=" << c.chunks << " (rank "
+    << g_comm->rank() << " of " << g_comm->size() << ")";
   return s.str();
 }
 
@@ -335,6 +338,7 @@ Result run_case(const Case& c) {
   // ---- the 1-rank reference, over every token ----
   auto ref_or = MoeLayer::create(cfg, nullptr);
   MoeLayerConfig par_cfg = cfg;
+  par_cfg.exchange_chunks = c.chunks;
   if (c.permuted) par_cfg.placement = std::make_shared<ExpertPlacement>(placement_of(c, P));
   auto par_or = MoeLayer::create(par_cfg, g_comm);
   // The config is the same on every rank, so either every rank returns here or none does.
@@ -626,6 +630,7 @@ TEST(MoeParallel, RandomizedProperty) {
     c.shared_hidden = rng() % 3 == 0 ? 12 : 0;
     c.norm_topk = rng() % 2;
     c.routing = rng() % 2 ? Routing::kSkewed : Routing::kNatural;
+    c.chunks = 1 + static_cast<int>(rng() % 3);
     // Test part results are recorded for failures only: a new one means this seed failed.
     const ::testing::TestResult* tr =
         ::testing::UnitTest::GetInstance()->current_test_info()->result();
@@ -652,6 +657,43 @@ TEST(MoeParallel, PermutedPlacementMatchesOneRank) {
       c.permuted = true;
       run_case(c);
     }
+  }
+}
+
+// The exchange overlapped with compute (MoeLayerConfig::exchange_chunks): chunks of local
+// experts go out, run and come back in a pipeline, and the forward's shared expert runs while
+// the first chunk is on the wire. The same checks, bitwise against the 1-rank layer: chunk
+// counts that divide the local experts, that do not (uneven chunks), more chunks than local
+// experts, ranks with no tokens at all (T = G: one group), and expert choice (every expert
+// gets rows).
+TEST(MoeParallel, OverlappedExchangeMatchesOneRank) {
+  const std::vector<std::string> names = router_names();
+  int variant = 0;
+  for (const int chunks : {2, 3, 1024}) {
+    for (const int64_t E : {8, 12}) {
+      for (const bool shared : {false, true}) {
+        Case c;
+        c.router = names[variant % names.size()];
+        c.seed = 71 + variant;
+        c.E = E;
+        c.K = 2;
+        c.chunks = chunks;
+        c.shared_hidden = shared ? 12 : 0;
+        c.capacity_factor = variant % 3 == 0 ? 0.0 : 1.25;
+        if (variant % 4 == 3) c.T = c.G;  // one group: every other rank holds no tokens
+        if (E % g_comm->size() == 0) run_case(c);
+        ++variant;
+      }
+    }
+  }
+  for (const std::string& name : names) {
+    if (!experts_choose(name)) continue;
+    Case c;
+    c.router = name;
+    c.E = 8;
+    c.chunks = 3;
+    c.shared_hidden = 8;
+    run_case(c);
   }
 }
 
