@@ -136,6 +136,11 @@ Status Communicator::start_alltoallv_blocks_bytes(const void* send, const BlockL
   return Status::Ok();
 }
 
+bool Communicator::test_alltoallv_blocks(Pending* x) {
+  SY_CHECK(x != nullptr && x->started()) << "test_alltoallv_blocks: nothing started";
+  return x->slot < 0 || do_test_alltoallv_blocks(x->slot);
+}
+
 void Communicator::finish_alltoallv_blocks(Pending* x) {
   SY_CHECK(x != nullptr && x->started()) << "finish_alltoallv_blocks: nothing started";
   const Clock clock(&collective_s_);

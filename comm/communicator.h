@@ -165,6 +165,9 @@ class Communicator {
                                       const BlockLayout& recv_layout, int64_t elem_bytes,
                                       const CollectiveTag& tag, Pending* x);
   void finish_alltoallv_blocks(Pending* x);
+  // NOT collective, never blocks: whether every message of x has arrived (finish_ will not
+  // wait). The backends without a non-blocking path: always true.
+  bool test_alltoallv_blocks(Pending* x);
   // NOT collective, never blocks: moves this rank's started exchanges along (MPI_Testall).
   virtual void progress() {}
 
@@ -250,6 +253,7 @@ class Communicator {
     return -1;
   }
   virtual void do_finish_alltoallv_blocks(int slot, const CollectiveTag& tag, int64_t seq) {}
+  virtual bool do_test_alltoallv_blocks(int slot) { return true; }
   virtual void do_allreduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op,
                             const CollectiveTag& tag, int64_t seq) = 0;
   virtual void do_allgather(const void* send, void* recv, int64_t count, int64_t elem_bytes,

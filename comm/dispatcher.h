@@ -216,6 +216,8 @@ class Dispatcher {
   void start_rows(DispatchHandle* handle, bool to_experts, const float* src, float* dst, int64_t j0,
                   int64_t j1, const CollectiveTag& tag, Communicator::Pending* x);
   void finish_rows(DispatchHandle* handle, bool to_experts, Communicator::Pending* x);
+  // Never blocks: whether finish_rows would return at once.
+  bool rows_arrived(Communicator::Pending* x) { return comm_->test_alltoallv_blocks(x); }
 
  private:
   Dispatcher(Communicator* comm, const ExpertPlacement& placement, int64_t D,

@@ -108,6 +108,7 @@ class MpiCommunicator final : public Communicator {
                                 const BlockLayout& recv_layout, int64_t elem_bytes,
                                 const CollectiveTag& tag, int64_t seq) override;
   void do_finish_alltoallv_blocks(int slot, const CollectiveTag& tag, int64_t seq) override;
+  bool do_test_alltoallv_blocks(int slot) override { return test_exchange(exchanges_[slot]); }
 
  public:
   void progress() override;

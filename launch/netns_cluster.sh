@@ -6,6 +6,7 @@
 #   bash launch/netns_cluster.sh up N [--prefix P] [--subnet S]   # hosts h1..hN
 #   bash launch/netns_cluster.sh run NP SUBCOMMAND [ARGS...]      # e.g. run 4 infer --out out/x
 #   bash launch/netns_cluster.sh cut h2 | blackhole h2 | heal h2   # faults on h2's link
+#   bash launch/netns_cluster.sh rate 1gbit | rate off             # every host's link rate
 #   bash launch/netns_cluster.sh pids h2                           # processes "on" h2
 #   bash launch/netns_cluster.sh down                              # ends them, removes all
 #
@@ -34,7 +35,7 @@ state_root=/run/switchyard-netns
 die() { echo "netns_cluster: $*" >&2; exit 1; }
 skip() { echo "netns_cluster: SKIP: $*" >&2; exit 77; }
 usage() {
-  sed -n '6,10p' "$0" | sed 's/^#  *//' >&2
+  sed -n '6,11p' "$0" | sed 's/^#  *//' >&2
   exit 2
 }
 
@@ -191,5 +192,19 @@ EOF
     fi
     ;;
   pids) check_host "${1:-}"; ip netns pids "$(ns "$1")" ;;
+  rate)
+    # A token bucket on every host's eth0 (egress): each host sends at most RATE (tc's units:
+    # 1gbit, 500mbit); `off` removes it. ../shared/MULTIHOST.md measured 1gbit this way.
+    r=${1:?rate RATE (e.g. 1gbit) or rate off}
+    for h in $(hosts_of); do
+      if [ "$r" = off ]; then
+        ip netns exec "$(ns "$h")" tc qdisc del dev eth0 root 2>/dev/null || true
+      else
+        command -v tc >/dev/null || die "tc not found (apt-get install iproute2)"
+        ip netns exec "$(ns "$h")" tc qdisc replace dev eth0 root tbf rate "$r" burst 256kb \
+          latency 5ms || die "tc could not set rate '$r' on $h"
+      fi
+    done
+    ;;
   *) usage ;;
 esac

@@ -525,28 +525,51 @@ void SharedExpert::compute(const float* x_TD, int64_t T, const uint8_t* mask_T) 
 }
 
 void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads) {
+  backward_weights(dy_TD, weight_grads, dx_TD != nullptr);
+  backward_dx(dx_TD);
+}
+
+void SharedExpert::backward_weights(const float* dy_TD, bool weight_grads, bool need_dx) {
   const ExecContext& c = *exec_;
   const int64_t T = T_;
-  if (T == 0) return;
   weight_grads = weight_grads && !gate_->grad.empty();
-  if (!weight_grads && !dx_TD) return;
+  has_dx_terms_ = T > 0 && need_dx;
+  if (T == 0 || (!weight_grads && !need_dx)) return;
   float* ds = scratch_grow(ds_TD_, T * D_, c.backend);
   float* dlogit = scratch_grow(dlogit_T_, T, c.backend);
-  const float* s = s_TD_.data();
-  const float* gate = gate_T_.data();
-  ops::gated_add_rows_backward(c, dy_TD, s, gate, mask_T_, T, D_, ds, dlogit);
-  // Gate logit = w_gate x: dw += dlogit^T x, dx += dlogit w.
-  ops::linear_backward(c, x_TD_, gate_->value.ptr(), dlogit,
-                       weight_grads ? gate_->grad.ptr() : nullptr, dx_TD, T, D_, 1,
-                       /*accumulate_dx=*/true);
+  ops::gated_add_rows_backward(c, dy_TD, s_TD_.data(), gate_T_.data(), mask_T_, T, D_, ds, dlogit);
+  // Gate logit = w_gate x: dw += dlogit^T x (its dx term, dlogit w, is backward_dx's).
+  if (weight_grads) {
+    ops::linear_backward(c, x_TD_, gate_->value.ptr(), dlogit, gate_->grad.ptr(), nullptr, T, D_, 1,
+                         /*accumulate_dx=*/true);
+  }
+  // swiglu_backward without its dx GEMMs: da = ds Wd (dWd += ds^T a), dg (in da's place) and du,
+  // then dWg += dg^T x and dWu += du^T x.
   float* da = scratch_grow(da_TF_, T * F_, c.backend);
   float* du = scratch_grow(du_TF_, T * F_, c.backend);
-  swiglu_backward(c, x_TD_, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
-                  g_TF_.data(), u_TF_.data(), a_TF_.data(), ds, T, D_, F_,
-                  weight_grads ? gate_proj_->grad.ptr() : nullptr,
-                  weight_grads ? up_proj_->grad.ptr() : nullptr,
-                  weight_grads ? down_proj_->grad.ptr() : nullptr, dx_TD, /*accumulate_dx=*/true,
-                  da, du);
+  ops::linear_backward(c, a_TF_.data(), down_proj_->value.ptr(), ds,
+                       weight_grads ? down_proj_->grad.ptr() : nullptr, da, T, F_, D_,
+                       /*accumulate_dx=*/false);
+  ops::swiglu_backward(c, g_TF_.data(), u_TF_.data(), da, da, du, T * F_);
+  if (weight_grads) {
+    ops::linear_backward(c, x_TD_, gate_proj_->value.ptr(), da, gate_proj_->grad.ptr(), nullptr, T,
+                         D_, F_, /*accumulate_dx=*/true);
+    ops::linear_backward(c, x_TD_, up_proj_->value.ptr(), du, up_proj_->grad.ptr(), nullptr, T, D_,
+                         F_, /*accumulate_dx=*/true);
+  }
+}
+
+void SharedExpert::backward_dx(float* dx_TD) {
+  if (!dx_TD || !has_dx_terms_) return;
+  const ExecContext& c = *exec_;
+  const int64_t T = T_;
+  // dx += dlogit w_gate, then the gate and up terms of the SwiGLU, in swiglu_backward's order.
+  ops::linear_backward(c, x_TD_, gate_->value.ptr(), dlogit_T_.data(), nullptr, dx_TD, T, D_, 1,
+                       /*accumulate_dx=*/true);
+  ops::linear_backward(c, x_TD_, gate_proj_->value.ptr(), da_TF_.data(), nullptr, dx_TD, T, D_, F_,
+                       /*accumulate_dx=*/true);
+  ops::linear_backward(c, x_TD_, up_proj_->value.ptr(), du_TF_.data(), nullptr, dx_TD, T, D_, F_,
+                       /*accumulate_dx=*/true);
 }
 
 }  // namespace sy

@@ -209,6 +209,12 @@ class SharedExpert {
   void add_output(float* y_TD);
   // dx_TD += (skipped when null); weight grads += when weight_grads. Masked rows get nothing.
   void backward(const float* dy_TD, float* dx_TD, bool weight_grads);
+  // backward() in two halves, the same arithmetic: backward_weights() computes the weight
+  // gradients (when weight_grads) and, when need_dx, the terms of dx into scratch;
+  // backward_dx() then adds them into dx_TD (skipped when null), in backward()'s order (the MoE
+  // layer computes the first half while rows are on the wire).
+  void backward_weights(const float* dy_TD, bool weight_grads, bool need_dx);
+  void backward_dx(float* dx_TD);
 
   std::deque<Param>& params() { return params_; }
   int64_t num_params() const;
@@ -224,6 +230,7 @@ class SharedExpert {
   int64_t T_ = 0;
   DeviceArray<float> g_TF_, u_TF_, a_TF_, s_TD_, gate_T_;
   DeviceArray<float> da_TF_, du_TF_, ds_TD_, dlogit_T_;
+  bool has_dx_terms_ = false;  // backward_weights left dx terms for backward_dx
 };
 
 }  // namespace sy

@@ -1,11 +1,14 @@
 #include "runtime/moe/moe_layer.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <sstream>
+#include <thread>
 
 #include "routers/registry.h"
 #include "runtime/backend/ops.h"
@@ -30,9 +33,11 @@ StatusOr<int> parse_exchange_chunks(const char* value) {
 }
 
 // The overlap schedule of one exchange (moe_layer.h): local experts [0, e) in n chunks of
-// consecutive experts, chunk c = [c*e/n, (c+1)*e/n). The list of steps is fixed by n alone, so
-// every rank starts the same exchanges in the same order whatever its rows (an expert loop
-// that never calls before_expert, e.g. with no rows at all, leaves it all to finish()).
+// consecutive experts, chunk c = [c*e/n, (c+1)*e/n). The compute (the shared expert, then the
+// local experts) runs on a worker thread; this thread makes every MPI call (MPI_THREAD_FUNNELED)
+// and keeps MPI moving while the worker computes: a non-blocking exchange advances only inside
+// MPI calls, and one expert's GEMMs take tens of milliseconds. The steps are fixed by n alone, so
+// every rank starts the same exchanges in the same order whatever its rows.
 class ExchangePipeline {
  public:
   ExchangePipeline(Dispatcher* d, DispatchHandle* h, int n, const float* src_A, float* recv_R,
@@ -48,62 +53,94 @@ class ExchangePipeline {
         tag_(tag),
         dispatch_(n),
         ret_(n) {
-    steps_.push_back({kStartDispatch, 0});
+    // Every dispatch at once, in chunk order (the link carries them in that order while the
+    // shared expert computes), then each chunk's return as soon as its experts are done.
+    for (int c = 0; c < n; ++c) steps_.push_back({kStartDispatch, c});
     for (int c = 0; c < n; ++c) {
       steps_.push_back({kWaitDispatch, c});
-      if (c + 1 < n) steps_.push_back({kStartDispatch, c + 1});
-      steps_.push_back({kCompute, c});
+      steps_.push_back({kComputed, c});
       steps_.push_back({kStartReturn, c});
     }
-    d_->start_rows(h_, true, src_A_, recv_R_, first(0), first(1), tag_, &dispatch_[0]);
-    pos_ = 1;
   }
-  // Before local expert j: everything up to chunk(j)'s compute, then MPI progress.
-  void before_expert(int64_t j) {
+
+  // Runs `compute` on a worker thread (the experts' hook must call before_expert) while this
+  // thread runs the steps; returns when every chunk is back. compute_s: the worker's time,
+  // its waits for rows included.
+  void run(const std::function<void()>& compute) {
+    size_t pos = 0;
+    while (steps_[pos].kind == kStartDispatch) run_step(steps_[pos++]);  // before the worker
+    std::thread worker([&] {
+      const Clock::time_point t0 = Clock::now();
+      compute();
+      compute_s_ = seconds_since(t0);
+      computed_.store(e_, std::memory_order_release);
+    });
+    while (pos < steps_.size()) {
+      const Step st = steps_[pos];
+      bool go = true;
+      if (st.kind == kWaitDispatch) {
+        // Block (under the deadline) only when the worker waits for this chunk or is done;
+        // otherwise look and come back.
+        go = waiting_for_.load(std::memory_order_acquire) >= st.chunk ||
+             computed_.load(std::memory_order_acquire) == e_ ||
+             d_->rows_arrived(&dispatch_[st.chunk]);
+      } else if (st.kind == kComputed) {
+        go = computed_.load(std::memory_order_acquire) >= first(st.chunk + 1);
+      }
+      if (!go) {
+        d_->comm().progress();
+        // Every 0.5 ms: socket buffers hold far more than a link moves in that time, and a
+        // shorter period took measurably more of the compute's cores (4 threads on 2 cores).
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+        continue;
+      }
+      run_step(st);
+      ++pos;
+    }
+    worker.join();
     const Clock::time_point t0 = Clock::now();
+    for (int c = 0; c < n_; ++c) d_->finish_rows(h_, /*to_experts=*/false, &ret_[c]);
+    tail_s_ = seconds_since(t0);
+  }
+
+  // On the worker, before local expert j (all experts before j are done): waits for its chunk.
+  void before_expert(int64_t j) {
+    computed_.store(j, std::memory_order_release);
     int c = 0;
     while (c + 1 < n_ && first(c + 1) <= j) ++c;
-    if (c > computing_) run_until_compute(c);
-    d_->comm().progress();
-    hook_s_ += seconds_since(t0);
+    if (ready_.load(std::memory_order_acquire) > c) return;
+    const Clock::time_point t0 = Clock::now();
+    waiting_for_.store(c, std::memory_order_release);
+    while (ready_.load(std::memory_order_acquire) <= c)
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    stall_s_ += seconds_since(t0);
   }
-  // The rest of the steps, then waits for every return.
-  void finish() {
-    run_until_compute(n_);
-    for (int c = 0; c < n_; ++c) d_->finish_rows(h_, /*to_experts=*/false, &ret_[c]);
-  }
-  double hook_seconds() const { return hook_s_; }
+  double compute_s() const { return compute_s_; }
+  double stall_s() const { return stall_s_; }  // the worker waiting for rows
+  double tail_s() const { return tail_s_; }    // waiting for the last returns
 
  private:
-  enum Kind { kStartDispatch, kWaitDispatch, kCompute, kStartReturn };
+  enum Kind { kStartDispatch, kWaitDispatch, kComputed, kStartReturn };
   struct Step {
     Kind kind;
     int chunk;
   };
   int64_t first(int c) const { return c * e_ / n_; }
-  // Runs the steps up to and including chunk c's compute mark (c = n: all of them).
-  void run_until_compute(int c) {
-    while (pos_ < steps_.size()) {
-      const Step s = steps_[pos_];
-      if (s.kind == kCompute && s.chunk > c) return;
-      ++pos_;
-      switch (s.kind) {
-        case kStartDispatch:
-          d_->start_rows(h_, true, src_A_, recv_R_, first(s.chunk), first(s.chunk + 1), tag_,
-                         &dispatch_[s.chunk]);
-          break;
-        case kWaitDispatch:
-          d_->finish_rows(h_, true, &dispatch_[s.chunk]);
-          break;
-        case kCompute:
-          computing_ = s.chunk;
-          if (s.chunk == c) return;
-          break;
-        case kStartReturn:
-          d_->start_rows(h_, false, out_R_, back_A_, first(s.chunk), first(s.chunk + 1), tag_,
-                         &ret_[s.chunk]);
-          break;
-      }
+  void run_step(const Step& st) {
+    const int64_t j0 = first(st.chunk), j1 = first(st.chunk + 1);
+    switch (st.kind) {
+      case kStartDispatch:
+        d_->start_rows(h_, true, src_A_, recv_R_, j0, j1, tag_, &dispatch_[st.chunk]);
+        break;
+      case kWaitDispatch:
+        d_->finish_rows(h_, true, &dispatch_[st.chunk]);
+        ready_.store(st.chunk + 1, std::memory_order_release);
+        break;
+      case kComputed:
+        break;
+      case kStartReturn:
+        d_->start_rows(h_, false, out_R_, back_A_, j0, j1, tag_, &ret_[st.chunk]);
+        break;
     }
   }
 
@@ -118,9 +155,10 @@ class ExchangePipeline {
   const CollectiveTag tag_;
   std::vector<Communicator::Pending> dispatch_, ret_;
   std::vector<Step> steps_;
-  size_t pos_ = 0;
-  int computing_ = -1;
-  double hook_s_ = 0;
+  std::atomic<int> ready_{0};         // chunks [0, ready) are here (this thread writes)
+  std::atomic<int> waiting_for_{-1};  // the chunk the worker waits for
+  std::atomic<int64_t> computed_{0};  // local experts [0, computed) are done (the worker)
+  double compute_s_ = 0, stall_s_ = 0, tail_s_ = 0;
 };
 
 }  // namespace
@@ -208,10 +246,12 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
     if (chunks <= 0) {
       SY_ASSIGN_OR_RETURN(chunks, parse_exchange_chunks(std::getenv("SY_EXCHANGE_CHUNKS")));
     }
-    // Overlap needs the non-blocking blocked exchange and expert GEMMs that are done when they
-    // return (a host backend).
+    // Overlap needs the non-blocking blocked exchange, expert GEMMs that are done when they
+    // return (a host backend) and experts that run one at a time (their hook paces the
+    // pipeline; identity experts only copy).
     if (layer->disp_->options().mode == ExchangeMode::kBlocks &&
-        layer->exec_->backend->host_accessible()) {
+        layer->exec_->backend->host_accessible() && !layer->exec_->backend->groups_experts() &&
+        cfg.expert_kind != ExpertKind::kIdentity) {
       layer->chunks_ = static_cast<int>(std::min<int64_t>(chunks, layer->disp_->local_experts()));
     }
     layer->local_experts_ = layer->disp_->local_experts();
@@ -366,6 +406,7 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
                              dyg);
   tm.permute_s = seconds_since(&clk);
 
+  const bool overlap_shared = disp_ && chunks_ > 1 && shared_;
   // With a dispatcher every rank takes part in both exchanges, so dx rows are always made.
   float* dxg = (dx_TD || disp_) ? scratch_grow(dxg_RD_, R * D, c.backend) : nullptr;
   if (disp_) {
@@ -373,7 +414,13 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
     const int64_t Rr = handle_.recv_rows();
     float* drecv = scratch_grow(drecv_RD_, Rr * D, c.backend);
     float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D, c.backend);
-    exchange_and_run_experts(/*forward=*/false, dyg, drecv, dxrecv, dxg, tag, &tm, {});
+    // With overlap, the shared expert's weight gradients (and its dx terms) are computed while
+    // the first chunk is on the wire; its dx is added after the routed experts', as below.
+    auto shared_weights = [&] {
+      shared_->backward_weights(dy_TD, cfg_.train_experts, dx_TD != nullptr);
+    };
+    exchange_and_run_experts(/*forward=*/false, dyg, drecv, dxrecv, dxg, tag, &tm,
+                             overlap_shared ? shared_weights : std::function<void()>());
     clk = Clock::now();
   } else {
     experts_->backward(dyg, dxg, cfg_.train_experts);
@@ -385,8 +432,12 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
   if (dx_TD) ops::combine_rows(c, dxg, row_of, nullptr, T, K, D, dx_TD);
   tm.permute_s += seconds_since(&clk);
 
-  if (shared_) shared_->backward(dy_TD, dx_TD, cfg_.train_experts);
-  tm.shared_expert_s = seconds_since(&clk);
+  if (overlap_shared) {
+    shared_->backward_dx(dx_TD);
+  } else if (shared_) {
+    shared_->backward(dy_TD, dx_TD, cfg_.train_experts);
+  }
+  tm.shared_expert_s += seconds_since(&clk);
 
   RouterGrads g;
   g.dweights_TK = dw;
@@ -419,24 +470,37 @@ void MoeLayer::exchange_and_run_experts(bool forward, const float* src_A, float*
     run_experts();
     tm->experts_s = seconds_since(&clk);
     disp_->return_rows(&handle_, out, back_A, tag);
-  } else {
-    ExchangePipeline pipe(disp_.get(), &handle_, chunks_, src_A, recv, out, back_A, tag);
+    tm->dispatch_exchange_s = ds.dispatch_s;
+    tm->return_exchange_s = ds.return_s;
+    return;
+  }
+  ExchangePipeline pipe(disp_.get(), &handle_, chunks_, src_A, recv, out, back_A, tag);
+  double shared_s = 0;
+  int64_t hooks = 0;
+  pipe.run([&] {
     if (while_first_chunk) {
-      clk = Clock::now();
+      const Clock::time_point t0 = Clock::now();
       while_first_chunk();
-      tm->shared_expert_s = seconds_since(&clk);
+      shared_s = seconds_since(t0);
     }
-    clk = Clock::now();
-    experts_->set_expert_hook([&pipe](int64_t j) { pipe.before_expert(j); });
+    experts_->set_expert_hook([&](int64_t j) {
+      ++hooks;
+      pipe.before_expert(j);
+    });
     run_experts();
     experts_->set_expert_hook({});
-    tm->experts_s = seconds_since(&clk) - pipe.hook_seconds();
-    pipe.finish();
-  }
-  tm->dispatch_exchange_s = ds.dispatch_s;
-  tm->return_exchange_s = ds.return_s;
+  });
+  // An expert path without the hook would have read rows before they arrived.
+  SY_CHECK(hooks == 0 ? handle_.recv_rows() == 0 : hooks == num_local_experts())
+      << "moe layer: the overlapped exchange needs the experts' hook once per local expert (got "
+      << hooks << " calls for " << num_local_experts() << " experts, " << handle_.recv_rows()
+      << " rows)";
+  if (while_first_chunk) tm->shared_expert_s = shared_s;
+  tm->experts_s = pipe.compute_s() - shared_s - pipe.stall_s();
+  // The exposed exchange: the worker waiting for rows, and the wait for the last returns.
+  tm->dispatch_exchange_s = pipe.stall_s();
+  tm->return_exchange_s = pipe.tail_s();
 }
-
 void MoeLayer::allreduce_replicated_grads() {
   if (!disp_) return;
   // The router and the shared expert are replicated: sum their gradients over the ranks (each

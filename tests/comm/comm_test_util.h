@@ -125,6 +125,8 @@ inline std::string check_exchange(const Exchange& ex, int P, int r, uint64_t see
 struct BlockExchange {
   Status status;
   std::vector<int64_t> recv, recv_counts, recv_displs;  // counts/displs [P, B], in rows
+  std::vector<int64_t> send, send_counts, send_displs;
+  int64_t send_cap = 0, recv_cap = 0;
 };
 
 inline std::vector<int64_t> block_rows(int P, int src, uint64_t seed, int64_t B, int64_t max_rows) {
@@ -137,31 +139,38 @@ inline std::vector<int64_t> block_rows(int P, int src, uint64_t seed, int64_t B,
   return rows;
 }
 
-inline BlockExchange exchange_blocks(Communicator& c, uint64_t seed, int64_t max_rows, int64_t W,
-                                     int64_t B, const CollectiveTag& tag) {
+// The buffers and layouts of one blocked exchange, not yet run.
+inline BlockExchange prepare_blocks(Communicator& c, uint64_t seed, int64_t max_rows, int64_t W,
+                                    int64_t B) {
   const int P = c.size(), r = c.rank();
-  const std::vector<int64_t> sc = block_rows(P, r, seed, B, max_rows);
-  std::vector<int64_t> sd;
-  const int64_t send_cap = reversed_displs(sc, 1, &sd);
-  std::vector<int64_t> send(send_cap * W, kSentinel);
+  BlockExchange ex;
+  ex.send_counts = block_rows(P, r, seed, B, max_rows);
+  const std::vector<int64_t>& sc = ex.send_counts;
+  ex.send_cap = reversed_displs(sc, 1, &ex.send_displs);
+  ex.send.assign(ex.send_cap * W, kSentinel);
   for (int p = 0; p < P; ++p) {
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t j = 0; j < sc[p * B + b] * W; ++j) {
-        send[sd[p * B + b] * W + j] = encode(r, p, (b << 20) + j);
+        ex.send[ex.send_displs[p * B + b] * W + j] = encode(r, p, (b << 20) + j);
       }
     }
   }
-  BlockExchange ex;
   ex.recv_counts.assign(P * B, 0);
   for (int q = 0; q < P; ++q) {
     const std::vector<int64_t> from_q = block_rows(P, q, seed, B, max_rows);
     for (int64_t b = 0; b < B; ++b) ex.recv_counts[q * B + b] = from_q[r * B + b];
   }
-  const int64_t recv_cap = reversed_displs(ex.recv_counts, 2, &ex.recv_displs);
-  ex.recv.assign(recv_cap * W, kSentinel);
-  ex.status =
-      c.alltoallv_blocks(send.data(), {B, sc.data(), sd.data(), send_cap}, ex.recv.data(),
-                         {B, ex.recv_counts.data(), ex.recv_displs.data(), recv_cap}, W, tag);
+  ex.recv_cap = reversed_displs(ex.recv_counts, 2, &ex.recv_displs);
+  ex.recv.assign(ex.recv_cap * W, kSentinel);
+  return ex;
+}
+
+inline BlockExchange exchange_blocks(Communicator& c, uint64_t seed, int64_t max_rows, int64_t W,
+                                     int64_t B, const CollectiveTag& tag) {
+  BlockExchange ex = prepare_blocks(c, seed, max_rows, W, B);
+  ex.status = c.alltoallv_blocks(
+      ex.send.data(), {B, ex.send_counts.data(), ex.send_displs.data(), ex.send_cap},
+      ex.recv.data(), {B, ex.recv_counts.data(), ex.recv_displs.data(), ex.recv_cap}, W, tag);
   return ex;
 }
 

@@ -2,7 +2,8 @@
 # Across hosts, bitwise: 4 ranks over 2 network-namespace hosts (2 each, TCP between them)
 # give the same deterministic outputs as 1 rank, byte for byte:
 #   1. the synthetic stack (`infer`, the final hidden states) for two routers;
-#   2. a tiny Qwen2-MoE checkpoint (`infer --model`, the logits).
+#   2. a tiny Qwen2-MoE checkpoint (`infer --model`, the logits);
+#   3. both again with the exchange overlapped (SY_EXCHANGE_CHUNKS=2).
 # Usage: multihost_bitwise.sh SWITCHYARD_BIN WORK_DIR DATA_DIR SOURCE_DIR. Exit 77 (ctest skip)
 # where namespaces cannot be made (not root, no iproute2) or without the GPT-2 tokenizer.
 set -uo pipefail
@@ -32,5 +33,16 @@ expect 0 qwen-np1 local1 infer --model "$work/tiny" --token-ids "$ids" --determi
 expect 0 qwen-2x2 crun 4 infer --model "$work/tiny" --token-ids "$ids" --deterministic \
   --dump "$work/qwen-2x2.npy"
 same "qwen2_moe: 2 hosts x 2 ranks vs 1 rank" "$work/qwen-2x2.npy" "$work/qwen-np1.npy"
+# 3. the same with the exchange overlapped (2 chunks of local experts, non-blocking MPI over TCP,
+#    the shared expert computing while rows move): still the 1-rank bits.
+export SY_EXCHANGE_CHUNKS=2
+expect 0 qwen-2x2-overlap crun 4 infer --model "$work/tiny" --token-ids "$ids" --deterministic \
+  --dump "$work/qwen-2x2-overlap.npy"
+expect 0 linear-2x2-overlap crun 4 "${syn[@]}" --router linear --dump "$work/linear-2x2-overlap.npy"
+unset SY_EXCHANGE_CHUNKS
+same "qwen2_moe overlapped: 2 hosts x 2 ranks vs 1 rank" "$work/qwen-2x2-overlap.npy" \
+  "$work/qwen-np1.npy"
+same "linear overlapped: 2 hosts x 2 ranks vs 1 rank" "$work/linear-2x2-overlap.npy" \
+  "$work/linear-np1.npy"
 [ $fail = 0 ] && echo "multihost_bitwise: all checks passed"
 exit $fail
