@@ -100,6 +100,9 @@ class Communicator {
   // only (MPI here is not CUDA-aware), so a layer whose tensors live on a device cannot use it
   // across ranks (MoeLayer::create refuses the pair).
   virtual bool device_buffers() const { return false; }
+  // true: the ranks are on more than one host (MPI: not all in one shared-memory node), where
+  // the MoE layer overlaps its exchange by default (runtime/moe/moe_layer.h).
+  virtual bool spans_hosts() const { return false; }
   // Collectives started so far; the seq of the next one. Equal on every rank.
   int64_t seq() const { return seq_; }
   // Seconds this rank has spent inside collectives so far (steady clock), waiting for its peers

@@ -205,6 +205,15 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
   int has_ub = 0;
   SY_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &ub, &has_ub));
   tag_ub_ = has_ub && ub ? *ub : 32767;
+  // Hosts as MPI sees them (one per node daemon: namespace hosts count as hosts).
+  MPI_Comm node = MPI_COMM_NULL;
+  SY_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+  int node_size = 0;
+  SY_MPI_CHECK(MPI_Comm_size(node, &node_size));
+  SY_MPI_CHECK(MPI_Comm_free(&node));
+  int one_host = node_size == size_;
+  SY_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &one_host, 1, MPI_INT, MPI_MIN, comm_));
+  spans_hosts_ = one_host == 0;
   send_counts_.resize(size_);
   send_displs_.resize(size_);
   recv_counts_.resize(size_);

@@ -68,6 +68,7 @@ class MpiCommunicator final : public Communicator {
   [[noreturn]] void abort(int exit_code, const std::string& message) override;
 
   MPI_Comm comm() const { return comm_; }
+  bool spans_hosts() const override { return spans_hosts_; }
   // alltoallv_blocks sends a peer's blocks as one message when together they are at most this
   // many bytes (0: one message per block). Starts from SY_EXCHANGE_MERGE_BYTES. Every rank must
   // use the same value (sender and receiver decide alike).
@@ -166,6 +167,7 @@ class MpiCommunicator final : public Communicator {
                            const CollectiveTag& tag, int64_t seq);
   static constexpr int kAllreduceTag = 40000;
   int tag_ub_ = 32767;
+  bool spans_hosts_ = false;
   int64_t p2p_allreduce_bytes_ = int64_t{1} << 18;
   std::vector<float> allreduce_scratch_;  // float or double values, by bytes
   std::vector<const void*> allreduce_srcs_;

@@ -19,9 +19,9 @@ namespace {
 
 using Clock = SteadyClock;
 
-// SY_EXCHANGE_CHUNKS: a whole number in [1, 1024]; unset or "" = 1.
+// SY_EXCHANGE_CHUNKS: a whole number in [1, 1024]; unset or "" = 0 (the default).
 StatusOr<int> parse_exchange_chunks(const char* value) {
-  if (value == nullptr || *value == '\0') return 1;
+  if (value == nullptr || *value == '\0') return 0;
   bool digits = std::strlen(value) <= 4;
   for (const char* c = value; *c; ++c) digits &= *c >= '0' && *c <= '9';
   const int n = digits ? std::atoi(value) : 0;
@@ -246,6 +246,7 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
     if (chunks <= 0) {
       SY_ASSIGN_OR_RETURN(chunks, parse_exchange_chunks(std::getenv("SY_EXCHANGE_CHUNKS")));
     }
+    if (chunks <= 0) chunks = comm->spans_hosts() ? kExchangeChunksAcrossHosts : 1;
     // Overlap needs the non-blocking blocked exchange, expert GEMMs that are done when they
     // return (a host backend) and experts that run one at a time (their hook paces the
     // pipeline; identity experts only copy).

@@ -51,6 +51,10 @@
 
 namespace sy {
 
+// The default overlap across hosts (bench/overlap_bench.cc: 8 chunks hid the most of a
+// 1 Gbit/s exchange between two namespace hosts; README "Benchmarks").
+constexpr int kExchangeChunksAcrossHosts = 8;
+
 struct MoeLayerConfig {
   int64_t d_model = 0;            // D
   int64_t ffn_hidden = 0;         // F (per routed expert)
@@ -86,7 +90,8 @@ struct MoeLayerConfig {
   // rows of chunk c+1 go out while chunk c's experts run and chunk c-1's results come back;
   // the forward's shared expert runs while the first chunk is on the wire. The same
   // arithmetic in the same order: the output and gradients are bitwise those of 1 (no
-  // overlap). 0 = SY_EXCHANGE_CHUNKS (unset or "": 1).
+  // overlap). 0 = SY_EXCHANGE_CHUNKS; when that is unset or "": kExchangeChunksAcrossHosts
+  // when the ranks span hosts (Communicator::spans_hosts), else 1.
   int exchange_chunks = 0;
   // Where the layer, its router and its experts run (backend, stream, deterministic flag);
   // null = default_context(). Must outlive the layer.
