@@ -509,54 +509,74 @@ void SharedExpert::add_output(float* y_TD) {
 }
 
 void SharedExpert::compute(const float* x_TD, int64_t T, const uint8_t* mask_T) {
+  compute_hidden(x_TD, T, mask_T);
+  compute_output();
+}
+
+void SharedExpert::compute_hidden(const float* x_TD, int64_t T, const uint8_t* mask_T) {
   const ExecContext& c = *exec_;
   x_TD_ = x_TD;
   mask_T_ = mask_T;
   T_ = T;
   if (T == 0) return;
+  // swiglu_forward's first half: g = gate x, u = up x, a = SiLU(g) * u.
   float* g = scratch_grow(g_TF_, T * F_, c.backend);
   float* u = scratch_grow(u_TF_, T * F_, c.backend);
   float* a = scratch_grow(a_TF_, T * F_, c.backend);
+  ops::linear_forward(c, x_TD, gate_proj_->value.ptr(), g, T, D_, F_);
+  ops::linear_forward(c, x_TD, up_proj_->value.ptr(), u, T, D_, F_);
+  ops::swiglu(c, g, u, a, T * F_);
+}
+
+void SharedExpert::compute_output() {
+  const ExecContext& c = *exec_;
+  const int64_t T = T_;
+  if (T == 0) return;
+  // swiglu_forward's second half (s = down a), then the gate logits.
   float* s = scratch_grow(s_TD_, T * D_, c.backend);
   float* gate = scratch_grow(gate_T_, T, c.backend);
-  swiglu_forward(c, x_TD, gate_proj_->value.ptr(), up_proj_->value.ptr(), down_proj_->value.ptr(),
-                 T, D_, F_, g, u, a, s);
-  ops::linear_forward(c, x_TD, gate_->value.ptr(), gate, T, D_, 1);
+  ops::linear_forward(c, a_TF_.data(), down_proj_->value.ptr(), s, T, F_, D_);
+  ops::linear_forward(c, x_TD_, gate_->value.ptr(), gate, T, D_, 1);
 }
 
 void SharedExpert::backward(const float* dy_TD, float* dx_TD, bool weight_grads) {
   backward_weights(dy_TD, weight_grads, dx_TD != nullptr);
+  backward_weights_rest();
   backward_dx(dx_TD);
 }
 
 void SharedExpert::backward_weights(const float* dy_TD, bool weight_grads, bool need_dx) {
   const ExecContext& c = *exec_;
   const int64_t T = T_;
-  weight_grads = weight_grads && !gate_->grad.empty();
+  weight_grads_ = weight_grads && !gate_->grad.empty() && T > 0;
   has_dx_terms_ = T > 0 && need_dx;
-  if (T == 0 || (!weight_grads && !need_dx)) return;
+  if (!weight_grads_ && !has_dx_terms_) return;
   float* ds = scratch_grow(ds_TD_, T * D_, c.backend);
   float* dlogit = scratch_grow(dlogit_T_, T, c.backend);
   ops::gated_add_rows_backward(c, dy_TD, s_TD_.data(), gate_T_.data(), mask_T_, T, D_, ds, dlogit);
   // Gate logit = w_gate x: dw += dlogit^T x (its dx term, dlogit w, is backward_dx's).
-  if (weight_grads) {
+  if (weight_grads_) {
     ops::linear_backward(c, x_TD_, gate_->value.ptr(), dlogit, gate_->grad.ptr(), nullptr, T, D_, 1,
                          /*accumulate_dx=*/true);
   }
-  // swiglu_backward without its dx GEMMs: da = ds Wd (dWd += ds^T a), dg (in da's place) and du,
-  // then dWg += dg^T x and dWu += du^T x.
+  // swiglu_backward without its dx GEMMs: da = ds Wd (dWd += ds^T a), dg (in da's place) and du;
+  // dWg and dWu are backward_weights_rest's.
   float* da = scratch_grow(da_TF_, T * F_, c.backend);
   float* du = scratch_grow(du_TF_, T * F_, c.backend);
   ops::linear_backward(c, a_TF_.data(), down_proj_->value.ptr(), ds,
-                       weight_grads ? down_proj_->grad.ptr() : nullptr, da, T, F_, D_,
+                       weight_grads_ ? down_proj_->grad.ptr() : nullptr, da, T, F_, D_,
                        /*accumulate_dx=*/false);
   ops::swiglu_backward(c, g_TF_.data(), u_TF_.data(), da, da, du, T * F_);
-  if (weight_grads) {
-    ops::linear_backward(c, x_TD_, gate_proj_->value.ptr(), da, gate_proj_->grad.ptr(), nullptr, T,
-                         D_, F_, /*accumulate_dx=*/true);
-    ops::linear_backward(c, x_TD_, up_proj_->value.ptr(), du, up_proj_->grad.ptr(), nullptr, T, D_,
-                         F_, /*accumulate_dx=*/true);
-  }
+}
+
+void SharedExpert::backward_weights_rest() {
+  if (!weight_grads_) return;
+  const ExecContext& c = *exec_;
+  // dWg += dg^T x, dWu += du^T x.
+  ops::linear_backward(c, x_TD_, gate_proj_->value.ptr(), da_TF_.data(), gate_proj_->grad.ptr(),
+                       nullptr, T_, D_, F_, /*accumulate_dx=*/true);
+  ops::linear_backward(c, x_TD_, up_proj_->value.ptr(), du_TF_.data(), up_proj_->grad.ptr(),
+                       nullptr, T_, D_, F_, /*accumulate_dx=*/true);
 }
 
 void SharedExpert::backward_dx(float* dx_TD) {

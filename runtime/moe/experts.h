@@ -207,13 +207,21 @@ class SharedExpert {
   // its rows are on the wire and adds where forward() would).
   void compute(const float* x_TD, int64_t T, const uint8_t* mask_T = nullptr);
   void add_output(float* y_TD);
+  // compute() = compute_hidden() (the gate and up GEMMs, SiLU(g) * u) then compute_output()
+  // (the down GEMM, the gate logits): the layer runs one before its routed experts and the
+  // other after them.
+  void compute_hidden(const float* x_TD, int64_t T, const uint8_t* mask_T = nullptr);
+  void compute_output();
   // dx_TD += (skipped when null); weight grads += when weight_grads. Masked rows get nothing.
   void backward(const float* dy_TD, float* dx_TD, bool weight_grads);
-  // backward() in two halves, the same arithmetic: backward_weights() computes the weight
-  // gradients (when weight_grads) and, when need_dx, the terms of dx into scratch;
-  // backward_dx() then adds them into dx_TD (skipped when null), in backward()'s order (the MoE
-  // layer computes the first half while rows are on the wire).
+  // backward() in three parts, the same arithmetic: backward_weights() computes the gate's and
+  // the down projection's weight gradients (when weight_grads) and the SwiGLU's input gradients
+  // into scratch; backward_weights_rest() the gate and up projections' weight gradients;
+  // backward_dx() adds the dx terms into dx_TD (skipped when null; need_dx false: none), in
+  // backward()'s order. The MoE layer runs the first part before its routed experts, the second
+  // after them, while rows are on the wire, and the third where backward() would.
   void backward_weights(const float* dy_TD, bool weight_grads, bool need_dx);
+  void backward_weights_rest();
   void backward_dx(float* dx_TD);
 
   std::deque<Param>& params() { return params_; }
@@ -231,6 +239,7 @@ class SharedExpert {
   DeviceArray<float> g_TF_, u_TF_, a_TF_, s_TD_, gate_T_;
   DeviceArray<float> da_TF_, du_TF_, ds_TD_, dlogit_T_;
   bool has_dx_terms_ = false;  // backward_weights left dx terms for backward_dx
+  bool weight_grads_ = false;  // backward_weights' weight_grads (and there are tokens)
 };
 
 }  // namespace sy

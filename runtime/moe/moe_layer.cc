@@ -63,17 +63,16 @@ class ExchangePipeline {
     }
   }
 
-  // Runs `compute` on a worker thread (the experts' hook must call before_expert) while this
-  // thread runs the steps; returns when every chunk is back. compute_s: the worker's time,
-  // its waits for rows included.
+  // Runs `compute` on a worker thread (the experts' hook must call before_expert, and
+  // experts_done after the last) while this thread runs the steps; returns when compute has
+  // returned and every chunk is back.
   void run(const std::function<void()>& compute) {
     size_t pos = 0;
     while (steps_[pos].kind == kStartDispatch) run_step(steps_[pos++]);  // before the worker
     std::thread worker([&] {
-      const Clock::time_point t0 = Clock::now();
       compute();
-      compute_s_ = seconds_since(t0);
       computed_.store(e_, std::memory_order_release);
+      worker_done_.store(true, std::memory_order_release);
     });
     while (pos < steps_.size()) {
       const Step st = steps_[pos];
@@ -97,12 +96,19 @@ class ExchangePipeline {
       run_step(st);
       ++pos;
     }
+    // The worker may still compute (what runs after the experts): keep the returns moving.
+    while (!worker_done_.load(std::memory_order_acquire)) {
+      d_->comm().progress();
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
     worker.join();
     const Clock::time_point t0 = Clock::now();
     for (int c = 0; c < n_; ++c) d_->finish_rows(h_, /*to_experts=*/false, &ret_[c]);
     tail_s_ = seconds_since(t0);
   }
 
+  // On the worker, after the last expert: its chunk's return may start.
+  void experts_done() { computed_.store(e_, std::memory_order_release); }
   // On the worker, before local expert j (all experts before j are done): waits for its chunk.
   void before_expert(int64_t j) {
     computed_.store(j, std::memory_order_release);
@@ -115,7 +121,6 @@ class ExchangePipeline {
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     stall_s_ += seconds_since(t0);
   }
-  double compute_s() const { return compute_s_; }
   double stall_s() const { return stall_s_; }  // the worker waiting for rows
   double tail_s() const { return tail_s_; }    // waiting for the last returns
 
@@ -158,7 +163,8 @@ class ExchangePipeline {
   std::atomic<int> ready_{0};         // chunks [0, ready) are here (this thread writes)
   std::atomic<int> waiting_for_{-1};  // the chunk the worker waits for
   std::atomic<int64_t> computed_{0};  // local experts [0, computed) are done (the worker)
-  double compute_s_ = 0, stall_s_ = 0, tail_s_ = 0;
+  std::atomic<bool> worker_done_{false};
+  double stall_s_ = 0, tail_s_ = 0;
 };
 
 }  // namespace
@@ -355,10 +361,14 @@ Status MoeLayer::forward(const float* x_TD, const int32_t* token_ids_T, int64_t 
     float* out = scratch_grow(out_RD_, Rr * D, c.backend);
     const std::vector<int64_t>& off = handle_.local_offsets_e1();
     local_offsets_e1_.assign(off.begin(), off.end());
-    // With overlap, the shared expert computes while the first chunk is on the wire.
-    auto shared_compute = [&] { shared_->compute(x_TD, T, mask_T); };
-    exchange_and_run_experts(/*forward=*/true, xg, recv, out, yg, tag, &tm,
-                             overlap_shared ? shared_compute : std::function<void()>());
+    // With overlap, the shared expert computes while rows are on the wire: its hidden layer
+    // before the routed experts, its output after them.
+    std::function<void()> before, after;
+    if (overlap_shared) {
+      before = [&] { shared_->compute_hidden(x_TD, T, mask_T); };
+      after = [&] { shared_->compute_output(); };
+    }
+    exchange_and_run_experts(/*forward=*/true, xg, recv, out, yg, tag, &tm, before, after);
     clk = Clock::now();
   } else {
     experts_->forward(xg, plan_.offsets_E1.data(), yg);
@@ -417,11 +427,12 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
     float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D, c.backend);
     // With overlap, the shared expert's weight gradients (and its dx terms) are computed while
     // the first chunk is on the wire; its dx is added after the routed experts', as below.
-    auto shared_weights = [&] {
-      shared_->backward_weights(dy_TD, cfg_.train_experts, dx_TD != nullptr);
-    };
-    exchange_and_run_experts(/*forward=*/false, dyg, drecv, dxrecv, dxg, tag, &tm,
-                             overlap_shared ? shared_weights : std::function<void()>());
+    std::function<void()> before, after;
+    if (overlap_shared) {
+      before = [&] { shared_->backward_weights(dy_TD, cfg_.train_experts, dx_TD != nullptr); };
+      after = [&] { shared_->backward_weights_rest(); };
+    }
+    exchange_and_run_experts(/*forward=*/false, dyg, drecv, dxrecv, dxg, tag, &tm, before, after);
     clk = Clock::now();
   } else {
     experts_->backward(dyg, dxg, cfg_.train_experts);
@@ -454,7 +465,8 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
 
 void MoeLayer::exchange_and_run_experts(bool forward, const float* src_A, float* recv, float* out,
                                         float* back_A, const CollectiveTag& tag, MoePhaseTimes* tm,
-                                        const std::function<void()>& while_first_chunk) {
+                                        const std::function<void()>& before_experts,
+                                        const std::function<void()>& after_experts) {
   const DispatchStats& ds = handle_.stats();
   auto run_experts = [&] {
     if (forward) {
@@ -476,32 +488,35 @@ void MoeLayer::exchange_and_run_experts(bool forward, const float* src_A, float*
     return;
   }
   ExchangePipeline pipe(disp_.get(), &handle_, chunks_, src_A, recv, out, back_A, tag);
-  double shared_s = 0;
+  double shared_s = 0, experts_s = 0;
   int64_t hooks = 0;
   pipe.run([&] {
-    if (while_first_chunk) {
-      const Clock::time_point t0 = Clock::now();
-      while_first_chunk();
-      shared_s = seconds_since(t0);
-    }
+    Clock::time_point t0 = Clock::now();
+    if (before_experts) before_experts();
+    shared_s = seconds_since(&t0);
     experts_->set_expert_hook([&](int64_t j) {
       ++hooks;
       pipe.before_expert(j);
     });
     run_experts();
     experts_->set_expert_hook({});
+    pipe.experts_done();
+    experts_s = seconds_since(&t0);
+    if (after_experts) after_experts();
+    shared_s += seconds_since(&t0);
   });
   // An expert path without the hook would have read rows before they arrived.
   SY_CHECK(hooks == 0 ? handle_.recv_rows() == 0 : hooks == num_local_experts())
       << "moe layer: the overlapped exchange needs the experts' hook once per local expert (got "
       << hooks << " calls for " << num_local_experts() << " experts, " << handle_.recv_rows()
       << " rows)";
-  if (while_first_chunk) tm->shared_expert_s = shared_s;
-  tm->experts_s = pipe.compute_s() - shared_s - pipe.stall_s();
+  tm->shared_expert_s = shared_s;
+  tm->experts_s = experts_s - pipe.stall_s();
   // The exposed exchange: the worker waiting for rows, and the wait for the last returns.
   tm->dispatch_exchange_s = pipe.stall_s();
   tm->return_exchange_s = pipe.tail_s();
 }
+
 void MoeLayer::allreduce_replicated_grads() {
   if (!disp_) return;
   // The router and the shared expert are replicated: sum their gradients over the ranks (each

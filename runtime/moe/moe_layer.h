@@ -25,12 +25,16 @@
 // Non-finite router scores do not stop the forward (ids stay in range); the
 // caller reads last_finite() and applies the skip/abort policy across ranks.
 //
-// Overlap (exchange_chunks > 1), one fixed order of starts on every rank (they number the
-// collectives), with Dc / Rc the dispatch / return of chunk c:
-//   start D0 | [shared expert] | wait D0, start D1, experts of chunk 0 | start R0, wait D1,
-//   start D2, experts of chunk 1 | ... | start R(n-1), wait R0..R(n-1) | combine
-// The backward runs the same schedule on the gradients (no shared expert in it: its dx is
-// summed after the routed experts' and stays there).
+// Overlap (exchange_chunks > 1): the compute runs on a worker thread while this thread makes
+// the MPI calls, with one fixed order of starts on every rank (they number the collectives);
+// Dc / Rc are the dispatch / return of chunk c:
+//   this thread: start D0 .. D(n-1) | for each c: wait Dc, (chunk c computed), start Rc |
+//                wait R0 .. R(n-1)
+//   worker:      shared expert's hidden layer | experts of chunk 0 (once D0 is in), chunk 1, ...
+//                | shared expert's output
+// then the weighted combine and the shared expert's add, as without overlap. The backward
+// runs the same schedule on the gradients, with the shared expert's weight gradients around
+// the routed experts; its dx terms are added after the routed experts', where they were.
 //
 // Legend: T tokens, D hidden, F expert hidden, E experts, K top-k, R kept rows.
 #pragma once
@@ -255,11 +259,13 @@ class MoeLayer {
   // The exchange, the local experts and the way back of one forward (to_experts rows src_A ->
   // recv, experts -> out, out -> back_A) or backward; overlapped in chunks when chunks_ > 1.
   // Adds into tm's exchange and expert phases.
-  // while_first_chunk (may be empty) runs while the first chunk is on the wire (its time is
-  // tm's shared_expert_s).
+  // With overlap, before_experts / after_experts (may be empty: the shared expert's parts) run
+  // on the worker before and after the routed experts, while rows travel (their time is tm's
+  // shared_expert_s).
   void exchange_and_run_experts(bool forward, const float* src_A, float* recv, float* out,
                                 float* back_A, const CollectiveTag& tag, MoePhaseTimes* tm,
-                                const std::function<void()>& while_first_chunk);
+                                const std::function<void()>& before_experts,
+                                const std::function<void()>& after_experts);
   bool defer_allreduce_ = false;
   int chunks_ = 1;  // exchange chunks in use (1: blocking)
 
