@@ -55,9 +55,9 @@
 
 namespace sy {
 
-// The default overlap across hosts (bench/overlap_bench.cc: 8 chunks hid the most of a
+// The default overlap across hosts (bench/overlap_bench.cc: 4 chunks hid the most of a
 // 1 Gbit/s exchange between two namespace hosts; README "Benchmarks").
-constexpr int kExchangeChunksAcrossHosts = 8;
+constexpr int kExchangeChunksAcrossHosts = 4;
 
 struct MoeLayerConfig {
   int64_t d_model = 0;            // D
