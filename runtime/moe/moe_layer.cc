@@ -425,8 +425,8 @@ void MoeLayer::backward(const float* dy_TD, float* dx_TD, const MoeAuxGrads* aux
     const int64_t Rr = handle_.recv_rows();
     float* drecv = scratch_grow(drecv_RD_, Rr * D, c.backend);
     float* dxrecv = scratch_grow(dxrecv_RD_, Rr * D, c.backend);
-    // With overlap, the shared expert's weight gradients (and its dx terms) are computed while
-    // the first chunk is on the wire; its dx is added after the routed experts', as below.
+    // With overlap, the shared expert's weight gradients (and its dx terms) are computed around
+    // the routed experts while rows travel; its dx is added after the routed experts', below.
     std::function<void()> before, after;
     if (overlap_shared) {
       before = [&] { shared_->backward_weights(dy_TD, cfg_.train_experts, dx_TD != nullptr); };

@@ -90,9 +90,10 @@ struct MoeLayerConfig {
   int64_t group_tokens = 0;
   int layer_index = 0;  // names the layer in collective tags and messages
   // Overlap of the token exchange with compute (expert parallel, MPI, a host backend): the
-  // local experts are split into this many chunks of consecutive experts (at most e), and the
-  // rows of chunk c+1 go out while chunk c's experts run and chunk c-1's results come back;
-  // the forward's shared expert runs while the first chunk is on the wire. The same
+  // local experts are split into this many chunks of consecutive experts (at most e); every
+  // chunk's rows go out at once, each chunk's experts run as soon as its rows are in and its
+  // results go back while the next chunk runs; the shared expert runs around the routed
+  // experts (half before, half after) while rows travel. The same
   // arithmetic in the same order: the output and gradients are bitwise those of 1 (no
   // overlap). 0 = SY_EXCHANGE_CHUNKS; when that is unset or "": kExchangeChunksAcrossHosts
   // when the ranks span hosts (Communicator::spans_hosts), else 1.

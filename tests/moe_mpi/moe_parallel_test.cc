@@ -661,8 +661,8 @@ TEST(MoeParallel, PermutedPlacementMatchesOneRank) {
 }
 
 // The exchange overlapped with compute (MoeLayerConfig::exchange_chunks): chunks of local
-// experts go out, run and come back in a pipeline, and the forward's shared expert runs while
-// the first chunk is on the wire. The same checks, bitwise against the 1-rank layer: chunk
+// experts go out, run and come back in a pipeline, and the shared expert runs around the routed
+// experts (forward and backward). The same checks, bitwise against the 1-rank layer: chunk
 // counts that divide the local experts, that do not (uneven chunks), more chunks than local
 // experts, ranks with no tokens at all (T = G: one group), and expert choice (every expert
 // gets rows).
