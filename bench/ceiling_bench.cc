@@ -41,13 +41,7 @@ namespace {
 
 using sy::bench::Gemm;
 
-struct Shape {
-  std::string name;
-  int64_t D, E, K, F, Fs, T;
-};
-
-const Shape kShapes[] = {{"qwen", 2048, 60, 4, 1408, 5632, 2048},
-                         {"small", 256, 16, 2, 512, 1024, 8192}};
+using Shape = sy::bench::MoeShape;
 
 double reduce(double x, MPI_Op op) {
   MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, op, MPI_COMM_WORLD);
@@ -234,11 +228,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 < argc && a == "--shape") {
-      const std::string n = argv[++i];
-      bool found = false;
-      for (const Shape& s : kShapes) {
-        if (s.name == n) shapes.push_back(s), found = true;
-      }
+      const Shape* found = sy::bench::find_moe_shape(argv[++i]);
+      if (found) shapes.push_back(*found);
       usage |= !found;
     } else if (i + 1 < argc && a == "--tokens") {
       tokens = std::atoll(argv[++i]);
@@ -263,7 +254,7 @@ int main(int argc, char** argv) {
     }
     return sy::kExitUsage;
   }
-  if (shapes.empty()) shapes.assign(std::begin(kShapes), std::end(kShapes));
+  if (shapes.empty()) shapes = sy::bench::moe_shapes();
   sy::MpiCommunicator comm;
   std::FILE* json = nullptr;
   if (!json_path.empty() && comm.rank() == 0) {

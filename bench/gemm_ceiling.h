@@ -228,6 +228,24 @@ inline void add_phase_times(MoePhaseTimes* sum, const MoePhaseTimes& t) {
   sum->experts_elementwise_s += t.experts_elementwise_s;
 }
 
+// The MoE layer shapes of the layer benchmarks (ceiling_bench, overlap_bench); T is tokens per
+// rank, E must be a multiple of P.
+struct MoeShape {
+  std::string name;
+  int64_t D, E, K, F, Fs, T;
+};
+inline const std::vector<MoeShape>& moe_shapes() {
+  static const std::vector<MoeShape> shapes = {{"qwen", 2048, 60, 4, 1408, 5632, 2048},
+                                               {"small", 256, 16, 2, 512, 1024, 8192}};
+  return shapes;
+}
+// The shape called `name`, or null.
+inline const MoeShape* find_moe_shape(const std::string& name) {
+  for (const MoeShape& s : moe_shapes())
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
 inline double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());

@@ -10,8 +10,8 @@
 //   overlap_bench [--shape small|qwen] [--tokens T] [--chunks N]... [--iters N] [--forward-only]
 //                 [--capacity-factor C] [--json FILE]
 //
-// Shapes as bench/ceiling_bench.cc (tokens per rank): small D 256, E 16, K 2, F 512, shared 1024,
-// T 8192; qwen D 2048, E 60, K 4, F 1408, shared 5632, T 2048. Dropless by default.
+// Shapes (bench/gemm_ceiling.h moe_shapes(), tokens per rank): small D 256, E 16, K 2, F 512,
+// shared 1024, T 8192; qwen D 2048, E 60, K 4, F 1408, shared 5632, T 2048. Dropless by default.
 //
 // Each iteration, a barrier before each part, the parts' order rotating every iteration:
 //   exchange  the rows alone: a Dispatcher of its own moves the blocking layer's rows out and back
@@ -42,13 +42,7 @@
 
 namespace {
 
-struct Shape {
-  std::string name;
-  int64_t D, E, K, F, Fs, T;
-};
-
-const Shape kShapes[] = {{"small", 256, 16, 2, 512, 1024, 8192},
-                         {"qwen", 2048, 60, 4, 1408, 5632, 2048}};
+using Shape = sy::bench::MoeShape;
 
 double max_over_ranks(double x) {
   MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -86,7 +80,7 @@ double exchange_phases(const sy::MoePhaseTimes& t) {
 }
 
 struct Options {
-  Shape shape = kShapes[0];
+  Shape shape = *sy::bench::find_moe_shape("small");
   std::vector<int> chunks;
   int iters = 5;
   bool backward = true;
@@ -262,11 +256,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 < argc && a == "--shape") {
-      const std::string n = argv[++i];
-      bool found = false;
-      for (const Shape& s : kShapes) {
-        if (s.name == n) o.shape = s, found = true;
-      }
+      const Shape* found = sy::bench::find_moe_shape(argv[++i]);
+      if (found) o.shape = *found;
       usage |= !found;
     } else if (i + 1 < argc && a == "--tokens") {
       tokens = std::atoll(argv[++i]);
