@@ -30,9 +30,8 @@ double cross_entropy_sum(const float* logits_TV, const int32_t* target_T, int64_
     const float* row = logits_TV + t * V;
     // Max-subtracted log-sum-exp in double: the loss is summed over many rows and all-reduced,
     // so keep its per-row error well below fp32 rounding of the logits themselves.
-    const float mx = *std::max_element(row, row + V);
-    double z = 0.0;
-    for (int64_t j = 0; j < V; ++j) z += std::exp(static_cast<double>(row[j]) - mx);
+    const float mx = loss_row_max(row, V);
+    const double z = loss_row_sum_exp(row, V, mx);
     sum += static_cast<double>(mx) + std::log(z) - static_cast<double>(row[y]);
     ++n;
   }
@@ -50,9 +49,20 @@ void cross_entropy_backward(const float* logits_TV, const int32_t* target_T, int
       std::fill(d, d + V, 0.0f);
       continue;
     }
-    softmax_row(logits_TV + t * V, d, static_cast<int>(V));
-    d[y] -= 1.0f;
-    for (int64_t j = 0; j < V; ++j) d[j] *= scale;
+    // softmax(row) - onehot(y), times scale: the exponentials in fp32 (exp_poly), their sum in
+    // double. A row of -inf only gets the uniform distribution (softmax_row's rule).
+    const float* row = logits_TV + t * V;
+    const float mx = loss_row_max(row, V);
+    float inv;
+    if (mx == -INFINITY) {
+      std::fill(d, d + V, 1.0f);
+      inv = 1.0f / static_cast<float>(V);
+    } else {
+      inv = static_cast<float>(1.0 / loss_row_exp(row, V, mx, d));
+    }
+    const float py = d[y];
+    loss_row_scale(d, V, inv, scale);
+    d[y] = (py * inv - 1.0f) * scale;
   }
 }
 

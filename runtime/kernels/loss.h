@@ -18,4 +18,16 @@ double cross_entropy_sum(const float* logits_TV, const int32_t* target_T, int64_
 void cross_entropy_backward(const float* logits_TV, const int32_t* target_T, int64_t T, int64_t V,
                             float scale, float* dlogits_TV);
 
+// The row loops of both, vectorized (vector_rows.cc); sums in double over kLossLanes lanes in a
+// fixed order (vector_rows.cc says which).
+constexpr int kLossLanes = 16;
+// max_j x_j (-inf for n = 0); NaN entries are skipped (they reach the sums instead).
+float loss_row_max(const float* x, int64_t n);
+// sum_j e^(x_j - m) in double, e^ by exp_neg_poly (math.h); m >= every x_j.
+double loss_row_sum_exp(const float* x, int64_t n, float m);
+// p_j = e^(x_j - m) by exp_poly (fp32); returns sum_j p_j in double.
+double loss_row_exp(const float* x, int64_t n, float m, float* p);
+// p_j = p_j * a * b.
+void loss_row_scale(float* p, int64_t n, float a, float b);
+
 }  // namespace sy

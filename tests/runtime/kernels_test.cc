@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/core/rng.h"
+#include "runtime/kernels/loss.h"
 #include "runtime/kernels/math.h"
 #include "runtime/kernels/rows.h"
 
@@ -292,6 +293,58 @@ TEST(Activations, SwigluRowsAreTheScalarCodeBitwise) {
       EXPECT_TRUE(same(du2[i], du[i]) || (std::isnan(du2[i]) && std::isnan(du[i])));
     }
   }
+}
+
+// exp_neg_poly (the cross-entropy's exponential in double, math.h) against glibc's exp on
+// [-708, 0]: within 4 ulp; its edges clamp (x > 0 to 1, below -708 to e^-708), NaN stays NaN.
+TEST(Activations, ExpNegPolyWithinFourUlpOfExp) {
+  double worst = 0;
+  for (double x = -708.0; x <= 0.0; x += 0.00131) {
+    const double e = std::exp(x), p = exp_neg_poly(x);
+    worst = std::max(worst, std::fabs(p - e) / (std::nextafter(e, kInf) - e));
+  }
+  for (double x = -1.0; x <= 0.0; x += 1.0 / 4096.0) {  // the range most logits fall in
+    const double e = std::exp(x), p = exp_neg_poly(x);
+    worst = std::max(worst, std::fabs(p - e) / (std::nextafter(e, kInf) - e));
+  }
+  EXPECT_LE(worst, 4.0);
+  EXPECT_EQ(exp_neg_poly(0.0), 1.0);
+  EXPECT_EQ(exp_neg_poly(3.0), 1.0);
+  EXPECT_EQ(exp_neg_poly(-kInf), exp_neg_poly(-708.0));
+  EXPECT_GT(exp_neg_poly(-708.0), 0.0);
+  EXPECT_LT(exp_neg_poly(-708.0), 1e-300);
+  EXPECT_TRUE(std::isnan(exp_neg_poly(std::nan(""))));
+}
+
+// The cross-entropy's row loops (vector_rows.cc, vectorized and cloned) give the bits of the
+// same arithmetic one element at a time in their lane order (element j in lane j % kLossLanes,
+// lanes added in order), at every length.
+TEST(CrossEntropyRows, AreTheScalarLaneOrderBitwise) {
+  auto same = [](double x, double y) { return std::memcmp(&x, &y, sizeof x) == 0; };
+  for (int64_t n : {1, 5, 15, 16, 17, 33, 100, 50257}) {
+    std::vector<float> x = randn(n, 3.0f, 60 + n);
+    if (n > 7) x[7] = -kInf;
+    float m = -kInf;
+    for (float v : x) m = v > m ? v : m;
+    EXPECT_EQ(loss_row_max(x.data(), n), m) << n;
+    double lane_e[kLossLanes] = {}, lane_p[kLossLanes] = {};
+    std::vector<float> p_ref(n);
+    for (int64_t j = 0; j < n; ++j) {
+      lane_e[j % kLossLanes] += exp_neg_poly(static_cast<double>(x[j]) - m);
+      p_ref[j] = exp_poly(x[j] - m);
+      lane_p[j % kLossLanes] += static_cast<double>(p_ref[j]);
+    }
+    double z_e = 0.0, z_p = 0.0;
+    for (int k = 0; k < kLossLanes; ++k) z_e += lane_e[k], z_p += lane_p[k];
+    EXPECT_TRUE(same(loss_row_sum_exp(x.data(), n, m), z_e)) << n;
+    std::vector<float> p(n);
+    EXPECT_TRUE(same(loss_row_exp(x.data(), n, m, p.data()), z_p)) << n;
+    EXPECT_EQ(0, std::memcmp(p.data(), p_ref.data(), sizeof(float) * n)) << n;
+    std::vector<float> q = p;
+    loss_row_scale(q.data(), n, 0.37f, 1.0f / 3.0f);
+    for (int64_t j = 0; j < n; ++j) EXPECT_EQ(q[j], p[j] * 0.37f * (1.0f / 3.0f)) << n << " " << j;
+  }
+  EXPECT_EQ(loss_row_max(nullptr, 0), -kInf);
 }
 
 // The AdamW loop (vector_rows.cc, vectorized and cloned) gives adamw_element's bits, with and
