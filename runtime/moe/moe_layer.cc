@@ -171,6 +171,11 @@ class ExchangePipeline {
 
 // ---- config --------------------------------------------------------------------------------
 
+int default_exchange_chunks(bool spans_hosts, int64_t d_model, int64_t ffn_hidden) {
+  const bool large_experts = d_model * ffn_hidden >= kOneHostOverlapMinExpertWeights;
+  return spans_hosts || large_experts ? kExchangeChunksAcrossHosts : 1;
+}
+
 RouterConfig MoeLayerConfig::resolved_router() const {
   RouterConfig r = router;
   r.d_model = d_model;
@@ -252,7 +257,8 @@ StatusOr<std::unique_ptr<MoeLayer>> MoeLayer::create(const MoeLayerConfig& cfg,
     if (chunks <= 0) {
       SY_ASSIGN_OR_RETURN(chunks, parse_exchange_chunks(std::getenv("SY_EXCHANGE_CHUNKS")));
     }
-    if (chunks <= 0) chunks = comm->spans_hosts() ? kExchangeChunksAcrossHosts : 1;
+    if (chunks <= 0)
+      chunks = default_exchange_chunks(comm->spans_hosts(), cfg.d_model, cfg.ffn_hidden);
     // Overlap needs the non-blocking blocked exchange, expert GEMMs that are done when they
     // return (a host backend) and experts that run one at a time (their hook paces the
     // pipeline; identity experts only copy).

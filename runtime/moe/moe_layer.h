@@ -58,6 +58,17 @@ namespace sy {
 // The default overlap across hosts (bench/overlap_bench.cc: 4 chunks hid the most of a
 // 1 Gbit/s exchange between two namespace hosts; README "Benchmarks").
 constexpr int kExchangeChunksAcrossHosts = 4;
+// On one host the exchange is a copy through shared memory, and the overlap pays for itself only
+// where each expert's GEMMs are long against the worker thread's hand-offs and the polling: the
+// default overlaps (kExchangeChunksAcrossHosts chunks) from this many weights per expert matrix,
+// D x F, up. Measured at two shapes (bench/ceiling_bench.cc, 2 ranks on 2 cores): the
+// Qwen1.5-MoE shape (D x F = 2.9 M) gained from it, the small shape (0.13 M) lost; the default
+// model (0.07 M) and the tests' small models stay blocking.
+constexpr int64_t kOneHostOverlapMinExpertWeights = int64_t{1} << 20;
+
+// The exchange_chunks a layer takes when neither MoeLayerConfig nor SY_EXCHANGE_CHUNKS sets it.
+// Every argument is the same on every rank, so every rank takes the same schedule.
+int default_exchange_chunks(bool spans_hosts, int64_t d_model, int64_t ffn_hidden);
 
 struct MoeLayerConfig {
   int64_t d_model = 0;            // D
@@ -95,8 +106,9 @@ struct MoeLayerConfig {
   // results go back while the next chunk runs; the shared expert runs around the routed
   // experts (half before, half after) while rows travel. The same
   // arithmetic in the same order: the output and gradients are bitwise those of 1 (no
-  // overlap). 0 = SY_EXCHANGE_CHUNKS; when that is unset or "": kExchangeChunksAcrossHosts
-  // when the ranks span hosts (Communicator::spans_hosts), else 1.
+  // overlap). 0 = SY_EXCHANGE_CHUNKS; when that is unset or "": default_exchange_chunks()
+  // (kExchangeChunksAcrossHosts when the ranks span hosts, Communicator::spans_hosts, or the
+  // experts are large; else 1).
   int exchange_chunks = 0;
   // Where the layer, its router and its experts run (backend, stream, deterministic flag);
   // null = default_context(). Must outlive the layer.

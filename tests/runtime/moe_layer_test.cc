@@ -389,6 +389,18 @@ TEST(MoeLayer, ConfigErrorsAreClear) {
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "overflow rejected up front";
 }
 
+// Unset SY_EXCHANGE_CHUNKS: overlap across hosts, and on one host only for large experts
+// (moe_layer.h says why): the default model and the small benchmark shape stay blocking, the
+// Qwen1.5-MoE shape overlaps.
+TEST(MoeLayer, DefaultOverlapIsAcrossHostsOrForLargeExperts) {
+  EXPECT_EQ(default_exchange_chunks(false, 256, 256), 1);
+  EXPECT_EQ(default_exchange_chunks(false, 256, 512), 1);
+  EXPECT_EQ(default_exchange_chunks(false, 1024, 1023), 1);
+  EXPECT_EQ(default_exchange_chunks(false, 1024, 1024), kExchangeChunksAcrossHosts);
+  EXPECT_EQ(default_exchange_chunks(false, 2048, 1408), kExchangeChunksAcrossHosts);
+  EXPECT_EQ(default_exchange_chunks(true, 256, 256), kExchangeChunksAcrossHosts);
+}
+
 TEST(MoeLayer, CountersAndTimesAccumulate) {
   MoeLayerConfig cfg = SmallConfig();
   cfg.capacity_factor = 1.0;
