@@ -65,9 +65,11 @@ phase mpi ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 -- \
   -R "$(regex "${lists[1]}")" -j"$(nproc)" "$@"
 # The end-to-end reliability probes (bad inputs, ranks that disagree, faults; their time bounds
 # scaled for -O0 + ASan), the training checkpoints' crashes and corruptions (train_e2e) and the
-# crash-during-save loop (save_crash_loop) through the sanitized switchyard binary, one at a time.
+# crash-during-save loop (save_crash_loop) through the sanitized switchyard binary, two at a time
+# (chains of short 2- and 4-rank launches that keep ~1.5 cores busy: one at a time they took
+# 168 + 200 + 78 = 447 s on the 2-core machine, two at a time 364 s, every time bound held).
 phase reliability SY_TIME_SCALE=4 ASAN_OPTIONS=detect_leaks=0:check_initialization_order=1 -- \
-  -R '^(reliability_e2e|train_e2e|save_crash_loop)$' "$@"
+  -R '^(reliability_e2e|train_e2e|save_crash_loop)$' -j"$(nproc)" "$@"
 echo "sanitize_tests: $(grep -c . "${lists[0]}") unit tests (LeakSanitizer $([ $leaks = 1 ] &&
   echo on || echo off)), $(grep -c . "${lists[1]}") tests at 2 and 4 ranks, reliability_e2e," \
   "train_e2e and save_crash_loop" \
