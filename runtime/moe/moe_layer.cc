@@ -172,7 +172,9 @@ class ExchangePipeline {
 // ---- config --------------------------------------------------------------------------------
 
 int default_exchange_chunks(bool spans_hosts, int64_t d_model, int64_t ffn_hidden) {
-  const bool large_experts = d_model * ffn_hidden >= kOneHostOverlapMinExpertWeights;
+  // In double: the function takes any sizes, and their product need not fit in int64_t.
+  const bool large_experts = static_cast<double>(d_model) * static_cast<double>(ffn_hidden) >=
+                             static_cast<double>(kOneHostOverlapMinExpertWeights);
   return spans_hosts || large_experts ? kExchangeChunksAcrossHosts : 1;
 }
 

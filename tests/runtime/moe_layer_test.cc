@@ -399,6 +399,8 @@ TEST(MoeLayer, DefaultOverlapIsAcrossHostsOrForLargeExperts) {
   EXPECT_EQ(default_exchange_chunks(false, 1024, 1024), kExchangeChunksAcrossHosts);
   EXPECT_EQ(default_exchange_chunks(false, 2048, 1408), kExchangeChunksAcrossHosts);
   EXPECT_EQ(default_exchange_chunks(true, 256, 256), kExchangeChunksAcrossHosts);
+  EXPECT_EQ(default_exchange_chunks(false, int64_t{1} << 40, int64_t{1} << 40),
+            kExchangeChunksAcrossHosts);  // no int64_t overflow
 }
 
 TEST(MoeLayer, CountersAndTimesAccumulate) {
