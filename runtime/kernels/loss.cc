@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "runtime/core/check.h"
-#include "runtime/kernels/math.h"
 
 namespace sy {
 

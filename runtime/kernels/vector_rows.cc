@@ -67,6 +67,13 @@ SY_VECTOR_CLONES void adamw_update(float* w, const float* g, float* m, float* v,
 // its elements in order, then the lanes are added in order 0, 1, ...: one fixed order, which
 // every vector width reproduces (and kernels_test recomputes one element at a time).
 
+// The lanes' partial sums added in lane order.
+inline double add_lanes(const double (&lane)[kLossLanes]) {
+  double z = 0.0;
+  for (int k = 0; k < kLossLanes; ++k) z += lane[k];
+  return z;
+}
+
 SY_VECTOR_CLONES float loss_row_max(const float* x, int64_t n) {
   float lane[kLossLanes];
   for (int k = 0; k < kLossLanes; ++k) lane[k] = -INFINITY;
@@ -87,9 +94,7 @@ SY_VECTOR_CLONES double loss_row_sum_exp(const float* x, int64_t n, float m) {
     for (int k = 0; k < kLossLanes; ++k)
       lane[k] += exp_neg_poly(static_cast<double>(x[j + k]) - md);
   for (int k = 0; j < n; ++j, ++k) lane[k] += exp_neg_poly(static_cast<double>(x[j]) - md);
-  double z = 0.0;
-  for (int k = 0; k < kLossLanes; ++k) z += lane[k];
-  return z;
+  return add_lanes(lane);
 }
 
 SY_VECTOR_CLONES double loss_row_exp(const float* x, int64_t n, float m, float* p) {
@@ -105,9 +110,7 @@ SY_VECTOR_CLONES double loss_row_exp(const float* x, int64_t n, float m, float* 
     p[j] = exp_poly(x[j] - m);
     lane[k] += static_cast<double>(p[j]);
   }
-  double z = 0.0;
-  for (int k = 0; k < kLossLanes; ++k) z += lane[k];
-  return z;
+  return add_lanes(lane);
 }
 
 SY_VECTOR_CLONES void loss_row_scale(float* p, int64_t n, float a, float b) {
